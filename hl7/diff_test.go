@@ -4,8 +4,8 @@ import (
 	"bytes"
 	"testing"
 
-	lenaten "github.com/lenaten/hl7"
 	"github.com/google/go-cmp/cmp"
+	lenaten "github.com/lenaten/hl7"
 )
 
 // TestDifferentialLenaten compares our parser with github.com/lenaten/hl7
@@ -14,7 +14,7 @@ import (
 func TestDifferentialLenaten(t *testing.T) {
 	inputs := map[string][]byte{
 		"orm_o01_plain.hl7": readTestdata(t, "orm_o01_plain.hl7"),
-		"inline": []byte("MSH|^~\\&|A|B|C|D|2025||ADT^A01|9|P|2.5\rEVN|A01|2025\rPID|1||X1^^^F^MR~X2^^^G^PI||DOE^JO^^^^^L|||M\rPV1|1|I|W^1^2\r"),
+		"inline":            []byte("MSH|^~\\&|A|B|C|D|2025||ADT^A01|9|P|2.5\rEVN|A01|2025\rPID|1||X1^^^F^MR~X2^^^G^PI||DOE^JO^^^^^L|||M\rPV1|1|I|W^1^2\r"),
 	}
 	for name, in := range inputs {
 		t.Run(name, func(t *testing.T) {

@@ -216,10 +216,10 @@ func TestCharsets(t *testing.T) {
 		{"8859/1", []byte{'G', 'R', 0xC4, 'F', 'E'}, name},
 		{"8859/15", []byte{'E', 'U', 'R', 0xA4}, "EUR€"},
 		{"UNICODE UTF-8", []byte(name), name},
-		{"", []byte(name), name},                             // undeclared but valid UTF-8
-		{"ASCII", []byte{'G', 'R', 0xC4, 'F', 'E'}, name},    // undeclared 8859-1 fallback
-		{"8859/1", []byte(`GR\XC4\FE`), name},                // \X..\ in the declared set
-		{"UNICODE UTF-8", []byte(`GR\XC384\FE`), name},       // \X..\ in UTF-8
+		{"", []byte(name), name},                          // undeclared but valid UTF-8
+		{"ASCII", []byte{'G', 'R', 0xC4, 'F', 'E'}, name}, // undeclared 8859-1 fallback
+		{"8859/1", []byte(`GR\XC4\FE`), name},             // \X..\ in the declared set
+		{"UNICODE UTF-8", []byte(`GR\XC384\FE`), name},    // \X..\ in UTF-8
 	}
 	for _, tt := range tests {
 		msg := append([]byte("MSH|^~\\&|||||||ADT^A01|1|P|2.5.1||||||"+tt.charset+"\rPID|1||1||"), tt.body...)
