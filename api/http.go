@@ -1,0 +1,255 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/coder/websocket"
+	"github.com/grpc-ecosystem/grpc-gateway/v2/runtime"
+	"github.com/grpc-ecosystem/grpc-gateway/v2/utilities"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/reflect/protoreflect"
+
+	"radbridge/fanout"
+	rbv1 "radbridge/proto/radbridge/v1"
+)
+
+// maxBody bounds REST request bodies.
+const maxBody = 64 << 10
+
+// HTTPConfig configures the HTTP front.
+type HTTPConfig struct {
+	// Ready reports readiness for /readyz: nil means ready.
+	Ready func() error
+	// WriteTimeout bounds one WebSocket write.
+	WriteTimeout time.Duration
+	Logger       *slog.Logger
+}
+
+// NewHTTPHandler returns the HTTP front: grpc-gateway REST over conn (a
+// connection to this process's gRPC server), the WebSocket event stream,
+// /healthz and /readyz.
+func NewHTTPHandler(ctx context.Context, svc *Service, conn *grpc.ClientConn, cfg HTTPConfig) (http.Handler, error) {
+	if cfg.WriteTimeout == 0 {
+		cfg.WriteTimeout = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	gw := runtime.NewServeMux(
+		runtime.SetQueryParameterParser(strictQuery{}),
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
+			MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: false},
+			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
+		}),
+	)
+	if err := rbv1.RegisterEventServiceHandler(ctx, gw, conn); err != nil {
+		return nil, fmt.Errorf("register gateway: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/v1/events:stream", &wsStream{svc: svc, cfg: cfg})
+	mux.Handle("/v1/", limitBody(gw))
+	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		fmt.Fprintln(w, "ok")
+	})
+	mux.HandleFunc("GET /readyz", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/plain")
+		if cfg.Ready != nil {
+			if err := cfg.Ready(); err != nil {
+				w.WriteHeader(http.StatusServiceUnavailable)
+				fmt.Fprintln(w, "not ready:", err)
+				return
+			}
+		}
+		fmt.Fprintln(w, "ready")
+	})
+	return mux, nil
+}
+
+func limitBody(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > maxBody {
+			writeJSONError(w, http.StatusRequestEntityTooLarge, codes.InvalidArgument, fmt.Sprintf("request body larger than %d bytes", maxBody))
+			return
+		}
+		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
+		h.ServeHTTP(w, r)
+	})
+}
+
+func writeJSONError(w http.ResponseWriter, httpCode int, code codes.Code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(httpCode)
+	_ = json.NewEncoder(w).Encode(map[string]any{"code": int(code), "message": msg})
+}
+
+// strictQuery rejects query parameters that name no request field (a typo
+// in a filter must not silently widen it) and accepts event types by their
+// dotted names too (imaging.study.available).
+type strictQuery struct{}
+
+func (strictQuery) Parse(msg proto.Message, values url.Values, filter *utilities.DoubleArray) error {
+	fields := msg.ProtoReflect().Descriptor().Fields()
+	for k, vs := range values {
+		name := strings.SplitN(k, ".", 2)[0]
+		fd := fields.ByName(protoreflect.Name(name))
+		if fd == nil {
+			fd = fields.ByJSONName(name)
+		}
+		if fd == nil {
+			return fmt.Errorf("unknown query parameter %q", k)
+		}
+		if fd.Enum() != nil && fd.Enum().FullName() == "radbridge.v1.EventType" {
+			for i, v := range vs {
+				if t, ok := EventTypeByName(v); ok {
+					vs[i] = t.String()
+				}
+			}
+		}
+	}
+	return (&runtime.DefaultQueryParser{}).Parse(msg, values, filter)
+}
+
+// dotted maps event types to the browser room protocol's names.
+var dotted = map[rbv1.EventType]string{
+	rbv1.EventType_IMAGING_STUDY_AVAILABLE: "imaging.study.available",
+	rbv1.EventType_IMAGING_STUDY_UPDATED:   "imaging.study.updated",
+	rbv1.EventType_IMAGING_STUDY_PROGRESS:  "imaging.study.progress",
+	rbv1.EventType_IMAGING_REPORT_READY:    "imaging.report.ready",
+	rbv1.EventType_RESULT_RECEIVED:         "result.received",
+	rbv1.EventType_ORDER_PLACED:            "order.placed",
+	rbv1.EventType_ORDER_UPDATED:           "order.updated",
+	rbv1.EventType_ORDER_CANCELLED:         "order.cancelled",
+	rbv1.EventType_IMAGING_STUDY_VIEWED:    "imaging.study.viewed",
+}
+
+// DottedName returns the room protocol name of t.
+func DottedName(t rbv1.EventType) string { return dotted[t] }
+
+// EventTypeByName accepts IMAGING_STUDY_AVAILABLE or imaging.study.available.
+func EventTypeByName(s string) (rbv1.EventType, bool) {
+	if v, ok := rbv1.EventType_value[s]; ok && v != 0 {
+		return rbv1.EventType(v), true
+	}
+	for t, d := range dotted {
+		if d == s {
+			return t, true
+		}
+	}
+	return 0, false
+}
+
+// wsStream serves /v1/events:stream: the events as protojson text
+// messages, one per frame, resumable with since.
+type wsStream struct {
+	svc *Service
+	cfg HTTPConfig
+}
+
+func (h *wsStream) parse(q url.Values) (*rbv1.SubscribeRequest, error) {
+	r := &rbv1.SubscribeRequest{}
+	for k, vs := range q {
+		switch k {
+		case "patient_id":
+			r.PatientId = append(r.PatientId, vs...)
+		case "type":
+			for _, v := range vs {
+				t, ok := EventTypeByName(v)
+				if !ok {
+					return nil, invalid("unknown event type %q", v)
+				}
+				r.Type = append(r.Type, t)
+			}
+		case "resource_type":
+			r.ResourceType = append(r.ResourceType, vs...)
+		case "since", "heartbeat_seconds":
+			if len(vs) != 1 {
+				return nil, invalid("%s given %d times", k, len(vs))
+			}
+			n, err := strconv.ParseUint(vs[0], 10, 64)
+			if err != nil {
+				return nil, invalid("%s %q is not a non-negative integer", k, vs[0])
+			}
+			if k == "since" {
+				r.SinceSequence = n
+			} else {
+				if n > 3600 {
+					return nil, invalid("heartbeat_seconds %d is more than 3600", n)
+				}
+				r.HeartbeatSeconds = uint32(n)
+			}
+		case "from_now":
+			r.FromNow = len(vs) > 0 && (vs[0] == "true" || vs[0] == "1")
+		default:
+			return nil, invalid("unknown query parameter %q", k)
+		}
+	}
+	return r, nil
+}
+
+func (h *wsStream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	req, err := h.parse(r.URL.Query())
+	var p subscribeParams
+	if err == nil {
+		p, err = h.svc.validateSubscribe(r.Context(), req)
+	}
+	if err != nil {
+		st := status.Convert(err)
+		writeJSONError(w, runtime.HTTPStatusFromCode(st.Code()), st.Code(), st.Message())
+		return
+	}
+	c, err := websocket.Accept(w, r, nil)
+	if err != nil {
+		return // Accept wrote the HTTP error
+	}
+	defer c.CloseNow()
+	ctx := c.CloseRead(r.Context())
+	sub := h.svc.hub.Subscribe(p.since, p.f)
+	defer sub.Close()
+	hb := []byte(`{"heartbeat":true}`)
+	write := func(b []byte) error {
+		wctx, cancel := context.WithTimeout(ctx, h.cfg.WriteTimeout)
+		defer cancel()
+		return c.Write(wctx, websocket.MessageText, b)
+	}
+	for {
+		entries, err := sub.Next(ctx, p.heartbeat)
+		if err != nil {
+			switch {
+			case errors.Is(err, fanout.ErrSlow):
+				c.Close(websocket.StatusTryAgainLater, fmt.Sprintf("subscriber too slow: resume with since=%d", sub.Position()))
+			case ctx.Err() != nil:
+			default:
+				c.Close(websocket.StatusInternalError, "read events failed")
+			}
+			return
+		}
+		if len(entries) == 0 {
+			if err := write(hb); err != nil {
+				return
+			}
+			continue
+		}
+		for _, e := range entries {
+			if err := write(e.JSON()); err != nil {
+				if errors.Is(err, context.DeadlineExceeded) {
+					c.Close(websocket.StatusTryAgainLater, fmt.Sprintf("subscriber too slow: resume with since=%d", e.Event.Sequence-1))
+				}
+				return
+			}
+		}
+	}
+}

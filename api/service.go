@@ -1,0 +1,301 @@
+package api
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"sort"
+	"strconv"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"radbridge/eventlog"
+	"radbridge/fanout"
+	"radbridge/ingest"
+	"radbridge/mapper"
+	rbv1 "radbridge/proto/radbridge/v1"
+)
+
+// Patients reads patients' read models.
+type Patients interface {
+	// Patient returns the patient, or (nil, nil) when unknown.
+	Patient(ctx context.Context, id string) (*mapper.Patient, error)
+}
+
+// Awaiter returns the events derived from an ingest sequence.
+type Awaiter interface {
+	Await(ctx context.Context, ingestSeq uint64) ([]*rbv1.Event, error)
+}
+
+// Service implements rbv1.EventServiceServer.
+type Service struct {
+	rbv1.UnimplementedEventServiceServer
+	events   eventlog.Log
+	hub      *fanout.Hub
+	ingest   ingest.Log
+	mapper   Awaiter
+	patients Patients
+	log      *slog.Logger
+	// DefaultHeartbeat is the idle time between heartbeats.
+	DefaultHeartbeat time.Duration
+
+	stopCtx context.Context
+	stop    context.CancelFunc
+}
+
+// Stop ends every open Subscribe stream with UNAVAILABLE (shutdown).
+func (s *Service) Stop() { s.stop() }
+
+// NewService returns the service.
+func NewService(events eventlog.Log, hub *fanout.Hub, in ingest.Log, m Awaiter, p Patients, log *slog.Logger) *Service {
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	return &Service{events: events, hub: hub, ingest: in, mapper: m, patients: p, log: log.With("component", "api"),
+		DefaultHeartbeat: 30 * time.Second, stopCtx: ctx, stop: cancel}
+}
+
+// subscribeParams is a validated subscription.
+type subscribeParams struct {
+	f         eventlog.Filter
+	since     uint64
+	heartbeat time.Duration
+}
+
+func (s *Service) validateSubscribe(ctx context.Context, r *rbv1.SubscribeRequest) (subscribeParams, error) {
+	f, err := filter(r.GetPatientId(), r.GetType(), r.GetResourceType())
+	if err != nil {
+		return subscribeParams{}, err
+	}
+	p := subscribeParams{f: f, since: r.GetSinceSequence(), heartbeat: s.DefaultHeartbeat}
+	if hs := r.GetHeartbeatSeconds(); hs > 3600 {
+		return p, invalid("heartbeat_seconds %d is more than 3600", hs)
+	} else if hs > 0 {
+		p.heartbeat = time.Duration(hs) * time.Second
+	}
+	if r.GetFromNow() {
+		if p.since != 0 {
+			return p, invalid("from_now and since_sequence exclude each other")
+		}
+		_, last, err := s.events.Bounds(ctx)
+		if err != nil {
+			return p, status.Errorf(codes.Unavailable, "event log: %v", err)
+		}
+		p.since = last
+		return p, nil
+	}
+	return p, s.checkCursor(ctx, "since_sequence", p.since)
+}
+
+// Subscribe implements rbv1.EventServiceServer.
+func (s *Service) Subscribe(r *rbv1.SubscribeRequest, stream grpc.ServerStreamingServer[rbv1.Event]) error {
+	ctx, cancel := context.WithCancel(stream.Context())
+	defer cancel()
+	defer context.AfterFunc(s.stopCtx, cancel)()
+	p, err := s.validateSubscribe(ctx, r)
+	if err != nil {
+		return err
+	}
+	sub := s.hub.Subscribe(p.since, p.f)
+	defer sub.Close()
+	hb, _ := preEncodedOf(&rbv1.Event{Heartbeat: true})
+	_ = stream.SendHeader(metadata.Pairs("radbridge-since", strconv.FormatUint(p.since, 10)))
+	for {
+		entries, err := sub.Next(ctx, p.heartbeat)
+		if err != nil {
+			if errors.Is(err, fanout.ErrSlow) {
+				stream.SetTrailer(metadata.Pairs("radbridge-resume-since", strconv.FormatUint(sub.Position(), 10)))
+				return status.Errorf(codes.ResourceExhausted, "subscriber too slow: resume with since_sequence=%d", sub.Position())
+			}
+			if s.stopCtx.Err() != nil {
+				stream.SetTrailer(metadata.Pairs("radbridge-resume-since", strconv.FormatUint(sub.Position(), 10)))
+				return status.Errorf(codes.Unavailable, "server shutting down: resume with since_sequence=%d", sub.Position())
+			}
+			if ctx.Err() != nil {
+				return status.FromContextError(ctx.Err()).Err()
+			}
+			return status.Errorf(codes.Unavailable, "read events: %v", err)
+		}
+		if len(entries) == 0 {
+			if err := stream.SendMsg(hb); err != nil {
+				return err
+			}
+			continue
+		}
+		for _, e := range entries {
+			if err := stream.SendMsg(preEncoded(e.Proto())); err != nil {
+				return err
+			}
+		}
+	}
+}
+
+func preEncodedOf(ev *rbv1.Event) (preEncoded, error) {
+	e := &fanout.Entry{Event: ev}
+	return preEncoded(e.Proto()), nil
+}
+
+// ListEvents implements rbv1.EventServiceServer.
+func (s *Service) ListEvents(ctx context.Context, r *rbv1.ListEventsRequest) (*rbv1.ListEventsResponse, error) {
+	f, err := filter(r.GetPatientId(), r.GetType(), r.GetResourceType())
+	if err != nil {
+		return nil, err
+	}
+	size := int(r.GetPageSize())
+	if size == 0 {
+		size = defaultPageSize
+	}
+	if size > maxPageSize {
+		return nil, invalid("page_size %d is more than %d", size, maxPageSize)
+	}
+	if err := s.checkCursor(ctx, "since", r.GetSince()); err != nil {
+		return nil, err
+	}
+	_, last, err := s.events.Bounds(ctx)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "event log: %v", err)
+	}
+	evs, err := s.events.Read(ctx, r.GetSince()+1, f, size)
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "read events: %v", err)
+	}
+	next := last
+	if len(evs) == size {
+		next = evs[len(evs)-1].Sequence
+	} else if n := len(evs); n > 0 && evs[n-1].Sequence > next {
+		next = evs[n-1].Sequence
+	}
+	return &rbv1.ListEventsResponse{Events: evs, NextSince: next, LastSequence: max(last, next)}, nil
+}
+
+// PublishEvent implements rbv1.EventServiceServer.
+func (s *Service) PublishEvent(ctx context.Context, r *rbv1.PublishEventRequest) (*rbv1.Event, error) {
+	switch t := r.GetType(); {
+	case t == rbv1.EventType_EVENT_TYPE_UNSPECIFIED:
+		return nil, invalid("type is required")
+	case rbv1.EventType_name[int32(t)] == "":
+		return nil, invalid("unknown event type %d", t)
+	case !clientTypes[t]:
+		return nil, status.Errorf(codes.PermissionDenied, "%v is recorded by radbridge itself and cannot be published; clients may publish IMAGING_STUDY_VIEWED", t)
+	}
+	if err := checkID("patient_id", r.GetPatientId()); err != nil {
+		return nil, err
+	}
+	if err := checkUID("study_instance_uid", r.GetStudyInstanceUid()); err != nil {
+		return nil, err
+	}
+	for name, v := range map[string]string{"accession_number": r.GetAccessionNumber(), "viewer_id": r.GetViewerId(), "viewer_name": r.GetViewerName(), "client_event_id": r.GetClientEventId()} {
+		if err := sizeCheck(name, v); err != nil {
+			return nil, err
+		}
+	}
+	body, _ := json.Marshal(mapper.Viewed{
+		PatientID: r.GetPatientId(), StudyInstanceUID: r.GetStudyInstanceUid(), AccessionNumber: r.GetAccessionNumber(),
+		ViewerID: r.GetViewerId(), ViewerName: r.GetViewerName(),
+	})
+	key := r.GetClientEventId()
+	if key == "" {
+		var b [16]byte
+		_, _ = rand.Read(b[:])
+		key = hex.EncodeToString(b[:])
+	}
+	client := ""
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		client = p.Addr.String()
+	}
+	if md, ok := metadata.FromIncomingContext(ctx); ok {
+		if f := md.Get("x-forwarded-for"); len(f) > 0 {
+			client = f[0] // through the REST gateway
+		}
+	}
+	seq, dup, err := s.ingest.Append(ctx, ingest.Observation{
+		Kind: ingest.KindViewed, Key: "api:" + key, Time: time.Now().UTC(),
+		Source: ingest.Source{Protocol: "api", Client: client}, Body: body,
+	})
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "record event: %v", err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	evs, err := s.mapper.Await(wctx, seq)
+	switch {
+	case errors.Is(err, mapper.ErrForgotten) && dup:
+		return nil, status.Errorf(codes.AlreadyExists, "client_event_id %q was published before", r.GetClientEventId())
+	case err != nil:
+		// Recorded; the event follows when the mapper catches up.
+		return nil, status.Errorf(codes.DeadlineExceeded, "recorded as ingest %d, event not yet derived: %v", seq, err)
+	case len(evs) == 0:
+		return nil, status.Errorf(codes.InvalidArgument, "event rejected by the mapper")
+	}
+	return evs[0], nil
+}
+
+// GetPatientImaging implements rbv1.EventServiceServer.
+func (s *Service) GetPatientImaging(ctx context.Context, r *rbv1.GetPatientImagingRequest) (*rbv1.GetPatientImagingResponse, error) {
+	if err := checkID("patient_id", r.GetPatientId()); err != nil {
+		return nil, err
+	}
+	size := int(r.GetPageSize())
+	if size == 0 {
+		size = defaultPageSize
+	}
+	if size > maxPageSize {
+		return nil, invalid("page_size %d is more than %d", size, maxPageSize)
+	}
+	offset := 0
+	if t := r.GetPageToken(); t != "" {
+		n, err := strconv.Atoi(t)
+		if err != nil || n < 0 {
+			return nil, invalid("page_token %q is not one this server issued", t)
+		}
+		offset = n
+	}
+	p, err := s.patients.Patient(ctx, r.GetPatientId())
+	if err != nil {
+		return nil, status.Errorf(codes.Unavailable, "read patient: %v", err)
+	}
+	if p == nil {
+		return nil, status.Errorf(codes.NotFound, "no imaging events for patient %q", r.GetPatientId())
+	}
+	resp := &rbv1.GetPatientImagingResponse{PatientId: p.ID, AsOfSequence: p.LastSequence, BodyRegionCounts: p.BodyRegions}
+	more := false
+	for _, l := range []struct {
+		src map[string]map[string]any
+		dst *[]*structpb.Struct
+	}{{p.Studies, &resp.Studies}, {p.Orders, &resp.Orders}, {p.Reports, &resp.Reports}} {
+		keys := make([]string, 0, len(l.src))
+		for k := range l.src {
+			keys = append(keys, k)
+		}
+		sort.Strings(keys)
+		if offset < len(keys) {
+			keys = keys[offset:]
+		} else {
+			keys = nil
+		}
+		if len(keys) > size {
+			keys, more = keys[:size], true
+		}
+		for _, k := range keys {
+			st, err := structpb.NewStruct(l.src[k])
+			if err != nil {
+				return nil, status.Errorf(codes.Internal, "resource %s: %v", k, err)
+			}
+			*l.dst = append(*l.dst, st)
+		}
+	}
+	if more {
+		resp.NextPageToken = strconv.Itoa(offset + size)
+	}
+	return resp, nil
+}

@@ -1,0 +1,109 @@
+package api
+
+import (
+	"context"
+	"strings"
+
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"radbridge/eventlog"
+	rbv1 "radbridge/proto/radbridge/v1"
+)
+
+// Limits on requests.
+const (
+	maxFilterValues = 100
+	maxIDLen        = 256
+	maxPageSize     = 1000
+	defaultPageSize = 100
+)
+
+// ResourceTypes are the FHIR resource types events carry.
+var ResourceTypes = []string{"ImagingStudy", "DiagnosticReport", "ServiceRequest", "AuditEvent"}
+
+// clientTypes may be published by clients.
+var clientTypes = map[rbv1.EventType]bool{rbv1.EventType_IMAGING_STUDY_VIEWED: true}
+
+func invalid(format string, a ...any) error {
+	return status.Errorf(codes.InvalidArgument, format, a...)
+}
+
+func filter(patients []string, types []rbv1.EventType, resources []string) (eventlog.Filter, error) {
+	if len(patients) > maxFilterValues || len(types) > maxFilterValues || len(resources) > maxFilterValues {
+		return eventlog.Filter{}, invalid("at most %d values per filter", maxFilterValues)
+	}
+	for _, p := range patients {
+		if err := checkID("patient_id", p); err != nil {
+			return eventlog.Filter{}, err
+		}
+	}
+	for _, t := range types {
+		if _, ok := rbv1.EventType_name[int32(t)]; !ok || t == rbv1.EventType_EVENT_TYPE_UNSPECIFIED {
+			return eventlog.Filter{}, invalid("unknown event type %v", t)
+		}
+	}
+	for _, r := range resources {
+		ok := false
+		for _, k := range ResourceTypes {
+			ok = ok || r == k
+		}
+		if !ok {
+			return eventlog.Filter{}, invalid("unknown resource_type %q (want one of %s)", r, strings.Join(ResourceTypes, ", "))
+		}
+	}
+	return eventlog.Filter{PatientIDs: patients, Types: types, ResourceTypes: resources}, nil
+}
+
+func checkID(field, v string) error {
+	if v == "" {
+		return invalid("%s is empty", field)
+	}
+	if len(v) > maxIDLen {
+		return invalid("%s longer than %d bytes", field, maxIDLen)
+	}
+	for _, r := range v {
+		if r < 0x20 || r == 0x7f || r == 0xfffd {
+			return invalid("%s contains a control or invalid character", field)
+		}
+	}
+	return nil
+}
+
+func checkUID(field, v string) error {
+	if v == "" {
+		return invalid("%s is empty", field)
+	}
+	if len(v) > 64 {
+		return invalid("%s longer than 64 characters", field)
+	}
+	for _, c := range v {
+		if (c < '0' || c > '9') && c != '.' {
+			return invalid("%s is not a DICOM UID (digits and dots)", field)
+		}
+	}
+	return nil
+}
+
+// checkCursor rejects a cursor beyond the log's end or before its retained
+// history.
+func (s *Service) checkCursor(ctx context.Context, field string, since uint64) error {
+	first, last, err := s.events.Bounds(ctx)
+	if err != nil {
+		return status.Errorf(codes.Unavailable, "event log: %v", err)
+	}
+	if since > last {
+		return status.Errorf(codes.OutOfRange, "%s %d is beyond the newest event %d", field, since, last)
+	}
+	if first > 1 && since+1 < first {
+		return status.Errorf(codes.OutOfRange, "%s %d: events before %d are no longer retained", field, since, first)
+	}
+	return nil
+}
+
+func sizeCheck(field, v string) error {
+	if len(v) > maxIDLen {
+		return invalid("%s longer than %d bytes", field, maxIDLen)
+	}
+	return nil
+}

@@ -1,0 +1,13 @@
+// Command radbridge is the radbridge daemon and its client commands.
+package main
+
+import (
+	"context"
+	"os"
+
+	"radbridge/internal/app"
+)
+
+func main() {
+	os.Exit(app.Run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+}

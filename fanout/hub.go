@@ -1,0 +1,244 @@
+// Package fanout delivers the event log to many subscribers at once. One
+// Hub follows the log and keeps its newest events in a bounded in-memory
+// window; every subscriber pulls from that window at its own pace, with its
+// own cursor, and reads older history from the log itself. No subscriber
+// has a queue the hub must fill, so a slow one never delays the log or the
+// others: when it falls out of the window it is told so and can resume from
+// its cursor.
+package fanout
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
+
+	"radbridge/eventlog"
+	rbv1 "radbridge/proto/radbridge/v1"
+)
+
+// ErrSlow means a subscriber fell behind the in-memory window while
+// following live events.
+var ErrSlow = errors.New("subscriber too slow")
+
+// Entry is one event with its encodings, computed once for all subscribers.
+type Entry struct {
+	Event *rbv1.Event
+
+	pbOnce, jsOnce sync.Once
+	pb, js         []byte
+}
+
+// Proto returns the event's binary protobuf encoding.
+func (e *Entry) Proto() []byte {
+	e.pbOnce.Do(func() { e.pb, _ = proto.Marshal(e.Event) })
+	return e.pb
+}
+
+// JSON returns the event's protojson encoding.
+func (e *Entry) JSON() []byte {
+	e.jsOnce.Do(func() { e.js, _ = protojson.MarshalOptions{UseProtoNames: true}.Marshal(e.Event) })
+	return e.js
+}
+
+func (e *Entry) size() int { return proto.Size(e.Event) }
+
+// Config bounds the window.
+type Config struct {
+	// WindowEvents and WindowBytes bound the in-memory window.
+	WindowEvents int
+	WindowBytes  int
+	Logger       *slog.Logger
+}
+
+// Hub follows an event log.
+type Hub struct {
+	log eventlog.Log
+	cfg Config
+
+	mu    sync.RWMutex
+	ring  []*Entry // ring[i] has sequence base+1+i
+	base  uint64
+	bytes int
+	wake  chan struct{}
+	ready chan struct{}
+
+	subs int64
+}
+
+// New returns a hub for l; call Run.
+func New(l eventlog.Log, cfg Config) *Hub {
+	if cfg.WindowEvents <= 0 {
+		cfg.WindowEvents = 8192
+	}
+	if cfg.WindowBytes <= 0 {
+		cfg.WindowBytes = 64 << 20
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Hub{log: l, cfg: cfg, wake: make(chan struct{}), ready: make(chan struct{})}
+}
+
+// Run follows the log from its current end until ctx ends.
+func (h *Hub) Run(ctx context.Context) error {
+	_, last, err := h.log.Bounds(ctx)
+	if err != nil {
+		return fmt.Errorf("fanout start: %w", err)
+	}
+	h.mu.Lock()
+	h.base = last
+	h.mu.Unlock()
+	close(h.ready)
+	for {
+		err := h.log.Watch(ctx, h.Head()+1, func(ev *rbv1.Event) error {
+			h.push(&Entry{Event: ev})
+			return nil
+		})
+		if ctx.Err() != nil {
+			return nil
+		}
+		h.cfg.Logger.Error("follow event log; retrying", "component", "fanout", "err", err)
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// WaitReady blocks until Run has positioned the hub.
+func (h *Hub) WaitReady(ctx context.Context) error {
+	select {
+	case <-h.ready:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (h *Hub) push(e *Entry) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if e.Event.Sequence != h.base+uint64(len(h.ring))+1 {
+		return // already have it (a retried watch)
+	}
+	h.ring = append(h.ring, e)
+	h.bytes += e.size()
+	for len(h.ring) > 1 && (len(h.ring) > h.cfg.WindowEvents || h.bytes > h.cfg.WindowBytes) {
+		h.bytes -= h.ring[0].size()
+		h.ring[0] = nil
+		h.ring = h.ring[1:]
+		h.base++
+	}
+	close(h.wake)
+	h.wake = make(chan struct{})
+}
+
+// Head returns the newest sequence the hub has seen.
+func (h *Hub) Head() uint64 {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.base + uint64(len(h.ring))
+}
+
+// Subscribers returns the number of open subscriptions.
+func (h *Hub) Subscribers() int64 {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return h.subs
+}
+
+// Subscription is one subscriber's cursor.
+type Subscription struct {
+	h    *Hub
+	f    eventlog.Filter
+	pos  uint64
+	live bool
+	max  int
+}
+
+// Subscribe starts a cursor after sequence since.
+func (h *Hub) Subscribe(since uint64, f eventlog.Filter) *Subscription {
+	h.mu.Lock()
+	h.subs++
+	h.mu.Unlock()
+	return &Subscription{h: h, f: f, pos: since, max: 256}
+}
+
+// Close releases the subscription.
+func (s *Subscription) Close() {
+	s.h.mu.Lock()
+	s.h.subs--
+	s.h.mu.Unlock()
+}
+
+// Position is the last sequence the subscription has passed (delivered or
+// skipped by its filter).
+func (s *Subscription) Position() uint64 { return s.pos }
+
+// Next returns the next matching events, waiting up to idle for one. An
+// empty result with a nil error means idle passed (send a heartbeat).
+func (s *Subscription) Next(ctx context.Context, idle time.Duration) ([]*Entry, error) {
+	timer := time.NewTimer(idle)
+	defer timer.Stop()
+	for {
+		out, wake, err := s.poll(ctx)
+		if err != nil || len(out) > 0 {
+			return out, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-timer.C:
+			return nil, nil
+		case <-wake:
+		}
+	}
+}
+
+func (s *Subscription) poll(ctx context.Context) ([]*Entry, <-chan struct{}, error) {
+	h := s.h
+	h.mu.RLock()
+	base, head, wake := h.base, h.base+uint64(len(h.ring)), h.wake
+	if s.pos >= base {
+		var out []*Entry
+		i := s.pos - base
+		for ; i < uint64(len(h.ring)) && len(out) < s.max; i++ {
+			if e := h.ring[i]; s.f.Match(e.Event) {
+				out = append(out, e)
+			}
+		}
+		h.mu.RUnlock()
+		s.pos = base + i
+		s.live = true
+		return out, wake, nil
+	}
+	h.mu.RUnlock()
+	if s.live {
+		return nil, nil, fmt.Errorf("%w: fell more than the in-memory window behind at sequence %d", ErrSlow, s.pos)
+	}
+	// Catch up from the log. Everything up to head is scanned by Read.
+	evs, err := h.log.Read(ctx, s.pos+1, s.f, s.max)
+	if err != nil {
+		return nil, nil, err
+	}
+	out := make([]*Entry, len(evs))
+	for i, ev := range evs {
+		out[i] = &Entry{Event: ev}
+	}
+	if len(evs) == s.max {
+		s.pos = evs[len(evs)-1].Sequence
+	} else {
+		s.pos = head
+		if n := len(evs); n > 0 && evs[n-1].Sequence > head {
+			s.pos = evs[n-1].Sequence
+		}
+	}
+	return out, wake, nil
+}

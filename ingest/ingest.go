@@ -1,0 +1,73 @@
+// Package ingest defines observations: what a receiver (HL7, DICOM, the API)
+// saw, recorded durably in the ingest log before it is acknowledged. The
+// mapper reads the ingest log in order and derives events from it, so every
+// observation must carry all the mapper needs.
+package ingest
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"time"
+)
+
+// Kinds of observations.
+const (
+	// KindViewed is an IMAGING_STUDY_VIEWED published through the API.
+	KindViewed = "api.viewed"
+	// KindTimer is a wake-up the mapper scheduled for itself (for example
+	// the end of a study's quiet period). Timers go through the ingest log
+	// so that replaying the log reproduces every decision.
+	KindTimer = "mapper.timer"
+)
+
+// Observation is one entry of the ingest log.
+type Observation struct {
+	// Kind selects the mapping rule, e.g. "hl7.message", "dicom.instance".
+	Kind string `json:"kind"`
+	// Key deduplicates resends: the same key is recorded once (per the
+	// log's duplicate window) and the mapper ignores repeats of it.
+	Key string `json:"key"`
+	// Time the observation was received.
+	Time time.Time `json:"time"`
+	// Source of the observation.
+	Source Source `json:"source"`
+	// Body is the kind-specific payload (JSON).
+	Body json.RawMessage `json:"body,omitempty"`
+}
+
+// Source says where an observation came from.
+type Source struct {
+	Protocol           string `json:"protocol"`
+	Remote             string `json:"remote,omitempty"`
+	CallingAETitle     string `json:"calling_ae,omitempty"`
+	CalledAETitle      string `json:"called_ae,omitempty"`
+	SendingApplication string `json:"sending_application,omitempty"`
+	SendingFacility    string `json:"sending_facility,omitempty"`
+	MessageControlID   string `json:"message_control_id,omitempty"`
+	Client             string `json:"client,omitempty"`
+}
+
+// LogValue keeps the body (patient data) out of logs.
+func (o Observation) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("kind", o.Kind), slog.Int("body_bytes", len(o.Body)))
+}
+
+// Record is an observation with its position in the ingest log.
+type Record struct {
+	Seq uint64
+	Observation
+}
+
+// Log is the ingest log as its writers and its reader see it.
+type Log interface {
+	// Append durably records o and returns its sequence. dup is true when
+	// an observation with the same key was already recorded; seq is then
+	// the original's.
+	Append(ctx context.Context, o Observation) (seq uint64, dup bool, err error)
+	// Watch calls fn for every record with sequence >= from, in order, as
+	// they are appended, until ctx ends or fn returns an error.
+	Watch(ctx context.Context, from uint64, fn func(Record) error) error
+	// Last returns the newest sequence (0 when empty).
+	Last(ctx context.Context) (uint64, error)
+}

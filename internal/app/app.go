@@ -1,0 +1,96 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"radbridge/internal/config"
+)
+
+const usage = `radbridge turns a hospital's imaging traffic (DICOM, HL7 v2) into live events.
+
+Usage:
+  radbridge serve [flags]   run the daemon (radbridge serve -h lists the flags)
+  radbridge tail [flags]    follow events from a running daemon
+  radbridge version         print the version
+
+Every serve flag can also be set as RADBRIDGE_<FLAG> (for example
+RADBRIDGE_GRPC_ADDR) or in a YAML file given with --config; flags win over the
+environment, which wins over the file.
+`
+
+// Version is set at build time with -ldflags "-X radbridge/internal/app.Version=…".
+var Version = "dev"
+
+// Run runs the command in args and returns the process exit code.
+func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return 2
+	}
+	switch args[0] {
+	case "serve":
+		return serve(ctx, args[1:], stderr)
+	case "tail":
+		return tail(ctx, args[1:], stdout, stderr)
+	case "version":
+		fmt.Fprintln(stdout, "radbridge", Version)
+		return 0
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return 0
+	}
+	fmt.Fprintf(stderr, "radbridge: unknown command %q\n\n%s", args[0], usage)
+	return 2
+}
+
+// NewLogger builds the daemon's logger.
+func NewLogger(cfg *config.Config, w io.Writer) *slog.Logger {
+	var level slog.Level
+	_ = level.UnmarshalText([]byte(cfg.LogLevel))
+	opts := &slog.HandlerOptions{Level: level}
+	if cfg.LogFormat == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+func serve(ctx context.Context, args []string, stderr io.Writer) int {
+	cfg, err := config.Load("radbridge serve", args, os.Getenv, stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "radbridge serve: invalid configuration:\n%v\n", err)
+		return 2
+	}
+	log := NewLogger(cfg, stderr)
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	d, err := Start(ctx, cfg, log)
+	if err != nil {
+		log.Error("cannot start", "err", err)
+		return 1
+	}
+	go func() {
+		<-ctx.Done()
+		stop() // restore default handling: a second signal exits at once
+		sig := make(chan os.Signal, 1)
+		signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
+		<-sig
+		log.Error("second signal: exiting now")
+		os.Exit(1)
+	}()
+	if err := d.Wait(); err != nil {
+		log.Error("stopped with error", "err", err)
+		return 1
+	}
+	return 0
+}

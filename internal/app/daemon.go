@@ -1,0 +1,239 @@
+// Package app wires radbridge's parts into the daemon and the client
+// commands.
+package app
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"golang.org/x/sync/errgroup"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/health"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
+	"google.golang.org/grpc/reflection"
+	"google.golang.org/grpc/test/bufconn"
+
+	"radbridge/api"
+	"radbridge/fanout"
+	"radbridge/internal/config"
+	"radbridge/mapper"
+	rbv1 "radbridge/proto/radbridge/v1"
+	"radbridge/store"
+)
+
+// Daemon is a running radbridge.
+type Daemon struct {
+	cfg *config.Config
+	log *slog.Logger
+
+	store  *store.Store
+	mapper *mapper.Mapper
+	hub    *fanout.Hub
+	svc    *api.Service
+
+	grpcLn, httpLn net.Listener
+	grpcSrv        *grpc.Server
+	health         *health.Server
+	httpSrv        *http.Server
+
+	ready    atomic.Bool
+	stopping atomic.Bool
+	done     chan struct{}
+	err      error
+	stopOnce sync.Once
+}
+
+// Start opens the store, binds the listeners and starts serving. The daemon
+// runs until ctx ends; Wait returns after an orderly shutdown.
+func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, error) {
+	d := &Daemon{cfg: cfg, log: log, done: make(chan struct{})}
+	st, err := store.Open(ctx, store.Config{
+		DataDir: cfg.DataDir, NATSURL: cfg.NATSURL, Replicas: cfg.NATSReplicas,
+		SyncAlways: cfg.Fsync, DuplicateWindow: cfg.DuplicateWindow, Logger: log,
+	})
+	if err != nil {
+		return nil, err
+	}
+	d.store = st
+	where := cfg.DataDir
+	if cfg.NATSURL != "" {
+		where = cfg.NATSURL
+	}
+	log.Info("store open", "component", "store", "at", where, "embedded", cfg.NATSURL == "", "fsync", cfg.Fsync)
+
+	d.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr)
+	if err != nil {
+		st.Close()
+		return nil, fmt.Errorf("gRPC listener --grpc-addr %s: %w", cfg.GRPCAddr, err)
+	}
+	d.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
+	if err != nil {
+		d.grpcLn.Close()
+		st.Close()
+		return nil, fmt.Errorf("HTTP listener --http-addr %s: %w", cfg.HTTPAddr, err)
+	}
+
+	patients := st.Patients()
+	d.mapper = mapper.New(mapper.Config{Ingest: st.Ingest(), Events: st.Events(), ReadModel: patients, Logger: log})
+	d.hub = fanout.New(st.Events(), fanout.Config{WindowEvents: cfg.WindowEvents, WindowBytes: cfg.WindowBytes, Logger: log})
+	d.svc = api.NewService(st.Events(), d.hub, st.Ingest(), d.mapper, patients, log)
+	d.svc.DefaultHeartbeat = cfg.Heartbeat
+
+	d.grpcSrv = grpc.NewServer(
+		grpc.MaxRecvMsgSize(64<<10),
+		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
+		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+	)
+	rbv1.RegisterEventServiceServer(d.grpcSrv, d.svc)
+	d.health = health.NewServer()
+	d.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
+	d.health.SetServingStatus(rbv1.EventService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
+	healthpb.RegisterHealthServer(d.grpcSrv, d.health)
+	reflection.Register(d.grpcSrv)
+
+	// The gateway reaches the gRPC server over an in-memory connection.
+	internal := bufconn.Listen(1 << 20)
+	conn, err := grpc.NewClient("passthrough:///radbridge-internal",
+		grpc.WithContextDialer(func(ctx context.Context, _ string) (net.Conn, error) { return internal.DialContext(ctx) }),
+		grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		d.closeAll()
+		return nil, fmt.Errorf("gateway connection: %w", err)
+	}
+	handler, err := api.NewHTTPHandler(ctx, d.svc, conn, api.HTTPConfig{Ready: d.readyErr, WriteTimeout: cfg.WSWriteTimout, Logger: log})
+	if err != nil {
+		d.closeAll()
+		return nil, err
+	}
+	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
+	d.httpSrv = &http.Server{
+		Handler:           handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		BaseContext:       func(net.Listener) context.Context { return runCtx },
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+	}
+
+	var g errgroup.Group
+	run := func(name string, f func() error) {
+		g.Go(func() error {
+			err := f()
+			if err != nil && !d.stopping.Load() {
+				log.Error("stopped unexpectedly; shutting down", "component", name, "err", err)
+				cancelRun()
+			}
+			return err
+		})
+	}
+	run("mapper", func() error { return d.mapper.Run(runCtx) })
+	run("fanout", func() error { return d.hub.Run(runCtx) })
+	run("grpc", func() error { return d.grpcSrv.Serve(d.grpcLn) })
+	run("grpc", func() error { return d.grpcSrv.Serve(internal) })
+	run("http", func() error {
+		if err := d.httpSrv.Serve(d.httpLn); !errors.Is(err, http.ErrServerClosed) {
+			return err
+		}
+		return nil
+	})
+	log.Info("listening", "component", "grpc", "addr", d.grpcLn.Addr().String())
+	log.Info("listening", "component", "http", "addr", d.httpLn.Addr().String())
+
+	go func() {
+		if err := d.hub.WaitReady(runCtx); err != nil {
+			return
+		}
+		for !d.mapper.Ready() {
+			select {
+			case <-runCtx.Done():
+				return
+			case <-time.After(20 * time.Millisecond):
+			}
+		}
+		d.ready.Store(true)
+		d.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+		d.health.SetServingStatus(rbv1.EventService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_SERVING)
+		log.Info("ready")
+	}()
+
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-runCtx.Done():
+		}
+		d.shutdown(cancelRun, conn)
+		d.err = g.Wait()
+		d.store.Close()
+		log.Info("stopped")
+		close(d.done)
+	}()
+	return d, nil
+}
+
+// shutdown: not ready → close listeners → drain → end streams → stop.
+func (d *Daemon) shutdown(cancelRun context.CancelFunc, conn *grpc.ClientConn) {
+	d.stopOnce.Do(func() {
+		d.log.Info("shutting down")
+		d.ready.Store(false)
+		d.stopping.Store(true)
+		d.health.Shutdown()
+		deadline, cancel := context.WithTimeout(context.Background(), d.cfg.ShutdownTimeout)
+		defer cancel()
+		// Stop accepting and finish unary requests; open streams (WebSocket,
+		// Subscribe) end when runCtx is cancelled below.
+		httpDone := make(chan struct{})
+		go func() { _ = d.httpSrv.Shutdown(deadline); close(httpDone) }()
+		grpcDone := make(chan struct{})
+		go func() { d.grpcSrv.GracefulStop(); close(grpcDone) }()
+		d.svc.Stop()
+		cancelRun()
+		select {
+		case <-grpcDone:
+		case <-deadline.Done():
+			d.grpcSrv.Stop()
+		}
+		<-httpDone
+		conn.Close()
+	})
+}
+
+func (d *Daemon) closeAll() {
+	d.grpcLn.Close()
+	d.httpLn.Close()
+	d.store.Close()
+}
+
+func (d *Daemon) readyErr() error {
+	switch {
+	case d.stopping.Load():
+		return errors.New("shutting down")
+	case !d.store.Healthy():
+		return errors.New("store unavailable")
+	case !d.ready.Load():
+		return errors.New("replaying the ingest log")
+	}
+	return nil
+}
+
+// GRPCAddr is the bound gRPC address.
+func (d *Daemon) GRPCAddr() string { return d.grpcLn.Addr().String() }
+
+// HTTPAddr is the bound HTTP address.
+func (d *Daemon) HTTPAddr() string { return d.httpLn.Addr().String() }
+
+// Ready reports readiness.
+func (d *Daemon) Ready() bool { return d.readyErr() == nil }
+
+// Wait blocks until the daemon stopped and returns why.
+func (d *Daemon) Wait() error {
+	<-d.done
+	return d.err
+}

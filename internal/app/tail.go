@@ -1,0 +1,128 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"radbridge/api"
+	rbv1 "radbridge/proto/radbridge/v1"
+)
+
+type multi []string
+
+func (m *multi) String() string     { return strings.Join(*m, ",") }
+func (m *multi) Set(s string) error { *m = append(*m, s); return nil }
+
+// tail follows events and prints one per line, resuming after a dropped
+// connection from the last sequence printed.
+func tail(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("radbridge tail", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	addr := fs.String("addr", "localhost:9090", "radbridge gRPC address")
+	var patients, types, resources multi
+	fs.Var(&patients, "patient", "only this patient id (repeatable)")
+	fs.Var(&types, "type", "only this event type, e.g. IMAGING_REPORT_READY or imaging.report.ready (repeatable)")
+	fs.Var(&resources, "resource-type", "only this FHIR resource type (repeatable)")
+	since := fs.Uint64("since", 0, "print events after this sequence (0: from the start)")
+	fromNow := fs.Bool("from-now", false, "print only events that arrive from now on")
+	asJSON := fs.Bool("json", false, "print each event as one line of JSON")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return 0
+		}
+		return 2
+	}
+	req := &rbv1.SubscribeRequest{PatientId: patients, ResourceType: resources, SinceSequence: *since, FromNow: *fromNow}
+	for _, t := range types {
+		et, ok := api.EventTypeByName(t)
+		if !ok {
+			fmt.Fprintf(stderr, "radbridge tail: unknown event type %q\n", t)
+			return 2
+		}
+		req.Type = append(req.Type, et)
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		fmt.Fprintf(stderr, "radbridge tail: %v\n", err)
+		return 2
+	}
+	defer conn.Close()
+	client := rbv1.NewEventServiceClient(conn)
+	backoff := 200 * time.Millisecond
+	for {
+		err := follow(ctx, client, req, stdout, *asJSON, func() { backoff = 200 * time.Millisecond })
+		if ctx.Err() != nil {
+			return 0
+		}
+		switch status.Code(err) {
+		case codes.InvalidArgument, codes.OutOfRange, codes.PermissionDenied, codes.Unauthenticated:
+			fmt.Fprintf(stderr, "radbridge tail: %v\n", status.Convert(err).Message())
+			return 1
+		}
+		fmt.Fprintf(stderr, "radbridge tail: %v; resuming after sequence %d in %v\n", status.Convert(err).Message(), req.SinceSequence, backoff)
+		select {
+		case <-ctx.Done():
+			return 0
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 10*time.Second)
+	}
+}
+
+func follow(ctx context.Context, c rbv1.EventServiceClient, req *rbv1.SubscribeRequest, w io.Writer, asJSON bool, connected func()) error {
+	stream, err := c.Subscribe(ctx, req)
+	if err != nil {
+		return err
+	}
+	if _, err := stream.Header(); err == nil {
+		connected()
+	}
+	for {
+		ev, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		if ev.GetHeartbeat() {
+			continue
+		}
+		if asJSON {
+			b, _ := protojson.MarshalOptions{UseProtoNames: true}.Marshal(ev)
+			fmt.Fprintf(w, "%s\n", b)
+		} else {
+			fmt.Fprintln(w, line(ev))
+		}
+		req.SinceSequence = ev.GetSequence()
+		req.FromNow = false
+	}
+}
+
+func line(ev *rbv1.Event) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d %s %s", ev.GetSequence(), ev.GetTime().AsTime().Format(time.RFC3339), ev.GetType())
+	for _, kv := range [][2]string{{"patient", ev.GetPatientId()}, {"accession", ev.GetAccessionNumber()}, {"study", ev.GetStudyInstanceUid()}, {"resource", ev.GetResourceType() + "/" + ev.GetResourceId()}} {
+		if kv[1] != "" && kv[1] != "/" {
+			fmt.Fprintf(&b, " %s=%s", kv[0], kv[1])
+		}
+	}
+	if p := ev.GetPriority(); p == rbv1.Priority_PRIORITY_STAT || p == rbv1.Priority_PRIORITY_CRITICAL {
+		fmt.Fprintf(&b, " priority=%s", strings.TrimPrefix(p.String(), "PRIORITY_"))
+	}
+	fmt.Fprintf(&b, " %q", ev.GetMessage())
+	return b.String()
+}

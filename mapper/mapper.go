@@ -1,0 +1,433 @@
+package mapper
+
+import (
+	"context"
+	"crypto/sha1"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"radbridge/eventlog"
+	"radbridge/ingest"
+	rbv1 "radbridge/proto/radbridge/v1"
+)
+
+// Rule maps the observations of one kind.
+type Rule interface {
+	Apply(c *Context) error
+}
+
+// RuleFunc adapts a function to Rule.
+type RuleFunc func(c *Context) error
+
+// Apply implements Rule.
+func (f RuleFunc) Apply(c *Context) error { return f(c) }
+
+// Context is what a rule sees while it maps one observation.
+type Context struct {
+	State *State
+	Rec   ingest.Record
+	// Timer is the timer that woke the rule, or nil.
+	Timer  *Timer
+	events []*rbv1.Event
+	dirty  map[string]bool
+}
+
+// Emit queues an event. The mapper fills in sequence, id, time (the
+// observation's) and source, and records it on the patient's read model.
+func (c *Context) Emit(ev *rbv1.Event) { c.events = append(c.events, ev) }
+
+// Touch marks a patient's read model as changed.
+func (c *Context) Touch(patientID string) { c.dirty[patientID] = true }
+
+// Schedule sets (or moves) the timer key to wake rule kind at at with body.
+func (c *Context) Schedule(key, kind string, at time.Time, body any) error {
+	b, err := json.Marshal(body)
+	if err != nil {
+		return fmt.Errorf("timer body: %w", err)
+	}
+	c.State.Timers[key] = &Timer{Key: key, Kind: kind, At: at.UTC().Round(time.Millisecond), Body: b}
+	return nil
+}
+
+// Cancel removes the timer key.
+func (c *Context) Cancel(key string) { delete(c.State.Timers, key) }
+
+// ReadModel stores patients' read models (GetPatientImaging reads them).
+type ReadModel interface {
+	PutPatient(ctx context.Context, p *Patient) error
+}
+
+// Config configures a Mapper.
+type Config struct {
+	Ingest ingest.Log
+	Events eventlog.Log
+	// ReadModel, when set, receives every changed patient.
+	ReadModel ReadModel
+	// Rules by observation kind. The API's IMAGING_STUDY_VIEWED rule is
+	// always present.
+	Rules  map[string]Rule
+	Logger *slog.Logger
+	// Now is the clock for timers (tests); time.Now by default.
+	Now func() time.Time
+}
+
+// Mapper runs the projection.
+type Mapper struct {
+	cfg   Config
+	log   *slog.Logger
+	state *State
+
+	mu      sync.Mutex
+	applied uint64
+	ready   bool
+	wake    chan struct{}
+	recent  map[uint64][]*rbv1.Event
+	order   []uint64
+
+	timerCh chan *Timer
+	stats   Stats
+}
+
+// Stats counts what the mapper did.
+type Stats struct {
+	Applied, Emitted, Skipped, Failed, Duplicates uint64
+}
+
+const recentMax = 4096
+
+// New returns a mapper; call Run.
+func New(cfg Config) *Mapper {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	rules := map[string]Rule{ingest.KindViewed: RuleFunc(viewed)}
+	for k, r := range cfg.Rules {
+		rules[k] = r
+	}
+	cfg.Rules = rules
+	return &Mapper{
+		cfg:     cfg,
+		log:     cfg.Logger.With("component", "mapper"),
+		state:   NewState(),
+		wake:    make(chan struct{}),
+		recent:  map[uint64][]*rbv1.Event{},
+		timerCh: make(chan *Timer, 1),
+	}
+}
+
+// EventID is the stable id of the event with key k.
+func EventID(k eventlog.Key) string {
+	h := sha1.Sum([]byte("radbridge/event/" + k.MsgID()))
+	h[6] = h[6]&0x0f | 0x50
+	h[8] = h[8]&0x3f | 0x80
+	return fmt.Sprintf("%x-%x-%x-%x-%x", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16])
+}
+
+// Run replays the ingest log and then follows it until ctx ends.
+func (m *Mapper) Run(ctx context.Context) error {
+	lastKey, err := m.cfg.Events.LastKey(ctx)
+	if err != nil {
+		return fmt.Errorf("mapper start: %w", err)
+	}
+	_, lastSeq, err := m.cfg.Events.Bounds(ctx)
+	if err != nil {
+		return fmt.Errorf("mapper start: %w", err)
+	}
+	head, err := m.cfg.Ingest.Last(ctx)
+	if err != nil {
+		return fmt.Errorf("mapper start: %w", err)
+	}
+	m.log.Info("mapper replaying", "ingest_records", head, "events", lastSeq)
+	r := &run{m: m, lastKey: lastKey, lastSeq: lastSeq, nextSeq: 1, replayEnd: head, dirty: map[string]bool{}}
+	if head == 0 {
+		r.finishReplay(ctx)
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	timerDone := make(chan struct{})
+	go func() { defer close(timerDone); m.runTimers(ctx) }()
+	err = m.cfg.Ingest.Watch(ctx, 1, r.apply)
+	cancel()
+	<-timerDone
+	if ctx.Err() != nil {
+		return nil
+	}
+	return err
+}
+
+type run struct {
+	m         *Mapper
+	lastKey   eventlog.Key // newest key already in the event log at start
+	lastSeq   uint64       // newest event sequence at start
+	nextSeq   uint64       // sequence the next derived event has or gets
+	replayEnd uint64
+	replaying bool
+	dirty     map[string]bool
+	done      bool
+}
+
+func (r *run) finishReplay(ctx context.Context) {
+	if r.done {
+		return
+	}
+	r.done = true
+	m := r.m
+	if r.nextSeq-1 != r.lastSeq {
+		m.log.Error("replay derived a different number of events than the event log holds; continuing after the log's end (was the mapping changed?)",
+			"derived", r.nextSeq-1, "logged", r.lastSeq)
+		r.nextSeq = r.lastSeq + 1
+	}
+	m.flush(ctx, r.dirty)
+	clear(r.dirty)
+	m.mu.Lock()
+	m.ready = true
+	m.mu.Unlock()
+	m.armTimer()
+	m.log.Info("mapper caught up", "ingest_seq", r.replayEnd, "events", r.lastSeq, "pending_timers", len(m.state.Timers))
+}
+
+func (r *run) apply(rec ingest.Record) error {
+	m := r.m
+	ctx := context.Background()
+	c := &Context{State: m.state, Rec: rec, dirty: r.dirty}
+	m.stats.Applied++
+	if err := m.dispatch(c); err != nil {
+		m.stats.Failed++
+		m.log.Warn("observation not mapped", "ingest_seq", rec.Seq, "kind", rec.Kind, "err", err)
+		c.events = nil
+	}
+	m.state.Applied = rec.Seq
+	var out []*rbv1.Event
+	appended := false
+	for i, ev := range c.events {
+		k := eventlog.Key{IngestSeq: rec.Seq, Index: i}
+		m.fill(ev, k, rec)
+		if k.Less(r.lastKey) || k == r.lastKey {
+			ev.Sequence = r.nextSeq
+			r.nextSeq++
+			m.stats.Skipped++
+		} else {
+			seq, err := m.appendRetry(ctx, k, ev)
+			if err != nil {
+				return err
+			}
+			ev.Sequence = seq
+			r.nextSeq = seq + 1
+			appended = true
+			m.stats.Emitted++
+		}
+		if ev.PatientId != "" {
+			p := m.state.Patient(ev.PatientId)
+			p.LastSequence = ev.Sequence
+			r.dirty[ev.PatientId] = true
+		}
+		out = append(out, ev)
+	}
+	if !r.done && rec.Seq >= r.replayEnd {
+		r.finishReplay(ctx)
+	} else if r.done && (appended || len(r.dirty) > 0) {
+		m.flush(ctx, r.dirty)
+		clear(r.dirty)
+	}
+	if r.done {
+		m.armTimer()
+	}
+	m.mu.Lock()
+	m.applied = rec.Seq
+	m.recent[rec.Seq] = out
+	m.order = append(m.order, rec.Seq)
+	if len(m.order) > recentMax {
+		delete(m.recent, m.order[0])
+		m.order = m.order[1:]
+	}
+	close(m.wake)
+	m.wake = make(chan struct{})
+	m.mu.Unlock()
+	return nil
+}
+
+func (m *Mapper) dispatch(c *Context) error {
+	rec := c.Rec
+	if rec.Kind == ingest.KindTimer {
+		var t Timer
+		if err := json.Unmarshal(rec.Body, &t); err != nil {
+			return fmt.Errorf("timer body: %w", err)
+		}
+		cur := m.state.Timers[t.Key]
+		if cur == nil || !cur.At.Equal(t.At) {
+			return nil // moved or cancelled after it fired
+		}
+		delete(m.state.Timers, t.Key)
+		c.Timer = cur
+		rule := m.cfg.Rules[cur.Kind]
+		if rule == nil {
+			return fmt.Errorf("timer %s for unknown rule %q", t.Key, cur.Kind)
+		}
+		return rule.Apply(c)
+	}
+	if rec.Key != "" {
+		if first, ok := m.state.Seen[rec.Key]; ok && first != rec.Seq {
+			m.stats.Duplicates++
+			return nil
+		}
+		m.state.Seen[rec.Key] = rec.Seq
+	}
+	rule := m.cfg.Rules[rec.Kind]
+	if rule == nil {
+		return fmt.Errorf("no rule for kind %q", rec.Kind)
+	}
+	return rule.Apply(c)
+}
+
+func (m *Mapper) fill(ev *rbv1.Event, k eventlog.Key, rec ingest.Record) {
+	ev.Id = EventID(k)
+	if ev.Time == nil {
+		ev.Time = timestamppb.New(rec.Time)
+	}
+	if ev.Source == nil {
+		s := rec.Source
+		ev.Source = &rbv1.Source{
+			Protocol: s.Protocol, CallingAeTitle: s.CallingAETitle, CalledAeTitle: s.CalledAETitle,
+			SendingApplication: s.SendingApplication, SendingFacility: s.SendingFacility,
+			MessageControlId: s.MessageControlID, Client: s.Client,
+		}
+	}
+	if ev.Severity == rbv1.Severity_SEVERITY_UNSPECIFIED {
+		ev.Severity = rbv1.Severity_SEVERITY_INFO
+	}
+	if ev.Priority == rbv1.Priority_PRIORITY_UNSPECIFIED {
+		ev.Priority = rbv1.Priority_PRIORITY_ROUTINE
+	}
+}
+
+// appendRetry appends, retrying while the store is unavailable: an event
+// must never be skipped.
+func (m *Mapper) appendRetry(ctx context.Context, k eventlog.Key, ev *rbv1.Event) (uint64, error) {
+	backoff := 100 * time.Millisecond
+	for {
+		seq, err := m.cfg.Events.Append(ctx, k, ev)
+		if err == nil {
+			return seq, nil
+		}
+		if errors.Is(err, eventlog.ErrConflict) {
+			return 0, fmt.Errorf("mapper: %w", err)
+		}
+		m.log.Error("append event; retrying", "err", err, "ingest_seq", k.IngestSeq)
+		select {
+		case <-ctx.Done():
+			return 0, ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+func (m *Mapper) flush(ctx context.Context, dirty map[string]bool) {
+	if m.cfg.ReadModel == nil {
+		return
+	}
+	for id := range dirty {
+		if err := m.cfg.ReadModel.PutPatient(ctx, m.state.Patients[id]); err != nil {
+			// The read model lags; its as_of sequence keeps snapshots correct.
+			m.log.Error("write patient read model", "err", err)
+		}
+	}
+}
+
+// armTimer tells the timer goroutine about the earliest timer.
+func (m *Mapper) armTimer() {
+	t := m.state.nextTimer()
+	if t != nil {
+		c := *t
+		t = &c
+	}
+	select {
+	case <-m.timerCh:
+	default:
+	}
+	m.timerCh <- t
+}
+
+// runTimers appends a timer observation when the earliest timer is due.
+func (m *Mapper) runTimers(ctx context.Context) {
+	var cur *Timer
+	var fire <-chan time.Time
+	var tm *time.Timer
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case t := <-m.timerCh:
+			cur = t
+			if tm != nil {
+				tm.Stop()
+			}
+			fire = nil
+			if cur != nil {
+				tm = time.NewTimer(max(0, cur.At.Sub(m.cfg.Now())))
+				fire = tm.C
+			}
+		case <-fire:
+			fire = nil
+			body, _ := json.Marshal(cur)
+			o := ingest.Observation{
+				Kind: ingest.KindTimer, Key: "timer:" + cur.Key + "@" + cur.At.Format(time.RFC3339Nano),
+				Time: m.cfg.Now().UTC(), Source: ingest.Source{Protocol: "radbridge"}, Body: body,
+			}
+			if _, _, err := m.cfg.Ingest.Append(ctx, o); err != nil && ctx.Err() == nil {
+				m.log.Error("record timer; retrying in 1s", "err", err)
+				tm = time.NewTimer(time.Second)
+				fire = tm.C
+			}
+		}
+	}
+}
+
+// Ready reports whether the replay at start has finished.
+func (m *Mapper) Ready() bool {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.ready
+}
+
+// Applied returns the last ingest sequence applied.
+func (m *Mapper) Applied() uint64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.applied
+}
+
+// ErrForgotten means the events of an ingest sequence are no longer kept in
+// memory.
+var ErrForgotten = errors.New("mapper: result no longer in memory")
+
+// Await waits until the mapper has applied ingest sequence seq and returns
+// the events it derived from it.
+func (m *Mapper) Await(ctx context.Context, seq uint64) ([]*rbv1.Event, error) {
+	for {
+		m.mu.Lock()
+		applied, wake := m.applied, m.wake
+		evs, ok := m.recent[seq]
+		m.mu.Unlock()
+		if applied >= seq {
+			if !ok {
+				return nil, ErrForgotten
+			}
+			return evs, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-wake:
+		}
+	}
+}

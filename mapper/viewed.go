@@ -1,0 +1,99 @@
+package mapper
+
+import (
+	"encoding/json"
+	"fmt"
+	"time"
+
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"radbridge/eventlog"
+	rbv1 "radbridge/proto/radbridge/v1"
+)
+
+// Viewed is the body of an ingest.KindViewed observation.
+type Viewed struct {
+	PatientID        string `json:"patient_id"`
+	StudyInstanceUID string `json:"study_instance_uid"`
+	AccessionNumber  string `json:"accession_number,omitempty"`
+	ViewerID         string `json:"viewer_id,omitempty"`
+	ViewerName       string `json:"viewer_name,omitempty"`
+}
+
+// viewed maps a viewer's IMAGING_STUDY_VIEWED to an event carrying a FHIR R4
+// AuditEvent (DICOM "Instances Accessed").
+func viewed(c *Context) error {
+	var v Viewed
+	if err := json.Unmarshal(c.Rec.Body, &v); err != nil {
+		return fmt.Errorf("viewed body: %w", err)
+	}
+	if v.PatientID == "" || v.StudyInstanceUID == "" {
+		return fmt.Errorf("viewed: patient id and study uid required")
+	}
+	id := EventID(eventlog.Key{IngestSeq: c.Rec.Seq, Index: len(c.events)})
+	who := map[string]any{}
+	if v.ViewerID != "" {
+		who["identifier"] = map[string]any{"value": v.ViewerID}
+	}
+	if v.ViewerName != "" {
+		who["display"] = v.ViewerName
+	}
+	if len(who) == 0 {
+		who["display"] = "unknown viewer"
+	}
+	study := map[string]any{
+		"reference": "ImagingStudy/" + StudyResourceID(v.StudyInstanceUID),
+		"identifier": map[string]any{
+			"system": "urn:dicom:uid",
+			"value":  "urn:oid:" + v.StudyInstanceUID,
+		},
+	}
+	res := map[string]any{
+		"resourceType": "AuditEvent",
+		"id":           id,
+		"type": map[string]any{
+			"system":  "http://dicom.nema.org/resources/ontology/DCM",
+			"code":    "110103",
+			"display": "DICOM Instances Accessed",
+		},
+		"action":   "R",
+		"recorded": c.Rec.Time.UTC().Format(time.RFC3339Nano),
+		"outcome":  "0",
+		"agent":    []any{map[string]any{"who": who, "requestor": true}},
+		"source":   map[string]any{"observer": map[string]any{"display": "radbridge"}},
+		"entity": []any{
+			map[string]any{"what": study},
+			map[string]any{"what": map[string]any{"identifier": map[string]any{"value": v.PatientID}}},
+		},
+	}
+	st, err := structpb.NewStruct(res)
+	if err != nil {
+		return fmt.Errorf("viewed resource: %w", err)
+	}
+	msg := "Imaging study viewed"
+	if v.ViewerName != "" {
+		msg += " by " + v.ViewerName
+	}
+	c.Emit(&rbv1.Event{
+		Type:             rbv1.EventType_IMAGING_STUDY_VIEWED,
+		PatientId:        v.PatientID,
+		AccessionNumber:  v.AccessionNumber,
+		StudyInstanceUid: v.StudyInstanceUID,
+		Severity:         rbv1.Severity_SEVERITY_INFO,
+		Message:          msg,
+		ResourceType:     "AuditEvent",
+		ResourceId:       id,
+		Resource:         st,
+	})
+	p := c.State.Patient(v.PatientID)
+	if p.Views == nil {
+		p.Views = map[string]uint32{}
+	}
+	p.Views[v.StudyInstanceUID]++
+	c.Touch(v.PatientID)
+	return nil
+}
+
+// StudyResourceID is the FHIR id of the ImagingStudy for a Study Instance
+// UID: DICOM UIDs (digits and dots, at most 64) are valid FHIR ids.
+func StudyResourceID(uid string) string { return uid }

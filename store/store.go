@@ -1,0 +1,289 @@
+// Package store keeps radbridge's durable state in NATS JetStream: the ingest
+// log (observations, deduplicated by key), the event log (its stream sequence
+// is the event sequence) and a key-value bucket of mapper state. JetStream
+// runs embedded in the process by default, in the data directory, or is
+// reached at an external URL (a server or a cluster with replicated streams).
+package store
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+)
+
+// Stream and bucket names.
+const (
+	IngestStream  = "RADBRIDGE_INGEST"
+	EventsStream  = "RADBRIDGE_EVENTS"
+	StateBucket   = "RADBRIDGE_STATE"
+	ingestSubject = "rb.in"
+	markerFile    = "radbridge.json"
+	formatVersion = 1
+)
+
+// Config says where the store lives.
+type Config struct {
+	// DataDir holds the embedded JetStream files. Required without NATSURL.
+	DataDir string
+	// NATSURL, when set, connects to an external JetStream instead.
+	NATSURL string
+	// Replicas of each stream on an external cluster (1 when embedded).
+	Replicas int
+	// SyncAlways fsyncs every write before it is acknowledged (embedded).
+	SyncAlways bool
+	// DuplicateWindow is how long the ingest log remembers keys.
+	DuplicateWindow time.Duration
+	// Logger receives the store's operational messages.
+	Logger *slog.Logger
+}
+
+// Store is an open store.
+type Store struct {
+	ns     *server.Server
+	nc     *nats.Conn
+	js     jetstream.JetStream
+	ingest *IngestLog
+	events *EventLog
+	kv     jetstream.KeyValue
+	once   sync.Once
+}
+
+type marker struct {
+	Format  int       `json:"format"`
+	Created time.Time `json:"created"`
+}
+
+// ErrDataDir wraps every problem with the data directory.
+var ErrDataDir = errors.New("data directory")
+
+// Open opens (and on first use creates) the store.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.DuplicateWindow <= 0 {
+		cfg.DuplicateWindow = 10 * time.Minute
+	}
+	if cfg.Replicas <= 0 {
+		cfg.Replicas = 1
+	}
+	s := &Store{}
+	fresh := true
+	if cfg.NATSURL == "" {
+		var err error
+		fresh, err = prepareDataDir(cfg.DataDir, cfg.Logger)
+		if err != nil {
+			return nil, err
+		}
+		s.ns, err = startEmbedded(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("%w %s: start embedded JetStream: %w", ErrDataDir, cfg.DataDir, err)
+		}
+		s.nc, err = nats.Connect("", nats.InProcessServer(s.ns), nats.Name("radbridge"))
+		if err != nil {
+			s.ns.Shutdown()
+			return nil, fmt.Errorf("connect to embedded JetStream: %w", err)
+		}
+		cfg.Replicas = 1
+	} else {
+		var err error
+		s.nc, err = nats.Connect(cfg.NATSURL, nats.Name("radbridge"), nats.MaxReconnects(-1),
+			nats.ReconnectWait(250*time.Millisecond))
+		if err != nil {
+			return nil, fmt.Errorf("connect to NATS %s: %w", cfg.NATSURL, err)
+		}
+		fresh = false
+	}
+	var err error
+	s.js, err = jetstream.New(s.nc)
+	if err != nil {
+		s.Close()
+		return nil, fmt.Errorf("JetStream: %w", err)
+	}
+	if err := s.ensure(ctx, cfg, fresh); err != nil {
+		s.Close()
+		return nil, err
+	}
+	if cfg.NATSURL == "" && fresh {
+		if err := writeMarker(cfg.DataDir); err != nil {
+			s.Close()
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// prepareDataDir checks dir and reports whether it is new. It creates the
+// directory itself but never its parents, so a missing mount point is an
+// error instead of a silent new store on the wrong disk.
+func prepareDataDir(dir string, log *slog.Logger) (fresh bool, err error) {
+	if dir == "" {
+		return false, fmt.Errorf("%w: no path configured", ErrDataDir)
+	}
+	st, err := os.Stat(dir)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := os.Mkdir(dir, 0o750); err != nil {
+			return false, fmt.Errorf("%w %s: create: %w", ErrDataDir, dir, err)
+		}
+		log.Info("created data directory", "path", dir)
+		return true, nil
+	case err != nil:
+		return false, fmt.Errorf("%w %s: %w", ErrDataDir, dir, err)
+	case !st.IsDir():
+		return false, fmt.Errorf("%w %s: not a directory", ErrDataDir, dir)
+	}
+	b, err := os.ReadFile(filepath.Join(dir, markerFile))
+	if errors.Is(err, fs.ErrNotExist) {
+		entries, err := os.ReadDir(dir)
+		if err != nil {
+			return false, fmt.Errorf("%w %s: %w", ErrDataDir, dir, err)
+		}
+		if len(entries) > 0 {
+			return false, fmt.Errorf("%w %s: not empty and has no %s: not a radbridge data directory (or it was damaged); refusing to use it", ErrDataDir, dir, markerFile)
+		}
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("%w %s: %w", ErrDataDir, dir, err)
+	}
+	var m marker
+	if err := json.Unmarshal(b, &m); err != nil {
+		return false, fmt.Errorf("%w %s: %s is corrupt: %w", ErrDataDir, dir, markerFile, err)
+	}
+	if m.Format != formatVersion {
+		return false, fmt.Errorf("%w %s: format %d, this radbridge reads format %d", ErrDataDir, dir, m.Format, formatVersion)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "jetstream")); err != nil {
+		return false, fmt.Errorf("%w %s: jetstream directory missing: the store was moved or deleted; refusing to start empty", ErrDataDir, dir)
+	}
+	return false, nil
+}
+
+func writeMarker(dir string) error {
+	b, _ := json.Marshal(marker{Format: formatVersion, Created: time.Now().UTC()})
+	tmp := filepath.Join(dir, markerFile+".tmp")
+	if err := os.WriteFile(tmp, b, 0o640); err != nil {
+		return fmt.Errorf("%w %s: %w", ErrDataDir, dir, err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, markerFile)); err != nil {
+		return fmt.Errorf("%w %s: %w", ErrDataDir, dir, err)
+	}
+	return nil
+}
+
+func startEmbedded(cfg Config) (*server.Server, error) {
+	opts := &server.Options{
+		ServerName: "radbridge",
+		JetStream:  true,
+		StoreDir:   filepath.Join(cfg.DataDir, "jetstream"),
+		DontListen: true,
+		NoSigs:     true,
+		NoLog:      true,
+		SyncAlways: cfg.SyncAlways,
+	}
+	ns, err := server.NewServer(opts)
+	if err != nil {
+		return nil, err
+	}
+	go ns.Start()
+	if !ns.ReadyForConnections(30 * time.Second) {
+		ns.Shutdown()
+		return nil, errors.New("not ready after 30s")
+	}
+	if !ns.JetStreamEnabled() {
+		ns.Shutdown()
+		return nil, errors.New("JetStream did not start (is the directory writable and not used by another process?)")
+	}
+	return ns, nil
+}
+
+func (s *Store) ensure(ctx context.Context, cfg Config, fresh bool) error {
+	streams := []jetstream.StreamConfig{
+		{
+			Name:        IngestStream,
+			Description: "radbridge observations, in arrival order",
+			Subjects:    []string{ingestSubject + ".>"},
+			Storage:     jetstream.FileStorage,
+			Replicas:    cfg.Replicas,
+			Duplicates:  cfg.DuplicateWindow,
+			AllowDirect: true,
+		},
+		{
+			Name:        EventsStream,
+			Description: "radbridge events; the stream sequence is the event sequence",
+			Subjects:    []string{"rb.ev.>"},
+			Storage:     jetstream.FileStorage,
+			Replicas:    cfg.Replicas,
+			Duplicates:  cfg.DuplicateWindow,
+			AllowDirect: true,
+		},
+	}
+	for _, sc := range streams {
+		if !fresh {
+			if _, err := s.js.Stream(ctx, sc.Name); errors.Is(err, jetstream.ErrStreamNotFound) && cfg.NATSURL == "" {
+				return fmt.Errorf("%w %s: stream %s is missing: the store is damaged; refusing to start empty", ErrDataDir, cfg.DataDir, sc.Name)
+			}
+		}
+		st, err := s.js.CreateOrUpdateStream(ctx, sc)
+		if err != nil {
+			return fmt.Errorf("create stream %s: %w", sc.Name, err)
+		}
+		switch sc.Name {
+		case IngestStream:
+			s.ingest = &IngestLog{js: s.js, stream: st}
+		case EventsStream:
+			s.events = &EventLog{js: s.js, stream: st}
+		}
+	}
+	kv, err := s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      StateBucket,
+		Description: "radbridge mapper state (a projection of the ingest log)",
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		History:     1,
+	})
+	if err != nil {
+		return fmt.Errorf("create state bucket: %w", err)
+	}
+	s.kv = kv
+	return nil
+}
+
+// Ingest returns the ingest log.
+func (s *Store) Ingest() *IngestLog { return s.ingest }
+
+// Events returns the event log.
+func (s *Store) Events() *EventLog { return s.events }
+
+// State returns the key-value state bucket.
+func (s *Store) State() jetstream.KeyValue { return s.kv }
+
+// Healthy reports whether the store's connection is usable.
+func (s *Store) Healthy() bool { return s.nc != nil && s.nc.IsConnected() }
+
+// Close closes the connection and stops the embedded server. It is safe to
+// call more than once.
+func (s *Store) Close() {
+	s.once.Do(func() {
+		if s.nc != nil {
+			_ = s.nc.FlushTimeout(2 * time.Second)
+			s.nc.Close()
+		}
+		if s.ns != nil {
+			s.ns.Shutdown()
+			s.ns.WaitForShutdown()
+		}
+	})
+}
