@@ -164,17 +164,26 @@ func mshRawField(b []byte, d Delimiters, n int) []byte {
 
 func (m *Message) split() error {
 	b := m.raw
-	nl := bytes.Count(b, []byte{'\r'}) + bytes.Count(b, []byte{'\n'}) + 1
+	lf := bytes.Count(b, []byte{'\n'})
+	hasLF := lf > 0
+	nl := bytes.Count(b, []byte{'\r'}) + lf + 1
 	nf := bytes.Count(b, []byte{m.d.Field}) + nl
 	m.segs = make([]Segment, 0, nl)
 	m.spans = make([]span, 0, nf)
 	var seen seqCounter
 	pos := 0
 	for pos < len(b) {
-		end := pos
-		for end < len(b) && b[end] != '\r' && b[end] != '\n' {
-			end++
+		rest := b[pos:]
+		n := bytes.IndexByte(rest, '\r')
+		if n < 0 {
+			n = len(rest)
 		}
+		if hasLF {
+			if j := bytes.IndexByte(rest[:n], '\n'); j >= 0 {
+				n = j
+			}
+		}
+		end := pos + n
 		line := b[pos:end]
 		start := pos
 		pos = end + 1
@@ -197,11 +206,13 @@ func (m *Message) split() error {
 		seq := seen.next(id)
 		first := len(m.spans)
 		s := start
-		for i := start; i < end; i++ {
-			if b[i] == m.d.Field {
-				m.spans = append(m.spans, span{int32(s), int32(i)})
-				s = i + 1
+		for {
+			i := bytes.IndexByte(b[s:end], m.d.Field)
+			if i < 0 {
+				break
 			}
+			m.spans = append(m.spans, span{int32(s), int32(s + i)})
+			s += i + 1
 		}
 		m.spans = append(m.spans, span{int32(s), int32(end)})
 		m.segs = append(m.segs, Segment{m: m, id: id, seq: seq, f: m.spans[first:len(m.spans):len(m.spans)]})
