@@ -1,0 +1,107 @@
+package scp
+
+import (
+	"encoding/binary"
+	"fmt"
+	"os"
+	"path/filepath"
+)
+
+// fileMeta returns the 128-byte preamble, "DICM" and the File Meta
+// Information group 0002 with its group length (PS3.10 section 7.1).
+func fileMeta(sopClass, sopInstance, transferSyntax, sourceAE string) []byte {
+	var el []byte
+	// (0002,0001) File Meta Information Version, OB 00 01.
+	el = append(el, 0x02, 0x00, 0x01, 0x00, 'O', 'B', 0, 0, 2, 0, 0, 0, 0x00, 0x01)
+	el = metaString(el, 0x0002, "UI", sopClass, 0)
+	el = metaString(el, 0x0003, "UI", sopInstance, 0)
+	el = metaString(el, 0x0010, "UI", transferSyntax, 0)
+	el = metaString(el, 0x0012, "UI", ImplementationClassUID, 0)
+	el = metaString(el, 0x0013, "SH", ImplementationVersionName, ' ')
+	if sourceAE != "" {
+		el = metaString(el, 0x0016, "AE", sourceAE, ' ')
+	}
+	b := make([]byte, 128, 128+4+12+len(el))
+	b = append(b, "DICM"...)
+	b = append(b, 0x02, 0x00, 0x00, 0x00, 'U', 'L', 4, 0)
+	b = binary.LittleEndian.AppendUint32(b, uint32(len(el)))
+	return append(b, el...)
+}
+
+func metaString(dst []byte, element uint16, vr, v string, pad byte) []byte {
+	if len(v)%2 == 1 {
+		v += string(pad)
+	}
+	dst = append(dst, 0x02, 0x00)
+	dst = binary.LittleEndian.AppendUint16(dst, element)
+	dst = append(dst, vr...)
+	dst = binary.LittleEndian.AppendUint16(dst, uint16(len(v)))
+	return append(dst, v...)
+}
+
+// partFile is a Part-10 file being received: a temporary file in the store
+// directory, renamed into place by commit.
+type partFile struct {
+	dir  string
+	f    *os.File
+	done bool
+}
+
+func createPartFile(dir string) (*partFile, error) {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, fmt.Errorf("create store dir: %w", err)
+	}
+	f, err := os.CreateTemp(dir, ".incoming-*.dcm")
+	if err != nil {
+		return nil, fmt.Errorf("create temp file: %w", err)
+	}
+	return &partFile{dir: dir, f: f}, nil
+}
+
+// commit fsyncs the file, renames it to <dir>/<study>/<series>/<sop>.dcm
+// and fsyncs the directories it changed. The UIDs must be valid (digits
+// and dots), which also keeps the path inside dir.
+func (p *partFile) commit(study, series, sop string) (string, error) {
+	if err := p.f.Sync(); err != nil {
+		return "", fmt.Errorf("fsync %s: %w", p.f.Name(), err)
+	}
+	if err := p.f.Close(); err != nil {
+		return "", fmt.Errorf("close %s: %w", p.f.Name(), err)
+	}
+	seriesDir := filepath.Join(p.dir, study, series)
+	if err := os.MkdirAll(seriesDir, 0o750); err != nil {
+		return "", fmt.Errorf("create series dir: %w", err)
+	}
+	dst := filepath.Join(seriesDir, sop+".dcm")
+	if err := os.Rename(p.f.Name(), dst); err != nil {
+		return "", fmt.Errorf("rename into place: %w", err)
+	}
+	p.done = true
+	for _, d := range []string{seriesDir, filepath.Join(p.dir, study), p.dir} {
+		if err := syncDir(d); err != nil {
+			return "", err
+		}
+	}
+	return dst, nil
+}
+
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return fmt.Errorf("open dir for fsync: %w", err)
+	}
+	defer d.Close()
+	if err := d.Sync(); err != nil {
+		return fmt.Errorf("fsync dir %s: %w", dir, err)
+	}
+	return nil
+}
+
+// discard removes the temporary file unless it was committed.
+func (p *partFile) discard() {
+	if p.done {
+		return
+	}
+	_ = p.f.Close()
+	_ = os.Remove(p.f.Name())
+}

@@ -1,0 +1,182 @@
+package scp
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeHandler records what it is given, in memory.
+type fakeHandler struct {
+	mu        sync.Mutex
+	instances []*Instance
+	ians      []*IAN
+	mpps      []*MPPSUpdate
+	fail      error
+}
+
+func (h *fakeHandler) StoreInstance(_ context.Context, i *Instance) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.fail != nil {
+		return h.fail
+	}
+	h.instances = append(h.instances, i)
+	return nil
+}
+
+func (h *fakeHandler) InstanceAvailability(_ context.Context, n *IAN) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.fail != nil {
+		return h.fail
+	}
+	h.ians = append(h.ians, n)
+	return nil
+}
+
+func (h *fakeHandler) MPPS(_ context.Context, u *MPPSUpdate) error {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.fail != nil {
+		return h.fail
+	}
+	h.mpps = append(h.mpps, u)
+	return nil
+}
+
+func (h *fakeHandler) byUID() map[string]*Instance {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	m := map[string]*Instance{}
+	for _, i := range h.instances {
+		m[i.SOPInstanceUID] = i
+	}
+	return m
+}
+
+type testSCP struct {
+	srv  *Server
+	h    *fakeHandler
+	host string
+	port string
+}
+
+// startSCP serves on 127.0.0.1:0 until the test ends; Serve's return is
+// awaited in cleanup.
+func startSCP(t testing.TB, cfg Config) *testSCP {
+	t.Helper()
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+		if testing.Verbose() {
+			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		}
+	}
+	h := &fakeHandler{}
+	srv, err := New(cfg, h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Serve(ctx, ln) }()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Errorf("Serve: %v", err)
+			}
+		case <-time.After(30 * time.Second):
+			t.Errorf("Serve did not return after cancel")
+		}
+	})
+	host, port, _ := net.SplitHostPort(ln.Addr().String())
+	return &testSCP{srv: srv, h: h, host: host, port: port}
+}
+
+// tool finds a DCMTK (or other) binary: skipped when missing, fatal under
+// CI=true.
+func tool(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("%s not installed (apt-get install dcmtk)", name)
+		}
+		t.Skipf("%s not installed", name)
+	}
+	return p
+}
+
+// run runs a peer with TCP_NODELAY=1 (Debian's DCMTK otherwise waits on
+// Nagle) and a timeout; it returns the combined output and the exit error.
+func run(t testing.TB, name string, args ...string) (string, error) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, tool(t, name), args...)
+	cmd.Env = append(os.Environ(), "TCP_NODELAY=1")
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+func TestEcho(t *testing.T) {
+	s := startSCP(t, Config{})
+	for i := 0; i < 3; i++ {
+		out, err := run(t, "echoscu", "-aec", "RADBRIDGE", "-aet", "ECHOER", s.host, s.port)
+		if err != nil {
+			t.Fatalf("echoscu: %v\n%s", err, out)
+		}
+	}
+	if got := s.srv.Stats(); got.Echoes != 3 || got.AssociationsAccepted != 3 {
+		t.Errorf("stats = %+v, want 3 echoes in 3 associations", got)
+	}
+}
+
+func TestRejectCalledAE(t *testing.T) {
+	s := startSCP(t, Config{})
+	out, err := run(t, "echoscu", "-aec", "NOTUS", s.host, s.port)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) {
+		t.Fatalf("echoscu with wrong called AE: err = %v, want non-zero exit\n%s", err, out)
+	}
+	if !containsAll(out, "Association Rejected", "Called AE Title Not Recognized") {
+		t.Errorf("echoscu output does not show the rejection reason:\n%s", out)
+	}
+	if got := s.srv.Stats().AssociationsRejected; got != 1 {
+		t.Errorf("rejected = %d, want 1", got)
+	}
+}
+
+func TestRejectCallingAE(t *testing.T) {
+	s := startSCP(t, Config{AllowedCallers: []AllowedCaller{{AETitle: "GOODPACS", Host: "127.0.0.1"}}})
+	if out, err := run(t, "echoscu", "-aet", "GOODPACS", "-aec", "RADBRIDGE", s.host, s.port); err != nil {
+		t.Fatalf("allowed caller: %v\n%s", err, out)
+	}
+	out, err := run(t, "echoscu", "-aet", "EVILPACS", "-aec", "RADBRIDGE", s.host, s.port)
+	if err == nil || !containsAll(out, "Calling AE Title Not Recognized") {
+		t.Errorf("unknown caller: err = %v, output:\n%s", err, out)
+	}
+}
+
+func containsAll(s string, subs ...string) bool {
+	for _, sub := range subs {
+		if !strings.Contains(s, sub) {
+			return false
+		}
+	}
+	return true
+}

@@ -1,0 +1,353 @@
+// Package scp is radbridge's DICOM service class provider: it accepts
+// associations (PS3.8, package ul) and serves Verification (PS3.4 annex A),
+// every Storage SOP class (PS3.4 annex B) with streaming, bounded-memory
+// C-STORE, Instance Availability Notification (PS3.4 annex R) and Modality
+// Performed Procedure Step (PS3.4 annex F.7) over DIMSE (PS3.7, package
+// dimse). Instances can be written as PS3.10 files.
+//
+// A C-STORE is answered with success only after Handler.StoreInstance
+// returned nil. Patient data is never logged.
+package scp
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"radbridge/dicom/dimse"
+	"radbridge/dicom/ul"
+)
+
+// AllowedCaller is one entry of Config.AllowedCallers.
+type AllowedCaller struct {
+	AETitle string
+	// Host, when set, is the IP address the caller must connect from.
+	Host string
+}
+
+// Config configures the SCP. Zero values take the documented defaults.
+type Config struct {
+	// AETitle is our called AE title (default RADBRIDGE).
+	AETitle string
+	// AllowedCallers, when not empty, lists the calling AE titles (and
+	// optionally hosts) allowed to associate; others are rejected with
+	// A-ASSOCIATE-RJ reason 3.
+	AllowedCallers []AllowedCaller
+	// MaxAssociations bounds concurrent associations (default 32); beyond
+	// it A-ASSOCIATE-RJ transient, source 3, reason 2 (local limit exceeded).
+	MaxAssociations int
+	// MaxPDULength is the maximum P-DATA-TF length we advertise (default
+	// 64 KiB). Any PDU longer than max(1 MiB, MaxPDULength) is aborted.
+	MaxPDULength uint32
+	// ARTIMTimeout bounds association setup and release (default 30 s).
+	ARTIMTimeout time.Duration
+	// IdleTimeout aborts an association silent this long (default 5 min).
+	IdleTimeout time.Duration
+	// DrainTimeout is how long associations may finish after shutdown
+	// starts before they are aborted (default 10 s).
+	DrainTimeout time.Duration
+	// MaxHeaderBytes bounds the data set header (everything before Pixel
+	// Data) held in memory (default 4 MiB); N-CREATE/N-SET data sets too.
+	MaxHeaderBytes int
+	// StoreDir, when set, receives each instance as a Part-10 file
+	// <StoreDir>/<study>/<series>/<sop>.dcm, written atomically.
+	StoreDir string
+	// Logger receives connection-level logs (default slog.Default()).
+	Logger *slog.Logger
+}
+
+// Stats are cumulative counters.
+type Stats struct {
+	AssociationsAccepted uint64
+	AssociationsRejected uint64
+	AssociationsAborted  uint64
+	InstancesStored      uint64
+	BytesReceived        uint64
+	StoreFailures        uint64
+	Echoes               uint64
+	Notifications        uint64 // IAN and MPPS messages answered with success
+}
+
+type counters struct {
+	accepted, rejected, aborted, stored, bytes, failures, echoes, notifications atomic.Uint64
+}
+
+// Server is a DICOM SCP.
+type Server struct {
+	cfg     Config
+	h       Handler
+	log     *slog.Logger
+	c       counters
+	active  atomic.Int64
+	pending atomic.Int64
+}
+
+// New returns a Server; h must not be nil.
+func New(cfg Config, h Handler) (*Server, error) {
+	if h == nil {
+		return nil, errors.New("new SCP: nil handler")
+	}
+	if cfg.AETitle == "" {
+		cfg.AETitle = "RADBRIDGE"
+	}
+	if len(cfg.AETitle) > 16 {
+		return nil, fmt.Errorf("new SCP: AE title %q longer than 16", cfg.AETitle)
+	}
+	if cfg.MaxAssociations <= 0 {
+		cfg.MaxAssociations = 32
+	}
+	if cfg.MaxPDULength == 0 {
+		cfg.MaxPDULength = ul.DefaultMaxPDULength
+	}
+	if cfg.ARTIMTimeout <= 0 {
+		cfg.ARTIMTimeout = ul.DefaultARTIMTimeout
+	}
+	if cfg.IdleTimeout <= 0 {
+		cfg.IdleTimeout = ul.DefaultIdleTimeout
+	}
+	if cfg.DrainTimeout <= 0 {
+		cfg.DrainTimeout = 10 * time.Second
+	}
+	if cfg.MaxHeaderBytes <= 0 {
+		cfg.MaxHeaderBytes = 4 << 20
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Server{cfg: cfg, h: h, log: cfg.Logger.With("component", "dicom")}, nil
+}
+
+// Stats returns a snapshot of the counters.
+func (s *Server) Stats() Stats {
+	return Stats{
+		AssociationsAccepted: s.c.accepted.Load(),
+		AssociationsRejected: s.c.rejected.Load(),
+		AssociationsAborted:  s.c.aborted.Load(),
+		InstancesStored:      s.c.stored.Load(),
+		BytesReceived:        s.c.bytes.Load(),
+		StoreFailures:        s.c.failures.Load(),
+		Echoes:               s.c.echoes.Load(),
+		Notifications:        s.c.notifications.Load(),
+	}
+}
+
+// Serve accepts associations on ln until ctx is cancelled. Then it closes
+// ln, lets open associations finish for DrainTimeout, aborts the rest and
+// returns when every connection goroutine has ended.
+func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	var wg sync.WaitGroup
+	stop := context.AfterFunc(ctx, func() { _ = ln.Close() })
+	defer stop()
+	var err error
+	for {
+		conn, aerr := ln.Accept()
+		if aerr != nil {
+			if ctx.Err() == nil {
+				var ne net.Error
+				if errors.As(aerr, &ne) && ne.Timeout() {
+					time.Sleep(10 * time.Millisecond)
+					continue
+				}
+				err = fmt.Errorf("accept: %w", aerr)
+				_ = ln.Close()
+			}
+			break
+		}
+		// Connections still negotiating count towards the limit; past twice
+		// the limit we do not even spend a goroutine on a rejection.
+		n := s.pending.Add(1)
+		if n > int64(2*s.cfg.MaxAssociations) {
+			s.pending.Add(-1)
+			s.c.rejected.Add(1)
+			_ = conn.Close()
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer s.pending.Add(-1)
+			s.serveConn(ctx, conn)
+		}()
+	}
+	wg.Wait()
+	return err
+}
+
+func (s *Server) callerAllowed(calling string, remote net.Addr) bool {
+	if len(s.cfg.AllowedCallers) == 0 {
+		return true
+	}
+	host := ""
+	if ta, ok := remote.(*net.TCPAddr); ok {
+		host = ta.IP.String()
+	} else if remote != nil {
+		host, _, _ = net.SplitHostPort(remote.String())
+	}
+	for _, c := range s.cfg.AllowedCallers {
+		if c.AETitle != calling {
+			continue
+		}
+		if c.Host == "" {
+			return true
+		}
+		if ip := net.ParseIP(c.Host); ip != nil && ip.Equal(net.ParseIP(host)) {
+			return true
+		}
+		if strings.EqualFold(c.Host, host) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
+	log := s.log.With("remote", conn.RemoteAddr().String())
+	cfg := ul.AcceptConfig{
+		AETitle:                   s.cfg.AETitle,
+		CallerAllowed:             s.callerAllowed,
+		Negotiate:                 negotiate,
+		MaxPDULength:              s.cfg.MaxPDULength,
+		ImplementationClassUID:    ImplementationClassUID,
+		ImplementationVersionName: ImplementationVersionName,
+		ARTIMTimeout:              s.cfg.ARTIMTimeout,
+		IdleTimeout:               s.cfg.IdleTimeout,
+	}
+	n := s.active.Add(1)
+	defer s.active.Add(-1)
+	if n > int64(s.cfg.MaxAssociations) {
+		cfg.Reject = &ul.AssociateRJ{Result: ul.RejectTransient, Source: ul.RejectSourceServiceProviderPres, Reason: ul.RejectLocalLimitExceeded}
+	}
+	if ctx.Err() != nil {
+		cfg.Reject = &ul.AssociateRJ{Result: ul.RejectTransient, Source: ul.RejectSourceServiceProviderPres, Reason: ul.RejectTemporaryCongestion}
+	}
+	a, err := ul.Accept(ctx, conn, cfg)
+	if err != nil {
+		var rj *ul.RejectError
+		if errors.As(err, &rj) {
+			s.c.rejected.Add(1)
+			log.Warn("association rejected", "calling_ae", rj.CallingAE, "called_ae", rj.CalledAE,
+				"result", rj.Result, "source", rj.Source, "reason", rj.Reason)
+			return
+		}
+		s.c.aborted.Add(1)
+		log.Warn("association setup failed", "err", err)
+		return
+	}
+	s.c.accepted.Add(1)
+	log = log.With("calling_ae", a.CallingAE)
+	log.Info("association accepted", "called_ae", a.CalledAE, "contexts", len(a.Contexts()),
+		"peer_max_pdu", a.PeerMaxPDULength, "peer_implementation", a.PeerImplementationClassUID)
+
+	// Handler calls survive the server's cancellation for the drain period:
+	// an instance being committed gets to finish.
+	actx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	defer cancel()
+	var mu sync.Mutex
+	var drainTimer *time.Timer
+	stopDrain := context.AfterFunc(ctx, func() {
+		mu.Lock()
+		defer mu.Unlock()
+		drainTimer = time.AfterFunc(s.cfg.DrainTimeout, func() {
+			cancel()
+			a.Abort(ul.AbortNotSpecified)
+		})
+	})
+	defer func() {
+		stopDrain()
+		mu.Lock()
+		if drainTimer != nil {
+			drainTimer.Stop()
+		}
+		mu.Unlock()
+	}()
+
+	c := &assoc{s: s, a: a, log: log, peer: Peer{CallingAE: a.CallingAE, CalledAE: a.CalledAE, RemoteAddr: conn.RemoteAddr().String()}}
+	err = c.run(actx)
+	switch {
+	case errors.Is(err, ul.ErrReleased):
+		log.Info("association released")
+	default:
+		s.c.aborted.Add(1)
+		log.Warn("association aborted", "err", err)
+	}
+}
+
+// assoc serves the DIMSE messages of one association.
+type assoc struct {
+	s    *Server
+	a    *ul.Association
+	log  *slog.Logger
+	peer Peer
+}
+
+func (c *assoc) run(ctx context.Context) error {
+	for {
+		msg, err := dimse.ReadMessage(c.a, 0)
+		if err != nil {
+			// ul errors already answered the peer; DIMSE-level ones need an
+			// abort here.
+			if errors.Is(err, dimse.ErrMalformedCommand) || errors.Is(err, dimse.ErrCommandTooLarge) {
+				c.a.Abort(ul.AbortInvalidParameterValue)
+			} else if errors.Is(err, dimse.ErrUnexpectedPDV) {
+				c.a.Abort(ul.AbortUnexpectedPDU)
+			}
+			return err
+		}
+		if err := c.dispatch(ctx, msg); err != nil {
+			if errors.Is(err, dimse.ErrUnexpectedPDV) {
+				c.a.Abort(ul.AbortUnexpectedPDU)
+			} else {
+				c.a.Abort(ul.AbortNotSpecified)
+			}
+			return err
+		}
+	}
+}
+
+func (c *assoc) dispatch(ctx context.Context, msg *dimse.Message) error {
+	cmd := msg.Command
+	switch cmd.CommandField {
+	case dimse.CEchoRQ:
+		if msg.Data != nil {
+			if err := msg.Data.Drain(); err != nil {
+				return err
+			}
+		}
+		c.s.c.echoes.Add(1)
+		return dimse.Respond(c.a, msg.ContextID, cmd, dimse.CEchoRSP, dimse.StatusSuccess, "")
+	case dimse.CStoreRQ:
+		return c.store(ctx, msg)
+	case dimse.NCreateRQ, dimse.NSetRQ:
+		return c.normalized(ctx, msg)
+	case dimse.CCancelRQ:
+		// C-CANCEL has no response (PS3.7 section 9.3.2.3).
+		return nil
+	}
+	if msg.Data != nil {
+		if err := msg.Data.Drain(); err != nil {
+			return err
+		}
+	}
+	if cmd.IsResponse() {
+		// We never send requests; a stray response is ignored.
+		return nil
+	}
+	c.log.Warn("unsupported DIMSE command", "command_field", fmt.Sprintf("0x%04x", cmd.CommandField))
+	return dimse.Respond(c.a, msg.ContextID, cmd, cmd.CommandField|0x8000, dimse.StatusUnrecognizedOperation,
+		"operation not supported by this SCP")
+}
+
+// respondFailure maps a handler error to a status.
+func handlerStatus(err error) (dimse.Status, string) {
+	var se *StatusError
+	if errors.As(err, &se) {
+		return se.Status, se.Comment
+	}
+	return dimse.StatusOutOfResources, "not recorded: " + err.Error()
+}

@@ -1,0 +1,223 @@
+package scp
+
+import (
+	"bufio"
+	"compress/flate"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"time"
+
+	"radbridge/dicom/dataset"
+	"radbridge/dicom/dimse"
+)
+
+// Attribute tags read from a C-STORE header (PS3.6).
+var (
+	tSpecificCharacterSet = dataset.Tag(0x0008, 0x0005)
+	tSOPClassUID          = dataset.Tag(0x0008, 0x0016)
+	tSOPInstanceUID       = dataset.Tag(0x0008, 0x0018)
+	tStudyDate            = dataset.Tag(0x0008, 0x0020)
+	tStudyTime            = dataset.Tag(0x0008, 0x0030)
+	tAccessionNumber      = dataset.Tag(0x0008, 0x0050)
+	tModality             = dataset.Tag(0x0008, 0x0060)
+	tReferringPhysician   = dataset.Tag(0x0008, 0x0090)
+	tStudyDescription     = dataset.Tag(0x0008, 0x1030)
+	tSeriesDescription    = dataset.Tag(0x0008, 0x103E)
+	tPatientName          = dataset.Tag(0x0010, 0x0010)
+	tPatientID            = dataset.Tag(0x0010, 0x0020)
+	tIssuerOfPatientID    = dataset.Tag(0x0010, 0x0021)
+	tPatientBirthDate     = dataset.Tag(0x0010, 0x0030)
+	tPatientSex           = dataset.Tag(0x0010, 0x0040)
+	tBodyPartExamined     = dataset.Tag(0x0018, 0x0015)
+	tStudyInstanceUID     = dataset.Tag(0x0020, 0x000D)
+	tSeriesInstanceUID    = dataset.Tag(0x0020, 0x000E)
+	tStudyID              = dataset.Tag(0x0020, 0x0010)
+	tSeriesNumber         = dataset.Tag(0x0020, 0x0011)
+	tInstanceNumber       = dataset.Tag(0x0020, 0x0013)
+	tNumberOfFrames       = dataset.Tag(0x0028, 0x0008)
+)
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// failWriter records the first write error and then swallows writes, so
+// that a full disk does not stop us from reading the rest of the data set
+// off the association.
+type failWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (f *failWriter) Write(p []byte) (int, error) {
+	if f.err == nil {
+		_, f.err = f.w.Write(p)
+	}
+	return len(p), nil
+}
+
+// store serves one C-STORE (PS3.4 annex B.2, PS3.7 section 9.1.1): stream
+// the data set, buffer and parse its header, copy or discard the pixel data,
+// write the Part-10 file, call the handler, answer.
+func (c *assoc) store(ctx context.Context, msg *dimse.Message) error {
+	cmd := msg.Command
+	start := time.Now()
+	respond := func(st dimse.Status, comment string) error {
+		if st.IsFailure() {
+			c.s.c.failures.Add(1)
+			c.log.Warn("C-STORE failed", "status", st.String(), "comment", comment,
+				"sop_instance_uid", cmd.AffectedSOPInstanceUID)
+		}
+		return dimse.Respond(c.a, msg.ContextID, cmd, dimse.CStoreRSP, st, comment)
+	}
+	if msg.Data == nil {
+		return respond(dimse.StatusCannotUnderstand, "C-STORE-RQ without data set")
+	}
+	pc, _ := c.a.Context(msg.ContextID)
+	if cmd.AffectedSOPClassUID != pc.AbstractSyntax {
+		if err := msg.Data.Drain(); err != nil {
+			return err
+		}
+		return respond(dimse.StatusSOPClassNotSupported, "SOP class differs from presentation context")
+	}
+
+	var file *partFile
+	var fw *failWriter
+	var bw *bufio.Writer
+	counter := &countingReader{r: msg.Data}
+	var raw io.Reader = counter
+	if c.s.cfg.StoreDir != "" {
+		var err error
+		file, err = createPartFile(c.s.cfg.StoreDir)
+		if err != nil {
+			c.log.Error("create Part-10 file", "err", err)
+			if err := msg.Data.Drain(); err != nil {
+				return err
+			}
+			return respond(dimse.StatusOutOfResources, "cannot create file")
+		}
+		defer file.discard()
+		fw = &failWriter{w: file.f}
+		bw = bufio.NewWriterSize(fw, 64<<10)
+		_, _ = bw.Write(fileMeta(cmd.AffectedSOPClassUID, cmd.AffectedSOPInstanceUID, pc.TransferSyntax, c.peer.CallingAE))
+		raw = io.TeeReader(counter, bw)
+	}
+
+	syntax := dataset.SyntaxOf(pc.TransferSyntax)
+	parseSrc := raw
+	if syntax.Deflated {
+		parseSrc = flate.NewReader(raw)
+		syntax = dataset.Syntax{}
+	}
+	header, herr := dataset.ReadHeader(parseSrc, syntax, c.s.cfg.MaxHeaderBytes)
+	// Whatever happened to the header, read the data set to its end so the
+	// association stays in step; pixel data goes to the file or nowhere.
+	if _, err := io.Copy(io.Discard, raw); err != nil {
+		return fmt.Errorf("C-STORE data set: %w", err)
+	}
+	c.s.c.bytes.Add(uint64(counter.n))
+	if herr != nil {
+		if errors.Is(herr, dataset.ErrHeaderTooLarge) {
+			return respond(dimse.StatusOutOfResources, fmt.Sprintf("header exceeds %d bytes", c.s.cfg.MaxHeaderBytes))
+		}
+		return respond(dimse.StatusCannotUnderstand, clip(herr.Error()))
+	}
+	ds, err := dataset.Parse(header, syntax)
+	if err != nil {
+		return respond(dimse.StatusCannotUnderstand, clip(err.Error()))
+	}
+	inst := &Instance{
+		Peer:                   c.peer,
+		SOPClassUID:            ds.String(tSOPClassUID),
+		SOPInstanceUID:         ds.String(tSOPInstanceUID),
+		StudyInstanceUID:       ds.String(tStudyInstanceUID),
+		SeriesInstanceUID:      ds.String(tSeriesInstanceUID),
+		TransferSyntaxUID:      pc.TransferSyntax,
+		PatientID:              ds.String(tPatientID),
+		IssuerOfPatientID:      ds.String(tIssuerOfPatientID),
+		PatientName:            ds.Joined(tPatientName),
+		PatientBirthDate:       ds.String(tPatientBirthDate),
+		PatientSex:             ds.String(tPatientSex),
+		AccessionNumber:        ds.String(tAccessionNumber),
+		Modality:               ds.String(tModality),
+		BodyPartExamined:       ds.String(tBodyPartExamined),
+		StudyDescription:       ds.String(tStudyDescription),
+		SeriesDescription:      ds.String(tSeriesDescription),
+		StudyDate:              ds.String(tStudyDate),
+		StudyTime:              ds.String(tStudyTime),
+		StudyID:                ds.String(tStudyID),
+		ReferringPhysicianName: ds.Joined(tReferringPhysician),
+		SpecificCharacterSet:   ds.Joined(tSpecificCharacterSet),
+		Size:                   counter.n,
+		ReceivedAt:             start,
+	}
+	inst.SeriesNumber, _ = ds.Int(tSeriesNumber)
+	inst.InstanceNumber, _ = ds.Int(tInstanceNumber)
+	inst.NumberOfFrames, _ = ds.Int(tNumberOfFrames)
+
+	switch {
+	case inst.SOPInstanceUID != cmd.AffectedSOPInstanceUID:
+		return respond(dimse.StatusDataSetDoesNotMatchSOP, "SOP Instance UID differs from command")
+	case inst.SOPClassUID != cmd.AffectedSOPClassUID:
+		return respond(dimse.StatusDataSetDoesNotMatchSOP, "SOP Class UID differs from command")
+	case !validUID(inst.StudyInstanceUID):
+		return respond(dimse.StatusDataSetDoesNotMatchSOP, "missing or invalid Study Instance UID")
+	case !validUID(inst.SeriesInstanceUID):
+		return respond(dimse.StatusDataSetDoesNotMatchSOP, "missing or invalid Series Instance UID")
+	case !validUID(inst.SOPInstanceUID):
+		return respond(dimse.StatusDataSetDoesNotMatchSOP, "invalid SOP Instance UID")
+	}
+
+	if file != nil {
+		_ = bw.Flush() // fw never fails a write; it records the first error
+		err := fw.err
+		if err == nil {
+			inst.Path, err = file.commit(inst.StudyInstanceUID, inst.SeriesInstanceUID, inst.SOPInstanceUID)
+		}
+		if err != nil {
+			c.log.Error("write Part-10 file", "err", err, "sop_instance_uid", inst.SOPInstanceUID)
+			return respond(dimse.StatusOutOfResources, "cannot write file")
+		}
+	}
+
+	if err := c.s.h.StoreInstance(ctx, inst); err != nil {
+		st, comment := handlerStatus(err)
+		return respond(st, clip(comment))
+	}
+	c.s.c.stored.Add(1)
+	c.log.Debug("instance stored", "instance", inst, "duration", time.Since(start))
+	return respond(dimse.StatusSuccess, "")
+}
+
+// clip keeps an Error Comment within LO's 64 characters.
+func clip(s string) string {
+	if len(s) > 64 {
+		return s[:64]
+	}
+	return s
+}
+
+// validUID accepts PS3.5 section 9.1 UIDs: digits and dots, at most 64.
+func validUID(u string) bool {
+	if u == "" || len(u) > 64 || u[0] == '.' || u[len(u)-1] == '.' {
+		return false
+	}
+	for i := 0; i < len(u); i++ {
+		if (u[i] < '0' || u[i] > '9') && u[i] != '.' {
+			return false
+		}
+		if u[i] == '.' && i > 0 && u[i-1] == '.' {
+			return false
+		}
+	}
+	return true
+}
