@@ -1,0 +1,338 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/coder/websocket"
+
+	rbv1 "radbridge/proto/radbridge/v1"
+)
+
+// round is one published event being waited for by every subscriber.
+type round struct {
+	seq         uint64
+	remaining   atomic.Int64
+	first, last atomic.Int64 // receipt times, unix nanoseconds
+	done        chan struct{}
+}
+
+// fleet is a set of subscribers that all follow the bench patient.
+type fleet struct {
+	n      int
+	cur    atomic.Pointer[round]
+	errs   atomic.Int64
+	errMu  sync.Mutex
+	err    error
+	cancel context.CancelFunc
+	wg     sync.WaitGroup
+}
+
+func (f *fleet) fail(err error) {
+	f.errs.Add(1)
+	f.errMu.Lock()
+	if f.err == nil {
+		f.err = err
+	}
+	f.errMu.Unlock()
+}
+
+// deliver records that one subscriber received sequence seq.
+func (f *fleet) deliver(seq uint64) {
+	r := f.cur.Load()
+	if r == nil || seq != r.seq {
+		return
+	}
+	now := time.Now().UnixNano()
+	for old := r.first.Load(); (old == 0 || now < old) && !r.first.CompareAndSwap(old, now); old = r.first.Load() {
+	}
+	for old := r.last.Load(); now > old && !r.last.CompareAndSwap(old, now); old = r.last.Load() {
+	}
+	if r.remaining.Add(-1) == 0 {
+		close(r.done)
+	}
+}
+
+// expect arms a round for sequence seq; call it before publishing.
+func (f *fleet) expect(seq uint64) *round {
+	r := &round{seq: seq, done: make(chan struct{})}
+	r.remaining.Store(int64(f.n))
+	f.cur.Store(r)
+	return r
+}
+
+// wait blocks until every subscriber has r's event.
+func (f *fleet) wait(tb testing.TB, r *round, timeout time.Duration) {
+	tb.Helper()
+	select {
+	case <-r.done:
+	case <-time.After(timeout):
+		f.errMu.Lock()
+		err := f.err
+		f.errMu.Unlock()
+		tb.Fatalf("sequence %d: %d of %d subscribers still waiting after %v (%d stream errors; first: %v)",
+			r.seq, r.remaining.Load(), f.n, timeout, f.errs.Load(), err)
+	}
+}
+
+func (f *fleet) close() {
+	f.cancel()
+	f.wg.Wait()
+}
+
+// parallel runs fn(i) for i in [0, n) on workers goroutines and returns the
+// first error.
+func parallel(n, workers int, fn func(i int) error) error {
+	var next atomic.Int64
+	var once sync.Once
+	var first error
+	var wg sync.WaitGroup
+	for range min(workers, n) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				i := int(next.Add(1)) - 1
+				if i >= n {
+					return
+				}
+				if err := fn(i); err != nil {
+					once.Do(func() { first = err })
+					next.Store(int64(n)) // stop the others
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	return first
+}
+
+// grpcFleet opens n Subscribe streams after sequence since, spread over
+// conns client connections.
+func grpcFleet(tb testing.TB, addr string, n, conns int, since uint64, heartbeat uint32) *fleet {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &fleet{n: n, cancel: cancel}
+	clients := make([]rbv1.EventServiceClient, min(conns, n))
+	for i := range clients {
+		clients[i] = rbv1.NewEventServiceClient(grpcConn(tb, addr))
+	}
+	err := parallel(n, 32, func(i int) error {
+		st, err := clients[i%len(clients)].Subscribe(ctx, &rbv1.SubscribeRequest{
+			PatientId: []string{patient}, SinceSequence: since, HeartbeatSeconds: heartbeat})
+		if err != nil {
+			return fmt.Errorf("subscriber %d: %w", i, err)
+		}
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			for {
+				ev, err := st.Recv()
+				if err != nil {
+					if ctx.Err() == nil {
+						f.fail(err)
+					}
+					return
+				}
+				if !ev.GetHeartbeat() {
+					f.deliver(ev.GetSequence())
+				}
+			}
+		}()
+		return nil
+	})
+	if err != nil {
+		f.close()
+		tb.Fatal(err)
+	}
+	return f
+}
+
+// wsFleet opens n WebSocket streams after sequence since.
+func wsFleet(tb testing.TB, addr string, n int, since uint64, heartbeat uint32) *fleet {
+	tb.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	f := &fleet{n: n, cancel: cancel}
+	url := fmt.Sprintf("ws://%s/v1/events:stream?since=%d&patient_id=%s&heartbeat_seconds=%d", addr, since, patient, heartbeat)
+	err := parallel(n, 32, func(i int) error {
+		dctx, dcancel := context.WithTimeout(ctx, 30*time.Second)
+		c, _, err := websocket.Dial(dctx, url, nil)
+		dcancel()
+		if err != nil {
+			return fmt.Errorf("subscriber %d: %w", i, err)
+		}
+		f.wg.Add(1)
+		go func() {
+			defer f.wg.Done()
+			defer c.CloseNow()
+			for {
+				_, b, err := c.Read(ctx)
+				if err != nil {
+					if ctx.Err() == nil {
+						f.fail(err)
+					}
+					return
+				}
+				var m struct {
+					Sequence  uint64 `json:"sequence,string"`
+					Heartbeat bool   `json:"heartbeat"`
+				}
+				if err := json.Unmarshal(b, &m); err != nil {
+					f.fail(fmt.Errorf("frame %q: %w", b, err))
+					return
+				}
+				if !m.Heartbeat {
+					f.deliver(m.Sequence)
+				}
+			}
+		}()
+		return nil
+	})
+	if err != nil {
+		f.close()
+		tb.Fatal(err)
+	}
+	return f
+}
+
+// openFleet opens n subscribers of kind "grpc" or "ws" after since and
+// waits until every one has received a warm-up event, so all are live.
+// It returns the fleet and the next sequence to expect.
+func openFleet(tb testing.TB, kind string, d *daemon, pub rbv1.EventServiceClient, n int, since uint64, heartbeat uint32) (*fleet, uint64) {
+	tb.Helper()
+	var f *fleet
+	switch kind {
+	case "grpc":
+		f = grpcFleet(tb, d.grpcAddr, n, 16, since, heartbeat)
+	case "ws":
+		f = wsFleet(tb, d.httpAddr, n, since, heartbeat)
+	default:
+		tb.Fatalf("unknown subscriber kind %q", kind)
+	}
+	r := f.expect(since + 1)
+	seq, err := publish(context.Background(), pub, int(since))
+	if err != nil {
+		f.close()
+		tb.Fatal(err)
+	}
+	if seq != since+1 {
+		f.close()
+		tb.Fatalf("warm-up event has sequence %d, want %d", seq, since+1)
+	}
+	f.wait(tb, r, 2*time.Minute)
+	return f, seq + 1
+}
+
+// fanOutSizes are the subscriber counts of BenchmarkFanOut; 1 is the
+// baseline.
+func fanOutSizes(tb testing.TB) []int {
+	s := os.Getenv("RADBRIDGE_BENCH_SUBS")
+	if s == "" {
+		return []int{1, 1000, 10000}
+	}
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil || n < 1 {
+			tb.Fatalf("RADBRIDGE_BENCH_SUBS: bad count %q", f)
+		}
+		out = append(out, n)
+	}
+	return out
+}
+
+// BenchmarkFanOut publishes one event per iteration to N live subscribers
+// of an in-process daemon and measures until the last one has it.
+func BenchmarkFanOut(b *testing.B) {
+	for _, kind := range []string{"grpc", "ws"} {
+		for _, n := range fanOutSizes(b) {
+			b.Run(fmt.Sprintf("%s/subs=%d", kind, n), func(b *testing.B) { benchFanOut(b, kind, n) })
+		}
+	}
+}
+
+func benchFanOut(b *testing.B, kind string, n int) {
+	if kind == "ws" {
+		needFDs(b, 2*n) // both ends of every connection are in this process
+	} else {
+		needFDs(b, 64)
+	}
+	d := startInProcess(b)
+	pub := rbv1.NewEventServiceClient(grpcConn(b, d.grpcAddr))
+	ctx := context.Background()
+	since, err := publish(ctx, pub, 0) // subscribers start after this one
+	if err != nil {
+		b.Fatal(err)
+	}
+	f, next := openFleet(b, kind, d, pub, n, since, 3600)
+	defer f.close()
+
+	var toLast, toFirst, spread, pubTime []time.Duration
+	for b.Loop() {
+		r := f.expect(next)
+		start := time.Now()
+		seq, err := publish(ctx, pub, int(next))
+		pubTime = append(pubTime, time.Since(start))
+		if err != nil {
+			b.Fatal(err)
+		}
+		if seq != next {
+			b.Fatalf("published sequence %d, want %d", seq, next)
+		}
+		f.wait(b, r, time.Minute)
+		first, last := time.Unix(0, r.first.Load()), time.Unix(0, r.last.Load())
+		toLast = append(toLast, last.Sub(start))
+		toFirst = append(toFirst, first.Sub(start))
+		spread = append(spread, last.Sub(first))
+		next++
+	}
+	if e := f.errs.Load(); e > 0 {
+		b.Errorf("%d subscriber streams failed; first: %v", e, f.err)
+	}
+	b.ReportMetric(ms(percentile(toLast, 50)), "ms-to-last-p50")
+	b.ReportMetric(ms(percentile(toLast, 99)), "ms-to-last-p99")
+	b.ReportMetric(ms(percentile(toFirst, 50)), "ms-to-first-p50")
+	b.ReportMetric(ms(percentile(spread, 50)), "spread-ms-p50")
+	b.ReportMetric(ms(percentile(spread, 99)), "spread-ms-p99")
+	b.ReportMetric(ms(percentile(pubTime, 50)), "publish-ms-p50")
+}
+
+// TestFanOutHarness checks the benchmark harness itself (a few subscribers
+// of each kind get every event); it asserts nothing about time.
+func TestFanOutHarness(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts a daemon")
+	}
+	d := startInProcess(t)
+	pub := rbv1.NewEventServiceClient(grpcConn(t, d.grpcAddr))
+	since, err := publish(context.Background(), pub, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, next := openFleet(t, "grpc", d, pub, 5, since, 1)
+	defer g.close()
+	w := wsFleet(t, d.httpAddr, 5, since, 1)
+	defer w.close()
+	for i := range 3 {
+		rg, rw := g.expect(next), w.expect(next)
+		seq, err := publish(context.Background(), pub, int(next))
+		if err != nil || seq != next {
+			t.Fatalf("publish %d: sequence %d, %v; want %d", i, seq, err, next)
+		}
+		g.wait(t, rg, 30*time.Second)
+		w.wait(t, rw, 30*time.Second)
+		next++
+	}
+	if g.errs.Load()+w.errs.Load() > 0 {
+		t.Fatalf("stream errors: grpc %v, ws %v", g.err, w.err)
+	}
+}
