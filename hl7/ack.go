@@ -94,7 +94,9 @@ func wants(cond string, o Outcome, emptyMeansAlways bool) bool {
 // controlID; MSH-11 and MSH-12 echoed; MSA-1 code; MSA-2 the original's
 // MSH-10; and one ERR segment per error (ERR-2 location, ERR-3 the table
 // 0357 code as CWE, ERR-4 severity, ERR-8 the error's text). MSA-3
-// carries the first error's text for receivers of versions before 2.5.
+// carries the first error's text, and for an original of a version
+// before 2.5 ERR-1 carries the error as ELD, for receivers that predate
+// ERR-2..8.
 //
 // orig may be nil when the message had no usable MSH: the ACK then uses
 // the default delimiters, version 2.5.1, processing ID P and an empty
@@ -117,6 +119,8 @@ func NewACK(orig *Message, code string, now time.Time, controlID string, errs ..
 		}
 		origCtrl = h.Raw(10)
 	}
+	// Receivers of versions before 2.5 only know ERR-1 (ELD).
+	legacy := len(version) >= 3 && string(version[:2]) == "2." && version[2] < '5' && (len(version) == 3 || version[3] == '.')
 	f := d.Field
 	b := make([]byte, 0, 256)
 	b = append(b, "MSH"...)
@@ -159,7 +163,11 @@ func NewACK(orig *Message, code string, now time.Time, controlID string, errs ..
 			continue
 		}
 		b = append(b, "ERR"...)
-		b = append(b, f, f)
+		b = append(b, f)
+		if legacy {
+			b = append(b, e.Location.eld(d, e.Code)...)
+		}
+		b = append(b, f)
 		b = append(b, e.Location.erl(d)...)
 		b = append(b, f)
 		b = append(b, strconv.Itoa(e.Code)...)

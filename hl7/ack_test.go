@@ -37,7 +37,7 @@ func TestNewACK(t *testing.T) {
 			want: []string{
 				`MSH|^~\&|RADBRIDGE|IMAGING|RADRIS|NORTHWING^1.2.840.99999.1.1^ISO|20250317101500+0100||ACK^O01^ACK|ACK1|P|2.3`,
 				`MSA|AE|ORM000123|PID-3 is empty`,
-				`ERR||PID^1^3|101^Required field missing^HL70357|E||||PID-3 is empty`,
+				`ERR|PID^1^3^101&Required field missing&HL70357|PID^1^3|101^Required field missing^HL70357|E||||PID-3 is empty`,
 			},
 		},
 		{
@@ -51,8 +51,8 @@ func TestNewACK(t *testing.T) {
 			want: []string{
 				`MSH|^~\&|RADBRIDGE|IMAGING|RADRIS|NORTHWING^1.2.840.99999.1.1^ISO|20250317101500+0100||ACK^O01^ACK|ACK1|P|2.3`,
 				`MSA|AR|ORM000123|type\F\x`,
-				`ERR||MSH^1^9^^1|200^Unsupported message type^HL70357|E||||type\F\x`,
-				`ERR|||207^Application internal error^HL70357|E||||a\S\b`,
+				`ERR|MSH^1^9^200&Unsupported message type&HL70357|MSH^1^9^^1|200^Unsupported message type^HL70357|E||||type\F\x`,
+				`ERR|^^^207&Application internal error&HL70357||207^Application internal error^HL70357|E||||a\S\b`,
 			},
 		},
 		{

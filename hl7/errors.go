@@ -120,6 +120,14 @@ func (l Location) erl(d Delimiters) []byte {
 	return []byte(strings.Join(parts[:n], string(d.Component)))
 }
 
+// eld encodes the location and code as a v2.3/v2.4 ELD value (ERR-1):
+// segment^sequence^field^code&text&HL70357.
+func (l Location) eld(d Delimiters, code int) []byte {
+	cwe := strconv.Itoa(code) + string(d.Subcomponent) + d.EscapeText(CodeText(code)) + string(d.Subcomponent) + "HL70357"
+	c := string(d.Component)
+	return []byte(d.EscapeText(l.Segment) + c + itoa0(l.Sequence) + c + itoa0(l.Field) + c + cwe)
+}
+
 func itoa0(i int) string {
 	if i <= 0 {
 		return ""

@@ -416,7 +416,7 @@ func (s *Segment) LogValue() slog.Value {
 // NumFields returns the number of the last field present (trailing empty
 // fields count when their separators are present).
 func (s *Segment) NumFields() int {
-	if s.id == "MSH" {
+	if s.id == "MSH" && len(s.f) > 1 {
 		return len(s.f)
 	}
 	return len(s.f) - 1
@@ -431,8 +431,10 @@ func (s *Segment) Raw(n int) []byte {
 	}
 	if s.id == "MSH" {
 		switch {
+		case len(s.f) == 1:
+			return nil // "MSH" alone: not even MSH-1
 		case n == 1:
-			i := s.f[0].e
+			i := s.f[0].e // the field separator after "MSH"
 			return s.m.raw[i : i+1]
 		case n >= 2:
 			n--
