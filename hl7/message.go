@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"log/slog"
 	"math"
+	"strconv"
 )
 
 // Delimiters are the separators a message declares in MSH-1 and MSH-2.
@@ -568,3 +569,28 @@ func (c *seqCounter) next(id string) int {
 	c.more[id]++
 	return c.more[id]
 }
+
+// String returns the same redacted summary as LogValue ("ORU^R01
+// control_id=X"), so that formatting a Message with %v or %s never
+// prints patient data.
+func (m *Message) String() string {
+	if m == nil || len(m.segs) == 0 {
+		return "<nil>"
+	}
+	code, trig, _ := m.MessageType()
+	return code + "^" + trig + " control_id=" + m.ControlID()
+}
+
+// GoString is String, for %#v.
+func (m *Message) GoString() string { return "hl7.Message(" + m.String() + ")" }
+
+// String returns the segment ID and sequence only, e.g. "PID[1]".
+func (s *Segment) String() string {
+	if s == nil {
+		return "<nil>"
+	}
+	return s.id + "[" + strconv.Itoa(s.seq) + "]"
+}
+
+// GoString is String, for %#v.
+func (s *Segment) GoString() string { return "hl7.Segment(" + s.String() + ")" }

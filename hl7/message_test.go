@@ -3,6 +3,7 @@ package hl7
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -125,6 +126,10 @@ func TestSegmentsAndSequence(t *testing.T) {
 	}
 	if got, want := m.MSH().NumFields(), 12; got != want {
 		t.Errorf("MSH NumFields: got %d, want %d", got, want)
+	}
+	orm := mustParse(t, readTestdata(t, "orm_o01.hl7"))
+	if got, want := orm.MSH().NumFields(), 17; got != want { // trailing empty fields count
+		t.Errorf("ORM MSH NumFields: got %d, want %d", got, want)
 	}
 }
 
@@ -273,6 +278,7 @@ func TestLogValueHidesPatientData(t *testing.T) {
 	var buf bytes.Buffer
 	log := slog.New(slog.NewTextHandler(&buf, nil))
 	log.Info("got", "msg", m, "seg", m.Segment("PID"))
+	fmt.Fprintf(&buf, "%v %s %+v %#v %v %#v\n", m, m, m, m, m.Segment("PID"), m.Segment("PID"))
 	out := buf.String()
 	for _, secret := range []string{"TESTPATIENT", "PAT4711", "ALEX", "19700101"} {
 		if strings.Contains(out, secret) {
