@@ -18,6 +18,10 @@
 //     (gRPC PublishEvent) and times until the last subscriber has it.
 //     subs=1 is the baseline. Metrics: ms-to-last-p50/p99, ms-to-first-p50,
 //     spread-ms-p50/p99 (last receipt minus first receipt).
+//   - BenchmarkFanOutProcess/{grpc,ws}/subs=N: the same with the daemon
+//     in a child process (built from ./cmd/radbridge). Needed where the
+//     descriptor limit cannot hold both ends of 10,000 WebSocket
+//     connections in one process.
 //   - BenchmarkIdleMemory/{grpc,ws}: the daemon runs as a separate process
 //     (built from ./cmd/radbridge); its VmRSS is read before and after
 //     10,000 idle subscribers connect. Metric: B/sub.
@@ -25,7 +29,7 @@
 // Run (see BENCHMARKS.md for the latest numbers):
 //
 //	go test ./bench -run '^$' -bench 'Append|RawFile' -benchtime=2000x
-//	go test ./bench -run '^$' -bench FanOut -benchtime=20x -timeout 20m
+//	go test ./bench -run '^$' -bench FanOut -benchtime=20x -timeout 30m
 //	go test ./bench -run '^$' -bench IdleMemory -benchtime=1x -timeout 20m
 //
 // Set RADBRIDGE_BENCH_SUBS (comma-separated) to change the fan-out sizes.
@@ -103,6 +107,7 @@ func raiseFDLimit(tb testing.TB, want uint64) uint64 {
 func needFDs(tb testing.TB, n int) {
 	tb.Helper()
 	if lim := raiseFDLimit(tb, 1<<16); lim < uint64(n)+256 {
+		fmt.Fprintf(os.Stderr, "%s: skipped: RLIMIT_NOFILE is %d (cannot be raised), need about %d\n", tb.Name(), lim, n+256)
 		tb.Skipf("RLIMIT_NOFILE is %d, need about %d", lim, n+256)
 	}
 }
