@@ -337,7 +337,9 @@ func (c *conn) serve(ctx context.Context) {
 			m := mshOnly(raw)
 			e := &hl7.Error{Code: hl7.CodeInternalError, Severity: hl7.SeverityError, Reject: true,
 				Text: fmt.Sprintf("message exceeds %d bytes", s.cfg.MaxMessageSize)}
-			c.answer(s.ack(m, hl7.Rejected, e))
+			if c.answer(s.ack(m, hl7.Rejected, e)) {
+				c.lingeringClose()
+			}
 			return
 		case errors.Is(err, mllp.ErrInvalidFrame):
 			s.c.messages.Add(1)
@@ -363,6 +365,18 @@ func (c *conn) serve(ctx context.Context) {
 			return
 		}
 	}
+}
+
+// lingeringClose half-closes c after a final answer and drops what the
+// peer is still sending (at most 4 frames' worth, for at most a second),
+// so that closing with unread input does not reset the connection before
+// the peer has read the answer.
+func (c *conn) lingeringClose() {
+	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+	}
+	c.nc.SetReadDeadline(time.Now().Add(time.Second))
+	io.Copy(io.Discard, io.LimitReader(c.nc, 4*int64(c.s.cfg.MaxMessageSize)))
 }
 
 // result is the outcome of one message.

@@ -317,6 +317,22 @@ func TestOversizedFrame(t *testing.T) {
 	}
 }
 
+func TestOversizedFrameStillStreaming(t *testing.T) {
+	ts := start(t, Config{MaxMessageSize: 1024})
+	c := dial(t, ts.addr)
+	// The sender is still writing an 8 MiB frame when the receiver gives
+	// up; it must still get the AR rather than a reset.
+	go func() {
+		frame := append([]byte("\x0b"), oru("BIG2", "", goodORUBody)...)
+		frame = append(frame, bytes.Repeat([]byte("NTE|1||xxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx\r"), 200000)...)
+		frame = append(frame, 0x1c, 0x0d)
+		c.c.Write(frame)
+	}()
+	if got := summarize(c.ack()); got.Code != "AR" || got.MSA2 != "BIG2" {
+		t.Errorf("got %+v, want AR for BIG2", got)
+	}
+}
+
 func TestInvalidFrame(t *testing.T) {
 	ts := start(t, Config{})
 	c := dial(t, ts.addr)
