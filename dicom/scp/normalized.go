@@ -159,7 +159,7 @@ func parseMPPS(ds *dataset.Dataset) *MPPSUpdate {
 	u := &MPPSUpdate{
 		Status:          ds.String(tPPSStatus),
 		PatientID:       ds.String(tPatientID),
-		PatientName:     ds.Joined(tPatientName),
+		PatientName:     personName(ds.Joined(tPatientName)),
 		Modality:        ds.String(tModality),
 		ProcedureStepID: ds.String(tPPSID),
 		StartDate:       ds.String(tPPSStartDate),

@@ -2,12 +2,14 @@ package scp
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"io"
 	"log/slog"
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -179,4 +181,69 @@ func containsAll(s string, subs ...string) bool {
 		}
 	}
 	return true
+}
+
+// python finds a python3 that can import pydicom (Debian's python3-pydicom).
+func python(t testing.TB) string {
+	t.Helper()
+	for _, p := range []string{"/usr/bin/python3", "python3"} {
+		if err := exec.Command(p, "-c", "import pydicom").Run(); err == nil {
+			return p
+		}
+	}
+	if os.Getenv("CI") == "true" {
+		t.Fatal("python3 with pydicom not installed (apt-get install python3-pydicom)")
+	}
+	t.Skip("python3 with pydicom not installed")
+	return ""
+}
+
+// pydicomData returns pydicom's data folder (test_files, charset_files).
+func pydicomData(t testing.TB) string {
+	t.Helper()
+	out, err := exec.Command(python(t), "-c", "import pydicom,os;print(os.path.dirname(pydicom.__file__))").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(strings.TrimSpace(string(out)), "data")
+}
+
+// repoRoot is two levels up from this package.
+func repoRoot(t testing.TB) string {
+	t.Helper()
+	wd, err := os.Getwd()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(wd, "..", "..")
+}
+
+type expected struct {
+	SOPClassUID    string `json:"sop_class_uid"`
+	SOPInstanceUID string `json:"sop_instance_uid"`
+	StudyUID       string `json:"study_uid"`
+	SeriesUID      string `json:"series_uid"`
+	PatientID      string `json:"patient_id"`
+	PatientName    string `json:"patient_name"`
+	Accession      string `json:"accession"`
+	Modality       string `json:"modality"`
+	Charset        string `json:"charset"`
+	TransferSyntax string `json:"transfer_syntax"`
+}
+
+// expectedFields reads the files with pydicom (scripts/dicom/fields.py).
+func expectedFields(t testing.TB, files []string) map[string]expected {
+	t.Helper()
+	args := append([]string{filepath.Join(repoRoot(t), "scripts", "dicom", "fields.py")}, files...)
+	cmd := exec.Command(python(t), args...)
+	cmd.Stderr = io.Discard
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("fields.py: %v", err)
+	}
+	m := map[string]expected{}
+	if err := json.Unmarshal(out, &m); err != nil {
+		t.Fatalf("fields.py output: %v", err)
+	}
+	return m
 }

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"time"
 
 	"radbridge/dicom/dataset"
@@ -144,7 +145,7 @@ func (c *assoc) store(ctx context.Context, msg *dimse.Message) error {
 		TransferSyntaxUID:      pc.TransferSyntax,
 		PatientID:              ds.String(tPatientID),
 		IssuerOfPatientID:      ds.String(tIssuerOfPatientID),
-		PatientName:            ds.Joined(tPatientName),
+		PatientName:            personName(ds.Joined(tPatientName)),
 		PatientBirthDate:       ds.String(tPatientBirthDate),
 		PatientSex:             ds.String(tPatientSex),
 		AccessionNumber:        ds.String(tAccessionNumber),
@@ -155,7 +156,7 @@ func (c *assoc) store(ctx context.Context, msg *dimse.Message) error {
 		StudyDate:              ds.String(tStudyDate),
 		StudyTime:              ds.String(tStudyTime),
 		StudyID:                ds.String(tStudyID),
-		ReferringPhysicianName: ds.Joined(tReferringPhysician),
+		ReferringPhysicianName: personName(ds.Joined(tReferringPhysician)),
 		SpecificCharacterSet:   ds.Joined(tSpecificCharacterSet),
 		Size:                   counter.n,
 		ReceivedAt:             start,
@@ -220,4 +221,21 @@ func validUID(u string) bool {
 		}
 	}
 	return true
+}
+
+// personName drops trailing empty components and component groups of a PN
+// value, which PS3.5 section 6.2.1 makes insignificant ("A^B^^=" is "A^B").
+func personName(v string) string {
+	vals := strings.Split(v, `\`)
+	for i, val := range vals {
+		groups := strings.Split(val, "=")
+		for j, g := range groups {
+			groups[j] = strings.TrimRight(g, "^ ")
+		}
+		for len(groups) > 0 && groups[len(groups)-1] == "" {
+			groups = groups[:len(groups)-1]
+		}
+		vals[i] = strings.Join(groups, "=")
+	}
+	return strings.Join(vals, `\`)
 }
