@@ -2,7 +2,6 @@ package bench
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"os"
 	"strconv"
@@ -13,6 +12,7 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+	"google.golang.org/grpc"
 
 	rbv1 "radbridge/proto/radbridge/v1"
 )
@@ -122,29 +122,36 @@ func grpcFleet(tb testing.TB, addr string, n, conns int, since uint64, heartbeat
 	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &fleet{n: n, cancel: cancel}
-	clients := make([]rbv1.EventServiceClient, min(conns, n))
-	for i := range clients {
-		clients[i] = rbv1.NewEventServiceClient(grpcConn(tb, addr))
+	ccs := make([]*grpc.ClientConn, min(conns, n))
+	for i := range ccs {
+		ccs[i] = grpcConn(tb, addr)
 	}
+	desc := &grpc.StreamDesc{StreamName: "Subscribe", ServerStreams: true}
+	method := "/" + rbv1.EventService_ServiceDesc.ServiceName + "/Subscribe"
 	err := parallel(n, 32, func(i int) error {
-		st, err := clients[i%len(clients)].Subscribe(ctx, &rbv1.SubscribeRequest{
-			PatientId: []string{patient}, SinceSequence: since, HeartbeatSeconds: heartbeat})
+		st, err := ccs[i%len(ccs)].NewStream(ctx, desc, method, grpc.ForceCodec(seqCodec{}))
+		if err == nil {
+			err = st.SendMsg(&rbv1.SubscribeRequest{PatientId: []string{patient}, SinceSequence: since, HeartbeatSeconds: heartbeat})
+		}
+		if err == nil {
+			err = st.CloseSend()
+		}
 		if err != nil {
 			return fmt.Errorf("subscriber %d: %w", i, err)
 		}
 		f.wg.Add(1)
 		go func() {
 			defer f.wg.Done()
+			var ev seqOnly
 			for {
-				ev, err := st.Recv()
-				if err != nil {
+				if err := st.RecvMsg(&ev); err != nil {
 					if ctx.Err() == nil {
 						f.fail(err)
 					}
 					return
 				}
-				if !ev.GetHeartbeat() {
-					f.deliver(ev.GetSequence())
+				if !ev.Heartbeat {
+					f.deliver(ev.Sequence)
 				}
 			}
 		}()
@@ -182,12 +189,9 @@ func wsFleet(tb testing.TB, addr string, n int, since uint64, heartbeat uint32) 
 					}
 					return
 				}
-				var m struct {
-					Sequence  uint64 `json:"sequence,string"`
-					Heartbeat bool   `json:"heartbeat"`
-				}
-				if err := json.Unmarshal(b, &m); err != nil {
-					f.fail(fmt.Errorf("frame %q: %w", b, err))
+				m, err := parseFrame(b)
+				if err != nil {
+					f.fail(err)
 					return
 				}
 				if !m.Heartbeat {
