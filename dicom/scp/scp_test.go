@@ -247,3 +247,5 @@ func expectedFields(t testing.TB, files []string) map[string]expected {
 	}
 	return m
 }
+
+func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
