@@ -68,7 +68,9 @@ func (p *partFile) commit(study, series, sop string) (string, error) {
 	if err := p.f.Close(); err != nil {
 		return "", fmt.Errorf("close %s: %w", p.f.Name(), err)
 	}
-	seriesDir := filepath.Join(p.dir, study, series)
+	studyDir := filepath.Join(p.dir, study)
+	seriesDir := filepath.Join(studyDir, series)
+	newStudy, newSeries := !exists(studyDir), !exists(seriesDir)
 	if err := os.MkdirAll(seriesDir, 0o750); err != nil {
 		return "", fmt.Errorf("create series dir: %w", err)
 	}
@@ -77,7 +79,16 @@ func (p *partFile) commit(study, series, sop string) (string, error) {
 		return "", fmt.Errorf("rename into place: %w", err)
 	}
 	p.done = true
-	for _, d := range []string{seriesDir, filepath.Join(p.dir, study), p.dir} {
+	// The rename is durable once its directory is synced; a directory we
+	// created is durable once its parent is.
+	dirs := []string{seriesDir}
+	if newSeries {
+		dirs = append(dirs, studyDir)
+	}
+	if newStudy {
+		dirs = append(dirs, p.dir)
+	}
+	for _, d := range dirs {
 		if err := syncDir(d); err != nil {
 			return "", err
 		}
@@ -104,4 +115,9 @@ func (p *partFile) discard() {
 	}
 	_ = p.f.Close()
 	_ = os.Remove(p.f.Name())
+}
+
+func exists(path string) bool {
+	_, err := os.Stat(path)
+	return err == nil
 }
