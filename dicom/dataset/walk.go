@@ -257,12 +257,11 @@ func (w *walker) items(t tag.Tag, vl uint32, end uint64, depth int, seq bool) er
 }
 
 // rawItems walks the items of an undefined-length OB/OW/pixel data value
-// (the library's readRawItem loop); fragments are skipped.
+// (PS3.5 section A.4; the library's readRawItem loop). It is stricter than
+// the library: anything but defined-length items ended by a sequence
+// delimiter is refused, so the library never meets (and logs) oddities.
 func (w *walker) rawItems(end uint64, pixel bool) error {
-	for n := 0; ; n++ {
-		if pixel && n > 0 && w.pos >= end {
-			return nil
-		}
+	for first := true; ; first = false {
 		start := w.pos
 		if err := w.take(8, end); err != nil {
 			return err
@@ -270,16 +269,16 @@ func (w *walker) rawItems(end uint64, pixel bool) error {
 		t := tag.Tag{Group: w.u16(start), Element: w.u16(start + 2)}
 		vl := w.u32(start + 4)
 		switch {
-		case t == tag.SequenceDelimitationItem:
-			if !pixel || n > 0 {
-				return nil
-			}
-		case t != tag.Item, vl == undefinedLength:
-			// The library consumes only these 8 bytes and continues.
-		default:
-			if err := w.take(uint64(vl), end); err != nil {
-				return err
-			}
+		case t == tag.SequenceDelimitationItem && vl == 0 && !(pixel && first):
+			// Encapsulated pixel data starts with its Basic Offset Table
+			// item (PS3.5 section A.4); the library skips the first item
+			// whatever it is.
+			return nil
+		case t != tag.Item || vl == undefinedLength:
+			return fmt.Errorf("encapsulated value holds %v length %d, not a fragment item: %w", t, vl, ErrMalformed)
+		}
+		if err := w.take(uint64(vl), end); err != nil {
+			return err
 		}
 	}
 }

@@ -141,24 +141,35 @@ func (s *Server) Stats() Stats {
 // ln, lets open associations finish for DrainTimeout, aborts the rest and
 // returns when every connection goroutine has ended.
 func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
+	// A listener failure shuts down like a cancellation: drain, then abort.
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
 	var wg sync.WaitGroup
 	stop := context.AfterFunc(ctx, func() { _ = ln.Close() })
 	defer stop()
 	var err error
+	backoff := 5 * time.Millisecond
 	for {
 		conn, aerr := ln.Accept()
 		if aerr != nil {
-			if ctx.Err() == nil {
-				var ne net.Error
-				if errors.As(aerr, &ne) && ne.Timeout() {
-					time.Sleep(10 * time.Millisecond)
-					continue
-				}
-				err = fmt.Errorf("accept: %w", aerr)
-				_ = ln.Close()
+			if ctx.Err() != nil {
+				break
 			}
-			break
+			if errors.Is(aerr, net.ErrClosed) {
+				err = fmt.Errorf("accept: %w", aerr)
+				cancel()
+				break
+			}
+			// Out of file descriptors and the like: wait and retry.
+			s.log.Warn("accept failed", "err", aerr, "retry_in", backoff)
+			select {
+			case <-ctx.Done():
+			case <-time.After(backoff):
+			}
+			backoff = min(2*backoff, time.Second)
+			continue
 		}
+		backoff = 5 * time.Millisecond
 		// Connections still negotiating count towards the limit; past twice
 		// the limit we do not even spend a goroutine on a rejection.
 		n := s.pending.Add(1)
