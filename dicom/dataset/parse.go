@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"regexp"
 	"strconv"
 	"strings"
 
@@ -34,6 +35,11 @@ func SyntaxOf(uid string) Syntax {
 	}
 	return Syntax{}
 }
+
+// iso2022Escape matches ISO 2022 escape sequences (ESC, intermediate bytes,
+// final byte; PS3.5 section 6.1.2.5) that the library's decoders leave in
+// code-extension values (e.g. ISO 2022 IR 149).
+var iso2022Escape = regexp.MustCompile("\x1b[\x20-\x2f]+[\x30-\x7e]")
 
 // Dataset is a parsed data set header. Values are decoded to UTF-8 per
 // Specific Character Set (0008,0005).
@@ -121,6 +127,7 @@ func (d *Dataset) Strings(t tag.Tag) []string {
 	case []string:
 		out := make([]string, 0, len(v))
 		for _, s := range v {
+			s = iso2022Escape.ReplaceAllString(s, "")
 			out = append(out, strings.ToValidUTF8(strings.Trim(s, " \x00"), "\uFFFD"))
 		}
 		return out

@@ -249,3 +249,19 @@ func expectedFields(t testing.TB, files []string) map[string]expected {
 }
 
 func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+// TestLogRedaction: the types carrying patient data log without it.
+func TestLogRedaction(t *testing.T) {
+	var buf strings.Builder
+	log := slog.New(slog.NewJSONHandler(&buf, nil))
+	log.Info("x", "instance", &Instance{PatientName: "Secret^Name", PatientID: "PID-SECRET", PatientBirthDate: "19010101", SOPInstanceUID: "1.2.3"},
+		"mpps", &MPPSUpdate{PatientName: "Secret^Name", PatientID: "PID-SECRET"}, "ian", &IAN{StudyInstanceUID: "1.2"})
+	for _, secret := range []string{"Secret", "PID-SECRET", "19010101"} {
+		if strings.Contains(buf.String(), secret) {
+			t.Errorf("log holds %q: %s", secret, buf.String())
+		}
+	}
+	if !strings.Contains(buf.String(), "1.2.3") {
+		t.Errorf("log lacks the SOP Instance UID: %s", buf.String())
+	}
+}
