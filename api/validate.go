@@ -88,6 +88,9 @@ func checkUID(field, v string) error {
 // checkCursor rejects a cursor beyond the log's end or before its retained
 // history.
 func (s *Service) checkCursor(ctx context.Context, field string, since uint64) error {
+	if s.hub != nil && s.hub.Covers(since) {
+		return nil // within the in-memory window: no store round trip
+	}
 	first, last, err := s.events.Bounds(ctx)
 	if err != nil {
 		return status.Errorf(codes.Unavailable, "event log: %v", err)

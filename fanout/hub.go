@@ -147,6 +147,14 @@ func (h *Hub) Head() uint64 {
 	return h.base + uint64(len(h.ring))
 }
 
+// Covers reports whether since is a valid cursor inside the in-memory
+// window (from its oldest event's predecessor to the head).
+func (h *Hub) Covers(since uint64) bool {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	return len(h.ring) > 0 && since >= h.base && since <= h.base+uint64(len(h.ring))
+}
+
 // Subscribers returns the number of open subscriptions.
 func (h *Hub) Subscribers() int64 {
 	h.mu.RLock()
@@ -159,8 +167,9 @@ type Subscription struct {
 	h    *Hub
 	f    eventlog.Filter
 	pos  uint64
-	live bool
-	max  int
+	live  bool
+	max   int
+	timer *time.Timer
 }
 
 // Subscribe starts a cursor after sequence since.
@@ -173,6 +182,9 @@ func (h *Hub) Subscribe(since uint64, f eventlog.Filter) *Subscription {
 
 // Close releases the subscription.
 func (s *Subscription) Close() {
+	if s.timer != nil {
+		s.timer.Stop()
+	}
 	s.h.mu.Lock()
 	s.h.subs--
 	s.h.mu.Unlock()
@@ -185,7 +197,12 @@ func (s *Subscription) Position() uint64 { return s.pos }
 // Next returns the next matching events, waiting up to idle for one. An
 // empty result with a nil error means idle passed (send a heartbeat).
 func (s *Subscription) Next(ctx context.Context, idle time.Duration) ([]*Entry, error) {
-	timer := time.NewTimer(idle)
+	if s.timer == nil {
+		s.timer = time.NewTimer(idle)
+	} else {
+		s.timer.Reset(idle)
+	}
+	timer := s.timer
 	defer timer.Stop()
 	for {
 		out, wake, err := s.poll(ctx)

@@ -147,12 +147,12 @@ func (m *Mapper) Run(ctx context.Context) error {
 		return fmt.Errorf("mapper start: %w", err)
 	}
 	m.log.Info("mapper replaying", "ingest_records", head, "events", lastSeq)
-	r := &run{m: m, lastKey: lastKey, lastSeq: lastSeq, nextSeq: 1, replayEnd: head, dirty: map[string]bool{}}
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	r := &run{ctx: ctx, m: m, lastKey: lastKey, lastSeq: lastSeq, nextSeq: 1, replayEnd: head, dirty: map[string]bool{}}
 	if head == 0 {
 		r.finishReplay(ctx)
 	}
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
 	timerDone := make(chan struct{})
 	go func() { defer close(timerDone); m.runTimers(ctx) }()
 	err = m.cfg.Ingest.Watch(ctx, 1, r.apply)
@@ -165,12 +165,12 @@ func (m *Mapper) Run(ctx context.Context) error {
 }
 
 type run struct {
+	ctx       context.Context
 	m         *Mapper
 	lastKey   eventlog.Key // newest key already in the event log at start
 	lastSeq   uint64       // newest event sequence at start
 	nextSeq   uint64       // sequence the next derived event has or gets
 	replayEnd uint64
-	replaying bool
 	dirty     map[string]bool
 	done      bool
 }
@@ -197,7 +197,7 @@ func (r *run) finishReplay(ctx context.Context) {
 
 func (r *run) apply(rec ingest.Record) error {
 	m := r.m
-	ctx := context.Background()
+	ctx := r.ctx
 	c := &Context{State: m.state, Rec: rec, dirty: r.dirty}
 	m.stats.Applied++
 	if err := m.dispatch(c); err != nil {

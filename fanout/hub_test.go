@@ -1,0 +1,195 @@
+package fanout_test
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+	"time"
+
+	"radbridge/eventlog"
+	"radbridge/fanout"
+	rbv1 "radbridge/proto/radbridge/v1"
+)
+
+func appendN(t *testing.T, l eventlog.Log, from, n int, patient string) {
+	t.Helper()
+	for i := from; i < from+n; i++ {
+		if _, err := l.Append(context.Background(), eventlog.Key{IngestSeq: uint64(i)}, &rbv1.Event{Type: rbv1.EventType_ORDER_PLACED, PatientId: patient}); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func startHub(t *testing.T, l eventlog.Log, window int) *fanout.Hub {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	h := fanout.New(l, fanout.Config{WindowEvents: window})
+	done := make(chan struct{})
+	go func() { defer close(done); h.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	if err := h.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+// collect reads from a subscription until it has seen sequence last.
+func collect(ctx context.Context, s *fanout.Subscription, last uint64) ([]uint64, error) {
+	var got []uint64
+	for {
+		es, err := s.Next(ctx, time.Second)
+		if err != nil {
+			return got, err
+		}
+		for _, e := range es {
+			got = append(got, e.Event.Sequence)
+			if e.Event.Sequence >= last {
+				return got, nil
+			}
+		}
+	}
+}
+
+// TestCatchUpThenLiveNoGapNoDuplicate has subscribers start at every cursor
+// from history (older than the window) while events keep arriving: each
+// must see exactly since+1..last, in order.
+func TestCatchUpThenLiveNoGapNoDuplicate(t *testing.T) {
+	l := eventlog.NewMemory()
+	appendN(t, l, 1, 100, "P1") // history before the hub started
+	h := startHub(t, l, 32)
+	const last = 300
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	results := make(map[uint64][]uint64)
+	var mu sync.Mutex
+	for _, since := range []uint64{0, 1, 50, 99, 100, 150} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			s := h.Subscribe(since, eventlog.Filter{})
+			defer s.Close()
+			got, err := collect(ctx, s, last)
+			if err != nil {
+				t.Errorf("since %d: %v", since, err)
+			}
+			mu.Lock()
+			results[since] = got
+			mu.Unlock()
+		}()
+	}
+	for i := 101; i <= last; i++ {
+		appendN(t, l, i, 1, "P1")
+		if i%10 == 0 {
+			time.Sleep(time.Millisecond)
+		}
+	}
+	wg.Wait()
+	for since, got := range results {
+		if uint64(len(got)) != last-since {
+			t.Errorf("since %d: got %d events, want %d", since, len(got), last-since)
+			continue
+		}
+		for i, seq := range got {
+			if seq != since+uint64(i)+1 {
+				t.Errorf("since %d: event %d has sequence %d, want %d", since, i, seq, since+uint64(i)+1)
+				break
+			}
+		}
+	}
+}
+
+func TestFilterSkipsOtherPatients(t *testing.T) {
+	l := eventlog.NewMemory()
+	h := startHub(t, l, 64)
+	s := h.Subscribe(0, eventlog.Filter{PatientIDs: []string{"P2"}})
+	defer s.Close()
+	appendN(t, l, 1, 5, "P1")
+	appendN(t, l, 6, 1, "P2")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	got, err := collect(ctx, s, 6)
+	if err != nil || len(got) != 1 || got[0] != 6 {
+		t.Fatalf("got %v, %v; want [6]", got, err)
+	}
+}
+
+// TestSlowSubscriberIsCutOffNotTheOthers: a live subscriber that stops
+// reading falls out of the window and gets ErrSlow with a resumable
+// position; a reading subscriber and the appender are not held up.
+func TestSlowSubscriberIsCutOffNotTheOthers(t *testing.T) {
+	l := eventlog.NewMemory()
+	h := startHub(t, l, 16)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	slow := h.Subscribe(0, eventlog.Filter{})
+	defer slow.Close()
+	fast := h.Subscribe(0, eventlog.Filter{})
+	defer fast.Close()
+	appendN(t, l, 1, 1, "P1")
+	if got, err := collect(ctx, slow, 1); err != nil || len(got) != 1 {
+		t.Fatalf("slow first read: %v %v", got, err)
+	}
+	progress := make(chan uint64, 128)
+	done := make(chan error, 1)
+	go func() {
+		for {
+			es, err := fast.Next(ctx, time.Second)
+			if err != nil {
+				done <- err
+				return
+			}
+			for _, e := range es {
+				progress <- e.Event.Sequence
+				if e.Event.Sequence == 100 {
+					done <- nil
+					return
+				}
+			}
+		}
+	}()
+	// The slow one is not reading; the fast one keeps pace with the appender.
+	for i := 1; i <= 100; i++ {
+		if i > 1 {
+			appendN(t, l, i, 1, "P1")
+		}
+		if seq := <-progress; seq != uint64(i) {
+			t.Fatalf("fast subscriber got %d, want %d", seq, i)
+		}
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("fast subscriber: %v", err)
+	}
+	for h.Head() < 100 {
+		time.Sleep(time.Millisecond)
+	}
+	_, err := slow.Next(ctx, time.Second)
+	if !errors.Is(err, fanout.ErrSlow) {
+		t.Fatalf("slow subscriber got %v, want ErrSlow", err)
+	}
+	if slow.Position() != 1 {
+		t.Errorf("slow subscriber resumes from %d, want 1", slow.Position())
+	}
+	// Resuming from its position catches up from the log.
+	again := h.Subscribe(slow.Position(), eventlog.Filter{})
+	defer again.Close()
+	got, err := collect(ctx, again, 100)
+	if err != nil || len(got) != 99 || got[0] != 2 {
+		t.Fatalf("resume: %d events from %v, %v", len(got), got[:min(1, len(got))], err)
+	}
+}
+
+func TestIdleReturnsForHeartbeat(t *testing.T) {
+	l := eventlog.NewMemory()
+	h := startHub(t, l, 16)
+	s := h.Subscribe(0, eventlog.Filter{})
+	defer s.Close()
+	es, err := s.Next(context.Background(), 20*time.Millisecond)
+	if err != nil || len(es) != 0 {
+		t.Fatalf("idle Next = %v, %v; want nothing, nil", es, err)
+	}
+	if n := h.Subscribers(); n != 1 {
+		t.Errorf("Subscribers = %d, want 1", n)
+	}
+}
