@@ -164,9 +164,9 @@ func (h *Hub) Subscribers() int64 {
 
 // Subscription is one subscriber's cursor.
 type Subscription struct {
-	h    *Hub
-	f    eventlog.Filter
-	pos  uint64
+	h     *Hub
+	f     eventlog.Filter
+	pos   uint64
 	live  bool
 	max   int
 	timer *time.Timer
