@@ -1,0 +1,310 @@
+package main_test
+
+// End-to-end tests of the built binary, as a user runs it: serve on a data
+// directory, tail, grpcurl, kill -9 and restart, and an external
+// nats-server.
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var binary, natsServer string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "radbridge-e2e")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "radbridge")
+	out, err := exec.Command("go", "build", "-race", "-o", binary, ".").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	natsServer = filepath.Join(dir, "nats-server")
+	out, err = exec.Command("go", "build", "-o", natsServer, "github.com/nats-io/nats-server/v2").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "build nats-server: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+type daemon struct {
+	cmd        *exec.Cmd
+	grpc, http string
+	logs       *syncBuf
+	done       chan struct{}
+}
+
+type syncBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// serve starts the binary and waits until /readyz answers.
+func serve(t *testing.T, args ...string) *daemon {
+	t.Helper()
+	args = append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--log-format", "json"}, args...)
+	cmd := exec.Command(binary, args...)
+	pr, pw := io.Pipe()
+	d := &daemon{cmd: cmd, logs: &syncBuf{}, done: make(chan struct{})}
+	cmd.Stderr = pw
+	cmd.WaitDelay = 10 * time.Second
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { cmd.Wait(); pw.Close(); close(d.done) }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-d.done
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", d.logs.String())
+		}
+	})
+	addrs := make(chan [2]string, 2)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			d.logs.Write(append(sc.Bytes(), '\n'))
+			var l struct{ Msg, Component, Addr string }
+			if json.Unmarshal(sc.Bytes(), &l) == nil && l.Msg == "listening" {
+				addrs <- [2]string{l.Component, l.Addr}
+			}
+		}
+	}()
+	for d.grpc == "" || d.http == "" {
+		select {
+		case a := <-addrs:
+			if a[0] == "grpc" {
+				d.grpc = a[1]
+			} else {
+				d.http = a[1]
+			}
+		case <-d.done:
+			t.Fatalf("daemon exited:\n%s", d.logs.String())
+		case <-time.After(60 * time.Second):
+			t.Fatalf("daemon did not listen:\n%s", d.logs.String())
+		}
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		resp, err := http.Get("http://" + d.http + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return d
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready:\n%s", d.logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+func publish(t *testing.T, d *daemon, patient string, i int) string {
+	t.Helper()
+	body := fmt.Sprintf(`{"type":"IMAGING_STUDY_VIEWED","patient_id":%q,"study_instance_uid":"1.2.826.0.1.%d","viewer_name":"Dr E2E"}`, patient, i)
+	resp, err := http.Post("http://"+d.http+"/v1/events", "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var ev struct{ Sequence, Id string }
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 || json.Unmarshal(b, &ev) != nil {
+		t.Fatalf("publish: %d %s", resp.StatusCode, b)
+	}
+	return ev.Sequence + " " + ev.Id
+}
+
+func listAll(t *testing.T, d *daemon, since int) []string {
+	t.Helper()
+	resp, err := http.Get(fmt.Sprintf("http://%s/v1/events?since=%d&page_size=1000", d.http, since))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var l struct{ Events []struct{ Sequence, Id string } }
+	if err := json.NewDecoder(resp.Body).Decode(&l); err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, e := range l.Events {
+		out = append(out, e.Sequence+" "+e.Id)
+	}
+	return out
+}
+
+// TestKillDashNineKeepsEveryAcknowledgedEvent: publish, kill -9, restart on
+// the same data directory: every acknowledged event is there with the same
+// sequence and id, and a subscriber resuming with since gets exactly the
+// events it missed.
+func TestKillDashNineKeepsEveryAcknowledgedEvent(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	d := serve(t, "--data-dir", dir)
+	tail := exec.Command(binary, "tail", "--addr", d.grpc, "--json")
+	tailOut := &syncBuf{}
+	tail.Stdout = tailOut
+	if err := tail.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { tail.Process.Kill(); tail.Wait() }()
+	time.Sleep(300 * time.Millisecond) // let tail connect; it reads from sequence 0 anyway
+	var acked []string
+	for i := 1; i <= 20; i++ {
+		acked = append(acked, publish(t, d, "P-KILL", i))
+	}
+	// tail, started before the events, prints each as one JSON line.
+	deadline := time.Now().Add(30 * time.Second)
+	for strings.Count(tailOut.String(), "\n") < 20 && time.Now().Before(deadline) {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if n := strings.Count(tailOut.String(), "\n"); n != 20 || !strings.Contains(tailOut.String(), `"type":"IMAGING_STUDY_VIEWED"`) {
+		t.Fatalf("tail printed %d lines:\n%s", n, tailOut.String())
+	}
+	d.cmd.Process.Signal(syscall.SIGKILL)
+	<-d.done
+
+	// Same gRPC address, so the running tail finds the daemon again.
+	d2 := serve(t, "--data-dir", dir, "--grpc-addr", d.grpc)
+	if got := listAll(t, d2, 0); strings.Join(got, ",") != strings.Join(acked, ",") {
+		t.Fatalf("after kill -9 the log holds\n%v\nwant\n%v", got, acked)
+	}
+	var more []string
+	for i := 21; i <= 25; i++ {
+		more = append(more, publish(t, d2, "P-KILL", i))
+	}
+	if !strings.HasPrefix(more[0], "21 ") {
+		t.Errorf("first event after restart has sequence %s, want 21", more[0])
+	}
+	// A subscriber that saw up to 20 resumes and gets exactly 21..25.
+	if got := listAll(t, d2, 20); strings.Join(got, ",") != strings.Join(more, ",") {
+		t.Errorf("resume since 20 = %v, want %v", got, more)
+	}
+	// tail reconnects by itself and resumes after the last sequence it
+	// printed, so it ends with 25 lines and no duplicates.
+	deadline = time.Now().Add(30 * time.Second)
+	for strings.Count(tailOut.String(), "\n") < 25 && time.Now().Before(deadline) {
+		time.Sleep(50 * time.Millisecond)
+	}
+	_ = tail
+	lines := strings.Split(strings.TrimSpace(tailOut.String()), "\n")
+	seen := map[string]bool{}
+	re := regexp.MustCompile(`"sequence":"(\d+)"`)
+	for _, l := range lines {
+		m := re.FindStringSubmatch(l)
+		if m == nil || seen[m[1]] {
+			t.Errorf("tail line without sequence or repeated: %s", l)
+			continue
+		}
+		seen[m[1]] = true
+	}
+	if len(seen) != 25 {
+		t.Errorf("tail printed %d distinct events across the restart, want 25", len(seen))
+	}
+}
+
+func TestGrpcurlSeesTheService(t *testing.T) {
+	d := serve(t, "--data-dir", filepath.Join(t.TempDir(), "data"))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	out, err := exec.CommandContext(ctx, "go", "tool", "grpcurl", "-plaintext", d.grpc, "list").CombinedOutput()
+	if err != nil {
+		t.Fatalf("grpcurl list: %v\n%s", err, out)
+	}
+	for _, want := range []string{"radbridge.v1.EventService", "grpc.health.v1.Health"} {
+		if !strings.Contains(string(out), want) {
+			t.Errorf("grpcurl list lacks %s:\n%s", want, out)
+		}
+	}
+	publish(t, d, "P-G", 1)
+	out, err = exec.CommandContext(ctx, "go", "tool", "grpcurl", "-plaintext", "-d", `{"patient_id":["P-G"]}`, d.grpc, "radbridge.v1.EventService/ListEvents").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), `"IMAGING_STUDY_VIEWED"`) {
+		t.Errorf("grpcurl ListEvents: %v\n%s", err, out)
+	}
+}
+
+func TestCorruptDataDirIsAClearError(t *testing.T) {
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "radbridge.json"), []byte("garbage"), 0o644)
+	out, err := exec.Command(binary, "serve", "--data-dir", dir, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), dir) || !strings.Contains(string(out), "corrupt") {
+		t.Errorf("serve on a corrupt data dir: %v\n%s", err, out)
+	}
+	out, err = exec.Command(binary, "serve", "--grpc-addr", "nonsense").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "--grpc-addr") {
+		t.Errorf("serve with a bad address: %v\n%s", err, out)
+	}
+}
+
+// TestExternalNATSServer points radbridge at a separate nats-server
+// (the nats-server module pinned in go.mod) instead of the embedded one.
+func TestExternalNATSServer(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	ns := exec.CommandContext(ctx, natsServer, "-js", "-a", "127.0.0.1", "-p", fmt.Sprint(port), "-sd", t.TempDir())
+	nsLog := &syncBuf{}
+	ns.Stderr = nsLog
+	ns.Stdout = nsLog
+	if err := ns.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cancel(); ns.Wait() }()
+	deadline := time.Now().Add(time.Minute)
+	for !strings.Contains(nsLog.String(), "Server is ready") {
+		if time.Now().After(deadline) {
+			t.Fatalf("nats-server not ready:\n%s", nsLog.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
+	d := serve(t, "--nats-url", url)
+	a := publish(t, d, "P-N", 1)
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	<-d.done
+	// A second radbridge process on the same JetStream sees the same log.
+	d2 := serve(t, "--nats-url", url)
+	if got := listAll(t, d2, 0); len(got) != 1 || got[0] != a {
+		t.Errorf("second process sees %v, want [%s]", got, a)
+	}
+	if b := publish(t, d2, "P-N", 2); !strings.HasPrefix(b, "2 ") {
+		t.Errorf("next event %s, want sequence 2", b)
+	}
+}
