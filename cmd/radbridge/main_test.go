@@ -155,7 +155,9 @@ func listAll(t *testing.T, d *daemon, since int) []string {
 		t.Fatal(err)
 	}
 	defer resp.Body.Close()
-	var l struct{ Events []struct{ Sequence, Id string } }
+	var l struct {
+		Events []struct{ Sequence, Id string }
+	}
 	if err := json.NewDecoder(resp.Body).Decode(&l); err != nil {
 		t.Fatal(err)
 	}

@@ -186,13 +186,13 @@ func TestBadInputGetsPreciseStatus(t *testing.T) {
 		method, path, body string
 		want               int
 	}{
-		{"GET", "/v1/events?patient=P1", "", 400},              // unknown filter
-		{"GET", "/v1/events?since=-1", "", 400},                // negative cursor
-		{"GET", "/v1/events?since=999", "", 400},               // future cursor: OUT_OF_RANGE
-		{"GET", "/v1/events?type=NOT_A_TYPE", "", 400},         // unknown type
-		{"GET", "/v1/events?resource_type=Patient", "", 400},   // unknown resource type
-		{"GET", "/v1/events?page_size=5000", "", 400},          // page too big
-		{"GET", "/v1/patients/nobody/imaging", "", 404},        // unknown patient
+		{"GET", "/v1/events?patient=P1", "", 400},            // unknown filter
+		{"GET", "/v1/events?since=-1", "", 400},              // negative cursor
+		{"GET", "/v1/events?since=999", "", 400},             // future cursor: OUT_OF_RANGE
+		{"GET", "/v1/events?type=NOT_A_TYPE", "", 400},       // unknown type
+		{"GET", "/v1/events?resource_type=Patient", "", 400}, // unknown resource type
+		{"GET", "/v1/events?page_size=5000", "", 400},        // page too big
+		{"GET", "/v1/patients/nobody/imaging", "", 404},      // unknown patient
 		{"POST", "/v1/events", `{"type":"IMAGING_REPORT_READY","patient_id":"P1","study_instance_uid":"1.2"}`, 403},
 		{"POST", "/v1/events", `{"type":"IMAGING_STUDY_VIEWED","patient_id":"P1"}`, 400},
 		{"POST", "/v1/events", `{"type":"IMAGING_STUDY_VIEWED","patient_id":"P1","study_instance_uid":"not-a-uid"}`, 400},
@@ -367,4 +367,3 @@ func TestDuplicatePublishIsOneEvent(t *testing.T) {
 		t.Errorf("log holds %d events after a retried publish, want 1", len(resp.GetEvents()))
 	}
 }
-
