@@ -15,6 +15,18 @@ import (
 const (
 	// KindViewed is an IMAGING_STUDY_VIEWED published through the API.
 	KindViewed = "api.viewed"
+	// KindHL7 is an HL7 v2 message received over MLLP; the body is
+	// HL7Body.
+	KindHL7 = "hl7.message"
+	// KindDICOMInstance is a stored DICOM instance's header; the body is a
+	// dicom/scp Instance.
+	KindDICOMInstance = "dicom.instance"
+	// KindDICOMIAN is an Instance Availability Notification; the body is a
+	// dicom/scp IAN.
+	KindDICOMIAN = "dicom.ian"
+	// KindDICOMMPPS is an MPPS N-CREATE or N-SET; the body is a dicom/scp
+	// MPPSUpdate.
+	KindDICOMMPPS = "dicom.mpps"
 	// KindTimer is a wake-up the mapper scheduled for itself (for example
 	// the end of a study's quiet period). Timers go through the ingest log
 	// so that replaying the log reproduces every decision.
@@ -51,6 +63,12 @@ type Source struct {
 // LogValue keeps the body (patient data) out of logs.
 func (o Observation) LogValue() slog.Value {
 	return slog.GroupValue(slog.String("kind", o.Kind), slog.Int("body_bytes", len(o.Body)))
+}
+
+// HL7Body is the body of a KindHL7 observation: the message as received,
+// so a mapping fix can re-read every field on replay.
+type HL7Body struct {
+	Raw []byte `json:"raw"`
 }
 
 // Record is an observation with its position in the ingest log.

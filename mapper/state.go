@@ -12,6 +12,11 @@ import (
 type State struct {
 	Patients map[string]*Patient `json:"patients"`
 	Timers   map[string]*Timer   `json:"timers"`
+	// Studies by Study Instance UID (DICOM mapping).
+	Studies map[string]*StudyState `json:"studies"`
+	// Orders by accession number, or by filler/placer order number when
+	// there is none (HL7 mapping).
+	Orders map[string]*OrderState `json:"orders"`
 	// Seen maps observation keys to the ingest sequence that first carried
 	// them, so resends beyond the ingest log's duplicate window are ignored.
 	Seen map[string]uint64 `json:"seen"`
@@ -21,7 +26,8 @@ type State struct {
 
 // NewState returns empty state.
 func NewState() *State {
-	return &State{Patients: map[string]*Patient{}, Timers: map[string]*Timer{}, Seen: map[string]uint64{}}
+	return &State{Patients: map[string]*Patient{}, Timers: map[string]*Timer{}, Seen: map[string]uint64{},
+		Studies: map[string]*StudyState{}, Orders: map[string]*OrderState{}}
 }
 
 // Patient is one patient's current imaging, the read model behind

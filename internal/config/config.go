@@ -30,6 +30,25 @@ type Config struct {
 	GRPCAddr string
 	HTTPAddr string
 
+	MLLPAddr           string
+	MLLPMaxMessage     int
+	MLLPMaxConnections int
+	MLLPReadTimeout    time.Duration
+	MLLPIdleTimeout    time.Duration
+	HL7PatientIssuer   string
+	HL7Accession       string
+	HL7ImagingSections string
+
+	DICOMAddr            string
+	AETitle              string
+	DICOMAllowedCallers  string
+	DICOMMaxAssociations int
+	DICOMMaxPDU          int
+	DICOMIdleTimeout     time.Duration
+	StoreDir             string
+	StudyQuietPeriod     time.Duration
+	PatientIssuer        string
+
 	Heartbeat     time.Duration
 	WindowEvents  int
 	WindowBytes   int
@@ -61,6 +80,23 @@ func (c *Config) FlagSet(name string) *flag.FlagSet {
 	fs.DurationVar(&c.DuplicateWindow, "duplicate-window", 10*time.Minute, "how long the ingest log deduplicates resent observations by key (the mapper ignores older repeats too)")
 	fs.StringVar(&c.GRPCAddr, "grpc-addr", ":9090", "gRPC listen address")
 	fs.StringVar(&c.HTTPAddr, "http-addr", ":8080", "HTTP listen address (REST, WebSocket, health)")
+	fs.StringVar(&c.MLLPAddr, "mllp-addr", ":2575", "HL7 v2 MLLP listen address; empty turns the listener off")
+	fs.IntVar(&c.MLLPMaxMessage, "mllp-max-message", 1<<20, "largest HL7 message in bytes; a larger frame is answered AR and the connection closed")
+	fs.IntVar(&c.MLLPMaxConnections, "mllp-max-connections", 256, "concurrent MLLP connections")
+	fs.DurationVar(&c.MLLPReadTimeout, "mllp-read-timeout", 30*time.Second, "time to finish a started MLLP frame")
+	fs.DurationVar(&c.MLLPIdleTimeout, "mllp-idle-timeout", 5*time.Minute, "idle time before an MLLP connection is closed")
+	fs.StringVar(&c.HL7PatientIssuer, "hl7-patient-authority", "", "PID-3 assigning authority (CX-4) whose identifier is the patient id; empty takes the first PID-3 repetition")
+	fs.StringVar(&c.HL7Accession, "hl7-accession", "OBR-18,IPC-1,ORC-3,OBR-3", "where to find the accession number, in order of precedence (OBR-18, IPC-1, ORC-3, OBR-3; never the placer number)")
+	fs.StringVar(&c.HL7ImagingSections, "hl7-imaging-sections", "RAD,RX,CT,MR,MRI,US,NM,XR,CR,DX,MG,PT,PET,IR,VUS,CUS,RUS,OUS,BD,FL,AN", "OBR-24 diagnostic service sections that are imaging; other orders and results are acknowledged and counted but make no events; empty counts everything as imaging")
+	fs.StringVar(&c.DICOMAddr, "dicom-addr", ":11112", "DICOM listen address; empty turns the listener off")
+	fs.StringVar(&c.AETitle, "ae-title", "RADBRIDGE", "our (called) AE title")
+	fs.StringVar(&c.DICOMAllowedCallers, "dicom-allowed-callers", "", "comma-separated calling AE titles allowed to associate, each optionally AE@ip; empty allows any")
+	fs.IntVar(&c.DICOMMaxAssociations, "dicom-max-associations", 32, "concurrent DICOM associations")
+	fs.IntVar(&c.DICOMMaxPDU, "dicom-max-pdu", 65536, "maximum PDU length we receive (advertised in A-ASSOCIATE-AC)")
+	fs.DurationVar(&c.DICOMIdleTimeout, "dicom-idle-timeout", 5*time.Minute, "idle time before an association is aborted")
+	fs.StringVar(&c.StoreDir, "store-dir", "", "when set, every received instance is also written there as a Part-10 file (<study>/<series>/<sop>.dcm)")
+	fs.DurationVar(&c.StudyQuietPeriod, "study-quiet-period", 10*time.Second, "a study with no new instance for this long is complete (IMAGING_STUDY_AVAILABLE, or UPDATED after that)")
+	fs.StringVar(&c.PatientIssuer, "dicom-patient-issuer", "", "Issuer of Patient ID whose PatientID is the hospital MRN; empty takes PatientID whatever its issuer")
 	fs.DurationVar(&c.Heartbeat, "heartbeat", 30*time.Second, "default idle time between heartbeats on event streams")
 	fs.IntVar(&c.WindowEvents, "subscriber-window", 8192, "events kept in memory for live subscribers; one that falls further behind is disconnected and resumes from its cursor")
 	fs.IntVar(&c.WindowBytes, "subscriber-window-bytes", 64<<20, "bytes kept in memory for live subscribers")
@@ -138,7 +174,10 @@ func Load(name string, args []string, getenv func(string) string, usage io.Write
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
-	for name, a := range map[string]string{"grpc-addr": c.GRPCAddr, "http-addr": c.HTTPAddr} {
+	for name, a := range map[string]string{"grpc-addr": c.GRPCAddr, "http-addr": c.HTTPAddr, "mllp-addr": c.MLLPAddr, "dicom-addr": c.DICOMAddr} {
+		if a == "" && (name == "mllp-addr" || name == "dicom-addr") {
+			continue
+		}
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			bad("--%s %q: want host:port (for example :9090): %v", name, a, err)
 		}
@@ -159,6 +198,28 @@ func (c *Config) Validate() error {
 	}
 	if c.WindowBytes < 1<<20 {
 		bad("--subscriber-window-bytes %d: want at least 1 MiB", c.WindowBytes)
+	}
+	if n := len(c.AETitle); n == 0 || n > 16 || strings.TrimSpace(c.AETitle) != c.AETitle {
+		bad("--ae-title %q: want 1 to 16 characters without leading or trailing spaces", c.AETitle)
+	}
+	if c.MLLPMaxMessage < 1024 || c.MLLPMaxMessage > 64<<20 {
+		bad("--mllp-max-message %d: want 1 KiB to 64 MiB", c.MLLPMaxMessage)
+	}
+	if c.DICOMMaxPDU < 4096 || c.DICOMMaxPDU > 1<<20 {
+		bad("--dicom-max-pdu %d: want 4096 to 1048576", c.DICOMMaxPDU)
+	}
+	if c.MLLPMaxConnections < 1 || c.DICOMMaxAssociations < 1 {
+		bad("--mllp-max-connections and --dicom-max-associations must be at least 1")
+	}
+	for name, d := range map[string]time.Duration{"mllp-read-timeout": c.MLLPReadTimeout, "mllp-idle-timeout": c.MLLPIdleTimeout, "dicom-idle-timeout": c.DICOMIdleTimeout, "study-quiet-period": c.StudyQuietPeriod} {
+		if d <= 0 {
+			bad("--%s %v: must be positive", name, d)
+		}
+	}
+	if c.StoreDir != "" {
+		if st, err := os.Stat(c.StoreDir); err != nil || !st.IsDir() {
+			bad("--store-dir %s: not an existing directory", c.StoreDir)
+		}
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		bad("--log-format %q: want text or json", c.LogFormat)

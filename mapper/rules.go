@@ -1,0 +1,43 @@
+package mapper
+
+import "time"
+
+// Options configure the mapping rules.
+type Options struct {
+	// HL7PatientAuthority is the PID-3 assigning authority (CX-4, first
+	// component) whose identifier is the patient id; empty takes the first
+	// repetition.
+	HL7PatientAuthority string
+	// HL7Accession lists where the accession number is found, in order:
+	// "OBR-18", "IPC-1", "ORC-3", "OBR-3".
+	HL7Accession []string
+	// HL7ImagingSections are the OBR-24 values that are imaging; empty
+	// treats every order and result as imaging.
+	HL7ImagingSections []string
+	// DICOMPatientIssuer is the Issuer of Patient ID whose PatientID is the
+	// hospital MRN; empty takes PatientID whatever its issuer.
+	DICOMPatientIssuer string
+	// QuietPeriod: a study with no new instance for this long is complete.
+	QuietPeriod time.Duration
+	// ProgressInterval: at most one IMAGING_STUDY_PROGRESS per study per
+	// interval.
+	ProgressInterval time.Duration
+}
+
+// Rules returns the mapping rules of every ingest kind.
+func Rules(o Options) map[string]Rule {
+	if o.QuietPeriod <= 0 {
+		o.QuietPeriod = 10 * time.Second
+	}
+	if o.ProgressInterval <= 0 {
+		o.ProgressInterval = time.Second
+	}
+	rules := map[string]Rule{}
+	for k, r := range hl7Rules(o) {
+		rules[k] = r
+	}
+	for k, r := range dicomRules(o) {
+		rules[k] = r
+	}
+	return rules
+}
