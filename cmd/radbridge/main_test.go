@@ -48,10 +48,11 @@ func TestMain(m *testing.M) {
 }
 
 type daemon struct {
-	cmd        *exec.Cmd
-	grpc, http string
-	logs       *syncBuf
-	done       chan struct{}
+	cmd         *exec.Cmd
+	grpc, http  string
+	mllp, dicom string
+	logs        *syncBuf
+	done        chan struct{}
 }
 
 type syncBuf struct {
@@ -74,7 +75,7 @@ func (s *syncBuf) String() string {
 // serve starts the binary and waits until /readyz answers.
 func serve(t *testing.T, args ...string) *daemon {
 	t.Helper()
-	args = append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--log-format", "json"}, args...)
+	args = append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--mllp-addr", "127.0.0.1:0", "--dicom-addr", "127.0.0.1:0", "--log-format", "json"}, args...)
 	cmd := exec.Command(binary, args...)
 	pr, pw := io.Pipe()
 	d := &daemon{cmd: cmd, logs: &syncBuf{}, done: make(chan struct{})}
@@ -91,7 +92,7 @@ func serve(t *testing.T, args ...string) *daemon {
 			t.Logf("daemon log:\n%s", d.logs.String())
 		}
 	})
-	addrs := make(chan [2]string, 2)
+	addrs := make(chan [2]string, 4)
 	go func() {
 		sc := bufio.NewScanner(pr)
 		for sc.Scan() {
@@ -105,10 +106,15 @@ func serve(t *testing.T, args ...string) *daemon {
 	for d.grpc == "" || d.http == "" {
 		select {
 		case a := <-addrs:
-			if a[0] == "grpc" {
+			switch a[0] {
+			case "grpc":
 				d.grpc = a[1]
-			} else {
+			case "http":
 				d.http = a[1]
+			case "hl7":
+				d.mllp = a[1]
+			case "dicom":
+				d.dicom = a[1]
 			}
 		case <-d.done:
 			t.Fatalf("daemon exited:\n%s", d.logs.String())
@@ -260,7 +266,7 @@ func TestGrpcurlSeesTheService(t *testing.T) {
 func TestCorruptDataDirIsAClearError(t *testing.T) {
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, "radbridge.json"), []byte("garbage"), 0o644)
-	out, err := exec.Command(binary, "serve", "--data-dir", dir, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0").CombinedOutput()
+	out, err := exec.Command(binary, "serve", "--data-dir", dir, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--mllp-addr", "", "--dicom-addr", "").CombinedOutput()
 	if err == nil || !strings.Contains(string(out), dir) || !strings.Contains(string(out), "corrupt") {
 		t.Errorf("serve on a corrupt data dir: %v\n%s", err, out)
 	}

@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -23,6 +24,8 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 
 	"radbridge/api"
+	"radbridge/dicom/scp"
+	"radbridge/hl7/receiver"
 	"radbridge/fanout"
 	"radbridge/internal/config"
 	"radbridge/mapper"
@@ -41,6 +44,11 @@ type Daemon struct {
 	svc    *api.Service
 
 	grpcLn, httpLn net.Listener
+	mllpLn, dicomLn net.Listener
+	hl7Srv         *receiver.Server
+	dicomSrv       *scp.Server
+	receivers      errgroup.Group
+	stopReceivers  context.CancelFunc
 	grpcSrv        *grpc.Server
 	health         *health.Server
 	httpSrv        *http.Server
@@ -82,8 +90,43 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		return nil, fmt.Errorf("HTTP listener --http-addr %s: %w", cfg.HTTPAddr, err)
 	}
 
+	if cfg.MLLPAddr != "" {
+		d.hl7Srv, err = receiver.New(receiver.Config{
+			Handler: hl7Handler{log: st.Ingest()}, MaxMessageSize: cfg.MLLPMaxMessage, MaxConnections: cfg.MLLPMaxConnections,
+			ReadTimeout: cfg.MLLPReadTimeout, IdleTimeout: cfg.MLLPIdleTimeout, DrainTimeout: cfg.ShutdownTimeout, Logger: log,
+		})
+		if err == nil {
+			d.mllpLn, err = net.Listen("tcp", cfg.MLLPAddr)
+		}
+		if err != nil {
+			d.closeAll()
+			return nil, fmt.Errorf("MLLP listener --mllp-addr %s: %w", cfg.MLLPAddr, err)
+		}
+	}
+	if cfg.DICOMAddr != "" {
+		d.dicomSrv, err = scp.New(scp.Config{
+			AETitle: cfg.AETitle, AllowedCallers: allowedCallers(cfg.DICOMAllowedCallers), MaxAssociations: cfg.DICOMMaxAssociations,
+			MaxPDULength: uint32(cfg.DICOMMaxPDU), IdleTimeout: cfg.DICOMIdleTimeout, DrainTimeout: cfg.ShutdownTimeout,
+			StoreDir: cfg.StoreDir, Logger: log,
+		}, dicomHandler{log: st.Ingest()})
+		if err == nil {
+			d.dicomLn, err = net.Listen("tcp", cfg.DICOMAddr)
+		}
+		if err != nil {
+			d.closeAll()
+			return nil, fmt.Errorf("DICOM listener --dicom-addr %s: %w", cfg.DICOMAddr, err)
+		}
+	}
+
 	patients := st.Patients()
-	d.mapper = mapper.New(mapper.Config{Ingest: st.Ingest(), Events: st.Events(), ReadModel: patients, Logger: log})
+	d.mapper = mapper.New(mapper.Config{
+		Ingest: st.Ingest(), Events: st.Events(), ReadModel: patients, Logger: log,
+		Rules: mapper.Rules(mapper.Options{
+			HL7PatientAuthority: cfg.HL7PatientIssuer, HL7Accession: splitList(cfg.HL7Accession),
+			HL7ImagingSections: splitList(cfg.HL7ImagingSections), DICOMPatientIssuer: cfg.PatientIssuer,
+			QuietPeriod: cfg.StudyQuietPeriod,
+		}),
+	})
 	d.hub = fanout.New(st.Events(), fanout.Config{WindowEvents: cfg.WindowEvents, WindowBytes: cfg.WindowBytes, Logger: log})
 	d.svc = api.NewService(st.Events(), d.hub, st.Ingest(), d.mapper, patients, log)
 	d.svc.DefaultHeartbeat = cfg.Heartbeat
@@ -144,6 +187,16 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		}
 		return nil
 	})
+	recvCtx, stopReceivers := context.WithCancel(context.WithoutCancel(ctx))
+	d.stopReceivers = stopReceivers
+	if d.hl7Srv != nil {
+		d.receivers.Go(func() error { return d.hl7Srv.Serve(recvCtx, d.mllpLn) })
+		log.Info("listening", "component", "hl7", "addr", d.mllpLn.Addr().String())
+	}
+	if d.dicomSrv != nil {
+		d.receivers.Go(func() error { return d.dicomSrv.Serve(recvCtx, d.dicomLn) })
+		log.Info("listening", "component", "dicom", "addr", d.dicomLn.Addr().String(), "ae_title", cfg.AETitle)
+	}
 	log.Info("listening", "component", "grpc", "addr", d.grpcLn.Addr().String())
 	log.Info("listening", "component", "http", "addr", d.httpLn.Addr().String())
 
@@ -185,6 +238,12 @@ func (d *Daemon) shutdown(cancelRun context.CancelFunc, conn *grpc.ClientConn) {
 		d.ready.Store(false)
 		d.stopping.Store(true)
 		d.health.Shutdown()
+		// Receivers first: stop accepting, let in-flight messages be recorded
+		// and acknowledged (each drains within --shutdown-timeout).
+		d.stopReceivers()
+		if err := d.receivers.Wait(); err != nil {
+			d.log.Error("receiver stopped with error", "err", err)
+		}
 		deadline, cancel := context.WithTimeout(context.Background(), d.cfg.ShutdownTimeout)
 		defer cancel()
 		// Stop accepting and finish unary requests; open streams (WebSocket,
@@ -206,8 +265,11 @@ func (d *Daemon) shutdown(cancelRun context.CancelFunc, conn *grpc.ClientConn) {
 }
 
 func (d *Daemon) closeAll() {
-	d.grpcLn.Close()
-	d.httpLn.Close()
+	for _, l := range []net.Listener{d.grpcLn, d.httpLn, d.mllpLn, d.dicomLn} {
+		if l != nil {
+			l.Close()
+		}
+	}
 	d.store.Close()
 }
 
@@ -221,6 +283,32 @@ func (d *Daemon) readyErr() error {
 		return errors.New("replaying the ingest log")
 	}
 	return nil
+}
+
+// MLLPAddr is the bound MLLP address ("" when off).
+func (d *Daemon) MLLPAddr() string {
+	if d.mllpLn == nil {
+		return ""
+	}
+	return d.mllpLn.Addr().String()
+}
+
+// DICOMAddr is the bound DICOM address ("" when off).
+func (d *Daemon) DICOMAddr() string {
+	if d.dicomLn == nil {
+		return ""
+	}
+	return d.dicomLn.Addr().String()
+}
+
+func splitList(s string) []string {
+	var out []string
+	for _, f := range strings.Split(s, ",") {
+		if f = strings.TrimSpace(f); f != "" {
+			out = append(out, f)
+		}
+	}
+	return out
 }
 
 // GRPCAddr is the bound gRPC address.

@@ -29,7 +29,7 @@ import (
 // it is ready.
 func startDaemon(t *testing.T, dir string, extra ...string) *app.Daemon {
 	t.Helper()
-	args := append([]string{"--data-dir", dir, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, extra...)
+	args := append([]string{"--data-dir", dir, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--mllp-addr", "127.0.0.1:0", "--dicom-addr", "127.0.0.1:0"}, extra...)
 	cfg, err := config.Load("test", args, func(string) string { return "" }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
