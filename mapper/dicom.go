@@ -1,8 +1,561 @@
 package mapper
 
-// dicomRules maps DICOM observations (placeholder until the DICOM mapping
-// lands).
-func dicomRules(o Options) map[string]Rule { return nil }
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+	"time"
 
-// StudyState is what the mapper knows of one study.
-type StudyState struct{}
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"radbridge/dicom/scp"
+	"radbridge/ingest"
+	rbv1 "radbridge/proto/radbridge/v1"
+)
+
+// Study status values of StudyState.Status.
+const (
+	StudyReceiving = "receiving"
+	StudyAvailable = "available"
+)
+
+// StudyState is what the mapper knows of one study (by Study Instance UID).
+// It is built from C-STORE headers, IANs and MPPS updates; the ImagingStudy
+// resource of every event is derived from it.
+type StudyState struct {
+	UID string `json:"uid"`
+	// PatientID is the instances' Patient ID (0010,0020); IssuerOfPatientID
+	// its issuer (0010,0021), kept for the FHIR identifier.
+	PatientID         string `json:"patient_id,omitempty"`
+	IssuerOfPatientID string `json:"issuer_of_patient_id,omitempty"`
+	AccessionNumber   string `json:"accession_number,omitempty"`
+	Description       string `json:"description,omitempty"`
+	// Date and Time are the DICOM StudyDate (DA) and StudyTime (TM).
+	Date     string `json:"date,omitempty"`
+	Time     string `json:"time,omitempty"`
+	Referrer string `json:"referrer,omitempty"`
+	// Series by Series Instance UID.
+	Series map[string]*SeriesState `json:"series,omitempty"`
+	// Expected are the SOP Instance UIDs the study is known to hold: listed
+	// by an IAN or referenced by a COMPLETED MPPS. Empty when unknown.
+	Expected map[string]bool `json:"expected,omitempty"`
+	// MPPS maps Performed Procedure Step SOP Instance UIDs to their latest
+	// status (IN PROGRESS, COMPLETED, DISCONTINUED).
+	MPPS map[string]string `json:"mpps,omitempty"`
+	// Status is StudyReceiving until the study is first available.
+	Status string `json:"status"`
+	// AvailableSent: IMAGING_STUDY_AVAILABLE was emitted.
+	AvailableSent bool `json:"available_sent,omitempty"`
+	// LastProgress is the observation time of the last PROGRESS event,
+	// LastArrival that of the last new or changed instance.
+	LastProgress time.Time `json:"last_progress,omitzero"`
+	LastArrival  time.Time `json:"last_arrival,omitzero"`
+	// Changes since the last AVAILABLE or UPDATED event: instances added,
+	// series added, instances whose attributes changed.
+	Added     int `json:"added,omitempty"`
+	NewSeries int `json:"new_series,omitempty"`
+	Corrected int `json:"corrected,omitempty"`
+	// ReadModelPatient is the patient whose read model holds the study
+	// (it moves when a correction changes the Patient ID).
+	ReadModelPatient string `json:"read_model_patient,omitempty"`
+}
+
+// SeriesState is one series of a study.
+type SeriesState struct {
+	UID         string `json:"uid"`
+	Number      int    `json:"number,omitempty"`
+	Modality    string `json:"modality,omitempty"`
+	Description string `json:"description,omitempty"`
+	BodyPart    string `json:"body_part,omitempty"`
+	// Instances by SOP Instance UID.
+	Instances map[string]*InstanceState `json:"instances,omitempty"`
+}
+
+// InstanceState is one instance of a series.
+type InstanceState struct {
+	SOPClassUID string `json:"sop_class_uid,omitempty"`
+	Number      int    `json:"number,omitempty"`
+	Frames      int    `json:"frames,omitempty"`
+	// Received is true once a C-STORE brought it; an instance only listed
+	// by an IAN is not received.
+	Received bool `json:"received,omitempty"`
+	// Digest identifies the attributes it was received with, so a resend
+	// is told apart from a correction.
+	Digest string `json:"digest,omitempty"`
+}
+
+// counts returns how many instances a C-STORE brought, and how many are
+// known (received or listed by an IAN).
+func (s *StudyState) counts() (received, total int) {
+	for _, se := range s.Series {
+		for _, in := range se.Instances {
+			total++
+			if in.Received {
+				received++
+			}
+		}
+	}
+	return received, total
+}
+
+// find returns the series holding SOP Instance UID sop, or nil.
+func (s *StudyState) find(sop string) *SeriesState {
+	for _, se := range s.Series {
+		if se.Instances[sop] != nil {
+			return se
+		}
+	}
+	return nil
+}
+
+// missing counts the expected instances not received.
+func (s *StudyState) missing() int {
+	n := 0
+	for sop := range s.Expected {
+		se := s.find(sop)
+		if se == nil || !se.Instances[sop].Received {
+			n++
+		}
+	}
+	return n
+}
+
+func (s *StudyState) changed() bool { return s.Added > 0 || s.NewSeries > 0 || s.Corrected > 0 }
+
+func (s *StudyState) mppsStatus(status string) bool {
+	for _, st := range s.MPPS {
+		if st == status {
+			return true
+		}
+	}
+	return false
+}
+
+// modalities returns the distinct series modalities, sorted.
+func (s *StudyState) modalities() []string {
+	seen := map[string]bool{}
+	var out []string
+	for _, se := range s.Series {
+		if se.Modality != "" && !seen[se.Modality] {
+			seen[se.Modality] = true
+			out = append(out, se.Modality)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+// label names the study in messages: its description, else its modalities.
+func (s *StudyState) label() string {
+	if s.Description != "" {
+		return s.Description
+	}
+	if m := s.modalities(); len(m) > 0 {
+		return strings.Join(m, "/")
+	}
+	return "imaging study"
+}
+
+// quietKey is the timer of a study's quiet period.
+func quietKey(uid string) string { return "quiet:" + uid }
+
+type quietBody struct {
+	Study string `json:"study"`
+}
+
+type dicomMapper struct{ o Options }
+
+// dicomRules maps DICOM observations: C-STORE headers, IANs and MPPS
+// updates. Quiet-period timers wake the instance rule.
+func dicomRules(o Options) map[string]Rule {
+	d := &dicomMapper{o: o}
+	return map[string]Rule{
+		ingest.KindDICOMInstance: RuleFunc(d.instance),
+		ingest.KindDICOMIAN:      RuleFunc(d.ian),
+		ingest.KindDICOMMPPS:     RuleFunc(d.mpps),
+	}
+}
+
+func study(c *Context, uid string) *StudyState {
+	st := c.State.Studies[uid]
+	if st == nil {
+		st = &StudyState{UID: uid, Status: StudyReceiving, Series: map[string]*SeriesState{}}
+		c.State.Studies[uid] = st
+	}
+	if st.Series == nil {
+		st.Series = map[string]*SeriesState{}
+	}
+	return st
+}
+
+func (s *StudyState) series(uid string) (*SeriesState, bool) {
+	se := s.Series[uid]
+	if se != nil {
+		return se, false
+	}
+	se = &SeriesState{UID: uid, Instances: map[string]*InstanceState{}}
+	s.Series[uid] = se
+	return se, true
+}
+
+// instanceDigest hashes the attributes the mapper keeps of an instance:
+// not the peer, the receive time, nor the encoding (transfer syntax, size,
+// file), so a re-encoded resend is not a correction.
+func instanceDigest(in scp.Instance) string {
+	in.Peer, in.ReceivedAt = scp.Peer{}, time.Time{}
+	in.TransferSyntaxUID, in.Size, in.Path = "", 0, ""
+	b, _ := json.Marshal(in)
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:12])
+}
+
+func setIf(dst *string, v string) {
+	if v = strings.TrimSpace(v); v != "" {
+		*dst = v
+	}
+}
+
+// instance maps a C-STORE header, or a study's quiet period ending.
+func (d *dicomMapper) instance(c *Context) error {
+	if c.Timer != nil {
+		return d.quiet(c)
+	}
+	var in scp.Instance
+	if err := json.Unmarshal(c.Rec.Body, &in); err != nil {
+		return fmt.Errorf("dicom instance body: %w", err)
+	}
+	if in.StudyInstanceUID == "" || in.SOPInstanceUID == "" || in.SeriesInstanceUID == "" {
+		return errors.New("dicom instance: study, series and SOP instance UIDs required")
+	}
+	st := study(c, in.StudyInstanceUID)
+	digest := instanceDigest(in)
+	old := st.find(in.SOPInstanceUID)
+	var inst *InstanceState
+	if old != nil {
+		inst = old.Instances[in.SOPInstanceUID]
+		if inst.Received && inst.Digest == digest {
+			return nil // a resend: nothing new
+		}
+		// A correction, or an instance an IAN listed now arriving.
+		st.Corrected++
+		if old.UID != in.SeriesInstanceUID {
+			delete(old.Instances, in.SOPInstanceUID)
+			if len(old.Instances) == 0 {
+				delete(st.Series, old.UID)
+			}
+		}
+	}
+	se, created := st.series(in.SeriesInstanceUID)
+	if created && old == nil {
+		st.NewSeries++
+	}
+	if old == nil {
+		st.Added++
+	}
+	if inst == nil {
+		inst = &InstanceState{}
+	}
+	se.Instances[in.SOPInstanceUID] = inst
+	inst.SOPClassUID, inst.Number, inst.Frames = in.SOPClassUID, in.InstanceNumber, in.NumberOfFrames
+	inst.Received, inst.Digest = true, digest
+	if in.SeriesNumber != 0 {
+		se.Number = in.SeriesNumber
+	}
+	setIf(&se.Modality, strings.ToUpper(in.Modality))
+	setIf(&se.Description, in.SeriesDescription)
+	setIf(&se.BodyPart, strings.ToUpper(in.BodyPartExamined))
+
+	// The Patient ID is the patient's id whatever its issuer (a site whose
+	// MRN issuer differs still gets the study under that Patient ID); the
+	// issuer is kept for the FHIR identifier.
+	setIf(&st.PatientID, in.PatientID)
+	setIf(&st.IssuerOfPatientID, in.IssuerOfPatientID)
+	setIf(&st.AccessionNumber, in.AccessionNumber)
+	setIf(&st.Description, in.StudyDescription)
+	setIf(&st.Date, in.StudyDate)
+	setIf(&st.Time, in.StudyTime)
+	setIf(&st.Referrer, in.ReferringPhysicianName)
+	st.LastArrival = c.Rec.Time
+
+	if !st.AvailableSent && st.mppsStatus(scp.MPPSCompleted) && len(st.Expected) > 0 && st.missing() == 0 {
+		return d.complete(c, st, "")
+	}
+	if err := c.Schedule(quietKey(st.UID), ingest.KindDICOMInstance, c.Rec.Time.Add(d.o.QuietPeriod), quietBody{Study: st.UID}); err != nil {
+		return err
+	}
+	if st.AvailableSent {
+		return nil // changes after availability are reported when the study is quiet again
+	}
+	if !st.LastProgress.IsZero() && c.Rec.Time.Sub(st.LastProgress) < d.o.ProgressInterval {
+		return nil
+	}
+	st.LastProgress = c.Rec.Time
+	received, _ := st.counts()
+	count := fmt.Sprintf("%d instances", received)
+	if n := len(st.Expected); n > 0 {
+		count = fmt.Sprintf("%d of %d instances", received, max(n, received))
+	}
+	return d.emit(c, st, rbv1.EventType_IMAGING_STUDY_PROGRESS, rbv1.Severity_SEVERITY_INFO,
+		fmt.Sprintf("Receiving %s: %s", st.label(), count))
+}
+
+// quiet handles the end of a study's quiet period.
+func (d *dicomMapper) quiet(c *Context) error {
+	var b quietBody
+	if err := json.Unmarshal(c.Timer.Body, &b); err != nil {
+		return fmt.Errorf("quiet timer body: %w", err)
+	}
+	st := c.State.Studies[b.Study]
+	if st == nil {
+		return nil
+	}
+	return d.complete(c, st, "")
+}
+
+// complete makes the study available now: AVAILABLE the first time, then
+// UPDATED when something changed since the last event. note is appended to
+// the message.
+func (d *dicomMapper) complete(c *Context, st *StudyState, note string) error {
+	c.Cancel(quietKey(st.UID))
+	received, total := st.counts()
+	if total == 0 {
+		return nil
+	}
+	sev := rbv1.Severity_SEVERITY_SUCCESS
+	var notes []string
+	if n := st.missing(); n > 0 && received > 0 {
+		// Some instances came, others the IAN or MPPS named did not: the
+		// study is in the archive, but not everything reached us.
+		sev = rbv1.Severity_SEVERITY_WARNING
+		notes = append(notes, fmt.Sprintf("%d of %d instances not received", n, len(st.Expected)))
+	}
+	if st.mppsStatus(scp.MPPSDiscontinued) {
+		notes = append(notes, "procedure step discontinued")
+	}
+	if note != "" {
+		notes = append(notes, note)
+	}
+	var typ rbv1.EventType
+	var msg string
+	if !st.AvailableSent {
+		typ = rbv1.EventType_IMAGING_STUDY_AVAILABLE
+		msg = "New imaging study available: " + st.label()
+	} else {
+		if !st.changed() {
+			return nil
+		}
+		typ = rbv1.EventType_IMAGING_STUDY_UPDATED
+		msg = "Imaging study updated: " + st.label()
+		var parts []string
+		if st.Added > 0 {
+			parts = append(parts, plural(st.Added, "+%d instance", "+%d instances"))
+		}
+		if st.Corrected > 0 {
+			parts = append(parts, plural(st.Corrected, "%d instance corrected", "%d instances corrected"))
+		}
+		notes = append(parts, notes...)
+		if sev == rbv1.Severity_SEVERITY_SUCCESS {
+			sev = rbv1.Severity_SEVERITY_INFO
+		}
+	}
+	if len(notes) > 0 {
+		msg += " (" + strings.Join(notes, "; ") + ")"
+	}
+	st.Status = StudyAvailable
+	st.AvailableSent = true
+	st.Added, st.NewSeries, st.Corrected = 0, 0, 0
+	return d.emit(c, st, typ, sev, msg)
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return fmt.Sprintf(one, n)
+	}
+	return fmt.Sprintf(many, n)
+}
+
+// ian maps an Instance Availability Notification: the archive says the
+// study holds these instances, so it is available now.
+func (d *dicomMapper) ian(c *Context) error {
+	var n scp.IAN
+	if err := json.Unmarshal(c.Rec.Body, &n); err != nil {
+		return fmt.Errorf("dicom IAN body: %w", err)
+	}
+	if n.StudyInstanceUID == "" {
+		return errors.New("dicom IAN: study UID required")
+	}
+	st := study(c, n.StudyInstanceUID)
+	if st.Expected == nil {
+		st.Expected = map[string]bool{}
+	}
+	for _, s := range n.Series {
+		if s.SeriesInstanceUID == "" {
+			continue
+		}
+		for _, i := range s.Instances {
+			if i.SOPInstanceUID == "" {
+				continue
+			}
+			st.Expected[i.SOPInstanceUID] = true
+			if st.find(i.SOPInstanceUID) != nil {
+				continue
+			}
+			se, created := st.series(s.SeriesInstanceUID)
+			if created {
+				st.NewSeries++
+			}
+			se.Instances[i.SOPInstanceUID] = &InstanceState{SOPClassUID: i.SOPClassUID}
+			st.Added++
+		}
+	}
+	if len(st.Expected) == 0 {
+		st.Expected = nil
+	}
+	return d.complete(c, st, "")
+}
+
+// mpps maps an MPPS N-CREATE or N-SET. COMPLETED tells which instances the
+// study should hold; once all are in, the study is available at once.
+// DISCONTINUED is only a hint, shown in the message.
+func (d *dicomMapper) mpps(c *Context) error {
+	var u scp.MPPSUpdate
+	if err := json.Unmarshal(c.Rec.Body, &u); err != nil {
+		return fmt.Errorf("dicom MPPS body: %w", err)
+	}
+	if u.SOPInstanceUID == "" {
+		return errors.New("dicom MPPS: SOP instance UID required")
+	}
+	uids := nonEmpty(u.StudyInstanceUIDs)
+	if len(uids) == 0 {
+		// An N-SET names only its MPPS: find the studies its N-CREATE named.
+		for uid, st := range c.State.Studies {
+			if _, ok := st.MPPS[u.SOPInstanceUID]; ok {
+				uids = append(uids, uid)
+			}
+		}
+		sort.Strings(uids)
+	}
+	for _, uid := range uids {
+		st := study(c, uid)
+		if st.MPPS == nil {
+			st.MPPS = map[string]string{}
+		}
+		status := st.MPPS[u.SOPInstanceUID]
+		if u.Status != "" {
+			status = strings.ToUpper(strings.TrimSpace(u.Status))
+		}
+		st.MPPS[u.SOPInstanceUID] = status
+		if st.PatientID == "" {
+			setIf(&st.PatientID, u.PatientID)
+		}
+		if st.AccessionNumber == "" {
+			if a := nonEmpty(u.AccessionNumbers); len(a) > 0 {
+				st.AccessionNumber = a[0]
+			}
+		}
+		// The referenced instances belong to the study only when the step
+		// names one study; with several they cannot be told apart.
+		if status == scp.MPPSCompleted && len(uids) == 1 {
+			for _, s := range u.Series {
+				for _, sop := range s.SOPInstanceUIDs {
+					if sop == "" {
+						continue
+					}
+					if st.Expected == nil {
+						st.Expected = map[string]bool{}
+					}
+					st.Expected[sop] = true
+				}
+			}
+		}
+		received, _ := st.counts()
+		if status == scp.MPPSCompleted && !st.AvailableSent && received > 0 && len(st.Expected) > 0 && st.missing() == 0 {
+			if err := d.complete(c, st, ""); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+func nonEmpty(ss []string) []string {
+	var out []string
+	for _, s := range ss {
+		if s = strings.TrimSpace(s); s != "" {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// emit sends an event about st carrying its ImagingStudy and updates the
+// patient's read model.
+func (d *dicomMapper) emit(c *Context, st *StudyState, typ rbv1.EventType, sev rbv1.Severity, msg string) error {
+	status := "registered"
+	if st.Status == StudyAvailable {
+		status = "available"
+	}
+	res := imagingStudy(st, status)
+	pb, err := structpb.NewStruct(res)
+	if err != nil {
+		return fmt.Errorf("imaging study resource: %w", err)
+	}
+	c.Emit(&rbv1.Event{
+		Type:             typ,
+		PatientId:        st.PatientID,
+		AccessionNumber:  st.AccessionNumber,
+		StudyInstanceUid: st.UID,
+		Severity:         sev,
+		Message:          msg,
+		Priority:         rbv1.Priority_PRIORITY_ROUTINE,
+		ResourceType:     "ImagingStudy",
+		ResourceId:       StudyResourceID(st.UID),
+		Resource:         pb,
+	})
+	if prev := st.ReadModelPatient; prev != "" && prev != st.PatientID {
+		if p := c.State.Patients[prev]; p != nil {
+			delete(p.Studies, st.UID)
+			bodyRegions(c.State, p)
+			c.Touch(prev)
+		}
+	}
+	st.ReadModelPatient = st.PatientID
+	if st.PatientID == "" {
+		return nil
+	}
+	p := c.State.Patient(st.PatientID)
+	if p.Studies == nil {
+		p.Studies = map[string]map[string]any{}
+	}
+	p.Studies[StudyResourceID(st.UID)] = res
+	bodyRegions(c.State, p)
+	c.Touch(st.PatientID)
+	return nil
+}
+
+// bodyRegions recounts a patient's studies per body region: a study counts
+// once for each distinct body part of its series.
+func bodyRegions(s *State, p *Patient) {
+	counts := map[string]uint32{}
+	for uid := range p.Studies {
+		st := s.Studies[uid]
+		if st == nil {
+			continue
+		}
+		seen := map[string]bool{}
+		for _, se := range st.Series {
+			if r := se.BodyPart; r != "" && !seen[r] {
+				seen[r] = true
+				counts[r]++
+			}
+		}
+	}
+	if len(counts) == 0 {
+		counts = nil
+	}
+	p.BodyRegions = counts
+}

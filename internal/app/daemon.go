@@ -25,8 +25,8 @@ import (
 
 	"radbridge/api"
 	"radbridge/dicom/scp"
-	"radbridge/hl7/receiver"
 	"radbridge/fanout"
+	"radbridge/hl7/receiver"
 	"radbridge/internal/config"
 	"radbridge/mapper"
 	rbv1 "radbridge/proto/radbridge/v1"
@@ -43,15 +43,15 @@ type Daemon struct {
 	hub    *fanout.Hub
 	svc    *api.Service
 
-	grpcLn, httpLn net.Listener
+	grpcLn, httpLn  net.Listener
 	mllpLn, dicomLn net.Listener
-	hl7Srv         *receiver.Server
-	dicomSrv       *scp.Server
-	receivers      errgroup.Group
-	stopReceivers  context.CancelFunc
-	grpcSrv        *grpc.Server
-	health         *health.Server
-	httpSrv        *http.Server
+	hl7Srv          *receiver.Server
+	dicomSrv        *scp.Server
+	receivers       errgroup.Group
+	stopReceivers   context.CancelFunc
+	grpcSrv         *grpc.Server
+	health          *health.Server
+	httpSrv         *http.Server
 
 	ready    atomic.Bool
 	stopping atomic.Bool
