@@ -295,9 +295,9 @@ func (d *dicomMapper) instance(c *Context) error {
 	}
 	st.LastProgress = c.Rec.Time
 	received, _ := st.counts()
-	count := fmt.Sprintf("%d instances", received)
-	if n := len(st.Expected); n > 0 {
-		count = fmt.Sprintf("%d of %d instances", received, max(n, received))
+	count := plural(received, "%d instance", "%d instances")
+	if n := max(len(st.Expected), received); len(st.Expected) > 0 {
+		count = fmt.Sprintf("%d of %s", received, plural(n, "%d instance", "%d instances"))
 	}
 	return d.emit(c, st, rbv1.EventType_IMAGING_STUDY_PROGRESS, rbv1.Severity_SEVERITY_INFO,
 		fmt.Sprintf("Receiving %s: %s", st.label(), count))
@@ -327,9 +327,11 @@ func (d *dicomMapper) complete(c *Context, st *StudyState, note string) error {
 	}
 	sev := rbv1.Severity_SEVERITY_SUCCESS
 	var notes []string
-	if n := st.missing(); n > 0 && received > 0 {
+	if n := st.missing(); n > 0 && received > 0 && !st.AvailableSent {
 		// Some instances came, others the IAN or MPPS named did not: the
-		// study is in the archive, but not everything reached us.
+		// study is in the archive, but not everything reached us. (A study
+		// known only from an IAN received nothing: that is how IAN-only
+		// sites work, not a warning; and updates report changes only.)
 		sev = rbv1.Severity_SEVERITY_WARNING
 		notes = append(notes, fmt.Sprintf("%d of %d instances not received", n, len(st.Expected)))
 	}

@@ -1,0 +1,638 @@
+package mapper_test
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"radbridge/dicom/scp"
+	"radbridge/eventlog"
+	"radbridge/ingest"
+	"radbridge/mapper"
+	rbv1 "radbridge/proto/radbridge/v1"
+)
+
+// -update rewrites golden files. Another test file of the package may
+// define the flag too (as a package variable, which is initialised before
+// this init runs), so it is defined here only if missing and read by name.
+func init() {
+	if flag.Lookup("update") == nil {
+		flag.Bool("update", false, "rewrite golden files in testdata")
+	}
+}
+
+func updating() bool {
+	f := flag.Lookup("update")
+	return f != nil && f.Value.String() == "true"
+}
+
+const (
+	quietPeriod = 200 * time.Millisecond
+	ctImage     = "1.2.840.10008.5.1.4.1.1.2"
+	srDocument  = "1.2.840.10008.5.1.4.1.1.88.22"
+)
+
+// dicomHarness drives a real mapper over in-memory logs, as the daemon does.
+type dicomHarness struct {
+	t   *testing.T
+	in  *ingest.Memory
+	evs *eventlog.Memory
+	rm  *patientStore
+	m   *mapper.Mapper
+	// stop ends the running mapper.
+	stop func()
+}
+
+type patientStore struct {
+	mu sync.Mutex
+	m  map[string]mapper.Patient
+}
+
+func (s *patientStore) PutPatient(_ context.Context, p *mapper.Patient) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	b, err := json.Marshal(p) // a copy, as a real store keeps
+	if err != nil {
+		return err
+	}
+	var c mapper.Patient
+	if err := json.Unmarshal(b, &c); err != nil {
+		return err
+	}
+	s.m[p.ID] = c
+	return nil
+}
+
+func (s *patientStore) get(id string) mapper.Patient {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.m[id]
+}
+
+func newDICOMHarness(t *testing.T) *dicomHarness {
+	t.Helper()
+	h := &dicomHarness{t: t, in: ingest.NewMemory(), evs: eventlog.NewMemory(), rm: &patientStore{m: map[string]mapper.Patient{}}}
+	h.start()
+	t.Cleanup(func() { h.stop() })
+	return h
+}
+
+// start runs a new mapper on the harness's logs.
+func (h *dicomHarness) start() {
+	h.m = mapper.New(mapper.Config{
+		Ingest: h.in, Events: h.evs, ReadModel: h.rm,
+		Rules: mapper.Rules(mapper.Options{QuietPeriod: quietPeriod, ProgressInterval: time.Second}),
+	})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func(m *mapper.Mapper) { done <- m.Run(ctx) }(h.m)
+	var once sync.Once
+	h.stop = func() {
+		once.Do(func() {
+			cancel()
+			if err := <-done; err != nil {
+				h.t.Errorf("mapper Run: %v", err)
+			}
+		})
+	}
+}
+
+// record appends an observation the way internal/app's DICOM handler does:
+// the key is the UID and a hash of the content.
+func (h *dicomHarness) record(kind, prefix, uid string, v any) uint64 {
+	h.t.Helper()
+	body, err := json.Marshal(v)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	sum := sha256.Sum256(body)
+	seq, _, err := h.in.Append(context.Background(), ingest.Observation{
+		Kind: kind, Key: prefix + uid + ":" + hex.EncodeToString(sum[:8]), Time: time.Now().UTC(),
+		Source: ingest.Source{Protocol: "dicom", CallingAETitle: "MODALITY", CalledAETitle: "RADBRIDGE"},
+		Body:   body,
+	})
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return seq
+}
+
+func (h *dicomHarness) store(in scp.Instance) uint64 {
+	return h.record(ingest.KindDICOMInstance, "dicom:", in.SOPInstanceUID, in)
+}
+
+func (h *dicomHarness) ian(n scp.IAN) uint64 {
+	return h.record(ingest.KindDICOMIAN, "ian:", n.SOPInstanceUID, n)
+}
+
+func (h *dicomHarness) mpps(u scp.MPPSUpdate) uint64 {
+	return h.record(ingest.KindDICOMMPPS, "mpps:", u.SOPInstanceUID, u)
+}
+
+// await returns the types of the events the mapper derived from seq.
+func (h *dicomHarness) await(seq uint64) []rbv1.EventType {
+	h.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	evs, err := h.m.Await(ctx, seq)
+	if err != nil {
+		h.t.Fatalf("await ingest %d: %v", seq, err)
+	}
+	var out []rbv1.EventType
+	for _, e := range evs {
+		out = append(out, e.Type)
+	}
+	return out
+}
+
+// events returns every event in the log.
+func (h *dicomHarness) events() []*rbv1.Event {
+	h.t.Helper()
+	evs, err := h.evs.Read(context.Background(), 1, eventlog.Filter{}, 1000)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	return evs
+}
+
+// waitEvents waits until the log holds at least n events.
+func (h *dicomHarness) waitEvents(n int) {
+	h.t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for len(h.events()) < n {
+		if time.Now().After(deadline) {
+			h.t.Fatalf("event log holds %d events, want %d: %v", len(h.events()), n, summaries(h.events()))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// settle waits long enough for any quiet period to have ended, so that an
+// event that should not exist would be in the log.
+func settle() { time.Sleep(3 * quietPeriod) }
+
+// summary is what a subscriber checks of an event.
+type summary struct {
+	Type       rbv1.EventType
+	Severity   rbv1.Severity
+	Message    string
+	Status     string
+	Series     float64
+	Instances  float64
+	Modalities string
+}
+
+func summaries(evs []*rbv1.Event) []summary {
+	var out []summary
+	for _, e := range evs {
+		r := e.Resource.AsMap()
+		s := summary{Type: e.Type, Severity: e.Severity, Message: e.Message}
+		s.Status, _ = r["status"].(string)
+		s.Series, _ = r["numberOfSeries"].(float64)
+		s.Instances, _ = r["numberOfInstances"].(float64)
+		var mods []string
+		if ms, ok := r["modality"].([]any); ok {
+			for _, m := range ms {
+				code, _ := m.(map[string]any)["code"].(string)
+				mods = append(mods, code)
+			}
+		}
+		s.Modalities = strings.Join(mods, ",")
+		out = append(out, s)
+	}
+	return out
+}
+
+const (
+	studyUID = "1.2.826.0.1.3680043.8.498.1"
+	ctSeries = "1.2.826.0.1.3680043.8.498.1.1"
+	srSeries = "1.2.826.0.1.3680043.8.498.1.2"
+)
+
+// ct returns CT instance n of series 1 (n >= 1) of the test study.
+func ct(n int) scp.Instance {
+	return scp.Instance{
+		SOPClassUID: ctImage, SOPInstanceUID: fmt.Sprintf("%s.%d", ctSeries, n),
+		StudyInstanceUID: studyUID, SeriesInstanceUID: ctSeries,
+		TransferSyntaxUID: "1.2.840.10008.1.2.1",
+		PatientID:         "MRN123", IssuerOfPatientID: "HOSP", PatientName: "DOE^JANE",
+		AccessionNumber: "ACC42", Modality: "CT", BodyPartExamined: "CHEST",
+		StudyDescription: "CT CHEST W/O CONTRAST", SeriesDescription: "AXIAL 1.25",
+		StudyDate: "20240305", StudyTime: "143012.5", ReferringPhysicianName: "House^Gregory^^Dr",
+		SeriesNumber: 2, InstanceNumber: n, Size: 1000,
+	}
+}
+
+// sr returns the structured report of the test study (another series).
+func sr() scp.Instance {
+	in := ct(1)
+	in.SOPClassUID, in.SOPInstanceUID, in.SeriesInstanceUID = srDocument, srSeries+".1", srSeries
+	in.Modality, in.SeriesDescription, in.SeriesNumber, in.BodyPartExamined = "SR", "DOSE REPORT", 999, ""
+	return in
+}
+
+func ianFor(sops ...scp.Instance) scp.IAN {
+	n := scp.IAN{SOPInstanceUID: "1.2.826.0.1.3680043.8.498.9." + fmt.Sprint(len(sops)), StudyInstanceUID: studyUID}
+	bySeries := map[string][]scp.IANInstance{}
+	var order []string
+	for _, s := range sops {
+		if _, ok := bySeries[s.SeriesInstanceUID]; !ok {
+			order = append(order, s.SeriesInstanceUID)
+		}
+		bySeries[s.SeriesInstanceUID] = append(bySeries[s.SeriesInstanceUID], scp.IANInstance{
+			SOPClassUID: s.SOPClassUID, SOPInstanceUID: s.SOPInstanceUID, InstanceAvailability: "ONLINE", RetrieveAETitle: "PACS",
+		})
+	}
+	for _, se := range order {
+		n.Series = append(n.Series, scp.IANSeries{SeriesInstanceUID: se, Instances: bySeries[se]})
+	}
+	return n
+}
+
+const mppsUID = "1.2.826.0.1.3680043.8.498.7"
+
+func mppsCreate() scp.MPPSUpdate {
+	return scp.MPPSUpdate{SOPInstanceUID: mppsUID, Create: true, Status: scp.MPPSInProgress,
+		StudyInstanceUIDs: []string{studyUID}, AccessionNumbers: []string{"ACC42"}, PatientID: "MRN123", Modality: "CT"}
+}
+
+func mppsSet(status string, sops ...scp.Instance) scp.MPPSUpdate {
+	u := scp.MPPSUpdate{SOPInstanceUID: mppsUID, Status: status}
+	if len(sops) > 0 {
+		s := scp.MPPSSeries{SeriesInstanceUID: ctSeries}
+		for _, in := range sops {
+			s.SOPInstanceUIDs = append(s.SOPInstanceUIDs, in.SOPInstanceUID)
+		}
+		u.Series = []scp.MPPSSeries{s}
+	}
+	return u
+}
+
+var (
+	evProgress  = rbv1.EventType_IMAGING_STUDY_PROGRESS
+	evAvailable = rbv1.EventType_IMAGING_STUDY_AVAILABLE
+	evUpdated   = rbv1.EventType_IMAGING_STUDY_UPDATED
+	sevInfo     = rbv1.Severity_SEVERITY_INFO
+	sevSuccess  = rbv1.Severity_SEVERITY_SUCCESS
+	sevWarning  = rbv1.Severity_SEVERITY_WARNING
+)
+
+// TestDICOMStudyEvents feeds C-STORE, IAN and MPPS observations to a real
+// mapper and checks the events a subscriber sees.
+func TestDICOMStudyEvents(t *testing.T) {
+	tests := []struct {
+		name string
+		// run appends observations; it may check what one observation
+		// derived at once (h.await) and wait for events (h.waitEvents).
+		run  func(t *testing.T, h *dicomHarness)
+		want []summary
+	}{
+		{
+			name: "available once after the quiet period",
+			run: func(t *testing.T, h *dicomHarness) {
+				for i := 1; i <= 5; i++ {
+					h.store(ct(i))
+				}
+				h.store(sr())
+				h.waitEvents(2)
+			},
+			want: []summary{
+				{evProgress, sevInfo, "Receiving CT CHEST W/O CONTRAST: 1 instance", "registered", 1, 1, "CT"},
+				{evAvailable, sevSuccess, "New imaging study available: CT CHEST W/O CONTRAST", "available", 2, 6, "CT,SR"},
+			},
+		},
+		{
+			name: "late instance, resend, re-encoded resend and correction",
+			run: func(t *testing.T, h *dicomHarness) {
+				for i := 1; i <= 3; i++ {
+					h.store(ct(i))
+				}
+				h.waitEvents(2)
+				h.store(ct(4))
+				h.waitEvents(3)
+				h.in.RecordDuplicates = true // a resend beyond the log's duplicate window
+				if got := h.await(h.store(ct(2))); len(got) != 0 {
+					t.Errorf("identical resend derived %v", got)
+				}
+				h.in.RecordDuplicates = false
+				again := ct(3)
+				again.TransferSyntaxUID, again.Size = "1.2.840.10008.1.2.4.50", 400
+				if got := h.await(h.store(again)); len(got) != 0 {
+					t.Errorf("re-encoded resend derived %v", got)
+				}
+				settle()
+				fixed := ct(2)
+				fixed.SeriesDescription = "AXIAL 1.25 MM"
+				h.store(fixed)
+				h.waitEvents(4)
+			},
+			want: []summary{
+				{evProgress, sevInfo, "Receiving CT CHEST W/O CONTRAST: 1 instance", "registered", 1, 1, "CT"},
+				{evAvailable, sevSuccess, "New imaging study available: CT CHEST W/O CONTRAST", "available", 1, 3, "CT"},
+				{evUpdated, sevInfo, "Imaging study updated: CT CHEST W/O CONTRAST (+1 instance)", "available", 1, 4, "CT"},
+				{evUpdated, sevInfo, "Imaging study updated: CT CHEST W/O CONTRAST (1 instance corrected)", "available", 1, 4, "CT"},
+			},
+		},
+		{
+			name: "IAN makes the study available at once",
+			run: func(t *testing.T, h *dicomHarness) {
+				h.store(ct(1))
+				h.store(ct(2))
+				if got, want := h.await(h.ian(ianFor(ct(1), ct(2)))), []rbv1.EventType{evAvailable}; !cmp.Equal(got, want) {
+					t.Errorf("IAN derived %v, want %v", got, want)
+				}
+			},
+			want: []summary{
+				{evProgress, sevInfo, "Receiving CT CHEST W/O CONTRAST: 1 instance", "registered", 1, 1, "CT"},
+				{evAvailable, sevSuccess, "New imaging study available: CT CHEST W/O CONTRAST", "available", 1, 2, "CT"},
+			},
+		},
+		{
+			name: "IAN naming instances not received",
+			run: func(t *testing.T, h *dicomHarness) {
+				h.store(ct(1))
+				h.store(ct(2))
+				h.await(h.ian(ianFor(ct(1), ct(2), ct(3))))
+			},
+			want: []summary{
+				{evProgress, sevInfo, "Receiving CT CHEST W/O CONTRAST: 1 instance", "registered", 1, 1, "CT"},
+				{evAvailable, sevWarning, "New imaging study available: CT CHEST W/O CONTRAST (1 of 3 instances not received)", "available", 1, 3, "CT"},
+			},
+		},
+		{
+			name: "IAN of a study never stored",
+			run: func(t *testing.T, h *dicomHarness) {
+				h.await(h.ian(ianFor(ct(1), ct(2), sr())))
+				h.store(ct(1)) // details arrive later: one UPDATED after the quiet period
+				h.waitEvents(2)
+			},
+			want: []summary{
+				{evAvailable, sevSuccess, "New imaging study available: imaging study", "available", 2, 3, ""},
+				{evUpdated, sevInfo, "Imaging study updated: CT CHEST W/O CONTRAST (1 instance corrected)", "available", 2, 3, "CT"},
+			},
+		},
+		{
+			name: "MPPS COMPLETED with every instance in",
+			run: func(t *testing.T, h *dicomHarness) {
+				h.mpps(mppsCreate())
+				h.store(ct(1))
+				h.store(ct(2))
+				if got, want := h.await(h.mpps(mppsSet(scp.MPPSCompleted, ct(1), ct(2)))), []rbv1.EventType{evAvailable}; !cmp.Equal(got, want) {
+					t.Errorf("MPPS COMPLETED derived %v, want %v", got, want)
+				}
+			},
+			want: []summary{
+				{evProgress, sevInfo, "Receiving CT CHEST W/O CONTRAST: 1 instance", "registered", 1, 1, "CT"},
+				{evAvailable, sevSuccess, "New imaging study available: CT CHEST W/O CONTRAST", "available", 1, 2, "CT"},
+			},
+		},
+		{
+			name: "MPPS COMPLETED before the last instance",
+			run: func(t *testing.T, h *dicomHarness) {
+				h.mpps(mppsCreate())
+				h.store(ct(1))
+				h.await(h.mpps(mppsSet(scp.MPPSCompleted, ct(1), ct(2), ct(3))))
+				h.store(ct(2))
+				if got, want := h.await(h.store(ct(3))), []rbv1.EventType{evAvailable}; !cmp.Equal(got, want) {
+					t.Errorf("last referenced instance derived %v, want %v", got, want)
+				}
+			},
+			want: []summary{
+				{evProgress, sevInfo, "Receiving CT CHEST W/O CONTRAST: 1 instance", "registered", 1, 1, "CT"},
+				{evAvailable, sevSuccess, "New imaging study available: CT CHEST W/O CONTRAST", "available", 1, 3, "CT"},
+			},
+		},
+		{
+			name: "MPPS DISCONTINUED is a hint",
+			run: func(t *testing.T, h *dicomHarness) {
+				h.mpps(mppsCreate())
+				h.store(ct(1))
+				if got := h.await(h.mpps(mppsSet(scp.MPPSDiscontinued))); len(got) != 0 {
+					t.Errorf("MPPS DISCONTINUED derived %v", got)
+				}
+				h.waitEvents(2)
+			},
+			want: []summary{
+				{evProgress, sevInfo, "Receiving CT CHEST W/O CONTRAST: 1 instance", "registered", 1, 1, "CT"},
+				{evAvailable, sevSuccess, "New imaging study available: CT CHEST W/O CONTRAST (procedure step discontinued)", "available", 1, 1, "CT"},
+			},
+		},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newDICOMHarness(t)
+			tt.run(t, h)
+			settle()
+			evs := h.events()
+			if diff := cmp.Diff(summaries(evs), tt.want); diff != "" {
+				t.Errorf("events (-got +want):\n%s", diff)
+			}
+			for _, e := range evs {
+				checkStudyEvent(t, e)
+			}
+		})
+	}
+}
+
+// checkStudyEvent checks the fields every study event carries.
+func checkStudyEvent(t *testing.T, e *rbv1.Event) {
+	t.Helper()
+	if e.StudyInstanceUid != studyUID || e.ResourceType != "ImagingStudy" || e.ResourceId != mapper.StudyResourceID(studyUID) ||
+		e.Priority != rbv1.Priority_PRIORITY_ROUTINE || e.Source.GetProtocol() == "" || e.Id == "" {
+		t.Errorf("event %d: study %q resource %s/%s priority %v source %v id %q", e.Sequence,
+			e.StudyInstanceUid, e.ResourceType, e.ResourceId, e.Priority, e.Source, e.Id)
+	}
+	r := e.Resource.AsMap()
+	if r["resourceType"] != "ImagingStudy" || r["id"] != studyUID || r["status"] == nil || r["subject"] == nil {
+		t.Errorf("event %d: resource is not an ImagingStudy with status and subject: %v", e.Sequence, r)
+	}
+	if e.PatientId != "" && (e.PatientId != "MRN123" || e.AccessionNumber != "ACC42") {
+		t.Errorf("event %d: patient %q accession %q", e.Sequence, e.PatientId, e.AccessionNumber)
+	}
+}
+
+// TestDICOMRestartMidStudy: the mapper stops during a study's quiet period;
+// a new mapper on the same logs makes the study available exactly once,
+// with every instance counted.
+func TestDICOMRestartMidStudy(t *testing.T) {
+	h := newDICOMHarness(t)
+	h.store(ct(1))
+	h.store(ct(2))
+	last := h.store(ct(3))
+	h.await(last)
+	h.stop()
+	if evs := h.events(); len(evs) != 1 || evs[0].Type != evProgress {
+		t.Fatalf("before the restart: %v, want one progress", summaries(evs))
+	}
+	h.store(ct(4)) // arrives while the mapper is down
+	h.start()
+	h.waitEvents(2)
+	settle()
+	want := []summary{
+		{evProgress, sevInfo, "Receiving CT CHEST W/O CONTRAST: 1 instance", "registered", 1, 1, "CT"},
+		{evAvailable, sevSuccess, "New imaging study available: CT CHEST W/O CONTRAST", "available", 1, 4, "CT"},
+	}
+	if diff := cmp.Diff(summaries(h.events()), want); diff != "" {
+		t.Errorf("events (-got +want):\n%s", diff)
+	}
+	// And once more: a restart after the study is available derives
+	// nothing new.
+	h.stop()
+	h.start()
+	h.await(last)
+	settle()
+	if n := len(h.events()); n != 2 {
+		t.Errorf("after a second restart the log holds %d events, want 2", n)
+	}
+}
+
+// TestDICOMReadModel: the patient's read model holds the studies and counts
+// them per body region.
+func TestDICOMReadModel(t *testing.T) {
+	h := newDICOMHarness(t)
+	h.store(ct(1))
+	h.store(sr())
+	head := ct(1)
+	head.StudyInstanceUID, head.SeriesInstanceUID, head.SOPInstanceUID = "1.2.3.2", "1.2.3.2.1", "1.2.3.2.1.1"
+	head.Modality, head.BodyPartExamined, head.StudyDescription = "MR", "HEAD", "MR BRAIN"
+	h.store(head)
+	chest := head
+	chest.SeriesInstanceUID, chest.SOPInstanceUID, chest.BodyPartExamined = "1.2.3.2.2", "1.2.3.2.2.1", "CHEST"
+	h.store(chest)
+	h.waitEvents(4)
+	settle()
+	p := h.rm.get("MRN123")
+	var studies []string
+	for uid, s := range p.Studies {
+		studies = append(studies, uid+" "+s["status"].(string))
+	}
+	sort.Strings(studies)
+	if diff := cmp.Diff(studies, []string{"1.2.3.2 available", studyUID + " available"}); diff != "" {
+		t.Errorf("read model studies (-got +want):\n%s", diff)
+	}
+	if diff := cmp.Diff(p.BodyRegions, map[string]uint32{"CHEST": 2, "HEAD": 1}); diff != "" {
+		t.Errorf("body regions (-got +want):\n%s", diff)
+	}
+	if p.LastSequence != 4 {
+		t.Errorf("read model as of %d, want 4", p.LastSequence)
+	}
+}
+
+var fhirDateTime = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2}))?$`)
+
+// TestImagingStudyGolden checks the ImagingStudy of an available study
+// against testdata/dicom/imagingstudy.golden.json (go test -update
+// rewrites it).
+func TestImagingStudyGolden(t *testing.T) {
+	h := newDICOMHarness(t)
+	for _, i := range []int{3, 1, 2} {
+		h.store(ct(i))
+	}
+	h.store(sr())
+	h.waitEvents(2)
+	e := h.events()[1]
+	if e.Type != evAvailable {
+		t.Fatalf("second event is %v, want AVAILABLE", e.Type)
+	}
+	r := e.Resource.AsMap()
+	// started carries the daemon's time zone offset: check it apart.
+	started, _ := r["started"].(string)
+	if !strings.HasPrefix(started, "2024-03-05T14:30:12.5") || !fhirDateTime.MatchString(started) {
+		t.Errorf("started = %q, want 2024-03-05T14:30:12.5 with an offset", started)
+	}
+	delete(r, "started")
+	for _, k := range []string{"resourceType", "id", "status", "subject", "identifier", "series"} {
+		if r[k] == nil {
+			t.Errorf("ImagingStudy has no %s", k)
+		}
+	}
+	checkNoEmpty(t, "ImagingStudy", r)
+	got, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got = append(got, '\n')
+	path := filepath.Join("testdata", "dicom", "imagingstudy.golden.json")
+	if updating() {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if diff := cmp.Diff(string(got), string(want)); diff != "" {
+		t.Errorf("ImagingStudy (-got +want):\n%s", diff)
+	}
+}
+
+// checkNoEmpty fails on what FHIR forbids: empty strings, arrays, objects.
+func checkNoEmpty(t *testing.T, path string, v any) {
+	t.Helper()
+	switch v := v.(type) {
+	case string:
+		if v == "" {
+			t.Errorf("%s is an empty string", path)
+		}
+	case []any:
+		if len(v) == 0 {
+			t.Errorf("%s is an empty array", path)
+		}
+		for i, e := range v {
+			checkNoEmpty(t, fmt.Sprintf("%s[%d]", path, i), e)
+		}
+	case map[string]any:
+		if len(v) == 0 {
+			t.Errorf("%s is an empty object", path)
+		}
+		for k, e := range v {
+			checkNoEmpty(t, path+"."+k, e)
+		}
+	case nil:
+		t.Errorf("%s is null", path)
+	}
+}
+
+func TestDICOMDateTime(t *testing.T) {
+	berlin := time.FixedZone("CET", 3600)
+	tests := []struct {
+		da, tm string
+		loc    *time.Location
+		want   string
+	}{
+		{"20240305", "143012.5", time.UTC, "2024-03-05T14:30:12.5Z"},
+		{"20240305", "143012", berlin, "2024-03-05T14:30:12+01:00"},
+		{"20240305", "1430", time.UTC, "2024-03-05T14:30:00Z"},
+		{"20240305", "14", time.UTC, "2024-03-05T14:00:00Z"},
+		{"20240305", "14:30:12", time.UTC, "2024-03-05T14:30:12Z"},
+		{"2024.03.05", "", time.UTC, "2024-03-05"},
+		{"20240305", "", time.UTC, "2024-03-05"},
+		{"20240305", "25", time.UTC, "2024-03-05"},
+		{"20240305", "1430x", time.UTC, "2024-03-05"},
+		{"20240230", "1200", time.UTC, ""},
+		{"", "1200", time.UTC, ""},
+		{"2024", "", time.UTC, ""},
+	}
+	for _, tt := range tests {
+		if got := mapper.DICOMDateTime(tt.da, tt.tm, tt.loc); got != tt.want {
+			t.Errorf("DICOMDateTime(%q, %q, %v) = %q, want %q", tt.da, tt.tm, tt.loc, got, tt.want)
+		}
+	}
+}
