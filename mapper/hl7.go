@@ -1,7 +1,635 @@
 package mapper
 
-// hl7Rules maps HL7 observations.
-func hl7Rules(o Options) map[string]Rule { return nil }
+import (
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"google.golang.org/protobuf/types/known/structpb"
+
+	"radbridge/hl7"
+	"radbridge/ingest"
+	rbv1 "radbridge/proto/radbridge/v1"
+)
 
 // OrderState is what the mapper knows of one order.
-type OrderState struct{}
+type OrderState struct {
+	PatientID  string         `json:"patient_id"`
+	Accession  string         `json:"accession"`
+	ResourceID string         `json:"resource_id"`
+	Resource   map[string]any `json:"resource"`
+	Stat       bool           `json:"stat,omitempty"`
+}
+
+// hl7Rules maps HL7 v2 orders (ORM^O01, OMI^O23) and results (ORU^R01).
+func hl7Rules(o Options) map[string]Rule {
+	if len(o.HL7Accession) == 0 {
+		o.HL7Accession = []string{"OBR-18", "IPC-1", "ORC-3", "OBR-3"}
+	}
+	r := &hl7Rule{o: o}
+	return map[string]Rule{ingest.KindHL7: r}
+}
+
+type hl7Rule struct{ o Options }
+
+// group is one order or result: ORC with its OBR, IPC, TQ1, OBX and NTE.
+type group struct {
+	orc, obr, ipc, tq1 *hl7.Segment
+	obx, nte           []*hl7.Segment
+}
+
+func groups(m *hl7.Message) []*group {
+	var out []*group
+	var cur *group
+	for _, s := range m.AllSegments() {
+		switch s.ID() {
+		case "ORC":
+			cur = &group{orc: s}
+			out = append(out, cur)
+		case "OBR":
+			if cur == nil || cur.obr != nil {
+				cur = &group{orc: cur.orcOrNil()}
+				out = append(out, cur)
+			}
+			cur.obr = s
+		case "IPC":
+			if cur != nil && cur.ipc == nil {
+				cur.ipc = s
+			}
+		case "TQ1":
+			if cur != nil && cur.tq1 == nil {
+				cur.tq1 = s
+			}
+		case "OBX":
+			if cur != nil {
+				cur.obx = append(cur.obx, s)
+			}
+		case "NTE":
+			if cur != nil && cur.obr != nil {
+				cur.nte = append(cur.nte, s)
+			}
+		}
+	}
+	return out
+}
+
+func (g *group) orcOrNil() *hl7.Segment {
+	if g == nil {
+		return nil
+	}
+	return g.orc
+}
+
+func field(s *hl7.Segment, n, comp int) string {
+	if s == nil {
+		return ""
+	}
+	return strings.TrimSpace(s.Component(n, 1, comp))
+}
+
+func (r *hl7Rule) Apply(c *Context) error {
+	var body ingest.HL7Body
+	if err := json.Unmarshal(c.Rec.Body, &body); err != nil {
+		return fmt.Errorf("hl7 body: %w", err)
+	}
+	m, err := hl7.Parse(body.Raw)
+	if err != nil {
+		return fmt.Errorf("parse: %w", err)
+	}
+	code, trigger, _ := m.MessageType()
+	pid, authority := r.patient(m)
+	switch {
+	case code == "ORM" && trigger == "O01", code == "OMI" && trigger == "O23":
+		for _, g := range groups(m) {
+			if g.orc != nil && r.imaging(g) {
+				r.order(c, m, g, pid, authority)
+			}
+		}
+	case code == "ORU" && trigger == "R01":
+		for _, g := range groups(m) {
+			if g.obr != nil && r.imaging(g) {
+				r.result(c, m, g, pid, authority)
+			}
+		}
+	default:
+		return fmt.Errorf("unsupported message %s^%s", code, trigger)
+	}
+	return nil
+}
+
+// patient picks the PID-3 identifier of the configured assigning authority,
+// or the first.
+func (r *hl7Rule) patient(m *hl7.Message) (id, authority string) {
+	pid := m.Segment("PID")
+	if pid == nil {
+		return "", ""
+	}
+	n := pid.NumRepetitions(3)
+	for rep := 1; rep <= n; rep++ {
+		idv, auth := strings.TrimSpace(pid.Component(3, rep, 1)), strings.TrimSpace(pid.Component(3, rep, 4))
+		auth, _, _ = strings.Cut(auth, "&")
+		if idv == "" {
+			continue
+		}
+		if r.o.HL7PatientAuthority == "" || strings.EqualFold(auth, r.o.HL7PatientAuthority) {
+			return idv, auth
+		}
+	}
+	if r.o.HL7PatientAuthority == "" {
+		return "", ""
+	}
+	// No identifier of the configured authority: fall back to the first.
+	a, _, _ := strings.Cut(pid.Component(3, 1, 4), "&")
+	return strings.TrimSpace(pid.Component(3, 1, 1)), strings.TrimSpace(a)
+}
+
+// imaging reports whether the group is an imaging order or result
+// (OBR-24 diagnostic service section; empty counts as imaging).
+func (r *hl7Rule) imaging(g *group) bool {
+	sec := field(g.obr, 24, 1)
+	if sec == "" || len(r.o.HL7ImagingSections) == 0 {
+		return true
+	}
+	return slices.ContainsFunc(r.o.HL7ImagingSections, func(s string) bool { return strings.EqualFold(s, sec) })
+}
+
+func (r *hl7Rule) accession(g *group) string {
+	for _, where := range r.o.HL7Accession {
+		var v string
+		switch strings.ToUpper(where) {
+		case "OBR-18":
+			v = field(g.obr, 18, 1)
+		case "IPC-1":
+			v = field(g.ipc, 1, 1)
+		case "ORC-3":
+			v = field(g.orc, 3, 1)
+		case "OBR-3":
+			v = field(g.obr, 3, 1)
+		}
+		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// priority from ORC-7.6 / OBR-27.6 (TQ) or TQ1-9: S stat, A asap.
+func priority(g *group) (fhir string, stat bool) {
+	for _, v := range []string{field(g.orc, 7, 6), field(g.obr, 27, 6), field(g.tq1, 9, 1)} {
+		switch strings.ToUpper(v) {
+		case "S":
+			return "stat", true
+		case "A":
+			return "asap", false
+		case "R":
+			return "routine", false
+		}
+	}
+	return "routine", false
+}
+
+// fhirID turns an identifier into a FHIR id ([A-Za-z0-9.-], at most 64).
+func fhirID(prefix, v string) string {
+	var b strings.Builder
+	b.WriteString(prefix)
+	for _, r := range v {
+		switch {
+		case r >= 'a' && r <= 'z', r >= 'A' && r <= 'Z', r >= '0' && r <= '9', r == '.', r == '-':
+			b.WriteRune(r)
+		default:
+			b.WriteByte('-')
+		}
+	}
+	s := b.String()
+	if len(s) > 64 {
+		s = s[:64]
+	}
+	return s
+}
+
+// hl7Time converts an HL7 DTM (YYYY[MM[DD[HH[MM[SS[.S+]]]]]][+/-ZZZZ]) to
+// a FHIR dateTime. Without a zone the hospital's local zone is assumed.
+func hl7Time(v string) string {
+	v = strings.TrimSpace(v)
+	if len(v) < 4 {
+		return ""
+	}
+	zone := ""
+	if i := strings.IndexAny(v, "+-"); i >= 0 {
+		zone, v = v[i:], v[:i]
+	}
+	if i := strings.IndexByte(v, '.'); i >= 0 {
+		v = v[:i]
+	}
+	for _, c := range v {
+		if c < '0' || c > '9' {
+			return ""
+		}
+	}
+	switch len(v) {
+	case 4:
+		return v
+	case 6:
+		return v[:4] + "-" + v[4:6]
+	case 8:
+		return v[:4] + "-" + v[4:6] + "-" + v[6:8]
+	}
+	for len(v) < 14 {
+		v += "0"
+	}
+	loc := time.Local
+	if len(zone) == 5 {
+		var h, m int
+		if _, err := fmt.Sscanf(zone[1:], "%02d%02d", &h, &m); err == nil {
+			off := h*3600 + m*60
+			if zone[0] == '-' {
+				off = -off
+			}
+			loc = time.FixedZone("", off)
+		}
+	}
+	t, err := time.ParseInLocation("20060102150405", v[:14], loc)
+	if err != nil {
+		return ""
+	}
+	return t.Format(time.RFC3339)
+}
+
+func hl7Codeable(s *hl7.Segment, n int) map[string]any {
+	code, text, system := field(s, n, 1), field(s, n, 2), field(s, n, 3)
+	if code == "" && text == "" {
+		return nil
+	}
+	cc := map[string]any{}
+	if code != "" {
+		coding := map[string]any{"code": code}
+		if text != "" {
+			coding["display"] = text
+		}
+		if system != "" {
+			coding["system"] = codeSystem(system)
+		}
+		cc["coding"] = []any{coding}
+	}
+	if text != "" {
+		cc["text"] = text
+	}
+	return cc
+}
+
+// codeSystem maps HL7 table 0396 coding system names to FHIR URIs.
+func codeSystem(s string) string {
+	switch strings.ToUpper(s) {
+	case "LN":
+		return "http://loinc.org"
+	case "SCT", "SNM", "SNOMED":
+		return "http://snomed.info/sct"
+	case "C4", "CPT", "CPT4":
+		return "http://www.ama-assn.org/go/cpt"
+	case "RADLEX", "RID":
+		return "http://www.radlex.org"
+	}
+	return "urn:hl7v2:coding-system:" + s
+}
+
+// person renders an XCN (ORC-12, OBR-16) or NDL's first component
+// (OBR-32, sub-components) as a display name.
+func hl7Person(s *hl7.Segment, n int) string {
+	if s == nil {
+		return ""
+	}
+	id, family, given := field(s, n, 1), field(s, n, 2), field(s, n, 3)
+	if strings.Contains(id, "&") { // NDL: name is the first component, sub-components ID&FAMILY&GIVEN
+		p := strings.Split(id, "&")
+		id, family, given = p[0], "", ""
+		if len(p) > 1 {
+			family = p[1]
+		}
+		if len(p) > 2 {
+			given = p[2]
+		}
+	}
+	name := strings.TrimSpace(strings.TrimSpace(given) + " " + strings.TrimSpace(family))
+	if name == "" {
+		return id
+	}
+	return name
+}
+
+func hl7Subject(pid, authority string) map[string]any {
+	ident := map[string]any{"value": pid}
+	if authority != "" {
+		ident["system"] = "urn:hl7v2:assigning-authority:" + authority
+	}
+	return map[string]any{"identifier": ident}
+}
+
+func hl7Identifiers(accession, placer, filler string) []any {
+	var out []any
+	add := func(code, display, v string) {
+		if v != "" {
+			out = append(out, map[string]any{
+				"type":  map[string]any{"coding": []any{map[string]any{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": code, "display": display}}},
+				"value": v,
+			})
+		}
+	}
+	add("ACSN", "Accession ID", accession)
+	add("PLAC", "Placer Identifier", placer)
+	add("FILL", "Filler Identifier", filler)
+	return out
+}
+
+// orderControl maps ORC-1 to the event type.
+func orderControl(ctl string) rbv1.EventType {
+	switch strings.ToUpper(ctl) {
+	case "NW", "SN":
+		return rbv1.EventType_ORDER_PLACED
+	case "CA", "OC", "DC", "OD", "CR", "DR", "OR":
+		return rbv1.EventType_ORDER_CANCELLED
+	}
+	return rbv1.EventType_ORDER_UPDATED
+}
+
+// orderStatus maps ORC-5 (table 0038) and the control code to a FHIR
+// ServiceRequest status.
+func orderStatus(ctl, status string) string {
+	if orderControl(ctl) == rbv1.EventType_ORDER_CANCELLED {
+		return "revoked"
+	}
+	switch strings.ToUpper(status) {
+	case "CM":
+		return "completed"
+	case "HD":
+		return "on-hold"
+	case "CA", "DC":
+		return "revoked"
+	}
+	return "active"
+}
+
+func (r *hl7Rule) order(c *Context, m *hl7.Message, g *group, pid, authority string) {
+	acc := r.accession(g)
+	placer, filler := field(g.orc, 2, 1), field(g.orc, 3, 1)
+	if placer == "" {
+		placer = field(g.obr, 2, 1)
+	}
+	if filler == "" {
+		filler = field(g.obr, 3, 1)
+	}
+	key := acc
+	if key == "" {
+		key = "order:" + filler + "|" + placer
+	}
+	prev := c.State.Orders[key]
+	id := fhirID("", acc)
+	if acc == "" {
+		id = fhirID("order-", filler+placer)
+	}
+	if prev != nil {
+		id = prev.ResourceID
+	}
+	ctl, st := field(g.orc, 1, 1), field(g.orc, 5, 1)
+	prio, stat := priority(g)
+	sr := map[string]any{
+		"resourceType": "ServiceRequest",
+		"id":           id,
+		"status":       orderStatus(ctl, st),
+		"intent":       "order",
+		"priority":     prio,
+		"category": []any{map[string]any{"coding": []any{map[string]any{
+			"system": "http://snomed.info/sct", "code": "363679005", "display": "Imaging",
+		}}}},
+		"subject": hl7Subject(pid, authority),
+	}
+	if ids := hl7Identifiers(acc, placer, filler); len(ids) > 0 {
+		sr["identifier"] = ids
+	}
+	if cc := hl7Codeable(g.obr, 4); cc != nil {
+		sr["code"] = cc
+	}
+	if t := hl7Time(field(g.orc, 9, 1)); t != "" {
+		sr["authoredOn"] = t
+	}
+	if p := hl7Person(g.orc, 12); p != "" {
+		sr["requester"] = map[string]any{"display": p}
+	} else if p := hl7Person(g.obr, 16); p != "" {
+		sr["requester"] = map[string]any{"display": p}
+	}
+	if t := hl7Time(field(g.tq1, 7, 1)); t != "" {
+		sr["occurrenceDateTime"] = t
+	} else if t := hl7Time(field(g.obr, 27, 4)); t != "" {
+		sr["occurrenceDateTime"] = t
+	}
+	if reason := field(g.obr, 31, 2); reason != "" {
+		sr["reasonCode"] = []any{map[string]any{"text": reason}}
+	} else if reason := field(g.obr, 13, 1); reason != "" {
+		sr["reasonCode"] = []any{map[string]any{"text": reason}}
+	}
+	if st != "" {
+		sr["extension"] = []any{map[string]any{
+			"url":         "urn:radbridge:hl7v2:order-status",
+			"valueString": st,
+		}}
+	}
+	typ := orderControl(ctl)
+	if typ == rbv1.EventType_ORDER_PLACED && prev != nil {
+		typ = rbv1.EventType_ORDER_UPDATED // a resent NW with changes
+	}
+	what := procedureName(g)
+	sev, msg := rbv1.Severity_SEVERITY_INFO, "New imaging order: "+what
+	switch typ {
+	case rbv1.EventType_ORDER_UPDATED:
+		msg = "Imaging order updated: " + what
+		if st != "" {
+			msg += " (" + orderStatusText(st) + ")"
+		}
+	case rbv1.EventType_ORDER_CANCELLED:
+		sev, msg = rbv1.Severity_SEVERITY_WARNING, "Imaging order cancelled: "+what
+	}
+	evPrio := rbv1.Priority_PRIORITY_ROUTINE
+	if stat {
+		evPrio = rbv1.Priority_PRIORITY_STAT
+		msg = "STAT " + msg
+	}
+	c.State.Orders[key] = &OrderState{PatientID: pid, Accession: acc, ResourceID: id, Resource: sr, Stat: stat}
+	r.emit(c, typ, pid, acc, sev, evPrio, msg, "ServiceRequest", id, sr)
+	if pid != "" {
+		p := c.State.Patient(pid)
+		if p.Orders == nil {
+			p.Orders = map[string]map[string]any{}
+		}
+		p.Orders[id] = sr
+		c.Touch(pid)
+	}
+}
+
+func orderStatusText(st string) string {
+	switch strings.ToUpper(st) {
+	case "SC":
+		return "scheduled"
+	case "IP":
+		return "in progress"
+	case "CM":
+		return "completed"
+	case "HD":
+		return "on hold"
+	case "CA":
+		return "cancelled"
+	case "DC":
+		return "discontinued"
+	case "A":
+		return "some results available"
+	}
+	return st
+}
+
+func procedureName(g *group) string {
+	if v := field(g.obr, 4, 2); v != "" {
+		return v
+	}
+	if v := field(g.obr, 4, 1); v != "" {
+		return v
+	}
+	return "imaging procedure"
+}
+
+// reportStatus maps OBR-25 (table 0123) to a FHIR DiagnosticReport status.
+func reportStatus(s string) string {
+	switch strings.ToUpper(s) {
+	case "F":
+		return "final"
+	case "C":
+		return "corrected"
+	case "X":
+		return "cancelled"
+	case "I", "O", "S":
+		return "registered"
+	case "A":
+		return "partial"
+	}
+	return "preliminary" // P, R and anything else not final
+}
+
+func (r *hl7Rule) result(c *Context, m *hl7.Message, g *group, pid, authority string) {
+	acc := r.accession(g)
+	placer, filler := field(g.obr, 2, 1), field(g.obr, 3, 1)
+	if placer == "" {
+		placer = field(g.orc, 2, 1)
+	}
+	if filler == "" {
+		filler = field(g.orc, 3, 1)
+	}
+	id := fhirID("report-", acc)
+	if acc == "" {
+		id = fhirID("report-", filler+placer)
+	}
+	st := field(g.obr, 25, 1)
+	var text []string
+	critical := false
+	for _, x := range g.obx {
+		switch strings.ToUpper(field(x, 2, 1)) {
+		case "TX", "FT", "ST", "CE", "CWE", "":
+			for _, v := range x.Repetitions(5) {
+				if strings.ToUpper(field(x, 2, 1)) == "CE" || strings.ToUpper(field(x, 2, 1)) == "CWE" {
+					v = x.Component(5, 1, 2)
+				}
+				text = append(text, v)
+			}
+		}
+		for _, f := range x.Repetitions(8) {
+			switch strings.ToUpper(strings.TrimSpace(f)) {
+			case "AA", "HH", "LL":
+				critical = true
+			}
+		}
+	}
+	for _, n := range g.nte {
+		if v := n.Field(3); v != "" {
+			text = append(text, v)
+		}
+	}
+	report := strings.Join(text, "\n")
+	dr := map[string]any{
+		"resourceType": "DiagnosticReport",
+		"id":           id,
+		"status":       reportStatus(st),
+		"category": []any{map[string]any{"coding": []any{map[string]any{
+			"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "RAD", "display": "Radiology",
+		}}}},
+		"subject": hl7Subject(pid, authority),
+	}
+	if cc := hl7Codeable(g.obr, 4); cc != nil {
+		dr["code"] = cc
+	} else {
+		dr["code"] = map[string]any{"text": "Imaging report"}
+	}
+	if ids := hl7Identifiers(acc, placer, filler); len(ids) > 0 {
+		dr["identifier"] = ids
+	}
+	if t := hl7Time(field(g.obr, 7, 1)); t != "" {
+		dr["effectiveDateTime"] = t
+	}
+	if t := hl7Time(field(g.obr, 22, 1)); t != "" {
+		dr["issued"] = t
+	} else if t := hl7Time(m.MSH().Field(7)); t != "" {
+		dr["issued"] = t
+	}
+	if p := hl7Person(g.obr, 32); p != "" {
+		dr["resultsInterpreter"] = []any{map[string]any{"display": p}}
+	}
+	if o := c.State.Orders[acc]; acc != "" && o != nil {
+		dr["basedOn"] = []any{map[string]any{"reference": "ServiceRequest/" + o.ResourceID}}
+	}
+	if report != "" {
+		dr["conclusion"] = report
+		dr["presentedForm"] = []any{map[string]any{
+			"contentType": "text/plain; charset=utf-8",
+			"language":    "en",
+			"data":        base64.StdEncoding.EncodeToString([]byte(report)),
+			"title":       procedureName(g),
+		}}
+	}
+	what := procedureName(g)
+	typ := rbv1.EventType_RESULT_RECEIVED
+	sev, msg := rbv1.Severity_SEVERITY_INFO, "Preliminary radiology result: "+what
+	switch strings.ToUpper(st) {
+	case "F":
+		typ, sev, msg = rbv1.EventType_IMAGING_REPORT_READY, rbv1.Severity_SEVERITY_SUCCESS, "Radiology report ready: "+what
+	case "C":
+		typ, sev, msg = rbv1.EventType_IMAGING_REPORT_READY, rbv1.Severity_SEVERITY_WARNING, "Corrected radiology report: "+what
+	case "X":
+		sev, msg = rbv1.Severity_SEVERITY_WARNING, "Radiology result cancelled: "+what
+	}
+	prio := rbv1.Priority_PRIORITY_ROUTINE
+	if _, stat := priority(g); stat || (c.State.Orders[acc] != nil && acc != "" && c.State.Orders[acc].Stat) {
+		prio = rbv1.Priority_PRIORITY_STAT
+	}
+	if critical {
+		prio, sev = rbv1.Priority_PRIORITY_CRITICAL, rbv1.Severity_SEVERITY_ERROR
+		msg = "CRITICAL: " + msg
+	}
+	r.emit(c, typ, pid, acc, sev, prio, msg, "DiagnosticReport", id, dr)
+	if pid != "" {
+		p := c.State.Patient(pid)
+		if p.Reports == nil {
+			p.Reports = map[string]map[string]any{}
+		}
+		p.Reports[id] = dr
+		c.Touch(pid)
+	}
+}
+
+func (r *hl7Rule) emit(c *Context, typ rbv1.EventType, pid, acc string, sev rbv1.Severity, prio rbv1.Priority, msg, rtype, rid string, res map[string]any) {
+	st, err := structpb.NewStruct(res)
+	if err != nil {
+		st = nil // unreachable for the JSON-shaped maps built here
+	}
+	c.Emit(&rbv1.Event{
+		Type: typ, PatientId: pid, AccessionNumber: acc, Severity: sev, Priority: prio, Message: msg,
+		ResourceType: rtype, ResourceId: rid, Resource: st,
+	})
+}
