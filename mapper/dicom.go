@@ -163,7 +163,7 @@ func (s *StudyState) label() string {
 // quietKey is the timer of a study's quiet period.
 func quietKey(uid string) string { return "quiet:" + uid }
 
-type quietBody struct {
+type studyQuietBody struct {
 	Study string `json:"study"`
 }
 
@@ -180,7 +180,7 @@ func dicomRules(o Options) map[string]Rule {
 	}
 }
 
-func study(c *Context, uid string) *StudyState {
+func studyOf(c *Context, uid string) *StudyState {
 	st := c.State.Studies[uid]
 	if st == nil {
 		st = &StudyState{UID: uid, Status: StudyReceiving, Series: map[string]*SeriesState{}}
@@ -213,7 +213,7 @@ func instanceDigest(in scp.Instance) string {
 	return hex.EncodeToString(sum[:12])
 }
 
-func setIf(dst *string, v string) {
+func dicomSet(dst *string, v string) {
 	if v = strings.TrimSpace(v); v != "" {
 		*dst = v
 	}
@@ -231,7 +231,7 @@ func (d *dicomMapper) instance(c *Context) error {
 	if in.StudyInstanceUID == "" || in.SOPInstanceUID == "" || in.SeriesInstanceUID == "" {
 		return errors.New("dicom instance: study, series and SOP instance UIDs required")
 	}
-	st := study(c, in.StudyInstanceUID)
+	st := studyOf(c, in.StudyInstanceUID)
 	digest := instanceDigest(in)
 	old := st.find(in.SOPInstanceUID)
 	var inst *InstanceState
@@ -265,26 +265,26 @@ func (d *dicomMapper) instance(c *Context) error {
 	if in.SeriesNumber != 0 {
 		se.Number = in.SeriesNumber
 	}
-	setIf(&se.Modality, strings.ToUpper(in.Modality))
-	setIf(&se.Description, in.SeriesDescription)
-	setIf(&se.BodyPart, strings.ToUpper(in.BodyPartExamined))
+	dicomSet(&se.Modality, strings.ToUpper(in.Modality))
+	dicomSet(&se.Description, in.SeriesDescription)
+	dicomSet(&se.BodyPart, strings.ToUpper(in.BodyPartExamined))
 
 	// The Patient ID is the patient's id whatever its issuer (a site whose
 	// MRN issuer differs still gets the study under that Patient ID); the
 	// issuer is kept for the FHIR identifier.
-	setIf(&st.PatientID, in.PatientID)
-	setIf(&st.IssuerOfPatientID, in.IssuerOfPatientID)
-	setIf(&st.AccessionNumber, in.AccessionNumber)
-	setIf(&st.Description, in.StudyDescription)
-	setIf(&st.Date, in.StudyDate)
-	setIf(&st.Time, in.StudyTime)
-	setIf(&st.Referrer, in.ReferringPhysicianName)
+	dicomSet(&st.PatientID, in.PatientID)
+	dicomSet(&st.IssuerOfPatientID, in.IssuerOfPatientID)
+	dicomSet(&st.AccessionNumber, in.AccessionNumber)
+	dicomSet(&st.Description, in.StudyDescription)
+	dicomSet(&st.Date, in.StudyDate)
+	dicomSet(&st.Time, in.StudyTime)
+	dicomSet(&st.Referrer, in.ReferringPhysicianName)
 	st.LastArrival = c.Rec.Time
 
 	if !st.AvailableSent && st.mppsStatus(scp.MPPSCompleted) && len(st.Expected) > 0 && st.missing() == 0 {
 		return d.complete(c, st, "")
 	}
-	if err := c.Schedule(quietKey(st.UID), ingest.KindDICOMInstance, c.Rec.Time.Add(d.o.QuietPeriod), quietBody{Study: st.UID}); err != nil {
+	if err := c.Schedule(quietKey(st.UID), ingest.KindDICOMInstance, c.Rec.Time.Add(d.o.QuietPeriod), studyQuietBody{Study: st.UID}); err != nil {
 		return err
 	}
 	if st.AvailableSent {
@@ -295,9 +295,9 @@ func (d *dicomMapper) instance(c *Context) error {
 	}
 	st.LastProgress = c.Rec.Time
 	received, _ := st.counts()
-	count := plural(received, "%d instance", "%d instances")
+	count := studyPlural(received, "%d instance", "%d instances")
 	if n := max(len(st.Expected), received); len(st.Expected) > 0 {
-		count = fmt.Sprintf("%d of %s", received, plural(n, "%d instance", "%d instances"))
+		count = fmt.Sprintf("%d of %s", received, studyPlural(n, "%d instance", "%d instances"))
 	}
 	return d.emit(c, st, rbv1.EventType_IMAGING_STUDY_PROGRESS, rbv1.Severity_SEVERITY_INFO,
 		fmt.Sprintf("Receiving %s: %s", st.label(), count))
@@ -305,7 +305,7 @@ func (d *dicomMapper) instance(c *Context) error {
 
 // quiet handles the end of a study's quiet period.
 func (d *dicomMapper) quiet(c *Context) error {
-	var b quietBody
+	var b studyQuietBody
 	if err := json.Unmarshal(c.Timer.Body, &b); err != nil {
 		return fmt.Errorf("quiet timer body: %w", err)
 	}
@@ -354,10 +354,10 @@ func (d *dicomMapper) complete(c *Context, st *StudyState, note string) error {
 		msg = "Imaging study updated: " + st.label()
 		var parts []string
 		if st.Added > 0 {
-			parts = append(parts, plural(st.Added, "+%d instance", "+%d instances"))
+			parts = append(parts, studyPlural(st.Added, "+%d instance", "+%d instances"))
 		}
 		if st.Corrected > 0 {
-			parts = append(parts, plural(st.Corrected, "%d instance corrected", "%d instances corrected"))
+			parts = append(parts, studyPlural(st.Corrected, "%d instance corrected", "%d instances corrected"))
 		}
 		notes = append(parts, notes...)
 		if sev == rbv1.Severity_SEVERITY_SUCCESS {
@@ -373,7 +373,7 @@ func (d *dicomMapper) complete(c *Context, st *StudyState, note string) error {
 	return d.emit(c, st, typ, sev, msg)
 }
 
-func plural(n int, one, many string) string {
+func studyPlural(n int, one, many string) string {
 	if n == 1 {
 		return fmt.Sprintf(one, n)
 	}
@@ -390,7 +390,7 @@ func (d *dicomMapper) ian(c *Context) error {
 	if n.StudyInstanceUID == "" {
 		return errors.New("dicom IAN: study UID required")
 	}
-	st := study(c, n.StudyInstanceUID)
+	st := studyOf(c, n.StudyInstanceUID)
 	if st.Expected == nil {
 		st.Expected = map[string]bool{}
 	}
@@ -431,7 +431,7 @@ func (d *dicomMapper) mpps(c *Context) error {
 	if u.SOPInstanceUID == "" {
 		return errors.New("dicom MPPS: SOP instance UID required")
 	}
-	uids := nonEmpty(u.StudyInstanceUIDs)
+	uids := dicomNonEmpty(u.StudyInstanceUIDs)
 	if len(uids) == 0 {
 		// An N-SET names only its MPPS: find the studies its N-CREATE named.
 		for uid, st := range c.State.Studies {
@@ -442,7 +442,7 @@ func (d *dicomMapper) mpps(c *Context) error {
 		sort.Strings(uids)
 	}
 	for _, uid := range uids {
-		st := study(c, uid)
+		st := studyOf(c, uid)
 		if st.MPPS == nil {
 			st.MPPS = map[string]string{}
 		}
@@ -452,10 +452,10 @@ func (d *dicomMapper) mpps(c *Context) error {
 		}
 		st.MPPS[u.SOPInstanceUID] = status
 		if st.PatientID == "" {
-			setIf(&st.PatientID, u.PatientID)
+			dicomSet(&st.PatientID, u.PatientID)
 		}
 		if st.AccessionNumber == "" {
-			if a := nonEmpty(u.AccessionNumbers); len(a) > 0 {
+			if a := dicomNonEmpty(u.AccessionNumbers); len(a) > 0 {
 				st.AccessionNumber = a[0]
 			}
 		}
@@ -484,7 +484,7 @@ func (d *dicomMapper) mpps(c *Context) error {
 	return nil
 }
 
-func nonEmpty(ss []string) []string {
+func dicomNonEmpty(ss []string) []string {
 	var out []string
 	for _, s := range ss {
 		if s = strings.TrimSpace(s); s != "" {
@@ -521,7 +521,7 @@ func (d *dicomMapper) emit(c *Context, st *StudyState, typ rbv1.EventType, sev r
 	if prev := st.ReadModelPatient; prev != "" && prev != st.PatientID {
 		if p := c.State.Patients[prev]; p != nil {
 			delete(p.Studies, st.UID)
-			bodyRegions(c.State, p)
+			recountBodyRegions(c.State, p)
 			c.Touch(prev)
 		}
 	}
@@ -534,14 +534,14 @@ func (d *dicomMapper) emit(c *Context, st *StudyState, typ rbv1.EventType, sev r
 		p.Studies = map[string]map[string]any{}
 	}
 	p.Studies[StudyResourceID(st.UID)] = res
-	bodyRegions(c.State, p)
+	recountBodyRegions(c.State, p)
 	c.Touch(st.PatientID)
 	return nil
 }
 
 // bodyRegions recounts a patient's studies per body region: a study counts
 // once for each distinct body part of its series.
-func bodyRegions(s *State, p *Patient) {
+func recountBodyRegions(s *State, p *Patient) {
 	counts := map[string]uint32{}
 	for uid := range p.Studies {
 		st := s.Studies[uid]

@@ -40,9 +40,9 @@ func updating() bool {
 }
 
 const (
-	quietPeriod = 200 * time.Millisecond
-	ctImage     = "1.2.840.10008.5.1.4.1.1.2"
-	srDocument  = "1.2.840.10008.5.1.4.1.1.88.22"
+	dicomQuiet      = 200 * time.Millisecond
+	ctImageClass    = "1.2.840.10008.5.1.4.1.1.2"
+	srDocumentClass = "1.2.840.10008.5.1.4.1.1.88.22"
 )
 
 // dicomHarness drives a real mapper over in-memory logs, as the daemon does.
@@ -50,18 +50,18 @@ type dicomHarness struct {
 	t   *testing.T
 	in  *ingest.Memory
 	evs *eventlog.Memory
-	rm  *patientStore
+	rm  *dicomPatientStore
 	m   *mapper.Mapper
 	// stop ends the running mapper.
 	stop func()
 }
 
-type patientStore struct {
+type dicomPatientStore struct {
 	mu sync.Mutex
 	m  map[string]mapper.Patient
 }
 
-func (s *patientStore) PutPatient(_ context.Context, p *mapper.Patient) error {
+func (s *dicomPatientStore) PutPatient(_ context.Context, p *mapper.Patient) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	b, err := json.Marshal(p) // a copy, as a real store keeps
@@ -76,7 +76,7 @@ func (s *patientStore) PutPatient(_ context.Context, p *mapper.Patient) error {
 	return nil
 }
 
-func (s *patientStore) get(id string) mapper.Patient {
+func (s *dicomPatientStore) get(id string) mapper.Patient {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.m[id]
@@ -84,7 +84,7 @@ func (s *patientStore) get(id string) mapper.Patient {
 
 func newDICOMHarness(t *testing.T) *dicomHarness {
 	t.Helper()
-	h := &dicomHarness{t: t, in: ingest.NewMemory(), evs: eventlog.NewMemory(), rm: &patientStore{m: map[string]mapper.Patient{}}}
+	h := &dicomHarness{t: t, in: ingest.NewMemory(), evs: eventlog.NewMemory(), rm: &dicomPatientStore{m: map[string]mapper.Patient{}}}
 	h.start()
 	t.Cleanup(func() { h.stop() })
 	return h
@@ -94,7 +94,7 @@ func newDICOMHarness(t *testing.T) *dicomHarness {
 func (h *dicomHarness) start() {
 	h.m = mapper.New(mapper.Config{
 		Ingest: h.in, Events: h.evs, ReadModel: h.rm,
-		Rules: mapper.Rules(mapper.Options{QuietPeriod: quietPeriod, ProgressInterval: time.Second}),
+		Rules: mapper.Rules(mapper.Options{QuietPeriod: dicomQuiet, ProgressInterval: time.Second}),
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -174,18 +174,18 @@ func (h *dicomHarness) waitEvents(n int) {
 	deadline := time.Now().Add(5 * time.Second)
 	for len(h.events()) < n {
 		if time.Now().After(deadline) {
-			h.t.Fatalf("event log holds %d events, want %d: %v", len(h.events()), n, summaries(h.events()))
+			h.t.Fatalf("event log holds %d events, want %d: %v", len(h.events()), n, studySummaries(h.events()))
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
 }
 
-// settle waits long enough for any quiet period to have ended, so that an
+// settleQuiet waits long enough for any quiet period to have ended, so that an
 // event that should not exist would be in the log.
-func settle() { time.Sleep(3 * quietPeriod) }
+func settleQuiet() { time.Sleep(3 * dicomQuiet) }
 
-// summary is what a subscriber checks of an event.
-type summary struct {
+// studySummary is what a subscriber checks of an event.
+type studySummary struct {
 	Type       rbv1.EventType
 	Severity   rbv1.Severity
 	Message    string
@@ -195,11 +195,11 @@ type summary struct {
 	Modalities string
 }
 
-func summaries(evs []*rbv1.Event) []summary {
-	var out []summary
+func studySummaries(evs []*rbv1.Event) []studySummary {
+	var out []studySummary
 	for _, e := range evs {
 		r := e.Resource.AsMap()
-		s := summary{Type: e.Type, Severity: e.Severity, Message: e.Message}
+		s := studySummary{Type: e.Type, Severity: e.Severity, Message: e.Message}
 		s.Status, _ = r["status"].(string)
 		s.Series, _ = r["numberOfSeries"].(float64)
 		s.Instances, _ = r["numberOfInstances"].(float64)
@@ -222,10 +222,10 @@ const (
 	srSeries = "1.2.826.0.1.3680043.8.498.1.2"
 )
 
-// ct returns CT instance n of series 1 (n >= 1) of the test study.
-func ct(n int) scp.Instance {
+// ctInstance returns CT instance n of series 1 (n >= 1) of the test study.
+func ctInstance(n int) scp.Instance {
 	return scp.Instance{
-		SOPClassUID: ctImage, SOPInstanceUID: fmt.Sprintf("%s.%d", ctSeries, n),
+		SOPClassUID: ctImageClass, SOPInstanceUID: fmt.Sprintf("%s.%d", ctSeries, n),
 		StudyInstanceUID: studyUID, SeriesInstanceUID: ctSeries,
 		TransferSyntaxUID: "1.2.840.10008.1.2.1",
 		PatientID:         "MRN123", IssuerOfPatientID: "HOSP", PatientName: "DOE^JANE",
@@ -236,10 +236,10 @@ func ct(n int) scp.Instance {
 	}
 }
 
-// sr returns the structured report of the test study (another series).
-func sr() scp.Instance {
-	in := ct(1)
-	in.SOPClassUID, in.SOPInstanceUID, in.SeriesInstanceUID = srDocument, srSeries+".1", srSeries
+// srInstance returns the structured report of the test study (another series).
+func srInstance() scp.Instance {
+	in := ctInstance(1)
+	in.SOPClassUID, in.SOPInstanceUID, in.SeriesInstanceUID = srDocumentClass, srSeries+".1", srSeries
 	in.Modality, in.SeriesDescription, in.SeriesNumber, in.BodyPartExamined = "SR", "DOSE REPORT", 999, ""
 	return in
 }
@@ -262,15 +262,15 @@ func ianFor(sops ...scp.Instance) scp.IAN {
 	return n
 }
 
-const mppsUID = "1.2.826.0.1.3680043.8.498.7"
+const dicomMPPSUID = "1.2.826.0.1.3680043.8.498.7"
 
 func mppsCreate() scp.MPPSUpdate {
-	return scp.MPPSUpdate{SOPInstanceUID: mppsUID, Create: true, Status: scp.MPPSInProgress,
+	return scp.MPPSUpdate{SOPInstanceUID: dicomMPPSUID, Create: true, Status: scp.MPPSInProgress,
 		StudyInstanceUIDs: []string{studyUID}, AccessionNumbers: []string{"ACC42"}, PatientID: "MRN123", Modality: "CT"}
 }
 
 func mppsSet(status string, sops ...scp.Instance) scp.MPPSUpdate {
-	u := scp.MPPSUpdate{SOPInstanceUID: mppsUID, Status: status}
+	u := scp.MPPSUpdate{SOPInstanceUID: dicomMPPSUID, Status: status}
 	if len(sops) > 0 {
 		s := scp.MPPSSeries{SeriesInstanceUID: ctSeries}
 		for _, in := range sops {
@@ -282,12 +282,12 @@ func mppsSet(status string, sops ...scp.Instance) scp.MPPSUpdate {
 }
 
 var (
-	evProgress  = rbv1.EventType_IMAGING_STUDY_PROGRESS
-	evAvailable = rbv1.EventType_IMAGING_STUDY_AVAILABLE
-	evUpdated   = rbv1.EventType_IMAGING_STUDY_UPDATED
-	sevInfo     = rbv1.Severity_SEVERITY_INFO
-	sevSuccess  = rbv1.Severity_SEVERITY_SUCCESS
-	sevWarning  = rbv1.Severity_SEVERITY_WARNING
+	studyProgress   = rbv1.EventType_IMAGING_STUDY_PROGRESS
+	studyAvailable  = rbv1.EventType_IMAGING_STUDY_AVAILABLE
+	studyUpdated    = rbv1.EventType_IMAGING_STUDY_UPDATED
+	studySevInfo    = rbv1.Severity_SEVERITY_INFO
+	studySevSuccess = rbv1.Severity_SEVERITY_SUCCESS
+	studySevWarning = rbv1.Severity_SEVERITY_WARNING
 )
 
 // TestDICOMStudyEvents feeds C-STORE, IAN and MPPS observations to a real
@@ -298,136 +298,136 @@ func TestDICOMStudyEvents(t *testing.T) {
 		// run appends observations; it may check what one observation
 		// derived at once (h.await) and wait for events (h.waitEvents).
 		run  func(t *testing.T, h *dicomHarness)
-		want []summary
+		want []studySummary
 	}{
 		{
 			name: "available once after the quiet period",
 			run: func(t *testing.T, h *dicomHarness) {
 				for i := 1; i <= 5; i++ {
-					h.store(ct(i))
+					h.store(ctInstance(i))
 				}
-				h.store(sr())
+				h.store(srInstance())
 				h.waitEvents(2)
 			},
-			want: []summary{
-				{evProgress, sevInfo, "Receiving CT CHEST W/O CONTRAST: 1 instance", "registered", 1, 1, "CT"},
-				{evAvailable, sevSuccess, "New imaging study available: CT CHEST W/O CONTRAST", "available", 2, 6, "CT,SR"},
+			want: []studySummary{
+				{studyProgress, studySevInfo, "Receiving CT CHEST W/O CONTRAST: 1 instance", "registered", 1, 1, "CT"},
+				{studyAvailable, studySevSuccess, "New imaging study available: CT CHEST W/O CONTRAST", "available", 2, 6, "CT,SR"},
 			},
 		},
 		{
 			name: "late instance, resend, re-encoded resend and correction",
 			run: func(t *testing.T, h *dicomHarness) {
 				for i := 1; i <= 3; i++ {
-					h.store(ct(i))
+					h.store(ctInstance(i))
 				}
 				h.waitEvents(2)
-				h.store(ct(4))
+				h.store(ctInstance(4))
 				h.waitEvents(3)
 				h.in.RecordDuplicates = true // a resend beyond the log's duplicate window
-				if got := h.await(h.store(ct(2))); len(got) != 0 {
+				if got := h.await(h.store(ctInstance(2))); len(got) != 0 {
 					t.Errorf("identical resend derived %v", got)
 				}
 				h.in.RecordDuplicates = false
-				again := ct(3)
+				again := ctInstance(3)
 				again.TransferSyntaxUID, again.Size = "1.2.840.10008.1.2.4.50", 400
 				if got := h.await(h.store(again)); len(got) != 0 {
 					t.Errorf("re-encoded resend derived %v", got)
 				}
-				settle()
-				fixed := ct(2)
+				settleQuiet()
+				fixed := ctInstance(2)
 				fixed.SeriesDescription = "AXIAL 1.25 MM"
 				h.store(fixed)
 				h.waitEvents(4)
 			},
-			want: []summary{
-				{evProgress, sevInfo, "Receiving CT CHEST W/O CONTRAST: 1 instance", "registered", 1, 1, "CT"},
-				{evAvailable, sevSuccess, "New imaging study available: CT CHEST W/O CONTRAST", "available", 1, 3, "CT"},
-				{evUpdated, sevInfo, "Imaging study updated: CT CHEST W/O CONTRAST (+1 instance)", "available", 1, 4, "CT"},
-				{evUpdated, sevInfo, "Imaging study updated: CT CHEST W/O CONTRAST (1 instance corrected)", "available", 1, 4, "CT"},
+			want: []studySummary{
+				{studyProgress, studySevInfo, "Receiving CT CHEST W/O CONTRAST: 1 instance", "registered", 1, 1, "CT"},
+				{studyAvailable, studySevSuccess, "New imaging study available: CT CHEST W/O CONTRAST", "available", 1, 3, "CT"},
+				{studyUpdated, studySevInfo, "Imaging study updated: CT CHEST W/O CONTRAST (+1 instance)", "available", 1, 4, "CT"},
+				{studyUpdated, studySevInfo, "Imaging study updated: CT CHEST W/O CONTRAST (1 instance corrected)", "available", 1, 4, "CT"},
 			},
 		},
 		{
 			name: "IAN makes the study available at once",
 			run: func(t *testing.T, h *dicomHarness) {
-				h.store(ct(1))
-				h.store(ct(2))
-				if got, want := h.await(h.ian(ianFor(ct(1), ct(2)))), []rbv1.EventType{evAvailable}; !cmp.Equal(got, want) {
+				h.store(ctInstance(1))
+				h.store(ctInstance(2))
+				if got, want := h.await(h.ian(ianFor(ctInstance(1), ctInstance(2)))), []rbv1.EventType{studyAvailable}; !cmp.Equal(got, want) {
 					t.Errorf("IAN derived %v, want %v", got, want)
 				}
 			},
-			want: []summary{
-				{evProgress, sevInfo, "Receiving CT CHEST W/O CONTRAST: 1 instance", "registered", 1, 1, "CT"},
-				{evAvailable, sevSuccess, "New imaging study available: CT CHEST W/O CONTRAST", "available", 1, 2, "CT"},
+			want: []studySummary{
+				{studyProgress, studySevInfo, "Receiving CT CHEST W/O CONTRAST: 1 instance", "registered", 1, 1, "CT"},
+				{studyAvailable, studySevSuccess, "New imaging study available: CT CHEST W/O CONTRAST", "available", 1, 2, "CT"},
 			},
 		},
 		{
 			name: "IAN naming instances not received",
 			run: func(t *testing.T, h *dicomHarness) {
-				h.store(ct(1))
-				h.store(ct(2))
-				h.await(h.ian(ianFor(ct(1), ct(2), ct(3))))
+				h.store(ctInstance(1))
+				h.store(ctInstance(2))
+				h.await(h.ian(ianFor(ctInstance(1), ctInstance(2), ctInstance(3))))
 			},
-			want: []summary{
-				{evProgress, sevInfo, "Receiving CT CHEST W/O CONTRAST: 1 instance", "registered", 1, 1, "CT"},
-				{evAvailable, sevWarning, "New imaging study available: CT CHEST W/O CONTRAST (1 of 3 instances not received)", "available", 1, 3, "CT"},
+			want: []studySummary{
+				{studyProgress, studySevInfo, "Receiving CT CHEST W/O CONTRAST: 1 instance", "registered", 1, 1, "CT"},
+				{studyAvailable, studySevWarning, "New imaging study available: CT CHEST W/O CONTRAST (1 of 3 instances not received)", "available", 1, 3, "CT"},
 			},
 		},
 		{
 			name: "IAN of a study never stored",
 			run: func(t *testing.T, h *dicomHarness) {
-				h.await(h.ian(ianFor(ct(1), ct(2), sr())))
-				h.store(ct(1)) // details arrive later: one UPDATED after the quiet period
+				h.await(h.ian(ianFor(ctInstance(1), ctInstance(2), srInstance())))
+				h.store(ctInstance(1)) // details arrive later: one UPDATED after the quiet period
 				h.waitEvents(2)
 			},
-			want: []summary{
-				{evAvailable, sevSuccess, "New imaging study available: imaging study", "available", 2, 3, ""},
-				{evUpdated, sevInfo, "Imaging study updated: CT CHEST W/O CONTRAST (1 instance corrected)", "available", 2, 3, "CT"},
+			want: []studySummary{
+				{studyAvailable, studySevSuccess, "New imaging study available: imaging study", "available", 2, 3, ""},
+				{studyUpdated, studySevInfo, "Imaging study updated: CT CHEST W/O CONTRAST (1 instance corrected)", "available", 2, 3, "CT"},
 			},
 		},
 		{
 			name: "MPPS COMPLETED with every instance in",
 			run: func(t *testing.T, h *dicomHarness) {
 				h.mpps(mppsCreate())
-				h.store(ct(1))
-				h.store(ct(2))
-				if got, want := h.await(h.mpps(mppsSet(scp.MPPSCompleted, ct(1), ct(2)))), []rbv1.EventType{evAvailable}; !cmp.Equal(got, want) {
+				h.store(ctInstance(1))
+				h.store(ctInstance(2))
+				if got, want := h.await(h.mpps(mppsSet(scp.MPPSCompleted, ctInstance(1), ctInstance(2)))), []rbv1.EventType{studyAvailable}; !cmp.Equal(got, want) {
 					t.Errorf("MPPS COMPLETED derived %v, want %v", got, want)
 				}
 			},
-			want: []summary{
-				{evProgress, sevInfo, "Receiving CT CHEST W/O CONTRAST: 1 instance", "registered", 1, 1, "CT"},
-				{evAvailable, sevSuccess, "New imaging study available: CT CHEST W/O CONTRAST", "available", 1, 2, "CT"},
+			want: []studySummary{
+				{studyProgress, studySevInfo, "Receiving CT CHEST W/O CONTRAST: 1 instance", "registered", 1, 1, "CT"},
+				{studyAvailable, studySevSuccess, "New imaging study available: CT CHEST W/O CONTRAST", "available", 1, 2, "CT"},
 			},
 		},
 		{
 			name: "MPPS COMPLETED before the last instance",
 			run: func(t *testing.T, h *dicomHarness) {
 				h.mpps(mppsCreate())
-				h.store(ct(1))
-				h.await(h.mpps(mppsSet(scp.MPPSCompleted, ct(1), ct(2), ct(3))))
-				h.store(ct(2))
-				if got, want := h.await(h.store(ct(3))), []rbv1.EventType{evAvailable}; !cmp.Equal(got, want) {
+				h.store(ctInstance(1))
+				h.await(h.mpps(mppsSet(scp.MPPSCompleted, ctInstance(1), ctInstance(2), ctInstance(3))))
+				h.store(ctInstance(2))
+				if got, want := h.await(h.store(ctInstance(3))), []rbv1.EventType{studyAvailable}; !cmp.Equal(got, want) {
 					t.Errorf("last referenced instance derived %v, want %v", got, want)
 				}
 			},
-			want: []summary{
-				{evProgress, sevInfo, "Receiving CT CHEST W/O CONTRAST: 1 instance", "registered", 1, 1, "CT"},
-				{evAvailable, sevSuccess, "New imaging study available: CT CHEST W/O CONTRAST", "available", 1, 3, "CT"},
+			want: []studySummary{
+				{studyProgress, studySevInfo, "Receiving CT CHEST W/O CONTRAST: 1 instance", "registered", 1, 1, "CT"},
+				{studyAvailable, studySevSuccess, "New imaging study available: CT CHEST W/O CONTRAST", "available", 1, 3, "CT"},
 			},
 		},
 		{
 			name: "MPPS DISCONTINUED is a hint",
 			run: func(t *testing.T, h *dicomHarness) {
 				h.mpps(mppsCreate())
-				h.store(ct(1))
+				h.store(ctInstance(1))
 				if got := h.await(h.mpps(mppsSet(scp.MPPSDiscontinued))); len(got) != 0 {
 					t.Errorf("MPPS DISCONTINUED derived %v", got)
 				}
 				h.waitEvents(2)
 			},
-			want: []summary{
-				{evProgress, sevInfo, "Receiving CT CHEST W/O CONTRAST: 1 instance", "registered", 1, 1, "CT"},
-				{evAvailable, sevSuccess, "New imaging study available: CT CHEST W/O CONTRAST (procedure step discontinued)", "available", 1, 1, "CT"},
+			want: []studySummary{
+				{studyProgress, studySevInfo, "Receiving CT CHEST W/O CONTRAST: 1 instance", "registered", 1, 1, "CT"},
+				{studyAvailable, studySevSuccess, "New imaging study available: CT CHEST W/O CONTRAST (procedure step discontinued)", "available", 1, 1, "CT"},
 			},
 		},
 	}
@@ -435,9 +435,9 @@ func TestDICOMStudyEvents(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newDICOMHarness(t)
 			tt.run(t, h)
-			settle()
+			settleQuiet()
 			evs := h.events()
-			if diff := cmp.Diff(summaries(evs), tt.want); diff != "" {
+			if diff := cmp.Diff(studySummaries(evs), tt.want); diff != "" {
 				t.Errorf("events (-got +want):\n%s", diff)
 			}
 			for _, e := range evs {
@@ -469,23 +469,23 @@ func checkStudyEvent(t *testing.T, e *rbv1.Event) {
 // with every instance counted.
 func TestDICOMRestartMidStudy(t *testing.T) {
 	h := newDICOMHarness(t)
-	h.store(ct(1))
-	h.store(ct(2))
-	last := h.store(ct(3))
+	h.store(ctInstance(1))
+	h.store(ctInstance(2))
+	last := h.store(ctInstance(3))
 	h.await(last)
 	h.stop()
-	if evs := h.events(); len(evs) != 1 || evs[0].Type != evProgress {
-		t.Fatalf("before the restart: %v, want one progress", summaries(evs))
+	if evs := h.events(); len(evs) != 1 || evs[0].Type != studyProgress {
+		t.Fatalf("before the restart: %v, want one progress", studySummaries(evs))
 	}
-	h.store(ct(4)) // arrives while the mapper is down
+	h.store(ctInstance(4)) // arrives while the mapper is down
 	h.start()
 	h.waitEvents(2)
-	settle()
-	want := []summary{
-		{evProgress, sevInfo, "Receiving CT CHEST W/O CONTRAST: 1 instance", "registered", 1, 1, "CT"},
-		{evAvailable, sevSuccess, "New imaging study available: CT CHEST W/O CONTRAST", "available", 1, 4, "CT"},
+	settleQuiet()
+	want := []studySummary{
+		{studyProgress, studySevInfo, "Receiving CT CHEST W/O CONTRAST: 1 instance", "registered", 1, 1, "CT"},
+		{studyAvailable, studySevSuccess, "New imaging study available: CT CHEST W/O CONTRAST", "available", 1, 4, "CT"},
 	}
-	if diff := cmp.Diff(summaries(h.events()), want); diff != "" {
+	if diff := cmp.Diff(studySummaries(h.events()), want); diff != "" {
 		t.Errorf("events (-got +want):\n%s", diff)
 	}
 	// And once more: a restart after the study is available derives
@@ -493,7 +493,7 @@ func TestDICOMRestartMidStudy(t *testing.T) {
 	h.stop()
 	h.start()
 	h.await(last)
-	settle()
+	settleQuiet()
 	if n := len(h.events()); n != 2 {
 		t.Errorf("after a second restart the log holds %d events, want 2", n)
 	}
@@ -503,9 +503,9 @@ func TestDICOMRestartMidStudy(t *testing.T) {
 // them per body region.
 func TestDICOMReadModel(t *testing.T) {
 	h := newDICOMHarness(t)
-	h.store(ct(1))
-	h.store(sr())
-	head := ct(1)
+	h.store(ctInstance(1))
+	h.store(srInstance())
+	head := ctInstance(1)
 	head.StudyInstanceUID, head.SeriesInstanceUID, head.SOPInstanceUID = "1.2.3.2", "1.2.3.2.1", "1.2.3.2.1.1"
 	head.Modality, head.BodyPartExamined, head.StudyDescription = "MR", "HEAD", "MR BRAIN"
 	h.store(head)
@@ -513,7 +513,7 @@ func TestDICOMReadModel(t *testing.T) {
 	chest.SeriesInstanceUID, chest.SOPInstanceUID, chest.BodyPartExamined = "1.2.3.2.2", "1.2.3.2.2.1", "CHEST"
 	h.store(chest)
 	h.waitEvents(4)
-	settle()
+	settleQuiet()
 	p := h.rm.get("MRN123")
 	var studies []string
 	for uid, s := range p.Studies {
@@ -531,7 +531,7 @@ func TestDICOMReadModel(t *testing.T) {
 	}
 }
 
-var fhirDateTime = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2}))?$`)
+var studyDateTimeRE = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2}))?$`)
 
 // TestImagingStudyGolden checks the ImagingStudy of an available study
 // against testdata/dicom/imagingstudy.golden.json (go test -update
@@ -539,18 +539,18 @@ var fhirDateTime = regexp.MustCompile(`^\d{4}-\d{2}-\d{2}(T\d{2}:\d{2}:\d{2}(\.\
 func TestImagingStudyGolden(t *testing.T) {
 	h := newDICOMHarness(t)
 	for _, i := range []int{3, 1, 2} {
-		h.store(ct(i))
+		h.store(ctInstance(i))
 	}
-	h.store(sr())
+	h.store(srInstance())
 	h.waitEvents(2)
 	e := h.events()[1]
-	if e.Type != evAvailable {
+	if e.Type != studyAvailable {
 		t.Fatalf("second event is %v, want AVAILABLE", e.Type)
 	}
 	r := e.Resource.AsMap()
 	// started carries the daemon's time zone offset: check it apart.
 	started, _ := r["started"].(string)
-	if !strings.HasPrefix(started, "2024-03-05T14:30:12.5") || !fhirDateTime.MatchString(started) {
+	if !strings.HasPrefix(started, "2024-03-05T14:30:12.5") || !studyDateTimeRE.MatchString(started) {
 		t.Errorf("started = %q, want 2024-03-05T14:30:12.5 with an offset", started)
 	}
 	delete(r, "started")
@@ -559,7 +559,7 @@ func TestImagingStudyGolden(t *testing.T) {
 			t.Errorf("ImagingStudy has no %s", k)
 		}
 	}
-	checkNoEmpty(t, "ImagingStudy", r)
+	checkStudyNoEmpty(t, "ImagingStudy", r)
 	got, err := json.MarshalIndent(r, "", "  ")
 	if err != nil {
 		t.Fatal(err)
@@ -583,8 +583,8 @@ func TestImagingStudyGolden(t *testing.T) {
 	}
 }
 
-// checkNoEmpty fails on what FHIR forbids: empty strings, arrays, objects.
-func checkNoEmpty(t *testing.T, path string, v any) {
+// checkStudyNoEmpty fails on what FHIR forbids: empty strings, arrays, objects.
+func checkStudyNoEmpty(t *testing.T, path string, v any) {
 	t.Helper()
 	switch v := v.(type) {
 	case string:
@@ -596,14 +596,14 @@ func checkNoEmpty(t *testing.T, path string, v any) {
 			t.Errorf("%s is an empty array", path)
 		}
 		for i, e := range v {
-			checkNoEmpty(t, fmt.Sprintf("%s[%d]", path, i), e)
+			checkStudyNoEmpty(t, fmt.Sprintf("%s[%d]", path, i), e)
 		}
 	case map[string]any:
 		if len(v) == 0 {
 			t.Errorf("%s is an empty object", path)
 		}
 		for k, e := range v {
-			checkNoEmpty(t, path+"."+k, e)
+			checkStudyNoEmpty(t, path+"."+k, e)
 		}
 	case nil:
 		t.Errorf("%s is null", path)
@@ -634,5 +634,28 @@ func TestDICOMDateTime(t *testing.T) {
 		if got := mapper.DICOMDateTime(tt.da, tt.tm, tt.loc); got != tt.want {
 			t.Errorf("DICOMDateTime(%q, %q, %v) = %q, want %q", tt.da, tt.tm, tt.loc, got, tt.want)
 		}
+	}
+}
+
+// TestDICOMPatientCorrection: a correction that changes the Patient ID
+// moves the study from one patient's read model to the other's.
+func TestDICOMPatientCorrection(t *testing.T) {
+	h := newDICOMHarness(t)
+	h.store(ctInstance(1))
+	h.waitEvents(2)
+	fixed := ctInstance(1)
+	fixed.PatientID = "MRN999"
+	h.store(fixed)
+	h.waitEvents(3)
+	settleQuiet()
+	evs := h.events()
+	if len(evs) != 3 || evs[2].Type != studyUpdated || evs[2].PatientId != "MRN999" {
+		t.Fatalf("events %v; want the third an UPDATED for MRN999", studySummaries(evs))
+	}
+	if old := h.rm.get("MRN123"); len(old.Studies) != 0 || len(old.BodyRegions) != 0 {
+		t.Errorf("MRN123 still holds studies %v, regions %v", old.Studies, old.BodyRegions)
+	}
+	if p := h.rm.get("MRN999"); p.Studies[studyUID] == nil || p.BodyRegions["CHEST"] != 1 {
+		t.Errorf("MRN999 holds studies %v, regions %v; want the study and CHEST 1", p.Studies, p.BodyRegions)
 	}
 }

@@ -14,11 +14,11 @@ import (
 // from DICOM PS3.16 CID 4031 (SNOMED CT).
 
 const (
-	systemDICOMUID = "urn:dicom:uid"
-	systemDCM      = "http://dicom.nema.org/resources/ontology/DCM"
-	systemSNOMED   = "http://snomed.info/sct"
-	systemV2_0203  = "http://terminology.hl7.org/CodeSystem/v2-0203"
-	systemURI      = "urn:ietf:rfc:3986"
+	studySystemUID     = "urn:dicom:uid"
+	studySystemDCM     = "http://dicom.nema.org/resources/ontology/DCM"
+	studySystemSNOMED  = "http://snomed.info/sct"
+	studySystemV2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
+	studySystemURI     = "urn:ietf:rfc:3986"
 )
 
 // dicomZone is the zone in which DICOM StudyDate/StudyTime (local time
@@ -27,7 +27,7 @@ var dicomZone = time.Local
 
 // modalityNames are the displays of common DICOM modalities (PS3.16 CID 29
 // and CID 33).
-var modalityNames = map[string]string{
+var dicomModalityNames = map[string]string{
 	"AR": "Autorefraction", "AU": "Audio", "BDUS": "Ultrasound Bone Densitometry",
 	"BI": "Biomagnetic Imaging", "BMD": "Bone Mineral Densitometry", "CR": "Computed Radiography",
 	"CT": "Computed Tomography", "DG": "Diaphanography", "DOC": "Document", "DX": "Digital Radiography",
@@ -43,7 +43,7 @@ var modalityNames = map[string]string{
 
 // bodyParts maps Body Part Examined (0018,0015) defined terms to SNOMED CT
 // (DICOM PS3.16 annex L, CID 4031).
-var bodyParts = map[string][2]string{
+var dicomBodyParts = map[string][2]string{
 	"ABDOMEN":       {"818981001", "Abdomen"},
 	"ABDOMENPELVIS": {"818982008", "Abdomen and Pelvis"},
 	"ANKLE":         {"70258002", "Ankle joint"},
@@ -74,20 +74,20 @@ var bodyParts = map[string][2]string{
 	"WRIST":         {"74670003", "Wrist joint"},
 }
 
-func modalityCoding(m string) map[string]any {
+func dicomModalityCoding(m string) map[string]any {
 	if m == "" {
 		return map[string]any{"display": "Unknown"}
 	}
-	c := map[string]any{"system": systemDCM, "code": m}
-	if d := modalityNames[m]; d != "" {
+	c := map[string]any{"system": studySystemDCM, "code": m}
+	if d := dicomModalityNames[m]; d != "" {
 		c["display"] = d
 	}
 	return c
 }
 
-func bodySite(part string) map[string]any {
-	if b, ok := bodyParts[part]; ok {
-		return map[string]any{"system": systemSNOMED, "code": b[0], "display": b[1]}
+func studyBodySite(part string) map[string]any {
+	if b, ok := dicomBodyParts[part]; ok {
+		return map[string]any{"system": studySystemSNOMED, "code": b[0], "display": b[1]}
 	}
 	return map[string]any{"display": part}
 }
@@ -96,11 +96,11 @@ func bodySite(part string) map[string]any {
 // (registered, available, cancelled). Series are sorted by number then UID,
 // instances likewise; no element is empty.
 func imagingStudy(st *StudyState, status string) map[string]any {
-	ids := []any{map[string]any{"system": systemDICOMUID, "value": "urn:oid:" + st.UID}}
+	ids := []any{map[string]any{"system": studySystemUID, "value": "urn:oid:" + st.UID}}
 	if st.AccessionNumber != "" {
 		ids = append(ids, map[string]any{
 			"type": map[string]any{"coding": []any{map[string]any{
-				"system": systemV2_0203, "code": "ACSN",
+				"system": studySystemV2_0203, "code": "ACSN",
 			}}},
 			"value": st.AccessionNumber,
 		})
@@ -110,7 +110,7 @@ func imagingStudy(st *StudyState, status string) map[string]any {
 		"id":           StudyResourceID(st.UID),
 		"identifier":   ids,
 		"status":       status,
-		"subject":      subject(st),
+		"subject":      studySubject(st),
 	}
 	if s := DICOMDateTime(st.Date, st.Time, dicomZone); s != "" {
 		res["started"] = s
@@ -118,12 +118,12 @@ func imagingStudy(st *StudyState, status string) map[string]any {
 	if st.Description != "" {
 		res["description"] = st.Description
 	}
-	if r := personName(st.Referrer); r != "" {
+	if r := dicomPersonName(st.Referrer); r != "" {
 		res["referrer"] = map[string]any{"display": r}
 	}
 	var mods []any
 	for _, m := range st.modalities() {
-		mods = append(mods, modalityCoding(m))
+		mods = append(mods, dicomModalityCoding(m))
 	}
 	if len(mods) > 0 {
 		res["modality"] = mods
@@ -146,7 +146,7 @@ func imagingStudy(st *StudyState, status string) map[string]any {
 	for _, se := range series {
 		s := map[string]any{
 			"uid":               se.UID,
-			"modality":          modalityCoding(se.Modality),
+			"modality":          dicomModalityCoding(se.Modality),
 			"numberOfInstances": len(se.Instances),
 		}
 		if se.Number != 0 {
@@ -156,7 +156,7 @@ func imagingStudy(st *StudyState, status string) map[string]any {
 			s["description"] = se.Description
 		}
 		if se.BodyPart != "" {
-			s["bodySite"] = bodySite(se.BodyPart)
+			s["bodySite"] = studyBodySite(se.BodyPart)
 		}
 		uids := make([]string, 0, len(se.Instances))
 		for uid := range se.Instances {
@@ -174,7 +174,7 @@ func imagingStudy(st *StudyState, status string) map[string]any {
 			in := se.Instances[uid]
 			i := map[string]any{"uid": uid}
 			if in.SOPClassUID != "" {
-				i["sopClass"] = map[string]any{"system": systemURI, "code": "urn:oid:" + in.SOPClassUID}
+				i["sopClass"] = map[string]any{"system": studySystemURI, "code": "urn:oid:" + in.SOPClassUID}
 			}
 			if in.Number != 0 {
 				i["number"] = in.Number
@@ -196,13 +196,13 @@ func imagingStudy(st *StudyState, status string) map[string]any {
 // subject references the patient by identifier. The patient's name stays
 // out: subscribers already know whose room they are in, and the less
 // patient data travels the better.
-func subject(st *StudyState) map[string]any {
+func studySubject(st *StudyState) map[string]any {
 	if st.PatientID == "" {
 		return map[string]any{"display": "Unknown patient"}
 	}
 	id := map[string]any{"value": st.PatientID}
 	if iss := st.IssuerOfPatientID; iss != "" {
-		if isOID(iss) {
+		if isDICOMOID(iss) {
 			id["system"] = "urn:oid:" + iss
 		} else {
 			id["assigner"] = map[string]any{"display": iss}
@@ -211,7 +211,7 @@ func subject(st *StudyState) map[string]any {
 	return map[string]any{"type": "Patient", "identifier": id}
 }
 
-func isOID(s string) bool {
+func isDICOMOID(s string) bool {
 	if s == "" || s[0] == '.' || s[len(s)-1] == '.' || strings.Contains(s, "..") {
 		return false
 	}
@@ -225,7 +225,7 @@ func isOID(s string) bool {
 
 // personName renders a DICOM PN (family^given^middle^prefix^suffix, first
 // component group) as "prefix given middle family suffix".
-func personName(pn string) string {
+func dicomPersonName(pn string) string {
 	pn, _, _ = strings.Cut(pn, "=")
 	c := strings.Split(pn, "^")
 	for len(c) < 5 {
@@ -246,7 +246,7 @@ func personName(pn string) string {
 // YYYY.MM.DD and HH:MM:SS are accepted.
 func DICOMDateTime(da, tm string, loc *time.Location) string {
 	da = strings.ReplaceAll(strings.TrimSpace(da), ".", "")
-	if len(da) != 8 || !digits(da) {
+	if len(da) != 8 || !dicomDigits(da) {
 		return ""
 	}
 	y, _ := strconv.Atoi(da[0:4])
@@ -259,8 +259,8 @@ func DICOMDateTime(da, tm string, loc *time.Location) string {
 	date := day.Format("2006-01-02")
 	tm = strings.ReplaceAll(strings.TrimSpace(tm), ":", "")
 	whole, frac, hasFrac := strings.Cut(tm, ".")
-	if whole == "" || len(whole)%2 != 0 || len(whole) > 6 || !digits(whole) ||
-		(hasFrac && (frac == "" || len(frac) > 6 || !digits(frac))) {
+	if whole == "" || len(whole)%2 != 0 || len(whole) > 6 || !dicomDigits(whole) ||
+		(hasFrac && (frac == "" || len(frac) > 6 || !dicomDigits(frac))) {
 		return date
 	}
 	for len(whole) < 6 {
@@ -286,7 +286,7 @@ func DICOMDateTime(da, tm string, loc *time.Location) string {
 	return out + t.Format("Z07:00")
 }
 
-func digits(s string) bool {
+func dicomDigits(s string) bool {
 	for _, r := range s {
 		if r < '0' || r > '9' {
 			return false
