@@ -74,6 +74,9 @@ type HL7Body struct {
 // Record is an observation with its position in the ingest log.
 type Record struct {
 	Seq uint64
+	// Pending is how many records followed this one in the log when it was
+	// read (0: it was the newest), so a reader can batch its own writes.
+	Pending uint64
 	Observation
 }
 

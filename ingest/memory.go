@@ -57,7 +57,8 @@ func (m *Memory) Watch(ctx context.Context, from uint64, fn func(Record) error) 
 		batch := append([]Record(nil), m.recs[min(int(from-1), len(m.recs)):]...)
 		wake := m.wake
 		m.mu.Unlock()
-		for _, r := range batch {
+		for i, r := range batch {
+			r.Pending = uint64(len(batch) - 1 - i)
 			if err := fn(r); err != nil {
 				return err
 			}

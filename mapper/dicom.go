@@ -38,6 +38,9 @@ type StudyState struct {
 	Date     string `json:"date,omitempty"`
 	Time     string `json:"time,omitempty"`
 	Referrer string `json:"referrer,omitempty"`
+	// Source is where the study's latest observation came from (the
+	// sending AE), so timer-driven events name the sender too.
+	Source *ingest.Source `json:"source,omitempty"`
 	// Series by Series Instance UID.
 	Series map[string]*SeriesState `json:"series,omitempty"`
 	// Expected are the SOP Instance UIDs the study is known to hold: listed
@@ -501,6 +504,10 @@ func (d *dicomMapper) emit(c *Context, st *StudyState, typ rbv1.EventType, sev r
 	if st.Status == StudyAvailable {
 		status = "available"
 	}
+	if c.Timer == nil {
+		src := c.Rec.Source
+		st.Source = &src
+	}
 	res := imagingStudy(st, status)
 	pb, err := structpb.NewStruct(res)
 	if err != nil {
@@ -517,6 +524,7 @@ func (d *dicomMapper) emit(c *Context, st *StudyState, typ rbv1.EventType, sev r
 		ResourceType:     "ImagingStudy",
 		ResourceId:       StudyResourceID(st.UID),
 		Resource:         pb,
+		Source:           eventSource(st.Source),
 	})
 	if prev := st.ReadModelPatient; prev != "" && prev != st.PatientID {
 		if p := c.State.Patients[prev]; p != nil {
@@ -560,4 +568,13 @@ func recountBodyRegions(s *State, p *Patient) {
 		counts = nil
 	}
 	p.BodyRegions = counts
+}
+
+// eventSource is the event source of a recorded observation source; nil
+// lets the mapper fill in the current observation's.
+func eventSource(s *ingest.Source) *rbv1.Source {
+	if s == nil {
+		return nil
+	}
+	return &rbv1.Source{Protocol: s.Protocol, CallingAeTitle: s.CallingAETitle, CalledAeTitle: s.CalledAETitle}
 }

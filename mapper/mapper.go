@@ -165,14 +165,15 @@ func (m *Mapper) Run(ctx context.Context) error {
 }
 
 type run struct {
-	ctx       context.Context
-	m         *Mapper
-	lastKey   eventlog.Key // newest key already in the event log at start
-	lastSeq   uint64       // newest event sequence at start
-	nextSeq   uint64       // sequence the next derived event has or gets
-	replayEnd uint64
-	dirty     map[string]bool
-	done      bool
+	ctx        context.Context
+	m          *Mapper
+	lastKey    eventlog.Key // newest key already in the event log at start
+	lastSeq    uint64       // newest event sequence at start
+	nextSeq    uint64       // sequence the next derived event has or gets
+	replayEnd  uint64
+	dirty      map[string]bool
+	sinceFlush int
+	done       bool
 }
 
 func (r *run) finishReplay(ctx context.Context) {
@@ -207,7 +208,6 @@ func (r *run) apply(rec ingest.Record) error {
 	}
 	m.state.Applied = rec.Seq
 	var out []*rbv1.Event
-	appended := false
 	for i, ev := range c.events {
 		k := eventlog.Key{IngestSeq: rec.Seq, Index: i}
 		m.fill(ev, k, rec)
@@ -222,7 +222,6 @@ func (r *run) apply(rec ingest.Record) error {
 			}
 			ev.Sequence = seq
 			r.nextSeq = seq + 1
-			appended = true
 			m.stats.Emitted++
 		}
 		if ev.PatientId != "" {
@@ -234,9 +233,13 @@ func (r *run) apply(rec ingest.Record) error {
 	}
 	if !r.done && rec.Seq >= r.replayEnd {
 		r.finishReplay(ctx)
-	} else if r.done && (appended || len(r.dirty) > 0) {
+	} else if r.sinceFlush++; r.done && len(r.dirty) > 0 && (rec.Pending == 0 || len(r.dirty) >= 256 || r.sinceFlush >= 1000) {
+		// Read models are written when the mapper has caught up (or has
+		// many waiting): under load one write covers many events. They
+		// may lag their events, never lead them, so as_of stays exact.
 		m.flush(ctx, r.dirty)
 		clear(r.dirty)
+		r.sinceFlush = 0
 	}
 	if r.done {
 		m.armTimer()

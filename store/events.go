@@ -180,7 +180,7 @@ func (l *EventLog) Watch(ctx context.Context, from uint64, fn func(*rbv1.Event) 
 }
 
 // watch runs an ordered consumer from seq and calls fn for every message.
-func watch(ctx context.Context, st jetstream.Stream, from uint64, subjects []string, fn func(jetstream.Msg, uint64) error) error {
+func watch(ctx context.Context, st jetstream.Stream, from uint64, subjects []string, fn func(m jetstream.Msg, seq uint64) error) error {
 	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects: subjects,
 		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
@@ -211,8 +211,14 @@ func watch(ctx context.Context, st jetstream.Stream, from uint64, subjects []str
 		if err != nil {
 			return fmt.Errorf("watch: %w", err)
 		}
-		if err := fn(m, md.Sequence.Stream); err != nil {
+		if err := fn(msgWithPending{m, md.NumPending}, md.Sequence.Stream); err != nil {
 			return err
 		}
 	}
+}
+
+// msgWithPending carries the consumer's pending count to fn.
+type msgWithPending struct {
+	jetstream.Msg
+	pending uint64
 }

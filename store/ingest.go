@@ -54,6 +54,9 @@ func (l *IngestLog) Watch(ctx context.Context, from uint64, fn func(ingest.Recor
 	}
 	return watch(ctx, l.stream, from, []string{ingestSubject + ".>"}, func(m jetstream.Msg, seq uint64) error {
 		r := ingest.Record{Seq: seq}
+		if mp, ok := m.(msgWithPending); ok {
+			r.Pending = mp.pending
+		}
 		if err := json.Unmarshal(m.Data(), &r.Observation); err != nil {
 			return fmt.Errorf("decode observation %d: %w", seq, err)
 		}

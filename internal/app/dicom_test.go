@@ -1,0 +1,170 @@
+package app_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	rbv1 "radbridge/proto/radbridge/v1"
+)
+
+const studyUID = "1.2.826.0.1.3680043.10.1447.77"
+
+// dcmtk runs a DCMTK tool against the daemon with Nagle off.
+func dcmtk(t *testing.T, tool string, args ...string) (string, error) {
+	t.Helper()
+	needPeer(t, tool)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, tool, args...)
+	cmd.Env = append(os.Environ(), "TCP_NODELAY=1")
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// makeStudy writes synthetic instances with scripts/dicom/study.py.
+func makeStudy(t *testing.T, dir, study string, series, instances, first int) {
+	t.Helper()
+	py := needPeer(t, "/usr/bin/python3")
+	if out, err := exec.Command(py, "-c", "import pydicom").CombinedOutput(); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("pydicom missing: %s", out)
+		}
+		t.Skip("python3-pydicom not installed")
+	}
+	script := filepath.Join("..", "..", "scripts", "dicom", "study.py")
+	if out, err := exec.Command(py, script, dir, study, "MRN4711", "ACC1001", fmt.Sprint(series), fmt.Sprint(instances), fmt.Sprint(first)).CombinedOutput(); err != nil {
+		t.Fatalf("study.py: %v\n%s", err, out)
+	}
+}
+
+func hostPort(addr string) (string, string) {
+	h, p, _ := strings.Cut(addr, ":")
+	return h, p
+}
+
+// TestPACSStoresAStudy: a PACS (DCMTK) verifies and sends a multi-series
+// study (explicit and implicit VR, a JPEG lossless series, a non-ASCII
+// patient name) to the running daemon: every C-STORE succeeds, a subscriber
+// sees progress, then one IMAGING_STUDY_AVAILABLE with the right counts
+// after the quiet period, and one more instance later gives
+// IMAGING_STUDY_UPDATED.
+func TestPACSStoresAStudy(t *testing.T) {
+	storeDir := t.TempDir()
+	d := startDaemon(t, filepath.Join(t.TempDir(), "data"), "--study-quiet-period", "1500ms", "--store-dir", storeDir)
+	host, port := hostPort(d.DICOMAddr())
+	if out, err := dcmtk(t, "echoscu", "-aet", "PACS", "-aec", "RADBRIDGE", host, port); err != nil {
+		t.Fatalf("echoscu: %v\n%s", err, out)
+	}
+	if out, err := dcmtk(t, "echoscu", "-aet", "PACS", "-aec", "SOMEONE", host, port); err == nil || !strings.Contains(out, "Called AE Title Not Recognized") {
+		t.Errorf("echoscu to a wrong called AE: %v\n%s", err, out)
+	}
+
+	plain, jpeg := t.TempDir(), t.TempDir()
+	makeStudy(t, plain, studyUID, 2, 4, 1)
+	makeStudy(t, jpeg+"/src", studyUID, 1, 4, 3)
+	for i := 1; i <= 4; i++ {
+		src := filepath.Join(jpeg, "src", fmt.Sprintf("s03i%03d.dcm", i))
+		if out, err := dcmtk(t, "dcmcjpeg", src, filepath.Join(jpeg, filepath.Base(src))); err != nil {
+			t.Fatalf("dcmcjpeg: %v\n%s", err, out)
+		}
+	}
+	os.RemoveAll(filepath.Join(jpeg, "src"))
+
+	client, _ := grpcClient(t, d.GRPCAddr())
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	sub, err := client.Subscribe(ctx, &rbv1.SubscribeRequest{PatientId: []string{"MRN4711"}, ResourceType: []string{"ImagingStudy"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := dcmtk(t, "storescu", "-aet", "PACS", "-aec", "RADBRIDGE", "+sd", "+r", host, port, plain); err != nil {
+		t.Fatalf("storescu (native): %v\n%s", err, out)
+	}
+	if out, err := dcmtk(t, "storescu", "-aet", "PACS", "-aec", "RADBRIDGE", "-xs", "+sd", "+r", host, port, jpeg); err != nil {
+		t.Fatalf("storescu (JPEG lossless): %v\n%s", err, out)
+	}
+
+	next := func() *rbv1.Event {
+		t.Helper()
+		for {
+			ev, err := sub.Recv()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !ev.Heartbeat {
+				return ev
+			}
+		}
+	}
+	counts := func(ev *rbv1.Event) (series, instances float64) {
+		r := ev.Resource.AsMap()
+		s, _ := r["numberOfSeries"].(float64)
+		i, _ := r["numberOfInstances"].(float64)
+		return s, i
+	}
+	progress := 0
+	var avail *rbv1.Event
+	for avail == nil {
+		switch ev := next(); ev.Type {
+		case rbv1.EventType_IMAGING_STUDY_PROGRESS:
+			progress++
+		case rbv1.EventType_IMAGING_STUDY_AVAILABLE:
+			avail = ev
+		default:
+			t.Fatalf("unexpected %v before available", ev.Type)
+		}
+	}
+	if progress == 0 {
+		t.Error("no IMAGING_STUDY_PROGRESS while instances arrived")
+	}
+	if s, i := counts(avail); s != 3 || i != 12 {
+		t.Errorf("AVAILABLE counts series %v instances %v; want 3 and 12", s, i)
+	}
+	r := avail.Resource.AsMap()
+	if avail.StudyInstanceUid != studyUID || avail.AccessionNumber != "ACC1001" || r["status"] != "available" || r["resourceType"] != "ImagingStudy" {
+		t.Errorf("AVAILABLE event %v", avail)
+	}
+	if avail.Source.GetCallingAeTitle() != "PACS" || avail.Source.GetCalledAeTitle() != "RADBRIDGE" {
+		t.Errorf("source %v", avail.Source)
+	}
+
+	// A late instance: one UPDATED after the quiet period.
+	late := t.TempDir()
+	makeStudy(t, late, studyUID, 1, 1, 4)
+	if out, err := dcmtk(t, "storescu", "-aet", "PACS", "-aec", "RADBRIDGE", "+sd", "+r", host, port, late); err != nil {
+		t.Fatalf("storescu (late): %v\n%s", err, out)
+	}
+	upd := next()
+	if upd.Type != rbv1.EventType_IMAGING_STUDY_UPDATED {
+		t.Fatalf("after a late instance got %v, want IMAGING_STUDY_UPDATED", upd.Type)
+	}
+	if s, i := counts(upd); s != 4 || i != 13 {
+		t.Errorf("UPDATED counts series %v instances %v; want 4 and 13", s, i)
+	}
+	// Resending the whole study changes nothing.
+	if out, err := dcmtk(t, "storescu", "-aet", "PACS", "-aec", "RADBRIDGE", "+sd", "+r", host, port, plain); err != nil {
+		t.Fatalf("storescu (resend): %v\n%s", err, out)
+	}
+	code, snap := getJSON(t, "http://"+d.HTTPAddr()+"/v1/patients/MRN4711/imaging")
+	if studies, _ := snap["studies"].([]any); code != 200 || len(studies) != 1 {
+		t.Errorf("GetPatientImaging studies %v (%d)", snap["studies"], code)
+	}
+	if regions := fmt.Sprint(snap["body_region_counts"]); !strings.Contains(regions, "CHEST") {
+		t.Errorf("body_region_counts %s", regions)
+	}
+	time.Sleep(2 * time.Second) // a quiet period: a resend must not produce an event
+	code, list := getJSON(t, "http://"+d.HTTPAddr()+"/v1/events?type=IMAGING_STUDY_AVAILABLE&type=IMAGING_STUDY_UPDATED")
+	if evs, _ := list["events"].([]any); code != 200 || len(evs) != 2 {
+		t.Errorf("AVAILABLE+UPDATED events after a resend: %d, want 2", len(evs))
+	}
+	files, _ := filepath.Glob(filepath.Join(storeDir, studyUID, "*", "*.dcm"))
+	if len(files) != 13 {
+		t.Errorf("--store-dir holds %d Part-10 files, want 13", len(files))
+	}
+}
