@@ -316,3 +316,60 @@ func TestExternalNATSServer(t *testing.T) {
 		t.Errorf("next event %s, want sequence 2", b)
 	}
 }
+
+// TestKillDashNineMidStudy: a PACS sends part of a study, radbridge is
+// killed before the quiet period ends and restarted: the study still
+// becomes available, once, with every acknowledged instance counted.
+func TestKillDashNineMidStudy(t *testing.T) {
+	for _, bin := range []string{"storescu", "/usr/bin/python3"} {
+		if _, err := exec.LookPath(bin); err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s missing", bin)
+			}
+			t.Skipf("%s missing", bin)
+		}
+	}
+	files := t.TempDir()
+	study := "1.2.826.0.1.3680043.10.1447.88"
+	if out, err := exec.Command("/usr/bin/python3", "../../scripts/dicom/study.py", files, study, "MRN-K9", "ACC-K9", "2", "3").CombinedOutput(); err != nil {
+		t.Fatalf("study.py: %v\n%s", err, out)
+	}
+	dir := filepath.Join(t.TempDir(), "data")
+	d := serve(t, "--data-dir", dir, "--study-quiet-period", "2s")
+	host, port, _ := strings.Cut(d.dicom, ":")
+	cmd := exec.Command("storescu", "-aet", "PACS", "-aec", "RADBRIDGE", "+sd", "+r", host, port, files)
+	cmd.Env = append(os.Environ(), "TCP_NODELAY=1")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("storescu: %v\n%s", err, out)
+	}
+	d.cmd.Process.Signal(syscall.SIGKILL) // every instance was acknowledged; the study is not yet complete
+	<-d.done
+	d2 := serve(t, "--data-dir", dir, "--study-quiet-period", "2s")
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		resp, err := http.Get("http://" + d2.http + "/v1/events?type=IMAGING_STUDY_AVAILABLE")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var l struct {
+			Events []struct {
+				StudyInstanceUID string `json:"study_instance_uid"`
+				Resource         struct {
+					NumberOfInstances int `json:"numberOfInstances"`
+				} `json:"resource"`
+			} `json:"events"`
+		}
+		json.NewDecoder(resp.Body).Decode(&l)
+		resp.Body.Close()
+		if len(l.Events) > 0 {
+			if len(l.Events) != 1 || l.Events[0].StudyInstanceUID != study || l.Events[0].Resource.NumberOfInstances != 6 {
+				t.Fatalf("after kill -9 and restart: %+v; want one AVAILABLE with 6 instances", l.Events)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the study never became available after the restart")
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
