@@ -434,3 +434,12 @@ func (m *Mapper) Await(ctx context.Context, seq uint64) ([]*rbv1.Event, error) {
 		}
 	}
 }
+
+// NewTestContext returns a Context for calling a rule directly (tests and
+// fuzzing).
+func NewTestContext(st *State, rec ingest.Record) *Context {
+	return &Context{State: st, Rec: rec, dirty: map[string]bool{}}
+}
+
+// Events returns the events a rule emitted on c.
+func (c *Context) Events() []*rbv1.Event { return c.events }
