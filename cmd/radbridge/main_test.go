@@ -307,6 +307,9 @@ func TestExternalNATSServer(t *testing.T) {
 	a := publish(t, d, "P-N", 1)
 	d.cmd.Process.Signal(syscall.SIGTERM)
 	<-d.done
+	if code := d.cmd.ProcessState.ExitCode(); code != 0 || !strings.Contains(d.logs.String(), `"msg":"stopped"`) {
+		t.Errorf("SIGTERM: exit code %d; want an orderly stop with 0:\n%s", code, d.logs.String())
+	}
 	// A second radbridge process on the same JetStream sees the same log.
 	d2 := serve(t, "--nats-url", url)
 	if got := listAll(t, d2, 0); len(got) != 1 || got[0] != a {

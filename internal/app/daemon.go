@@ -90,9 +90,14 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		return nil, fmt.Errorf("HTTP listener --http-addr %s: %w", cfg.HTTPAddr, err)
 	}
 
+	var bodies *slog.Logger
+	if cfg.LogPatientData {
+		bodies = log
+		log.Warn("--log-patient-data is on: message bodies with patient data are written to the log")
+	}
 	if cfg.MLLPAddr != "" {
 		d.hl7Srv, err = receiver.New(receiver.Config{
-			Handler: hl7Handler{log: st.Ingest()}, MaxMessageSize: cfg.MLLPMaxMessage, MaxConnections: cfg.MLLPMaxConnections,
+			Handler: hl7Handler{log: st.Ingest(), bodies: bodies}, MaxMessageSize: cfg.MLLPMaxMessage, MaxConnections: cfg.MLLPMaxConnections,
 			ReadTimeout: cfg.MLLPReadTimeout, IdleTimeout: cfg.MLLPIdleTimeout, DrainTimeout: cfg.ShutdownTimeout, Logger: log,
 		})
 		if err == nil {
@@ -108,7 +113,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 			AETitle: cfg.AETitle, AllowedCallers: allowedCallers(cfg.DICOMAllowedCallers), MaxAssociations: cfg.DICOMMaxAssociations,
 			MaxPDULength: uint32(cfg.DICOMMaxPDU), IdleTimeout: cfg.DICOMIdleTimeout, DrainTimeout: cfg.ShutdownTimeout,
 			StoreDir: cfg.StoreDir, Logger: log,
-		}, dicomHandler{log: st.Ingest()})
+		}, dicomHandler{log: st.Ingest(), bodies: bodies})
 		if err == nil {
 			d.dicomLn, err = net.Listen("tcp", cfg.DICOMAddr)
 		}

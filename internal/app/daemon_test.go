@@ -29,13 +29,18 @@ import (
 // it is ready.
 func startDaemon(t *testing.T, dir string, extra ...string) *app.Daemon {
 	t.Helper()
+	return startDaemonLog(t, dir, slog.New(slog.DiscardHandler), extra...)
+}
+
+func startDaemonLog(t *testing.T, dir string, log *slog.Logger, extra ...string) *app.Daemon {
+	t.Helper()
 	args := append([]string{"--data-dir", dir, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--mllp-addr", "127.0.0.1:0", "--dicom-addr", "127.0.0.1:0"}, extra...)
 	cfg, err := config.Load("test", args, func(string) string { return "" }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	d, err := app.Start(ctx, cfg, slog.New(slog.DiscardHandler))
+	d, err := app.Start(ctx, cfg, log)
 	if err != nil {
 		cancel()
 		t.Fatal(err)

@@ -1,13 +1,16 @@
 package app_test
 
 import (
+	"bytes"
 	"context"
 	"encoding/base64"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -230,5 +233,53 @@ func TestRISBadInputGetsAEOrAR(t *testing.T) {
 	code, list := getJSON(t, "http://"+d.HTTPAddr()+"/v1/events")
 	if evs, _ := list["events"].([]any); code != 200 || len(evs) != 0 {
 		t.Errorf("bad input produced %d events", len(evs))
+	}
+}
+
+type lockedBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// TestNoPatientDataInLogs: at debug level, with HL7 and DICOM traffic and
+// bad input, the log names no patient; --log-patient-data turns bodies on.
+func TestNoPatientDataInLogs(t *testing.T) {
+	bin := needPeer(t, "mllp_send")
+	for _, on := range []bool{false, true} {
+		buf := &lockedBuf{}
+		log := slog.New(slog.NewJSONHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
+		var extra []string
+		if on {
+			extra = append(extra, "--log-patient-data")
+		}
+		d := startDaemonLog(t, filepath.Join(t.TempDir(), "data"), log, extra...)
+		m := risMessages[3]
+		mllpSend(t, bin, d.MLLPAddr(), writeHL7(t, "final", strings.ReplaceAll(m.msg, "{{ctl}}", m.ctl)))
+		mllpSend(t, bin, d.MLLPAddr(), writeHL7(t, "bad", "MSH|^~\\&|RADRIS|NW|RADBRIDGE|IMG|20260310||ORM^O01|BAD1|P|2.3\nPID|1||||SECRET^NAME\nORC|NW|P1|F1\nOBR|1|P1|F1|71250^CT CHEST"))
+		host, port := hostPort(d.DICOMAddr())
+		dir := t.TempDir()
+		makeStudy(t, dir, studyUID, 1, 1, 1)
+		if out, err := dcmtk(t, "storescu", "-aec", "RADBRIDGE", "+sd", "+r", host, port, dir); err != nil {
+			t.Fatalf("storescu: %v\n%s", err, out)
+		}
+		time.Sleep(300 * time.Millisecond)
+		logs := buf.String()
+		for _, phi := range []string{"MRN4711", "MÜLLER", "Müller", "SECRET", "Lungs clear"} {
+			if got := strings.Contains(logs, phi); got != on && !(on && phi == "SECRET") {
+				t.Errorf("--log-patient-data=%v: log contains %q: %v", on, phi, got)
+			}
+		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"strings"
 	"time"
 
@@ -17,7 +18,11 @@ import (
 // hl7Handler records each HL7 message in the ingest log before the receiver
 // acknowledges it. A resend (same MSH-3, MSH-4, MSH-10) is recorded once
 // and acknowledged again.
-type hl7Handler struct{ log ingest.Log }
+type hl7Handler struct {
+	log ingest.Log
+	// bodies, when set (--log-patient-data), logs every message in full.
+	bodies *slog.Logger
+}
 
 func (h hl7Handler) HandleHL7(ctx context.Context, m *hl7.Message, raw []byte) error {
 	body, err := json.Marshal(ingest.HL7Body{Raw: raw})
@@ -39,11 +44,18 @@ func (h hl7Handler) HandleHL7(ctx context.Context, m *hl7.Message, raw []byte) e
 	if err != nil {
 		return fmt.Errorf("record message: %w", err)
 	}
+	if h.bodies != nil {
+		h.bodies.Info("hl7 message", "component", "hl7", "control_id", m.ControlID(), "body", string(raw))
+	}
 	return nil
 }
 
 // dicomHandler records DICOM observations before the SCP answers success.
-type dicomHandler struct{ log ingest.Log }
+type dicomHandler struct {
+	log ingest.Log
+	// bodies, when set (--log-patient-data), logs every observation in full.
+	bodies *slog.Logger
+}
 
 // record appends v. content is v without what changes between resends of
 // the same thing (receive time, the peer's port): the same content resent is
@@ -68,6 +80,9 @@ func (h dicomHandler) record(ctx context.Context, kind, key string, p scp.Peer, 
 	})
 	if err != nil {
 		return fmt.Errorf("record %s: %w", kind, err)
+	}
+	if h.bodies != nil {
+		h.bodies.Info("dicom observation", "component", "dicom", "kind", kind, "body", string(body))
 	}
 	return nil
 }
