@@ -151,12 +151,9 @@ func (s *Service) ListEvents(ctx context.Context, r *rbv1.ListEventsRequest) (*r
 	if err != nil {
 		return nil, err
 	}
-	size := int(r.GetPageSize())
-	if size == 0 {
-		size = defaultPageSize
-	}
-	if size > maxPageSize {
-		return nil, invalid("page_size %d is more than %d", size, maxPageSize)
+	size, err := pageSize(r.GetPageSize())
+	if err != nil {
+		return nil, err
 	}
 	if err := s.checkCursor(ctx, "since", r.GetSince()); err != nil {
 		return nil, err
@@ -245,12 +242,9 @@ func (s *Service) GetPatientImaging(ctx context.Context, r *rbv1.GetPatientImagi
 	if err := checkID("patient_id", r.GetPatientId()); err != nil {
 		return nil, err
 	}
-	size := int(r.GetPageSize())
-	if size == 0 {
-		size = defaultPageSize
-	}
-	if size > maxPageSize {
-		return nil, invalid("page_size %d is more than %d", size, maxPageSize)
+	size, err := pageSize(r.GetPageSize())
+	if err != nil {
+		return nil, err
 	}
 	offset := 0
 	if t := r.GetPageToken(); t != "" {

@@ -110,3 +110,13 @@ func sizeCheck(field, v string) error {
 	}
 	return nil
 }
+
+func pageSize(n uint32) (int, error) {
+	switch {
+	case n == 0:
+		return defaultPageSize, nil
+	case n > maxPageSize:
+		return 0, invalid("page_size %d is more than %d", n, maxPageSize)
+	}
+	return int(n), nil
+}

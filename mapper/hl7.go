@@ -371,15 +371,22 @@ func orderStatus(ctl, status string) string {
 	return "active"
 }
 
-func (r *hl7Rule) order(c *Context, m *hl7.Message, g *group, pid, authority string) {
-	acc := r.accession(g)
-	placer, filler := field(g.orc, 2, 1), field(g.orc, 3, 1)
+// orderNumbers returns the placer and filler order numbers (field 2 and 3
+// of ORC and OBR) from first, falling back to second.
+func orderNumbers(first, second *hl7.Segment) (placer, filler string) {
+	placer, filler = field(first, 2, 1), field(first, 3, 1)
 	if placer == "" {
-		placer = field(g.obr, 2, 1)
+		placer = field(second, 2, 1)
 	}
 	if filler == "" {
-		filler = field(g.obr, 3, 1)
+		filler = field(second, 3, 1)
 	}
+	return placer, filler
+}
+
+func (r *hl7Rule) order(c *Context, m *hl7.Message, g *group, pid, authority string) {
+	acc := r.accession(g)
+	placer, filler := orderNumbers(g.orc, g.obr)
 	key := acc
 	if key == "" {
 		key = "order:" + filler + "|" + placer
@@ -516,13 +523,7 @@ func reportStatus(s string) string {
 
 func (r *hl7Rule) result(c *Context, m *hl7.Message, g *group, pid, authority string) {
 	acc := r.accession(g)
-	placer, filler := field(g.obr, 2, 1), field(g.obr, 3, 1)
-	if placer == "" {
-		placer = field(g.orc, 2, 1)
-	}
-	if filler == "" {
-		filler = field(g.orc, 3, 1)
-	}
+	placer, filler := orderNumbers(g.obr, g.orc)
 	id := fhirID("report-", acc)
 	if acc == "" {
 		id = fhirID("report-", filler+placer)
