@@ -56,7 +56,7 @@ func hostPort(addr string) (string, string) {
 // IMAGING_STUDY_UPDATED.
 func TestPACSStoresAStudy(t *testing.T) {
 	storeDir := t.TempDir()
-	d := startDaemon(t, filepath.Join(t.TempDir(), "data"), "--study-quiet-period", "1500ms", "--store-dir", storeDir)
+	d := startDaemon(t, filepath.Join(t.TempDir(), "data"), "--study-quiet-period", "4s", "--store-dir", storeDir)
 	host, port := hostPort(d.DICOMAddr())
 	if out, err := dcmtk(t, "echoscu", "-aet", "PACS", "-aec", "RADBRIDGE", host, port); err != nil {
 		t.Fatalf("echoscu: %v\n%s", err, out)
@@ -158,7 +158,7 @@ func TestPACSStoresAStudy(t *testing.T) {
 	if regions := fmt.Sprint(snap["body_region_counts"]); !strings.Contains(regions, "CHEST") {
 		t.Errorf("body_region_counts %s", regions)
 	}
-	time.Sleep(2 * time.Second) // a quiet period: a resend must not produce an event
+	time.Sleep(5 * time.Second) // a quiet period: a resend must not produce an event
 	code, list := getJSON(t, "http://"+d.HTTPAddr()+"/v1/events?type=IMAGING_STUDY_AVAILABLE&type=IMAGING_STUDY_UPDATED")
 	if evs, _ := list["events"].([]any); code != 200 || len(evs) != 2 {
 		t.Errorf("AVAILABLE+UPDATED events after a resend: %d, want 2", len(evs))
