@@ -16,6 +16,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"radbridge/eventlog"
@@ -264,7 +265,7 @@ func (s *Service) GetPatientImaging(ctx context.Context, r *rbv1.GetPatientImagi
 	resp := &rbv1.GetPatientImagingResponse{PatientId: p.ID, AsOfSequence: p.LastSequence, BodyRegionCounts: p.BodyRegions}
 	more := false
 	for _, l := range []struct {
-		src map[string]map[string]any
+		src map[string]json.RawMessage
 		dst *[]*structpb.Struct
 	}{{p.Studies, &resp.Studies}, {p.Orders, &resp.Orders}, {p.Reports, &resp.Reports}} {
 		keys := make([]string, 0, len(l.src))
@@ -281,8 +282,8 @@ func (s *Service) GetPatientImaging(ctx context.Context, r *rbv1.GetPatientImagi
 			keys, more = keys[:size], true
 		}
 		for _, k := range keys {
-			st, err := structpb.NewStruct(l.src[k])
-			if err != nil {
+			st := &structpb.Struct{}
+			if err := protojson.Unmarshal(l.src[k], st); err != nil {
 				return nil, status.Errorf(codes.Internal, "resource %s: %v", k, err)
 			}
 			*l.dst = append(*l.dst, st)

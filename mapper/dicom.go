@@ -538,10 +538,7 @@ func (d *dicomMapper) emit(c *Context, st *StudyState, typ rbv1.EventType, sev r
 		return nil
 	}
 	p := c.State.Patient(st.PatientID)
-	if p.Studies == nil {
-		p.Studies = map[string]map[string]any{}
-	}
-	p.Studies[StudyResourceID(st.UID)] = res
+	setResource(&p.Studies, StudyResourceID(st.UID), res)
 	recountBodyRegions(c.State, p)
 	c.Touch(st.PatientID)
 	return nil

@@ -517,7 +517,11 @@ func TestDICOMReadModel(t *testing.T) {
 	p := h.rm.get("MRN123")
 	var studies []string
 	for uid, s := range p.Studies {
-		studies = append(studies, uid+" "+s["status"].(string))
+		var r struct{ Status string }
+		if err := json.Unmarshal(s, &r); err != nil {
+			t.Fatal(err)
+		}
+		studies = append(studies, uid+" "+r.Status)
 	}
 	sort.Strings(studies)
 	if diff := cmp.Diff(studies, []string{"1.2.3.2 available", studyUID + " available"}); diff != "" {

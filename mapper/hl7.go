@@ -17,11 +17,10 @@ import (
 
 // OrderState is what the mapper knows of one order.
 type OrderState struct {
-	PatientID  string         `json:"patient_id"`
-	Accession  string         `json:"accession"`
-	ResourceID string         `json:"resource_id"`
-	Resource   map[string]any `json:"resource"`
-	Stat       bool           `json:"stat,omitempty"`
+	PatientID  string `json:"patient_id"`
+	Accession  string `json:"accession"`
+	ResourceID string `json:"resource_id"`
+	Stat       bool   `json:"stat,omitempty"`
 }
 
 // hl7Rules maps HL7 v2 orders (ORM^O01, OMI^O23) and results (ORU^R01).
@@ -462,14 +461,11 @@ func (r *hl7Rule) order(c *Context, m *hl7.Message, g *group, pid, authority str
 		evPrio = rbv1.Priority_PRIORITY_STAT
 		msg = "STAT " + msg
 	}
-	c.State.Orders[key] = &OrderState{PatientID: pid, Accession: acc, ResourceID: id, Resource: sr, Stat: stat}
+	c.State.Orders[key] = &OrderState{PatientID: pid, Accession: acc, ResourceID: id, Stat: stat}
 	r.emit(c, typ, pid, acc, sev, evPrio, msg, "ServiceRequest", id, sr)
 	if pid != "" {
 		p := c.State.Patient(pid)
-		if p.Orders == nil {
-			p.Orders = map[string]map[string]any{}
-		}
-		p.Orders[id] = sr
+		setResource(&p.Orders, id, sr)
 		c.Touch(pid)
 	}
 }
@@ -616,10 +612,7 @@ func (r *hl7Rule) result(c *Context, m *hl7.Message, g *group, pid, authority st
 	r.emit(c, typ, pid, acc, sev, prio, msg, "DiagnosticReport", id, dr)
 	if pid != "" {
 		p := c.State.Patient(pid)
-		if p.Reports == nil {
-			p.Reports = map[string]map[string]any{}
-		}
-		p.Reports[id] = dr
+		setResource(&p.Reports, id, dr)
 		c.Touch(pid)
 	}
 }

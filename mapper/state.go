@@ -35,10 +35,11 @@ func NewState() *State {
 type Patient struct {
 	ID string `json:"id"`
 	// LastSequence is the sequence of the newest event about this patient.
-	LastSequence uint64                    `json:"last_sequence"`
-	Studies      map[string]map[string]any `json:"studies,omitempty"`
-	Orders       map[string]map[string]any `json:"orders,omitempty"`
-	Reports      map[string]map[string]any `json:"reports,omitempty"`
+	LastSequence uint64 `json:"last_sequence"`
+	// Resources are kept encoded: compact in memory and written as they are.
+	Studies map[string]json.RawMessage `json:"studies,omitempty"`
+	Orders  map[string]json.RawMessage `json:"orders,omitempty"`
+	Reports map[string]json.RawMessage `json:"reports,omitempty"`
 	// BodyRegions counts studies per body region.
 	BodyRegions map[string]uint32 `json:"body_regions,omitempty"`
 	// Views counts IMAGING_STUDY_VIEWED events per study.
@@ -48,6 +49,18 @@ type Patient struct {
 // LogValue keeps patient data out of logs.
 func (p *Patient) LogValue() slog.Value {
 	return slog.GroupValue(slog.Int("studies", len(p.Studies)), slog.Int("orders", len(p.Orders)), slog.Int("reports", len(p.Reports)))
+}
+
+// setResource stores res (a FHIR resource) encoded under id in *m.
+func setResource(m *map[string]json.RawMessage, id string, res map[string]any) {
+	b, err := json.Marshal(res)
+	if err != nil {
+		return // unreachable: resources are built from JSON-shaped maps
+	}
+	if *m == nil {
+		*m = map[string]json.RawMessage{}
+	}
+	(*m)[id] = b
 }
 
 // Patient returns the patient with id, creating it.
