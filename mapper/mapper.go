@@ -324,6 +324,9 @@ func (m *Mapper) appendRetry(ctx context.Context, k eventlog.Key, ev *rbv1.Event
 		if errors.Is(err, eventlog.ErrConflict) {
 			return 0, fmt.Errorf("mapper: %w", err)
 		}
+		if ctx.Err() != nil {
+			return 0, ctx.Err() // shutting down; replay derives it again
+		}
 		m.log.Error("append event; retrying", "err", err, "ingest_seq", k.IngestSeq)
 		select {
 		case <-ctx.Done():
