@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
+	"radbridge/auth"
 	"radbridge/fanout"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
@@ -36,6 +37,12 @@ type HTTPConfig struct {
 	// WriteTimeout bounds one WebSocket write.
 	WriteTimeout time.Duration
 	Logger       *slog.Logger
+	// Auth authenticates API clients; nil means auth.None.
+	Auth auth.Authenticator
+	// OriginPatterns are the cross-origin hosts browsers may open
+	// WebSockets from (path.Match patterns on the Origin host); the
+	// request's own host is always allowed.
+	OriginPatterns []string
 }
 
 // NewHTTPHandler returns the HTTP front: grpc-gateway REST over conn (a
