@@ -55,6 +55,9 @@ func NewHTTPHandler(ctx context.Context, svc *Service, conn *grpc.ClientConn, cf
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.Auth == nil {
+		cfg.Auth = auth.None{}
+	}
 	gw := runtime.NewServeMux(
 		runtime.SetQueryParameterParser(strictQuery{}),
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
