@@ -25,6 +25,7 @@ import (
 	"radbridge/auth"
 	"radbridge/fanout"
 	rbv1 "radbridge/proto/radbridge/v1"
+	"radbridge/web"
 )
 
 // maxBody bounds REST request bodies.
@@ -70,6 +71,7 @@ func NewHTTPHandler(ctx context.Context, svc *Service, conn *grpc.ClientConn, cf
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/v1/events:stream", &wsStream{svc: svc, cfg: cfg})
+	mux.Handle("/ws", newRoomHandler(svc, cfg))
 	mux.Handle("/v1/", limitBody(gw))
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
@@ -86,6 +88,7 @@ func NewHTTPHandler(ctx context.Context, svc *Service, conn *grpc.ClientConn, cf
 		}
 		fmt.Fprintln(w, "ready")
 	})
+	mux.Handle("/", web.Handler())
 	return mux, nil
 }
 
@@ -210,23 +213,55 @@ func (h *wsStream) parse(q url.Values) (*rbv1.SubscribeRequest, error) {
 	return r, nil
 }
 
+// Authenticate checks an HTTP request's token (Authorization: Bearer
+// header, else the radbridge_token cookie; never the URL) with a and
+// returns the request's context carrying the Principal. On failure it has
+// written 401 with {"code":16,"message":"AUTH_FAILED: …"} or
+// "TOKEN_EXPIRED: …" and returns false.
+func Authenticate(w http.ResponseWriter, r *http.Request, a auth.Authenticator) (context.Context, *auth.Principal, bool) {
+	tok, err := auth.TokenFromRequest(r)
+	var pr *auth.Principal
+	if err == nil {
+		pr, err = a.Authenticate(r.Context(), tok)
+	}
+	if err != nil {
+		st := status.Convert(auth.Status(err))
+		w.Header().Set("WWW-Authenticate", `Bearer realm="radbridge"`)
+		writeJSONError(w, http.StatusUnauthorized, st.Code(), st.Message())
+		return nil, nil, false
+	}
+	return auth.WithPrincipal(r.Context(), pr), pr, true
+}
+
+// WebSocket close for an expired token: 1008 (policy violation) with the
+// reason TOKEN_EXPIRED.
+const (
+	CloseTokenExpired       = websocket.StatusPolicyViolation
+	CloseReasonTokenExpired = "TOKEN_EXPIRED"
+)
+
 func (h *wsStream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	actx, principal, ok := Authenticate(w, r, h.cfg.Auth)
+	if !ok {
+		return
+	}
 	req, err := h.parse(r.URL.Query())
 	var p subscribeParams
 	if err == nil {
-		p, err = h.svc.validateSubscribe(r.Context(), req)
+		p, err = h.svc.validateSubscribe(actx, req)
 	}
 	if err != nil {
 		st := status.Convert(err)
 		writeJSONError(w, runtime.HTTPStatusFromCode(st.Code()), st.Code(), st.Message())
 		return
 	}
-	c, err := websocket.Accept(w, r, nil)
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: h.cfg.OriginPatterns})
 	if err != nil {
-		return // Accept wrote the HTTP error
+		return // Accept wrote the HTTP error (403 for a foreign Origin)
 	}
 	defer c.CloseNow()
-	ctx := c.CloseRead(r.Context())
+	ctx, cancel := auth.WithExpiry(c.CloseRead(r.Context()), principal)
+	defer cancel()
 	sub := h.svc.hub.Subscribe(p.since, p.f)
 	defer sub.Close()
 	hb := []byte(`{"heartbeat":true}`)
@@ -241,6 +276,8 @@ func (h *wsStream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			switch {
 			case errors.Is(err, fanout.ErrSlow):
 				c.Close(websocket.StatusTryAgainLater, fmt.Sprintf("subscriber too slow: resume with since=%d", sub.Position()))
+			case auth.Expired(ctx):
+				c.Close(CloseTokenExpired, CloseReasonTokenExpired)
 			case ctx.Err() != nil:
 			default:
 				c.Close(websocket.StatusInternalError, "read events failed")
@@ -249,13 +286,18 @@ func (h *wsStream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		if len(entries) == 0 {
 			if err := write(hb); err != nil {
+				if auth.Expired(ctx) {
+					c.Close(CloseTokenExpired, CloseReasonTokenExpired)
+				}
 				return
 			}
 			continue
 		}
 		for _, e := range entries {
 			if err := write(e.JSON()); err != nil {
-				if errors.Is(err, context.DeadlineExceeded) {
+				if auth.Expired(ctx) {
+					c.Close(CloseTokenExpired, CloseReasonTokenExpired)
+				} else if errors.Is(err, context.DeadlineExceeded) {
 					c.Close(websocket.StatusTryAgainLater, fmt.Sprintf("subscriber too slow: resume with since=%d", e.Event.Sequence-1))
 				}
 				return

@@ -78,6 +78,9 @@ func (s *Service) validateSubscribe(ctx context.Context, r *rbv1.SubscribeReques
 	if err != nil {
 		return subscribeParams{}, err
 	}
+	if f.PatientIDs, err = scopePatients(ctx, f.PatientIDs); err != nil {
+		return subscribeParams{}, err
+	}
 	p := subscribeParams{f: f, since: r.GetSinceSequence(), heartbeat: s.DefaultHeartbeat}
 	if hs := r.GetHeartbeatSeconds(); hs > 3600 {
 		return p, invalid("heartbeat_seconds %d is more than 3600", hs)
@@ -152,6 +155,9 @@ func (s *Service) ListEvents(ctx context.Context, r *rbv1.ListEventsRequest) (*r
 	if err != nil {
 		return nil, err
 	}
+	if f.PatientIDs, err = scopePatients(ctx, f.PatientIDs); err != nil {
+		return nil, err
+	}
 	size, err := pageSize(r.GetPageSize())
 	if err != nil {
 		return nil, err
@@ -187,6 +193,9 @@ func (s *Service) PublishEvent(ctx context.Context, r *rbv1.PublishEventRequest)
 		return nil, status.Errorf(codes.PermissionDenied, "%v is recorded by radbridge itself and cannot be published; clients may publish IMAGING_STUDY_VIEWED", t)
 	}
 	if err := checkID("patient_id", r.GetPatientId()); err != nil {
+		return nil, err
+	}
+	if err := mayRead(ctx, r.GetPatientId()); err != nil {
 		return nil, err
 	}
 	if err := checkUID("study_instance_uid", r.GetStudyInstanceUid()); err != nil {
@@ -241,6 +250,9 @@ func (s *Service) PublishEvent(ctx context.Context, r *rbv1.PublishEventRequest)
 // GetPatientImaging implements rbv1.EventServiceServer.
 func (s *Service) GetPatientImaging(ctx context.Context, r *rbv1.GetPatientImagingRequest) (*rbv1.GetPatientImagingResponse, error) {
 	if err := checkID("patient_id", r.GetPatientId()); err != nil {
+		return nil, err
+	}
+	if err := mayRead(ctx, r.GetPatientId()); err != nil {
 		return nil, err
 	}
 	size, err := pageSize(r.GetPageSize())

@@ -7,6 +7,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"radbridge/auth"
 	"radbridge/eventlog"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
@@ -119,4 +120,35 @@ func pageSize(n uint32) (int, error) {
 		return 0, invalid("page_size %d is more than %d", n, maxPageSize)
 	}
 	return int(n), nil
+}
+
+// scopePatients applies the caller's patient restriction to a patient
+// filter: a restricted principal that names no patient gets its own
+// patients; naming one it may not see is PermissionDenied.
+func scopePatients(ctx context.Context, requested []string) ([]string, error) {
+	p := auth.FromContext(ctx)
+	if !p.Restricted() {
+		return requested, nil
+	}
+	if len(requested) == 0 {
+		if len(p.Patients) == 0 {
+			return nil, status.Errorf(codes.PermissionDenied, "%s may see no patient", p.Subject)
+		}
+		return append([]string{}, p.Patients...), nil
+	}
+	for _, id := range requested {
+		if err := mayRead(ctx, id); err != nil {
+			return nil, err
+		}
+	}
+	return requested, nil
+}
+
+// mayRead is PermissionDenied unless the caller may see patientID. A call
+// without a principal (no authentication configured) may.
+func mayRead(ctx context.Context, patientID string) error {
+	if p := auth.FromContext(ctx); p.Restricted() && !p.MayRead(patientID) {
+		return status.Errorf(codes.PermissionDenied, "%s may not see patient %q", p.Subject, patientID)
+	}
+	return nil
 }

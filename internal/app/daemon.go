@@ -24,6 +24,7 @@ import (
 	"google.golang.org/grpc/test/bufconn"
 
 	"radbridge/api"
+	"radbridge/auth"
 	"radbridge/dicom/scp"
 	"radbridge/fanout"
 	"radbridge/hl7/receiver"
@@ -123,6 +124,20 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		}
 	}
 
+	authn, err := auth.New(auth.Config{
+		Mode: cfg.Auth, TokensFile: cfg.AuthTokensFile, JWTKeyFile: cfg.AuthJWTKeyFile, JWKSFile: cfg.AuthJWKSFile,
+		JWTIssuer: cfg.AuthJWTIssuer, JWTAudience: cfg.AuthJWTAudience,
+	})
+	if err != nil {
+		d.closeAll()
+		return nil, fmt.Errorf("--auth %s: %w", cfg.Auth, err)
+	}
+	if _, off := authn.(auth.None); off {
+		log.Warn("authentication is off (--auth none): any client on the network can read patient events", "component", "auth")
+	} else {
+		log.Info("authentication on", "component", "auth", "mode", cfg.Auth, "allowed_origins", cfg.AllowedOrigins)
+	}
+
 	patients := st.Patients()
 	d.mapper = mapper.New(mapper.Config{
 		Ingest: st.Ingest(), Events: st.Events(), ReadModel: patients, Logger: log,
@@ -138,6 +153,8 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 
 	d.grpcSrv = grpc.NewServer(
 		grpc.MaxRecvMsgSize(64<<10),
+		grpc.ChainUnaryInterceptor(auth.UnaryServerInterceptor(authn)),
+		grpc.ChainStreamInterceptor(auth.StreamServerInterceptor(authn)),
 		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
 		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
 	)
@@ -157,7 +174,9 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		d.closeAll()
 		return nil, fmt.Errorf("gateway connection: %w", err)
 	}
-	handler, err := api.NewHTTPHandler(ctx, d.svc, conn, api.HTTPConfig{Ready: d.readyErr, WriteTimeout: cfg.WSWriteTimout, Logger: log})
+	handler, err := api.NewHTTPHandler(ctx, d.svc, conn, api.HTTPConfig{
+		Ready: d.readyErr, WriteTimeout: cfg.WSWriteTimout, Logger: log, Auth: authn, OriginPatterns: cfg.OriginPatterns(),
+	})
 	if err != nil {
 		d.closeAll()
 		return nil, err

@@ -10,6 +10,7 @@ import (
 	"io"
 	"net"
 	"os"
+	"path"
 	"sort"
 	"strings"
 	"time"
@@ -55,6 +56,14 @@ type Config struct {
 	WSWriteTimout time.Duration
 
 	ShutdownTimeout time.Duration
+
+	Auth            string
+	AuthTokensFile  string
+	AuthJWTKeyFile  string
+	AuthJWKSFile    string
+	AuthJWTIssuer   string
+	AuthJWTAudience string
+	AllowedOrigins  string
 
 	LogFormat      string
 	LogLevel       string
@@ -102,6 +111,13 @@ func (c *Config) FlagSet(name string) *flag.FlagSet {
 	fs.IntVar(&c.WindowBytes, "subscriber-window-bytes", 64<<20, "bytes kept in memory for live subscribers")
 	fs.DurationVar(&c.WSWriteTimout, "ws-write-timeout", 10*time.Second, "time a WebSocket client has to take one message")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "time to drain connections on shutdown")
+	fs.StringVar(&c.Auth, "auth", "none", "client authentication: none (anyone on the network may read; local use), tokens (static bearer tokens from --auth-tokens-file) or jwt (signed JWTs, key from --auth-jwt-key-file or --auth-jwks-file)")
+	fs.StringVar(&c.AuthTokensFile, "auth-tokens-file", "", "static tokens for --auth tokens: one a line, TOKEN [SUBJECT] [patient=ID,ID...]; # comments")
+	fs.StringVar(&c.AuthJWTKeyFile, "auth-jwt-key-file", "", "--auth jwt key: an HS256 secret (the file's bytes, at least 32) or a PEM public key or certificate (RSA: RS256, EC P-256: ES256)")
+	fs.StringVar(&c.AuthJWKSFile, "auth-jwks-file", "", "--auth jwt keys: a JWKS (JSON) file of RSA and EC P-256 public keys, chosen by kid")
+	fs.StringVar(&c.AuthJWTIssuer, "auth-jwt-issuer", "", "when set, a JWT's iss must equal it")
+	fs.StringVar(&c.AuthJWTAudience, "auth-jwt-audience", "", "when set, a JWT's aud must contain it")
+	fs.StringVar(&c.AllowedOrigins, "allowed-origins", "", "comma-separated origins (host patterns like ehr.example.org or *.example.org, or https://host) whose pages may open WebSockets; empty allows the same origin only")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.BoolVar(&c.LogPatientData, "log-patient-data", false, "log patient data (names, ids, message bodies); off by default")
@@ -221,6 +237,36 @@ func (c *Config) Validate() error {
 			bad("--store-dir %s: not an existing directory", c.StoreDir)
 		}
 	}
+	switch c.Auth {
+	case "none":
+	case "tokens":
+		if c.AuthTokensFile == "" {
+			bad("--auth tokens needs --auth-tokens-file")
+		}
+	case "jwt":
+		if (c.AuthJWTKeyFile == "") == (c.AuthJWKSFile == "") {
+			bad("--auth jwt needs one of --auth-jwt-key-file and --auth-jwks-file")
+		}
+	default:
+		bad("--auth %q: want none, tokens or jwt", c.Auth)
+	}
+	for name, f := range map[string]string{"auth-tokens-file": c.AuthTokensFile, "auth-jwt-key-file": c.AuthJWTKeyFile, "auth-jwks-file": c.AuthJWKSFile} {
+		if f == "" {
+			continue
+		}
+		if st, err := os.Stat(f); err != nil || !st.Mode().IsRegular() {
+			bad("--%s %s: not an existing file", name, f)
+		}
+	}
+	for _, o := range c.OriginPatterns() {
+		host := o
+		if _, after, ok := strings.Cut(o, "://"); ok {
+			host = after
+		}
+		if _, err := path.Match(o, ""); err != nil || host == "" || strings.Contains(host, "/") {
+			bad("--allowed-origins %q: want a host pattern (ehr.example.org, *.example.org) or scheme://host", o)
+		}
+	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		bad("--log-format %q: want text or json", c.LogFormat)
 	}
@@ -230,4 +276,15 @@ func (c *Config) Validate() error {
 		bad("--log-level %q: want debug, info, warn or error", c.LogLevel)
 	}
 	return errors.Join(errs...)
+}
+
+// OriginPatterns are --allowed-origins as a list.
+func (c *Config) OriginPatterns() []string {
+	var out []string
+	for _, o := range strings.Split(c.AllowedOrigins, ",") {
+		if o = strings.TrimSpace(o); o != "" {
+			out = append(out, o)
+		}
+	}
+	return out
 }

@@ -1,0 +1,298 @@
+package auth
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"math/big"
+	"os"
+
+	"github.com/golang-jwt/jwt/v5"
+)
+
+// minHMACKey is the shortest HS256 secret accepted (RFC 7518 §3.2).
+const minHMACKey = 32
+
+// JWT authenticates JSON Web Tokens signed with HS256, RS256 or ES256.
+// exp is required; the algorithm must be the one of the key (never "none",
+// never HS256 with a public key).
+type JWT struct {
+	single *jwtKey            // JWTKeyFile
+	byKID  map[string]*jwtKey // JWKSFile
+	parser *jwt.Parser
+}
+
+type jwtKey struct {
+	alg string // HS256, RS256 or ES256
+	key any    // []byte, *rsa.PublicKey, *ecdsa.PublicKey
+}
+
+func newJWT(cfg Config) (*JWT, error) {
+	j := &JWT{}
+	algs := map[string]bool{}
+	switch {
+	case cfg.JWTKeyFile != "" && cfg.JWKSFile != "":
+		return nil, errors.New("auth jwt: give a key file or a JWKS file, not both")
+	case cfg.JWTKeyFile != "":
+		b, err := os.ReadFile(cfg.JWTKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("auth jwt key file: %w", err)
+		}
+		k, err := parseKeyFile(b)
+		if err != nil {
+			return nil, fmt.Errorf("auth jwt key file %s: %w", cfg.JWTKeyFile, err)
+		}
+		j.single = k
+		algs[k.alg] = true
+	case cfg.JWKSFile != "":
+		b, err := os.ReadFile(cfg.JWKSFile)
+		if err != nil {
+			return nil, fmt.Errorf("auth JWKS file: %w", err)
+		}
+		keys, err := ParseJWKS(b)
+		if err != nil {
+			return nil, fmt.Errorf("auth JWKS file %s: %w", cfg.JWKSFile, err)
+		}
+		j.byKID = keys
+		for _, k := range keys {
+			algs[k.alg] = true
+		}
+	default:
+		return nil, errors.New("auth jwt: needs a key file or a JWKS file")
+	}
+	var methods []string
+	for a := range algs {
+		methods = append(methods, a)
+	}
+	opts := []jwt.ParserOption{jwt.WithValidMethods(methods), jwt.WithExpirationRequired(), jwt.WithTimeFunc(cfg.Now)}
+	if cfg.JWTIssuer != "" {
+		opts = append(opts, jwt.WithIssuer(cfg.JWTIssuer))
+	}
+	if cfg.JWTAudience != "" {
+		opts = append(opts, jwt.WithAudience(cfg.JWTAudience))
+	}
+	j.parser = jwt.NewParser(opts...)
+	return j, nil
+}
+
+// parseKeyFile reads a PEM public key or certificate, else an HMAC secret.
+func parseKeyFile(b []byte) (*jwtKey, error) {
+	blk, _ := pem.Decode(b)
+	if blk == nil {
+		if bytes.Contains(b, []byte("-----BEGIN")) {
+			return nil, errors.New("malformed PEM")
+		}
+		secret := bytes.TrimRight(b, "\r\n")
+		if len(secret) < minHMACKey {
+			return nil, fmt.Errorf("HS256 secret of %d bytes: want at least %d", len(secret), minHMACKey)
+		}
+		return &jwtKey{alg: "HS256", key: secret}, nil
+	}
+	var pub any
+	var err error
+	switch blk.Type {
+	case "PUBLIC KEY":
+		pub, err = x509.ParsePKIXPublicKey(blk.Bytes)
+	case "RSA PUBLIC KEY":
+		pub, err = x509.ParsePKCS1PublicKey(blk.Bytes)
+	case "CERTIFICATE":
+		var c *x509.Certificate
+		if c, err = x509.ParseCertificate(blk.Bytes); err == nil {
+			pub = c.PublicKey
+		}
+	default:
+		return nil, fmt.Errorf("PEM %q: want a PUBLIC KEY or CERTIFICATE (never a private key)", blk.Type)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return publicKey(pub)
+}
+
+func publicKey(pub any) (*jwtKey, error) {
+	switch k := pub.(type) {
+	case *rsa.PublicKey:
+		if k.N.BitLen() < 2048 {
+			return nil, fmt.Errorf("RSA key of %d bits: want at least 2048", k.N.BitLen())
+		}
+		return &jwtKey{alg: "RS256", key: k}, nil
+	case *ecdsa.PublicKey:
+		if k.Curve != elliptic.P256() {
+			return nil, fmt.Errorf("EC key on %s: want P-256 (ES256)", k.Curve.Params().Name)
+		}
+		return &jwtKey{alg: "ES256", key: k}, nil
+	}
+	return nil, fmt.Errorf("%T keys are not supported (want RSA or EC P-256)", pub)
+}
+
+// jwk is one key of a JWKS (RFC 7517, 7518 §6).
+type jwk struct {
+	Kty string `json:"kty"`
+	Kid string `json:"kid"`
+	Alg string `json:"alg"`
+	Use string `json:"use"`
+	N   string `json:"n"`
+	E   string `json:"e"`
+	Crv string `json:"crv"`
+	X   string `json:"x"`
+	Y   string `json:"y"`
+	D   string `json:"d"`
+}
+
+// ParseJWKS reads a JSON Web Key Set of RSA (RS256) and EC P-256 (ES256)
+// public keys by kid. Keys of other types or uses are skipped; a key with
+// private parts is refused.
+func ParseJWKS(b []byte) (map[string]*jwtKey, error) {
+	var set struct {
+		Keys []jwk `json:"keys"`
+	}
+	if err := json.Unmarshal(b, &set); err != nil {
+		return nil, err
+	}
+	keys := map[string]*jwtKey{}
+	for i, k := range set.Keys {
+		if k.Use != "" && k.Use != "sig" {
+			continue
+		}
+		if k.D != "" {
+			return nil, fmt.Errorf("key %d (kid %q) has private parts: publish public keys only", i, k.Kid)
+		}
+		var pub crypto.PublicKey
+		switch k.Kty {
+		case "RSA":
+			n, err1 := b64int(k.N)
+			e, err2 := b64int(k.E)
+			if err := errors.Join(err1, err2); err != nil {
+				return nil, fmt.Errorf("key %d (kid %q): %w", i, k.Kid, err)
+			}
+			if !e.IsInt64() || e.Int64() < 3 || e.Int64() > 1<<31-1 {
+				return nil, fmt.Errorf("key %d (kid %q): bad RSA exponent", i, k.Kid)
+			}
+			pub = &rsa.PublicKey{N: n, E: int(e.Int64())}
+		case "EC":
+			if k.Crv != "P-256" {
+				return nil, fmt.Errorf("key %d (kid %q): curve %q: want P-256", i, k.Kid, k.Crv)
+			}
+			x, err1 := b64fixed(k.X, 32)
+			y, err2 := b64fixed(k.Y, 32)
+			if err := errors.Join(err1, err2); err != nil {
+				return nil, fmt.Errorf("key %d (kid %q): %w", i, k.Kid, err)
+			}
+			// Uncompressed point; ParseUncompressedPublicKey checks it is on the curve.
+			ek, err := ecdsa.ParseUncompressedPublicKey(elliptic.P256(), append(append([]byte{4}, x...), y...))
+			if err != nil {
+				return nil, fmt.Errorf("key %d (kid %q): %w", i, k.Kid, err)
+			}
+			pub = ek
+		default:
+			continue
+		}
+		key, err := publicKey(pub)
+		if err != nil {
+			return nil, fmt.Errorf("key %d (kid %q): %w", i, k.Kid, err)
+		}
+		if k.Alg != "" && k.Alg != key.alg {
+			return nil, fmt.Errorf("key %d (kid %q): alg %q does not fit a %s key (want %s)", i, k.Kid, k.Alg, k.Kty, key.alg)
+		}
+		if _, dup := keys[k.Kid]; dup {
+			return nil, fmt.Errorf("key %d: kid %q given twice", i, k.Kid)
+		}
+		keys[k.Kid] = key
+	}
+	if len(keys) == 0 {
+		return nil, errors.New("no RSA or EC P-256 signing keys")
+	}
+	return keys, nil
+}
+
+func b64int(s string) (*big.Int, error) {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil || len(b) == 0 {
+		return nil, fmt.Errorf("bad base64url integer")
+	}
+	return new(big.Int).SetBytes(b), nil
+}
+
+func b64fixed(s string, n int) ([]byte, error) {
+	b, err := base64.RawURLEncoding.DecodeString(s)
+	if err != nil || len(b) != n {
+		return nil, fmt.Errorf("bad base64url coordinate (want %d bytes)", n)
+	}
+	return b, nil
+}
+
+// claims are the claims radbridge reads.
+type claims struct {
+	jwt.RegisteredClaims
+	// Patient is the SMART launch context patient (a string; an array is
+	// accepted too).
+	Patient    json.RawMessage `json:"patient,omitempty"`
+	Patients   []string        `json:"patients,omitempty"`
+	PatientIDs []string        `json:"patient_ids,omitempty"`
+}
+
+func (j *JWT) keyFunc(t *jwt.Token) (any, error) {
+	k := j.single
+	if k == nil {
+		kid, _ := t.Header["kid"].(string)
+		k = j.byKID[kid]
+		if k == nil && kid == "" && len(j.byKID) == 1 {
+			for _, only := range j.byKID {
+				k = only
+			}
+		}
+		if k == nil {
+			return nil, fmt.Errorf("no key with kid %q", kid)
+		}
+	}
+	if t.Method.Alg() != k.alg {
+		return nil, fmt.Errorf("alg %s does not fit the key (%s)", t.Method.Alg(), k.alg)
+	}
+	return k.key, nil
+}
+
+// Authenticate implements Authenticator.
+func (j *JWT) Authenticate(_ context.Context, token string) (*Principal, error) {
+	if token == "" {
+		return nil, fmt.Errorf("%w: no token", ErrUnauthenticated)
+	}
+	var c claims
+	if _, err := j.parser.ParseWithClaims(token, &c, j.keyFunc); err != nil {
+		if errors.Is(err, jwt.ErrTokenExpired) {
+			return nil, fmt.Errorf("%w: %v", ErrTokenExpired, err)
+		}
+		return nil, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
+	}
+	p := &Principal{Subject: c.Subject, Expires: c.ExpiresAt.Time}
+	if p.Subject == "" {
+		p.Subject = "jwt"
+	}
+	if len(c.Patient) > 0 && string(c.Patient) != "null" {
+		var one string
+		var many []string
+		switch {
+		case json.Unmarshal(c.Patient, &one) == nil:
+			if one == "" {
+				return nil, fmt.Errorf("%w: empty patient claim", ErrUnauthenticated)
+			}
+			many = []string{one}
+		case json.Unmarshal(c.Patient, &many) == nil:
+		default:
+			return nil, fmt.Errorf("%w: patient claim is neither a string nor an array of strings", ErrUnauthenticated)
+		}
+		p.Patients = append([]string{}, many...)
+	}
+	if c.Patients != nil || c.PatientIDs != nil {
+		p.Patients = append(append(append([]string{}, p.Patients...), c.Patients...), c.PatientIDs...)
+	}
+	return p, nil
+}
