@@ -1,0 +1,831 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/coder/websocket"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/encoding/protojson"
+
+	"radbridge/auth"
+	"radbridge/fanout"
+	rbv1 "radbridge/proto/radbridge/v1"
+)
+
+// The browser room protocol (DESIGN.md) on /ws: JSON text frames
+// {"type":…,"data":{…}}. The server greets with welcome; the client may
+// authenticate (auth), subscribe, unsubscribe and ping; the server answers
+// with authenticated, subscription, unsubscribed, pong and error, pushes
+// update messages for each subscription and heartbeat messages on an idle
+// connection.
+
+// Error codes of the room protocol's error messages.
+const (
+	roomAuthFailed      = "AUTH_FAILED"
+	roomTokenExpired    = "TOKEN_EXPIRED"
+	roomForbidden       = "FORBIDDEN"
+	roomBadMessage      = "BAD_MESSAGE"
+	roomUnknownType     = "UNKNOWN_TYPE"
+	roomBadRequest      = "BAD_REQUEST"
+	roomOutOfRange      = "OUT_OF_RANGE"
+	roomDuplicate       = "DUPLICATE_SUBSCRIPTION"
+	roomUnknownSub      = "UNKNOWN_SUBSCRIPTION"
+	roomSubLimit        = "SUBSCRIPTION_LIMIT"
+	roomRateLimited     = "RATE_LIMITED"
+	roomSlowConsumer    = "SLOW_CONSUMER"
+	roomUnavailable     = "UNAVAILABLE"
+	roomShuttingDown    = "SHUTTING_DOWN"
+	roomTokenCookie     = "radbridge_token"
+	roomProtocolVersion = 1
+)
+
+// roomLimits bounds one room connection.
+type roomLimits struct {
+	maxMessage  int64         // bytes per client frame
+	maxSubs     int           // subscriptions per connection
+	maxPatients int           // patient ids per subscription
+	rate        float64       // client messages per second, sustained
+	burst       float64       // client messages at once
+	overLimit   int           // messages dropped in a row before the socket is closed
+	outbox      int           // messages queued for the writer
+	heartbeat   time.Duration // idle time before a heartbeat
+	authWait    time.Duration // time to authenticate when auth is required
+	write       time.Duration // bound on one write
+}
+
+func defaultRoomLimits(cfg HTTPConfig, svc *Service) roomLimits {
+	hb := 30 * time.Second
+	if svc != nil && svc.DefaultHeartbeat > 0 {
+		hb = svc.DefaultHeartbeat
+	}
+	wt := cfg.WriteTimeout
+	if wt <= 0 {
+		wt = 10 * time.Second
+	}
+	return roomLimits{
+		maxMessage: 64 << 10, maxSubs: 20, maxPatients: 50,
+		rate: 20, burst: 40, overLimit: 40,
+		outbox: 256, heartbeat: hb, authWait: 10 * time.Second, write: wt,
+	}
+}
+
+// roomHandler serves the room protocol.
+type roomHandler struct {
+	svc     *Service
+	cfg     HTTPConfig
+	authn   auth.Authenticator
+	anyone  bool // no authentication configured
+	lim     roomLimits
+	updates updateCache
+}
+
+func newRoomHandler(svc *Service, cfg HTTPConfig) *roomHandler {
+	h := &roomHandler{svc: svc, cfg: cfg, authn: cfg.Auth, lim: defaultRoomLimits(cfg, svc)}
+	switch cfg.Auth.(type) {
+	case nil:
+		h.authn, h.anyone = auth.None{}, true
+	case auth.None, *auth.None:
+		h.anyone = true
+	}
+	h.updates.init(1024)
+	return h
+}
+
+// roomIn is a client message.
+type roomIn struct {
+	Type string          `json:"type"`
+	Data json.RawMessage `json:"data"`
+	// Token is accepted here too on auth messages.
+	Token string `json:"token"`
+}
+
+type roomAuthData struct {
+	Token string `json:"token"`
+}
+
+type roomSubscribeData struct {
+	SubscriptionID string   `json:"subscription_id"`
+	PatientIDs     []string `json:"patient_ids"`
+	ResourceTypes  []string `json:"resource_types"`
+	EventTypes     []string `json:"event_types"`
+	Since          *uint64  `json:"since"`
+	AllPatients    bool     `json:"all_patients"`
+}
+
+type roomUnsubscribeData struct {
+	SubscriptionID string `json:"subscription_id"`
+}
+
+// roomOut is a server message other than update.
+type roomOut struct {
+	Type      string `json:"type"`
+	Error     string `json:"error,omitempty"`
+	Message   string `json:"message,omitempty"`
+	Data      any    `json:"data,omitempty"`
+	Timestamp string `json:"timestamp"`
+}
+
+type roomSubID struct {
+	SubscriptionID string `json:"subscription_id"`
+	Since          uint64 `json:"since,omitzero"`
+}
+
+const roomTime = "2006-01-02T15:04:05.000Z07:00"
+
+func encodeOut(m roomOut) []byte {
+	m.Timestamp = time.Now().UTC().Format(roomTime)
+	b, _ := json.Marshal(m)
+	return b
+}
+
+func errorOut(code, msg string, data any) []byte {
+	return encodeOut(roomOut{Type: "error", Error: code, Message: msg, Data: data})
+}
+
+// outMsg is one frame for the writer; updates name their subscription so
+// that none is written after the subscription ended.
+type outMsg struct {
+	b   []byte
+	sub *roomSub
+	seq uint64
+}
+
+// closeReq ends the connection: the writer sends frame (when set) and
+// closes with code and reason.
+type closeReq struct {
+	frame  []byte
+	code   websocket.StatusCode
+	reason string
+	slow   bool // a slow consumer: the writer fills in the rest
+}
+
+type roomSub struct {
+	id       string
+	ctx      context.Context
+	cancel   context.CancelFunc
+	all      bool     // all_patients
+	patients []string // or these
+
+	mu        sync.Mutex
+	delivered uint64 // sequence of the last update written, or the start cursor
+}
+
+func (s *roomSub) setDelivered(seq uint64) {
+	s.mu.Lock()
+	s.delivered = max(s.delivered, seq)
+	s.mu.Unlock()
+}
+
+func (s *roomSub) resumeSince() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.delivered
+}
+
+// roomConn is one connection. The reader (ServeHTTP's goroutine) handles
+// client messages, one writer goroutine owns every write, and each
+// subscription has a goroutine following the hub; all end with ctx.
+type roomConn struct {
+	h      *roomHandler
+	c      *websocket.Conn
+	ctx    context.Context
+	cancel context.CancelFunc
+	out    chan outMsg
+	closed chan closeReq
+	wg     sync.WaitGroup
+
+	// reader's state
+	principal  *auth.Principal
+	preAuthErr error // a handshake credential that was not accepted
+	expiry     *time.Timer
+	authTimer  *time.Timer
+	tokens     float64
+	last       time.Time
+	over       int
+
+	mu   sync.Mutex // guards subs (read by the writer on a slow close)
+	subs map[string]*roomSub
+}
+
+// ServeHTTP implements http.Handler.
+func (h *roomHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	token := handshakeToken(r)
+	parent := r.Context()
+	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: h.cfg.OriginPatterns})
+	if err != nil {
+		return // Accept answered the HTTP request
+	}
+	defer c.CloseNow()
+	c.SetReadLimit(h.lim.maxMessage)
+	ctx, cancel := context.WithCancel(parent)
+	defer cancel()
+	rc := &roomConn{
+		h: h, c: c, ctx: ctx, cancel: cancel,
+		out: make(chan outMsg, h.lim.outbox), closed: make(chan closeReq, 1),
+		tokens: h.lim.burst, last: time.Now(), subs: map[string]*roomSub{},
+	}
+	defer rc.wg.Wait()
+	defer cancel()
+	if h.svc != nil {
+		defer context.AfterFunc(h.svc.stopCtx, func() {
+			rc.closeWith(closeReq{frame: errorOut(roomShuttingDown, "server shutting down; reconnect and resume with since", nil), code: websocket.StatusGoingAway, reason: "server shutting down"})
+		})()
+	}
+	rc.wg.Add(1)
+	go rc.writeLoop()
+	defer rc.stopTimers()
+
+	if token != "" {
+		p, err := h.authn.Authenticate(ctx, token)
+		if err == nil {
+			err = rc.setPrincipal(p)
+		}
+		rc.preAuthErr = err
+	} else if h.anyone {
+		p, _ := h.authn.Authenticate(ctx, "")
+		if p == nil {
+			p = &auth.Principal{Subject: "anonymous"}
+		}
+		_ = rc.setPrincipal(p)
+	}
+	rc.send(encodeOut(roomOut{Type: "welcome", Data: map[string]any{
+		"server": "radbridge", "protocol": roomProtocolVersion,
+		"auth_required": !h.anyone, "authenticated": rc.principal != nil,
+		"max_subscriptions": h.lim.maxSubs, "max_message_bytes": h.lim.maxMessage,
+		"heartbeat_seconds": int(h.lim.heartbeat / time.Second),
+	}}))
+	if rc.principal == nil {
+		rc.authTimer = time.AfterFunc(h.lim.authWait, func() {
+			rc.closeWith(closeReq{frame: errorOut(roomAuthFailed, "no auth message in time", nil), code: websocket.StatusPolicyViolation, reason: roomAuthFailed})
+		})
+	}
+	for {
+		typ, b, err := c.Read(ctx)
+		if err != nil {
+			return
+		}
+		if !rc.allow() {
+			continue
+		}
+		if typ != websocket.MessageText {
+			rc.send(errorOut(roomBadMessage, "messages are JSON text frames", nil))
+			continue
+		}
+		rc.handle(b)
+	}
+}
+
+// handshakeToken returns the bearer token of the Authorization header or
+// the radbridge_token cookie; never one from the URL, which ends up in
+// logs and browser history.
+func handshakeToken(r *http.Request) string {
+	if a := r.Header.Get("Authorization"); a != "" {
+		if scheme, tok, ok := strings.Cut(a, " "); ok && strings.EqualFold(scheme, "Bearer") {
+			return strings.TrimSpace(tok)
+		}
+	}
+	if ck, err := r.Cookie(roomTokenCookie); err == nil {
+		return ck.Value
+	}
+	return ""
+}
+
+// allow applies the token bucket; a client over the rate gets one
+// RATE_LIMITED error and its messages are dropped, and the socket closes
+// if it keeps on.
+func (rc *roomConn) allow() bool {
+	now := time.Now()
+	lim := rc.h.lim
+	rc.tokens = min(lim.burst, rc.tokens+now.Sub(rc.last).Seconds()*lim.rate)
+	rc.last = now
+	if rc.tokens >= 1 {
+		rc.tokens--
+		rc.over = 0
+		return true
+	}
+	rc.over++
+	switch {
+	case rc.over == 1:
+		rc.send(errorOut(roomRateLimited, fmt.Sprintf("more than %g messages per second; messages are being dropped", lim.rate), nil))
+	case rc.over >= lim.overLimit:
+		rc.closeWith(closeReq{frame: errorOut(roomRateLimited, "kept on over the rate limit; closing", nil), code: websocket.StatusPolicyViolation, reason: "rate limit exceeded"})
+	}
+	return false
+}
+
+func (rc *roomConn) handle(b []byte) {
+	var m roomIn
+	if err := json.Unmarshal(b, &m); err != nil {
+		rc.send(errorOut(roomBadMessage, "not a JSON object: "+trimErr(err), nil))
+		return
+	}
+	if m.Type == "" {
+		rc.send(errorOut(roomBadMessage, "message has no type", nil))
+		return
+	}
+	if m.Type == "auth" {
+		rc.auth(m)
+		return
+	}
+	if rc.principal == nil {
+		code, msg := roomAuthFailed, "authenticate first: send {\"type\":\"auth\",\"data\":{\"token\":…}}"
+		if errors.Is(rc.preAuthErr, auth.ErrTokenExpired) {
+			code, msg = roomTokenExpired, "token expired"
+		} else if rc.preAuthErr != nil {
+			msg = "token not accepted"
+		}
+		rc.closeWith(closeReq{frame: errorOut(code, msg, nil), code: websocket.StatusPolicyViolation, reason: code})
+		return
+	}
+	switch m.Type {
+	case "ping":
+		rc.send(encodeOut(roomOut{Type: "pong"}))
+	case "subscribe":
+		rc.subscribe(m.Data)
+	case "unsubscribe":
+		rc.unsubscribe(m.Data)
+	default:
+		rc.send(errorOut(roomUnknownType, fmt.Sprintf("unknown message type %.64q", m.Type), nil))
+	}
+}
+
+func trimErr(err error) string {
+	s := err.Error()
+	if len(s) > 200 {
+		s = s[:200]
+	}
+	return s
+}
+
+// auth authenticates the connection, or replaces its credential (a
+// refreshed token) when the new one may still see every open
+// subscription.
+func (rc *roomConn) auth(m roomIn) {
+	tok := m.Token
+	if len(m.Data) > 0 {
+		var d roomAuthData
+		if err := json.Unmarshal(m.Data, &d); err != nil {
+			rc.send(errorOut(roomBadMessage, "auth data: "+trimErr(err), nil))
+			return
+		}
+		if d.Token != "" {
+			tok = d.Token
+		}
+	}
+	p, err := rc.h.authn.Authenticate(rc.ctx, tok)
+	if err == nil && p == nil {
+		err = auth.ErrUnauthenticated
+	}
+	if err == nil {
+		err = rc.setPrincipal(p)
+	}
+	if err != nil {
+		code, msg := roomAuthFailed, "token not accepted"
+		if errors.Is(err, auth.ErrTokenExpired) {
+			code, msg = roomTokenExpired, "token expired"
+		}
+		if errors.Is(err, errForbiddenReauth) {
+			rc.send(errorOut(roomForbidden, err.Error(), nil))
+			return
+		}
+		rc.closeWith(closeReq{frame: errorOut(code, msg, nil), code: websocket.StatusPolicyViolation, reason: code})
+		return
+	}
+	rc.send(encodeOut(roomOut{Type: "authenticated", Data: map[string]any{"subject": p.Subject}}))
+}
+
+var errForbiddenReauth = errors.New("the new token may not see every open subscription")
+
+// setPrincipal installs p (checking a replacement against the open
+// subscriptions) and arms its expiry.
+func (rc *roomConn) setPrincipal(p *auth.Principal) error {
+	if !p.Expires.IsZero() && !time.Now().Before(p.Expires) {
+		return auth.ErrTokenExpired
+	}
+	if rc.principal != nil {
+		rc.mu.Lock()
+		for _, s := range rc.subs {
+			if !rc.mayRead(p, s) {
+				rc.mu.Unlock()
+				return errForbiddenReauth
+			}
+		}
+		rc.mu.Unlock()
+	}
+	rc.principal = p
+	if rc.authTimer != nil {
+		rc.authTimer.Stop()
+	}
+	if rc.expiry != nil {
+		rc.expiry.Stop()
+		rc.expiry = nil
+	}
+	if !p.Expires.IsZero() {
+		rc.expiry = time.AfterFunc(time.Until(p.Expires), func() {
+			rc.closeWith(closeReq{frame: errorOut(roomTokenExpired, "token expired", nil), code: websocket.StatusPolicyViolation, reason: roomTokenExpired})
+		})
+	}
+	return nil
+}
+
+// mayRead reports whether p may see everything s delivers.
+func (rc *roomConn) mayRead(p *auth.Principal, s *roomSub) bool {
+	if s.all {
+		return !p.Restricted()
+	}
+	for _, id := range s.patients {
+		if !p.MayRead(id) {
+			return false
+		}
+	}
+	return true
+}
+
+func (rc *roomConn) stopTimers() {
+	if rc.expiry != nil {
+		rc.expiry.Stop()
+	}
+	if rc.authTimer != nil {
+		rc.authTimer.Stop()
+	}
+}
+
+func (rc *roomConn) subscribe(raw json.RawMessage) {
+	var d roomSubscribeData
+	if err := json.Unmarshal(raw, &d); err != nil || len(raw) == 0 {
+		msg := "subscribe needs data"
+		if err != nil {
+			msg = "subscribe data: " + trimErr(err)
+		}
+		rc.send(errorOut(roomBadMessage, msg, nil))
+		return
+	}
+	ref := roomSubID{SubscriptionID: d.SubscriptionID}
+	fail := func(code, format string, a ...any) {
+		rc.send(errorOut(code, fmt.Sprintf(format, a...), ref))
+	}
+	if err := checkID("subscription_id", d.SubscriptionID); err != nil {
+		ref.SubscriptionID = ""
+		fail(roomBadRequest, "%s", status.Convert(err).Message())
+		return
+	}
+	rc.mu.Lock()
+	_, dup := rc.subs[d.SubscriptionID]
+	n := len(rc.subs)
+	rc.mu.Unlock()
+	switch {
+	case dup:
+		fail(roomDuplicate, "subscription %q is already open", d.SubscriptionID)
+		return
+	case n >= rc.h.lim.maxSubs:
+		fail(roomSubLimit, "at most %d subscriptions per connection", rc.h.lim.maxSubs)
+		return
+	case d.AllPatients && len(d.PatientIDs) > 0:
+		fail(roomBadRequest, "all_patients and patient_ids exclude each other")
+		return
+	case !d.AllPatients && len(d.PatientIDs) == 0:
+		fail(roomBadRequest, "patient_ids is required (1 to %d ids)", rc.h.lim.maxPatients)
+		return
+	case len(d.PatientIDs) > rc.h.lim.maxPatients:
+		fail(roomBadRequest, "at most %d patient_ids per subscription", rc.h.lim.maxPatients)
+		return
+	}
+	p := rc.principal
+	if d.AllPatients && p.Restricted() {
+		fail(roomForbidden, "this token may not subscribe to all patients")
+		return
+	}
+	for _, id := range d.PatientIDs {
+		if !p.MayRead(id) {
+			fail(roomForbidden, "this token may not see patient %.64q", id)
+			return
+		}
+	}
+	req := &rbv1.SubscribeRequest{PatientId: d.PatientIDs, ResourceType: d.ResourceTypes}
+	for _, t := range d.EventTypes {
+		et, ok := EventTypeByName(t)
+		if !ok {
+			fail(roomBadRequest, "unknown event type %.64q", t)
+			return
+		}
+		req.Type = append(req.Type, et)
+	}
+	if d.Since != nil {
+		req.SinceSequence = *d.Since
+	} else {
+		req.FromNow = true
+	}
+	params, err := rc.h.svc.validateSubscribe(auth.WithPrincipal(rc.ctx, p), req)
+	if err != nil {
+		st := status.Convert(err)
+		code := roomBadRequest
+		switch st.Code() {
+		case codes.OutOfRange:
+			code = roomOutOfRange
+		case codes.PermissionDenied:
+			code = roomForbidden
+		case codes.Unauthenticated:
+			code = roomAuthFailed
+		case codes.Unavailable, codes.Internal, codes.DeadlineExceeded, codes.Canceled:
+			code = roomUnavailable
+		}
+		fail(code, "%s", st.Message())
+		return
+	}
+	ctx, cancel := context.WithCancel(rc.ctx)
+	s := &roomSub{id: d.SubscriptionID, ctx: ctx, cancel: cancel, all: d.AllPatients, patients: d.PatientIDs, delivered: params.since}
+	hs := rc.h.svc.hub.Subscribe(params.since, params.f)
+	rc.mu.Lock()
+	rc.subs[s.id] = s
+	rc.mu.Unlock()
+	ref.Since = params.since
+	// The confirmation is queued before the goroutine starts, so it
+	// precedes the subscription's first update.
+	rc.send(encodeOut(roomOut{Type: "subscription", Data: ref}))
+	rc.wg.Add(1)
+	go rc.follow(s, hs)
+}
+
+func (rc *roomConn) unsubscribe(raw json.RawMessage) {
+	var d roomUnsubscribeData
+	if err := json.Unmarshal(raw, &d); err != nil || len(raw) == 0 {
+		rc.send(errorOut(roomBadMessage, "unsubscribe needs data with a subscription_id", nil))
+		return
+	}
+	rc.mu.Lock()
+	s, ok := rc.subs[d.SubscriptionID]
+	delete(rc.subs, d.SubscriptionID)
+	rc.mu.Unlock()
+	ref := roomSubID{SubscriptionID: d.SubscriptionID}
+	if !ok {
+		rc.send(errorOut(roomUnknownSub, fmt.Sprintf("no open subscription %.64q", d.SubscriptionID), ref))
+		return
+	}
+	// Cancelled before the answer is queued: the writer drops any update
+	// of s still queued, so none follows "unsubscribed".
+	s.cancel()
+	rc.send(encodeOut(roomOut{Type: "unsubscribed", Data: ref}))
+}
+
+// follow pulls s's events from the hub and queues them as updates.
+func (rc *roomConn) follow(s *roomSub, hs *fanout.Subscription) {
+	defer rc.wg.Done()
+	defer hs.Close()
+	for {
+		entries, err := hs.Next(s.ctx, time.Hour)
+		if err != nil {
+			switch {
+			case s.ctx.Err() != nil:
+			case errors.Is(err, fanout.ErrSlow):
+				rc.closeSlow()
+			default:
+				rc.closeWith(closeReq{frame: errorOut(roomUnavailable, "reading events failed; reconnect and resume with since", roomSubID{SubscriptionID: s.id, Since: s.resumeSince()}),
+					code: websocket.StatusInternalError, reason: "read events failed"})
+			}
+			return
+		}
+		for _, e := range entries {
+			select {
+			case rc.out <- outMsg{b: rc.h.updates.encode(e, s.id), sub: s, seq: e.Event.GetSequence()}:
+			case <-s.ctx.Done():
+				return
+			}
+		}
+	}
+}
+
+// closeSlow ends a connection that does not keep up.
+func (rc *roomConn) closeSlow() { rc.closeWith(closeReq{slow: true}) }
+
+// slowReq is closeSlow's request, built by the writer once nothing more
+// is written: the error names each subscription's resume cursor (its last
+// update written), and the close reason the lowest.
+func (rc *roomConn) slowReq() closeReq {
+	rc.mu.Lock()
+	resume := map[string]uint64{}
+	low := uint64(0)
+	first := true
+	for id, s := range rc.subs {
+		n := s.resumeSince()
+		resume[id] = n
+		if first || n < low {
+			low, first = n, false
+		}
+	}
+	rc.mu.Unlock()
+	return closeReq{
+		frame: errorOut(roomSlowConsumer, "client too slow; reconnect and resume each subscription with since", map[string]any{"resume": resume}),
+		code:  websocket.StatusTryAgainLater, reason: fmt.Sprintf("too slow: resume with since=%d", low),
+	}
+}
+
+// send queues a frame; it waits while the outbox is full (the writer's
+// timeout ends a client that does not read).
+func (rc *roomConn) send(b []byte) {
+	select {
+	case rc.out <- outMsg{b: b}:
+	case <-rc.ctx.Done():
+	}
+}
+
+// closeWith asks the writer to end the connection; the first request wins.
+func (rc *roomConn) closeWith(r closeReq) {
+	select {
+	case rc.closed <- r:
+	default:
+	}
+}
+
+func (rc *roomConn) writeLoop() {
+	defer rc.wg.Done()
+	defer rc.cancel()
+	lim := rc.h.lim
+	idle := time.NewTimer(lim.heartbeat)
+	defer idle.Stop()
+	write := func(b []byte) error {
+		ctx, cancel := context.WithTimeout(rc.ctx, lim.write)
+		defer cancel()
+		return rc.c.Write(ctx, websocket.MessageText, b)
+	}
+	for {
+		select {
+		case r := <-rc.closed:
+			rc.finish(r)
+			return
+		default:
+		}
+		select {
+		case <-rc.ctx.Done():
+			return
+		case r := <-rc.closed:
+			rc.finish(r)
+			return
+		case m := <-rc.out:
+			if m.sub != nil && m.sub.ctx.Err() != nil {
+				continue // unsubscribed
+			}
+			if err := write(m.b); err != nil {
+				if rc.ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+					rc.closeSlow()
+					if r, ok := <-rc.closed; ok {
+						rc.finish(r)
+					}
+				}
+				return
+			}
+			if m.sub != nil {
+				m.sub.setDelivered(m.seq)
+			}
+		case <-idle.C:
+			if err := write(encodeOut(roomOut{Type: "heartbeat"})); err != nil {
+				return
+			}
+			ctx, cancel := context.WithTimeout(rc.ctx, lim.write)
+			err := rc.c.Ping(ctx)
+			cancel()
+			if err != nil {
+				return
+			}
+		}
+		idle.Reset(lim.heartbeat)
+	}
+}
+
+// finish writes r's frame, briefly, and closes with its code.
+func (rc *roomConn) finish(r closeReq) {
+	if r.slow {
+		r = rc.slowReq()
+	}
+	if r.frame != nil {
+		ctx, cancel := context.WithTimeout(rc.ctx, time.Second)
+		_ = rc.c.Write(ctx, websocket.MessageText, r.frame)
+		cancel()
+	}
+	_ = rc.c.Close(r.code, r.reason)
+}
+
+// roomUpdateData is an update's data, less its subscription_id.
+type roomUpdateData struct {
+	EventType        string          `json:"event_type"`
+	Action           string          `json:"action"`
+	PatientID        string          `json:"patient_id"`
+	ResourceType     string          `json:"resource_type"`
+	ResourceID       string          `json:"resource_id"`
+	Resource         json.RawMessage `json:"resource"`
+	Sequence         uint64          `json:"sequence"`
+	EventID          string          `json:"event_id"`
+	Time             string          `json:"time"`
+	Severity         string          `json:"severity"`
+	Priority         string          `json:"priority"`
+	Message          string          `json:"message"`
+	AccessionNumber  string          `json:"accession_number,omitempty"`
+	StudyInstanceUID string          `json:"study_instance_uid,omitempty"`
+}
+
+// roomAction is an update's action: "created" when the event introduces
+// its resource (a study first available, a new order, a first preliminary
+// result, a viewing record), "updated" for every later change of it
+// (study updates and progress, final and corrected reports, order
+// changes and cancellations). A final report with no preliminary before
+// it is "updated" too: the event alone does not say whether a preliminary
+// was sent, and clients key resources by resource_type and resource_id.
+func roomAction(t rbv1.EventType) string {
+	switch t {
+	case rbv1.EventType_IMAGING_STUDY_AVAILABLE, rbv1.EventType_ORDER_PLACED, rbv1.EventType_RESULT_RECEIVED, rbv1.EventType_IMAGING_STUDY_VIEWED:
+		return "created"
+	}
+	return "updated"
+}
+
+func enumWord(name, prefix, unspecified string) string {
+	w := strings.ToLower(strings.TrimPrefix(name, prefix))
+	if w == "unspecified" || w == "" || strings.Trim(w, "0123456789") == "" {
+		return unspecified
+	}
+	return w
+}
+
+// updatePrefix encodes everything of ev's update up to its
+// subscription_id's value.
+func updatePrefix(ev *rbv1.Event) []byte {
+	res := json.RawMessage("null")
+	if ev.GetResource() != nil {
+		if b, err := protojson.Marshal(ev.GetResource()); err == nil {
+			res = b
+		}
+	}
+	when := ""
+	if ev.GetTime() != nil {
+		when = ev.GetTime().AsTime().UTC().Format(roomTime)
+	}
+	d := roomUpdateData{
+		EventType: DottedName(ev.GetType()), Action: roomAction(ev.GetType()),
+		PatientID: ev.GetPatientId(), ResourceType: ev.GetResourceType(), ResourceID: ev.GetResourceId(), Resource: res,
+		Sequence: ev.GetSequence(), EventID: ev.GetId(), Time: when,
+		Severity: enumWord(ev.GetSeverity().String(), "SEVERITY_", "info"),
+		Priority: enumWord(ev.GetPriority().String(), "PRIORITY_", "routine"),
+		Message:  ev.GetMessage(), AccessionNumber: ev.GetAccessionNumber(), StudyInstanceUID: ev.GetStudyInstanceUid(),
+	}
+	if d.EventType == "" {
+		d.EventType = strings.ToLower(ev.GetType().String())
+	}
+	data, err := json.Marshal(d)
+	if err != nil { // a resource that is not valid JSON
+		d.Resource = json.RawMessage("null")
+		data, _ = json.Marshal(d)
+	}
+	if when == "" {
+		when = time.Now().UTC().Format(roomTime)
+	}
+	b := make([]byte, 0, len(data)+96)
+	b = append(b, `{"type":"update","timestamp":"`...)
+	b = append(b, when...)
+	b = append(b, `","data":`...)
+	b = append(b, data[:len(data)-1]...)
+	b = append(b, `,"subscription_id":`...)
+	return b
+}
+
+// updateCache keeps the newest events' update encodings, so an event
+// going to many connections is encoded once.
+type updateCache struct {
+	mu   sync.Mutex
+	m    map[*fanout.Entry][]byte
+	ring []*fanout.Entry
+	next int
+}
+
+func (c *updateCache) init(n int) {
+	c.m = make(map[*fanout.Entry][]byte, n)
+	c.ring = make([]*fanout.Entry, n)
+}
+
+func (c *updateCache) encode(e *fanout.Entry, subID string) []byte {
+	c.mu.Lock()
+	p, ok := c.m[e]
+	c.mu.Unlock()
+	if !ok {
+		p = updatePrefix(e.Event)
+		c.mu.Lock()
+		if old := c.ring[c.next]; old != nil {
+			delete(c.m, old)
+		}
+		c.ring[c.next] = e
+		c.next = (c.next + 1) % len(c.ring)
+		c.m[e] = p
+		c.mu.Unlock()
+	}
+	id, _ := json.Marshal(subID)
+	b := make([]byte, 0, len(p)+len(id)+2)
+	b = append(b, p...)
+	b = append(b, id...)
+	return append(b, '}', '}')
+}
