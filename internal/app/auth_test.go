@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
+	"radbridge/internal/config"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
 
@@ -290,5 +291,33 @@ func TestJWT(t *testing.T) {
 	var ce websocket.CloseError
 	if !errors.As(err, &ce) || ce.Code != websocket.StatusPolicyViolation || ce.Reason != "TOKEN_EXPIRED" {
 		t.Errorf("WebSocket past the token's exp: %v; want close 1008 TOKEN_EXPIRED", err)
+	}
+}
+
+// TestAuthFlagsValidated: a mode without its key material, a missing file
+// or a malformed origin pattern stops the daemon at start.
+func TestAuthFlagsValidated(t *testing.T) {
+	dir := t.TempDir()
+	key := filepath.Join(dir, "key")
+	os.WriteFile(key, []byte("0123456789abcdef0123456789abcdef"), 0o600)
+	for _, args := range [][]string{
+		{"--auth", "ldap"},
+		{"--auth", "tokens"},
+		{"--auth", "tokens", "--auth-tokens-file", filepath.Join(dir, "missing")},
+		{"--auth", "jwt"},
+		{"--auth", "jwt", "--auth-jwt-key-file", key, "--auth-jwks-file", key},
+		{"--allowed-origins", "ehr.example.org/path"},
+		{"--allowed-origins", "[bad"},
+	} {
+		if _, err := config.Load("test", append([]string{"--data-dir", dir}, args...), func(string) string { return "" }, io.Discard); err == nil {
+			t.Errorf("%v: accepted", args)
+		}
+	}
+	cfg, err := config.Load("test", []string{"--data-dir", dir, "--auth", "jwt", "--auth-jwt-key-file", key, "--allowed-origins", "ehr.example.org, https://*.example.net"}, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := cfg.OriginPatterns(); len(got) != 2 || got[1] != "https://*.example.net" {
+		t.Errorf("OriginPatterns() = %q", got)
 	}
 }
