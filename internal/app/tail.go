@@ -15,6 +15,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 
@@ -40,6 +41,7 @@ func tail(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	since := fs.Uint64("since", 0, "print events after this sequence (0: from the start)")
 	fromNow := fs.Bool("from-now", false, "print only events that arrive from now on")
 	asJSON := fs.Bool("json", false, "print each event as one line of JSON")
+	tokenFile := fs.String("token-file", "", "file holding the bearer token (else $RADBRIDGE_TOKEN); sent as gRPC authorization metadata")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -57,6 +59,18 @@ func tail(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	token := os.Getenv("RADBRIDGE_TOKEN")
+	if *tokenFile != "" {
+		b, err := os.ReadFile(*tokenFile)
+		if err != nil {
+			fmt.Fprintf(stderr, "radbridge tail: %v\n", err)
+			return 2
+		}
+		token = strings.TrimSpace(string(b))
+	}
+	if token != "" {
+		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
+	}
 	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		fmt.Fprintf(stderr, "radbridge tail: %v\n", err)
