@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -112,12 +113,29 @@ type roomAuthData struct {
 }
 
 type roomSubscribeData struct {
-	SubscriptionID string   `json:"subscription_id"`
-	PatientIDs     []string `json:"patient_ids"`
-	ResourceTypes  []string `json:"resource_types"`
-	EventTypes     []string `json:"event_types"`
-	Since          *uint64  `json:"since"`
-	AllPatients    bool     `json:"all_patients"`
+	SubscriptionID string      `json:"subscription_id"`
+	PatientIDs     []string    `json:"patient_ids"`
+	ResourceTypes  []string    `json:"resource_types"`
+	EventTypes     []string    `json:"event_types"`
+	Since          *roomCursor `json:"since"`
+	AllPatients    bool        `json:"all_patients"`
+}
+
+// roomCursor is a since value: a JSON number, or a decimal string as
+// protojson writes uint64 (a client may pass on a REST sequence as is).
+type roomCursor uint64
+
+func (c *roomCursor) UnmarshalJSON(b []byte) error {
+	s := string(b)
+	if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' {
+		s = s[1 : len(s)-1]
+	}
+	n, err := strconv.ParseUint(s, 10, 64)
+	if err != nil {
+		return fmt.Errorf("since %.32s is not a non-negative integer", b)
+	}
+	*c = roomCursor(n)
+	return nil
 }
 
 type roomUnsubscribeData struct {
@@ -519,7 +537,7 @@ func (rc *roomConn) subscribe(raw json.RawMessage) {
 		req.Type = append(req.Type, et)
 	}
 	if d.Since != nil {
-		req.SinceSequence = *d.Since
+		req.SinceSequence = uint64(*d.Since)
 	} else {
 		req.FromNow = true
 	}

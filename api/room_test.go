@@ -321,7 +321,7 @@ func TestRoomSinceResumes(t *testing.T) {
 		env.add(rbv1.EventType_IMAGING_STUDY_PROGRESS, "P1", "ImagingStudy", fmt.Sprint("s", i))
 	}
 	rc := dialRoom(t, env.url, nil)
-	rc.send("subscribe", map[string]any{"subscription_id": "r", "patient_ids": []string{"P1"}, "since": 2})
+	rc.send("subscribe", map[string]any{"subscription_id": "r", "patient_ids": []string{"P1"}, "since": "2"}) // as protojson writes it
 	rc.expect("subscription")
 	live := dialRoom(t, env.url, nil)
 	live.subscribe("l", []string{"P1"})
@@ -361,6 +361,8 @@ func TestRoomBadInput(t *testing.T) {
 		{"unknown event type", `{"type":"subscribe","data":{"subscription_id":"x","patient_ids":["P1"],"event_types":["imaging.nope"]}}`, roomBadRequest},
 		{"future cursor", `{"type":"subscribe","data":{"subscription_id":"x","patient_ids":["P1"],"since":99}}`, roomOutOfRange},
 		{"negative cursor", `{"type":"subscribe","data":{"subscription_id":"x","patient_ids":["P1"],"since":-1}}`, roomBadMessage},
+		{"fractional cursor", `{"type":"subscribe","data":{"subscription_id":"x","patient_ids":["P1"],"since":1.5}}`, roomBadMessage},
+		{"cursor not a number", `{"type":"subscribe","data":{"subscription_id":"x","patient_ids":["P1"],"since":"one"}}`, roomBadMessage},
 		{"unsubscribe without id", `{"type":"unsubscribe"}`, roomBadMessage},
 		{"unknown subscription", `{"type":"unsubscribe","data":{"subscription_id":"nope"}}`, roomUnknownSub},
 	} {
