@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
 )
@@ -94,6 +95,21 @@ func openTab(t *testing.T, browser context.Context, name, url string) *tab {
 		tb.mu.Unlock()
 	}); err != nil {
 		t.Fatalf("%s: listen: %v", name, err)
+	}
+	// Wrap WebSocket so the test can drop the page's connection and hold
+	// off its reconnects (they go to a path that refuses the upgrade).
+	if _, err := chromedp.Call(ctx, page.AddScriptToEvaluateOnNewDocument, page.AddScriptToEvaluateOnNewDocumentParams{Source: `(() => {
+		const Real = window.WebSocket;
+		window.__sockets = [];
+		window.__blockSockets = false;
+		window.WebSocket = class extends Real {
+			constructor(url, protocols) {
+				super(window.__blockSockets ? String(url).replace(/\/ws$/, "/ws-blocked") : url, protocols);
+				window.__sockets.push(this);
+			}
+		};
+	})()`}); err != nil {
+		t.Fatalf("%s: init script: %v", name, err)
 	}
 	if err := chromedp.Do(ctx, chromedp.Navigate(url)); err != nil {
 		t.Fatalf("%s: open %s: %v", name, url, err)
@@ -275,6 +291,27 @@ func TestLiveImagingPageInTwoTabs(t *testing.T) {
 	})()`)
 	if own := evalIn[string](t, tabs[0], `(() => { const v = `+card+`.querySelector('[data-testid="viewers"]'); return v ? v.textContent : ""; })()`); own != "" {
 		t.Errorf("tab 1 lists its own view as someone else's: %q", own)
+	}
+
+	// Tab 2 loses its connection; a preliminary result arrives meanwhile.
+	// Tab 2 reconnects and resumes from the last sequence it saw: it shows
+	// the result, and has applied exactly the updates tab 1 did.
+	evalIn[bool](t, tabs[1], `(() => { window.__blockSockets = true; window.__sockets.at(-1).close(); return true; })()`)
+	tabs[1].waitFor(t, "connection lost", `document.querySelector('[data-testid="connection"]').dataset.state === "reconnecting"`)
+	send(2)
+	tabs[0].waitFor(t, "preliminary report", `!!document.querySelector('[data-testid="report"][data-accession="ACC1001"][data-status="preliminary"]')`)
+	if n := evalIn[int](t, tabs[1], `document.querySelectorAll('[data-testid="report"]').length`); n != 0 {
+		t.Fatalf("tab 2 shows %d reports while disconnected", n)
+	}
+	evalIn[bool](t, tabs[1], `(() => { window.__blockSockets = false; return true; })()`)
+	tabs[1].waitFor(t, "live again with the preliminary report", `document.querySelector('[data-testid="connection"]').textContent === "live" &&
+		!!document.querySelector('[data-testid="report"][data-accession="ACC1001"][data-status="preliminary"]')`)
+	applied := `(() => { const c = document.querySelector('[data-testid="connection"]'); return c.dataset.events + " up to " + c.dataset.lastSequence; })()`
+	if a, b := evalIn[string](t, tabs[0], applied), evalIn[string](t, tabs[1], applied); a != b {
+		t.Errorf("tab 1 applied %s updates, tab 2 (reconnected) %s", a, b)
+	}
+	if n := evalIn[int](t, tabs[1], `window.__sockets.length`); n < 2 {
+		t.Errorf("tab 2 opened %d sockets; want the first and at least the resumed one", n)
 	}
 
 	// The RIS sends the final report.

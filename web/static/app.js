@@ -196,6 +196,9 @@ function choosePatient(id) {
 
 function applySnapshot(snap) {
   resetState();
+  const conn = $('[data-testid="connection"]');
+  conn.dataset.events = "0";
+  conn.dataset.lastSequence = String(snap.as_of_sequence);
   for (const s of snap.studies) state.studies.set(s.id, s);
   for (const o of snap.orders) state.orders.set(o.id, o);
   for (const r of snap.reports) state.reports.set(r.id, r);
@@ -208,6 +211,10 @@ function applySnapshot(snap) {
 }
 
 function applyUpdate(u) {
+  // For support and tests: how many updates this page applied, up to which sequence.
+  const conn = $('[data-testid="connection"]');
+  conn.dataset.events = String(Number(conn.dataset.events || 0) + 1);
+  if (u.sequence) conn.dataset.lastSequence = String(u.sequence);
   const res = u.resource || {};
   const id = u.resource_id || res.id;
   switch (u.resource_type || res.resourceType) {
