@@ -355,3 +355,67 @@ func TestLiveImagingPageInTwoTabs(t *testing.T) {
 	}
 	t.Logf("workflow shown in both tabs after %v", time.Since(start).Round(time.Millisecond))
 }
+
+// TestLiveImagingPageWithToken: with --auth tokens the page follows a
+// patient only with a token entered on the page (kept in the tab's
+// sessionStorage, sent as a header and in the room's auth message, never in
+// a URL); without one, or with a token scoped to another patient, it says
+// it is not authorized.
+func TestLiveImagingPageWithToken(t *testing.T) {
+	mllp := needPeer(t, "mllp_send")
+	const (
+		ward  = "5f0e3c2a9b8d7e6f1a2b3c4d5e6f7a8b"
+		other = "0a1b2c3d4e5f60718293a4b5c6d7e8f9"
+	)
+	tokens := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(tokens, []byte(ward+" ward-tablet patient=MRN4711\n"+other+" other-ward patient=MRN-OTHER\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, filepath.Join(t.TempDir(), "data"), "--hl7-patient-authority", "NORTHWING", "--auth", "tokens", "--auth-tokens-file", tokens)
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	t.Cleanup(cancel)
+	browser := headlessChromium(t, ctx)
+	url := "http://" + d.HTTPAddr() + "/?patient=MRN4711"
+	tabs := []*tab{openTab(t, browser, "no token", url), openTab(t, browser, "other patient's token", url), openTab(t, browser, "ward token", url)}
+	artifacts := artifactsDir(t)
+	t.Cleanup(func() {
+		for i, tb := range tabs {
+			tb.screenshot(t, artifacts, fmt.Sprintf("token-tab%d.png", i+1))
+		}
+	})
+	state := `document.querySelector('[data-testid="connection"]').dataset.state`
+	tabs[0].waitFor(t, "not authorized without a token", state+` === "unauthorized"`)
+
+	useToken := func(tb *tab, token string) {
+		t.Helper()
+		if err := chromedp.Do(tb.ctx,
+			chromedp.Click(`.token-settings summary`),
+			chromedp.SetValue(`#token-input`, token),
+			chromedp.Click(`#token-apply`),
+		); err != nil {
+			t.Fatalf("%s: enter token: %v", tb.name, err)
+		}
+	}
+	useToken(tabs[1], other)
+	tabs[1].waitFor(t, "not authorized with another patient's token", state+` === "unauthorized"`)
+	useToken(tabs[2], ward)
+	tabs[2].waitFor(t, "live with the ward token", `document.querySelector('[data-testid="connection"]').textContent === "live"`)
+
+	m := risMessages[0]
+	f := writeHL7(t, m.ctl, strings.ReplaceAll(m.msg, "{{ctl}}", m.ctl))
+	if ack := mllpSend(t, mllp, d.MLLPAddr(), f); ack.Segment("MSA").Field(1) != "AA" {
+		t.Fatalf("order: ACK %q", ack.Bytes())
+	}
+	tabs[2].waitFor(t, "the order", `!!document.querySelector('[data-testid="order"][data-accession="ACC1001"]')`)
+	for _, tb := range tabs[:2] {
+		if n := evalIn[int](t, tb, `document.querySelectorAll('[data-testid="order"]').length`); n != 0 {
+			t.Errorf("%s: shows %d orders", tb.name, n)
+		}
+	}
+	for _, tb := range tabs {
+		urls := evalIn[string](t, tb, `[location.href, ...performance.getEntriesByType("resource").map(e => e.name), ...window.__sockets.map(s => s.url)].join("\n")`)
+		if strings.Contains(urls, ward) || strings.Contains(urls, other) {
+			t.Errorf("%s: a token in a URL:\n%s", tb.name, urls)
+		}
+	}
+}
