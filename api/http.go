@@ -125,6 +125,13 @@ func (strictQuery) Parse(msg proto.Message, values url.Values, filter *utilities
 		if fd == nil {
 			return fmt.Errorf("unknown query parameter %q", k)
 		}
+		if fd.Enum() != nil && fd.Enum().FullName() == "radbridge.v1.Priority" {
+			for i, v := range vs {
+				if p, ok := PriorityByName(v); ok {
+					vs[i] = p.String()
+				}
+			}
+		}
 		if fd.Enum() != nil && fd.Enum().FullName() == "radbridge.v1.EventType" {
 			for i, v := range vs {
 				if t, ok := EventTypeByName(v); ok {
@@ -188,6 +195,14 @@ func (h *wsStream) parse(q url.Values) (*rbv1.SubscribeRequest, error) {
 			}
 		case "resource_type":
 			r.ResourceType = append(r.ResourceType, vs...)
+		case "priority":
+			for _, v := range vs {
+				p, ok := PriorityByName(v)
+				if !ok {
+					return nil, invalid("unknown priority %q", v)
+				}
+				r.Priority = append(r.Priority, p)
+			}
 		case "since", "heartbeat_seconds":
 			if len(vs) != 1 {
 				return nil, invalid("%s given %d times", k, len(vs))

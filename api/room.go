@@ -113,12 +113,15 @@ type roomAuthData struct {
 }
 
 type roomSubscribeData struct {
-	SubscriptionID string      `json:"subscription_id"`
-	PatientIDs     []string    `json:"patient_ids"`
-	ResourceTypes  []string    `json:"resource_types"`
-	EventTypes     []string    `json:"event_types"`
-	Since          *roomCursor `json:"since"`
-	AllPatients    bool        `json:"all_patients"`
+	SubscriptionID string   `json:"subscription_id"`
+	PatientIDs     []string `json:"patient_ids"`
+	ResourceTypes  []string `json:"resource_types"`
+	EventTypes     []string `json:"event_types"`
+	// Priorities ("stat", "critical") with all_patients make the
+	// "critical findings" room.
+	Priorities  []string    `json:"priorities"`
+	Since       *roomCursor `json:"since"`
+	AllPatients bool        `json:"all_patients"`
 }
 
 // roomCursor is a since value: a JSON number, or a decimal string as
@@ -535,6 +538,14 @@ func (rc *roomConn) subscribe(raw json.RawMessage) {
 			return
 		}
 		req.Type = append(req.Type, et)
+	}
+	for _, v := range d.Priorities {
+		pr, ok := PriorityByName(v)
+		if !ok {
+			fail(roomBadRequest, "unknown priority %.64q", v)
+			return
+		}
+		req.Priority = append(req.Priority, pr)
 	}
 	if d.Since != nil {
 		req.SinceSequence = uint64(*d.Since)

@@ -74,7 +74,7 @@ type subscribeParams struct {
 }
 
 func (s *Service) validateSubscribe(ctx context.Context, r *rbv1.SubscribeRequest) (subscribeParams, error) {
-	f, err := filter(r.GetPatientId(), r.GetType(), r.GetResourceType())
+	f, err := filter(r.GetPatientId(), r.GetType(), r.GetResourceType(), r.GetPriority())
 	if err != nil {
 		return subscribeParams{}, err
 	}
@@ -151,7 +151,7 @@ func preEncodedOf(ev *rbv1.Event) (preEncoded, error) {
 
 // ListEvents implements rbv1.EventServiceServer.
 func (s *Service) ListEvents(ctx context.Context, r *rbv1.ListEventsRequest) (*rbv1.ListEventsResponse, error) {
-	f, err := filter(r.GetPatientId(), r.GetType(), r.GetResourceType())
+	f, err := filter(r.GetPatientId(), r.GetType(), r.GetResourceType(), r.GetPriority())
 	if err != nil {
 		return nil, err
 	}

@@ -30,8 +30,8 @@ func invalid(format string, a ...any) error {
 	return status.Errorf(codes.InvalidArgument, format, a...)
 }
 
-func filter(patients []string, types []rbv1.EventType, resources []string) (eventlog.Filter, error) {
-	if len(patients) > maxFilterValues || len(types) > maxFilterValues || len(resources) > maxFilterValues {
+func filter(patients []string, types []rbv1.EventType, resources []string, priorities []rbv1.Priority) (eventlog.Filter, error) {
+	if len(patients) > maxFilterValues || len(types) > maxFilterValues || len(resources) > maxFilterValues || len(priorities) > maxFilterValues {
 		return eventlog.Filter{}, invalid("at most %d values per filter", maxFilterValues)
 	}
 	for _, p := range patients {
@@ -53,7 +53,12 @@ func filter(patients []string, types []rbv1.EventType, resources []string) (even
 			return eventlog.Filter{}, invalid("unknown resource_type %q (want one of %s)", r, strings.Join(ResourceTypes, ", "))
 		}
 	}
-	return eventlog.Filter{PatientIDs: patients, Types: types, ResourceTypes: resources}, nil
+	for _, p := range priorities {
+		if _, ok := rbv1.Priority_name[int32(p)]; !ok || p == rbv1.Priority_PRIORITY_UNSPECIFIED {
+			return eventlog.Filter{}, invalid("unknown priority %v", p)
+		}
+	}
+	return eventlog.Filter{PatientIDs: patients, Types: types, ResourceTypes: resources, Priorities: priorities}, nil
 }
 
 func checkID(field, v string) error {
@@ -151,4 +156,16 @@ func mayRead(ctx context.Context, patientID string) error {
 		return status.Errorf(codes.PermissionDenied, "%s may not see patient %q", p.Subject, patientID)
 	}
 	return nil
+}
+
+// PriorityByName accepts PRIORITY_CRITICAL or critical (routine, stat,
+// critical).
+func PriorityByName(s string) (rbv1.Priority, bool) {
+	if v, ok := rbv1.Priority_value[s]; ok && v != 0 {
+		return rbv1.Priority(v), true
+	}
+	if v, ok := rbv1.Priority_value["PRIORITY_"+strings.ToUpper(s)]; ok && v != 0 && strings.ToLower(s) == s {
+		return rbv1.Priority(v), true
+	}
+	return 0, false
 }

@@ -68,6 +68,7 @@ type Filter struct {
 	PatientIDs    []string
 	Types         []rbv1.EventType
 	ResourceTypes []string
+	Priorities    []rbv1.Priority
 }
 
 // Match reports whether ev passes the filter.
@@ -81,12 +82,15 @@ func (f Filter) Match(ev *rbv1.Event) bool {
 	if len(f.ResourceTypes) > 0 && !slices.Contains(f.ResourceTypes, ev.GetResourceType()) {
 		return false
 	}
+	if len(f.Priorities) > 0 && !slices.Contains(f.Priorities, ev.GetPriority()) {
+		return false
+	}
 	return true
 }
 
 // Empty reports whether the filter matches everything.
 func (f Filter) Empty() bool {
-	return len(f.PatientIDs) == 0 && len(f.Types) == 0 && len(f.ResourceTypes) == 0
+	return len(f.PatientIDs) == 0 && len(f.Types) == 0 && len(f.ResourceTypes) == 0 && len(f.Priorities) == 0
 }
 
 // SubjectPrefix is the subject namespace of events in backends that route

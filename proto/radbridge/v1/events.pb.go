@@ -493,8 +493,12 @@ type SubscribeRequest struct {
 	FromNow bool `protobuf:"varint,5,opt,name=from_now,json=fromNow,proto3" json:"from_now,omitempty"`
 	// Seconds between heartbeats on an idle stream; 0 means 30, at most 3600.
 	HeartbeatSeconds uint32 `protobuf:"varint,6,opt,name=heartbeat_seconds,json=heartbeatSeconds,proto3" json:"heartbeat_seconds,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// Only events of these priorities, e.g. PRIORITY_STAT and
+	// PRIORITY_CRITICAL for a "critical findings" room across all patients
+	// (a client restricted to some patients still sees only those).
+	Priority      []Priority `protobuf:"varint,7,rep,packed,name=priority,proto3,enum=radbridge.v1.Priority" json:"priority,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
 }
 
 func (x *SubscribeRequest) Reset() {
@@ -569,6 +573,13 @@ func (x *SubscribeRequest) GetHeartbeatSeconds() uint32 {
 	return 0
 }
 
+func (x *SubscribeRequest) GetPriority() []Priority {
+	if x != nil {
+		return x.Priority
+	}
+	return nil
+}
+
 // ListEventsRequest selects a page of events.
 type ListEventsRequest struct {
 	state        protoimpl.MessageState `protogen:"open.v1"`
@@ -578,7 +589,9 @@ type ListEventsRequest struct {
 	// Return events with a sequence greater than this.
 	Since uint64 `protobuf:"varint,4,opt,name=since,proto3" json:"since,omitempty"`
 	// At most this many events; 0 means 100, at most 1000.
-	PageSize      uint32 `protobuf:"varint,5,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	PageSize uint32 `protobuf:"varint,5,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
+	// Only events of these priorities.
+	Priority      []Priority `protobuf:"varint,6,rep,packed,name=priority,proto3,enum=radbridge.v1.Priority" json:"priority,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -646,6 +659,13 @@ func (x *ListEventsRequest) GetPageSize() uint32 {
 		return x.PageSize
 	}
 	return 0
+}
+
+func (x *ListEventsRequest) GetPriority() []Priority {
+	if x != nil {
+		return x.Priority
+	}
+	return nil
 }
 
 // ListEventsResponse is one page.
@@ -1001,7 +1021,7 @@ const file_radbridge_v1_events_proto_rawDesc = "" +
 	"\vresource_id\x18\r \x01(\tR\n" +
 	"resourceId\x123\n" +
 	"\bresource\x18\x0e \x01(\v2\x17.google.protobuf.StructR\bresource\x12\x1c\n" +
-	"\theartbeat\x18\x0f \x01(\bR\theartbeat\"\xf2\x01\n" +
+	"\theartbeat\x18\x0f \x01(\bR\theartbeat\"\xa6\x02\n" +
 	"\x10SubscribeRequest\x12\x1d\n" +
 	"\n" +
 	"patient_id\x18\x01 \x03(\tR\tpatientId\x12+\n" +
@@ -1009,14 +1029,16 @@ const file_radbridge_v1_events_proto_rawDesc = "" +
 	"\rresource_type\x18\x03 \x03(\tR\fresourceType\x12%\n" +
 	"\x0esince_sequence\x18\x04 \x01(\x04R\rsinceSequence\x12\x19\n" +
 	"\bfrom_now\x18\x05 \x01(\bR\afromNow\x12+\n" +
-	"\x11heartbeat_seconds\x18\x06 \x01(\rR\x10heartbeatSeconds\"\xb7\x01\n" +
+	"\x11heartbeat_seconds\x18\x06 \x01(\rR\x10heartbeatSeconds\x122\n" +
+	"\bpriority\x18\a \x03(\x0e2\x16.radbridge.v1.PriorityR\bpriority\"\xeb\x01\n" +
 	"\x11ListEventsRequest\x12\x1d\n" +
 	"\n" +
 	"patient_id\x18\x01 \x03(\tR\tpatientId\x12+\n" +
 	"\x04type\x18\x02 \x03(\x0e2\x17.radbridge.v1.EventTypeR\x04type\x12#\n" +
 	"\rresource_type\x18\x03 \x03(\tR\fresourceType\x12\x14\n" +
 	"\x05since\x18\x04 \x01(\x04R\x05since\x12\x1b\n" +
-	"\tpage_size\x18\x05 \x01(\rR\bpageSize\"\x85\x01\n" +
+	"\tpage_size\x18\x05 \x01(\rR\bpageSize\x122\n" +
+	"\bpriority\x18\x06 \x03(\x0e2\x16.radbridge.v1.PriorityR\bpriority\"\x85\x01\n" +
 	"\x12ListEventsResponse\x12+\n" +
 	"\x06events\x18\x01 \x03(\v2\x13.radbridge.v1.EventR\x06events\x12\x1d\n" +
 	"\n" +
@@ -1117,26 +1139,28 @@ var file_radbridge_v1_events_proto_depIdxs = []int32{
 	3,  // 4: radbridge.v1.Event.source:type_name -> radbridge.v1.Source
 	13, // 5: radbridge.v1.Event.resource:type_name -> google.protobuf.Struct
 	0,  // 6: radbridge.v1.SubscribeRequest.type:type_name -> radbridge.v1.EventType
-	0,  // 7: radbridge.v1.ListEventsRequest.type:type_name -> radbridge.v1.EventType
-	4,  // 8: radbridge.v1.ListEventsResponse.events:type_name -> radbridge.v1.Event
-	0,  // 9: radbridge.v1.PublishEventRequest.type:type_name -> radbridge.v1.EventType
-	13, // 10: radbridge.v1.GetPatientImagingResponse.studies:type_name -> google.protobuf.Struct
-	13, // 11: radbridge.v1.GetPatientImagingResponse.orders:type_name -> google.protobuf.Struct
-	13, // 12: radbridge.v1.GetPatientImagingResponse.reports:type_name -> google.protobuf.Struct
-	11, // 13: radbridge.v1.GetPatientImagingResponse.body_region_counts:type_name -> radbridge.v1.GetPatientImagingResponse.BodyRegionCountsEntry
-	5,  // 14: radbridge.v1.EventService.Subscribe:input_type -> radbridge.v1.SubscribeRequest
-	6,  // 15: radbridge.v1.EventService.ListEvents:input_type -> radbridge.v1.ListEventsRequest
-	8,  // 16: radbridge.v1.EventService.PublishEvent:input_type -> radbridge.v1.PublishEventRequest
-	9,  // 17: radbridge.v1.EventService.GetPatientImaging:input_type -> radbridge.v1.GetPatientImagingRequest
-	4,  // 18: radbridge.v1.EventService.Subscribe:output_type -> radbridge.v1.Event
-	7,  // 19: radbridge.v1.EventService.ListEvents:output_type -> radbridge.v1.ListEventsResponse
-	4,  // 20: radbridge.v1.EventService.PublishEvent:output_type -> radbridge.v1.Event
-	10, // 21: radbridge.v1.EventService.GetPatientImaging:output_type -> radbridge.v1.GetPatientImagingResponse
-	18, // [18:22] is the sub-list for method output_type
-	14, // [14:18] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	2,  // 7: radbridge.v1.SubscribeRequest.priority:type_name -> radbridge.v1.Priority
+	0,  // 8: radbridge.v1.ListEventsRequest.type:type_name -> radbridge.v1.EventType
+	2,  // 9: radbridge.v1.ListEventsRequest.priority:type_name -> radbridge.v1.Priority
+	4,  // 10: radbridge.v1.ListEventsResponse.events:type_name -> radbridge.v1.Event
+	0,  // 11: radbridge.v1.PublishEventRequest.type:type_name -> radbridge.v1.EventType
+	13, // 12: radbridge.v1.GetPatientImagingResponse.studies:type_name -> google.protobuf.Struct
+	13, // 13: radbridge.v1.GetPatientImagingResponse.orders:type_name -> google.protobuf.Struct
+	13, // 14: radbridge.v1.GetPatientImagingResponse.reports:type_name -> google.protobuf.Struct
+	11, // 15: radbridge.v1.GetPatientImagingResponse.body_region_counts:type_name -> radbridge.v1.GetPatientImagingResponse.BodyRegionCountsEntry
+	5,  // 16: radbridge.v1.EventService.Subscribe:input_type -> radbridge.v1.SubscribeRequest
+	6,  // 17: radbridge.v1.EventService.ListEvents:input_type -> radbridge.v1.ListEventsRequest
+	8,  // 18: radbridge.v1.EventService.PublishEvent:input_type -> radbridge.v1.PublishEventRequest
+	9,  // 19: radbridge.v1.EventService.GetPatientImaging:input_type -> radbridge.v1.GetPatientImagingRequest
+	4,  // 20: radbridge.v1.EventService.Subscribe:output_type -> radbridge.v1.Event
+	7,  // 21: radbridge.v1.EventService.ListEvents:output_type -> radbridge.v1.ListEventsResponse
+	4,  // 22: radbridge.v1.EventService.PublishEvent:output_type -> radbridge.v1.Event
+	10, // 23: radbridge.v1.EventService.GetPatientImaging:output_type -> radbridge.v1.GetPatientImagingResponse
+	20, // [20:24] is the sub-list for method output_type
+	16, // [16:20] is the sub-list for method input_type
+	16, // [16:16] is the sub-list for extension type_name
+	16, // [16:16] is the sub-list for extension extendee
+	0,  // [0:16] is the sub-list for field type_name
 }
 
 func init() { file_radbridge_v1_events_proto_init() }
