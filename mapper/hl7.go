@@ -4,6 +4,8 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"net/url"
+	"regexp"
 	"slices"
 	"strings"
 	"time"
@@ -291,8 +293,34 @@ func codeSystem(s string) string {
 	case "RADLEX", "RID":
 		return "http://www.radlex.org"
 	}
-	return "urn:hl7v2:coding-system:" + s
+	return "urn:hl7v2:coding-system:" + url.PathEscape(s)
 }
+
+// orderStatusExtension is the FHIR extension carrying ORC-5 as received.
+// An extension's url SHALL be a URL, not a URN (FHIR R4 2.21.0.1).
+const orderStatusExtension = "https://radbridge.example/fhir/StructureDefinition/hl7v2-order-status"
+
+// hl7Instant converts an HL7 DTM to a FHIR instant (seconds and zone
+// required), or "" when it is less precise than a minute.
+func hl7Instant(v string) string {
+	t := hl7Time(v)
+	if !strings.Contains(t, "T") {
+		return ""
+	}
+	return t
+}
+
+// hl7Language returns MSH-19 (principal language of message) as a BCP 47
+// language code, or "" when it is missing or not one.
+func hl7Language(m *hl7.Message) string {
+	l := strings.ToLower(field(m.MSH(), 19, 1))
+	if !languageRE.MatchString(l) {
+		return ""
+	}
+	return l
+}
+
+var languageRE = regexp.MustCompile(`^[a-z]{2,3}(-[a-z0-9]{2,8})*$`)
 
 // person renders an XCN (ORC-12, OBR-16) or NDL's first component
 // (OBR-32, sub-components) as a display name.
@@ -318,12 +346,20 @@ func hl7Person(s *hl7.Segment, n int) string {
 	return name
 }
 
+// hl7Subject references the patient by identifier (PID-3, its assigning
+// authority as the system), or by a display when PID-3 is empty.
 func hl7Subject(pid, authority string) map[string]any {
-	ident := map[string]any{"value": pid}
-	if authority != "" {
-		ident["system"] = "urn:hl7v2:assigning-authority:" + authority
+	if pid == "" {
+		return map[string]any{"display": "Unknown patient"}
 	}
-	return map[string]any{"identifier": ident}
+	ident := map[string]any{"value": pid}
+	switch {
+	case isDICOMOID(authority):
+		ident["system"] = "urn:oid:" + authority
+	case authority != "":
+		ident["system"] = "urn:hl7v2:assigning-authority:" + url.PathEscape(authority)
+	}
+	return map[string]any{"type": "Patient", "identifier": ident}
 }
 
 func hl7Identifiers(accession, placer, filler string) []any {
@@ -437,7 +473,7 @@ func (r *hl7Rule) order(c *Context, m *hl7.Message, g *group, pid, authority str
 	}
 	if st != "" {
 		sr["extension"] = []any{map[string]any{
-			"url":         "urn:radbridge:hl7v2:order-status",
+			"url":         orderStatusExtension,
 			"valueString": st,
 		}}
 	}
@@ -570,9 +606,9 @@ func (r *hl7Rule) result(c *Context, m *hl7.Message, g *group, pid, authority st
 	if t := hl7Time(field(g.obr, 7, 1)); t != "" {
 		dr["effectiveDateTime"] = t
 	}
-	if t := hl7Time(field(g.obr, 22, 1)); t != "" {
+	if t := hl7Instant(field(g.obr, 22, 1)); t != "" {
 		dr["issued"] = t
-	} else if t := hl7Time(m.MSH().Field(7)); t != "" {
+	} else if t := hl7Instant(m.MSH().Field(7)); t != "" {
 		dr["issued"] = t
 	}
 	if p := hl7Person(g.obr, 32); p != "" {
@@ -583,12 +619,15 @@ func (r *hl7Rule) result(c *Context, m *hl7.Message, g *group, pid, authority st
 	}
 	if report != "" {
 		dr["conclusion"] = report
-		dr["presentedForm"] = []any{map[string]any{
+		form := map[string]any{
 			"contentType": "text/plain; charset=utf-8",
-			"language":    "en",
 			"data":        base64.StdEncoding.EncodeToString([]byte(report)),
 			"title":       procedureName(g),
-		}}
+		}
+		if l := hl7Language(m); l != "" {
+			form["language"] = l
+		}
+		dr["presentedForm"] = []any{form}
 	}
 	what := procedureName(g)
 	typ := rbv1.EventType_RESULT_RECEIVED

@@ -19,6 +19,7 @@ const (
 	studySystemSNOMED  = "http://snomed.info/sct"
 	studySystemV2_0203 = "http://terminology.hl7.org/CodeSystem/v2-0203"
 	studySystemURI     = "urn:ietf:rfc:3986"
+	dataAbsentReason   = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
 )
 
 // dicomZone is the zone in which DICOM StudyDate/StudyTime (local time
@@ -175,6 +176,11 @@ func imagingStudy(st *StudyState, status string) map[string]any {
 			i := map[string]any{"uid": uid}
 			if in.SOPClassUID != "" {
 				i["sopClass"] = map[string]any{"system": studySystemURI, "code": "urn:oid:" + in.SOPClassUID}
+			} else {
+				// Required (1..1) in R4: say it is unknown.
+				i["sopClass"] = map[string]any{"extension": []any{map[string]any{
+					"url": dataAbsentReason, "valueCode": "unknown",
+				}}}
 			}
 			if in.Number != 0 {
 				i["number"] = in.Number
