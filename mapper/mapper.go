@@ -206,6 +206,7 @@ func (r *run) apply(rec ingest.Record) error {
 		m.log.Warn("observation not mapped", "ingest_seq", rec.Seq, "kind", rec.Kind, "err", err)
 		c.events = nil
 	}
+	join(c)
 	m.state.Applied = rec.Seq
 	var out []*rbv1.Event
 	for i, ev := range c.events {

@@ -17,6 +17,8 @@ type State struct {
 	// Orders by accession number, or by filler/placer order number when
 	// there is none (HL7 mapping).
 	Orders map[string]*OrderState `json:"orders"`
+	// Accessions lists the resources that carry each accession number.
+	Accessions map[string][]ResourceRef `json:"accessions"`
 	// Seen maps observation keys to the ingest sequence that first carried
 	// them, so resends beyond the ingest log's duplicate window are ignored.
 	Seen map[string]uint64 `json:"seen"`

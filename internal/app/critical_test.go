@@ -72,8 +72,8 @@ func TestCriticalFindingsRoom(t *testing.T) {
 	}
 	code, list := getJSON(t, "http://"+d.HTTPAddr()+"/v1/events?priority=stat&priority=PRIORITY_CRITICAL")
 	evs, _ := list["events"].([]any)
-	if code != 200 || len(evs) != 5 { // placed, updated, preliminary, final (stat order) + critical correction
-		t.Errorf("GET /v1/events?priority=stat&priority=PRIORITY_CRITICAL: %d, %d events; want 5", code, len(evs))
+	if code != 200 || len(evs) != 6 { // placed, updated, preliminary, final, completed (stat order) + critical correction
+		t.Errorf("GET /v1/events?priority=stat&priority=PRIORITY_CRITICAL: %d, %d events; want 6", code, len(evs))
 	}
 	if code, _ := getJSON(t, "http://"+d.HTTPAddr()+"/v1/events?priority=urgent"); code != 400 {
 		t.Errorf("unknown priority: HTTP %d, want 400", code)

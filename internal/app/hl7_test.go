@@ -135,14 +135,17 @@ func TestRISOverMLLP(t *testing.T) {
 		typ      rbv1.EventType
 		resource string
 		prio     rbv1.Priority
+		ctl      string
 	}{
-		{rbv1.EventType_ORDER_PLACED, "ServiceRequest", rbv1.Priority_PRIORITY_STAT},
-		{rbv1.EventType_ORDER_UPDATED, "ServiceRequest", rbv1.Priority_PRIORITY_STAT},
-		{rbv1.EventType_RESULT_RECEIVED, "DiagnosticReport", rbv1.Priority_PRIORITY_STAT},
-		{rbv1.EventType_IMAGING_REPORT_READY, "DiagnosticReport", rbv1.Priority_PRIORITY_STAT},
-		{rbv1.EventType_IMAGING_REPORT_READY, "DiagnosticReport", rbv1.Priority_PRIORITY_CRITICAL},
-		{rbv1.EventType_ORDER_PLACED, "ServiceRequest", rbv1.Priority_PRIORITY_ROUTINE},
-		{rbv1.EventType_ORDER_CANCELLED, "ServiceRequest", rbv1.Priority_PRIORITY_ROUTINE},
+		{rbv1.EventType_ORDER_PLACED, "ServiceRequest", rbv1.Priority_PRIORITY_STAT, "ORM-1001"},
+		{rbv1.EventType_ORDER_UPDATED, "ServiceRequest", rbv1.Priority_PRIORITY_STAT, "ORM-1002"},
+		{rbv1.EventType_RESULT_RECEIVED, "DiagnosticReport", rbv1.Priority_PRIORITY_STAT, "ORU-1003"},
+		{rbv1.EventType_IMAGING_REPORT_READY, "DiagnosticReport", rbv1.Priority_PRIORITY_STAT, "ORU-1004"},
+		// The final report completes its order (joined by accession).
+		{rbv1.EventType_ORDER_UPDATED, "ServiceRequest", rbv1.Priority_PRIORITY_STAT, "ORU-1004"},
+		{rbv1.EventType_IMAGING_REPORT_READY, "DiagnosticReport", rbv1.Priority_PRIORITY_CRITICAL, "ORU-1005"},
+		{rbv1.EventType_ORDER_PLACED, "ServiceRequest", rbv1.Priority_PRIORITY_ROUTINE, "ORM-1006"},
+		{rbv1.EventType_ORDER_CANCELLED, "ServiceRequest", rbv1.Priority_PRIORITY_ROUTINE, "ORM-1007"},
 	}
 	var got []*rbv1.Event
 	for len(got) < len(want) {
@@ -159,7 +162,7 @@ func TestRISOverMLLP(t *testing.T) {
 		if e.Type != w.typ || e.ResourceType != w.resource || e.Priority != w.prio || e.PatientId != "MRN4711" {
 			t.Errorf("event %d: %v %s %v patient %q; want %v %s %v MRN4711", i+1, e.Type, e.ResourceType, e.Priority, e.PatientId, w.typ, w.resource, w.prio)
 		}
-		if e.Source.GetMessageControlId() != risMessages[i].ctl || e.Source.GetSendingApplication() != "RADRIS" {
+		if e.Source.GetMessageControlId() != w.ctl || e.Source.GetSendingApplication() != "RADRIS" {
 			t.Errorf("event %d source %v", i+1, e.Source)
 		}
 	}
@@ -190,11 +193,14 @@ func TestRISOverMLLP(t *testing.T) {
 	if based := fmt.Sprint(final["basedOn"]); !strings.Contains(based, "ServiceRequest/ACC1001") {
 		t.Errorf("report basedOn %s", based)
 	}
-	if corr := got[4].Resource.AsMap(); corr["status"] != "corrected" || !strings.HasPrefix(got[4].Message, "CRITICAL: Corrected radiology report") {
-		t.Errorf("corrected report: %v %q", corr["status"], got[4].Message)
+	if done := got[4].Resource.AsMap(); done["status"] != "completed" || got[4].Message != "Imaging order completed: CT CHEST W/O CONTRAST" {
+		t.Errorf("order after the final report: %v %q", done["status"], got[4].Message)
 	}
-	if cancelled := got[6].Resource.AsMap(); cancelled["status"] != "revoked" || got[6].AccessionNumber != "ACC1002" {
-		t.Errorf("cancel: %v %q", cancelled["status"], got[6].AccessionNumber)
+	if corr := got[5].Resource.AsMap(); corr["status"] != "corrected" || !strings.HasPrefix(got[5].Message, "CRITICAL: Corrected radiology report") {
+		t.Errorf("corrected report: %v %q", corr["status"], got[5].Message)
+	}
+	if cancelled := got[7].Resource.AsMap(); cancelled["status"] != "revoked" || got[7].AccessionNumber != "ACC1002" {
+		t.Errorf("cancel: %v %q", cancelled["status"], got[7].AccessionNumber)
 	}
 	// The resend made no event; the log holds exactly these seven.
 	code, list := getJSON(t, "http://"+d.HTTPAddr()+"/v1/events")

@@ -74,6 +74,7 @@ func TestRoomProtocolRISWorkflow(t *testing.T) {
 		{"order.updated", "updated", "ServiceRequest", "stat", ""},
 		{"result.received", "created", "DiagnosticReport", "stat", "preliminary"},
 		{"imaging.report.ready", "updated", "DiagnosticReport", "stat", "final"},
+		{"order.updated", "updated", "ServiceRequest", "stat", "completed"}, // joined by accession
 		{"imaging.report.ready", "updated", "DiagnosticReport", "critical", "corrected"},
 		{"order.placed", "created", "ServiceRequest", "routine", "active"},
 		{"order.cancelled", "updated", "ServiceRequest", "routine", "revoked"},

@@ -1,0 +1,238 @@
+package mapper
+
+import (
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sort"
+
+	"google.golang.org/protobuf/types/known/structpb"
+
+	rbv1 "radbridge/proto/radbridge/v1"
+)
+
+// ResourceRef names one resource of a patient's read model.
+type ResourceRef struct {
+	Patient string `json:"patient"`
+	Type    string `json:"type"` // ServiceRequest, ImagingStudy, DiagnosticReport
+	ID      string `json:"id"`
+}
+
+// join links the orders, studies and reports that share an accession
+// number, whatever order they arrived in (IHE SWF: the accession number is
+// what the order, the modality worklist, the images and the report have in
+// common). After a rule has run it
+//   - records the accession of every resource the rule emitted,
+//   - recomputes the links of every resource with that accession and the
+//     same patient: ImagingStudy.basedOn and DiagnosticReport.basedOn →
+//     the ServiceRequest, DiagnosticReport.imagingStudy → the studies, and
+//     the order's status (completed once a study is available or a report
+//     final, unless it was revoked),
+//   - puts the linked resource into the rule's own events, and emits
+//     IMAGING_STUDY_UPDATED / ORDER_UPDATED (or the report's own type) for
+//     other resources whose links changed, so subscribers hold the joined
+//     picture.
+//
+// Resources of different patients with one accession are never linked; the
+// events about them carry a warning instead.
+func join(c *Context) {
+	if c.State.Accessions == nil {
+		c.State.Accessions = map[string][]ResourceRef{}
+	}
+	touched := map[string]bool{}
+	for _, ev := range c.events {
+		if ev.AccessionNumber == "" || ev.PatientId == "" || !joinable(ev.ResourceType) {
+			continue
+		}
+		ref := ResourceRef{Patient: ev.PatientId, Type: ev.ResourceType, ID: ev.ResourceId}
+		refs := c.State.Accessions[ev.AccessionNumber]
+		if !slices.Contains(refs, ref) {
+			c.State.Accessions[ev.AccessionNumber] = append(refs, ref)
+		}
+		touched[ev.AccessionNumber] = true
+	}
+	accs := make([]string, 0, len(touched))
+	for a := range touched {
+		accs = append(accs, a)
+	}
+	sort.Strings(accs)
+	for _, acc := range accs {
+		joinAccession(c, acc)
+	}
+}
+
+func joinable(t string) bool {
+	return t == "ServiceRequest" || t == "ImagingStudy" || t == "DiagnosticReport"
+}
+
+func joinAccession(c *Context, acc string) {
+	refs := c.State.Accessions[acc]
+	patients := map[string]bool{}
+	for _, r := range refs {
+		patients[r.Patient] = true
+	}
+	if len(patients) > 1 {
+		for _, ev := range c.events {
+			if ev.AccessionNumber == acc && joinable(ev.ResourceType) {
+				ev.Severity = max(ev.Severity, rbv1.Severity_SEVERITY_WARNING)
+				ev.Message += fmt.Sprintf(" (warning: accession %s is also used for another patient; not linked across patients)", acc)
+			}
+		}
+	}
+	for pid := range patients {
+		joinPatient(c, acc, pid, refs)
+	}
+}
+
+// resourcesOf returns the current resources of refs for patient pid.
+func resourcesOf(p *Patient, refs []ResourceRef, pid string) (orders, studies, reports map[string]map[string]any) {
+	orders, studies, reports = map[string]map[string]any{}, map[string]map[string]any{}, map[string]map[string]any{}
+	for _, r := range refs {
+		if r.Patient != pid {
+			continue
+		}
+		var src map[string]json.RawMessage
+		dst := orders
+		switch r.Type {
+		case "ServiceRequest":
+			src = p.Orders
+		case "ImagingStudy":
+			src, dst = p.Studies, studies
+		case "DiagnosticReport":
+			src, dst = p.Reports, reports
+		}
+		var m map[string]any
+		if raw, ok := src[r.ID]; ok && json.Unmarshal(raw, &m) == nil {
+			dst[r.ID] = m
+		}
+	}
+	return orders, studies, reports
+}
+
+func sortedKeys(m map[string]map[string]any) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func refsTo(typ string, ids []string) []any {
+	out := make([]any, 0, len(ids))
+	for _, id := range ids {
+		out = append(out, map[string]any{"reference": typ + "/" + id})
+	}
+	return out
+}
+
+func joinPatient(c *Context, acc, pid string, refs []ResourceRef) {
+	p := c.State.Patients[pid]
+	if p == nil {
+		return
+	}
+	orders, studies, reports := resourcesOf(p, refs, pid)
+	orderIDs, studyIDs := sortedKeys(orders), sortedKeys(studies)
+	available, final := false, false
+	for _, id := range studyIDs {
+		available = available || studies[id]["status"] == "available"
+	}
+	for _, r := range reports {
+		final = final || r["status"] == "final" || r["status"] == "corrected" || r["status"] == "amended"
+	}
+	changed := func(typ, id string, res map[string]any, set func(map[string]any)) {
+		before, _ := json.Marshal(res)
+		next := map[string]any{}
+		for k, v := range res {
+			next[k] = v
+		}
+		set(next)
+		after, _ := json.Marshal(next)
+		if string(before) == string(after) {
+			return
+		}
+		c.Touch(pid)
+		switch typ {
+		case "ServiceRequest":
+			setResource(&p.Orders, id, next)
+		case "ImagingStudy":
+			setResource(&p.Studies, id, next)
+		case "DiagnosticReport":
+			setResource(&p.Reports, id, next)
+		}
+		st, err := structpb.NewStruct(next)
+		if err != nil {
+			return
+		}
+		// The rule's own event about this resource carries the linked
+		// version; otherwise the change is an event of its own.
+		for _, ev := range c.events {
+			if ev.ResourceType == typ && ev.ResourceId == id && ev.PatientId == pid {
+				ev.Resource = st
+				return
+			}
+		}
+		c.Emit(linkEvent(typ, id, pid, acc, next, st))
+	}
+	for _, id := range orderIDs {
+		changed("ServiceRequest", id, orders[id], func(r map[string]any) {
+			if r["status"] == "active" && (available || final) {
+				r["status"] = "completed"
+			}
+		})
+	}
+	for _, id := range studyIDs {
+		changed("ImagingStudy", id, studies[id], func(r map[string]any) {
+			if len(orderIDs) > 0 {
+				r["basedOn"] = refsTo("ServiceRequest", orderIDs)
+			}
+		})
+	}
+	for _, id := range sortedKeys(reports) {
+		changed("DiagnosticReport", id, reports[id], func(r map[string]any) {
+			if len(orderIDs) > 0 {
+				r["basedOn"] = refsTo("ServiceRequest", orderIDs)
+			}
+			if len(studyIDs) > 0 {
+				r["imagingStudy"] = refsTo("ImagingStudy", studyIDs)
+			}
+		})
+	}
+}
+
+// linkEvent is the event for a resource whose links or derived status
+// changed because another resource of its accession arrived.
+func linkEvent(typ, id, pid, acc string, res map[string]any, st *structpb.Struct) *rbv1.Event {
+	ev := &rbv1.Event{
+		PatientId: pid, AccessionNumber: acc, ResourceType: typ, ResourceId: id, Resource: st,
+		Severity: rbv1.Severity_SEVERITY_INFO,
+	}
+	switch typ {
+	case "ServiceRequest":
+		ev.Type = rbv1.EventType_ORDER_UPDATED
+		ev.Message = "Imaging order " + fmt.Sprint(res["status"]) + ": " + codeText(res)
+		if res["priority"] == "stat" {
+			ev.Priority = rbv1.Priority_PRIORITY_STAT
+		}
+	case "ImagingStudy":
+		ev.Type = rbv1.EventType_IMAGING_STUDY_UPDATED
+		ev.StudyInstanceUid = id
+		ev.Message = "Imaging study linked to its order: " + fmt.Sprint(res["description"])
+	case "DiagnosticReport":
+		ev.Type = rbv1.EventType_RESULT_RECEIVED
+		if s := res["status"]; s == "final" || s == "corrected" || s == "amended" {
+			ev.Type = rbv1.EventType_IMAGING_REPORT_READY
+		}
+		ev.Message = "Radiology report linked: " + codeText(res)
+	}
+	return ev
+}
+
+func codeText(res map[string]any) string {
+	if cc, ok := res["code"].(map[string]any); ok {
+		if t, ok := cc["text"].(string); ok {
+			return t
+		}
+	}
+	return "imaging procedure"
+}

@@ -1,0 +1,259 @@
+package mapper_test
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math/rand"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/fhir/go/fhirversion"
+	"github.com/google/fhir/go/jsonformat"
+
+	"radbridge/dicom/scp"
+	"radbridge/eventlog"
+	"radbridge/ingest"
+	"radbridge/mapper"
+	rbv1 "radbridge/proto/radbridge/v1"
+)
+
+type joinRM struct {
+	mu sync.Mutex
+	m  map[string]mapper.Patient
+}
+
+func (r *joinRM) PutPatient(_ context.Context, p *mapper.Patient) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.m[p.ID] = *p
+	return nil
+}
+
+func joinORM(pid, acc, ctl string) []byte {
+	return []byte(strings.Join([]string{
+		"MSH|^~\\&|RIS|HOSP|RADBRIDGE|IMG|20260310083000+0000||ORM^O01|" + ctl + "|P|2.3",
+		"PID|1||" + pid + "^^^HOSP^MR||TEST^PAT",
+		"ORC|NW|P" + acc + "|F" + acc + "||SC||^^^20260310090000^^R||20260310082900+0000",
+		"OBR|1|P" + acc + "|F" + acc + "|71250^CT CHEST^C4||||||||||||||" + acc + "||||||CT",
+	}, "\r"))
+}
+
+func joinORU(pid, acc, ctl, status string) []byte {
+	return []byte(strings.Join([]string{
+		"MSH|^~\\&|RIS|HOSP|RADBRIDGE|IMG|20260310113000+0000||ORU^R01|" + ctl + "|P|2.5.1",
+		"PID|1||" + pid + "^^^HOSP^MR||TEST^PAT",
+		"OBR|1|P" + acc + "|F" + acc + "|71250^CT CHEST^C4|||20260310090500+0000|||||||||||" + acc + "||||20260310113000+0000||CT|" + status,
+		"OBX|1|TX|RPT^Report^L|1|Report " + status + " for " + acc + "||||||" + status,
+	}, "\r"))
+}
+
+func joinStudy(pid, acc, uid string, n int) []scp.Instance {
+	var out []scp.Instance
+	for i := 1; i <= n; i++ {
+		out = append(out, scp.Instance{
+			SOPClassUID: "1.2.840.10008.5.1.4.1.1.2", SOPInstanceUID: fmt.Sprintf("%s.1.%d", uid, i),
+			StudyInstanceUID: uid, SeriesInstanceUID: uid + ".1", PatientID: pid, AccessionNumber: acc,
+			Modality: "CT", BodyPartExamined: "CHEST", StudyDescription: "CT CHEST", StudyDate: "20260310", StudyTime: "090000",
+			SeriesNumber: 1, InstanceNumber: i,
+		})
+	}
+	return out
+}
+
+// TestJoinInAnyArrivalOrder sends, in shuffled orders, orders (HL7), their
+// images (DICOM), preliminary and final reports (HL7) for two patients and
+// three accession numbers, plus a study with no order: whatever the order
+// of arrival, every study ends up based on its order, every report based on
+// the order and pointing at the study, orders completed, the lone study on
+// its own, and the joins are visible as events.
+func TestJoinInAnyArrivalOrder(t *testing.T) {
+	for seed := int64(1); seed <= 4; seed++ {
+		t.Run(fmt.Sprint("seed", seed), func(t *testing.T) { joinScenario(t, seed) })
+	}
+}
+
+func joinScenario(t *testing.T, seed int64) {
+	type obs struct {
+		kind, key string
+		body      any
+	}
+	var items []obs
+	hl7 := func(raw []byte, ctl string) obs {
+		return obs{ingest.KindHL7, "hl7:RIS|HOSP|" + ctl, ingest.HL7Body{Raw: raw}}
+	}
+	cases := []struct{ pid, acc, uid string }{
+		{"PA", "ACC-A1", "1.2.826.0.1.3680043.10.1447.501"},
+		{"PA", "ACC-A2", "1.2.826.0.1.3680043.10.1447.502"},
+		{"PB", "ACC-B1", "1.2.826.0.1.3680043.10.1447.503"},
+	}
+	for i, c := range cases {
+		items = append(items,
+			hl7(joinORM(c.pid, c.acc, fmt.Sprint("O", i)), fmt.Sprint("O", i)),
+			hl7(joinORU(c.pid, c.acc, fmt.Sprint("P", i), "P"), fmt.Sprint("P", i)),
+			hl7(joinORU(c.pid, c.acc, fmt.Sprint("F", i), "F"), fmt.Sprint("F", i)))
+		for _, in := range joinStudy(c.pid, c.acc, c.uid, 3) {
+			items = append(items, obs{ingest.KindDICOMInstance, "dicom:" + in.SOPInstanceUID, in})
+		}
+	}
+	lone := "1.2.826.0.1.3680043.10.1447.599"
+	for _, in := range joinStudy("PB", "", lone, 2) {
+		items = append(items, obs{ingest.KindDICOMInstance, "dicom:" + in.SOPInstanceUID, in})
+	}
+	rand.New(rand.NewSource(seed)).Shuffle(len(items), func(i, j int) { items[i], items[j] = items[j], items[i] })
+	// The preliminary report of each accession precedes its final one.
+	for i := range items {
+		for j := i + 1; j < len(items); j++ {
+			if items[i].kind == ingest.KindHL7 && items[j].kind == ingest.KindHL7 && strings.HasPrefix(items[i].key, "hl7:RIS|HOSP|F") &&
+				strings.HasPrefix(items[j].key, "hl7:RIS|HOSP|P") && items[i].key[len(items[i].key)-1] == items[j].key[len(items[j].key)-1] {
+				items[i], items[j] = items[j], items[i]
+			}
+		}
+	}
+
+	in, evs := ingest.NewMemory(), eventlog.NewMemory()
+	rm := &joinRM{m: map[string]mapper.Patient{}}
+	m := mapper.New(mapper.Config{Ingest: in, Events: evs, ReadModel: rm,
+		Rules: mapper.Rules(mapper.Options{QuietPeriod: 100 * time.Millisecond})})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	at := time.Date(2026, 3, 10, 9, 0, 0, 0, time.UTC)
+	var last uint64
+	for i, it := range items {
+		body, _ := json.Marshal(it.body)
+		seq, _, err := in.Append(ctx, ingest.Observation{Kind: it.kind, Key: it.key, Time: at.Add(time.Duration(i) * time.Second), Body: body})
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = seq
+	}
+	if _, err := m.Await(ctx, last); err != nil {
+		t.Fatal(err)
+	}
+	// Wait for the quiet periods: every study available.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		got, _ := evs.Read(ctx, 1, eventlog.Filter{Types: []rbv1.EventType{rbv1.EventType_IMAGING_STUDY_AVAILABLE}}, 100)
+		if len(got) == 4 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d studies available, want 4", len(got))
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond)
+
+	rm.mu.Lock()
+	defer rm.mu.Unlock()
+	decode := func(raw json.RawMessage) map[string]any {
+		var r map[string]any
+		json.Unmarshal(raw, &r)
+		return r
+	}
+	refs := func(v any) []string {
+		var out []string
+		for _, x := range asList(v) {
+			out = append(out, x.(map[string]any)["reference"].(string))
+		}
+		sort.Strings(out)
+		return out
+	}
+	for _, c := range cases {
+		p := rm.m[c.pid]
+		study := decode(p.Studies[c.uid])
+		if got := refs(study["basedOn"]); len(got) != 1 || got[0] != "ServiceRequest/"+c.acc {
+			t.Errorf("seed %d: study %s basedOn %v, want ServiceRequest/%s", seed, c.acc, got, c.acc)
+		}
+		order := decode(p.Orders[c.acc])
+		if order["status"] != "completed" {
+			t.Errorf("seed %d: order %s status %v, want completed", seed, c.acc, order["status"])
+		}
+		report := decode(p.Reports["report-"+c.acc])
+		if report["status"] != "final" || fmt.Sprint(refs(report["basedOn"])) != "[ServiceRequest/"+c.acc+"]" ||
+			fmt.Sprint(refs(report["imagingStudy"])) != "[ImagingStudy/"+c.uid+"]" {
+			t.Errorf("seed %d: report %s: status %v basedOn %v imagingStudy %v", seed, c.acc, report["status"], report["basedOn"], report["imagingStudy"])
+		}
+	}
+	if s := decode(rm.m["PB"].Studies[lone]); s["basedOn"] != nil || s["status"] != "available" {
+		t.Errorf("seed %d: study without an order: %v", seed, s)
+	}
+	if len(rm.m["PA"].Studies) != 2 || len(rm.m["PB"].Studies) != 2 || len(rm.m["PA"].Orders) != 2 || len(rm.m["PB"].Reports) != 1 {
+		t.Errorf("seed %d: read models PA %d studies %d orders, PB %d studies %d reports", seed,
+			len(rm.m["PA"].Studies), len(rm.m["PA"].Orders), len(rm.m["PB"].Studies), len(rm.m["PB"].Reports))
+	}
+	all, _ := evs.Read(ctx, 1, eventlog.Filter{}, 1000)
+	// Every event, joined resources included, is valid FHIR R4.
+	u, err := jsonformat.NewUnmarshaller("UTC", fhirversion.R4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range all {
+		b, _ := json.Marshal(e.Resource.AsMap())
+		if _, err := u.Unmarshal(b); err != nil {
+			t.Errorf("seed %d: event %d (%v) carries invalid FHIR R4: %v\n%s", seed, e.Sequence, e.Type, err, b)
+		}
+		checkURIs(t, fmt.Sprint("event ", e.Sequence), e.Resource.AsMap())
+	}
+	// The newest event about each resource carries its joined version, so a
+	// subscriber that applies events in place holds the same picture.
+	newest := map[string]*rbv1.Event{}
+	for _, e := range all {
+		newest[e.ResourceType+"/"+e.ResourceId] = e
+	}
+	for _, c := range cases {
+		for key, raw := range map[string]json.RawMessage{
+			"ImagingStudy/" + c.uid: rm.m[c.pid].Studies[c.uid], "ServiceRequest/" + c.acc: rm.m[c.pid].Orders[c.acc],
+			"DiagnosticReport/report-" + c.acc: rm.m[c.pid].Reports["report-"+c.acc],
+		} {
+			e := newest[key]
+			if e == nil {
+				t.Errorf("seed %d: no event about %s", seed, key)
+				continue
+			}
+			got, _ := json.Marshal(e.Resource.AsMap())
+			var a, b any
+			json.Unmarshal(got, &a)
+			json.Unmarshal(raw, &b)
+			if fmt.Sprint(a) != fmt.Sprint(b) {
+				t.Errorf("seed %d: newest event about %s differs from the snapshot:\n event %v\n state %v", seed, key, a, b)
+			}
+		}
+	}
+}
+
+func asList(v any) []any {
+	l, _ := v.([]any)
+	return l
+}
+
+// TestJoinDoesNotMergePatients: an order and a study with one accession but
+// different patients are not linked; the events say so.
+func TestJoinDoesNotMergePatients(t *testing.T) {
+	in, evs := ingest.NewMemory(), eventlog.NewMemory()
+	m := mapper.New(mapper.Config{Ingest: in, Events: evs, Rules: mapper.Rules(mapper.Options{QuietPeriod: time.Hour})})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	body, _ := json.Marshal(ingest.HL7Body{Raw: joinORM("PA", "ACC-X", "O1")})
+	in.Append(ctx, ingest.Observation{Kind: ingest.KindHL7, Key: "o", Time: time.Unix(1, 0), Body: body})
+	inst := joinStudy("PB", "ACC-X", "1.2.3.4", 1)[0]
+	body, _ = json.Marshal(inst)
+	seq, _, _ := in.Append(ctx, ingest.Observation{Kind: ingest.KindDICOMInstance, Key: "d", Time: time.Unix(2, 0), Body: body})
+	got, err := m.Await(ctx, seq)
+	if err != nil || len(got) != 1 {
+		t.Fatalf("events for the study: %v %v", got, err)
+	}
+	ev := got[0]
+	if ev.Severity != rbv1.Severity_SEVERITY_WARNING || !strings.Contains(ev.Message, "another patient") || ev.Resource.AsMap()["basedOn"] != nil {
+		t.Errorf("study of another patient with the order's accession: severity %v message %q basedOn %v", ev.Severity, ev.Message, ev.Resource.AsMap()["basedOn"])
+	}
+}
