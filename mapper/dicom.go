@@ -513,9 +513,10 @@ func (d *dicomMapper) emit(c *Context, st *StudyState, typ rbv1.EventType, sev r
 	if err != nil {
 		return fmt.Errorf("imaging study resource: %w", err)
 	}
+	key := PatientKey(st.PatientID, st.IssuerOfPatientID, d.o.DICOMPatientIssuer)
 	c.Emit(&rbv1.Event{
 		Type:             typ,
-		PatientId:        st.PatientID,
+		PatientId:        key,
 		AccessionNumber:  st.AccessionNumber,
 		StudyInstanceUid: st.UID,
 		Severity:         sev,
@@ -526,21 +527,21 @@ func (d *dicomMapper) emit(c *Context, st *StudyState, typ rbv1.EventType, sev r
 		Resource:         pb,
 		Source:           eventSource(st.Source),
 	})
-	if prev := st.ReadModelPatient; prev != "" && prev != st.PatientID {
+	if prev := st.ReadModelPatient; prev != "" && prev != key {
 		if p := c.State.Patients[prev]; p != nil {
 			delete(p.Studies, st.UID)
 			recountBodyRegions(c.State, p)
 			c.Touch(prev)
 		}
 	}
-	st.ReadModelPatient = st.PatientID
-	if st.PatientID == "" {
+	st.ReadModelPatient = key
+	if key == "" {
 		return nil
 	}
-	p := c.State.Patient(st.PatientID)
+	p := c.State.Patient(key)
 	setResource(&p.Studies, StudyResourceID(st.UID), res)
 	recountBodyRegions(c.State, p)
-	c.Touch(st.PatientID)
+	c.Touch(key)
 	return nil
 }
 

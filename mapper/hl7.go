@@ -142,9 +142,11 @@ func (r *hl7Rule) patient(m *hl7.Message) (id, authority string) {
 	if r.o.HL7PatientAuthority == "" {
 		return "", ""
 	}
-	// No identifier of the configured authority: fall back to the first.
+	// No identifier of the hospital's authority: the first, qualified by
+	// its authority so it never merges with an MRN (see PatientKey).
 	a, _, _ := strings.Cut(pid.Component(3, 1, 4), "&")
-	return strings.TrimSpace(pid.Component(3, 1, 1)), strings.TrimSpace(a)
+	a = strings.TrimSpace(a)
+	return PatientKey(strings.TrimSpace(pid.Component(3, 1, 1)), a, r.o.HL7PatientAuthority), a
 }
 
 // imaging reports whether the group is an imaging order or result

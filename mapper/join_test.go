@@ -257,3 +257,54 @@ func TestJoinDoesNotMergePatients(t *testing.T) {
 		t.Errorf("study of another patient with the order's accession: severity %v message %q basedOn %v", ev.Severity, ev.Message, ev.Resource.AsMap()["basedOn"])
 	}
 }
+
+func TestPatientKey(t *testing.T) {
+	for _, tc := range []struct{ id, issuer, mrn, want string }{
+		{"123", "HOSP", "HOSP", "123"},
+		{"123", "hosp", "HOSP", "123"},
+		{"123", "", "HOSP", "123"},
+		{"123", "OTHER", "HOSP", "123^OTHER"},
+		{"123", "OTHER", "", "123"},
+		{"", "OTHER", "HOSP", ""},
+	} {
+		if got := mapper.PatientKey(tc.id, tc.issuer, tc.mrn); got != tc.want {
+			t.Errorf("PatientKey(%q, %q, %q) = %q, want %q", tc.id, tc.issuer, tc.mrn, got, tc.want)
+		}
+	}
+}
+
+// TestOneKeyAcrossDICOMAndHL7: with the hospital's MRN issuer configured on
+// both sides, an order (PID-3 with that authority, among others) and a
+// study (PatientID with that issuer) meet under one patient; a study whose
+// PatientID comes from another issuer stays apart.
+func TestOneKeyAcrossDICOMAndHL7(t *testing.T) {
+	in, evs := ingest.NewMemory(), eventlog.NewMemory()
+	m := mapper.New(mapper.Config{Ingest: in, Events: evs, Rules: mapper.Rules(mapper.Options{
+		QuietPeriod: time.Hour, HL7PatientAuthority: "HOSP", DICOMPatientIssuer: "HOSP"})})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	orm := strings.Replace(string(joinORM("777", "ACC-K", "O1")), "PID|1||777^^^HOSP^MR", "PID|1||998^^^SSA^SS~777^^^HOSP^MR", 1)
+	body, _ := json.Marshal(ingest.HL7Body{Raw: []byte(orm)})
+	in.Append(ctx, ingest.Observation{Kind: ingest.KindHL7, Key: "o", Time: time.Unix(1, 0), Body: body})
+	mine := joinStudy("777", "ACC-K", "1.2.3.5", 1)[0]
+	mine.IssuerOfPatientID = "HOSP"
+	other := joinStudy("777", "", "1.2.3.6", 1)[0]
+	other.IssuerOfPatientID = "REFERRING-CLINIC"
+	var seqs []uint64
+	for i, inst := range []scp.Instance{mine, other} {
+		b, _ := json.Marshal(inst)
+		seq, _, _ := in.Append(ctx, ingest.Observation{Kind: ingest.KindDICOMInstance, Key: fmt.Sprint("d", i), Time: time.Unix(int64(2+i), 0), Body: b})
+		seqs = append(seqs, seq)
+	}
+	a, err := m.Await(ctx, seqs[0])
+	if err != nil || len(a) != 1 || a[0].PatientId != "777" || a[0].Resource.AsMap()["basedOn"] == nil {
+		t.Errorf("study with the MRN issuer: %v %v; want patient 777, based on the order", a, err)
+	}
+	b, err := m.Await(ctx, seqs[1])
+	if err != nil || len(b) != 1 || b[0].PatientId != "777^REFERRING-CLINIC" {
+		t.Errorf("study with another issuer: %v %v; want patient 777^REFERRING-CLINIC", b, err)
+	}
+}

@@ -1,6 +1,9 @@
 package mapper
 
-import "time"
+import (
+	"strings"
+	"time"
+)
 
 // Options configure the mapping rules.
 type Options struct {
@@ -40,4 +43,18 @@ func Rules(o Options) map[string]Rule {
 		rules[k] = r
 	}
 	return rules
+}
+
+// PatientKey is the patient id events and read models use for an
+// identifier id issued by issuer, when mrnIssuer names the hospital's MRN
+// (DICOM Issuer of Patient ID, HL7 PID-3 assigning authority): the MRN is
+// the bare id, so a patient's DICOM studies and HL7 orders meet; an id of
+// another issuer is qualified as id^issuer so it never merges with an MRN
+// that happens to have the same digits. Without a configured MRN issuer the
+// bare id is the key.
+func PatientKey(id, issuer, mrnIssuer string) string {
+	if id == "" || mrnIssuer == "" || issuer == "" || strings.EqualFold(issuer, mrnIssuer) {
+		return id
+	}
+	return id + "^" + issuer
 }
