@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"google.golang.org/grpc"
@@ -274,17 +275,27 @@ func (s *Service) GetPatientImaging(ctx context.Context, r *rbv1.GetPatientImagi
 	if p == nil {
 		return nil, status.Errorf(codes.NotFound, "no imaging events for patient %q", r.GetPatientId())
 	}
-	resp := &rbv1.GetPatientImagingResponse{PatientId: p.ID, AsOfSequence: p.LastSequence, BodyRegionCounts: p.BodyRegions}
+	desc := true
+	switch r.GetOrderBy() {
+	case "", "date desc":
+	case "date asc":
+		desc = false
+	default:
+		return nil, invalid("order_by %q: want \"date desc\" or \"date asc\"", r.GetOrderBy())
+	}
+	resp := &rbv1.GetPatientImagingResponse{PatientId: p.ID, AsOfSequence: p.LastSequence, BodyRegionCounts: p.BodyRegions,
+		StudyReportStatus: reportStatusByStudy(p.Reports)}
 	more := false
 	for _, l := range []struct {
-		src map[string]json.RawMessage
-		dst *[]*structpb.Struct
-	}{{p.Studies, &resp.Studies}, {p.Orders, &resp.Orders}, {p.Reports, &resp.Reports}} {
-		keys := make([]string, 0, len(l.src))
-		for k := range l.src {
-			keys = append(keys, k)
-		}
-		sort.Strings(keys)
+		src  map[string]json.RawMessage
+		date []string
+		dst  *[]*structpb.Struct
+	}{
+		{p.Studies, []string{"started"}, &resp.Studies},
+		{p.Orders, []string{"authoredOn", "occurrenceDateTime"}, &resp.Orders},
+		{p.Reports, []string{"issued", "effectiveDateTime"}, &resp.Reports},
+	} {
+		keys := sortByDate(l.src, l.date, desc)
 		if offset < len(keys) {
 			keys = keys[offset:]
 		} else {
@@ -305,4 +316,79 @@ func (s *Service) GetPatientImaging(ctx context.Context, r *rbv1.GetPatientImagi
 		resp.NextPageToken = strconv.Itoa(offset + size)
 	}
 	return resp, nil
+}
+
+// resourceDate returns the first of fields present in a FHIR resource, as
+// a comparable instant (dates without a time sort at their start).
+func resourceDate(raw json.RawMessage, fields []string) time.Time {
+	var m map[string]any
+	if json.Unmarshal(raw, &m) != nil {
+		return time.Time{}
+	}
+	for _, f := range fields {
+		v, _ := m[f].(string)
+		for _, layout := range []string{time.RFC3339Nano, "2006-01-02", "2006-01", "2006"} {
+			if t, err := time.Parse(layout, v); err == nil {
+				return t
+			}
+		}
+	}
+	return time.Time{}
+}
+
+// sortByDate returns the ids of resources by date (then id), newest first
+// when desc; resources without a date come last.
+func sortByDate(src map[string]json.RawMessage, fields []string, desc bool) []string {
+	type kd struct {
+		k string
+		d time.Time
+	}
+	all := make([]kd, 0, len(src))
+	for k, raw := range src {
+		all = append(all, kd{k, resourceDate(raw, fields)})
+	}
+	sort.Slice(all, func(i, j int) bool {
+		a, b := all[i], all[j]
+		if a.d.IsZero() != b.d.IsZero() {
+			return b.d.IsZero()
+		}
+		if !a.d.Equal(b.d) {
+			return a.d.After(b.d) == desc
+		}
+		return a.k < b.k
+	})
+	keys := make([]string, len(all))
+	for i, x := range all {
+		keys[i] = x.k
+	}
+	return keys
+}
+
+// reportStatusByStudy maps each ImagingStudy id to the status of its newest
+// report (DiagnosticReport.imagingStudy).
+func reportStatusByStudy(reports map[string]json.RawMessage) map[string]string {
+	out := map[string]string{}
+	newest := map[string]time.Time{}
+	for _, raw := range reports {
+		var r struct {
+			Status       string `json:"status"`
+			ImagingStudy []struct {
+				Reference string `json:"reference"`
+			} `json:"imagingStudy"`
+		}
+		if json.Unmarshal(raw, &r) != nil {
+			continue
+		}
+		at := resourceDate(raw, []string{"issued", "effectiveDateTime"})
+		for _, ref := range r.ImagingStudy {
+			id, ok := strings.CutPrefix(ref.Reference, "ImagingStudy/")
+			if !ok {
+				continue
+			}
+			if prev, seen := newest[id]; !seen || at.After(prev) {
+				newest[id], out[id] = at, r.Status
+			}
+		}
+	}
+	return out
 }

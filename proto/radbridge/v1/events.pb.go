@@ -835,7 +835,10 @@ type GetPatientImagingRequest struct {
 	// At most this many studies, orders and reports each; 0 means 100.
 	PageSize uint32 `protobuf:"varint,2,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// From a previous response's next_page_token.
-	PageToken     string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	PageToken string `protobuf:"bytes,3,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
+	// "date desc" (the default: newest first) or "date asc". The date is
+	// ImagingStudy.started, ServiceRequest.authoredOn, DiagnosticReport.issued.
+	OrderBy       string `protobuf:"bytes,4,opt,name=order_by,json=orderBy,proto3" json:"order_by,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -891,6 +894,13 @@ func (x *GetPatientImagingRequest) GetPageToken() string {
 	return ""
 }
 
+func (x *GetPatientImagingRequest) GetOrderBy() string {
+	if x != nil {
+		return x.OrderBy
+	}
+	return ""
+}
+
 // GetPatientImagingResponse is a snapshot of a patient's imaging.
 type GetPatientImagingResponse struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -907,8 +917,11 @@ type GetPatientImagingResponse struct {
 	// Number of studies per body region (for a body map).
 	BodyRegionCounts map[string]uint32 `protobuf:"bytes,6,rep,name=body_region_counts,json=bodyRegionCounts,proto3" json:"body_region_counts,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"varint,2,opt,name=value"`
 	NextPageToken    string            `protobuf:"bytes,7,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`
-	unknownFields    protoimpl.UnknownFields
-	sizeCache        protoimpl.SizeCache
+	// The status of the newest report of each study (by ImagingStudy id):
+	// preliminary, final, corrected …
+	StudyReportStatus map[string]string `protobuf:"bytes,8,rep,name=study_report_status,json=studyReportStatus,proto3" json:"study_report_status,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields     protoimpl.UnknownFields
+	sizeCache         protoimpl.SizeCache
 }
 
 func (x *GetPatientImagingResponse) Reset() {
@@ -990,6 +1003,13 @@ func (x *GetPatientImagingResponse) GetNextPageToken() string {
 	return ""
 }
 
+func (x *GetPatientImagingResponse) GetStudyReportStatus() map[string]string {
+	if x != nil {
+		return x.StudyReportStatus
+	}
+	return nil
+}
+
 var File_radbridge_v1_events_proto protoreflect.FileDescriptor
 
 const file_radbridge_v1_events_proto_rawDesc = "" +
@@ -1053,13 +1073,14 @@ const file_radbridge_v1_events_proto_rawDesc = "" +
 	"\tviewer_id\x18\x05 \x01(\tR\bviewerId\x12\x1f\n" +
 	"\vviewer_name\x18\x06 \x01(\tR\n" +
 	"viewerName\x12&\n" +
-	"\x0fclient_event_id\x18\a \x01(\tR\rclientEventId\"u\n" +
+	"\x0fclient_event_id\x18\a \x01(\tR\rclientEventId\"\x90\x01\n" +
 	"\x18GetPatientImagingRequest\x12\x1d\n" +
 	"\n" +
 	"patient_id\x18\x01 \x01(\tR\tpatientId\x12\x1b\n" +
 	"\tpage_size\x18\x02 \x01(\rR\bpageSize\x12\x1d\n" +
 	"\n" +
-	"page_token\x18\x03 \x01(\tR\tpageToken\"\xd1\x03\n" +
+	"page_token\x18\x03 \x01(\tR\tpageToken\x12\x19\n" +
+	"\border_by\x18\x04 \x01(\tR\aorderBy\"\x87\x05\n" +
 	"\x19GetPatientImagingResponse\x12\x1d\n" +
 	"\n" +
 	"patient_id\x18\x01 \x01(\tR\tpatientId\x12$\n" +
@@ -1068,10 +1089,14 @@ const file_radbridge_v1_events_proto_rawDesc = "" +
 	"\x06orders\x18\x04 \x03(\v2\x17.google.protobuf.StructR\x06orders\x121\n" +
 	"\areports\x18\x05 \x03(\v2\x17.google.protobuf.StructR\areports\x12k\n" +
 	"\x12body_region_counts\x18\x06 \x03(\v2=.radbridge.v1.GetPatientImagingResponse.BodyRegionCountsEntryR\x10bodyRegionCounts\x12&\n" +
-	"\x0fnext_page_token\x18\a \x01(\tR\rnextPageToken\x1aC\n" +
+	"\x0fnext_page_token\x18\a \x01(\tR\rnextPageToken\x12n\n" +
+	"\x13study_report_status\x18\b \x03(\v2>.radbridge.v1.GetPatientImagingResponse.StudyReportStatusEntryR\x11studyReportStatus\x1aC\n" +
 	"\x15BodyRegionCountsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01*\xfe\x01\n" +
+	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\x1aD\n" +
+	"\x16StudyReportStatusEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xfe\x01\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17IMAGING_STUDY_AVAILABLE\x10\x01\x12\x19\n" +
@@ -1114,7 +1139,7 @@ func file_radbridge_v1_events_proto_rawDescGZIP() []byte {
 }
 
 var file_radbridge_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_radbridge_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
+var file_radbridge_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
 var file_radbridge_v1_events_proto_goTypes = []any{
 	(EventType)(0),                    // 0: radbridge.v1.EventType
 	(Severity)(0),                     // 1: radbridge.v1.Severity
@@ -1128,39 +1153,41 @@ var file_radbridge_v1_events_proto_goTypes = []any{
 	(*GetPatientImagingRequest)(nil),  // 9: radbridge.v1.GetPatientImagingRequest
 	(*GetPatientImagingResponse)(nil), // 10: radbridge.v1.GetPatientImagingResponse
 	nil,                               // 11: radbridge.v1.GetPatientImagingResponse.BodyRegionCountsEntry
-	(*timestamppb.Timestamp)(nil),     // 12: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),           // 13: google.protobuf.Struct
+	nil,                               // 12: radbridge.v1.GetPatientImagingResponse.StudyReportStatusEntry
+	(*timestamppb.Timestamp)(nil),     // 13: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),           // 14: google.protobuf.Struct
 }
 var file_radbridge_v1_events_proto_depIdxs = []int32{
 	0,  // 0: radbridge.v1.Event.type:type_name -> radbridge.v1.EventType
-	12, // 1: radbridge.v1.Event.time:type_name -> google.protobuf.Timestamp
+	13, // 1: radbridge.v1.Event.time:type_name -> google.protobuf.Timestamp
 	1,  // 2: radbridge.v1.Event.severity:type_name -> radbridge.v1.Severity
 	2,  // 3: radbridge.v1.Event.priority:type_name -> radbridge.v1.Priority
 	3,  // 4: radbridge.v1.Event.source:type_name -> radbridge.v1.Source
-	13, // 5: radbridge.v1.Event.resource:type_name -> google.protobuf.Struct
+	14, // 5: radbridge.v1.Event.resource:type_name -> google.protobuf.Struct
 	0,  // 6: radbridge.v1.SubscribeRequest.type:type_name -> radbridge.v1.EventType
 	2,  // 7: radbridge.v1.SubscribeRequest.priority:type_name -> radbridge.v1.Priority
 	0,  // 8: radbridge.v1.ListEventsRequest.type:type_name -> radbridge.v1.EventType
 	2,  // 9: radbridge.v1.ListEventsRequest.priority:type_name -> radbridge.v1.Priority
 	4,  // 10: radbridge.v1.ListEventsResponse.events:type_name -> radbridge.v1.Event
 	0,  // 11: radbridge.v1.PublishEventRequest.type:type_name -> radbridge.v1.EventType
-	13, // 12: radbridge.v1.GetPatientImagingResponse.studies:type_name -> google.protobuf.Struct
-	13, // 13: radbridge.v1.GetPatientImagingResponse.orders:type_name -> google.protobuf.Struct
-	13, // 14: radbridge.v1.GetPatientImagingResponse.reports:type_name -> google.protobuf.Struct
+	14, // 12: radbridge.v1.GetPatientImagingResponse.studies:type_name -> google.protobuf.Struct
+	14, // 13: radbridge.v1.GetPatientImagingResponse.orders:type_name -> google.protobuf.Struct
+	14, // 14: radbridge.v1.GetPatientImagingResponse.reports:type_name -> google.protobuf.Struct
 	11, // 15: radbridge.v1.GetPatientImagingResponse.body_region_counts:type_name -> radbridge.v1.GetPatientImagingResponse.BodyRegionCountsEntry
-	5,  // 16: radbridge.v1.EventService.Subscribe:input_type -> radbridge.v1.SubscribeRequest
-	6,  // 17: radbridge.v1.EventService.ListEvents:input_type -> radbridge.v1.ListEventsRequest
-	8,  // 18: radbridge.v1.EventService.PublishEvent:input_type -> radbridge.v1.PublishEventRequest
-	9,  // 19: radbridge.v1.EventService.GetPatientImaging:input_type -> radbridge.v1.GetPatientImagingRequest
-	4,  // 20: radbridge.v1.EventService.Subscribe:output_type -> radbridge.v1.Event
-	7,  // 21: radbridge.v1.EventService.ListEvents:output_type -> radbridge.v1.ListEventsResponse
-	4,  // 22: radbridge.v1.EventService.PublishEvent:output_type -> radbridge.v1.Event
-	10, // 23: radbridge.v1.EventService.GetPatientImaging:output_type -> radbridge.v1.GetPatientImagingResponse
-	20, // [20:24] is the sub-list for method output_type
-	16, // [16:20] is the sub-list for method input_type
-	16, // [16:16] is the sub-list for extension type_name
-	16, // [16:16] is the sub-list for extension extendee
-	0,  // [0:16] is the sub-list for field type_name
+	12, // 16: radbridge.v1.GetPatientImagingResponse.study_report_status:type_name -> radbridge.v1.GetPatientImagingResponse.StudyReportStatusEntry
+	5,  // 17: radbridge.v1.EventService.Subscribe:input_type -> radbridge.v1.SubscribeRequest
+	6,  // 18: radbridge.v1.EventService.ListEvents:input_type -> radbridge.v1.ListEventsRequest
+	8,  // 19: radbridge.v1.EventService.PublishEvent:input_type -> radbridge.v1.PublishEventRequest
+	9,  // 20: radbridge.v1.EventService.GetPatientImaging:input_type -> radbridge.v1.GetPatientImagingRequest
+	4,  // 21: radbridge.v1.EventService.Subscribe:output_type -> radbridge.v1.Event
+	7,  // 22: radbridge.v1.EventService.ListEvents:output_type -> radbridge.v1.ListEventsResponse
+	4,  // 23: radbridge.v1.EventService.PublishEvent:output_type -> radbridge.v1.Event
+	10, // 24: radbridge.v1.EventService.GetPatientImaging:output_type -> radbridge.v1.GetPatientImagingResponse
+	21, // [21:25] is the sub-list for method output_type
+	17, // [17:21] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_radbridge_v1_events_proto_init() }
@@ -1174,7 +1201,7 @@ func file_radbridge_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_radbridge_v1_events_proto_rawDesc), len(file_radbridge_v1_events_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   9,
+			NumMessages:   10,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
