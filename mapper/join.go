@@ -85,7 +85,7 @@ func joinAccession(c *Context, acc string) {
 }
 
 // resourcesOf returns the current resources of refs for patient pid.
-func resourcesOf(p *Patient, refs []ResourceRef, pid string) (orders, studies, reports map[string]map[string]any) {
+func resourcesOf(p *Patient, acc string, refs []ResourceRef, pid string) (orders, studies, reports map[string]map[string]any) {
 	orders, studies, reports = map[string]map[string]any{}, map[string]map[string]any{}, map[string]map[string]any{}
 	for _, r := range refs {
 		if r.Patient != pid {
@@ -102,7 +102,8 @@ func resourcesOf(p *Patient, refs []ResourceRef, pid string) (orders, studies, r
 			src, dst = p.Reports, reports
 		}
 		var m map[string]any
-		if raw, ok := src[r.ID]; ok && json.Unmarshal(raw, &m) == nil {
+		if raw, ok := src[r.ID]; ok && json.Unmarshal(raw, &m) == nil && accessionOf(m) == acc {
+			// (a corrected resource may have moved to another accession)
 			dst[r.ID] = m
 		}
 	}
@@ -131,7 +132,7 @@ func joinPatient(c *Context, acc, pid string, refs []ResourceRef) {
 	if p == nil {
 		return
 	}
-	orders, studies, reports := resourcesOf(p, refs, pid)
+	orders, studies, reports := resourcesOf(p, acc, refs, pid)
 	orderIDs, studyIDs := sortedKeys(orders), sortedKeys(studies)
 	available, final := false, false
 	for _, id := range studyIDs {
@@ -183,19 +184,13 @@ func joinPatient(c *Context, acc, pid string, refs []ResourceRef) {
 	}
 	for _, id := range studyIDs {
 		changed("ImagingStudy", id, studies[id], func(r map[string]any) {
-			if len(orderIDs) > 0 {
-				r["basedOn"] = refsTo("ServiceRequest", orderIDs)
-			}
+			setOrDelete(r, "basedOn", refsTo("ServiceRequest", orderIDs))
 		})
 	}
 	for _, id := range sortedKeys(reports) {
 		changed("DiagnosticReport", id, reports[id], func(r map[string]any) {
-			if len(orderIDs) > 0 {
-				r["basedOn"] = refsTo("ServiceRequest", orderIDs)
-			}
-			if len(studyIDs) > 0 {
-				r["imagingStudy"] = refsTo("ImagingStudy", studyIDs)
-			}
+			setOrDelete(r, "basedOn", refsTo("ServiceRequest", orderIDs))
+			setOrDelete(r, "imagingStudy", refsTo("ImagingStudy", studyIDs))
 		})
 	}
 }
@@ -235,4 +230,29 @@ func codeText(res map[string]any) string {
 		}
 	}
 	return "imaging procedure"
+}
+
+func setOrDelete(r map[string]any, k string, refs []any) {
+	if len(refs) == 0 {
+		delete(r, k)
+		return
+	}
+	r[k] = refs
+}
+
+// accessionOf returns the accession identifier (type ACSN) of a resource.
+func accessionOf(r map[string]any) string {
+	ids, _ := r["identifier"].([]any)
+	for _, x := range ids {
+		id, _ := x.(map[string]any)
+		t, _ := id["type"].(map[string]any)
+		codings, _ := t["coding"].([]any)
+		for _, c := range codings {
+			if cm, _ := c.(map[string]any); cm["code"] == "ACSN" {
+				v, _ := id["value"].(string)
+				return v
+			}
+		}
+	}
+	return ""
 }

@@ -308,3 +308,49 @@ func TestOneKeyAcrossDICOMAndHL7(t *testing.T) {
 		t.Errorf("study with another issuer: %v %v; want patient 777^REFERRING-CLINIC", b, err)
 	}
 }
+
+// TestJoinFollowsAccessionCorrection: a study corrected to another
+// accession number loses the link to the first order.
+func TestJoinFollowsAccessionCorrection(t *testing.T) {
+	in, evs := ingest.NewMemory(), eventlog.NewMemory()
+	m := mapper.New(mapper.Config{Ingest: in, Events: evs, Rules: mapper.Rules(mapper.Options{QuietPeriod: time.Hour})})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	now := time.Now() // the quiet period (an hour) must not pass during the test
+	body, _ := json.Marshal(ingest.HL7Body{Raw: joinORM("PA", "ACC-1", "O1")})
+	in.Append(ctx, ingest.Observation{Kind: ingest.KindHL7, Key: "o", Time: now.Add(1 * time.Second), Body: body})
+	inst := joinStudy("PA", "ACC-1", "1.2.3.7", 1)[0]
+	b, _ := json.Marshal(inst)
+	seq, _, _ := in.Append(ctx, ingest.Observation{Kind: ingest.KindDICOMInstance, Key: "d1", Time: now.Add(2 * time.Second), Body: b})
+	first, err := m.Await(ctx, seq)
+	if err != nil || len(first) == 0 || first[0].Resource.AsMap()["basedOn"] == nil {
+		t.Fatalf("study with its order's accession: %v %v", first, err)
+	}
+	inst.AccessionNumber = "ACC-2"
+	b, _ = json.Marshal(inst)
+	seq, _, _ = in.Append(ctx, ingest.Observation{Kind: ingest.KindDICOMInstance, Key: "d2", Time: now.Add(3 * time.Second), Body: b})
+	if _, err := m.Await(ctx, seq); err != nil {
+		t.Fatal(err)
+	}
+	// The correction shows when the study is next emitted; force it with an
+	// IAN (complete now).
+	ian := scp.IAN{SOPInstanceUID: "1.2.3.7.99", StudyInstanceUID: "1.2.3.7", Series: []scp.IANSeries{{SeriesInstanceUID: inst.SeriesInstanceUID,
+		Instances: []scp.IANInstance{{SOPClassUID: inst.SOPClassUID, SOPInstanceUID: inst.SOPInstanceUID}}}}}
+	b, _ = json.Marshal(ian)
+	seq, _, _ = in.Append(ctx, ingest.Observation{Kind: ingest.KindDICOMIAN, Key: "i", Time: now.Add(4 * time.Second), Body: b})
+	got, err := m.Await(ctx, seq)
+	if err != nil || len(got) == 0 {
+		all, _ := evs.Read(ctx, 1, eventlog.Filter{}, 100)
+		for _, e := range all {
+			t.Logf("%d %v %s", e.Sequence, e.Type, e.Message)
+		}
+		t.Fatalf("IAN: %v %v", got, err)
+	}
+	r := got[0].Resource.AsMap()
+	if got[0].AccessionNumber != "ACC-2" || r["basedOn"] != nil {
+		t.Errorf("after the accession correction: accession %q basedOn %v; want ACC-2 and no link", got[0].AccessionNumber, r["basedOn"])
+	}
+}
