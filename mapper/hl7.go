@@ -23,6 +23,9 @@ type OrderState struct {
 	Accession  string `json:"accession"`
 	ResourceID string `json:"resource_id"`
 	Stat       bool   `json:"stat,omitempty"`
+	Placer     string `json:"placer,omitempty"`
+	Filler     string `json:"filler,omitempty"`
+	Cancelled  bool   `json:"cancelled,omitempty"`
 }
 
 // hl7Rules maps HL7 v2 orders (ORM^O01, OMI^O23) and results (ORU^R01).
@@ -480,8 +483,15 @@ func (r *hl7Rule) order(c *Context, m *hl7.Message, g *group, pid, authority str
 		}}
 	}
 	typ := orderControl(ctl)
+	conflict := ""
 	if typ == rbv1.EventType_ORDER_PLACED && prev != nil {
 		typ = rbv1.EventType_ORDER_UPDATED // a resent NW with changes
+		if (prev.Placer != "" && placer != "" && prev.Placer != placer) || (prev.Filler != "" && filler != "" && prev.Filler != filler) {
+			// Two orders with one accession number: one accession is one
+			// imaging procedure (IHE SWF), so the newer order replaces the
+			// older one, and the event says so.
+			conflict = fmt.Sprintf(" (warning: accession %s already belonged to order %s/%s; replaced by %s/%s)", acc, prev.Placer, prev.Filler, placer, filler)
+		}
 	}
 	what := procedureName(g)
 	sev, msg := rbv1.Severity_SEVERITY_INFO, "New imaging order: "+what
@@ -499,7 +509,11 @@ func (r *hl7Rule) order(c *Context, m *hl7.Message, g *group, pid, authority str
 		evPrio = rbv1.Priority_PRIORITY_STAT
 		msg = "STAT " + msg
 	}
-	c.State.Orders[key] = &OrderState{PatientID: pid, Accession: acc, ResourceID: id, Stat: stat}
+	if conflict != "" {
+		sev, msg = rbv1.Severity_SEVERITY_WARNING, msg+conflict
+	}
+	c.State.Orders[key] = &OrderState{PatientID: pid, Accession: acc, ResourceID: id, Stat: stat, Placer: placer, Filler: filler,
+		Cancelled: typ == rbv1.EventType_ORDER_CANCELLED}
 	r.emit(c, typ, pid, acc, sev, evPrio, msg, "ServiceRequest", id, sr)
 	if pid != "" {
 		p := c.State.Patient(pid)
@@ -645,6 +659,12 @@ func (r *hl7Rule) result(c *Context, m *hl7.Message, g *group, pid, authority st
 	prio := rbv1.Priority_PRIORITY_ROUTINE
 	if _, stat := priority(g); stat || (c.State.Orders[acc] != nil && acc != "" && c.State.Orders[acc].Stat) {
 		prio = rbv1.Priority_PRIORITY_STAT
+	}
+	if o := c.State.Orders[acc]; acc != "" && o != nil && o.Cancelled {
+		// A report for a cancelled order is kept and linked; the order
+		// stays revoked, and the event says so.
+		sev = max(sev, rbv1.Severity_SEVERITY_WARNING)
+		msg += " (warning: its order " + acc + " was cancelled)"
 	}
 	if critical {
 		prio, sev = rbv1.Priority_PRIORITY_CRITICAL, rbv1.Severity_SEVERITY_ERROR

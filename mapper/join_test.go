@@ -354,3 +354,60 @@ func TestJoinFollowsAccessionCorrection(t *testing.T) {
 		t.Errorf("after the accession correction: accession %q basedOn %v; want ACC-2 and no link", got[0].AccessionNumber, r["basedOn"])
 	}
 }
+
+// TestConflictingHL7 covers the defined results of conflicting data: a
+// second order with the same accession replaces the first with a warning;
+// a report for a cancelled order is kept and linked with a warning, and the
+// order stays revoked.
+func TestConflictingHL7(t *testing.T) {
+	in, evs := ingest.NewMemory(), eventlog.NewMemory()
+	m := mapper.New(mapper.Config{Ingest: in, Events: evs, Rules: mapper.Rules(mapper.Options{QuietPeriod: time.Hour})})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	now := time.Now()
+	n := 0
+	send := func(raw string) []*rbv1.Event {
+		t.Helper()
+		n++
+		body, _ := json.Marshal(ingest.HL7Body{Raw: []byte(raw)})
+		seq, _, err := in.Append(ctx, ingest.Observation{Kind: ingest.KindHL7, Key: fmt.Sprint("k", n), Time: now.Add(time.Duration(n) * time.Second), Body: body})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := m.Await(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	send(string(joinORM("PA", "ACC-C", "O1")))
+	second := strings.NewReplacer("PACC-C", "PX9", "FACC-C", "FX9").Replace(string(joinORM("PA", "ACC-C", "O2")))
+	got := send(second)
+	if len(got) != 1 || got[0].Type != rbv1.EventType_ORDER_UPDATED || got[0].Severity != rbv1.Severity_SEVERITY_WARNING || !strings.Contains(got[0].Message, "already belonged to order PACC-C/FACC-C") {
+		t.Errorf("second order with one accession: %v", got)
+	}
+	cancelMsg := strings.Replace(second, "ORC|NW|", "ORC|CA|", 1)
+	if got := send(cancelMsg); len(got) != 1 || got[0].Type != rbv1.EventType_ORDER_CANCELLED {
+		t.Fatalf("cancel: %v", got)
+	}
+	got = send(string(joinORU("PA", "ACC-C", "F1", "F")))
+	var report, order *rbv1.Event
+	for _, e := range got {
+		switch e.ResourceType {
+		case "DiagnosticReport":
+			report = e
+		case "ServiceRequest":
+			order = e
+		}
+	}
+	if report == nil || report.Severity != rbv1.Severity_SEVERITY_WARNING || !strings.Contains(report.Message, "was cancelled") ||
+		fmt.Sprint(report.Resource.AsMap()["basedOn"]) != "[map[reference:ServiceRequest/ACC-C]]" {
+		t.Errorf("report for a cancelled order: %v", report)
+	}
+	if order != nil {
+		t.Errorf("the cancelled order changed with the report: %v", order)
+	}
+}
