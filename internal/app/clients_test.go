@@ -1,0 +1,226 @@
+package app_test
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"radbridge/hl7/mllp"
+	"radbridge/internal/app"
+	rbv1 "radbridge/proto/radbridge/v1"
+)
+
+// runApp runs a radbridge command in-process.
+func runApp(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	var out, errb bytes.Buffer
+	code = app.Run(ctx, args, &out, &errb)
+	return code, out.String(), errb.String()
+}
+
+func TestEchoCommand(t *testing.T) {
+	d := startDaemon(t, filepath.Join(t.TempDir(), "data"))
+	code, out, errOut := runApp(t, "echo", "--addr", d.DICOMAddr())
+	if code != 0 || !strings.Contains(out, "C-ECHO to RADBRIDGE at "+d.DICOMAddr()+" succeeded in ") {
+		t.Errorf("echo: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+	code, out, errOut = runApp(t, "echo", "--addr", d.DICOMAddr(), "--aet", "MODALITY", "--aec", "SOMEONE")
+	if code != 1 || !strings.Contains(errOut, "rejected: result 1 (permanent), source 1 (service user), reason 7 (called AE title not recognized)") {
+		t.Errorf("echo to a wrong AE: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+	if code, _, _ := runApp(t, "echo", "--bogus"); code != 2 {
+		t.Errorf("echo --bogus: exit %d, want 2", code)
+	}
+}
+
+func TestStoreCommand(t *testing.T) {
+	storeDir := t.TempDir()
+	d := startDaemon(t, filepath.Join(t.TempDir(), "data"), "--study-quiet-period", "1s", "--store-dir", storeDir)
+	src := t.TempDir()
+	makeStudy(t, filepath.Join(src, "nested"), studyUID, 2, 3, 1)
+	if err := os.WriteFile(filepath.Join(src, "README.txt"), []byte("not DICOM"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	client, _ := grpcClient(t, d.GRPCAddr())
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	sub, err := client.Subscribe(ctx, &rbv1.SubscribeRequest{ResourceType: []string{"ImagingStudy"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	code, out, errOut := runApp(t, "store", "--addr", d.DICOMAddr(), "--aet", "MODALITY", src)
+	if code != 0 || !strings.Contains(out, "stored 6, failed 0, skipped 1 not DICOM") {
+		t.Fatalf("store: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+	if n := strings.Count(errOut, "stored "); n != 6 {
+		t.Errorf("stderr has %d per-file lines, want 6 (not a terminal):\n%s", n, errOut)
+	}
+	for {
+		ev, err := sub.Recv()
+		if err != nil {
+			t.Fatalf("waiting for IMAGING_STUDY_AVAILABLE: %v", err)
+		}
+		if ev.Type == rbv1.EventType_IMAGING_STUDY_AVAILABLE {
+			r := ev.Resource.AsMap()
+			if ev.StudyInstanceUid != studyUID || r["numberOfInstances"] != 6.0 || r["numberOfSeries"] != 2.0 {
+				t.Errorf("AVAILABLE: study %s resource %v", ev.StudyInstanceUid, r)
+			}
+			break
+		}
+	}
+	var files int
+	_ = filepath.Walk(storeDir, func(_ string, fi os.FileInfo, err error) error {
+		if err == nil && fi.Mode().IsRegular() && strings.HasSuffix(fi.Name(), ".dcm") {
+			files++
+		}
+		return nil
+	})
+	if files != 6 {
+		t.Errorf("%d files in the store dir, want 6", files)
+	}
+
+	// Nothing listening: every file fails, exit 1.
+	code, out, _ = runApp(t, "store", "--addr", freeAddr(t), "--timeout", "2s", src)
+	if code != 1 || !strings.Contains(out, "stored 0, failed 6") {
+		t.Errorf("store to nobody: exit %d, %s", code, out)
+	}
+	if code, _, _ := runApp(t, "store", "--addr", d.DICOMAddr()); code != 2 {
+		t.Errorf("store without files: exit %d, want 2", code)
+	}
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	return fmt.Sprintf("127.0.0.1:%d", orthancFreePort(t))
+}
+
+// TestStoreToDCMTK sends a study to DCMTK's storescp, kept on loopback by
+// the LD_PRELOAD shim.
+func TestStoreToDCMTK(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("the loopback shim is Linux-only")
+	}
+	bin := needPeer(t, "storescp")
+	shim := buildLoopbackShim(t)
+	src, outDir := t.TempDir(), t.TempDir()
+	makeStudy(t, src, studyUID, 1, 4, 1)
+	port := orthancFreePort(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	cmd := exec.CommandContext(ctx, bin, "+B", "+xa", "-aet", "STORESCP", "--output-directory", outDir, fmt.Sprint(port))
+	cmd.Env = append(os.Environ(), "LD_PRELOAD="+shim)
+	var log bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &log, &log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		_ = cmd.Wait()
+	})
+	addr := fmt.Sprintf("127.0.0.1:%d", port)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		code, _, errOut := runApp(t, "echo", "--addr", addr, "--aec", "STORESCP", "--timeout", "2s")
+		if code == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("storescp not answering C-ECHO: %s\nstorescp: %s", errOut, log.String())
+		}
+		time.Sleep(50 * time.Millisecond) // polling for the child's listener
+	}
+	code, out, errOut := runApp(t, "store", "--addr", addr, "--aec", "STORESCP", src)
+	if code != 0 || !strings.Contains(out, "stored 4, failed 0") {
+		t.Fatalf("store to storescp: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+	entries, err := os.ReadDir(outDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(entries) != 4 {
+		t.Errorf("storescp wrote %d files, want 4", len(entries))
+	}
+}
+
+func TestSendHL7ToDaemon(t *testing.T) {
+	d := startDaemon(t, filepath.Join(t.TempDir(), "data"))
+	good := writeHL7(t, "order", strings.ReplaceAll(risMessages[0].msg, "{{ctl}}", "CLI-1"))
+	code, out, errOut := runApp(t, "send-hl7", "--addr", d.MLLPAddr(), good)
+	if code != 0 || !strings.Contains(out, "MSA|AA|CLI-1") {
+		t.Errorf("send-hl7: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+	// \n-separated segments, missing PID-3: AE with an ERR segment.
+	bad := filepath.Join(t.TempDir(), "bad.hl7")
+	if err := os.WriteFile(bad, []byte("MSH|^~\\&|RADRIS|NW|RADBRIDGE|IMG|20260310||ORM^O01|CLI-2|P|2.3\nPID|1||||X^Y\nORC|NW|P1|F1\nOBR|1|P1|F1|71250^CT CHEST\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, out, errOut = runApp(t, "send-hl7", "--addr", d.MLLPAddr(), bad)
+	if code != 1 || !strings.Contains(out, "MSA|AE|CLI-2") || !strings.Contains(out, "ERR|") {
+		t.Errorf("send-hl7 bad: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+}
+
+// serveMLLP answers each frame on a loopback listener with ack (nothing
+// when ack is nil).
+func serveMLLP(t *testing.T, ack []byte) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			conn, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer conn.Close()
+				r := mllp.NewReader(conn, 1<<20)
+				for {
+					_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
+					if _, err := r.ReadMessage(); err != nil {
+						return
+					}
+					if ack != nil {
+						if err := mllp.WriteMessage(conn, ack); err != nil {
+							return
+						}
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+func TestSendHL7ToPlainListener(t *testing.T) {
+	msg := writeHL7(t, "order", strings.ReplaceAll(risMessages[0].msg, "{{ctl}}", "CLI-3"))
+	addr := serveMLLP(t, []byte("MSH|^~\\&|RIS|X|Y|Z|20260310||ACK|A1|P|2.5.1\rMSA|AA|CLI-3\r"))
+	code, out, errOut := runApp(t, "send-hl7", "--addr", addr, msg, msg)
+	if code != 0 || strings.Count(out, "MSA|AA|CLI-3") != 2 {
+		t.Errorf("send-hl7 to a plain listener: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
+	}
+	addr = serveMLLP(t, []byte("MSH|^~\\&|RIS|X|Y|Z|20260310||ACK|A1|P|2.5.1\rMSA|CR|CLI-3\r"))
+	if code, out, _ := runApp(t, "send-hl7", "--addr", addr, msg); code != 1 || !strings.Contains(out, "MSA|CR|CLI-3") {
+		t.Errorf("send-hl7 answered CR: exit %d, %s", code, out)
+	}
+	addr = serveMLLP(t, nil)
+	start := time.Now()
+	code, _, errOut = runApp(t, "send-hl7", "--addr", addr, "--timeout", "300ms", msg)
+	if code != 1 || !strings.Contains(errOut, "no ACK") || time.Since(start) > 5*time.Second {
+		t.Errorf("send-hl7 without answer: exit %d after %v, %s", code, time.Since(start), errOut)
+	}
+}
