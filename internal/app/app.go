@@ -20,6 +20,9 @@ Usage:
   radbridge serve [flags]   run the daemon (radbridge serve -h lists the flags)
   radbridge demo [flags]    run the daemon with a simulated RIS and PACS sending to it
   radbridge tail [flags]    follow events from a running daemon
+  radbridge echo [--addr localhost:11112] [--aet A] [--aec B]  verify a DICOM peer (C-ECHO)
+  radbridge store [--addr] [--aet] [--aec] FILE|DIR...  send DICOM files (C-STORE)
+  radbridge send-hl7 [--addr localhost:2575] FILE...  send HL7 messages over MLLP
   radbridge version         print the version
 
 Every serve flag can also be set as RADBRIDGE_<FLAG> (for example
@@ -43,6 +46,12 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return runDemo(ctx, args[1:], stdout, stderr)
 	case "tail":
 		return tail(ctx, args[1:], stdout, stderr)
+	case "echo":
+		return echoCmd(ctx, args[1:], stdout, stderr)
+	case "store":
+		return storeCmd(ctx, args[1:], stdout, stderr)
+	case "send-hl7":
+		return sendHL7(ctx, args[1:], stdout, stderr)
 	case "version":
 		fmt.Fprintln(stdout, "radbridge", Version)
 		return 0
