@@ -23,15 +23,14 @@ Usage:
   radbridge echo [--addr localhost:11112] [--aet A] [--aec B]  verify a DICOM peer (C-ECHO)
   radbridge store [--addr] [--aet] [--aec] FILE|DIR...  send DICOM files (C-STORE)
   radbridge send-hl7 [--addr localhost:2575] FILE...  send HL7 messages over MLLP
-  radbridge version         print the version
+  radbridge version [--json]   print the version, Go version, VCS revision and platform
+  radbridge completion bash|zsh  print a shell completion script
+  radbridge healthcheck [--addr localhost:8080]  exit 0 when the daemon is ready
 
 Every serve flag can also be set as RADBRIDGE_<FLAG> (for example
 RADBRIDGE_GRPC_ADDR) or in a YAML file given with --config; flags win over the
 environment, which wins over the file.
 `
-
-// Version is set at build time with -ldflags "-X radbridge/internal/app.Version=…".
-var Version = "dev"
 
 // Run runs the command in args and returns the process exit code.
 func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
@@ -53,8 +52,11 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	case "send-hl7":
 		return sendHL7(ctx, args[1:], stdout, stderr)
 	case "version":
-		fmt.Fprintln(stdout, "radbridge", Version)
-		return 0
+		return version(args[1:], stdout, stderr)
+	case "completion":
+		return completion(args[1:], stdout, stderr)
+	case "healthcheck":
+		return healthcheck(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0
