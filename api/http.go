@@ -44,6 +44,9 @@ type HTTPConfig struct {
 	// WebSockets from (path.Match patterns on the Origin host); the
 	// request's own host is always allowed.
 	OriginPatterns []string
+	// Extra mounts more handlers by ServeMux pattern (other fronts such as
+	// DICOM notifications); each does its own authentication and body limit.
+	Extra map[string]http.Handler
 }
 
 // NewHTTPHandler returns the HTTP front: grpc-gateway REST over conn (a
@@ -73,6 +76,9 @@ func NewHTTPHandler(ctx context.Context, svc *Service, conn *grpc.ClientConn, cf
 	mux.Handle("/v1/events:stream", &wsStream{svc: svc, cfg: cfg})
 	mux.Handle("/ws", newRoomHandler(svc, cfg))
 	mux.Handle("/v1/", limitBody(gw))
+	for pattern, h := range cfg.Extra {
+		mux.Handle(pattern, h)
+	}
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "text/plain")
 		fmt.Fprintln(w, "ok")
