@@ -136,34 +136,8 @@ func (c *assoc) store(ctx context.Context, msg *dimse.Message) error {
 	if err != nil {
 		return respond(dimse.StatusCannotUnderstand, clip(err.Error()))
 	}
-	inst := &Instance{
-		Peer:                   c.peer,
-		SOPClassUID:            ds.String(tSOPClassUID),
-		SOPInstanceUID:         ds.String(tSOPInstanceUID),
-		StudyInstanceUID:       ds.String(tStudyInstanceUID),
-		SeriesInstanceUID:      ds.String(tSeriesInstanceUID),
-		TransferSyntaxUID:      pc.TransferSyntax,
-		PatientID:              ds.String(tPatientID),
-		IssuerOfPatientID:      ds.String(tIssuerOfPatientID),
-		PatientName:            personName(ds.Joined(tPatientName)),
-		PatientBirthDate:       ds.String(tPatientBirthDate),
-		PatientSex:             ds.String(tPatientSex),
-		AccessionNumber:        ds.String(tAccessionNumber),
-		Modality:               ds.String(tModality),
-		BodyPartExamined:       ds.String(tBodyPartExamined),
-		StudyDescription:       ds.String(tStudyDescription),
-		SeriesDescription:      ds.String(tSeriesDescription),
-		StudyDate:              ds.String(tStudyDate),
-		StudyTime:              ds.String(tStudyTime),
-		StudyID:                ds.String(tStudyID),
-		ReferringPhysicianName: personName(ds.Joined(tReferringPhysician)),
-		SpecificCharacterSet:   ds.Joined(tSpecificCharacterSet),
-		Size:                   counter.n,
-		ReceivedAt:             start,
-	}
-	inst.SeriesNumber, _ = ds.Int(tSeriesNumber)
-	inst.InstanceNumber, _ = ds.Int(tInstanceNumber)
-	inst.NumberOfFrames, _ = ds.Int(tNumberOfFrames)
+	inst := InstanceFromDataset(ds, pc.TransferSyntax, start)
+	inst.Peer, inst.Size = c.peer, counter.n
 
 	switch {
 	case inst.SOPInstanceUID != cmd.AffectedSOPInstanceUID:
