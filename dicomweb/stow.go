@@ -1,0 +1,443 @@
+package dicomweb
+
+import (
+	"bufio"
+	"compress/flate"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"mime/multipart"
+	"net/http"
+	"strings"
+	"time"
+
+	"radbridge/api"
+	"radbridge/auth"
+	"radbridge/dicom/dataset"
+	"radbridge/dicom/scp"
+)
+
+// Handler commits one received instance; its shape is
+// scp.Handler.StoreInstance, so the daemon passes the same handler as to
+// the C-STORE SCP. Nil means recorded durably.
+type Handler interface {
+	StoreInstance(ctx context.Context, inst *scp.Instance) error
+}
+
+// CallingAE is the Peer.CallingAE of instances received over STOW-RS.
+const CallingAE = "STOW-RS"
+
+// Failure Reason (0008,1197) values (PS3.18 table 10.5.3-2, PS3.4 B.2.3).
+const (
+	FailureProcessing     = 0x0110 // handler did not commit
+	FailureOutOfResources = 0xA700 // header too large, store directory
+	FailureMismatch       = 0xA900 // study UID differs from the URL, bad UIDs
+	FailureUnparseable    = 0xC000 // not a Part-10 file, malformed data set
+)
+
+// Config configures the STOW-RS handler.
+type Config struct {
+	// Handler commits instances (required).
+	Handler Handler
+	// Auth authenticates clients (Authorization header); nil is auth.None.
+	Auth auth.Authenticator
+	// MaxBodyBytes bounds a request body; default 4 GiB.
+	MaxBodyBytes int64
+	// MaxPartHeaderBytes bounds each part's MIME header; default 16 KiB.
+	MaxPartHeaderBytes int
+	// MaxMetaBytes bounds each part's File Meta Information; default 64 KiB.
+	MaxMetaBytes int
+	// MaxHeaderBytes bounds each data set header before Pixel Data;
+	// default 4 MiB (as the SCP).
+	MaxHeaderBytes int
+	// ReadTimeout bounds each wait for body bytes; default 1 minute.
+	ReadTimeout time.Duration
+	// StoreDir, when set, receives each stored part as a Part-10 file
+	// <StoreDir>/<study>/<series>/<sop>.dcm, as the SCP writes them.
+	StoreDir string
+	Logger   *slog.Logger
+}
+
+// Server serves STOW-RS.
+type Server struct{ cfg Config }
+
+// New returns the STOW-RS handler.
+func New(cfg Config) *Server {
+	if cfg.MaxBodyBytes <= 0 {
+		cfg.MaxBodyBytes = 4 << 30
+	}
+	if cfg.MaxPartHeaderBytes <= 0 {
+		cfg.MaxPartHeaderBytes = 16 << 10
+	}
+	if cfg.MaxMetaBytes <= 0 {
+		cfg.MaxMetaBytes = 64 << 10
+	}
+	if cfg.MaxHeaderBytes <= 0 {
+		cfg.MaxHeaderBytes = 4 << 20
+	}
+	if cfg.ReadTimeout <= 0 {
+		cfg.ReadTimeout = time.Minute
+	}
+	if cfg.Auth == nil {
+		cfg.Auth = auth.None{}
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Server{cfg: cfg}
+}
+
+// Routes returns the ServeMux patterns this server answers.
+func (s *Server) Routes() map[string]http.Handler {
+	return map[string]http.Handler{
+		"POST /dicomweb/studies":         s,
+		"POST /dicomweb/studies/{study}": s,
+	}
+}
+
+// result is one part's outcome.
+type result struct {
+	class, instance, study, series string
+	reason                         uint16 // 0: stored
+	comment                        string
+}
+
+// errPartHeader: a part's MIME header exceeds MaxPartHeaderBytes.
+var errPartHeader = errors.New("part header exceeds limit")
+
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	ctx, _, ok := api.Authenticate(w, r, s.cfg.Auth)
+	if !ok {
+		return
+	}
+	log := s.cfg.Logger.With("component", "stow-rs", "remote", r.RemoteAddr)
+	urlStudy := r.PathValue("study")
+	if urlStudy != "" && !scp.ValidUID(urlStudy) {
+		problem(w, http.StatusBadRequest, "study UID in the URL is not a UID")
+		return
+	}
+	mt, params, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != "multipart/related" || !strings.EqualFold(strings.Trim(params["type"], `"`), "application/dicom") {
+		problem(w, http.StatusUnsupportedMediaType, `Content-Type must be multipart/related; type="application/dicom"`)
+		return
+	}
+	if params["boundary"] == "" {
+		problem(w, http.StatusBadRequest, "multipart boundary missing")
+		return
+	}
+	if r.ContentLength > s.cfg.MaxBodyBytes {
+		problem(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", s.cfg.MaxBodyBytes))
+		return
+	}
+	body := &budgetReader{r: &deadlineReader{r: http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes), rc: http.NewResponseController(w), timeout: s.cfg.ReadTimeout}}
+	mr := multipart.NewReader(body, params["boundary"])
+	peer := scp.Peer{CallingAE: CallingAE, RemoteAddr: r.RemoteAddr}
+	var results []result
+	for {
+		body.limit(int64(s.cfg.MaxPartHeaderBytes) + 8<<10) // slack: the reader's buffer
+		part, err := mr.NextPart()
+		body.unlimit()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			var tooBig *http.MaxBytesError
+			switch {
+			case errors.As(err, &tooBig):
+				problem(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", s.cfg.MaxBodyBytes))
+			case errors.Is(err, errPartHeader):
+				problem(w, http.StatusBadRequest, fmt.Sprintf("part header larger than %d bytes", s.cfg.MaxPartHeaderBytes))
+			default:
+				problem(w, http.StatusBadRequest, "malformed multipart body: "+err.Error())
+			}
+			return
+		}
+		res, err := s.storePart(ctx, part, urlStudy, peer)
+		if err != nil { // the body itself failed: no answer per part possible
+			var tooBig *http.MaxBytesError
+			if errors.As(err, &tooBig) {
+				problem(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("body larger than %d bytes", s.cfg.MaxBodyBytes))
+			} else {
+				problem(w, http.StatusBadRequest, "malformed multipart body: "+err.Error())
+			}
+			return
+		}
+		if res.reason != 0 {
+			log.Warn("STOW-RS instance failed", "reason", fmt.Sprintf("%04X", res.reason), "comment", res.comment, "sop_instance_uid", res.instance)
+		}
+		results = append(results, res)
+	}
+	if len(results) == 0 {
+		problem(w, http.StatusBadRequest, "multipart body has no parts")
+		return
+	}
+	s.respond(w, r, urlStudy, results)
+}
+
+// storePart reads one part to its end. A non-nil error means the request
+// body failed (malformed multipart, size limit); a bad instance is a result
+// with a failure reason.
+func (s *Server) storePart(ctx context.Context, part *multipart.Part, urlStudy string, peer scp.Peer) (result, error) {
+	defer part.Close()
+	start := time.Now()
+	drain := func(res result) (result, error) {
+		_, err := io.Copy(io.Discard, part)
+		return res, err
+	}
+	if ct := part.Header.Get("Content-Type"); ct != "" {
+		if mt, _, err := mime.ParseMediaType(ct); err != nil || mt != "application/dicom" {
+			return drain(result{reason: FailureUnparseable, comment: "part is not application/dicom"})
+		}
+	}
+	var file *scp.PartFile
+	var fw *failWriter
+	var bw *bufio.Writer
+	counter := &countingReader{r: part}
+	var raw io.Reader = counter
+	if s.cfg.StoreDir != "" {
+		var err error
+		if file, err = scp.CreatePartFile(s.cfg.StoreDir); err != nil {
+			s.cfg.Logger.Error("create Part-10 file", "component", "stow-rs", "err", err)
+			return drain(result{reason: FailureOutOfResources, comment: "cannot create file"})
+		}
+		defer file.Discard()
+		fw = &failWriter{w: file}
+		bw = bufio.NewWriterSize(fw, 64<<10)
+		raw = io.TeeReader(counter, bw)
+	}
+	br := bufio.NewReaderSize(raw, 16<<10)
+	ts, err := readMeta(br, s.cfg.MaxMetaBytes)
+	if err != nil {
+		return drain(result{reason: FailureUnparseable, comment: err.Error()})
+	}
+	syntax := dataset.SyntaxOf(ts)
+	var parseSrc io.Reader = br
+	if syntax.Deflated {
+		parseSrc = flate.NewReader(br)
+		syntax = dataset.Syntax{}
+	}
+	header, herr := dataset.ReadHeader(parseSrc, syntax, s.cfg.MaxHeaderBytes)
+	if _, err := io.Copy(io.Discard, br); err != nil {
+		return result{}, err
+	}
+	if herr != nil {
+		if errors.Is(herr, dataset.ErrHeaderTooLarge) {
+			return result{reason: FailureOutOfResources, comment: fmt.Sprintf("header exceeds %d bytes", s.cfg.MaxHeaderBytes)}, nil
+		}
+		return result{reason: FailureUnparseable, comment: herr.Error()}, nil
+	}
+	ds, err := dataset.Parse(header, syntax)
+	if err != nil {
+		return result{reason: FailureUnparseable, comment: err.Error()}, nil
+	}
+	inst := scp.InstanceFromDataset(ds, ts, start)
+	inst.Peer, inst.Size = peer, counter.n
+	res := result{class: inst.SOPClassUID, instance: inst.SOPInstanceUID, study: inst.StudyInstanceUID, series: inst.SeriesInstanceUID}
+	switch {
+	case !scp.ValidUID(inst.SOPInstanceUID) || inst.SOPClassUID == "":
+		res.reason, res.comment = FailureMismatch, "missing or invalid SOP Class or Instance UID"
+	case !scp.ValidUID(inst.StudyInstanceUID):
+		res.reason, res.comment = FailureMismatch, "missing or invalid Study Instance UID"
+	case !scp.ValidUID(inst.SeriesInstanceUID):
+		res.reason, res.comment = FailureMismatch, "missing or invalid Series Instance UID"
+	case urlStudy != "" && inst.StudyInstanceUID != urlStudy:
+		res.reason, res.comment = FailureMismatch, "Study Instance UID differs from the URL"
+	}
+	if res.reason != 0 {
+		return res, nil
+	}
+	if file != nil {
+		_ = bw.Flush() // fw never fails a write; it records the first error
+		err := fw.err
+		if err == nil {
+			inst.Path, err = file.Commit(inst.StudyInstanceUID, inst.SeriesInstanceUID, inst.SOPInstanceUID)
+		}
+		if err != nil {
+			s.cfg.Logger.Error("write Part-10 file", "component", "stow-rs", "err", err, "sop_instance_uid", inst.SOPInstanceUID)
+			res.reason, res.comment = FailureOutOfResources, "cannot write file"
+			return res, nil
+		}
+	}
+	if err := s.cfg.Handler.StoreInstance(ctx, inst); err != nil {
+		res.reason, res.comment = FailureProcessing, "not recorded: "+err.Error()
+		var se *scp.StatusError
+		if errors.As(err, &se) && se.Status.IsFailure() {
+			res.reason, res.comment = uint16(se.Status), se.Comment
+		}
+	}
+	return res, nil
+}
+
+// readMeta reads the 128-byte preamble, "DICM" and the group 0002 File Meta
+// Information (PS3.10 section 7.1) from br, at most limit bytes, and
+// returns the transfer syntax UID. br is left at the data set.
+func readMeta(br *bufio.Reader, limit int) (string, error) {
+	meta := make([]byte, 132, 512)
+	if _, err := io.ReadFull(br, meta); err != nil || string(meta[128:]) != "DICM" {
+		return "", errors.New("not a Part-10 file: no DICM prefix")
+	}
+	for {
+		h, err := br.Peek(8)
+		if err != nil || binary.LittleEndian.Uint16(h) != 0x0002 {
+			break
+		}
+		n, hl := int(binary.LittleEndian.Uint16(h[6:])), 8
+		switch string(h[4:6]) {
+		case "OB", "OD", "OF", "OL", "OW", "SQ", "UN", "UC", "UR", "UT":
+			h, err = br.Peek(12)
+			if err != nil {
+				return "", errors.New("truncated File Meta Information")
+			}
+			n, hl = int(binary.LittleEndian.Uint32(h[8:])), 12
+		}
+		if n < 0 || len(meta)+hl+n > limit {
+			return "", fmt.Errorf("File Meta Information exceeds %d bytes", limit)
+		}
+		start := len(meta)
+		meta = append(meta, make([]byte, hl+n)...)
+		if _, err := io.ReadFull(br, meta[start:]); err != nil {
+			return "", errors.New("truncated File Meta Information")
+		}
+	}
+	ts, _, err := dataset.SplitPart10(meta)
+	if err != nil {
+		return "", err
+	}
+	return ts, nil
+}
+
+// respond writes the store instances response (PS3.18 section 10.5.3):
+// 200 all stored, 202 some failed, 409 none stored.
+func (s *Server) respond(w http.ResponseWriter, r *http.Request, urlStudy string, results []result) {
+	base := baseURL(r)
+	var refs, fails []any
+	for _, res := range results {
+		item := map[string]any{}
+		if res.class != "" {
+			item["00081150"] = attr("UI", res.class)
+		}
+		if res.instance != "" {
+			item["00081155"] = attr("UI", res.instance)
+		}
+		if res.reason != 0 {
+			item["00081197"] = attr("US", res.reason)
+			fails = append(fails, item)
+			continue
+		}
+		item["00081190"] = attr("UR", fmt.Sprintf("%s/dicomweb/studies/%s/series/%s/instances/%s", base, res.study, res.series, res.instance))
+		refs = append(refs, item)
+	}
+	out := map[string]any{}
+	if urlStudy != "" {
+		out["00081190"] = attr("UR", base+"/dicomweb/studies/"+urlStudy)
+	}
+	if len(refs) > 0 {
+		out["00081199"] = map[string]any{"vr": "SQ", "Value": refs}
+	}
+	if len(fails) > 0 {
+		out["00081198"] = map[string]any{"vr": "SQ", "Value": fails}
+	}
+	code := http.StatusOK
+	switch {
+	case len(refs) == 0:
+		code = http.StatusConflict
+	case len(fails) > 0:
+		code = http.StatusAccepted
+	}
+	w.Header().Set("Content-Type", "application/dicom+json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(out)
+}
+
+func attr(vr string, v any) map[string]any {
+	return map[string]any{"vr": vr, "Value": []any{v}}
+}
+
+func baseURL(r *http.Request) string {
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
+}
+
+// problem answers an error for the whole request as JSON.
+func problem(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(code)
+	_ = json.NewEncoder(w).Encode(map[string]any{"message": msg})
+}
+
+type countingReader struct {
+	r io.Reader
+	n int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// failWriter records the first write error and swallows the rest, so a
+// full disk does not stop reading the body.
+type failWriter struct {
+	w   io.Writer
+	err error
+}
+
+func (f *failWriter) Write(p []byte) (int, error) {
+	if f.err == nil {
+		_, f.err = f.w.Write(p)
+	}
+	return len(p), nil
+}
+
+// budgetReader fails with errPartHeader once more than the budget is read
+// while limited (around multipart.Reader.NextPart, which reads the part's
+// MIME header).
+type budgetReader struct {
+	r       io.Reader
+	on      bool
+	remains int64
+}
+
+func (b *budgetReader) limit(n int64) { b.on, b.remains = true, n }
+func (b *budgetReader) unlimit()      { b.on = false }
+
+func (b *budgetReader) Read(p []byte) (int, error) {
+	if !b.on {
+		return b.r.Read(p)
+	}
+	if b.remains <= 0 {
+		return 0, errPartHeader
+	}
+	if int64(len(p)) > b.remains {
+		p = p[:b.remains]
+	}
+	n, err := b.r.Read(p)
+	b.remains -= int64(n)
+	return n, err
+}
+
+// deadlineReader extends the connection's read deadline before reads, at
+// most once a second, so a stalled client is dropped after timeout.
+type deadlineReader struct {
+	r       io.Reader
+	rc      *http.ResponseController
+	timeout time.Duration
+	last    time.Time
+}
+
+func (d *deadlineReader) Read(p []byte) (int, error) {
+	if now := time.Now(); now.Sub(d.last) > time.Second {
+		d.last = now
+		_ = d.rc.SetReadDeadline(now.Add(d.timeout)) // unsupported in tests' recorders
+	}
+	return d.r.Read(p)
+}
