@@ -1,0 +1,114 @@
+package notify
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"google.golang.org/grpc/codes"
+
+	"radbridge/api"
+	"radbridge/auth"
+	"radbridge/dicom/scp"
+)
+
+// Path is where the handler is mounted.
+const Path = "/v1/dicom/notifications"
+
+// CallingAE is the Peer.CallingAE of what a notification records.
+const CallingAE = "JSON-NOTIFY"
+
+// Recorder durably records observations, like scp.Handler.
+type Recorder interface {
+	StoreInstance(ctx context.Context, inst *scp.Instance) error
+	InstanceAvailability(ctx context.Context, ian *scp.IAN) error
+}
+
+// Handler serves POST Path.
+type Handler struct {
+	rec    Recorder
+	authn  auth.Authenticator
+	logger *slog.Logger
+}
+
+// NewHandler returns the notification endpoint. authn checks the
+// Authorization header (nil means auth.None); logger may be nil.
+func NewHandler(rec Recorder, authn auth.Authenticator, logger *slog.Logger) *Handler {
+	if authn == nil {
+		authn = auth.None{}
+	}
+	if logger == nil {
+		logger = slog.New(slog.DiscardHandler)
+	}
+	return &Handler{rec: rec, authn: authn, logger: logger}
+}
+
+// Response is the answer to a recorded notification.
+type Response struct {
+	Stored            int      `json:"stored"`
+	StudyInstanceUIDs []string `json:"study_instance_uids"`
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodPost {
+		w.Header().Set("Allow", http.MethodPost)
+		writeError(w, http.StatusMethodNotAllowed, codes.Unimplemented, "method "+r.Method+" not allowed: POST a notification")
+		return
+	}
+	ctx, _, ok := api.Authenticate(w, r, h.authn)
+	if !ok {
+		return
+	}
+	if r.ContentLength > MaxBody {
+		writeError(w, http.StatusBadRequest, codes.InvalidArgument, fmt.Sprintf("%v: body of %d bytes is larger than %d", ErrInvalid, r.ContentLength, MaxBody))
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, MaxBody+1))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, codes.InvalidArgument, fmt.Sprintf("read body: %v", err))
+		return
+	}
+	n, err := Parse(body)
+	if err != nil {
+		writeError(w, http.StatusBadRequest, codes.InvalidArgument, err.Error())
+		return
+	}
+	now := time.Now().UTC()
+	peer := scp.Peer{CallingAE: CallingAE, RemoteAddr: r.RemoteAddr}
+	for _, inst := range n.Instances {
+		inst.Peer, inst.ReceivedAt = peer, now
+		if err := h.rec.StoreInstance(ctx, inst); err != nil {
+			h.fail(w, "record instance", err)
+			return
+		}
+	}
+	if ian := n.IAN(); ian != nil {
+		ian.Peer, ian.ReceivedAt = peer, now
+		if err := h.rec.InstanceAvailability(ctx, ian); err != nil {
+			h.fail(w, "record availability", err)
+			return
+		}
+	}
+	uids := n.StudyUIDs()
+	h.logger.Info("dicom notification", "component", "notify", "remote", r.RemoteAddr,
+		"instances", len(n.Instances), "complete", n.Complete, "study_uid", uids)
+	w.Header().Set("Content-Type", "application/json")
+	_ = json.NewEncoder(w).Encode(Response{Stored: len(n.Instances), StudyInstanceUIDs: uids})
+}
+
+// fail answers a recording error: the sender may resend the whole
+// notification (recording is idempotent).
+func (h *Handler) fail(w http.ResponseWriter, what string, err error) {
+	h.logger.Error("dicom notification not recorded", "component", "notify", "err", err)
+	writeError(w, http.StatusServiceUnavailable, codes.Unavailable, fmt.Sprintf("%s: %v; resend the notification", what, err))
+}
+
+func writeError(w http.ResponseWriter, httpCode int, code codes.Code, msg string) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(httpCode)
+	_ = json.NewEncoder(w).Encode(map[string]any{"code": int(code), "message": msg})
+}

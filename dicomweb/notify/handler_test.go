@@ -1,0 +1,88 @@
+package notify_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+
+	"radbridge/auth"
+	"radbridge/dicom/scp"
+	"radbridge/dicomweb/notify"
+)
+
+type recorder struct {
+	mu        sync.Mutex
+	instances []*scp.Instance
+	ians      []*scp.IAN
+}
+
+func (r *recorder) StoreInstance(_ context.Context, i *scp.Instance) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.instances = append(r.instances, i)
+	return nil
+}
+
+func (r *recorder) InstanceAvailability(_ context.Context, n *scp.IAN) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.ians = append(r.ians, n)
+	return nil
+}
+
+type oneToken string
+
+func (o oneToken) Authenticate(_ context.Context, tok string) (*auth.Principal, error) {
+	if tok != string(o) {
+		return nil, auth.ErrUnauthenticated
+	}
+	return &auth.Principal{Subject: "orthanc"}, nil
+}
+
+func TestHandler(t *testing.T) {
+	wrapped := `{"instances":[` + inst1 + `],"complete":true}`
+	tests := []struct {
+		name, method, token, body string
+		wantCode                  int
+		wantInstances, wantIANs   int
+		wantBody                  string
+	}{
+		{name: "complete", method: "POST", token: "s3cret", body: wrapped, wantCode: 200, wantInstances: 1, wantIANs: 1, wantBody: `{"stored":1,"study_instance_uids":["1.2.3"]}`},
+		{name: "list", method: "POST", token: "s3cret", body: `[` + inst1 + `]`, wantCode: 200, wantInstances: 1, wantBody: `"stored":1`},
+		{name: "no token", method: "POST", body: wrapped, wantCode: 401, wantBody: "AUTH_FAILED"},
+		{name: "invalid", method: "POST", token: "s3cret", body: `[` + inst1 + `,` + inst2 + `]`, wantCode: 400, wantBody: "instance 1: (0020,000D) StudyInstanceUID missing"},
+		{name: "GET", method: "GET", token: "s3cret", wantCode: 405},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			rec := &recorder{}
+			h := notify.NewHandler(rec, oneToken("s3cret"), nil)
+			req := httptest.NewRequest(tc.method, notify.Path, strings.NewReader(tc.body))
+			if tc.token != "" {
+				req.Header.Set("Authorization", "Bearer "+tc.token)
+			}
+			w := httptest.NewRecorder()
+			h.ServeHTTP(w, req)
+			if w.Code != tc.wantCode || !strings.Contains(w.Body.String(), tc.wantBody) {
+				t.Errorf("got %d %s, want %d with %q", w.Code, w.Body, tc.wantCode, tc.wantBody)
+			}
+			if len(rec.instances) != tc.wantInstances || len(rec.ians) != tc.wantIANs {
+				t.Errorf("recorded %d instances and %d IANs, want %d and %d", len(rec.instances), len(rec.ians), tc.wantInstances, tc.wantIANs)
+			}
+			for _, i := range rec.instances {
+				if i.CallingAE != notify.CallingAE || i.RemoteAddr == "" || i.ReceivedAt.IsZero() {
+					t.Errorf("peer %+v received %v", i.Peer, i.ReceivedAt)
+				}
+			}
+			if w.Code == 200 {
+				var resp notify.Response
+				if err := json.Unmarshal(w.Body.Bytes(), &resp); err != nil {
+					t.Error(err)
+				}
+			}
+		})
+	}
+}
