@@ -26,6 +26,7 @@ import (
 	"radbridge/api"
 	"radbridge/auth"
 	"radbridge/dicom/scp"
+	"radbridge/dicomweb"
 	"radbridge/fanout"
 	"radbridge/hl7/receiver"
 	"radbridge/internal/config"
@@ -174,8 +175,13 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		d.closeAll()
 		return nil, fmt.Errorf("gateway connection: %w", err)
 	}
+	// STOW-RS commits through the same handler as C-STORE.
+	extra := dicomweb.New(dicomweb.Config{
+		Handler: dicomHandler{log: st.Ingest(), bodies: bodies}, Auth: authn, StoreDir: cfg.StoreDir, Logger: log,
+	}).Routes()
 	handler, err := api.NewHTTPHandler(ctx, d.svc, conn, api.HTTPConfig{
 		Ready: d.readyErr, WriteTimeout: cfg.WSWriteTimout, Logger: log, Auth: authn, OriginPatterns: cfg.OriginPatterns(),
+		Extra: extra,
 	})
 	if err != nil {
 		d.closeAll()
