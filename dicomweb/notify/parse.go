@@ -178,14 +178,14 @@ func Parse(body []byte) (*Notification, error) {
 	var study scp.Instance
 	if w.Study != nil {
 		if err := fill(&study, w.Study); err != nil {
-			return nil, fmt.Errorf("study: %w", err)
+			return nil, invalid("study: %v", err)
 		}
 	}
 	seen := make(map[string]int, len(w.Instances))
 	for k, ds := range w.Instances {
 		i := study
 		if err := fill(&i, ds); err != nil {
-			return nil, fmt.Errorf("instance %d: %w", k, err)
+			return nil, invalid("instance %d: %v", k, err)
 		}
 		for _, a := range attrs {
 			if a.required && get(&i, a) == "" {
@@ -251,7 +251,7 @@ func get(i *scp.Instance, a attr) string {
 func fill(i *scp.Instance, ds dataset) error {
 	for tag := range ds {
 		if !isTag(tag) {
-			return invalid("key %q is not a tag of 8 hex digits", tag)
+			return fmt.Errorf("key %q is not a tag of 8 hex digits", tag)
 		}
 	}
 	for _, a := range attrs {
@@ -261,20 +261,20 @@ func fill(i *scp.Instance, ds dataset) error {
 		}
 		where := fmt.Sprintf("(%s,%s) %s", a.tag[:4], a.tag[4:], a.name)
 		if !contains(a.vrs, e.VR) {
-			return invalid("%s has VR %q, want %s", where, e.VR, strings.Join(a.vrs, " or "))
+			return fmt.Errorf("%s has VR %q, want %s", where, e.VR, strings.Join(a.vrs, " or "))
 		}
 		if len(e.Value) == 0 {
 			continue // present but empty: absent
 		}
 		if len(e.Value) > 1 && a.required {
-			return invalid("%s has %d values, want 1", where, len(e.Value))
+			return fmt.Errorf("%s has %d values, want 1", where, len(e.Value))
 		}
 		v := e.Value[0]
 		switch {
 		case a.num != nil:
 			n, err := number(v)
 			if err != nil {
-				return invalid("%s: %v", where, err)
+				return fmt.Errorf("%s: %v", where, err)
 			}
 			a.num(i, n)
 		case e.VR == "PN":
@@ -282,20 +282,20 @@ func fill(i *scp.Instance, ds dataset) error {
 				Alphabetic string `json:"Alphabetic"`
 			}
 			if err := json.Unmarshal(v, &pn); err != nil {
-				return invalid("%s: want {\"Alphabetic\": …}", where)
+				return fmt.Errorf("%s: want {\"Alphabetic\": …}", where)
 			}
 			a.set(i, pn.Alphabetic)
 		default:
 			var s string
 			if err := json.Unmarshal(v, &s); err != nil {
-				return invalid("%s: value is not a string", where)
+				return fmt.Errorf("%s: value is not a string", where)
 			}
 			if e.VR == "UI" {
 				if err := checkUID(s); err != nil {
-					return invalid("%s %q: %v", where, s, err)
+					return fmt.Errorf("%s %q: %v", where, s, err)
 				}
 			} else if len(s) > 1024 {
-				return invalid("%s: value of %d bytes is too long", where, len(s))
+				return fmt.Errorf("%s: value of %d bytes is too long", where, len(s))
 			}
 			a.set(i, strings.TrimSpace(s))
 		}
