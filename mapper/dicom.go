@@ -509,6 +509,7 @@ func (d *dicomMapper) emit(c *Context, st *StudyState, typ rbv1.EventType, sev r
 		st.Source = &src
 	}
 	res := imagingStudy(st, status)
+	viewer := studyLinks(res, st, d.o)
 	pb, err := structpb.NewStruct(res)
 	if err != nil {
 		return fmt.Errorf("imaging study resource: %w", err)
@@ -526,6 +527,7 @@ func (d *dicomMapper) emit(c *Context, st *StudyState, typ rbv1.EventType, sev r
 		ResourceId:       StudyResourceID(st.UID),
 		Resource:         pb,
 		Source:           eventSource(st.Source),
+		ViewerUrl:        viewer,
 	})
 	if prev := st.ReadModelPatient; prev != "" && prev != key {
 		if p := c.State.Patients[prev]; p != nil {

@@ -25,6 +25,15 @@ type Options struct {
 	// ProgressInterval: at most one IMAGING_STUDY_PROGRESS per study per
 	// interval.
 	ProgressInterval time.Duration
+	// ViewerURL is a template of a study's link in an image viewer; its
+	// placeholders {{study}}, {{accession}} and {{patient}} are replaced by
+	// the URL-escaped Study Instance UID, accession number and Patient ID.
+	// Empty: no viewer link.
+	ViewerURL string
+	// WADORSBase is the DICOMweb (WADO-RS) base URL the studies can be
+	// retrieved from, e.g. https://pacs.example/dicom-web. Empty: no
+	// endpoint.
+	WADORSBase string
 }
 
 // Rules returns the mapping rules of every ingest kind.

@@ -145,7 +145,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		Rules: mapper.Rules(mapper.Options{
 			HL7PatientAuthority: cfg.HL7PatientIssuer, HL7Accession: splitList(cfg.HL7Accession),
 			HL7ImagingSections: splitList(cfg.HL7ImagingSections), DICOMPatientIssuer: cfg.PatientIssuer,
-			QuietPeriod: cfg.StudyQuietPeriod,
+			QuietPeriod: cfg.StudyQuietPeriod, ViewerURL: cfg.ViewerURL, WADORSBase: cfg.WADORSBase,
 		}),
 	})
 	d.hub = fanout.New(st.Events(), fanout.Config{WindowEvents: cfg.WindowEvents, WindowBytes: cfg.WindowBytes, Logger: log})

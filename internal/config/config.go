@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"path"
 	"sort"
@@ -49,6 +50,8 @@ type Config struct {
 	StoreDir             string
 	StudyQuietPeriod     time.Duration
 	PatientIssuer        string
+	ViewerURL            string
+	WADORSBase           string
 
 	Heartbeat     time.Duration
 	WindowEvents  int
@@ -106,6 +109,8 @@ func (c *Config) FlagSet(name string) *flag.FlagSet {
 	fs.StringVar(&c.StoreDir, "store-dir", "", "when set, every received instance is also written there as a Part-10 file (<study>/<series>/<sop>.dcm)")
 	fs.DurationVar(&c.StudyQuietPeriod, "study-quiet-period", 10*time.Second, "a study with no new instance for this long is complete (IMAGING_STUDY_AVAILABLE, or UPDATED after that)")
 	fs.StringVar(&c.PatientIssuer, "dicom-patient-issuer", "", "Issuer of Patient ID whose PatientID is the hospital MRN; empty takes PatientID whatever its issuer")
+	fs.StringVar(&c.ViewerURL, "viewer-url", "", "image viewer link of a study, a template with {{study}}, {{accession}} and {{patient}} (URL-escaped), e.g. https://viewer.example/viewer?StudyInstanceUIDs={{study}}; empty: no link")
+	fs.StringVar(&c.WADORSBase, "wado-rs-base", "", "DICOMweb WADO-RS base URL the studies can be retrieved from (a FHIR Endpoint on each ImagingStudy), e.g. https://pacs.example/dicom-web; empty: none")
 	fs.DurationVar(&c.Heartbeat, "heartbeat", 30*time.Second, "default idle time between heartbeats on event streams")
 	fs.IntVar(&c.WindowEvents, "subscriber-window", 8192, "events kept in memory for live subscribers; one that falls further behind is disconnected and resumes from its cursor")
 	fs.IntVar(&c.WindowBytes, "subscriber-window-bytes", 64<<20, "bytes kept in memory for live subscribers")
@@ -235,6 +240,14 @@ func (c *Config) Validate() error {
 	if c.StoreDir != "" {
 		if st, err := os.Stat(c.StoreDir); err != nil || !st.IsDir() {
 			bad("--store-dir %s: not an existing directory", c.StoreDir)
+		}
+	}
+	for name, u := range map[string]string{"viewer-url": strings.NewReplacer("{{study}}", "1.2.3", "{{accession}}", "A1", "{{patient}}", "P1").Replace(c.ViewerURL), "wado-rs-base": c.WADORSBase} {
+		if u == "" {
+			continue
+		}
+		if p, err := url.Parse(u); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" || strings.ContainsAny(u, " \t\r\n{}") {
+			bad("--%s %q: want an absolute http or https URL", name, u)
 		}
 	}
 	switch c.Auth {

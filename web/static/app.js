@@ -9,6 +9,7 @@ const VIEWER_KEY = "radbridge.viewerName";
 const PREFS_KEY = "radbridge.viewPrefs";
 const TOKEN_KEY = "radbridge.token"; // sessionStorage: this tab only
 const VIEW_TTL_MS = 10 * 60 * 1000;
+const VIEWER_URL_EXTENSION = "https://radbridge.example/fhir/StructureDefinition/viewer-url";
 
 // SNOMED CT body structures (DICOM PS3.16 CID 4031) back to the Body Part
 // Examined terms radbridge counts regions by.
@@ -99,6 +100,21 @@ function formatDate(s) {
   if (Number.isNaN(d.getTime())) return String(s);
   if (/^\d{4}-\d{2}-\d{2}$/.test(s)) return d.toLocaleDateString(undefined, { year: "numeric", month: "short", day: "numeric", timeZone: "UTC" });
   return d.toLocaleString(undefined, { year: "numeric", month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" });
+}
+
+// viewerURL is the study's viewer link (the radbridge viewer-url
+// extension), only when it is an http(s) URL.
+function viewerURL(study) {
+  for (const x of study.extension || []) {
+    if (x.url !== VIEWER_URL_EXTENSION || typeof x.valueUrl !== "string") continue;
+    try {
+      const u = new URL(x.valueUrl);
+      if (u.protocol === "https:" || u.protocol === "http:") return u.href;
+    } catch {
+      /* not a URL: no link */
+    }
+  }
+  return "";
 }
 
 function modalities(study) {
@@ -398,6 +414,12 @@ function fillStudyCard(card, s, uid, byAcc) {
     el("div", { class: "report-line", "data-testid": "study-report-status", "data-status": report ? report.status : "none" },
       report ? "Report: " + report.status : "No report yet"),
   ];
+  const viewer = viewerURL(s);
+  if (viewer) {
+    // A link inside the card: its click and keys must not open the card too.
+    const stop = (e) => e.stopPropagation();
+    children.push(el("a", { class: "viewer-link", "data-testid": "viewer-link", href: viewer, target: "_blank", rel: "noopener noreferrer", onclick: stop, onkeydown: stop }, "Open in viewer"));
+  }
   if (arriving) {
     const exp = prog.expected || 0;
     const received = Math.max(prog.received, Number(s.numberOfInstances || 0));

@@ -337,7 +337,10 @@ type Event struct {
 	// The FHIR R4 resource as a JSON object.
 	Resource *structpb.Struct `protobuf:"bytes,14,opt,name=resource,proto3" json:"resource,omitempty"`
 	// True on keep-alive messages of Subscribe; they carry no event.
-	Heartbeat     bool `protobuf:"varint,15,opt,name=heartbeat,proto3" json:"heartbeat,omitempty"`
+	Heartbeat bool `protobuf:"varint,15,opt,name=heartbeat,proto3" json:"heartbeat,omitempty"`
+	// A link that opens the study in the image viewer (--viewer-url), on
+	// study events when configured.
+	ViewerUrl     string `protobuf:"bytes,16,opt,name=viewer_url,json=viewerUrl,proto3" json:"viewer_url,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -475,6 +478,13 @@ func (x *Event) GetHeartbeat() bool {
 		return x.Heartbeat
 	}
 	return false
+}
+
+func (x *Event) GetViewerUrl() string {
+	if x != nil {
+		return x.ViewerUrl
+	}
+	return ""
 }
 
 // SubscribeRequest selects events. Empty filters match everything.
@@ -1022,7 +1032,7 @@ const file_radbridge_v1_events_proto_rawDesc = "" +
 	"\x13sending_application\x18\x04 \x01(\tR\x12sendingApplication\x12)\n" +
 	"\x10sending_facility\x18\x05 \x01(\tR\x0fsendingFacility\x12,\n" +
 	"\x12message_control_id\x18\x06 \x01(\tR\x10messageControlId\x12\x16\n" +
-	"\x06client\x18\a \x01(\tR\x06client\"\xd1\x04\n" +
+	"\x06client\x18\a \x01(\tR\x06client\"\xf0\x04\n" +
 	"\x05Event\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12+\n" +
@@ -1041,7 +1051,9 @@ const file_radbridge_v1_events_proto_rawDesc = "" +
 	"\vresource_id\x18\r \x01(\tR\n" +
 	"resourceId\x123\n" +
 	"\bresource\x18\x0e \x01(\v2\x17.google.protobuf.StructR\bresource\x12\x1c\n" +
-	"\theartbeat\x18\x0f \x01(\bR\theartbeat\"\xa6\x02\n" +
+	"\theartbeat\x18\x0f \x01(\bR\theartbeat\x12\x1d\n" +
+	"\n" +
+	"viewer_url\x18\x10 \x01(\tR\tviewerUrl\"\xa6\x02\n" +
 	"\x10SubscribeRequest\x12\x1d\n" +
 	"\n" +
 	"patient_id\x18\x01 \x03(\tR\tpatientId\x12+\n" +

@@ -1,0 +1,63 @@
+package app_test
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	rbv1 "radbridge/proto/radbridge/v1"
+)
+
+// TestStudyEventsCarryViewerAndWADOLinks: with --viewer-url and
+// --wado-rs-base, a study a PACS sends arrives with the viewer link on the
+// event and in the ImagingStudy, and the WADO-RS endpoint contained in it.
+func TestStudyEventsCarryViewerAndWADOLinks(t *testing.T) {
+	const linkStudy = "1.2.826.0.1.3680043.10.1447.78"
+	d := startDaemon(t, filepath.Join(t.TempDir(), "data"), "--study-quiet-period", "1s",
+		"--viewer-url", "https://viewer.example/viewer?StudyInstanceUIDs={{study}}&acc={{accession}}&pid={{patient}}",
+		"--wado-rs-base", "https://pacs.example/dicom-web")
+	src := t.TempDir()
+	makeStudy(t, src, linkStudy, 1, 2, 1)
+
+	client, _ := grpcClient(t, d.GRPCAddr())
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	sub, err := client.Subscribe(ctx, &rbv1.SubscribeRequest{PatientId: []string{"MRN4711"}, ResourceType: []string{"ImagingStudy"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, port := hostPort(d.DICOMAddr())
+	if out, err := dcmtk(t, "storescu", "-aet", "PACS", "-aec", "RADBRIDGE", "+sd", "+r", host, port, src); err != nil {
+		t.Fatalf("storescu: %v\n%s", err, out)
+	}
+	var avail *rbv1.Event
+	for avail == nil {
+		ev, err := sub.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Type == rbv1.EventType_IMAGING_STUDY_AVAILABLE {
+			avail = ev
+		}
+	}
+	wantURL := "https://viewer.example/viewer?StudyInstanceUIDs=" + linkStudy + "&acc=ACC1001&pid=MRN4711"
+	if got := avail.GetViewerUrl(); got != wantURL {
+		t.Errorf("viewer_url %q, want %q", got, wantURL)
+	}
+	r := avail.Resource.AsMap()
+	got := map[string]any{"extension": r["extension"], "endpoint": r["endpoint"], "address": nil}
+	if c, ok := r["contained"].([]any); ok && len(c) == 1 {
+		got["address"] = c[0].(map[string]any)["address"]
+	}
+	want := map[string]any{
+		"extension": []any{map[string]any{"url": "https://radbridge.example/fhir/StructureDefinition/viewer-url", "valueUrl": wantURL}},
+		"endpoint":  []any{map[string]any{"reference": "#wado"}},
+		"address":   "https://pacs.example/dicom-web",
+	}
+	if diff := cmp.Diff(got, want); diff != "" {
+		t.Errorf("ImagingStudy links (-got +want):\n%s", diff)
+	}
+}
