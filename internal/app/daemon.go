@@ -27,6 +27,7 @@ import (
 	"radbridge/auth"
 	"radbridge/dicom/scp"
 	"radbridge/dicomweb"
+	"radbridge/dicomweb/notify"
 	"radbridge/fanout"
 	"radbridge/hl7/receiver"
 	"radbridge/internal/config"
@@ -179,6 +180,8 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	extra := dicomweb.New(dicomweb.Config{
 		Handler: dicomHandler{log: st.Ingest(), bodies: bodies}, Auth: authn, StoreDir: cfg.StoreDir, Logger: log,
 	}).Routes()
+	// JSON notifications (an Orthanc Lua callback) too.
+	extra[notify.Path] = notify.NewHandler(dicomHandler{log: st.Ingest(), bodies: bodies}, authn, log)
 	handler, err := api.NewHTTPHandler(ctx, d.svc, conn, api.HTTPConfig{
 		Ready: d.readyErr, WriteTimeout: cfg.WSWriteTimout, Logger: log, Auth: authn, OriginPatterns: cfg.OriginPatterns(),
 		Extra: extra,
