@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -178,5 +180,70 @@ func TestJSONNotifications(t *testing.T) {
 	_, all := getJSON(t, "http://"+d.HTTPAddr()+"/v1/events?type=IMAGING_STUDY_AVAILABLE&type=IMAGING_STUDY_UPDATED")
 	if got, _ := all["events"].([]any); len(got) != 2 {
 		t.Errorf("%d AVAILABLE/UPDATED events, want 2 (a resend changes nothing)", len(got))
+	}
+}
+
+// TestOrthancLuaNotifies: a real Orthanc runs docs/orthanc-notify.lua and
+// has no DICOM route to radbridge. A modality (storescu) stores a study into
+// Orthanc; once it is stable, the script POSTs it to
+// /v1/dicom/notifications and radbridge emits IMAGING_STUDY_AVAILABLE with
+// the right counts, long before its own quiet period would end.
+func TestOrthancLuaNotifies(t *testing.T) {
+	const series, perSeries = 2, 2
+	const token = "orthanc-notify-token"
+	tokens := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(tokens, []byte(token+" orthanc\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, filepath.Join(t.TempDir(), "data"), "--study-quiet-period", "10m", "--auth", "tokens", "--auth-tokens-file", tokens)
+	lua, err := filepath.Abs(filepath.Join("..", "..", "docs", "orthanc-notify.lua"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("RADBRIDGE_URL", "http://"+d.HTTPAddr())
+	t.Setenv("RADBRIDGE_TOKEN", token)
+	o := startOrthanc(t, d.DICOMAddr(), map[string]any{"LuaScripts": []string{lua}, "DicomModalities": map[string]any{}})
+
+	client, _ := grpcClient(t, d.GRPCAddr())
+	ctx, cancel := context.WithTimeout(bearerCtx(context.Background(), token), 60*time.Second)
+	defer cancel()
+	sub, err := client.Subscribe(ctx, &rbv1.SubscribeRequest{PatientId: []string{"MRN4711"}, ResourceType: []string{"ImagingStudy"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sub.Header(); err != nil {
+		t.Fatal(err)
+	}
+
+	src := t.TempDir()
+	makeStudy(t, src, orthancStudyUID, series, perSeries, 1)
+	if out, err := dcmtk(t, "storescu", "-aet", "MODALITY", "-aec", "ORTHANC", "+sd", "+r", "127.0.0.1", strconv.Itoa(o.dicomPort), src); err != nil {
+		t.Fatalf("storescu into Orthanc: %v\n%s", err, out)
+	}
+	stored := time.Now()
+	var avail *rbv1.Event
+	for avail == nil {
+		ev, err := sub.Recv()
+		if err != nil {
+			t.Fatalf("waiting for IMAGING_STUDY_AVAILABLE: %v\nOrthanc log:\n%s", err, o.log)
+		}
+		switch {
+		case ev.Heartbeat, ev.Type == rbv1.EventType_IMAGING_STUDY_PROGRESS:
+		case ev.Type == rbv1.EventType_IMAGING_STUDY_AVAILABLE:
+			avail = ev
+		default:
+			t.Fatalf("unexpected %v before IMAGING_STUDY_AVAILABLE", ev.Type)
+		}
+	}
+	t.Logf("IMAGING_STUDY_AVAILABLE %v after storescu (StableAge 1s)", time.Since(stored).Round(time.Millisecond))
+	res := avail.Resource.AsMap()
+	if avail.StudyInstanceUid != orthancStudyUID || avail.AccessionNumber != "ACC1001" || res["status"] != "available" {
+		t.Errorf("AVAILABLE event %v", avail)
+	}
+	if res["numberOfSeries"] != float64(series) || res["numberOfInstances"] != float64(series*perSeries) {
+		t.Errorf("AVAILABLE numberOfSeries %v numberOfInstances %v; want %d and %d", res["numberOfSeries"], res["numberOfInstances"], series, series*perSeries)
+	}
+	if avail.Source.GetCallingAeTitle() != "JSON-NOTIFY" {
+		t.Errorf("AVAILABLE source %v; want calling JSON-NOTIFY", avail.Source)
 	}
 }

@@ -77,7 +77,8 @@ func buildLoopbackShim(t *testing.T) string {
 // startOrthanc runs Orthanc with its own configuration, storage and ports in
 // a temp dir (never the system service's 4242/8042), with one modality
 // "radbridge" pointing at radbridgeDICOM, and waits until REST answers.
-func startOrthanc(t *testing.T, radbridgeDICOM string) *orthancPeer {
+// extra adds or overrides configuration options.
+func startOrthanc(t *testing.T, radbridgeDICOM string, extra ...map[string]any) *orthancPeer {
 	t.Helper()
 	if runtime.GOOS != "linux" {
 		t.Skip("the loopback shim is Linux-only")
@@ -115,6 +116,11 @@ func startOrthanc(t *testing.T, radbridgeDICOM string) *orthancPeer {
 		"ConcurrentJobs":             1,
 		"HttpThreadsCount":           4,
 		"DicomThreadsCount":          2,
+	}
+	for _, e := range extra {
+		for k, v := range e {
+			cfg[k] = v
+		}
 	}
 	b, err := json.MarshalIndent(cfg, "", "  ")
 	if err != nil {
