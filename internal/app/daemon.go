@@ -182,6 +182,8 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	}).Routes()
 	// JSON notifications (an Orthanc Lua callback) too.
 	extra[notify.Path] = notify.NewHandler(dicomHandler{log: st.Ingest(), bodies: bodies}, authn, log)
+	thumbs := &thumbnails{kv: st.State(), hub: d.hub, storeDir: cfg.StoreDir, log: log}
+	extra[thumbnailPattern] = thumbs.handler(authn)
 	handler, err := api.NewHTTPHandler(ctx, d.svc, conn, api.HTTPConfig{
 		Ready: d.readyErr, WriteTimeout: cfg.WSWriteTimout, Logger: log, Auth: authn, OriginPatterns: cfg.OriginPatterns(),
 		Extra: extra,
@@ -212,6 +214,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	}
 	run("mapper", func() error { return d.mapper.Run(runCtx) })
 	run("fanout", func() error { return d.hub.Run(runCtx) })
+	run("thumbnails", func() error { return thumbs.Run(runCtx) })
 	run("grpc", func() error { return d.grpcSrv.Serve(d.grpcLn) })
 	run("grpc", func() error { return d.grpcSrv.Serve(internal) })
 	run("http", func() error {

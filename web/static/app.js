@@ -400,6 +400,14 @@ function fillStudyCard(card, s, uid, byAcc) {
   if (stat) badges.append(el("span", { class: "badge stat", "data-testid": "stat-badge" }, "STAT"));
   badges.append(el("span", { class: "badge status-" + (s.status || "unknown"), "data-testid": "study-status" }, s.status || "unknown"));
 
+  // The preview exists once the study is available (rendered in the
+  // background); a missing one hides itself.
+  const thumb = s.status === "available"
+    ? el("img", { class: "thumb", "data-testid": "study-thumbnail", loading: "lazy", width: "96", height: "96",
+        alt: "Preview of " + (s.description || mods.join(" / ") || "imaging study"),
+        src: "/v1/studies/" + encodeURIComponent(uid) + "/thumbnail",
+        onerror: (e) => { e.target.hidden = true; } })
+    : null;
   const children = [
     el("div", { class: "card-top" },
       el("div", { class: "modality", "data-testid": "modality" }, mods.join(" / ") || "—"),
@@ -414,6 +422,7 @@ function fillStudyCard(card, s, uid, byAcc) {
     el("div", { class: "report-line", "data-testid": "study-report-status", "data-status": report ? report.status : "none" },
       report ? "Report: " + report.status : "No report yet"),
   ];
+  if (thumb) children.unshift(thumb);
   const viewer = viewerURL(s);
   if (viewer) {
     // A link inside the card: its click and keys must not open the card too.

@@ -1,0 +1,87 @@
+package app_test
+
+import (
+	"bytes"
+	"context"
+	"image/jpeg"
+	"io"
+	"net/http"
+	"path/filepath"
+	"testing"
+	"time"
+
+	rbv1 "radbridge/proto/radbridge/v1"
+)
+
+// TestStudyThumbnail: a study stored with --store-dir gets a JPEG preview
+// of the middle instance of its first series, served at
+// /v1/studies/{uid}/thumbnail; unknown studies are 404, bad UIDs 400.
+func TestStudyThumbnail(t *testing.T) {
+	const thumbStudy = "1.2.826.0.1.3680043.10.1447.79"
+	d := startDaemon(t, filepath.Join(t.TempDir(), "data"), "--study-quiet-period", "1s", "--store-dir", t.TempDir())
+	src := t.TempDir()
+	makeStudy(t, src, thumbStudy, 2, 3, 1)
+
+	client, _ := grpcClient(t, d.GRPCAddr())
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	sub, err := client.Subscribe(ctx, &rbv1.SubscribeRequest{PatientId: []string{"MRN4711"}, ResourceType: []string{"ImagingStudy"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	host, port := hostPort(d.DICOMAddr())
+	if out, err := dcmtk(t, "storescu", "-aet", "PACS", "-aec", "RADBRIDGE", "+sd", "+r", host, port, src); err != nil {
+		t.Fatalf("storescu: %v\n%s", err, out)
+	}
+	for {
+		ev, err := sub.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if ev.Type == rbv1.EventType_IMAGING_STUDY_AVAILABLE {
+			break
+		}
+	}
+
+	base := "http://" + d.HTTPAddr() + "/v1/studies/"
+	get := func(uid string) (int, string, []byte) {
+		t.Helper()
+		resp, err := http.Get(base + uid + "/thumbnail")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, resp.Header.Get("Content-Type"), b
+	}
+	// The worker renders after the event: wait for it.
+	var code int
+	var ctype string
+	var body []byte
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
+		if code, ctype, body = get(thumbStudy); code != http.StatusNotFound {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatal(ctx.Err())
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+	if code != http.StatusOK || ctype != "image/jpeg" {
+		t.Fatalf("thumbnail: %d %s %q", code, ctype, body)
+	}
+	img, err := jpeg.Decode(bytes.NewReader(body))
+	if err != nil {
+		t.Fatalf("thumbnail is not a JPEG: %v", err)
+	}
+	if b := img.Bounds(); b.Dx() != 16 || b.Dy() != 16 {
+		t.Errorf("thumbnail %dx%d, want 16x16 (the instances' size)", b.Dx(), b.Dy())
+	}
+	if code, _, _ := get("1.2.3.4.5"); code != http.StatusNotFound {
+		t.Errorf("unknown study: %d, want 404", code)
+	}
+	if code, _, _ := get("not-a-uid"); code != http.StatusBadRequest {
+		t.Errorf("bad UID: %d, want 400", code)
+	}
+}
