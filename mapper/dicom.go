@@ -10,8 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/protobuf/types/known/structpb"
-
 	"radbridge/dicom/scp"
 	"radbridge/ingest"
 	rbv1 "radbridge/proto/radbridge/v1"
@@ -510,9 +508,9 @@ func (d *dicomMapper) emit(c *Context, st *StudyState, typ rbv1.EventType, sev r
 	}
 	res := imagingStudy(st, status)
 	viewer := studyLinks(res, st, d.o)
-	pb, err := structpb.NewStruct(res)
-	if err != nil {
-		return fmt.Errorf("imaging study resource: %w", err)
+	pb := toStruct(res)
+	if pb == nil {
+		return fmt.Errorf("imaging study resource is not JSON")
 	}
 	key := PatientKey(st.PatientID, st.IssuerOfPatientID, d.o.DICOMPatientIssuer)
 	c.Emit(&rbv1.Event{

@@ -10,8 +10,6 @@ import (
 	"strings"
 	"time"
 
-	"google.golang.org/protobuf/types/known/structpb"
-
 	"radbridge/hl7"
 	"radbridge/ingest"
 	rbv1 "radbridge/proto/radbridge/v1"
@@ -679,10 +677,7 @@ func (r *hl7Rule) result(c *Context, m *hl7.Message, g *group, pid, authority st
 }
 
 func (r *hl7Rule) emit(c *Context, typ rbv1.EventType, pid, acc string, sev rbv1.Severity, prio rbv1.Priority, msg, rtype, rid string, res map[string]any) {
-	st, err := structpb.NewStruct(res)
-	if err != nil {
-		st = nil // unreachable for the JSON-shaped maps built here
-	}
+	st := toStruct(res)
 	c.Emit(&rbv1.Event{
 		Type: typ, PatientId: pid, AccessionNumber: acc, Severity: sev, Priority: prio, Message: msg,
 		ResourceType: rtype, ResourceId: rid, Resource: st,

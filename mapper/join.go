@@ -161,8 +161,8 @@ func joinPatient(c *Context, acc, pid string, refs []ResourceRef) {
 		case "DiagnosticReport":
 			setResource(&p.Reports, id, next)
 		}
-		st, err := structpb.NewStruct(next)
-		if err != nil {
+		st := toStruct(next)
+		if st == nil {
 			return
 		}
 		// The rule's own event about this resource carries the linked

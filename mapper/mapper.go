@@ -7,9 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"time"
+	"unicode/utf8"
 
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"radbridge/eventlog"
@@ -293,6 +297,11 @@ func (m *Mapper) dispatch(c *Context) error {
 }
 
 func (m *Mapper) fill(ev *rbv1.Event, k eventlog.Key, rec ingest.Record) {
+	// Protobuf strings must be UTF-8; a sender's bytes may not be. An
+	// event that cannot be encoded would stop the mapper.
+	for _, f := range []*string{&ev.PatientId, &ev.AccessionNumber, &ev.StudyInstanceUid, &ev.Message, &ev.ResourceType, &ev.ResourceId, &ev.ViewerUrl} {
+		*f = validUTF8(*f)
+	}
 	ev.Id = EventID(k)
 	if ev.Time == nil {
 		ev.Time = timestamppb.New(rec.Time)
@@ -304,6 +313,10 @@ func (m *Mapper) fill(ev *rbv1.Event, k eventlog.Key, rec ingest.Record) {
 			SendingApplication: s.SendingApplication, SendingFacility: s.SendingFacility,
 			MessageControlId: s.MessageControlID, Client: s.Client,
 		}
+	}
+	for _, f := range []*string{&ev.Source.Protocol, &ev.Source.CallingAeTitle, &ev.Source.CalledAeTitle, &ev.Source.SendingApplication,
+		&ev.Source.SendingFacility, &ev.Source.MessageControlId, &ev.Source.Client} {
+		*f = validUTF8(*f)
 	}
 	if ev.Severity == rbv1.Severity_SEVERITY_UNSPECIFIED {
 		ev.Severity = rbv1.Severity_SEVERITY_INFO
@@ -447,3 +460,27 @@ func NewTestContext(st *State, rec ingest.Record) *Context {
 
 // Events returns the events a rule emitted on c.
 func (c *Context) Events() []*rbv1.Event { return c.events }
+
+func validUTF8(s string) string {
+	if utf8.ValidString(s) {
+		return s
+	}
+	return strings.ToValidUTF8(s, "\uFFFD")
+}
+
+// toStruct converts a FHIR resource map to a Struct; invalid UTF-8 in its
+// strings (from a sender's bytes) becomes U+FFFD instead of failing.
+func toStruct(res map[string]any) *structpb.Struct {
+	if st, err := structpb.NewStruct(res); err == nil {
+		return st
+	}
+	b, err := json.Marshal(res) // replaces invalid UTF-8 with U+FFFD
+	if err != nil {
+		return nil
+	}
+	st := &structpb.Struct{}
+	if protojson.Unmarshal(b, st) != nil {
+		return nil
+	}
+	return st
+}

@@ -5,8 +5,6 @@ import (
 	"fmt"
 	"time"
 
-	"google.golang.org/protobuf/types/known/structpb"
-
 	"radbridge/eventlog"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
@@ -66,9 +64,9 @@ func viewed(c *Context) error {
 			map[string]any{"what": map[string]any{"identifier": map[string]any{"value": v.PatientID}}},
 		},
 	}
-	st, err := structpb.NewStruct(res)
-	if err != nil {
-		return fmt.Errorf("viewed resource: %w", err)
+	st := toStruct(res)
+	if st == nil {
+		return fmt.Errorf("viewed resource is not JSON")
 	}
 	msg := "Imaging study viewed"
 	if v.ViewerName != "" {
