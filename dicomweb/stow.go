@@ -111,8 +111,14 @@ type result struct {
 var errPartHeader = errors.New("part header exceeds limit")
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	ctx, _, ok := api.Authenticate(w, r, s.cfg.Auth)
+	ctx, p, ok := api.Authenticate(w, r, s.cfg.Auth)
 	if !ok {
+		return
+	}
+	if p.Restricted() {
+		// A token limited to some patients is a viewer's; ingest needs an
+		// unrestricted one.
+		problem(w, http.StatusForbidden, "this token is limited to some patients and may not store instances")
 		return
 	}
 	log := s.cfg.Logger.With("component", "stow-rs", "remote", r.RemoteAddr)

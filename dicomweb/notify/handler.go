@@ -59,8 +59,14 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusMethodNotAllowed, codes.Unimplemented, "method "+r.Method+" not allowed: POST a notification")
 		return
 	}
-	ctx, _, ok := api.Authenticate(w, r, h.authn)
+	ctx, p, ok := api.Authenticate(w, r, h.authn)
 	if !ok {
+		return
+	}
+	if p.Restricted() {
+		// A token limited to some patients is a viewer's; ingest needs an
+		// unrestricted one.
+		writeError(w, http.StatusForbidden, codes.PermissionDenied, "this token is limited to some patients and may not announce instances")
 		return
 	}
 	if r.ContentLength > MaxBody {

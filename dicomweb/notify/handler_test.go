@@ -36,6 +36,9 @@ func (r *recorder) InstanceAvailability(_ context.Context, n *scp.IAN) error {
 type oneToken string
 
 func (o oneToken) Authenticate(_ context.Context, tok string) (*auth.Principal, error) {
+	if tok == "viewer-token" {
+		return &auth.Principal{Subject: "viewer", Patients: []string{"P1"}}, nil
+	}
 	if tok != string(o) {
 		return nil, auth.ErrUnauthenticated
 	}
@@ -53,6 +56,7 @@ func TestHandler(t *testing.T) {
 		{name: "complete", method: "POST", token: "s3cret", body: wrapped, wantCode: 200, wantInstances: 1, wantIANs: 1, wantBody: `{"stored":1,"study_instance_uids":["1.2.3"]}`},
 		{name: "list", method: "POST", token: "s3cret", body: `[` + inst1 + `]`, wantCode: 200, wantInstances: 1, wantBody: `"stored":1`},
 		{name: "no token", method: "POST", body: wrapped, wantCode: 401, wantBody: "AUTH_FAILED"},
+		{name: "patient-restricted token", method: "POST", token: "viewer-token", body: wrapped, wantCode: 403, wantBody: "limited to some patients"},
 		{name: "invalid", method: "POST", token: "s3cret", body: `[` + inst1 + `,` + inst2 + `]`, wantCode: 400, wantBody: "instance 1: (0020,000D) StudyInstanceUID missing"},
 		{name: "GET", method: "GET", token: "s3cret", wantCode: 405},
 	}
