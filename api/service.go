@@ -226,6 +226,7 @@ func (s *Service) PublishEvent(ctx context.Context, r *rbv1.PublishEventRequest)
 			client = f[0] // through the REST gateway
 		}
 	}
+	before := s.hub.Head()
 	seq, dup, err := s.ingest.Append(ctx, ingest.Observation{
 		Kind: ingest.KindViewed, Key: "api:" + key, Time: time.Now().UTC(),
 		Source: ingest.Source{Protocol: "api", Client: client}, Body: body,
@@ -235,6 +236,18 @@ func (s *Service) PublishEvent(ctx context.Context, r *rbv1.PublishEventRequest)
 	}
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
+	if f, ok := s.mapper.(interface{ Leading() bool }); ok && !f.Leading() {
+		// Another process maps (a cluster follower): the event arrives
+		// through the event log.
+		ev, err := s.awaitLogged(wctx, seq, dup, before, r.GetPatientId())
+		switch {
+		case errors.Is(err, mapper.ErrForgotten):
+			return nil, status.Errorf(codes.AlreadyExists, "client_event_id %q was published before", r.GetClientEventId())
+		case err != nil:
+			return nil, status.Errorf(codes.DeadlineExceeded, "recorded as ingest %d, event not yet derived: %v", seq, err)
+		}
+		return ev, nil
+	}
 	evs, err := s.mapper.Await(wctx, seq)
 	switch {
 	case errors.Is(err, mapper.ErrForgotten) && dup:
@@ -246,6 +259,35 @@ func (s *Service) PublishEvent(ctx context.Context, r *rbv1.PublishEventRequest)
 		return nil, status.Errorf(codes.InvalidArgument, "event rejected by the mapper")
 	}
 	return evs[0], nil
+}
+
+// awaitLogged waits for the IMAGING_STUDY_VIEWED event derived from ingest
+// sequence seq to appear in the event log after sequence after (the log's
+// head before the observation was recorded). A resend (dup) was derived
+// earlier: the patient's viewed events are searched from the start, and
+// mapper.ErrForgotten means they no longer hold it.
+func (s *Service) awaitLogged(ctx context.Context, seq uint64, dup bool, after uint64, patient string) (*rbv1.Event, error) {
+	id := mapper.EventID(eventlog.Key{IngestSeq: seq})
+	stop := uint64(0)
+	if dup {
+		after, stop = 0, s.hub.Head()
+	}
+	sub := s.hub.Subscribe(after, eventlog.Filter{PatientIDs: []string{patient}, Types: []rbv1.EventType{rbv1.EventType_IMAGING_STUDY_VIEWED}})
+	defer sub.Close()
+	for {
+		entries, err := sub.Next(ctx, time.Second)
+		if err != nil {
+			return nil, err
+		}
+		for _, e := range entries {
+			if e.Event.GetId() == id {
+				return e.Event, nil
+			}
+		}
+		if dup && sub.Position() >= stop {
+			return nil, mapper.ErrForgotten
+		}
+	}
 }
 
 // GetPatientImaging implements rbv1.EventServiceServer.

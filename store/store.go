@@ -20,6 +20,8 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"radbridge/leader"
 )
 
 // Stream and bucket names.
@@ -27,6 +29,7 @@ const (
 	IngestStream  = "RADBRIDGE_INGEST"
 	EventsStream  = "RADBRIDGE_EVENTS"
 	StateBucket   = "RADBRIDGE_STATE"
+	LeaseBucket   = "RADBRIDGE_LEASES"
 	ingestSubject = "rb.in"
 	markerFile    = "radbridge.json"
 	formatVersion = 1
@@ -57,6 +60,8 @@ type Store struct {
 	events *EventLog
 	kv     jetstream.KeyValue
 	once   sync.Once
+
+	replicas int
 }
 
 type marker struct {
@@ -105,6 +110,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		}
 		fresh = false
 	}
+	s.replicas = cfg.Replicas
 	var err error
 	s.js, err = jetstream.New(s.nc)
 	if err != nil {
@@ -259,6 +265,12 @@ func (s *Store) ensure(ctx context.Context, cfg Config, fresh bool) error {
 	}
 	s.kv = kv
 	return nil
+}
+
+// Leases opens the leader-election bucket, whose entries expire after
+// lease. Every process of a cluster must use the same lease.
+func (s *Store) Leases(ctx context.Context, lease time.Duration) (jetstream.KeyValue, error) {
+	return leader.Bucket(ctx, s.js, LeaseBucket, s.replicas, lease)
 }
 
 // Ingest returns the ingest log.

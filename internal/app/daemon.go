@@ -31,6 +31,7 @@ import (
 	"radbridge/fanout"
 	"radbridge/hl7/receiver"
 	"radbridge/internal/config"
+	"radbridge/leader"
 	"radbridge/mapper"
 	rbv1 "radbridge/proto/radbridge/v1"
 	"radbridge/store"
@@ -42,7 +43,7 @@ type Daemon struct {
 	log *slog.Logger
 
 	store  *store.Store
-	mapper *mapper.Mapper
+	mapper *mappers
 	hub    *fanout.Hub
 	svc    *api.Service
 
@@ -141,14 +142,28 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	}
 
 	patients := st.Patients()
-	d.mapper = mapper.New(mapper.Config{
-		Ingest: st.Ingest(), Events: st.Events(), ReadModel: patients, Logger: log,
-		Rules: mapper.Rules(mapper.Options{
-			HL7PatientAuthority: cfg.HL7PatientIssuer, HL7Accession: splitList(cfg.HL7Accession),
-			HL7ImagingSections: splitList(cfg.HL7ImagingSections), DICOMPatientIssuer: cfg.PatientIssuer,
-			QuietPeriod: cfg.StudyQuietPeriod, ViewerURL: cfg.ViewerURL, WADORSBase: cfg.WADORSBase,
-		}),
-	})
+	d.mapper = &mappers{newMapper: func() *mapper.Mapper {
+		return mapper.New(mapper.Config{
+			Ingest: st.Ingest(), Events: st.Events(), ReadModel: patients, Logger: log,
+			Rules: mapper.Rules(mapper.Options{
+				HL7PatientAuthority: cfg.HL7PatientIssuer, HL7Accession: splitList(cfg.HL7Accession),
+				HL7ImagingSections: splitList(cfg.HL7ImagingSections), DICOMPatientIssuer: cfg.PatientIssuer,
+				QuietPeriod: cfg.StudyQuietPeriod, ViewerURL: cfg.ViewerURL, WADORSBase: cfg.WADORSBase,
+			}),
+		})
+	}}
+	if cfg.NATSURL != "" {
+		// Other processes may share this store: map only while holding
+		// the mapper lease.
+		leases, err := st.Leases(ctx, cfg.LeaderLease)
+		if err != nil {
+			d.closeAll()
+			return nil, err
+		}
+		id := nodeID(cfg.NodeID)
+		d.mapper.elector = leader.New(leader.Config{KV: leases, Key: "mapper", ID: id, Lease: cfg.LeaderLease, Logger: log})
+		log.Info("clustered: the mapper runs on the lease holder", "component", "leader", "node_id", id, "lease", cfg.LeaderLease)
+	}
 	d.hub = fanout.New(st.Events(), fanout.Config{WindowEvents: cfg.WindowEvents, WindowBytes: cfg.WindowBytes, Logger: log})
 	d.svc = api.NewService(st.Events(), d.hub, st.Ingest(), d.mapper, patients, log)
 	d.svc.DefaultHeartbeat = cfg.Heartbeat

@@ -71,6 +71,10 @@ type Config struct {
 	LogFormat      string
 	LogLevel       string
 	LogPatientData bool
+
+	// Clustering (several processes on one external JetStream).
+	NodeID      string
+	LeaderLease time.Duration
 }
 
 // EnvPrefix prefixes every environment variable.
@@ -126,6 +130,10 @@ func (c *Config) FlagSet(name string) *flag.FlagSet {
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.BoolVar(&c.LogPatientData, "log-patient-data", false, "log patient data (names, ids, message bodies); off by default")
+	// Clustering: with --nats-url, every process receives and serves; one
+	// at a time (the leader) runs the mapper.
+	fs.StringVar(&c.NodeID, "node-id", "", "this process's name in a cluster (status, leader election); empty: hostname and a random suffix")
+	fs.DurationVar(&c.LeaderLease, "leader-lease", 10*time.Second, "with --nats-url: the mapper leader's lease; a dead leader is replaced after at most this long")
 	return fs
 }
 
@@ -279,6 +287,12 @@ func (c *Config) Validate() error {
 		if _, err := path.Match(o, ""); err != nil || host == "" || strings.Contains(host, "/") {
 			bad("--allowed-origins %q: want a host pattern (ehr.example.org, *.example.org) or scheme://host", o)
 		}
+	}
+	if c.LeaderLease < time.Second || c.LeaderLease > 5*time.Minute {
+		bad("--leader-lease %v: want 1s to 5m", c.LeaderLease)
+	}
+	if len(c.NodeID) > 64 || strings.ContainsAny(c.NodeID, " \t\r\n") {
+		bad("--node-id %q: want at most 64 characters without spaces", c.NodeID)
 	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		bad("--log-format %q: want text or json", c.LogFormat)
