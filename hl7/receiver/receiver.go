@@ -131,7 +131,16 @@ type Stats struct {
 	Connections         int64            // connections accepted and served
 	ActiveConnections   int64            // connections open now
 	RejectedConnections int64            // connections closed at once over MaxConnections
+	// ByType counts answered messages by message type and ACK code: the
+	// type is "CODE^TRIGGER" of a supported type, "other" for a parsed
+	// message of another type, "unparsed" when there was no readable
+	// MSH; the code is the MSA-1 sent, or "none" when no ACK was sent.
+	// Both are bounded sets, fit for metric labels.
+	ByType map[TypeAck]int64
 }
+
+// TypeAck is a message type and the ACK code it was answered with.
+type TypeAck struct{ Type, Ack string }
 
 var ackCodes = []string{hl7.AckAccept, hl7.AckError, hl7.AckReject, hl7.AckCommitAccept, hl7.AckCommitError, hl7.AckCommitReject}
 
@@ -152,6 +161,9 @@ type Server struct {
 	conns    map[*conn]struct{}
 	supCodes map[string]bool
 	supTypes map[MessageType]bool
+
+	statsMu sync.Mutex
+	byType  map[TypeAck]int64
 }
 
 // New returns a Server for cfg.
@@ -167,6 +179,7 @@ func New(cfg Config) (*Server, error) {
 		ctlBase:  "RB" + strings.ToUpper(strconv.FormatInt(cfg.Now().Unix(), 36)),
 		supCodes: make(map[string]bool),
 		supTypes: make(map[MessageType]bool),
+		byType:   make(map[TypeAck]int64),
 	}
 	for _, t := range cfg.Supported {
 		s.supCodes[t.Code] = true
@@ -192,6 +205,12 @@ func (s *Server) Stats() Stats {
 	for i, code := range ackCodes {
 		st.Acks[code] = s.c.acks[i].Load()
 	}
+	s.statsMu.Lock()
+	st.ByType = make(map[TypeAck]int64, len(s.byType))
+	for k, v := range s.byType {
+		st.ByType[k] = v
+	}
+	s.statsMu.Unlock()
 	return st
 }
 
@@ -383,6 +402,7 @@ func (c *conn) lingeringClose() {
 type result struct {
 	ack     []byte
 	code    string
+	msgType string // bounded: see Stats.ByType
 	control string
 	err     *hl7.Error
 	cause   error
@@ -406,6 +426,13 @@ func (c *conn) answer(res result) bool {
 	default:
 		log.Debug("message accepted", "ack", res.code)
 	}
+	ta := TypeAck{Type: res.msgType, Ack: res.code}
+	if res.ack == nil {
+		ta.Ack = "none"
+	}
+	s.statsMu.Lock()
+	s.byType[ta]++
+	s.statsMu.Unlock()
 	if res.ack == nil {
 		s.c.noAck.Add(1)
 		return true
@@ -463,8 +490,13 @@ func (s *Server) ack(m *hl7.Message, o hl7.Outcome, errs ...*hl7.Error) result {
 	if len(errs) > 0 {
 		res.err = errs[0]
 	}
+	res.msgType = "unparsed"
 	if m != nil {
 		res.control = m.ControlID()
+		res.msgType = "other"
+		if code, trigger, _ := m.MessageType(); s.supTypes[MessageType{code, trigger}] {
+			res.msgType = code + "^" + trigger
+		}
 	}
 	plan := hl7.PlanAck(m, o)
 	res.code = plan.Code

@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
@@ -31,6 +32,7 @@ import (
 	"radbridge/fanout"
 	"radbridge/hl7/receiver"
 	"radbridge/internal/config"
+	"radbridge/internal/metrics"
 	"radbridge/leader"
 	"radbridge/mapper"
 	rbv1 "radbridge/proto/radbridge/v1"
@@ -57,6 +59,12 @@ type Daemon struct {
 	health          *health.Server
 	httpSrv         *http.Server
 
+	// Observability: the per-daemon registry and --metrics-addr.
+	metrics    *prometheus.Registry
+	metricsLn  net.Listener
+	metricsSrv *http.Server
+	started    time.Time
+
 	ready    atomic.Bool
 	stopping atomic.Bool
 	done     chan struct{}
@@ -67,7 +75,10 @@ type Daemon struct {
 // Start opens the store, binds the listeners and starts serving. The daemon
 // runs until ctx ends; Wait returns after an orderly shutdown.
 func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, error) {
-	d := &Daemon{cfg: cfg, log: log, done: make(chan struct{})}
+	d := &Daemon{cfg: cfg, log: log, done: make(chan struct{}), started: time.Now()}
+	d.metrics = metrics.NewRegistry()
+	bi := ReadBuildInfo()
+	metrics.Build(d.metrics, bi.Version, bi.GoVersion, bi.VCSRevision, d.started)
 	st, err := store.Open(ctx, store.Config{
 		DataDir: cfg.DataDir, NATSURL: cfg.NATSURL, Replicas: cfg.NATSReplicas,
 		SyncAlways: cfg.Fsync, DuplicateWindow: cfg.DuplicateWindow, Logger: log,
@@ -93,6 +104,12 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		st.Close()
 		return nil, fmt.Errorf("HTTP listener --http-addr %s: %w", cfg.HTTPAddr, err)
 	}
+	if cfg.MetricsAddr != "" {
+		if d.metricsLn, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
+			d.closeAll()
+			return nil, fmt.Errorf("metrics listener --metrics-addr %s: %w", cfg.MetricsAddr, err)
+		}
+	}
 
 	var bodies *slog.Logger
 	if cfg.LogPatientData {
@@ -111,6 +128,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 			d.closeAll()
 			return nil, fmt.Errorf("MLLP listener --mllp-addr %s: %w", cfg.MLLPAddr, err)
 		}
+		d.metrics.MustRegister(metrics.NewHL7Collector(d.hl7Srv))
 	}
 	if cfg.DICOMAddr != "" {
 		d.dicomSrv, err = scp.New(scp.Config{
@@ -199,6 +217,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	extra[notify.Path] = notify.NewHandler(dicomHandler{log: st.Ingest(), bodies: bodies}, authn, log)
 	thumbs := &thumbnails{kv: st.State(), hub: d.hub, storeDir: cfg.StoreDir, log: log}
 	extra[thumbnailPattern] = thumbs.handler(authn)
+	extra[metricsPattern] = operatorOnly(authn, metrics.Handler(d.metrics))
 	handler, err := api.NewHTTPHandler(ctx, d.svc, conn, api.HTTPConfig{
 		Ready: d.readyErr, WriteTimeout: cfg.WSWriteTimout, Logger: log, Auth: authn, OriginPatterns: cfg.OriginPatterns(),
 		Extra: extra,
@@ -238,6 +257,17 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		}
 		return nil
 	})
+	if d.metricsLn != nil {
+		d.metricsSrv = &http.Server{Handler: metricsServer(d.metrics), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
+			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+		run("metrics", func() error {
+			if err := d.metricsSrv.Serve(d.metricsLn); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+		log.Info("listening", "component", "metrics", "addr", d.metricsLn.Addr().String())
+	}
 	recvCtx, stopReceivers := context.WithCancel(context.WithoutCancel(ctx))
 	d.stopReceivers = stopReceivers
 	if d.hl7Srv != nil {
@@ -300,7 +330,13 @@ func (d *Daemon) shutdown(cancelRun context.CancelFunc, conn *grpc.ClientConn) {
 		// Stop accepting and finish unary requests; open streams (WebSocket,
 		// Subscribe) end when runCtx is cancelled below.
 		httpDone := make(chan struct{})
-		go func() { _ = d.httpSrv.Shutdown(deadline); close(httpDone) }()
+		go func() {
+			_ = d.httpSrv.Shutdown(deadline)
+			if d.metricsSrv != nil {
+				_ = d.metricsSrv.Shutdown(deadline)
+			}
+			close(httpDone)
+		}()
 		grpcDone := make(chan struct{})
 		go func() { d.grpcSrv.GracefulStop(); close(grpcDone) }()
 		d.svc.Stop()
@@ -316,7 +352,7 @@ func (d *Daemon) shutdown(cancelRun context.CancelFunc, conn *grpc.ClientConn) {
 }
 
 func (d *Daemon) closeAll() {
-	for _, l := range []net.Listener{d.grpcLn, d.httpLn, d.mllpLn, d.dicomLn} {
+	for _, l := range []net.Listener{d.grpcLn, d.httpLn, d.mllpLn, d.dicomLn, d.metricsLn} {
 		if l != nil {
 			l.Close()
 		}

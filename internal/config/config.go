@@ -75,6 +75,9 @@ type Config struct {
 	// Clustering (several processes on one external JetStream).
 	NodeID      string
 	LeaderLease time.Duration
+
+	// Observability (metrics and status).
+	MetricsAddr string
 }
 
 // EnvPrefix prefixes every environment variable.
@@ -134,6 +137,8 @@ func (c *Config) FlagSet(name string) *flag.FlagSet {
 	// at a time (the leader) runs the mapper.
 	fs.StringVar(&c.NodeID, "node-id", "", "this process's name in a cluster (status, leader election); empty: hostname and a random suffix")
 	fs.DurationVar(&c.LeaderLease, "leader-lease", 10*time.Second, "with --nats-url: the mapper leader's lease; a dead leader is replaced after at most this long")
+	// Observability (metrics and status).
+	fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "separate listen address for GET /metrics without authentication (for a Prometheus on an internal network); empty: /metrics only on --http-addr, behind --auth")
 	return fs
 }
 
@@ -203,8 +208,8 @@ func Load(name string, args []string, getenv func(string) string, usage io.Write
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
-	for name, a := range map[string]string{"grpc-addr": c.GRPCAddr, "http-addr": c.HTTPAddr, "mllp-addr": c.MLLPAddr, "dicom-addr": c.DICOMAddr} {
-		if a == "" && (name == "mllp-addr" || name == "dicom-addr") {
+	for name, a := range map[string]string{"grpc-addr": c.GRPCAddr, "http-addr": c.HTTPAddr, "mllp-addr": c.MLLPAddr, "dicom-addr": c.DICOMAddr, "metrics-addr": c.MetricsAddr} {
+		if a == "" && (name == "mllp-addr" || name == "dicom-addr" || name == "metrics-addr") {
 			continue
 		}
 		if _, _, err := net.SplitHostPort(a); err != nil {

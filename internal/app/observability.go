@@ -1,0 +1,50 @@
+package app
+
+import (
+	"net/http"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"radbridge/api"
+	"radbridge/auth"
+	"radbridge/internal/metrics"
+)
+
+// metricsPattern is where the HTTP front serves the Prometheus metrics.
+const metricsPattern = "GET /metrics"
+
+// Metrics is the daemon's Prometheus registry. Components register their
+// collectors on it at start (see package internal/metrics); GET /metrics
+// serves it.
+func (d *Daemon) Metrics() *prometheus.Registry { return d.metrics }
+
+// MetricsAddr is the bound --metrics-addr ("" when off).
+func (d *Daemon) MetricsAddr() string {
+	if d.metricsLn == nil {
+		return ""
+	}
+	return d.metricsLn.Addr().String()
+}
+
+// operatorOnly lets a request through when it authenticates and its token
+// is not limited to some patients (operational data is not a viewer's).
+func operatorOnly(a auth.Authenticator, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, pr, ok := api.Authenticate(w, r, a)
+		if !ok {
+			return
+		}
+		if pr.Restricted() {
+			http.Error(w, "this token is limited to some patients; operational data needs an unrestricted token", http.StatusForbidden)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// metricsServer serves only GET /metrics, without authentication.
+func metricsServer(reg *prometheus.Registry) http.Handler {
+	mux := http.NewServeMux()
+	mux.Handle(metricsPattern, metrics.Handler(reg))
+	return mux
+}
