@@ -59,7 +59,7 @@ func FuzzSCP(f *testing.F) {
 		done := make(chan struct{})
 		go func() {
 			defer close(done)
-			srv.serveConn(context.Background(), server)
+			srv.serveConn(context.Background(), server, "pipe")
 		}()
 		go func() { _, _ = io.Copy(io.Discard, client) }()
 		_ = client.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))

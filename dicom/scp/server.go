@@ -41,7 +41,14 @@ type Config struct {
 	AllowedCallers []AllowedCaller
 	// MaxAssociations bounds concurrent associations (default 32); beyond
 	// it A-ASSOCIATE-RJ transient, source 3, reason 2 (local limit exceeded).
+	// A connection holds a slot from the moment it is accepted (awaiting
+	// its A-ASSOCIATE-RQ counts); a rejected one holds none.
 	MaxAssociations int
+	// MaxAssociationsPerHost bounds the associations of one remote IP
+	// address (0: MaxAssociations); beyond it the same A-ASSOCIATE-RJ, so
+	// that a flood from one host leaves room for the others. Connections
+	// still negotiating beyond twice either limit are closed at once.
+	MaxAssociationsPerHost int
 	// MaxPDULength is the maximum P-DATA-TF length we advertise (default
 	// 64 KiB). Any PDU longer than max(1 MiB, MaxPDULength) is aborted.
 	MaxPDULength uint32
@@ -86,7 +93,13 @@ type Server struct {
 	c       counters
 	active  atomic.Int64
 	pending atomic.Int64
+	mu      sync.Mutex
+	hosts   map[string]*hostCount // by remote IP, under mu
 }
+
+// hostCount counts one remote host's connections: pending (accepted, not
+// yet ended) and active (holding an association slot).
+type hostCount struct{ pending, active int }
 
 // New returns a Server; h must not be nil.
 func New(cfg Config, h Handler) (*Server, error) {
@@ -101,6 +114,9 @@ func New(cfg Config, h Handler) (*Server, error) {
 	}
 	if cfg.MaxAssociations <= 0 {
 		cfg.MaxAssociations = 32
+	}
+	if cfg.MaxAssociationsPerHost <= 0 || cfg.MaxAssociationsPerHost > cfg.MaxAssociations {
+		cfg.MaxAssociationsPerHost = cfg.MaxAssociations
 	}
 	if cfg.MaxPDULength == 0 {
 		cfg.MaxPDULength = ul.DefaultMaxPDULength
@@ -120,7 +136,7 @@ func New(cfg Config, h Handler) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Server{cfg: cfg, h: h, log: cfg.Logger.With("component", "dicom")}, nil
+	return &Server{cfg: cfg, h: h, log: cfg.Logger.With("component", "dicom"), hosts: make(map[string]*hostCount)}, nil
 }
 
 // Stats returns a snapshot of the counters.
@@ -171,10 +187,21 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		}
 		backoff = 5 * time.Millisecond
 		// Connections still negotiating count towards the limit; past twice
-		// the limit we do not even spend a goroutine on a rejection.
+		// the limit (or twice the per-host limit from one host) we do not
+		// even spend a goroutine on a rejection.
+		host := remoteHost(conn.RemoteAddr())
 		n := s.pending.Add(1)
-		if n > int64(2*s.cfg.MaxAssociations) {
-			s.pending.Add(-1)
+		s.mu.Lock()
+		hc := s.hosts[host]
+		if hc == nil {
+			hc = &hostCount{}
+			s.hosts[host] = hc
+		}
+		hc.pending++
+		over := n > int64(2*s.cfg.MaxAssociations) || hc.pending > 2*s.cfg.MaxAssociationsPerHost
+		s.mu.Unlock()
+		if over {
+			s.release(host, false)
 			s.c.rejected.Add(1)
 			_ = conn.Close()
 			continue
@@ -182,12 +209,59 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			defer s.pending.Add(-1)
-			s.serveConn(ctx, conn)
+			defer s.release(host, false)
+			s.serveConn(ctx, conn, host)
 		}()
 	}
 	wg.Wait()
 	return err
+}
+
+// remoteHost is the IP address of a remote address.
+func remoteHost(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.String()
+	}
+	if h, _, err := net.SplitHostPort(a.String()); err == nil {
+		return h
+	}
+	return a.String()
+}
+
+// acquire takes an association slot for host; false when the global or
+// the per-host limit is reached.
+func (s *Server) acquire(host string) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	hc := s.hosts[host]
+	if hc == nil {
+		hc = &hostCount{}
+		s.hosts[host] = hc
+	}
+	if s.active.Load() >= int64(s.cfg.MaxAssociations) || hc.active >= s.cfg.MaxAssociationsPerHost {
+		return false
+	}
+	s.active.Add(1)
+	hc.active++
+	return true
+}
+
+// release gives back host's association slot (active) or its pending
+// count (not active).
+func (s *Server) release(host string, active bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	hc := s.hosts[host]
+	if active {
+		s.active.Add(-1)
+		hc.active--
+	} else {
+		s.pending.Add(-1)
+		hc.pending--
+	}
+	if hc.pending <= 0 && hc.active <= 0 {
+		delete(s.hosts, host)
+	}
 }
 
 func (s *Server) callerAllowed(calling string, remote net.Addr) bool {
@@ -217,7 +291,7 @@ func (s *Server) callerAllowed(calling string, remote net.Addr) bool {
 	return false
 }
 
-func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
+func (s *Server) serveConn(ctx context.Context, conn net.Conn, host string) {
 	log := s.log.With("remote", conn.RemoteAddr().String())
 	cfg := ul.AcceptConfig{
 		AETitle:                   s.cfg.AETitle,
@@ -229,9 +303,9 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn) {
 		ARTIMTimeout:              s.cfg.ARTIMTimeout,
 		IdleTimeout:               s.cfg.IdleTimeout,
 	}
-	n := s.active.Add(1)
-	defer s.active.Add(-1)
-	if n > int64(s.cfg.MaxAssociations) {
+	if s.acquire(host) {
+		defer s.release(host, true)
+	} else {
 		cfg.Reject = &ul.AssociateRJ{Result: ul.RejectTransient, Source: ul.RejectSourceServiceProviderPres, Reason: ul.RejectLocalLimitExceeded}
 	}
 	if ctx.Err() != nil {

@@ -321,6 +321,44 @@ func TestAssociationLimit(t *testing.T) {
 	first.release(t)
 }
 
+// TestAssociationLimitPerHost: beyond MaxAssociationsPerHost from one IP
+// address, A-ASSOCIATE-RJ 2/3/2; the rejected connections hold no slot, so
+// another host still associates.
+func TestAssociationLimitPerHost(t *testing.T) {
+	s := startSCP(t, Config{MaxAssociations: 3, MaxAssociationsPerHost: 1})
+	request := func(ip, calling string) (*ul.Association, error) {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}, Timeout: 5 * time.Second}
+		conn, err := d.Dial("tcp", net.JoinHostPort(s.host, s.port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { conn.Close() })
+		return ul.Request(context.Background(), conn, ul.RequestConfig{CallingAE: calling, CalledAE: "RADBRIDGE", Timeout: 10 * time.Second,
+			PresentationContexts: []ul.PresentationContextRQ{{ID: 1, AbstractSyntax: VerificationSOPClass, TransferSyntaxes: []string{"1.2.840.10008.1.2"}}}})
+	}
+	first, err := request("127.0.0.2", "FLOOD1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 3; i++ {
+		_, err = request("127.0.0.2", "FLOOD2")
+		var rj *ul.RejectError
+		if !errors.As(err, &rj) || rj.Result != ul.RejectTransient || rj.Source != ul.RejectSourceServiceProviderPres || rj.Reason != ul.RejectLocalLimitExceeded {
+			t.Fatalf("association %d from the same host: %v, want A-ASSOCIATE-RJ 2/3/2", i+2, err)
+		}
+	}
+	other, err := request("127.0.0.1", "OTHER")
+	if err != nil {
+		t.Fatalf("association from another host: %v", err)
+	}
+	if err := other.Release(); err != nil {
+		t.Error(err)
+	}
+	if err := first.Release(); err != nil {
+		t.Error(err)
+	}
+}
+
 // TestIdleTimeout: a silent association is aborted.
 func TestIdleTimeout(t *testing.T) {
 	s := startSCP(t, Config{IdleTimeout: 200 * time.Millisecond})

@@ -67,8 +67,11 @@ func NewReader(r io.Reader, maxSize int) *Reader {
 	return &Reader{r: r, max: maxSize, buf: make([]byte, readChunk)}
 }
 
-// SetFrameStartFunc sets f to be called each time a start block is found,
-// e.g. to switch a connection from its idle deadline to its read deadline.
+// SetFrameStartFunc sets f to be called when ReadMessage finds the start
+// block of a frame, e.g. to switch a connection from its idle deadline to
+// its read deadline. A start block that abandons an unfinished frame does
+// not call f again, so a peer restarting its frame over and over cannot
+// extend such a deadline.
 func (r *Reader) SetFrameStartFunc(f func()) { r.onStart = f }
 
 // Discarded returns how many bytes were dropped so far: bytes outside
@@ -168,10 +171,9 @@ func (r *Reader) readBody() ([]byte, error) {
 		r.rpos++ // the framing byte
 		if data[i] == StartBlock {
 			r.discarded += int64(len(msg)) + 1 // the abandoned frame and its start block
+			// The frame start function is not called again: a peer that
+			// keeps restarting its frame gets no more time.
 			msg = msg[:0]
-			if r.onStart != nil {
-				r.onStart()
-			}
 			continue
 		}
 		// End block: the next byte must be CR.

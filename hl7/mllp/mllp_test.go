@@ -101,6 +101,19 @@ func TestFrameStartFunc(t *testing.T) {
 	}
 }
 
+// TestFrameRestartKeepsDeadline: a start block inside an unfinished frame
+// starts the frame over without calling the frame start function again,
+// so a peer cannot extend its read deadline by restarting frames.
+func TestFrameRestartKeepsDeadline(t *testing.T) {
+	r := NewReader(bytes.NewReader([]byte("\x0bA\x0bB\x0bC\x1c\x0d")), 10)
+	n := 0
+	r.SetFrameStartFunc(func() { n++ })
+	got, err := r.ReadMessage()
+	if err != nil || string(got) != "C" || n != 1 {
+		t.Errorf("got %q, %v and %d starts, want \"C\", nil and 1", got, err, n)
+	}
+}
+
 func TestWriteRoundTrip(t *testing.T) {
 	var buf bytes.Buffer
 	w := NewWriter(&buf)

@@ -24,9 +24,15 @@
 //     bytes", then the connection is closed.
 //   - An MLLP frame whose end block is not followed by CR: AR with 100.
 //
-// Bytes outside frames are ignored and counted. Beyond MaxConnections a
-// new connection is accepted and closed at once without sending anything
-// (an HL7 ACK would need a message to answer), and counted.
+// Bytes outside frames are ignored and counted; they do not extend the
+// idle deadline, so a peer sending only such bytes is closed after
+// IdleTimeout. A started frame must end within ReadTimeout of its first
+// start block; start blocks inside it do not extend that deadline.
+//
+// Beyond MaxConnections, or beyond MaxConnectionsPerHost from one remote
+// IP address, a new connection is accepted and closed at once without
+// sending anything (an HL7 ACK would need a message to answer), and
+// counted: a flood from one host cannot take the slots of the others.
 //
 // The receiver logs with the Logger it is given, with the attributes
 // component=hl7, remote and control_id, and never logs patient data.
@@ -84,9 +90,12 @@ type Config struct {
 	WriteTimeout   time.Duration // to write an ACK; 30s
 	DrainTimeout   time.Duration // on shutdown, for in-flight messages; 10s
 	MaxConnections int           // concurrent connections; 256
-	Supported      []MessageType // DefaultSupported
-	Logger         *slog.Logger  // slog.Default()
-	Now            func() time.Time
+	// MaxConnectionsPerHost bounds concurrent connections from one remote
+	// IP address; 0 means MaxConnections.
+	MaxConnectionsPerHost int
+	Supported             []MessageType // DefaultSupported
+	Logger                *slog.Logger  // slog.Default()
+	Now                   func() time.Time
 }
 
 func (c *Config) setDefaults() {
@@ -107,6 +116,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxConnections <= 0 {
 		c.MaxConnections = 256
+	}
+	if c.MaxConnectionsPerHost <= 0 || c.MaxConnectionsPerHost > c.MaxConnections {
+		c.MaxConnectionsPerHost = c.MaxConnections
 	}
 	if c.Supported == nil {
 		c.Supported = DefaultSupported
@@ -159,6 +171,7 @@ type Server struct {
 	ctlBase  string
 	mu       sync.Mutex
 	conns    map[*conn]struct{}
+	perHost  map[string]int // open connections by remote IP, under mu
 	supCodes map[string]bool
 	supTypes map[MessageType]bool
 
@@ -176,6 +189,7 @@ func New(cfg Config) (*Server, error) {
 		cfg:      cfg,
 		log:      cfg.Logger.With("component", "hl7"),
 		conns:    make(map[*conn]struct{}),
+		perHost:  make(map[string]int),
 		ctlBase:  "RB" + strings.ToUpper(strconv.FormatInt(cfg.Now().Unix(), 36)),
 		supCodes: make(map[string]bool),
 		supTypes: make(map[MessageType]bool),
@@ -246,16 +260,23 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 			break
 		}
 		backoff = 5 * time.Millisecond
-		if s.c.active.Load() >= int64(s.cfg.MaxConnections) {
+		host := remoteHost(nc.RemoteAddr())
+		s.mu.Lock()
+		full := len(s.conns) >= s.cfg.MaxConnections || s.perHost[host] >= s.cfg.MaxConnectionsPerHost
+		var c *conn
+		if !full {
+			c = &conn{nc: nc, s: s, log: s.log.With("remote", nc.RemoteAddr().String())}
+			s.conns[c] = struct{}{}
+			s.perHost[host]++
+		}
+		s.mu.Unlock()
+		if full {
 			s.c.rejected.Add(1)
-			s.log.Warn("connection limit reached, closing new connection", "remote", nc.RemoteAddr().String(), "max_connections", s.cfg.MaxConnections)
+			s.log.Warn("connection limit reached, closing new connection", "remote", nc.RemoteAddr().String(),
+				"max_connections", s.cfg.MaxConnections, "max_connections_per_host", s.cfg.MaxConnectionsPerHost)
 			nc.Close()
 			continue
 		}
-		c := &conn{nc: nc, s: s, log: s.log.With("remote", nc.RemoteAddr().String())}
-		s.mu.Lock()
-		s.conns[c] = struct{}{}
-		s.mu.Unlock()
 		s.c.conns.Add(1)
 		s.c.active.Add(1)
 		wg.Add(1)
@@ -265,6 +286,9 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 				nc.Close()
 				s.mu.Lock()
 				delete(s.conns, c)
+				if s.perHost[host]--; s.perHost[host] <= 0 {
+					delete(s.perHost, host)
+				}
 				s.mu.Unlock()
 				s.c.active.Add(-1)
 			}()
@@ -297,6 +321,18 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		<-done
 	}
 	return serveErr
+}
+
+// remoteHost is the IP address of a remote address, or the whole address
+// when it has no port.
+func remoteHost(a net.Addr) string {
+	if ta, ok := a.(*net.TCPAddr); ok {
+		return ta.IP.String()
+	}
+	if h, _, err := net.SplitHostPort(a.String()); err == nil {
+		return h
+	}
+	return a.String()
 }
 
 // conn is one MLLP connection.

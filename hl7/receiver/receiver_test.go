@@ -387,6 +387,66 @@ func TestConnectionLimit(t *testing.T) {
 	}
 }
 
+// TestRestartingFrameTimesOut: a slow-loris peer that restarts its frame
+// (a new start block) before each read timeout is still closed once the
+// read timeout of its first start block has passed.
+func TestRestartingFrameTimesOut(t *testing.T) {
+	ts := start(t, Config{ReadTimeout: 300 * time.Millisecond, IdleTimeout: time.Minute})
+	c := dial(t, ts.addr)
+	closed := make(chan error, 1)
+	go func() {
+		_, err := c.r.ReadMessage()
+		closed <- err
+	}()
+	// Restart the frame every 100 ms for up to 10 s: without the bound the
+	// connection would stay open all that time.
+	for i := 0; i < 100; i++ {
+		select {
+		case err := <-closed:
+			if !errors.Is(err, io.EOF) && !isReset(err) {
+				t.Errorf("got %v, want the connection closed", err)
+			}
+			return
+		case <-time.After(100 * time.Millisecond):
+		}
+		c.c.Write([]byte("\x0bMSH|"))
+	}
+	t.Fatal("connection restarting its frame was not closed")
+}
+
+// TestConnectionLimitPerHost: beyond MaxConnectionsPerHost from one IP
+// address a new connection is closed at once, while another host still
+// gets served.
+func TestConnectionLimitPerHost(t *testing.T) {
+	ts := start(t, Config{MaxConnections: 4, MaxConnectionsPerHost: 1})
+	_, port, _ := net.SplitHostPort(ts.addr)
+	from := func(ip string) *client {
+		d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.ParseIP(ip)}}
+		nc, err := d.Dial("tcp", net.JoinHostPort("127.0.0.1", port))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { nc.Close() })
+		nc.SetDeadline(time.Now().Add(10 * time.Second))
+		return &client{t: t, c: nc, r: mllp.NewReader(nc, 1<<20)}
+	}
+	a1 := from("127.0.0.2")
+	a1.send(oru("H1", "", goodORUBody))
+	a1.ack()
+	a2 := from("127.0.0.2")
+	if _, err := a2.r.ReadMessage(); !errors.Is(err, io.EOF) && !isReset(err) {
+		t.Errorf("second connection from the same host: got %v, want it closed", err)
+	}
+	b := from("127.0.0.1")
+	b.send(oru("H2", "", goodORUBody))
+	if got := summarize(b.ack()); got.Code != "AA" || got.MSA2 != "H2" {
+		t.Errorf("other host: %+v, want AA H2", got)
+	}
+	if st := ts.srv.Stats(); st.RejectedConnections != 1 || st.ActiveConnections != 2 {
+		t.Errorf("stats: %+v", st)
+	}
+}
+
 func isReset(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "connection reset")
 }

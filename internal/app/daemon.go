@@ -120,6 +120,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		d.hl7Srv, err = receiver.New(receiver.Config{
 			Handler: hl7Handler{log: st.Ingest(), bodies: bodies}, MaxMessageSize: cfg.MLLPMaxMessage, MaxConnections: cfg.MLLPMaxConnections,
 			ReadTimeout: cfg.MLLPReadTimeout, IdleTimeout: cfg.MLLPIdleTimeout, DrainTimeout: cfg.ShutdownTimeout, Logger: log,
+			MaxConnectionsPerHost: cfg.MLLPMaxConnectionsPerHost,
 		})
 		if err == nil {
 			d.mllpLn, err = net.Listen("tcp", cfg.MLLPAddr)
@@ -135,6 +136,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 			AETitle: cfg.AETitle, AllowedCallers: allowedCallers(cfg.DICOMAllowedCallers), MaxAssociations: cfg.DICOMMaxAssociations,
 			MaxPDULength: uint32(cfg.DICOMMaxPDU), IdleTimeout: cfg.DICOMIdleTimeout, DrainTimeout: cfg.ShutdownTimeout,
 			StoreDir: cfg.StoreDir, Logger: log,
+			MaxAssociationsPerHost: cfg.DICOMMaxAssociationsPerHost, ARTIMTimeout: cfg.DICOMARTIMTimeout,
 		}, dicomHandler{log: st.Ingest(), bodies: bodies})
 		if err == nil {
 			d.dicomLn, err = net.Listen("tcp", cfg.DICOMAddr)
@@ -229,7 +231,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	runCtx, cancelRun := context.WithCancel(context.WithoutCancel(ctx))
 	d.httpSrv = &http.Server{
 		Handler:           handler,
-		ReadHeaderTimeout: 10 * time.Second,
+		ReadHeaderTimeout: cfg.HTTPReadHeaderTimeout,
 		IdleTimeout:       2 * time.Minute,
 		BaseContext:       func(net.Listener) context.Context { return runCtx },
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),

@@ -78,6 +78,12 @@ type Config struct {
 
 	// Observability (metrics and status).
 	MetricsAddr string
+
+	// Hostile peers: per-host limits and the setup deadlines of each front.
+	MLLPMaxConnectionsPerHost   int
+	DICOMMaxAssociationsPerHost int
+	DICOMARTIMTimeout           time.Duration
+	HTTPReadHeaderTimeout       time.Duration
 }
 
 // EnvPrefix prefixes every environment variable.
@@ -139,6 +145,12 @@ func (c *Config) FlagSet(name string) *flag.FlagSet {
 	fs.DurationVar(&c.LeaderLease, "leader-lease", 10*time.Second, "with --nats-url: the mapper leader's lease; a dead leader is replaced after at most this long")
 	// Observability (metrics and status).
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "separate listen address for GET /metrics without authentication (for a Prometheus on an internal network); empty: /metrics only on --http-addr, behind --auth")
+
+	// Hostile peers.
+	fs.IntVar(&c.MLLPMaxConnectionsPerHost, "mllp-max-connections-per-host", 0, "concurrent MLLP connections from one IP address (beyond: closed at once); 0 means --mllp-max-connections")
+	fs.IntVar(&c.DICOMMaxAssociationsPerHost, "dicom-max-associations-per-host", 0, "concurrent DICOM associations from one IP address (beyond: A-ASSOCIATE-RJ transient, local limit exceeded); 0 means --dicom-max-associations")
+	fs.DurationVar(&c.DICOMARTIMTimeout, "dicom-artim-timeout", 30*time.Second, "time a DICOM peer has to send its A-ASSOCIATE-RQ, and to close after release or rejection (PS3.8 ARTIM)")
+	fs.DurationVar(&c.HTTPReadHeaderTimeout, "http-read-header-timeout", 10*time.Second, "time an HTTP client has to send its request headers")
 	return fs
 }
 
@@ -244,6 +256,14 @@ func (c *Config) Validate() error {
 	}
 	if c.MLLPMaxConnections < 1 || c.DICOMMaxAssociations < 1 {
 		bad("--mllp-max-connections and --dicom-max-associations must be at least 1")
+	}
+	if c.MLLPMaxConnectionsPerHost < 0 || c.DICOMMaxAssociationsPerHost < 0 {
+		bad("--mllp-max-connections-per-host and --dicom-max-associations-per-host must not be negative")
+	}
+	for name, d := range map[string]time.Duration{"dicom-artim-timeout": c.DICOMARTIMTimeout, "http-read-header-timeout": c.HTTPReadHeaderTimeout} {
+		if d <= 0 {
+			bad("--%s %v: must be positive", name, d)
+		}
 	}
 	for name, d := range map[string]time.Duration{"mllp-read-timeout": c.MLLPReadTimeout, "mllp-idle-timeout": c.MLLPIdleTimeout, "dicom-idle-timeout": c.DICOMIdleTimeout, "study-quiet-period": c.StudyQuietPeriod} {
 		if d <= 0 {
