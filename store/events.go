@@ -122,14 +122,26 @@ func (l *EventLog) Read(ctx context.Context, from uint64, f eventlog.Filter, max
 	if from > last || max <= 0 {
 		return nil, nil
 	}
+	// Each read has its own server-side consumer: deleted when the read
+	// ends, and expiring soon if that delete is lost, so that clients
+	// polling GET /v1/events do not pile up consumers (each holds
+	// goroutines and memory in the server for the default 5 minutes).
 	cons, err := l.stream.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: f.Subjects(),
-		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:    from,
+		FilterSubjects:    f.Subjects(),
+		DeliverPolicy:     jetstream.DeliverByStartSequencePolicy,
+		OptStartSeq:       from,
+		InactiveThreshold: 10 * time.Second,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("read events: %w", err)
 	}
+	defer func() {
+		if ci := cons.CachedInfo(); ci != nil {
+			dctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+			defer cancel()
+			_ = l.stream.DeleteConsumer(dctx, ci.Name)
+		}
+	}()
 	var out []*rbv1.Event
 	for len(out) < max {
 		batch, err := cons.Fetch(min(max-len(out), 256), jetstream.FetchMaxWait(200*time.Millisecond))
