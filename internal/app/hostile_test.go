@@ -405,7 +405,7 @@ func hostileAttacks(a hostileAddrs) map[string]func() error {
 		// DICOM: a called AE title that is not ours: A-ASSOCIATE-RJ
 		// permanent (1), service user (1), called AE not recognized (7).
 		"dicom/wrong-called-ae": func() error {
-			c, err := dialFrom("127.0.0.24", a.dicom)
+			c, err := dialFrom("127.0.0.26", a.dicom)
 			if err != nil {
 				return err
 			}
