@@ -117,7 +117,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		s.Close()
 		return nil, fmt.Errorf("JetStream: %w", err)
 	}
-	if err := s.ensure(ctx, cfg, fresh); err != nil {
+	if err := s.ensureRetry(ctx, cfg, fresh); err != nil {
 		s.Close()
 		return nil, err
 	}
@@ -213,6 +213,25 @@ func startEmbedded(cfg Config) (*server.Server, error) {
 		return nil, errors.New("JetStream did not start (is the directory writable and not used by another process?)")
 	}
 	return ns, nil
+}
+
+// ensureRetry creates or opens the streams. An external JetStream cluster
+// that is still forming (no metadata leader, too few peers for the
+// replicas) is waited for, up to a minute.
+func (s *Store) ensureRetry(ctx context.Context, cfg Config, fresh bool) error {
+	deadline := time.Now().Add(time.Minute)
+	for {
+		err := s.ensure(ctx, cfg, fresh)
+		if err == nil || cfg.NATSURL == "" || errors.Is(err, ErrDataDir) || time.Now().After(deadline) {
+			return err
+		}
+		cfg.Logger.Warn("JetStream not ready; retrying", "component", "store", "err", err)
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(time.Second):
+		}
+	}
 }
 
 func (s *Store) ensure(ctx context.Context, cfg Config, fresh bool) error {

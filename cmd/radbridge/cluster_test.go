@@ -1,0 +1,413 @@
+package main_test
+
+// The failover proof: three nats-server processes in a JetStream cluster
+// (streams replicated 3 ways), two radbridge processes on it, real
+// mllp_send and storescu loading both. One nats-server and the process
+// running the mapper are killed with SIGKILL during the load. Ingestion
+// continues on the survivors; every message that got AA and every instance
+// that got success status becomes an event; a subscriber that resumes by
+// sequence on the surviving process sees every event once, without a gap.
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
+
+	rbv1 "radbridge/proto/radbridge/v1"
+)
+
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+type natsNode struct {
+	cmd  *exec.Cmd
+	url  string
+	logs *syncBuf
+	done chan struct{}
+}
+
+// startNATSCluster starts n clustered JetStream servers on loopback and
+// waits until they elected a metadata leader.
+func startNATSCluster(t *testing.T, n int) []*natsNode {
+	t.Helper()
+	client := make([]int, n)
+	route := make([]int, n)
+	var routes []string
+	for i := range n {
+		client[i], route[i] = freePort(t), freePort(t)
+		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", route[i]))
+	}
+	var nodes []*natsNode
+	for i := range n {
+		cmd := exec.Command(natsServer, "-js", "-a", "127.0.0.1", "-p", fmt.Sprint(client[i]),
+			"--server_name", fmt.Sprintf("n%d", i+1), "--cluster_name", "radbridge-test",
+			"--cluster", fmt.Sprintf("nats://127.0.0.1:%d", route[i]), "--routes", strings.Join(routes, ","),
+			"-sd", t.TempDir())
+		nd := &natsNode{cmd: cmd, url: fmt.Sprintf("nats://127.0.0.1:%d", client[i]), logs: &syncBuf{}, done: make(chan struct{})}
+		cmd.Stdout, cmd.Stderr = nd.logs, nd.logs
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		go func() { cmd.Wait(); close(nd.done) }()
+		t.Cleanup(func() {
+			cmd.Process.Kill()
+			<-nd.done
+			if t.Failed() {
+				t.Logf("nats-server n%d log (tail):\n%s", i+1, tail(nd.logs.String(), 3000))
+			}
+		})
+		nodes = append(nodes, nd)
+	}
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		for _, nd := range nodes {
+			if strings.Contains(nd.logs.String(), "JetStream cluster new metadata leader") || strings.Contains(nd.logs.String(), "Self is new JetStream cluster metadata leader") {
+				return nodes
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no JetStream metadata leader after 60s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func tail(s string, n int) string {
+	if len(s) > n {
+		return s[len(s)-n:]
+	}
+	return s
+}
+
+// ackRE finds MSA-1 and MSA-2 in mllp_send's output.
+var ackRE = regexp.MustCompile(`MSA\|([A-Z]{2})\|([^|\r\n]*)`)
+
+// storeOK counts the instances storescu -v reports stored with success.
+var storeOK = regexp.MustCompile(`Received Store Response \(Success\)`)
+
+func TestClusterFailover(t *testing.T) {
+	var mllp, storescu string
+	for _, bin := range []string{"mllp_send", "storescu", "/usr/bin/python3"} {
+		p, err := exec.LookPath(bin)
+		if err != nil {
+			if os.Getenv("CI") == "true" {
+				t.Fatalf("%s missing (CI=true: the test command installs it)", bin)
+			}
+			t.Skipf("%s missing", bin)
+		}
+		switch bin {
+		case "mllp_send":
+			mllp = p
+		case "storescu":
+			storescu = p
+		}
+	}
+	seed := uint64(time.Now().UnixNano())
+	t.Logf("seed %d", seed)
+	rng := rand.New(rand.NewPCG(seed, 7))
+
+	nodes := startNATSCluster(t, 3)
+	var urls []string
+	for _, nd := range nodes {
+		urls = append(urls, nd.url)
+	}
+	common := []string{"--nats-url", strings.Join(urls, ","), "--nats-replicas", "3", "--leader-lease", "3s", "--study-quiet-period", "2s"}
+	a := serve(t, append([]string{"--node-id", "rb-a"}, common...)...)
+	waitLog(t, a, `"msg":"became leader"`)
+	b := serve(t, append([]string{"--node-id", "rb-b"}, common...)...)
+	procs := []*daemon{a, b}
+
+	// Studies to send, made before the load starts.
+	const studies, perStudy = 8, 3
+	dir := t.TempDir()
+	for i := range studies {
+		sd := filepath.Join(dir, fmt.Sprint(i))
+		if out, err := exec.Command("/usr/bin/python3", "../../scripts/dicom/study.py", sd, fmt.Sprintf("1.2.826.0.1.3680043.10.1447.77.%d", i),
+			fmt.Sprintf("FO-P%d", i%3), fmt.Sprintf("FO-ST%d", i), "1", fmt.Sprint(perStudy)).CombinedOutput(); err != nil {
+			t.Fatalf("study.py: %v\n%s", err, out)
+		}
+	}
+
+	// A subscriber on the leader, resuming on the other process when its
+	// stream breaks.
+	subCtx, stopSub := context.WithCancel(context.Background())
+	defer stopSub()
+	var subMu sync.Mutex
+	var got []*rbv1.Event
+	subDone := make(chan struct{})
+	go func() {
+		defer close(subDone)
+		var last uint64
+		for i := 0; subCtx.Err() == nil; i++ {
+			d := procs[i%2]
+			conn, err := grpc.NewClient(d.grpc, grpc.WithTransportCredentials(insecure.NewCredentials()))
+			if err != nil {
+				continue
+			}
+			stream, err := rbv1.NewEventServiceClient(conn).Subscribe(subCtx, &rbv1.SubscribeRequest{SinceSequence: last, HeartbeatSeconds: 1})
+			for err == nil {
+				var ev *rbv1.Event
+				ev, err = stream.Recv()
+				if err == nil && !ev.GetHeartbeat() {
+					subMu.Lock()
+					got = append(got, ev)
+					subMu.Unlock()
+					last = ev.GetSequence()
+				}
+			}
+			conn.Close()
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+
+	// Load both processes; remember what was acknowledged.
+	loadCtx, stopLoad := context.WithCancel(context.Background())
+	var mu sync.Mutex
+	acked := map[string]string{} // MSH-10 → accession
+	stored := map[string]int{}   // study UID → instances stored with success
+	var sent, storeRuns, ackedAfterFaults, storedAfterFaults int
+	var faultsDone bool
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		for i := 0; loadCtx.Err() == nil; i++ {
+			d := procs[i%2]
+			ctl, acc := fmt.Sprintf("FO-%d", i), fmt.Sprintf("FOACC%d", i)
+			msg := fmt.Sprintf("MSH|^~\\&|RIS|H|RADBRIDGE|H|20260310083000||ORM^O01|%s|P|2.3\rPID|1||FO-P%d^^^H^MR||DOE^J\rORC|NW|PL%d|FI%d||SC\rOBR|1|PL%d|FI%d|71250^CT CHEST^C4||||||||||||||%s||||||CT\r",
+				ctl, i%3, i, i, i, i, acc)
+			f := filepath.Join(dir, ctl+".hl7")
+			os.WriteFile(f, []byte(msg), 0o644)
+			host, port, _ := strings.Cut(d.mllp, ":")
+			out, _ := exec.Command("timeout", "10", mllp, "--loose", "-f", f, "-p", port, host).Output()
+			mu.Lock()
+			sent++
+			if m := ackRE.FindStringSubmatch(string(out)); m != nil && m[1] == "AA" && m[2] == ctl {
+				acked[ctl] = acc
+				if faultsDone {
+					ackedAfterFaults++
+				}
+			}
+			mu.Unlock()
+		}
+	}()
+	pauses := make([]time.Duration, studies)
+	for i := range pauses {
+		pauses[i] = time.Duration(500+rng.IntN(700)) * time.Millisecond
+	}
+	go func() {
+		defer wg.Done()
+		for i := 0; i < studies && loadCtx.Err() == nil; i++ {
+			d := procs[(i+1)%2]
+			host, port, _ := strings.Cut(d.dicom, ":")
+			cmd := exec.Command("timeout", "20", storescu, "-v", "-aet", "PACS", "-aec", "RADBRIDGE", "+sd", host, port, filepath.Join(dir, fmt.Sprint(i)))
+			cmd.Env = append(os.Environ(), "TCP_NODELAY=1")
+			out, _ := cmd.CombinedOutput()
+			mu.Lock()
+			storeRuns++
+			n := len(storeOK.FindAllString(string(out), -1))
+			stored[fmt.Sprintf("1.2.826.0.1.3680043.10.1447.77.%d", i)] = n
+			if faultsDone {
+				storedAfterFaults += n
+			}
+			mu.Unlock()
+			time.Sleep(pauses[i])
+		}
+	}()
+
+	// Faults: a JetStream server, then the process running the mapper.
+	time.Sleep(time.Duration(1500+rng.IntN(1500)) * time.Millisecond)
+	victim := nodes[rng.IntN(len(nodes))]
+	victim.cmd.Process.Signal(syscall.SIGKILL)
+	<-victim.done
+	t.Logf("killed nats-server %s", victim.url)
+	time.Sleep(time.Duration(1000+rng.IntN(1500)) * time.Millisecond)
+	a.cmd.Process.Signal(syscall.SIGKILL)
+	<-a.done
+	t.Log("killed the mapper leader rb-a")
+	mu.Lock()
+	faultsDone = true
+	mu.Unlock()
+	waitLog(t, b, `"msg":"became leader"`)
+	time.Sleep(3 * time.Second) // load on the survivor alone
+	stopLoad()
+	wg.Wait()
+
+	mu.Lock()
+	instances := 0
+	for _, n := range stored {
+		instances += n
+	}
+	t.Logf("HL7: %d sent, %d acknowledged AA (%d after the faults); DICOM: %d storescu runs, %d instances stored (%d after the faults)",
+		sent, len(acked), ackedAfterFaults, storeRuns, instances, storedAfterFaults)
+	mu.Unlock()
+	if ackedAfterFaults == 0 {
+		t.Fatal("no HL7 message was acknowledged after the faults: ingestion did not continue on the survivors")
+	}
+	if instances == 0 {
+		t.Fatal("no instance was stored")
+	}
+
+	// Every acknowledged order and instance becomes an event on the
+	// survivor.
+	deadline := time.Now().Add(90 * time.Second)
+	for {
+		missingOrders, missingInst := checkAcknowledged(t, b, acked, stored)
+		if len(missingOrders) == 0 && len(missingInst) == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("after failover: orders acknowledged AA without ORDER_PLACED: %v; studies with fewer instances than acknowledged: %v", missingOrders, missingInst)
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+
+	// The subscriber resumed on the survivor: every event once, in order,
+	// without a gap, up to the log's end.
+	_, last := logBounds(t, b)
+	deadline = time.Now().Add(30 * time.Second)
+	for {
+		subMu.Lock()
+		n := len(got)
+		subMu.Unlock()
+		if n > 0 && got[n-1].GetSequence() >= last {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("subscriber at %d events, log ends at %d", n, last)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	stopSub()
+	<-subDone
+	ids := map[string]bool{}
+	for i, ev := range got {
+		if ids[ev.GetId()] {
+			t.Errorf("event %s delivered twice", ev.GetId())
+		}
+		ids[ev.GetId()] = true
+		if want := uint64(i + 1); ev.GetSequence() != want {
+			t.Fatalf("subscriber event %d has sequence %d: a gap or a duplicate", want, ev.GetSequence())
+		}
+	}
+	t.Logf("subscriber: %d events, sequences 1..%d, no duplicate", len(got), last)
+}
+
+func waitLog(t *testing.T, d *daemon, s string) {
+	t.Helper()
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(d.logs.String(), s) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s in the log:\n%s", s, d.logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// checkAcknowledged lists the acknowledged orders without an ORDER_PLACED
+// event and the studies whose newest event counts fewer instances than
+// storescu saw stored.
+func checkAcknowledged(t *testing.T, d *daemon, acked map[string]string, stored map[string]int) (orders []string, studies []string) {
+	t.Helper()
+	events := allEvents(t, d)
+	placed := map[string]bool{}
+	count := map[string]int{}
+	for _, ev := range events {
+		switch ev.Type {
+		case "ORDER_PLACED":
+			placed[ev.AccessionNumber] = true
+		case "IMAGING_STUDY_AVAILABLE", "IMAGING_STUDY_UPDATED":
+			count[ev.StudyInstanceUID] = ev.Resource.NumberOfInstances
+		}
+	}
+	for ctl, acc := range acked {
+		if !placed[acc] {
+			orders = append(orders, ctl)
+		}
+	}
+	for uid, n := range stored {
+		if n > 0 && count[uid] < n {
+			studies = append(studies, fmt.Sprintf("%s: %d of %d", uid, count[uid], n))
+		}
+	}
+	return orders, studies
+}
+
+type listedEvent struct {
+	Sequence         string `json:"sequence"`
+	Type             string `json:"type"`
+	AccessionNumber  string `json:"accession_number"`
+	StudyInstanceUID string `json:"study_instance_uid"`
+	Resource         struct {
+		NumberOfInstances int `json:"numberOfInstances"`
+	} `json:"resource"`
+}
+
+func allEvents(t *testing.T, d *daemon) []listedEvent {
+	t.Helper()
+	var out []listedEvent
+	since := "0"
+	for {
+		resp, err := http.Get(fmt.Sprintf("http://%s/v1/events?since=%s&page_size=1000", d.http, since))
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		var page struct {
+			Events []listedEvent `json:"events"`
+		}
+		if resp.StatusCode == http.StatusServiceUnavailable {
+			// The store is electing a stream leader: retryable, as the
+			// status says.
+			time.Sleep(200 * time.Millisecond)
+			continue
+		}
+		if resp.StatusCode != 200 {
+			t.Fatalf("GET /v1/events: %d %s", resp.StatusCode, b)
+		}
+		if err := json.Unmarshal(b, &page); err != nil {
+			t.Fatal(err)
+		}
+		if len(page.Events) == 0 {
+			return out
+		}
+		out = append(out, page.Events...)
+		since = page.Events[len(page.Events)-1].Sequence
+	}
+}
+
+func logBounds(t *testing.T, d *daemon) (first, last uint64) {
+	t.Helper()
+	evs := allEvents(t, d)
+	if len(evs) == 0 {
+		return 0, 0
+	}
+	var f, l uint64
+	fmt.Sscan(evs[0].Sequence, &f)
+	fmt.Sscan(evs[len(evs)-1].Sequence, &l)
+	return f, l
+}
