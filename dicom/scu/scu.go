@@ -3,6 +3,7 @@ package scu
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -61,6 +62,10 @@ type Config struct {
 	// Timeout bounds connecting, association, every read and every write
 	// (DefaultTimeout if 0).
 	Timeout time.Duration
+	// TLS, when set, runs the association over TLS (PS3.15 Annex B secure
+	// transport connection profiles); an empty ServerName verifies the
+	// dialled host. The handshake is bounded by Timeout.
+	TLS *tls.Config
 }
 
 // RejectError reports an association the peer rejected with
@@ -166,6 +171,11 @@ func Dial(ctx context.Context, addr string, cfg Config) (*Client, error) {
 	if tc, ok := conn.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 	}
+	if cfg.TLS != nil {
+		if conn, err = handshake(ctx, conn, cfg.TLS, addr, cfg.Timeout); err != nil {
+			return nil, fmt.Errorf("TLS with %s: %w", addr, err)
+		}
+	}
 	a, err := ul.Request(ctx, conn, ul.RequestConfig{
 		CallingAE:            cfg.CallingAE,
 		CalledAE:             cfg.CalledAE,
@@ -185,6 +195,22 @@ func Dial(ctx context.Context, addr string, cfg Config) (*Client, error) {
 		c.proposed[pc.ID] = pc
 	}
 	return c, nil
+}
+
+// handshake runs a client TLS handshake on conn within timeout.
+func handshake(ctx context.Context, conn net.Conn, cfg *tls.Config, addr string, timeout time.Duration) (net.Conn, error) {
+	if cfg.ServerName == "" {
+		cfg = cfg.Clone()
+		cfg.ServerName, _, _ = net.SplitHostPort(addr)
+	}
+	tc := tls.Client(conn, cfg)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return tc, nil
 }
 
 // presentationContexts proposes Verification and one context per

@@ -27,6 +27,9 @@ Usage:
   radbridge completion bash|zsh  print a shell completion script
   radbridge healthcheck [--addr localhost:8080]  exit 0 when the daemon is ready
 
+The client commands (tail, echo, store, send-hl7, healthcheck) speak TLS with
+--tls [--tls-ca-file CA] [--tls-cert-file C --tls-key-file K] [--tls-server-name N].
+
 Every serve flag can also be set as RADBRIDGE_<FLAG> (for example
 RADBRIDGE_GRPC_ADDR) or in a YAML file given with --config; flags win over the
 environment, which wins over the file.
@@ -92,6 +95,24 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 	if err != nil {
 		log.Error("cannot start", "err", err)
 		return 1
+	}
+	if cfg.TLSEnabled() {
+		// SIGHUP re-reads the TLS files at once (they are also re-read on
+		// their own within a second of changing).
+		hup := make(chan os.Signal, 1)
+		signal.Notify(hup, syscall.SIGHUP)
+		go func() {
+			defer signal.Stop(hup)
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-hup:
+					log.Info("SIGHUP: re-reading the TLS certificate, key and client CAs", "component", "tls")
+					_ = d.ReloadTLS() // a failure is logged, the previous certificate stays
+				}
+			}
+		}()
 	}
 	go func() {
 		<-ctx.Done()

@@ -3,6 +3,7 @@ package app
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -30,6 +31,7 @@ import (
 type dicomFlags struct {
 	addr, aet, aec *string
 	timeout        *time.Duration
+	tls            tlsClientFlags
 }
 
 func newDICOMFlags(fs *flag.FlagSet) dicomFlags {
@@ -38,11 +40,12 @@ func newDICOMFlags(fs *flag.FlagSet) dicomFlags {
 		aet:     fs.String("aet", scu.DefaultCallingAE, "our (calling) AE title"),
 		aec:     fs.String("aec", scu.DefaultCalledAE, "the peer's (called) AE title"),
 		timeout: fs.Duration("timeout", 30*time.Second, "bound on connecting and on every read and write"),
+		tls:     newTLSClientFlags(fs),
 	}
 }
 
-func (f dicomFlags) config(ctxs []scu.Context) scu.Config {
-	return scu.Config{CallingAE: *f.aet, CalledAE: *f.aec, Contexts: ctxs, Timeout: *f.timeout}
+func (f dicomFlags) config(ctxs []scu.Context, tc *tls.Config) scu.Config {
+	return scu.Config{CallingAE: *f.aet, CalledAE: *f.aec, Contexts: ctxs, Timeout: *f.timeout, TLS: tc}
 }
 
 func parseFlags(fs *flag.FlagSet, args []string) (int, bool) {
@@ -63,10 +66,15 @@ func echoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
+	tc, err := df.tls.config()
+	if err != nil {
+		fmt.Fprintf(stderr, "radbridge echo: %v\n", err)
+		return 2
+	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	start := time.Now()
-	c, err := scu.Dial(ctx, *df.addr, df.config(nil))
+	c, err := scu.Dial(ctx, *df.addr, df.config(nil, tc))
 	if err != nil {
 		fmt.Fprintf(stderr, "radbridge echo: %v\n", err)
 		return 1
@@ -213,6 +221,11 @@ func storeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		fs.Usage()
 		return 2
 	}
+	tc, err := df.tls.config()
+	if err != nil {
+		fmt.Fprintf(stderr, "radbridge store: %v\n", err)
+		return 2
+	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	start := time.Now()
@@ -233,7 +246,7 @@ func storeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 		}
 		if c == nil {
 			var err error
-			c, err = scu.Dial(ctx, *df.addr, df.config(storeContexts(items[i:])))
+			c, err = scu.Dial(ctx, *df.addr, df.config(storeContexts(items[i:]), tc))
 			if err != nil {
 				p.line("radbridge store: %v", err)
 				failed += len(items) - i
@@ -322,11 +335,17 @@ func sendHL7(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	}
 	addr := fs.String("addr", "localhost:2575", "MLLP address of the receiver (host:port)")
 	timeout := fs.Duration("timeout", 30*time.Second, "bound on connecting and on waiting for each ACK")
+	tf := newTLSClientFlags(fs)
 	if code, ok := parseFlags(fs, args); !ok {
 		return code
 	}
 	if fs.NArg() == 0 {
 		fs.Usage()
+		return 2
+	}
+	tc, err := tf.config()
+	if err != nil {
+		fmt.Fprintf(stderr, "radbridge send-hl7: %v\n", err)
 		return 2
 	}
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
@@ -349,6 +368,9 @@ func sendHL7(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		if conn == nil {
 			d := net.Dialer{Timeout: *timeout}
 			conn, err = d.DialContext(ctx, "tcp", *addr)
+			if err == nil && tc != nil {
+				conn, err = clientTLS(ctx, conn, tc, *addr, *timeout)
+			}
 			if err != nil {
 				fmt.Fprintf(stderr, "radbridge send-hl7: %v\n", err)
 				return 1

@@ -34,12 +34,12 @@ func completionCommands() []completionCommand {
 	return []completionCommand{
 		{"serve", serveFlags},
 		{"demo", append([]string{"loop", "patients", "speed"}, serveFlags...)},
-		{"tail", []string{"addr", "from-now", "json", "patient", "resource-type", "since", "token-file", "type"}},
-		{"echo", []string{"addr", "aec", "aet", "timeout"}},
-		{"store", []string{"addr", "aec", "aet", "timeout"}},
-		{"send-hl7", []string{"addr", "timeout"}},
+		{"tail", append([]string{"addr", "from-now", "json", "patient", "resource-type", "since", "token-file", "type"}, tlsClientFlagNames...)},
+		{"echo", append([]string{"addr", "aec", "aet", "timeout"}, tlsClientFlagNames...)},
+		{"store", append([]string{"addr", "aec", "aet", "timeout"}, tlsClientFlagNames...)},
+		{"send-hl7", append([]string{"addr", "timeout"}, tlsClientFlagNames...)},
 		{"version", []string{"json"}},
-		{"healthcheck", []string{"addr", "timeout"}},
+		{"healthcheck", append([]string{"addr", "timeout"}, tlsClientFlagNames...)},
 		{"completion", nil},
 		{"help", nil},
 	}

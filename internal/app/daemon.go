@@ -17,6 +17,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/sync/errgroup"
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -33,6 +34,7 @@ import (
 	"radbridge/hl7/receiver"
 	"radbridge/internal/config"
 	"radbridge/internal/metrics"
+	"radbridge/internal/tlsconf"
 	"radbridge/leader"
 	"radbridge/mapper"
 	rbv1 "radbridge/proto/radbridge/v1"
@@ -65,6 +67,14 @@ type Daemon struct {
 	metricsSrv *http.Server
 	started    time.Time
 
+	// TLS (issue 7): the shared certificate store and the TLS listeners
+	// (nil when off). mllpTLSLn and dicomTLSLn hand out TLS connections;
+	// grpcTLSLn and httpsLn are TCP, the servers do the handshake.
+	tls                   *tlsconf.Store
+	mllpTLSLn, dicomTLSLn net.Listener
+	grpcTLSLn, httpsLn    net.Listener
+	grpcTLSSrv            *grpc.Server
+
 	ready    atomic.Bool
 	stopping atomic.Bool
 	done     chan struct{}
@@ -93,16 +103,23 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	}
 	log.Info("store open", "component", "store", "at", where, "embedded", cfg.NATSURL == "", "fsync", cfg.Fsync)
 
-	d.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr)
-	if err != nil {
-		st.Close()
-		return nil, fmt.Errorf("gRPC listener --grpc-addr %s: %w", cfg.GRPCAddr, err)
+	if cfg.GRPCAddr != "" {
+		d.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr)
+		if err != nil {
+			st.Close()
+			return nil, fmt.Errorf("gRPC listener --grpc-addr %s: %w", cfg.GRPCAddr, err)
+		}
 	}
-	d.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
-	if err != nil {
-		d.grpcLn.Close()
-		st.Close()
-		return nil, fmt.Errorf("HTTP listener --http-addr %s: %w", cfg.HTTPAddr, err)
+	if cfg.HTTPAddr != "" {
+		d.httpLn, err = net.Listen("tcp", cfg.HTTPAddr)
+		if err != nil {
+			d.closeAll()
+			return nil, fmt.Errorf("HTTP listener --http-addr %s: %w", cfg.HTTPAddr, err)
+		}
+	}
+	if err := d.listenTLS(); err != nil {
+		d.closeAll()
+		return nil, err
 	}
 	if cfg.MetricsAddr != "" {
 		if d.metricsLn, err = net.Listen("tcp", cfg.MetricsAddr); err != nil {
@@ -116,13 +133,13 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		bodies = log
 		log.Warn("--log-patient-data is on: message bodies with patient data are written to the log")
 	}
-	if cfg.MLLPAddr != "" {
+	if cfg.MLLPAddr != "" || cfg.MLLPTLSAddr != "" {
 		d.hl7Srv, err = receiver.New(receiver.Config{
 			Handler: hl7Handler{log: st.Ingest(), bodies: bodies}, MaxMessageSize: cfg.MLLPMaxMessage, MaxConnections: cfg.MLLPMaxConnections,
 			ReadTimeout: cfg.MLLPReadTimeout, IdleTimeout: cfg.MLLPIdleTimeout, DrainTimeout: cfg.ShutdownTimeout, Logger: log,
 			MaxConnectionsPerHost: cfg.MLLPMaxConnectionsPerHost,
 		})
-		if err == nil {
+		if err == nil && cfg.MLLPAddr != "" {
 			d.mllpLn, err = net.Listen("tcp", cfg.MLLPAddr)
 		}
 		if err != nil {
@@ -131,14 +148,14 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		}
 		d.metrics.MustRegister(metrics.NewHL7Collector(d.hl7Srv))
 	}
-	if cfg.DICOMAddr != "" {
+	if cfg.DICOMAddr != "" || cfg.DICOMTLSAddr != "" {
 		d.dicomSrv, err = scp.New(scp.Config{
 			AETitle: cfg.AETitle, AllowedCallers: allowedCallers(cfg.DICOMAllowedCallers), MaxAssociations: cfg.DICOMMaxAssociations,
 			MaxPDULength: uint32(cfg.DICOMMaxPDU), IdleTimeout: cfg.DICOMIdleTimeout, DrainTimeout: cfg.ShutdownTimeout,
 			StoreDir: cfg.StoreDir, Logger: log,
 			MaxAssociationsPerHost: cfg.DICOMMaxAssociationsPerHost, ARTIMTimeout: cfg.DICOMARTIMTimeout,
 		}, dicomHandler{log: st.Ingest(), bodies: bodies})
-		if err == nil {
+		if err == nil && cfg.DICOMAddr != "" {
 			d.dicomLn, err = net.Listen("tcp", cfg.DICOMAddr)
 		}
 		if err != nil {
@@ -188,19 +205,31 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	d.svc = api.NewService(st.Events(), d.hub, st.Ingest(), d.mapper, patients, log)
 	d.svc.DefaultHeartbeat = cfg.Heartbeat
 
-	d.grpcSrv = grpc.NewServer(
-		grpc.MaxRecvMsgSize(64<<10),
-		grpc.ChainUnaryInterceptor(auth.UnaryServerInterceptor(authn)),
-		grpc.ChainStreamInterceptor(auth.StreamServerInterceptor(authn)),
-		grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
-		grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
-	)
-	rbv1.RegisterEventServiceServer(d.grpcSrv, d.svc)
 	d.health = health.NewServer()
 	d.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	d.health.SetServingStatus(rbv1.EventService_ServiceDesc.ServiceName, healthpb.HealthCheckResponse_NOT_SERVING)
-	healthpb.RegisterHealthServer(d.grpcSrv, d.health)
-	reflection.Register(d.grpcSrv)
+	newGRPCServer := func(opts ...grpc.ServerOption) *grpc.Server {
+		srv := grpc.NewServer(append([]grpc.ServerOption{
+			grpc.MaxRecvMsgSize(64 << 10),
+			grpc.ChainUnaryInterceptor(auth.UnaryServerInterceptor(authn)),
+			grpc.ChainStreamInterceptor(auth.StreamServerInterceptor(authn)),
+			grpc.KeepaliveParams(keepalive.ServerParameters{Time: time.Minute, Timeout: 20 * time.Second}),
+			grpc.KeepaliveEnforcementPolicy(keepalive.EnforcementPolicy{MinTime: 10 * time.Second, PermitWithoutStream: true}),
+		}, opts...)...)
+		rbv1.RegisterEventServiceServer(srv, d.svc)
+		healthpb.RegisterHealthServer(srv, d.health)
+		reflection.Register(srv)
+		return srv
+	}
+	// One server for plain text (and the gateway's in-memory connection),
+	// one with TLS credentials: grpc.Server takes credentials per server.
+	d.grpcSrv = newGRPCServer()
+	if d.grpcTLSLn != nil {
+		d.grpcTLSSrv = newGRPCServer(
+			grpc.Creds(credentials.NewTLS(d.tls.ServerConfig(d.tlsFront("grpc", "grpc-tls-allowed-subjects", cfg.GRPCTLSAllowedSubjects, "h2")))),
+			grpc.ConnectionTimeout(cfg.TLSHandshakeTimeout),
+		)
+	}
 
 	// The gateway reaches the gRPC server over an in-memory connection.
 	internal := bufconn.Listen(1 << 20)
@@ -236,6 +265,9 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		BaseContext:       func(net.Listener) context.Context { return runCtx },
 		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
 	}
+	if d.httpsLn != nil {
+		d.httpSrv.TLSConfig = d.tls.ServerConfig(d.tlsFront("https", "https-allowed-subjects", cfg.HTTPSAllowedSubjects, "h2", "http/1.1"))
+	}
 
 	var g errgroup.Group
 	run := func(name string, f func() error) {
@@ -251,14 +283,34 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	run("mapper", func() error { return d.mapper.Run(runCtx) })
 	run("fanout", func() error { return d.hub.Run(runCtx) })
 	run("thumbnails", func() error { return thumbs.Run(runCtx) })
-	run("grpc", func() error { return d.grpcSrv.Serve(d.grpcLn) })
 	run("grpc", func() error { return d.grpcSrv.Serve(internal) })
-	run("http", func() error {
-		if err := d.httpSrv.Serve(d.httpLn); !errors.Is(err, http.ErrServerClosed) {
-			return err
-		}
-		return nil
-	})
+	if d.grpcLn != nil {
+		run("grpc", func() error { return d.grpcSrv.Serve(d.grpcLn) })
+		log.Info("listening", "component", "grpc", "addr", d.grpcLn.Addr().String(), "tls", false)
+	}
+	if d.grpcTLSLn != nil {
+		run("grpc", func() error { return d.grpcTLSSrv.Serve(d.grpcTLSLn) })
+		log.Info("listening", "component", "grpc", "addr", d.grpcTLSLn.Addr().String(), "tls", d.tlsMode(cfg.GRPCTLSAllowedSubjects))
+	}
+	if d.httpLn != nil {
+		run("http", func() error {
+			if err := d.httpSrv.Serve(d.httpLn); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+		log.Info("listening", "component", "http", "addr", d.httpLn.Addr().String(), "tls", false)
+	}
+	if d.httpsLn != nil {
+		run("http", func() error {
+			// The certificate comes from TLSConfig (GetCertificate).
+			if err := d.httpSrv.ServeTLS(d.httpsLn, "", ""); !errors.Is(err, http.ErrServerClosed) {
+				return err
+			}
+			return nil
+		})
+		log.Info("listening", "component", "http", "addr", d.httpsLn.Addr().String(), "tls", d.tlsMode(cfg.HTTPSAllowedSubjects))
+	}
 	if d.metricsLn != nil {
 		d.metricsSrv = &http.Server{Handler: metricsServer(d.metrics), ReadHeaderTimeout: 10 * time.Second, IdleTimeout: 2 * time.Minute,
 			ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
@@ -272,16 +324,33 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	}
 	recvCtx, stopReceivers := context.WithCancel(context.WithoutCancel(ctx))
 	d.stopReceivers = stopReceivers
-	if d.hl7Srv != nil {
-		d.receivers.Go(func() error { return d.hl7Srv.Serve(recvCtx, d.mllpLn) })
-		log.Info("listening", "component", "hl7", "addr", d.mllpLn.Addr().String())
+	// The same receiver serves its plain and its TLS listener.
+	for _, l := range []struct {
+		ln       net.Listener
+		tls      bool
+		allowed  string
+		isDICOM  bool
+		disabled bool
+	}{
+		{d.mllpLn, false, "", false, d.hl7Srv == nil}, {d.mllpTLSLn, true, cfg.MLLPTLSAllowedSubjects, false, d.hl7Srv == nil},
+		{d.dicomLn, false, "", true, d.dicomSrv == nil}, {d.dicomTLSLn, true, cfg.DICOMTLSAllowedSubjects, true, d.dicomSrv == nil},
+	} {
+		if l.ln == nil || l.disabled {
+			continue
+		}
+		mode := any(false)
+		if l.tls {
+			mode = d.tlsMode(l.allowed)
+		}
+		ln := l.ln
+		if l.isDICOM {
+			d.receivers.Go(func() error { return d.dicomSrv.Serve(recvCtx, ln) })
+			log.Info("listening", "component", "dicom", "addr", ln.Addr().String(), "ae_title", cfg.AETitle, "tls", mode)
+		} else {
+			d.receivers.Go(func() error { return d.hl7Srv.Serve(recvCtx, ln) })
+			log.Info("listening", "component", "hl7", "addr", ln.Addr().String(), "tls", mode)
+		}
 	}
-	if d.dicomSrv != nil {
-		d.receivers.Go(func() error { return d.dicomSrv.Serve(recvCtx, d.dicomLn) })
-		log.Info("listening", "component", "dicom", "addr", d.dicomLn.Addr().String(), "ae_title", cfg.AETitle)
-	}
-	log.Info("listening", "component", "grpc", "addr", d.grpcLn.Addr().String())
-	log.Info("listening", "component", "http", "addr", d.httpLn.Addr().String())
 
 	go func() {
 		if err := d.hub.WaitReady(runCtx); err != nil {
@@ -340,13 +409,22 @@ func (d *Daemon) shutdown(cancelRun context.CancelFunc, conn *grpc.ClientConn) {
 			close(httpDone)
 		}()
 		grpcDone := make(chan struct{})
-		go func() { d.grpcSrv.GracefulStop(); close(grpcDone) }()
+		go func() {
+			d.grpcSrv.GracefulStop()
+			if d.grpcTLSSrv != nil {
+				d.grpcTLSSrv.GracefulStop()
+			}
+			close(grpcDone)
+		}()
 		d.svc.Stop()
 		cancelRun()
 		select {
 		case <-grpcDone:
 		case <-deadline.Done():
 			d.grpcSrv.Stop()
+			if d.grpcTLSSrv != nil {
+				d.grpcTLSSrv.Stop()
+			}
 		}
 		<-httpDone
 		conn.Close()
@@ -354,7 +432,7 @@ func (d *Daemon) shutdown(cancelRun context.CancelFunc, conn *grpc.ClientConn) {
 }
 
 func (d *Daemon) closeAll() {
-	for _, l := range []net.Listener{d.grpcLn, d.httpLn, d.mllpLn, d.dicomLn, d.metricsLn} {
+	for _, l := range []net.Listener{d.grpcLn, d.httpLn, d.mllpLn, d.dicomLn, d.metricsLn, d.mllpTLSLn, d.dicomTLSLn, d.grpcTLSLn, d.httpsLn} {
 		if l != nil {
 			l.Close()
 		}
@@ -400,11 +478,83 @@ func splitList(s string) []string {
 	return out
 }
 
-// GRPCAddr is the bound gRPC address.
-func (d *Daemon) GRPCAddr() string { return d.grpcLn.Addr().String() }
+// GRPCAddr is the bound gRPC address ("" when off).
+func (d *Daemon) GRPCAddr() string { return addrOf(d.grpcLn) }
 
-// HTTPAddr is the bound HTTP address.
-func (d *Daemon) HTTPAddr() string { return d.httpLn.Addr().String() }
+// HTTPAddr is the bound HTTP address ("" when off).
+func (d *Daemon) HTTPAddr() string { return addrOf(d.httpLn) }
+
+// MLLPTLSAddr is the bound MLLP over TLS address ("" when off).
+func (d *Daemon) MLLPTLSAddr() string { return addrOf(d.mllpTLSLn) }
+
+// DICOMTLSAddr is the bound DICOM TLS address ("" when off).
+func (d *Daemon) DICOMTLSAddr() string { return addrOf(d.dicomTLSLn) }
+
+// GRPCTLSAddr is the bound gRPC over TLS address ("" when off).
+func (d *Daemon) GRPCTLSAddr() string { return addrOf(d.grpcTLSLn) }
+
+// HTTPSAddr is the bound HTTPS address ("" when off).
+func (d *Daemon) HTTPSAddr() string { return addrOf(d.httpsLn) }
+
+func addrOf(l net.Listener) string {
+	if l == nil {
+		return ""
+	}
+	return l.Addr().String()
+}
+
+// ReloadTLS re-reads the TLS certificate, key and client CAs now (SIGHUP);
+// the files are also re-read on their own when they change.
+func (d *Daemon) ReloadTLS() error {
+	if d.tls == nil {
+		return errors.New("no TLS listener")
+	}
+	return d.tls.Reload()
+}
+
+// listenTLS loads the certificate and binds the TLS listeners that are on.
+func (d *Daemon) listenTLS() error {
+	cfg := d.cfg
+	if !cfg.TLSEnabled() {
+		return nil
+	}
+	var err error
+	d.tls, err = tlsconf.Load(tlsconf.Files{CertFile: cfg.TLSCertFile, KeyFile: cfg.TLSKeyFile, ClientCAFile: cfg.TLSClientCAFile}, d.log)
+	if err != nil {
+		return fmt.Errorf("--tls-cert-file, --tls-key-file, --tls-client-ca-file: %w", err)
+	}
+	for _, l := range []struct {
+		flag, addr string
+		ln         *net.Listener
+	}{{"mllp-tls-addr", cfg.MLLPTLSAddr, &d.mllpTLSLn}, {"dicom-tls-addr", cfg.DICOMTLSAddr, &d.dicomTLSLn}, {"grpc-tls-addr", cfg.GRPCTLSAddr, &d.grpcTLSLn}, {"https-addr", cfg.HTTPSAddr, &d.httpsLn}} {
+		if l.addr == "" {
+			continue
+		}
+		if *l.ln, err = net.Listen("tcp", l.addr); err != nil {
+			return fmt.Errorf("TLS listener --%s %s: %w", l.flag, l.addr, err)
+		}
+	}
+	// MLLP and DICOM: the receivers read TLS connections; each handshake
+	// runs in the connection's goroutine within --tls-handshake-timeout.
+	if d.mllpTLSLn != nil {
+		f := d.tlsFront("hl7", "mllp-tls-allowed-subjects", cfg.MLLPTLSAllowedSubjects)
+		d.mllpTLSLn = tlsconf.NewListener(d.mllpTLSLn, d.tls.ServerConfig(f), cfg.TLSHandshakeTimeout, d.log.With("component", "hl7"))
+	}
+	if d.dicomTLSLn != nil {
+		f := d.tlsFront("dicom", "dicom-tls-allowed-subjects", cfg.DICOMTLSAllowedSubjects)
+		d.dicomTLSLn = tlsconf.NewListener(d.dicomTLSLn, d.tls.ServerConfig(f), cfg.TLSHandshakeTimeout, d.log.With("component", "dicom"))
+	}
+	return nil
+}
+
+func (d *Daemon) tlsFront(component, flag, allowed string, nextProtos ...string) *tlsconf.Front {
+	return &tlsconf.Front{Name: component, Flag: flag, Allowed: tlsconf.SplitSubjects(allowed), NextProtos: nextProtos, Log: d.log}
+}
+
+// tlsMode says in the log what a TLS listener asks of clients.
+func (d *Daemon) tlsMode(allowed string) string {
+	return d.tls.Describe(&tlsconf.Front{Allowed: tlsconf.SplitSubjects(allowed)})
+}
 
 // Ready reports readiness.
 func (d *Daemon) Ready() bool { return d.readyErr() == nil }

@@ -153,9 +153,13 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			case <-time.After(20 * time.Millisecond):
 			}
 		}
-		_, port, _ := net.SplitHostPort(d.HTTPAddr())
+		scheme, addr := "http", d.HTTPAddr()
+		if addr == "" {
+			scheme, addr = "https", d.HTTPSAddr()
+		}
+		_, port, _ := net.SplitHostPort(addr)
 		first := demo.Patients(opts.patients)[0].ID
-		fmt.Fprintf(stdout, "radbridge demo: open http://localhost:%s/?patient=%s — simulated RIS and PACS are sending to this daemon\n", port, first)
+		fmt.Fprintf(stdout, "radbridge demo: open %s://localhost:%s/?patient=%s — simulated RIS and PACS are sending to this daemon\n", scheme, port, first)
 		ris := &demo.RIS{Addr: loopback(d.MLLPAddr())}
 		defer ris.Close()
 		var pacs demo.PACS

@@ -14,6 +14,7 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
@@ -42,6 +43,7 @@ func tail(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fromNow := fs.Bool("from-now", false, "print only events that arrive from now on")
 	asJSON := fs.Bool("json", false, "print each event as one line of JSON")
 	tokenFile := fs.String("token-file", "", "file holding the bearer token (else $RADBRIDGE_TOKEN); sent as gRPC authorization metadata")
+	tf := newTLSClientFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
@@ -71,7 +73,16 @@ func tail(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if token != "" {
 		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+token)
 	}
-	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+	tc, err := tf.config()
+	if err != nil {
+		fmt.Fprintf(stderr, "radbridge tail: %v\n", err)
+		return 2
+	}
+	creds := insecure.NewCredentials()
+	if tc != nil {
+		creds = credentials.NewTLS(tc)
+	}
+	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(creds))
 	if err != nil {
 		fmt.Fprintf(stderr, "radbridge tail: %v\n", err)
 		return 2

@@ -98,21 +98,32 @@ func healthcheck(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	fs.SetOutput(stderr)
 	addr := fs.String("addr", "localhost:8080", "the daemon's HTTP address (--http-addr)")
 	timeout := fs.Duration("timeout", 3*time.Second, "time to wait for the answer")
+	tf := newTLSClientFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0
 		}
 		return 2
 	}
+	tc, err := tf.config()
+	if err != nil {
+		fmt.Fprintf(stderr, "radbridge healthcheck: %v\n", err)
+		return 2
+	}
+	client, scheme := http.DefaultClient, "http"
+	if tc != nil {
+		// --addr is then the daemon's --https-addr.
+		client, scheme = &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}, "https"
+	}
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
-	url := "http://" + *addr + "/readyz"
+	url := scheme + "://" + *addr + "/readyz"
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, url, nil)
 	if err != nil {
 		fmt.Fprintf(stderr, "radbridge healthcheck: %v\n", err)
 		return 2
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := client.Do(req)
 	if err != nil {
 		fmt.Fprintf(stderr, "radbridge healthcheck: %v\n", err)
 		return 1

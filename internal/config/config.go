@@ -84,6 +84,22 @@ type Config struct {
 	DICOMMaxAssociationsPerHost int
 	DICOMARTIMTimeout           time.Duration
 	HTTPReadHeaderTimeout       time.Duration
+
+	// TLS (issue 7): one certificate for every front, reloaded when its
+	// files change; per-front TLS listeners (empty = off) and client
+	// subject allow-lists for mutual TLS.
+	TLSCertFile             string
+	TLSKeyFile              string
+	TLSClientCAFile         string
+	MLLPTLSAddr             string
+	DICOMTLSAddr            string
+	GRPCTLSAddr             string
+	HTTPSAddr               string
+	MLLPTLSAllowedSubjects  string
+	DICOMTLSAllowedSubjects string
+	GRPCTLSAllowedSubjects  string
+	HTTPSAllowedSubjects    string
+	TLSHandshakeTimeout     time.Duration
 }
 
 // EnvPrefix prefixes every environment variable.
@@ -103,8 +119,8 @@ func (c *Config) FlagSet(name string) *flag.FlagSet {
 	fs.IntVar(&c.NATSReplicas, "nats-replicas", 1, "stream replicas on an external JetStream cluster (1-5)")
 	fs.BoolVar(&c.Fsync, "fsync", true, "fsync every write before acknowledging it (embedded store); false trades durability on power loss for throughput")
 	fs.DurationVar(&c.DuplicateWindow, "duplicate-window", 10*time.Minute, "how long the ingest log deduplicates resent observations by key (the mapper ignores older repeats too)")
-	fs.StringVar(&c.GRPCAddr, "grpc-addr", ":9090", "gRPC listen address")
-	fs.StringVar(&c.HTTPAddr, "http-addr", ":8080", "HTTP listen address (REST, WebSocket, health)")
+	fs.StringVar(&c.GRPCAddr, "grpc-addr", ":9090", "gRPC listen address; empty turns the plain-text listener off")
+	fs.StringVar(&c.HTTPAddr, "http-addr", ":8080", "HTTP listen address (REST, WebSocket, health); empty turns the plain-text listener off")
 	fs.StringVar(&c.MLLPAddr, "mllp-addr", ":2575", "HL7 v2 MLLP listen address; empty turns the listener off")
 	fs.IntVar(&c.MLLPMaxMessage, "mllp-max-message", 1<<20, "largest HL7 message in bytes; a larger frame is answered AR and the connection closed")
 	fs.IntVar(&c.MLLPMaxConnections, "mllp-max-connections", 256, "concurrent MLLP connections")
@@ -151,6 +167,20 @@ func (c *Config) FlagSet(name string) *flag.FlagSet {
 	fs.IntVar(&c.DICOMMaxAssociationsPerHost, "dicom-max-associations-per-host", 0, "concurrent DICOM associations from one IP address (beyond: A-ASSOCIATE-RJ transient, local limit exceeded); 0 means --dicom-max-associations")
 	fs.DurationVar(&c.DICOMARTIMTimeout, "dicom-artim-timeout", 30*time.Second, "time a DICOM peer has to send its A-ASSOCIATE-RQ, and to close after release or rejection (PS3.8 ARTIM)")
 	fs.DurationVar(&c.HTTPReadHeaderTimeout, "http-read-header-timeout", 10*time.Second, "time an HTTP client has to send its request headers")
+
+	// TLS (issue 7).
+	fs.StringVar(&c.TLSCertFile, "tls-cert-file", "", "PEM certificate (leaf first, then intermediates) of every TLS listener; re-read without a restart when it changes (or on SIGHUP)")
+	fs.StringVar(&c.TLSKeyFile, "tls-key-file", "", "PEM private key of --tls-cert-file; re-read with it")
+	fs.StringVar(&c.TLSClientCAFile, "tls-client-ca-file", "", "PEM CA certificates; when set, every TLS listener requires a client certificate issued by them (mutual TLS)")
+	fs.StringVar(&c.MLLPTLSAddr, "mllp-tls-addr", "", "HL7 v2 MLLP over TLS listen address (e.g. :2576); empty turns it off")
+	fs.StringVar(&c.DICOMTLSAddr, "dicom-tls-addr", "", "DICOM TLS listen address (2762 is the well-known port: :2762); empty turns it off")
+	fs.StringVar(&c.GRPCTLSAddr, "grpc-tls-addr", "", "gRPC over TLS listen address (e.g. :9443); empty turns it off")
+	fs.StringVar(&c.HTTPSAddr, "https-addr", "", "HTTPS listen address (REST, WSS, health; e.g. :8443); empty turns it off")
+	fs.StringVar(&c.MLLPTLSAllowedSubjects, "mllp-tls-allowed-subjects", "", "with --tls-client-ca-file: client certificates allowed on --mllp-tls-addr, each a subject CN, an RFC 2253 DN (separate entries with ; then), a DNS or URI SAN; empty allows any verified client")
+	fs.StringVar(&c.DICOMTLSAllowedSubjects, "dicom-tls-allowed-subjects", "", "with --tls-client-ca-file: client certificates allowed on --dicom-tls-addr (as --mllp-tls-allowed-subjects)")
+	fs.StringVar(&c.GRPCTLSAllowedSubjects, "grpc-tls-allowed-subjects", "", "with --tls-client-ca-file: client certificates allowed on --grpc-tls-addr (as --mllp-tls-allowed-subjects)")
+	fs.StringVar(&c.HTTPSAllowedSubjects, "https-allowed-subjects", "", "with --tls-client-ca-file: client certificates allowed on --https-addr (as --mllp-tls-allowed-subjects)")
+	fs.DurationVar(&c.TLSHandshakeTimeout, "tls-handshake-timeout", 10*time.Second, "time a client has to finish the TLS handshake")
 	return fs
 }
 
@@ -220,9 +250,10 @@ func Load(name string, args []string, getenv func(string) string, usage io.Write
 func (c *Config) Validate() error {
 	var errs []error
 	bad := func(format string, a ...any) { errs = append(errs, fmt.Errorf(format, a...)) }
-	for name, a := range map[string]string{"grpc-addr": c.GRPCAddr, "http-addr": c.HTTPAddr, "mllp-addr": c.MLLPAddr, "dicom-addr": c.DICOMAddr, "metrics-addr": c.MetricsAddr} {
-		if a == "" && (name == "mllp-addr" || name == "dicom-addr" || name == "metrics-addr") {
-			continue
+	for name, a := range map[string]string{"grpc-addr": c.GRPCAddr, "http-addr": c.HTTPAddr, "mllp-addr": c.MLLPAddr, "dicom-addr": c.DICOMAddr, "metrics-addr": c.MetricsAddr,
+		"mllp-tls-addr": c.MLLPTLSAddr, "dicom-tls-addr": c.DICOMTLSAddr, "grpc-tls-addr": c.GRPCTLSAddr, "https-addr": c.HTTPSAddr} {
+		if a == "" {
+			continue // that listener is off
 		}
 		if _, _, err := net.SplitHostPort(a); err != nil {
 			bad("--%s %q: want host:port (for example :9090): %v", name, a, err)
@@ -319,6 +350,7 @@ func (c *Config) Validate() error {
 	if len(c.NodeID) > 64 || strings.ContainsAny(c.NodeID, " \t\r\n") {
 		bad("--node-id %q: want at most 64 characters without spaces", c.NodeID)
 	}
+	c.validateTLS(bad)
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		bad("--log-format %q: want text or json", c.LogFormat)
 	}
@@ -328,6 +360,55 @@ func (c *Config) Validate() error {
 		bad("--log-level %q: want debug, info, warn or error", c.LogLevel)
 	}
 	return errors.Join(errs...)
+}
+
+// TLSEnabled reports whether any TLS listener is on.
+func (c *Config) TLSEnabled() bool {
+	return c.MLLPTLSAddr != "" || c.DICOMTLSAddr != "" || c.GRPCTLSAddr != "" || c.HTTPSAddr != ""
+}
+
+// validateTLS checks the TLS block (issue 7).
+func (c *Config) validateTLS(bad func(string, ...any)) {
+	var on []string
+	for _, l := range [][2]string{{"mllp-tls-addr", c.MLLPTLSAddr}, {"dicom-tls-addr", c.DICOMTLSAddr}, {"grpc-tls-addr", c.GRPCTLSAddr}, {"https-addr", c.HTTPSAddr}} {
+		if l[1] != "" {
+			on = append(on, "--"+l[0])
+		}
+	}
+	if len(on) > 0 && (c.TLSCertFile == "" || c.TLSKeyFile == "") {
+		bad("%s: a TLS listener needs --tls-cert-file and --tls-key-file", strings.Join(on, ", "))
+	}
+	if len(on) == 0 && (c.TLSCertFile != "" || c.TLSKeyFile != "" || c.TLSClientCAFile != "") {
+		bad("--tls-cert-file, --tls-key-file and --tls-client-ca-file are set but no TLS listener is (--mllp-tls-addr, --dicom-tls-addr, --grpc-tls-addr, --https-addr)")
+	}
+	for name, f := range map[string]string{"tls-cert-file": c.TLSCertFile, "tls-key-file": c.TLSKeyFile, "tls-client-ca-file": c.TLSClientCAFile} {
+		if f == "" {
+			continue
+		}
+		if st, err := os.Stat(f); err != nil || !st.Mode().IsRegular() {
+			bad("--%s %s: not an existing file", name, f)
+		}
+	}
+	for _, l := range [][3]string{
+		{"mllp-tls-allowed-subjects", c.MLLPTLSAllowedSubjects, c.MLLPTLSAddr}, {"dicom-tls-allowed-subjects", c.DICOMTLSAllowedSubjects, c.DICOMTLSAddr},
+		{"grpc-tls-allowed-subjects", c.GRPCTLSAllowedSubjects, c.GRPCTLSAddr}, {"https-allowed-subjects", c.HTTPSAllowedSubjects, c.HTTPSAddr},
+	} {
+		if strings.TrimSpace(l[1]) == "" {
+			continue
+		}
+		if c.TLSClientCAFile == "" {
+			bad("--%s needs --tls-client-ca-file: without client certificates there are no subjects to allow", l[0])
+		}
+		if l[2] == "" {
+			bad("--%s is set but its listener (--%s) is off", l[0], strings.Replace(l[0], "-allowed-subjects", "-addr", 1))
+		}
+	}
+	if c.TLSHandshakeTimeout <= 0 {
+		bad("--tls-handshake-timeout %v: must be positive", c.TLSHandshakeTimeout)
+	}
+	if c.GRPCAddr == "" && c.GRPCTLSAddr == "" && c.HTTPAddr == "" && c.HTTPSAddr == "" {
+		bad("--grpc-addr, --grpc-tls-addr, --http-addr and --https-addr are all empty: no client could read events")
+	}
 }
 
 // OriginPatterns are --allowed-origins as a list.

@@ -336,12 +336,24 @@ func Allowed(leaf *x509.Certificate, allowed []string) bool {
 	return false
 }
 
-// SplitSubjects splits an allow-list flag: entries separated by commas, or
-// by semicolons when the value contains one (a full DN has commas).
+// SplitSubjects splits an allow-list flag. Entries are separated by
+// commas; a value with a semicolon is separated by semicolons instead (a
+// full DN has commas), and a value without one whose every comma-separated
+// part is ATTR=value is a single DN.
 func SplitSubjects(s string) []string {
 	sep := ","
 	if strings.Contains(s, ";") {
 		sep = ";"
+	} else if dn := strings.TrimSpace(s); dn != "" {
+		single := true
+		for _, part := range strings.Split(dn, ",") {
+			if !strings.Contains(part, "=") {
+				single = false
+			}
+		}
+		if single {
+			return []string{dn}
+		}
 	}
 	var out []string
 	for _, f := range strings.Split(s, sep) {

@@ -290,3 +290,21 @@ func TestAllowedEmptyListAllowsAny(t *testing.T) {
 		t.Fatal("an empty allow-list refused a client")
 	}
 }
+
+func TestSplitSubjects(t *testing.T) {
+	for _, tc := range []struct {
+		in   string
+		want []string
+	}{
+		{"", nil},
+		{"modality1, ris.hospital.example", []string{"modality1", "ris.hospital.example"}},
+		{"CN=ws7,O=Hospital,C=NL", []string{"CN=ws7,O=Hospital,C=NL"}},
+		{"CN=ws7,O=Hospital; modality1;", []string{"CN=ws7,O=Hospital", "modality1"}},
+		{"modality1,CN=ws7", []string{"modality1", "CN=ws7"}},
+	} {
+		got := tlsconf.SplitSubjects(tc.in)
+		if strings.Join(got, "|") != strings.Join(tc.want, "|") || len(got) != len(tc.want) {
+			t.Errorf("SplitSubjects(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}
