@@ -283,7 +283,7 @@ func (h *wsStream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	defer c.CloseNow()
 	ctx, cancel := auth.WithExpiry(c.CloseRead(r.Context()), principal)
 	defer cancel()
-	sub := h.svc.hub.Subscribe(p.since, p.f)
+	sub := h.svc.hub.SubscribeOn("websocket", p.since, p.f)
 	defer sub.Close()
 	hb := []byte(`{"heartbeat":true}`)
 	write := func(b []byte) error {

@@ -571,7 +571,7 @@ func (rc *roomConn) subscribe(raw json.RawMessage) {
 	}
 	ctx, cancel := context.WithCancel(rc.ctx)
 	s := &roomSub{id: d.SubscriptionID, ctx: ctx, cancel: cancel, all: d.AllPatients, patients: d.PatientIDs, delivered: params.since}
-	hs := rc.h.svc.hub.Subscribe(params.since, params.f)
+	hs := rc.h.svc.hub.SubscribeOn("room", params.since, params.f)
 	rc.mu.Lock()
 	rc.subs[s.id] = s
 	rc.mu.Unlock()

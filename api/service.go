@@ -111,7 +111,7 @@ func (s *Service) Subscribe(r *rbv1.SubscribeRequest, stream grpc.ServerStreamin
 	if err != nil {
 		return err
 	}
-	sub := s.hub.Subscribe(p.since, p.f)
+	sub := s.hub.SubscribeOn("grpc", p.since, p.f)
 	defer sub.Close()
 	hb, _ := preEncodedOf(&rbv1.Event{Heartbeat: true})
 	_ = stream.SendHeader(metadata.Pairs("radbridge-since", strconv.FormatUint(p.since, 10)))

@@ -68,7 +68,16 @@ type Hub struct {
 	wake  chan struct{}
 	ready chan struct{}
 
-	subs int64
+	subs        int64
+	byTransport map[string]int64  // open subscriptions by transport
+	slow        map[string]uint64 // subscriptions ended by ErrSlow, by transport
+}
+
+// Stats are the hub's subscriber counters, by the transport named in
+// SubscribeOn (a bounded set chosen by the caller: grpc, websocket, room).
+type Stats struct {
+	Subscribers     map[string]int64  // open now
+	SlowDisconnects map[string]uint64 // fell behind the window (ErrSlow) since start
 }
 
 // New returns a hub for l; call Run.
@@ -82,7 +91,8 @@ func New(l eventlog.Log, cfg Config) *Hub {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Hub{log: l, cfg: cfg, wake: make(chan struct{}), ready: make(chan struct{})}
+	return &Hub{log: l, cfg: cfg, wake: make(chan struct{}), ready: make(chan struct{}),
+		byTransport: map[string]int64{}, slow: map[string]uint64{}}
 }
 
 // Run follows the log from its current end until ctx ends.
@@ -162,22 +172,46 @@ func (h *Hub) Subscribers() int64 {
 	return h.subs
 }
 
-// Subscription is one subscriber's cursor.
-type Subscription struct {
-	h     *Hub
-	f     eventlog.Filter
-	pos   uint64
-	live  bool
-	max   int
-	timer *time.Timer
+// Stats returns a snapshot of the subscriber counters.
+func (h *Hub) Stats() Stats {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	st := Stats{Subscribers: make(map[string]int64, len(h.byTransport)), SlowDisconnects: make(map[string]uint64, len(h.slow))}
+	for k, v := range h.byTransport {
+		st.Subscribers[k] = v
+	}
+	for k, v := range h.slow {
+		st.SlowDisconnects[k] = v
+	}
+	return st
 }
 
-// Subscribe starts a cursor after sequence since.
+// Subscription is one subscriber's cursor.
+type Subscription struct {
+	h         *Hub
+	f         eventlog.Filter
+	pos       uint64
+	live      bool
+	max       int
+	timer     *time.Timer
+	transport string
+	slow      bool
+}
+
+// Subscribe starts a cursor after sequence since (counted as transport
+// "other"; see SubscribeOn).
 func (h *Hub) Subscribe(since uint64, f eventlog.Filter) *Subscription {
+	return h.SubscribeOn("other", since, f)
+}
+
+// SubscribeOn starts a cursor after sequence since for a subscriber on
+// transport, which names it in Stats.
+func (h *Hub) SubscribeOn(transport string, since uint64, f eventlog.Filter) *Subscription {
 	h.mu.Lock()
 	h.subs++
+	h.byTransport[transport]++
 	h.mu.Unlock()
-	return &Subscription{h: h, f: f, pos: since, max: 256}
+	return &Subscription{h: h, f: f, pos: since, max: 256, transport: transport}
 }
 
 // Close releases the subscription.
@@ -187,6 +221,7 @@ func (s *Subscription) Close() {
 	}
 	s.h.mu.Lock()
 	s.h.subs--
+	s.h.byTransport[s.transport]--
 	s.h.mu.Unlock()
 }
 
@@ -238,6 +273,12 @@ func (s *Subscription) poll(ctx context.Context) ([]*Entry, <-chan struct{}, err
 	}
 	h.mu.RUnlock()
 	if s.live {
+		if !s.slow {
+			s.slow = true
+			h.mu.Lock()
+			h.slow[s.transport]++
+			h.mu.Unlock()
+		}
 		return nil, nil, fmt.Errorf("%w: fell more than the in-memory window behind at sequence %d", ErrSlow, s.pos)
 	}
 	// Catch up from the log. Everything up to head is scanned by Read.

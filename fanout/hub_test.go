@@ -7,6 +7,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"radbridge/eventlog"
 	"radbridge/fanout"
 	rbv1 "radbridge/proto/radbridge/v1"
@@ -123,9 +125,9 @@ func TestSlowSubscriberIsCutOffNotTheOthers(t *testing.T) {
 	h := startHub(t, l, 16)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	slow := h.Subscribe(0, eventlog.Filter{})
+	slow := h.SubscribeOn("websocket", 0, eventlog.Filter{})
 	defer slow.Close()
-	fast := h.Subscribe(0, eventlog.Filter{})
+	fast := h.SubscribeOn("grpc", 0, eventlog.Filter{})
 	defer fast.Close()
 	appendN(t, l, 1, 1, "P1")
 	if got, err := collect(ctx, slow, 1); err != nil || len(got) != 1 {
@@ -170,6 +172,17 @@ func TestSlowSubscriberIsCutOffNotTheOthers(t *testing.T) {
 	}
 	if slow.Position() != 1 {
 		t.Errorf("slow subscriber resumes from %d, want 1", slow.Position())
+	}
+	// A second Next reports ErrSlow again but counts one disconnect.
+	if _, err := slow.Next(ctx, time.Second); !errors.Is(err, fanout.ErrSlow) {
+		t.Fatalf("slow subscriber again: %v", err)
+	}
+	st := h.Stats()
+	if diff := cmp.Diff(st.SlowDisconnects, map[string]uint64{"websocket": 1}); diff != "" {
+		t.Errorf("SlowDisconnects (-got +want):\n%s", diff)
+	}
+	if diff := cmp.Diff(st.Subscribers, map[string]int64{"websocket": 1, "grpc": 1}); diff != "" {
+		t.Errorf("Subscribers (-got +want):\n%s", diff)
 	}
 	// Resuming from its position catches up from the log.
 	again := h.Subscribe(slow.Position(), eventlog.Filter{})

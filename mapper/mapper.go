@@ -79,7 +79,33 @@ type Config struct {
 	Logger *slog.Logger
 	// Now is the clock for timers (tests); time.Now by default.
 	Now func() time.Time
+	// Observer, when set, is told what the mapper does (for metrics).
+	Observer Observer
 }
+
+// Observer is told what the mapper does. Its methods are called from the
+// mapper's goroutine and must return quickly.
+type Observer interface {
+	// EventAppended: ev was appended to the event log. received is when the
+	// observation that caused it was received (rec.Time); replay is true
+	// while the mapper replays the ingest log at start (the event was
+	// missing from the log, e.g. after a crash between the two appends),
+	// when the time since received says nothing about the live path.
+	EventAppended(ev *rbv1.Event, received time.Time, replay bool)
+	// ObservationApplied: one ingest record was applied with outcome
+	// "mapped", "failed" (no rule, or the rule returned an error) or
+	// "duplicate" (a resend already mapped).
+	ObservationApplied(outcome string)
+	// ReadModelWriteFailed: a patient read model could not be written
+	// (it lags until the next write; its as_of keeps snapshots correct).
+	ReadModelWriteFailed()
+}
+
+type nopObserver struct{}
+
+func (nopObserver) EventAppended(*rbv1.Event, time.Time, bool) {}
+func (nopObserver) ObservationApplied(string)                  {}
+func (nopObserver) ReadModelWriteFailed()                      {}
 
 // Mapper runs the projection.
 type Mapper struct {
@@ -96,6 +122,7 @@ type Mapper struct {
 
 	timerCh chan *Timer
 	stats   Stats
+	pending int // len(state.Timers) after the last apply, under mu
 }
 
 // Stats counts what the mapper did.
@@ -112,6 +139,9 @@ func New(cfg Config) *Mapper {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.Observer == nil {
+		cfg.Observer = nopObserver{}
 	}
 	rules := map[string]Rule{ingest.KindViewed: RuleFunc(viewed)}
 	for k, r := range cfg.Rules {
@@ -195,6 +225,7 @@ func (r *run) finishReplay(ctx context.Context) {
 	clear(r.dirty)
 	m.mu.Lock()
 	m.ready = true
+	m.pending = len(m.state.Timers)
 	m.mu.Unlock()
 	m.armTimer()
 	m.log.Info("mapper caught up", "ingest_seq", r.replayEnd, "events", r.lastSeq, "pending_timers", len(m.state.Timers))
@@ -205,10 +236,16 @@ func (r *run) apply(rec ingest.Record) error {
 	ctx := r.ctx
 	c := &Context{State: m.state, Rec: rec, dirty: r.dirty}
 	m.stats.Applied++
+	dups := m.stats.Duplicates
 	if err := m.dispatch(c); err != nil {
 		m.stats.Failed++
+		m.cfg.Observer.ObservationApplied("failed")
 		m.log.Warn("observation not mapped", "ingest_seq", rec.Seq, "kind", rec.Kind, "err", err)
 		c.events = nil
+	} else if m.stats.Duplicates != dups {
+		m.cfg.Observer.ObservationApplied("duplicate")
+	} else {
+		m.cfg.Observer.ObservationApplied("mapped")
 	}
 	join(c)
 	m.state.Applied = rec.Seq
@@ -228,6 +265,7 @@ func (r *run) apply(rec ingest.Record) error {
 			ev.Sequence = seq
 			r.nextSeq = seq + 1
 			m.stats.Emitted++
+			m.cfg.Observer.EventAppended(ev, rec.Time, !r.done)
 		}
 		if ev.PatientId != "" {
 			p := m.state.Patient(ev.PatientId)
@@ -251,6 +289,7 @@ func (r *run) apply(rec ingest.Record) error {
 	}
 	m.mu.Lock()
 	m.applied = rec.Seq
+	m.pending = len(m.state.Timers)
 	m.recent[rec.Seq] = out
 	m.order = append(m.order, rec.Seq)
 	if len(m.order) > recentMax {
@@ -358,6 +397,7 @@ func (m *Mapper) flush(ctx context.Context, dirty map[string]bool) {
 	for id := range dirty {
 		if err := m.cfg.ReadModel.PutPatient(ctx, m.state.Patients[id]); err != nil {
 			// The read model lags; its as_of sequence keeps snapshots correct.
+			m.cfg.Observer.ReadModelWriteFailed()
 			m.log.Error("write patient read model", "err", err)
 		}
 	}
@@ -417,6 +457,15 @@ func (m *Mapper) Ready() bool {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	return m.ready
+}
+
+// PendingTimers is the number of studies waiting for the end of their
+// quiet period (timers scheduled and not yet fired), as of the last record
+// applied.
+func (m *Mapper) PendingTimers() int {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.pending
 }
 
 // Applied returns the last ingest sequence applied.

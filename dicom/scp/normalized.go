@@ -110,6 +110,7 @@ func (c *assoc) normalized(ctx context.Context, msg *dimse.Message) error {
 			return respond(st, clip(comment))
 		}
 		c.s.c.notifications.Add(1)
+		c.s.c.ians.Add(1)
 		c.log.Info("instance availability notification", "ian", ian)
 		return respond(dimse.StatusSuccess, "")
 	}
@@ -129,6 +130,7 @@ func (c *assoc) normalized(ctx context.Context, msg *dimse.Message) error {
 		return respond(st, clip(comment))
 	}
 	c.s.c.notifications.Add(1)
+	c.s.c.mpps.Add(1)
 	c.log.Info("MPPS", "mpps", u)
 	return respond(dimse.StatusSuccess, "")
 }

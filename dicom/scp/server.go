@@ -79,10 +79,45 @@ type Stats struct {
 	StoreFailures        uint64
 	Echoes               uint64
 	Notifications        uint64 // IAN and MPPS messages answered with success
+	IANs                 uint64 // of Notifications: Instance Availability Notifications
+	MPPS                 uint64 // of Notifications: MPPS N-CREATE and N-SET
+	// RejectedBy splits AssociationsRejected by reason, a bounded set fit
+	// for metric labels: called_ae_not_recognized, calling_ae_not_recognized,
+	// local_limit_exceeded, temporary_congestion, protocol_version,
+	// application_context, other.
+	RejectedBy map[string]uint64
+	// ActiveAssociations is the number of associations open now (including
+	// those still negotiating).
+	ActiveAssociations int64
 }
 
 type counters struct {
 	accepted, rejected, aborted, stored, bytes, failures, echoes, notifications atomic.Uint64
+	ians, mpps                                                                  atomic.Uint64
+	rejectedBy                                                                  [len(rejectReasons)]atomic.Uint64
+}
+
+// rejectReasons name the A-ASSOCIATE-RJ reasons we count (PS3.8 table 9-21).
+var rejectReasons = [...]string{"called_ae_not_recognized", "calling_ae_not_recognized", "local_limit_exceeded",
+	"temporary_congestion", "protocol_version", "application_context", "other"}
+
+// rejectReason names rj for Stats.RejectedBy.
+func rejectReason(rj ul.AssociateRJ) int {
+	switch {
+	case rj.Source == ul.RejectSourceServiceUser && rj.Reason == ul.RejectCalledAENotRecognized:
+		return 0
+	case rj.Source == ul.RejectSourceServiceUser && rj.Reason == ul.RejectCallingAENotRecognized:
+		return 1
+	case rj.Source == ul.RejectSourceServiceProviderPres && rj.Reason == ul.RejectLocalLimitExceeded:
+		return 2
+	case rj.Source == ul.RejectSourceServiceProviderPres && rj.Reason == ul.RejectTemporaryCongestion:
+		return 3
+	case rj.Source == ul.RejectSourceServiceProviderACSE && rj.Reason == ul.RejectProtocolVersionNotSupp:
+		return 4
+	case rj.Source == ul.RejectSourceServiceUser && rj.Reason == ul.RejectApplicationContextNotSupp:
+		return 5
+	}
+	return 6
 }
 
 // Server is a DICOM SCP.
@@ -141,7 +176,7 @@ func New(cfg Config, h Handler) (*Server, error) {
 
 // Stats returns a snapshot of the counters.
 func (s *Server) Stats() Stats {
-	return Stats{
+	st := Stats{
 		AssociationsAccepted: s.c.accepted.Load(),
 		AssociationsRejected: s.c.rejected.Load(),
 		AssociationsAborted:  s.c.aborted.Load(),
@@ -150,7 +185,15 @@ func (s *Server) Stats() Stats {
 		StoreFailures:        s.c.failures.Load(),
 		Echoes:               s.c.echoes.Load(),
 		Notifications:        s.c.notifications.Load(),
+		IANs:                 s.c.ians.Load(),
+		MPPS:                 s.c.mpps.Load(),
+		RejectedBy:           make(map[string]uint64, len(rejectReasons)),
+		ActiveAssociations:   s.active.Load(),
 	}
+	for i, r := range rejectReasons {
+		st.RejectedBy[r] = s.c.rejectedBy[i].Load()
+	}
+	return st
 }
 
 // Serve accepts associations on ln until ctx is cancelled. Then it closes
@@ -203,6 +246,7 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		if over {
 			s.release(host, false)
 			s.c.rejected.Add(1)
+			s.c.rejectedBy[2].Add(1) // local limit, without even an A-ASSOCIATE-RJ
 			_ = conn.Close()
 			continue
 		}
@@ -316,6 +360,7 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, host string) {
 		var rj *ul.RejectError
 		if errors.As(err, &rj) {
 			s.c.rejected.Add(1)
+			s.c.rejectedBy[rejectReason(rj.AssociateRJ)].Add(1)
 			log.Warn("association rejected", "calling_ae", rj.CallingAE, "called_ae", rj.CalledAE,
 				"result", rj.Result, "source", rj.Source, "reason", rj.Reason)
 			return

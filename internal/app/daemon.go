@@ -97,6 +97,8 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		return nil, err
 	}
 	d.store = st
+	// Every append to the ingest log is counted by front and timed.
+	ingestM := metrics.NewIngest(d.metrics)
 	where := cfg.DataDir
 	if cfg.NATSURL != "" {
 		where = cfg.NATSURL
@@ -135,7 +137,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	}
 	if cfg.MLLPAddr != "" || cfg.MLLPTLSAddr != "" {
 		d.hl7Srv, err = receiver.New(receiver.Config{
-			Handler: hl7Handler{log: st.Ingest(), bodies: bodies}, MaxMessageSize: cfg.MLLPMaxMessage, MaxConnections: cfg.MLLPMaxConnections,
+			Handler: hl7Handler{log: ingestM.Log("mllp", st.Ingest()), bodies: bodies}, MaxMessageSize: cfg.MLLPMaxMessage, MaxConnections: cfg.MLLPMaxConnections,
 			ReadTimeout: cfg.MLLPReadTimeout, IdleTimeout: cfg.MLLPIdleTimeout, DrainTimeout: cfg.ShutdownTimeout, Logger: log,
 			MaxConnectionsPerHost: cfg.MLLPMaxConnectionsPerHost,
 		})
@@ -154,7 +156,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 			MaxPDULength: uint32(cfg.DICOMMaxPDU), IdleTimeout: cfg.DICOMIdleTimeout, DrainTimeout: cfg.ShutdownTimeout,
 			StoreDir: cfg.StoreDir, Logger: log,
 			MaxAssociationsPerHost: cfg.DICOMMaxAssociationsPerHost, ARTIMTimeout: cfg.DICOMARTIMTimeout,
-		}, dicomHandler{log: st.Ingest(), bodies: bodies})
+		}, dicomHandler{log: ingestM.Log("dimse", st.Ingest()), bodies: bodies})
 		if err == nil && cfg.DICOMAddr != "" {
 			d.dicomLn, err = net.Listen("tcp", cfg.DICOMAddr)
 		}
@@ -162,6 +164,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 			d.closeAll()
 			return nil, fmt.Errorf("DICOM listener --dicom-addr %s: %w", cfg.DICOMAddr, err)
 		}
+		d.metrics.MustRegister(metrics.NewDICOMCollector(d.dicomSrv))
 	}
 
 	authn, err := auth.New(auth.Config{
@@ -179,9 +182,11 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	}
 
 	patients := st.Patients()
+	mapperM := metrics.NewMapper(d.metrics)
 	d.mapper = &mappers{newMapper: func() *mapper.Mapper {
 		return mapper.New(mapper.Config{
-			Ingest: st.Ingest(), Events: st.Events(), ReadModel: patients, Logger: log,
+			Ingest: ingestM.Log("mapper", st.Ingest()), Events: ingestM.Events(st.Events()), ReadModel: patients, Logger: log,
+			Observer: mapperM,
 			Rules: mapper.Rules(mapper.Options{
 				HL7PatientAuthority: cfg.HL7PatientIssuer, HL7Accession: splitList(cfg.HL7Accession),
 				HL7ImagingSections: splitList(cfg.HL7ImagingSections), DICOMPatientIssuer: cfg.PatientIssuer,
@@ -202,7 +207,10 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		log.Info("clustered: the mapper runs on the lease holder", "component", "leader", "node_id", id, "lease", cfg.LeaderLease)
 	}
 	d.hub = fanout.New(st.Events(), fanout.Config{WindowEvents: cfg.WindowEvents, WindowBytes: cfg.WindowBytes, Logger: log})
-	d.svc = api.NewService(st.Events(), d.hub, st.Ingest(), d.mapper, patients, log)
+	d.svc = api.NewService(st.Events(), d.hub, ingestM.Log("api", st.Ingest()), d.mapper, patients, log)
+	d.metrics.MustRegister(metrics.NewSubscriberCollector(d.hub), metrics.NewPipelineCollector(metrics.Pipeline{
+		Ingest: st.Ingest(), Events: st.Events(), Mapper: d.mapper.Current, StoreUp: st.Healthy,
+	}))
 	d.svc.DefaultHeartbeat = cfg.Heartbeat
 
 	d.health = health.NewServer()
@@ -242,10 +250,10 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	}
 	// STOW-RS commits through the same handler as C-STORE.
 	extra := dicomweb.New(dicomweb.Config{
-		Handler: dicomHandler{log: st.Ingest(), bodies: bodies}, Auth: authn, StoreDir: cfg.StoreDir, Logger: log,
+		Handler: dicomHandler{log: ingestM.Log("stow-rs", st.Ingest()), bodies: bodies}, Auth: authn, StoreDir: cfg.StoreDir, Logger: log,
 	}).Routes()
 	// JSON notifications (an Orthanc Lua callback) too.
-	extra[notify.Path] = notify.NewHandler(dicomHandler{log: st.Ingest(), bodies: bodies}, authn, log)
+	extra[notify.Path] = notify.NewHandler(dicomHandler{log: ingestM.Log("notification", st.Ingest()), bodies: bodies}, authn, log)
 	thumbs := &thumbnails{kv: st.State(), hub: d.hub, storeDir: cfg.StoreDir, log: log}
 	extra[thumbnailPattern] = thumbs.handler(authn)
 	extra[metricsPattern] = operatorOnly(authn, metrics.Handler(d.metrics))

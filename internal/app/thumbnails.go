@@ -64,7 +64,7 @@ func (t *thumbnails) Run(ctx context.Context) error {
 	if err := t.hub.WaitReady(ctx); err != nil {
 		return nil
 	}
-	sub := t.hub.Subscribe(t.hub.Head(), eventlog.Filter{
+	sub := t.hub.SubscribeOn("internal", t.hub.Head(), eventlog.Filter{
 		Types:         []rbv1.EventType{rbv1.EventType_IMAGING_STUDY_AVAILABLE, rbv1.EventType_IMAGING_STUDY_UPDATED},
 		ResourceTypes: []string{"ImagingStudy"},
 	})
@@ -79,7 +79,7 @@ func (t *thumbnails) Run(ctx context.Context) error {
 			// start again from the head.
 			t.log.Warn("thumbnail worker resubscribes", "component", "thumbnails", "err", err)
 			sub.Close()
-			sub = t.hub.Subscribe(t.hub.Head(), eventlog.Filter{
+			sub = t.hub.SubscribeOn("internal", t.hub.Head(), eventlog.Filter{
 				Types:         []rbv1.EventType{rbv1.EventType_IMAGING_STUDY_AVAILABLE, rbv1.EventType_IMAGING_STUDY_UPDATED},
 				ResourceTypes: []string{"ImagingStudy"},
 			})
