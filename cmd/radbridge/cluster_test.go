@@ -62,10 +62,11 @@ func startNATSCluster(t *testing.T, n int) []*natsNode {
 	}
 	var nodes []*natsNode
 	for i := range n {
-		cmd := exec.Command(natsServer, "-js", "-a", "127.0.0.1", "-p", fmt.Sprint(client[i]),
-			"--server_name", fmt.Sprintf("n%d", i+1), "--cluster_name", "radbridge-test",
-			"--cluster", fmt.Sprintf("nats://127.0.0.1:%d", route[i]), "--routes", strings.Join(routes, ","),
-			"-sd", t.TempDir())
+		// The configuration file we ship (docs/deployment.md).
+		cmd := exec.Command(natsServer, "-c", "../../packaging/cluster/nats-server.conf")
+		cmd.Env = append(os.Environ(), "NATS_NAME="+fmt.Sprintf("n%d", i+1), fmt.Sprintf("NATS_LISTEN=127.0.0.1:%d", client[i]),
+			"NATS_STORE_DIR="+t.TempDir(), fmt.Sprintf("NATS_CLUSTER_LISTEN=127.0.0.1:%d", route[i]),
+			"NATS_ROUTE_1="+routes[0], "NATS_ROUTE_2="+routes[1], "NATS_ROUTE_3="+routes[2])
 		nd := &natsNode{cmd: cmd, url: fmt.Sprintf("nats://127.0.0.1:%d", client[i]), logs: &syncBuf{}, done: make(chan struct{})}
 		cmd.Stdout, cmd.Stderr = nd.logs, nd.logs
 		if err := cmd.Start(); err != nil {
@@ -252,6 +253,9 @@ func TestClusterFailover(t *testing.T) {
 	faultsDone = true
 	mu.Unlock()
 	waitLog(t, b, `"msg":"became leader"`)
+	if m := scrape(t, b); !strings.Contains(m, "\nradbridge_mapper_leader 1\n") {
+		t.Errorf("the survivor's /metrics does not say it leads:\n%s", grepLines(m, "radbridge_mapper_leader"))
+	}
 	time.Sleep(3 * time.Second) // load on the survivor alone
 	stopLoad()
 	wg.Wait()
@@ -410,4 +414,25 @@ func logBounds(t *testing.T, d *daemon) (first, last uint64) {
 	fmt.Sscan(evs[0].Sequence, &f)
 	fmt.Sscan(evs[len(evs)-1].Sequence, &l)
 	return f, l
+}
+
+func scrape(t *testing.T, d *daemon) string {
+	t.Helper()
+	resp, err := http.Get("http://" + d.http + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
+}
+
+func grepLines(s, sub string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		if strings.Contains(l, sub) {
+			out = append(out, l)
+		}
+	}
+	return strings.Join(out, "\n")
 }

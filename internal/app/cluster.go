@@ -8,6 +8,9 @@ import (
 	"os"
 	"sync"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"radbridge/internal/metrics"
 	"radbridge/leader"
 	"radbridge/mapper"
 	rbv1 "radbridge/proto/radbridge/v1"
@@ -127,4 +130,29 @@ func nodeID(configured string) string {
 	var b [3]byte
 	_, _ = rand.Read(b[:])
 	return host + "-" + hex.EncodeToString(b[:])
+}
+
+// clusterMetrics: whether this process maps now, and how many terms it
+// has won (more than one means failovers happened).
+func clusterMetrics(s *mappers) []prometheus.Collector {
+	return []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+			Namespace: metrics.Namespace, Name: "mapper_leader",
+			Help: "1 while this process runs the mapper (always 1 on the embedded store; with --nats-url, the holder of the mapper lease).",
+		}, func() float64 {
+			if s.Leading() {
+				return 1
+			}
+			return 0
+		}),
+		prometheus.NewCounterFunc(prometheus.CounterOpts{
+			Namespace: metrics.Namespace, Name: "mapper_leader_terms_total",
+			Help: "Times this process became the mapper leader.",
+		}, func() float64 {
+			if s.elector == nil {
+				return 1
+			}
+			return float64(s.elector.Status().Terms)
+		}),
+	}
 }

@@ -206,6 +206,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		d.mapper.elector = leader.New(leader.Config{KV: leases, Key: "mapper", ID: id, Lease: cfg.LeaderLease, Logger: log})
 		log.Info("clustered: the mapper runs on the lease holder", "component", "leader", "node_id", id, "lease", cfg.LeaderLease)
 	}
+	d.metrics.MustRegister(clusterMetrics(d.mapper)...)
 	d.hub = fanout.New(st.Events(), fanout.Config{WindowEvents: cfg.WindowEvents, WindowBytes: cfg.WindowBytes, Logger: log})
 	d.svc = api.NewService(st.Events(), d.hub, ingestM.Log("api", st.Ingest()), d.mapper, patients, log)
 	d.metrics.MustRegister(metrics.NewSubscriberCollector(d.hub), metrics.NewPipelineCollector(metrics.Pipeline{
