@@ -144,17 +144,43 @@ func (t *thumbnails) render(ctx context.Context, ev *rbv1.Event) error {
 			}
 		}
 	}
-	if th.Data == nil {
+	icon := th.Data == nil
+	if icon {
 		th.ContentType, th.Data = "image/svg+xml", thumbnail.Icon(modality)
 	}
 	b, err := json.Marshal(th)
 	if err != nil {
 		return err
 	}
+	if icon {
+		// In a cluster another process may hold the file and have
+		// rendered the image: an icon never replaces an image.
+		return errors.Join(t.putIcon(ctx, thumbKey(study), th.Patient, b), renderErr)
+	}
 	if _, err := t.kv.Put(ctx, thumbKey(study), b); err != nil {
 		return fmt.Errorf("store thumbnail: %w", err)
 	}
 	return renderErr
+}
+
+// putIcon stores an icon unless the study has a rendered image, with
+// compare-and-set so that a concurrent image wins.
+func (t *thumbnails) putIcon(ctx context.Context, key, patient string, b []byte) error {
+	e, err := t.kv.Get(ctx, key)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		_, err = t.kv.Create(ctx, key, b)
+	case err == nil:
+		var old storedThumb
+		if json.Unmarshal(e.Value(), &old) == nil && old.ContentType == "image/jpeg" && old.Patient == patient {
+			return nil
+		}
+		_, err = t.kv.Update(ctx, key, b, e.Revision())
+	}
+	if err != nil && !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+		return fmt.Errorf("store thumbnail: %w", err)
+	}
+	return nil
 }
 
 func (t *thumbnails) get(ctx context.Context, study string) (*storedThumb, error) {
