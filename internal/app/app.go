@@ -26,8 +26,9 @@ Usage:
   radbridge version [--json]   print the version, Go version, VCS revision and platform
   radbridge completion bash|zsh  print a shell completion script
   radbridge healthcheck [--addr localhost:8080]  exit 0 when the daemon is ready
+  radbridge status [--addr localhost:8080] [--json] [--token-file F]  print a running daemon's state
 
-The client commands (tail, echo, store, send-hl7, healthcheck) speak TLS with
+The client commands (tail, echo, store, send-hl7, healthcheck, status) speak TLS with
 --tls [--tls-ca-file CA] [--tls-cert-file C --tls-key-file K] [--tls-server-name N].
 
 Every serve flag can also be set as RADBRIDGE_<FLAG> (for example
@@ -60,6 +61,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return completion(args[1:], stdout, stderr)
 	case "healthcheck":
 		return healthcheck(ctx, args[1:], stdout, stderr)
+	case "status":
+		return statusCmd(ctx, args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

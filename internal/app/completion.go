@@ -40,6 +40,7 @@ func completionCommands() []completionCommand {
 		{"send-hl7", append([]string{"addr", "timeout"}, tlsClientFlagNames...)},
 		{"version", []string{"json"}},
 		{"healthcheck", append([]string{"addr", "timeout"}, tlsClientFlagNames...)},
+		{"status", append([]string{"addr", "json", "timeout", "token-file"}, tlsClientFlagNames...)},
 		{"completion", nil},
 		{"help", nil},
 	}

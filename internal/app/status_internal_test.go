@@ -1,0 +1,15 @@
+package app
+
+import "testing"
+
+func TestRedactURLs(t *testing.T) {
+	for in, want := range map[string]string{
+		"nats://a:4222": "nats://a:4222",
+		"nats://user:secret@a:4222, tls://tok@b:4222": "nats://a:4222,tls://b:4222",
+		"user:pa%zz@host:4222":                        "host:4222",
+	} {
+		if got := redactURLs(in); got != want {
+			t.Errorf("redactURLs(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
