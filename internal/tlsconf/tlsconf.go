@@ -25,6 +25,8 @@ import (
 	"context"
 	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/asn1"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -161,7 +163,7 @@ func (s *Store) parse(raw [3][]byte, gen uint64) (*state, error) {
 
 func (s *Store) logLoaded(msg string, st *state) {
 	leaf := st.cert.Leaf
-	s.log.Info(msg, "cert_file", s.files.CertFile, "subject", leaf.Subject.String(),
+	s.log.Info(msg, "cert_file", s.files.CertFile, "subject", SubjectDN(leaf),
 		"serial", leaf.SerialNumber.Text(16), "not_after", leaf.NotAfter.UTC().Format(time.RFC3339),
 		"client_ca_file", s.files.ClientCAFile)
 	if time.Now().After(leaf.NotAfter) {
@@ -301,8 +303,8 @@ func (f *Front) configForClient(hello *tls.ClientHelloInfo) (*tls.Config, error)
 			return nil
 		}
 		f.Log.Warn("TLS client refused: certificate subject not on the allow-list", "component", f.Name, "remote", remote,
-			"subject", leaf.Subject.String(), "dns_names", leaf.DNSNames, "allow_list", "--"+f.Flag)
-		return fmt.Errorf("client certificate %q is not on --%s", leaf.Subject.String(), f.Flag)
+			"subject", SubjectDN(leaf), "dns_names", leaf.DNSNames, "allow_list", "--"+f.Flag)
+		return fmt.Errorf("client certificate %q is not on --%s", SubjectDN(leaf), f.Flag)
 	}
 	return cfg, nil
 }
@@ -317,9 +319,9 @@ func Allowed(leaf *x509.Certificate, allowed []string) bool {
 	if len(allowed) == 0 {
 		return true
 	}
-	dn := leaf.Subject.String()
+	dn := SubjectDN(leaf)
 	for _, a := range allowed {
-		if a == leaf.Subject.CommonName || a == dn {
+		if a == leaf.Subject.CommonName || a == dn || a == leaf.Subject.String() {
 			return true
 		}
 		for _, n := range leaf.DNSNames {
@@ -334,6 +336,18 @@ func Allowed(leaf *x509.Certificate, allowed []string) bool {
 		}
 	}
 	return false
+}
+
+// SubjectDN is the certificate's subject in RFC 2253 form, in the order
+// the certificate has its attributes (the last first), as
+// `openssl x509 -noout -subject -nameopt RFC2253` prints it. (Go's
+// Subject.String() reorders the attributes; it is accepted too.)
+func SubjectDN(leaf *x509.Certificate) string {
+	var seq pkix.RDNSequence
+	if rest, err := asn1.Unmarshal(leaf.RawSubject, &seq); err != nil || len(rest) > 0 {
+		return leaf.Subject.String()
+	}
+	return seq.String()
 }
 
 // SplitSubjects splits an allow-list flag. Entries are separated by
@@ -414,7 +428,7 @@ func (c *Conn) Handshake() error {
 			return
 		}
 		if st := c.ConnectionState(); len(st.PeerCertificates) > 0 {
-			c.log.Info("TLS client authenticated", "remote", c.RemoteAddr().String(), "subject", st.PeerCertificates[0].Subject.String())
+			c.log.Info("TLS client authenticated", "remote", c.RemoteAddr().String(), "subject", SubjectDN(st.PeerCertificates[0]))
 		}
 	})
 	return c.err

@@ -4,6 +4,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/asn1"
 	"io"
 	"log/slog"
 	"net"
@@ -282,6 +283,33 @@ func TestClientConfig(t *testing.T) {
 	}
 	if _, err := tlsconf.ClientConfig(tlsconf.ClientFiles{CAFile: filepath.Join(dir, "client.key")}); err == nil {
 		t.Fatal("a CA file without certificates was accepted")
+	}
+}
+
+// TestAllowedOpenSSLOrder: a subject made by `openssl req -subj
+// "/CN=modality1/O=Hospital"` (CN first in the certificate) is matched in
+// the order openssl prints it with -nameopt RFC2253.
+func TestAllowedOpenSSLOrder(t *testing.T) {
+	seq := pkix.RDNSequence{
+		{{Type: asn1.ObjectIdentifier{2, 5, 4, 3}, Value: "modality1"}},
+		{{Type: asn1.ObjectIdentifier{2, 5, 4, 10}, Value: "Hospital"}},
+	}
+	raw, err := asn1.Marshal(seq)
+	if err != nil {
+		t.Fatal(err)
+	}
+	leaf := &x509.Certificate{RawSubject: raw}
+	leaf.Subject.FillFromRDNSequence(&seq)
+	if got, want := tlsconf.SubjectDN(leaf), "O=Hospital,CN=modality1"; got != want {
+		t.Errorf("SubjectDN = %q, want %q", got, want)
+	}
+	for _, entry := range []string{"O=Hospital,CN=modality1", "CN=modality1,O=Hospital", "modality1"} {
+		if !tlsconf.Allowed(leaf, []string{entry}) {
+			t.Errorf("%q does not match", entry)
+		}
+	}
+	if tlsconf.Allowed(leaf, []string{"O=Elsewhere,CN=modality1", "Hospital"}) {
+		t.Error("a wrong DN or the organisation alone matched")
 	}
 }
 
