@@ -140,6 +140,10 @@ func TestClusterFailover(t *testing.T) {
 	waitLog(t, a, `"msg":"became leader"`)
 	b := serve(t, append([]string{"--node-id", "rb-b"}, common...)...)
 	procs := []*daemon{a, b}
+	// A follower answers POST /v1/events with the event the leader derived.
+	if ev := publish(t, b, "FO-P1", 1); !strings.HasPrefix(ev, "1 ") {
+		t.Errorf("event published on the follower: %q, want sequence 1", ev)
+	}
 
 	// Studies to send, made before the load starts.
 	const studies, perStudy = 8, 3
@@ -191,6 +195,7 @@ func TestClusterFailover(t *testing.T) {
 	stored := map[string]int{}   // study UID → instances stored with success
 	var sent, storeRuns, ackedAfterFaults, storedAfterFaults int
 	var faultsDone bool
+	notAA := 0
 	var wg sync.WaitGroup
 	wg.Add(2)
 	go func() {
@@ -206,6 +211,11 @@ func TestClusterFailover(t *testing.T) {
 			out, _ := exec.Command("timeout", "10", mllp, "--loose", "-f", f, "-p", port, host).Output()
 			mu.Lock()
 			sent++
+			if m := ackRE.FindStringSubmatch(string(out)); m == nil || m[1] != "AA" {
+				if notAA++; notAA <= 3 {
+					t.Logf("%s to %s not AA: %q", ctl, d.mllp, out)
+				}
+			}
 			if m := ackRE.FindStringSubmatch(string(out)); m != nil && m[1] == "AA" && m[2] == ctl {
 				acked[ctl] = acc
 				if faultsDone {

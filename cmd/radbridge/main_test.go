@@ -92,34 +92,40 @@ func serve(t *testing.T, args ...string) *daemon {
 			t.Logf("daemon log:\n%s", d.logs.String())
 		}
 	})
-	addrs := make(chan [2]string, 4)
+	addrs := make(chan [2]string, 64)
 	go func() {
 		sc := bufio.NewScanner(pr)
 		for sc.Scan() {
-			d.logs.Write(append(sc.Bytes(), '\n'))
 			var l struct{ Msg, Component, Addr string }
 			if json.Unmarshal(sc.Bytes(), &l) == nil && l.Msg == "listening" {
 				addrs <- [2]string{l.Component, l.Addr}
 			}
+			d.logs.Write(append(sc.Bytes(), '\n'))
 		}
 	}()
-	for d.grpc == "" || d.http == "" {
+	// Every listener is logged before "ready" (whatever their order).
+	ready := time.Now().Add(60 * time.Second)
+	for !strings.Contains(d.logs.String(), `"msg":"ready"`) {
 		select {
-		case a := <-addrs:
-			switch a[0] {
-			case "grpc":
-				d.grpc = a[1]
-			case "http":
-				d.http = a[1]
-			case "hl7":
-				d.mllp = a[1]
-			case "dicom":
-				d.dicom = a[1]
-			}
 		case <-d.done:
 			t.Fatalf("daemon exited:\n%s", d.logs.String())
-		case <-time.After(60 * time.Second):
-			t.Fatalf("daemon did not listen:\n%s", d.logs.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+		if time.Now().After(ready) {
+			t.Fatalf("daemon not ready:\n%s", d.logs.String())
+		}
+	}
+	for len(addrs) > 0 {
+		a := <-addrs
+		switch a[0] {
+		case "grpc":
+			d.grpc = a[1]
+		case "http":
+			d.http = a[1]
+		case "hl7":
+			d.mllp = a[1]
+		case "dicom":
+			d.dicom = a[1]
 		}
 	}
 	deadline := time.Now().Add(60 * time.Second)
