@@ -7,6 +7,7 @@ package main_test
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -21,6 +22,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"radbridge/internal/tlsconf/tlstest"
 )
 
 var binary, natsServer string
@@ -96,9 +99,16 @@ func serve(t *testing.T, args ...string) *daemon {
 	go func() {
 		sc := bufio.NewScanner(pr)
 		for sc.Scan() {
-			var l struct{ Msg, Component, Addr string }
-			if json.Unmarshal(sc.Bytes(), &l) == nil && l.Msg == "listening" {
-				addrs <- [2]string{l.Component, l.Addr}
+			var l struct {
+				Msg, Component, Addr string
+				TLS                  any
+			}
+			// The plain-text listeners; TLS ones say tls="tls" or "mtls …".
+			if json.Unmarshal(sc.Bytes(), &l) == nil && l.Msg == "listening" && (l.TLS == nil || l.TLS == false) {
+				select {
+				case addrs <- [2]string{l.Component, l.Addr}:
+				default:
+				}
 			}
 			d.logs.Write(append(sc.Bytes(), '\n'))
 		}
@@ -380,5 +390,47 @@ func TestKillDashNineMidStudy(t *testing.T) {
 			t.Fatal("the study never became available after the restart")
 		}
 		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// TestSIGHUPReloadsTLS: the real binary re-reads replaced certificate files
+// on SIGHUP, before any handshake would have made it look, and serves the
+// new certificate afterwards.
+func TestSIGHUPReloadsTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca := tlstest.NewCA(t, "test CA")
+	ca.Issue(t, tlstest.Leaf{CN: "radbridge", DNS: []string{"localhost"}}).Write(t, dir, "server")
+	d := serve(t, "--data-dir", filepath.Join(t.TempDir(), "data"), "--mllp-tls-addr", "127.0.0.1:0",
+		"--tls-cert-file", filepath.Join(dir, "server.crt"), "--tls-key-file", filepath.Join(dir, "server.key"))
+	var tlsAddr string
+	for _, line := range strings.Split(d.logs.String(), "\n") {
+		var l struct{ Msg, Component, Addr, TLS string }
+		if json.Unmarshal([]byte(line), &l) == nil && l.Msg == "listening" && l.Component == "hl7" && l.TLS == "tls" {
+			tlsAddr = l.Addr
+		}
+	}
+	if tlsAddr == "" {
+		t.Fatalf("no TLS MLLP listener in the log:\n%s", d.logs.String())
+	}
+	renewed := ca.Issue(t, tlstest.Leaf{CN: "radbridge", DNS: []string{"localhost"}})
+	renewed.Write(t, dir, "server")
+	if err := d.cmd.Process.Signal(syscall.SIGHUP); err != nil {
+		t.Fatal(err)
+	}
+	want := `"msg":"TLS certificate reloaded"`
+	serial := `"serial":"` + renewed.Cert.SerialNumber.Text(16) + `"`
+	for i := 0; i < 300 && !(strings.Contains(d.logs.String(), want) && strings.Contains(d.logs.String(), serial)); i++ {
+		time.Sleep(100 * time.Millisecond)
+	}
+	if !strings.Contains(d.logs.String(), want) || !strings.Contains(d.logs.String(), serial) {
+		t.Fatalf("no reload with serial %s after SIGHUP:\n%s", renewed.Cert.SerialNumber.Text(16), d.logs.String())
+	}
+	c, err := tls.Dial("tcp", tlsAddr, &tls.Config{RootCAs: ca.Pool(), ServerName: "localhost"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if got := c.ConnectionState().PeerCertificates[0].SerialNumber; got.Cmp(renewed.Cert.SerialNumber) != 0 {
+		t.Errorf("serial %s after SIGHUP, want %s", got, renewed.Cert.SerialNumber)
 	}
 }
