@@ -842,7 +842,7 @@ func (c *updateCache) encode(e *fanout.Entry, subID string) []byte {
 	p, ok := c.m[e]
 	c.mu.Unlock()
 	if !ok {
-		p = updatePrefix(e.Event)
+		p = updatePrefix(e.Full())
 		c.mu.Lock()
 		if old := c.ring[c.next]; old != nil {
 			delete(c.m, old)

@@ -281,7 +281,7 @@ func (s *Service) awaitLogged(ctx context.Context, seq uint64, dup bool, after u
 		}
 		for _, e := range entries {
 			if e.Event.GetId() == id {
-				return e.Event, nil
+				return e.Full(), nil
 			}
 		}
 		if dup && sub.Position() >= stop {

@@ -27,26 +27,75 @@ import (
 var ErrSlow = errors.New("subscriber too slow")
 
 // Entry is one event with its encodings, computed once for all subscribers.
+//
+// Entries in the hub's window are compact: Event carries every field but
+// the FHIR resource (enough to filter and route), and the whole event is
+// kept as its protobuf encoding; Full decodes it when the resource is
+// needed. A decoded resource (a structpb.Struct) takes about ten times its
+// encoded size in memory, so this keeps the window's memory close to
+// --subscriber-window-bytes.
 type Entry struct {
+	// Event is the event; in the hub's window without its Resource (see
+	// Full).
 	Event *rbv1.Event
 
 	pbOnce, jsOnce sync.Once
 	pb, js         []byte
+	stripped       bool
+}
+
+// NewEntry returns ev as a compact entry (ev's Resource is dropped from
+// ev itself: the entry owns ev from now on).
+func NewEntry(ev *rbv1.Event) *Entry {
+	e := &Entry{Event: ev}
+	if ev.GetResource() != nil {
+		pb, err := proto.Marshal(ev)
+		if err == nil {
+			e.pb, e.stripped = pb, true
+			ev.Resource = nil
+		}
+	}
+	return e
 }
 
 // Proto returns the event's binary protobuf encoding.
 func (e *Entry) Proto() []byte {
-	e.pbOnce.Do(func() { e.pb, _ = proto.Marshal(e.Event) })
+	e.pbOnce.Do(func() {
+		if e.pb == nil {
+			e.pb, _ = proto.Marshal(e.Event)
+		}
+	})
 	return e.pb
+}
+
+// Full returns the whole event, its resource included. On a compact entry
+// it is decoded anew on every call: callers that use it often should keep
+// what they derive from it.
+func (e *Entry) Full() *rbv1.Event {
+	if !e.stripped {
+		return e.Event
+	}
+	ev := new(rbv1.Event)
+	if err := proto.Unmarshal(e.pb, ev); err != nil {
+		return e.Event
+	}
+	return ev
 }
 
 // JSON returns the event's protojson encoding.
 func (e *Entry) JSON() []byte {
-	e.jsOnce.Do(func() { e.js, _ = protojson.MarshalOptions{UseProtoNames: true}.Marshal(e.Event) })
+	e.jsOnce.Do(func() { e.js, _ = protojson.MarshalOptions{UseProtoNames: true}.Marshal(e.Full()) })
 	return e.js
 }
 
-func (e *Entry) size() int { return proto.Size(e.Event) }
+// size is the entry's share of --subscriber-window-bytes: its encoding and
+// the routing fields kept decoded.
+func (e *Entry) size() int {
+	if e.stripped {
+		return len(e.pb) + proto.Size(e.Event)
+	}
+	return proto.Size(e.Event)
+}
 
 // Config bounds the window.
 type Config struct {
@@ -107,7 +156,7 @@ func (h *Hub) Run(ctx context.Context) error {
 	close(h.ready)
 	for {
 		err := h.log.Watch(ctx, h.Head()+1, func(ev *rbv1.Event) error {
-			h.push(&Entry{Event: ev})
+			h.push(NewEntry(ev))
 			return nil
 		})
 		if ctx.Err() != nil {
@@ -288,7 +337,7 @@ func (s *Subscription) poll(ctx context.Context) ([]*Entry, <-chan struct{}, err
 	}
 	out := make([]*Entry, len(evs))
 	for i, ev := range evs {
-		out[i] = &Entry{Event: ev}
+		out[i] = NewEntry(ev)
 	}
 	if len(evs) == s.max {
 		s.pos = evs[len(evs)-1].Sequence

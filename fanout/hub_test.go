@@ -3,11 +3,14 @@ package fanout_test
 import (
 	"context"
 	"errors"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/structpb"
 
 	"radbridge/eventlog"
 	"radbridge/fanout"
@@ -204,5 +207,33 @@ func TestIdleReturnsForHeartbeat(t *testing.T) {
 	}
 	if n := h.Subscribers(); n != 1 {
 		t.Errorf("Subscribers = %d, want 1", n)
+	}
+}
+
+// TestCompactEntry: the window keeps an event's resource only encoded;
+// every encoding and Full still carry it.
+func TestCompactEntry(t *testing.T) {
+	res, err := structpb.NewStruct(map[string]any{"resourceType": "DiagnosticReport", "id": "dr-1", "conclusion": "No acute abnormality."})
+	if err != nil {
+		t.Fatal(err)
+	}
+	orig := &rbv1.Event{Sequence: 7, Id: "e7", PatientId: "P1", Type: rbv1.EventType_IMAGING_REPORT_READY, ResourceType: "DiagnosticReport", Resource: res}
+	want := proto.Clone(orig).(*rbv1.Event)
+	e := fanout.NewEntry(orig)
+	if e.Event.GetResource() != nil {
+		t.Error("the window entry still holds the decoded resource")
+	}
+	if e.Event.GetPatientId() != "P1" || e.Event.GetSequence() != 7 || e.Event.GetType() != rbv1.EventType_IMAGING_REPORT_READY {
+		t.Errorf("routing fields lost: %v", e.Event)
+	}
+	if got := e.Full(); !proto.Equal(got, want) {
+		t.Errorf("Full() = %v, want %v", got, want)
+	}
+	var fromPB rbv1.Event
+	if err := proto.Unmarshal(e.Proto(), &fromPB); err != nil || !proto.Equal(&fromPB, want) {
+		t.Errorf("Proto() decodes to %v (%v), want %v", &fromPB, err, want)
+	}
+	if !strings.Contains(string(e.JSON()), `"conclusion":"No acute abnormality."`) {
+		t.Errorf("JSON() lacks the resource: %s", e.JSON())
 	}
 }

@@ -87,7 +87,7 @@ func (t *thumbnails) Run(ctx context.Context) error {
 		}
 		for _, e := range es {
 			rctx, cancel := context.WithTimeout(ctx, thumbnailTimeout)
-			if err := t.render(rctx, e.Event); err != nil && ctx.Err() == nil {
+			if err := t.render(rctx, e.Full()); err != nil && ctx.Err() == nil {
 				t.log.Warn("thumbnail", "component", "thumbnails", "study_uid", e.Event.GetStudyInstanceUid(), "err", err)
 			}
 			cancel()
