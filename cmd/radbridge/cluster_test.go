@@ -140,6 +140,9 @@ func TestClusterFailover(t *testing.T) {
 	waitLog(t, a, `"msg":"became leader"`)
 	b := serve(t, append([]string{"--node-id", "rb-b"}, common...)...)
 	procs := []*daemon{a, b}
+	if role, leader := statusRole(t, b); role != "follower" || leader != "rb-a" {
+		t.Errorf("radbridge status on rb-b: role %q, leader %q; want follower of rb-a", role, leader)
+	}
 	// A follower answers POST /v1/events with the event the leader derived.
 	if ev := publish(t, b, "FO-P1", 1); !strings.HasPrefix(ev, "1 ") {
 		t.Errorf("event published on the follower: %q, want sequence 1", ev)
@@ -263,6 +266,9 @@ func TestClusterFailover(t *testing.T) {
 	faultsDone = true
 	mu.Unlock()
 	waitLog(t, b, `"msg":"became leader"`)
+	if role, leader := statusRole(t, b); role != "leader" || leader != "rb-b" {
+		t.Errorf("radbridge status on rb-b after the failover: role %q, leader %q", role, leader)
+	}
 	if m := scrape(t, b); !strings.Contains(m, "\nradbridge_mapper_leader 1\n") {
 		t.Errorf("the survivor's /metrics does not say it leads:\n%s", grepLines(m, "radbridge_mapper_leader"))
 	}
@@ -445,4 +451,20 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// statusRole runs radbridge status --json against d, as an operator would.
+func statusRole(t *testing.T, d *daemon) (role, leader string) {
+	t.Helper()
+	out, err := exec.Command(binary, "status", "--addr", d.http, "--json").Output()
+	if err != nil {
+		t.Fatalf("radbridge status: %v\n%s", err, out)
+	}
+	var st struct {
+		Mapper struct{ Role, Leader string }
+	}
+	if err := json.Unmarshal(out, &st); err != nil {
+		t.Fatalf("radbridge status --json: %v\n%s", err, out)
+	}
+	return st.Mapper.Role, st.Mapper.Leader
 }
