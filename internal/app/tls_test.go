@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -216,6 +217,10 @@ func TestDICOMOverTLS(t *testing.T) {
 		`subject="CN=stranger,O=Hospital"`,
 		`msg="TLS handshake failed" component=dicom`,
 	} {
+		// A handshake failure is logged just after the server closed.
+		for i := 0; i < 200 && !strings.Contains(logs.String(), want); i++ {
+			time.Sleep(50 * time.Millisecond)
+		}
 		if !strings.Contains(logs.String(), want) {
 			t.Errorf("log lacks %s", want)
 		}
@@ -535,5 +540,36 @@ func TestTLSConfigErrors(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%q: error %v, want it to say %q", tc.args, err, tc.want)
 		}
+	}
+}
+
+// TestTLSSilentPeerIsClosed: a peer that connects to a TLS port and never
+// sends a ClientHello is closed after --tls-handshake-timeout, well before
+// the fronts' own idle timeouts (MLLP 5 min, DICOM ARTIM 60 s here).
+func TestTLSSilentPeerIsClosed(t *testing.T) {
+	p := newPKI(t)
+	d, logs := startTLSDaemon(t, p, append(p.serverFlags(false),
+		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--mllp-addr", "", "--dicom-addr", "",
+		"--mllp-tls-addr", "127.0.0.1:0", "--dicom-tls-addr", "127.0.0.1:0", "--grpc-tls-addr", "127.0.0.1:0",
+		"--tls-handshake-timeout", "1s", "--dicom-artim-timeout", "60s")...)
+	for name, addr := range map[string]string{"mllp": d.MLLPTLSAddr(), "dicom": d.DICOMTLSAddr(), "grpc": d.GRPCTLSAddr()} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(20 * time.Second))
+		_, err = c.Read(make([]byte, 1))
+		c.Close()
+		if ne, ok := err.(net.Error); err == nil || ok && ne.Timeout() {
+			t.Errorf("%s: a silent peer was not closed by the server (read: %v)", name, err)
+		}
+	}
+	// The server logs right after it closed: wait for the lines, bounded.
+	failures := func() int { return strings.Count(logs.String(), `msg="TLS handshake failed"`) }
+	for i := 0; i < 200 && failures() < 2; i++ {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if n := failures(); n < 2 {
+		t.Errorf("%d handshake failures logged, want one each for MLLP and DICOM", n)
 	}
 }
