@@ -22,6 +22,9 @@ var (
 	ErrConflict = errors.New("event log: concurrent writer")
 	// ErrClosed means the log was closed.
 	ErrClosed = errors.New("event log: closed")
+	// ErrLastEventGone means retention removed every event, so the newest
+	// key is unknown (LastKey).
+	ErrLastEventGone = errors.New("event log: every event was removed by retention")
 )
 
 // Key identifies the observation an event was derived from: the ingest log

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"google.golang.org/protobuf/encoding/protojson"
@@ -118,8 +119,9 @@ type Hub struct {
 	ready chan struct{}
 
 	subs        int64
-	byTransport map[string]int64  // open subscriptions by transport
-	slow        map[string]uint64 // subscriptions ended by ErrSlow, by transport
+	live        map[*Subscription]struct{} // open subscriptions (retention warnings)
+	byTransport map[string]int64           // open subscriptions by transport
+	slow        map[string]uint64          // subscriptions ended by ErrSlow, by transport
 }
 
 // Stats are the hub's subscriber counters, by the transport named in
@@ -240,6 +242,7 @@ type Subscription struct {
 	h         *Hub
 	f         eventlog.Filter
 	pos       uint64
+	cur       atomic.Uint64 // pos, for other goroutines
 	live      bool
 	max       int
 	timer     *time.Timer
@@ -259,8 +262,29 @@ func (h *Hub) SubscribeOn(transport string, since uint64, f eventlog.Filter) *Su
 	h.mu.Lock()
 	h.subs++
 	h.byTransport[transport]++
+	sub := &Subscription{h: h, f: f, pos: since, max: 256, transport: transport}
+	sub.cur.Store(since)
+	if h.live == nil {
+		h.live = map[*Subscription]struct{}{}
+	}
+	h.live[sub] = struct{}{}
 	h.mu.Unlock()
-	return &Subscription{h: h, f: f, pos: since, max: 256, transport: transport}
+	return sub
+}
+
+// CountBehind returns how many open subscriptions have not yet passed
+// sequence seq-1 (their next event is older than seq): with seq the
+// retention edge soon, those are about to lose history they still need.
+func (h *Hub) CountBehind(seq uint64) int {
+	h.mu.RLock()
+	defer h.mu.RUnlock()
+	n := 0
+	for s := range h.live {
+		if s.cur.Load()+1 < seq {
+			n++
+		}
+	}
+	return n
 }
 
 // Close releases the subscription.
@@ -271,6 +295,7 @@ func (s *Subscription) Close() {
 	s.h.mu.Lock()
 	s.h.subs--
 	s.h.byTransport[s.transport]--
+	delete(s.h.live, s)
 	s.h.mu.Unlock()
 }
 
@@ -317,6 +342,7 @@ func (s *Subscription) poll(ctx context.Context) ([]*Entry, <-chan struct{}, err
 		}
 		h.mu.RUnlock()
 		s.pos = base + i
+		s.cur.Store(s.pos)
 		s.live = true
 		return out, wake, nil
 	}
@@ -347,5 +373,6 @@ func (s *Subscription) poll(ctx context.Context) ([]*Entry, <-chan struct{}, err
 			s.pos = evs[n-1].Sequence
 		}
 	}
+	s.cur.Store(s.pos)
 	return out, wake, nil
 }

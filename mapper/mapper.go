@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -81,6 +82,23 @@ type Config struct {
 	Now func() time.Time
 	// Observer, when set, is told what the mapper does (for metrics).
 	Observer Observer
+
+	// Snapshots, when set, receives snapshots of the state every
+	// SnapshotEvery applied records or SnapshotInterval (whichever comes
+	// first) and at an orderly stop, and Run starts from the newest usable
+	// one instead of replaying the whole ingest log. Nil: no snapshots
+	// (Run replays the whole log, as a clean replay does).
+	Snapshots        SnapshotStore
+	SnapshotEvery    int           // 10000 when 0
+	SnapshotInterval time.Duration // 5 minutes when 0
+	// Mapping fingerprints the mapping options; a snapshot taken with other
+	// options is still used, with a warning.
+	Mapping string
+	// DedupHorizon bounds the Seen set: an observation key first seen more
+	// than this before the record being applied (by the times recorded in
+	// the ingest log) is forgotten, so a resend older than that is mapped
+	// as new. 0 remembers keys forever.
+	DedupHorizon time.Duration
 }
 
 // Observer is told what the mapper does. Its methods are called from the
@@ -123,6 +141,10 @@ type Mapper struct {
 	timerCh chan *Timer
 	stats   Stats
 	pending int // len(state.Timers) after the last apply, under mu
+
+	pubStats  Stats      // stats as of the last applied record (guarded by mu)
+	seenQ     []seenItem // Seen keys in the order they were added
+	snapStats SnapshotStats
 }
 
 // Stats counts what the mapper did.
@@ -148,6 +170,12 @@ func New(cfg Config) *Mapper {
 		rules[k] = r
 	}
 	cfg.Rules = rules
+	if cfg.SnapshotEvery <= 0 {
+		cfg.SnapshotEvery = 10000
+	}
+	if cfg.SnapshotInterval <= 0 {
+		cfg.SnapshotInterval = 5 * time.Minute
+	}
 	return &Mapper{
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "mapper"),
@@ -166,41 +194,141 @@ func EventID(k eventlog.Key) string {
 	return fmt.Sprintf("%x-%x-%x-%x-%x", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16])
 }
 
-// Run replays the ingest log and then follows it until ctx ends.
+// Run replays the ingest log and then follows it until ctx ends. With
+// Config.Snapshots it starts from the newest usable snapshot and replays
+// only the records after it. Run may be called again after it returned
+// (for example when this process becomes the leader again); every call
+// rebuilds the state.
 func (m *Mapper) Run(ctx context.Context) error {
-	lastKey, err := m.cfg.Events.LastKey(ctx)
-	if err != nil {
-		return fmt.Errorf("mapper start: %w", err)
-	}
+	_, err := m.run(ctx, runOpts{})
+	return err
+}
+
+// runOpts adapt a run for radbridge replay.
+type runOpts struct {
+	// limit: start from the newest snapshot at or before this ingest
+	// sequence (0: the newest).
+	limit uint64
+	// noSnapshot: start from an empty state.
+	noSnapshot bool
+	// stopAtHead: return once the records present at start are applied.
+	stopAtHead bool
+	// noTimers: do not record timer observations.
+	noTimers bool
+	// derived is called with every event derived (logged: the key was
+	// already in the event log, so it was not appended).
+	derived func(ev *rbv1.Event, logged bool)
+	// applied is called after every record.
+	applied func(seq uint64)
+}
+
+func (m *Mapper) run(ctx context.Context, o runOpts) (*run, error) {
 	_, lastSeq, err := m.cfg.Events.Bounds(ctx)
 	if err != nil {
-		return fmt.Errorf("mapper start: %w", err)
+		return nil, fmt.Errorf("mapper start: %w", err)
 	}
 	head, err := m.cfg.Ingest.Last(ctx)
 	if err != nil {
-		return fmt.Errorf("mapper start: %w", err)
+		return nil, fmt.Errorf("mapper start: %w", err)
 	}
-	m.log.Info("mapper replaying", "ingest_records", head, "events", lastSeq)
+	var snap *Snapshot
+	if !o.noSnapshot {
+		snap = m.loadSnapshot(ctx, o.limit, head, lastSeq)
+	}
+	lastKey, err := m.cfg.Events.LastKey(ctx)
+	if errors.Is(err, eventlog.ErrLastEventGone) && snap != nil && snap.NextSeq-1 == lastSeq {
+		// Retention removed every event; the snapshot knows the newest key.
+		lastKey, err = snap.LastKey, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("mapper start: %w", err)
+	}
+	pos := Position{NextSeq: 1}
+	if snap != nil {
+		pos = snap.Position
+		m.state = snap.State
+	} else {
+		m.state = NewState()
+	}
+	m.rebuildSeenQueue()
+	from := pos.Applied + 1
+	if f, ok := m.cfg.Ingest.(interface {
+		First(context.Context) (uint64, error)
+	}); ok && head >= from {
+		first, err := f.First(ctx)
+		if err != nil {
+			return nil, fmt.Errorf("mapper start: %w", err)
+		}
+		if first > from {
+			return nil, fmt.Errorf("mapper start: the ingest log starts at record %d but the mapper needs the records from %d: they were purged and no usable snapshot covers them (restore the snapshot bucket %s or the whole store from a backup)", first, from, "RADBRIDGE_SNAPSHOTS")
+		}
+	}
+	m.mu.Lock()
+	m.ready = false
+	m.applied = max(m.applied, pos.Applied)
+	m.snapStats.Loaded = pos.Applied
+	if snap != nil {
+		m.snapStats.LastApplied = pos.Applied
+	}
+	close(m.wake) // Await of a record the snapshot covers returns now
+	m.wake = make(chan struct{})
+	m.mu.Unlock()
+	if snap != nil {
+		m.log.Info("mapper starting from snapshot", "ingest_seq", pos.Applied, "taken", snap.Taken, "events", pos.NextSeq-1)
+	}
+	m.log.Info("mapper replaying", "from_ingest_seq", from, "ingest_records", head, "events", lastSeq)
+	parent := ctx
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	r := &run{ctx: ctx, m: m, lastKey: lastKey, lastSeq: lastSeq, nextSeq: 1, replayEnd: head, dirty: map[string]bool{}}
-	if head == 0 {
+	r := &run{ctx: ctx, m: m, o: o, lastKey: lastKey, lastSeq: lastSeq, nextSeq: pos.NextSeq, replayEnd: head,
+		dirty: map[string]bool{}, pos: pos}
+	for _, id := range pos.Dirty {
+		r.dirty[id] = true
+	}
+	if m.cfg.Snapshots != nil && !o.stopAtHead {
+		r.snap = &snapshotter{m: m, lastTime: time.Now()}
+	}
+	if head <= pos.Applied {
 		r.finishReplay(ctx)
 	}
 	timerDone := make(chan struct{})
-	go func() { defer close(timerDone); m.runTimers(ctx) }()
-	err = m.cfg.Ingest.Watch(ctx, 1, r.apply)
+	if o.noTimers {
+		close(timerDone)
+	} else {
+		go func() { defer close(timerDone); m.runTimers(ctx) }()
+	}
+	if o.stopAtHead && r.done {
+		err = nil
+	} else {
+		err = m.cfg.Ingest.Watch(ctx, from, r.apply)
+		if errors.Is(err, errCaughtUp) {
+			err = nil
+		}
+	}
 	cancel()
 	<-timerDone
-	if ctx.Err() != nil {
-		return nil
+	if r.snap != nil {
+		// An orderly stop (or lost leadership) leaves a snapshot of the
+		// last completely applied record, so the next start replays little.
+		r.snap.wg.Wait()
+		if !r.broken && r.snap.since > 0 {
+			r.snap.take(ctx, r.pos)
+			r.snap.wg.Wait()
+		}
 	}
-	return err
+	if parent.Err() != nil {
+		return r, nil // stopped
+	}
+	return r, err
 }
+
+// errCaughtUp ends a run with stopAtHead.
+var errCaughtUp = errors.New("caught up")
 
 type run struct {
 	ctx        context.Context
 	m          *Mapper
+	o          runOpts
 	lastKey    eventlog.Key // newest key already in the event log at start
 	lastSeq    uint64       // newest event sequence at start
 	nextSeq    uint64       // sequence the next derived event has or gets
@@ -208,6 +336,20 @@ type run struct {
 	dirty      map[string]bool
 	sinceFlush int
 	done       bool
+	// pos is the position after the last completely applied record;
+	// broken is set while a record is being applied.
+	pos    Position
+	broken bool
+	snap   *snapshotter
+}
+
+func (r *run) position() Position {
+	p := Position{Applied: r.m.state.Applied, NextSeq: r.nextSeq, LastKey: r.pos.LastKey}
+	for id := range r.dirty {
+		p.Dirty = append(p.Dirty, id)
+	}
+	sort.Strings(p.Dirty)
+	return p
 }
 
 func (r *run) finishReplay(ctx context.Context) {
@@ -227,13 +369,16 @@ func (r *run) finishReplay(ctx context.Context) {
 	m.ready = true
 	m.pending = len(m.state.Timers)
 	m.mu.Unlock()
-	m.armTimer()
+	if !r.o.noTimers {
+		m.armTimer()
+	}
 	m.log.Info("mapper caught up", "ingest_seq", r.replayEnd, "events", r.lastSeq, "pending_timers", len(m.state.Timers))
 }
 
 func (r *run) apply(rec ingest.Record) error {
 	m := r.m
 	ctx := r.ctx
+	r.broken = true
 	c := &Context{State: m.state, Rec: rec, dirty: r.dirty}
 	m.stats.Applied++
 	dups := m.stats.Duplicates
@@ -253,10 +398,14 @@ func (r *run) apply(rec ingest.Record) error {
 	for i, ev := range c.events {
 		k := eventlog.Key{IngestSeq: rec.Seq, Index: i}
 		m.fill(ev, k, rec)
+		r.pos.LastKey = k
 		if k.Less(r.lastKey) || k == r.lastKey {
 			ev.Sequence = r.nextSeq
 			r.nextSeq++
 			m.stats.Skipped++
+			if r.o.derived != nil {
+				r.o.derived(ev, true)
+			}
 		} else {
 			seq, err := m.appendRetry(ctx, k, ev)
 			if err != nil {
@@ -266,6 +415,9 @@ func (r *run) apply(rec ingest.Record) error {
 			r.nextSeq = seq + 1
 			m.stats.Emitted++
 			m.cfg.Observer.EventAppended(ev, rec.Time, !r.done)
+			if r.o.derived != nil {
+				r.o.derived(ev, false)
+			}
 		}
 		if ev.PatientId != "" {
 			p := m.state.Patient(ev.PatientId)
@@ -284,10 +436,22 @@ func (r *run) apply(rec ingest.Record) error {
 		clear(r.dirty)
 		r.sinceFlush = 0
 	}
-	if r.done {
+	if r.done && !r.o.noTimers {
 		m.armTimer()
 	}
+	r.broken = false
+	r.pos.Applied, r.pos.NextSeq = rec.Seq, r.nextSeq
+	if r.o.applied != nil {
+		r.o.applied(rec.Seq)
+	}
+	if r.snap != nil {
+		r.snap.since++
+		if r.snap.due() {
+			r.snap.take(ctx, r.position())
+		}
+	}
 	m.mu.Lock()
+	m.pubStats = m.stats
 	m.applied = rec.Seq
 	m.pending = len(m.state.Timers)
 	m.recent[rec.Seq] = out
@@ -299,6 +463,9 @@ func (r *run) apply(rec ingest.Record) error {
 	close(m.wake)
 	m.wake = make(chan struct{})
 	m.mu.Unlock()
+	if r.o.stopAtHead && r.done {
+		return errCaughtUp
+	}
 	return nil
 }
 
@@ -321,12 +488,17 @@ func (m *Mapper) dispatch(c *Context) error {
 		}
 		return rule.Apply(c)
 	}
+	m.pruneSeen(rec.Time)
 	if rec.Key != "" {
-		if first, ok := m.state.Seen[rec.Key]; ok && first != rec.Seq {
+		if first, ok := m.state.Seen[rec.Key]; ok && first.Seq != rec.Seq {
 			m.stats.Duplicates++
 			return nil
 		}
-		m.state.Seen[rec.Key] = rec.Seq
+		if _, ok := m.state.Seen[rec.Key]; !ok {
+			sk := SeenKey{Seq: rec.Seq, At: rec.Time.UnixMilli()}
+			m.state.Seen[rec.Key] = sk
+			m.seenQ = append(m.seenQ, seenItem{rec.Key, sk})
+		}
 	}
 	rule := m.cfg.Rules[rec.Kind]
 	if rule == nil {
@@ -450,6 +622,14 @@ func (m *Mapper) runTimers(ctx context.Context) {
 			}
 		}
 	}
+}
+
+// Stats returns what the mapper did since New, as of the last record it
+// applied.
+func (m *Mapper) Stats() Stats {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.pubStats
 }
 
 // Ready reports whether the replay at start has finished.

@@ -19,16 +19,17 @@ type State struct {
 	Orders map[string]*OrderState `json:"orders"`
 	// Accessions lists the resources that carry each accession number.
 	Accessions map[string][]ResourceRef `json:"accessions"`
-	// Seen maps observation keys to the ingest sequence that first carried
-	// them, so resends beyond the ingest log's duplicate window are ignored.
-	Seen map[string]uint64 `json:"seen"`
+	// Seen maps observation keys to the ingest sequence (and time) that
+	// first carried them, so resends beyond the ingest log's duplicate
+	// window are ignored. Keys older than Config.DedupHorizon are pruned.
+	Seen map[string]SeenKey `json:"seen"`
 	// Applied is the last ingest sequence applied.
 	Applied uint64 `json:"applied"`
 }
 
 // NewState returns empty state.
 func NewState() *State {
-	return &State{Patients: map[string]*Patient{}, Timers: map[string]*Timer{}, Seen: map[string]uint64{},
+	return &State{Patients: map[string]*Patient{}, Timers: map[string]*Timer{}, Seen: map[string]SeenKey{},
 		Studies: map[string]*StudyState{}, Orders: map[string]*OrderState{}}
 }
 

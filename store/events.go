@@ -85,9 +85,12 @@ func (l *EventLog) Bounds(ctx context.Context) (uint64, uint64, error) {
 
 // LastKey implements eventlog.Log.
 func (l *EventLog) LastKey(ctx context.Context) (eventlog.Key, error) {
-	_, last, err := l.Bounds(ctx)
+	first, last, err := l.Bounds(ctx)
 	if err != nil || last == 0 {
 		return eventlog.Key{}, err
+	}
+	if first == 0 {
+		return eventlog.Key{}, eventlog.ErrLastEventGone
 	}
 	m, err := l.stream.GetMsg(ctx, last)
 	if err != nil {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -62,4 +63,76 @@ func (l *IngestLog) Watch(ctx context.Context, from uint64, fn func(ingest.Recor
 		}
 		return fn(r)
 	})
+}
+
+// First returns the oldest sequence still stored (Last+1 when every record
+// was trimmed, 1 when the log is empty).
+func (l *IngestLog) First(ctx context.Context) (uint64, error) {
+	info, err := l.stream.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("ingest stream info: %w", err)
+	}
+	if info.State.Msgs == 0 {
+		return info.State.LastSeq + 1, nil
+	}
+	return info.State.FirstSeq, nil
+}
+
+// Trim removes the records before sequence keep (exclusive) and returns how
+// many it removed. The caller decides what may go (never records that no
+// snapshot covers).
+func (l *IngestLog) Trim(ctx context.Context, keep uint64) (uint64, error) {
+	first, err := l.First(ctx)
+	if err != nil || keep <= first {
+		return 0, err
+	}
+	if err := l.stream.Purge(ctx, jetstream.WithPurgeSequence(keep)); err != nil {
+		return 0, fmt.Errorf("trim ingest log: %w", err)
+	}
+	return keep - first, nil
+}
+
+// Usage returns the stored records' count and bytes.
+func (l *IngestLog) Usage(ctx context.Context) (msgs, bytes uint64, err error) {
+	info, err := l.stream.Info(ctx)
+	if err != nil {
+		return 0, 0, fmt.Errorf("ingest stream info: %w", err)
+	}
+	return info.State.Msgs, info.State.Bytes, nil
+}
+
+// FirstAtOrAfter returns the sequence of the oldest stored record received
+// at or after t (Last+1 when there is none).
+func (l *IngestLog) FirstAtOrAfter(ctx context.Context, t time.Time) (uint64, error) {
+	return firstAtOrAfter(ctx, l.stream, t)
+}
+
+// firstAtOrAfter finds the first message of st stored at or after t.
+func firstAtOrAfter(ctx context.Context, st jetstream.Stream, t time.Time) (uint64, error) {
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("stream info: %w", err)
+	}
+	if info.State.Msgs == 0 {
+		return info.State.LastSeq + 1, nil
+	}
+	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
+		DeliverPolicy: jetstream.DeliverByStartTimePolicy,
+		OptStartTime:  &t,
+	})
+	if err != nil {
+		return 0, fmt.Errorf("find by time: %w", err)
+	}
+	batch, err := cons.Fetch(1, jetstream.FetchMaxWait(time.Second))
+	if err != nil {
+		return 0, fmt.Errorf("find by time: %w", err)
+	}
+	for m := range batch.Messages() {
+		md, err := m.Metadata()
+		if err != nil {
+			return 0, fmt.Errorf("find by time: %w", err)
+		}
+		return md.Sequence.Stream, nil
+	}
+	return info.State.LastSeq + 1, nil
 }

@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -49,6 +50,12 @@ type Config struct {
 	DuplicateWindow time.Duration
 	// Logger receives the store's operational messages.
 	Logger *slog.Logger
+
+	// Retention of the event log (JetStream MaxAge and MaxBytes of the
+	// events stream); 0 keeps events forever. The ingest log is trimmed by
+	// radbridge itself (IngestLog.Trim), never beyond the snapshots.
+	EventsMaxAge   time.Duration
+	EventsMaxBytes int64
 }
 
 // Store is an open store.
@@ -59,6 +66,8 @@ type Store struct {
 	ingest *IngestLog
 	events *EventLog
 	kv     jetstream.KeyValue
+	obs    jetstream.ObjectStore
+	lock   *os.File
 	once   sync.Once
 
 	replicas int
@@ -91,13 +100,19 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		if err != nil {
 			return nil, err
 		}
+		// One process at a time: a daemon, or radbridge replay.
+		if s.lock, err = lockDataDir(cfg.DataDir); err != nil {
+			return nil, err
+		}
 		s.ns, err = startEmbedded(cfg)
 		if err != nil {
+			s.lock.Close()
 			return nil, fmt.Errorf("%w %s: start embedded JetStream: %w", ErrDataDir, cfg.DataDir, err)
 		}
 		s.nc, err = nats.Connect("", nats.InProcessServer(s.ns), nats.Name("radbridge"))
 		if err != nil {
 			s.ns.Shutdown()
+			s.lock.Close()
 			return nil, fmt.Errorf("connect to embedded JetStream: %w", err)
 		}
 		cfg.Replicas = 1
@@ -156,6 +171,7 @@ func prepareDataDir(dir string, log *slog.Logger) (fresh bool, err error) {
 		if err != nil {
 			return false, fmt.Errorf("%w %s: %w", ErrDataDir, dir, err)
 		}
+		entries = slices.DeleteFunc(entries, func(e fs.DirEntry) bool { return e.Name() == LockFile })
 		if len(entries) > 0 {
 			return false, fmt.Errorf("%w %s: not empty and has no %s: not a radbridge data directory (or it was damaged); refusing to use it", ErrDataDir, dir, markerFile)
 		}
@@ -253,6 +269,8 @@ func (s *Store) ensure(ctx context.Context, cfg Config, fresh bool) error {
 			Replicas:    cfg.Replicas,
 			Duplicates:  cfg.DuplicateWindow,
 			AllowDirect: true,
+			MaxAge:      cfg.EventsMaxAge,
+			MaxBytes:    maxBytes(cfg.EventsMaxBytes),
 		},
 	}
 	for _, sc := range streams {
@@ -283,6 +301,16 @@ func (s *Store) ensure(ctx context.Context, cfg Config, fresh bool) error {
 		return fmt.Errorf("create state bucket: %w", err)
 	}
 	s.kv = kv
+	obs, err := s.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+		Bucket:      SnapshotBucket,
+		Description: "radbridge mapper snapshots (the state at an ingest sequence)",
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+	})
+	if err != nil {
+		return fmt.Errorf("create snapshot bucket: %w", err)
+	}
+	s.obs = obs
 	return nil
 }
 
@@ -290,6 +318,14 @@ func (s *Store) ensure(ctx context.Context, cfg Config, fresh bool) error {
 // lease. Every process of a cluster must use the same lease.
 func (s *Store) Leases(ctx context.Context, lease time.Duration) (jetstream.KeyValue, error) {
 	return leader.Bucket(ctx, s.js, LeaseBucket, s.replicas, lease)
+}
+
+// maxBytes maps 0 (keep everything) to JetStream's unlimited.
+func maxBytes(n int64) int64 {
+	if n <= 0 {
+		return -1
+	}
+	return n
 }
 
 // Ingest returns the ingest log.
@@ -315,6 +351,9 @@ func (s *Store) Close() {
 		if s.ns != nil {
 			s.ns.Shutdown()
 			s.ns.WaitForShutdown()
+		}
+		if s.lock != nil {
+			s.lock.Close()
 		}
 	})
 }

@@ -92,6 +92,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	st, err := store.Open(ctx, store.Config{
 		DataDir: cfg.DataDir, NATSURL: cfg.NATSURL, Replicas: cfg.NATSReplicas,
 		SyncAlways: cfg.Fsync, DuplicateWindow: cfg.DuplicateWindow, Logger: log,
+		EventsMaxAge: cfg.EventsMaxAge, EventsMaxBytes: cfg.EventsMaxBytes,
 	})
 	if err != nil {
 		return nil, err
@@ -184,15 +185,9 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	patients := st.Patients()
 	mapperM := metrics.NewMapper(d.metrics)
 	d.mapper = &mappers{newMapper: func() *mapper.Mapper {
-		return mapper.New(mapper.Config{
-			Ingest: ingestM.Log("mapper", st.Ingest()), Events: ingestM.Events(st.Events()), ReadModel: patients, Logger: log,
-			Observer: mapperM,
-			Rules: mapper.Rules(mapper.Options{
-				HL7PatientAuthority: cfg.HL7PatientIssuer, HL7Accession: splitList(cfg.HL7Accession),
-				HL7ImagingSections: splitList(cfg.HL7ImagingSections), DICOMPatientIssuer: cfg.PatientIssuer,
-				QuietPeriod: cfg.StudyQuietPeriod, ViewerURL: cfg.ViewerURL, WADORSBase: cfg.WADORSBase,
-			}),
-		})
+		c := mapperConfig(cfg, st, log)
+		c.Ingest, c.Events, c.Observer = ingestM.Log("mapper", st.Ingest()), ingestM.Events(st.Events()), mapperM
+		return mapper.New(c)
 	}}
 	if cfg.NATSURL != "" {
 		// Other processes may share this store: map only while holding

@@ -100,6 +100,16 @@ type Config struct {
 	GRPCTLSAllowedSubjects  string
 	HTTPSAllowedSubjects    string
 	TLSHandshakeTimeout     time.Duration
+	// Mapper snapshots and log retention (operations).
+	SnapshotEvery     int
+	SnapshotInterval  time.Duration
+	DedupHorizon      time.Duration
+	EventsMaxAge      time.Duration
+	EventsMaxBytes    int64
+	IngestMaxAge      time.Duration
+	IngestMaxBytes    int64
+	RetentionInterval time.Duration
+	RetentionMargin   float64
 }
 
 // EnvPrefix prefixes every environment variable.
@@ -181,6 +191,16 @@ func (c *Config) FlagSet(name string) *flag.FlagSet {
 	fs.StringVar(&c.GRPCTLSAllowedSubjects, "grpc-tls-allowed-subjects", "", "with --tls-client-ca-file: client certificates allowed on --grpc-tls-addr (as --mllp-tls-allowed-subjects)")
 	fs.StringVar(&c.HTTPSAllowedSubjects, "https-allowed-subjects", "", "with --tls-client-ca-file: client certificates allowed on --https-addr (as --mllp-tls-allowed-subjects)")
 	fs.DurationVar(&c.TLSHandshakeTimeout, "tls-handshake-timeout", 10*time.Second, "time a client has to finish the TLS handshake")
+	// Mapper snapshots and log retention (operations).
+	fs.IntVar(&c.SnapshotEvery, "snapshot-every", 10000, "write a snapshot of the mapper state every this many applied observations (and at an orderly stop); a start replays only what follows the newest snapshot")
+	fs.DurationVar(&c.SnapshotInterval, "snapshot-interval", 5*time.Minute, "also write a snapshot when this long has passed since the last one and something was applied")
+	fs.DurationVar(&c.DedupHorizon, "dedup-horizon", 30*24*time.Hour, "the mapper ignores a resent observation key first seen less than this before (by the times recorded in the ingest log); an older resend is treated as new")
+	fs.DurationVar(&c.EventsMaxAge, "events-max-age", 0, "remove events older than this from the event log; 0 keeps them forever (clients resuming from a removed sequence get OUT_OF_RANGE)")
+	fs.Int64Var(&c.EventsMaxBytes, "events-max-bytes", 0, "remove the oldest events when the event log exceeds this many bytes; 0: no limit")
+	fs.DurationVar(&c.IngestMaxAge, "ingest-max-age", 0, "trim ingest records older than this, but never records the oldest kept snapshot does not cover; 0 keeps them forever")
+	fs.Int64Var(&c.IngestMaxBytes, "ingest-max-bytes", 0, "trim the oldest ingest records when the ingest log exceeds about this many bytes, never records the oldest kept snapshot does not cover; 0: no limit")
+	fs.DurationVar(&c.RetentionInterval, "retention-interval", time.Minute, "how often the ingest log is trimmed and the retention metrics are refreshed")
+	fs.Float64Var(&c.RetentionMargin, "retention-margin", 0.1, "warn about a live subscriber whose cursor is within this fraction of --events-max-age or --events-max-bytes of the retention edge")
 	return fs
 }
 
@@ -351,6 +371,27 @@ func (c *Config) Validate() error {
 		bad("--node-id %q: want at most 64 characters without spaces", c.NodeID)
 	}
 	c.validateTLS(bad)
+	if c.SnapshotEvery < 1 {
+		bad("--snapshot-every %d: want at least 1", c.SnapshotEvery)
+	}
+	for name, d := range map[string]time.Duration{"snapshot-interval": c.SnapshotInterval, "dedup-horizon": c.DedupHorizon, "retention-interval": c.RetentionInterval} {
+		if d <= 0 {
+			bad("--%s %v: must be positive", name, d)
+		}
+	}
+	for name, d := range map[string]time.Duration{"events-max-age": c.EventsMaxAge, "ingest-max-age": c.IngestMaxAge} {
+		if d < 0 {
+			bad("--%s %v: want 0 (forever) or a positive duration", name, d)
+		}
+	}
+	for name, n := range map[string]int64{"events-max-bytes": c.EventsMaxBytes, "ingest-max-bytes": c.IngestMaxBytes} {
+		if n < 0 || (n > 0 && n < 1<<20) {
+			bad("--%s %d: want 0 (no limit) or at least 1 MiB", name, n)
+		}
+	}
+	if c.RetentionMargin <= 0 || c.RetentionMargin >= 1 {
+		bad("--retention-margin %v: want a fraction between 0 and 1", c.RetentionMargin)
+	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		bad("--log-format %q: want text or json", c.LogFormat)
 	}

@@ -1,0 +1,43 @@
+package app
+
+import (
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"log/slog"
+
+	"radbridge/internal/config"
+	"radbridge/mapper"
+	"radbridge/store"
+)
+
+// mappingOptions are the mapping rules' options from the configuration.
+func mappingOptions(cfg *config.Config) mapper.Options {
+	return mapper.Options{
+		HL7PatientAuthority: cfg.HL7PatientIssuer, HL7Accession: splitList(cfg.HL7Accession),
+		HL7ImagingSections: splitList(cfg.HL7ImagingSections), DICOMPatientIssuer: cfg.PatientIssuer,
+		QuietPeriod: cfg.StudyQuietPeriod, ViewerURL: cfg.ViewerURL, WADORSBase: cfg.WADORSBase,
+	}
+}
+
+// mappingFingerprint identifies the mapping options (and dedup horizon) a
+// snapshot was built with.
+func mappingFingerprint(cfg *config.Config) string {
+	b, _ := json.Marshal(struct {
+		O            mapper.Options
+		DedupHorizon int64
+	}{mappingOptions(cfg), int64(cfg.DedupHorizon)})
+	sum := sha256.Sum256(b)
+	return hex.EncodeToString(sum[:8])
+}
+
+// mapperConfig is the daemon's mapper: the store's logs, read model and
+// snapshots, and the configured rules.
+func mapperConfig(cfg *config.Config, st *store.Store, log *slog.Logger) mapper.Config {
+	return mapper.Config{
+		Ingest: st.Ingest(), Events: st.Events(), ReadModel: st.Patients(), Logger: log,
+		Rules:     mapper.Rules(mappingOptions(cfg)),
+		Snapshots: st.Snapshots(), SnapshotEvery: cfg.SnapshotEvery, SnapshotInterval: cfg.SnapshotInterval,
+		Mapping: mappingFingerprint(cfg), DedupHorizon: cfg.DedupHorizon,
+	}
+}
