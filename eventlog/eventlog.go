@@ -56,7 +56,8 @@ type Log interface {
 	// Read returns at most max events with sequence >= from that match f,
 	// in order. It does not wait for new events.
 	Read(ctx context.Context, from uint64, f Filter, max int) ([]*rbv1.Event, error)
-	// Bounds returns the first and last sequence stored (0, 0 when empty).
+	// Bounds returns the first and last sequence stored (0, 0 when empty;
+	// last+1, last when retention removed every event).
 	Bounds(ctx context.Context) (first, last uint64, err error)
 	// LastKey returns the key of the newest event (zero Key when empty).
 	LastKey(ctx context.Context) (Key, error)

@@ -122,6 +122,7 @@ type Hub struct {
 	live        map[*Subscription]struct{} // open subscriptions (retention warnings)
 	byTransport map[string]int64           // open subscriptions by transport
 	slow        map[string]uint64          // subscriptions ended by ErrSlow, by transport
+	floor       uint64                     // oldest sequence the log retains (SetFloor)
 }
 
 // Stats are the hub's subscriber counters, by the transport named in
@@ -213,7 +214,15 @@ func (h *Hub) Head() uint64 {
 func (h *Hub) Covers(since uint64) bool {
 	h.mu.RLock()
 	defer h.mu.RUnlock()
-	return len(h.ring) > 0 && since >= h.base && since <= h.base+uint64(len(h.ring))
+	return len(h.ring) > 0 && since >= h.base && since <= h.base+uint64(len(h.ring)) && since+1 >= h.floor
+}
+
+// SetFloor tells the hub the oldest sequence the log still retains, so a
+// cursor before it is not reported as covered by the in-memory window.
+func (h *Hub) SetFloor(first uint64) {
+	h.mu.Lock()
+	h.floor = first
+	h.mu.Unlock()
 }
 
 // Subscribers returns the number of open subscriptions.

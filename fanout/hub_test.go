@@ -237,3 +237,40 @@ func TestCompactEntry(t *testing.T) {
 		t.Errorf("JSON() lacks the resource: %s", e.JSON())
 	}
 }
+
+// TestCountBehindAndFloor: the hub counts open subscriptions whose cursor
+// is before a sequence (the retention edge soon), and a cursor before the
+// log's retained floor is not covered by the window.
+func TestCountBehindAndFloor(t *testing.T) {
+	l := eventlog.NewMemory()
+	h := startHub(t, l, 64)
+	appendN(t, l, 1, 20, "P1")
+	for h.Head() < 20 {
+		time.Sleep(5 * time.Millisecond)
+	}
+	old := h.Subscribe(2, eventlog.Filter{})
+	defer old.Close()
+	cur := h.Subscribe(15, eventlog.Filter{})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if _, err := collect(ctx, cur, 20); err != nil {
+		t.Fatal(err)
+	}
+	if n := h.CountBehind(10); n != 1 {
+		t.Errorf("CountBehind(10) = %d, want 1 (the subscription at 2)", n)
+	}
+	if n := h.CountBehind(3); n != 0 {
+		t.Errorf("CountBehind(3) = %d, want 0 (next events 3 and 21 are kept)", n)
+	}
+	cur.Close()
+	if n := h.CountBehind(30); n != 1 {
+		t.Errorf("after a close CountBehind(30) = %d, want 1", n)
+	}
+	if !h.Covers(2) {
+		t.Fatal("window does not cover cursor 2")
+	}
+	h.SetFloor(10)
+	if h.Covers(2) || !h.Covers(9) {
+		t.Errorf("with the log retaining from 10: Covers(2) %v (want false), Covers(9) %v (want true)", h.Covers(2), h.Covers(9))
+	}
+}

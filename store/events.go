@@ -78,9 +78,42 @@ func (l *EventLog) Bounds(ctx context.Context) (uint64, uint64, error) {
 		return 0, 0, fmt.Errorf("event stream info: %w", err)
 	}
 	if info.State.Msgs == 0 {
-		return 0, info.State.LastSeq, nil
+		if info.State.LastSeq > 0 {
+			// Retention removed every event: the next one is the first.
+			return info.State.LastSeq + 1, info.State.LastSeq, nil
+		}
+		return 0, 0, nil
 	}
 	return info.State.FirstSeq, info.State.LastSeq, nil
+}
+
+// Oldest returns the time the oldest retained event was stored (zero when
+// none is).
+func (l *EventLog) Oldest(ctx context.Context) (time.Time, error) {
+	first, last, err := l.Bounds(ctx)
+	if err != nil || first == 0 || first > last {
+		return time.Time{}, err
+	}
+	m, err := l.stream.GetMsg(ctx, first)
+	if err != nil {
+		return time.Time{}, fmt.Errorf("read oldest event: %w", err)
+	}
+	return m.Time, nil
+}
+
+// FirstAtOrAfter returns the sequence of the oldest retained event stored
+// at or after t (last+1 when there is none).
+func (l *EventLog) FirstAtOrAfter(ctx context.Context, t time.Time) (uint64, error) {
+	return firstAtOrAfter(ctx, l.stream, t)
+}
+
+// Usage returns the retained events' count and bytes.
+func (l *EventLog) Usage(ctx context.Context) (msgs, bytes uint64, err error) {
+	info, err := l.stream.Info(ctx)
+	if err != nil {
+		return 0, 0, fmt.Errorf("event stream info: %w", err)
+	}
+	return info.State.Msgs, info.State.Bytes, nil
 }
 
 // LastKey implements eventlog.Log.
@@ -89,7 +122,7 @@ func (l *EventLog) LastKey(ctx context.Context) (eventlog.Key, error) {
 	if err != nil || last == 0 {
 		return eventlog.Key{}, err
 	}
-	if first == 0 {
+	if first > last {
 		return eventlog.Key{}, eventlog.ErrLastEventGone
 	}
 	m, err := l.stream.GetMsg(ctx, last)

@@ -46,10 +46,12 @@ type Daemon struct {
 	cfg *config.Config
 	log *slog.Logger
 
-	store  *store.Store
-	mapper *mappers
-	hub    *fanout.Hub
-	svc    *api.Service
+	store *store.Store
+	// retention trims the ingest log and watches the event log's edge.
+	retention *retention
+	mapper    *mappers
+	hub       *fanout.Hub
+	svc       *api.Service
 
 	grpcLn, httpLn  net.Listener
 	mllpLn, dicomLn net.Listener
@@ -203,6 +205,9 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	}
 	d.metrics.MustRegister(clusterMetrics(d.mapper)...)
 	d.hub = fanout.New(st.Events(), fanout.Config{WindowEvents: cfg.WindowEvents, WindowBytes: cfg.WindowBytes, Logger: log})
+	// Retention: ingest trimming behind the snapshots, event log edge warnings.
+	d.retention = &retention{cfg: cfg, st: st, hub: d.hub, log: log}
+	d.retention.register(d.metrics, d.mapper)
 	d.svc = api.NewService(st.Events(), d.hub, ingestM.Log("api", st.Ingest()), d.mapper, patients, log)
 	d.metrics.MustRegister(metrics.NewSubscriberCollector(d.hub), metrics.NewPipelineCollector(metrics.Pipeline{
 		Ingest: st.Ingest(), Events: st.Events(), Mapper: d.mapper.Current, StoreUp: st.Healthy,
@@ -288,6 +293,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	run("mapper", func() error { return d.mapper.Run(runCtx) })
 	run("fanout", func() error { return d.hub.Run(runCtx) })
 	run("thumbnails", func() error { return thumbs.Run(runCtx) })
+	run("retention", func() error { return d.retention.Run(runCtx) })
 	run("grpc", func() error { return d.grpcSrv.Serve(internal) })
 	if d.grpcLn != nil {
 		run("grpc", func() error { return d.grpcSrv.Serve(d.grpcLn) })

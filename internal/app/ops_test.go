@@ -5,13 +5,17 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"path/filepath"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"radbridge/internal/app"
 	"radbridge/internal/config"
+	"radbridge/store"
 )
 
 // runDaemon starts a daemon that the test stops itself (stop waits for the
@@ -87,5 +91,126 @@ func TestRestartFromSnapshot(t *testing.T) {
 	ev := publish(t, base, "P1", "1.2.3.99")
 	if seq := fmt.Sprint(ev["sequence"]); seq != "12" {
 		t.Errorf("first event after the restart has sequence %s, want 12", seq)
+	}
+}
+
+// metric reads one unlabelled sample from GET /metrics.
+func opsMetric(t *testing.T, base, name string) float64 {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, name+" "); ok {
+			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
+			if err != nil {
+				t.Fatalf("%s: %q", name, line)
+			}
+			return f
+		}
+	}
+	t.Fatalf("GET /metrics has no %s:\n%s", name, b)
+	return 0
+}
+
+// waitMetric polls until cond holds for the metric (at most 20 s).
+func waitOpsMetric(t *testing.T, base, name string, cond func(float64) bool) float64 {
+	t.Helper()
+	var v float64
+	for range 200 {
+		if v = opsMetric(t, base, name); cond(v) {
+			return v
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("%s stayed at %v", name, v)
+	return v
+}
+
+// TestIngestRetentionKeepsWhatSnapshotsNeed: with --ingest-max-age the
+// ingest log is trimmed, but never past the oldest kept snapshot, so a
+// restart works; without the snapshots the start fails precisely instead of
+// mapping from a hole.
+func TestIngestRetentionKeepsWhatSnapshotsNeed(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	flags := []string{"--snapshot-every", "2", "--ingest-max-age", "1ms", "--retention-interval", "100ms"}
+	d, stop := runDaemon(t, dir, slog.New(slog.DiscardHandler), flags...)
+	base := "http://" + d.HTTPAddr()
+	for i := range 9 {
+		publish(t, base, "P1", fmt.Sprintf("1.2.3.%d", i))
+	}
+	// Snapshots at 2, 4, 6, 8 (3 kept: 4, 6, 8): records up to 4 may go.
+	first := waitOpsMetric(t, base, "radbridge_ingest_log_first_sequence", func(v float64) bool { return v >= 5 })
+	if first != 5 {
+		t.Errorf("ingest log trimmed to start at %v, want 5 (just after the oldest kept snapshot)", first)
+	}
+	if n := opsMetric(t, base, "radbridge_ingest_records_trimmed_total"); n != 4 {
+		t.Errorf("radbridge_ingest_records_trimmed_total %v, want 4", n)
+	}
+	evs1, img1 := history(t, base)
+	stop()
+
+	d, stop = runDaemon(t, dir, slog.New(slog.DiscardHandler), "--retention-interval", "1h")
+	evs2, img2 := history(t, "http://"+d.HTTPAddr())
+	if !reflect.DeepEqual(evs1, evs2) || !reflect.DeepEqual(img1, img2) {
+		t.Errorf("history changed across a restart on a trimmed ingest log")
+	}
+	stop()
+
+	// Without the snapshots the trimmed records are needed and missing.
+	st, err := store.Open(context.Background(), store.Config{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	seqs, _ := st.Snapshots().Snapshots(context.Background())
+	for _, s := range seqs {
+		if err := st.Snapshots().Delete(context.Background(), s); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st.Close()
+	cfg, _ := config.Load("test", []string{"--data-dir", dir, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--mllp-addr", "", "--dicom-addr", ""}, func(string) string { return "" }, io.Discard)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	d, err = app.Start(ctx, cfg, slog.New(slog.DiscardHandler))
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = d.Wait()
+	if err == nil || !strings.Contains(err.Error(), "ingest log starts at record 5") || !strings.Contains(err.Error(), "purged") {
+		t.Errorf("start without the snapshots the trimmed log needs: %v; want a precise error", err)
+	}
+}
+
+// TestEventRetentionAndTooOldCursor: events older than --events-max-age
+// are removed; the metrics show the edge; a client resuming from a removed
+// sequence gets OUT_OF_RANGE saying so; the daemon restarts and numbers
+// new events on.
+func TestEventRetentionAndTooOldCursor(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	flags := []string{"--duplicate-window", "1s", "--events-max-age", "2s", "--retention-interval", "100ms"}
+	d, stop := runDaemon(t, dir, slog.New(slog.DiscardHandler), flags...)
+	base := "http://" + d.HTTPAddr()
+	for i := range 3 {
+		publish(t, base, "P1", fmt.Sprintf("1.2.3.%d", i))
+	}
+	if age := opsMetric(t, base, "radbridge_event_log_oldest_event_age_seconds"); age > 2 {
+		t.Errorf("oldest event age %v s right after publishing", age)
+	}
+	waitOpsMetric(t, base, "radbridge_event_log_first_sequence", func(v float64) bool { return v == 4 })
+	code, body := getJSON(t, base+"/v1/events?since=1")
+	if code != 400 || !strings.Contains(fmt.Sprint(body["message"]), "no longer retained") {
+		t.Errorf("resume from a removed sequence: %d %v; want 400 OUT_OF_RANGE 'no longer retained'", code, body)
+	}
+	if code, _ := getJSON(t, base+"/v1/events?since=3"); code != 200 {
+		t.Errorf("resume from the newest sequence: %d, want 200", code)
+	}
+	stop()
+	d, _ = runDaemon(t, dir, slog.New(slog.DiscardHandler), flags...)
+	if ev := publish(t, "http://"+d.HTTPAddr(), "P1", "1.2.3.9"); fmt.Sprint(ev["sequence"]) != "4" {
+		t.Errorf("first event after a restart on an emptied event log: sequence %v, want 4", ev["sequence"])
 	}
 }

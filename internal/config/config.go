@@ -389,6 +389,9 @@ func (c *Config) Validate() error {
 			bad("--%s %d: want 0 (no limit) or at least 1 MiB", name, n)
 		}
 	}
+	if c.EventsMaxAge > 0 && c.EventsMaxAge < c.DuplicateWindow {
+		bad("--events-max-age %v: must be at least --duplicate-window %v", c.EventsMaxAge, c.DuplicateWindow)
+	}
 	if c.RetentionMargin <= 0 || c.RetentionMargin >= 1 {
 		bad("--retention-margin %v: want a fraction between 0 and 1", c.RetentionMargin)
 	}
