@@ -29,7 +29,7 @@ type tab struct {
 
 // headlessChromium starts a headless Chromium with its own profile and
 // returns the browser's context; every tab is a child of it.
-func headlessChromium(t *testing.T, ctx context.Context) context.Context {
+func headlessChromium(t *testing.T, ctx context.Context, extra ...chromedp.ExecAllocatorOption) context.Context {
 	t.Helper()
 	bin := needPeer(t, "chromium")
 	opts := []chromedp.ExecAllocatorOption{
@@ -48,6 +48,7 @@ func headlessChromium(t *testing.T, ctx context.Context) context.Context {
 		chromedp.UserDataDir(t.TempDir()),
 		chromedp.WindowSize(1280, 900),
 	}
+	opts = append(opts, extra...)
 	alloc, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
 	browser, cancelBrowser := chromedp.NewContext(alloc)
 	t.Cleanup(func() {

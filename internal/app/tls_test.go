@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"crypto/tls"
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -18,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"github.com/coder/websocket"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -475,7 +478,8 @@ func TestTLSCertificateReload(t *testing.T) {
 	p := newPKI(t)
 	d, _ := startTLSDaemon(t, p, append(p.serverFlags(false),
 		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--mllp-addr", "", "--dicom-addr", "",
-		"--mllp-tls-addr", "127.0.0.1:0", "--https-addr", "127.0.0.1:0")...)
+		"--mllp-tls-addr", "127.0.0.1:0", "--https-addr", "127.0.0.1:0", "--dicom-tls-addr", "127.0.0.1:0", "--grpc-tls-addr", "127.0.0.1:0")...)
+	fronts := []string{d.MLLPTLSAddr(), d.HTTPSAddr(), d.DICOMTLSAddr(), d.GRPCTLSAddr()}
 	serial := func(addr string) string {
 		c, err := tls.Dial("tcp", addr, p.clientConfig(t, ""))
 		if err != nil {
@@ -484,7 +488,7 @@ func TestTLSCertificateReload(t *testing.T) {
 		defer c.Close()
 		return c.ConnectionState().PeerCertificates[0].SerialNumber.String()
 	}
-	for _, addr := range []string{d.MLLPTLSAddr(), d.HTTPSAddr()} {
+	for _, addr := range fronts {
 		if got, want := serial(addr), p.server.Cert.SerialNumber.String(); got != want {
 			t.Fatalf("%s: serial %s, want %s", addr, got, want)
 		}
@@ -493,7 +497,7 @@ func TestTLSCertificateReload(t *testing.T) {
 	renewed.Write(t, p.dir, "server")
 	want := renewed.Cert.SerialNumber.String()
 	// The files are checked at most once a second: poll, bounded.
-	for _, addr := range []string{d.MLLPTLSAddr(), d.HTTPSAddr()} {
+	for _, addr := range fronts {
 		got := ""
 		for i := 0; i < 100 && got != want; i++ {
 			if got = serial(addr); got != want {
@@ -571,5 +575,34 @@ func TestTLSSilentPeerIsClosed(t *testing.T) {
 	}
 	if n := failures(); n < 2 {
 		t.Errorf("%d handshake failures logged, want one each for MLLP and DICOM", n)
+	}
+}
+
+// TestLivePageOverHTTPS: Chromium opens the live page on --https-addr (the
+// plain HTTP listener off), trusting exactly the server's key; its WSS
+// connection goes live and an order sent with send-hl7 over MLLP/TLS shows
+// up on the page.
+func TestLivePageOverHTTPS(t *testing.T) {
+	p := newPKI(t)
+	d, _ := startTLSDaemon(t, p, append(p.serverFlags(false),
+		"--grpc-addr", "", "--http-addr", "", "--mllp-addr", "", "--dicom-addr", "",
+		"--https-addr", "127.0.0.1:0", "--mllp-tls-addr", "127.0.0.1:0", "--hl7-patient-authority", "NORTHWING")...)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	spki := sha256.Sum256(p.server.Cert.RawSubjectPublicKeyInfo)
+	browser := headlessChromium(t, ctx, chromedp.Flag("ignore-certificate-errors-spki-list", base64.StdEncoding.EncodeToString(spki[:])))
+	_, port, _ := net.SplitHostPort(d.HTTPSAddr())
+	tb := openTab(t, browser, "https tab", "https://localhost:"+port+"/?patient=MRN4711")
+	tb.waitFor(t, "connection live over WSS", `location.protocol === "https:" && document.querySelector('[data-testid="connection"]').textContent === "live"`)
+	m := risMessages[0]
+	f := writeHL7(t, m.ctl, strings.ReplaceAll(m.msg, "{{ctl}}", m.ctl))
+	if code, out, errOut := runApp(t, "send-hl7", "--addr", d.MLLPTLSAddr(), "--tls-ca-file", p.path("ca.crt"), "--tls-server-name", "localhost", f); code != 0 || !strings.Contains(out, "MSA|AA|") {
+		t.Fatalf("send-hl7 --tls: exit %d\n%s%s", code, out, errOut)
+	}
+	tb.waitFor(t, "order ACC1001 on the page", `!!document.querySelector('[data-testid="order"][data-accession="ACC1001"]')`)
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	if len(tb.errors) > 0 {
+		t.Errorf("page errors: %q", tb.errors)
 	}
 }
