@@ -27,6 +27,7 @@ Usage:
   radbridge completion bash|zsh  print a shell completion script
   radbridge healthcheck [--addr localhost:8080]  exit 0 when the daemon is ready
   radbridge status [--addr localhost:8080] [--json] [--token-file F]  print a running daemon's state
+  radbridge check-config [--bind] [--config F] [serve flags]  validate a configuration without starting
 
 The client commands (tail, echo, store, send-hl7, healthcheck, status) speak TLS with
 --tls [--tls-ca-file CA] [--tls-cert-file C --tls-key-file K] [--tls-server-name N].
@@ -63,6 +64,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return healthcheck(ctx, args[1:], stdout, stderr)
 	case "status":
 		return statusCmd(ctx, args[1:], stdout, stderr)
+	case "check-config":
+		return checkConfig(args[1:], stdout, stderr)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return 0

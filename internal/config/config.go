@@ -250,13 +250,13 @@ func Load(name string, args []string, getenv func(string) string, usage io.Write
 		}
 		if v := getenv(EnvName(f.Name)); v != "" {
 			if err := fs.Set(f.Name, v); err != nil {
-				errs = append(errs, fmt.Errorf("%s: %w", EnvName(f.Name), err))
+				errs = append(errs, fmt.Errorf("%s=%q: %w", EnvName(f.Name), v, err))
 			}
 			return
 		}
 		if v, ok := file[f.Name]; ok {
 			if err := fs.Set(f.Name, fmt.Sprint(v)); err != nil {
-				errs = append(errs, fmt.Errorf("config file %s: %s: %w", c.ConfigFile, f.Name, err))
+				errs = append(errs, fmt.Errorf("config file %s: %s: %q: %w", c.ConfigFile, f.Name, fmt.Sprint(v), err))
 			}
 		}
 	})
