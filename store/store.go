@@ -7,6 +7,7 @@ package store
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -15,6 +16,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -56,6 +58,12 @@ type Config struct {
 	// radbridge itself (IngestLog.Trim), never beyond the snapshots.
 	EventsMaxAge   time.Duration
 	EventsMaxBytes int64
+	// TLS, when set, secures the connection to an external NATS (a
+	// tls:// URL, or a server that requires TLS).
+	TLS *tls.Config
+	// CredsFile, when set, authenticates to an external NATS with a user
+	// JWT and NKey seed (a .creds file).
+	CredsFile string
 }
 
 // Store is an open store.
@@ -118,10 +126,16 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		cfg.Replicas = 1
 	} else {
 		var err error
-		s.nc, err = nats.Connect(cfg.NATSURL, nats.Name("radbridge"), nats.MaxReconnects(-1),
-			nats.ReconnectWait(250*time.Millisecond))
+		opts := []nats.Option{nats.Name("radbridge"), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond)}
+		if cfg.TLS != nil {
+			opts = append(opts, nats.Secure(cfg.TLS))
+		}
+		if cfg.CredsFile != "" {
+			opts = append(opts, nats.UserCredentials(cfg.CredsFile))
+		}
+		s.nc, err = nats.Connect(cfg.NATSURL, opts...)
 		if err != nil {
-			return nil, fmt.Errorf("connect to NATS %s: %w", cfg.NATSURL, err)
+			return nil, fmt.Errorf("connect to NATS %s: %w", RedactURLs(cfg.NATSURL), err)
 		}
 		fresh = false
 	}
@@ -326,6 +340,31 @@ func maxBytes(n int64) int64 {
 		return -1
 	}
 	return n
+}
+
+// RedactURLs drops the user information (passwords, tokens) from a
+// comma-separated list of NATS URLs, for logs, errors and status.
+func RedactURLs(s string) string {
+	var out []string
+	for _, u := range strings.Split(s, ",") {
+		u = strings.TrimSpace(u)
+		scheme, rest, ok := strings.Cut(u, "://")
+		if !ok {
+			scheme, rest = "", u
+		}
+		authority, path, _ := strings.Cut(rest, "/")
+		if at := strings.LastIndex(authority, "@"); at >= 0 {
+			rest = authority[at+1:]
+			if path != "" || strings.HasSuffix(u, "/") {
+				rest += "/" + path
+			}
+		}
+		if ok {
+			rest = scheme + "://" + rest
+		}
+		out = append(out, rest)
+	}
+	return strings.Join(out, ",")
 }
 
 // Ingest returns the ingest log.

@@ -29,6 +29,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"radbridge/internal/tlsconf/tlstest"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
 
@@ -467,4 +468,56 @@ func statusRole(t *testing.T, d *daemon) (role, leader string) {
 		t.Fatalf("radbridge status --json: %v\n%s", err, out)
 	}
 	return st.Mapper.Role, st.Mapper.Leader
+}
+
+// TestNATSOverTLS: radbridge reaches a nats-server that requires TLS with a
+// client certificate (mutual TLS), given the CA and its own certificate;
+// without a client certificate it refuses to start with a precise error;
+// a password in the URL never reaches the log.
+func TestNATSOverTLS(t *testing.T) {
+	dir := t.TempDir()
+	ca := tlstest.NewCA(t, "radbridge test NATS CA")
+	ca.WriteCert(t, filepath.Join(dir, "ca.crt"))
+	ca.Issue(t, tlstest.Leaf{CN: "nats", IP: []string{"127.0.0.1"}}).Write(t, dir, "server")
+	ca.Issue(t, tlstest.Leaf{CN: "radbridge", Client: true}).Write(t, dir, "client")
+	port := freePort(t)
+	ns := exec.Command(natsServer, "-js", "-a", "127.0.0.1", "-p", fmt.Sprint(port), "-sd", t.TempDir(),
+		"--tlsverify", "--tlscert", filepath.Join(dir, "server.crt"), "--tlskey", filepath.Join(dir, "server.key"),
+		"--tlscacert", filepath.Join(dir, "ca.crt"), "--user", "rb", "--pass", "s3cret-pass")
+	logs := &syncBuf{}
+	ns.Stdout, ns.Stderr = logs, logs
+	if err := ns.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Process.Kill(); ns.Wait() })
+	deadline := time.Now().Add(30 * time.Second)
+	for !strings.Contains(logs.String(), "Server is ready") {
+		if time.Now().After(deadline) {
+			t.Fatalf("nats-server not ready:\n%s", logs.String())
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	url := fmt.Sprintf("tls://rb:s3cret-pass@127.0.0.1:%d", port)
+
+	// Without a client certificate the handshake fails: a clear error, no start.
+	out, err := exec.Command(binary, "serve", "--nats-url", url, "--nats-tls-ca-file", filepath.Join(dir, "ca.crt"),
+		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--mllp-addr", "", "--dicom-addr", "").CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "connect to NATS tls://127.0.0.1:") {
+		t.Errorf("without a client certificate: %v\n%s", err, out)
+	}
+	if strings.Contains(string(out), "s3cret-pass") {
+		t.Errorf("the NATS password is in the output:\n%s", out)
+	}
+
+	d := serve(t, "--nats-url", url, "--nats-tls-ca-file", filepath.Join(dir, "ca.crt"),
+		"--nats-tls-cert-file", filepath.Join(dir, "client.crt"), "--nats-tls-key-file", filepath.Join(dir, "client.key"))
+	if ev := publish(t, d, "P-TLS", 1); !strings.HasPrefix(ev, "1 ") {
+		t.Errorf("first event over TLS: %q", ev)
+	}
+	if strings.Contains(d.logs.String(), "s3cret-pass") {
+		t.Errorf("the NATS password is in the log:\n%s", d.logs.String())
+	}
+	if role, _ := statusRole(t, d); role != "leader" {
+		t.Errorf("role %q, want leader", role)
+	}
 }

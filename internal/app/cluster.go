@@ -3,14 +3,18 @@ package app
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/hex"
 	"errors"
+	"fmt"
 	"os"
 	"sync"
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"radbridge/internal/config"
 	"radbridge/internal/metrics"
+	"radbridge/internal/tlsconf"
 	"radbridge/leader"
 	"radbridge/mapper"
 	rbv1 "radbridge/proto/radbridge/v1"
@@ -155,4 +159,17 @@ func clusterMetrics(s *mappers) []prometheus.Collector {
 			return float64(s.elector.Status().Terms)
 		}),
 	}
+}
+
+// natsClientTLS is the TLS configuration of the connection to an external
+// NATS (nil: as the URL says).
+func natsClientTLS(cfg *config.Config) (*tls.Config, error) {
+	if cfg.NATSTLSCAFile == "" && cfg.NATSTLSCertFile == "" {
+		return nil, nil
+	}
+	c, err := tlsconf.ClientConfig(tlsconf.ClientFiles{CAFile: cfg.NATSTLSCAFile, CertFile: cfg.NATSTLSCertFile, KeyFile: cfg.NATSTLSKeyFile})
+	if err != nil {
+		return nil, fmt.Errorf("NATS TLS: %w", err)
+	}
+	return c, nil
 }

@@ -91,10 +91,15 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	d.metrics = metrics.NewRegistry()
 	bi := ReadBuildInfo()
 	metrics.Build(d.metrics, bi.Version, bi.GoVersion, bi.VCSRevision, d.started)
+	natsTLS, err := natsClientTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
 	st, err := store.Open(ctx, store.Config{
 		DataDir: cfg.DataDir, NATSURL: cfg.NATSURL, Replicas: cfg.NATSReplicas,
 		SyncAlways: cfg.Fsync, DuplicateWindow: cfg.DuplicateWindow, Logger: log,
 		EventsMaxAge: cfg.EventsMaxAge, EventsMaxBytes: cfg.EventsMaxBytes,
+		TLS: natsTLS, CredsFile: cfg.NATSCredsFile,
 	})
 	if err != nil {
 		return nil, err
@@ -104,7 +109,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	ingestM := metrics.NewIngest(d.metrics)
 	where := cfg.DataDir
 	if cfg.NATSURL != "" {
-		where = cfg.NATSURL
+		where = store.RedactURLs(cfg.NATSURL)
 	}
 	log.Info("store open", "component", "store", "at", where, "embedded", cfg.NATSURL == "", "fsync", cfg.Fsync)
 

@@ -118,7 +118,7 @@ func (d *Daemon) Status(ctx context.Context) Status {
 
 	s.Store = StoreStatus{Embedded: d.cfg.NATSURL == "", Location: d.cfg.DataDir, Connected: d.store.Healthy()}
 	if d.cfg.NATSURL != "" {
-		s.Store.Location = redactURLs(d.cfg.NATSURL)
+		s.Store.Location = store.RedactURLs(d.cfg.NATSURL)
 	}
 	ctx, cancel := context.WithTimeout(ctx, 3*time.Second)
 	defer cancel()
@@ -175,31 +175,6 @@ func (d *Daemon) Status(ctx context.Context) Status {
 			StoreFailures: st.StoreFailures, Echoes: st.Echoes, IANs: st.IANs, MPPS: st.MPPS}
 	}
 	return s
-}
-
-// redactURLs drops user information (credentials) from comma-separated
-// URLs: whatever precedes the last @ of the authority.
-func redactURLs(s string) string {
-	var out []string
-	for _, u := range strings.Split(s, ",") {
-		u = strings.TrimSpace(u)
-		scheme, rest, ok := strings.Cut(u, "://")
-		if !ok {
-			scheme, rest = "", u
-		}
-		authority, path, _ := strings.Cut(rest, "/")
-		if at := strings.LastIndex(authority, "@"); at >= 0 {
-			rest = authority[at+1:]
-			if path != "" || strings.HasSuffix(u, "/") {
-				rest += "/" + path
-			}
-		}
-		if ok {
-			rest = scheme + "://" + rest
-		}
-		out = append(out, rest)
-	}
-	return strings.Join(out, ",")
 }
 
 // statusHandler serves Status as JSON.

@@ -75,6 +75,11 @@ type Config struct {
 	// Clustering (several processes on one external JetStream).
 	NodeID      string
 	LeaderLease time.Duration
+	// The connection to an external NATS.
+	NATSTLSCAFile   string
+	NATSTLSCertFile string
+	NATSTLSKeyFile  string
+	NATSCredsFile   string
 
 	// Observability (metrics and status).
 	MetricsAddr string
@@ -169,6 +174,10 @@ func (c *Config) FlagSet(name string) *flag.FlagSet {
 	// at a time (the leader) runs the mapper.
 	fs.StringVar(&c.NodeID, "node-id", "", "this process's name in a cluster (status, leader election); empty: hostname and a random suffix")
 	fs.DurationVar(&c.LeaderLease, "leader-lease", 10*time.Second, "with --nats-url: the mapper leader's lease; a dead leader is replaced after at most this long")
+	fs.StringVar(&c.NATSTLSCAFile, "nats-tls-ca-file", "", "with --nats-url: PEM CA certificates that sign the NATS servers' certificates (the connection then uses TLS; tls:// URLs do too, with the system roots)")
+	fs.StringVar(&c.NATSTLSCertFile, "nats-tls-cert-file", "", "with --nats-url: PEM client certificate for NATS servers that require one (with --nats-tls-key-file)")
+	fs.StringVar(&c.NATSTLSKeyFile, "nats-tls-key-file", "", "with --nats-url: PEM key of --nats-tls-cert-file")
+	fs.StringVar(&c.NATSCredsFile, "nats-creds-file", "", "with --nats-url: NATS user credentials (.creds: user JWT and NKey seed); user:password in the URL works too and is never logged")
 	// Observability (metrics and status).
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "separate listen address for GET /metrics without authentication (for a Prometheus on an internal network); empty: /metrics only on --http-addr, behind --auth")
 
@@ -366,6 +375,19 @@ func (c *Config) Validate() error {
 	}
 	if c.LeaderLease < time.Second || c.LeaderLease > 5*time.Minute {
 		bad("--leader-lease %v: want 1s to 5m", c.LeaderLease)
+	}
+	if (c.NATSTLSCertFile == "") != (c.NATSTLSKeyFile == "") {
+		bad("--nats-tls-cert-file and --nats-tls-key-file go together")
+	}
+	for name, f := range map[string]string{"nats-tls-ca-file": c.NATSTLSCAFile, "nats-tls-cert-file": c.NATSTLSCertFile, "nats-tls-key-file": c.NATSTLSKeyFile, "nats-creds-file": c.NATSCredsFile} {
+		if f == "" {
+			continue
+		}
+		if c.NATSURL == "" {
+			bad("--%s needs --nats-url (the embedded store has no network connection)", name)
+		} else if st, err := os.Stat(f); err != nil || !st.Mode().IsRegular() {
+			bad("--%s %s: not an existing file", name, f)
+		}
 	}
 	if len(c.NodeID) > 64 || strings.ContainsAny(c.NodeID, " \t\r\n") {
 		bad("--node-id %q: want at most 64 characters without spaces", c.NodeID)

@@ -1,4 +1,4 @@
-package app
+package store
 
 import "testing"
 
@@ -8,8 +8,8 @@ func TestRedactURLs(t *testing.T) {
 		"nats://user:secret@a:4222, tls://tok@b:4222": "nats://a:4222,tls://b:4222",
 		"user:pa%zz@host:4222":                        "host:4222",
 	} {
-		if got := redactURLs(in); got != want {
-			t.Errorf("redactURLs(%q) = %q, want %q", in, got, want)
+		if got := RedactURLs(in); got != want {
+			t.Errorf("RedactURLs(%q) = %q, want %q", in, got, want)
 		}
 	}
 }
