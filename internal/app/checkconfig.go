@@ -13,6 +13,7 @@ import (
 	"radbridge/auth"
 	"radbridge/internal/config"
 	"radbridge/internal/tlsconf"
+	"radbridge/store"
 )
 
 const checkConfigUsage = `usage: radbridge check-config [--bind] [--config FILE] [serve flags...]
@@ -219,7 +220,7 @@ func printEffective(w io.Writer, c *config.Config) {
 		}
 		v := f.Value.String()
 		if f.Name == "nats-url" {
-			v = redactURLs(v)
+			v = store.RedactURLs(v)
 		}
 		switch f.Value.(flag.Getter).Get().(type) {
 		case string:
