@@ -310,7 +310,7 @@ func TestMetricsAfterRealTraffic(t *testing.T) {
 	if events < 3 { // ORDER_PLACED, progress, IMAGING_STUDY_AVAILABLE at least
 		t.Errorf("subscriber received %v events: %v", events, seen)
 	}
-	for name, want := range map[string]float64{"radbridge_mapper_running": 1, "radbridge_mapper_ready": 1, "radbridge_store_up": 1} {
+	for name, want := range map[string]float64{"radbridge_mapper_leader": 1, "radbridge_mapper_ready": 1, "radbridge_store_up": 1} {
 		if got := after.value(name); got != want {
 			t.Errorf("%s = %v, want %v", name, got, want)
 		}

@@ -335,8 +335,12 @@ func printStatus(w io.Writer, s Status) {
 			acks = append(acks, fmt.Sprintf("%s %d", code, n))
 		}
 		sort.Strings(acks)
-		fmt.Fprintf(w, "\nhl7: %d messages (%s), %d connections open, %d since start, %d frames rejected, %d not stored\n",
-			h.Messages, strings.Join(acks, ", "), h.ConnectionsOpen, h.Connections, h.RejectedFrames, h.StoreFailures)
+		answered := ""
+		if len(acks) > 0 {
+			answered = " (" + strings.Join(acks, ", ") + ")"
+		}
+		fmt.Fprintf(w, "\nhl7: %d messages%s, %d connections open, %d since start, %d frames rejected, %d not stored\n",
+			h.Messages, answered, h.ConnectionsOpen, h.Connections, h.RejectedFrames, h.StoreFailures)
 	}
 	if d := s.DICOM; d != nil {
 		fmt.Fprintf(w, "dicom: %d associations open; %d accepted, %d rejected, %d aborted since start; %d instances stored, %d refused; %d echoes, %d IAN, %d MPPS\n",

@@ -173,9 +173,9 @@ type Pipeline struct {
 }
 
 type pipelineCollector struct {
-	p                                         Pipeline
-	storeUp, ingestLast, eventsLast           *prometheus.Desc
-	mapping, ready, applied, lag, quietQueued *prometheus.Desc
+	p                                Pipeline
+	storeUp, ingestLast, eventsLast  *prometheus.Desc
+	ready, applied, lag, quietQueued *prometheus.Desc
 }
 
 // NewPipelineCollector reports the store, the heads of the logs and the
@@ -189,7 +189,6 @@ func NewPipelineCollector(p Pipeline) prometheus.Collector {
 		storeUp:     d("store_up", "1 while the connection to the JetStream store is up."),
 		ingestLast:  d("ingest_last_sequence", "Sequence of the newest record in the ingest log."),
 		eventsLast:  d("events_last_sequence", "Sequence of the newest event in the event log."),
-		mapping:     d("mapper_running", "1 while this process runs the mapper (always, alone; the leader, in a cluster)."),
 		ready:       d("mapper_ready", "1 once the running mapper has replayed the ingest log and maps live."),
 		applied:     d("mapper_applied_sequence", "Ingest sequence the running mapper has applied."),
 		lag:         d("mapper_lag_records", "Ingest records not yet applied by the running mapper (ingest head minus applied)."),
@@ -198,7 +197,7 @@ func NewPipelineCollector(p Pipeline) prometheus.Collector {
 }
 
 func (c *pipelineCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.storeUp, c.ingestLast, c.eventsLast, c.mapping, c.ready, c.applied, c.lag, c.quietQueued} {
+	for _, d := range []*prometheus.Desc{c.storeUp, c.ingestLast, c.eventsLast, c.ready, c.applied, c.lag, c.quietQueued} {
 		ch <- d
 	}
 }
@@ -233,8 +232,7 @@ func (c *pipelineCollector) Collect(ch chan<- prometheus.Metric) {
 	if c.p.Mapper != nil {
 		m = c.p.Mapper()
 	}
-	gauge(c.mapping, b2f(m != nil))
-	if m == nil {
+	if m == nil { // radbridge_mapper_leader (registered with the election) is 0
 		return
 	}
 	applied := m.Applied()
