@@ -14,6 +14,7 @@ import (
 	"unicode/utf8"
 
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -135,7 +136,7 @@ type Mapper struct {
 	applied uint64
 	ready   bool
 	wake    chan struct{}
-	recent  map[uint64][]*rbv1.Event
+	recent  map[uint64][][]byte // protobuf-encoded: a decoded resource takes ~10x the memory
 	order   []uint64
 
 	timerCh chan *Timer
@@ -181,7 +182,7 @@ func New(cfg Config) *Mapper {
 		log:     cfg.Logger.With("component", "mapper"),
 		state:   NewState(),
 		wake:    make(chan struct{}),
-		recent:  map[uint64][]*rbv1.Event{},
+		recent:  map[uint64][][]byte{},
 		timerCh: make(chan *Timer, 1),
 	}
 }
@@ -454,11 +455,13 @@ func (r *run) apply(rec ingest.Record) error {
 	m.pubStats = m.stats
 	m.applied = rec.Seq
 	m.pending = len(m.state.Timers)
-	m.recent[rec.Seq] = out
-	m.order = append(m.order, rec.Seq)
-	if len(m.order) > recentMax {
-		delete(m.recent, m.order[0])
-		m.order = m.order[1:]
+	if rec.Seq+recentMax > r.replayEnd { // the replay's older results would be dropped anyway
+		m.recent[rec.Seq] = encodeEvents(out)
+		m.order = append(m.order, rec.Seq)
+		if len(m.order) > recentMax {
+			delete(m.recent, m.order[0])
+			m.order = m.order[1:]
+		}
 	}
 	close(m.wake)
 	m.wake = make(chan struct{})
@@ -665,13 +668,13 @@ func (m *Mapper) Await(ctx context.Context, seq uint64) ([]*rbv1.Event, error) {
 	for {
 		m.mu.Lock()
 		applied, wake := m.applied, m.wake
-		evs, ok := m.recent[seq]
+		enc, ok := m.recent[seq]
 		m.mu.Unlock()
 		if applied >= seq {
 			if !ok {
 				return nil, ErrForgotten
 			}
-			return evs, nil
+			return decodeEvents(enc)
 		}
 		select {
 		case <-ctx.Done():
@@ -679,6 +682,29 @@ func (m *Mapper) Await(ctx context.Context, seq uint64) ([]*rbv1.Event, error) {
 		case <-wake:
 		}
 	}
+}
+
+func encodeEvents(evs []*rbv1.Event) [][]byte {
+	out := make([][]byte, 0, len(evs))
+	for _, ev := range evs {
+		b, err := proto.Marshal(ev)
+		if err != nil { // cannot happen: the event was appended in this encoding
+			continue
+		}
+		out = append(out, b)
+	}
+	return out
+}
+
+func decodeEvents(enc [][]byte) ([]*rbv1.Event, error) {
+	out := make([]*rbv1.Event, len(enc))
+	for i, b := range enc {
+		out[i] = new(rbv1.Event)
+		if err := proto.Unmarshal(b, out[i]); err != nil {
+			return nil, fmt.Errorf("mapper: decode event: %w", err)
+		}
+	}
+	return out, nil
 }
 
 // NewTestContext returns a Context for calling a rule directly (tests and
