@@ -228,7 +228,8 @@ func same(a, b [3][]byte) bool {
 // Front is one listener's TLS setup: the shared store plus the front's
 // client allow-list.
 type Front struct {
-	// Name names the front in logs and errors ("mllp", "dicom", ...).
+	// Name names the front in logs (the daemon's log components: "hl7",
+	// "dicom", "grpc", "https").
 	Name string
 	// Flag is the allow-list's flag, named in refusals.
 	Flag string
@@ -240,10 +241,10 @@ type Front struct {
 	Log        *slog.Logger
 
 	store  *Store
-	cached atomic.Pointer[state2]
+	cached atomic.Pointer[frontConfig]
 }
 
-type state2 struct {
+type frontConfig struct {
 	gen uint64
 	cfg *tls.Config
 }
@@ -282,10 +283,10 @@ func (f *Front) configForClient(hello *tls.ClientHelloInfo) (*tls.Config, error)
 			cfg.ClientAuth = tls.RequireAndVerifyClientCert
 			cfg.ClientCAs = st.clientCAs
 		}
-		c = &state2{gen: st.gen, cfg: cfg}
+		c = &frontConfig{gen: st.gen, cfg: cfg}
 		f.cached.Store(c)
 	}
-	if c.cfg.ClientAuth != tls.RequireAndVerifyClientCert {
+	if c.cfg.ClientAuth != tls.RequireAndVerifyClientCert || len(f.Allowed) == 0 {
 		return c.cfg, nil
 	}
 	// The allow-list check logs the remote address of a refused client.
