@@ -22,6 +22,11 @@
 //     in a child process (built from ./cmd/radbridge). Needed where the
 //     descriptor limit cannot hold both ends of 10,000 WebSocket
 //     connections in one process.
+//   - BenchmarkHostile/<attack>: the daemon in a child process; a
+//     well-behaved PACS (new association, C-ECHO, release) and RIS (new
+//     MLLP connection, one ORU, its ACK) measured with no attack and
+//     during each attack (bench/hostile_test.go). Metrics: echo/hl7
+//     p50/p99 in ms and as ratios of the no-attack phase, peak VmRSS.
 //   - BenchmarkIdleMemory/{grpc,ws}: the daemon runs as a separate process
 //     (built from ./cmd/radbridge); its VmRSS is read before and after
 //     10,000 idle subscribers connect. Metric: B/sub.
@@ -31,6 +36,7 @@
 //	go test ./bench -run '^$' -bench 'Append|RawFile' -benchtime=2000x
 //	go test ./bench -run '^$' -bench FanOut -benchtime=20x -timeout 30m
 //	go test ./bench -run '^$' -bench IdleMemory -benchtime=1x -timeout 20m
+//	go test ./bench -run '^$' -bench Hostile -benchtime=200x -timeout 30m
 //
 // Set RADBRIDGE_BENCH_SUBS (comma-separated) to change the fan-out sizes.
 package bench
@@ -114,9 +120,10 @@ func needFDs(tb testing.TB, n int) {
 
 // daemon is a radbridge under test: in-process or a child process.
 type daemon struct {
-	grpcAddr, httpAddr string
-	pid                int    // child process, 0 in-process
-	stop               func() // stops the daemon (idempotent); also runs at cleanup
+	grpcAddr, httpAddr  string
+	mllpAddr, dicomAddr string // from a child's log; "" when off
+	pid                 int    // child process, 0 in-process
+	stop                func() // stops the daemon (idempotent); also runs at cleanup
 }
 
 // startInProcess starts the daemon in this process with a temporary data
@@ -239,6 +246,10 @@ func startProcess(tb testing.TB, extra ...string) *daemon {
 				d.grpcAddr = l.Addr
 			case l.Msg == "listening" && l.Component == "http":
 				d.httpAddr = l.Addr
+			case l.Msg == "listening" && l.Component == "hl7":
+				d.mllpAddr = l.Addr
+			case l.Msg == "listening" && l.Component == "dicom":
+				d.dicomAddr = l.Addr
 			case l.Msg == "ready" && !sent:
 				sent = true
 				ready <- nil

@@ -22,6 +22,7 @@ import (
 
 	"radbridge/dicom/dimse"
 	"radbridge/dicom/ul"
+	"radbridge/internal/lograte"
 )
 
 // AllowedCaller is one entry of Config.AllowedCallers.
@@ -130,6 +131,9 @@ type Server struct {
 	pending atomic.Int64
 	mu      sync.Mutex
 	hosts   map[string]*hostCount // by remote IP, under mu
+	// logs bounds the lines bad peers cause (rejections, failed setups,
+	// aborts): 10 a second of each kind, then a count of those left out.
+	logs *lograte.Limiter
 }
 
 // hostCount counts one remote host's connections: pending (accepted, not
@@ -171,7 +175,8 @@ func New(cfg Config, h Handler) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Server{cfg: cfg, h: h, log: cfg.Logger.With("component", "dicom"), hosts: make(map[string]*hostCount)}, nil
+	return &Server{cfg: cfg, h: h, log: cfg.Logger.With("component", "dicom"), hosts: make(map[string]*hostCount),
+		logs: lograte.New(10, time.Second)}, nil
 }
 
 // Stats returns a snapshot of the counters.
@@ -361,12 +366,16 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, host string) {
 		if errors.As(err, &rj) {
 			s.c.rejected.Add(1)
 			s.c.rejectedBy[rejectReason(rj.AssociateRJ)].Add(1)
-			log.Warn("association rejected", "calling_ae", rj.CallingAE, "called_ae", rj.CalledAE,
-				"result", rj.Result, "source", rj.Source, "reason", rj.Reason)
+			if ok, left := s.logs.Allow("rejected"); ok {
+				log.Warn("association rejected", "calling_ae", rj.CallingAE, "called_ae", rj.CalledAE,
+					"result", rj.Result, "source", rj.Source, "reason", rj.Reason, "suppressed", left)
+			}
 			return
 		}
 		s.c.aborted.Add(1)
-		log.Warn("association setup failed", "err", err)
+		if ok, left := s.logs.Allow("setup failed"); ok {
+			log.Warn("association setup failed", "err", err, "suppressed", left)
+		}
 		return
 	}
 	s.c.accepted.Add(1)
@@ -404,7 +413,9 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, host string) {
 		log.Info("association released")
 	default:
 		s.c.aborted.Add(1)
-		log.Warn("association aborted", "err", err)
+		if ok, left := s.logs.Allow("aborted"); ok {
+			log.Warn("association aborted", "err", err, "suppressed", left)
+		}
 	}
 }
 

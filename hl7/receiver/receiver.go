@@ -53,6 +53,7 @@ import (
 
 	"radbridge/hl7"
 	"radbridge/hl7/mllp"
+	"radbridge/internal/lograte"
 )
 
 // Handler commits a received message durably. It returns nil only when
@@ -164,14 +165,17 @@ type counters struct {
 
 // Server is an HL7 MLLP receiver. Create it with New.
 type Server struct {
-	cfg      Config
-	log      *slog.Logger
-	c        counters
-	ctlSeq   atomic.Uint64
-	ctlBase  string
-	mu       sync.Mutex
-	conns    map[*conn]struct{}
-	perHost  map[string]int // open connections by remote IP, under mu
+	cfg     Config
+	log     *slog.Logger
+	c       counters
+	ctlSeq  atomic.Uint64
+	ctlBase string
+	mu      sync.Mutex
+	conns   map[*conn]struct{}
+	perHost map[string]int // open connections by remote IP, under mu
+	// logs bounds the lines bad peers cause (rejections, timeouts, bad
+	// messages): 10 a second of each kind, then a count of those left out.
+	logs     *lograte.Limiter
 	supCodes map[string]bool
 	supTypes map[MessageType]bool
 
@@ -190,6 +194,7 @@ func New(cfg Config) (*Server, error) {
 		log:      cfg.Logger.With("component", "hl7"),
 		conns:    make(map[*conn]struct{}),
 		perHost:  make(map[string]int),
+		logs:     lograte.New(10, time.Second),
 		ctlBase:  "RB" + strings.ToUpper(strconv.FormatInt(cfg.Now().Unix(), 36)),
 		supCodes: make(map[string]bool),
 		supTypes: make(map[MessageType]bool),
@@ -272,8 +277,10 @@ func (s *Server) Serve(ctx context.Context, ln net.Listener) error {
 		s.mu.Unlock()
 		if full {
 			s.c.rejected.Add(1)
-			s.log.Warn("connection limit reached, closing new connection", "remote", nc.RemoteAddr().String(),
-				"max_connections", s.cfg.MaxConnections, "max_connections_per_host", s.cfg.MaxConnectionsPerHost)
+			if ok, left := s.logs.Allow("limit"); ok {
+				s.log.Warn("connection limit reached, closing new connection", "remote", nc.RemoteAddr().String(),
+					"max_connections", s.cfg.MaxConnections, "max_connections_per_host", s.cfg.MaxConnectionsPerHost, "suppressed", left)
+			}
 			nc.Close()
 			continue
 		}
@@ -411,12 +418,14 @@ func (c *conn) serve(ctx context.Context) {
 				c.mu.Lock()
 				closing := c.closing
 				c.mu.Unlock()
-				if !closing {
-					c.log.Info("closing connection after read timeout")
+				if ok, left := s.logs.Allow("timeout"); ok && !closing {
+					c.log.Info("closing connection after read timeout", "suppressed", left)
 				}
 				return
 			}
-			c.log.Info("closing connection", "err", err)
+			if ok, left := s.logs.Allow("closed"); ok {
+				c.log.Info("closing connection", "err", err, "suppressed", left)
+			}
 			return
 		}
 	}
@@ -458,7 +467,9 @@ func (c *conn) answer(res result) bool {
 		if res.cause != nil {
 			args = append(args, "err", res.cause)
 		}
-		log.Warn("message not accepted", args...)
+		if ok, left := s.logs.Allow("not accepted"); ok {
+			log.Warn("message not accepted", append(args, "suppressed", left)...)
+		}
 	default:
 		log.Debug("message accepted", "ack", res.code)
 	}

@@ -447,6 +447,51 @@ func TestConnectionLimitPerHost(t *testing.T) {
 	}
 }
 
+// TestConnectionFloodLogsBounded: a flood of connections beyond the limit
+// writes at most 10 lines a second about it, and the next line says how
+// many were left out.
+func TestConnectionFloodLogsBounded(t *testing.T) {
+	var buf lockedBuffer
+	ts := start(t, Config{MaxConnections: 1, Logger: slog.New(slog.NewTextHandler(&buf, nil))})
+	held := dial(t, ts.addr)
+	held.send(oru("F1", "", goodORUBody))
+	held.ack()
+	begin := time.Now()
+	const flood = 200
+	for i := 0; i < flood; i++ {
+		c := dial(t, ts.addr)
+		if _, err := c.r.ReadMessage(); !errors.Is(err, io.EOF) && !isReset(err) {
+			t.Fatalf("connection %d over the limit: %v, want closed", i, err)
+		}
+		c.c.Close()
+	}
+	seconds := int(time.Since(begin)/time.Second) + 1
+	lines := strings.Count(buf.String(), "connection limit reached")
+	if st := ts.srv.Stats(); st.RejectedConnections != flood {
+		t.Errorf("rejected %d, want %d", st.RejectedConnections, flood)
+	}
+	if max := 10 * (seconds + 1); lines > max || lines == 0 {
+		t.Errorf("%d log lines for %d rejected connections in %d s, want 1 to %d", lines, flood, seconds, max)
+	}
+}
+
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
 func isReset(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "connection reset")
 }

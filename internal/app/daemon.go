@@ -237,7 +237,9 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	}
 	// One server for plain text (and the gateway's in-memory connection),
 	// one with TLS credentials: grpc.Server takes credentials per server.
-	d.grpcSrv = newGRPCServer()
+	// A plain connection that never completes the HTTP/2 handshake is
+	// closed as a slow HTTP client is (grpc's default holds it 120 s).
+	d.grpcSrv = newGRPCServer(grpc.ConnectionTimeout(cfg.HTTPReadHeaderTimeout))
 	if d.grpcTLSLn != nil {
 		d.grpcTLSSrv = newGRPCServer(
 			grpc.Creds(credentials.NewTLS(d.tls.ServerConfig(d.tlsFront("grpc", "grpc-tls-allowed-subjects", cfg.GRPCTLSAllowedSubjects, "h2")))),

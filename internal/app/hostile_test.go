@@ -558,6 +558,23 @@ func hostileAttacks(a hostileAddrs) map[string]func() error {
 			}
 			return nil
 		},
+		// gRPC: a connection that sends nothing is closed after
+		// --http-read-header-timeout, after the server's SETTINGS frame.
+		"grpc/silent": func() error {
+			c, err := dialFrom("127.0.0.41", a.grpc)
+			if err != nil {
+				return err
+			}
+			defer c.Close()
+			got, err := readToClose(c)
+			if err != nil {
+				return err
+			}
+			if len(got) > 0 && (len(got) < 9 || got[3] != 4) {
+				return fmt.Errorf("silent connection got % x, want at most HTTP/2 frames starting with SETTINGS", got)
+			}
+			return nil
+		},
 		// gRPC: a message over the server's 64 KiB limit: RESOURCE_EXHAUSTED.
 		"grpc/oversized-message": func() error {
 			conn, err := grpcDial(a.grpc)

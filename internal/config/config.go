@@ -185,7 +185,7 @@ func (c *Config) FlagSet(name string) *flag.FlagSet {
 	fs.IntVar(&c.MLLPMaxConnectionsPerHost, "mllp-max-connections-per-host", 0, "concurrent MLLP connections from one IP address (beyond: closed at once); 0 means --mllp-max-connections")
 	fs.IntVar(&c.DICOMMaxAssociationsPerHost, "dicom-max-associations-per-host", 0, "concurrent DICOM associations from one IP address (beyond: A-ASSOCIATE-RJ transient, local limit exceeded); 0 means --dicom-max-associations")
 	fs.DurationVar(&c.DICOMARTIMTimeout, "dicom-artim-timeout", 30*time.Second, "time a DICOM peer has to send its A-ASSOCIATE-RQ, and to close after release or rejection (PS3.8 ARTIM)")
-	fs.DurationVar(&c.HTTPReadHeaderTimeout, "http-read-header-timeout", 10*time.Second, "time an HTTP client has to send its request headers")
+	fs.DurationVar(&c.HTTPReadHeaderTimeout, "http-read-header-timeout", 10*time.Second, "time an HTTP client has to send its request headers, and a gRPC client to finish its HTTP/2 handshake")
 
 	// TLS (issue 7).
 	fs.StringVar(&c.TLSCertFile, "tls-cert-file", "", "PEM certificate (leaf first, then intermediates) of every TLS listener; re-read without a restart when it changes (or on SIGHUP)")
