@@ -282,7 +282,7 @@ func (m *Mapper) run(ctx context.Context, o runOpts) (*run, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	r := &run{ctx: ctx, m: m, o: o, lastKey: lastKey, lastSeq: lastSeq, nextSeq: pos.NextSeq, replayEnd: head,
-		dirty: map[string]bool{}, pos: pos}
+		dirty: map[string]bool{}, pos: pos, startNextSeq: pos.NextSeq}
 	for _, id := range pos.Dirty {
 		r.dirty[id] = true
 	}
@@ -342,6 +342,8 @@ type run struct {
 	pos    Position
 	broken bool
 	snap   *snapshotter
+	// startNextSeq is the event sequence the run started at.
+	startNextSeq uint64
 }
 
 func (r *run) position() Position {

@@ -25,6 +25,7 @@ Usage:
   radbridge send-hl7 [--addr localhost:2575] FILE...  send HL7 messages over MLLP
   radbridge version [--json]   print the version, Go version, VCS revision and platform
   radbridge completion bash|zsh  print a shell completion script
+  radbridge replay [--from SEQ] [--check] [serve flags]  rebuild the mapper state from the ingest log (daemon stopped)
   radbridge healthcheck [--addr localhost:8080]  exit 0 when the daemon is ready
   radbridge status [--addr localhost:8080] [--json] [--token-file F]  print a running daemon's state
   radbridge check-config [--bind] [--config F] [serve flags]  validate a configuration without starting
@@ -60,6 +61,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return version(args[1:], stdout, stderr)
 	case "completion":
 		return completion(args[1:], stdout, stderr)
+	case "replay":
+		return replayCmd(ctx, args[1:], stdout, stderr)
 	case "healthcheck":
 		return healthcheck(ctx, args[1:], stdout, stderr)
 	case "status":

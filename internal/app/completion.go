@@ -42,6 +42,7 @@ func completionCommands() []completionCommand {
 		{"healthcheck", append([]string{"addr", "timeout"}, tlsClientFlagNames...)},
 		{"status", append([]string{"addr", "json", "timeout", "token-file"}, tlsClientFlagNames...)},
 		{"check-config", append([]string{"bind"}, serveFlags...)},
+		{"replay", append([]string{"check", "dry-run", "from"}, serveFlags...)},
 		{"completion", nil},
 		{"help", nil},
 	}

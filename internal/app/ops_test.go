@@ -214,3 +214,77 @@ func TestEventRetentionAndTooOldCursor(t *testing.T) {
 		t.Errorf("first event after a restart on an emptied event log: sequence %v, want 4", ev["sequence"])
 	}
 }
+
+// TestReplayCommand: radbridge replay refuses a data directory a daemon
+// holds; --check passes on an untouched store and fails (exit 1) after a
+// mapping option changes; a real replay with a changed option reports the
+// differing events, appends none, and the read models show the rebuilt
+// state.
+func TestReplayCommand(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	flags := []string{"--study-quiet-period", "1s", "--snapshot-every", "3"}
+	d, stop := runDaemon(t, dir, slog.New(slog.DiscardHandler), append([]string{"--mllp-addr", "127.0.0.1:0"}, flags...)...)
+	base := "http://" + d.HTTPAddr()
+	for _, m := range risMessages {
+		f := writeHL7(t, m.ctl, strings.ReplaceAll(m.msg, "{{ctl}}", m.ctl))
+		if code, out, errOut := runApp(t, "send-hl7", "--addr", d.MLLPAddr(), f); code != 0 {
+			t.Fatalf("send-hl7 %s: %d %s %s", m.name, code, out, errOut)
+		}
+	}
+	const study = "1.2.826.0.1.3680043.10.1447.77"
+	n := map[string]any{"study": notifyStudy("MRN-R1", "ACC-R1"), "instances": []any{notifyInstance(study, 1, 1), notifyInstance(study, 1, 2)}}
+	if code, body := httpDo(t, "POST", base+"/v1/dicom/notifications", "", mustJSON(t, n)); code != 200 {
+		t.Fatalf("notification: %d %s", code, body)
+	}
+	for i := 0; ; i++ { // the quiet period ends: AVAILABLE
+		_, list := getJSON(t, base+"/v1/events?type=IMAGING_STUDY_AVAILABLE")
+		if evs, _ := list["events"].([]any); len(evs) == 1 {
+			break
+		}
+		if i == 300 {
+			t.Fatal("study never available")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	_, list := getJSON(t, base+"/v1/events?page_size=1000")
+	before, _ := list["events"].([]any)
+
+	replay := func(args ...string) (int, string) {
+		t.Helper()
+		code, out, errOut := runApp(t, append([]string{"replay", "--data-dir", dir, "--log-level", "error"}, args...)...)
+		return code, out + errOut
+	}
+	if code, out := replay("--check"); code != 1 || !strings.Contains(out, "in use by another radbridge process") {
+		t.Errorf("replay while the daemon runs: %d %s; want a refusal", code, out)
+	}
+	stop()
+
+	if code, out := replay(append([]string{"--check"}, flags...)...); code != 0 || !strings.Contains(out, "match a clean replay") {
+		t.Errorf("check of an untouched store: exit %d\n%s", code, out)
+	}
+	if code, out := replay(append([]string{"--check", "--from", "10"}, flags...)...); code != 0 || !strings.Contains(out, "from the snapshot at ingest record 9") {
+		t.Errorf("check from record 10: exit %d\n%s", code, out)
+	}
+	if code, out := replay(append([]string{"--check", "--hl7-imaging-sections", "MR"}, flags...)...); code != 1 || !strings.Contains(out, "differ from a clean replay") {
+		t.Errorf("check after --hl7-imaging-sections changed: exit %d\n%s", code, out)
+	}
+	if code, out := replay("--check", "--study-quiet-period", "1m", "--snapshot-every", "3"); code != 1 || !strings.Contains(out, "logged events no longer derived: 1") {
+		t.Errorf("check after --study-quiet-period changed: exit %d\n%s", code, out)
+	}
+
+	viewer := "https://viewer.example/v?study={{study}}"
+	code, out := replay(append([]string{"--viewer-url", viewer}, flags...)...)
+	if code != 0 || !strings.Contains(out, "IMAGING_STUDY_AVAILABLE=1") || !strings.Contains(out, "ImagingStudy=") || !strings.Contains(out, "appended: 0") {
+		t.Errorf("replay with a viewer link: exit %d\n%s", code, out)
+	}
+	d, _ = runDaemon(t, dir, slog.New(slog.DiscardHandler), append([]string{"--viewer-url", viewer}, flags...)...)
+	base = "http://" + d.HTTPAddr()
+	_, list = getJSON(t, base+"/v1/events?page_size=1000")
+	if after, _ := list["events"].([]any); !reflect.DeepEqual(before, after) {
+		t.Errorf("replay changed the event log: %d events before, %d after", len(before), len(after))
+	}
+	_, img := getJSON(t, base+"/v1/patients/MRN-R1/imaging")
+	if !strings.Contains(mustJSON(t, img), "viewer.example") {
+		t.Errorf("GetPatientImaging after the replay lacks the viewer link: %v", img)
+	}
+}

@@ -216,8 +216,22 @@ func (c *Config) FlagSet(name string) *flag.FlagSet {
 // Load parses args, the environment and the config file into a validated
 // configuration.
 func Load(name string, args []string, getenv func(string) string, usage io.Writer) (*Config, error) {
+	return LoadWith(name, args, getenv, usage, nil)
+}
+
+// LoadWith is Load for a command that takes the serve flags plus its own,
+// which extra adds to the flag set; those come from the command line only
+// (not the environment or the file).
+func LoadWith(name string, args []string, getenv func(string) string, usage io.Writer, extra func(*flag.FlagSet)) (*Config, error) {
 	c := &Config{}
 	fs := c.FlagSet(name)
+	own := map[string]bool{}
+	if extra != nil {
+		before := map[string]bool{}
+		fs.VisitAll(func(f *flag.Flag) { before[f.Name] = true })
+		extra(fs)
+		fs.VisitAll(func(f *flag.Flag) { own[f.Name] = !before[f.Name] })
+	}
 	fs.SetOutput(usage)
 	if err := fs.Parse(args); err != nil {
 		return nil, err
@@ -243,7 +257,7 @@ func Load(name string, args []string, getenv func(string) string, usage io.Write
 		}
 		var unknown []string
 		for k := range file {
-			if fs.Lookup(k) == nil || k == "config" {
+			if fs.Lookup(k) == nil || k == "config" || own[k] {
 				unknown = append(unknown, k)
 			}
 		}
@@ -254,7 +268,7 @@ func Load(name string, args []string, getenv func(string) string, usage io.Write
 	}
 	var errs []error
 	fs.VisitAll(func(f *flag.Flag) {
-		if set[f.Name] || f.Name == "config" {
+		if set[f.Name] || f.Name == "config" || own[f.Name] {
 			return
 		}
 		if v := getenv(EnvName(f.Name)); v != "" {
