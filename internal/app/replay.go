@@ -62,10 +62,16 @@ func replayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 			return 1
 		}
 	}
+	natsTLS, err := natsClientTLS(cfg)
+	if err != nil {
+		fmt.Fprintf(stderr, "radbridge replay: %v\n", err)
+		return 1
+	}
 	st, err := store.Open(ctx, store.Config{
 		DataDir: cfg.DataDir, NATSURL: cfg.NATSURL, Replicas: cfg.NATSReplicas,
 		SyncAlways: cfg.Fsync, DuplicateWindow: cfg.DuplicateWindow, Logger: log,
 		EventsMaxAge: cfg.EventsMaxAge, EventsMaxBytes: cfg.EventsMaxBytes,
+		TLS: natsTLS, CredsFile: cfg.NATSCredsFile,
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "radbridge replay: %v\n", err)
