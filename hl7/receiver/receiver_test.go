@@ -248,6 +248,14 @@ func TestAnswers(t *testing.T) {
 	if diff := cmp.Diff(h.committed(), []string{"C1", "C13"}); diff != "" {
 		t.Errorf("committed (-got +want):\n%s", diff)
 	}
+	// Counted by a bounded type (supported, other, unparsed) and the code.
+	want := map[TypeAck]int64{
+		{"ORU^R01", "AA"}: 1, {"ORU^R01", "AE"}: 8, {"ORU^R01", "AR"}: 2, {"ORU^R01", "CE"}: 1, {"ORU^R01", "CA"}: 1,
+		{"ORM^O01", "AE"}: 1, {"other", "AR"}: 2, {"other", "AE"}: 1, {"unparsed", "AR"}: 3,
+	}
+	if diff := cmp.Diff(ts.srv.Stats().ByType, want); diff != "" {
+		t.Errorf("ByType (-got +want):\n%s", diff)
+	}
 }
 
 func TestEnhancedModeNoAck(t *testing.T) {

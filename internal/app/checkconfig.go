@@ -90,13 +90,16 @@ func deepCheck(c *config.Config, bind bool) []string {
 	var problems []string
 	bad := func(format string, a ...any) { problems = append(problems, fmt.Sprintf(format, a...)) }
 	readable := map[string]bool{}
-	for _, f := range []struct{ flag, path string }{
-		{"auth-tokens-file", c.AuthTokensFile}, {"auth-jwt-key-file", c.AuthJWTKeyFile}, {"auth-jwks-file", c.AuthJWKSFile},
-		{"tls-cert-file", c.TLSCertFile}, {"tls-key-file", c.TLSKeyFile}, {"tls-client-ca-file", c.TLSClientCAFile},
-	} {
-		if f.path == "" {
-			continue
+	// Every file flag (auth, TLS, NATS TLS and credentials, and whatever
+	// is added later named *-file).
+	type fileFlag struct{ flag, path string }
+	var files []fileFlag
+	loadedFlags(c).VisitAll(func(f *flag.Flag) {
+		if strings.HasSuffix(f.Name, "-file") && f.Value.String() != "" {
+			files = append(files, fileFlag{f.Name, f.Value.String()})
 		}
+	})
+	for _, f := range files {
 		fh, err := os.Open(f.path)
 		if err == nil {
 			_, err = fh.Read(make([]byte, 1))
