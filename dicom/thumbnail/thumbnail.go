@@ -22,6 +22,8 @@ import (
 	dcm "github.com/suyashkumar/dicom"
 	"github.com/suyashkumar/dicom/pkg/frame"
 	"github.com/suyashkumar/dicom/pkg/tag"
+
+	"radbridge/dicom/dataset"
 )
 
 // MaxFileBytes is the largest Part-10 file decoded.
@@ -38,7 +40,17 @@ const jpegBaseline = "1.2.840.10008.1.2.4.50"
 // FromFile renders the first frame of the Part-10 file at path as a JPEG
 // that fits in maxSide×maxSide (never enlarged). ctx bounds the work
 // between decoding steps.
-func FromFile(ctx context.Context, path string, maxSide int) ([]byte, error) {
+//
+// The files hold what senders sent, and the DICOM library behind the
+// decoding panics on some malformed input (found by FuzzFromFile: a nil
+// byte order in its tag reader); such a panic is returned as an error
+// wrapping ErrUnsupported instead of ending the daemon.
+func FromFile(ctx context.Context, path string, maxSide int) (out []byte, err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			out, err = nil, fmt.Errorf("decode %s: %v: %w", path, r, ErrUnsupported)
+		}
+	}()
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, err
@@ -46,7 +58,26 @@ func FromFile(ctx context.Context, path string, maxSide int) ([]byte, error) {
 	if fi.Size() > MaxFileBytes {
 		return nil, fmt.Errorf("%s: %d bytes exceed %d: %w", path, fi.Size(), MaxFileBytes, ErrUnsupported)
 	}
-	ds, err := dcm.ParseFile(path, nil, dcm.AllowMismatchPixelDataLength())
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	// The library allocates an element's declared length before reading it
+	// (DESIGN.md): a few bytes declaring gigabytes would take the daemon's
+	// memory (found by FuzzFromFile). Every length is checked against the
+	// file first, by our own walker.
+	ts, body, err := dataset.SplitPart10(b)
+	if err != nil {
+		return nil, fmt.Errorf("%s: %v: %w", path, err, ErrUnsupported)
+	}
+	syn := dataset.SyntaxOf(ts)
+	if syn.Deflated {
+		return nil, fmt.Errorf("%s: deflated data set: %w", path, ErrUnsupported)
+	}
+	if err := dataset.Check(body, syn); err != nil {
+		return nil, fmt.Errorf("%s: %v: %w", path, err, ErrUnsupported)
+	}
+	ds, err := dcm.Parse(bytes.NewReader(b), int64(len(b)), nil, dcm.AllowMismatchPixelDataLength())
 	if err != nil {
 		return nil, fmt.Errorf("parse %s: %w", path, err)
 	}
@@ -60,11 +91,11 @@ func FromFile(ctx context.Context, path string, maxSide int) ([]byte, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	var b bytes.Buffer
-	if err := jpeg.Encode(&b, scale(img, maxSide), &jpeg.Options{Quality: 80}); err != nil {
+	var enc bytes.Buffer
+	if err := jpeg.Encode(&enc, scale(img, maxSide), &jpeg.Options{Quality: 80}); err != nil {
 		return nil, fmt.Errorf("encode JPEG: %w", err)
 	}
-	return b.Bytes(), nil
+	return enc.Bytes(), nil
 }
 
 func str(ds *dcm.Dataset, t tag.Tag) string {
