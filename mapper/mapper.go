@@ -269,7 +269,7 @@ func (m *Mapper) run(ctx context.Context, o runOpts) (*run, error) {
 	m.applied = max(m.applied, pos.Applied)
 	m.snapStats.Loaded = pos.Applied
 	if snap != nil {
-		m.snapStats.LastApplied = pos.Applied
+		m.snapStats.LastApplied, m.snapStats.LastBytes = pos.Applied, len(snap.Raw)
 	}
 	close(m.wake) // Await of a record the snapshot covers returns now
 	m.wake = make(chan struct{})

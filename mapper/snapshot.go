@@ -196,7 +196,7 @@ type SnapshotStats struct {
 	// Taken and Failed count snapshots written and failed since start.
 	Taken, Failed uint64
 	// LastApplied is the ingest sequence of the newest snapshot written
-	// or loaded; LastBytes its size.
+	// or loaded; LastBytes its size (of the state, when loaded).
 	LastApplied uint64
 	LastBytes   int
 	// LastEncode is how long the mapper stopped to encode the newest
