@@ -334,6 +334,16 @@ func TestExternalNATSServer(t *testing.T) {
 	if b := publish(t, d2, "P-N", 2); !strings.HasPrefix(b, "2 ") {
 		t.Errorf("next event %s, want sequence 2", b)
 	}
+	// radbridge replay on a shared store: refused while a daemon holds the
+	// mapper lease; after the stop it takes the lease and checks.
+	if out, err := exec.Command(binary, "replay", "--check", "--nats-url", url).CombinedOutput(); err == nil || !strings.Contains(string(out), "mapper lease is held") {
+		t.Errorf("replay while a daemon maps: %v\n%s", err, out)
+	}
+	d2.cmd.Process.Signal(syscall.SIGTERM)
+	<-d2.done
+	if out, err := exec.Command(binary, "replay", "--check", "--nats-url", url).CombinedOutput(); err != nil || !strings.Contains(string(out), "match a clean replay") {
+		t.Errorf("replay --check on the external store: %v\n%s", err, out)
+	}
 }
 
 // TestKillDashNineMidStudy: a PACS sends part of a study, radbridge is
