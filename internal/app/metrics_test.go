@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"testing"
@@ -16,6 +17,7 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	"go.yaml.in/yaml/v3"
 
 	rbv1 "radbridge/proto/radbridge/v1"
 )
@@ -329,4 +331,29 @@ func TestMetricsAfterRealTraffic(t *testing.T) {
 	}
 	after.lint(t)
 	t.Logf("radbridge metrics: %s", strings.Join(after.metricNames(), " "))
+
+	// The example alerting rules name only metrics that exist.
+	rules, err := os.ReadFile("../../docs/prometheus-alerts.yml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Groups []struct {
+			Rules []struct{ Alert, Expr string }
+		}
+	}
+	if err := yaml.Unmarshal(rules, &doc); err != nil || len(doc.Groups) == 0 || len(doc.Groups[0].Rules) == 0 {
+		t.Fatalf("docs/prometheus-alerts.yml: %v, %d groups", err, len(doc.Groups))
+	}
+	for _, r := range doc.Groups[0].Rules {
+		if r.Alert == "" || r.Expr == "" {
+			t.Errorf("docs/prometheus-alerts.yml: rule %+v without alert or expr", r)
+		}
+	}
+	for _, name := range regexp.MustCompile(`radbridge_[a-z0-9_]+`).FindAllString(string(rules), -1) {
+		family := strings.TrimSuffix(name, "_bucket")
+		if !after.has(family) {
+			t.Errorf("docs/prometheus-alerts.yml uses %s, which the daemon does not export", name)
+		}
+	}
 }
