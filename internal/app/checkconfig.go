@@ -46,7 +46,8 @@ func checkConfig(args []string, stdout, stderr io.Writer) int {
 			rest = append(rest, a)
 		}
 	}
-	cfg, err := config.Load("radbridge check-config", rest, os.Getenv, stderr)
+	// The problems are listed below; the flag package's usage text would bury them.
+	cfg, err := config.Load("radbridge check-config", rest, os.Getenv, io.Discard)
 	var problems []string
 	if err != nil {
 		problems = append(problems, splitErrors(err)...)
