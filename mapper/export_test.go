@@ -12,3 +12,6 @@ func SetDICOMZone(loc *time.Location) (restore func()) {
 
 // ViewedRule is the rule mapper.New installs for ingest.KindViewed.
 var ViewedRule Rule = RuleFunc(viewed)
+
+// EncodeState is the snapshot's state encoder.
+var EncodeState = encodeState

@@ -3,7 +3,6 @@ package mapper
 import (
 	"bytes"
 	"context"
-	"encoding/json"
 	"fmt"
 	"sort"
 
@@ -168,7 +167,7 @@ func (m *Mapper) Replay(ctx context.Context, o ReplayOptions) (*ReplayReport, er
 			return
 		}
 		rep.StatesCompared++
-		got, err := json.Marshal(m.state)
+		got, err := encodeState(m.state)
 		if err != nil || !bytes.Equal(got, want) {
 			rep.StateDiffers = append(rep.StateDiffers, seq)
 		}

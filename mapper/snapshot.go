@@ -67,7 +67,7 @@ type Snapshot struct {
 
 // EncodeSnapshot encodes state st at position pos.
 func EncodeSnapshot(st *State, pos Position, mapping string, taken time.Time) ([]byte, error) {
-	body, err := json.Marshal(st)
+	body, err := encodeState(st)
 	if err != nil {
 		return nil, fmt.Errorf("encode mapper state: %w", err)
 	}
@@ -275,7 +275,7 @@ func (s *snapshotter) take(ctx context.Context, pos Position) {
 	s.busy = true
 	m.mu.Unlock()
 	start := time.Now()
-	body, err := json.Marshal(m.state)
+	body, err := encodeState(m.state)
 	if err != nil {
 		m.log.Error("encode snapshot", "err", err)
 		m.mu.Lock()
@@ -284,7 +284,7 @@ func (s *snapshotter) take(ctx context.Context, pos Position) {
 		m.mu.Unlock()
 		return
 	}
-	data := encodeSnapshot(body, pos, m.cfg.Mapping, m.cfg.Now())
+	taken := m.cfg.Now()
 	encode := time.Since(start)
 	s.since = 0
 	s.lastTime = time.Now()
@@ -294,6 +294,9 @@ func (s *snapshotter) take(ctx context.Context, pos Position) {
 		wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Minute)
 		defer cancel()
 		start := time.Now()
+		// The checksum and header are computed here, off the mapper's
+		// goroutine: body is not shared with the state.
+		data := encodeSnapshot(body, pos, m.cfg.Mapping, taken)
 		err := m.cfg.Snapshots.PutSnapshot(wctx, pos.Applied, data)
 		m.mu.Lock()
 		defer m.mu.Unlock()

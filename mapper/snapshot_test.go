@@ -306,3 +306,26 @@ func FuzzDecodeSnapshot(f *testing.F) {
 		}
 	})
 }
+
+// TestEncodeStateIsJSONMarshal: the snapshot encoder writes exactly what
+// encoding/json writes, on a mapped scenario (with escapes) and a large
+// synthetic state.
+func TestEncodeStateIsJSONMarshal(t *testing.T) {
+	in, evs, snaps := ingest.NewMemory(), eventlog.NewMemory(), &mapper.MemorySnapshots{}
+	last := appendAll(t, in, snapScenario(5), time.Now())
+	body, _ := json.Marshal(mapper.Viewed{PatientID: "P<&>\"\u00e9\x01", StudyInstanceUID: "1.2.3"})
+	if _, _, err := in.Append(context.Background(), ingest.Observation{Kind: ingest.KindViewed, Key: "api:<odd>", Body: body}); err != nil {
+		t.Fatal(err)
+	}
+	runTo(t, mapper.Config{Ingest: in, Events: evs, Rules: mapper.Rules(mapper.Options{QuietPeriod: 50 * time.Millisecond}), Snapshots: snaps}, in, last+1, true)
+	for name, st := range map[string]*mapper.State{"mapped": newestSnapshot(t, snaps).State, "synthetic": bigState(), "empty": mapper.NewState()} {
+		got, err := mapper.EncodeState(st)
+		if err != nil {
+			t.Fatal(err)
+		}
+		want, _ := json.Marshal(st)
+		if !bytes.Equal(got, want) {
+			t.Errorf("%s: encodeState differs from json.Marshal:\n%s\n%s", name, got[:min(len(got), 400)], want[:min(len(want), 400)])
+		}
+	}
+}
