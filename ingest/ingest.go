@@ -46,6 +46,10 @@ type Observation struct {
 	Source Source `json:"source"`
 	// Body is the kind-specific payload (JSON).
 	Body json.RawMessage `json:"body,omitempty"`
+	// Trace is the W3C traceparent of the span that recorded it, when
+	// tracing is on (--otel-endpoint), so that the mapper's span joins
+	// the trace. Not part of what the observation means.
+	Trace string `json:"trace,omitempty"`
 }
 
 // Source says where an observation came from.

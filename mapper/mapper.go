@@ -120,6 +120,13 @@ type Observer interface {
 	ReadModelWriteFailed()
 }
 
+// RecordObserver is implemented by an Observer that also wants each
+// applied record with the events derived from it (tracing). started is
+// when the mapper began applying it; replay as in EventAppended.
+type RecordObserver interface {
+	RecordApplied(rec ingest.Record, events []*rbv1.Event, started time.Time, replay bool)
+}
+
 type nopObserver struct{}
 
 func (nopObserver) EventAppended(*rbv1.Event, time.Time, bool) {}
@@ -385,6 +392,7 @@ func (r *run) apply(rec ingest.Record) error {
 	c := &Context{State: m.state, Rec: rec, dirty: r.dirty}
 	m.stats.Applied++
 	dups := m.stats.Duplicates
+	started, replay := time.Now(), !r.done
 	if err := m.dispatch(c); err != nil {
 		m.stats.Failed++
 		m.cfg.Observer.ObservationApplied("failed")
@@ -428,6 +436,9 @@ func (r *run) apply(rec ingest.Record) error {
 			r.dirty[ev.PatientId] = true
 		}
 		out = append(out, ev)
+	}
+	if ro, ok := m.cfg.Observer.(RecordObserver); ok {
+		ro.RecordApplied(rec, out, started, replay)
 	}
 	if !r.done && rec.Seq >= r.replayEnd {
 		r.finishReplay(ctx)

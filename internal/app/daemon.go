@@ -32,9 +32,11 @@ import (
 	"radbridge/dicomweb/notify"
 	"radbridge/fanout"
 	"radbridge/hl7/receiver"
+	"radbridge/ingest"
 	"radbridge/internal/config"
 	"radbridge/internal/metrics"
 	"radbridge/internal/tlsconf"
+	"radbridge/internal/tracing"
 	"radbridge/leader"
 	"radbridge/mapper"
 	rbv1 "radbridge/proto/radbridge/v1"
@@ -67,6 +69,7 @@ type Daemon struct {
 	metrics    *prometheus.Registry
 	metricsLn  net.Listener
 	metricsSrv *http.Server
+	tracer     *tracing.Tracer // nil without --otel-endpoint
 	started    time.Time
 
 	// TLS (issue 7): the shared certificate store and the TLS listeners
@@ -105,8 +108,23 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		return nil, err
 	}
 	d.store = st
-	// Every append to the ingest log is counted by front and timed.
+	// Every append to the ingest log is counted by front and timed, and
+	// traced with --otel-endpoint.
 	ingestM := metrics.NewIngest(d.metrics)
+	if cfg.OTelEndpoint != "" {
+		if d.tracer, err = tracing.New(ctx, tracing.Config{Endpoint: cfg.OTelEndpoint, SampleRatio: cfg.OTelSampleRatio, Version: ReadBuildInfo().Version}); err != nil {
+			st.Close()
+			return nil, fmt.Errorf("--otel-endpoint: %w", err)
+		}
+		log.Info("tracing on", "component", "tracing", "endpoint", cfg.OTelEndpoint, "sample_ratio", cfg.OTelSampleRatio)
+	}
+	ingestLog := func(front string) ingest.Log {
+		var l ingest.Log = st.Ingest()
+		if d.tracer != nil {
+			l = d.tracer.Ingest(front, l)
+		}
+		return ingestM.Log(front, l)
+	}
 	where := cfg.DataDir
 	if cfg.NATSURL != "" {
 		where = store.RedactURLs(cfg.NATSURL)
@@ -145,7 +163,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	}
 	if cfg.MLLPAddr != "" || cfg.MLLPTLSAddr != "" {
 		d.hl7Srv, err = receiver.New(receiver.Config{
-			Handler: hl7Handler{log: ingestM.Log("mllp", st.Ingest()), bodies: bodies}, MaxMessageSize: cfg.MLLPMaxMessage, MaxConnections: cfg.MLLPMaxConnections,
+			Handler: hl7Handler{log: ingestLog("mllp"), bodies: bodies}, MaxMessageSize: cfg.MLLPMaxMessage, MaxConnections: cfg.MLLPMaxConnections,
 			ReadTimeout: cfg.MLLPReadTimeout, IdleTimeout: cfg.MLLPIdleTimeout, DrainTimeout: cfg.ShutdownTimeout, Logger: log,
 			MaxConnectionsPerHost: cfg.MLLPMaxConnectionsPerHost,
 		})
@@ -164,7 +182,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 			MaxPDULength: uint32(cfg.DICOMMaxPDU), IdleTimeout: cfg.DICOMIdleTimeout, DrainTimeout: cfg.ShutdownTimeout,
 			StoreDir: cfg.StoreDir, Logger: log,
 			MaxAssociationsPerHost: cfg.DICOMMaxAssociationsPerHost, ARTIMTimeout: cfg.DICOMARTIMTimeout,
-		}, dicomHandler{log: ingestM.Log("dimse", st.Ingest()), bodies: bodies})
+		}, dicomHandler{log: ingestLog("dimse"), bodies: bodies})
 		if err == nil && cfg.DICOMAddr != "" {
 			d.dicomLn, err = net.Listen("tcp", cfg.DICOMAddr)
 		}
@@ -190,10 +208,13 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	}
 
 	patients := st.Patients()
-	mapperM := metrics.NewMapper(d.metrics)
+	var mapperM mapper.Observer = metrics.NewMapper(d.metrics)
+	if d.tracer != nil {
+		mapperM = d.tracer.Mapper(mapperM)
+	}
 	d.mapper = &mappers{newMapper: func() *mapper.Mapper {
 		c := mapperConfig(cfg, st, log)
-		c.Ingest, c.Events, c.Observer = ingestM.Log("mapper", st.Ingest()), ingestM.Events(st.Events()), mapperM
+		c.Ingest, c.Events, c.Observer = ingestLog("mapper"), ingestM.Events(st.Events()), mapperM
 		return mapper.New(c)
 	}}
 	if cfg.NATSURL != "" {
@@ -213,7 +234,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	// Retention: ingest trimming behind the snapshots, event log edge warnings.
 	d.retention = &retention{cfg: cfg, st: st, hub: d.hub, log: log}
 	d.retention.register(d.metrics, d.mapper)
-	d.svc = api.NewService(st.Events(), d.hub, ingestM.Log("api", st.Ingest()), d.mapper, patients, log)
+	d.svc = api.NewService(st.Events(), d.hub, ingestLog("api"), d.mapper, patients, log)
 	d.metrics.MustRegister(metrics.NewSubscriberCollector(d.hub), metrics.NewPipelineCollector(metrics.Pipeline{
 		Ingest: st.Ingest(), Events: st.Events(), Mapper: d.mapper.Current, StoreUp: st.Healthy,
 	}))
@@ -258,10 +279,10 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	}
 	// STOW-RS commits through the same handler as C-STORE.
 	extra := dicomweb.New(dicomweb.Config{
-		Handler: dicomHandler{log: ingestM.Log("stow-rs", st.Ingest()), bodies: bodies}, Auth: authn, StoreDir: cfg.StoreDir, Logger: log,
+		Handler: dicomHandler{log: ingestLog("stow-rs"), bodies: bodies}, Auth: authn, StoreDir: cfg.StoreDir, Logger: log,
 	}).Routes()
 	// JSON notifications (an Orthanc Lua callback) too.
-	extra[notify.Path] = notify.NewHandler(dicomHandler{log: ingestM.Log("notification", st.Ingest()), bodies: bodies}, authn, log)
+	extra[notify.Path] = notify.NewHandler(dicomHandler{log: ingestLog("notification"), bodies: bodies}, authn, log)
 	thumbs := &thumbnails{kv: st.State(), hub: d.hub, storeDir: cfg.StoreDir, log: log}
 	extra[thumbnailPattern] = thumbs.handler(authn)
 	extra[metricsPattern] = operatorOnly(authn, metrics.Handler(d.metrics))
@@ -395,6 +416,13 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		d.shutdown(cancelRun, conn)
 		d.err = g.Wait()
 		d.store.Close()
+		if d.tracer != nil {
+			flush, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if err := d.tracer.Shutdown(flush); err != nil {
+				log.Warn("export the last spans", "component", "tracing", "err", err)
+			}
+			cancel()
+		}
 		log.Info("stopped")
 		close(d.done)
 	}()
@@ -450,6 +478,11 @@ func (d *Daemon) shutdown(cancelRun context.CancelFunc, conn *grpc.ClientConn) {
 }
 
 func (d *Daemon) closeAll() {
+	if d.tracer != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		_ = d.tracer.Shutdown(ctx)
+		cancel()
+	}
 	for _, l := range []net.Listener{d.grpcLn, d.httpLn, d.mllpLn, d.dicomLn, d.metricsLn, d.mllpTLSLn, d.dicomTLSLn, d.grpcTLSLn, d.httpsLn} {
 		if l != nil {
 			l.Close()

@@ -82,7 +82,9 @@ type Config struct {
 	NATSCredsFile   string
 
 	// Observability (metrics and status).
-	MetricsAddr string
+	MetricsAddr     string
+	OTelEndpoint    string
+	OTelSampleRatio float64
 
 	// Hostile peers: per-host limits and the setup deadlines of each front.
 	MLLPMaxConnectionsPerHost   int
@@ -179,6 +181,8 @@ func (c *Config) FlagSet(name string) *flag.FlagSet {
 	fs.StringVar(&c.NATSTLSKeyFile, "nats-tls-key-file", "", "with --nats-url: PEM key of --nats-tls-cert-file")
 	fs.StringVar(&c.NATSCredsFile, "nats-creds-file", "", "with --nats-url: NATS user credentials (.creds: user JWT and NKey seed); user:password in the URL works too and is never logged")
 	// Observability (metrics and status).
+	fs.StringVar(&c.OTelEndpoint, "otel-endpoint", "", "OpenTelemetry collector OTLP/HTTP URL (e.g. http://otel-collector:4318) to export traces to: a span per recorded observation, continued by the mapper's; empty: no tracing")
+	fs.Float64Var(&c.OTelSampleRatio, "otel-sample-ratio", 1, "share of observations traced with --otel-endpoint (0 to 1)")
 	fs.StringVar(&c.MetricsAddr, "metrics-addr", "", "separate listen address for GET /metrics without authentication (for a Prometheus on an internal network); empty: /metrics only on --http-addr, behind --auth")
 
 	// Hostile peers.
@@ -407,6 +411,14 @@ func (c *Config) Validate() error {
 		bad("--node-id %q: want at most 64 characters without spaces", c.NodeID)
 	}
 	c.validateTLS(bad)
+	if c.OTelEndpoint != "" {
+		if u, err := url.Parse(c.OTelEndpoint); err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			bad("--otel-endpoint %q: want an http or https URL (the collector's OTLP/HTTP receiver, e.g. http://otel-collector:4318)", c.OTelEndpoint)
+		}
+	}
+	if c.OTelSampleRatio < 0 || c.OTelSampleRatio > 1 {
+		bad("--otel-sample-ratio %v: want 0 to 1", c.OTelSampleRatio)
+	}
 	if c.SnapshotEvery < 1 {
 		bad("--snapshot-every %d: want at least 1", c.SnapshotEvery)
 	}
