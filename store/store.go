@@ -15,7 +15,6 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -37,6 +36,15 @@ const (
 	markerFile    = "radbridge.json"
 	formatVersion = 1
 )
+
+// MaxPayload is the largest message the embedded JetStream takes (NATS
+// defaults to 1 MB). A patient's read model is one value holding every
+// study (with its instance list), order and report of the patient: a
+// patient with a hundred studies passes 1 MB, and the read model then
+// stopped being written ("maximum payload exceeded"; found by the crash
+// test's long run). An external NATS server needs max_payload raised too;
+// Open warns when it is lower.
+const MaxPayload = 8 << 20
 
 // Config says where the store lives.
 type Config struct {
@@ -84,6 +92,11 @@ type Store struct {
 type marker struct {
 	Format  int       `json:"format"`
 	Created time.Time `json:"created"`
+	// Creating is set while the first start creates the store and cleared
+	// once the streams exist. A first start killed in between (kill -9,
+	// power loss: nothing was acknowledged yet) is finished by the next
+	// start instead of leaving a directory radbridge refuses.
+	Creating bool `json:"creating,omitempty"`
 }
 
 // ErrDataDir wraps every problem with the data directory.
@@ -138,6 +151,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			return nil, fmt.Errorf("connect to NATS %s: %w", RedactURLs(cfg.NATSURL), err)
 		}
 		fresh = false
+		if mp := s.nc.MaxPayload(); mp < MaxPayload {
+			cfg.Logger.Warn("the NATS server's max_payload is below 8 MB: read models of patients with many studies will not be written; set max_payload: 8MB", "component", "store", "max_payload", mp)
+		}
 	}
 	s.replicas = cfg.Replicas
 	var err error
@@ -151,7 +167,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	if cfg.NATSURL == "" && fresh {
-		if err := writeMarker(cfg.DataDir); err != nil {
+		if err := writeMarker(cfg.DataDir, false); err != nil {
 			s.Close()
 			return nil, err
 		}
@@ -173,7 +189,7 @@ func prepareDataDir(dir string, log *slog.Logger) (fresh bool, err error) {
 			return false, fmt.Errorf("%w %s: create: %w", ErrDataDir, dir, err)
 		}
 		log.Info("created data directory", "path", dir)
-		return true, nil
+		return true, writeMarker(dir, true)
 	case err != nil:
 		return false, fmt.Errorf("%w %s: %w", ErrDataDir, dir, err)
 	case !st.IsDir():
@@ -185,11 +201,14 @@ func prepareDataDir(dir string, log *slog.Logger) (fresh bool, err error) {
 		if err != nil {
 			return false, fmt.Errorf("%w %s: %w", ErrDataDir, dir, err)
 		}
-		entries = slices.DeleteFunc(entries, func(e fs.DirEntry) bool { return e.Name() == LockFile })
-		if len(entries) > 0 {
-			return false, fmt.Errorf("%w %s: not empty and has no %s: not a radbridge data directory (or it was damaged); refusing to use it", ErrDataDir, dir, markerFile)
+		for _, e := range entries {
+			// The lock file, and the temporary marker of a first start
+			// killed while it wrote its first marker, are no data.
+			if n := e.Name(); n != LockFile && n != markerFile+".tmp" {
+				return false, fmt.Errorf("%w %s: not empty and has no %s: not a radbridge data directory (or it was damaged); refusing to use it", ErrDataDir, dir, markerFile)
+			}
 		}
-		return true, nil
+		return true, writeMarker(dir, true)
 	}
 	if err != nil {
 		return false, fmt.Errorf("%w %s: %w", ErrDataDir, dir, err)
@@ -201,20 +220,49 @@ func prepareDataDir(dir string, log *slog.Logger) (fresh bool, err error) {
 	if m.Format != formatVersion {
 		return false, fmt.Errorf("%w %s: format %d, this radbridge reads format %d", ErrDataDir, dir, m.Format, formatVersion)
 	}
+	if m.Creating {
+		log.Warn("the first start on this data directory was interrupted before the store was created; creating it now", "path", dir)
+		return true, nil
+	}
 	if _, err := os.Stat(filepath.Join(dir, "jetstream")); err != nil {
 		return false, fmt.Errorf("%w %s: jetstream directory missing: the store was moved or deleted; refusing to start empty", ErrDataDir, dir)
 	}
 	return false, nil
 }
 
-func writeMarker(dir string) error {
-	b, _ := json.Marshal(marker{Format: formatVersion, Created: time.Now().UTC()})
+// writeMarker replaces the marker file atomically and durably: written to a
+// temporary file, fsynced, renamed, and the directory fsynced.
+func writeMarker(dir string, creating bool) error {
+	b, _ := json.Marshal(marker{Format: formatVersion, Created: time.Now().UTC(), Creating: creating})
 	tmp := filepath.Join(dir, markerFile+".tmp")
-	if err := os.WriteFile(tmp, b, 0o640); err != nil {
-		return fmt.Errorf("%w %s: %w", ErrDataDir, dir, err)
-	}
-	if err := os.Rename(tmp, filepath.Join(dir, markerFile)); err != nil {
-		return fmt.Errorf("%w %s: %w", ErrDataDir, dir, err)
+	err := func() error {
+		f, err := os.OpenFile(tmp, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o640)
+		if err != nil {
+			return err
+		}
+		if _, err := f.Write(b); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Sync(); err != nil {
+			f.Close()
+			return err
+		}
+		if err := f.Close(); err != nil {
+			return err
+		}
+		if err := os.Rename(tmp, filepath.Join(dir, markerFile)); err != nil {
+			return err
+		}
+		d, err := os.Open(dir)
+		if err != nil {
+			return err
+		}
+		defer d.Close()
+		return d.Sync()
+	}()
+	if err != nil {
+		return fmt.Errorf("%w %s: write %s: %w", ErrDataDir, dir, markerFile, err)
 	}
 	return nil
 }
@@ -228,6 +276,7 @@ func startEmbedded(cfg Config) (*server.Server, error) {
 		NoSigs:     true,
 		NoLog:      true,
 		SyncAlways: cfg.SyncAlways,
+		MaxPayload: MaxPayload,
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {

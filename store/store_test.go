@@ -2,6 +2,8 @@ package store_test
 
 import (
 	"context"
+	"encoding/json"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -11,6 +13,7 @@ import (
 	"radbridge/eventlog"
 	"radbridge/eventlog/eventlogtest"
 	"radbridge/ingest"
+	"radbridge/mapper"
 	"radbridge/store"
 )
 
@@ -92,5 +95,84 @@ func TestDataDirProblemsAreClearErrors(t *testing.T) {
 		if !strings.Contains(err.Error(), tc.dir) || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("Open(%s) error %q: want the path and %q", tc.dir, err, tc.want)
 		}
+	}
+}
+
+// TestInterruptedFirstStartIsFinished: a first start killed (kill -9, power
+// loss) before it created the store acknowledged nothing; whatever it left
+// behind, the next start finishes creating the store instead of refusing
+// the directory. (cmd/radbridge TestKillDashNineDuringFirstStart kills the
+// real binary there.)
+func TestInterruptedFirstStartIsFinished(t *testing.T) {
+	creating := []byte(`{"format":1,"created":"2026-11-26T00:00:00Z","creating":true}`)
+	for _, tc := range []struct {
+		name  string
+		setup func(t *testing.T, dir string)
+	}{
+		{"killed while writing the first marker", func(t *testing.T, dir string) {
+			os.Mkdir(dir, 0o750)
+			os.WriteFile(filepath.Join(dir, "radbridge.json.tmp"), []byte(`{"form`), 0o640)
+		}},
+		{"killed before JetStream created its directory", func(t *testing.T, dir string) {
+			os.Mkdir(dir, 0o750)
+			os.WriteFile(filepath.Join(dir, "radbridge.json"), creating, 0o640)
+		}},
+		{"killed after the streams, before the final marker", func(t *testing.T, dir string) {
+			s, err := store.Open(context.Background(), store.Config{DataDir: dir, SyncAlways: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+			os.WriteFile(filepath.Join(dir, "radbridge.json"), creating, 0o640)
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := filepath.Join(t.TempDir(), "data")
+			tc.setup(t, dir)
+			s, err := store.Open(context.Background(), store.Config{DataDir: dir, SyncAlways: true})
+			if err != nil {
+				t.Fatalf("start after an interrupted first start: %v", err)
+			}
+			if _, _, err := s.Ingest().Append(context.Background(), ingest.Observation{Kind: "api.viewed", Key: "k1"}); err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+			if b, _ := os.ReadFile(filepath.Join(dir, "radbridge.json")); strings.Contains(string(b), "creating") {
+				t.Errorf("marker after the store was created: %s", b)
+			}
+			if _, err := os.Stat(filepath.Join(dir, "radbridge.json.tmp")); err == nil {
+				t.Error("radbridge.json.tmp left behind")
+			}
+			// From now on it is an ordinary store: its data is kept, and
+			// losing its jetstream directory is refused again.
+			if last, err := open(t, dir).Ingest().Last(context.Background()); err != nil || last != 1 {
+				t.Errorf("reopened store holds %d records (%v), want 1", last, err)
+			}
+		})
+	}
+}
+
+// TestLargeReadModelIsWritten: a patient with a few hundred studies has a
+// read model of several megabytes; it is written and read back (NATS'
+// default 1 MB payload limit used to refuse it, and GetPatientImaging then
+// served a stale picture).
+func TestLargeReadModelIsWritten(t *testing.T) {
+	s := open(t, filepath.Join(t.TempDir(), "data"))
+	ctx := context.Background()
+	p := &mapper.Patient{ID: "MRN-MANY", Studies: map[string]json.RawMessage{}}
+	study := json.RawMessage(`{"resourceType":"ImagingStudy","series":[{"instance":[` + strings.Repeat(`{"uid":"1.2.826.0.1.3680043.10.1447.90.1.1.1","number":1},`, 100) + `{"uid":"1"}]}]}`)
+	for i := range 400 {
+		p.Studies[fmt.Sprintf("1.2.3.%d", i)] = study
+	}
+	b, _ := json.Marshal(p)
+	if len(b) < 2<<20 {
+		t.Fatalf("read model is %d bytes; the test wants more than 2 MB", len(b))
+	}
+	if err := s.Patients().PutPatient(ctx, p); err != nil {
+		t.Fatalf("write a %d-byte read model: %v", len(b), err)
+	}
+	got, err := s.Patients().Patient(ctx, "MRN-MANY")
+	if err != nil || got == nil || len(got.Studies) != 400 {
+		t.Fatalf("read back: %v studies, %v", len(got.Studies), err)
 	}
 }
