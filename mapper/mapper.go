@@ -351,6 +351,7 @@ type run struct {
 	snap   *snapshotter
 	// startNextSeq is the event sequence the run started at.
 	startNextSeq uint64
+	checked      bool // checkDerived ran
 }
 
 func (r *run) position() Position {
@@ -362,17 +363,30 @@ func (r *run) position() Position {
 	return p
 }
 
+// checkDerived compares, once, the events the replay re-derived (keys up to
+// lastKey) with the events the log held at start. It runs before the first
+// new event is appended, or at the end of the replay when there is none: a
+// process killed while its mapper lagged behind the ingest log leaves
+// records whose events are new, and they are not a mismatch.
+func (r *run) checkDerived() {
+	if r.checked {
+		return
+	}
+	r.checked = true
+	if r.nextSeq-1 != r.lastSeq {
+		r.m.log.Error("replay derived a different number of events than the event log holds; continuing after the log's end (was the mapping changed?)",
+			"derived", r.nextSeq-1, "logged", r.lastSeq)
+		r.nextSeq = r.lastSeq + 1
+	}
+}
+
 func (r *run) finishReplay(ctx context.Context) {
 	if r.done {
 		return
 	}
 	r.done = true
 	m := r.m
-	if r.nextSeq-1 != r.lastSeq {
-		m.log.Error("replay derived a different number of events than the event log holds; continuing after the log's end (was the mapping changed?)",
-			"derived", r.nextSeq-1, "logged", r.lastSeq)
-		r.nextSeq = r.lastSeq + 1
-	}
+	r.checkDerived()
 	m.flush(ctx, r.dirty)
 	clear(r.dirty)
 	m.mu.Lock()
@@ -418,6 +432,7 @@ func (r *run) apply(rec ingest.Record) error {
 				r.o.derived(ev, true)
 			}
 		} else {
+			r.checkDerived()
 			seq, err := m.appendRetry(ctx, k, ev)
 			if err != nil {
 				return err
