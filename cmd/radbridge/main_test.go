@@ -75,6 +75,10 @@ func (s *syncBuf) String() string {
 	return s.b.String()
 }
 
+// readyTimeout bounds how long serve waits for /readyz (the replay of the
+// ingest log at start). TestCrashUnderLoad's long runs raise it.
+var readyTimeout = 60 * time.Second
+
 // serve starts the binary and waits until /readyz answers.
 func serve(t *testing.T, args ...string) *daemon {
 	t.Helper()
@@ -138,7 +142,7 @@ func serve(t *testing.T, args ...string) *daemon {
 			d.dicom = a[1]
 		}
 	}
-	deadline := time.Now().Add(60 * time.Second)
+	deadline := time.Now().Add(readyTimeout)
 	for {
 		resp, err := http.Get("http://" + d.http + "/readyz")
 		if err == nil {
