@@ -329,3 +329,31 @@ func TestEncodeStateIsJSONMarshal(t *testing.T) {
 		}
 	}
 }
+
+// TestSnapshotAfterCatchingUpAppends: when the event log is behind the
+// ingest log at start (a crash between recording and mapping), the replay
+// appends the missing events; the snapshot then holds the true next event
+// sequence, and a restart from it numbers on without a gap or a reuse.
+func TestSnapshotAfterCatchingUpAppends(t *testing.T) {
+	in, evs, snaps := ingest.NewMemory(), eventlog.NewMemory(), &mapper.MemorySnapshots{}
+	var last uint64
+	for i := 1; i <= 10; i++ {
+		last = viewed(t, in, i)
+	}
+	cfg := mapper.Config{Ingest: in, Events: evs, Snapshots: snaps}
+	runTo(t, cfg, in, last, false)
+	if s := newestSnapshot(t, snaps); s.NextSeq != 11 || s.Applied != 10 {
+		t.Fatalf("snapshot after catching up: applied %d, next event %d; want 10, 11", s.Applied, s.NextSeq)
+	}
+	for i := 11; i <= 12; i++ {
+		last = viewed(t, in, i)
+	}
+	runTo(t, cfg, in, last, false)
+	got := allEvents(t, evs)
+	if len(got) != 12 || got[11].Sequence != 12 {
+		t.Fatalf("%d events, last sequence %d; want 12, 12", len(got), got[len(got)-1].Sequence)
+	}
+	if s := newestSnapshot(t, snaps); s.NextSeq != 13 {
+		t.Errorf("snapshot's next event %d, want 13", s.NextSeq)
+	}
+}
