@@ -529,6 +529,16 @@ func TestCrashUnderLoad(t *testing.T) {
 		if mapper.EventID(eventlog.Key{IngestSeq: head}) == strings.Fields(barrier)[1] {
 			break
 		}
+		// Name what followed the barrier.
+		wctx, wcancel := context.WithTimeout(ctx, 10*time.Second)
+		st.Ingest().Watch(wctx, max(1, head-10), func(r ingest.Record) error {
+			t.Logf("ingest %d (head %d): %s %s at %v %s", r.Seq, head, r.Kind, r.Key, r.Time, map[bool]string{true: string(r.Body)}[r.Kind == ingest.KindTimer])
+			if r.Seq >= head {
+				wcancel()
+			}
+			return nil
+		})
+		wcancel()
 		st.Close()
 		if try == 5 {
 			t.Fatalf("the ingest log kept growing after the barrier (head %d)", head)
