@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"time"
 )
 
 // fileMeta returns the 128-byte preamble, "DICM" and the File Meta
@@ -37,6 +38,23 @@ func metaString(dst []byte, element uint16, vr, v string, pad byte) []byte {
 	dst = append(dst, vr...)
 	dst = binary.LittleEndian.AppendUint16(dst, uint16(len(v)))
 	return append(dst, v...)
+}
+
+// sweepIncoming removes the temporary files (.incoming-*.dcm) in dir that
+// were not modified for olderThan: a process killed during a reception
+// (kill -9, power loss) leaves its file behind, and nothing else would
+// remove it. It returns how many it removed.
+func sweepIncoming(dir string, olderThan time.Duration) int {
+	names, _ := filepath.Glob(filepath.Join(dir, ".incoming-*.dcm"))
+	n := 0
+	for _, name := range names {
+		if fi, err := os.Lstat(name); err == nil && fi.Mode().IsRegular() && time.Since(fi.ModTime()) > olderThan {
+			if os.Remove(name) == nil {
+				n++
+			}
+		}
+	}
+	return n
 }
 
 // partFile is a Part-10 file being received: a temporary file in the store

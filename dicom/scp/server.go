@@ -175,6 +175,13 @@ func New(cfg Config, h Handler) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.StoreDir != "" {
+		// A live reception writes its temporary file at least once per idle
+		// timeout; one untouched for twice that was left by a crash.
+		if n := sweepIncoming(cfg.StoreDir, 2*cfg.IdleTimeout); n > 0 {
+			cfg.Logger.Info("removed temporary files of receptions a crash interrupted", "component", "dicom", "files", n)
+		}
+	}
 	return &Server{cfg: cfg, h: h, log: cfg.Logger.With("component", "dicom"), hosts: make(map[string]*hostCount),
 		logs: lograte.New(10, time.Second)}, nil
 }
