@@ -25,6 +25,7 @@ OUT=${OUT:-soak-$(date -u +%Y%m%dT%H%M%SZ)}
 WORK=$(mktemp -d)
 trap cleanup EXIT
 mkdir -p "$OUT"
+: >"$OUT/errors.log"
 export TCP_NODELAY=1
 
 go build -o "$WORK/radbridge" ./cmd/radbridge
@@ -101,5 +102,5 @@ warm=$((SOAK_SECONDS / 10 < 300 ? SOAK_SECONDS / 10 : 300))
 		printf "after warm-up (%ds) -> end (%ds): RSS %.1f -> %.1f MB (max %.1f), heap in use %.1f -> %.1f MB, goroutines %d -> %d (max %d)\n", warm, t, r0/1e6, r/1e6, rmax/1e6, h0/1e6, h/1e6, g0, g, gmax
 		printf "HL7 messages %d, events emitted %d\n", m, ev
 	}' "$OUT/samples.csv"
-	echo "errors: $(wc -l <"$OUT/errors.log" 2>/dev/null || echo 0)"
+	echo "errors: $(wc -l <"$OUT/errors.log")"
 } | tee "$OUT/summary.txt"
