@@ -27,8 +27,8 @@ var errNotLeading = errors.New("this process is not the mapper leader")
 // always maps. On an external store several processes may share the logs,
 // and only the holder of the mapper lease maps: the event log has a single
 // writer. Every term starts a fresh mapper, which rebuilds its state from
-// the ingest log, so a new leader continues exactly where the old one's
-// appended events end.
+// the newest snapshot and the ingest log after it, so a new leader
+// continues exactly where the old one's appended events end.
 type mappers struct {
 	newMapper func() *mapper.Mapper
 	elector   *leader.Elector // nil: always the leader
