@@ -313,8 +313,12 @@ func TestClusterFailover(t *testing.T) {
 	for {
 		subMu.Lock()
 		n := len(got)
+		var at uint64
+		if n > 0 {
+			at = got[n-1].GetSequence()
+		}
 		subMu.Unlock()
-		if n > 0 && got[n-1].GetSequence() >= last {
+		if at >= last && n > 0 {
 			break
 		}
 		if time.Now().After(deadline) {
