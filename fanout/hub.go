@@ -372,7 +372,7 @@ func (s *Subscription) poll(ctx context.Context) ([]*Entry, <-chan struct{}, err
 	}
 	out := make([]*Entry, len(evs))
 	for i, ev := range evs {
-		out[i] = NewEntry(ev)
+		out[i] = &Entry{Event: ev} // not kept: no need to compact
 	}
 	if len(evs) == s.max {
 		s.pos = evs[len(evs)-1].Sequence
