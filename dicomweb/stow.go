@@ -201,7 +201,6 @@ func (s *Server) storePart(ctx context.Context, part *multipart.Part, urlStudy s
 		}
 	}
 	var file *scp.PartFile
-	var fw *failWriter
 	var bw *bufio.Writer
 	counter := &countingReader{r: part}
 	var raw io.Reader = counter
@@ -212,8 +211,7 @@ func (s *Server) storePart(ctx context.Context, part *multipart.Part, urlStudy s
 			return drain(result{reason: FailureOutOfResources, comment: "cannot create file"})
 		}
 		defer file.Discard()
-		fw = &failWriter{w: file}
-		bw = bufio.NewWriterSize(fw, 64<<10)
+		bw = bufio.NewWriterSize(file, 64<<10)
 		raw = io.TeeReader(counter, bw)
 	}
 	br := bufio.NewReaderSize(raw, 16<<10)
@@ -258,11 +256,9 @@ func (s *Server) storePart(ctx context.Context, part *multipart.Part, urlStudy s
 		return res, nil
 	}
 	if file != nil {
-		_ = bw.Flush() // fw never fails a write; it records the first error
-		err := fw.err
-		if err == nil {
-			inst.Path, err = file.Commit(inst.StudyInstanceUID, inst.SeriesInstanceUID, inst.SOPInstanceUID)
-		}
+		_ = bw.Flush() // the file never fails a write; Commit reports the first error
+		var err error
+		inst.Path, err = file.Commit(inst.StudyInstanceUID, inst.SeriesInstanceUID, inst.SOPInstanceUID)
 		if err != nil {
 			s.cfg.Logger.Error("write Part-10 file", "component", "stow-rs", "err", err, "sop_instance_uid", inst.SOPInstanceUID)
 			res.reason, res.comment = FailureOutOfResources, "cannot write file"
@@ -388,20 +384,6 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.n += int64(n)
 	return n, err
-}
-
-// failWriter records the first write error and swallows the rest, so a
-// full disk does not stop reading the body.
-type failWriter struct {
-	w   io.Writer
-	err error
-}
-
-func (f *failWriter) Write(p []byte) (int, error) {
-	if f.err == nil {
-		_, f.err = f.w.Write(p)
-	}
-	return len(p), nil
 }
 
 // budgetReader fails with errPartHeader once more than the budget is read

@@ -57,10 +57,12 @@ func CreatePartFile(dir string) (*PartFile, error) {
 	return &PartFile{p: p}, nil
 }
 
-// Write appends to the file.
-func (f *PartFile) Write(b []byte) (int, error) { return f.p.f.Write(b) }
+// Write appends to the file. It never fails: the first write error is kept
+// and returned by Commit, so a caller keeps reading its source to the end.
+func (f *PartFile) Write(b []byte) (int, error) { return f.p.Write(b) }
 
-// Commit syncs the file and renames it into place; the UIDs must be valid.
+// Commit fails with the first write error, else syncs the file and renames
+// it into place; the UIDs must be valid.
 func (f *PartFile) Commit(study, series, sop string) (string, error) {
 	return f.p.commit(study, series, sop)
 }

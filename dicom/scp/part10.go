@@ -63,6 +63,17 @@ type partFile struct {
 	dir  string
 	f    *os.File
 	done bool
+	werr error // the first write error; commit reports it
+}
+
+// Write appends to the file. It never fails: the first error is kept and
+// reported by commit, so a full disk does not stop the caller from reading
+// the rest of the data set off the wire.
+func (p *partFile) Write(b []byte) (int, error) {
+	if p.werr == nil {
+		_, p.werr = p.f.Write(b)
+	}
+	return len(b), nil
 }
 
 func createPartFile(dir string) (*partFile, error) {
@@ -80,6 +91,9 @@ func createPartFile(dir string) (*partFile, error) {
 // and fsyncs the directories it changed. The UIDs must be valid (digits
 // and dots), which also keeps the path inside dir.
 func (p *partFile) commit(study, series, sop string) (string, error) {
+	if p.werr != nil {
+		return "", fmt.Errorf("write %s: %w", p.f.Name(), p.werr)
+	}
 	if err := p.f.Sync(); err != nil {
 		return "", fmt.Errorf("fsync %s: %w", p.f.Name(), err)
 	}

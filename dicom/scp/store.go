@@ -51,21 +51,6 @@ func (c *countingReader) Read(p []byte) (int, error) {
 	return n, err
 }
 
-// failWriter records the first write error and then swallows writes, so
-// that a full disk does not stop us from reading the rest of the data set
-// off the association.
-type failWriter struct {
-	w   io.Writer
-	err error
-}
-
-func (f *failWriter) Write(p []byte) (int, error) {
-	if f.err == nil {
-		_, f.err = f.w.Write(p)
-	}
-	return len(p), nil
-}
-
 // store serves one C-STORE (PS3.4 annex B.2, PS3.7 section 9.1.1): stream
 // the data set, buffer and parse its header, copy or discard the pixel data,
 // write the Part-10 file, call the handler, answer.
@@ -92,7 +77,6 @@ func (c *assoc) store(ctx context.Context, msg *dimse.Message) error {
 	}
 
 	var file *partFile
-	var fw *failWriter
 	var bw *bufio.Writer
 	counter := &countingReader{r: msg.Data}
 	var raw io.Reader = counter
@@ -107,8 +91,7 @@ func (c *assoc) store(ctx context.Context, msg *dimse.Message) error {
 			return respond(dimse.StatusOutOfResources, "cannot create file")
 		}
 		defer file.discard()
-		fw = &failWriter{w: file.f}
-		bw = bufio.NewWriterSize(fw, 64<<10)
+		bw = bufio.NewWriterSize(file, 64<<10)
 		_, _ = bw.Write(fileMeta(cmd.AffectedSOPClassUID, cmd.AffectedSOPInstanceUID, pc.TransferSyntax, c.peer.CallingAE))
 		raw = io.TeeReader(counter, bw)
 	}
@@ -153,11 +136,9 @@ func (c *assoc) store(ctx context.Context, msg *dimse.Message) error {
 	}
 
 	if file != nil {
-		_ = bw.Flush() // fw never fails a write; it records the first error
-		err := fw.err
-		if err == nil {
-			inst.Path, err = file.commit(inst.StudyInstanceUID, inst.SeriesInstanceUID, inst.SOPInstanceUID)
-		}
+		_ = bw.Flush() // the file never fails a write; commit reports the first error
+		var err error
+		inst.Path, err = file.commit(inst.StudyInstanceUID, inst.SeriesInstanceUID, inst.SOPInstanceUID)
 		if err != nil {
 			c.log.Error("write Part-10 file", "err", err, "sop_instance_uid", inst.SOPInstanceUID)
 			return respond(dimse.StatusOutOfResources, "cannot write file")
