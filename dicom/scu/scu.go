@@ -14,6 +14,7 @@ import (
 	"radbridge/dicom/dataset"
 	"radbridge/dicom/dimse"
 	"radbridge/dicom/ul"
+	"radbridge/internal/tlsconf"
 )
 
 // SOP classes used by the client (PS3.4 annexes A and R).
@@ -172,7 +173,7 @@ func Dial(ctx context.Context, addr string, cfg Config) (*Client, error) {
 		_ = tc.SetNoDelay(true)
 	}
 	if cfg.TLS != nil {
-		if conn, err = handshake(ctx, conn, cfg.TLS, addr, cfg.Timeout); err != nil {
+		if conn, err = tlsconf.ClientHandshake(ctx, conn, cfg.TLS, addr, cfg.Timeout); err != nil {
 			return nil, fmt.Errorf("TLS with %s: %w", addr, err)
 		}
 	}
@@ -195,22 +196,6 @@ func Dial(ctx context.Context, addr string, cfg Config) (*Client, error) {
 		c.proposed[pc.ID] = pc
 	}
 	return c, nil
-}
-
-// handshake runs a client TLS handshake on conn within timeout.
-func handshake(ctx context.Context, conn net.Conn, cfg *tls.Config, addr string, timeout time.Duration) (net.Conn, error) {
-	if cfg.ServerName == "" {
-		cfg = cfg.Clone()
-		cfg.ServerName, _, _ = net.SplitHostPort(addr)
-	}
-	tc := tls.Client(conn, cfg)
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	if err := tc.HandshakeContext(ctx); err != nil {
-		conn.Close()
-		return nil, err
-	}
-	return tc, nil
 }
 
 // presentationContexts proposes Verification and one context per

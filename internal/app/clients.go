@@ -21,6 +21,7 @@ import (
 	"radbridge/dicom/dataset"
 	"radbridge/dicom/scu"
 	"radbridge/hl7/mllp"
+	"radbridge/internal/tlsconf"
 )
 
 // Client commands: echo and store (DICOM SCU, package scu) and send-hl7
@@ -369,7 +370,7 @@ func sendHL7(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			d := net.Dialer{Timeout: *timeout}
 			conn, err = d.DialContext(ctx, "tcp", *addr)
 			if err == nil && tc != nil {
-				conn, err = clientTLS(ctx, conn, tc, *addr, *timeout)
+				conn, err = tlsconf.ClientHandshake(ctx, conn, tc, *addr, *timeout)
 			}
 			if err != nil {
 				fmt.Fprintf(stderr, "radbridge send-hl7: %v\n", err)

@@ -1,11 +1,8 @@
 package app
 
 import (
-	"context"
 	"crypto/tls"
 	"flag"
-	"net"
-	"time"
 
 	"radbridge/internal/tlsconf"
 )
@@ -36,21 +33,4 @@ func (f tlsClientFlags) config() (*tls.Config, error) {
 		return nil, nil
 	}
 	return tlsconf.ClientConfig(tlsconf.ClientFiles{CAFile: *f.ca, CertFile: *f.cert, KeyFile: *f.key, ServerName: *f.serverName})
-}
-
-// clientTLS runs a client handshake on conn within timeout; an empty
-// ServerName verifies the host of addr.
-func clientTLS(ctx context.Context, conn net.Conn, cfg *tls.Config, addr string, timeout time.Duration) (net.Conn, error) {
-	if cfg.ServerName == "" {
-		cfg = cfg.Clone()
-		cfg.ServerName, _, _ = net.SplitHostPort(addr)
-	}
-	tc := tls.Client(conn, cfg)
-	ctx, cancel := context.WithTimeout(ctx, timeout)
-	defer cancel()
-	if err := tc.HandshakeContext(ctx); err != nil {
-		conn.Close()
-		return nil, err
-	}
-	return tc, nil
 }

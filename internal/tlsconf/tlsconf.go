@@ -498,3 +498,20 @@ func (s *Store) Describe(f *Front) string {
 		return "mtls (allow-list " + strings.Join(f.Allowed, "; ") + ")"
 	}
 }
+
+// ClientHandshake runs a client handshake on conn within timeout; an empty
+// ServerName in cfg verifies the host of addr. On failure conn is closed.
+func ClientHandshake(ctx context.Context, conn net.Conn, cfg *tls.Config, addr string, timeout time.Duration) (net.Conn, error) {
+	if cfg.ServerName == "" {
+		cfg = cfg.Clone()
+		cfg.ServerName, _, _ = net.SplitHostPort(addr)
+	}
+	tc := tls.Client(conn, cfg)
+	ctx, cancel := context.WithTimeout(ctx, timeout)
+	defer cancel()
+	if err := tc.HandshakeContext(ctx); err != nil {
+		conn.Close()
+		return nil, err
+	}
+	return tc, nil
+}
