@@ -158,10 +158,13 @@ func (h *Hub) Run(ctx context.Context) error {
 	h.mu.Unlock()
 	close(h.ready)
 	for {
-		err := h.log.Watch(ctx, h.Head()+1, func(ev *rbv1.Event) error {
+		wctx, stop := context.WithCancel(ctx)
+		go h.watchdog(wctx, stop)
+		err := h.log.Watch(wctx, h.Head()+1, func(ev *rbv1.Event) error {
 			h.push(NewEntry(ev))
 			return nil
 		})
+		stop()
 		if ctx.Err() != nil {
 			return nil
 		}
@@ -170,6 +173,41 @@ func (h *Hub) Run(ctx context.Context) error {
 		case <-ctx.Done():
 			return nil
 		case <-time.After(time.Second):
+		}
+	}
+}
+
+// watchdogEvery is how often the watchdog compares the hub with the log.
+const watchdogEvery = 5 * time.Second
+
+// watchdog ends a watch that has stopped delivering: the log has events
+// past the hub's head and the head has not moved for a whole period (a
+// watch whose server died can wait for ever without an error). Run then
+// restarts the watch from the head; push drops anything seen twice.
+func (h *Hub) watchdog(ctx context.Context, stop context.CancelFunc) {
+	t := time.NewTicker(watchdogEvery)
+	defer t.Stop()
+	behind, at := false, uint64(0)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		_, last, err := h.log.Bounds(ctx)
+		if err != nil {
+			continue
+		}
+		head := h.Head()
+		switch {
+		case head >= last:
+			behind = false
+		case behind && head == at:
+			h.cfg.Logger.Warn("the event log watch stopped delivering; restarting it", "component", "fanout", "head", head, "log_last", last)
+			stop()
+			return
+		default:
+			behind, at = true, head
 		}
 	}
 }
