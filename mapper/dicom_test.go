@@ -180,9 +180,25 @@ func (h *dicomHarness) waitEvents(n int) {
 	}
 }
 
-// settleQuiet waits long enough for any quiet period to have ended, so that an
-// event that should not exist would be in the log.
-func settleQuiet() { time.Sleep(3 * dicomQuiet) }
+// settleQuiet waits until the mapper has applied everything in the ingest log
+// and no quiet-period timer is pending (at most 20 s: a loaded machine may be
+// slow to fire them), and at least three quiet periods, so that an event that
+// should not exist would be in the log.
+func (h *dicomHarness) settleQuiet() {
+	h.t.Helper()
+	time.Sleep(3 * dicomQuiet)
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		last, err := h.in.Last(context.Background())
+		if err != nil {
+			h.t.Fatal(err)
+		}
+		if h.m.Applied() >= last && h.m.PendingTimers() == 0 {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
 
 // studySummary is what a subscriber checks of an event.
 type studySummary struct {
@@ -333,7 +349,7 @@ func TestDICOMStudyEvents(t *testing.T) {
 				if got := h.await(h.store(again)); len(got) != 0 {
 					t.Errorf("re-encoded resend derived %v", got)
 				}
-				settleQuiet()
+				h.settleQuiet()
 				fixed := ctInstance(2)
 				fixed.SeriesDescription = "AXIAL 1.25 MM"
 				h.store(fixed)
@@ -435,7 +451,7 @@ func TestDICOMStudyEvents(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newDICOMHarness(t)
 			tt.run(t, h)
-			settleQuiet()
+			h.settleQuiet()
 			evs := h.events()
 			if diff := cmp.Diff(studySummaries(evs), tt.want); diff != "" {
 				t.Errorf("events (-got +want):\n%s", diff)
@@ -480,7 +496,7 @@ func TestDICOMRestartMidStudy(t *testing.T) {
 	h.store(ctInstance(4)) // arrives while the mapper is down
 	h.start()
 	h.waitEvents(2)
-	settleQuiet()
+	h.settleQuiet()
 	want := []studySummary{
 		{studyProgress, studySevInfo, "Receiving CT CHEST W/O CONTRAST: 1 instance", "registered", 1, 1, "CT"},
 		{studyAvailable, studySevSuccess, "New imaging study available: CT CHEST W/O CONTRAST", "available", 1, 4, "CT"},
@@ -493,7 +509,7 @@ func TestDICOMRestartMidStudy(t *testing.T) {
 	h.stop()
 	h.start()
 	h.await(last)
-	settleQuiet()
+	h.settleQuiet()
 	if n := len(h.events()); n != 2 {
 		t.Errorf("after a second restart the log holds %d events, want 2", n)
 	}
@@ -513,7 +529,7 @@ func TestDICOMReadModel(t *testing.T) {
 	chest.SeriesInstanceUID, chest.SOPInstanceUID, chest.BodyPartExamined = "1.2.3.2.2", "1.2.3.2.2.1", "CHEST"
 	h.store(chest)
 	h.waitEvents(4)
-	settleQuiet()
+	h.settleQuiet()
 	p := h.rm.get("MRN123")
 	var studies []string
 	for uid, s := range p.Studies {
@@ -651,7 +667,7 @@ func TestDICOMPatientCorrection(t *testing.T) {
 	fixed.PatientID = "MRN999"
 	h.store(fixed)
 	h.waitEvents(3)
-	settleQuiet()
+	h.settleQuiet()
 	evs := h.events()
 	if len(evs) != 3 || evs[2].Type != studyUpdated || evs[2].PatientId != "MRN999" {
 		t.Fatalf("events %v; want the third an UPDATED for MRN999", studySummaries(evs))
