@@ -148,7 +148,21 @@ func joinScenario(t *testing.T, seed int64) {
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	time.Sleep(100 * time.Millisecond)
+	// The read models are written before the mapper reports a record
+	// applied: wait until the last record (a timer's included) is.
+	for {
+		l, err := in.Last(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if m.Applied() >= l && m.PendingTimers() == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("mapper applied %d of %d records, %d timers pending", m.Applied(), l, m.PendingTimers())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 
 	rm.mu.Lock()
 	defer rm.mu.Unlock()
