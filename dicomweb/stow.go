@@ -202,7 +202,7 @@ func (s *Server) storePart(ctx context.Context, part *multipart.Part, urlStudy s
 	}
 	var file *scp.PartFile
 	var bw *bufio.Writer
-	counter := &countingReader{r: part}
+	counter := &scp.CountingReader{R: part}
 	var raw io.Reader = counter
 	if s.cfg.StoreDir != "" {
 		var err error
@@ -240,7 +240,7 @@ func (s *Server) storePart(ctx context.Context, part *multipart.Part, urlStudy s
 		return result{reason: FailureUnparseable, comment: err.Error()}, nil
 	}
 	inst := scp.InstanceFromDataset(ds, ts, start)
-	inst.Peer, inst.Size = peer, counter.n
+	inst.Peer, inst.Size = peer, counter.N
 	res := result{class: inst.SOPClassUID, instance: inst.SOPInstanceUID, study: inst.StudyInstanceUID, series: inst.SeriesInstanceUID}
 	switch {
 	case !scp.ValidUID(inst.SOPInstanceUID) || inst.SOPClassUID == "":
@@ -373,17 +373,6 @@ func problem(w http.ResponseWriter, code int, msg string) {
 	w.Header().Set("Content-Type", "application/json")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(map[string]any{"message": msg})
-}
-
-type countingReader struct {
-	r io.Reader
-	n int64
-}
-
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
-	return n, err
 }
 
 // budgetReader fails with errPartHeader once more than the budget is read

@@ -40,14 +40,16 @@ var (
 	tNumberOfFrames       = dataset.Tag(0x0028, 0x0008)
 )
 
-type countingReader struct {
-	r io.Reader
-	n int64
+// CountingReader counts the bytes read through it: the size of a received
+// instance as it arrived (C-STORE here, STOW-RS in package dicomweb).
+type CountingReader struct {
+	R io.Reader
+	N int64
 }
 
-func (c *countingReader) Read(p []byte) (int, error) {
-	n, err := c.r.Read(p)
-	c.n += int64(n)
+func (c *CountingReader) Read(p []byte) (int, error) {
+	n, err := c.R.Read(p)
+	c.N += int64(n)
 	return n, err
 }
 
@@ -78,7 +80,7 @@ func (c *assoc) store(ctx context.Context, msg *dimse.Message) error {
 
 	var file *partFile
 	var bw *bufio.Writer
-	counter := &countingReader{r: msg.Data}
+	counter := &CountingReader{R: msg.Data}
 	var raw io.Reader = counter
 	if c.s.cfg.StoreDir != "" {
 		var err error
@@ -108,7 +110,7 @@ func (c *assoc) store(ctx context.Context, msg *dimse.Message) error {
 	if _, err := io.Copy(io.Discard, raw); err != nil {
 		return fmt.Errorf("C-STORE data set: %w", err)
 	}
-	c.s.c.bytes.Add(uint64(counter.n))
+	c.s.c.bytes.Add(uint64(counter.N))
 	if herr != nil {
 		if errors.Is(herr, dataset.ErrHeaderTooLarge) {
 			return respond(dimse.StatusOutOfResources, fmt.Sprintf("header exceeds %d bytes", c.s.cfg.MaxHeaderBytes))
@@ -120,7 +122,7 @@ func (c *assoc) store(ctx context.Context, msg *dimse.Message) error {
 		return respond(dimse.StatusCannotUnderstand, clip(err.Error()))
 	}
 	inst := InstanceFromDataset(ds, pc.TransferSyntax, start)
-	inst.Peer, inst.Size = c.peer, counter.n
+	inst.Peer, inst.Size = c.peer, counter.N
 
 	switch {
 	case inst.SOPInstanceUID != cmd.AffectedSOPInstanceUID:
