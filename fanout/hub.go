@@ -104,6 +104,9 @@ type Config struct {
 	WindowEvents int
 	WindowBytes  int
 	Logger       *slog.Logger
+	// WatchdogEvery is how often the hub checks that its watch of the log
+	// still delivers (default 5 s); tests shorten it.
+	WatchdogEvery time.Duration
 }
 
 // Hub follows an event log.
@@ -143,6 +146,9 @@ func New(l eventlog.Log, cfg Config) *Hub {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
+	if cfg.WatchdogEvery <= 0 {
+		cfg.WatchdogEvery = 5 * time.Second
+	}
 	return &Hub{log: l, cfg: cfg, wake: make(chan struct{}), ready: make(chan struct{}),
 		byTransport: map[string]int64{}, slow: map[string]uint64{}}
 }
@@ -177,15 +183,12 @@ func (h *Hub) Run(ctx context.Context) error {
 	}
 }
 
-// watchdogEvery is how often the watchdog compares the hub with the log.
-const watchdogEvery = 5 * time.Second
-
 // watchdog ends a watch that has stopped delivering: the log has events
 // past the hub's head and the head has not moved for a whole period (a
 // watch whose server died can wait for ever without an error). Run then
 // restarts the watch from the head; push drops anything seen twice.
 func (h *Hub) watchdog(ctx context.Context, stop context.CancelFunc) {
-	t := time.NewTicker(watchdogEvery)
+	t := time.NewTicker(h.cfg.WatchdogEvery)
 	defer t.Stop()
 	behind, at := false, uint64(0)
 	for {

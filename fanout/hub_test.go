@@ -304,3 +304,70 @@ func TestCountBehindAndFloor(t *testing.T) {
 		t.Errorf("with the log retaining from 10: Covers(2) %v (want false), Covers(9) %v (want true)", h.Covers(2), h.Covers(9))
 	}
 }
+
+// stallingLog is an event log whose first watch stops delivering after
+// stallAfter without returning an error, as an ordered consumer whose
+// JetStream server died can.
+type stallingLog struct {
+	*eventlog.Memory
+	stallAfter uint64
+	mu         sync.Mutex
+	watches    int
+}
+
+func (l *stallingLog) Watch(ctx context.Context, from uint64, fn func(*rbv1.Event) error) error {
+	l.mu.Lock()
+	l.watches++
+	first := l.watches == 1
+	l.mu.Unlock()
+	if !first {
+		return l.Memory.Watch(ctx, from, fn)
+	}
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	err := l.Memory.Watch(wctx, from, func(ev *rbv1.Event) error {
+		if ev.Sequence > l.stallAfter {
+			<-ctx.Done() // silent: neither an event nor an error
+			return ctx.Err()
+		}
+		return fn(ev)
+	})
+	if ctx.Err() != nil {
+		return ctx.Err()
+	}
+	return err
+}
+
+// TestWatchThatStopsDeliveringIsRestarted: when the hub's watch of the log
+// goes silent while the log grows, the watchdog restarts it and subscribers
+// get every event once, in order.
+func TestWatchThatStopsDeliveringIsRestarted(t *testing.T) {
+	l := &stallingLog{Memory: eventlog.NewMemory(), stallAfter: 5}
+	ctx, cancel := context.WithCancel(context.Background())
+	h := fanout.New(l, fanout.Config{WindowEvents: 64, WatchdogEvery: 50 * time.Millisecond})
+	done := make(chan struct{})
+	go func() { defer close(done); h.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	if err := h.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	s := h.Subscribe(0, eventlog.Filter{})
+	defer s.Close()
+	appendN(t, l, 1, 20, "P1")
+	rctx, rcancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer rcancel()
+	got, err := collect(rctx, s, 20)
+	if err != nil {
+		t.Fatalf("after %v: %v", got, err)
+	}
+	for i, seq := range got {
+		if seq != uint64(i)+1 {
+			t.Fatalf("sequences %v, want 1..20 once each", got)
+		}
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.watches < 2 {
+		t.Errorf("%d watches, want the stalled one restarted", l.watches)
+	}
+}
