@@ -16,7 +16,7 @@ func encodeState(st *State) ([]byte, error) {
 		Studies    map[string]*StudyState   `json:"studies"`
 		Orders     map[string]*OrderState   `json:"orders"`
 		Accessions map[string][]ResourceRef `json:"accessions"`
-		Seen       map[string]SeenKey       `json:"seen"`
+		Seen       map[string]SeenKey       `json:"seen,omitempty"`
 		Applied    uint64                   `json:"applied"`
 	}{st.Timers, st.Studies, st.Orders, st.Accessions, st.Seen, st.Applied})
 	if err != nil {

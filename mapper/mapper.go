@@ -100,6 +100,11 @@ type Config struct {
 	// the ingest log) is forgotten, so a resend older than that is mapped
 	// as new. 0 remembers keys forever.
 	DedupHorizon time.Duration
+	// Seen, when set, keeps the observation keys durably: the mapper holds
+	// only those added since its last snapshot (written before the
+	// snapshot) and a bounded cache, and snapshots carry none. Nil keeps
+	// every key in memory (clean replays, tests).
+	Seen SeenStore
 }
 
 // Observer is told what the mapper does. Its methods are called from the
@@ -150,8 +155,8 @@ type Mapper struct {
 	stats   Stats
 	pending int // len(state.Timers) after the last apply, under mu
 
-	pubStats  Stats      // stats as of the last applied record (guarded by mu)
-	seenQ     []seenItem // Seen keys in the order they were added
+	pubStats  Stats    // stats as of the last applied record (guarded by mu)
+	seen      *seenSet // observation keys (see SeenStore)
 	snapStats SnapshotStats
 }
 
@@ -188,6 +193,7 @@ func New(cfg Config) *Mapper {
 		cfg:     cfg,
 		log:     cfg.Logger.With("component", "mapper"),
 		state:   NewState(),
+		seen:    newSeenSet(cfg.Seen),
 		wake:    make(chan struct{}),
 		recent:  map[uint64][][]byte{},
 		timerCh: make(chan *Timer, 1),
@@ -258,7 +264,15 @@ func (m *Mapper) run(ctx context.Context, o runOpts) (*run, error) {
 	} else {
 		m.state = NewState()
 	}
-	m.rebuildSeenQueue()
+	// Keys added by an earlier run may not be stored yet; they are added
+	// again by the replay (sightings are unions, so nothing is lost).
+	m.seen = newSeenSet(m.cfg.Seen)
+	for k, v := range m.state.Seen {
+		// A snapshot of an older radbridge carries its keys: they are
+		// written to the store with the next snapshot.
+		m.seen.fresh[k] = []SeenKey{v}
+	}
+	m.state.Seen = nil
 	from := pos.Applied + 1
 	if f, ok := m.cfg.Ingest.(interface {
 		First(context.Context) (uint64, error)
@@ -402,12 +416,16 @@ func (r *run) finishReplay(ctx context.Context) {
 func (r *run) apply(rec ingest.Record) error {
 	m := r.m
 	ctx := r.ctx
+	started, replay := time.Now(), !r.done
+	dup, err := m.checkSeen(ctx, rec)
+	if err != nil {
+		return err // stopping while the key store is unavailable
+	}
 	r.broken = true
 	c := &Context{State: m.state, Rec: rec, dirty: r.dirty}
 	m.stats.Applied++
 	dups := m.stats.Duplicates
-	started, replay := time.Now(), !r.done
-	if err := m.dispatch(c); err != nil {
+	if err := m.dispatch(c, dup); err != nil {
 		m.stats.Failed++
 		m.cfg.Observer.ObservationApplied("failed")
 		m.log.Warn("observation not mapped", "ingest_seq", rec.Seq, "kind", rec.Kind, "err", err)
@@ -500,7 +518,37 @@ func (r *run) apply(rec ingest.Record) error {
 	return nil
 }
 
-func (m *Mapper) dispatch(c *Context) error {
+// checkSeen reports whether rec is a resend of an observation key already
+// mapped within the dedup horizon, and records its key otherwise.
+func (m *Mapper) checkSeen(ctx context.Context, rec ingest.Record) (bool, error) {
+	if rec.Kind == ingest.KindTimer || rec.Key == "" {
+		return false, nil
+	}
+	backoff := 100 * time.Millisecond
+	known, err := m.seen.lookup(ctx, rec.Key, func(err error) error {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		m.log.Error("read observation key; retrying", "err", err, "ingest_seq", rec.Seq)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+		return nil
+	})
+	if err != nil {
+		return false, err
+	}
+	dup, add := seenDecision(known, rec.Seq, rec.Time, m.cfg.DedupHorizon)
+	if add {
+		m.seen.add(rec.Key, known, SeenKey{Seq: rec.Seq, At: rec.Time.UnixMilli()})
+	}
+	return dup, nil
+}
+
+func (m *Mapper) dispatch(c *Context, dup bool) error {
 	rec := c.Rec
 	if rec.Kind == ingest.KindTimer {
 		var t Timer
@@ -519,17 +567,9 @@ func (m *Mapper) dispatch(c *Context) error {
 		}
 		return rule.Apply(c)
 	}
-	m.pruneSeen(rec.Time)
-	if rec.Key != "" {
-		if first, ok := m.state.Seen[rec.Key]; ok && first.Seq != rec.Seq {
-			m.stats.Duplicates++
-			return nil
-		}
-		if _, ok := m.state.Seen[rec.Key]; !ok {
-			sk := SeenKey{Seq: rec.Seq, At: rec.Time.UnixMilli()}
-			m.state.Seen[rec.Key] = sk
-			m.seenQ = append(m.seenQ, seenItem{rec.Key, sk})
-		}
+	if dup {
+		m.stats.Duplicates++
+		return nil
 	}
 	rule := m.cfg.Rules[rec.Kind]
 	if rule == nil {

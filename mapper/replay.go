@@ -205,6 +205,9 @@ func (m *Mapper) Replay(ctx context.Context, o ReplayOptions) (*ReplayReport, er
 		if err != nil {
 			return rep, err
 		}
+		if err := m.seen.write(ctx, m.seen.handOff()); err != nil {
+			return rep, fmt.Errorf("write observation keys: %w", err)
+		}
 		if err := m.cfg.Snapshots.PutSnapshot(ctx, pos.Applied, data); err != nil {
 			return rep, fmt.Errorf("write snapshot: %w", err)
 		}

@@ -116,9 +116,6 @@ func DecodeSnapshot(b []byte) (*Snapshot, error) {
 	if st.Timers == nil {
 		st.Timers = map[string]*Timer{}
 	}
-	if st.Seen == nil {
-		st.Seen = map[string]SeenKey{}
-	}
 	if st.Studies == nil {
 		st.Studies = map[string]*StudyState{}
 	}
@@ -275,6 +272,7 @@ func (s *snapshotter) take(ctx context.Context, pos Position) {
 	s.busy = true
 	m.mu.Unlock()
 	start := time.Now()
+	seen := m.seen.handOff()
 	body, err := encodeState(m.state)
 	if err != nil {
 		m.log.Error("encode snapshot", "err", err)
@@ -297,7 +295,14 @@ func (s *snapshotter) take(ctx context.Context, pos Position) {
 		// The checksum and header are computed here, off the mapper's
 		// goroutine: body is not shared with the state.
 		data := encodeSnapshot(body, pos, m.cfg.Mapping, taken)
-		err := m.cfg.Snapshots.PutSnapshot(wctx, pos.Applied, data)
+		// The keys the state relies on are stored first: a snapshot never
+		// needs a key the store lacks.
+		err := m.seen.write(wctx, seen)
+		if err != nil {
+			err = fmt.Errorf("observation keys: %w", err)
+		} else {
+			err = m.cfg.Snapshots.PutSnapshot(wctx, pos.Applied, data)
+		}
 		m.mu.Lock()
 		defer m.mu.Unlock()
 		s.busy = false
@@ -319,48 +324,4 @@ func (s *snapshotter) take(ctx context.Context, pos Position) {
 func (s *snapshotter) due() bool {
 	cfg := s.m.cfg
 	return s.since > 0 && (s.since >= cfg.SnapshotEvery || time.Since(s.lastTime) >= cfg.SnapshotInterval)
-}
-
-// SeenKey records when an observation key was first seen.
-type SeenKey struct {
-	Seq uint64 `json:"s"`
-	// At is the observation's time (Unix milliseconds) as recorded in the
-	// ingest log.
-	At int64 `json:"t"`
-}
-
-type seenItem struct {
-	key string
-	SeenKey
-}
-
-// rebuildSeenQueue orders the Seen keys by sequence, as they were added.
-func (m *Mapper) rebuildSeenQueue() {
-	m.seenQ = m.seenQ[:0]
-	for k, v := range m.state.Seen {
-		m.seenQ = append(m.seenQ, seenItem{k, v})
-	}
-	sort.Slice(m.seenQ, func(i, j int) bool { return m.seenQ[i].Seq < m.seenQ[j].Seq })
-}
-
-// pruneSeen forgets keys first seen more than the horizon before t (the
-// time of the record being applied, from the log), oldest first, so a
-// replay prunes exactly as the live run did.
-func (m *Mapper) pruneSeen(t time.Time) {
-	if m.cfg.DedupHorizon <= 0 || t.IsZero() {
-		return
-	}
-	cut := t.Add(-m.cfg.DedupHorizon).UnixMilli()
-	i := 0
-	for ; i < len(m.seenQ) && m.seenQ[i].At < cut; i++ {
-		if cur, ok := m.state.Seen[m.seenQ[i].key]; ok && cur.Seq == m.seenQ[i].Seq {
-			delete(m.state.Seen, m.seenQ[i].key)
-		}
-	}
-	if i > 0 {
-		m.seenQ = m.seenQ[i:]
-		if cap(m.seenQ) > 1024 && len(m.seenQ) < cap(m.seenQ)/4 {
-			m.seenQ = slices.Clone(m.seenQ)
-		}
-	}
 }

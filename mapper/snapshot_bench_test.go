@@ -10,7 +10,7 @@ import (
 )
 
 // bigState is a synthetic state shaped like 4,000 accessions of 2,000
-// patients (orders, studies, reports as FHIR JSON; 20,000 keys).
+// patients (orders, studies, reports as FHIR JSON).
 func bigState() *mapper.State {
 	st := mapper.NewState()
 	res := json.RawMessage(`{"resourceType":"ImagingStudy","id":"x","status":"available","subject":{"reference":"Patient/P"},"description":"` + strings.Repeat("CT CHEST ", 100) + `"}`)
@@ -22,9 +22,6 @@ func bigState() *mapper.State {
 		uid := fmt.Sprintf("1.2.826.0.1.3680043.10.1447.%d", i)
 		p.Studies[uid], p.Orders[uid], p.Reports[uid] = res, res, res
 		st.Studies[uid] = &mapper.StudyState{UID: uid, PatientID: p.ID, Series: map[string]*mapper.SeriesState{uid + ".1": {UID: uid + ".1", Instances: map[string]*mapper.InstanceState{uid + ".1.1": {Number: 1}, uid + ".1.2": {Number: 2}, uid + ".1.3": {Number: 3}}}}}
-		for k := range 5 {
-			st.Seen[fmt.Sprintf("k%d-%d", i, k)] = mapper.SeenKey{Seq: uint64(i*5 + k), At: int64(i)}
-		}
 	}
 	return st
 }

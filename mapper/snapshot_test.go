@@ -138,8 +138,8 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	last := appendAll(t, in, snapScenario(5), time.Now())
 	runTo(t, mapper.Config{Ingest: in, Events: evs, Rules: mapper.Rules(o), Snapshots: snaps}, in, last, true)
 	snap := newestSnapshot(t, snaps)
-	if snap.Applied == 0 || len(snap.State.Patients) == 0 || len(snap.State.Studies) != 5 || len(snap.State.Seen) == 0 {
-		t.Fatalf("snapshot at %d holds %d patients, %d studies, %d keys; want the scenario's", snap.Applied, len(snap.State.Patients), len(snap.State.Studies), len(snap.State.Seen))
+	if snap.Applied == 0 || len(snap.State.Patients) == 0 || len(snap.State.Studies) != 5 || len(snap.State.Seen) != 0 {
+		t.Fatalf("snapshot at %d holds %d patients, %d studies, %d keys; want the scenario's (and no keys: they are the SeenStore's)", snap.Applied, len(snap.State.Patients), len(snap.State.Studies), len(snap.State.Seen))
 	}
 	_, lastSeq, _ := evs.Bounds(context.Background())
 	if snap.NextSeq != lastSeq+1 {
@@ -243,7 +243,8 @@ func TestBrokenSnapshotFallsBack(t *testing.T) {
 func TestSeenPrunedByLogTime(t *testing.T) {
 	in, evs, snaps := ingest.NewMemory(), eventlog.NewMemory(), &mapper.MemorySnapshots{}
 	in.RecordDuplicates = true
-	cfg := mapper.Config{Ingest: in, Events: evs, Snapshots: snaps, SnapshotEvery: 3, DedupHorizon: time.Hour}
+	seen := &mapper.MemorySeen{}
+	cfg := mapper.Config{Ingest: in, Events: evs, Snapshots: snaps, SnapshotEvery: 3, DedupHorizon: time.Hour, Seen: seen}
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	add := func(key string, at time.Time) uint64 {
 		body, _ := json.Marshal(mapper.Viewed{PatientID: "P1", StudyInstanceUID: "1.2.3"})
@@ -267,8 +268,8 @@ func TestSeenPrunedByLogTime(t *testing.T) {
 		t.Fatalf("%d events, want 13 (10 + x + the late resend of 2 + y; the early resend of 1 ignored)", len(got))
 	}
 	snap := newestSnapshot(t, snaps)
-	if len(snap.State.Seen) != 3 {
-		t.Errorf("Seen holds %d keys after pruning, want 3 (x, 2, y)", len(snap.State.Seen))
+	if len(snap.State.Seen) != 0 || seen.Len() != 12 {
+		t.Errorf("the snapshot holds %d keys and the key store %d, want none and 12 (0-9, x, y)", len(snap.State.Seen), seen.Len())
 	}
 	wantEvs, _ := cleanReplay(t, in, mapper.Options{})
 	sameEvents(t, got, wantEvs)
@@ -280,7 +281,7 @@ func FuzzDecodeSnapshot(f *testing.F) {
 	st := mapper.NewState()
 	st.Applied = 7
 	st.Patient("P1").LastSequence = 3
-	st.Seen["hl7:1"] = mapper.SeenKey{Seq: 2, At: 1700000000000}
+	st.Seen = map[string]mapper.SeenKey{"hl7:1": {Seq: 2, At: 1700000000000}} // as older versions wrote
 	good, err := mapper.EncodeSnapshot(st, mapper.Position{Applied: 7, NextSeq: 4}, "m", time.Unix(0, 0))
 	if err != nil {
 		f.Fatal(err)

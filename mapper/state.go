@@ -19,17 +19,17 @@ type State struct {
 	Orders map[string]*OrderState `json:"orders"`
 	// Accessions lists the resources that carry each accession number.
 	Accessions map[string][]ResourceRef `json:"accessions"`
-	// Seen maps observation keys to the ingest sequence (and time) that
-	// first carried them, so resends beyond the ingest log's duplicate
-	// window are ignored. Keys older than Config.DedupHorizon are pruned.
-	Seen map[string]SeenKey `json:"seen"`
+	// Seen is only read: snapshots of older radbridge versions carried
+	// the observation keys here; they now live in Config.Seen (or the
+	// mapper's memory) and the mapper empties this at start.
+	Seen map[string]SeenKey `json:"seen,omitempty"`
 	// Applied is the last ingest sequence applied.
 	Applied uint64 `json:"applied"`
 }
 
 // NewState returns empty state.
 func NewState() *State {
-	return &State{Patients: map[string]*Patient{}, Timers: map[string]*Timer{}, Seen: map[string]SeenKey{},
+	return &State{Patients: map[string]*Patient{}, Timers: map[string]*Timer{},
 		Studies: map[string]*StudyState{}, Orders: map[string]*OrderState{}}
 }
 

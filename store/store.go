@@ -72,6 +72,9 @@ type Config struct {
 	// CredsFile, when set, authenticates to an external NATS with a user
 	// JWT and NKey seed (a .creds file).
 	CredsFile string
+	// SeenMaxAge is the age at which the mapper's observation keys are
+	// pruned from their bucket (see SeenMaxAge); 0 keeps them.
+	SeenMaxAge time.Duration
 }
 
 // Store is an open store.
@@ -82,6 +85,7 @@ type Store struct {
 	ingest *IngestLog
 	events *EventLog
 	kv     jetstream.KeyValue
+	seen   jetstream.KeyValue
 	obs    jetstream.ObjectStore
 	lock   *os.File
 	once   sync.Once
@@ -364,6 +368,18 @@ func (s *Store) ensure(ctx context.Context, cfg Config, fresh bool) error {
 		return fmt.Errorf("create state bucket: %w", err)
 	}
 	s.kv = kv
+	seen, err := s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      SeenBucket,
+		Description: "radbridge mapper observation keys (the dedup set), by hash of the key",
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		History:     1,
+		TTL:         cfg.SeenMaxAge,
+	})
+	if err != nil {
+		return fmt.Errorf("create observation key bucket: %w", err)
+	}
+	s.seen = seen
 	obs, err := s.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
 		Bucket:      SnapshotBucket,
 		Description: "radbridge mapper snapshots (the state at an ingest sequence)",

@@ -176,3 +176,35 @@ func TestLargeReadModelIsWritten(t *testing.T) {
 		t.Fatalf("read back: %v studies, %v", len(got.Studies), err)
 	}
 }
+
+// TestSeenKeysAreUnions: the observation key store returns nothing for an
+// unknown key, keeps a key's sightings across reopening, and merges a later
+// batch with them instead of replacing them (a mapper replaying from an
+// older snapshot writes sightings again, in any order).
+func TestSeenKeysAreUnions(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	ctx := context.Background()
+	s, err := store.Open(ctx, store.Config{DataDir: dir, SeenMaxAge: store.SeenMaxAge(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	long := strings.Repeat("hl7:RIS|HOSP|ü ", 40) // any bytes, any length
+	if ks, err := s.Seen().GetSeen(ctx, long); err != nil || ks != nil {
+		t.Fatalf("unknown key: %v %v", ks, err)
+	}
+	if err := s.Seen().AddSeen(ctx, map[string][]mapper.SeenKey{long: {{Seq: 9, At: 90}}, "k2": {{Seq: 3, At: 30}}}); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	s = open(t, dir)
+	if err := s.Seen().AddSeen(ctx, map[string][]mapper.SeenKey{long: {{Seq: 4, At: 40}, {Seq: 9, At: 90}}}); err != nil {
+		t.Fatal(err)
+	}
+	ks, err := s.Seen().GetSeen(ctx, long)
+	if err != nil || len(ks) != 2 || ks[0] != (mapper.SeenKey{Seq: 4, At: 40}) || ks[1] != (mapper.SeenKey{Seq: 9, At: 90}) {
+		t.Errorf("sightings after two batches: %v %v; want [4 9]", ks, err)
+	}
+	if ks, _ := s.Seen().GetSeen(ctx, "k2"); len(ks) != 1 || ks[0].Seq != 3 {
+		t.Errorf("k2: %v", ks)
+	}
+}

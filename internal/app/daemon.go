@@ -103,6 +103,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		SyncAlways: cfg.Fsync, DuplicateWindow: cfg.DuplicateWindow, Logger: log,
 		EventsMaxAge: cfg.EventsMaxAge, EventsMaxBytes: cfg.EventsMaxBytes,
 		TLS: natsTLS, CredsFile: cfg.NATSCredsFile,
+		SeenMaxAge: store.SeenMaxAge(cfg.DedupHorizon), // the mapper's dedup keys
 	})
 	if err != nil {
 		return nil, err

@@ -39,5 +39,6 @@ func mapperConfig(cfg *config.Config, st *store.Store, log *slog.Logger) mapper.
 		Rules:     mapper.Rules(mappingOptions(cfg)),
 		Snapshots: st.Snapshots(), SnapshotEvery: cfg.SnapshotEvery, SnapshotInterval: cfg.SnapshotInterval,
 		Mapping: mappingFingerprint(cfg), DedupHorizon: cfg.DedupHorizon,
+		Seen: st.Seen(), // observation keys in the store, not in memory and snapshots
 	}
 }

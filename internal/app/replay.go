@@ -72,6 +72,7 @@ func replayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		SyncAlways: cfg.Fsync, DuplicateWindow: cfg.DuplicateWindow, Logger: log,
 		EventsMaxAge: cfg.EventsMaxAge, EventsMaxBytes: cfg.EventsMaxBytes,
 		TLS: natsTLS, CredsFile: cfg.NATSCredsFile,
+		SeenMaxAge: store.SeenMaxAge(cfg.DedupHorizon), // the mapper's dedup keys
 	})
 	if err != nil {
 		fmt.Fprintf(stderr, "radbridge replay: %v\n", err)
