@@ -69,6 +69,25 @@ type ReadModel interface {
 	PutPatient(ctx context.Context, p *Patient) error
 }
 
+// FencedReadModel is a ReadModel that is also told the ingest sequence the
+// written state was applied to, so it can refuse a write older than the one
+// it holds (a paused cluster leader waking up after its successor wrote).
+type FencedReadModel interface {
+	PutPatientAt(ctx context.Context, p *Patient, applied uint64) error
+}
+
+// ErrSuperseded is a FencedReadModel's answer to a write older than the
+// read model it holds; the write was dropped.
+var ErrSuperseded = errors.New("a newer read model is stored (written by another mapper)")
+
+// putPatient writes p's read model as of the current state.
+func (m *Mapper) putPatient(ctx context.Context, p *Patient) error {
+	if f, ok := m.cfg.ReadModel.(FencedReadModel); ok {
+		return f.PutPatientAt(ctx, p, m.state.Applied)
+	}
+	return m.cfg.ReadModel.PutPatient(ctx, p)
+}
+
 // Config configures a Mapper.
 type Config struct {
 	Ingest ingest.Log
@@ -638,7 +657,12 @@ func (m *Mapper) flush(ctx context.Context, dirty map[string]bool) {
 		return
 	}
 	for id := range dirty {
-		if err := m.cfg.ReadModel.PutPatient(ctx, m.state.Patients[id]); err != nil {
+		err := m.putPatient(ctx, m.state.Patients[id])
+		if errors.Is(err, ErrSuperseded) {
+			// Another mapper (this one's successor as cluster leader)
+			// wrote a newer one: this process is about to stop mapping.
+			m.log.Warn("patient read model not written: a newer one is stored by another mapper")
+		} else if err != nil {
 			// The read model lags; its as_of sequence keeps snapshots correct.
 			m.cfg.Observer.ReadModelWriteFailed()
 			m.log.Error("write patient read model", "err", err)

@@ -193,7 +193,7 @@ func (m *Mapper) Replay(ctx context.Context, o ReplayOptions) (*ReplayReport, er
 	}
 	if m.cfg.ReadModel != nil {
 		for _, p := range m.state.Patients {
-			if err := m.cfg.ReadModel.PutPatient(ctx, p); err != nil {
+			if err := m.putPatient(ctx, p); err != nil {
 				return rep, fmt.Errorf("write read model: %w", err)
 			}
 			rep.PatientsWritten++

@@ -90,6 +90,9 @@ type Store struct {
 	lock   *os.File
 	once   sync.Once
 
+	patientsOnce sync.Once
+	patients     *Patients
+
 	replicas int
 }
 

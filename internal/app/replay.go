@@ -79,7 +79,11 @@ func replayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return 1
 	}
 	defer st.Close()
-	m := mapper.New(mapperConfig(cfg, st, log))
+	mc := mapperConfig(cfg, st, log)
+	// The rebuilt read models replace the stored ones whatever their
+	// position (the daemon's writes are fenced against older ones).
+	mc.ReadModel = st.Patients().Overwrite()
+	m := mapper.New(mc)
 	run := func(ctx context.Context) (*mapper.ReplayReport, error) {
 		return m.Replay(ctx, mapper.ReplayOptions{From: from, DryRun: dry})
 	}
