@@ -18,6 +18,7 @@ import (
 	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
 	"radbridge/eventlog"
@@ -99,6 +100,17 @@ func (s *Service) validateSubscribe(ctx context.Context, r *rbv1.SubscribeReques
 		p.since = last
 		return p, nil
 	}
+	if p.since == 0 && (s.hub == nil || !s.hub.Covers(0)) {
+		// From the start of the log: its first retained event. The
+		// in-memory window may still hold events retention removed;
+		// a new subscriber gets what GET /v1/events lists.
+		first, _, err := s.events.Bounds(ctx)
+		if err != nil {
+			return p, status.Errorf(codes.Unavailable, "event log: %v", err)
+		}
+		p.since = max(first, 1) - 1
+		return p, nil
+	}
 	return p, s.checkCursor(ctx, "since_sequence", p.since)
 }
 
@@ -150,6 +162,10 @@ func preEncodedOf(ev *rbv1.Event) (preEncoded, error) {
 	return preEncoded(e.Proto()), nil
 }
 
+// maxPageBytes bounds the events of one ListEvents page (at least one
+// event is returned; it can be larger).
+const maxPageBytes = 3 << 20
+
 // ListEvents implements rbv1.EventServiceServer.
 func (s *Service) ListEvents(ctx context.Context, r *rbv1.ListEventsRequest) (*rbv1.ListEventsResponse, error) {
 	f, err := filter(r.GetPatientId(), r.GetType(), r.GetResourceType(), r.GetPriority())
@@ -174,8 +190,19 @@ func (s *Service) ListEvents(ctx context.Context, r *rbv1.ListEventsRequest) (*r
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "read events: %v", err)
 	}
+	full := len(evs) == size
+	// A page also stops at about maxPageBytes, or a page of large events
+	// (reports with long text) exceeds the 4 MiB a gRPC client receives by
+	// default, the REST gateway's own connection included, and the page
+	// fails with RESOURCE_EXHAUSTED instead.
+	for i, total := 0, 0; i < len(evs); i++ {
+		if total += proto.Size(evs[i]); i > 0 && total > maxPageBytes {
+			evs, full = evs[:i], true
+			break
+		}
+	}
 	next := last
-	if len(evs) == size {
+	if full {
 		next = evs[len(evs)-1].Sequence
 	} else if n := len(evs); n > 0 && evs[n-1].Sequence > next {
 		next = evs[n-1].Sequence

@@ -92,7 +92,7 @@ func checkUID(field, v string) error {
 }
 
 // checkCursor rejects a cursor beyond the log's end or before its retained
-// history.
+// history (0, the start of the log, is never before it).
 func (s *Service) checkCursor(ctx context.Context, field string, since uint64) error {
 	if s.hub != nil && s.hub.Covers(since) {
 		return nil // within the in-memory window: no store round trip
@@ -104,7 +104,10 @@ func (s *Service) checkCursor(ctx context.Context, field string, since uint64) e
 	if since > last {
 		return status.Errorf(codes.OutOfRange, "%s %d is beyond the newest event %d", field, since, last)
 	}
-	if first > 1 && since+1 < first {
+	// 0 is no resume: it asks for the log from its start, which is the
+	// first retained event (a new client after retention removed events
+	// got OUT_OF_RANGE for good).
+	if since > 0 && first > 1 && since+1 < first {
 		return status.Errorf(codes.OutOfRange, "%s %d: events before %d are no longer retained", field, since, first)
 	}
 	return nil
