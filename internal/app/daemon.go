@@ -307,6 +307,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	if d.httpsLn != nil {
 		d.httpSrv.TLSConfig = d.tls.ServerConfig(d.tlsFront("https", "https-allowed-subjects", cfg.HTTPSAllowedSubjects, "h2", "http/1.1"))
 	}
+	httpLn, httpsLn := d.limitHTTP(cfg.HTTPMaxConnections, cfg.HTTPReadHeaderTimeout, log) // --http-max-connections
 
 	var g errgroup.Group
 	run := func(name string, f func() error) {
@@ -334,7 +335,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	}
 	if d.httpLn != nil {
 		run("http", func() error {
-			if err := d.httpSrv.Serve(d.httpLn); !errors.Is(err, http.ErrServerClosed) {
+			if err := d.httpSrv.Serve(httpLn); !errors.Is(err, http.ErrServerClosed) {
 				return err
 			}
 			return nil
@@ -344,7 +345,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	if d.httpsLn != nil {
 		run("http", func() error {
 			// The certificate comes from TLSConfig (GetCertificate).
-			if err := d.httpSrv.ServeTLS(d.httpsLn, "", ""); !errors.Is(err, http.ErrServerClosed) {
+			if err := d.httpSrv.ServeTLS(httpsLn, "", ""); !errors.Is(err, http.ErrServerClosed) {
 				return err
 			}
 			return nil

@@ -92,6 +92,10 @@ type Config struct {
 	DICOMARTIMTimeout           time.Duration
 	HTTPReadHeaderTimeout       time.Duration
 
+	// HTTP connection limit: connections open at once on each of
+	// --http-addr and --https-addr (0: no limit).
+	HTTPMaxConnections int
+
 	// TLS (issue 7): one certificate for every front, reloaded when its
 	// files change; per-front TLS listeners (empty = off) and client
 	// subject allow-lists for mutual TLS.
@@ -190,6 +194,9 @@ func (c *Config) FlagSet(name string) *flag.FlagSet {
 	fs.IntVar(&c.DICOMMaxAssociationsPerHost, "dicom-max-associations-per-host", 0, "concurrent DICOM associations from one IP address (beyond: A-ASSOCIATE-RJ transient, local limit exceeded); 0 means --dicom-max-associations")
 	fs.DurationVar(&c.DICOMARTIMTimeout, "dicom-artim-timeout", 30*time.Second, "time a DICOM peer has to send its A-ASSOCIATE-RQ, and to close after release or rejection (PS3.8 ARTIM)")
 	fs.DurationVar(&c.HTTPReadHeaderTimeout, "http-read-header-timeout", 10*time.Second, "time an HTTP client has to send its request headers, and a gRPC client to finish its HTTP/2 handshake")
+
+	// HTTP connection limit.
+	fs.IntVar(&c.HTTPMaxConnections, "http-max-connections", 16384, "concurrent connections on each of --http-addr and --https-addr, WebSockets included (beyond: HTTP 503 and closed at once; HTTPS closed at once); 0: no limit")
 
 	// TLS (issue 7).
 	fs.StringVar(&c.TLSCertFile, "tls-cert-file", "", "PEM certificate (leaf first, then intermediates) of every TLS listener; re-read without a restart when it changes (or on SIGHUP)")
@@ -337,6 +344,9 @@ func (c *Config) Validate() error {
 	}
 	if c.MLLPMaxConnectionsPerHost < 0 || c.DICOMMaxAssociationsPerHost < 0 {
 		bad("--mllp-max-connections-per-host and --dicom-max-associations-per-host must not be negative")
+	}
+	if c.HTTPMaxConnections < 0 {
+		bad("--http-max-connections %d: want 0 (no limit) or more", c.HTTPMaxConnections)
 	}
 	for name, d := range map[string]time.Duration{"dicom-artim-timeout": c.DICOMARTIMTimeout, "http-read-header-timeout": c.HTTPReadHeaderTimeout} {
 		if d <= 0 {
