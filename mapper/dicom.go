@@ -182,7 +182,7 @@ func dicomRules(o Options) map[string]Rule {
 }
 
 func studyOf(c *Context, uid string) *StudyState {
-	st := c.State.Studies[uid]
+	st := c.State.study(uid)
 	if st == nil {
 		st = &StudyState{UID: uid, Status: StudyReceiving, Series: map[string]*SeriesState{}}
 		c.State.Studies[uid] = st
@@ -310,7 +310,7 @@ func (d *dicomMapper) quiet(c *Context) error {
 	if err := json.Unmarshal(c.Timer.Body, &b); err != nil {
 		return fmt.Errorf("quiet timer body: %w", err)
 	}
-	st := c.State.Studies[b.Study]
+	st := c.State.study(b.Study)
 	if st == nil {
 		return nil
 	}
@@ -434,7 +434,9 @@ func (d *dicomMapper) mpps(c *Context) error {
 	}
 	uids := dicomNonEmpty(u.StudyInstanceUIDs)
 	if len(uids) == 0 {
-		// An N-SET names only its MPPS: find the studies its N-CREATE named.
+		// An N-SET names only its MPPS: find the studies its N-CREATE named
+		// (those evicted with a cold patient are reloaded first).
+		c.State.mppsStudies(u.SOPInstanceUID)
 		for uid, st := range c.State.Studies {
 			if _, ok := st.MPPS[u.SOPInstanceUID]; ok {
 				uids = append(uids, uid)
@@ -528,7 +530,7 @@ func (d *dicomMapper) emit(c *Context, st *StudyState, typ rbv1.EventType, sev r
 		ViewerUrl:        viewer,
 	})
 	if prev := st.ReadModelPatient; prev != "" && prev != key {
-		if p := c.State.Patients[prev]; p != nil {
+		if p := c.State.patient(prev); p != nil {
 			delete(p.Studies, st.UID)
 			recountBodyRegions(c.State, p)
 			c.Touch(prev)
@@ -550,7 +552,7 @@ func (d *dicomMapper) emit(c *Context, st *StudyState, typ rbv1.EventType, sev r
 func recountBodyRegions(s *State, p *Patient) {
 	counts := map[string]uint32{}
 	for uid := range p.Studies {
-		st := s.Studies[uid]
+		st := s.study(uid)
 		if st == nil {
 			continue
 		}

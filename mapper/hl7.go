@@ -429,7 +429,7 @@ func (r *hl7Rule) order(c *Context, m *hl7.Message, g *group, pid, authority str
 	if key == "" {
 		key = "order:" + filler + "|" + placer
 	}
-	prev := c.State.Orders[key]
+	prev := c.State.order(key)
 	id := fhirID("", acc)
 	if acc == "" {
 		id = fhirID("order-", filler+placer)
@@ -628,7 +628,8 @@ func (r *hl7Rule) result(c *Context, m *hl7.Message, g *group, pid, authority st
 	if p := hl7Person(g.obr, 32); p != "" {
 		dr["resultsInterpreter"] = []any{map[string]any{"display": p}}
 	}
-	if o := c.State.Orders[acc]; acc != "" && o != nil {
+	order := c.State.order(acc)
+	if o := order; acc != "" && o != nil {
 		dr["basedOn"] = []any{map[string]any{"reference": "ServiceRequest/" + o.ResourceID}}
 	}
 	if report != "" {
@@ -655,10 +656,10 @@ func (r *hl7Rule) result(c *Context, m *hl7.Message, g *group, pid, authority st
 		sev, msg = rbv1.Severity_SEVERITY_WARNING, "Radiology result cancelled: "+what
 	}
 	prio := rbv1.Priority_PRIORITY_ROUTINE
-	if _, stat := priority(g); stat || (c.State.Orders[acc] != nil && acc != "" && c.State.Orders[acc].Stat) {
+	if _, stat := priority(g); stat || (order != nil && acc != "" && order.Stat) {
 		prio = rbv1.Priority_PRIORITY_STAT
 	}
-	if o := c.State.Orders[acc]; acc != "" && o != nil && o.Cancelled {
+	if o := order; acc != "" && o != nil && o.Cancelled {
 		// A report for a cancelled order is kept and linked; the order
 		// stays revoked, and the event says so.
 		sev = max(sev, rbv1.Severity_SEVERITY_WARNING)

@@ -45,7 +45,7 @@ func join(c *Context) {
 			continue
 		}
 		ref := ResourceRef{Patient: ev.PatientId, Type: ev.ResourceType, ID: ev.ResourceId}
-		refs := c.State.Accessions[ev.AccessionNumber]
+		refs := c.State.accession(ev.AccessionNumber)
 		if !slices.Contains(refs, ref) {
 			c.State.Accessions[ev.AccessionNumber] = append(refs, ref)
 		}
@@ -66,7 +66,7 @@ func joinable(t string) bool {
 }
 
 func joinAccession(c *Context, acc string) {
-	refs := c.State.Accessions[acc]
+	refs := c.State.accession(acc)
 	patients := map[string]bool{}
 	for _, r := range refs {
 		patients[r.Patient] = true
@@ -79,7 +79,7 @@ func joinAccession(c *Context, acc string) {
 			}
 		}
 	}
-	for pid := range patients {
+	for _, pid := range sortedMapKeys(patients) { // events in a stable order
 		joinPatient(c, acc, pid, refs)
 	}
 }
@@ -128,7 +128,7 @@ func refsTo(typ string, ids []string) []any {
 }
 
 func joinPatient(c *Context, acc, pid string, refs []ResourceRef) {
-	p := c.State.Patients[pid]
+	p := c.State.patient(pid)
 	if p == nil {
 		return
 	}

@@ -124,6 +124,13 @@ type Config struct {
 	// snapshot) and a bounded cache, and snapshots carry none. Nil keeps
 	// every key in memory (clean replays, tests).
 	Seen SeenStore
+	// Archive, when set, holds the patients evicted from memory (see
+	// Archive); evicted patients are reloaded from it whatever StateIdle.
+	Archive Archive
+	// StateIdle evicts, with an Archive, the patients no observation
+	// touched for this long (by the times recorded in the ingest log);
+	// 0 evicts none.
+	StateIdle time.Duration
 }
 
 // Observer is told what the mapper does. Its methods are called from the
@@ -182,6 +189,10 @@ type Mapper struct {
 // Stats counts what the mapper did.
 type Stats struct {
 	Applied, Emitted, Skipped, Failed, Duplicates uint64
+	// Evicted and Reloaded count patients moved to and from the Archive;
+	// Patients is the number in memory.
+	Evicted, Reloaded uint64
+	Patients          int
 }
 
 const recentMax = 4096
@@ -292,6 +303,14 @@ func (m *Mapper) run(ctx context.Context, o runOpts) (*run, error) {
 		m.seen.fresh[k] = []SeenKey{v}
 	}
 	m.state.Seen = nil
+	if m.cfg.Archive != nil {
+		a := &archiver{m: m, store: m.cfg.Archive, ctx: ctx}
+		a.lineage = lineageFor(m.state, fmt.Sprintf("%s|%d", m.cfg.Mapping, m.cfg.StateIdle))
+		m.state.Lineage, m.state.arch = a.lineage, a
+		if m.state.Active == nil {
+			m.state.Active = map[string]int64{}
+		}
+	}
 	from := pos.Applied + 1
 	if f, ok := m.cfg.Ingest.(interface {
 		First(context.Context) (uint64, error)
@@ -441,6 +460,18 @@ func (r *run) apply(rec ingest.Record) error {
 		return err // stopping while the key store is unavailable
 	}
 	r.broken = true
+	if a := m.state.arch; a != nil {
+		a.seq, a.at = rec.Seq, rec.Time
+		if m.cfg.StateIdle > 0 && !a.sweep(m.state, m.cfg.StateIdle, func(p *Patient) bool {
+			if r.dirty[p.ID] {
+				m.flush(ctx, map[string]bool{p.ID: true})
+				delete(r.dirty, p.ID)
+			}
+			return true
+		}) {
+			return a.err // stopping while the archive is unavailable
+		}
+	}
 	c := &Context{State: m.state, Rec: rec, dirty: r.dirty}
 	m.stats.Applied++
 	dups := m.stats.Duplicates
@@ -455,6 +486,11 @@ func (r *run) apply(rec ingest.Record) error {
 		m.cfg.Observer.ObservationApplied("mapped")
 	}
 	join(c)
+	if a := m.state.arch; a != nil && a.err != nil {
+		// The archive failed until the mapper stopped: the rule may have
+		// missed evicted state, so nothing of this record is kept.
+		return a.err
+	}
 	m.state.Applied = rec.Seq
 	var out []*rbv1.Event
 	for i, ev := range c.events {
@@ -489,6 +525,10 @@ func (r *run) apply(rec ingest.Record) error {
 		}
 		out = append(out, ev)
 	}
+	if a := m.state.arch; a != nil {
+		m.stats.Evicted, m.stats.Reloaded = a.evicted, a.reloaded
+	}
+	m.stats.Patients = len(m.state.Patients)
 	if ro, ok := m.cfg.Observer.(RecordObserver); ok {
 		ro.RecordApplied(rec, out, started, replay)
 	}
@@ -657,7 +697,11 @@ func (m *Mapper) flush(ctx context.Context, dirty map[string]bool) {
 		return
 	}
 	for id := range dirty {
-		err := m.putPatient(ctx, m.state.Patients[id])
+		p := m.state.Patients[id]
+		if p == nil {
+			continue // evicted: written then
+		}
+		err := m.putPatient(ctx, p)
 		if errors.Is(err, ErrSuperseded) {
 			// Another mapper (this one's successor as cluster leader)
 			// wrote a newer one: this process is about to stop mapping.

@@ -123,7 +123,13 @@ func (m *Mapper) Replay(ctx context.Context, o ReplayOptions) (*ReplayReport, er
 	if o.DryRun {
 		m.cfg.Events = &dryEvents{Log: events, next: lastSeq}
 		m.cfg.ReadModel = nil
-		defer func() { m.cfg.Events = events }()
+		archive := m.cfg.Archive
+		if archive != nil {
+			// Evicted patients are read from the archive; what this run
+			// evicts stays in memory.
+			m.cfg.Archive = &OverlayArchive{Base: archive}
+		}
+		defer func() { m.cfg.Events, m.cfg.Archive = events, archive }()
 	}
 	var runErr error
 	ro := runOpts{stopAtHead: true, noTimers: true}

@@ -19,12 +19,21 @@ type State struct {
 	Orders map[string]*OrderState `json:"orders"`
 	// Accessions lists the resources that carry each accession number.
 	Accessions map[string][]ResourceRef `json:"accessions"`
+	// Active maps each patient in memory to the log time (Unix ms) of the
+	// last observation that touched it, Swept is the log time of the last
+	// look for cold patients, and Lineage the archive's timeline: all only
+	// with Config.Archive (see Archive).
+	Active  map[string]int64 `json:"active,omitempty"`
+	Swept   int64            `json:"swept,omitempty"`
+	Lineage []Lineage        `json:"lineage,omitempty"`
 	// Seen is only read: snapshots of older radbridge versions carried
 	// the observation keys here; they now live in Config.Seen (or the
 	// mapper's memory) and the mapper empties this at start.
 	Seen map[string]SeenKey `json:"seen,omitempty"`
 	// Applied is the last ingest sequence applied.
 	Applied uint64 `json:"applied"`
+
+	arch *archiver // faults evicted state back in (nil: everything in memory)
 }
 
 // NewState returns empty state.
@@ -68,12 +77,74 @@ func setResource(m *map[string]json.RawMessage, id string, res map[string]any) {
 
 // Patient returns the patient with id, creating it.
 func (s *State) Patient(id string) *Patient {
-	p := s.Patients[id]
+	p := s.patient(id)
 	if p == nil {
 		p = &Patient{ID: id}
 		s.Patients[id] = p
+		s.active(id)
 	}
 	return p
+}
+
+// The accessors below reload evicted state (see Archive) before they look:
+// every rule reads the state through them.
+
+// active records that the record being applied touched patient id.
+func (s *State) active(id string) {
+	if s.arch != nil && s.Patients[id] != nil {
+		s.Active[id] = s.arch.at.UnixMilli()
+	}
+}
+
+// patient returns the patient with id, or nil.
+func (s *State) patient(id string) *Patient {
+	s.arch.faultIn(s, keyPatient, id)
+	s.active(id)
+	return s.Patients[id]
+}
+
+// study returns the study with uid, or nil.
+func (s *State) study(uid string) *StudyState {
+	s.arch.faultIn(s, keyStudy, uid)
+	st := s.Studies[uid]
+	if st != nil {
+		s.active(st.ReadModelPatient)
+	}
+	return st
+}
+
+// order returns the order with key, or nil.
+func (s *State) order(key string) *OrderState {
+	s.arch.faultIn(s, keyOrder, key)
+	o := s.Orders[key]
+	if o != nil {
+		s.active(o.PatientID)
+	}
+	return o
+}
+
+// accession returns the resources that carry accession acc.
+func (s *State) accession(acc string) []ResourceRef {
+	s.arch.faultIn(s, keyAccession, acc)
+	return s.Accessions[acc]
+}
+
+// mppsStudies reloads the evicted studies that an MPPS instance named.
+func (s *State) mppsStudies(uid string) {
+	if s.arch == nil || uid == "" {
+		return
+	}
+	refs, ok := s.arch.refs(keyMPPS, uid)
+	if !ok {
+		return
+	}
+	var units []string
+	for _, r := range refs {
+		units = append(units, r.Unit)
+	}
+	if len(units) > 0 {
+		s.arch.reload(s, units)
+	}
 }
 
 // Timer is a pending wake-up of a rule.

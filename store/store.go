@@ -86,9 +86,11 @@ type Store struct {
 	events *EventLog
 	kv     jetstream.KeyValue
 	seen   jetstream.KeyValue
-	obs    jetstream.ObjectStore
-	lock   *os.File
-	once   sync.Once
+	// archive holds the patients the mapper evicted (see Archive).
+	archive jetstream.KeyValue
+	obs     jetstream.ObjectStore
+	lock    *os.File
+	once    sync.Once
 
 	patientsOnce sync.Once
 	patients     *Patients
@@ -383,6 +385,17 @@ func (s *Store) ensure(ctx context.Context, cfg Config, fresh bool) error {
 		return fmt.Errorf("create observation key bucket: %w", err)
 	}
 	s.seen = seen
+	archive, err := s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      ArchiveBucket,
+		Description: "radbridge mapper state of patients evicted from memory (versions and index)",
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		History:     1,
+	})
+	if err != nil {
+		return fmt.Errorf("create archive bucket: %w", err)
+	}
+	s.archive = archive
 	obs, err := s.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
 		Bucket:      SnapshotBucket,
 		Description: "radbridge mapper snapshots (the state at an ingest sequence)",

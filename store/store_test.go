@@ -208,3 +208,58 @@ func TestSeenKeysAreUnions(t *testing.T) {
 		t.Errorf("k2: %v", ks)
 	}
 }
+
+// TestArchiveEvictsAndReloadsOnJetStream: the mapper evicts a cold patient
+// into the RADBRIDGE_ARCHIVE bucket (keys JetStream accepts, whatever the
+// ids) and reloads it when it is named again: its read model counts both
+// views, across a restart of the store.
+func TestArchiveEvictsAndReloadsOnJetStream(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	ctx := context.Background()
+	t0 := time.Date(2026, 1, 1, 8, 0, 0, 0, time.UTC)
+	view := func(s *store.Store, key, pid string, at time.Time) uint64 {
+		body, _ := json.Marshal(mapper.Viewed{PatientID: pid, StudyInstanceUID: "1.2.3"})
+		seq, _, err := s.Ingest().Append(ctx, ingest.Observation{Kind: ingest.KindViewed, Key: key, Time: at, Body: body})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return seq
+	}
+	run := func(s *store.Store, seq uint64) mapper.Stats {
+		m := mapper.New(mapper.Config{Ingest: s.Ingest(), Events: s.Events(), ReadModel: s.Patients(), Snapshots: s.Snapshots(),
+			Seen: s.Seen(), Archive: s.Archive(), StateIdle: 24 * time.Hour, DedupHorizon: time.Hour})
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- m.Run(rctx) }()
+		actx, acancel := context.WithTimeout(ctx, 30*time.Second)
+		defer acancel()
+		if _, err := m.Await(actx, seq); err != nil {
+			t.Fatal(err)
+		}
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		return m.Stats()
+	}
+	odd := "MRN 7/ü:*>" // not a valid key as it is
+	s, err := store.Open(ctx, store.Config{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	view(s, "api:1", odd, t0)
+	last := view(s, "api:2", "P2", t0.Add(3*24*time.Hour)) // the first patient is cold
+	if st := run(s, last); st.Evicted != 1 || st.Patients != 1 {
+		t.Fatalf("after 3 idle days: %d evicted, %d in memory; want 1 and 1", st.Evicted, st.Patients)
+	}
+	s.Close()
+	s = open(t, dir)
+	last = view(s, "api:3", odd, t0.Add(3*24*time.Hour+time.Minute))
+	if st := run(s, last); st.Reloaded != 1 {
+		t.Errorf("the view of the evicted patient reloaded %d patients, want 1", st.Reloaded)
+	}
+	p, err := s.Patients().Patient(ctx, odd)
+	if err != nil || p == nil || p.Views["1.2.3"] != 2 {
+		t.Fatalf("read model after the reload: %+v %v; want 2 views", p, err)
+	}
+}

@@ -14,5 +14,10 @@ func CleanReplayConfig(cfg *config.Config, st *store.Store) mapper.Config {
 	c := mapperConfig(cfg, st, nil)
 	c.Snapshots = nil
 	c.Seen = nil // every observation key in memory: writes nothing
+	if c.StateIdle > 0 {
+		c.Archive = &mapper.MemoryArchive{} // evicts as the daemon does, into memory
+	} else {
+		c.Archive = nil
+	}
 	return c
 }

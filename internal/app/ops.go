@@ -40,5 +40,7 @@ func mapperConfig(cfg *config.Config, st *store.Store, log *slog.Logger) mapper.
 		Snapshots: st.Snapshots(), SnapshotEvery: cfg.SnapshotEvery, SnapshotInterval: cfg.SnapshotInterval,
 		Mapping: mappingFingerprint(cfg), DedupHorizon: cfg.DedupHorizon,
 		Seen: st.Seen(), // observation keys in the store, not in memory and snapshots
+		// Cold patients are evicted to the archive bucket.
+		Archive: st.Archive(), StateIdle: cfg.StateIdle,
 	}
 }

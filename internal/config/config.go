@@ -121,6 +121,9 @@ type Config struct {
 	IngestMaxBytes    int64
 	RetentionInterval time.Duration
 	RetentionMargin   float64
+	// Mapper memory: patients idle this long (log time) are evicted to the
+	// archive bucket (0: never).
+	StateIdle time.Duration
 }
 
 // EnvPrefix prefixes every environment variable.
@@ -221,6 +224,8 @@ func (c *Config) FlagSet(name string) *flag.FlagSet {
 	fs.Int64Var(&c.IngestMaxBytes, "ingest-max-bytes", 0, "trim the oldest ingest records when the ingest log exceeds about this many bytes, never records the oldest kept snapshot does not cover; 0: no limit")
 	fs.DurationVar(&c.RetentionInterval, "retention-interval", time.Minute, "how often the ingest log is trimmed and the retention metrics are refreshed")
 	fs.Float64Var(&c.RetentionMargin, "retention-margin", 0.1, "warn about a live subscriber whose cursor is within this fraction of --events-max-age or --events-max-bytes of the retention edge")
+	// Mapper memory.
+	fs.DurationVar(&c.StateIdle, "state-idle", 14*24*time.Hour, "the mapper moves a patient no observation touched for this long (by the times recorded in the ingest log), with its studies, orders and accessions, from memory to the RADBRIDGE_ARCHIVE bucket, and reloads it when an observation names it again; 0 keeps every patient in memory")
 	return fs
 }
 
@@ -449,6 +454,9 @@ func (c *Config) Validate() error {
 	}
 	if c.EventsMaxAge > 0 && c.EventsMaxAge < c.DuplicateWindow {
 		bad("--events-max-age %v: must be at least --duplicate-window %v", c.EventsMaxAge, c.DuplicateWindow)
+	}
+	if c.StateIdle < 0 {
+		bad("--state-idle %v: want 0 (keep every patient in memory) or a positive duration", c.StateIdle)
 	}
 	if c.RetentionMargin <= 0 || c.RetentionMargin >= 1 {
 		bad("--retention-margin %v: want a fraction between 0 and 1", c.RetentionMargin)

@@ -176,6 +176,8 @@ type pipelineCollector struct {
 	p                                Pipeline
 	storeUp, ingestLast, eventsLast  *prometheus.Desc
 	ready, applied, lag, quietQueued *prometheus.Desc
+	// The mapper's memory (--state-idle).
+	patients, evicted, reloaded *prometheus.Desc
 }
 
 // NewPipelineCollector reports the store, the heads of the logs and the
@@ -193,11 +195,14 @@ func NewPipelineCollector(p Pipeline) prometheus.Collector {
 		applied:     d("mapper_applied_sequence", "Ingest sequence the running mapper has applied."),
 		lag:         d("mapper_lag_records", "Ingest records not yet applied by the running mapper (ingest head minus applied)."),
 		quietQueued: d("mapper_quiet_period_studies", "Studies waiting for the end of their quiet period (--study-quiet-period) before IMAGING_STUDY_AVAILABLE or UPDATED."),
+		patients:    d("mapper_patients_in_memory", "Patients the running mapper holds in memory (the others are in the archive bucket, see --state-idle)."),
+		evicted:     d("mapper_patients_evicted_total", "Patients the running mapper moved from memory to the archive bucket (idle --state-idle)."),
+		reloaded:    d("mapper_patients_reloaded_total", "Patients the running mapper reloaded from the archive bucket because an observation named them again."),
 	}
 }
 
 func (c *pipelineCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.storeUp, c.ingestLast, c.eventsLast, c.ready, c.applied, c.lag, c.quietQueued} {
+	for _, d := range []*prometheus.Desc{c.storeUp, c.ingestLast, c.eventsLast, c.ready, c.applied, c.lag, c.quietQueued, c.patients, c.evicted, c.reloaded} {
 		ch <- d
 	}
 }
@@ -239,6 +244,10 @@ func (c *pipelineCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.ready, b2f(m.Ready()))
 	gauge(c.applied, float64(applied))
 	gauge(c.quietQueued, float64(m.PendingTimers()))
+	st := m.Stats()
+	gauge(c.patients, float64(st.Patients))
+	ch <- prometheus.MustNewConstMetric(c.evicted, prometheus.CounterValue, float64(st.Evicted))
+	ch <- prometheus.MustNewConstMetric(c.reloaded, prometheus.CounterValue, float64(st.Reloaded))
 	if headOK {
 		lag := float64(0)
 		if head > applied {

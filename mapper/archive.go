@@ -1,0 +1,586 @@
+package mapper
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"slices"
+	"sort"
+	"sync"
+	"time"
+)
+
+// Archive keeps the state of patients that went cold, so the mapper holds
+// in memory only the patients observed within Config.StateIdle (by the
+// times recorded in the ingest log). A patient is evicted with its studies,
+// orders and accession entries, and reloaded when an observation names it
+// again (by patient id, Study Instance UID, order key, accession number or
+// MPPS instance), so the events and read models are those of a mapper that
+// never evicts.
+//
+// Keys are made of [-_.A-Za-z0-9] (what a JetStream key-value bucket
+// allows). Values are written once per key: versions are named by the
+// ingest sequence at which the patient was evicted and by the mapper's
+// timeline (see Lineage), and index entries are unions.
+type Archive interface {
+	// GetArchive returns the value at key, nil when there is none.
+	GetArchive(ctx context.Context, key string) ([]byte, error)
+	// PutArchive stores value at key.
+	PutArchive(ctx context.Context, key string, value []byte) error
+}
+
+// MemoryArchive is an in-memory Archive (tests, read-only replays).
+type MemoryArchive struct {
+	mu sync.Mutex
+	m  map[string][]byte
+}
+
+// GetArchive implements Archive.
+func (a *MemoryArchive) GetArchive(_ context.Context, key string) ([]byte, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return slices.Clone(a.m[key]), nil
+}
+
+// PutArchive implements Archive.
+func (a *MemoryArchive) PutArchive(_ context.Context, key string, value []byte) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.m == nil {
+		a.m = map[string][]byte{}
+	}
+	a.m[key] = slices.Clone(value)
+	return nil
+}
+
+// Len is the number of keys stored.
+func (a *MemoryArchive) Len() int {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.m)
+}
+
+// OverlayArchive reads Base under what was written to it, and writes only
+// to memory: a dry run sees the daemon's archive and changes nothing.
+type OverlayArchive struct {
+	Base Archive
+	mem  MemoryArchive
+}
+
+// GetArchive implements Archive.
+func (a *OverlayArchive) GetArchive(ctx context.Context, key string) ([]byte, error) {
+	if b, _ := a.mem.GetArchive(ctx, key); b != nil {
+		return b, nil
+	}
+	return a.Base.GetArchive(ctx, key)
+}
+
+// PutArchive implements Archive.
+func (a *OverlayArchive) PutArchive(ctx context.Context, key string, value []byte) error {
+	return a.mem.PutArchive(ctx, key, value)
+}
+
+// Lineage is one stretch of the mapper's history: archive entries of
+// timeline ID with an ingest sequence above From (and up to the next
+// stretch's From) belong to the state. A run that starts from an empty
+// state begins a timeline; one that starts from a snapshot continues its
+// timeline, or branches a new one at the snapshot when the mapping options
+// or the idle time changed. Entries a crashed run wrote "in the future" of
+// the snapshot a restart uses are thus read only when they are those the
+// restart writes again, and those of another mapping never.
+type Lineage struct {
+	ID   string `json:"id"`
+	From uint64 `json:"from"`
+	// Cfg fingerprints the mapping options and idle time of the stretch.
+	Cfg string `json:"cfg"`
+}
+
+// archived kinds of keys.
+const (
+	keyPatient   = "p"
+	keyStudy     = "s"
+	keyOrder     = "o"
+	keyAccession = "a"
+	keyMPPS      = "m"
+)
+
+// indexRef says that unit (a patient id) was evicted at ingest sequence
+// Seq on timeline T carrying the key indexed.
+type indexRef struct {
+	Unit string `json:"u"`
+	Seq  uint64 `json:"s"`
+	T    string `json:"t"`
+}
+
+// unitVersion is a patient as evicted, with the objects that left memory
+// with it.
+type unitVersion struct {
+	Patient    *Patient                 `json:"patient"`
+	Studies    map[string]*StudyState   `json:"studies,omitempty"`
+	Orders     map[string]*OrderState   `json:"orders,omitempty"`
+	Accessions map[string][]ResourceRef `json:"accessions,omitempty"`
+}
+
+func archiveHash(kind, key string) string {
+	sum := sha256.Sum256([]byte(kind + ":" + key))
+	return base64.RawURLEncoding.EncodeToString(sum[:])
+}
+
+func indexKey(kind, key string) string { return "i." + archiveHash(kind, key) }
+
+func versionKey(unit string, seq uint64, t string) string {
+	return fmt.Sprintf("v.%s.%016x.%s", archiveHash(keyPatient, unit), seq, t)
+}
+
+// archiver faults evicted state back in and evicts cold patients. It is
+// used on the mapper's goroutine only.
+type archiver struct {
+	m     *Mapper
+	store Archive
+	ctx   context.Context
+	// seq and at are the ingest record being applied.
+	seq uint64
+	at  time.Time
+	// err is set when the store failed until the mapper stopped; the
+	// record is then not finished.
+	err     error
+	lineage []Lineage
+	// Counters (for Stats).
+	evicted, reloaded uint64
+}
+
+// retry runs f until it succeeds or the mapper stops.
+func (a *archiver) retry(what string, f func() error) bool {
+	if a.err != nil {
+		return false
+	}
+	backoff := 100 * time.Millisecond
+	for {
+		err := f()
+		if err == nil {
+			return true
+		}
+		if a.ctx.Err() != nil {
+			a.err = a.ctx.Err()
+			return false
+		}
+		a.m.log.Error("state archive: "+what+"; retrying", "err", err, "ingest_seq", a.seq)
+		select {
+		case <-a.ctx.Done():
+			a.err = a.ctx.Err()
+			return false
+		case <-time.After(backoff):
+		}
+		backoff = min(backoff*2, 5*time.Second)
+	}
+}
+
+func (a *archiver) get(key string) ([]byte, bool) {
+	var b []byte
+	ok := a.retry("read", func() (err error) {
+		b, err = a.store.GetArchive(a.ctx, key)
+		return err
+	})
+	return b, ok
+}
+
+func (a *archiver) put(key string, b []byte) bool {
+	return a.retry("write", func() error { return a.store.PutArchive(a.ctx, key, b) })
+}
+
+// valid reports whether an index entry belongs to the state at the record
+// being applied.
+func (a *archiver) valid(r indexRef) bool {
+	if r.Seq > a.seq {
+		return false
+	}
+	for i, l := range a.lineage {
+		if l.ID == r.T && r.Seq > l.From && (i == len(a.lineage)-1 || r.Seq <= a.lineage[i+1].From) {
+			return true
+		}
+	}
+	return false
+}
+
+// refs returns the valid entries of an index key.
+func (a *archiver) refs(kind, key string) ([]indexRef, bool) {
+	b, ok := a.get(indexKey(kind, key))
+	if !ok || b == nil {
+		return nil, ok
+	}
+	var all []indexRef
+	if err := json.Unmarshal(b, &all); err != nil {
+		a.m.log.Error("state archive: unreadable index entry ignored", "err", err)
+		return nil, true
+	}
+	var out []indexRef
+	for _, r := range all {
+		if a.valid(r) {
+			out = append(out, r)
+		}
+	}
+	return out, true
+}
+
+// addRefs merges refs into the index entry of key.
+func (a *archiver) addRefs(kind, key string, add []indexRef) bool {
+	k := indexKey(kind, key)
+	b, ok := a.get(k)
+	if !ok {
+		return false
+	}
+	var all []indexRef
+	if b != nil && json.Unmarshal(b, &all) != nil {
+		all = nil
+	}
+	n := len(all)
+	for _, r := range add {
+		if !slices.Contains(all, r) {
+			all = append(all, r)
+		}
+	}
+	if len(all) == n && b != nil {
+		return true
+	}
+	sort.Slice(all, func(i, j int) bool {
+		if all[i].Seq != all[j].Seq {
+			return all[i].Seq < all[j].Seq
+		}
+		if all[i].Unit != all[j].Unit {
+			return all[i].Unit < all[j].Unit
+		}
+		return all[i].T < all[j].T
+	})
+	nb, _ := json.Marshal(all)
+	return a.put(k, nb)
+}
+
+// faultIn reloads the evicted patients that may hold the key (kind, key)
+// unless it is in memory.
+func (a *archiver) faultIn(s *State, kind, key string) {
+	if a == nil || a.err != nil || key == "" {
+		return
+	}
+	switch kind {
+	case keyPatient:
+		if s.Patients[key] != nil {
+			return
+		}
+	case keyStudy:
+		if s.Studies[key] != nil {
+			return
+		}
+	case keyOrder:
+		if s.Orders[key] != nil {
+			return
+		}
+	case keyAccession:
+		if _, ok := s.Accessions[key]; ok {
+			return
+		}
+	}
+	refs, ok := a.refs(kind, key)
+	if !ok || len(refs) == 0 {
+		return
+	}
+	var units []string
+	for _, r := range refs {
+		units = append(units, r.Unit)
+	}
+	a.reload(s, units)
+}
+
+// objCopy is an evicted object found in a version, with the sequence of
+// the eviction that wrote it.
+type objCopy struct {
+	seq uint64
+	v   any
+}
+
+// reload brings units back into memory with every object that left with
+// them. An object that left with several patients (an accession of two
+// patients), or a stale copy of one that moved to another patient, is
+// taken from the newest eviction that carried it: the index of each object
+// found names every patient it ever left with, and those are read too.
+func (a *archiver) reload(s *State, units []string) {
+	queue := slices.Clone(units)
+	seenUnit, seenKey := map[string]bool{}, map[string]bool{}
+	patients := map[string]*Patient{}
+	copies := map[string]objCopy{} // kind+":"+key
+	for len(queue) > 0 {
+		u := queue[0]
+		queue = queue[1:]
+		if seenUnit[u] || s.Patients[u] != nil {
+			continue
+		}
+		seenUnit[u] = true
+		refs, ok := a.refs(keyPatient, u)
+		if !ok {
+			return
+		}
+		var newest *indexRef
+		for i := range refs {
+			if refs[i].Unit == u && (newest == nil || refs[i].Seq > newest.Seq) {
+				newest = &refs[i]
+			}
+		}
+		if newest == nil {
+			continue
+		}
+		b, ok := a.get(versionKey(u, newest.Seq, newest.T))
+		if !ok {
+			return
+		}
+		var v unitVersion
+		if b == nil || json.Unmarshal(b, &v) != nil || v.Patient == nil {
+			a.m.log.Error("state archive: a version of a patient is missing or unreadable; the patient starts empty", "ingest_seq", a.seq)
+			continue
+		}
+		patients[u] = v.Patient
+		found := func(kind, key string, obj any) {
+			id := kind + ":" + key
+			if c, ok := copies[id]; !ok || newest.Seq > c.seq {
+				copies[id] = objCopy{newest.Seq, obj}
+			}
+			if seenKey[id] {
+				return
+			}
+			seenKey[id] = true
+			more, ok := a.refs(kind, key)
+			if !ok {
+				return
+			}
+			for _, r := range more {
+				queue = append(queue, r.Unit)
+			}
+		}
+		for _, k := range sortedMapKeys(v.Studies) {
+			if s.Studies[k] == nil {
+				found(keyStudy, k, v.Studies[k])
+			}
+		}
+		for _, k := range sortedMapKeys(v.Orders) {
+			if s.Orders[k] == nil {
+				found(keyOrder, k, v.Orders[k])
+			}
+		}
+		for _, k := range sortedMapKeys(v.Accessions) {
+			if _, ok := s.Accessions[k]; !ok {
+				found(keyAccession, k, v.Accessions[k])
+			}
+		}
+		if a.err != nil {
+			return
+		}
+	}
+	if a.err != nil {
+		return
+	}
+	at := a.at.UnixMilli()
+	for id, p := range patients {
+		s.Patients[id] = p
+		s.Active[id] = at
+		a.reloaded++
+	}
+	for id, c := range copies {
+		kind, key, _ := cutKind(id)
+		switch kind {
+		case keyStudy:
+			s.Studies[key] = c.v.(*StudyState)
+		case keyOrder:
+			s.Orders[key] = c.v.(*OrderState)
+		case keyAccession:
+			if s.Accessions == nil {
+				s.Accessions = map[string][]ResourceRef{}
+			}
+			s.Accessions[key] = c.v.([]ResourceRef)
+		}
+	}
+}
+
+func cutKind(id string) (kind, key string, ok bool) {
+	for i := 0; i < len(id); i++ {
+		if id[i] == ':' {
+			return id[:i], id[i+1:], true
+		}
+	}
+	return "", id, false
+}
+
+// sweepEvery is how often (in log time) cold patients are looked for.
+func sweepEvery(idle time.Duration) time.Duration { return max(idle/16, time.Second) }
+
+// sweep evicts the patients not observed within idle before the record
+// being applied, with the objects that belong to no patient left in
+// memory. The versions and index entries are written before the state
+// changes. written is called for each evicted patient whose read model may
+// not be written yet. It reports false when the mapper stopped first.
+func (a *archiver) sweep(s *State, idle time.Duration, written func(p *Patient) bool) bool {
+	at := a.at.UnixMilli()
+	if s.Swept != 0 && at < s.Swept+sweepEvery(idle).Milliseconds() {
+		return true
+	}
+	s.Swept = at
+	cut := at - idle.Milliseconds()
+	var cold []string
+	for _, id := range sortedMapKeys(s.Patients) {
+		t, ok := s.Active[id]
+		if !ok {
+			// Loaded from a snapshot taken without eviction: idle from now.
+			s.Active[id] = at
+			continue
+		}
+		if t < cut {
+			cold = append(cold, id)
+		}
+	}
+	if len(cold) == 0 {
+		return true
+	}
+	out := map[string]bool{}
+	for _, id := range cold {
+		out[id] = true
+	}
+	t := a.lineage[len(a.lineage)-1].ID
+	vs := map[string]*unitVersion{}
+	for _, id := range cold {
+		vs[id] = &unitVersion{Patient: s.Patients[id]}
+	}
+	var studies, orders, accs []string
+	for _, uid := range sortedMapKeys(s.Studies) {
+		if v := vs[s.Studies[uid].ReadModelPatient]; v != nil {
+			if v.Studies == nil {
+				v.Studies = map[string]*StudyState{}
+			}
+			v.Studies[uid] = s.Studies[uid]
+			studies = append(studies, uid)
+		}
+	}
+	for _, k := range sortedMapKeys(s.Orders) {
+		if v := vs[s.Orders[k].PatientID]; v != nil {
+			if v.Orders == nil {
+				v.Orders = map[string]*OrderState{}
+			}
+			v.Orders[k] = s.Orders[k]
+			orders = append(orders, k)
+		}
+	}
+	for _, acc := range sortedMapKeys(s.Accessions) {
+		refs := s.Accessions[acc]
+		leaves := len(refs) > 0
+		for _, r := range refs {
+			if s.Patients[r.Patient] != nil && !out[r.Patient] {
+				leaves = false // a patient in memory still holds it
+			}
+		}
+		if !leaves {
+			continue
+		}
+		accs = append(accs, acc)
+		for _, r := range refs {
+			if v := vs[r.Patient]; v != nil {
+				if v.Accessions == nil {
+					v.Accessions = map[string][]ResourceRef{}
+				}
+				v.Accessions[acc] = refs
+			}
+		}
+	}
+	// Versions first, then the index entries naming them.
+	index := map[string][]indexRef{}
+	addIndex := func(kind, key, unit string) {
+		index[kind+":"+key] = append(index[kind+":"+key], indexRef{Unit: unit, Seq: a.seq, T: t})
+	}
+	for _, id := range cold {
+		v := vs[id]
+		b, err := json.Marshal(v)
+		if err != nil {
+			a.m.log.Error("state archive: encode patient; kept in memory", "err", err)
+			delete(vs, id)
+			continue
+		}
+		if !a.put(versionKey(id, a.seq, t), b) {
+			return false
+		}
+		addIndex(keyPatient, id, id)
+		for uid, st := range v.Studies {
+			addIndex(keyStudy, uid, id)
+			for mpps := range st.MPPS {
+				addIndex(keyMPPS, mpps, id)
+			}
+		}
+		for k := range v.Orders {
+			addIndex(keyOrder, k, id)
+		}
+		for acc := range v.Accessions {
+			addIndex(keyAccession, acc, id)
+		}
+	}
+	for _, id := range sortedMapKeys(index) {
+		kind, key, _ := cutKind(id)
+		if !a.addRefs(kind, key, index[id]) {
+			return false
+		}
+	}
+	for _, id := range cold {
+		if vs[id] == nil {
+			continue
+		}
+		if !written(s.Patients[id]) {
+			return false
+		}
+	}
+	for _, id := range cold {
+		if vs[id] == nil {
+			continue
+		}
+		delete(s.Patients, id)
+		delete(s.Active, id)
+		a.evicted++
+	}
+	for _, uid := range studies {
+		if vs[s.Studies[uid].ReadModelPatient] != nil {
+			delete(s.Studies, uid)
+		}
+	}
+	for _, k := range orders {
+		if vs[s.Orders[k].PatientID] != nil {
+			delete(s.Orders, k)
+		}
+	}
+	for _, acc := range accs {
+		all := true
+		for _, r := range s.Accessions[acc] {
+			if out[r.Patient] && vs[r.Patient] == nil {
+				all = false // its patient stayed (not encodable)
+			}
+		}
+		if all {
+			delete(s.Accessions, acc)
+		}
+	}
+	return true
+}
+
+// lineageFor returns the timeline of a run starting from st with the
+// options fingerprint cfg: st's own when the options are those it was
+// built with, else a new stretch branching at st.Applied.
+func lineageFor(st *State, cfg string) []Lineage {
+	id := func(parent string, from uint64) string {
+		sum := sha256.Sum256([]byte(fmt.Sprintf("%s|%d|%s", parent, from, cfg)))
+		return hex.EncodeToString(sum[:8])
+	}
+	if len(st.Lineage) == 0 {
+		// An empty state, or a snapshot from before archiving (nothing
+		// before it was archived): the root a replay from the start has.
+		return []Lineage{{ID: id("", 0), From: 0, Cfg: cfg}}
+	}
+	last := st.Lineage[len(st.Lineage)-1]
+	if last.Cfg == cfg {
+		return st.Lineage
+	}
+	return append(slices.Clone(st.Lineage), Lineage{ID: id(last.ID, st.Applied), From: st.Applied, Cfg: cfg})
+}
