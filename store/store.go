@@ -38,12 +38,12 @@ const (
 )
 
 // MaxPayload is the largest message the embedded JetStream takes (NATS
-// defaults to 1 MB). A patient's read model is one value holding every
-// study (with its instance list), order and report of the patient: a
-// patient with a hundred studies passes 1 MB, and the read model then
-// stopped being written ("maximum payload exceeded"; found by the crash
-// test's long run). An external NATS server needs max_payload raised too;
-// Open warns when it is lower.
+// defaults to 1 MB). A patient's read model is a manifest (about 100 bytes
+// per resource) and one value per resource (Patients), so 1 MB holds a
+// study of about 6,000 instances or a patient of about 10,000 resources;
+// the embedded server takes more for the rare bigger ones (the read model
+// used to be one value per patient, past 1 MB with a hundred studies).
+// Open warns when an external server takes less.
 const MaxPayload = 8 << 20
 
 // Config says where the store lives.
@@ -85,7 +85,9 @@ type Store struct {
 	ingest *IngestLog
 	events *EventLog
 	kv     jetstream.KeyValue
-	seen   jetstream.KeyValue
+	// noMarkerTTL: the server cannot expire purge markers (before 2.11).
+	noMarkerTTL bool
+	seen        jetstream.KeyValue
 	// archive holds the patients the mapper evicted (see Archive).
 	archive jetstream.KeyValue
 	obs     jetstream.ObjectStore
@@ -161,7 +163,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		}
 		fresh = false
 		if mp := s.nc.MaxPayload(); mp < MaxPayload {
-			cfg.Logger.Warn("the NATS server's max_payload is below 8 MB: read models of patients with many studies will not be written; set max_payload: 8MB", "component", "store", "max_payload", mp)
+			cfg.Logger.Warn("the NATS server's max_payload is below 8 MB: a patient read-model resource larger than it (a study of more than about 6,000 instances per MB) will not be written; set max_payload: 8MB", "component", "store", "max_payload", mp)
 		}
 	}
 	s.replicas = cfg.Replicas
@@ -362,13 +364,26 @@ func (s *Store) ensure(ctx context.Context, cfg Config, fresh bool) error {
 			s.events = &EventLog{js: s.js, stream: st}
 		}
 	}
-	kv, err := s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	stateCfg := jetstream.KeyValueConfig{
 		Bucket:      StateBucket,
 		Description: "radbridge mapper state (a projection of the ingest log)",
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
 		History:     1,
-	})
+		// Markers may expire: superseded read-model resources are
+		// purged with markers that expire (Patients). Added to buckets
+		// created before (message TTLs can be enabled on a stream).
+		LimitMarkerTTL: purgeMarkerTTL,
+	}
+	kv, err := s.js.CreateOrUpdateKeyValue(ctx, stateCfg)
+	if errors.Is(err, jetstream.ErrLimitMarkerTTLNotSupported) {
+		// A NATS server before 2.11: purge markers stay (about 200
+		// bytes per superseded resource value).
+		cfg.Logger.Warn("the NATS server does not support message TTLs (2.11 or later does): each superseded patient read-model resource leaves a small purge marker in the state bucket", "component", "store")
+		stateCfg.LimitMarkerTTL = 0
+		kv, err = s.js.CreateOrUpdateKeyValue(ctx, stateCfg)
+		s.noMarkerTTL = true
+	}
 	if err != nil {
 		return fmt.Errorf("create state bucket: %w", err)
 	}
