@@ -72,8 +72,9 @@ type Config struct {
 	// CredsFile, when set, authenticates to an external NATS with a user
 	// JWT and NKey seed (a .creds file).
 	CredsFile string
-	// SeenMaxAge is the age at which the mapper's observation keys are
-	// pruned from their bucket (see SeenMaxAge); 0 keeps them.
+	// SeenMaxAge is the age (by the log times of the keys written) at which
+	// the mapper's observation keys are pruned from their bucket (see
+	// SeenMaxAge); 0 keeps them.
 	SeenMaxAge time.Duration
 }
 
@@ -88,6 +89,8 @@ type Store struct {
 	// noMarkerTTL: the server cannot expire purge markers (before 2.11).
 	noMarkerTTL bool
 	seen        jetstream.KeyValue
+	// seenMaxAge prunes observation keys by log time (Config.SeenMaxAge).
+	seenMaxAge time.Duration
 	// archive holds the patients the mapper evicted (see Archive).
 	archive jetstream.KeyValue
 	obs     jetstream.ObjectStore
@@ -394,12 +397,11 @@ func (s *Store) ensure(ctx context.Context, cfg Config, fresh bool) error {
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
 		History:     1,
-		TTL:         cfg.SeenMaxAge,
 	})
 	if err != nil {
 		return fmt.Errorf("create observation key bucket: %w", err)
 	}
-	s.seen = seen
+	s.seen, s.seenMaxAge = seen, cfg.SeenMaxAge
 	archive, err := s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      ArchiveBucket,
 		Description: "radbridge mapper state of patients evicted from memory (versions and index)",

@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -261,5 +262,51 @@ func TestArchiveEvictsAndReloadsOnJetStream(t *testing.T) {
 	p, err := s.Patients().Patient(ctx, odd)
 	if err != nil || p == nil || p.Views["1.2.3"] != 2 {
 		t.Fatalf("read model after the reload: %+v %v; want 2 views", p, err)
+	}
+}
+
+// TestSeenShardDropsOldKeys: writing a shard drops its keys whose newest
+// sighting is older (by log time) than SeenMaxAge before the newest
+// sighting written; the keys live in 65,536 shards, not one entry each.
+func TestSeenShardDropsOldKeys(t *testing.T) {
+	ctx := context.Background()
+	s, err := store.Open(ctx, store.Config{DataDir: filepath.Join(t.TempDir(), "data"), SeenMaxAge: store.SeenMaxAge(time.Hour)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	// Two keys of one shard (the first 16 bits of their SHA-256).
+	shard := func(k string) [2]byte { h := sha256.Sum256([]byte(k)); return [2]byte{h[0], h[1]} }
+	old, late := "hl7:old", ""
+	for i := 0; late == ""; i++ {
+		if k := fmt.Sprint("hl7:", i); shard(k) == shard(old) {
+			late = k
+		}
+	}
+	h := time.Hour.Milliseconds()
+	if err := s.Seen().AddSeen(ctx, map[string][]mapper.SeenKey{old: {{Seq: 1, At: 0}}, "hl7:other": {{Seq: 2, At: 0}}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Seen().AddSeen(ctx, map[string][]mapper.SeenKey{late: {{Seq: 3, At: 2*h - 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	if ks, _ := s.Seen().GetSeen(ctx, old); len(ks) != 1 {
+		t.Errorf("a key 2h-1ms older than the newest written was dropped (max age 2h): %v", ks)
+	}
+	if err := s.Seen().AddSeen(ctx, map[string][]mapper.SeenKey{late: {{Seq: 4, At: 2*h + 1}}}); err != nil {
+		t.Fatal(err)
+	}
+	if ks, _ := s.Seen().GetSeen(ctx, old); ks != nil {
+		t.Errorf("a key older than the max age survived the rewrite of its shard: %v", ks)
+	}
+	if ks, _ := s.Seen().GetSeen(ctx, late); len(ks) != 2 || ks[0].Seq != 3 || ks[1].Seq != 4 {
+		t.Errorf("sightings of the late key: %v, want [3 4]", ks)
+	}
+	if ks, _ := s.Seen().GetSeen(ctx, "hl7:other"); len(ks) != 1 {
+		t.Errorf("a key of another shard, not rewritten, is kept: %v", ks)
+	}
+	st, err := s.Seen().Status(ctx)
+	if err != nil || st.Values() != 2 {
+		t.Errorf("the bucket holds %d entries, want 2 shards (%v)", st.Values(), err)
 	}
 }
