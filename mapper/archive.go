@@ -22,37 +22,83 @@ import (
 // never evicts.
 //
 // Keys are made of [-_.A-Za-z0-9] (what a JetStream key-value bucket
-// allows). Values are written once per key: versions are named by the
-// ingest sequence at which the patient was evicted and by the mapper's
-// timeline (see Lineage), and index entries are unions.
+// allows), and few: one per patient ever evicted, whose values are its
+// versions, each labelled with the ingest sequence at which it was evicted
+// and the mapper's timeline (see Lineage); and 65,536 index shards whose
+// entries only grow (unions).
 type Archive interface {
-	// GetArchive returns the value at key, nil when there is none.
+	// GetArchive returns the newest value at key, nil when there is none.
 	GetArchive(ctx context.Context, key string) ([]byte, error)
-	// PutArchive stores value at key.
+	// ArchiveHistory returns the values kept at key, oldest first (at
+	// least the newest ArchiveVersions).
+	ArchiveHistory(ctx context.Context, key string) ([][]byte, error)
+	// PutArchive stores value as the newest at key.
 	PutArchive(ctx context.Context, key string, value []byte) error
+	// MergeArchive replaces the value at key (nil when none) by merge's,
+	// atomically against other writers.
+	MergeArchive(ctx context.Context, key string, merge func(old []byte) []byte) error
 }
+
+// ArchiveVersions is how many values an Archive keeps per key: a patient's
+// versions are one key, and a restart from an older snapshot needs the
+// version before the few evictions a crashed run made after it.
+const ArchiveVersions = 8
 
 // MemoryArchive is an in-memory Archive (tests, read-only replays).
 type MemoryArchive struct {
 	mu sync.Mutex
-	m  map[string][]byte
+	m  map[string][][]byte
 }
 
 // GetArchive implements Archive.
 func (a *MemoryArchive) GetArchive(_ context.Context, key string) ([]byte, error) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	return slices.Clone(a.m[key]), nil
+	if vs := a.m[key]; len(vs) > 0 {
+		return slices.Clone(vs[len(vs)-1]), nil
+	}
+	return nil, nil
+}
+
+// ArchiveHistory implements Archive.
+func (a *MemoryArchive) ArchiveHistory(_ context.Context, key string) ([][]byte, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var out [][]byte
+	for _, v := range a.m[key] {
+		out = append(out, slices.Clone(v))
+	}
+	return out, nil
+}
+
+func (a *MemoryArchive) put(key string, value []byte) {
+	if a.m == nil {
+		a.m = map[string][][]byte{}
+	}
+	vs := append(a.m[key], slices.Clone(value))
+	if len(vs) > ArchiveVersions {
+		vs = vs[len(vs)-ArchiveVersions:]
+	}
+	a.m[key] = vs
 }
 
 // PutArchive implements Archive.
 func (a *MemoryArchive) PutArchive(_ context.Context, key string, value []byte) error {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	if a.m == nil {
-		a.m = map[string][]byte{}
+	a.put(key, value)
+	return nil
+}
+
+// MergeArchive implements Archive.
+func (a *MemoryArchive) MergeArchive(_ context.Context, key string, merge func(old []byte) []byte) error {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	var old []byte
+	if vs := a.m[key]; len(vs) > 0 {
+		old = vs[len(vs)-1]
 	}
-	a.m[key] = slices.Clone(value)
+	a.put(key, merge(slices.Clone(old)))
 	return nil
 }
 
@@ -78,9 +124,28 @@ func (a *OverlayArchive) GetArchive(ctx context.Context, key string) ([]byte, er
 	return a.Base.GetArchive(ctx, key)
 }
 
+// ArchiveHistory implements Archive: Base's, then what was written here.
+func (a *OverlayArchive) ArchiveHistory(ctx context.Context, key string) ([][]byte, error) {
+	base, err := a.Base.ArchiveHistory(ctx, key)
+	if err != nil {
+		return nil, err
+	}
+	mine, _ := a.mem.ArchiveHistory(ctx, key)
+	return append(base, mine...), nil
+}
+
 // PutArchive implements Archive.
 func (a *OverlayArchive) PutArchive(ctx context.Context, key string, value []byte) error {
 	return a.mem.PutArchive(ctx, key, value)
+}
+
+// MergeArchive implements Archive.
+func (a *OverlayArchive) MergeArchive(ctx context.Context, key string, merge func(old []byte) []byte) error {
+	old, err := a.GetArchive(ctx, key)
+	if err != nil {
+		return err
+	}
+	return a.mem.PutArchive(ctx, key, merge(old))
 }
 
 // Lineage is one stretch of the mapper's history: archive entries of
@@ -129,10 +194,23 @@ func archiveHash(kind, key string) string {
 	return base64.RawURLEncoding.EncodeToString(sum[:])
 }
 
-func indexKey(kind, key string) string { return "i." + archiveHash(kind, key) }
+// indexSlot returns the index shard of a key and its id there: the index
+// is spread over 65,536 entries by the first 16 bits of a SHA-256 (one
+// entry per key would cost the JetStream server a few hundred bytes of
+// memory each, for ever), each mapping 96 more bits to the key's refs.
+func indexSlot(kind, key string) (shard, id string) {
+	sum := sha256.Sum256([]byte(kind + ":" + key))
+	return fmt.Sprintf("i.%02x%02x", sum[0], sum[1]), base64.RawURLEncoding.EncodeToString(sum[2:14])
+}
 
-func versionKey(unit string, seq uint64, t string) string {
-	return fmt.Sprintf("v.%s.%016x.%s", archiveHash(keyPatient, unit), seq, t)
+// versionKey is the key of a patient's versions (one value per eviction).
+func versionKey(unit string) string { return "v." + archiveHash(keyPatient, unit) }
+
+// storedVersion is a value at a versionKey.
+type storedVersion struct {
+	Seq uint64       `json:"s"`
+	T   string       `json:"t"`
+	V   *unitVersion `json:"v"`
 }
 
 // archiver faults evicted state back in and evicts cold patients. It is
@@ -191,6 +269,40 @@ func (a *archiver) put(key string, b []byte) bool {
 	return a.retry("write", func() error { return a.store.PutArchive(a.ctx, key, b) })
 }
 
+// version reads the version of unit evicted at r.
+func (a *archiver) version(unit string, r indexRef) (*unitVersion, bool) {
+	k := versionKey(unit)
+	match := func(b []byte) *unitVersion {
+		var sv storedVersion
+		if b != nil && json.Unmarshal(b, &sv) == nil && sv.Seq == r.Seq && sv.T == r.T {
+			return sv.V
+		}
+		return nil
+	}
+	b, ok := a.get(k)
+	if !ok {
+		return nil, false
+	}
+	if v := match(b); v != nil {
+		return v, true
+	}
+	// An older one (the newest was written after the snapshot this run
+	// started from).
+	var hist [][]byte
+	if !a.retry("read", func() (err error) {
+		hist, err = a.store.ArchiveHistory(a.ctx, k)
+		return err
+	}) {
+		return nil, false
+	}
+	for i := len(hist) - 1; i >= 0; i-- {
+		if v := match(hist[i]); v != nil {
+			return v, true
+		}
+	}
+	return nil, true
+}
+
 // valid reports whether an index entry belongs to the state at the record
 // being applied.
 func (a *archiver) valid(r indexRef) bool {
@@ -207,15 +319,17 @@ func (a *archiver) valid(r indexRef) bool {
 
 // refs returns the valid entries of an index key.
 func (a *archiver) refs(kind, key string) ([]indexRef, bool) {
-	b, ok := a.get(indexKey(kind, key))
+	shard, id := indexSlot(kind, key)
+	b, ok := a.get(shard)
 	if !ok || b == nil {
 		return nil, ok
 	}
-	var all []indexRef
-	if err := json.Unmarshal(b, &all); err != nil {
+	var m map[string][]indexRef
+	if err := json.Unmarshal(b, &m); err != nil {
 		a.m.log.Error("state archive: unreadable index entry ignored", "err", err)
 		return nil, true
 	}
+	all := m[id]
 	var out []indexRef
 	for _, r := range all {
 		if a.valid(r) {
@@ -225,37 +339,51 @@ func (a *archiver) refs(kind, key string) ([]indexRef, bool) {
 	return out, true
 }
 
-// addRefs merges refs into the index entry of key.
-func (a *archiver) addRefs(kind, key string, add []indexRef) bool {
-	k := indexKey(kind, key)
-	b, ok := a.get(k)
-	if !ok {
-		return false
+// addRefs merges refs (by kind+":"+key) into their index shards.
+func (a *archiver) addRefs(add map[string][]indexRef) bool {
+	byShard := map[string]map[string][]indexRef{}
+	for k, refs := range add {
+		kind, key, _ := cutKind(k)
+		shard, id := indexSlot(kind, key)
+		if byShard[shard] == nil {
+			byShard[shard] = map[string][]indexRef{}
+		}
+		byShard[shard][id] = append(byShard[shard][id], refs...)
 	}
-	var all []indexRef
-	if b != nil && json.Unmarshal(b, &all) != nil {
-		all = nil
-	}
-	n := len(all)
-	for _, r := range add {
-		if !slices.Contains(all, r) {
-			all = append(all, r)
+	for _, shard := range sortedMapKeys(byShard) {
+		in := byShard[shard]
+		if !a.retry("write", func() error {
+			return a.store.MergeArchive(a.ctx, shard, func(old []byte) []byte {
+				m := map[string][]indexRef{}
+				if old != nil && json.Unmarshal(old, &m) != nil {
+					m = map[string][]indexRef{} // unreadable: rebuilt from what follows
+				}
+				for id, refs := range in {
+					all := m[id]
+					for _, r := range refs {
+						if !slices.Contains(all, r) {
+							all = append(all, r)
+						}
+					}
+					sort.Slice(all, func(i, j int) bool {
+						if all[i].Seq != all[j].Seq {
+							return all[i].Seq < all[j].Seq
+						}
+						if all[i].Unit != all[j].Unit {
+							return all[i].Unit < all[j].Unit
+						}
+						return all[i].T < all[j].T
+					})
+					m[id] = all
+				}
+				b, _ := json.Marshal(m)
+				return b
+			})
+		}) {
+			return false
 		}
 	}
-	if len(all) == n && b != nil {
-		return true
-	}
-	sort.Slice(all, func(i, j int) bool {
-		if all[i].Seq != all[j].Seq {
-			return all[i].Seq < all[j].Seq
-		}
-		if all[i].Unit != all[j].Unit {
-			return all[i].Unit < all[j].Unit
-		}
-		return all[i].T < all[j].T
-	})
-	nb, _ := json.Marshal(all)
-	return a.put(k, nb)
+	return true
 }
 
 // faultIn reloads the evicted patients that may hold the key (kind, key)
@@ -330,15 +458,15 @@ func (a *archiver) reload(s *State, units []string) {
 		if newest == nil {
 			continue
 		}
-		b, ok := a.get(versionKey(u, newest.Seq, newest.T))
+		vp, ok := a.version(u, *newest)
 		if !ok {
 			return
 		}
-		var v unitVersion
-		if b == nil || json.Unmarshal(b, &v) != nil || v.Patient == nil {
+		if vp == nil || vp.Patient == nil {
 			a.m.log.Error("state archive: a version of a patient is missing or unreadable; the patient starts empty", "ingest_seq", a.seq)
 			continue
 		}
+		v := *vp
 		patients[u] = v.Patient
 		found := func(kind, key string, obj any) {
 			id := kind + ":" + key
@@ -496,13 +624,13 @@ func (a *archiver) sweep(s *State, idle time.Duration, written func(p *Patient) 
 	}
 	for _, id := range cold {
 		v := vs[id]
-		b, err := json.Marshal(v)
+		b, err := json.Marshal(storedVersion{Seq: a.seq, T: t, V: v})
 		if err != nil {
 			a.m.log.Error("state archive: encode patient; kept in memory", "err", err)
 			delete(vs, id)
 			continue
 		}
-		if !a.put(versionKey(id, a.seq, t), b) {
+		if !a.put(versionKey(id), b) {
 			return false
 		}
 		addIndex(keyPatient, id, id)
@@ -519,11 +647,8 @@ func (a *archiver) sweep(s *State, idle time.Duration, written func(p *Patient) 
 			addIndex(keyAccession, acc, id)
 		}
 	}
-	for _, id := range sortedMapKeys(index) {
-		kind, key, _ := cutKind(id)
-		if !a.addRefs(kind, key, index[id]) {
-			return false
-		}
+	if !a.addRefs(index) {
+		return false
 	}
 	for _, id := range cold {
 		if vs[id] == nil {

@@ -339,6 +339,20 @@ func (a *flakyArchive) PutArchive(ctx context.Context, key string, value []byte)
 	return a.MemoryArchive.PutArchive(ctx, key, value)
 }
 
+func (a *flakyArchive) ArchiveHistory(ctx context.Context, key string) ([][]byte, error) {
+	if a.n.Add(1)%25 == 0 {
+		return nil, errors.New("archive unavailable")
+	}
+	return a.MemoryArchive.ArchiveHistory(ctx, key)
+}
+
+func (a *flakyArchive) MergeArchive(ctx context.Context, key string, merge func([]byte) []byte) error {
+	if a.n.Add(1)%25 == 0 {
+		return errors.New("archive unavailable")
+	}
+	return a.MemoryArchive.MergeArchive(ctx, key, merge)
+}
+
 // TestArchiveFailuresAreRetried: reads and writes of the archive that fail
 // are retried (the mapper waits, as for the event log): the events and read
 // models are still those of a mapper that never evicts.

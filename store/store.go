@@ -24,6 +24,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"radbridge/leader"
+	"radbridge/mapper"
 )
 
 // Stream and bucket names.
@@ -407,7 +408,7 @@ func (s *Store) ensure(ctx context.Context, cfg Config, fresh bool) error {
 		Description: "radbridge mapper state of patients evicted from memory (versions and index)",
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
-		History:     1,
+		History:     mapper.ArchiveVersions,
 	})
 	if err != nil {
 		return fmt.Errorf("create archive bucket: %w", err)
