@@ -150,11 +150,11 @@ func hl7Batch(dir string, i int) (string, map[string]rbv1.EventType, error) {
 	return p, want, os.WriteFile(p, []byte(strings.Join(msgs, "\r\n")+"\r\n"), 0o644)
 }
 
-// runHL7 sends batch files with mllp_send until stop, resending a batch
-// (as a RIS does) until every message in it got AA, at most 5 times.
-func (l *crashLoad) runHL7(stop <-chan struct{}, bin, addr, dir string, logf func(string, ...any)) {
+// runHL7 sends batch files from..to with mllp_send until stop, resending a
+// batch (as a RIS does) until every message in it got AA, at most 5 times.
+func (l *crashLoad) runHL7(stop <-chan struct{}, bin, addr, dir string, from, to int, logf func(string, ...any)) {
 	host, port, _ := strings.Cut(addr, ":")
-	for i := 1; i <= 100000; i++ {
+	for i := from; i <= to; i++ {
 		file, want, err := hl7Batch(dir, i)
 		if err != nil {
 			logf("hl7 batch: %v", err)
@@ -412,7 +412,13 @@ func TestCrashUnderLoad(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	storeDir := t.TempDir()
 	flags := []string{"--data-dir", dir, "--grpc-addr", addrs[0], "--http-addr", addrs[1], "--mllp-addr", addrs[2], "--dicom-addr", addrs[3],
-		"--study-quiet-period", "1s", "--store-dir", storeDir}
+		"--study-quiet-period", "1s", "--store-dir", storeDir,
+		// Snapshots and evictions happen between the kills, so restarts
+		// load snapshots, dedup keys come from the RADBRIDGE_SEEN bucket
+		// and patients are reloaded from the archive: the clean replay
+		// (no snapshots, every patient in memory or evicted into memory)
+		// must still agree.
+		"--snapshot-every", "60", "--state-idle", "1s"}
 
 	d := serve(t, flags...)
 	tail := exec.Command(binary, "tail", "--addr", addrs[0], "--json")
@@ -429,7 +435,7 @@ func TestCrashUnderLoad(t *testing.T) {
 	var peerErrs syncBuf
 	logf := func(f string, a ...any) { fmt.Fprintf(&peerErrs, f+"\n", a...) }
 	hl7Dir, dicomDir := t.TempDir(), t.TempDir()
-	wg.Go(func() { load.runHL7(stop, mllp, addrs[2], hl7Dir, logf) })
+	wg.Go(func() { load.runHL7(stop, mllp, addrs[2], hl7Dir, 1, 100000, logf) })
 	wg.Go(func() { load.runDICOM(stop, addrs[3], dicomDir, logf) })
 	stopLoad := sync.OnceFunc(func() { close(stop); wg.Wait() })
 	defer stopLoad()
@@ -483,19 +489,28 @@ func TestCrashUnderLoad(t *testing.T) {
 	// Then wait for 3 s without a new event (3 quiet periods: no timer
 	// is left to fire), so the barrier below is the ingest log's last record.
 	var missing []string
-	deadline := time.Now().Add(90*time.Second + time.Duration(cycles)*5*time.Second)
-	lastCount, lastChange := -1, time.Now()
-	for {
-		evs := tailEvents(t, tailOut.String())
-		if len(evs) != lastCount {
-			lastCount, lastChange = len(evs), time.Now()
+	settle := func() {
+		deadline := time.Now().Add(90*time.Second + time.Duration(cycles)*5*time.Second)
+		lastCount, lastChange := -1, time.Now()
+		for {
+			evs := tailEvents(t, tailOut.String())
+			if len(evs) != lastCount {
+				lastCount, lastChange = len(evs), time.Now()
+			}
+			missing = load.acknowledgedMissing(evs)
+			if len(missing) == 0 && time.Since(lastChange) > 3*time.Second || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(250 * time.Millisecond)
 		}
-		missing = load.acknowledgedMissing(evs)
-		if len(missing) == 0 && time.Since(lastChange) > 3*time.Second || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(250 * time.Millisecond)
 	}
+	settle()
+	// Every patient has now been idle for longer than --state-idle (1 s),
+	// so the next observation's log time evicts them all to the archive:
+	// one more order and report for each of the five patients reloads
+	// them (the clean replay below must agree with what that produced).
+	load.runHL7(make(chan struct{}), mllp, addrs[2], hl7Dir, 1000001, 1000005, logf)
+	settle()
 
 	// A barrier: an event published through the API is acknowledged once
 	// the mapper has applied it, so everything recorded before it is
@@ -750,6 +765,13 @@ func cleanReplay(t *testing.T, st *store.Store, flags []string) int {
 		time.Sleep(20 * time.Millisecond)
 	}
 	took := time.Since(began)
+	// The daemons ran with a short --state-idle: the same log makes the
+	// clean replay evict (into memory) and reload where they did.
+	if st := m.Stats(); st.Evicted == 0 || st.Reloaded == 0 {
+		t.Errorf("clean replay evicted %d and reloaded %d patients; the run was meant to exercise the archive", st.Evicted, st.Reloaded)
+	} else {
+		t.Logf("clean replay: %d patients evicted, %d reloaded (as the daemons did, by log time)", st.Evicted, st.Reloaded)
+	}
 	cancel()
 	<-done
 	ctx = context.Background()
