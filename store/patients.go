@@ -21,14 +21,29 @@ import (
 
 // Patients is the patients' read model in the state bucket.
 //
-// Layout. A patient's read model is a small manifest at patient.<token>
-// (id, last_sequence, body_regions, views, the write fence, and per
-// resource its id, content hash and the revision of its key) and one key
-// per resource, content-addressed:
+// Layout. A patient's read model is a manifest at patient.<token> (id,
+// last_sequence, body_regions, views, the write fence, and per resource
+// its id and either the resource itself or where it is). A patient whose
+// resources total at most inlineMax bytes keeps them in the manifest: one
+// key, as most patients (a few studies) need. A bigger one keeps in the
+// manifest, per resource, its content hash and the revision of its key,
+// and each resource at a key of its own, content-addressed:
 //
 //	patient.<token>.<study|order|report>.<hash of the id>.<hash of the content>
 //
-// A resource value is immutable once written. A write stores only the
+// (the split layout). Every write picks the layout from the patient's size,
+// so a patient moves to the split layout when it grows past inlineMax and
+// back to one key when it shrinks (a study moved to another patient); the
+// keys the replaced manifest referenced are then purged as below.
+//
+// Why not always split: the JetStream server keeps about 100–270 bytes of
+// memory per key of a bucket for as long as the key exists, and read
+// models are never deleted, so a key per resource of every patient ever
+// seen costs the server memory forever. Why not always one value: a big
+// patient's whole value (6 MB for 400 CT studies) was rewritten per event
+// and passes the 1 MB max_payload of a default NATS server.
+//
+// In the split layout a resource value is immutable once written. A write stores only the
 // resources whose content changed since the manifest it replaces (an event
 // about one study of a patient with 400 studies writes that study and the
 // manifest, not every study), then the manifest, then deletes the keys the
@@ -183,8 +198,26 @@ func (f fence) newer(o fence) bool {
 }
 
 // manifestLayout marks a manifest (values without it hold the whole
-// patient: the layout before resources had keys of their own).
-const manifestLayout = 2
+// patient: the layout before resources had keys of their own). Layout 3
+// manifests may hold resources inline; layout 2 ones (written before) only
+// point at keys, and read as they are.
+const (
+	manifestLayout   = 3
+	manifestLayoutV2 = 2
+)
+
+// inlineMax is the size (bytes of resource ids and values, as encoded)
+// up to which a patient's resources are kept in its manifest: one key per
+// patient instead of one per resource plus the manifest. 64 KB is about
+// four CT studies of 100 instances (an ImagingStudy is about 150 bytes
+// per instance) with their orders and reports, more than most patients
+// have; a write of the whole value then costs about what the split
+// layout's three messages (resource, manifest, purge marker) cost
+// (BENCHMARKS.md section 15), and it stays far below any max_payload
+// (1 MB by default). Past it the whole value rewritten per event grows
+// with the patient's history while the server memory saved, a few hundred
+// bytes per key, stays small against the bytes written.
+const inlineMax = 64 << 10
 
 // manifest is the value at patient.<token>.
 type manifest struct {
@@ -194,16 +227,21 @@ type manifest struct {
 	LastSequence uint64            `json:"last_sequence"`
 	BodyRegions  map[string]uint32 `json:"body_regions,omitempty"`
 	Views        map[string]uint32 `json:"views,omitempty"`
-	// Refs by kind (study, order, report): resource id → where it is.
+	// Refs by kind (study, order, report): resource id → the resource or
+	// where it is.
 	Refs [kinds]map[string]manifestRef `json:"refs"`
 }
 
-// manifestRef is a resource in a manifest: its content hash (hex) and the
-// revision of its key.
+// manifestRef is a resource in a manifest: inline (Value; no Hash), or
+// its content hash (hex) and the revision of its key.
 type manifestRef struct {
-	Hash string `json:"h"`
-	Rev  uint64 `json:"r"`
+	Hash  string          `json:"h,omitempty"`
+	Rev   uint64          `json:"r,omitempty"`
+	Value json.RawMessage `json:"v,omitempty"`
 }
+
+// inline reports whether the manifest holds the resource itself.
+func (r manifestRef) inline() bool { return r.Hash == "" }
 
 // storedFence decodes the position of a stored value.
 func storedFence(b []byte) (fence, error) {
@@ -235,7 +273,7 @@ func decodeManifest(b []byte) (m manifest, ok bool, err error) {
 	if err := json.Unmarshal(b, &m); err != nil {
 		return m, false, fmt.Errorf("decode stored read model: %w", err)
 	}
-	if m.Layout != manifestLayout {
+	if m.Layout != manifestLayout && m.Layout != manifestLayoutV2 {
 		return m, false, fmt.Errorf("decode stored read model: layout %d (written by a newer radbridge?)", m.Layout)
 	}
 	return m, true, nil
@@ -260,11 +298,15 @@ func isManifest(b []byte) bool {
 	return err == nil && t == "layout"
 }
 
-// refsOf returns the resources of a manifest as remembered.
+// refsOf returns the resources of a manifest stored at keys of their own,
+// as remembered (none when the manifest holds them inline).
 func refsOf(m *manifest) (map[resRef]stored, error) {
 	refs := map[resRef]stored{}
 	for kind, rs := range m.Refs {
 		for id, r := range rs {
+			if r.inline() {
+				continue
+			}
 			d, err := hex.DecodeString(r.Hash)
 			if err != nil || len(d) != 16 {
 				return nil, fmt.Errorf("decode stored read model: resource hash %q", r.Hash)
@@ -297,13 +339,21 @@ func (p *Patients) PutPatientAt(ctx context.Context, pt *mapper.Patient, applied
 	ours := fence{LastSequence: pt.LastSequence, Applied: applied}
 	key := patientKey(pt.ID)
 	var res []resource
+	size := 0
 	for kind := range kinds {
 		for id, v := range *resourcesOf(pt, kind) {
-			res = append(res, resource{kind: kind, id: id, ref: refOf(kind, id), value: v, d: digestOf(v)})
+			res = append(res, resource{kind: kind, id: id, value: v})
+			size += len(id) + len(v)
+		}
+	}
+	inline := size <= inlineMax
+	if !inline {
+		for i := range res {
+			res[i].ref, res[i].d = refOf(res[i].kind, res[i].id), digestOf(res[i].value)
 		}
 	}
 	if p.overwrite {
-		return p.overwriteAll(ctx, key, pt, ours, res)
+		return p.overwriteAll(ctx, key, pt, ours, res, inline)
 	}
 	p.mu.Lock()
 	w, known := p.revs[key]
@@ -342,11 +392,14 @@ func (p *Patients) PutPatientAt(ctx context.Context, pt *mapper.Patient, applied
 				}
 			}
 		}
-		refs, err := p.putResources(ctx, key, res, w.refs)
-		if err != nil {
-			return err
+		refs := map[resRef]stored{} // inline: no resource keys
+		if !inline {
+			var err error
+			if refs, err = p.putResources(ctx, key, res, w.refs); err != nil {
+				return err
+			}
 		}
-		b, err := encodeManifest(pt, ours, res, refs)
+		b, err := encodeManifest(pt, ours, res, refs, inline)
 		if err != nil {
 			return err
 		}
@@ -404,21 +457,31 @@ func (p *Patients) putResources(ctx context.Context, key string, res []resource,
 // parallel bounds the resource reads and writes of one patient in flight.
 const parallel = 16
 
-func encodeManifest(pt *mapper.Patient, f fence, res []resource, refs map[resRef]stored) ([]byte, error) {
+// encodeManifest encodes the manifest of pt: with its resources inline,
+// or pointing at their keys (refs).
+func encodeManifest(pt *mapper.Patient, f fence, res []resource, refs map[resRef]stored, inline bool) ([]byte, error) {
 	m := manifest{Fence: f, Layout: manifestLayout, ID: pt.ID, LastSequence: pt.LastSequence,
 		BodyRegions: pt.BodyRegions, Views: pt.Views}
 	for _, r := range res {
 		if m.Refs[r.kind] == nil {
 			m.Refs[r.kind] = map[string]manifestRef{}
 		}
+		if inline {
+			m.Refs[r.kind][r.id] = manifestRef{Value: r.value}
+			continue
+		}
 		s := refs[r.ref]
 		m.Refs[r.kind][r.id] = manifestRef{Hash: hex.EncodeToString(s.digest[:]), Rev: s.rev}
 	}
-	b, err := json.Marshal(m)
-	if err != nil {
+	// Resources are kept as the mapper encoded them (no HTML escaping
+	// added), as in the split layout.
+	var buf bytes.Buffer
+	e := json.NewEncoder(&buf)
+	e.SetEscapeHTML(false)
+	if err := e.Encode(m); err != nil {
 		return nil, fmt.Errorf("encode patient: %w", err)
 	}
-	return b, nil
+	return bytes.TrimSuffix(buf.Bytes(), []byte("\n")), nil
 }
 
 // dropUnreferenced purges the resource values old (the manifest key's
@@ -456,8 +519,9 @@ func (p *Patients) purge(ctx context.Context, key string, rev uint64) error {
 // overwriteAll writes pt whatever is stored (radbridge replay): it reuses
 // the stored resources the patient's keys still hold, and removes every
 // key of the patient the new manifest does not reference (orphans of
-// refused or interrupted writes included).
-func (p *Patients) overwriteAll(ctx context.Context, key string, pt *mapper.Patient, f fence, res []resource) error {
+// refused or interrupted writes included; all of them when the patient
+// is now inline).
+func (p *Patients) overwriteAll(ctx context.Context, key string, pt *mapper.Patient, f fence, res []resource, inline bool) error {
 	present, err := p.resourceKeys(ctx, key)
 	if err != nil {
 		return err
@@ -476,11 +540,13 @@ func (p *Patients) overwriteAll(ctx context.Context, key string, pt *mapper.Pati
 	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
 		return fmt.Errorf("get patient: %w", err)
 	}
-	refs, err := p.putResources(ctx, key, res, base)
-	if err != nil {
-		return err
+	refs := map[resRef]stored{}
+	if !inline {
+		if refs, err = p.putResources(ctx, key, res, base); err != nil {
+			return err
+		}
 	}
-	b, err := encodeManifest(pt, f, res, refs)
+	b, err := encodeManifest(pt, f, res, refs, inline)
 	if err != nil {
 		return err
 	}
@@ -601,7 +667,8 @@ func (p *Patients) Patient(ctx context.Context, id string) (*mapper.Patient, err
 	return nil, fmt.Errorf("get patient: the read model kept changing under this read")
 }
 
-// load reads the resources of a manifest.
+// load reads the resources of a manifest: those it holds inline, and
+// those at keys of their own.
 func (p *Patients) load(ctx context.Context, key string, m *manifest) (*mapper.Patient, error) {
 	pt := &mapper.Patient{ID: m.ID, LastSequence: m.LastSequence, BodyRegions: m.BodyRegions, Views: m.Views}
 	type job struct {
@@ -612,6 +679,17 @@ func (p *Patients) load(ctx context.Context, key string, m *manifest) (*mapper.P
 	var jobs []job
 	for kind, rs := range m.Refs {
 		for id, r := range rs {
+			if r.inline() {
+				if len(r.Value) == 0 {
+					return nil, fmt.Errorf("decode stored read model: resource %q has neither a value nor a hash", id)
+				}
+				rs := resourcesOf(pt, kind)
+				if *rs == nil {
+					*rs = map[string]json.RawMessage{}
+				}
+				(*rs)[id] = r.Value
+				continue
+			}
 			if len(r.Hash) != 32 || strings.Trim(r.Hash, "0123456789abcdef") != "" {
 				return nil, fmt.Errorf("decode stored read model: resource hash %q", r.Hash)
 			}

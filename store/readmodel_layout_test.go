@@ -205,6 +205,19 @@ func TestReadModelOfPreviousLayout(t *testing.T) {
 	if len(e.Value()) > 4096 {
 		t.Errorf("the converted manifest is %d bytes: resources are still in it?", len(e.Value()))
 	}
+	// A small one (3 studies of 80 instances, about 36 KB) converts to a
+	// manifest holding its resources: still one key.
+	plain.LastSequence = 11
+	plain.Views["1.2.826.0.1.3680043.10.1447.2"] = 5
+	if err := s.Patients().PutPatientAt(ctx, plain, 110); err != nil {
+		t.Fatal(err)
+	}
+	if d := cmp.Diff(plain, readPatient(t, s, "MRN-2")); d != "" {
+		t.Errorf("converted small read model (-written +read):\n%s", d)
+	}
+	if keys := patientKeys(t, s, "MRN-2"); len(keys) != 1 {
+		t.Errorf("converted small read model has %d keys, want 1: %v", len(keys), keys)
+	}
 }
 
 // TestReadModelChangeWritesOneResource: an event about one study of a
@@ -262,11 +275,13 @@ func TestReadModelChangeWritesOneResource(t *testing.T) {
 }
 
 // TestReadModelMovedStudyKeysGone: a study moved to another patient (a
-// Patient ID correction) leaves no key under its former patient.
+// Patient ID correction) leaves no key under its former patient. Both
+// patients are big enough (studies of 500 instances, about 73 KB) for the
+// split layout before and after.
 func TestReadModelMovedStudyKeysGone(t *testing.T) {
 	s := open(t, filepath.Join(t.TempDir(), "data"))
 	ctx := context.Background()
-	a, b := bigPatient("MRN-A", 2, 30), bigPatient("MRN-B", 1, 30)
+	a, b := bigPatient("MRN-A", 2, 500), bigPatient("MRN-B", 1, 500)
 	for _, p := range []*mapper.Patient{a, b} {
 		p.Orders, p.Reports = nil, nil
 		if err := s.Patients().PutPatientAt(ctx, p, 100); err != nil {
@@ -305,22 +320,23 @@ func TestStaleWriteLeavesNewerReadModel(t *testing.T) {
 	url := runNATS(t)
 	old, successor := openURL(t, url), openURL(t, url)
 	ctx := context.Background()
-	p := bigPatient("MRN-1", 4, 50)
+	// Studies of 200 instances (about 29 KB): the split layout.
+	p := bigPatient("MRN-1", 4, 200)
 	if err := old.Patients().PutPatientAt(ctx, p, 100); err != nil {
 		t.Fatal(err)
 	}
-	newer := bigPatient("MRN-1", 5, 50)
+	newer := bigPatient("MRN-1", 5, 200)
 	newer.LastSequence = 20
-	newer.Studies["1.2.826.0.1.3680043.10.1447.0"] = imagingStudy("1.2.826.0.1.3680043.10.1447.0", 70, 2)
+	newer.Studies["1.2.826.0.1.3680043.10.1447.0"] = imagingStudy("1.2.826.0.1.3680043.10.1447.0", 270, 2)
 	if err := successor.Patients().PutPatientAt(ctx, newer, 200); err != nil {
 		t.Fatal(err)
 	}
 	// The old leader's state at 15: study 0 and 1 changed otherwise, a
 	// study the successor does not have.
-	stale := bigPatient("MRN-1", 4, 50)
+	stale := bigPatient("MRN-1", 4, 200)
 	stale.LastSequence = 15
-	stale.Studies["1.2.826.0.1.3680043.10.1447.0"] = imagingStudy("1.2.826.0.1.3680043.10.1447.0", 60, 1)
-	stale.Studies["1.2.826.0.1.3680043.10.1447.1"] = imagingStudy("1.2.826.0.1.3680043.10.1447.1", 55, 1)
+	stale.Studies["1.2.826.0.1.3680043.10.1447.0"] = imagingStudy("1.2.826.0.1.3680043.10.1447.0", 260, 1)
+	stale.Studies["1.2.826.0.1.3680043.10.1447.1"] = imagingStudy("1.2.826.0.1.3680043.10.1447.1", 255, 1)
 	stale.Studies["9.9"] = imagingStudy("9.9", 5, 0)
 	if err := old.Patients().PutPatientAt(ctx, stale, 150); !errors.Is(err, store.ErrSuperseded) {
 		t.Fatalf("stale write: %v, want ErrSuperseded", err)
@@ -392,8 +408,11 @@ func TestReadModelAboveDefaultMaxPayload(t *testing.T) {
 // instances (~15 KB an ImagingStudy), one value holding every resource
 // (the previous layout: the whole value rewritten with a compare-and-set
 // at the remembered revision, read and decoded whole) against the
-// manifest and a key per resource. Embedded store, fsync on (the daemon's
-// default) and off (like an external cluster's default sync interval).
+// manifest and a key per resource. At n=3 (about 45 KB) the patient is
+// below inlineMax: its manifest holds the resources (one key), which
+// should cost what the single value did. Embedded store, fsync on (the
+// daemon's default) and off (like an external cluster's default sync
+// interval).
 func BenchmarkReadModelLayout(b *testing.B) {
 	for _, fsync := range []bool{true, false} {
 		b.Run(fmt.Sprintf("fsync=%v", fsync), func(b *testing.B) { benchReadModelLayout(b, fsync) })
@@ -407,7 +426,7 @@ func benchReadModelLayout(b *testing.B, fsync bool) {
 	}
 	defer s.Close()
 	ctx := context.Background()
-	for _, n := range []int{10, 100, 400} {
+	for _, n := range []int{3, 10, 100, 400} {
 		p := bigPatient(fmt.Sprintf("MRN-%d", n), n, 100)
 		p.Orders, p.Reports = nil, nil
 		changed := "1.2.826.0.1.3680043.10.1447.0"
@@ -481,4 +500,144 @@ func benchReadModelLayout(b *testing.B, fsync bool) {
 			}
 		})
 	}
+}
+
+// patientKeys lists every key of a patient in the state bucket: its
+// manifest (patient.<token>) and the keys below it.
+func patientKeys(t *testing.T, s *store.Store, id string) []string {
+	t.Helper()
+	tok := "patient." + eventlog.PatientToken(id)
+	l, err := s.State().ListKeysFiltered(context.Background(), tok, tok+".>")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Stop()
+	var keys []string
+	for k := range l.Keys() {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+func resourcesIn(p *mapper.Patient) int { return len(p.Studies) + len(p.Orders) + len(p.Reports) }
+
+// TestReadModelSmallPatientOneKey: a patient whose resources are small is
+// one key in the bucket; it grows past the threshold (64 KB) into the
+// split layout, and a Patient ID correction moving its big studies away
+// makes it one key again, the resource keys purged. The fence holds across
+// layouts, and radbridge replay converts both ways.
+func TestReadModelSmallPatientOneKey(t *testing.T) {
+	url := runNATS(t)
+	s, other := openURL(t, url), openURL(t, url)
+	ctx := context.Background()
+	check := func(step string, p *mapper.Patient, wantKeys int) {
+		t.Helper()
+		if d := cmp.Diff(p, readPatient(t, s, p.ID)); d != "" {
+			t.Errorf("%s: read model of %s (-written +read):\n%s", step, p.ID, d)
+		}
+		if d := cmp.Diff(p, readPatient(t, other, p.ID)); d != "" {
+			t.Errorf("%s: read model of %s read by another process (-written +read):\n%s", step, p.ID, d)
+		}
+		if keys := patientKeys(t, s, p.ID); len(keys) != wantKeys {
+			t.Errorf("%s: %s has %d keys, want %d:\n%s", step, p.ID, len(keys), wantKeys, strings.Join(keys, "\n"))
+		}
+	}
+
+	// Small: 3 studies of 20 instances (about 3.4 KB each), 3 orders, 3 reports.
+	a := bigPatient("MRN-A", 3, 20)
+	if b, _ := json.Marshal(a); len(b) > 32<<10 {
+		t.Fatalf("the small patient is %d bytes", len(b))
+	}
+	if err := s.Patients().PutPatientAt(ctx, a, 100); err != nil {
+		t.Fatal(err)
+	}
+	check("small", a, 1)
+	a.LastSequence = 11
+	a.Studies["1.2.826.0.1.3680043.10.1447.1"] = imagingStudy("1.2.826.0.1.3680043.10.1447.1", 25, 1)
+	a.Views["1.2.826.0.1.3680043.10.1447.1"] = 3
+	if err := s.Patients().PutPatientAt(ctx, a, 110); err != nil {
+		t.Fatal(err)
+	}
+	check("small, changed", a, 1)
+
+	// Grows past the threshold: two studies of 500 instances (about 73 KB each).
+	big := []string{"2.25.100", "2.25.101"}
+	a.LastSequence = 12
+	for i, uid := range big {
+		a.Studies[uid] = imagingStudy(uid, 500, i)
+	}
+	if err := s.Patients().PutPatientAt(ctx, a, 120); err != nil {
+		t.Fatal(err)
+	}
+	check("grown", a, 1+resourcesIn(a))
+	if n := len(resourceKeys(t, s, "MRN-A")); n != resourcesIn(a) {
+		t.Errorf("grown: %d resource keys for %d resources", n, resourcesIn(a))
+	}
+	e, err := s.State().Get(ctx, "patient."+eventlog.PatientToken("MRN-A"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(e.Value()) > 4096 {
+		t.Errorf("grown: the manifest is %d bytes: resources are still in it?", len(e.Value()))
+	}
+
+	// A stale small write (a paused leader's state from before the
+	// growth) is refused and leaves the split read model as it is.
+	stale := bigPatient("MRN-A", 3, 20)
+	stale.LastSequence = 11
+	if err := other.Patients().PutPatientAt(ctx, stale, 110); !errors.Is(err, store.ErrSuperseded) {
+		t.Errorf("stale small write over a split read model: %v, want ErrSuperseded", err)
+	}
+	check("after a refused small write", a, 1+resourcesIn(a))
+
+	// A correction moves the big studies to MRN-B: MRN-A is small again,
+	// one key, its resource keys purged; MRN-B is split.
+	b := bigPatient("MRN-B", 1, 20)
+	b.Orders, b.Reports = nil, nil
+	a.LastSequence, b.LastSequence = 13, 13
+	for _, uid := range big {
+		b.Studies[uid] = a.Studies[uid]
+		delete(a.Studies, uid)
+	}
+	for _, p := range []*mapper.Patient{a, b} {
+		if err := s.Patients().PutPatientAt(ctx, p, 130); err != nil {
+			t.Fatal(err)
+		}
+	}
+	check("shrunk", a, 1)
+	check("received the big studies", b, 1+resourcesIn(b))
+
+	// A stale big write (the state before the correction) over the small
+	// read model is refused; the keys it wrote first are orphans, never
+	// read, and radbridge replay removes them.
+	staleBig := bigPatient("MRN-A", 3, 20)
+	staleBig.LastSequence = 12
+	for i, uid := range big {
+		staleBig.Studies[uid] = imagingStudy(uid, 501, i)
+	}
+	if err := other.Patients().PutPatientAt(ctx, staleBig, 120); !errors.Is(err, store.ErrSuperseded) {
+		t.Errorf("stale big write over a small read model: %v, want ErrSuperseded", err)
+	}
+	if d := cmp.Diff(a, readPatient(t, s, "MRN-A")); d != "" {
+		t.Errorf("after a refused big write (-newer +read):\n%s", d)
+	}
+	if err := s.Patients().Overwrite().PutPatientAt(ctx, a, 130); err != nil {
+		t.Fatal(err)
+	}
+	check("replayed small", a, 1)
+
+	// Replay converts both ways: MRN-B rebuilt small (one key), MRN-A
+	// rebuilt big (split).
+	b2 := bigPatient("MRN-B", 1, 20)
+	b2.LastSequence = 9
+	if err := s.Patients().Overwrite().PutPatientAt(ctx, b2, 90); err != nil {
+		t.Fatal(err)
+	}
+	check("replayed from split to small", b2, 1)
+	a2 := bigPatient("MRN-A", 3, 500)
+	if err := s.Patients().Overwrite().PutPatientAt(ctx, a2, 90); err != nil {
+		t.Fatal(err)
+	}
+	check("replayed from small to split", a2, 1+resourcesIn(a2))
 }
