@@ -39,8 +39,9 @@ const (
 )
 
 // MaxPayload is the largest message the embedded JetStream takes (NATS
-// defaults to 1 MB). A patient's read model is a manifest (about 100 bytes
-// per resource) and one value per resource (Patients), so 1 MB holds a
+// defaults to 1 MB). A patient's read model is one value of at most 64 KB
+// or, for a bigger patient, a manifest (about 100 bytes per resource) and
+// one value per resource (Patients), so 1 MB holds a
 // study of about 6,000 instances or a patient of about 10,000 resources;
 // the embedded server takes more for the rare bigger ones (the read model
 // used to be one value per patient, past 1 MB with a hundred studies).
