@@ -418,7 +418,7 @@ func TestCrashUnderLoad(t *testing.T) {
 		// and patients are reloaded from the archive: the clean replay
 		// (no snapshots, every patient in memory or evicted into memory)
 		// must still agree.
-		"--snapshot-every", "60", "--state-idle", "1s"}
+		"--snapshot-every", "60", "--snapshot-interval", "1s", "--state-idle", "2s"}
 
 	d := serve(t, flags...)
 	tail := exec.Command(binary, "tail", "--addr", addrs[0], "--json")
@@ -505,7 +505,7 @@ func TestCrashUnderLoad(t *testing.T) {
 		}
 	}
 	settle()
-	// Every patient has now been idle for longer than --state-idle (1 s),
+	// Every patient has now been idle for longer than --state-idle (2 s),
 	// so the next observation's log time evicts them all to the archive:
 	// one more order and report for each of the five patients reloads
 	// them (the clean replay below must agree with what that produced).

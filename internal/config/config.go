@@ -458,6 +458,14 @@ func (c *Config) Validate() error {
 	if c.StateIdle < 0 {
 		bad("--state-idle %v: want 0 (keep every patient in memory) or a positive duration", c.StateIdle)
 	}
+	// The archive keeps the last mapper.ArchiveVersions (8) versions of a
+	// patient. A restart from a snapshot needs the version written before
+	// it, so a patient must not be evicted more often than that within the
+	// few snapshot intervals a restart may go back: evictions of one patient
+	// are at least --state-idle apart.
+	if c.StateIdle > 0 && c.StateIdle < 2*c.SnapshotInterval {
+		bad("--state-idle %v: must be 0 or at least twice --snapshot-interval %v (a restart from a snapshot needs the archived versions of the patients evicted since; the archive keeps a patient's last 8)", c.StateIdle, c.SnapshotInterval)
+	}
 	if c.RetentionMargin <= 0 || c.RetentionMargin >= 1 {
 		bad("--retention-margin %v: want a fraction between 0 and 1", c.RetentionMargin)
 	}
