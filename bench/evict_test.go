@@ -8,7 +8,6 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -21,12 +20,7 @@ import (
 
 // evictDays is how many days of traffic BenchmarkMapperEviction records
 // (RADBRIDGE_BENCH_DAYS overrides; default 120).
-func evictDays() int {
-	if n, err := strconv.Atoi(os.Getenv("RADBRIDGE_BENCH_DAYS")); err == nil && n > 0 {
-		return n
-	}
-	return 120
-}
+func evictDays() int { return envCount("RADBRIDGE_BENCH_DAYS", 120) }
 
 // fillEvictStore records days of traffic: every day 60 new patients, each
 // with an HL7 order, three DICOM instances of its study and a final report

@@ -19,14 +19,17 @@ import (
 	"radbridge/store"
 )
 
-// startupObservations is how many observations BenchmarkMapperStartup
-// records (RADBRIDGE_BENCH_OBSERVATIONS overrides; default 20000).
-func startupObservations() int {
-	if n, err := strconv.Atoi(os.Getenv("RADBRIDGE_BENCH_OBSERVATIONS")); err == nil && n > 0 {
+// envCount is the positive integer in the environment variable name, or def.
+func envCount(name string, def int) int {
+	if n, err := strconv.Atoi(os.Getenv(name)); err == nil && n > 0 {
 		return n
 	}
-	return 20000
+	return def
 }
+
+// startupObservations is how many observations BenchmarkMapperStartup
+// records (RADBRIDGE_BENCH_OBSERVATIONS overrides; default 20000).
+func startupObservations() int { return envCount("RADBRIDGE_BENCH_OBSERVATIONS", 20000) }
 
 // fillStartupStore records n observations (per accession: an HL7 order,
 // a final report and three DICOM instances of its study, 2000 patients)
