@@ -85,7 +85,13 @@ func readPatient(t *testing.T, s *store.Store, id string) *mapper.Patient {
 // resourceKeys lists the keys under a patient's manifest key.
 func resourceKeys(t *testing.T, s *store.Store, id string) []string {
 	t.Helper()
-	l, err := s.State().ListKeysFiltered(context.Background(), "patient."+eventlog.PatientToken(id)+".>")
+	return stateKeys(t, s, "patient."+eventlog.PatientToken(id)+".>")
+}
+
+// stateKeys lists, sorted, the keys of the state bucket matching filters.
+func stateKeys(t *testing.T, s *store.Store, filters ...string) []string {
+	t.Helper()
+	l, err := s.State().ListKeysFiltered(context.Background(), filters...)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -507,17 +513,7 @@ func benchReadModelLayout(b *testing.B, fsync bool) {
 func patientKeys(t *testing.T, s *store.Store, id string) []string {
 	t.Helper()
 	tok := "patient." + eventlog.PatientToken(id)
-	l, err := s.State().ListKeysFiltered(context.Background(), tok, tok+".>")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Stop()
-	var keys []string
-	for k := range l.Keys() {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
+	return stateKeys(t, s, tok, tok+".>")
 }
 
 func resourcesIn(p *mapper.Patient) int { return len(p.Studies) + len(p.Orders) + len(p.Reports) }
