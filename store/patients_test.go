@@ -8,10 +8,8 @@ import (
 	"path/filepath"
 	"sort"
 	"testing"
-	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-
+	"radbridge/internal/natstest"
 	"radbridge/mapper"
 	"radbridge/store"
 )
@@ -20,17 +18,7 @@ import (
 // processes of a cluster) share.
 func runNATS(t testing.TB) string {
 	t.Helper()
-	ns, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), Host: "127.0.0.1", Port: -1,
-		NoLog: true, NoSigs: true, MaxPayload: store.MaxPayload})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(30 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(ns.Shutdown)
-	return ns.ClientURL()
+	return natstest.Server(t, store.MaxPayload).ClientURL()
 }
 
 func openURL(t testing.TB, url string) *store.Store {

@@ -12,11 +12,11 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"radbridge/eventlog"
+	"radbridge/internal/natstest"
 	"radbridge/mapper"
 	"radbridge/store"
 )
@@ -372,15 +372,7 @@ func TestStaleWriteLeavesNewerReadModel(t *testing.T) {
 // default max_payload (1 MB), a patient whose resources total more than 2 MB
 // (one value under the previous layout) is written and read back.
 func TestReadModelAboveDefaultMaxPayload(t *testing.T) {
-	ns, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), Host: "127.0.0.1", Port: -1, NoLog: true, NoSigs: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(30 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(ns.Shutdown)
+	ns := natstest.Server(t, 0)
 	nc, err := nats.Connect(ns.ClientURL())
 	if err != nil {
 		t.Fatal(err)

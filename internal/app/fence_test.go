@@ -9,11 +9,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
-
 	"radbridge/ingest"
 	"radbridge/internal/app"
 	"radbridge/internal/config"
+	"radbridge/internal/natstest"
 	"radbridge/mapper"
 	"radbridge/store"
 )
@@ -49,16 +48,7 @@ func (p *pausingReadModel) PutPatientAt(ctx context.Context, pt *mapper.Patient,
 // writes the patient at 4 views; the first wakes up and writes its read
 // model of 2 views. The read model GetPatientImaging serves stays at 4.
 func TestPausedLeaderCannotRewindReadModel(t *testing.T) {
-	ns, err := server.NewServer(&server.Options{JetStream: true, StoreDir: t.TempDir(), Host: "127.0.0.1", Port: -1,
-		NoLog: true, NoSigs: true, MaxPayload: store.MaxPayload})
-	if err != nil {
-		t.Fatal(err)
-	}
-	go ns.Start()
-	if !ns.ReadyForConnections(30 * time.Second) {
-		t.Fatal("nats-server not ready")
-	}
-	t.Cleanup(ns.Shutdown)
+	ns := natstest.Server(t, store.MaxPayload)
 	cfg, err := config.Load("test", []string{"--nats-url", ns.ClientURL()}, func(string) string { return "" }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
