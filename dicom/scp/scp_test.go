@@ -143,8 +143,22 @@ func TestEcho(t *testing.T) {
 			t.Fatalf("echoscu: %v\n%s", err, out)
 		}
 	}
-	if got := s.srv.Stats(); got.Echoes != 3 || got.AssociationsAccepted != 3 {
+	if got := waitStats(s.srv, func(st Stats) bool { return st.Echoes == 3 && st.AssociationsAccepted == 3 }); got.Echoes != 3 || got.AssociationsAccepted != 3 {
 		t.Errorf("stats = %+v, want 3 echoes in 3 associations", got)
+	}
+}
+
+// waitStats returns the server's counters once ok holds, or after 10 s:
+// the server counts an association after its answer is on the wire, so a
+// peer that has exited may be a moment ahead of the counters.
+func waitStats(srv *Server, ok func(Stats) bool) Stats {
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st := srv.Stats()
+		if ok(st) || time.Now().After(deadline) {
+			return st
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 
@@ -158,7 +172,7 @@ func TestRejectCalledAE(t *testing.T) {
 	if !containsAll(out, "Association Rejected", "Called AE Title Not Recognized") {
 		t.Errorf("echoscu output does not show the rejection reason:\n%s", out)
 	}
-	if got := s.srv.Stats().AssociationsRejected; got != 1 {
+	if got := waitStats(s.srv, func(st Stats) bool { return st.AssociationsRejected >= 1 }).AssociationsRejected; got != 1 {
 		t.Errorf("rejected = %d, want 1", got)
 	}
 }
