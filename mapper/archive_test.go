@@ -210,7 +210,7 @@ func TestEvictionIsTransparent(t *testing.T) {
 	last, _ := src.Last(context.Background())
 	in, evs, rm, snaps, arch := ingest.NewMemory(), eventlog.NewMemory(), &jsonRM{}, &mapper.MemorySnapshots{Keep: 1000}, &mapper.MemoryArchive{}
 	in.RecordDuplicates = true
-	cfg := mapper.Config{Ingest: in, Events: evs, ReadModel: rm, Snapshots: snaps, SnapshotEvery: 3, DedupHorizon: 30 * 24 * time.Hour,
+	cfg := mapper.Config{Ingest: in, Events: evs, ReadModel: rm, Snapshots: snaps, SnapshotEvery: 3, SnapshotWait: true, DedupHorizon: 30 * 24 * time.Hour,
 		Rules: mapper.Rules(mapper.Options{QuietPeriod: evictQuiet}), Now: func() time.Time { return time.Unix(0, 0) },
 		Archive: arch, StateIdle: evictIdle, Seen: &mapper.MemorySeen{}}
 	var evicted, reloaded uint64
@@ -282,7 +282,7 @@ func TestReloadTakesTheVersionOfItsTime(t *testing.T) {
 	in, evs, snaps, arch := ingest.NewMemory(), eventlog.NewMemory(), &mapper.MemorySnapshots{Keep: 1000}, &mapper.MemoryArchive{}
 	in.RecordDuplicates = true
 	copyLog(t, src, in, last)
-	cfg := mapper.Config{Ingest: in, Events: evs, Snapshots: snaps, SnapshotEvery: 1, DedupHorizon: 30 * 24 * time.Hour,
+	cfg := mapper.Config{Ingest: in, Events: evs, Snapshots: snaps, SnapshotEvery: 1, SnapshotWait: true, DedupHorizon: 30 * 24 * time.Hour,
 		Rules: mapper.Rules(mapper.Options{QuietPeriod: evictQuiet}), Now: func() time.Time { return time.Unix(0, 0) },
 		Archive: arch, StateIdle: evictIdle}
 	runTo(t, cfg, in, last, false)

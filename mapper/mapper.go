@@ -111,6 +111,11 @@ type Config struct {
 	Snapshots        SnapshotStore
 	SnapshotEvery    int           // 10000 when 0
 	SnapshotInterval time.Duration // 5 minutes when 0
+	// SnapshotWait writes each snapshot before the next record is applied.
+	// Otherwise a snapshot is written in the background and one falling
+	// due while the previous is still being written is skipped; tests that
+	// need a snapshot at every point set it.
+	SnapshotWait bool
 	// Mapping fingerprints the mapping options; a snapshot taken with other
 	// options is still used, with a warning.
 	Mapping string

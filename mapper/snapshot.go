@@ -318,6 +318,9 @@ func (s *snapshotter) take(ctx context.Context, pos Position) {
 		m.snapStats.LastWrite = time.Since(start)
 		m.log.Debug("snapshot written", "ingest_seq", pos.Applied, "bytes", len(data), "encode", encode, "write", time.Since(start))
 	}()
+	if m.cfg.SnapshotWait {
+		s.wg.Wait()
+	}
 }
 
 // due reports whether a snapshot should be taken now.

@@ -176,7 +176,7 @@ func TestSnapshotRoundTrip(t *testing.T) {
 func TestRestartFromSnapshotMatchesFullReplay(t *testing.T) {
 	in, evs, snaps := ingest.NewMemory(), eventlog.NewMemory(), &mapper.MemorySnapshots{}
 	o := mapper.Options{QuietPeriod: 50 * time.Millisecond}
-	cfg := mapper.Config{Ingest: in, Events: evs, Rules: mapper.Rules(o), Snapshots: snaps, SnapshotEvery: 7, DedupHorizon: time.Hour}
+	cfg := mapper.Config{Ingest: in, Events: evs, Rules: mapper.Rules(o), Snapshots: snaps, SnapshotEvery: 7, SnapshotWait: true, DedupHorizon: time.Hour}
 	items := snapScenario(12)
 	half := len(items) / 2
 	last := appendAll(t, in, items[:half], time.Now())
@@ -211,7 +211,7 @@ func TestRestartFromSnapshotMatchesFullReplay(t *testing.T) {
 func TestBrokenSnapshotFallsBack(t *testing.T) {
 	in, evs, snaps := ingest.NewMemory(), eventlog.NewMemory(), &mapper.MemorySnapshots{}
 	o := mapper.Options{QuietPeriod: 50 * time.Millisecond}
-	cfg := mapper.Config{Ingest: in, Events: evs, Rules: mapper.Rules(o), Snapshots: snaps, SnapshotEvery: 5, DedupHorizon: time.Hour}
+	cfg := mapper.Config{Ingest: in, Events: evs, Rules: mapper.Rules(o), Snapshots: snaps, SnapshotEvery: 5, SnapshotWait: true, DedupHorizon: time.Hour}
 	last := appendAll(t, in, snapScenario(6), time.Now())
 	runTo(t, cfg, in, last, true)
 	seqs, _ := snaps.Snapshots(context.Background())
@@ -244,7 +244,7 @@ func TestSeenPrunedByLogTime(t *testing.T) {
 	in, evs, snaps := ingest.NewMemory(), eventlog.NewMemory(), &mapper.MemorySnapshots{}
 	in.RecordDuplicates = true
 	seen := &mapper.MemorySeen{}
-	cfg := mapper.Config{Ingest: in, Events: evs, Snapshots: snaps, SnapshotEvery: 3, DedupHorizon: time.Hour, Seen: seen}
+	cfg := mapper.Config{Ingest: in, Events: evs, Snapshots: snaps, SnapshotEvery: 3, SnapshotWait: true, DedupHorizon: time.Hour, Seen: seen}
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	add := func(key string, at time.Time) uint64 {
 		body, _ := json.Marshal(mapper.Viewed{PatientID: "P1", StudyInstanceUID: "1.2.3"})
