@@ -230,30 +230,13 @@ type archiver struct {
 	evicted, reloaded uint64
 }
 
-// retry runs f until it succeeds or the mapper stops.
+// retry runs f until it succeeds or the mapper stops (then a.err is set).
 func (a *archiver) retry(what string, f func() error) bool {
 	if a.err != nil {
 		return false
 	}
-	backoff := 100 * time.Millisecond
-	for {
-		err := f()
-		if err == nil {
-			return true
-		}
-		if a.ctx.Err() != nil {
-			a.err = a.ctx.Err()
-			return false
-		}
-		a.m.log.Error("state archive: "+what+"; retrying", "err", err, "ingest_seq", a.seq)
-		select {
-		case <-a.ctx.Done():
-			a.err = a.ctx.Err()
-			return false
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 5*time.Second)
-	}
+	a.err = a.m.retry(a.ctx, "state archive: "+what, a.seq, f)
+	return a.err == nil
 }
 
 func (a *archiver) get(key string) ([]byte, bool) {

@@ -588,21 +588,11 @@ func (m *Mapper) checkSeen(ctx context.Context, rec ingest.Record) (bool, error)
 	if rec.Kind == ingest.KindTimer || rec.Key == "" {
 		return false, nil
 	}
-	backoff := 100 * time.Millisecond
-	known, err := m.seen.lookup(ctx, rec.Key, func(err error) error {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		m.log.Error("read observation key; retrying", "err", err, "ingest_seq", rec.Seq)
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(backoff):
-		}
-		backoff = min(backoff*2, 5*time.Second)
-		return nil
-	})
-	if err != nil {
+	var known []SeenKey
+	if err := m.retry(ctx, "read observation key", rec.Seq, func() (err error) {
+		known, err = m.seen.lookup(ctx, rec.Key)
+		return err
+	}); err != nil {
 		return false, err
 	}
 	dup, add := seenDecision(known, rec.Seq, rec.Time, m.cfg.DedupHorizon)
@@ -673,24 +663,45 @@ func (m *Mapper) fill(ev *rbv1.Event, k eventlog.Key, rec ingest.Record) {
 }
 
 // appendRetry appends, retrying while the store is unavailable: an event
-// must never be skipped.
+// must never be skipped. A conflict (another mapper appended) is final.
 func (m *Mapper) appendRetry(ctx context.Context, k eventlog.Key, ev *rbv1.Event) (uint64, error) {
+	var seq uint64
+	var conflict error
+	err := m.retry(ctx, "append event", k.IngestSeq, func() (err error) {
+		seq, err = m.cfg.Events.Append(ctx, k, ev)
+		if errors.Is(err, eventlog.ErrConflict) {
+			conflict = err
+			return nil
+		}
+		return err
+	})
+	switch {
+	case conflict != nil:
+		return 0, fmt.Errorf("mapper: %w", conflict)
+	case err != nil:
+		return 0, err // shutting down; replay derives it again
+	}
+	return seq, nil
+}
+
+// retry runs f until it succeeds or ctx ends (then it returns ctx's
+// error): the store the mapper reads or writes is unavailable, and skipping
+// the operation would lose or corrupt state. Each failure is logged (what,
+// the ingest sequence being applied); the wait doubles from 100 ms to 5 s.
+func (m *Mapper) retry(ctx context.Context, what string, seq uint64, f func() error) error {
 	backoff := 100 * time.Millisecond
 	for {
-		seq, err := m.cfg.Events.Append(ctx, k, ev)
+		err := f()
 		if err == nil {
-			return seq, nil
-		}
-		if errors.Is(err, eventlog.ErrConflict) {
-			return 0, fmt.Errorf("mapper: %w", err)
+			return nil
 		}
 		if ctx.Err() != nil {
-			return 0, ctx.Err() // shutting down; replay derives it again
+			return ctx.Err()
 		}
-		m.log.Error("append event; retrying", "err", err, "ingest_seq", k.IngestSeq)
+		m.log.Error(what+"; retrying", "err", err, "ingest_seq", seq)
 		select {
 		case <-ctx.Done():
-			return 0, ctx.Err()
+			return ctx.Err()
 		case <-time.After(backoff):
 		}
 		backoff = min(backoff*2, 5*time.Second)

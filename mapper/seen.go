@@ -94,8 +94,9 @@ func newSeenSet(store SeenStore) *seenSet {
 	return &seenSet{store: store, fresh: map[string][]SeenKey{}, cache: map[string][]SeenKey{}}
 }
 
-// lookup returns the sightings of key known to the mapper.
-func (s *seenSet) lookup(ctx context.Context, key string, retry func(error) error) ([]SeenKey, error) {
+// lookup returns the sightings of key known to the mapper (an error: the
+// store could not be read).
+func (s *seenSet) lookup(ctx context.Context, key string) ([]SeenKey, error) {
 	if ks, ok := s.fresh[key]; ok {
 		return ks, nil
 	}
@@ -113,27 +114,23 @@ func (s *seenSet) lookup(ctx context.Context, key string, retry func(error) erro
 	if s.store == nil {
 		return nil, nil
 	}
-	for {
-		ks, err := s.store.GetSeen(ctx, key)
-		if err == nil {
-			if len(ks) > 0 {
-				if len(s.cache) >= seenCacheMax {
-					n := 0
-					for k := range s.cache { // drop an arbitrary eighth
-						delete(s.cache, k)
-						if n++; n >= seenCacheMax/8 {
-							break
-						}
-					}
-				}
-				s.cache[key] = ks
-			}
-			return ks, nil
-		}
-		if err := retry(err); err != nil {
-			return nil, err
-		}
+	ks, err := s.store.GetSeen(ctx, key)
+	if err != nil {
+		return nil, err
 	}
+	if len(ks) > 0 {
+		if len(s.cache) >= seenCacheMax {
+			n := 0
+			for k := range s.cache { // drop an arbitrary eighth
+				delete(s.cache, k)
+				if n++; n >= seenCacheMax/8 {
+					break
+				}
+			}
+		}
+		s.cache[key] = ks
+	}
+	return ks, nil
 }
 
 // add records a new sighting of key on top of the known ones.
