@@ -234,10 +234,10 @@ func (s *Service) PublishEvent(ctx context.Context, r *rbv1.PublishEventRequest)
 			return nil, err
 		}
 	}
-	body, _ := json.Marshal(mapper.Viewed{
+	viewed := ingest.Viewed{
 		PatientID: r.GetPatientId(), StudyInstanceUID: r.GetStudyInstanceUid(), AccessionNumber: r.GetAccessionNumber(),
 		ViewerID: r.GetViewerId(), ViewerName: r.GetViewerName(),
-	})
+	}
 	key := r.GetClientEventId()
 	if key == "" {
 		var b [16]byte
@@ -254,10 +254,11 @@ func (s *Service) PublishEvent(ctx context.Context, r *rbv1.PublishEventRequest)
 		}
 	}
 	before := s.hub.Head()
-	seq, dup, err := s.ingest.Append(ctx, ingest.Observation{
-		Kind: ingest.KindViewed, Key: "api:" + key, Time: time.Now().UTC(),
-		Source: ingest.Source{Protocol: "api", Client: client}, Body: body,
-	})
+	o, err := ingest.NewViewed(viewed, key, client, time.Now())
+	if err != nil {
+		return nil, status.Errorf(codes.Internal, "record event: %v", err)
+	}
+	seq, dup, err := s.ingest.Append(ctx, o)
 	if err != nil {
 		return nil, status.Errorf(codes.Unavailable, "record event: %v", err)
 	}

@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"radbridge/dicom/scp"
 	"radbridge/ingest"
 	"radbridge/mapper"
 	"radbridge/store"
@@ -53,7 +52,7 @@ func fillEvictStore(b *testing.B, st *store.Store, days int) int {
 			uid := fmt.Sprintf("1.2.826.0.1.3680043.10.1447.%d.%d", d, p)
 			order(next(), pid, acc)
 			for k := 1; k <= 3; k++ {
-				in := scp.Instance{SOPClassUID: "1.2.840.10008.5.1.4.1.1.2", SOPInstanceUID: fmt.Sprintf("%s.1.%d", uid, k), StudyInstanceUID: uid,
+				in := ingest.Instance{SOPClassUID: "1.2.840.10008.5.1.4.1.1.2", SOPInstanceUID: fmt.Sprintf("%s.1.%d", uid, k), StudyInstanceUID: uid,
 					SeriesInstanceUID: uid + ".1", PatientID: pid, AccessionNumber: acc, Modality: "CT", StudyDescription: "CT CHEST",
 					BodyPartExamined: "CHEST", StudyDate: "20260310", StudyTime: "090000", SeriesNumber: 1, InstanceNumber: k}
 				rec(next(), ingest.KindDICOMInstance, "dicom:"+in.SOPInstanceUID, in)

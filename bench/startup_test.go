@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	"radbridge/dicom/scp"
 	"radbridge/ingest"
 	"radbridge/mapper"
 	"radbridge/store"
@@ -61,7 +60,7 @@ func fillStartupStore(b *testing.B, dir string, n int) mapper.SnapshotStats {
 		rec(i, ingest.KindHL7, "hl7:O"+acc, ingest.HL7Body{Raw: []byte(orm)})
 		rec(i+1, ingest.KindHL7, "hl7:R"+acc, ingest.HL7Body{Raw: []byte(oru)})
 		for k := 1; k <= 3; k++ {
-			in := scp.Instance{SOPClassUID: "1.2.840.10008.5.1.4.1.1.2", SOPInstanceUID: fmt.Sprintf("%s.1.%d", uid, k), StudyInstanceUID: uid,
+			in := ingest.Instance{SOPClassUID: "1.2.840.10008.5.1.4.1.1.2", SOPInstanceUID: fmt.Sprintf("%s.1.%d", uid, k), StudyInstanceUID: uid,
 				SeriesInstanceUID: uid + ".1", PatientID: pid, AccessionNumber: acc, Modality: "CT", StudyDescription: "CT CHEST",
 				StudyDate: "20260310", StudyTime: "090000", SeriesNumber: 1, InstanceNumber: k}
 			rec(i+1+k, ingest.KindDICOMInstance, "dicom:"+in.SOPInstanceUID, in)

@@ -20,13 +20,14 @@ import (
 	"radbridge/auth"
 	"radbridge/dicom/dataset"
 	"radbridge/dicom/scp"
+	"radbridge/ingest"
 )
 
 // Handler commits one received instance; its shape is
 // scp.Handler.StoreInstance, so the daemon passes the same handler as to
 // the C-STORE SCP. Nil means recorded durably.
 type Handler interface {
-	StoreInstance(ctx context.Context, inst *scp.Instance) error
+	StoreInstance(ctx context.Context, inst *ingest.Instance) error
 }
 
 // CallingAE is the Peer.CallingAE of instances received over STOW-RS.
@@ -142,7 +143,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	body := &budgetReader{r: &deadlineReader{r: http.MaxBytesReader(w, r.Body, s.cfg.MaxBodyBytes), rc: http.NewResponseController(w), timeout: s.cfg.ReadTimeout}}
 	mr := multipart.NewReader(body, params["boundary"])
-	peer := scp.Peer{CallingAE: CallingAE, RemoteAddr: r.RemoteAddr}
+	peer := ingest.Peer{CallingAE: CallingAE, RemoteAddr: r.RemoteAddr}
 	var results []result
 	for {
 		body.limit(int64(s.cfg.MaxPartHeaderBytes) + 8<<10) // slack: the reader's buffer
@@ -188,7 +189,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // storePart reads one part to its end. A non-nil error means the request
 // body failed (malformed multipart, size limit); a bad instance is a result
 // with a failure reason.
-func (s *Server) storePart(ctx context.Context, part *multipart.Part, urlStudy string, peer scp.Peer) (result, error) {
+func (s *Server) storePart(ctx context.Context, part *multipart.Part, urlStudy string, peer ingest.Peer) (result, error) {
 	defer part.Close()
 	start := time.Now()
 	drain := func(res result) (result, error) {

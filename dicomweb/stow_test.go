@@ -20,7 +20,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"radbridge/dicom/scp"
+	"radbridge/ingest"
 )
 
 const ctClass = "1.2.840.10008.5.1.4.1.1.2"
@@ -93,11 +93,11 @@ func multipartBody(t testing.TB, parts ...part) (string, []byte) {
 
 type fakeHandler struct {
 	mu   sync.Mutex
-	got  []*scp.Instance
+	got  []*ingest.Instance
 	fail map[string]error
 }
 
-func (h *fakeHandler) StoreInstance(_ context.Context, inst *scp.Instance) error {
+func (h *fakeHandler) StoreInstance(_ context.Context, inst *ingest.Instance) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if err := h.fail[inst.SOPInstanceUID]; err != nil {

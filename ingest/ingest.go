@@ -7,24 +7,27 @@ package ingest
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"log/slog"
 	"time"
 )
 
 // Kinds of observations.
 const (
-	// KindViewed is an IMAGING_STUDY_VIEWED published through the API.
+	// KindViewed is an IMAGING_STUDY_VIEWED published through the API; the
+	// body is a Viewed.
 	KindViewed = "api.viewed"
 	// KindHL7 is an HL7 v2 message received over MLLP; the body is
 	// HL7Body.
 	KindHL7 = "hl7.message"
-	// KindDICOMInstance is a stored DICOM instance's header; the body is a
-	// dicom/scp Instance.
+	// KindDICOMInstance is a stored DICOM instance's header; the body is an
+	// Instance.
 	KindDICOMInstance = "dicom.instance"
-	// KindDICOMIAN is an Instance Availability Notification; the body is a
-	// dicom/scp IAN.
+	// KindDICOMIAN is an Instance Availability Notification; the body is
+	// an IAN.
 	KindDICOMIAN = "dicom.ian"
-	// KindDICOMMPPS is an MPPS N-CREATE or N-SET; the body is a dicom/scp
+	// KindDICOMMPPS is an MPPS N-CREATE or N-SET; the body is an
 	// MPPSUpdate.
 	KindDICOMMPPS = "dicom.mpps"
 	// KindTimer is a wake-up the mapper scheduled for itself (for example
@@ -95,4 +98,56 @@ type Log interface {
 	Watch(ctx context.Context, from uint64, fn func(Record) error) error
 	// Last returns the newest sequence (0 when empty).
 	Last(ctx context.Context) (uint64, error)
+	// Get returns the record at seq, or ErrNotFound when there is none
+	// (never written, or removed by retention).
+	Get(ctx context.Context, seq uint64) (Record, error)
+}
+
+// ErrNotFound: no record at that sequence.
+var ErrNotFound = errors.New("ingest record not found")
+
+// Typed decoders of observation bodies. A body that does not decode is a
+// record the mapper cannot use, whatever it retries.
+
+// DecodeHL7 returns the message of a KindHL7 observation, as received.
+func DecodeHL7(o Observation) ([]byte, error) {
+	var b HL7Body
+	if err := decode(o, KindHL7, &b); err != nil {
+		return nil, err
+	}
+	return b.Raw, nil
+}
+
+// DecodeInstance returns the body of a KindDICOMInstance observation.
+func DecodeInstance(o Observation) (*Instance, error) {
+	var v Instance
+	return &v, decode(o, KindDICOMInstance, &v)
+}
+
+// DecodeIAN returns the body of a KindDICOMIAN observation.
+func DecodeIAN(o Observation) (*IAN, error) {
+	var v IAN
+	return &v, decode(o, KindDICOMIAN, &v)
+}
+
+// DecodeMPPS returns the body of a KindDICOMMPPS observation.
+func DecodeMPPS(o Observation) (*MPPSUpdate, error) {
+	var v MPPSUpdate
+	return &v, decode(o, KindDICOMMPPS, &v)
+}
+
+// DecodeViewed returns the body of a KindViewed observation.
+func DecodeViewed(o Observation) (*Viewed, error) {
+	var v Viewed
+	return &v, decode(o, KindViewed, &v)
+}
+
+func decode(o Observation, kind string, v any) error {
+	if o.Kind != kind {
+		return fmt.Errorf("%s body: observation is %q", kind, o.Kind)
+	}
+	if err := json.Unmarshal(o.Body, v); err != nil {
+		return fmt.Errorf("%s body: %w", kind, err)
+	}
+	return nil
 }

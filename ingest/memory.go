@@ -47,6 +47,16 @@ func (m *Memory) Last(ctx context.Context) (uint64, error) {
 	return uint64(len(m.recs)), nil
 }
 
+// Get implements Log.
+func (m *Memory) Get(ctx context.Context, seq uint64) (Record, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if seq == 0 || seq > uint64(len(m.recs)) {
+		return Record{}, ErrNotFound
+	}
+	return m.recs[seq-1], nil
+}
+
 // Watch implements Log.
 func (m *Memory) Watch(ctx context.Context, from uint64, fn func(Record) error) error {
 	if from == 0 {

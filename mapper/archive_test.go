@@ -13,7 +13,6 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 
-	"radbridge/dicom/scp"
 	"radbridge/eventlog"
 	"radbridge/ingest"
 	"radbridge/mapper"
@@ -67,7 +66,7 @@ func evictUID(n string) string { return "1.2.826.0.1.3680043.10.1447.77." + n }
 // reloaded, changed and evicted again.
 func evictSteps() [][]snapObs {
 	hl7 := func(key string, raw []byte) snapObs { return snapObs{ingest.KindHL7, key, ingest.HL7Body{Raw: raw}} }
-	inst := func(in scp.Instance) snapObs {
+	inst := func(in ingest.Instance) snapObs {
 		return snapObs{ingest.KindDICOMInstance, "dicom:" + in.SOPInstanceUID + "|" + in.PatientID, in}
 	}
 	study := func(pid, acc, uid string, n int) []snapObs {
@@ -79,25 +78,25 @@ func evictSteps() [][]snapObs {
 	}
 	ian := func(pid, acc, uid string, n int) snapObs {
 		ins := joinStudy(pid, acc, uid, n)
-		se := scp.IANSeries{SeriesInstanceUID: uid + ".1"}
+		se := ingest.IANSeries{SeriesInstanceUID: uid + ".1"}
 		for _, in := range ins {
-			se.Instances = append(se.Instances, scp.IANInstance{SOPClassUID: in.SOPClassUID, SOPInstanceUID: in.SOPInstanceUID, InstanceAvailability: "ONLINE"})
+			se.Instances = append(se.Instances, ingest.IANInstance{SOPClassUID: in.SOPClassUID, SOPInstanceUID: in.SOPInstanceUID, InstanceAvailability: "ONLINE"})
 		}
-		return snapObs{ingest.KindDICOMIAN, "ian:" + uid, scp.IAN{SOPInstanceUID: uid + ".9", StudyInstanceUID: uid, Series: []scp.IANSeries{se}}}
+		return snapObs{ingest.KindDICOMIAN, "ian:" + uid, ingest.IAN{SOPInstanceUID: uid + ".9", StudyInstanceUID: uid, Series: []ingest.IANSeries{se}}}
 	}
 	viewedBy := func(key, pid, uid string) snapObs {
-		return snapObs{ingest.KindViewed, key, mapper.Viewed{PatientID: pid, StudyInstanceUID: uid, ViewerName: "Dr X"}}
+		return snapObs{ingest.KindViewed, key, ingest.Viewed{PatientID: pid, StudyInstanceUID: uid, ViewerName: "Dr X"}}
 	}
 	s1, s3, s4, sx := evictUID("1"), evictUID("3"), evictUID("4"), evictUID("9")
 	mpps := "1.2.826.0.1.3680043.10.1447.78.4"
 	s4ins := joinStudy("P4", "A4", s4, 2)
-	moved := func(i int) scp.Instance { in := joinStudy("P6", "A3", s3, 2)[i]; return in }
+	moved := func(i int) ingest.Instance { in := joinStudy("P6", "A3", s3, 2)[i]; return in }
 	d0 := []snapObs{
 		hl7("hl7:o1", joinORM("P1", "A1", "o1")), hl7("hl7:o2", joinORM("P2", "A2", "o2")), hl7("hl7:o5", joinORM("P5", "AX", "o5")),
 	}
 	d0 = append(d0, study("P3", "A3", s3, 2)...)
 	d0 = append(d0, ian("P3", "A3", s3, 2),
-		snapObs{ingest.KindDICOMMPPS, "mpps:c", scp.MPPSUpdate{SOPInstanceUID: mpps, Create: true, Status: scp.MPPSInProgress,
+		snapObs{ingest.KindDICOMMPPS, "mpps:c", ingest.MPPSUpdate{SOPInstanceUID: mpps, Create: true, Status: ingest.MPPSInProgress,
 			StudyInstanceUIDs: []string{s4}, AccessionNumbers: []string{"A4"}, PatientID: "P4", Modality: "CT"}},
 		inst(s4ins[0]), inst(s4ins[1]))
 	d1 := append([]snapObs{viewedBy("api:v1", "P3", s3)}, study("P2", "AX", sx, 2)...)
@@ -105,7 +104,7 @@ func evictSteps() [][]snapObs {
 	d5 := append([]snapObs{hl7("hl7:r2", joinORU("P2", "A2", "r2", "F"))}, study("P1", "A1", s1, 2)...)
 	d5 = append(d5,
 		// An N-SET names only its step: the study it names is cold.
-		snapObs{ingest.KindDICOMMPPS, "mpps:s", scp.MPPSUpdate{SOPInstanceUID: mpps, Status: scp.MPPSDiscontinued}})
+		snapObs{ingest.KindDICOMMPPS, "mpps:s", ingest.MPPSUpdate{SOPInstanceUID: mpps, Status: ingest.MPPSDiscontinued}})
 	// A new instance: the update says the step was discontinued.
 	d6 := []snapObs{inst(moved(0)), hl7("hl7:rx", joinORU("P5", "AX", "rx", "F")), inst(joinStudy("P4", "A4", s4, 3)[2])}
 	d10 := []snapObs{viewedBy("api:v0", "P4", s4), viewedBy("api:v2", "P1", s1), inst(joinStudy("P1", "A1", s1, 3)[2])}

@@ -1,8 +1,6 @@
 package mapper
 
 import (
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -10,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"radbridge/dicom/scp"
 	"radbridge/ingest"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
@@ -203,17 +200,6 @@ func (s *StudyState) series(uid string) (*SeriesState, bool) {
 	return se, true
 }
 
-// instanceDigest hashes the attributes the mapper keeps of an instance:
-// not the peer, the receive time, nor the encoding (transfer syntax, size,
-// file), so a re-encoded resend is not a correction.
-func instanceDigest(in scp.Instance) string {
-	in.Peer, in.ReceivedAt = scp.Peer{}, time.Time{}
-	in.TransferSyntaxUID, in.Size, in.Path = "", 0, ""
-	b, _ := json.Marshal(in)
-	sum := sha256.Sum256(b)
-	return hex.EncodeToString(sum[:12])
-}
-
 func dicomSet(dst *string, v string) {
 	if v = strings.TrimSpace(v); v != "" {
 		*dst = v
@@ -225,15 +211,15 @@ func (d *dicomMapper) instance(c *Context) error {
 	if c.Timer != nil {
 		return d.quiet(c)
 	}
-	var in scp.Instance
-	if err := json.Unmarshal(c.Rec.Body, &in); err != nil {
-		return fmt.Errorf("dicom instance body: %w", err)
+	in, err := ingest.DecodeInstance(c.Rec.Observation)
+	if err != nil {
+		return err
 	}
 	if in.StudyInstanceUID == "" || in.SOPInstanceUID == "" || in.SeriesInstanceUID == "" {
 		return errors.New("dicom instance: study, series and SOP instance UIDs required")
 	}
 	st := studyOf(c, in.StudyInstanceUID)
-	digest := instanceDigest(in)
+	digest := in.AttributeDigest()
 	old := st.find(in.SOPInstanceUID)
 	var inst *InstanceState
 	if old != nil {
@@ -282,7 +268,7 @@ func (d *dicomMapper) instance(c *Context) error {
 	dicomSet(&st.Referrer, in.ReferringPhysicianName)
 	st.LastArrival = c.Rec.Time
 
-	if !st.AvailableSent && st.mppsStatus(scp.MPPSCompleted) && len(st.Expected) > 0 && st.missing() == 0 {
+	if !st.AvailableSent && st.mppsStatus(ingest.MPPSCompleted) && len(st.Expected) > 0 && st.missing() == 0 {
 		return d.complete(c, st, "")
 	}
 	if err := c.Schedule(quietKey(st.UID), ingest.KindDICOMInstance, c.Rec.Time.Add(d.o.QuietPeriod), studyQuietBody{Study: st.UID}); err != nil {
@@ -336,7 +322,7 @@ func (d *dicomMapper) complete(c *Context, st *StudyState, note string) error {
 		sev = rbv1.Severity_SEVERITY_WARNING
 		notes = append(notes, fmt.Sprintf("%d of %d instances not received", n, len(st.Expected)))
 	}
-	if st.mppsStatus(scp.MPPSDiscontinued) {
+	if st.mppsStatus(ingest.MPPSDiscontinued) {
 		notes = append(notes, "procedure step discontinued")
 	}
 	if note != "" {
@@ -384,9 +370,9 @@ func studyPlural(n int, one, many string) string {
 // ian maps an Instance Availability Notification: the archive says the
 // study holds these instances, so it is available now.
 func (d *dicomMapper) ian(c *Context) error {
-	var n scp.IAN
-	if err := json.Unmarshal(c.Rec.Body, &n); err != nil {
-		return fmt.Errorf("dicom IAN body: %w", err)
+	n, err := ingest.DecodeIAN(c.Rec.Observation)
+	if err != nil {
+		return err
 	}
 	if n.StudyInstanceUID == "" {
 		return errors.New("dicom IAN: study UID required")
@@ -425,9 +411,9 @@ func (d *dicomMapper) ian(c *Context) error {
 // study should hold; once all are in, the study is available at once.
 // DISCONTINUED is only a hint, shown in the message.
 func (d *dicomMapper) mpps(c *Context) error {
-	var u scp.MPPSUpdate
-	if err := json.Unmarshal(c.Rec.Body, &u); err != nil {
-		return fmt.Errorf("dicom MPPS body: %w", err)
+	u, err := ingest.DecodeMPPS(c.Rec.Observation)
+	if err != nil {
+		return err
 	}
 	if u.SOPInstanceUID == "" {
 		return errors.New("dicom MPPS: SOP instance UID required")
@@ -464,7 +450,7 @@ func (d *dicomMapper) mpps(c *Context) error {
 		}
 		// The referenced instances belong to the study only when the step
 		// names one study; with several they cannot be told apart.
-		if status == scp.MPPSCompleted && len(uids) == 1 {
+		if status == ingest.MPPSCompleted && len(uids) == 1 {
 			for _, s := range u.Series {
 				for _, sop := range s.SOPInstanceUIDs {
 					if sop == "" {
@@ -478,7 +464,7 @@ func (d *dicomMapper) mpps(c *Context) error {
 			}
 		}
 		received, _ := st.counts()
-		if status == scp.MPPSCompleted && !st.AvailableSent && received > 0 && len(st.Expected) > 0 && st.missing() == 0 {
+		if status == ingest.MPPSCompleted && !st.AvailableSent && received > 0 && len(st.Expected) > 0 && st.missing() == 0 {
 			if err := d.complete(c, st, ""); err != nil {
 				return err
 			}

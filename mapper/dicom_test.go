@@ -18,7 +18,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"radbridge/dicom/scp"
 	"radbridge/eventlog"
 	"radbridge/ingest"
 	"radbridge/mapper"
@@ -130,15 +129,15 @@ func (h *dicomHarness) record(kind, prefix, uid string, v any) uint64 {
 	return seq
 }
 
-func (h *dicomHarness) store(in scp.Instance) uint64 {
+func (h *dicomHarness) store(in ingest.Instance) uint64 {
 	return h.record(ingest.KindDICOMInstance, "dicom:", in.SOPInstanceUID, in)
 }
 
-func (h *dicomHarness) ian(n scp.IAN) uint64 {
+func (h *dicomHarness) ian(n ingest.IAN) uint64 {
 	return h.record(ingest.KindDICOMIAN, "ian:", n.SOPInstanceUID, n)
 }
 
-func (h *dicomHarness) mpps(u scp.MPPSUpdate) uint64 {
+func (h *dicomHarness) mpps(u ingest.MPPSUpdate) uint64 {
 	return h.record(ingest.KindDICOMMPPS, "mpps:", u.SOPInstanceUID, u)
 }
 
@@ -239,8 +238,8 @@ const (
 )
 
 // ctInstance returns CT instance n of series 1 (n >= 1) of the test study.
-func ctInstance(n int) scp.Instance {
-	return scp.Instance{
+func ctInstance(n int) ingest.Instance {
+	return ingest.Instance{
 		SOPClassUID: ctImageClass, SOPInstanceUID: fmt.Sprintf("%s.%d", ctSeries, n),
 		StudyInstanceUID: studyUID, SeriesInstanceUID: ctSeries,
 		TransferSyntaxUID: "1.2.840.10008.1.2.1",
@@ -253,46 +252,46 @@ func ctInstance(n int) scp.Instance {
 }
 
 // srInstance returns the structured report of the test study (another series).
-func srInstance() scp.Instance {
+func srInstance() ingest.Instance {
 	in := ctInstance(1)
 	in.SOPClassUID, in.SOPInstanceUID, in.SeriesInstanceUID = srDocumentClass, srSeries+".1", srSeries
 	in.Modality, in.SeriesDescription, in.SeriesNumber, in.BodyPartExamined = "SR", "DOSE REPORT", 999, ""
 	return in
 }
 
-func ianFor(sops ...scp.Instance) scp.IAN {
-	n := scp.IAN{SOPInstanceUID: "1.2.826.0.1.3680043.8.498.9." + fmt.Sprint(len(sops)), StudyInstanceUID: studyUID}
-	bySeries := map[string][]scp.IANInstance{}
+func ianFor(sops ...ingest.Instance) ingest.IAN {
+	n := ingest.IAN{SOPInstanceUID: "1.2.826.0.1.3680043.8.498.9." + fmt.Sprint(len(sops)), StudyInstanceUID: studyUID}
+	bySeries := map[string][]ingest.IANInstance{}
 	var order []string
 	for _, s := range sops {
 		if _, ok := bySeries[s.SeriesInstanceUID]; !ok {
 			order = append(order, s.SeriesInstanceUID)
 		}
-		bySeries[s.SeriesInstanceUID] = append(bySeries[s.SeriesInstanceUID], scp.IANInstance{
+		bySeries[s.SeriesInstanceUID] = append(bySeries[s.SeriesInstanceUID], ingest.IANInstance{
 			SOPClassUID: s.SOPClassUID, SOPInstanceUID: s.SOPInstanceUID, InstanceAvailability: "ONLINE", RetrieveAETitle: "PACS",
 		})
 	}
 	for _, se := range order {
-		n.Series = append(n.Series, scp.IANSeries{SeriesInstanceUID: se, Instances: bySeries[se]})
+		n.Series = append(n.Series, ingest.IANSeries{SeriesInstanceUID: se, Instances: bySeries[se]})
 	}
 	return n
 }
 
 const dicomMPPSUID = "1.2.826.0.1.3680043.8.498.7"
 
-func mppsCreate() scp.MPPSUpdate {
-	return scp.MPPSUpdate{SOPInstanceUID: dicomMPPSUID, Create: true, Status: scp.MPPSInProgress,
+func mppsCreate() ingest.MPPSUpdate {
+	return ingest.MPPSUpdate{SOPInstanceUID: dicomMPPSUID, Create: true, Status: ingest.MPPSInProgress,
 		StudyInstanceUIDs: []string{studyUID}, AccessionNumbers: []string{"ACC42"}, PatientID: "MRN123", Modality: "CT"}
 }
 
-func mppsSet(status string, sops ...scp.Instance) scp.MPPSUpdate {
-	u := scp.MPPSUpdate{SOPInstanceUID: dicomMPPSUID, Status: status}
+func mppsSet(status string, sops ...ingest.Instance) ingest.MPPSUpdate {
+	u := ingest.MPPSUpdate{SOPInstanceUID: dicomMPPSUID, Status: status}
 	if len(sops) > 0 {
-		s := scp.MPPSSeries{SeriesInstanceUID: ctSeries}
+		s := ingest.MPPSSeries{SeriesInstanceUID: ctSeries}
 		for _, in := range sops {
 			s.SOPInstanceUIDs = append(s.SOPInstanceUIDs, in.SOPInstanceUID)
 		}
-		u.Series = []scp.MPPSSeries{s}
+		u.Series = []ingest.MPPSSeries{s}
 	}
 	return u
 }
@@ -406,7 +405,7 @@ func TestDICOMStudyEvents(t *testing.T) {
 				h.mpps(mppsCreate())
 				h.store(ctInstance(1))
 				h.store(ctInstance(2))
-				if got, want := h.await(h.mpps(mppsSet(scp.MPPSCompleted, ctInstance(1), ctInstance(2)))), []rbv1.EventType{studyAvailable}; !cmp.Equal(got, want) {
+				if got, want := h.await(h.mpps(mppsSet(ingest.MPPSCompleted, ctInstance(1), ctInstance(2)))), []rbv1.EventType{studyAvailable}; !cmp.Equal(got, want) {
 					t.Errorf("MPPS COMPLETED derived %v, want %v", got, want)
 				}
 			},
@@ -420,7 +419,7 @@ func TestDICOMStudyEvents(t *testing.T) {
 			run: func(t *testing.T, h *dicomHarness) {
 				h.mpps(mppsCreate())
 				h.store(ctInstance(1))
-				h.await(h.mpps(mppsSet(scp.MPPSCompleted, ctInstance(1), ctInstance(2), ctInstance(3))))
+				h.await(h.mpps(mppsSet(ingest.MPPSCompleted, ctInstance(1), ctInstance(2), ctInstance(3))))
 				h.store(ctInstance(2))
 				if got, want := h.await(h.store(ctInstance(3))), []rbv1.EventType{studyAvailable}; !cmp.Equal(got, want) {
 					t.Errorf("last referenced instance derived %v, want %v", got, want)
@@ -436,7 +435,7 @@ func TestDICOMStudyEvents(t *testing.T) {
 			run: func(t *testing.T, h *dicomHarness) {
 				h.mpps(mppsCreate())
 				h.store(ctInstance(1))
-				if got := h.await(h.mpps(mppsSet(scp.MPPSDiscontinued))); len(got) != 0 {
+				if got := h.await(h.mpps(mppsSet(ingest.MPPSDiscontinued))); len(got) != 0 {
 					t.Errorf("MPPS DISCONTINUED derived %v", got)
 				}
 				h.waitEvents(2)

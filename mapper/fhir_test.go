@@ -14,7 +14,6 @@ import (
 	"github.com/google/fhir/go/jsonformat"
 	"github.com/google/go-cmp/cmp"
 
-	"radbridge/dicom/scp"
 	"radbridge/ingest"
 	"radbridge/mapper"
 	rbv1 "radbridge/proto/radbridge/v1"
@@ -83,7 +82,7 @@ func (r *fhirRun) hl7(name, msg string) []*rbv1.Event {
 	return r.apply(name, ingest.KindHL7, ingest.HL7Body{Raw: []byte(raw)}, nil)
 }
 
-func (r *fhirRun) store(name string, in scp.Instance) []*rbv1.Event {
+func (r *fhirRun) store(name string, in ingest.Instance) []*rbv1.Event {
 	return r.apply(name, ingest.KindDICOMInstance, in, nil)
 }
 
@@ -161,8 +160,8 @@ IPC|ACC1003|RP1003|1.2.826.0.1.3680043.8.498.3|SPS1003|MR`},
 const fhirStudyUID = "1.2.826.0.1.3680043.8.498.20"
 
 // fhirCT returns CT instance n of the multi-series test study.
-func fhirCT(n int) scp.Instance {
-	return scp.Instance{
+func fhirCT(n int) ingest.Instance {
+	return ingest.Instance{
 		SOPClassUID: ctImageClass, SOPInstanceUID: fmt.Sprintf("%s.1.%d", fhirStudyUID, n),
 		StudyInstanceUID: fhirStudyUID, SeriesInstanceUID: fhirStudyUID + ".1",
 		PatientID: "MRN4711", IssuerOfPatientID: "2.16.840.1.113883.3.999", PatientName: "MULLER^ZOE",
@@ -217,8 +216,8 @@ func fhirRunAll(t *testing.T) *fhirRun {
 	ian.StudyInstanceUID, ian.SeriesInstanceUID = "1.2.3.32", "1.2.3.32.1"
 	ian.SOPInstanceUID = "1.2.3.32.1.1"
 	r.store("IAN listing missing instances", ian)
-	n := scp.IAN{SOPInstanceUID: "1.2.3.99.1", StudyInstanceUID: "1.2.3.32", Series: []scp.IANSeries{{
-		SeriesInstanceUID: "1.2.3.32.1", Instances: []scp.IANInstance{
+	n := ingest.IAN{SOPInstanceUID: "1.2.3.99.1", StudyInstanceUID: "1.2.3.32", Series: []ingest.IANSeries{{
+		SeriesInstanceUID: "1.2.3.32.1", Instances: []ingest.IANInstance{
 			{SOPClassUID: ctImageClass, SOPInstanceUID: "1.2.3.32.1.1", InstanceAvailability: "ONLINE", RetrieveAETitle: "PACS"},
 			{SOPClassUID: ctImageClass, SOPInstanceUID: "1.2.3.32.1.2", InstanceAvailability: "ONLINE", RetrieveAETitle: "PACS"},
 		}}}}
@@ -231,16 +230,16 @@ func fhirRunAll(t *testing.T) *fhirRun {
 	// MPPS: in progress, one instance, completed.
 	mpps := fhirCT(1)
 	mpps.StudyInstanceUID, mpps.SeriesInstanceUID, mpps.SOPInstanceUID = "1.2.3.34", "1.2.3.34.1", "1.2.3.34.1.1"
-	r.apply("MPPS", ingest.KindDICOMMPPS, scp.MPPSUpdate{SOPInstanceUID: "1.2.3.98", Create: true, Status: scp.MPPSInProgress,
+	r.apply("MPPS", ingest.KindDICOMMPPS, ingest.MPPSUpdate{SOPInstanceUID: "1.2.3.98", Create: true, Status: ingest.MPPSInProgress,
 		StudyInstanceUIDs: []string{"1.2.3.34"}, AccessionNumbers: []string{"ACC1001"}, PatientID: "MRN4711", Modality: "CT"}, nil)
 	r.store("MPPS", mpps)
-	r.apply("MPPS", ingest.KindDICOMMPPS, scp.MPPSUpdate{SOPInstanceUID: "1.2.3.98", Status: scp.MPPSCompleted,
-		Series: []scp.MPPSSeries{{SeriesInstanceUID: "1.2.3.34.1", SOPInstanceUIDs: []string{"1.2.3.34.1.1"}}}}, nil)
+	r.apply("MPPS", ingest.KindDICOMMPPS, ingest.MPPSUpdate{SOPInstanceUID: "1.2.3.98", Status: ingest.MPPSCompleted,
+		Series: []ingest.MPPSSeries{{SeriesInstanceUID: "1.2.3.34.1", SOPInstanceUIDs: []string{"1.2.3.34.1.1"}}}}, nil)
 
 	// The viewer opens the study, with and without the viewer's identity.
-	r.apply("viewed", ingest.KindViewed, mapper.Viewed{PatientID: "MRN4711", StudyInstanceUID: fhirStudyUID,
+	r.apply("viewed", ingest.KindViewed, ingest.Viewed{PatientID: "MRN4711", StudyInstanceUID: fhirStudyUID,
 		AccessionNumber: "ACC1001", ViewerID: "u-1234", ViewerName: "Dr Pat Radiologist"}, nil)
-	r.apply("viewed anonymously", ingest.KindViewed, mapper.Viewed{PatientID: "MRN4711", StudyInstanceUID: "1.2.3.30"}, nil)
+	r.apply("viewed anonymously", ingest.KindViewed, ingest.Viewed{PatientID: "MRN4711", StudyInstanceUID: "1.2.3.30"}, nil)
 	return r
 }
 

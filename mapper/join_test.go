@@ -14,7 +14,6 @@ import (
 	"github.com/google/fhir/go/fhirversion"
 	"github.com/google/fhir/go/jsonformat"
 
-	"radbridge/dicom/scp"
 	"radbridge/eventlog"
 	"radbridge/ingest"
 	"radbridge/mapper"
@@ -51,10 +50,10 @@ func joinORU(pid, acc, ctl, status string) []byte {
 	}, "\r"))
 }
 
-func joinStudy(pid, acc, uid string, n int) []scp.Instance {
-	var out []scp.Instance
+func joinStudy(pid, acc, uid string, n int) []ingest.Instance {
+	var out []ingest.Instance
 	for i := 1; i <= n; i++ {
-		out = append(out, scp.Instance{
+		out = append(out, ingest.Instance{
 			SOPClassUID: "1.2.840.10008.5.1.4.1.1.2", SOPInstanceUID: fmt.Sprintf("%s.1.%d", uid, i),
 			StudyInstanceUID: uid, SeriesInstanceUID: uid + ".1", PatientID: pid, AccessionNumber: acc,
 			Modality: "CT", BodyPartExamined: "CHEST", StudyDescription: "CT CHEST", StudyDate: "20260310", StudyTime: "090000",
@@ -308,7 +307,7 @@ func TestOneKeyAcrossDICOMAndHL7(t *testing.T) {
 	other := joinStudy("777", "", "1.2.3.6", 1)[0]
 	other.IssuerOfPatientID = "REFERRING-CLINIC"
 	var seqs []uint64
-	for i, inst := range []scp.Instance{mine, other} {
+	for i, inst := range []ingest.Instance{mine, other} {
 		b, _ := json.Marshal(inst)
 		seq, _, _ := in.Append(ctx, ingest.Observation{Kind: ingest.KindDICOMInstance, Key: fmt.Sprint("d", i), Time: time.Unix(int64(2+i), 0), Body: b})
 		seqs = append(seqs, seq)
@@ -351,8 +350,8 @@ func TestJoinFollowsAccessionCorrection(t *testing.T) {
 	}
 	// The correction shows when the study is next emitted; force it with an
 	// IAN (complete now).
-	ian := scp.IAN{SOPInstanceUID: "1.2.3.7.99", StudyInstanceUID: "1.2.3.7", Series: []scp.IANSeries{{SeriesInstanceUID: inst.SeriesInstanceUID,
-		Instances: []scp.IANInstance{{SOPClassUID: inst.SOPClassUID, SOPInstanceUID: inst.SOPInstanceUID}}}}}
+	ian := ingest.IAN{SOPInstanceUID: "1.2.3.7.99", StudyInstanceUID: "1.2.3.7", Series: []ingest.IANSeries{{SeriesInstanceUID: inst.SeriesInstanceUID,
+		Instances: []ingest.IANInstance{{SOPClassUID: inst.SOPClassUID, SOPInstanceUID: inst.SOPInstanceUID}}}}}
 	b, _ = json.Marshal(ian)
 	seq, _, _ = in.Append(ctx, ingest.Observation{Kind: ingest.KindDICOMIAN, Key: "i", Time: now.Add(4 * time.Second), Body: b})
 	got, err := m.Await(ctx, seq)

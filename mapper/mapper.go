@@ -194,6 +194,9 @@ type Mapper struct {
 // Stats counts what the mapper did.
 type Stats struct {
 	Applied, Emitted, Skipped, Failed, Duplicates uint64
+	// Reused counts observations mapped as new although their sender's
+	// identifier was seen before with other content.
+	Reused uint64
 	// Evicted and Reloaded count patients moved to and from the Archive;
 	// Patients is the number in memory.
 	Evicted, Reloaded uint64
@@ -582,24 +585,71 @@ func (r *run) apply(rec ingest.Record) error {
 	return nil
 }
 
-// checkSeen reports whether rec is a resend of an observation key already
-// mapped within the dedup horizon, and records its key otherwise.
+// checkSeen reports whether rec is a resend of an observation already
+// mapped within the dedup horizon, and records its identifier otherwise.
+// ingest.IdentityOf says what a resend is: the same identifier with the
+// same content. When the identifier was seen, the earlier record is read
+// back from the ingest log to compare contents; other content under a
+// reused identifier (a RIS whose counter restarted) is mapped as new,
+// counted and reported without patient data.
 func (m *Mapper) checkSeen(ctx context.Context, rec ingest.Record) (bool, error) {
 	if rec.Kind == ingest.KindTimer || rec.Key == "" {
 		return false, nil
 	}
+	id := ingest.IdentityOf(rec.Observation)
 	var known []SeenKey
 	if err := m.retry(ctx, "read observation key", rec.Seq, func() (err error) {
-		known, err = m.seen.lookup(ctx, rec.Key)
+		known, err = m.seen.lookup(ctx, id.Seen)
 		return err
 	}); err != nil {
 		return false, err
 	}
-	dup, add := seenDecision(known, rec.Seq, rec.Time, m.cfg.DedupHorizon)
-	if add {
-		m.seen.add(rec.Key, known, SeenKey{Seq: rec.Seq, At: rec.Time.UnixMilli()})
+	seen, add := seenDecision(known, rec.Seq, rec.Time, m.cfg.DedupHorizon)
+	if seen && id.Content != id.Seen {
+		same, err := m.sameContent(ctx, rec, id, known)
+		if err != nil {
+			return false, err
+		}
+		if !same {
+			seen, add = false, true
+			m.stats.Reused++
+			m.log.Warn("identifier reused with other content: mapped as new",
+				"kind", rec.Kind, "ingest_seq", rec.Seq, "protocol", rec.Source.Protocol,
+				"sending_application", rec.Source.SendingApplication, "sending_facility", rec.Source.SendingFacility,
+				"control_id", rec.Source.MessageControlID)
+		}
 	}
-	return dup, nil
+	if add {
+		m.seen.add(id.Seen, known, SeenKey{Seq: rec.Seq, At: rec.Time.UnixMilli()})
+	}
+	return seen, nil
+}
+
+// sameContent reports whether an earlier sighting of rec's identifier
+// within the dedup horizon had rec's content (a reused identifier has one
+// sighting per content). A sighting no longer in the ingest log
+// (retention) cannot be compared: rec is then mapped, never dropped.
+func (m *Mapper) sameContent(ctx context.Context, rec ingest.Record, id ingest.Identity, known []SeenKey) (bool, error) {
+	for _, k := range known {
+		if k.Seq >= rec.Seq || m.cfg.DedupHorizon > 0 && k.At < rec.Time.Add(-m.cfg.DedupHorizon).UnixMilli() {
+			continue
+		}
+		var earlier ingest.Record
+		var gone bool
+		if err := m.retry(ctx, "read the earlier observation", rec.Seq, func() (err error) {
+			earlier, err = m.cfg.Ingest.Get(ctx, k.Seq)
+			if errors.Is(err, ingest.ErrNotFound) {
+				gone, err = true, nil
+			}
+			return err
+		}); err != nil {
+			return false, err
+		}
+		if !gone && ingest.IdentityOf(earlier.Observation).Content == id.Content {
+			return true, nil
+		}
+	}
+	return false, nil
 }
 
 func (m *Mapper) dispatch(c *Context, dup bool) error {

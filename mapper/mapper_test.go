@@ -18,7 +18,7 @@ import (
 
 func viewed(t *testing.T, in ingest.Log, i int) uint64 {
 	t.Helper()
-	body, _ := json.Marshal(mapper.Viewed{PatientID: fmt.Sprintf("P%d", i%3), StudyInstanceUID: fmt.Sprintf("1.2.%d", i), ViewerName: "Dr X"})
+	body, _ := json.Marshal(ingest.Viewed{PatientID: fmt.Sprintf("P%d", i%3), StudyInstanceUID: fmt.Sprintf("1.2.%d", i), ViewerName: "Dr X"})
 	seq, _, err := in.Append(context.Background(), ingest.Observation{Kind: ingest.KindViewed, Key: fmt.Sprintf("api:%d", i), Time: time.Unix(int64(1700000000+i), 0).UTC(), Body: body})
 	if err != nil {
 		t.Fatal(err)
@@ -68,10 +68,10 @@ func TestEventsDerivedOnceAcrossRestarts(t *testing.T) {
 		t.Fatal(err)
 	}
 	stop()
-	// A resend of an old observation beyond the ingest log's duplicate
-	// window reaches the log again (a different key is impossible here, so
-	// append the same key under a new record by hand) …
-	body, _ := json.Marshal(mapper.Viewed{PatientID: "P1", StudyInstanceUID: "1.2.1"})
+	// A resend (same key, same content) of an old observation beyond the
+	// ingest log's duplicate window reaches the log again (appended by hand
+	// under a new record) …
+	body, _ := json.Marshal(ingest.Viewed{PatientID: "P1", StudyInstanceUID: "1.2.1", ViewerName: "Dr X"}) // viewed(1)'s
 	in.RecordDuplicates = true
 	if _, _, err := in.Append(ctx, ingest.Observation{Kind: ingest.KindViewed, Key: "api:1", Body: body}); err != nil {
 		t.Fatal(err)
@@ -244,7 +244,7 @@ func TestObserverSeparatesReplayFromLive(t *testing.T) {
 		time.Sleep(10 * time.Millisecond)
 	}
 	last := viewed(t, in, 3)
-	body, _ := json.Marshal(mapper.Viewed{PatientID: "P1", StudyInstanceUID: "1.2.1"})
+	body, _ := json.Marshal(ingest.Viewed{PatientID: "P1", StudyInstanceUID: "1.2.1", ViewerName: "Dr X"}) // viewed(1)'s
 	in.RecordDuplicates = true
 	if _, _, err := in.Append(ctx, ingest.Observation{Kind: ingest.KindViewed, Key: "api:1", Body: body}); err != nil {
 		t.Fatal(err)

@@ -2,11 +2,13 @@ package mapper_test
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"radbridge/eventlog"
 	"radbridge/ingest"
@@ -16,8 +18,11 @@ import (
 // appendViewed appends a viewer's IMAGING_STUDY_VIEWED with key at t.
 func appendViewed(t *testing.T, in ingest.Log, key string, at time.Time) uint64 {
 	t.Helper()
-	body, _ := json.Marshal(mapper.Viewed{PatientID: "P1", StudyInstanceUID: "1.2.3"})
-	seq, _, err := in.Append(context.Background(), ingest.Observation{Kind: ingest.KindViewed, Key: key, Time: at, Body: body})
+	o, err := ingest.NewViewed(ingest.Viewed{PatientID: "P1", StudyInstanceUID: "1.2.3"}, strings.TrimPrefix(key, "api:"), "", at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	seq, _, err := in.Append(context.Background(), o)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,4 +139,50 @@ func TestSeenFromAnOlderSnapshot(t *testing.T) {
 	if s := newestSnapshot(t, snaps); len(s.State.Seen) != 0 {
 		t.Errorf("the new snapshot still carries %d keys", len(s.State.Seen))
 	}
+}
+
+// TestReusedIdentifier: the same HL7 sender and control id with other
+// content is mapped as new data and counted; the same content again is a
+// resend, whichever earlier message it repeats, and whether the earlier one
+// was recorded by a release that keyed HL7 by the control id alone.
+func TestReusedIdentifier(t *testing.T) {
+	in, evs := ingest.NewMemory(), eventlog.NewMemory()
+	in.RecordDuplicates = true
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	msg := func(msh7, acc string) []byte {
+		return []byte("MSH|^~\\&|RIS|HOSP|RB|HOSP|" + msh7 + "||ORM^O01|CTL1|P|2.3\rPID|1||MRN1\rORC|NW|P" + acc + "\rOBR|1|P" + acc + "||CT^CT||||||||||||||" + acc + "\r")
+	}
+	add := func(raw []byte, at time.Time, legacyKey bool) uint64 {
+		o, err := ingest.NewHL7(raw, "RIS", "HOSP", "CTL1", at)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if legacyKey {
+			o.Key = ingest.HL7ControlKey("RIS", "HOSP", "CTL1")
+		}
+		seq, _, err := in.Append(context.Background(), o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return seq
+	}
+	add(msg("20260101000000", "A1"), t0, true)                            // recorded before the upgrade
+	add(msg("20260101000100", "A1"), t0.Add(time.Minute), false)          // its resend after the upgrade
+	add(msg("20260101000200", "A2"), t0.Add(2*time.Minute), false)        // the counter restarted: another order
+	add(msg("20260101000300", "A1"), t0.Add(3*time.Minute), false)        // the first again
+	last := add(msg("20260101000400", "A2"), t0.Add(4*time.Minute), true) // the second again, old key form
+	cfg := mapper.Config{Ingest: in, Events: evs, Snapshots: &mapper.MemorySnapshots{}, DedupHorizon: time.Hour, Seen: &mapper.MemorySeen{}, Rules: mapper.Rules(mapper.Options{})}
+	m := runTo(t, cfg, in, last, false)
+	if st := m.Stats(); st.Reused != 1 || st.Duplicates != 3 {
+		t.Errorf("%d reused, %d duplicates; want 1 and 3", st.Reused, st.Duplicates)
+	}
+	var accs []string
+	for _, e := range allEvents(t, evs) {
+		accs = append(accs, e.GetType().String()+" "+e.GetAccessionNumber())
+	}
+	if d := cmp.Diff(accs, []string{"ORDER_PLACED A1", "ORDER_PLACED A2"}); d != "" {
+		t.Errorf("events (-got +want):\n%s", d)
+	}
+	wantEvs, _ := cleanReplay(t, in, mapper.Options{})
+	sameEvents(t, allEvents(t, evs), wantEvs)
 }

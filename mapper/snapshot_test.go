@@ -247,7 +247,7 @@ func TestSeenPrunedByLogTime(t *testing.T) {
 	cfg := mapper.Config{Ingest: in, Events: evs, Snapshots: snaps, SnapshotEvery: 3, SnapshotWait: true, DedupHorizon: time.Hour, Seen: seen}
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	add := func(key string, at time.Time) uint64 {
-		body, _ := json.Marshal(mapper.Viewed{PatientID: "P1", StudyInstanceUID: "1.2.3"})
+		body, _ := json.Marshal(ingest.Viewed{PatientID: "P1", StudyInstanceUID: "1.2.3"})
 		seq, _, err := in.Append(context.Background(), ingest.Observation{Kind: ingest.KindViewed, Key: key, Time: at, Body: body})
 		if err != nil {
 			t.Fatal(err)
@@ -314,7 +314,7 @@ func FuzzDecodeSnapshot(f *testing.F) {
 func TestEncodeStateIsJSONMarshal(t *testing.T) {
 	in, evs, snaps := ingest.NewMemory(), eventlog.NewMemory(), &mapper.MemorySnapshots{}
 	last := appendAll(t, in, snapScenario(5), time.Now())
-	body, _ := json.Marshal(mapper.Viewed{PatientID: "P<&>\"\u00e9\x01", StudyInstanceUID: "1.2.3"})
+	body, _ := json.Marshal(ingest.Viewed{PatientID: "P<&>\"\u00e9\x01", StudyInstanceUID: "1.2.3"})
 	if _, _, err := in.Append(context.Background(), ingest.Observation{Kind: ingest.KindViewed, Key: "api:<odd>", Body: body}); err != nil {
 		t.Fatal(err)
 	}

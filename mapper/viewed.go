@@ -1,29 +1,20 @@
 package mapper
 
 import (
-	"encoding/json"
 	"fmt"
 	"time"
 
 	"radbridge/eventlog"
+	"radbridge/ingest"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
-
-// Viewed is the body of an ingest.KindViewed observation.
-type Viewed struct {
-	PatientID        string `json:"patient_id"`
-	StudyInstanceUID string `json:"study_instance_uid"`
-	AccessionNumber  string `json:"accession_number,omitempty"`
-	ViewerID         string `json:"viewer_id,omitempty"`
-	ViewerName       string `json:"viewer_name,omitempty"`
-}
 
 // viewed maps a viewer's IMAGING_STUDY_VIEWED to an event carrying a FHIR R4
 // AuditEvent (DICOM "Instances Accessed").
 func viewed(c *Context) error {
-	var v Viewed
-	if err := json.Unmarshal(c.Rec.Body, &v); err != nil {
-		return fmt.Errorf("viewed body: %w", err)
+	v, err := ingest.DecodeViewed(c.Rec.Observation)
+	if err != nil {
+		return err
 	}
 	if v.PatientID == "" || v.StudyInstanceUID == "" {
 		return fmt.Errorf("viewed: patient id and study uid required")

@@ -3,6 +3,7 @@ package store
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"time"
 
@@ -46,6 +47,22 @@ func (l *IngestLog) Last(ctx context.Context) (uint64, error) {
 		return 0, fmt.Errorf("ingest stream info: %w", err)
 	}
 	return info.State.LastSeq, nil
+}
+
+// Get implements ingest.Log.
+func (l *IngestLog) Get(ctx context.Context, seq uint64) (ingest.Record, error) {
+	m, err := l.stream.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return ingest.Record{}, ingest.ErrNotFound
+	}
+	if err != nil {
+		return ingest.Record{}, fmt.Errorf("read ingest record %d: %w", seq, err)
+	}
+	r := ingest.Record{Seq: seq}
+	if err := json.Unmarshal(m.Data, &r.Observation); err != nil {
+		return ingest.Record{}, fmt.Errorf("decode observation %d: %w", seq, err)
+	}
+	return r, nil
 }
 
 // Watch implements ingest.Log.

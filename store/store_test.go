@@ -219,7 +219,7 @@ func TestArchiveEvictsAndReloadsOnJetStream(t *testing.T) {
 	ctx := context.Background()
 	t0 := time.Date(2026, 1, 1, 8, 0, 0, 0, time.UTC)
 	view := func(s *store.Store, key, pid string, at time.Time) uint64 {
-		body, _ := json.Marshal(mapper.Viewed{PatientID: pid, StudyInstanceUID: "1.2.3"})
+		body, _ := json.Marshal(ingest.Viewed{PatientID: pid, StudyInstanceUID: "1.2.3"})
 		seq, _, err := s.Ingest().Append(ctx, ingest.Observation{Kind: ingest.KindViewed, Key: key, Time: at, Body: body})
 		if err != nil {
 			t.Fatal(err)

@@ -4,13 +4,14 @@ import (
 	"time"
 
 	"radbridge/dicom/dataset"
+	"radbridge/ingest"
 )
 
 // InstanceFromDataset builds the Instance a parsed data set header
 // describes. The caller sets Peer, Size, Path and checks the UIDs
 // (ValidUID); the C-STORE SCP and STOW-RS build instances the same way.
-func InstanceFromDataset(ds *dataset.Dataset, transferSyntax string, receivedAt time.Time) *Instance {
-	inst := &Instance{
+func InstanceFromDataset(ds *dataset.Dataset, transferSyntax string, receivedAt time.Time) *ingest.Instance {
+	inst := &ingest.Instance{
 		SOPClassUID:            ds.String(tSOPClassUID),
 		SOPInstanceUID:         ds.String(tSOPInstanceUID),
 		StudyInstanceUID:       ds.String(tStudyInstanceUID),

@@ -11,6 +11,7 @@ import (
 
 	"radbridge/dicom/dataset"
 	"radbridge/dicom/dimse"
+	"radbridge/ingest"
 )
 
 // Attribute tags of IAN (PS3.3 C.4.23) and MPPS (PS3.3 C.4.13-15).
@@ -117,11 +118,11 @@ func (c *assoc) normalized(ctx context.Context, msg *dimse.Message) error {
 	u := parseMPPS(ds)
 	u.Peer, u.SOPInstanceUID, u.ReceivedAt = c.peer, inst, now
 	u.Create = cmd.CommandField == dimse.NCreateRQ
-	if u.Create && u.Status != MPPSInProgress {
+	if u.Create && u.Status != ingest.MPPSInProgress {
 		return respond(dimse.StatusInvalidAttributeValue, "N-CREATE status must be IN PROGRESS")
 	}
 	switch u.Status {
-	case "", MPPSInProgress, MPPSCompleted, MPPSDiscontinued:
+	case "", ingest.MPPSInProgress, ingest.MPPSCompleted, ingest.MPPSDiscontinued:
 	default:
 		return respond(dimse.StatusInvalidAttributeValue, "unknown Performed Procedure Step Status")
 	}
@@ -135,17 +136,17 @@ func (c *assoc) normalized(ctx context.Context, msg *dimse.Message) error {
 	return respond(dimse.StatusSuccess, "")
 }
 
-func parseIAN(ds *dataset.Dataset) *IAN {
-	ian := &IAN{StudyInstanceUID: ds.String(tStudyInstanceUID)}
+func parseIAN(ds *dataset.Dataset) *ingest.IAN {
+	ian := &ingest.IAN{StudyInstanceUID: ds.String(tStudyInstanceUID)}
 	for _, it := range ds.Items(tRefPPSSequence) {
 		if u := it.String(tRefSOPInstanceUID); u != "" {
 			ian.PerformedProcedureSteps = append(ian.PerformedProcedureSteps, u)
 		}
 	}
 	for _, s := range ds.Items(tRefSeriesSequence) {
-		series := IANSeries{SeriesInstanceUID: s.String(tSeriesInstanceUID)}
+		series := ingest.IANSeries{SeriesInstanceUID: s.String(tSeriesInstanceUID)}
 		for _, i := range s.Items(tRefSOPSequence) {
-			series.Instances = append(series.Instances, IANInstance{
+			series.Instances = append(series.Instances, ingest.IANInstance{
 				SOPClassUID:          i.String(tRefSOPClassUID),
 				SOPInstanceUID:       i.String(tRefSOPInstanceUID),
 				InstanceAvailability: i.String(tInstanceAvailability),
@@ -157,8 +158,8 @@ func parseIAN(ds *dataset.Dataset) *IAN {
 	return ian
 }
 
-func parseMPPS(ds *dataset.Dataset) *MPPSUpdate {
-	u := &MPPSUpdate{
+func parseMPPS(ds *dataset.Dataset) *ingest.MPPSUpdate {
+	u := &ingest.MPPSUpdate{
 		Status:          ds.String(tPPSStatus),
 		PatientID:       ds.String(tPatientID),
 		PatientName:     personName(ds.Joined(tPatientName)),
@@ -181,7 +182,7 @@ func parseMPPS(ds *dataset.Dataset) *MPPSUpdate {
 		}
 	}
 	for _, s := range ds.Items(tPerformedSeriesSeq) {
-		series := MPPSSeries{SeriesInstanceUID: s.String(tSeriesInstanceUID)}
+		series := ingest.MPPSSeries{SeriesInstanceUID: s.String(tSeriesInstanceUID)}
 		for _, seq := range []*dataset.Dataset{s} {
 			for _, ref := range append(seq.Items(tRefImageSequence), seq.Items(tRefNonImageSequence)...) {
 				if uid := ref.String(tRefSOPInstanceUID); uid != "" {

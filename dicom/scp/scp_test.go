@@ -10,6 +10,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"radbridge/ingest"
 	"strings"
 	"sync"
 	"testing"
@@ -19,13 +20,13 @@ import (
 // fakeHandler records what it is given, in memory.
 type fakeHandler struct {
 	mu        sync.Mutex
-	instances []*Instance
-	ians      []*IAN
-	mpps      []*MPPSUpdate
+	instances []*ingest.Instance
+	ians      []*ingest.IAN
+	mpps      []*ingest.MPPSUpdate
 	fail      error
 }
 
-func (h *fakeHandler) StoreInstance(_ context.Context, i *Instance) error {
+func (h *fakeHandler) StoreInstance(_ context.Context, i *ingest.Instance) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.fail != nil {
@@ -35,7 +36,7 @@ func (h *fakeHandler) StoreInstance(_ context.Context, i *Instance) error {
 	return nil
 }
 
-func (h *fakeHandler) InstanceAvailability(_ context.Context, n *IAN) error {
+func (h *fakeHandler) InstanceAvailability(_ context.Context, n *ingest.IAN) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.fail != nil {
@@ -45,7 +46,7 @@ func (h *fakeHandler) InstanceAvailability(_ context.Context, n *IAN) error {
 	return nil
 }
 
-func (h *fakeHandler) MPPS(_ context.Context, u *MPPSUpdate) error {
+func (h *fakeHandler) MPPS(_ context.Context, u *ingest.MPPSUpdate) error {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.fail != nil {
@@ -55,10 +56,10 @@ func (h *fakeHandler) MPPS(_ context.Context, u *MPPSUpdate) error {
 	return nil
 }
 
-func (h *fakeHandler) byUID() map[string]*Instance {
+func (h *fakeHandler) byUID() map[string]*ingest.Instance {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	m := map[string]*Instance{}
+	m := map[string]*ingest.Instance{}
 	for _, i := range h.instances {
 		m[i.SOPInstanceUID] = i
 	}
@@ -268,8 +269,8 @@ func discardLogger() *slog.Logger { return slog.New(slog.NewTextHandler(io.Disca
 func TestLogRedaction(t *testing.T) {
 	var buf strings.Builder
 	log := slog.New(slog.NewJSONHandler(&buf, nil))
-	log.Info("x", "instance", &Instance{PatientName: "Secret^Name", PatientID: "PID-SECRET", PatientBirthDate: "19010101", SOPInstanceUID: "1.2.3"},
-		"mpps", &MPPSUpdate{PatientName: "Secret^Name", PatientID: "PID-SECRET"}, "ian", &IAN{StudyInstanceUID: "1.2"})
+	log.Info("x", "instance", &ingest.Instance{PatientName: "Secret^Name", PatientID: "PID-SECRET", PatientBirthDate: "19010101", SOPInstanceUID: "1.2.3"},
+		"mpps", &ingest.MPPSUpdate{PatientName: "Secret^Name", PatientID: "PID-SECRET"}, "ian", &ingest.IAN{StudyInstanceUID: "1.2"})
 	for _, secret := range []string{"Secret", "PID-SECRET", "19010101"} {
 		if strings.Contains(buf.String(), secret) {
 			t.Errorf("log holds %q: %s", secret, buf.String())

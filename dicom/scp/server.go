@@ -22,6 +22,7 @@ import (
 
 	"radbridge/dicom/dimse"
 	"radbridge/dicom/ul"
+	"radbridge/ingest"
 	"radbridge/internal/lograte"
 )
 
@@ -413,7 +414,7 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, host string) {
 		mu.Unlock()
 	}()
 
-	c := &assoc{s: s, a: a, log: log, peer: Peer{CallingAE: a.CallingAE, CalledAE: a.CalledAE, RemoteAddr: conn.RemoteAddr().String()}}
+	c := &assoc{s: s, a: a, log: log, peer: ingest.Peer{CallingAE: a.CallingAE, CalledAE: a.CalledAE, RemoteAddr: conn.RemoteAddr().String()}}
 	err = c.run(actx)
 	switch {
 	case errors.Is(err, ul.ErrReleased):
@@ -431,7 +432,7 @@ type assoc struct {
 	s    *Server
 	a    *ul.Association
 	log  *slog.Logger
-	peer Peer
+	peer ingest.Peer
 }
 
 func (c *assoc) run(ctx context.Context) error {

@@ -18,6 +18,7 @@ import (
 	"radbridge/dicom/dataset"
 	"radbridge/dicom/dimse"
 	"radbridge/dicom/ul"
+	"radbridge/ingest"
 )
 
 // TestStoreExactBytes: the Part-10 file holds exactly the data set bytes
@@ -45,8 +46,8 @@ func TestStoreExactBytes(t *testing.T) {
 	if got == nil {
 		t.Fatal("handler did not see the instance")
 	}
-	want := &Instance{
-		Peer:                 Peer{CallingAE: "GOSCU", CalledAE: "RADBRIDGE", RemoteAddr: got.RemoteAddr},
+	want := &ingest.Instance{
+		Peer:                 ingest.Peer{CallingAE: "GOSCU", CalledAE: "RADBRIDGE", RemoteAddr: got.RemoteAddr},
 		SOPClassUID:          ctSOPClass,
 		SOPInstanceUID:       sop,
 		StudyInstanceUID:     "1.2.826.0.1.3680043.10.1447.100",
@@ -193,12 +194,12 @@ func TestIANAndMPPS(t *testing.T) {
 	if rsp.Status != dimse.StatusSuccess || rsp.CommandField != dimse.NCreateRSP || rsp.AffectedSOPInstanceUID != study+".77" {
 		t.Errorf("IAN response %+v", rsp)
 	}
-	wantIAN := &IAN{
-		Peer:                    Peer{CallingAE: "PACS", CalledAE: "RADBRIDGE"},
+	wantIAN := &ingest.IAN{
+		Peer:                    ingest.Peer{CallingAE: "PACS", CalledAE: "RADBRIDGE"},
 		SOPInstanceUID:          study + ".77",
 		StudyInstanceUID:        study,
 		PerformedProcedureSteps: []string{"1.2.826.0.1.3680043.10.1447.300.9"},
-		Series: []IANSeries{{SeriesInstanceUID: study + ".1", Instances: []IANInstance{
+		Series: []ingest.IANSeries{{SeriesInstanceUID: study + ".1", Instances: []ingest.IANInstance{
 			{SOPClassUID: ctSOPClass, SOPInstanceUID: study + ".1.1", InstanceAvailability: "ONLINE", RetrieveAETitle: "ARCHIVE"},
 			{SOPClassUID: ctSOPClass, SOPInstanceUID: study + ".1.2", InstanceAvailability: "NEARLINE", RetrieveAETitle: "ARCHIVE"},
 		}}},
@@ -240,11 +241,11 @@ func TestIANAndMPPS(t *testing.T) {
 		t.Fatalf("bad MPPS N-CREATE: %v %+v", err, rsp)
 	}
 	c.release(t)
-	want := []*MPPSUpdate{
-		{Peer: Peer{CallingAE: "PACS", CalledAE: "RADBRIDGE"}, SOPInstanceUID: mpps, Create: true, Status: MPPSInProgress,
+	want := []*ingest.MPPSUpdate{
+		{Peer: ingest.Peer{CallingAE: "PACS", CalledAE: "RADBRIDGE"}, SOPInstanceUID: mpps, Create: true, Status: ingest.MPPSInProgress,
 			StudyInstanceUIDs: []string{study}, AccessionNumbers: []string{"ACC-9"}, PatientID: "PAT-9", PatientName: "Doe^Jane", Modality: "CT"},
-		{Peer: Peer{CallingAE: "PACS", CalledAE: "RADBRIDGE"}, SOPInstanceUID: mpps, Status: MPPSCompleted,
-			Series: []MPPSSeries{{SeriesInstanceUID: study + ".1", SOPInstanceUIDs: []string{study + ".1.1"}}}},
+		{Peer: ingest.Peer{CallingAE: "PACS", CalledAE: "RADBRIDGE"}, SOPInstanceUID: mpps, Status: ingest.MPPSCompleted,
+			Series: []ingest.MPPSSeries{{SeriesInstanceUID: study + ".1", SOPInstanceUIDs: []string{study + ".1.1"}}}},
 	}
 	if d := cmp.Diff(s.h.mpps, want, ignore); d != "" {
 		t.Errorf("MPPS (-got +want):\n%s", d)

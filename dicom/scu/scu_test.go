@@ -21,31 +21,32 @@ import (
 	"radbridge/dicom/scp"
 	"radbridge/dicom/scu"
 	"radbridge/dicom/ul"
+	"radbridge/ingest"
 )
 
 const ctClass = "1.2.840.10008.5.1.4.1.1.2"
 
 type recorder struct {
 	mu        sync.Mutex
-	instances []*scp.Instance
-	ians      []*scp.IAN
+	instances []*ingest.Instance
+	ians      []*ingest.IAN
 }
 
-func (r *recorder) StoreInstance(_ context.Context, i *scp.Instance) error {
+func (r *recorder) StoreInstance(_ context.Context, i *ingest.Instance) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.instances = append(r.instances, i)
 	return nil
 }
 
-func (r *recorder) InstanceAvailability(_ context.Context, n *scp.IAN) error {
+func (r *recorder) InstanceAvailability(_ context.Context, n *ingest.IAN) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.ians = append(r.ians, n)
 	return nil
 }
 
-func (r *recorder) MPPS(context.Context, *scp.MPPSUpdate) error { return nil }
+func (r *recorder) MPPS(context.Context, *ingest.MPPSUpdate) error { return nil }
 
 // startSCP runs our SCP on loopback with a small maximum PDU, so that
 // stores are fragmented.

@@ -13,7 +13,7 @@ import (
 
 	"radbridge/api"
 	"radbridge/auth"
-	"radbridge/dicom/scp"
+	"radbridge/ingest"
 )
 
 // Path is where the handler is mounted.
@@ -24,8 +24,8 @@ const CallingAE = "JSON-NOTIFY"
 
 // Recorder durably records observations, like scp.Handler.
 type Recorder interface {
-	StoreInstance(ctx context.Context, inst *scp.Instance) error
-	InstanceAvailability(ctx context.Context, ian *scp.IAN) error
+	StoreInstance(ctx context.Context, inst *ingest.Instance) error
+	InstanceAvailability(ctx context.Context, ian *ingest.IAN) error
 }
 
 // Handler serves POST Path.
@@ -84,7 +84,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	now := time.Now().UTC()
-	peer := scp.Peer{CallingAE: CallingAE, RemoteAddr: r.RemoteAddr}
+	peer := ingest.Peer{CallingAE: CallingAE, RemoteAddr: r.RemoteAddr}
 	for _, inst := range n.Instances {
 		inst.Peer, inst.ReceivedAt = peer, now
 		if err := h.rec.StoreInstance(ctx, inst); err != nil {

@@ -9,24 +9,24 @@ import (
 	"testing"
 
 	"radbridge/auth"
-	"radbridge/dicom/scp"
 	"radbridge/dicomweb/notify"
+	"radbridge/ingest"
 )
 
 type recorder struct {
 	mu        sync.Mutex
-	instances []*scp.Instance
-	ians      []*scp.IAN
+	instances []*ingest.Instance
+	ians      []*ingest.IAN
 }
 
-func (r *recorder) StoreInstance(_ context.Context, i *scp.Instance) error {
+func (r *recorder) StoreInstance(_ context.Context, i *ingest.Instance) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.instances = append(r.instances, i)
 	return nil
 }
 
-func (r *recorder) InstanceAvailability(_ context.Context, n *scp.IAN) error {
+func (r *recorder) InstanceAvailability(_ context.Context, n *ingest.IAN) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.ians = append(r.ians, n)

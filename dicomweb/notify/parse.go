@@ -18,7 +18,7 @@ import (
 	"strconv"
 	"strings"
 
-	"radbridge/dicom/scp"
+	"radbridge/ingest"
 )
 
 // Limits of one notification.
@@ -33,7 +33,7 @@ var ErrInvalid = errors.New("invalid notification")
 
 // Notification is a parsed, validated notification.
 type Notification struct {
-	Instances []*scp.Instance
+	Instances []*ingest.Instance
 	// Complete: the sender says the study holds exactly Instances.
 	Complete bool
 }
@@ -55,11 +55,11 @@ func (n *Notification) StudyUIDs() []string {
 // IAN returns the availability notification of a complete notification:
 // every instance ONLINE, under a SOP Instance UID derived from the study
 // and its SOP Instance UIDs (a resent notification gets the same UID).
-func (n *Notification) IAN() *scp.IAN {
+func (n *Notification) IAN() *ingest.IAN {
 	if !n.Complete || len(n.Instances) == 0 {
 		return nil
 	}
-	ian := &scp.IAN{StudyInstanceUID: n.Instances[0].StudyInstanceUID}
+	ian := &ingest.IAN{StudyInstanceUID: n.Instances[0].StudyInstanceUID}
 	idx := map[string]int{}
 	sops := make([]string, 0, len(n.Instances))
 	for _, i := range n.Instances {
@@ -67,9 +67,9 @@ func (n *Notification) IAN() *scp.IAN {
 		if !ok {
 			k = len(ian.Series)
 			idx[i.SeriesInstanceUID] = k
-			ian.Series = append(ian.Series, scp.IANSeries{SeriesInstanceUID: i.SeriesInstanceUID})
+			ian.Series = append(ian.Series, ingest.IANSeries{SeriesInstanceUID: i.SeriesInstanceUID})
 		}
-		ian.Series[k].Instances = append(ian.Series[k].Instances, scp.IANInstance{
+		ian.Series[k].Instances = append(ian.Series[k].Instances, ingest.IANInstance{
 			SOPClassUID: i.SOPClassUID, SOPInstanceUID: i.SOPInstanceUID, InstanceAvailability: "ONLINE",
 		})
 		sops = append(sops, i.SOPInstanceUID)
@@ -109,35 +109,35 @@ type wrapper struct {
 type attr struct {
 	tag, name string
 	vrs       []string
-	set       func(i *scp.Instance, v string)
-	num       func(i *scp.Instance, n int)
+	set       func(i *ingest.Instance, v string)
+	num       func(i *ingest.Instance, n int)
 	required  bool
 }
 
 var attrs = []attr{
-	{tag: "00080016", name: "SOPClassUID", vrs: []string{"UI"}, required: true, set: func(i *scp.Instance, v string) { i.SOPClassUID = v }},
-	{tag: "00080018", name: "SOPInstanceUID", vrs: []string{"UI"}, required: true, set: func(i *scp.Instance, v string) { i.SOPInstanceUID = v }},
-	{tag: "0020000D", name: "StudyInstanceUID", vrs: []string{"UI"}, required: true, set: func(i *scp.Instance, v string) { i.StudyInstanceUID = v }},
-	{tag: "0020000E", name: "SeriesInstanceUID", vrs: []string{"UI"}, required: true, set: func(i *scp.Instance, v string) { i.SeriesInstanceUID = v }},
-	{tag: "00020010", name: "TransferSyntaxUID", vrs: []string{"UI"}, set: func(i *scp.Instance, v string) { i.TransferSyntaxUID = v }},
-	{tag: "00080005", name: "SpecificCharacterSet", vrs: []string{"CS"}, set: func(i *scp.Instance, v string) { i.SpecificCharacterSet = v }},
-	{tag: "00100020", name: "PatientID", vrs: []string{"LO"}, set: func(i *scp.Instance, v string) { i.PatientID = v }},
-	{tag: "00100021", name: "IssuerOfPatientID", vrs: []string{"LO"}, set: func(i *scp.Instance, v string) { i.IssuerOfPatientID = v }},
-	{tag: "00100010", name: "PatientName", vrs: []string{"PN"}, set: func(i *scp.Instance, v string) { i.PatientName = v }},
-	{tag: "00100030", name: "PatientBirthDate", vrs: []string{"DA"}, set: func(i *scp.Instance, v string) { i.PatientBirthDate = v }},
-	{tag: "00100040", name: "PatientSex", vrs: []string{"CS"}, set: func(i *scp.Instance, v string) { i.PatientSex = v }},
-	{tag: "00080050", name: "AccessionNumber", vrs: []string{"SH"}, set: func(i *scp.Instance, v string) { i.AccessionNumber = v }},
-	{tag: "00080060", name: "Modality", vrs: []string{"CS"}, set: func(i *scp.Instance, v string) { i.Modality = v }},
-	{tag: "00180015", name: "BodyPartExamined", vrs: []string{"CS"}, set: func(i *scp.Instance, v string) { i.BodyPartExamined = v }},
-	{tag: "00081030", name: "StudyDescription", vrs: []string{"LO"}, set: func(i *scp.Instance, v string) { i.StudyDescription = v }},
-	{tag: "0008103E", name: "SeriesDescription", vrs: []string{"LO"}, set: func(i *scp.Instance, v string) { i.SeriesDescription = v }},
-	{tag: "00080020", name: "StudyDate", vrs: []string{"DA"}, set: func(i *scp.Instance, v string) { i.StudyDate = v }},
-	{tag: "00080030", name: "StudyTime", vrs: []string{"TM"}, set: func(i *scp.Instance, v string) { i.StudyTime = v }},
-	{tag: "00200010", name: "StudyID", vrs: []string{"SH"}, set: func(i *scp.Instance, v string) { i.StudyID = v }},
-	{tag: "00080090", name: "ReferringPhysicianName", vrs: []string{"PN"}, set: func(i *scp.Instance, v string) { i.ReferringPhysicianName = v }},
-	{tag: "00200011", name: "SeriesNumber", vrs: []string{"IS"}, num: func(i *scp.Instance, n int) { i.SeriesNumber = n }},
-	{tag: "00200013", name: "InstanceNumber", vrs: []string{"IS"}, num: func(i *scp.Instance, n int) { i.InstanceNumber = n }},
-	{tag: "00280008", name: "NumberOfFrames", vrs: []string{"IS"}, num: func(i *scp.Instance, n int) { i.NumberOfFrames = n }},
+	{tag: "00080016", name: "SOPClassUID", vrs: []string{"UI"}, required: true, set: func(i *ingest.Instance, v string) { i.SOPClassUID = v }},
+	{tag: "00080018", name: "SOPInstanceUID", vrs: []string{"UI"}, required: true, set: func(i *ingest.Instance, v string) { i.SOPInstanceUID = v }},
+	{tag: "0020000D", name: "StudyInstanceUID", vrs: []string{"UI"}, required: true, set: func(i *ingest.Instance, v string) { i.StudyInstanceUID = v }},
+	{tag: "0020000E", name: "SeriesInstanceUID", vrs: []string{"UI"}, required: true, set: func(i *ingest.Instance, v string) { i.SeriesInstanceUID = v }},
+	{tag: "00020010", name: "TransferSyntaxUID", vrs: []string{"UI"}, set: func(i *ingest.Instance, v string) { i.TransferSyntaxUID = v }},
+	{tag: "00080005", name: "SpecificCharacterSet", vrs: []string{"CS"}, set: func(i *ingest.Instance, v string) { i.SpecificCharacterSet = v }},
+	{tag: "00100020", name: "PatientID", vrs: []string{"LO"}, set: func(i *ingest.Instance, v string) { i.PatientID = v }},
+	{tag: "00100021", name: "IssuerOfPatientID", vrs: []string{"LO"}, set: func(i *ingest.Instance, v string) { i.IssuerOfPatientID = v }},
+	{tag: "00100010", name: "PatientName", vrs: []string{"PN"}, set: func(i *ingest.Instance, v string) { i.PatientName = v }},
+	{tag: "00100030", name: "PatientBirthDate", vrs: []string{"DA"}, set: func(i *ingest.Instance, v string) { i.PatientBirthDate = v }},
+	{tag: "00100040", name: "PatientSex", vrs: []string{"CS"}, set: func(i *ingest.Instance, v string) { i.PatientSex = v }},
+	{tag: "00080050", name: "AccessionNumber", vrs: []string{"SH"}, set: func(i *ingest.Instance, v string) { i.AccessionNumber = v }},
+	{tag: "00080060", name: "Modality", vrs: []string{"CS"}, set: func(i *ingest.Instance, v string) { i.Modality = v }},
+	{tag: "00180015", name: "BodyPartExamined", vrs: []string{"CS"}, set: func(i *ingest.Instance, v string) { i.BodyPartExamined = v }},
+	{tag: "00081030", name: "StudyDescription", vrs: []string{"LO"}, set: func(i *ingest.Instance, v string) { i.StudyDescription = v }},
+	{tag: "0008103E", name: "SeriesDescription", vrs: []string{"LO"}, set: func(i *ingest.Instance, v string) { i.SeriesDescription = v }},
+	{tag: "00080020", name: "StudyDate", vrs: []string{"DA"}, set: func(i *ingest.Instance, v string) { i.StudyDate = v }},
+	{tag: "00080030", name: "StudyTime", vrs: []string{"TM"}, set: func(i *ingest.Instance, v string) { i.StudyTime = v }},
+	{tag: "00200010", name: "StudyID", vrs: []string{"SH"}, set: func(i *ingest.Instance, v string) { i.StudyID = v }},
+	{tag: "00080090", name: "ReferringPhysicianName", vrs: []string{"PN"}, set: func(i *ingest.Instance, v string) { i.ReferringPhysicianName = v }},
+	{tag: "00200011", name: "SeriesNumber", vrs: []string{"IS"}, num: func(i *ingest.Instance, n int) { i.SeriesNumber = n }},
+	{tag: "00200013", name: "InstanceNumber", vrs: []string{"IS"}, num: func(i *ingest.Instance, n int) { i.InstanceNumber = n }},
+	{tag: "00280008", name: "NumberOfFrames", vrs: []string{"IS"}, num: func(i *ingest.Instance, n int) { i.NumberOfFrames = n }},
 }
 
 // Parse decodes and validates a notification: a DICOM JSON array of
@@ -174,8 +174,8 @@ func Parse(body []byte) (*Notification, error) {
 	if w.NumberOfInstances != nil && *w.NumberOfInstances != len(w.Instances) {
 		return nil, invalid("number_of_instances is %d but %d instances are listed", *w.NumberOfInstances, len(w.Instances))
 	}
-	n := &Notification{Complete: w.Complete, Instances: make([]*scp.Instance, 0, len(w.Instances))}
-	var study scp.Instance
+	n := &Notification{Complete: w.Complete, Instances: make([]*ingest.Instance, 0, len(w.Instances))}
+	var study ingest.Instance
 	if w.Study != nil {
 		if err := fill(&study, w.Study); err != nil {
 			return nil, invalid("study: %v", err)
@@ -232,7 +232,7 @@ func invalid(format string, a ...any) error {
 	return fmt.Errorf("%w: %s", ErrInvalid, fmt.Sprintf(format, a...))
 }
 
-func get(i *scp.Instance, a attr) string {
+func get(i *ingest.Instance, a attr) string {
 	switch a.tag {
 	case "00080016":
 		return i.SOPClassUID
@@ -248,7 +248,7 @@ func get(i *scp.Instance, a attr) string {
 
 // fill sets i's fields from ds, checking tag syntax and the VR and value of
 // every attribute we read.
-func fill(i *scp.Instance, ds dataset) error {
+func fill(i *ingest.Instance, ds dataset) error {
 	for tag := range ds {
 		if !isTag(tag) {
 			return fmt.Errorf("key %q is not a tag of 8 hex digits", tag)

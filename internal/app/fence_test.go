@@ -64,7 +64,7 @@ func TestPausedLeaderCannotRewindReadModel(t *testing.T) {
 	}
 	first, second := open(), open()
 	view := func(i int) {
-		b, _ := json.Marshal(mapper.Viewed{PatientID: "MRN-F", StudyInstanceUID: "1.2.3.4", ViewerID: fmt.Sprint("dr-", i)})
+		b, _ := json.Marshal(ingest.Viewed{PatientID: "MRN-F", StudyInstanceUID: "1.2.3.4", ViewerID: fmt.Sprint("dr-", i)})
 		o := ingest.Observation{Kind: ingest.KindViewed, Key: fmt.Sprint("api:view-", i), Time: time.Now().UTC(), Body: b}
 		if _, _, err := first.Ingest().Append(ctx, o); err != nil {
 			t.Fatal(err)

@@ -2,9 +2,6 @@ package app
 
 import (
 	"context"
-	"crypto/sha256"
-	"encoding/hex"
-	"encoding/json"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -16,8 +13,9 @@ import (
 )
 
 // hl7Handler records each HL7 message in the ingest log before the receiver
-// acknowledges it. A resend (same MSH-3, MSH-4, MSH-10) is recorded once
-// and acknowledged again.
+// acknowledges it. A resend (same MSH-3, MSH-4, MSH-10 and the same content,
+// see ingest.HL7Digest) is recorded once and acknowledged again; a reused
+// control id with other content is recorded as a new message.
 type hl7Handler struct {
 	log ingest.Log
 	// bodies, when set (--log-patient-data), logs every message in full.
@@ -25,23 +23,11 @@ type hl7Handler struct {
 }
 
 func (h hl7Handler) HandleHL7(ctx context.Context, m *hl7.Message, raw []byte) error {
-	body, err := json.Marshal(ingest.HL7Body{Raw: raw})
+	o, err := ingest.NewHL7(raw, m.SendingApplication(), m.SendingFacility(), m.ControlID(), time.Now())
 	if err != nil {
 		return err
 	}
-	_, _, err = h.log.Append(ctx, ingest.Observation{
-		Kind: ingest.KindHL7,
-		Key:  "hl7:" + m.SendingApplication() + "|" + m.SendingFacility() + "|" + m.ControlID(),
-		Time: time.Now().UTC(),
-		Source: ingest.Source{
-			Protocol:           "hl7",
-			SendingApplication: m.SendingApplication(),
-			SendingFacility:    m.SendingFacility(),
-			MessageControlID:   m.ControlID(),
-		},
-		Body: body,
-	})
-	if err != nil {
+	if _, _, err = h.log.Append(ctx, o); err != nil {
 		return fmt.Errorf("record message: %w", err)
 	}
 	if h.bodies != nil {
@@ -57,52 +43,35 @@ type dicomHandler struct {
 	bodies *slog.Logger
 }
 
-// record appends v. content is v without what changes between resends of
-// the same thing (receive time, the peer's port): the same content resent is
-// recorded once, a correction (same UID, other attributes) is a new
-// observation.
-func (h dicomHandler) record(ctx context.Context, kind, key string, p scp.Peer, at time.Time, v, content any) error {
-	body, err := json.Marshal(v)
+// record appends an observation built by package ingest, which decides
+// what a resend is (the same content resent is recorded once, a correction
+// is a new observation).
+func (h dicomHandler) record(ctx context.Context, o ingest.Observation, err error) error {
 	if err != nil {
 		return err
 	}
-	cb, _ := json.Marshal(content)
-	sum := sha256.Sum256(cb)
-	if at.IsZero() {
-		at = time.Now()
-	}
-	_, _, err = h.log.Append(ctx, ingest.Observation{
-		Kind:   kind,
-		Key:    key + ":" + hex.EncodeToString(sum[:8]),
-		Time:   at.UTC(),
-		Source: ingest.Source{Protocol: "dicom", Remote: p.RemoteAddr, CallingAETitle: p.CallingAE, CalledAETitle: p.CalledAE},
-		Body:   body,
-	})
-	if err != nil {
-		return fmt.Errorf("record %s: %w", kind, err)
+	if _, _, err := h.log.Append(ctx, o); err != nil {
+		return fmt.Errorf("record %s: %w", o.Kind, err)
 	}
 	if h.bodies != nil {
-		h.bodies.Info("dicom observation", "component", "dicom", "kind", kind, "body", string(body))
+		h.bodies.Info("dicom observation", "component", "dicom", "kind", o.Kind, "body", string(o.Body))
 	}
 	return nil
 }
 
-func (h dicomHandler) StoreInstance(ctx context.Context, inst *scp.Instance) error {
-	c := *inst
-	c.Peer, c.ReceivedAt = scp.Peer{}, time.Time{}
-	return h.record(ctx, ingest.KindDICOMInstance, "dicom:"+inst.SOPInstanceUID, inst.Peer, inst.ReceivedAt, inst, c)
+func (h dicomHandler) StoreInstance(ctx context.Context, inst *ingest.Instance) error {
+	o, err := ingest.NewInstance(inst)
+	return h.record(ctx, o, err)
 }
 
-func (h dicomHandler) InstanceAvailability(ctx context.Context, ian *scp.IAN) error {
-	c := *ian
-	c.Peer, c.ReceivedAt = scp.Peer{}, time.Time{}
-	return h.record(ctx, ingest.KindDICOMIAN, "ian:"+ian.SOPInstanceUID, ian.Peer, ian.ReceivedAt, ian, c)
+func (h dicomHandler) InstanceAvailability(ctx context.Context, ian *ingest.IAN) error {
+	o, err := ingest.NewIAN(ian)
+	return h.record(ctx, o, err)
 }
 
-func (h dicomHandler) MPPS(ctx context.Context, u *scp.MPPSUpdate) error {
-	c := *u
-	c.Peer, c.ReceivedAt = scp.Peer{}, time.Time{}
-	return h.record(ctx, ingest.KindDICOMMPPS, "mpps:"+u.SOPInstanceUID, u.Peer, u.ReceivedAt, u, c)
+func (h dicomHandler) MPPS(ctx context.Context, u *ingest.MPPSUpdate) error {
+	o, err := ingest.NewMPPS(u)
+	return h.record(ctx, o, err)
 }
 
 // allowedCallers parses AE[@host],… .

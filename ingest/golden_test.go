@@ -1,0 +1,204 @@
+package ingest_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"radbridge/ingest"
+)
+
+var update = flag.Bool("update", false, "rewrite the golden files of the current format (never the *-v1 files)")
+
+var at = time.Date(2026, 12, 1, 10, 0, 0, 0, time.UTC)
+
+var peer = ingest.Peer{CallingAE: "MODALITY1", CalledAE: "RADBRIDGE", RemoteAddr: "127.0.0.1:40000"}
+
+func sampleInstance() *ingest.Instance {
+	return &ingest.Instance{Peer: peer, SOPClassUID: "1.2.840.10008.5.1.4.1.1.2", SOPInstanceUID: "1.2.3.4.1.1", StudyInstanceUID: "1.2.3.4", SeriesInstanceUID: "1.2.3.4.1",
+		TransferSyntaxUID: "1.2.840.10008.1.2.1", PatientID: "MRN001", IssuerOfPatientID: "HOSP", PatientName: "SYNTHETIC^ONE", PatientBirthDate: "19700101", PatientSex: "F",
+		AccessionNumber: "ACC1", Modality: "CT", BodyPartExamined: "CHEST", StudyDescription: "CT CHEST", SeriesDescription: "AXIAL", StudyDate: "20261201", StudyTime: "095500",
+		StudyID: "S1", ReferringPhysicianName: "REF^DOC", SeriesNumber: 2, InstanceNumber: 7, NumberOfFrames: 1, SpecificCharacterSet: "ISO_IR 192", Size: 1234, Path: "/x/1.dcm", ReceivedAt: at}
+}
+
+func sampleIAN() *ingest.IAN {
+	return &ingest.IAN{Peer: peer, SOPInstanceUID: "1.2.3.9", StudyInstanceUID: "1.2.3.4", PerformedProcedureSteps: []string{"1.2.3.8"},
+		Series: []ingest.IANSeries{{SeriesInstanceUID: "1.2.3.4.1", Instances: []ingest.IANInstance{{SOPClassUID: "1.2.840.10008.5.1.4.1.1.2", SOPInstanceUID: "1.2.3.4.1.1", InstanceAvailability: "ONLINE", RetrieveAETitle: "PACS"}}}}, ReceivedAt: at}
+}
+
+func sampleMPPS() *ingest.MPPSUpdate {
+	return &ingest.MPPSUpdate{Peer: peer, SOPInstanceUID: "1.2.3.8", Create: true, Status: "IN PROGRESS", StudyInstanceUIDs: []string{"1.2.3.4"}, AccessionNumbers: []string{"ACC1"},
+		PatientID: "MRN001", PatientName: "SYNTHETIC^ONE", Modality: "CT", ProcedureStepID: "PS1", StartDate: "20261201", StartTime: "095000",
+		Series: []ingest.MPPSSeries{{SeriesInstanceUID: "1.2.3.4.1", SOPInstanceUIDs: []string{"1.2.3.4.1.1"}}}, ReceivedAt: at}
+}
+
+// The *-v1.json files were written by the release before package ingest
+// owned these types (dicom/scp's structs marshalled as they were), with the
+// keys that release built. A record of that release must decode to the
+// same value, encode to the same bytes and get the same key and digests:
+// otherwise a resend after an upgrade would look like a correction.
+func TestFirstReleaseRecords(t *testing.T) {
+	for _, tc := range []struct {
+		file    string
+		kind    string
+		want    any
+		decode  func(ingest.Observation) (any, error)
+		build   func() (ingest.Observation, error)
+		wantKey string
+	}{
+		{"instance-v1.json", ingest.KindDICOMInstance, sampleInstance(),
+			func(o ingest.Observation) (any, error) { return ingest.DecodeInstance(o) },
+			func() (ingest.Observation, error) { return ingest.NewInstance(sampleInstance()) },
+			"dicom:1.2.3.4.1.1:91e13e6a68135a55"},
+		{"ian-v1.json", ingest.KindDICOMIAN, sampleIAN(),
+			func(o ingest.Observation) (any, error) { return ingest.DecodeIAN(o) },
+			func() (ingest.Observation, error) { return ingest.NewIAN(sampleIAN()) },
+			"ian:1.2.3.9:ef3895606c68eb1a"},
+		{"mpps-v1.json", ingest.KindDICOMMPPS, sampleMPPS(),
+			func(o ingest.Observation) (any, error) { return ingest.DecodeMPPS(o) },
+			func() (ingest.Observation, error) { return ingest.NewMPPS(sampleMPPS()) },
+			"mpps:1.2.3.8:d797a177806619f5"},
+	} {
+		t.Run(tc.file, func(t *testing.T) {
+			raw, err := os.ReadFile(filepath.Join("testdata", tc.file))
+			if err != nil {
+				t.Fatal(err)
+			}
+			raw = bytes.TrimSpace(raw)
+			got, err := tc.decode(ingest.Observation{Kind: tc.kind, Body: raw})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(got, tc.want); d != "" {
+				t.Errorf("decoded (-got +want):\n%s", d)
+			}
+			o, err := tc.build()
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(o.Body, raw) {
+				t.Errorf("encoded body:\n%s\nwant (as the first release wrote it):\n%s", o.Body, raw)
+			}
+			if o.Key != tc.wantKey {
+				t.Errorf("key %s, want %s (the first release's)", o.Key, tc.wantKey)
+			}
+		})
+	}
+	if got, want := sampleInstance().AttributeDigest(), "eb3cd7a9a05bf6cfe0eafb3f"; got != want {
+		t.Errorf("AttributeDigest %s, want %s (stored in the mapper's state by the first release)", got, want)
+	}
+}
+
+// TestObservationGolden pins the whole observation records written today,
+// kind by kind.
+func TestObservationGolden(t *testing.T) {
+	hl7, err := ingest.NewHL7([]byte("MSH|^~\\&|RIS|HOSP|RADBRIDGE|HOSP|20261201100000||ORM^O01|CTL1|P|2.5.1\rPID|1||MRN001^^^HOSP^MR||SYNTHETIC^ONE\rORC|NW|P1|F1\rOBR|1|P1|F1|CTCHEST^CT CHEST\r"), "RIS", "HOSP", "CTL1", at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inst, _ := ingest.NewInstance(sampleInstance())
+	ian, _ := ingest.NewIAN(sampleIAN())
+	mpps, _ := ingest.NewMPPS(sampleMPPS())
+	viewed, _ := ingest.NewViewed(ingest.Viewed{PatientID: "MRN001", StudyInstanceUID: "1.2.3.4", AccessionNumber: "ACC1", ViewerID: "dr1", ViewerName: "Dr One"}, "view-1", "127.0.0.1:5000", at)
+	for name, o := range map[string]ingest.Observation{"hl7": hl7, "instance": inst, "ian": ian, "mpps": mpps, "viewed": viewed} {
+		t.Run(name, func(t *testing.T) {
+			got, err := json.Marshal(o) // the bytes the log stores
+			if err != nil {
+				t.Fatal(err)
+			}
+			file := filepath.Join("testdata", "observation-"+name+".json")
+			if *update {
+				if err := os.WriteFile(file, append(got, '\n'), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			want, err := os.ReadFile(file)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(string(got)+"\n", string(want)); d != "" {
+				t.Errorf("%s (-got +want):\n%s", file, d)
+			}
+			var back ingest.Observation
+			if err := json.Unmarshal(want, &back); err != nil {
+				t.Fatal(err)
+			}
+			if d := cmp.Diff(back, o); d != "" {
+				t.Errorf("decoded %s (-got +want):\n%s", file, d)
+			}
+		})
+	}
+}
+
+func TestHL7Digest(t *testing.T) {
+	base := "MSH|^~\\&|RIS|HOSP|RB|HOSP|20261201100000||ORM^O01|CTL1|P|2.5.1\rPID|1||MRN001^^^HOSP^MR\rORC|NW|P1\r"
+	same := map[string]string{
+		"MSH-7 restamped":      strings.Replace(base, "20261201100000", "20261201100500", 1),
+		"MSH-7 removed":        strings.Replace(base, "|20261201100000|", "||", 1),
+		"\\r\\n terminators":   strings.ReplaceAll(base, "\r", "\r\n"),
+		"\\n terminators":      strings.ReplaceAll(base, "\r", "\n"),
+		"no final terminator":  strings.TrimSuffix(base, "\r"),
+		"trailing empty field": strings.Replace(base, "ORC|NW|P1\r", "ORC|NW|P1||\r", 1),
+		"empty segment lines":  strings.ReplaceAll(base, "\r", "\r\r"),
+	}
+	other := map[string]string{
+		"other order control": strings.Replace(base, "ORC|NW", "ORC|CA", 1),
+		"other MRN":           strings.Replace(base, "MRN001", "MRN002", 1),
+		"other MSH-9":         strings.Replace(base, "ORM^O01", "OMI^O23", 1),
+		"other delimiters":    strings.Replace(base, "^~\\&", "^~\\#", 1),
+		"empty field inside":  strings.Replace(base, "PID|1||", "PID|1|||", 1),
+	}
+	want := ingest.HL7Digest([]byte(base))
+	for name, m := range same {
+		if got := ingest.HL7Digest([]byte(m)); got != want {
+			t.Errorf("%s: digest %s, want %s (a resend)", name, got, want)
+		}
+	}
+	for name, m := range other {
+		if got := ingest.HL7Digest([]byte(m)); got == want {
+			t.Errorf("%s: digest %s equals the original's (other content)", name, got)
+		}
+	}
+	// The field separator is MSH-1: with '#' MSH-7 is still the ignored field.
+	hash := strings.ReplaceAll(base, "|", "#")
+	if ingest.HL7Digest([]byte(hash)) != ingest.HL7Digest([]byte(strings.Replace(hash, "20261201100000", "20270101000000", 1))) {
+		t.Error("MSH-7 not ignored with field separator #")
+	}
+}
+
+func TestIdentity(t *testing.T) {
+	raw := []byte("MSH|^~\\&|RIS|HOSP|RB|HOSP|20261201100000||ORM^O01|CTL1|P|2.5.1\rPID|1||MRN001\r")
+	o, _ := ingest.NewHL7(raw, "RIS", "HOSP", "CTL1", at)
+	want := ingest.Identity{Seen: "hl7:RIS|HOSP|CTL1", Content: o.Key}
+	if got := ingest.IdentityOf(o); got != want {
+		t.Errorf("today's HL7 record: %+v, want %+v", got, want)
+	}
+	// A record of the release before content digests was keyed by the
+	// control key alone: same identity.
+	old := o
+	old.Key = "hl7:RIS|HOSP|CTL1"
+	if got := ingest.IdentityOf(old); got != want {
+		t.Errorf("old HL7 record: %+v, want %+v", got, want)
+	}
+	v, _ := ingest.NewViewed(ingest.Viewed{PatientID: "P", StudyInstanceUID: "1.2"}, "evt#1", "", at)
+	wantV := ingest.Identity{Seen: "api:evt#1", Content: v.Key}
+	if got := ingest.IdentityOf(v); got != wantV {
+		t.Errorf("viewed: %+v, want %+v", got, wantV)
+	}
+	oldV := v
+	oldV.Key = "api:evt#1"
+	if got := ingest.IdentityOf(oldV); got != wantV {
+		t.Errorf("old viewed record: %+v, want %+v", got, wantV)
+	}
+	inst, _ := ingest.NewInstance(sampleInstance())
+	if got := ingest.IdentityOf(inst); got != (ingest.Identity{Seen: inst.Key, Content: inst.Key}) {
+		t.Errorf("instance: %+v", got)
+	}
+}
