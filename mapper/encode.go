@@ -2,6 +2,7 @@ package mapper
 
 import (
 	"encoding/json"
+	"radbridge/ingest"
 	"slices"
 )
 
@@ -12,7 +13,7 @@ import (
 // for.
 func encodeState(st *State) ([]byte, error) {
 	rest, err := json.Marshal(struct {
-		Timers     map[string]*Timer        `json:"timers"`
+		Timers     map[string]*ingest.Timer `json:"timers"`
 		Studies    map[string]*StudyState   `json:"studies"`
 		Orders     map[string]*OrderState   `json:"orders"`
 		Accessions map[string][]ResourceRef `json:"accessions"`

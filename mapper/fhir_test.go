@@ -51,7 +51,7 @@ func newFHIRRun(t *testing.T, o mapper.Options) *fhirRun {
 
 // apply runs the rule of kind on body (a timer when timer is non-nil) and
 // returns the events it emitted.
-func (r *fhirRun) apply(name, kind string, body any, timer *mapper.Timer) []*rbv1.Event {
+func (r *fhirRun) apply(name, kind string, body any, timer *ingest.Timer) []*rbv1.Event {
 	r.t.Helper()
 	b, err := json.Marshal(body)
 	if err != nil {
@@ -90,7 +90,7 @@ func (r *fhirRun) store(name string, in ingest.Instance) []*rbv1.Event {
 func (r *fhirRun) quiet(name, uid string) []*rbv1.Event {
 	body, _ := json.Marshal(map[string]string{"study": uid})
 	return r.apply(name, ingest.KindDICOMInstance, nil,
-		&mapper.Timer{Key: "quiet:" + uid, Kind: ingest.KindDICOMInstance, At: r.now, Body: body})
+		&ingest.Timer{Key: "quiet:" + uid, Kind: ingest.KindDICOMInstance, At: r.now, Body: body})
 }
 
 // fhirRIS is a RIS workflow as in internal/app's risMessages, with an

@@ -39,7 +39,7 @@ type Context struct {
 	State *State
 	Rec   ingest.Record
 	// Timer is the timer that woke the rule, or nil.
-	Timer  *Timer
+	Timer  *ingest.Timer
 	events []*rbv1.Event
 	dirty  map[string]bool
 }
@@ -57,7 +57,7 @@ func (c *Context) Schedule(key, kind string, at time.Time, body any) error {
 	if err != nil {
 		return fmt.Errorf("timer body: %w", err)
 	}
-	c.State.Timers[key] = &Timer{Key: key, Kind: kind, At: at.UTC().Round(time.Millisecond), Body: b}
+	c.State.Timers[key] = &ingest.Timer{Key: key, Kind: kind, At: at.UTC().Round(time.Millisecond), Body: b}
 	return nil
 }
 
@@ -182,7 +182,7 @@ type Mapper struct {
 	recent  map[uint64][][]byte // protobuf-encoded: a decoded resource takes ~10x the memory
 	order   []uint64
 
-	timerCh chan *Timer
+	timerCh chan *ingest.Timer
 	stats   Stats
 	pending int // len(state.Timers) after the last apply, under mu
 
@@ -234,7 +234,7 @@ func New(cfg Config) *Mapper {
 		seen:    newSeenSet(cfg.Seen),
 		wake:    make(chan struct{}),
 		recent:  map[uint64][][]byte{},
-		timerCh: make(chan *Timer, 1),
+		timerCh: make(chan *ingest.Timer, 1),
 	}
 }
 
@@ -655,9 +655,9 @@ func (m *Mapper) sameContent(ctx context.Context, rec ingest.Record, id ingest.I
 func (m *Mapper) dispatch(c *Context, dup bool) error {
 	rec := c.Rec
 	if rec.Kind == ingest.KindTimer {
-		var t Timer
-		if err := json.Unmarshal(rec.Body, &t); err != nil {
-			return fmt.Errorf("timer body: %w", err)
+		t, err := ingest.DecodeTimer(rec.Observation)
+		if err != nil {
+			return err
 		}
 		cur := m.state.Timers[t.Key]
 		if cur == nil || !cur.At.Equal(t.At) {
@@ -796,7 +796,7 @@ func (m *Mapper) armTimer() {
 
 // runTimers appends a timer observation when the earliest timer is due.
 func (m *Mapper) runTimers(ctx context.Context) {
-	var cur *Timer
+	var cur *ingest.Timer
 	var fire <-chan time.Time
 	var tm *time.Timer
 	for {
@@ -815,12 +815,11 @@ func (m *Mapper) runTimers(ctx context.Context) {
 			}
 		case <-fire:
 			fire = nil
-			body, _ := json.Marshal(cur)
-			o := ingest.Observation{
-				Kind: ingest.KindTimer, Key: "timer:" + cur.Key + "@" + cur.At.Format(time.RFC3339Nano),
-				Time: m.cfg.Now().UTC(), Source: ingest.Source{Protocol: "radbridge"}, Body: body,
+			o, err := ingest.NewTimer(cur, m.cfg.Now())
+			if err == nil {
+				_, _, err = m.cfg.Ingest.Append(ctx, o)
 			}
-			if _, _, err := m.cfg.Ingest.Append(ctx, o); err != nil && ctx.Err() == nil {
+			if err != nil && ctx.Err() == nil {
 				m.log.Error("record timer; retrying in 1s", "err", err)
 				tm = time.NewTimer(time.Second)
 				fire = tm.C

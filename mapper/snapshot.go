@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"radbridge/eventlog"
+	"radbridge/ingest"
 )
 
 // SnapshotStore keeps the mapper's snapshots durably. A snapshot is named by
@@ -114,7 +115,7 @@ func DecodeSnapshot(b []byte) (*Snapshot, error) {
 		st.Patients = map[string]*Patient{}
 	}
 	if st.Timers == nil {
-		st.Timers = map[string]*Timer{}
+		st.Timers = map[string]*ingest.Timer{}
 	}
 	if st.Studies == nil {
 		st.Studies = map[string]*StudyState{}

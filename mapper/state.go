@@ -3,15 +3,15 @@ package mapper
 import (
 	"encoding/json"
 	"log/slog"
+	"radbridge/ingest"
 	"sort"
-	"time"
 )
 
 // State is everything the mapper knows. It is a pure function of the ingest
 // log prefix it has applied.
 type State struct {
-	Patients map[string]*Patient `json:"patients"`
-	Timers   map[string]*Timer   `json:"timers"`
+	Patients map[string]*Patient      `json:"patients"`
+	Timers   map[string]*ingest.Timer `json:"timers"`
 	// Studies by Study Instance UID (DICOM mapping).
 	Studies map[string]*StudyState `json:"studies"`
 	// Orders by accession number, or by filler/placer order number when
@@ -38,7 +38,7 @@ type State struct {
 
 // NewState returns empty state.
 func NewState() *State {
-	return &State{Patients: map[string]*Patient{}, Timers: map[string]*Timer{},
+	return &State{Patients: map[string]*Patient{}, Timers: map[string]*ingest.Timer{},
 		Studies: map[string]*StudyState{}, Orders: map[string]*OrderState{}}
 }
 
@@ -147,17 +147,9 @@ func (s *State) mppsStudies(uid string) {
 	}
 }
 
-// Timer is a pending wake-up of a rule.
-type Timer struct {
-	Key  string          `json:"key"`
-	Kind string          `json:"kind"` // the rule to wake
-	At   time.Time       `json:"at"`
-	Body json.RawMessage `json:"body,omitempty"`
-}
-
 // nextTimer returns the earliest timer, or nil.
-func (s *State) nextTimer() *Timer {
-	var ts []*Timer
+func (s *State) nextTimer() *ingest.Timer {
+	var ts []*ingest.Timer
 	for _, t := range s.Timers {
 		ts = append(ts, t)
 	}

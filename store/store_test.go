@@ -14,6 +14,7 @@ import (
 	"radbridge/eventlog"
 	"radbridge/eventlog/eventlogtest"
 	"radbridge/ingest"
+	"radbridge/ingest/ingesttest"
 	"radbridge/mapper"
 	"radbridge/store"
 )
@@ -31,6 +32,12 @@ func open(t *testing.T, dir string) *store.Store {
 func TestEventLogConformance(t *testing.T) {
 	eventlogtest.Run(t, func(t *testing.T) eventlog.Log {
 		return open(t, filepath.Join(t.TempDir(), "data")).Events()
+	})
+}
+
+func TestIngestLogConformance(t *testing.T) {
+	ingesttest.Run(t, func(t *testing.T) ingest.Log {
+		return open(t, filepath.Join(t.TempDir(), "data")).Ingest()
 	})
 }
 
