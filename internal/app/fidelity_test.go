@@ -47,7 +47,7 @@ OBR|1|PLC` + acc + `|FIL` + acc + `|71250^CT CHEST^C4||||||||||||||` + acc + `||
 			t.Fatalf("resend: ACK %q", ack.Bytes())
 		}
 	}
-	waitMetric(t, base+"/metrics", "radbridge_mapper_duplicates_total", 1)
+	waitMetric(t, base+"/metrics", "radbridge_mapper_observations_total", 1, "outcome", "duplicate")
 	_, list := getJSON(t, base+"/v1/events?type=ORDER_PLACED")
 	evs, _ := list["events"].([]any)
 	var accs []string

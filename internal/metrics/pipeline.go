@@ -178,7 +178,7 @@ type pipelineCollector struct {
 	ready, applied, lag, quietQueued *prometheus.Desc
 	// The mapper's memory (--state-idle).
 	patients, evicted, reloaded *prometheus.Desc
-	duplicates, reused          *prometheus.Desc
+	reused                      *prometheus.Desc
 }
 
 // NewPipelineCollector reports the store, the heads of the logs and the
@@ -199,13 +199,12 @@ func NewPipelineCollector(p Pipeline) prometheus.Collector {
 		patients:    d("mapper_patients_in_memory", "Patients the running mapper holds in memory (the others are in the archive bucket, see --state-idle)."),
 		evicted:     d("mapper_patients_evicted_total", "Patients the running mapper moved from memory to the archive bucket (idle --state-idle)."),
 		reloaded:    d("mapper_patients_reloaded_total", "Patients the running mapper reloaded from the archive bucket because an observation named them again."),
-		duplicates:  d("mapper_duplicates_total", "Observations the running mapper did not map again: the same sender's same identifier with the same content (a resend)."),
 		reused:      d("mapper_reused_identifiers_total", "Observations mapped as new although their sender's identifier (HL7 MSH-3/4/10, an API client_event_id) was seen before with other content."),
 	}
 }
 
 func (c *pipelineCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.storeUp, c.ingestLast, c.eventsLast, c.ready, c.applied, c.lag, c.quietQueued, c.patients, c.evicted, c.reloaded, c.duplicates, c.reused} {
+	for _, d := range []*prometheus.Desc{c.storeUp, c.ingestLast, c.eventsLast, c.ready, c.applied, c.lag, c.quietQueued, c.patients, c.evicted, c.reloaded, c.reused} {
 		ch <- d
 	}
 }
@@ -251,7 +250,6 @@ func (c *pipelineCollector) Collect(ch chan<- prometheus.Metric) {
 	gauge(c.patients, float64(st.Patients))
 	ch <- prometheus.MustNewConstMetric(c.evicted, prometheus.CounterValue, float64(st.Evicted))
 	ch <- prometheus.MustNewConstMetric(c.reloaded, prometheus.CounterValue, float64(st.Reloaded))
-	ch <- prometheus.MustNewConstMetric(c.duplicates, prometheus.CounterValue, float64(st.Duplicates))
 	ch <- prometheus.MustNewConstMetric(c.reused, prometheus.CounterValue, float64(st.Reused))
 	if headOK {
 		lag := float64(0)
