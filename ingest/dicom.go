@@ -85,6 +85,10 @@ type IAN struct {
 	PerformedProcedureSteps []string    `json:"PerformedProcedureSteps"`
 	Series                  []IANSeries `json:"Series"`
 	ReceivedAt              time.Time   `json:"ReceivedAt"`
+	// Part and Parts number the records of an IAN too large for one
+	// (NewIANs); both 0 for an IAN recorded whole.
+	Part  int `json:"Part,omitempty"`
+	Parts int `json:"Parts,omitempty"`
 }
 
 // IANSeries is one item of the Referenced Series Sequence (0008,1115).

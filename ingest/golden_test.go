@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -201,5 +202,62 @@ func TestIdentity(t *testing.T) {
 	inst, _ := ingest.NewInstance(sampleInstance())
 	if got := ingest.IdentityOf(inst); got != (ingest.Identity{Seen: inst.Key, Content: inst.Key}) {
 		t.Errorf("instance: %+v", got)
+	}
+}
+
+// TestLargeIANInParts: an IAN of 25,000 instances in three series is
+// recorded as three parts of at most MaxIANInstances, each far below the
+// log's message limit, together listing every instance once; a small IAN
+// is one record, as before.
+func TestLargeIANInParts(t *testing.T) {
+	n := &ingest.IAN{Peer: peer, SOPInstanceUID: "1.2.3.9", StudyInstanceUID: "1.2.3.4", ReceivedAt: at}
+	for s, count := range []int{12000, 3000, 10000} {
+		se := ingest.IANSeries{SeriesInstanceUID: fmt.Sprintf("1.2.3.4.%d", s)}
+		for i := range count {
+			se.Instances = append(se.Instances, ingest.IANInstance{SOPClassUID: "1.2.840.10008.5.1.4.1.1.4", SOPInstanceUID: fmt.Sprintf("1.2.3.4.%d.%d", s, i), InstanceAvailability: "ONLINE"})
+		}
+		n.Series = append(n.Series, se)
+	}
+	obs, err := ingest.NewIANs(n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(obs) != 3 {
+		t.Fatalf("%d records, want 3", len(obs))
+	}
+	seen, keys := map[string]bool{}, map[string]bool{}
+	for i, o := range obs {
+		if len(o.Body) > 4<<20 {
+			t.Errorf("part %d: %d bytes", i+1, len(o.Body))
+		}
+		keys[o.Key] = true
+		p, err := ingest.DecodeIAN(o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if p.Part != i+1 || p.Parts != 3 || p.SOPInstanceUID != n.SOPInstanceUID || p.StudyInstanceUID != n.StudyInstanceUID {
+			t.Errorf("part %d: %d/%d %s %s", i+1, p.Part, p.Parts, p.SOPInstanceUID, p.StudyInstanceUID)
+		}
+		count := 0
+		for _, s := range p.Series {
+			for _, in := range s.Instances {
+				if seen[in.SOPInstanceUID] {
+					t.Errorf("%s listed twice", in.SOPInstanceUID)
+				}
+				seen[in.SOPInstanceUID] = true
+				count++
+			}
+		}
+		if count > ingest.MaxIANInstances {
+			t.Errorf("part %d lists %d instances", i+1, count)
+		}
+	}
+	if len(seen) != 25000 || len(keys) != 3 {
+		t.Errorf("%d instances in %d keys, want 25000 in 3", len(seen), len(keys))
+	}
+	small, _ := ingest.NewIANs(sampleIAN())
+	one, _ := ingest.NewIAN(sampleIAN())
+	if len(small) != 1 || small[0].Key != one.Key || string(small[0].Body) != string(one.Body) {
+		t.Errorf("a small IAN: %d records", len(small))
 	}
 }

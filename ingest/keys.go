@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -134,6 +135,54 @@ func NewInstance(in *Instance) (Observation, error) {
 // NewIAN builds the observation of an Instance Availability Notification.
 func NewIAN(n *IAN) (Observation, error) {
 	return newDICOM(KindDICOMIAN, ianPrefix+n.SOPInstanceUID, n.Peer, n.ReceivedAt, n, ianKeyContent(n))
+}
+
+// MaxIANInstances bounds the instances one IAN record lists (about 2 MB of
+// JSON), far below the ingest log's message limit.
+const MaxIANInstances = 10000
+
+// NewIANs builds the observations of an Instance Availability
+// Notification: one, or for an IAN listing more than MaxIANInstances
+// instances (a 100,000-instance study), one per part of at most that many,
+// numbered Part 1..Parts in order, so that no IAN is refused forever for
+// its size. The mapper treats the study as complete once every part is in.
+func NewIANs(n *IAN) ([]Observation, error) {
+	total := 0
+	for _, s := range n.Series {
+		total += len(s.Instances)
+	}
+	if total <= MaxIANInstances {
+		o, err := NewIAN(n)
+		return []Observation{o}, err
+	}
+	var parts []*IAN
+	cur := &IAN{}
+	size := 0
+	for _, s := range n.Series {
+		insts := s.Instances
+		for len(insts) > 0 {
+			if size == MaxIANInstances {
+				parts, cur, size = append(parts, cur), &IAN{}, 0
+			}
+			k := min(len(insts), MaxIANInstances-size)
+			cur.Series = append(cur.Series, IANSeries{SeriesInstanceUID: s.SeriesInstanceUID, Instances: insts[:k]})
+			insts, size = insts[k:], size+k
+		}
+	}
+	parts = append(parts, cur)
+	out := make([]Observation, len(parts))
+	for i, p := range parts {
+		p.Peer, p.SOPInstanceUID, p.StudyInstanceUID, p.ReceivedAt = n.Peer, n.SOPInstanceUID, n.StudyInstanceUID, n.ReceivedAt
+		p.PerformedProcedureSteps = n.PerformedProcedureSteps
+		p.Part, p.Parts = i+1, len(parts)
+		o, err := NewIAN(p)
+		if err != nil {
+			return nil, err
+		}
+		o.Key += "/" + strconv.Itoa(p.Part) // parts may list the same series
+		out[i] = o
+	}
+	return out, nil
 }
 
 // NewMPPS builds the observation of an MPPS N-CREATE or N-SET.

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -41,6 +42,9 @@ type StudyState struct {
 	// Expected are the SOP Instance UIDs the study is known to hold: listed
 	// by an IAN or referenced by a COMPLETED MPPS. Empty when unknown.
 	Expected map[string]bool `json:"expected,omitempty"`
+	// IANParts are the parts seen of IANs recorded in parts (by the IAN's
+	// SOP Instance UID), until all are in.
+	IANParts map[string][]int `json:"ian_parts,omitempty"`
 	// MPPS maps Performed Procedure Step SOP Instance UIDs to their latest
 	// status (IN PROGRESS, COMPLETED, DISCONTINUED).
 	MPPS map[string]string `json:"mpps,omitempty"`
@@ -84,6 +88,27 @@ type InstanceState struct {
 	// Digest identifies the attributes it was received with, so a resend
 	// is told apart from a correction.
 	Digest string `json:"digest,omitempty"`
+}
+
+// ianPart records part of parts of IAN sop and reports whether every part
+// is in now.
+func (s *StudyState) ianPart(sop string, part, parts int) bool {
+	if s.IANParts == nil {
+		s.IANParts = map[string][]int{}
+	}
+	seen := s.IANParts[sop]
+	if !slices.Contains(seen, part) {
+		seen = append(seen, part)
+	}
+	if len(seen) < parts {
+		s.IANParts[sop] = seen
+		return false
+	}
+	delete(s.IANParts, sop)
+	if len(s.IANParts) == 0 {
+		s.IANParts = nil
+	}
+	return true
 }
 
 // counts returns how many instances a C-STORE brought, and how many are
@@ -403,6 +428,9 @@ func (d *dicomMapper) ian(c *Context) error {
 	}
 	if len(st.Expected) == 0 {
 		st.Expected = nil
+	}
+	if n.Parts > 1 && !st.ianPart(n.SOPInstanceUID, n.Part, n.Parts) {
+		return nil // complete once every part of a large IAN is in
 	}
 	return d.complete(c, st, "")
 }

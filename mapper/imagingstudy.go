@@ -93,6 +93,19 @@ func studyBodySite(part string) map[string]any {
 	return map[string]any{"display": part}
 }
 
+// MaxListedInstances bounds the instances an ImagingStudy lists. A larger
+// study (perfusion, fMRI: 50,000 instances and more) lists its series with
+// their numberOfInstances but no instance element, and carries
+// InstancesOmittedExtension, so that every event and read model stays far
+// below the store's and the transports' message limits whatever the study's
+// size. A consumer gets the instances from the archive (QIDO-RS
+// /studies/{uid}/series/{uid}/instances at the ImagingStudy's endpoint).
+const MaxListedInstances = 1000
+
+// InstancesOmittedExtension marks an ImagingStudy whose series list no
+// instances; its valueUnsignedInt is the study's numberOfInstances.
+const InstancesOmittedExtension = "https://radbridge.example/fhir/StructureDefinition/instances-omitted"
+
 // imagingStudy returns the FHIR R4 ImagingStudy of st with status
 // (registered, available, cancelled). Series are sorted by number then UID,
 // instances likewise; no element is empty.
@@ -143,6 +156,13 @@ func imagingStudy(st *StudyState, status string) map[string]any {
 		return series[i].UID < series[j].UID
 	})
 	total := 0
+	for _, se := range series {
+		total += len(se.Instances)
+	}
+	list := total <= MaxListedInstances
+	if !list {
+		res["extension"] = []any{map[string]any{"url": InstancesOmittedExtension, "valueUnsignedInt": total}}
+	}
 	var out []any
 	for _, se := range series {
 		s := map[string]any{
@@ -158,6 +178,10 @@ func imagingStudy(st *StudyState, status string) map[string]any {
 		}
 		if se.BodyPart != "" {
 			s["bodySite"] = studyBodySite(se.BodyPart)
+		}
+		out = append(out, s)
+		if !list {
+			continue
 		}
 		uids := make([]string, 0, len(se.Instances))
 		for uid := range se.Instances {
@@ -188,8 +212,6 @@ func imagingStudy(st *StudyState, status string) map[string]any {
 			insts = append(insts, i)
 		}
 		s["instance"] = insts
-		total += len(insts)
-		out = append(out, s)
 	}
 	if len(out) > 0 {
 		res["numberOfSeries"] = len(out)

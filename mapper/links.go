@@ -52,7 +52,8 @@ func studyLinks(res map[string]any, st *StudyState, o Options) string {
 	}
 	viewer := ViewerURL(o.ViewerURL, st.UID, st.AccessionNumber, st.PatientID)
 	if viewer != "" {
-		res["extension"] = []any{map[string]any{"url": ViewerURLExtension, "valueUrl": viewer}}
+		ext, _ := res["extension"].([]any)
+		res["extension"] = append(ext, map[string]any{"url": ViewerURLExtension, "valueUrl": viewer})
 	}
 	return viewer
 }

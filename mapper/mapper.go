@@ -57,7 +57,7 @@ func (c *Context) Schedule(key, kind string, at time.Time, body any) error {
 	if err != nil {
 		return fmt.Errorf("timer body: %w", err)
 	}
-	c.State.Timers[key] = &ingest.Timer{Key: key, Kind: kind, At: at.UTC().Round(time.Millisecond), Body: b}
+	c.State.Timers[key] = &ingest.Timer{Key: key, Kind: kind, At: at.UTC().Round(time.Millisecond), Body: b, Armed: c.Rec.Seq}
 	return nil
 }
 
@@ -111,6 +111,13 @@ type Config struct {
 	Snapshots        SnapshotStore
 	SnapshotEvery    int           // 10000 when 0
 	SnapshotInterval time.Duration // 5 minutes when 0
+	// DeadLetters, when set, keeps the records the mapper passed over
+	// (see DeadLetter).
+	DeadLetters DeadLetterStore
+	// MaxEventBytes bounds an event's encoded size: a record deriving a
+	// larger event is dead-lettered (0: no bound). Consumers with default
+	// gRPC settings take messages up to 4 MiB.
+	MaxEventBytes int
 	// SnapshotWait writes each snapshot before the next record is applied.
 	// Otherwise a snapshot is written in the background and one falling
 	// due while the previous is still being written is skipped; tests that
@@ -193,7 +200,12 @@ type Mapper struct {
 
 // Stats counts what the mapper did.
 type Stats struct {
-	Applied, Emitted, Skipped, Failed, Duplicates uint64
+	Applied, Emitted, Skipped, Duplicates uint64
+	// Failed counts records not mapped: each is dead-lettered (see
+	// DeadLetter) and passed over.
+	Failed uint64
+	// DeadLettered counts dead letters recorded (a failed retry too).
+	DeadLettered uint64
 	// Reused counts observations mapped as new although their sender's
 	// identifier was seen before with other content.
 	Reused uint64
@@ -480,18 +492,46 @@ func (r *run) apply(rec ingest.Record) error {
 			return a.err // stopping while the archive is unavailable
 		}
 	}
-	c := &Context{State: m.state, Rec: rec, dirty: r.dirty}
+	// A retry maps the record it names, at its own position in the log.
+	mapped, retryOf, err := rec, uint64(0), error(nil)
+	if rec.Kind == ingest.KindRetry && !dup {
+		mapped, retryOf, err = m.resolveRetry(ctx, rec)
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+	}
+	c := &Context{State: m.state, Rec: mapped, dirty: r.dirty}
 	m.stats.Applied++
 	dups := m.stats.Duplicates
-	if err := m.dispatch(c, dup); err != nil {
+	if err == nil {
+		err = m.safeDispatch(c, dup)
+	}
+	if err == nil {
+		// Bound every event before numbering it, live and in a replay alike.
+		for i, ev := range c.events {
+			if n := proto.Size(ev); m.cfg.MaxEventBytes > 0 && n > m.cfg.MaxEventBytes {
+				err = fmt.Errorf("%w: a %s event of %d bytes (index %d), the limit is %d", ErrEventTooLarge, ev.Type, n, i, m.cfg.MaxEventBytes)
+				break
+			}
+		}
+	}
+	switch {
+	case err != nil:
 		m.stats.Failed++
 		m.cfg.Observer.ObservationApplied("failed")
-		m.log.Warn("observation not mapped", "ingest_seq", rec.Seq, "kind", rec.Kind, "err", err)
 		c.events = nil
-	} else if m.stats.Duplicates != dups {
+		if err := m.deadLetter(ctx, rec, retryOf, err); err != nil {
+			return err // stopping while the dead-letter store is unavailable
+		}
+	case m.stats.Duplicates != dups:
 		m.cfg.Observer.ObservationApplied("duplicate")
-	} else {
+	default:
 		m.cfg.Observer.ObservationApplied("mapped")
+		if retryOf != 0 && m.cfg.DeadLetters != nil {
+			if err := m.retry(ctx, "remove dead letter", rec.Seq, func() error { return m.cfg.DeadLetters.DeleteDeadLetter(ctx, retryOf) }); err != nil {
+				return err
+			}
+		}
 	}
 	join(c)
 	if a := m.state.arch; a != nil && a.err != nil {
@@ -503,7 +543,7 @@ func (r *run) apply(rec ingest.Record) error {
 	var out []*rbv1.Event
 	for i, ev := range c.events {
 		k := eventlog.Key{IngestSeq: rec.Seq, Index: i}
-		m.fill(ev, k, rec)
+		m.fill(ev, k, mapped)
 		r.pos.LastKey = k
 		if k.Less(r.lastKey) || k == r.lastKey {
 			ev.Sequence = r.nextSeq
@@ -660,8 +700,10 @@ func (m *Mapper) dispatch(c *Context, dup bool) error {
 			return err
 		}
 		cur := m.state.Timers[t.Key]
-		if cur == nil || !cur.At.Equal(t.At) {
-			return nil // moved or cancelled after it fired
+		if cur == nil || !cur.At.Equal(t.At) || t.Armed != 0 && cur.Armed != t.Armed {
+			// Moved, set again or cancelled after it fired. (A firing
+			// recorded before timers kept Armed matches by due time.)
+			return nil
 		}
 		delete(m.state.Timers, t.Key)
 		c.Timer = cur

@@ -95,9 +95,11 @@ type Store struct {
 	seenMaxAge time.Duration
 	// archive holds the patients the mapper evicted (see Archive).
 	archive jetstream.KeyValue
-	obs     jetstream.ObjectStore
-	lock    *os.File
-	once    sync.Once
+	// dead holds the dead letters (see DeadLetters).
+	dead jetstream.KeyValue
+	obs  jetstream.ObjectStore
+	lock *os.File
+	once sync.Once
 
 	patientsOnce sync.Once
 	patients     *Patients
@@ -415,6 +417,17 @@ func (s *Store) ensure(ctx context.Context, cfg Config, fresh bool) error {
 		return fmt.Errorf("create archive bucket: %w", err)
 	}
 	s.archive = archive
+	dead, err := s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      DeadLetterBucket,
+		Description: "radbridge ingest records the mapper passed over, with the reason (see mapper.DeadLetter)",
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		History:     1,
+	})
+	if err != nil {
+		return fmt.Errorf("create dead-letter bucket: %w", err)
+	}
+	s.dead = dead
 	obs, err := s.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
 		Bucket:      SnapshotBucket,
 		Description: "radbridge mapper snapshots (the state at an ingest sequence)",

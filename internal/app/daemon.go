@@ -237,7 +237,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	d.retention.register(d.metrics, d.mapper)
 	d.svc = api.NewService(st.Events(), d.hub, ingestLog("api"), d.mapper, patients, log)
 	d.metrics.MustRegister(metrics.NewSubscriberCollector(d.hub), metrics.NewPipelineCollector(metrics.Pipeline{
-		Ingest: st.Ingest(), Events: st.Events(), Mapper: d.mapper.Current, StoreUp: st.Healthy,
+		Ingest: st.Ingest(), Events: st.Events(), Mapper: d.mapper.Current, StoreUp: st.Healthy, DeadLetters: st.DeadLetters(),
 	}))
 	d.svc.DefaultHeartbeat = cfg.Heartbeat
 

@@ -42,5 +42,7 @@ func mapperConfig(cfg *config.Config, st *store.Store, log *slog.Logger) mapper.
 		Seen: st.Seen(), // observation keys in the store, not in memory and snapshots
 		// Cold patients are evicted to the archive bucket.
 		Archive: st.Archive(), StateIdle: cfg.StateIdle,
+		// Records that cannot be mapped are passed over and kept.
+		DeadLetters: st.DeadLetters(), MaxEventBytes: cfg.MaxEventBytes,
 	}
 }

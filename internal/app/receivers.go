@@ -50,6 +50,10 @@ func (h dicomHandler) record(ctx context.Context, o ingest.Observation, err erro
 	if err != nil {
 		return err
 	}
+	// The observation's time is when it is recorded: a study's quiet period
+	// runs from the last instance actually recorded, even when one request
+	// (a JSON notification of 100,000 instances) takes a minute to record.
+	o.Time = time.Now().UTC()
 	if _, _, err := h.log.Append(ctx, o); err != nil {
 		return fmt.Errorf("record %s: %w", o.Kind, err)
 	}
@@ -64,9 +68,20 @@ func (h dicomHandler) StoreInstance(ctx context.Context, inst *ingest.Instance) 
 	return h.record(ctx, o, err)
 }
 
+// InstanceAvailability records an IAN, in parts when it is too large for
+// one record; success only once every part is recorded (a resend records
+// the missing parts, the others are resends).
 func (h dicomHandler) InstanceAvailability(ctx context.Context, ian *ingest.IAN) error {
-	o, err := ingest.NewIAN(ian)
-	return h.record(ctx, o, err)
+	obs, err := ingest.NewIANs(ian)
+	if err != nil {
+		return err
+	}
+	for _, o := range obs {
+		if err := h.record(ctx, o, nil); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (h dicomHandler) MPPS(ctx context.Context, u *ingest.MPPSUpdate) error {

@@ -9,7 +9,9 @@ import (
 	"os"
 	"sort"
 	"strings"
+	"time"
 
+	"radbridge/ingest"
 	"radbridge/internal/config"
 	"radbridge/leader"
 	"radbridge/mapper"
@@ -30,6 +32,12 @@ rebuilt state.
 --check (or --dry-run) writes nothing and exits 1 when the rebuilt events or
 state differ from the event log or the stored snapshots.
 
+--retry-dead-letters maps the dead-lettered records (radbridge status lists
+them) again, after a fix (a new release, a larger --max-event-bytes): each
+becomes a retry record at the head of the ingest log, mapped on the current
+state; its events are appended like any new event, and its dead letter is
+removed. A record that fails again stays, with the new reason.
+
 Run it with the daemon stopped: it refuses an embedded data directory a
 daemon holds; with --nats-url it refuses while a daemon holds the mapper
 lease, and holds that lease itself while it runs.
@@ -37,11 +45,12 @@ lease, and holds that lease itself while it runs.
 
 func replayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var from uint64
-	var check, dry bool
+	var check, dry, retryDead bool
 	cfg, err := config.LoadWith("radbridge replay", args, os.Getenv, stderr, func(fs *flag.FlagSet) {
 		fs.Uint64Var(&from, "from", 1, "first ingest sequence to map again (the state is rebuilt from the newest snapshot before it)")
 		fs.BoolVar(&check, "check", false, "rebuild in memory, write nothing; exit 1 when events or state differ from what is stored")
 		fs.BoolVar(&dry, "dry-run", false, "same as --check")
+		fs.BoolVar(&retryDead, "retry-dead-letters", false, "map the dead-lettered records again, at the head of the ingest log")
 		fs.Usage = func() { fmt.Fprint(stderr, replayUsage) }
 	})
 	if errors.Is(err, flag.ErrHelp) {
@@ -52,6 +61,10 @@ func replayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return 2
 	}
 	dry = dry || check
+	if dry && retryDead {
+		fmt.Fprintln(stderr, "radbridge replay: --retry-dead-letters writes: it cannot be combined with --check")
+		return 2
+	}
 	if from == 0 {
 		from = 1
 	}
@@ -83,6 +96,32 @@ func replayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	// The rebuilt read models replace the stored ones whatever their
 	// position (the daemon's writes are fenced against older ones).
 	mc.ReadModel = st.Patients().Overwrite()
+	if dry {
+		mc.DeadLetters = nil
+	}
+	if retryDead {
+		dls, err := st.DeadLetters().DeadLetters(ctx)
+		if err != nil {
+			fmt.Fprintf(stderr, "radbridge replay: %v\n", err)
+			return 1
+		}
+		for _, dl := range dls {
+			o, err := ingest.NewRetry(dl.Seq, time.Now())
+			if err == nil {
+				_, _, err = st.Ingest().Append(ctx, o)
+			}
+			if err != nil {
+				fmt.Fprintf(stderr, "radbridge replay: record the retry of ingest record %d: %v\n", dl.Seq, err)
+				return 1
+			}
+		}
+		fmt.Fprintf(stdout, "dead letters to map again: %d\n", len(dls))
+		defer func() {
+			if left, err := st.DeadLetters().DeadLetters(context.WithoutCancel(ctx)); err == nil {
+				fmt.Fprintf(stdout, "dead letters left: %d\n", len(left))
+			}
+		}()
+	}
 	m := mapper.New(mc)
 	run := func(ctx context.Context) (*mapper.ReplayReport, error) {
 		return m.Replay(ctx, mapper.ReplayOptions{From: from, DryRun: dry})

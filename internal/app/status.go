@@ -14,6 +14,7 @@ import (
 	"text/tabwriter"
 	"time"
 
+	"radbridge/mapper"
 	"radbridge/store"
 )
 
@@ -33,8 +34,11 @@ type Status struct {
 	Store         StoreStatus      `json:"store"`
 	Mapper        MapperStatus     `json:"mapper"`
 	Subscribers   map[string]int64 `json:"subscribers"`
-	HL7           *HL7Status       `json:"hl7,omitempty"`
-	DICOM         *DICOMStatus     `json:"dicom,omitempty"`
+	// DeadLetters are the ingest records the mapper passed over (the
+	// oldest deadLettersShown of them, and how many there are).
+	DeadLetters DeadLetterStatus `json:"dead_letters"`
+	HL7         *HL7Status       `json:"hl7,omitempty"`
+	DICOM       *DICOMStatus     `json:"dicom,omitempty"`
 }
 
 // Listener is one bound address.
@@ -68,6 +72,16 @@ type MapperStatus struct {
 	QuietPeriodStudies int    `json:"quiet_period_studies"`
 	EventsLastSequence uint64 `json:"events_last_sequence"`
 }
+
+// DeadLetterStatus lists dead-lettered records: sequence, kind, reason.
+type DeadLetterStatus struct {
+	Count   int                 `json:"count"`
+	Records []mapper.DeadLetter `json:"records"`
+	Error   string              `json:"error,omitempty"`
+}
+
+// deadLettersShown bounds the records GET /v1/status lists.
+const deadLettersShown = 20
 
 // HL7Status are the MLLP receiver's counters since start.
 type HL7Status struct {
@@ -151,6 +165,14 @@ func (d *Daemon) Status(ctx context.Context) Status {
 		if s.Mapper.IngestHead > s.Mapper.AppliedSequence {
 			s.Mapper.Lag = s.Mapper.IngestHead - s.Mapper.AppliedSequence
 		}
+	}
+
+	s.DeadLetters.Records = []mapper.DeadLetter{}
+	if dls, err := d.store.DeadLetters().DeadLetters(ctx); err != nil {
+		s.DeadLetters.Error = err.Error()
+	} else {
+		s.DeadLetters.Count = len(dls)
+		s.DeadLetters.Records = dls[:min(len(dls), deadLettersShown)]
 	}
 
 	s.Subscribers = map[string]int64{"grpc": 0, "websocket": 0, "room": 0}
@@ -319,6 +341,18 @@ func printStatus(w io.Writer, s Status) {
 		}
 		fmt.Fprintf(w, ", %s, applied %d of %d (lag %d), %d studies in their quiet period, %d events\n",
 			phase, m.AppliedSequence, m.IngestHead, m.Lag, m.QuietPeriodStudies, m.EventsLastSequence)
+	}
+	if dl := s.DeadLetters; dl.Count > 0 || dl.Error != "" {
+		fmt.Fprintf(w, "\ndead letters: %d records not mapped (retry after a fix: radbridge replay --retry-dead-letters)\n", dl.Count)
+		if dl.Error != "" {
+			fmt.Fprintf(w, "  error: %s\n", dl.Error)
+		}
+		for _, r := range dl.Records {
+			fmt.Fprintf(tw, "  ingest %d\t%s\t%s\t%s\n", r.Seq, r.Kind, r.At.UTC().Format(time.RFC3339), r.Reason)
+		}
+		tw.Flush()
+	} else {
+		fmt.Fprintln(w, "\ndead letters: none")
 	}
 	var subs []string
 	for t := range s.Subscribers {

@@ -113,6 +113,7 @@ type Config struct {
 	TLSHandshakeTimeout     time.Duration
 	// Mapper snapshots and log retention (operations).
 	SnapshotEvery     int
+	MaxEventBytes     int
 	SnapshotInterval  time.Duration
 	DedupHorizon      time.Duration
 	EventsMaxAge      time.Duration
@@ -215,6 +216,7 @@ func (c *Config) FlagSet(name string) *flag.FlagSet {
 	fs.StringVar(&c.HTTPSAllowedSubjects, "https-allowed-subjects", "", "with --tls-client-ca-file: client certificates allowed on --https-addr (as --mllp-tls-allowed-subjects)")
 	fs.DurationVar(&c.TLSHandshakeTimeout, "tls-handshake-timeout", 10*time.Second, "time a client has to finish the TLS handshake")
 	// Mapper snapshots and log retention (operations).
+	fs.IntVar(&c.MaxEventBytes, "max-event-bytes", 3<<20, "largest event (encoded) the mapper appends; an observation deriving a larger one is dead-lettered (see radbridge status) and the mapper goes on. ImagingStudy lists at most 1000 instances, so no study reaches it; gRPC clients take 4 MiB by default")
 	fs.IntVar(&c.SnapshotEvery, "snapshot-every", 10000, "write a snapshot of the mapper state every this many applied observations (and at an orderly stop); a start replays only what follows the newest snapshot")
 	fs.DurationVar(&c.SnapshotInterval, "snapshot-interval", 5*time.Minute, "also write a snapshot when this long has passed since the last one and something was applied")
 	fs.DurationVar(&c.DedupHorizon, "dedup-horizon", 30*24*time.Hour, "the mapper ignores a resent observation key first seen less than this before (by the times recorded in the ingest log); an older resend is treated as new")
@@ -433,6 +435,9 @@ func (c *Config) Validate() error {
 	}
 	if c.OTelSampleRatio < 0 || c.OTelSampleRatio > 1 {
 		bad("--otel-sample-ratio %v: want 0 to 1", c.OTelSampleRatio)
+	}
+	if c.MaxEventBytes < 64<<10 || c.MaxEventBytes > 6<<20 {
+		bad("--max-event-bytes %d: want 65536 to 6291456 (the store takes messages up to 8 MiB)", c.MaxEventBytes)
 	}
 	if c.SnapshotEvery < 1 {
 		bad("--snapshot-every %d: want at least 1", c.SnapshotEvery)

@@ -170,6 +170,10 @@ type Pipeline struct {
 	Mapper func() *mapper.Mapper
 	// StoreUp reports whether the store connection is up.
 	StoreUp func() bool
+	// DeadLetters lists the stored dead letters (nil: not reported).
+	DeadLetters interface {
+		DeadLetters(ctx context.Context) ([]mapper.DeadLetter, error)
+	}
 }
 
 type pipelineCollector struct {
@@ -177,8 +181,8 @@ type pipelineCollector struct {
 	storeUp, ingestLast, eventsLast  *prometheus.Desc
 	ready, applied, lag, quietQueued *prometheus.Desc
 	// The mapper's memory (--state-idle).
-	patients, evicted, reloaded *prometheus.Desc
-	reused                      *prometheus.Desc
+	patients, evicted, reloaded       *prometheus.Desc
+	reused, deadLettered, deadLetters *prometheus.Desc
 }
 
 // NewPipelineCollector reports the store, the heads of the logs and the
@@ -188,23 +192,25 @@ func NewPipelineCollector(p Pipeline) prometheus.Collector {
 		return prometheus.NewDesc(Namespace+"_"+name, help, nil, nil)
 	}
 	return &pipelineCollector{
-		p:           p,
-		storeUp:     d("store_up", "1 while the connection to the JetStream store is up."),
-		ingestLast:  d("ingest_last_sequence", "Sequence of the newest record in the ingest log."),
-		eventsLast:  d("events_last_sequence", "Sequence of the newest event in the event log."),
-		ready:       d("mapper_ready", "1 once the running mapper has replayed the ingest log and maps live."),
-		applied:     d("mapper_applied_sequence", "Ingest sequence the running mapper has applied."),
-		lag:         d("mapper_lag_records", "Ingest records not yet applied by the running mapper (ingest head minus applied)."),
-		quietQueued: d("mapper_quiet_period_studies", "Studies waiting for the end of their quiet period (--study-quiet-period) before IMAGING_STUDY_AVAILABLE or UPDATED."),
-		patients:    d("mapper_patients_in_memory", "Patients the running mapper holds in memory (the others are in the archive bucket, see --state-idle)."),
-		evicted:     d("mapper_patients_evicted_total", "Patients the running mapper moved from memory to the archive bucket (idle --state-idle)."),
-		reloaded:    d("mapper_patients_reloaded_total", "Patients the running mapper reloaded from the archive bucket because an observation named them again."),
-		reused:      d("mapper_reused_identifiers_total", "Observations mapped as new although their sender's identifier (HL7 MSH-3/4/10, an API client_event_id) was seen before with other content."),
+		p:            p,
+		storeUp:      d("store_up", "1 while the connection to the JetStream store is up."),
+		ingestLast:   d("ingest_last_sequence", "Sequence of the newest record in the ingest log."),
+		eventsLast:   d("events_last_sequence", "Sequence of the newest event in the event log."),
+		ready:        d("mapper_ready", "1 once the running mapper has replayed the ingest log and maps live."),
+		applied:      d("mapper_applied_sequence", "Ingest sequence the running mapper has applied."),
+		lag:          d("mapper_lag_records", "Ingest records not yet applied by the running mapper (ingest head minus applied)."),
+		quietQueued:  d("mapper_quiet_period_studies", "Studies waiting for the end of their quiet period (--study-quiet-period) before IMAGING_STUDY_AVAILABLE or UPDATED."),
+		patients:     d("mapper_patients_in_memory", "Patients the running mapper holds in memory (the others are in the archive bucket, see --state-idle)."),
+		evicted:      d("mapper_patients_evicted_total", "Patients the running mapper moved from memory to the archive bucket (idle --state-idle)."),
+		reloaded:     d("mapper_patients_reloaded_total", "Patients the running mapper reloaded from the archive bucket because an observation named them again."),
+		deadLettered: d("mapper_dead_lettered_total", "Ingest records the running mapper could not map (a rule's error, a panic, an event over --max-event-bytes), recorded as dead letters and passed over."),
+		deadLetters:  d("dead_letters", "Dead letters stored: ingest records not mapped, waiting for radbridge replay --retry-dead-letters after a fix (radbridge status lists them)."),
+		reused:       d("mapper_reused_identifiers_total", "Observations mapped as new although their sender's identifier (HL7 MSH-3/4/10, an API client_event_id) was seen before with other content."),
 	}
 }
 
 func (c *pipelineCollector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{c.storeUp, c.ingestLast, c.eventsLast, c.ready, c.applied, c.lag, c.quietQueued, c.patients, c.evicted, c.reloaded, c.reused} {
+	for _, d := range []*prometheus.Desc{c.storeUp, c.ingestLast, c.eventsLast, c.ready, c.applied, c.lag, c.quietQueued, c.patients, c.evicted, c.reloaded, c.reused, c.deadLettered, c.deadLetters} {
 		ch <- d
 	}
 }
@@ -235,6 +241,11 @@ func (c *pipelineCollector) Collect(ch chan<- prometheus.Metric) {
 			gauge(c.eventsLast, float64(last))
 		}
 	}
+	if up && c.p.DeadLetters != nil {
+		if dls, err := c.p.DeadLetters.DeadLetters(ctx); err == nil {
+			gauge(c.deadLetters, float64(len(dls)))
+		}
+	}
 	var m *mapper.Mapper
 	if c.p.Mapper != nil {
 		m = c.p.Mapper()
@@ -251,6 +262,7 @@ func (c *pipelineCollector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(c.evicted, prometheus.CounterValue, float64(st.Evicted))
 	ch <- prometheus.MustNewConstMetric(c.reloaded, prometheus.CounterValue, float64(st.Reloaded))
 	ch <- prometheus.MustNewConstMetric(c.reused, prometheus.CounterValue, float64(st.Reused))
+	ch <- prometheus.MustNewConstMetric(c.deadLettered, prometheus.CounterValue, float64(st.DeadLettered))
 	if headOK {
 		lag := float64(0)
 		if head > applied {
