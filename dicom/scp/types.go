@@ -74,6 +74,12 @@ type Instance struct {
 	NumberOfFrames         int
 	SpecificCharacterSet   string
 
+	// TimezoneOffsetFromUTC is (0008,0201), &ZZXX (e.g. +0100): the
+	// offset of the data set's dates and times that carry none. Omitted
+	// from JSON when absent, so records and digests of instances without
+	// it are as before.
+	TimezoneOffsetFromUTC string `json:"TimezoneOffsetFromUTC,omitempty"`
+
 	// Size is the number of data set bytes received (as sent, after the
 	// command; compressed when the transfer syntax is deflated).
 	Size int64

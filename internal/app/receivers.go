@@ -20,6 +20,8 @@ import (
 // and acknowledged again.
 type hl7Handler struct {
 	log ingest.Log
+	// zone is --timezone, recorded with each observation.
+	zone string
 	// bodies, when set (--log-patient-data), logs every message in full.
 	bodies *slog.Logger
 }
@@ -33,6 +35,7 @@ func (h hl7Handler) HandleHL7(ctx context.Context, m *hl7.Message, raw []byte) e
 		Kind: ingest.KindHL7,
 		Key:  "hl7:" + m.SendingApplication() + "|" + m.SendingFacility() + "|" + m.ControlID(),
 		Time: time.Now().UTC(),
+		Zone: h.zone,
 		Source: ingest.Source{
 			Protocol:           "hl7",
 			SendingApplication: m.SendingApplication(),
@@ -53,6 +56,8 @@ func (h hl7Handler) HandleHL7(ctx context.Context, m *hl7.Message, raw []byte) e
 // dicomHandler records DICOM observations before the SCP answers success.
 type dicomHandler struct {
 	log ingest.Log
+	// zone is --timezone, recorded with each observation.
+	zone string
 	// bodies, when set (--log-patient-data), logs every observation in full.
 	bodies *slog.Logger
 }
@@ -75,6 +80,7 @@ func (h dicomHandler) record(ctx context.Context, kind, key string, p scp.Peer, 
 		Kind:   kind,
 		Key:    key + ":" + hex.EncodeToString(sum[:8]),
 		Time:   at.UTC(),
+		Zone:   h.zone,
 		Source: ingest.Source{Protocol: "dicom", Remote: p.RemoteAddr, CallingAETitle: p.CallingAE, CalledAETitle: p.CalledAE},
 		Body:   body,
 	})
