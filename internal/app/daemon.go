@@ -184,7 +184,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 			MaxPDULength: uint32(cfg.DICOMMaxPDU), IdleTimeout: cfg.DICOMIdleTimeout, DrainTimeout: cfg.ShutdownTimeout,
 			StoreDir: cfg.StoreDir, Logger: log,
 			MaxAssociationsPerHost: cfg.DICOMMaxAssociationsPerHost, ARTIMTimeout: cfg.DICOMARTIMTimeout,
-		}, dicomHandler{log: ingestLog("dimse"), bodies: bodies, zone: cfg.Timezone})
+		}, dicomHandler{log: ingestLog("dimse"), bodies: bodies, zone: cfg.Timezone, steps: st.Steps()})
 		if err == nil && cfg.DICOMAddr != "" {
 			d.dicomLn, err = net.Listen("tcp", cfg.DICOMAddr)
 		}
@@ -281,10 +281,10 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	}
 	// STOW-RS commits through the same handler as C-STORE.
 	extra := dicomweb.New(dicomweb.Config{
-		Handler: dicomHandler{log: ingestLog("stow-rs"), bodies: bodies, zone: cfg.Timezone}, Auth: authn, StoreDir: cfg.StoreDir, Logger: log,
+		Handler: dicomHandler{log: ingestLog("stow-rs"), bodies: bodies, zone: cfg.Timezone, steps: st.Steps()}, Auth: authn, StoreDir: cfg.StoreDir, Logger: log,
 	}).Routes()
 	// JSON notifications (an Orthanc Lua callback) too.
-	extra[notify.Path] = notify.NewHandler(dicomHandler{log: ingestLog("notification"), bodies: bodies, zone: cfg.Timezone}, authn, log)
+	extra[notify.Path] = notify.NewHandler(dicomHandler{log: ingestLog("notification"), bodies: bodies, zone: cfg.Timezone, steps: st.Steps()}, authn, log)
 	thumbs := &thumbnails{kv: st.State(), hub: d.hub, storeDir: cfg.StoreDir, log: log}
 	extra[thumbnailPattern] = thumbs.handler(authn)
 	extra[metricsPattern] = operatorOnly(authn, metrics.Handler(d.metrics))

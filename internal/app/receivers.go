@@ -60,6 +60,8 @@ type dicomHandler struct {
 	zone string
 	// bodies, when set (--log-patient-data), logs every observation in full.
 	bodies *slog.Logger
+	// steps holds the MPPS step states (admitMPPS); nil: not checked.
+	steps stepStore
 }
 
 // record appends v. content is v without what changes between resends of
@@ -106,6 +108,11 @@ func (h dicomHandler) InstanceAvailability(ctx context.Context, ian *scp.IAN) er
 }
 
 func (h dicomHandler) MPPS(ctx context.Context, u *scp.MPPSUpdate) error {
+	if h.steps != nil {
+		if err := admitMPPS(ctx, h.steps, u); err != nil {
+			return err
+		}
+	}
 	c := *u
 	c.Peer, c.ReceivedAt = scp.Peer{}, time.Time{}
 	return h.record(ctx, ingest.KindDICOMMPPS, "mpps:"+u.SOPInstanceUID, u.Peer, u.ReceivedAt, u, c)
