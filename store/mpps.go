@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -16,6 +17,11 @@ import (
 // or N-SET and replaces with compare-and-swap, so every process of a
 // cluster, and every restart, judges a step by the same state.
 const MPPSBucket = "RADBRIDGE_MPPS"
+
+// MPPSStepTTL is how long a step is kept after its last change: a step
+// is done within hours, and the bucket must not grow for ever. An N-SET of
+// a step forgotten since is answered 0112 (No such SOP Instance).
+const MPPSStepTTL = 30 * 24 * time.Hour
 
 // ErrStepChanged: the step was created or changed since it was read
 // (compare-and-swap lost); read it again.

@@ -424,6 +424,7 @@ func (s *Store) ensure(ctx context.Context, cfg Config, fresh bool) error {
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
 		History:     1,
+		TTL:         MPPSStepTTL,
 	})
 	if err != nil {
 		return fmt.Errorf("create MPPS step bucket: %w", err)
