@@ -50,6 +50,11 @@ type Instance struct {
 	NumberOfFrames         int    `json:"NumberOfFrames"`
 	SpecificCharacterSet   string `json:"SpecificCharacterSet"`
 
+	// TimezoneOffsetFromUTC is (0008,0201), &ZZXX (e.g. +0100): the
+	// offset of the data set's dates and times that carry none. Not part
+	// of the content digests (a field added after the first release).
+	TimezoneOffsetFromUTC string `json:"TimezoneOffsetFromUTC,omitempty"`
+
 	// Size is the number of data set bytes received (as sent, after the
 	// command; compressed when the transfer syntax is deflated).
 	Size int64 `json:"Size"`

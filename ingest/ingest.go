@@ -47,6 +47,12 @@ type Observation struct {
 	Time time.Time `json:"time"`
 	// Source of the observation.
 	Source Source `json:"source"`
+	// Zone is the IANA time zone (--timezone) the receiver assumed for
+	// the times in the body that carry no offset, so that a replay on a
+	// machine in another zone maps them to the same instants. Empty on
+	// records written before zones were recorded: the mapper then uses
+	// its default zone (--timezone), as it did then.
+	Zone string `json:"zone,omitempty"`
 	// Body is the kind-specific payload (JSON).
 	Body json.RawMessage `json:"body,omitempty"`
 	// Trace is the W3C traceparent of the span that recorded it, when

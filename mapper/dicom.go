@@ -34,6 +34,12 @@ type StudyState struct {
 	Date     string `json:"date,omitempty"`
 	Time     string `json:"time,omitempty"`
 	Referrer string `json:"referrer,omitempty"`
+	// TZOffset is the Timezone Offset From UTC (0008,0201) and Zone the
+	// zone recorded with the observation (ingest.Observation.Zone) of the
+	// instance that set Date; Date and Time are read with the offset, else
+	// in the zone, else in Options.Zone.
+	TZOffset string `json:"tz_offset,omitempty"`
+	Zone     string `json:"zone,omitempty"`
 	// Source is where the study's latest observation came from (the
 	// sending AE), so timer-driven events name the sender too.
 	Source *ingest.Source `json:"source,omitempty"`
@@ -225,6 +231,15 @@ func (s *StudyState) series(uid string) (*SeriesState, bool) {
 	return se, true
 }
 
+// zone is the zone of the study's date and time: its Timezone Offset From
+// UTC, else the zone recorded when it was received, else def.
+func (s *StudyState) zone(def *time.Location) *time.Location {
+	if l, ok := utcOffset(s.TZOffset); ok {
+		return l
+	}
+	return zoneOf(s.Zone, def)
+}
+
 func dicomSet(dst *string, v string) {
 	if v = strings.TrimSpace(v); v != "" {
 		*dst = v
@@ -288,6 +303,9 @@ func (d *dicomMapper) instance(c *Context) error {
 	dicomSet(&st.IssuerOfPatientID, in.IssuerOfPatientID)
 	dicomSet(&st.AccessionNumber, in.AccessionNumber)
 	dicomSet(&st.Description, in.StudyDescription)
+	if strings.TrimSpace(in.StudyDate) != "" {
+		st.TZOffset, st.Zone = strings.TrimSpace(in.TimezoneOffsetFromUTC), c.Rec.Zone
+	}
 	dicomSet(&st.Date, in.StudyDate)
 	dicomSet(&st.Time, in.StudyTime)
 	dicomSet(&st.Referrer, in.ReferringPhysicianName)
@@ -437,7 +455,10 @@ func (d *dicomMapper) ian(c *Context) error {
 
 // mpps maps an MPPS N-CREATE or N-SET. COMPLETED tells which instances the
 // study should hold; once all are in, the study is available at once.
-// DISCONTINUED is only a hint, shown in the message.
+// DISCONTINUED is only a hint, shown in the message. Only the transitions
+// of PS3.4 F.7 apply: a step that is COMPLETED or DISCONTINUED is final,
+// and a later update of it (which the SCP refuses since it records step
+// states, but older ingest logs may hold) changes nothing.
 func (d *dicomMapper) mpps(c *Context) error {
 	u, err := ingest.DecodeMPPS(c.Rec.Observation)
 	if err != nil {
@@ -464,6 +485,9 @@ func (d *dicomMapper) mpps(c *Context) error {
 			st.MPPS = map[string]string{}
 		}
 		status := st.MPPS[u.SOPInstanceUID]
+		if status == ingest.MPPSCompleted || status == ingest.MPPSDiscontinued {
+			continue // final (PS3.4 F.7.2.2): no transition, no attribute change
+		}
 		if u.Status != "" {
 			status = strings.ToUpper(strings.TrimSpace(u.Status))
 		}
@@ -522,7 +546,7 @@ func (d *dicomMapper) emit(c *Context, st *StudyState, typ rbv1.EventType, sev r
 		src := c.Rec.Source
 		st.Source = &src
 	}
-	res := imagingStudy(st, status)
+	res := imagingStudy(st, status, d.o.zone())
 	viewer := studyLinks(res, st, d.o)
 	pb := toStruct(res)
 	if pb == nil {

@@ -445,6 +445,24 @@ func TestDICOMStudyEvents(t *testing.T) {
 				{studyAvailable, studySevSuccess, "New imaging study available: CT CHEST W/O CONTRAST (procedure step discontinued)", "available", 1, 1, "CT"},
 			},
 		},
+		{
+			// An old ingest log may hold an N-SET the SCP now refuses
+			// (0110): a COMPLETED after DISCONTINUED completes nothing.
+			name: "MPPS COMPLETED after DISCONTINUED is ignored",
+			run: func(t *testing.T, h *dicomHarness) {
+				h.mpps(mppsCreate())
+				h.store(ctInstance(1))
+				h.mpps(mppsSet(ingest.MPPSDiscontinued))
+				if got := h.await(h.mpps(mppsSet(ingest.MPPSCompleted, ctInstance(1)))); len(got) != 0 {
+					t.Errorf("COMPLETED after DISCONTINUED derived %v", got)
+				}
+				h.waitEvents(2)
+			},
+			want: []studySummary{
+				{studyProgress, studySevInfo, "Receiving CT CHEST W/O CONTRAST: 1 instance", "registered", 1, 1, "CT"},
+				{studyAvailable, studySevSuccess, "New imaging study available: CT CHEST W/O CONTRAST (procedure step discontinued)", "available", 1, 1, "CT"},
+			},
+		},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

@@ -215,8 +215,9 @@ func fhirID(prefix, v string) string {
 }
 
 // hl7Time converts an HL7 DTM (YYYY[MM[DD[HH[MM[SS[.S+]]]]]][+/-ZZZZ]) to
-// a FHIR dateTime. Without a zone the hospital's local zone is assumed.
-func hl7Time(v string) string {
+// a FHIR dateTime. Without an offset the time is read in loc (the zone
+// recorded with the message).
+func hl7Time(v string, loc *time.Location) string {
 	v = strings.TrimSpace(v)
 	if len(v) < 4 {
 		return ""
@@ -244,22 +245,34 @@ func hl7Time(v string) string {
 	for len(v) < 14 {
 		v += "0"
 	}
-	loc := time.Local
-	if len(zone) == 5 {
-		var h, m int
-		if _, err := fmt.Sscanf(zone[1:], "%02d%02d", &h, &m); err == nil {
-			off := h*3600 + m*60
-			if zone[0] == '-' {
-				off = -off
-			}
-			loc = time.FixedZone("", off)
-		}
+	if loc == nil {
+		loc = dicomZone
+	}
+	if l, ok := hl7Offset(zone); ok {
+		loc = l
 	}
 	t, err := time.ParseInLocation("20060102150405", v[:14], loc)
 	if err != nil {
 		return ""
 	}
 	return t.Format(time.RFC3339)
+}
+
+// hl7Offset reads a DTM offset as hl7Time always did: +/-HHMM by its
+// digits (no range check, so old records map as before).
+func hl7Offset(zone string) (*time.Location, bool) {
+	if len(zone) != 5 {
+		return nil, false
+	}
+	var h, m int
+	if _, err := fmt.Sscanf(zone[1:], "%02d%02d", &h, &m); err != nil {
+		return nil, false
+	}
+	off := h*3600 + m*60
+	if zone[0] == '-' {
+		off = -off
+	}
+	return time.FixedZone("", off), true
 }
 
 func hl7Codeable(s *hl7.Segment, n int) map[string]any {
@@ -305,8 +318,8 @@ const orderStatusExtension = "https://radbridge.example/fhir/StructureDefinition
 
 // hl7Instant converts an HL7 DTM to a FHIR instant (seconds and zone
 // required), or "" when it is less precise than a minute.
-func hl7Instant(v string) string {
-	t := hl7Time(v)
+func hl7Instant(v string, loc *time.Location) string {
+	t := hl7Time(v, loc)
 	if !strings.Contains(t, "T") {
 		return ""
 	}
@@ -456,7 +469,7 @@ func (r *hl7Rule) order(c *Context, m *hl7.Message, g *group, pid, authority str
 	if cc := hl7Codeable(g.obr, 4); cc != nil {
 		sr["code"] = cc
 	}
-	if t := hl7Time(field(g.orc, 9, 1)); t != "" {
+	if t := hl7Time(field(g.orc, 9, 1), c.recZone(r.o)); t != "" {
 		sr["authoredOn"] = t
 	}
 	if p := hl7Person(g.orc, 12); p != "" {
@@ -464,9 +477,9 @@ func (r *hl7Rule) order(c *Context, m *hl7.Message, g *group, pid, authority str
 	} else if p := hl7Person(g.obr, 16); p != "" {
 		sr["requester"] = map[string]any{"display": p}
 	}
-	if t := hl7Time(field(g.tq1, 7, 1)); t != "" {
+	if t := hl7Time(field(g.tq1, 7, 1), c.recZone(r.o)); t != "" {
 		sr["occurrenceDateTime"] = t
-	} else if t := hl7Time(field(g.obr, 27, 4)); t != "" {
+	} else if t := hl7Time(field(g.obr, 27, 4), c.recZone(r.o)); t != "" {
 		sr["occurrenceDateTime"] = t
 	}
 	if reason := field(g.obr, 31, 2); reason != "" {
@@ -617,12 +630,12 @@ func (r *hl7Rule) result(c *Context, m *hl7.Message, g *group, pid, authority st
 	if ids := hl7Identifiers(acc, placer, filler); len(ids) > 0 {
 		dr["identifier"] = ids
 	}
-	if t := hl7Time(field(g.obr, 7, 1)); t != "" {
+	if t := hl7Time(field(g.obr, 7, 1), c.recZone(r.o)); t != "" {
 		dr["effectiveDateTime"] = t
 	}
-	if t := hl7Instant(field(g.obr, 22, 1)); t != "" {
+	if t := hl7Instant(field(g.obr, 22, 1), c.recZone(r.o)); t != "" {
 		dr["issued"] = t
-	} else if t := hl7Instant(m.MSH().Field(7)); t != "" {
+	} else if t := hl7Instant(m.MSH().Field(7), c.recZone(r.o)); t != "" {
 		dr["issued"] = t
 	}
 	if p := hl7Person(g.obr, 32); p != "" {

@@ -22,8 +22,9 @@ const (
 	dataAbsentReason   = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
 )
 
-// dicomZone is the zone in which DICOM StudyDate/StudyTime (local time
-// without offset) are read: the daemon's.
+// dicomZone is the zone of times without an offset (DICOM StudyDate and
+// StudyTime, HL7 DTM) when neither the observation nor Options.Zone names
+// one: the machine's, as before zones were recorded.
 var dicomZone = time.Local
 
 // modalityNames are the displays of common DICOM modalities (PS3.16 CID 29
@@ -109,7 +110,7 @@ const InstancesOmittedExtension = "https://radbridge.example/fhir/StructureDefin
 // imagingStudy returns the FHIR R4 ImagingStudy of st with status
 // (registered, available, cancelled). Series are sorted by number then UID,
 // instances likewise; no element is empty.
-func imagingStudy(st *StudyState, status string) map[string]any {
+func imagingStudy(st *StudyState, status string, def *time.Location) map[string]any {
 	ids := []any{map[string]any{"system": studySystemUID, "value": "urn:oid:" + st.UID}}
 	if st.AccessionNumber != "" {
 		ids = append(ids, map[string]any{
@@ -126,7 +127,7 @@ func imagingStudy(st *StudyState, status string) map[string]any {
 		"status":       status,
 		"subject":      studySubject(st),
 	}
-	if s := DICOMDateTime(st.Date, st.Time, dicomZone); s != "" {
+	if s := DICOMDateTime(st.Date, st.Time, st.zone(def)); s != "" {
 		res["started"] = s
 	}
 	if st.Description != "" {

@@ -34,6 +34,12 @@ type Options struct {
 	// retrieved from, e.g. https://pacs.example/dicom-web. Empty: no
 	// endpoint.
 	WADORSBase string
+	// Zone is the zone (--timezone) of times without an offset in records
+	// that carry no zone of their own (ingest.Observation.Zone; records
+	// written before zones were recorded). nil: the machine's, as then.
+	// Not part of the options' fingerprint: it changes only how such old
+	// records map.
+	Zone *time.Location `json:"-"`
 }
 
 // Rules returns the mapping rules of every ingest kind.

@@ -105,6 +105,9 @@ type Store struct {
 	patients     *Patients
 
 	replicas int
+
+	// mpps holds the MPPS step states (see Steps).
+	mpps jetstream.KeyValue
 }
 
 type marker struct {
@@ -428,6 +431,18 @@ func (s *Store) ensure(ctx context.Context, cfg Config, fresh bool) error {
 		return fmt.Errorf("create dead-letter bucket: %w", err)
 	}
 	s.dead = dead
+	mpps, err := s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      MPPSBucket,
+		Description: "radbridge MPPS step states, as the DICOM SCP accepted them",
+		Storage:     jetstream.FileStorage,
+		Replicas:    cfg.Replicas,
+		History:     1,
+		TTL:         MPPSStepTTL,
+	})
+	if err != nil {
+		return fmt.Errorf("create MPPS step bucket: %w", err)
+	}
+	s.mpps = mpps
 	obs, err := s.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
 		Bucket:      SnapshotBucket,
 		Description: "radbridge mapper snapshots (the state at an ingest sequence)",

@@ -21,6 +21,7 @@ const (
 	StatusInvalidAttributeValue  Status = 0x0106
 	StatusMissingAttribute       Status = 0x0120
 	StatusNoSuchSOPInstance      Status = 0x0112
+	StatusDuplicateSOPInstance   Status = 0x0111
 	StatusOutOfResources         Status = 0xA700
 	StatusDataSetDoesNotMatchSOP Status = 0xA900
 	StatusCannotUnderstand       Status = 0xC000

@@ -29,6 +29,7 @@ func InstanceFromDataset(ds *dataset.Dataset, transferSyntax string, receivedAt 
 		SeriesDescription:      ds.String(tSeriesDescription),
 		StudyDate:              ds.String(tStudyDate),
 		StudyTime:              ds.String(tStudyTime),
+		TimezoneOffsetFromUTC:  ds.String(tTimezoneOffset),
 		StudyID:                ds.String(tStudyID),
 		ReferringPhysicianName: personName(ds.Joined(tReferringPhysician)),
 		SpecificCharacterSet:   ds.Joined(tSpecificCharacterSet),

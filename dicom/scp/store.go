@@ -21,6 +21,7 @@ var (
 	tSOPInstanceUID       = dataset.Tag(0x0008, 0x0018)
 	tStudyDate            = dataset.Tag(0x0008, 0x0020)
 	tStudyTime            = dataset.Tag(0x0008, 0x0030)
+	tTimezoneOffset       = dataset.Tag(0x0008, 0x0201)
 	tAccessionNumber      = dataset.Tag(0x0008, 0x0050)
 	tModality             = dataset.Tag(0x0008, 0x0060)
 	tReferringPhysician   = dataset.Tag(0x0008, 0x0090)

@@ -133,6 +133,7 @@ var attrs = []attr{
 	{tag: "0008103E", name: "SeriesDescription", vrs: []string{"LO"}, set: func(i *ingest.Instance, v string) { i.SeriesDescription = v }},
 	{tag: "00080020", name: "StudyDate", vrs: []string{"DA"}, set: func(i *ingest.Instance, v string) { i.StudyDate = v }},
 	{tag: "00080030", name: "StudyTime", vrs: []string{"TM"}, set: func(i *ingest.Instance, v string) { i.StudyTime = v }},
+	{tag: "00080201", name: "TimezoneOffsetFromUTC", vrs: []string{"SH"}, set: func(i *ingest.Instance, v string) { i.TimezoneOffsetFromUTC = v }},
 	{tag: "00200010", name: "StudyID", vrs: []string{"SH"}, set: func(i *ingest.Instance, v string) { i.StudyID = v }},
 	{tag: "00080090", name: "ReferringPhysicianName", vrs: []string{"PN"}, set: func(i *ingest.Instance, v string) { i.ReferringPhysicianName = v }},
 	{tag: "00200011", name: "SeriesNumber", vrs: []string{"IS"}, num: func(i *ingest.Instance, n int) { i.SeriesNumber = n }},

@@ -102,6 +102,10 @@ func TestCheckConfigBad(t *testing.T) {
 		{"address in use", []string{"--bind", "--data-dir", data, "--grpc-addr", busy.Addr().String(), "--http-addr", "127.0.0.1:0", "--mllp-addr", "", "--dicom-addr", ""},
 			[]string{"--grpc-addr " + busy.Addr().String() + ": cannot listen"}},
 		{"bad address", []string{"--data-dir", data, "--mllp-addr", "2575"}, []string{"--mllp-addr \"2575\": want host:port"}},
+		{"unknown time zone", []string{"--data-dir", data, "--timezone", "Mars/Olympus_Mons"},
+			[]string{"--timezone \"Mars/Olympus_Mons\": not an IANA time zone name"}},
+		{"time zone of this machine only", []string{"--data-dir", data, "--timezone", "Local"},
+			[]string{"--timezone \"Local\": not an IANA time zone name"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			code, stdout, stderr := runApp(t, append([]string{"check-config"}, tc.args...)...)

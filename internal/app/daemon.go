@@ -131,6 +131,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		where = store.RedactURLs(cfg.NATSURL)
 	}
 	log.Info("store open", "component", "store", "at", where, "embedded", cfg.NATSURL == "", "fsync", cfg.Fsync)
+	log.Info("times without an offset are read in --timezone", "timezone", cfg.Timezone)
 
 	if cfg.GRPCAddr != "" {
 		d.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr)
@@ -164,7 +165,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	}
 	if cfg.MLLPAddr != "" || cfg.MLLPTLSAddr != "" {
 		d.hl7Srv, err = receiver.New(receiver.Config{
-			Handler: hl7Handler{log: ingestLog("mllp"), bodies: bodies}, MaxMessageSize: cfg.MLLPMaxMessage, MaxConnections: cfg.MLLPMaxConnections,
+			Handler: hl7Handler{log: ingestLog("mllp"), bodies: bodies, zone: cfg.Timezone}, MaxMessageSize: cfg.MLLPMaxMessage, MaxConnections: cfg.MLLPMaxConnections,
 			ReadTimeout: cfg.MLLPReadTimeout, IdleTimeout: cfg.MLLPIdleTimeout, DrainTimeout: cfg.ShutdownTimeout, Logger: log,
 			MaxConnectionsPerHost: cfg.MLLPMaxConnectionsPerHost,
 		})
@@ -183,7 +184,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 			MaxPDULength: uint32(cfg.DICOMMaxPDU), IdleTimeout: cfg.DICOMIdleTimeout, DrainTimeout: cfg.ShutdownTimeout,
 			StoreDir: cfg.StoreDir, Logger: log,
 			MaxAssociationsPerHost: cfg.DICOMMaxAssociationsPerHost, ARTIMTimeout: cfg.DICOMARTIMTimeout,
-		}, dicomHandler{log: ingestLog("dimse"), bodies: bodies})
+		}, dicomHandler{log: ingestLog("dimse"), bodies: bodies, zone: cfg.Timezone, steps: st.Steps()})
 		if err == nil && cfg.DICOMAddr != "" {
 			d.dicomLn, err = net.Listen("tcp", cfg.DICOMAddr)
 		}
@@ -280,10 +281,10 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	}
 	// STOW-RS commits through the same handler as C-STORE.
 	extra := dicomweb.New(dicomweb.Config{
-		Handler: dicomHandler{log: ingestLog("stow-rs"), bodies: bodies}, Auth: authn, StoreDir: cfg.StoreDir, Logger: log,
+		Handler: dicomHandler{log: ingestLog("stow-rs"), bodies: bodies, zone: cfg.Timezone, steps: st.Steps()}, Auth: authn, StoreDir: cfg.StoreDir, Logger: log,
 	}).Routes()
 	// JSON notifications (an Orthanc Lua callback) too.
-	extra[notify.Path] = notify.NewHandler(dicomHandler{log: ingestLog("notification"), bodies: bodies}, authn, log)
+	extra[notify.Path] = notify.NewHandler(dicomHandler{log: ingestLog("notification"), bodies: bodies, zone: cfg.Timezone, steps: st.Steps()}, authn, log)
 	thumbs := &thumbnails{kv: st.State(), hub: d.hub, storeDir: cfg.StoreDir, log: log}
 	extra[thumbnailPattern] = thumbs.handler(authn)
 	extra[metricsPattern] = operatorOnly(authn, metrics.Handler(d.metrics))

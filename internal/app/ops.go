@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"log/slog"
+	"time"
 
 	"radbridge/internal/config"
 	"radbridge/mapper"
@@ -17,7 +18,21 @@ func mappingOptions(cfg *config.Config) mapper.Options {
 		HL7PatientAuthority: cfg.HL7PatientIssuer, HL7Accession: splitList(cfg.HL7Accession),
 		HL7ImagingSections: splitList(cfg.HL7ImagingSections), DICOMPatientIssuer: cfg.PatientIssuer,
 		QuietPeriod: cfg.StudyQuietPeriod, ViewerURL: cfg.ViewerURL, WADORSBase: cfg.WADORSBase,
+		Zone: configZone(cfg),
 	}
+}
+
+// configZone is --timezone for records that carry no zone; nil (the
+// machine's) when unset.
+func configZone(cfg *config.Config) *time.Location {
+	if cfg.Timezone == "" {
+		return nil
+	}
+	loc, err := cfg.Zone()
+	if err != nil {
+		return nil
+	}
+	return loc
 }
 
 // mappingFingerprint identifies the mapping options (and dedup horizon) a

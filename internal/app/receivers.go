@@ -18,6 +18,8 @@ import (
 // control id with other content is recorded as a new message.
 type hl7Handler struct {
 	log ingest.Log
+	// zone is --timezone, recorded with each observation.
+	zone string
 	// bodies, when set (--log-patient-data), logs every message in full.
 	bodies *slog.Logger
 }
@@ -27,6 +29,7 @@ func (h hl7Handler) HandleHL7(ctx context.Context, m *hl7.Message, raw []byte) e
 	if err != nil {
 		return err
 	}
+	o.Zone = h.zone
 	if _, _, err = h.log.Append(ctx, o); err != nil {
 		return fmt.Errorf("record message: %w", err)
 	}
@@ -39,8 +42,12 @@ func (h hl7Handler) HandleHL7(ctx context.Context, m *hl7.Message, raw []byte) e
 // dicomHandler records DICOM observations before the SCP answers success.
 type dicomHandler struct {
 	log ingest.Log
+	// zone is --timezone, recorded with each observation.
+	zone string
 	// bodies, when set (--log-patient-data), logs every observation in full.
 	bodies *slog.Logger
+	// steps holds the MPPS step states (admitMPPS); nil: not checked.
+	steps stepStore
 }
 
 // record appends an observation built by package ingest, which decides
@@ -53,7 +60,7 @@ func (h dicomHandler) record(ctx context.Context, o ingest.Observation, err erro
 	// The observation's time is when it is recorded: a study's quiet period
 	// runs from the last instance actually recorded, even when one request
 	// (a JSON notification of 100,000 instances) takes a minute to record.
-	o.Time = time.Now().UTC()
+	o.Time, o.Zone = time.Now().UTC(), h.zone
 	if _, _, err := h.log.Append(ctx, o); err != nil {
 		return fmt.Errorf("record %s: %w", o.Kind, err)
 	}
@@ -85,6 +92,11 @@ func (h dicomHandler) InstanceAvailability(ctx context.Context, ian *ingest.IAN)
 }
 
 func (h dicomHandler) MPPS(ctx context.Context, u *ingest.MPPSUpdate) error {
+	if h.steps != nil {
+		if err := admitMPPS(ctx, h.steps, u); err != nil {
+			return err
+		}
+	}
 	o, err := ingest.NewMPPS(u)
 	return h.record(ctx, o, err)
 }

@@ -125,6 +125,10 @@ type Config struct {
 	// Mapper memory: patients idle this long (log time) are evicted to the
 	// archive bucket (0: never).
 	StateIdle time.Duration
+	// Timezone is the IANA zone of times received without an offset
+	// (HL7 TS/DTM, DICOM DA/TM without (0008,0201)); Validate sets it to
+	// the host's when empty.
+	Timezone string
 }
 
 // EnvPrefix prefixes every environment variable.
@@ -228,6 +232,8 @@ func (c *Config) FlagSet(name string) *flag.FlagSet {
 	fs.Float64Var(&c.RetentionMargin, "retention-margin", 0.1, "warn about a live subscriber whose cursor is within this fraction of --events-max-age or --events-max-bytes of the retention edge")
 	// Mapper memory.
 	fs.DurationVar(&c.StateIdle, "state-idle", 14*24*time.Hour, "the mapper moves a patient no observation touched for this long (by the times recorded in the ingest log), with its studies, orders and accessions, from memory to the RADBRIDGE_ARCHIVE bucket, and reloads it when an observation names it again; 0 keeps every patient in memory")
+	// Time.
+	fs.StringVar(&c.Timezone, "timezone", "", "IANA time zone (e.g. Europe/Berlin) of HL7 and DICOM times received without an offset; recorded with each observation so a replay elsewhere maps the same instants; empty: the host's (TZ, else /etc/localtime)")
 	return fs
 }
 
@@ -474,6 +480,16 @@ func (c *Config) Validate() error {
 	if c.RetentionMargin <= 0 || c.RetentionMargin >= 1 {
 		bad("--retention-margin %v: want a fraction between 0 and 1", c.RetentionMargin)
 	}
+	if c.Timezone == "" {
+		if c.Timezone = HostZone(); c.Timezone == "" {
+			bad("--timezone: the host's time zone has no IANA name here (TZ unset, /etc/localtime not a link into a zoneinfo directory, no /etc/timezone): set --timezone, e.g. Europe/Berlin")
+		}
+	}
+	if c.Timezone != "" {
+		if _, err := c.Zone(); err != nil {
+			bad("--timezone %q: not an IANA time zone name (e.g. Europe/Berlin, UTC): %v", c.Timezone, err)
+		}
+	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		bad("--log-format %q: want text or json", c.LogFormat)
 	}
@@ -483,6 +499,49 @@ func (c *Config) Validate() error {
 		bad("--log-level %q: want debug, info, warn or error", c.LogLevel)
 	}
 	return errors.Join(errs...)
+}
+
+// Zone loads --timezone.
+func (c *Config) Zone() (*time.Location, error) {
+	if c.Timezone == "Local" || strings.HasPrefix(c.Timezone, "/") {
+		// Names another machine would read otherwise.
+		return nil, errors.New("want a zone name")
+	}
+	return time.LoadLocation(c.Timezone)
+}
+
+// HostZone names the zone Go reads as time.Local: $TZ when set (empty is
+// UTC), else the target of /etc/localtime below a zoneinfo directory, else
+// /etc/timezone, else UTC when /etc/localtime is missing. It returns ""
+// when the zone exists but has no name (a copied /etc/localtime).
+func HostZone() string {
+	if tz, ok := os.LookupEnv("TZ"); ok {
+		tz = strings.TrimPrefix(tz, ":")
+		if tz == "" {
+			return "UTC"
+		}
+		if _, rest, ok := strings.Cut(tz, "zoneinfo/"); ok && strings.HasPrefix(tz, "/") {
+			return rest
+		}
+		if strings.HasPrefix(tz, "/") {
+			return ""
+		}
+		return tz
+	}
+	if target, err := os.Readlink("/etc/localtime"); err == nil {
+		if _, rest, ok := strings.Cut(target, "zoneinfo/"); ok {
+			return rest
+		}
+	}
+	if b, err := os.ReadFile("/etc/timezone"); err == nil {
+		if name := strings.TrimSpace(string(b)); name != "" {
+			return name
+		}
+	}
+	if _, err := os.Lstat("/etc/localtime"); errors.Is(err, os.ErrNotExist) {
+		return "UTC"
+	}
+	return ""
 }
 
 // TLSEnabled reports whether any TLS listener is on.

@@ -1,0 +1,128 @@
+package app_test
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"radbridge/mapper"
+)
+
+// hugeStudyInstances is the size of the huge study (HUGE_STUDY_INSTANCES
+// overrides it, e.g. 20000 for a quicker run).
+func hugeStudyInstances(t *testing.T) int {
+	n := 100000
+	if v := os.Getenv("HUGE_STUDY_INSTANCES"); v != "" {
+		var err error
+		if n, err = strconv.Atoi(v); err != nil || n < 20000 {
+			t.Fatalf("HUGE_STUDY_INSTANCES=%q: want a number, at least 20000", v)
+		}
+	}
+	return n
+}
+
+// TestHugeStudy: an archive announces a 100,000-instance study in JSON
+// notifications of 20,000 instances, the last one complete (an IAN too
+// large for one record). Every event stays small (the ImagingStudy lists
+// series and counts, not 100,000 instances). The quiet period (1 s) runs
+// from the last instance recorded, so the study is never complete in the
+// middle of a notification, however long recording it takes (it may be
+// between two, when the archive pauses longer than the quiet period); the
+// last ImagingStudy holds every instance. Another patient's order is
+// announced while the study is being recorded, and a restart afterwards is
+// ready.
+func TestHugeStudy(t *testing.T) {
+	bin := needPeer(t, "mllp_send")
+	total := hugeStudyInstances(t)
+	const per = 20000
+	dir := filepath.Join(t.TempDir(), "data")
+	flags := []string{"--mllp-addr", "127.0.0.1:0", "--study-quiet-period", "1s", "--hl7-patient-authority", "NORTHWING"}
+	d, stop := runDaemon(t, dir, slog.New(slog.DiscardHandler), flags...)
+	base := "http://" + d.HTTPAddr()
+	const study = "1.2.826.0.1.3680043.10.1447.77"
+	var bodies []string
+	for start := 0; start < total; start += per {
+		var insts []any
+		for i := start; i < start+per; i++ {
+			insts = append(insts, notifyInstance(study, 1+i/25000, i%25000+1))
+		}
+		n := map[string]any{"study": notifyStudy("MRN-HUGE", "ACC-HUGE"), "instances": insts}
+		if start+per >= total {
+			n["complete"] = true
+		}
+		bodies = append(bodies, mustJSON(t, n))
+	}
+	started := time.Now()
+	for i, b := range bodies {
+		if code, body := httpDo(t, "POST", base+"/v1/dicom/notifications", "", b); code != 200 || !strings.Contains(body, fmt.Sprintf(`"stored":%d`, per)) {
+			t.Fatalf("notification %d: %d %s", i+1, code, body)
+		}
+		if i == 0 {
+			// Everyone else's events keep flowing.
+			order := `MSH|^~\&|RADRIS|NORTHWING|RADBRIDGE|IMAGING|20261201100100||ORM^O01|HUGE-2|P|2.3
+PID|1||MRN-OTHER^^^NORTHWING^MR||OTHER^PATIENT
+ORC|NW|PH2|FH2||SC
+OBR|1|PH2|FH2|71250^CT CHEST^C4||||||||||||||ACC-OTHER||||||CT`
+			if ack := mllpSend(t, bin, d.MLLPAddr(), writeHL7(t, "order", order)); ack.Segment("MSA").Field(1) != "AA" {
+				t.Fatalf("order: ACK %q", ack.Bytes())
+			}
+		}
+	}
+	t.Logf("%d instances recorded in %v", total, time.Since(started).Round(time.Millisecond))
+	var last map[string]any
+	for i := 0; ; i++ {
+		if i == 1200 {
+			t.Fatalf("the study never held every instance: last %v", last)
+		}
+		_, list := getJSON(t, base+"/v1/events?resource_type=ImagingStudy&page_size=1000")
+		evs, _ := list["events"].([]any)
+		for _, e := range evs {
+			ev := e.(map[string]any)
+			if ev["type"] == "IMAGING_STUDY_PROGRESS" {
+				continue
+			}
+			res, _ := ev["resource"].(map[string]any)
+			if n, _ := res["numberOfInstances"].(float64); int(n)%per != 0 {
+				t.Fatalf("%v with %v instances: complete in the middle of a notification", ev["type"], n)
+			}
+			last = res
+		}
+		if n, _ := last["numberOfInstances"].(float64); int(n) == total {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	ext, _ := json.Marshal(last["extension"])
+	if !strings.Contains(string(ext), mapper.InstancesOmittedExtension) {
+		t.Errorf("no %s extension: %s", mapper.InstancesOmittedExtension, ext)
+	}
+	_, list := getJSON(t, base+"/v1/events?page_size=1000")
+	evs, _ := list["events"].([]any)
+	sawOrder := false
+	for _, e := range evs {
+		b, _ := json.Marshal(e)
+		if len(b) > 256<<10 {
+			t.Errorf("a %v event of %d bytes", e.(map[string]any)["type"], len(b))
+		}
+		sawOrder = sawOrder || e.(map[string]any)["accession_number"] == "ACC-OTHER"
+	}
+	if !sawOrder {
+		t.Error("the other patient's order was not announced")
+	}
+	if code, img := getJSON(t, base+"/v1/patients/MRN-HUGE/imaging"); code != 200 || !strings.Contains(fmt.Sprint(img), "ACC-HUGE") {
+		t.Errorf("read model: %d %v", code, img)
+	}
+	stop()
+	restarted := time.Now()
+	d, _ = runDaemon(t, dir, slog.New(slog.DiscardHandler), flags...)
+	t.Logf("ready %v after the restart", time.Since(restarted).Round(time.Millisecond))
+	if code, _ := getJSON(t, "http://"+d.HTTPAddr()+"/v1/patients/MRN-HUGE/imaging"); code != 200 {
+		t.Errorf("read model after the restart: %d", code)
+	}
+}

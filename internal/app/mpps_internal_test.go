@@ -1,0 +1,100 @@
+package app
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"testing"
+
+	"radbridge/dicom/dimse"
+	"radbridge/dicom/scp"
+	"radbridge/ingest"
+	"radbridge/store"
+)
+
+// memSteps is a stepStore in memory with revisions, as the bucket has.
+type memSteps struct {
+	mu  sync.Mutex
+	m   map[string][]byte
+	rev map[string]uint64
+	// before runs before each write (to let another writer in).
+	before func()
+}
+
+func (s *memSteps) Get(_ context.Context, uid string) ([]byte, uint64, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.m[uid], s.rev[uid], nil
+}
+
+func (s *memSteps) Create(ctx context.Context, uid string, v []byte) error {
+	return s.Update(ctx, uid, v, 0)
+}
+
+func (s *memSteps) Update(_ context.Context, uid string, v []byte, rev uint64) error {
+	if f := s.before; f != nil {
+		s.before = nil
+		f()
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.rev[uid] != rev {
+		return store.ErrStepChanged
+	}
+	s.m[uid], s.rev[uid] = v, rev+1
+	return nil
+}
+
+func statusOf(err error) dimse.Status {
+	var se *scp.StatusError
+	if errors.As(err, &se) {
+		return se.Status
+	}
+	if err != nil {
+		return 0xFFFF
+	}
+	return dimse.StatusSuccess
+}
+
+// TestAdmitMPPSCrashAndRace: the state is claimed before the record; when
+// the record is lost (a crash, a failed append: the sender got no
+// success), the resend of the same message is admitted, another one is
+// judged by the claimed state. A concurrent writer that changes the state
+// between read and write makes the loser read again.
+func TestAdmitMPPSCrashAndRace(t *testing.T) {
+	ctx := context.Background()
+	s := &memSteps{m: map[string][]byte{}, rev: map[string]uint64{}}
+	create := &ingest.MPPSUpdate{SOPInstanceUID: "1.2.3", Create: true, Status: ingest.MPPSInProgress, StudyInstanceUIDs: []string{"1.2"}}
+	completed := &ingest.MPPSUpdate{SOPInstanceUID: "1.2.3", Status: ingest.MPPSCompleted}
+	discontinued := &ingest.MPPSUpdate{SOPInstanceUID: "1.2.3", Status: ingest.MPPSDiscontinued}
+	for _, step := range []struct {
+		what string
+		u    *ingest.MPPSUpdate
+		want dimse.Status
+	}{
+		{"N-CREATE", create, dimse.StatusSuccess},
+		{"N-SET COMPLETED (then the daemon dies before recording it)", completed, dimse.StatusSuccess},
+		{"N-SET COMPLETED resent", completed, dimse.StatusSuccess},
+		{"N-SET DISCONTINUED", discontinued, dimse.StatusProcessingFailure},
+		{"N-CREATE resent after the step moved on", create, dimse.StatusDuplicateSOPInstance},
+	} {
+		if got := statusOf(admitMPPS(ctx, s, step.u)); got != step.want {
+			t.Errorf("%s: %v, want %v", step.what, got, step.want)
+		}
+	}
+
+	// Race: N-SET COMPLETED reads IN PROGRESS, then another process
+	// writes DISCONTINUED before it: COMPLETED must lose and be refused.
+	s = &memSteps{m: map[string][]byte{}, rev: map[string]uint64{}}
+	if err := admitMPPS(ctx, s, create); err != nil {
+		t.Fatal(err)
+	}
+	s.before = func() {
+		if err := admitMPPS(ctx, s, discontinued); err != nil {
+			t.Errorf("the racing DISCONTINUED: %v", err)
+		}
+	}
+	if got := statusOf(admitMPPS(ctx, s, completed)); got != dimse.StatusProcessingFailure {
+		t.Errorf("COMPLETED that lost the race to DISCONTINUED: %v, want 0110", got)
+	}
+}
