@@ -86,7 +86,9 @@ func Parse(b []byte) (*Message, error) {
 	if i := bytes.IndexByte(cs, d.Repetition); i >= 0 {
 		cs = cs[:i]
 	}
-	m.charset = string(cs)
+	// A delimiter in the name (e.g. '-' of "UNICODE UTF-8" when '-' is a
+	// separator) is escaped like any data.
+	m.charset = m.decode(cs)
 	ci, csErr := lookupCharset(m.charset)
 	if csErr == nil {
 		m.conv = ci
@@ -522,6 +524,31 @@ func (s *Segment) Sub(n, rep, comp, sub int) string {
 		return s.Component(n, rep, comp)
 	}
 	return s.m.decode(nth(s.rawComponent(n, rep, comp), s.m.d.Subcomponent, sub))
+}
+
+// Subcomponents returns every sub-component of component comp of
+// repetition rep of field n, each decoded, split at the message's own
+// sub-component separator (MSH-2). A missing component gives nil.
+func (s *Segment) Subcomponents(n, rep, comp int) []string {
+	if s.isEncodingChars(n) {
+		if v := s.Component(n, rep, comp); v != "" {
+			return []string{v}
+		}
+		return nil
+	}
+	raw := s.rawComponent(n, rep, comp)
+	if raw == nil {
+		return nil
+	}
+	out := make([]string, 0, bytes.Count(raw, []byte{s.m.d.Subcomponent})+1)
+	for {
+		i := bytes.IndexByte(raw, s.m.d.Subcomponent)
+		if i < 0 {
+			return append(out, s.m.decode(raw))
+		}
+		out = append(out, s.m.decode(raw[:i]))
+		raw = raw[i+1:]
+	}
 }
 
 // nth returns the i-th (1-based) part of b split at sep, nil when absent.

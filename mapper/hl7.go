@@ -131,8 +131,9 @@ func (r *hl7Rule) patient(m *hl7.Message) (id, authority string) {
 	}
 	n := pid.NumRepetitions(3)
 	for rep := 1; rep <= n; rep++ {
-		idv, auth := strings.TrimSpace(pid.Component(3, rep, 1)), strings.TrimSpace(pid.Component(3, rep, 4))
-		auth, _, _ = strings.Cut(auth, "&")
+		// CX-4 is an HD: its namespace ID is the first sub-component,
+		// split at the message's own separator.
+		idv, auth := strings.TrimSpace(pid.Component(3, rep, 1)), strings.TrimSpace(pid.Sub(3, rep, 4, 1))
 		if idv == "" {
 			continue
 		}
@@ -145,8 +146,7 @@ func (r *hl7Rule) patient(m *hl7.Message) (id, authority string) {
 	}
 	// No identifier of the hospital's authority: the first, qualified by
 	// its authority so it never merges with an MRN (see PatientKey).
-	a, _, _ := strings.Cut(pid.Component(3, 1, 4), "&")
-	a = strings.TrimSpace(a)
+	a := strings.TrimSpace(pid.Sub(3, 1, 4, 1))
 	return PatientKey(strings.TrimSpace(pid.Component(3, 1, 1)), a, r.o.HL7PatientAuthority), a
 }
 
@@ -332,12 +332,10 @@ func hl7Person(s *hl7.Segment, n int) string {
 		return ""
 	}
 	id, family, given := field(s, n, 1), field(s, n, 2), field(s, n, 3)
-	if strings.Contains(id, "&") { // NDL: name is the first component, sub-components ID&FAMILY&GIVEN
-		p := strings.Split(id, "&")
-		id, family, given = p[0], "", ""
-		if len(p) > 1 {
-			family = p[1]
-		}
+	// NDL: the name is the first component, its sub-components (split at
+	// the message's own separator) ID, FAMILY, GIVEN.
+	if p := s.Subcomponents(n, 1, 1); len(p) > 1 {
+		id, family, given = strings.TrimSpace(p[0]), p[1], ""
 		if len(p) > 2 {
 			given = p[2]
 		}
