@@ -231,6 +231,7 @@ func TestDelimitersDoNotChangeTheMapping(t *testing.T) {
 	for _, o := range []mapper.Options{
 		{HL7PatientAuthority: "NORTHWING"},
 		{},
+		{HL7PatientAuthority: "NORTHWING", PatientIdentifierSystem: "urn:oid:1.2.3.4"},
 	} {
 		want := run(o, nil)
 		if len(want.events) < len(msgs) {

@@ -508,7 +508,7 @@ func (d *dicomMapper) emit(c *Context, st *StudyState, typ rbv1.EventType, sev r
 		src := c.Rec.Source
 		st.Source = &src
 	}
-	res := imagingStudy(st, status)
+	res := imagingStudy(st, status, d.o)
 	viewer := studyLinks(res, st, d.o)
 	pb := toStruct(res)
 	if pb == nil {

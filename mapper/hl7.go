@@ -102,18 +102,19 @@ func (r *hl7Rule) Apply(c *Context) error {
 		return fmt.Errorf("parse: %w", err)
 	}
 	code, trigger, _ := m.MessageType()
-	pid, authority := r.patient(m)
+	pid, pidValue, authority := r.patient(m)
+	subject := patientSubject(r.o, pid, pidValue, authority)
 	switch {
 	case code == "ORM" && trigger == "O01", code == "OMI" && trigger == "O23":
 		for _, g := range groups(m) {
 			if g.orc != nil && r.imaging(g) {
-				r.order(c, m, g, pid, authority)
+				r.order(c, m, g, pid, subject)
 			}
 		}
 	case code == "ORU" && trigger == "R01":
 		for _, g := range groups(m) {
 			if g.obr != nil && r.imaging(g) {
-				r.result(c, m, g, pid, authority)
+				r.result(c, m, g, pid, subject)
 			}
 		}
 	default:
@@ -122,14 +123,17 @@ func (r *hl7Rule) Apply(c *Context) error {
 	return nil
 }
 
-// patient picks the PID-3 identifier of the configured assigning authority,
-// or the first.
-func (r *hl7Rule) patient(m *hl7.Message) (id, authority string) {
+// patient picks the PID-3 identifier of the configured assigning
+// authority; without one configured, the first whose identifier type
+// (CX-5) is MR, else the first. It returns the patient key (see
+// PatientKey) and the identifier with its authority.
+func (r *hl7Rule) patient(m *hl7.Message) (key, id, authority string) {
 	pid := m.Segment("PID")
 	if pid == nil {
-		return "", ""
+		return "", "", ""
 	}
 	n := pid.NumRepetitions(3)
+	first := 0
 	for rep := 1; rep <= n; rep++ {
 		// CX-4 is an HD: its namespace ID is the first sub-component,
 		// split at the message's own separator.
@@ -137,17 +141,28 @@ func (r *hl7Rule) patient(m *hl7.Message) (id, authority string) {
 		if idv == "" {
 			continue
 		}
-		if r.o.HL7PatientAuthority == "" || strings.EqualFold(auth, r.o.HL7PatientAuthority) {
-			return idv, auth
+		if r.o.HL7PatientAuthority != "" && strings.EqualFold(auth, r.o.HL7PatientAuthority) {
+			return idv, idv, auth
+		}
+		if r.o.HL7PatientAuthority == "" && strings.EqualFold(strings.TrimSpace(pid.Component(3, rep, 5)), "MR") {
+			return idv, idv, auth
+		}
+		if first == 0 {
+			first = rep
 		}
 	}
 	if r.o.HL7PatientAuthority == "" {
-		return "", ""
+		if first == 0 {
+			return "", "", ""
+		}
+		idv, auth := strings.TrimSpace(pid.Component(3, first, 1)), strings.TrimSpace(pid.Sub(3, first, 4, 1))
+		return idv, idv, auth
 	}
 	// No identifier of the hospital's authority: the first, qualified by
 	// its authority so it never merges with an MRN (see PatientKey).
 	a := strings.TrimSpace(pid.Sub(3, 1, 4, 1))
-	return PatientKey(strings.TrimSpace(pid.Component(3, 1, 1)), a, r.o.HL7PatientAuthority), a
+	idv := strings.TrimSpace(pid.Component(3, 1, 1))
+	return PatientKey(idv, a, r.o.HL7PatientAuthority), idv, a
 }
 
 // imaging reports whether the group is an imaging order or result
@@ -347,22 +362,6 @@ func hl7Person(s *hl7.Segment, n int) string {
 	return name
 }
 
-// hl7Subject references the patient by identifier (PID-3, its assigning
-// authority as the system), or by a display when PID-3 is empty.
-func hl7Subject(pid, authority string) map[string]any {
-	if pid == "" {
-		return map[string]any{"display": "Unknown patient"}
-	}
-	ident := map[string]any{"value": pid}
-	switch {
-	case isDICOMOID(authority):
-		ident["system"] = "urn:oid:" + authority
-	case authority != "":
-		ident["system"] = "urn:hl7v2:assigning-authority:" + url.PathEscape(authority)
-	}
-	return map[string]any{"type": "Patient", "identifier": ident}
-}
-
 func hl7Identifiers(accession, placer, filler string) []any {
 	var out []any
 	add := func(code, display, v string) {
@@ -420,7 +419,7 @@ func orderNumbers(first, second *hl7.Segment) (placer, filler string) {
 	return placer, filler
 }
 
-func (r *hl7Rule) order(c *Context, m *hl7.Message, g *group, pid, authority string) {
+func (r *hl7Rule) order(c *Context, m *hl7.Message, g *group, pid string, subject map[string]any) {
 	acc := r.accession(g)
 	placer, filler := orderNumbers(g.orc, g.obr)
 	key := acc
@@ -446,7 +445,7 @@ func (r *hl7Rule) order(c *Context, m *hl7.Message, g *group, pid, authority str
 		"category": []any{map[string]any{"coding": []any{map[string]any{
 			"system": "http://snomed.info/sct", "code": "363679005", "display": "Imaging",
 		}}}},
-		"subject": hl7Subject(pid, authority),
+		"subject": subject,
 	}
 	if ids := hl7Identifiers(acc, placer, filler); len(ids) > 0 {
 		sr["identifier"] = ids
@@ -565,7 +564,7 @@ func reportStatus(s string) string {
 	return "preliminary" // P, R and anything else not final
 }
 
-func (r *hl7Rule) result(c *Context, m *hl7.Message, g *group, pid, authority string) {
+func (r *hl7Rule) result(c *Context, m *hl7.Message, g *group, pid string, subject map[string]any) {
 	acc := r.accession(g)
 	placer, filler := orderNumbers(g.obr, g.orc)
 	id := fhirID("report-", acc)
@@ -605,7 +604,7 @@ func (r *hl7Rule) result(c *Context, m *hl7.Message, g *group, pid, authority st
 		"category": []any{map[string]any{"coding": []any{map[string]any{
 			"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "RAD", "display": "Radiology",
 		}}}},
-		"subject": hl7Subject(pid, authority),
+		"subject": subject,
 	}
 	if cc := hl7Codeable(g.obr, 4); cc != nil {
 		dr["code"] = cc
