@@ -24,6 +24,9 @@ type OrderState struct {
 	Placer     string `json:"placer,omitempty"`
 	Filler     string `json:"filler,omitempty"`
 	Cancelled  bool   `json:"cancelled,omitempty"`
+	// StudyUID is the Study Instance UID the order names (OMI IPC-3, ORM
+	// ZDS-1): the study the modality will make joins the order by it.
+	StudyUID string `json:"study_uid,omitempty"`
 }
 
 // hl7Rules maps HL7 v2 orders (ORM^O01, OMI^O23) and results (ORU^R01).
@@ -37,10 +40,11 @@ func hl7Rules(o Options) map[string]Rule {
 
 type hl7Rule struct{ o Options }
 
-// group is one order or result: ORC with its OBR, IPC, TQ1, OBX and NTE.
+// group is one order or result: ORC with its OBR, IPC, TQ1, ZDS, OBX and
+// NTE.
 type group struct {
-	orc, obr, ipc, tq1 *hl7.Segment
-	obx, nte           []*hl7.Segment
+	orc, obr, ipc, tq1, zds *hl7.Segment
+	obx, nte                []*hl7.Segment
 }
 
 func groups(m *hl7.Message) []*group {
@@ -64,6 +68,10 @@ func groups(m *hl7.Message) []*group {
 		case "TQ1":
 			if cur != nil && cur.tq1 == nil {
 				cur.tq1 = s
+			}
+		case "ZDS":
+			if cur != nil && cur.zds == nil {
+				cur.zds = s
 			}
 		case "OBX":
 			if cur != nil {
@@ -189,6 +197,18 @@ func (r *hl7Rule) accession(g *group) string {
 			v = field(g.obr, 3, 1)
 		}
 		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// orderStudyUID is the Study Instance UID an IHE scheduled workflow order
+// carries for the modality to use: IPC-3 (OMI^O23) or ZDS-1.1 (ORM^O01,
+// IHE SWF for v2.3/2.4); "" when there is none or it is not a UID.
+func orderStudyUID(g *group) string {
+	for _, v := range []string{field(g.ipc, 3, 1), field(g.zds, 1, 1)} {
+		if v != "" && len(v) <= 64 && isDICOMOID(v) {
 			return v
 		}
 	}
@@ -447,7 +467,15 @@ func (r *hl7Rule) order(c *Context, m *hl7.Message, g *group, pid string, subjec
 		}}}},
 		"subject": subject,
 	}
-	if ids := hl7Identifiers(acc, placer, filler); len(ids) > 0 {
+	studyUID := orderStudyUID(g)
+	if studyUID == "" && prev != nil {
+		studyUID = prev.StudyUID // an update that does not repeat it
+	}
+	ids := hl7Identifiers(acc, placer, filler)
+	if studyUID != "" {
+		ids = append(ids, map[string]any{"system": studySystemUID, "value": "urn:oid:" + studyUID})
+	}
+	if len(ids) > 0 {
 		sr["identifier"] = ids
 	}
 	if cc := hl7Codeable(g.obr, 4); cc != nil {
@@ -507,9 +535,16 @@ func (r *hl7Rule) order(c *Context, m *hl7.Message, g *group, pid string, subjec
 	if conflict != "" {
 		sev, msg = rbv1.Severity_SEVERITY_WARNING, msg+conflict
 	}
+	if prev != nil && prev.StudyUID != "" && prev.StudyUID != studyUID {
+		c.State.setStudyOrder(prev.StudyUID, key, false)
+	}
+	if studyUID != "" {
+		c.State.setStudyOrder(studyUID, key, true)
+	}
 	c.State.Orders[key] = &OrderState{PatientID: pid, Accession: acc, ResourceID: id, Stat: stat, Placer: placer, Filler: filler,
-		Cancelled: typ == rbv1.EventType_ORDER_CANCELLED}
+		Cancelled: typ == rbv1.EventType_ORDER_CANCELLED, StudyUID: studyUID}
 	r.emit(c, typ, pid, acc, sev, evPrio, msg, "ServiceRequest", id, sr)
+	c.events[len(c.events)-1].StudyInstanceUid = studyUID
 	if pid != "" {
 		p := c.State.Patient(pid)
 		setResource(&p.Orders, id, sr)
