@@ -81,7 +81,8 @@ func join(c *Context) {
 				warn(ev, " (warning: its Study Instance UID belongs to a study of a different patient; not linked across patients)")
 				continue
 			}
-			if acc, _ := studyJoin(c, uid, st.ReadModelPatient, st.AccessionNumber); acc == ev.AccessionNumber {
+			if acc, note := studyJoin(c, uid, st.ReadModelPatient, st.AccessionNumber); acc == ev.AccessionNumber {
+				warn(ev, note)
 				add(acc, ResourceRef{Patient: st.ReadModelPatient, Type: "ImagingStudy", ID: StudyResourceID(uid)})
 				if st.AccessionNumber != "" && st.AccessionNumber != acc {
 					touched[st.AccessionNumber] = true // it leaves that accession's links
