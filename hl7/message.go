@@ -366,18 +366,44 @@ func (m *Message) MessageType() (code, trigger, structure string) {
 // ControlID returns MSH-10, the message control ID.
 func (m *Message) ControlID() string { return m.MSH().Field(10) }
 
-// SendingApplication returns MSH-3 as HD text (components joined by the
-// component separator).
-func (m *Message) SendingApplication() string { return m.MSH().Field(3) }
+// SendingApplication returns MSH-3 as HD text: its components decoded and
+// joined by '^' (sub-components by '&'), the default delimiters, whatever
+// the message declares, so that one sender reads the same in every
+// encoding (for messages with the default delimiters it is Field(3)).
+func (m *Message) SendingApplication() string { return m.hdText(3) }
 
-// SendingFacility returns MSH-4 as HD text.
-func (m *Message) SendingFacility() string { return m.MSH().Field(4) }
+// SendingFacility returns MSH-4 as HD text, like SendingApplication.
+func (m *Message) SendingFacility() string { return m.hdText(4) }
 
-// ReceivingApplication returns MSH-5 as HD text.
-func (m *Message) ReceivingApplication() string { return m.MSH().Field(5) }
+// ReceivingApplication returns MSH-5 as HD text, like SendingApplication.
+func (m *Message) ReceivingApplication() string { return m.hdText(5) }
 
-// ReceivingFacility returns MSH-6 as HD text.
-func (m *Message) ReceivingFacility() string { return m.MSH().Field(6) }
+// ReceivingFacility returns MSH-6 as HD text, like SendingApplication.
+func (m *Message) ReceivingFacility() string { return m.hdText(6) }
+
+// hdText returns MSH-n's first repetition with its components and
+// sub-components decoded and joined by the default separators.
+func (m *Message) hdText(n int) string {
+	d := m.d
+	if d.Component == DefaultDelimiters.Component && d.Subcomponent == DefaultDelimiters.Subcomponent {
+		return m.MSH().Field(n)
+	}
+	raw := nth(m.MSH().Raw(n), d.Repetition, 1)
+	comps := bytes.Split(raw, []byte{d.Component})
+	var b []byte
+	for i, c := range comps {
+		if i > 0 {
+			b = append(b, DefaultDelimiters.Component)
+		}
+		for j, sc := range bytes.Split(c, []byte{d.Subcomponent}) {
+			if j > 0 {
+				b = append(b, DefaultDelimiters.Subcomponent)
+			}
+			b = append(b, m.decode(sc)...)
+		}
+	}
+	return string(b)
+}
 
 // ProcessingID returns MSH-11.1 (P, D or T).
 func (m *Message) ProcessingID() string { return m.MSH().Component(11, 1, 1) }

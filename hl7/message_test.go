@@ -325,3 +325,16 @@ func TestSubcomponentsUseDeclaredSeparator(t *testing.T) {
 		})
 	}
 }
+
+// TestHDTextIsTheSameInEveryEncoding: MSH-3..6 read as HD text with the
+// default separators whatever the message declares.
+func TestHDTextIsTheSameInEveryEncoding(t *testing.T) {
+	a := mustParse(t, []byte("MSH|^~\\&|RADRIS^1.2.3^ISO|NORTH&X|RB|IMG&Y^Z\r"))
+	b := mustParse(t, []byte("MSH#$*!%#RADRIS$1.2.3$ISO#NORTH%X#RB#IMG%Y$Z\r"))
+	for _, m := range []*Message{a, b} {
+		got := []string{m.SendingApplication(), m.SendingFacility(), m.ReceivingApplication(), m.ReceivingFacility()}
+		if diff := cmp.Diff(got, []string{"RADRIS^1.2.3^ISO", "NORTH&X", "RB", "IMG&Y^Z"}); diff != "" {
+			t.Errorf("%v (-got +want):\n%s", m.Delimiters(), diff)
+		}
+	}
+}

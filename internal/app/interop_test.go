@@ -89,14 +89,14 @@ func sendAA(t *testing.T, bin string, d *app.Daemon, name, msg string) {
 // delimOrder is one order written with the default delimiters; PID-3's
 // CX-4 is an HD with sub-components, the requester's name and the reason
 // carry escaped delimiters.
-const delimOrder = `MSH|^~\&|RADRIS|NORTHWING|RADBRIDGE|IMAGING|20260310083000+0100||ORM^O01|{{ctl}}|P|2.3
+const delimOrder = `MSH|^~\&|RADRIS^1.2.3.4.5^ISO|NORTHWING|RADBRIDGE|IMAGING|20260310083000+0100||ORM^O01|{{ctl}}|P|2.3
 PID|1||998877665^^^SSA&2.16.840.1.113883.4.1&ISO^SS~MRN6001^^^NORTHWING&1.2.3.4&ISO^MR||O\T\BRIEN^SEAN||19700101|M
 ORC|NW|PLC6001|FIL6001||SC||^^^20260310090000+0100^^S||20260310082900+0100|CLERK^RIS||1234^REFERRER\T\CO^SAM^^^DR
 OBR|1|PLC6001|FIL6001|71250^CT CHEST \F\ ABDOMEN^C4|S||20260310082900+0100||||||Pain \R\ fever|||1234^REFERRER^SAM^^^DR||ACC6001|RP1|SPS1||||CT|||1^^^20260310090000+0100^^S`
 
 // delimOrderOther is delimOrder with the delimiters #$*!% and a truncation
 // character @: every data character that is one of them escaped.
-const delimOrderOther = `MSH#$*!%@#RADRIS#NORTHWING#RADBRIDGE#IMAGING#20260310083000+0100##ORM$O01#{{ctl}}#P#2.3
+const delimOrderOther = `MSH#$*!%@#RADRIS$1.2.3.4.5$ISO#NORTHWING#RADBRIDGE#IMAGING#20260310083000+0100##ORM$O01#{{ctl}}#P#2.3
 PID#1##998877665$$$SSA%2.16.840.1.113883.4.1%ISO$SS*MRN6001$$$NORTHWING%1.2.3.4%ISO$MR##O&BRIEN$SEAN##19700101#M
 ORC#NW#PLC6001#FIL6001##SC##$$$20260310090000+0100$$S##20260310082900+0100#CLERK$RIS##1234$REFERRER&CO$SAM$$$DR
 OBR#1#PLC6001#FIL6001#71250$CT CHEST | ABDOMEN$C4#S##20260310082900+0100######Pain ~ fever###1234$REFERRER$SAM$$$DR##ACC6001#RP1#SPS1####CT###1$$$20260310090000+0100$$S`
@@ -104,7 +104,8 @@ OBR#1#PLC6001#FIL6001#71250$CT CHEST | ABDOMEN$C4#S##20260310082900+0100######Pa
 // TestDelimitersOverMLLP: one order sent with the default delimiters and
 // again with another legal set is acknowledged AA both times and reads the
 // same: the second event carries a ServiceRequest identical to the first
-// (patient by the CX-4 authority's sub-component, escaped text intact).
+// (patient by the CX-4 authority's sub-component, escaped text intact), and
+// so do the events' sources.
 func TestDelimitersOverMLLP(t *testing.T) {
 	bin := needPeer(t, "mllp_send")
 	d := startDaemon(t, filepath.Join(t.TempDir(), "data"), "--hl7-patient-authority", "NORTHWING")
@@ -124,6 +125,13 @@ func TestDelimitersOverMLLP(t *testing.T) {
 	if got := fmt.Sprint(resourceField(evs[1], "requester"), resourceField(evs[1], "reasonCode"), resourceField(evs[1], "code")); !strings.Contains(got, "SAM REFERRER&CO") ||
 		!strings.Contains(got, "Pain ~ fever") || !strings.Contains(got, "CT CHEST | ABDOMEN") {
 		t.Errorf("requester, reason, code: %s", got)
+	}
+	// The sender reads the same too (MSH-3 as HD text).
+	for _, e := range evs {
+		src, _ := e["source"].(map[string]any)
+		if app := fmt.Sprint(src["sending_application"], src["sendingApplication"]); !strings.Contains(app, "RADRIS^1.2.3.4.5^ISO") {
+			t.Errorf("event source %v", src)
+		}
 	}
 	if evs[0]["type"] != "ORDER_PLACED" || evs[1]["type"] != "ORDER_UPDATED" {
 		t.Errorf("event types %v, %v", evs[0]["type"], evs[1]["type"])
