@@ -86,7 +86,9 @@ func Parse(b []byte) (*Message, error) {
 	if i := bytes.IndexByte(cs, d.Repetition); i >= 0 {
 		cs = cs[:i]
 	}
-	m.charset = string(cs)
+	// A delimiter in the name (e.g. '-' of "UNICODE UTF-8" when '-' is a
+	// separator) is escaped like any data.
+	m.charset = m.decode(cs)
 	ci, csErr := lookupCharset(m.charset)
 	if csErr == nil {
 		m.conv = ci
@@ -364,18 +366,44 @@ func (m *Message) MessageType() (code, trigger, structure string) {
 // ControlID returns MSH-10, the message control ID.
 func (m *Message) ControlID() string { return m.MSH().Field(10) }
 
-// SendingApplication returns MSH-3 as HD text (components joined by the
-// component separator).
-func (m *Message) SendingApplication() string { return m.MSH().Field(3) }
+// SendingApplication returns MSH-3 as HD text: its components decoded and
+// joined by '^' (sub-components by '&'), the default delimiters, whatever
+// the message declares, so that one sender reads the same in every
+// encoding (for messages with the default delimiters it is Field(3)).
+func (m *Message) SendingApplication() string { return m.hdText(3) }
 
-// SendingFacility returns MSH-4 as HD text.
-func (m *Message) SendingFacility() string { return m.MSH().Field(4) }
+// SendingFacility returns MSH-4 as HD text, like SendingApplication.
+func (m *Message) SendingFacility() string { return m.hdText(4) }
 
-// ReceivingApplication returns MSH-5 as HD text.
-func (m *Message) ReceivingApplication() string { return m.MSH().Field(5) }
+// ReceivingApplication returns MSH-5 as HD text, like SendingApplication.
+func (m *Message) ReceivingApplication() string { return m.hdText(5) }
 
-// ReceivingFacility returns MSH-6 as HD text.
-func (m *Message) ReceivingFacility() string { return m.MSH().Field(6) }
+// ReceivingFacility returns MSH-6 as HD text, like SendingApplication.
+func (m *Message) ReceivingFacility() string { return m.hdText(6) }
+
+// hdText returns MSH-n's first repetition with its components and
+// sub-components decoded and joined by the default separators.
+func (m *Message) hdText(n int) string {
+	d := m.d
+	if d.Component == DefaultDelimiters.Component && d.Subcomponent == DefaultDelimiters.Subcomponent {
+		return m.MSH().Field(n)
+	}
+	raw := nth(m.MSH().Raw(n), d.Repetition, 1)
+	comps := bytes.Split(raw, []byte{d.Component})
+	var b []byte
+	for i, c := range comps {
+		if i > 0 {
+			b = append(b, DefaultDelimiters.Component)
+		}
+		for j, sc := range bytes.Split(c, []byte{d.Subcomponent}) {
+			if j > 0 {
+				b = append(b, DefaultDelimiters.Subcomponent)
+			}
+			b = append(b, m.decode(sc)...)
+		}
+	}
+	return string(b)
+}
 
 // ProcessingID returns MSH-11.1 (P, D or T).
 func (m *Message) ProcessingID() string { return m.MSH().Component(11, 1, 1) }
@@ -522,6 +550,31 @@ func (s *Segment) Sub(n, rep, comp, sub int) string {
 		return s.Component(n, rep, comp)
 	}
 	return s.m.decode(nth(s.rawComponent(n, rep, comp), s.m.d.Subcomponent, sub))
+}
+
+// Subcomponents returns every sub-component of component comp of
+// repetition rep of field n, each decoded, split at the message's own
+// sub-component separator (MSH-2). A missing component gives nil.
+func (s *Segment) Subcomponents(n, rep, comp int) []string {
+	if s.isEncodingChars(n) {
+		if v := s.Component(n, rep, comp); v != "" {
+			return []string{v}
+		}
+		return nil
+	}
+	raw := s.rawComponent(n, rep, comp)
+	if raw == nil {
+		return nil
+	}
+	out := make([]string, 0, bytes.Count(raw, []byte{s.m.d.Subcomponent})+1)
+	for {
+		i := bytes.IndexByte(raw, s.m.d.Subcomponent)
+		if i < 0 {
+			return append(out, s.m.decode(raw))
+		}
+		out = append(out, s.m.decode(raw[:i]))
+		raw = raw[i+1:]
+	}
 }
 
 // nth returns the i-th (1-based) part of b split at sep, nil when absent.

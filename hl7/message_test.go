@@ -300,3 +300,41 @@ func TestBytesNormalizes(t *testing.T) {
 		t.Errorf("Bytes (-got +want):\n%s", diff)
 	}
 }
+
+// TestSubcomponentsUseDeclaredSeparator splits at the sub-component
+// separator MSH-2 declares, whatever it is, and an escaped separator (\T\)
+// stays data.
+func TestSubcomponentsUseDeclaredSeparator(t *testing.T) {
+	for _, tc := range []struct{ name, msg string }{
+		{"default", "MSH|^~\\&|A|B\rOBR|1" + strings.Repeat("|", 31) + "5555&RES\\T\\IDENT&RIA^X\r"},
+		{"other delimiters", "MSH#$*!%#A#B\rOBR#1" + strings.Repeat("#", 31) + "5555%RES!T!IDENT%RIA$X\r"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := mustParse(t, []byte(tc.msg))
+			obr := m.Segment("OBR")
+			want := []string{"5555", "RES" + string(m.Delimiters().Subcomponent) + "IDENT", "RIA"}
+			if diff := cmp.Diff(obr.Subcomponents(32, 1, 1), want); diff != "" {
+				t.Errorf("Subcomponents (-got +want):\n%s", diff)
+			}
+			if diff := cmp.Diff(obr.Subcomponents(32, 1, 2), []string{"X"}); diff != "" {
+				t.Errorf("Subcomponents of a plain component (-got +want):\n%s", diff)
+			}
+			if got := obr.Subcomponents(32, 1, 3); got != nil {
+				t.Errorf("Subcomponents of a missing component: %q, want nil", got)
+			}
+		})
+	}
+}
+
+// TestHDTextIsTheSameInEveryEncoding: MSH-3..6 read as HD text with the
+// default separators whatever the message declares.
+func TestHDTextIsTheSameInEveryEncoding(t *testing.T) {
+	a := mustParse(t, []byte("MSH|^~\\&|RADRIS^1.2.3^ISO|NORTH&X|RB|IMG&Y^Z\r"))
+	b := mustParse(t, []byte("MSH#$*!%#RADRIS$1.2.3$ISO#NORTH%X#RB#IMG%Y$Z\r"))
+	for _, m := range []*Message{a, b} {
+		got := []string{m.SendingApplication(), m.SendingFacility(), m.ReceivingApplication(), m.ReceivingFacility()}
+		if diff := cmp.Diff(got, []string{"RADRIS^1.2.3^ISO", "NORTH&X", "RB", "IMG&Y^Z"}); diff != "" {
+			t.Errorf("%v (-got +want):\n%s", m.Delimiters(), diff)
+		}
+	}
+}

@@ -170,6 +170,8 @@ const (
 	keyOrder     = "o"
 	keyAccession = "a"
 	keyMPPS      = "m"
+	// keyStudyOrders indexes State.StudyOrders by Study Instance UID.
+	keyStudyOrders = "u"
 )
 
 // indexRef says that unit (a patient id) was evicted at ingest sequence
@@ -187,6 +189,8 @@ type unitVersion struct {
 	Studies    map[string]*StudyState   `json:"studies,omitempty"`
 	Orders     map[string]*OrderState   `json:"orders,omitempty"`
 	Accessions map[string][]ResourceRef `json:"accessions,omitempty"`
+	// StudyOrders are the State.StudyOrders entries whose orders left.
+	StudyOrders map[string][]string `json:"study_orders,omitempty"`
 }
 
 func archiveHash(kind, key string) string {
@@ -392,6 +396,10 @@ func (a *archiver) faultIn(s *State, kind, key string) {
 		if _, ok := s.Accessions[key]; ok {
 			return
 		}
+	case keyStudyOrders:
+		if _, ok := s.StudyOrders[key]; ok {
+			return
+		}
 	}
 	refs, ok := a.refs(kind, key)
 	if !ok || len(refs) == 0 {
@@ -483,6 +491,11 @@ func (a *archiver) reload(s *State, units []string) {
 				found(keyAccession, k, v.Accessions[k])
 			}
 		}
+		for _, k := range sortedMapKeys(v.StudyOrders) {
+			if _, ok := s.StudyOrders[k]; !ok {
+				found(keyStudyOrders, k, v.StudyOrders[k])
+			}
+		}
 		if a.err != nil {
 			return
 		}
@@ -508,6 +521,11 @@ func (a *archiver) reload(s *State, units []string) {
 				s.Accessions = map[string][]ResourceRef{}
 			}
 			s.Accessions[key] = c.v.([]ResourceRef)
+		case keyStudyOrders:
+			if s.StudyOrders == nil {
+				s.StudyOrders = map[string][]string{}
+			}
+			s.StudyOrders[key] = c.v.([]string)
 		}
 	}
 }
@@ -600,6 +618,35 @@ func (a *archiver) sweep(s *State, idle time.Duration, written func(p *Patient) 
 			}
 		}
 	}
+	// A study's order list leaves when every order in it left (or did
+	// before), with each patient whose order it names.
+	var uidOrders []string
+	for _, uid := range sortedMapKeys(s.StudyOrders) {
+		keys := s.StudyOrders[uid]
+		var owners []string
+		leaves := true
+		for _, k := range keys {
+			o := s.Orders[k]
+			switch {
+			case o == nil:
+			case out[o.PatientID] && vs[o.PatientID] != nil:
+				owners = append(owners, o.PatientID)
+			default:
+				leaves = false
+			}
+		}
+		if !leaves || len(owners) == 0 {
+			continue
+		}
+		uidOrders = append(uidOrders, uid)
+		for _, id := range owners {
+			v := vs[id]
+			if v.StudyOrders == nil {
+				v.StudyOrders = map[string][]string{}
+			}
+			v.StudyOrders[uid] = keys
+		}
+	}
 	// Versions first, then the index entries naming them.
 	index := map[string][]indexRef{}
 	addIndex := func(kind, key, unit string) {
@@ -629,6 +676,9 @@ func (a *archiver) sweep(s *State, idle time.Duration, written func(p *Patient) 
 		for acc := range v.Accessions {
 			addIndex(keyAccession, acc, id)
 		}
+		for uid := range v.StudyOrders {
+			addIndex(keyStudyOrders, uid, id)
+		}
 	}
 	if !a.addRefs(index) {
 		return false
@@ -657,6 +707,17 @@ func (a *archiver) sweep(s *State, idle time.Duration, written func(p *Patient) 
 	for _, k := range orders {
 		if vs[s.Orders[k].PatientID] != nil {
 			delete(s.Orders, k)
+		}
+	}
+	for _, uid := range uidOrders {
+		all := true
+		for _, k := range s.StudyOrders[uid] {
+			if o := s.Orders[k]; o != nil {
+				all = false // its patient stayed (not encodable)
+			}
+		}
+		if all {
+			delete(s.StudyOrders, uid)
 		}
 	}
 	for _, acc := range accs {

@@ -62,8 +62,9 @@ func evictUID(n string) string { return "1.2.826.0.1.3680043.10.1447.77." + n }
 // go cold (idle 3 days) and come back: an order whose study and report
 // arrive after its patient went cold, an MPPS N-SET naming only its step,
 // a study that moves to another patient by a Patient ID correction of a
-// cold study, an accession shared by two patients, and a patient evicted,
-// reloaded, changed and evicted again.
+// cold study, an accession shared by two patients, a patient evicted,
+// reloaded, changed and evicted again, and a study without accession that
+// joins a cold order by its Study Instance UID.
 func evictSteps() [][]snapObs {
 	hl7 := func(key string, raw []byte) snapObs { return snapObs{ingest.KindHL7, key, ingest.HL7Body{Raw: raw}} }
 	inst := func(in ingest.Instance) snapObs {
@@ -94,6 +95,11 @@ func evictSteps() [][]snapObs {
 	d0 := []snapObs{
 		hl7("hl7:o1", joinORM("P1", "A1", "o1")), hl7("hl7:o2", joinORM("P2", "A2", "o2")), hl7("hl7:o5", joinORM("P5", "AX", "o5")),
 	}
+	// An OMI naming the Study Instance UID of a study whose images, with
+	// no accession, arrive after its patient went cold (issue 13).
+	// And one naming a study that comes for another patient: a warning.
+	s7, s8 := evictUID("7"), evictUID("8")
+	d0 = append(d0, hl7("hl7:o7", uidOMI("P7", "A7", s7, "o7")), hl7("hl7:o8", uidOMI("P8", "A8", s8, "o8")))
 	d0 = append(d0, study("P3", "A3", s3, 2)...)
 	d0 = append(d0, ian("P3", "A3", s3, 2),
 		snapObs{ingest.KindDICOMMPPS, "mpps:c", ingest.MPPSUpdate{SOPInstanceUID: mpps, Create: true, Status: ingest.MPPSInProgress,
@@ -102,6 +108,8 @@ func evictSteps() [][]snapObs {
 	d1 := append([]snapObs{viewedBy("api:v1", "P3", s3)}, study("P2", "AX", sx, 2)...)
 	// Day 5: every patient is cold.
 	d5 := append([]snapObs{hl7("hl7:r2", joinORU("P2", "A2", "r2", "F"))}, study("P1", "A1", s1, 2)...)
+	d5 = append(d5, study("P7", "", s7, 2)...)
+	d5 = append(d5, study("P9", "", s8, 1)...)
 	d5 = append(d5,
 		// An N-SET names only its step: the study it names is cold.
 		snapObs{ingest.KindDICOMMPPS, "mpps:s", ingest.MPPSUpdate{SOPInstanceUID: mpps, Status: ingest.MPPSDiscontinued}})

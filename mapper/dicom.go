@@ -546,7 +546,7 @@ func (d *dicomMapper) emit(c *Context, st *StudyState, typ rbv1.EventType, sev r
 		src := c.Rec.Source
 		st.Source = &src
 	}
-	res := imagingStudy(st, status, d.o.zone())
+	res := imagingStudy(st, status, d.o)
 	viewer := studyLinks(res, st, d.o)
 	pb := toStruct(res)
 	if pb == nil {

@@ -326,9 +326,15 @@ func checkSubject(t *testing.T, where string, v any, patientID string) {
 		t.Errorf("%s: type %v, want Patient", where, ty)
 	}
 	id, _ := s["identifier"].(map[string]any)
-	if id == nil || id["value"] != patientID {
+	value, _ := id["value"].(string)
+	// The value is the patient id, or its identifier when the patient id
+	// is qualified by another issuer (id^issuer).
+	if id == nil || value == "" || value != patientID && !strings.HasPrefix(patientID, value+"^") {
 		t.Errorf("%s: %v; want an identifier with value %q", where, v, patientID)
 		return
+	}
+	if _, ok := id["system"]; !ok {
+		t.Errorf("%s: %v; want an identifier with a system", where, v)
 	}
 	if sys, ok := id["system"].(string); ok {
 		if u, err := url.Parse(sys); err != nil || !u.IsAbs() || strings.ContainsAny(sys, " \t") {

@@ -24,6 +24,9 @@ type OrderState struct {
 	Placer     string `json:"placer,omitempty"`
 	Filler     string `json:"filler,omitempty"`
 	Cancelled  bool   `json:"cancelled,omitempty"`
+	// StudyUID is the Study Instance UID the order names (OMI IPC-3, ORM
+	// ZDS-1): the study the modality will make joins the order by it.
+	StudyUID string `json:"study_uid,omitempty"`
 }
 
 // hl7Rules maps HL7 v2 orders (ORM^O01, OMI^O23) and results (ORU^R01).
@@ -37,10 +40,11 @@ func hl7Rules(o Options) map[string]Rule {
 
 type hl7Rule struct{ o Options }
 
-// group is one order or result: ORC with its OBR, IPC, TQ1, OBX and NTE.
+// group is one order or result: ORC with its OBR, IPC, TQ1, ZDS, OBX and
+// NTE.
 type group struct {
-	orc, obr, ipc, tq1 *hl7.Segment
-	obx, nte           []*hl7.Segment
+	orc, obr, ipc, tq1, zds *hl7.Segment
+	obx, nte                []*hl7.Segment
 }
 
 func groups(m *hl7.Message) []*group {
@@ -64,6 +68,10 @@ func groups(m *hl7.Message) []*group {
 		case "TQ1":
 			if cur != nil && cur.tq1 == nil {
 				cur.tq1 = s
+			}
+		case "ZDS":
+			if cur != nil && cur.zds == nil {
+				cur.zds = s
 			}
 		case "OBX":
 			if cur != nil {
@@ -102,18 +110,19 @@ func (r *hl7Rule) Apply(c *Context) error {
 		return fmt.Errorf("parse: %w", err)
 	}
 	code, trigger, _ := m.MessageType()
-	pid, authority := r.patient(m)
+	pid, pidValue, authority := r.patient(m)
+	subject := patientSubject(r.o, pid, pidValue, authority)
 	switch {
 	case code == "ORM" && trigger == "O01", code == "OMI" && trigger == "O23":
 		for _, g := range groups(m) {
 			if g.orc != nil && r.imaging(g) {
-				r.order(c, m, g, pid, authority)
+				r.order(c, m, g, pid, subject)
 			}
 		}
 	case code == "ORU" && trigger == "R01":
 		for _, g := range groups(m) {
 			if g.obr != nil && r.imaging(g) {
-				r.result(c, m, g, pid, authority)
+				r.result(c, m, g, pid, subject)
 			}
 		}
 	default:
@@ -122,32 +131,46 @@ func (r *hl7Rule) Apply(c *Context) error {
 	return nil
 }
 
-// patient picks the PID-3 identifier of the configured assigning authority,
-// or the first.
-func (r *hl7Rule) patient(m *hl7.Message) (id, authority string) {
+// patient picks the PID-3 identifier of the configured assigning
+// authority; without one configured, the first whose identifier type
+// (CX-5) is MR, else the first. It returns the patient key (see
+// PatientKey) and the identifier with its authority.
+func (r *hl7Rule) patient(m *hl7.Message) (key, id, authority string) {
 	pid := m.Segment("PID")
 	if pid == nil {
-		return "", ""
+		return "", "", ""
 	}
 	n := pid.NumRepetitions(3)
+	first := 0
 	for rep := 1; rep <= n; rep++ {
-		idv, auth := strings.TrimSpace(pid.Component(3, rep, 1)), strings.TrimSpace(pid.Component(3, rep, 4))
-		auth, _, _ = strings.Cut(auth, "&")
+		// CX-4 is an HD: its namespace ID is the first sub-component,
+		// split at the message's own separator.
+		idv, auth := strings.TrimSpace(pid.Component(3, rep, 1)), strings.TrimSpace(pid.Sub(3, rep, 4, 1))
 		if idv == "" {
 			continue
 		}
-		if r.o.HL7PatientAuthority == "" || strings.EqualFold(auth, r.o.HL7PatientAuthority) {
-			return idv, auth
+		if r.o.HL7PatientAuthority != "" && strings.EqualFold(auth, r.o.HL7PatientAuthority) {
+			return idv, idv, auth
+		}
+		if r.o.HL7PatientAuthority == "" && strings.EqualFold(strings.TrimSpace(pid.Component(3, rep, 5)), "MR") {
+			return idv, idv, auth
+		}
+		if first == 0 {
+			first = rep
 		}
 	}
 	if r.o.HL7PatientAuthority == "" {
-		return "", ""
+		if first == 0 {
+			return "", "", ""
+		}
+		idv, auth := strings.TrimSpace(pid.Component(3, first, 1)), strings.TrimSpace(pid.Sub(3, first, 4, 1))
+		return idv, idv, auth
 	}
 	// No identifier of the hospital's authority: the first, qualified by
 	// its authority so it never merges with an MRN (see PatientKey).
-	a, _, _ := strings.Cut(pid.Component(3, 1, 4), "&")
-	a = strings.TrimSpace(a)
-	return PatientKey(strings.TrimSpace(pid.Component(3, 1, 1)), a, r.o.HL7PatientAuthority), a
+	a := strings.TrimSpace(pid.Sub(3, 1, 4, 1))
+	idv := strings.TrimSpace(pid.Component(3, 1, 1))
+	return PatientKey(idv, a, r.o.HL7PatientAuthority), idv, a
 }
 
 // imaging reports whether the group is an imaging order or result
@@ -174,6 +197,18 @@ func (r *hl7Rule) accession(g *group) string {
 			v = field(g.obr, 3, 1)
 		}
 		if v != "" {
+			return v
+		}
+	}
+	return ""
+}
+
+// orderStudyUID is the Study Instance UID an IHE scheduled workflow order
+// carries for the modality to use: IPC-3 (OMI^O23) or ZDS-1.1 (ORM^O01,
+// IHE SWF for v2.3/2.4); "" when there is none or it is not a UID.
+func orderStudyUID(g *group) string {
+	for _, v := range []string{field(g.ipc, 3, 1), field(g.zds, 1, 1)} {
+		if v != "" && len(v) <= 64 && isDICOMOID(v) {
 			return v
 		}
 	}
@@ -345,12 +380,10 @@ func hl7Person(s *hl7.Segment, n int) string {
 		return ""
 	}
 	id, family, given := field(s, n, 1), field(s, n, 2), field(s, n, 3)
-	if strings.Contains(id, "&") { // NDL: name is the first component, sub-components ID&FAMILY&GIVEN
-		p := strings.Split(id, "&")
-		id, family, given = p[0], "", ""
-		if len(p) > 1 {
-			family = p[1]
-		}
+	// NDL: the name is the first component, its sub-components (split at
+	// the message's own separator) ID, FAMILY, GIVEN.
+	if p := s.Subcomponents(n, 1, 1); len(p) > 1 {
+		id, family, given = strings.TrimSpace(p[0]), p[1], ""
 		if len(p) > 2 {
 			given = p[2]
 		}
@@ -360,22 +393,6 @@ func hl7Person(s *hl7.Segment, n int) string {
 		return id
 	}
 	return name
-}
-
-// hl7Subject references the patient by identifier (PID-3, its assigning
-// authority as the system), or by a display when PID-3 is empty.
-func hl7Subject(pid, authority string) map[string]any {
-	if pid == "" {
-		return map[string]any{"display": "Unknown patient"}
-	}
-	ident := map[string]any{"value": pid}
-	switch {
-	case isDICOMOID(authority):
-		ident["system"] = "urn:oid:" + authority
-	case authority != "":
-		ident["system"] = "urn:hl7v2:assigning-authority:" + url.PathEscape(authority)
-	}
-	return map[string]any{"type": "Patient", "identifier": ident}
 }
 
 func hl7Identifiers(accession, placer, filler string) []any {
@@ -435,7 +452,7 @@ func orderNumbers(first, second *hl7.Segment) (placer, filler string) {
 	return placer, filler
 }
 
-func (r *hl7Rule) order(c *Context, m *hl7.Message, g *group, pid, authority string) {
+func (r *hl7Rule) order(c *Context, m *hl7.Message, g *group, pid string, subject map[string]any) {
 	acc := r.accession(g)
 	placer, filler := orderNumbers(g.orc, g.obr)
 	key := acc
@@ -461,9 +478,17 @@ func (r *hl7Rule) order(c *Context, m *hl7.Message, g *group, pid, authority str
 		"category": []any{map[string]any{"coding": []any{map[string]any{
 			"system": "http://snomed.info/sct", "code": "363679005", "display": "Imaging",
 		}}}},
-		"subject": hl7Subject(pid, authority),
+		"subject": subject,
 	}
-	if ids := hl7Identifiers(acc, placer, filler); len(ids) > 0 {
+	studyUID := orderStudyUID(g)
+	if studyUID == "" && prev != nil {
+		studyUID = prev.StudyUID // an update that does not repeat it
+	}
+	ids := hl7Identifiers(acc, placer, filler)
+	if studyUID != "" {
+		ids = append(ids, map[string]any{"system": studySystemUID, "value": "urn:oid:" + studyUID})
+	}
+	if len(ids) > 0 {
 		sr["identifier"] = ids
 	}
 	if cc := hl7Codeable(g.obr, 4); cc != nil {
@@ -523,9 +548,16 @@ func (r *hl7Rule) order(c *Context, m *hl7.Message, g *group, pid, authority str
 	if conflict != "" {
 		sev, msg = rbv1.Severity_SEVERITY_WARNING, msg+conflict
 	}
+	if prev != nil && prev.StudyUID != "" && prev.StudyUID != studyUID {
+		c.State.setStudyOrder(prev.StudyUID, key, false)
+	}
+	if studyUID != "" {
+		c.State.setStudyOrder(studyUID, key, true)
+	}
 	c.State.Orders[key] = &OrderState{PatientID: pid, Accession: acc, ResourceID: id, Stat: stat, Placer: placer, Filler: filler,
-		Cancelled: typ == rbv1.EventType_ORDER_CANCELLED}
+		Cancelled: typ == rbv1.EventType_ORDER_CANCELLED, StudyUID: studyUID}
 	r.emit(c, typ, pid, acc, sev, evPrio, msg, "ServiceRequest", id, sr)
+	c.events[len(c.events)-1].StudyInstanceUid = studyUID
 	if pid != "" {
 		p := c.State.Patient(pid)
 		setResource(&p.Orders, id, sr)
@@ -580,7 +612,7 @@ func reportStatus(s string) string {
 	return "preliminary" // P, R and anything else not final
 }
 
-func (r *hl7Rule) result(c *Context, m *hl7.Message, g *group, pid, authority string) {
+func (r *hl7Rule) result(c *Context, m *hl7.Message, g *group, pid string, subject map[string]any) {
 	acc := r.accession(g)
 	placer, filler := orderNumbers(g.obr, g.orc)
 	id := fhirID("report-", acc)
@@ -620,7 +652,7 @@ func (r *hl7Rule) result(c *Context, m *hl7.Message, g *group, pid, authority st
 		"category": []any{map[string]any{"coding": []any{map[string]any{
 			"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "RAD", "display": "Radiology",
 		}}}},
-		"subject": hl7Subject(pid, authority),
+		"subject": subject,
 	}
 	if cc := hl7Codeable(g.obr, 4); cc != nil {
 		dr["code"] = cc

@@ -110,7 +110,7 @@ const InstancesOmittedExtension = "https://radbridge.example/fhir/StructureDefin
 // imagingStudy returns the FHIR R4 ImagingStudy of st with status
 // (registered, available, cancelled). Series are sorted by number then UID,
 // instances likewise; no element is empty.
-func imagingStudy(st *StudyState, status string, def *time.Location) map[string]any {
+func imagingStudy(st *StudyState, status string, o Options) map[string]any {
 	ids := []any{map[string]any{"system": studySystemUID, "value": "urn:oid:" + st.UID}}
 	if st.AccessionNumber != "" {
 		ids = append(ids, map[string]any{
@@ -125,9 +125,9 @@ func imagingStudy(st *StudyState, status string, def *time.Location) map[string]
 		"id":           StudyResourceID(st.UID),
 		"identifier":   ids,
 		"status":       status,
-		"subject":      studySubject(st),
+		"subject":      studySubject(st, o),
 	}
-	if s := DICOMDateTime(st.Date, st.Time, st.zone(def)); s != "" {
+	if s := DICOMDateTime(st.Date, st.Time, st.zone(o.zone())); s != "" {
 		res["started"] = s
 	}
 	if st.Description != "" {
@@ -222,22 +222,12 @@ func imagingStudy(st *StudyState, status string, def *time.Location) map[string]
 	return res
 }
 
-// subject references the patient by identifier. The patient's name stays
-// out: subscribers already know whose room they are in, and the less
-// patient data travels the better.
-func studySubject(st *StudyState) map[string]any {
-	if st.PatientID == "" {
-		return map[string]any{"display": "Unknown patient"}
-	}
-	id := map[string]any{"value": st.PatientID}
-	if iss := st.IssuerOfPatientID; iss != "" {
-		if isDICOMOID(iss) {
-			id["system"] = "urn:oid:" + iss
-		} else {
-			id["assigner"] = map[string]any{"display": iss}
-		}
-	}
-	return map[string]any{"type": "Patient", "identifier": id}
+// studySubject references the patient by identifier (see patientSubject).
+// The patient's name stays out: subscribers already know whose room they
+// are in, and the less patient data travels the better.
+func studySubject(st *StudyState, o Options) map[string]any {
+	key := PatientKey(st.PatientID, st.IssuerOfPatientID, o.DICOMPatientIssuer)
+	return patientSubject(o, key, st.PatientID, st.IssuerOfPatientID)
 }
 
 func isDICOMOID(s string) bool {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -33,23 +34,61 @@ type ResourceRef struct {
 //     other resources whose links changed, so subscribers hold the joined
 //     picture.
 //
-// Resources of different patients with one accession are never linked; the
-// events about them carry a warning instead.
+// A study also joins the order that names its Study Instance UID (IPC-3,
+// ZDS-1; see studyJoin): it then belongs to that order's accession even
+// when its images carry no accession or another one.
+//
+// Resources of different patients with one accession or Study Instance UID
+// are never linked; the events about them carry a warning instead.
 func join(c *Context) {
 	if c.State.Accessions == nil {
 		c.State.Accessions = map[string][]ResourceRef{}
 	}
 	touched := map[string]bool{}
+	add := func(acc string, ref ResourceRef) {
+		refs := c.State.accession(acc)
+		if !slices.Contains(refs, ref) {
+			c.State.Accessions[acc] = append(refs, ref)
+		}
+		touched[acc] = true
+	}
 	for _, ev := range c.events {
-		if ev.AccessionNumber == "" || ev.PatientId == "" || !joinable(ev.ResourceType) {
+		if ev.PatientId == "" || !joinable(ev.ResourceType) {
 			continue
 		}
 		ref := ResourceRef{Patient: ev.PatientId, Type: ev.ResourceType, ID: ev.ResourceId}
-		refs := c.State.accession(ev.AccessionNumber)
-		if !slices.Contains(refs, ref) {
-			c.State.Accessions[ev.AccessionNumber] = append(refs, ref)
+		if ev.AccessionNumber != "" {
+			add(ev.AccessionNumber, ref)
 		}
-		touched[ev.AccessionNumber] = true
+		uid := ev.StudyInstanceUid
+		if uid == "" {
+			continue
+		}
+		switch ev.ResourceType {
+		case "ImagingStudy":
+			acc, note := studyJoin(c, uid, ev.PatientId, ev.AccessionNumber)
+			warn(ev, note)
+			if acc != "" && acc != ev.AccessionNumber {
+				add(acc, ref)
+			}
+		case "ServiceRequest":
+			// The order names a study that is already here.
+			st := c.State.study(uid)
+			if ev.AccessionNumber == "" || st == nil || st.ReadModelPatient == "" {
+				continue
+			}
+			if st.ReadModelPatient != ev.PatientId {
+				warn(ev, " (warning: its Study Instance UID belongs to a study of a different patient; not linked across patients)")
+				continue
+			}
+			if acc, note := studyJoin(c, uid, st.ReadModelPatient, st.AccessionNumber); acc == ev.AccessionNumber {
+				warn(ev, note)
+				add(acc, ResourceRef{Patient: st.ReadModelPatient, Type: "ImagingStudy", ID: StudyResourceID(uid)})
+				if st.AccessionNumber != "" && st.AccessionNumber != acc {
+					touched[st.AccessionNumber] = true // it leaves that accession's links
+				}
+			}
+		}
 	}
 	accs := make([]string, 0, len(touched))
 	for a := range touched {
@@ -59,6 +98,50 @@ func join(c *Context) {
 	for _, acc := range accs {
 		joinAccession(c, acc)
 	}
+}
+
+// warn raises ev to a warning and appends note to its message (nothing
+// when note is empty). Notes never carry patient data.
+func warn(ev *rbv1.Event, note string) {
+	if note == "" || strings.Contains(ev.Message, note) {
+		return
+	}
+	ev.Severity = max(ev.Severity, rbv1.Severity_SEVERITY_WARNING)
+	ev.Message += note
+}
+
+// studyJoin returns the accession whose links the study uid of patient pid
+// (its images carrying accession own) belongs to, and a warning note when
+// the evidence conflicts. A study joins the order of the same patient that
+// names its Study Instance UID (the first by order key when several do),
+// whatever its own accession; a Study Instance UID named only by orders of
+// other patients links nothing, and the study keeps its own accession.
+func studyJoin(c *Context, uid, pid, own string) (acc, note string) {
+	var match *OrderState
+	other := false
+	for _, k := range c.State.studyOrders(uid) {
+		o := c.State.order(k)
+		if o == nil || o.StudyUID != uid || o.Accession == "" {
+			continue
+		}
+		if o.PatientID != pid {
+			other = true
+			continue
+		}
+		if match == nil {
+			match = o
+		}
+	}
+	if match == nil {
+		if other {
+			note = " (warning: an order of a different patient names this Study Instance UID; not linked across patients)"
+		}
+		return own, note
+	}
+	if own != "" && own != match.Accession && c.State.order(own) != nil {
+		note = fmt.Sprintf(" (warning: the images' accession %s names another order than their Study Instance UID; joined by Study Instance UID to %s)", own, match.Accession)
+	}
+	return match.Accession, note
 }
 
 func joinable(t string) bool {
@@ -84,8 +167,9 @@ func joinAccession(c *Context, acc string) {
 	}
 }
 
-// resourcesOf returns the current resources of refs for patient pid.
-func resourcesOf(p *Patient, acc string, refs []ResourceRef, pid string) (orders, studies, reports map[string]map[string]any) {
+// resourcesOf returns the current resources of refs for patient pid that
+// belong to accession acc (a study by studyJoin).
+func resourcesOf(c *Context, p *Patient, acc string, refs []ResourceRef, pid string) (orders, studies, reports map[string]map[string]any) {
 	orders, studies, reports = map[string]map[string]any{}, map[string]map[string]any{}, map[string]map[string]any{}
 	for _, r := range refs {
 		if r.Patient != pid {
@@ -102,8 +186,16 @@ func resourcesOf(p *Patient, acc string, refs []ResourceRef, pid string) (orders
 			src, dst = p.Reports, reports
 		}
 		var m map[string]any
-		if raw, ok := src[r.ID]; ok && json.Unmarshal(raw, &m) == nil && accessionOf(m) == acc {
-			// (a corrected resource may have moved to another accession)
+		raw, ok := src[r.ID]
+		if !ok || json.Unmarshal(raw, &m) != nil {
+			continue
+		}
+		// (a corrected resource may have moved to another accession)
+		in := accessionOf(m)
+		if r.Type == "ImagingStudy" {
+			in, _ = studyJoin(c, r.ID, pid, in)
+		}
+		if in == acc {
 			dst[r.ID] = m
 		}
 	}
@@ -132,7 +224,7 @@ func joinPatient(c *Context, acc, pid string, refs []ResourceRef) {
 	if p == nil {
 		return
 	}
-	orders, studies, reports := resourcesOf(p, acc, refs, pid)
+	orders, studies, reports := resourcesOf(c, p, acc, refs, pid)
 	orderIDs, studyIDs := sortedKeys(orders), sortedKeys(studies)
 	available, final := false, false
 	for _, id := range studyIDs {
@@ -205,6 +297,7 @@ func linkEvent(typ, id, pid, acc string, res map[string]any, st *structpb.Struct
 	switch typ {
 	case "ServiceRequest":
 		ev.Type = rbv1.EventType_ORDER_UPDATED
+		ev.StudyInstanceUid = studyUIDOf(res)
 		ev.Message = "Imaging order " + fmt.Sprint(res["status"]) + ": " + codeText(res)
 		if res["priority"] == "stat" {
 			ev.Priority = rbv1.Priority_PRIORITY_STAT
@@ -212,6 +305,7 @@ func linkEvent(typ, id, pid, acc string, res map[string]any, st *structpb.Struct
 	case "ImagingStudy":
 		ev.Type = rbv1.EventType_IMAGING_STUDY_UPDATED
 		ev.StudyInstanceUid = id
+		ev.AccessionNumber = accessionOf(res) // its own (it may have joined acc by Study Instance UID)
 		ev.Message = "Imaging study linked to its order: " + fmt.Sprint(res["description"])
 	case "DiagnosticReport":
 		ev.Type = rbv1.EventType_RESULT_RECEIVED
@@ -252,6 +346,20 @@ func accessionOf(r map[string]any) string {
 				v, _ := id["value"].(string)
 				return v
 			}
+		}
+	}
+	return ""
+}
+
+// studyUIDOf returns the Study Instance UID identifier (system
+// urn:dicom:uid) of a resource, "" when it has none.
+func studyUIDOf(r map[string]any) string {
+	ids, _ := r["identifier"].([]any)
+	for _, x := range ids {
+		id, _ := x.(map[string]any)
+		if id["system"] == studySystemUID {
+			v, _ := id["value"].(string)
+			return strings.TrimPrefix(v, "urn:oid:")
 		}
 	}
 	return ""

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"log/slog"
 	"radbridge/ingest"
+	"slices"
 	"sort"
 )
 
@@ -19,6 +20,9 @@ type State struct {
 	Orders map[string]*OrderState `json:"orders"`
 	// Accessions lists the resources that carry each accession number.
 	Accessions map[string][]ResourceRef `json:"accessions"`
+	// StudyOrders lists, by Study Instance UID, the keys (as in Orders) of
+	// the orders that name the study (IPC-3, ZDS-1).
+	StudyOrders map[string][]string `json:"study_orders,omitempty"`
 	// Active maps each patient in memory to the log time (Unix ms) of the
 	// last observation that touched it, Swept is the log time of the last
 	// look for cold patients, and Lineage the archive's timeline: all only
@@ -127,6 +131,36 @@ func (s *State) order(key string) *OrderState {
 func (s *State) accession(acc string) []ResourceRef {
 	s.arch.faultIn(s, keyAccession, acc)
 	return s.Accessions[acc]
+}
+
+// studyOrders returns the keys of the orders that name Study Instance UID
+// uid.
+func (s *State) studyOrders(uid string) []string {
+	s.arch.faultIn(s, keyStudyOrders, uid)
+	return s.StudyOrders[uid]
+}
+
+// setStudyOrder adds (or removes) the order key to the orders naming Study
+// Instance UID uid.
+func (s *State) setStudyOrder(uid, key string, add bool) {
+	keys := s.studyOrders(uid)
+	i, found := slices.BinarySearch(keys, key)
+	switch {
+	case add && !found:
+		keys = slices.Insert(slices.Clone(keys), i, key)
+	case !add && found:
+		keys = slices.Delete(slices.Clone(keys), i, i+1)
+	default:
+		return
+	}
+	if s.StudyOrders == nil {
+		s.StudyOrders = map[string][]string{}
+	}
+	if len(keys) == 0 {
+		delete(s.StudyOrders, uid)
+		return
+	}
+	s.StudyOrders[uid] = keys
 }
 
 // mppsStudies reloads the evicted studies that an MPPS instance named.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -81,10 +82,16 @@ func writeHL7(t *testing.T, name, msg string) string {
 }
 
 // mllpSend sends one file with python-hl7's mllp_send and returns the ACK.
+// A file that ends with an MLLP end block (see writeHL7Framed) is sent as
+// framed, without --loose (which only knows the default delimiters).
 func mllpSend(t *testing.T, bin, addr, file string) *hl7.Message {
 	t.Helper()
 	host, port, _ := strings.Cut(addr, ":")
-	out, err := exec.Command("timeout", "20", bin, "--loose", "-f", file, "-p", port, host).Output()
+	args := []string{"20", bin, "--loose", "-f", file, "-p", port, host}
+	if b, _ := os.ReadFile(file); strings.HasSuffix(string(b), "\x1c\r") {
+		args = slices.Delete(args, 2, 3)
+	}
+	out, err := exec.Command("timeout", args...).Output()
 	if err != nil {
 		t.Fatalf("mllp_send %s: %v\n%s", file, err, out)
 	}

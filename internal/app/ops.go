@@ -18,7 +18,8 @@ func mappingOptions(cfg *config.Config) mapper.Options {
 		HL7PatientAuthority: cfg.HL7PatientIssuer, HL7Accession: splitList(cfg.HL7Accession),
 		HL7ImagingSections: splitList(cfg.HL7ImagingSections), DICOMPatientIssuer: cfg.PatientIssuer,
 		QuietPeriod: cfg.StudyQuietPeriod, ViewerURL: cfg.ViewerURL, WADORSBase: cfg.WADORSBase,
-		Zone: configZone(cfg),
+		Zone:                    configZone(cfg),
+		PatientIdentifierSystem: cfg.PatientSystem,
 	}
 }
 

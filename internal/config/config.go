@@ -50,6 +50,7 @@ type Config struct {
 	StoreDir             string
 	StudyQuietPeriod     time.Duration
 	PatientIssuer        string
+	PatientSystem        string
 	ViewerURL            string
 	WADORSBase           string
 
@@ -155,7 +156,7 @@ func (c *Config) FlagSet(name string) *flag.FlagSet {
 	fs.IntVar(&c.MLLPMaxConnections, "mllp-max-connections", 256, "concurrent MLLP connections")
 	fs.DurationVar(&c.MLLPReadTimeout, "mllp-read-timeout", 30*time.Second, "time to finish a started MLLP frame")
 	fs.DurationVar(&c.MLLPIdleTimeout, "mllp-idle-timeout", 5*time.Minute, "idle time before an MLLP connection is closed")
-	fs.StringVar(&c.HL7PatientIssuer, "hl7-patient-authority", "", "PID-3 assigning authority (CX-4) whose identifier is the patient id; empty takes the first PID-3 repetition")
+	fs.StringVar(&c.HL7PatientIssuer, "hl7-patient-authority", "", "PID-3 assigning authority (CX-4) whose identifier is the patient id; empty takes the first PID-3 repetition of identifier type (CX-5) MR, else the first")
 	fs.StringVar(&c.HL7Accession, "hl7-accession", "OBR-18,IPC-1,ORC-3,OBR-3", "where to find the accession number, in order of precedence (OBR-18, IPC-1, ORC-3, OBR-3; never the placer number)")
 	fs.StringVar(&c.HL7ImagingSections, "hl7-imaging-sections", "RAD,RX,CT,MR,MRI,US,NM,XR,CR,DX,MG,PT,PET,IR,VUS,CUS,RUS,OUS,BD,FL,AN", "OBR-24 diagnostic service sections that are imaging; other orders and results are acknowledged and counted but make no events; empty counts everything as imaging")
 	fs.StringVar(&c.DICOMAddr, "dicom-addr", ":11112", "DICOM listen address; empty turns the listener off")
@@ -167,6 +168,7 @@ func (c *Config) FlagSet(name string) *flag.FlagSet {
 	fs.StringVar(&c.StoreDir, "store-dir", "", "when set, every received instance is also written there as a Part-10 file (<study>/<series>/<sop>.dcm)")
 	fs.DurationVar(&c.StudyQuietPeriod, "study-quiet-period", 10*time.Second, "a study with no new instance for this long is complete (IMAGING_STUDY_AVAILABLE, or UPDATED after that)")
 	fs.StringVar(&c.PatientIssuer, "dicom-patient-issuer", "", "Issuer of Patient ID whose PatientID is the hospital MRN; empty takes PatientID whatever its issuer")
+	fs.StringVar(&c.PatientSystem, "patient-identifier-system", "", "FHIR identifier system (an absolute URI, e.g. urn:oid:1.2.3 or https://hospital.example/mrn) of the hospital MRN, the subject.identifier.system from HL7 and DICOM alike; empty: urn:oid:<authority> or urn:hl7v2:assigning-authority:<authority> of --hl7-patient-authority (else --dicom-patient-issuer), urn:radbridge:patient-id without either")
 	fs.StringVar(&c.ViewerURL, "viewer-url", "", "image viewer link of a study, a template with {{study}}, {{accession}} and {{patient}} (URL-escaped), e.g. https://viewer.example/viewer?StudyInstanceUIDs={{study}}; empty: no link")
 	fs.StringVar(&c.WADORSBase, "wado-rs-base", "", "DICOMweb WADO-RS base URL the studies can be retrieved from (a FHIR Endpoint on each ImagingStudy), e.g. https://pacs.example/dicom-web; empty: none")
 	fs.DurationVar(&c.Heartbeat, "heartbeat", 30*time.Second, "default idle time between heartbeats on event streams")
@@ -382,6 +384,11 @@ func (c *Config) Validate() error {
 		}
 		if p, err := url.Parse(u); err != nil || (p.Scheme != "http" && p.Scheme != "https") || p.Host == "" || strings.ContainsAny(u, " \t\r\n{}") {
 			bad("--%s %q: want an absolute http or https URL", name, u)
+		}
+	}
+	if u := c.PatientSystem; u != "" {
+		if p, err := url.Parse(u); err != nil || !p.IsAbs() || strings.ContainsAny(u, " \t\r\n") {
+			bad("--patient-identifier-system %q: want an absolute URI (urn:oid:1.2.3, https://hospital.example/mrn)", u)
 		}
 	}
 	switch c.Auth {

@@ -314,9 +314,13 @@ function reportFor(study) {
   const acc = identifierOfType(study, "ACSN");
   const orderIds = new Set();
   if (acc) for (const o of state.orders.values()) if (identifierOfType(o, "ACSN") === acc) orderIds.add("ServiceRequest/" + o.id);
+  // A study joined to its order by Study Instance UID may have no accession.
+  for (const b of study.basedOn || []) orderIds.add(b.reference);
+  const self = "ImagingStudy/" + study.id;
   let best = null;
   for (const r of state.reports.values()) {
-    const linked = (acc && identifierOfType(r, "ACSN") === acc) || (r.basedOn || []).some((b) => orderIds.has(b.reference));
+    const linked = (acc && identifierOfType(r, "ACSN") === acc) || (r.basedOn || []).some((b) => orderIds.has(b.reference)) ||
+      (r.imagingStudy || []).some((x) => x.reference === self);
     if (linked && (!best || (r.issued || "") >= (best.issued || ""))) best = r;
   }
   return best;
