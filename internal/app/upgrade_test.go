@@ -102,5 +102,5 @@ func TestReplayOfTheFirstReleasesDataDir(t *testing.T) {
 }
 
 // upgradeChanges are the resources whose FHIR changed on purpose since the
-// fixture was written (README, "Upgrading").
+// fixture was written (README, "After upgrading to the issue 13 mapping").
 var upgradeChanges = map[string]bool{"ImagingStudy": true, "ServiceRequest": true, "DiagnosticReport": true}
