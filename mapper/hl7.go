@@ -1,7 +1,9 @@
 package mapper
 
 import (
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -195,8 +197,50 @@ func priority(g *group) (fhir string, stat bool) {
 	return "routine", false
 }
 
-// fhirID turns an identifier into a FHIR id ([A-Za-z0-9.-], at most 64).
-func fhirID(prefix, v string) string {
+// resourceID is the FHIR id of a patient's order or report: prefix and v
+// (the accession, or the order numbers) made FHIR-safe, then "-" and 12 hex
+// digits of a SHA-256 of the patient key and v. It is stable for one
+// resource and never shared by two patients with one accession (a FHIR
+// store that upserts by id would overwrite one with the other), and fits
+// FHIR's [A-Za-z0-9\-\.]{1,64}.
+func resourceID(prefix, patient, v string) string {
+	sum := sha256.Sum256([]byte(patient + "\x00" + v))
+	h := hex.EncodeToString(sum[:6])
+	return fhirID(prefix, v, 64-len(h)-1) + "-" + h
+}
+
+// ServiceRequestID is the FHIR id of patient's order with accession acc.
+func ServiceRequestID(patient, acc string) string { return resourceID("", patient, acc) }
+
+// DiagnosticReportID is the FHIR id of patient's report with accession acc.
+func DiagnosticReportID(patient, acc string) string { return resourceID("report-", patient, acc) }
+
+// orderKey is the key of a patient's order in State.Orders: the accession
+// number, or the order numbers when there is none, scoped to the patient.
+func orderKey(pid, acc, filler, placer string) string {
+	if acc == "" {
+		return pid + "|order:" + filler + "|" + placer
+	}
+	return pid + "|" + acc
+}
+
+// legacyOrder returns the order a radbridge before per-patient ids keyed
+// by accession (or order numbers) alone, when it is this patient's: the
+// state of a daemon upgraded without a replay keeps its ids (README,
+// upgrade). A replay from the first record never has such keys.
+func legacyOrder(s *State, pid, acc, filler, placer string) *OrderState {
+	key := acc
+	if key == "" {
+		key = "order:" + filler + "|" + placer
+	}
+	if o := s.order(key); o != nil && o.PatientID == pid {
+		return o
+	}
+	return nil
+}
+
+// fhirID turns an identifier into a FHIR id ([A-Za-z0-9.-], at most max).
+func fhirID(prefix, v string, max int) string {
 	var b strings.Builder
 	b.WriteString(prefix)
 	for _, r := range v {
@@ -208,8 +252,8 @@ func fhirID(prefix, v string) string {
 		}
 	}
 	s := b.String()
-	if len(s) > 64 {
-		s = s[:64]
+	if len(s) > max {
+		s = s[:max]
 	}
 	return s
 }
@@ -425,14 +469,14 @@ func orderNumbers(first, second *hl7.Segment) (placer, filler string) {
 func (r *hl7Rule) order(c *Context, m *hl7.Message, g *group, pid, authority string) {
 	acc := r.accession(g)
 	placer, filler := orderNumbers(g.orc, g.obr)
-	key := acc
-	if key == "" {
-		key = "order:" + filler + "|" + placer
-	}
+	key := orderKey(pid, acc, filler, placer)
 	prev := c.State.order(key)
-	id := fhirID("", acc)
+	if prev == nil {
+		prev = legacyOrder(c.State, pid, acc, filler, placer)
+	}
+	id := ServiceRequestID(pid, acc)
 	if acc == "" {
-		id = fhirID("order-", filler+placer)
+		id = resourceID("order-", pid, filler+"|"+placer)
 	}
 	if prev != nil {
 		id = prev.ResourceID
@@ -570,9 +614,9 @@ func reportStatus(s string) string {
 func (r *hl7Rule) result(c *Context, m *hl7.Message, g *group, pid, authority string) {
 	acc := r.accession(g)
 	placer, filler := orderNumbers(g.obr, g.orc)
-	id := fhirID("report-", acc)
+	id := DiagnosticReportID(pid, acc)
 	if acc == "" {
-		id = fhirID("report-", filler+placer)
+		id = resourceID("report-", pid, filler+"|"+placer)
 	}
 	st := field(g.obr, 25, 1)
 	var text []string
@@ -628,7 +672,21 @@ func (r *hl7Rule) result(c *Context, m *hl7.Message, g *group, pid, authority st
 	if p := hl7Person(g.obr, 32); p != "" {
 		dr["resultsInterpreter"] = []any{map[string]any{"display": p}}
 	}
-	order := c.State.order(acc)
+	order := c.State.order(orderKey(pid, acc, "", ""))
+	if order == nil && acc != "" {
+		order = legacyOrder(c.State, pid, acc, "", "")
+	}
+	if p := c.State.patient(pid); p != nil {
+		// A report a radbridge before per-patient ids stored keeps its id
+		// until a replay from the first record rebuilds it (README, upgrade).
+		old := fhirID("report-", acc, 64)
+		if acc == "" {
+			old = fhirID("report-", filler+placer, 64)
+		}
+		if _, ok := p.Reports[old]; ok {
+			id = old
+		}
+	}
 	if o := order; acc != "" && o != nil {
 		dr["basedOn"] = []any{map[string]any{"reference": "ServiceRequest/" + o.ResourceID}}
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -182,15 +183,16 @@ func joinScenario(t *testing.T, seed int64) {
 	for _, c := range cases {
 		p := rm.m[c.pid]
 		study := decode(p.Studies[c.uid])
-		if got := refs(study["basedOn"]); len(got) != 1 || got[0] != "ServiceRequest/"+c.acc {
+		srID, drID := mapper.ServiceRequestID(c.pid, c.acc), mapper.DiagnosticReportID(c.pid, c.acc)
+		if got := refs(study["basedOn"]); len(got) != 1 || got[0] != "ServiceRequest/"+srID {
 			t.Errorf("seed %d: study %s basedOn %v, want ServiceRequest/%s", seed, c.acc, got, c.acc)
 		}
-		order := decode(p.Orders[c.acc])
+		order := decode(p.Orders[srID])
 		if order["status"] != "completed" {
 			t.Errorf("seed %d: order %s status %v, want completed", seed, c.acc, order["status"])
 		}
-		report := decode(p.Reports["report-"+c.acc])
-		if report["status"] != "final" || fmt.Sprint(refs(report["basedOn"])) != "[ServiceRequest/"+c.acc+"]" ||
+		report := decode(p.Reports[drID])
+		if report["status"] != "final" || fmt.Sprint(refs(report["basedOn"])) != "[ServiceRequest/"+srID+"]" ||
 			fmt.Sprint(refs(report["imagingStudy"])) != "[ImagingStudy/"+c.uid+"]" {
 			t.Errorf("seed %d: report %s: status %v basedOn %v imagingStudy %v", seed, c.acc, report["status"], report["basedOn"], report["imagingStudy"])
 		}
@@ -222,9 +224,10 @@ func joinScenario(t *testing.T, seed int64) {
 		newest[e.ResourceType+"/"+e.ResourceId] = e
 	}
 	for _, c := range cases {
+		srID, drID := mapper.ServiceRequestID(c.pid, c.acc), mapper.DiagnosticReportID(c.pid, c.acc)
 		for key, raw := range map[string]json.RawMessage{
-			"ImagingStudy/" + c.uid: rm.m[c.pid].Studies[c.uid], "ServiceRequest/" + c.acc: rm.m[c.pid].Orders[c.acc],
-			"DiagnosticReport/report-" + c.acc: rm.m[c.pid].Reports["report-"+c.acc],
+			"ImagingStudy/" + c.uid: rm.m[c.pid].Studies[c.uid], "ServiceRequest/" + srID: rm.m[c.pid].Orders[srID],
+			"DiagnosticReport/" + drID: rm.m[c.pid].Reports[drID],
 		} {
 			e := newest[key]
 			if e == nil {
@@ -418,10 +421,81 @@ func TestConflictingHL7(t *testing.T) {
 		}
 	}
 	if report == nil || report.Severity != rbv1.Severity_SEVERITY_WARNING || !strings.Contains(report.Message, "was cancelled") ||
-		fmt.Sprint(report.Resource.AsMap()["basedOn"]) != "[map[reference:ServiceRequest/ACC-C]]" {
+		fmt.Sprint(report.Resource.AsMap()["basedOn"]) != "[map[reference:ServiceRequest/"+mapper.ServiceRequestID("PA", "ACC-C")+"]]" {
 		t.Errorf("report for a cancelled order: %v", report)
 	}
 	if order != nil {
 		t.Errorf("the cancelled order changed with the report: %v", order)
+	}
+}
+
+// TestOneAccessionTwoPatients: two patients' orders and reports with one
+// accession number (two sites, or before a merge) get ids of their own, so a
+// FHIR store that upserts by id keeps both; the second order is a new order
+// of its patient, not a replacement of the first patient's, and no event
+// about one patient names the other's order numbers.
+func TestOneAccessionTwoPatients(t *testing.T) {
+	in, evs := ingest.NewMemory(), eventlog.NewMemory()
+	rm := &joinRM{m: map[string]mapper.Patient{}}
+	m := mapper.New(mapper.Config{Ingest: in, Events: evs, ReadModel: rm, Rules: mapper.Rules(mapper.Options{QuietPeriod: time.Hour})})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	var got []*rbv1.Event
+	for i, raw := range []string{
+		string(joinORM("PA", "ACC-S", "O1")),
+		strings.NewReplacer("PACC-S", "PSITE2", "FACC-S", "FSITE2").Replace(string(joinORM("PB", "ACC-S", "O2"))),
+		string(joinORU("PA", "ACC-S", "F1", "F")),
+		strings.NewReplacer("PACC-S", "PSITE2", "FACC-S", "FSITE2").Replace(string(joinORU("PB", "ACC-S", "F2", "F"))),
+	} {
+		body, _ := json.Marshal(ingest.HL7Body{Raw: []byte(raw)})
+		seq, _, err := in.Append(ctx, ingest.Observation{Kind: ingest.KindHL7, Key: fmt.Sprint("k", i), Time: time.Unix(int64(1+i), 0), Body: body})
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs, err := m.Await(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, evs...)
+	}
+	ids := map[string]string{} // resource id -> patient
+	for _, e := range got {
+		if p, ok := ids[e.ResourceType+"/"+e.ResourceId]; ok && p != e.PatientId {
+			t.Errorf("%s is the id of patients %s and %s", e.ResourceId, p, e.PatientId)
+		}
+		ids[e.ResourceType+"/"+e.ResourceId] = e.PatientId
+		other := map[string][]string{"PA": {"PSITE2", "FSITE2"}, "PB": {"PACC-S", "FACC-S"}}[e.PatientId]
+		for _, s := range other {
+			if strings.Contains(e.Message, s) {
+				t.Errorf("event about %s names the other patient's order %s: %q", e.PatientId, s, e.Message)
+			}
+		}
+		if based := fmt.Sprint(e.Resource.AsMap()["basedOn"]); e.ResourceType == "DiagnosticReport" && based != "[map[reference:ServiceRequest/"+mapper.ServiceRequestID(e.PatientId, "ACC-S")+"]]" {
+			t.Errorf("report of %s basedOn %s", e.PatientId, based)
+		}
+	}
+	if got[1].Type != rbv1.EventType_ORDER_PLACED || got[1].PatientId != "PB" || got[1].ResourceId == got[0].ResourceId {
+		t.Errorf("second patient's order: %v %s id %s (first %s); want ORDER_PLACED with an id of its own", got[1].Type, got[1].PatientId, got[1].ResourceId, got[0].ResourceId)
+	}
+	if !strings.Contains(got[1].Message, "another patient") {
+		t.Errorf("second patient's order: message %q; want the warning", got[1].Message)
+	}
+	rm.mu.Lock()
+	defer rm.mu.Unlock()
+	for _, pid := range []string{"PA", "PB"} {
+		if len(rm.m[pid].Orders) != 1 || len(rm.m[pid].Reports) != 1 {
+			t.Errorf("%s read model: %d orders %d reports, want 1 and 1", pid, len(rm.m[pid].Orders), len(rm.m[pid].Reports))
+		}
+	}
+	for _, id := range []string{mapper.ServiceRequestID("PA", "ACC-S"), mapper.DiagnosticReportID("PB", "ACC-S")} {
+		if !regexp.MustCompile(`^[A-Za-z0-9\-.]{1,64}$`).MatchString(id) {
+			t.Errorf("id %q is not a FHIR id", id)
+		}
+	}
+	if long := mapper.ServiceRequestID("PA", strings.Repeat("A", 80)); len(long) > 64 || long == mapper.ServiceRequestID("PB", strings.Repeat("A", 80)) {
+		t.Errorf("long accession: id %q", long)
 	}
 }
