@@ -525,6 +525,11 @@ func (r *hl7Rule) order(c *Context, m *hl7.Message, g *group, pid, authority str
 		}}
 	}
 	typ := orderControl(ctl)
+	if sr["status"] == "revoked" {
+		// ORC-5 CA or DC with another control code (SC, XO …) cancels
+		// too: the event says what the resource says.
+		typ = rbv1.EventType_ORDER_CANCELLED
+	}
 	conflict := ""
 	if typ == rbv1.EventType_ORDER_PLACED && prev != nil {
 		typ = rbv1.EventType_ORDER_UPDATED // a resent NW with changes

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -29,9 +30,10 @@ type ResourceRef struct {
 //     the order's status (completed once a study is available or a report
 //     final, unless it was revoked),
 //   - puts the linked resource into the rule's own events, and emits
-//     IMAGING_STUDY_UPDATED / ORDER_UPDATED (or the report's own type) for
+//     IMAGING_STUDY_UPDATED / ORDER_UPDATED / IMAGING_REPORT_UPDATED for
 //     other resources whose links changed, so subscribers hold the joined
-//     picture.
+//     picture; an arrival announces only its own resource (README, "Join
+//     rules").
 //
 // Resources of different patients with one accession are never linked; the
 // events about them carry a warning instead.
@@ -175,6 +177,22 @@ func joinPatient(c *Context, acc, pid string, refs []ResourceRef) {
 		}
 		c.Emit(linkEvent(typ, id, pid, acc, next, st))
 	}
+	revoked := false
+	for _, o := range orders {
+		revoked = revoked || o["status"] == "revoked"
+	}
+	if revoked {
+		// A study of a cancelled order keeps the status its images give it
+		// (FHIR ImagingStudy "cancelled" is a study not performed), its
+		// order stays revoked, and the study's events say so, as a
+		// report's do.
+		for _, ev := range c.events {
+			if ev.ResourceType == "ImagingStudy" && ev.PatientId == pid && studies[ev.ResourceId] != nil && !strings.Contains(ev.Message, "was cancelled") {
+				ev.Severity = max(ev.Severity, rbv1.Severity_SEVERITY_WARNING)
+				ev.Message += " (warning: its order " + acc + " was cancelled)"
+			}
+		}
+	}
 	for _, id := range orderIDs {
 		changed("ServiceRequest", id, orders[id], func(r map[string]any) {
 			if r["status"] == "active" && (available || final) {
@@ -212,12 +230,21 @@ func linkEvent(typ, id, pid, acc string, res map[string]any, st *structpb.Struct
 	case "ImagingStudy":
 		ev.Type = rbv1.EventType_IMAGING_STUDY_UPDATED
 		ev.StudyInstanceUid = id
-		ev.Message = "Imaging study linked to its order: " + fmt.Sprint(res["description"])
-	case "DiagnosticReport":
-		ev.Type = rbv1.EventType_RESULT_RECEIVED
-		if s := res["status"]; s == "final" || s == "corrected" || s == "amended" {
-			ev.Type = rbv1.EventType_IMAGING_REPORT_READY
+		what, _ := res["description"].(string)
+		if what == "" {
+			what = "imaging study"
 		}
+		ev.Message = "Imaging study linked to its order: " + what
+		if res["status"] == "registered" {
+			// Not announced available yet: UPDATED would come before
+			// AVAILABLE; the link is news about a study still arriving.
+			ev.Type = rbv1.EventType_IMAGING_STUDY_PROGRESS
+			ev.Message = "Receiving " + what + ": linked to its order"
+		}
+	case "DiagnosticReport":
+		// Not a new result: the report was announced when it arrived
+		// (IMAGING_REPORT_READY / RESULT_RECEIVED); a link is an update.
+		ev.Type = rbv1.EventType_IMAGING_REPORT_UPDATED
 		ev.Message = "Radiology report linked: " + codeText(res)
 	}
 	return ev

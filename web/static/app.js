@@ -27,6 +27,7 @@ const EVENT_SEVERITY = {
   "imaging.study.available": "success",
   "imaging.study.updated": "info",
   "imaging.report.ready": "info",
+  "imaging.report.updated": "info",
   "result.received": "success",
   "order.placed": "info",
   "order.updated": "info",
@@ -575,7 +576,9 @@ function showStatus(s, detail) {
 }
 
 function notify(u) {
-  if (u.event_type === "imaging.study.progress") return;
+  // Progress and a report's link to its order or study update in place:
+  // the report was announced when it arrived.
+  if (u.event_type === "imaging.study.progress" || u.event_type === "imaging.report.updated") return;
   const sev = u.severity || EVENT_SEVERITY[u.event_type] || "info";
   const text = u.message || (u.event_type || "update").replace(/\./g, " ");
   toast(sev, text, u);

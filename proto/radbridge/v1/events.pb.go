@@ -51,21 +51,26 @@ const (
 	EventType_ORDER_CANCELLED EventType = 8
 	// A viewer opened a study (published by clients).
 	EventType_IMAGING_STUDY_VIEWED EventType = 9
+	// A report already announced changed without a new result: its links
+	// to the order or studies of its accession (a study or order arriving
+	// after it). Update it in place; it is not a second "report ready".
+	EventType_IMAGING_REPORT_UPDATED EventType = 10
 )
 
 // Enum value maps for EventType.
 var (
 	EventType_name = map[int32]string{
-		0: "EVENT_TYPE_UNSPECIFIED",
-		1: "IMAGING_STUDY_AVAILABLE",
-		2: "IMAGING_STUDY_UPDATED",
-		3: "IMAGING_STUDY_PROGRESS",
-		4: "IMAGING_REPORT_READY",
-		5: "RESULT_RECEIVED",
-		6: "ORDER_PLACED",
-		7: "ORDER_UPDATED",
-		8: "ORDER_CANCELLED",
-		9: "IMAGING_STUDY_VIEWED",
+		0:  "EVENT_TYPE_UNSPECIFIED",
+		1:  "IMAGING_STUDY_AVAILABLE",
+		2:  "IMAGING_STUDY_UPDATED",
+		3:  "IMAGING_STUDY_PROGRESS",
+		4:  "IMAGING_REPORT_READY",
+		5:  "RESULT_RECEIVED",
+		6:  "ORDER_PLACED",
+		7:  "ORDER_UPDATED",
+		8:  "ORDER_CANCELLED",
+		9:  "IMAGING_STUDY_VIEWED",
+		10: "IMAGING_REPORT_UPDATED",
 	}
 	EventType_value = map[string]int32{
 		"EVENT_TYPE_UNSPECIFIED":  0,
@@ -78,6 +83,7 @@ var (
 		"ORDER_UPDATED":           7,
 		"ORDER_CANCELLED":         8,
 		"IMAGING_STUDY_VIEWED":    9,
+		"IMAGING_REPORT_UPDATED":  10,
 	}
 )
 
@@ -1108,7 +1114,7 @@ const file_radbridge_v1_events_proto_rawDesc = "" +
 	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\x1aD\n" +
 	"\x16StudyReportStatusEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xfe\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\x9a\x02\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17IMAGING_STUDY_AVAILABLE\x10\x01\x12\x19\n" +
@@ -1119,7 +1125,9 @@ const file_radbridge_v1_events_proto_rawDesc = "" +
 	"\fORDER_PLACED\x10\x06\x12\x11\n" +
 	"\rORDER_UPDATED\x10\a\x12\x13\n" +
 	"\x0fORDER_CANCELLED\x10\b\x12\x18\n" +
-	"\x14IMAGING_STUDY_VIEWED\x10\t*w\n" +
+	"\x14IMAGING_STUDY_VIEWED\x10\t\x12\x1a\n" +
+	"\x16IMAGING_REPORT_UPDATED\x10\n" +
+	"*w\n" +
 	"\bSeverity\x12\x18\n" +
 	"\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10SEVERITY_SUCCESS\x10\x01\x12\x11\n" +
