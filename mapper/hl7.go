@@ -625,24 +625,31 @@ func (r *hl7Rule) result(c *Context, m *hl7.Message, g *group, pid, authority st
 	}
 	st := field(g.obr, 25, 1)
 	var text []string
-	critical := false
+	var findings []any // contained Observations of the critical results
 	for _, x := range g.obx {
+		var own []string
 		switch strings.ToUpper(field(x, 2, 1)) {
 		case "TX", "FT", "ST", "CE", "CWE", "":
 			for _, v := range x.Repetitions(5) {
 				if strings.ToUpper(field(x, 2, 1)) == "CE" || strings.ToUpper(field(x, 2, 1)) == "CWE" {
 					v = x.Component(5, 1, 2)
 				}
-				text = append(text, v)
+				own = append(own, v)
 			}
 		}
+		text = append(text, own...)
+		var flags []any
 		for _, f := range x.Repetitions(8) {
-			switch strings.ToUpper(strings.TrimSpace(f)) {
-			case "AA", "HH", "LL":
-				critical = true
+			f = strings.ToUpper(strings.TrimSpace(f))
+			if d, ok := criticalFlags[f]; ok {
+				flags = append(flags, map[string]any{"system": interpretationSystem, "code": f, "display": d})
 			}
+		}
+		if len(flags) > 0 {
+			findings = append(findings, criticalFinding(len(findings)+1, x, st, own, flags, hl7Subject(pid, authority)))
 		}
 	}
+	critical := len(findings) > 0
 	for _, n := range g.nte {
 		if v := n.Field(3); v != "" {
 			text = append(text, v)
@@ -695,6 +702,18 @@ func (r *hl7Rule) result(c *Context, m *hl7.Message, g *group, pid, authority st
 	if o := order; acc != "" && o != nil {
 		dr["basedOn"] = []any{map[string]any{"reference": "ServiceRequest/" + o.ResourceID}}
 	}
+	if critical {
+		// FHIR R4: the flagged results as contained Observations whose
+		// interpretation is the v3 code (HH, LL, AA), referenced from
+		// DiagnosticReport.result, so the resource itself says it is
+		// critical (README, "Critical results").
+		dr["contained"] = findings
+		var refs []any
+		for _, f := range findings {
+			refs = append(refs, map[string]any{"reference": "#" + f.(map[string]any)["id"].(string)})
+		}
+		dr["result"] = refs
+	}
 	if report != "" {
 		dr["conclusion"] = report
 		form := map[string]any{
@@ -738,6 +757,62 @@ func (r *hl7Rule) result(c *Context, m *hl7.Message, g *group, pid, authority st
 		setResource(&p.Reports, id, dr)
 		c.Touch(pid)
 	}
+}
+
+// interpretationSystem is FHIR R4's v3 ObservationInterpretation code
+// system (Observation.interpretation).
+const interpretationSystem = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+
+// criticalFlags are the OBX-8 abnormal flags (HL7 table 0078) radbridge
+// treats as critical, with their v3 ObservationInterpretation displays.
+var criticalFlags = map[string]string{"AA": "Critical abnormal", "HH": "Critical high", "LL": "Critical low"}
+
+// criticalFinding is the contained Observation ("obx-<n>") of a critical
+// OBX: its code (OBX-3), the report's status, its text and its flags.
+func criticalFinding(n int, x *hl7.Segment, reportStatusCode string, text []string, flags []any, subject map[string]any) map[string]any {
+	status := reportStatus(reportStatusCode)
+	if status == "partial" { // not an Observation status
+		status = "preliminary"
+	}
+	o := map[string]any{
+		"resourceType":   "Observation",
+		"id":             fmt.Sprintf("obx-%d", n),
+		"status":         status,
+		"code":           map[string]any{"text": "Imaging finding"},
+		"subject":        subject,
+		"interpretation": []any{map[string]any{"coding": flags}},
+	}
+	if cc := hl7Codeable(x, 3); cc != nil {
+		o["code"] = cc
+	}
+	if v := strings.TrimSpace(strings.Join(text, "\n")); v != "" {
+		o["valueString"] = v
+	}
+	return o
+}
+
+// CriticalReport reports whether a DiagnosticReport carries a critical
+// result: a contained Observation interpreted HH, LL or AA.
+func CriticalReport(dr map[string]any) bool {
+	cs, _ := dr["contained"].([]any)
+	for _, c := range cs {
+		o, _ := c.(map[string]any)
+		if o["resourceType"] != "Observation" {
+			continue
+		}
+		is, _ := o["interpretation"].([]any)
+		for _, i := range is {
+			cc, _ := i.(map[string]any)
+			codings, _ := cc["coding"].([]any)
+			for _, x := range codings {
+				cd, _ := x.(map[string]any)
+				if _, ok := criticalFlags[fmt.Sprint(cd["code"])]; ok && cd["system"] == interpretationSystem {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 func (r *hl7Rule) emit(c *Context, typ rbv1.EventType, pid, acc string, sev rbv1.Severity, prio rbv1.Priority, msg, rtype, rid string, res map[string]any) {

@@ -219,6 +219,9 @@ function applySnapshot(snap) {
   for (const s of snap.studies) state.studies.set(s.id, s);
   for (const o of snap.orders) state.orders.set(o.id, o);
   for (const r of snap.reports) state.reports.set(r.id, r);
+  // A critical result survives a reload: the snapshot says which reports
+  // are critical (and each report carries it, see reportCritical).
+  for (const [id, p] of Object.entries(snap.report_priority || {})) state.reportPriority.set(id, p);
   const computed = countRegions();
   for (const [k, v] of Object.entries(snap.body_region_counts || {})) {
     const extra = Number(v) - (computed[k] || 0);
@@ -260,6 +263,7 @@ function applyUpdate(u) {
       if (!id) break;
       state.reports.set(id, res);
       if (u.priority === "critical" || u.priority === "stat") state.reportPriority.set(id, u.priority);
+      else if (state.reportPriority.get(id) === "critical" && !reportCritical(res)) state.reportPriority.delete(id); // corrected
       renderReports();
       renderStudies();
       break;
@@ -309,6 +313,20 @@ function ordersByAccession() {
     if (acc) m.set(acc, o);
   }
   return m;
+}
+
+// reportCritical: the report carries a critical result (FHIR R4: a
+// contained Observation interpreted HH, LL or AA, v3 ObservationInterpretation).
+const CRITICAL_CODES = new Set(["HH", "LL", "AA"]);
+function reportCritical(r) {
+  return (r.contained || []).some((o) => o.resourceType === "Observation" &&
+    (o.interpretation || []).some((i) => ((i && i.coding) || []).some((c) =>
+      c.system === "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation" && CRITICAL_CODES.has(c.code))));
+}
+
+function reportPrio(r) {
+  const p = state.reportPriority.get(r.id) || "";
+  return p !== "critical" && reportCritical(r) ? "critical" : p;
 }
 
 function reportFor(study) {
@@ -384,7 +402,7 @@ function fillStudyCard(card, s, uid, byAcc) {
   const order = acc ? byAcc.get(acc) : null;
   const report = reportFor(s);
   const stat = order && (order.priority === "stat" || order.priority === "asap");
-  const critical = report && state.reportPriority.get(report.id) === "critical";
+  const critical = report && reportPrio(report) === "critical";
   const mods = modalities(s);
   const prog = state.progress.get(s.id);
   const arriving = prog && s.status !== "available" && s.status !== "cancelled";
@@ -538,13 +556,13 @@ function renderReports() {
   const reports = [...state.reports.values()].sort((a, b) => (b.issued || "").localeCompare(a.issued || "") || a.id.localeCompare(b.id));
   list.replaceChildren(...reports.map((r) => {
     const acc = identifierOfType(r, "ACSN");
-    const prio = state.reportPriority.get(r.id) || "";
+    const prio = reportPrio(r);
     const conclusion = r.conclusion || "";
     const interpreter = (r.resultsInterpreter || [])[0];
-    return el("li", { class: "report " + prio + " status-" + r.status, "data-testid": "report", "data-accession": acc, "data-report-id": r.id, "data-status": r.status },
+    return el("li", { class: "report " + prio + " status-" + r.status, "data-testid": "report", "data-accession": acc, "data-report-id": r.id, "data-status": r.status, "data-priority": prio || undefined },
       el("div", { class: "row" },
         el("span", { class: "title" }, codeText(r.code) || "Imaging report"),
-        prio ? el("span", { class: "badge " + prio }, prio.toUpperCase()) : null),
+        prio ? el("span", { class: "badge " + prio, "data-testid": "report-priority" }, prio.toUpperCase()) : null),
       el("div", { class: "row meta" },
         el("span", { class: "badge status-" + r.status, "data-testid": "report-status" }, r.status || "unknown"),
         acc ? el("span", {}, "Acc " + acc) : null,
