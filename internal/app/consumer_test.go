@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"os/exec"
 	"path/filepath"
@@ -15,6 +16,7 @@ import (
 	"radbridge/dicom/scu"
 	"radbridge/mapper"
 	rbv1 "radbridge/proto/radbridge/v1"
+	"radbridge/store"
 )
 
 // nextEvents reads events (heartbeats skipped) from sub until one of type
@@ -206,4 +208,104 @@ func httpGetRaw(t *testing.T, url string) (int, string) {
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(resp.Body)
 	return resp.StatusCode, string(b)
+}
+
+// TestOneAccessionTwoPatientsOverMLLP (issue 13.9): the RIS (mllp_send)
+// orders and reports one accession number for two patients (two sites).
+// Each patient's ServiceRequest and DiagnosticReport get ids of their own
+// (a FHIR store upserting by id keeps both), the second order is a new
+// order of its patient, no event names the other patient's order numbers,
+// and each report is based on its own patient's order. A read model left
+// by an older radbridge (the order under its old id, the bare accession)
+// holds only the new ids after `radbridge replay`.
+func TestOneAccessionTwoPatientsOverMLLP(t *testing.T) {
+	bin := needPeer(t, "mllp_send")
+	dir := filepath.Join(t.TempDir(), "data")
+	d, stop := runDaemon(t, dir, slog.New(slog.DiscardHandler), "--mllp-addr", "127.0.0.1:0", "--hl7-patient-authority", "NORTHWING")
+	base := "http://" + d.HTTPAddr()
+	other := strings.NewReplacer("MRN4711", "MRN5000", "PLC1001", "PLCB", "FIL1001", "FILB", "PLC1002", "PLCB", "FIL1002", "FILB")
+	msgs := []string{
+		strings.NewReplacer("ACC1002", "ACC7000", "{{ctl}}", "S-O1").Replace(risMessages[5].msg),
+		other.Replace(strings.NewReplacer("ACC1002", "ACC7000", "{{ctl}}", "S-O2").Replace(risMessages[5].msg)),
+		strings.NewReplacer("ACC1001", "ACC7000", "{{ctl}}", "S-F1").Replace(risMessages[3].msg),
+		other.Replace(strings.NewReplacer("ACC1001", "ACC7000", "{{ctl}}", "S-F2").Replace(risMessages[3].msg)),
+	}
+	for i, m := range msgs {
+		if ack := mllpSend(t, bin, d.MLLPAddr(), writeHL7(t, fmt.Sprint("m", i), m)); ack.Segment("MSA").Field(1) != "AA" {
+			t.Fatalf("message %d: %q", i, ack.Bytes())
+		}
+	}
+	var evs []any
+	for i := 0; ; i++ {
+		_, list := getJSON(t, base+"/v1/events?page_size=100")
+		if evs, _ = list["events"].([]any); len(evs) >= 6 { // 2 orders, 2 reports, 2 orders completed
+			break
+		}
+		if i == 300 {
+			t.Fatalf("%d events, want 6: %v", len(evs), evs)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	owner := map[string]string{}
+	for _, e := range evs {
+		e := e.(map[string]any)
+		pid, rid, msg := e["patient_id"].(string), e["resource_type"].(string)+"/"+e["resource_id"].(string), e["message"].(string)
+		if p, ok := owner[rid]; ok && p != pid {
+			t.Errorf("%s is the id of %s's and %s's resource", rid, p, pid)
+		}
+		owner[rid] = pid
+		if wrong := map[string]string{"MRN4711": "PLCB", "MRN5000": "PLC1002"}[pid]; strings.Contains(msg, wrong) || strings.Contains(fmt.Sprint(e["resource"]), wrong) {
+			t.Errorf("event about %s shows the other patient's order %s: %q", pid, wrong, msg)
+		}
+		if e["patient_id"] == "MRN5000" && e["resource_type"] == "ServiceRequest" && e["type"] != "ORDER_PLACED" && e["type"] != "ORDER_UPDATED" {
+			t.Errorf("MRN5000 order event %v", e["type"])
+		}
+	}
+	if e := evs[1].(map[string]any); e["type"] != "ORDER_PLACED" || e["resource_id"] != mapper.ServiceRequestID("MRN5000", "ACC7000") {
+		t.Errorf("second patient's order: %v %v; want ORDER_PLACED %s", e["type"], e["resource_id"], mapper.ServiceRequestID("MRN5000", "ACC7000"))
+	}
+	check := func(when string) {
+		t.Helper()
+		for _, pid := range []string{"MRN4711", "MRN5000"} {
+			_, snap := getJSON(t, base+"/v1/patients/"+pid+"/imaging")
+			orders, _ := snap["orders"].([]any)
+			reports, _ := snap["reports"].([]any)
+			srID, drID := mapper.ServiceRequestID(pid, "ACC7000"), mapper.DiagnosticReportID(pid, "ACC7000")
+			if len(orders) != 1 || len(reports) != 1 {
+				t.Errorf("%s: %s has %d orders and %d reports, want 1 and 1: %v", when, pid, len(orders), len(reports), snap)
+				continue
+			}
+			o, r := orders[0].(map[string]any), reports[0].(map[string]any)
+			if o["id"] != srID || r["id"] != drID || fmt.Sprint(r["basedOn"]) != "[map[reference:ServiceRequest/"+srID+"]]" ||
+				!strings.Contains(fmt.Sprint(o["subject"]), pid) {
+				t.Errorf("%s: %s order %v report %v basedOn %v; want %s, %s", when, pid, o["id"], r["id"], r["basedOn"], srID, drID)
+			}
+		}
+	}
+	check("live")
+	stop()
+
+	// What an older radbridge left: MRN4711's order under its old id too.
+	st, err := store.Open(context.Background(), store.Config{DataDir: dir})
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := st.Patients().Patient(context.Background(), "MRN4711")
+	if err != nil || p == nil {
+		t.Fatalf("read model: %v %v", p, err)
+	}
+	p.Orders["ACC7000"] = p.Orders[mapper.ServiceRequestID("MRN4711", "ACC7000")]
+	if err := st.Patients().Overwrite().PutPatient(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
+	if p, err := st.Patients().Patient(context.Background(), "MRN4711"); err != nil || len(p.Orders) != 2 {
+		t.Fatalf("the old-id order was not written: %v %v", p, err)
+	}
+	st.Close()
+	if code, out, errOut := runApp(t, "replay", "--data-dir", dir, "--log-level", "error", "--hl7-patient-authority", "NORTHWING"); code != 0 {
+		t.Fatalf("replay: %d\n%s%s", code, out, errOut)
+	}
+	d, _ = runDaemon(t, dir, slog.New(slog.DiscardHandler), "--hl7-patient-authority", "NORTHWING")
+	base = "http://" + d.HTTPAddr()
+	check("after replay")
 }
