@@ -229,6 +229,9 @@ func orderKey(pid, acc, filler, placer string) string {
 // state of a daemon upgraded without a replay keeps its ids (README,
 // upgrade). A replay from the first record never has such keys.
 func legacyOrder(s *State, pid, acc, filler, placer string) *OrderState {
+	if s.ResourceIDs > 0 {
+		return nil
+	}
 	key := acc
 	if key == "" {
 		key = "order:" + filler + "|" + placer
@@ -688,14 +691,14 @@ func (r *hl7Rule) result(c *Context, m *hl7.Message, g *group, pid, authority st
 	if order == nil && acc != "" {
 		order = legacyOrder(c.State, pid, acc, "", "")
 	}
-	if p := c.State.patient(pid); p != nil {
+	if c.State.ResourceIDs == 0 {
 		// A report a radbridge before per-patient ids stored keeps its id
 		// until a replay from the first record rebuilds it (README, upgrade).
 		old := fhirID("report-", acc, 64)
 		if acc == "" {
 			old = fhirID("report-", filler+placer, 64)
 		}
-		if _, ok := p.Reports[old]; ok {
+		if p := c.State.patient(pid); p != nil && p.Reports[old] != nil {
 			id = old
 		}
 	}

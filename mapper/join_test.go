@@ -499,3 +499,42 @@ func TestOneAccessionTwoPatients(t *testing.T) {
 		t.Errorf("long accession: id %q", long)
 	}
 }
+
+// TestLegacyIDsContinued: a state from before per-patient ids (a snapshot
+// without resource_ids: the daemon upgraded without the replay) continues
+// the order and report it holds under their old ids instead of duplicating
+// them; a new order gets a per-patient id.
+func TestLegacyIDsContinued(t *testing.T) {
+	st := mapper.NewState()
+	b, _ := json.Marshal(st)
+	old := strings.Replace(string(b), `"resource_ids":1`, `"orders":{"ACC-L":{"patient_id":"PA","accession":"ACC-L","resource_id":"ACC-L"}}`, 1)
+	old = strings.Replace(old, `"orders":{},`, "", 1)
+	snap, err := mapper.DecodeSnapshot(mapper.EncodeSnapshotRaw([]byte(old)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st = snap.State
+	st.Patient("PA").Reports = map[string]json.RawMessage{"report-ACC-L": json.RawMessage(`{"resourceType":"DiagnosticReport","id":"report-ACC-L"}`)}
+	rules := mapper.Rules(mapper.Options{})
+	apply := func(raw []byte) []*rbv1.Event {
+		t.Helper()
+		body, _ := json.Marshal(ingest.HL7Body{Raw: raw})
+		c := mapper.NewTestContext(st, ingest.Record{Seq: 1, Observation: ingest.Observation{Kind: ingest.KindHL7, Body: body}})
+		if err := rules[ingest.KindHL7].Apply(c); err != nil {
+			t.Fatal(err)
+		}
+		return c.Events()
+	}
+	if got := apply(joinORM("PA", "ACC-L", "O1")); len(got) != 1 || got[0].ResourceId != "ACC-L" || got[0].Type != rbv1.EventType_ORDER_UPDATED {
+		t.Errorf("legacy order resent: %v", got)
+	}
+	if got := apply(joinORU("PA", "ACC-L", "F1", "F")); len(got) != 1 || got[0].ResourceId != "report-ACC-L" {
+		t.Errorf("legacy report: %v", got)
+	}
+	if got := apply(joinORM("PA", "ACC-N", "O2")); len(got) != 1 || got[0].ResourceId != mapper.ServiceRequestID("PA", "ACC-N") {
+		t.Errorf("new order: %v", got)
+	}
+	if got := apply(joinORM("PB", "ACC-L", "O3")); len(got) != 1 || got[0].ResourceId != mapper.ServiceRequestID("PB", "ACC-L") || got[0].Type != rbv1.EventType_ORDER_PLACED {
+		t.Errorf("another patient's order with the legacy accession: %v", got)
+	}
+}
