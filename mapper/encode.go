@@ -12,16 +12,17 @@ import (
 // for.
 func encodeState(st *State) ([]byte, error) {
 	rest, err := json.Marshal(struct {
-		Timers     map[string]*Timer        `json:"timers"`
-		Studies    map[string]*StudyState   `json:"studies"`
-		Orders     map[string]*OrderState   `json:"orders"`
-		Accessions map[string][]ResourceRef `json:"accessions"`
-		Active     map[string]int64         `json:"active,omitempty"`
-		Swept      int64                    `json:"swept,omitempty"`
-		Lineage    []Lineage                `json:"lineage,omitempty"`
-		Seen       map[string]SeenKey       `json:"seen,omitempty"`
-		Applied    uint64                   `json:"applied"`
-	}{st.Timers, st.Studies, st.Orders, st.Accessions, st.Active, st.Swept, st.Lineage, st.Seen, st.Applied})
+		Timers      map[string]*Timer        `json:"timers"`
+		Studies     map[string]*StudyState   `json:"studies"`
+		Orders      map[string]*OrderState   `json:"orders"`
+		Accessions  map[string][]ResourceRef `json:"accessions"`
+		Active      map[string]int64         `json:"active,omitempty"`
+		Swept       int64                    `json:"swept,omitempty"`
+		Lineage     []Lineage                `json:"lineage,omitempty"`
+		Seen        map[string]SeenKey       `json:"seen,omitempty"`
+		Applied     uint64                   `json:"applied"`
+		ResourceIDs int                      `json:"resource_ids,omitempty"`
+	}{st.Timers, st.Studies, st.Orders, st.Accessions, st.Active, st.Swept, st.Lineage, st.Seen, st.Applied, st.ResourceIDs})
 	if err != nil {
 		return nil, err
 	}
