@@ -177,22 +177,6 @@ func joinPatient(c *Context, acc, pid string, refs []ResourceRef) {
 		}
 		c.Emit(linkEvent(typ, id, pid, acc, next, st))
 	}
-	revoked := false
-	for _, o := range orders {
-		revoked = revoked || o["status"] == "revoked"
-	}
-	if revoked {
-		// A study of a cancelled order keeps the status its images give it
-		// (FHIR ImagingStudy "cancelled" is a study not performed), its
-		// order stays revoked, and the study's events say so, as a
-		// report's do.
-		for _, ev := range c.events {
-			if ev.ResourceType == "ImagingStudy" && ev.PatientId == pid && studies[ev.ResourceId] != nil && !strings.Contains(ev.Message, "was cancelled") {
-				ev.Severity = max(ev.Severity, rbv1.Severity_SEVERITY_WARNING)
-				ev.Message += " (warning: its order " + acc + " was cancelled)"
-			}
-		}
-	}
 	for _, id := range orderIDs {
 		changed("ServiceRequest", id, orders[id], func(r map[string]any) {
 			if r["status"] == "active" && (available || final) {
@@ -210,6 +194,22 @@ func joinPatient(c *Context, acc, pid string, refs []ResourceRef) {
 			setOrDelete(r, "basedOn", refsTo("ServiceRequest", orderIDs))
 			setOrDelete(r, "imagingStudy", refsTo("ImagingStudy", studyIDs))
 		})
+	}
+	revoked := false
+	for _, o := range orders {
+		revoked = revoked || o["status"] == "revoked"
+	}
+	if revoked {
+		// A study of a cancelled order keeps the status its images give it
+		// (FHIR ImagingStudy "cancelled" is a study not performed), its
+		// order stays revoked, and the study's events say so, as a
+		// report's do.
+		for _, ev := range c.events {
+			if ev.ResourceType == "ImagingStudy" && ev.PatientId == pid && studies[ev.ResourceId] != nil && !strings.Contains(ev.Message, "was cancelled") {
+				ev.Severity = max(ev.Severity, rbv1.Severity_SEVERITY_WARNING)
+				ev.Message += " (warning: its order " + acc + " was cancelled)"
+			}
+		}
 	}
 }
 

@@ -538,3 +538,90 @@ func TestLegacyIDsContinued(t *testing.T) {
 		t.Errorf("another patient's order with the legacy accession: %v", got)
 	}
 }
+
+// TestJoinRuleEvents: an arrival is announced once and other resources
+// get updates: a final report then its study's instances (the report is
+// linked with IMAGING_REPORT_UPDATED, never a second IMAGING_REPORT_READY;
+// the study still arriving gets PROGRESS, not UPDATED, when its order
+// comes); an IAN moving the instances OFFLINE then back ONLINE updates the
+// study; a study of a cancelled order says so.
+func TestJoinRuleEvents(t *testing.T) {
+	in, evs := ingest.NewMemory(), eventlog.NewMemory()
+	m := mapper.New(mapper.Config{Ingest: in, Events: evs, Rules: mapper.Rules(mapper.Options{QuietPeriod: time.Hour})})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	now := time.Now()
+	n := 0
+	add := func(kind string, body any) []*rbv1.Event {
+		t.Helper()
+		n++
+		b, _ := json.Marshal(body)
+		seq, _, err := in.Append(ctx, ingest.Observation{Kind: kind, Key: fmt.Sprint("k", n), Time: now.Add(time.Duration(n) * time.Second), Body: b})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := m.Await(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	hl7 := func(raw []byte) []*rbv1.Event { return add(ingest.KindHL7, ingest.HL7Body{Raw: raw}) }
+	typesOf := func(evs []*rbv1.Event) string {
+		var s []string
+		for _, e := range evs {
+			s = append(s, e.Type.String()+"/"+e.ResourceType)
+		}
+		return strings.Join(s, " ")
+	}
+	uid := "1.2.826.0.1.3680043.10.1447.601"
+	if got := typesOf(hl7(joinORU("PA", "ACC-R", "F1", "F"))); got != "IMAGING_REPORT_READY/DiagnosticReport" {
+		t.Errorf("final report: %s", got)
+	}
+	insts := joinStudy("PA", "ACC-R", uid, 2)
+	if got := typesOf(add(ingest.KindDICOMInstance, insts[0])); got != "IMAGING_STUDY_PROGRESS/ImagingStudy IMAGING_REPORT_UPDATED/DiagnosticReport" {
+		t.Errorf("its study's first instance: %s", got)
+	}
+	if got := typesOf(hl7(joinORM("PA", "ACC-R", "O1"))); got != "ORDER_PLACED/ServiceRequest IMAGING_STUDY_PROGRESS/ImagingStudy IMAGING_REPORT_UPDATED/DiagnosticReport" {
+		t.Errorf("the order of a report and a study still arriving: %s", got)
+	}
+	add(ingest.KindDICOMInstance, insts[1])
+	ian := func(avail string) scp.IAN {
+		n := scp.IAN{SOPInstanceUID: uid + ".9" + avail, StudyInstanceUID: uid, Series: []scp.IANSeries{{SeriesInstanceUID: uid + ".1"}}}
+		for _, in := range insts {
+			n.Series[0].Instances = append(n.Series[0].Instances, scp.IANInstance{SOPClassUID: in.SOPClassUID, SOPInstanceUID: in.SOPInstanceUID, InstanceAvailability: avail})
+		}
+		return n
+	}
+	got := add(ingest.KindDICOMIAN, ian("ONLINE"))
+	if typesOf(got) != "IMAGING_STUDY_AVAILABLE/ImagingStudy" { // (its order was completed by the final report)
+		t.Errorf("IAN ONLINE: %s", typesOf(got))
+	}
+	if got := add(ingest.KindDICOMIAN, ian("ONLINE")); len(got) != 0 {
+		t.Errorf("IAN repeated: %s", typesOf(got))
+	}
+	got = add(ingest.KindDICOMIAN, ian("OFFLINE"))
+	if typesOf(got) != "IMAGING_STUDY_UPDATED/ImagingStudy" || got[0].Severity != rbv1.Severity_SEVERITY_WARNING || !strings.Contains(got[0].Message, "instances not online: 2 offline") ||
+		strings.Count(fmt.Sprint(got[0].Resource.AsMap()), "valueCode:OFFLINE") != 2 {
+		t.Errorf("IAN OFFLINE: %s %v", typesOf(got), got)
+	}
+	got = add(ingest.KindDICOMIAN, ian(""))
+	if typesOf(got) != "IMAGING_STUDY_UPDATED/ImagingStudy" || !strings.Contains(got[0].Message, "all instances online") || strings.Contains(fmt.Sprint(got[0].Resource.AsMap()), "OFFLINE") {
+		t.Errorf("IAN back ONLINE: %s %q", typesOf(got), got[0].Message)
+	}
+
+	// A cancelled order (ORC-1 SC, ORC-5 CA), then its study.
+	hl7(joinORM("PA", "ACC-Q", "O2"))
+	cx := hl7([]byte(strings.Replace(string(joinORM("PA", "ACC-Q", "O3")), "ORC|NW|PACC-Q|FACC-Q||SC", "ORC|SC|PACC-Q|FACC-Q||CA", 1)))
+	if typesOf(cx) != "ORDER_CANCELLED/ServiceRequest" || cx[0].Resource.AsMap()["status"] != "revoked" {
+		t.Errorf("SC with ORC-5 CA: %s", typesOf(cx))
+	}
+	q := joinStudy("PA", "ACC-Q", uid+"2", 1)[0]
+	got = add(ingest.KindDICOMInstance, q)
+	if typesOf(got) != "IMAGING_STUDY_PROGRESS/ImagingStudy" || got[0].Severity != rbv1.Severity_SEVERITY_WARNING || !strings.Contains(got[0].Message, "its order ACC-Q was cancelled") {
+		t.Errorf("study of a cancelled order: %s %v", typesOf(got), got)
+	}
+}
