@@ -97,16 +97,21 @@ func TestJoinAcrossProtocols(t *testing.T) {
 		t.Errorf("MRN5000 order status %v, want completed once its study is available", o["status"])
 	}
 	// The joins reached subscribers as events.
-	_, list := getJSON(t, "http://"+d.HTTPAddr()+"/v1/events?patient_id=MRN4711&type=IMAGING_STUDY_UPDATED&type=IMAGING_REPORT_READY&page_size=100")
-	linked := 0
+	// (A study linked before it is available gets PROGRESS; a report linked
+	// after it was announced, IMAGING_REPORT_UPDATED: README, "Join rules".)
+	_, list := getJSON(t, "http://"+d.HTTPAddr()+"/v1/events?patient_id=MRN4711&type=IMAGING_STUDY_UPDATED&type=IMAGING_STUDY_PROGRESS&type=IMAGING_REPORT_READY&type=IMAGING_REPORT_UPDATED&page_size=100")
+	linked, ready := 0, 0
 	for _, e := range list["events"].([]any) {
 		r := e.(map[string]any)["resource"].(map[string]any)
 		if r["basedOn"] != nil || r["imagingStudy"] != nil {
 			linked++
 		}
+		if e.(map[string]any)["type"] == "IMAGING_REPORT_READY" {
+			ready++
+		}
 	}
-	if linked < 2 {
-		t.Errorf("%d study/report events carry links for MRN4711; want the joins as updates", linked)
+	if linked < 2 || ready != 1 {
+		t.Errorf("%d study/report events carry links for MRN4711, %d IMAGING_REPORT_READY; want the joins as updates and the report ready once", linked, ready)
 	}
 }
 
