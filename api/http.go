@@ -64,10 +64,10 @@ func NewHTTPHandler(ctx context.Context, svc *Service, conn *grpc.ClientConn, cf
 	}
 	gw := runtime.NewServeMux(
 		runtime.SetQueryParameterParser(strictQuery{}),
-		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
+		runtime.WithMarshalerOption(runtime.MIMEWildcard, listsJSON{&runtime.JSONPb{
 			MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: false},
 			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
-		}),
+		}}),
 	)
 	if err := rbv1.RegisterEventServiceHandler(ctx, gw, conn); err != nil {
 		return nil, fmt.Errorf("register gateway: %w", err)
@@ -96,6 +96,40 @@ func NewHTTPHandler(ctx context.Context, svc *Service, conn *grpc.ClientConn, cf
 	})
 	mux.Handle("/", web.Handler())
 	return mux, nil
+}
+
+// listsJSON is the REST marshaler: protojson without zero scalars (as
+// before), but a radbridge.v1 response's empty lists and maps are present
+// ("events": [], "body_region_counts": {}), so clients need no null checks.
+type listsJSON struct{ *runtime.JSONPb }
+
+// Marshal implements runtime.Marshaler.
+func (j listsJSON) Marshal(v any) ([]byte, error) {
+	b, err := j.JSONPb.Marshal(v)
+	m, ok := v.(proto.Message)
+	if err != nil || !ok || m.ProtoReflect().Descriptor().ParentFile().Package() != "radbridge.v1" ||
+		len(b) < 2 || b[0] != '{' {
+		return b, err
+	}
+	r := m.ProtoReflect()
+	var empty []byte
+	fields := r.Descriptor().Fields()
+	for i := 0; i < fields.Len(); i++ {
+		fd := fields.Get(i)
+		switch {
+		case fd.IsList() && r.Get(fd).List().Len() == 0:
+			empty = fmt.Appendf(empty, "%q:[],", fd.Name())
+		case fd.IsMap() && r.Get(fd).Map().Len() == 0:
+			empty = fmt.Appendf(empty, "%q:{},", fd.Name())
+		}
+	}
+	if len(empty) == 0 {
+		return b, nil
+	}
+	if strings.TrimSpace(string(b[1:])) == "}" {
+		empty = empty[:len(empty)-1] // no field follows
+	}
+	return append(append([]byte{'{'}, empty...), b[1:]...), nil
 }
 
 func limitBody(h http.Handler) http.Handler {
@@ -160,6 +194,7 @@ var dotted = map[rbv1.EventType]string{
 	rbv1.EventType_ORDER_UPDATED:           "order.updated",
 	rbv1.EventType_ORDER_CANCELLED:         "order.cancelled",
 	rbv1.EventType_IMAGING_STUDY_VIEWED:    "imaging.study.viewed",
+	rbv1.EventType_IMAGING_REPORT_UPDATED:  "imaging.report.updated",
 }
 
 // DottedName returns the room protocol name of t.

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -354,7 +355,7 @@ func (s *Service) GetPatientImaging(ctx context.Context, r *rbv1.GetPatientImagi
 		return nil, invalid("order_by %q: want \"date desc\" or \"date asc\"", r.GetOrderBy())
 	}
 	resp := &rbv1.GetPatientImagingResponse{PatientId: p.ID, AsOfSequence: p.LastSequence, BodyRegionCounts: p.BodyRegions,
-		StudyReportStatus: reportStatusByStudy(p.Reports)}
+		StudyReportStatus: reportStatusByStudy(p.Reports), ReportPriority: reportPriority(p.Reports)}
 	more := false
 	for _, l := range []struct {
 		src  map[string]json.RawMessage
@@ -432,6 +433,22 @@ func sortByDate(src map[string]json.RawMessage, fields []string, desc bool) []st
 		keys[i] = x.k
 	}
 	return keys
+}
+
+// reportPriority maps the id of each critical report (a contained
+// Observation interpreted HH, LL or AA) to "critical".
+func reportPriority(reports map[string]json.RawMessage) map[string]string {
+	out := map[string]string{}
+	for id, raw := range reports {
+		if !bytes.Contains(raw, []byte(`"interpretation"`)) {
+			continue // most reports: no need to decode
+		}
+		var r map[string]any
+		if json.Unmarshal(raw, &r) == nil && mapper.CriticalReport(r) {
+			out[id] = "critical"
+		}
+	}
+	return out
 }
 
 // reportStatusByStudy maps each ImagingStudy id to the status of its newest

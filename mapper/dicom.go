@@ -67,6 +67,9 @@ type StudyState struct {
 	Added     int `json:"added,omitempty"`
 	NewSeries int `json:"new_series,omitempty"`
 	Corrected int `json:"corrected,omitempty"`
+	// AvailabilityChanged counts instances whose availability an IAN
+	// changed since the last AVAILABLE or UPDATED event.
+	AvailabilityChanged int `json:"availability_changed,omitempty"`
 	// ReadModelPatient is the patient whose read model holds the study
 	// (it moves when a correction changes the Patient ID).
 	ReadModelPatient string `json:"read_model_patient,omitempty"`
@@ -94,6 +97,43 @@ type InstanceState struct {
 	// Digest identifies the attributes it was received with, so a resend
 	// is told apart from a correction.
 	Digest string `json:"digest,omitempty"`
+	// Availability is the Instance Availability (0008,0056) the latest IAN
+	// gave, when not ONLINE: NEARLINE, OFFLINE or UNAVAILABLE ("" is
+	// ONLINE, or not stated).
+	Availability string `json:"availability,omitempty"`
+}
+
+// ianAvailability normalises an IAN's Instance Availability: "" for
+// ONLINE or absent.
+func ianAvailability(v string) string {
+	v = strings.ToUpper(strings.TrimSpace(v))
+	if v == "ONLINE" {
+		return ""
+	}
+	return v
+}
+
+// availabilityNote says how many instances are not online ("instances
+// not online: 2 offline, 1 unavailable"), "" when all are; bad is true when some cannot
+// be retrieved without intervention (OFFLINE, UNAVAILABLE).
+func (s *StudyState) availabilityNote() (note string, bad bool) {
+	counts := map[string]int{}
+	for _, se := range s.Series {
+		for _, in := range se.Instances {
+			if in.Availability != "" {
+				counts[in.Availability]++
+			}
+		}
+	}
+	var parts []string
+	for _, a := range sortedMapKeys(counts) {
+		parts = append(parts, fmt.Sprintf("%d %s", counts[a], strings.ToLower(a)))
+		bad = bad || a != "NEARLINE"
+	}
+	if len(parts) == 0 {
+		return "", false
+	}
+	return "instances not online: " + strings.Join(parts, ", "), bad
 }
 
 // ianPart records part of parts of IAN sop and reports whether every part
@@ -153,7 +193,9 @@ func (s *StudyState) missing() int {
 	return n
 }
 
-func (s *StudyState) changed() bool { return s.Added > 0 || s.NewSeries > 0 || s.Corrected > 0 }
+func (s *StudyState) changed() bool {
+	return s.Added > 0 || s.NewSeries > 0 || s.Corrected > 0 || s.AvailabilityChanged > 0
+}
 
 func (s *StudyState) mppsStatus(status string) bool {
 	for _, st := range s.MPPS {
@@ -368,6 +410,14 @@ func (d *dicomMapper) complete(c *Context, st *StudyState, note string) error {
 	if st.mppsStatus(ingest.MPPSDiscontinued) {
 		notes = append(notes, "procedure step discontinued")
 	}
+	if avail, bad := st.availabilityNote(); avail != "" {
+		notes = append(notes, avail)
+		if bad {
+			sev = rbv1.Severity_SEVERITY_WARNING
+		}
+	} else if st.AvailableSent && st.AvailabilityChanged > 0 {
+		notes = append(notes, "all instances online")
+	}
 	if note != "" {
 		notes = append(notes, note)
 	}
@@ -399,7 +449,7 @@ func (d *dicomMapper) complete(c *Context, st *StudyState, note string) error {
 	}
 	st.Status = StudyAvailable
 	st.AvailableSent = true
-	st.Added, st.NewSeries, st.Corrected = 0, 0, 0
+	st.Added, st.NewSeries, st.Corrected, st.AvailabilityChanged = 0, 0, 0, 0
 	return d.emit(c, st, typ, sev, msg)
 }
 
@@ -433,14 +483,21 @@ func (d *dicomMapper) ian(c *Context) error {
 				continue
 			}
 			st.Expected[i.SOPInstanceUID] = true
-			if st.find(i.SOPInstanceUID) != nil {
+			avail := ianAvailability(i.InstanceAvailability)
+			if old := st.find(i.SOPInstanceUID); old != nil {
+				// Known: an IAN saying it moved (NEARLINE, OFFLINE,
+				// UNAVAILABLE, back ONLINE) updates the study.
+				if in := old.Instances[i.SOPInstanceUID]; in.Availability != avail {
+					in.Availability = avail
+					st.AvailabilityChanged++
+				}
 				continue
 			}
 			se, created := st.series(s.SeriesInstanceUID)
 			if created {
 				st.NewSeries++
 			}
-			se.Instances[i.SOPInstanceUID] = &InstanceState{SOPClassUID: i.SOPClassUID}
+			se.Instances[i.SOPInstanceUID] = &InstanceState{SOPClassUID: i.SOPClassUID, Availability: avail}
 			st.Added++
 		}
 	}

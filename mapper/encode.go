@@ -2,8 +2,9 @@ package mapper
 
 import (
 	"encoding/json"
-	"radbridge/ingest"
 	"slices"
+
+	"radbridge/ingest"
 )
 
 // encodeState is json.Marshal(st), byte for byte, but writes the patients'
@@ -23,7 +24,8 @@ func encodeState(st *State) ([]byte, error) {
 		Lineage     []Lineage                `json:"lineage,omitempty"`
 		Seen        map[string]SeenKey       `json:"seen,omitempty"`
 		Applied     uint64                   `json:"applied"`
-	}{st.Timers, st.Studies, st.Orders, st.Accessions, st.StudyOrders, st.Active, st.Swept, st.Lineage, st.Seen, st.Applied})
+		ResourceIDs int                      `json:"resource_ids,omitempty"`
+	}{st.Timers, st.Studies, st.Orders, st.Accessions, st.StudyOrders, st.Active, st.Swept, st.Lineage, st.Seen, st.Applied, st.ResourceIDs})
 	if err != nil {
 		return nil, err
 	}

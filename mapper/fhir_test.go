@@ -384,3 +384,38 @@ func TestFHIRGolden(t *testing.T) {
 		}
 	}
 }
+
+// TestFHIRCriticalReport: a report with a critical OBX carries it in the
+// resource (contained Observation with the v3 interpretation, referenced
+// from result), compared with testdata/fhir/diagnosticreport-critical.json;
+// a report without one carries none.
+func TestFHIRCriticalReport(t *testing.T) {
+	r := fhirRunAll(t)
+	var got []byte
+	for _, e := range r.events {
+		if e.ev.ResourceType != "DiagnosticReport" {
+			continue
+		}
+		res := e.ev.Resource.AsMap()
+		if crit := mapper.CriticalReport(res); crit != (e.ev.Priority == rbv1.Priority_PRIORITY_CRITICAL) {
+			t.Errorf("%s: CriticalReport %v, event priority %v", e.name, crit, e.ev.Priority)
+		}
+		if e.name == "corrected report, HH flag" {
+			got, _ = json.MarshalIndent(res, "", "  ")
+			got = append(got, '\n')
+		}
+	}
+	path := filepath.Join("testdata", "fhir", "diagnosticreport-critical.json")
+	if updating() {
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if diff := cmp.Diff(string(got), string(want)); diff != "" {
+		t.Errorf("critical DiagnosticReport (-got +want):\n%s", diff)
+	}
+}

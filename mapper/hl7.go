@@ -1,7 +1,9 @@
 package mapper
 
 import (
+	"crypto/sha256"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	"net/url"
@@ -230,8 +232,53 @@ func priority(g *group) (fhir string, stat bool) {
 	return "routine", false
 }
 
-// fhirID turns an identifier into a FHIR id ([A-Za-z0-9.-], at most 64).
-func fhirID(prefix, v string) string {
+// resourceID is the FHIR id of a patient's order or report: prefix and v
+// (the accession, or the order numbers) made FHIR-safe, then "-" and 12 hex
+// digits of a SHA-256 of the patient key and v. It is stable for one
+// resource and never shared by two patients with one accession (a FHIR
+// store that upserts by id would overwrite one with the other), and fits
+// FHIR's [A-Za-z0-9\-\.]{1,64}.
+func resourceID(prefix, patient, v string) string {
+	sum := sha256.Sum256([]byte(patient + "\x00" + v))
+	h := hex.EncodeToString(sum[:6])
+	return fhirID(prefix, v, 64-len(h)-1) + "-" + h
+}
+
+// ServiceRequestID is the FHIR id of patient's order with accession acc.
+func ServiceRequestID(patient, acc string) string { return resourceID("", patient, acc) }
+
+// DiagnosticReportID is the FHIR id of patient's report with accession acc.
+func DiagnosticReportID(patient, acc string) string { return resourceID("report-", patient, acc) }
+
+// orderKey is the key of a patient's order in State.Orders: the accession
+// number, or the order numbers when there is none, scoped to the patient.
+func orderKey(pid, acc, filler, placer string) string {
+	if acc == "" {
+		return pid + "|order:" + filler + "|" + placer
+	}
+	return pid + "|" + acc
+}
+
+// legacyOrder returns the order a radbridge before per-patient ids keyed
+// by accession (or order numbers) alone, when it is this patient's: the
+// state of a daemon upgraded without a replay keeps its ids (README,
+// upgrade). A replay from the first record never has such keys.
+func legacyOrder(s *State, pid, acc, filler, placer string) *OrderState {
+	if s.ResourceIDs > 0 {
+		return nil
+	}
+	key := acc
+	if key == "" {
+		key = "order:" + filler + "|" + placer
+	}
+	if o := s.order(key); o != nil && o.PatientID == pid {
+		return o
+	}
+	return nil
+}
+
+// fhirID turns an identifier into a FHIR id ([A-Za-z0-9.-], at most max).
+func fhirID(prefix, v string, max int) string {
 	var b strings.Builder
 	b.WriteString(prefix)
 	for _, r := range v {
@@ -243,8 +290,8 @@ func fhirID(prefix, v string) string {
 		}
 	}
 	s := b.String()
-	if len(s) > 64 {
-		s = s[:64]
+	if len(s) > max {
+		s = s[:max]
 	}
 	return s
 }
@@ -455,14 +502,14 @@ func orderNumbers(first, second *hl7.Segment) (placer, filler string) {
 func (r *hl7Rule) order(c *Context, m *hl7.Message, g *group, pid string, subject map[string]any) {
 	acc := r.accession(g)
 	placer, filler := orderNumbers(g.orc, g.obr)
-	key := acc
-	if key == "" {
-		key = "order:" + filler + "|" + placer
-	}
+	key := orderKey(pid, acc, filler, placer)
 	prev := c.State.order(key)
-	id := fhirID("", acc)
+	if prev == nil {
+		prev = legacyOrder(c.State, pid, acc, filler, placer)
+	}
+	id := ServiceRequestID(pid, acc)
 	if acc == "" {
-		id = fhirID("order-", filler+placer)
+		id = resourceID("order-", pid, filler+"|"+placer)
 	}
 	if prev != nil {
 		id = prev.ResourceID
@@ -519,6 +566,11 @@ func (r *hl7Rule) order(c *Context, m *hl7.Message, g *group, pid string, subjec
 		}}
 	}
 	typ := orderControl(ctl)
+	if sr["status"] == "revoked" {
+		// ORC-5 CA or DC with another control code (SC, XO …) cancels
+		// too: the event says what the resource says.
+		typ = rbv1.EventType_ORDER_CANCELLED
+	}
 	conflict := ""
 	if typ == rbv1.EventType_ORDER_PLACED && prev != nil {
 		typ = rbv1.EventType_ORDER_UPDATED // a resent NW with changes
@@ -615,30 +667,37 @@ func reportStatus(s string) string {
 func (r *hl7Rule) result(c *Context, m *hl7.Message, g *group, pid string, subject map[string]any) {
 	acc := r.accession(g)
 	placer, filler := orderNumbers(g.obr, g.orc)
-	id := fhirID("report-", acc)
+	id := DiagnosticReportID(pid, acc)
 	if acc == "" {
-		id = fhirID("report-", filler+placer)
+		id = resourceID("report-", pid, filler+"|"+placer)
 	}
 	st := field(g.obr, 25, 1)
 	var text []string
-	critical := false
+	var findings []any // contained Observations of the critical results
 	for _, x := range g.obx {
+		var own []string
 		switch strings.ToUpper(field(x, 2, 1)) {
 		case "TX", "FT", "ST", "CE", "CWE", "":
 			for _, v := range x.Repetitions(5) {
 				if strings.ToUpper(field(x, 2, 1)) == "CE" || strings.ToUpper(field(x, 2, 1)) == "CWE" {
 					v = x.Component(5, 1, 2)
 				}
-				text = append(text, v)
+				own = append(own, v)
 			}
 		}
+		text = append(text, own...)
+		var flags []any
 		for _, f := range x.Repetitions(8) {
-			switch strings.ToUpper(strings.TrimSpace(f)) {
-			case "AA", "HH", "LL":
-				critical = true
+			f = strings.ToUpper(strings.TrimSpace(f))
+			if d, ok := criticalFlags[f]; ok {
+				flags = append(flags, map[string]any{"system": interpretationSystem, "code": f, "display": d})
 			}
+		}
+		if len(flags) > 0 {
+			findings = append(findings, criticalFinding(len(findings)+1, x, st, own, flags, subject))
 		}
 	}
+	critical := len(findings) > 0
 	for _, n := range g.nte {
 		if v := n.Field(3); v != "" {
 			text = append(text, v)
@@ -673,9 +732,35 @@ func (r *hl7Rule) result(c *Context, m *hl7.Message, g *group, pid string, subje
 	if p := hl7Person(g.obr, 32); p != "" {
 		dr["resultsInterpreter"] = []any{map[string]any{"display": p}}
 	}
-	order := c.State.order(acc)
+	order := c.State.order(orderKey(pid, acc, "", ""))
+	if order == nil && acc != "" {
+		order = legacyOrder(c.State, pid, acc, "", "")
+	}
+	if c.State.ResourceIDs == 0 {
+		// A report a radbridge before per-patient ids stored keeps its id
+		// until a replay from the first record rebuilds it (README, upgrade).
+		old := fhirID("report-", acc, 64)
+		if acc == "" {
+			old = fhirID("report-", filler+placer, 64)
+		}
+		if p := c.State.patient(pid); p != nil && p.Reports[old] != nil {
+			id = old
+		}
+	}
 	if o := order; acc != "" && o != nil {
 		dr["basedOn"] = []any{map[string]any{"reference": "ServiceRequest/" + o.ResourceID}}
+	}
+	if critical {
+		// FHIR R4: the flagged results as contained Observations whose
+		// interpretation is the v3 code (HH, LL, AA), referenced from
+		// DiagnosticReport.result, so the resource itself says it is
+		// critical (README, "Critical results").
+		dr["contained"] = findings
+		var refs []any
+		for _, f := range findings {
+			refs = append(refs, map[string]any{"reference": "#" + f.(map[string]any)["id"].(string)})
+		}
+		dr["result"] = refs
 	}
 	if report != "" {
 		dr["conclusion"] = report
@@ -720,6 +805,62 @@ func (r *hl7Rule) result(c *Context, m *hl7.Message, g *group, pid string, subje
 		setResource(&p.Reports, id, dr)
 		c.Touch(pid)
 	}
+}
+
+// interpretationSystem is FHIR R4's v3 ObservationInterpretation code
+// system (Observation.interpretation).
+const interpretationSystem = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+
+// criticalFlags are the OBX-8 abnormal flags (HL7 table 0078) radbridge
+// treats as critical, with their v3 ObservationInterpretation displays.
+var criticalFlags = map[string]string{"AA": "Critical abnormal", "HH": "Critical high", "LL": "Critical low"}
+
+// criticalFinding is the contained Observation ("obx-<n>") of a critical
+// OBX: its code (OBX-3), the report's status, its text and its flags.
+func criticalFinding(n int, x *hl7.Segment, reportStatusCode string, text []string, flags []any, subject map[string]any) map[string]any {
+	status := reportStatus(reportStatusCode)
+	if status == "partial" { // not an Observation status
+		status = "preliminary"
+	}
+	o := map[string]any{
+		"resourceType":   "Observation",
+		"id":             fmt.Sprintf("obx-%d", n),
+		"status":         status,
+		"code":           map[string]any{"text": "Imaging finding"},
+		"subject":        subject,
+		"interpretation": []any{map[string]any{"coding": flags}},
+	}
+	if cc := hl7Codeable(x, 3); cc != nil {
+		o["code"] = cc
+	}
+	if v := strings.TrimSpace(strings.Join(text, "\n")); v != "" {
+		o["valueString"] = v
+	}
+	return o
+}
+
+// CriticalReport reports whether a DiagnosticReport carries a critical
+// result: a contained Observation interpreted HH, LL or AA.
+func CriticalReport(dr map[string]any) bool {
+	cs, _ := dr["contained"].([]any)
+	for _, c := range cs {
+		o, _ := c.(map[string]any)
+		if o["resourceType"] != "Observation" {
+			continue
+		}
+		is, _ := o["interpretation"].([]any)
+		for _, i := range is {
+			cc, _ := i.(map[string]any)
+			codings, _ := cc["coding"].([]any)
+			for _, x := range codings {
+				cd, _ := x.(map[string]any)
+				if _, ok := criticalFlags[fmt.Sprint(cd["code"])]; ok && cd["system"] == interpretationSystem {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 func (r *hl7Rule) emit(c *Context, typ rbv1.EventType, pid, acc string, sev rbv1.Severity, prio rbv1.Priority, msg, rtype, rid string, res map[string]any) {

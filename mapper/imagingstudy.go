@@ -22,6 +22,12 @@ const (
 	dataAbsentReason   = "http://hl7.org/fhir/StructureDefinition/data-absent-reason"
 )
 
+// InstanceAvailabilityExtension carries, on an ImagingStudy.series.instance,
+// the Instance Availability (0008,0056) an IAN gave when it is not ONLINE:
+// NEARLINE, OFFLINE or UNAVAILABLE (FHIR R4 ImagingStudy has no element for
+// it). An extension's url SHALL be a URL (FHIR R4 2.21.0.1).
+const InstanceAvailabilityExtension = "https://radbridge.example/fhir/StructureDefinition/instance-availability"
+
 // dicomZone is the zone of times without an offset (DICOM StudyDate and
 // StudyTime, HL7 DTM) when neither the observation nor Options.Zone names
 // one: the machine's, as before zones were recorded.
@@ -209,6 +215,9 @@ func imagingStudy(st *StudyState, status string, o Options) map[string]any {
 			}
 			if in.Number != 0 {
 				i["number"] = in.Number
+			}
+			if in.Availability != "" {
+				i["extension"] = []any{map[string]any{"url": InstanceAvailabilityExtension, "valueCode": in.Availability}}
 			}
 			insts = append(insts, i)
 		}

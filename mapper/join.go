@@ -30,9 +30,10 @@ type ResourceRef struct {
 //     the order's status (completed once a study is available or a report
 //     final, unless it was revoked),
 //   - puts the linked resource into the rule's own events, and emits
-//     IMAGING_STUDY_UPDATED / ORDER_UPDATED (or the report's own type) for
+//     IMAGING_STUDY_UPDATED / ORDER_UPDATED / IMAGING_REPORT_UPDATED for
 //     other resources whose links changed, so subscribers hold the joined
-//     picture.
+//     picture; an arrival announces only its own resource (README, "Join
+//     rules").
 //
 // A study also joins the order that names its Study Instance UID (IPC-3,
 // ZDS-1; see studyJoin): it then belongs to that order's accession even
@@ -138,7 +139,7 @@ func studyJoin(c *Context, uid, pid, own string) (acc, note string) {
 		}
 		return own, note
 	}
-	if own != "" && own != match.Accession && c.State.order(own) != nil {
+	if own != "" && own != match.Accession && c.State.order(orderKey(pid, own, "", "")) != nil {
 		note = fmt.Sprintf(" (warning: the images' accession %s names another order than their Study Instance UID; joined by Study Instance UID to %s)", own, match.Accession)
 	}
 	return match.Accession, note
@@ -285,6 +286,22 @@ func joinPatient(c *Context, acc, pid string, refs []ResourceRef) {
 			setOrDelete(r, "imagingStudy", refsTo("ImagingStudy", studyIDs))
 		})
 	}
+	revoked := false
+	for _, o := range orders {
+		revoked = revoked || o["status"] == "revoked"
+	}
+	if revoked {
+		// A study of a cancelled order keeps the status its images give it
+		// (FHIR ImagingStudy "cancelled" is a study not performed), its
+		// order stays revoked, and the study's events say so, as a
+		// report's do.
+		for _, ev := range c.events {
+			if ev.ResourceType == "ImagingStudy" && ev.PatientId == pid && studies[ev.ResourceId] != nil && !strings.Contains(ev.Message, "was cancelled") {
+				ev.Severity = max(ev.Severity, rbv1.Severity_SEVERITY_WARNING)
+				ev.Message += " (warning: its order " + acc + " was cancelled)"
+			}
+		}
+	}
 }
 
 // linkEvent is the event for a resource whose links or derived status
@@ -306,12 +323,21 @@ func linkEvent(typ, id, pid, acc string, res map[string]any, st *structpb.Struct
 		ev.Type = rbv1.EventType_IMAGING_STUDY_UPDATED
 		ev.StudyInstanceUid = id
 		ev.AccessionNumber = accessionOf(res) // its own (it may have joined acc by Study Instance UID)
-		ev.Message = "Imaging study linked to its order: " + fmt.Sprint(res["description"])
-	case "DiagnosticReport":
-		ev.Type = rbv1.EventType_RESULT_RECEIVED
-		if s := res["status"]; s == "final" || s == "corrected" || s == "amended" {
-			ev.Type = rbv1.EventType_IMAGING_REPORT_READY
+		what, _ := res["description"].(string)
+		if what == "" {
+			what = "imaging study"
 		}
+		ev.Message = "Imaging study linked to its order: " + what
+		if res["status"] == "registered" {
+			// Not announced available yet: UPDATED would come before
+			// AVAILABLE; the link is news about a study still arriving.
+			ev.Type = rbv1.EventType_IMAGING_STUDY_PROGRESS
+			ev.Message = "Receiving " + what + ": linked to its order"
+		}
+	case "DiagnosticReport":
+		// Not a new result: the report was announced when it arrived
+		// (IMAGING_REPORT_READY / RESULT_RECEIVED); a link is an update.
+		ev.Type = rbv1.EventType_IMAGING_REPORT_UPDATED
 		ev.Message = "Radiology report linked: " + codeText(res)
 	}
 	return ev

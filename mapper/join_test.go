@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math/rand"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -181,15 +182,16 @@ func joinScenario(t *testing.T, seed int64) {
 	for _, c := range cases {
 		p := rm.m[c.pid]
 		study := decode(p.Studies[c.uid])
-		if got := refs(study["basedOn"]); len(got) != 1 || got[0] != "ServiceRequest/"+c.acc {
+		srID, drID := mapper.ServiceRequestID(c.pid, c.acc), mapper.DiagnosticReportID(c.pid, c.acc)
+		if got := refs(study["basedOn"]); len(got) != 1 || got[0] != "ServiceRequest/"+srID {
 			t.Errorf("seed %d: study %s basedOn %v, want ServiceRequest/%s", seed, c.acc, got, c.acc)
 		}
-		order := decode(p.Orders[c.acc])
+		order := decode(p.Orders[srID])
 		if order["status"] != "completed" {
 			t.Errorf("seed %d: order %s status %v, want completed", seed, c.acc, order["status"])
 		}
-		report := decode(p.Reports["report-"+c.acc])
-		if report["status"] != "final" || fmt.Sprint(refs(report["basedOn"])) != "[ServiceRequest/"+c.acc+"]" ||
+		report := decode(p.Reports[drID])
+		if report["status"] != "final" || fmt.Sprint(refs(report["basedOn"])) != "[ServiceRequest/"+srID+"]" ||
 			fmt.Sprint(refs(report["imagingStudy"])) != "[ImagingStudy/"+c.uid+"]" {
 			t.Errorf("seed %d: report %s: status %v basedOn %v imagingStudy %v", seed, c.acc, report["status"], report["basedOn"], report["imagingStudy"])
 		}
@@ -221,9 +223,10 @@ func joinScenario(t *testing.T, seed int64) {
 		newest[e.ResourceType+"/"+e.ResourceId] = e
 	}
 	for _, c := range cases {
+		srID, drID := mapper.ServiceRequestID(c.pid, c.acc), mapper.DiagnosticReportID(c.pid, c.acc)
 		for key, raw := range map[string]json.RawMessage{
-			"ImagingStudy/" + c.uid: rm.m[c.pid].Studies[c.uid], "ServiceRequest/" + c.acc: rm.m[c.pid].Orders[c.acc],
-			"DiagnosticReport/report-" + c.acc: rm.m[c.pid].Reports["report-"+c.acc],
+			"ImagingStudy/" + c.uid: rm.m[c.pid].Studies[c.uid], "ServiceRequest/" + srID: rm.m[c.pid].Orders[srID],
+			"DiagnosticReport/" + drID: rm.m[c.pid].Reports[drID],
 		} {
 			e := newest[key]
 			if e == nil {
@@ -417,10 +420,207 @@ func TestConflictingHL7(t *testing.T) {
 		}
 	}
 	if report == nil || report.Severity != rbv1.Severity_SEVERITY_WARNING || !strings.Contains(report.Message, "was cancelled") ||
-		fmt.Sprint(report.Resource.AsMap()["basedOn"]) != "[map[reference:ServiceRequest/ACC-C]]" {
+		fmt.Sprint(report.Resource.AsMap()["basedOn"]) != "[map[reference:ServiceRequest/"+mapper.ServiceRequestID("PA", "ACC-C")+"]]" {
 		t.Errorf("report for a cancelled order: %v", report)
 	}
 	if order != nil {
 		t.Errorf("the cancelled order changed with the report: %v", order)
+	}
+}
+
+// TestOneAccessionTwoPatients: two patients' orders and reports with one
+// accession number (two sites, or before a merge) get ids of their own, so a
+// FHIR store that upserts by id keeps both; the second order is a new order
+// of its patient, not a replacement of the first patient's, and no event
+// about one patient names the other's order numbers.
+func TestOneAccessionTwoPatients(t *testing.T) {
+	in, evs := ingest.NewMemory(), eventlog.NewMemory()
+	rm := &joinRM{m: map[string]mapper.Patient{}}
+	m := mapper.New(mapper.Config{Ingest: in, Events: evs, ReadModel: rm, Rules: mapper.Rules(mapper.Options{QuietPeriod: time.Hour})})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	var got []*rbv1.Event
+	for i, raw := range []string{
+		string(joinORM("PA", "ACC-S", "O1")),
+		strings.NewReplacer("PACC-S", "PSITE2", "FACC-S", "FSITE2").Replace(string(joinORM("PB", "ACC-S", "O2"))),
+		string(joinORU("PA", "ACC-S", "F1", "F")),
+		strings.NewReplacer("PACC-S", "PSITE2", "FACC-S", "FSITE2").Replace(string(joinORU("PB", "ACC-S", "F2", "F"))),
+	} {
+		body, _ := json.Marshal(ingest.HL7Body{Raw: []byte(raw)})
+		seq, _, err := in.Append(ctx, ingest.Observation{Kind: ingest.KindHL7, Key: fmt.Sprint("k", i), Time: time.Unix(int64(1+i), 0), Body: body})
+		if err != nil {
+			t.Fatal(err)
+		}
+		evs, err := m.Await(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got = append(got, evs...)
+	}
+	ids := map[string]string{} // resource id -> patient
+	for _, e := range got {
+		if p, ok := ids[e.ResourceType+"/"+e.ResourceId]; ok && p != e.PatientId {
+			t.Errorf("%s is the id of patients %s and %s", e.ResourceId, p, e.PatientId)
+		}
+		ids[e.ResourceType+"/"+e.ResourceId] = e.PatientId
+		other := map[string][]string{"PA": {"PSITE2", "FSITE2"}, "PB": {"PACC-S", "FACC-S"}}[e.PatientId]
+		for _, s := range other {
+			if strings.Contains(e.Message, s) {
+				t.Errorf("event about %s names the other patient's order %s: %q", e.PatientId, s, e.Message)
+			}
+		}
+		if based := fmt.Sprint(e.Resource.AsMap()["basedOn"]); e.ResourceType == "DiagnosticReport" && based != "[map[reference:ServiceRequest/"+mapper.ServiceRequestID(e.PatientId, "ACC-S")+"]]" {
+			t.Errorf("report of %s basedOn %s", e.PatientId, based)
+		}
+	}
+	if got[1].Type != rbv1.EventType_ORDER_PLACED || got[1].PatientId != "PB" || got[1].ResourceId == got[0].ResourceId {
+		t.Errorf("second patient's order: %v %s id %s (first %s); want ORDER_PLACED with an id of its own", got[1].Type, got[1].PatientId, got[1].ResourceId, got[0].ResourceId)
+	}
+	if !strings.Contains(got[1].Message, "another patient") {
+		t.Errorf("second patient's order: message %q; want the warning", got[1].Message)
+	}
+	rm.mu.Lock()
+	defer rm.mu.Unlock()
+	for _, pid := range []string{"PA", "PB"} {
+		if len(rm.m[pid].Orders) != 1 || len(rm.m[pid].Reports) != 1 {
+			t.Errorf("%s read model: %d orders %d reports, want 1 and 1", pid, len(rm.m[pid].Orders), len(rm.m[pid].Reports))
+		}
+	}
+	for _, id := range []string{mapper.ServiceRequestID("PA", "ACC-S"), mapper.DiagnosticReportID("PB", "ACC-S")} {
+		if !regexp.MustCompile(`^[A-Za-z0-9\-.]{1,64}$`).MatchString(id) {
+			t.Errorf("id %q is not a FHIR id", id)
+		}
+	}
+	if long := mapper.ServiceRequestID("PA", strings.Repeat("A", 80)); len(long) > 64 || long == mapper.ServiceRequestID("PB", strings.Repeat("A", 80)) {
+		t.Errorf("long accession: id %q", long)
+	}
+}
+
+// TestLegacyIDsContinued: a state from before per-patient ids (a snapshot
+// without resource_ids: the daemon upgraded without the replay) continues
+// the order and report it holds under their old ids instead of duplicating
+// them; a new order gets a per-patient id.
+func TestLegacyIDsContinued(t *testing.T) {
+	st := mapper.NewState()
+	b, _ := json.Marshal(st)
+	old := strings.Replace(string(b), `"resource_ids":1`, `"orders":{"ACC-L":{"patient_id":"PA","accession":"ACC-L","resource_id":"ACC-L"}}`, 1)
+	old = strings.Replace(old, `"orders":{},`, "", 1)
+	snap, err := mapper.DecodeSnapshot(mapper.EncodeSnapshotRaw([]byte(old)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st = snap.State
+	st.Patient("PA").Reports = map[string]json.RawMessage{"report-ACC-L": json.RawMessage(`{"resourceType":"DiagnosticReport","id":"report-ACC-L"}`)}
+	rules := mapper.Rules(mapper.Options{})
+	apply := func(raw []byte) []*rbv1.Event {
+		t.Helper()
+		body, _ := json.Marshal(ingest.HL7Body{Raw: raw})
+		c := mapper.NewTestContext(st, ingest.Record{Seq: 1, Observation: ingest.Observation{Kind: ingest.KindHL7, Body: body}})
+		if err := rules[ingest.KindHL7].Apply(c); err != nil {
+			t.Fatal(err)
+		}
+		return c.Events()
+	}
+	if got := apply(joinORM("PA", "ACC-L", "O1")); len(got) != 1 || got[0].ResourceId != "ACC-L" || got[0].Type != rbv1.EventType_ORDER_UPDATED {
+		t.Errorf("legacy order resent: %v", got)
+	}
+	if got := apply(joinORU("PA", "ACC-L", "F1", "F")); len(got) != 1 || got[0].ResourceId != "report-ACC-L" {
+		t.Errorf("legacy report: %v", got)
+	}
+	if got := apply(joinORM("PA", "ACC-N", "O2")); len(got) != 1 || got[0].ResourceId != mapper.ServiceRequestID("PA", "ACC-N") {
+		t.Errorf("new order: %v", got)
+	}
+	if got := apply(joinORM("PB", "ACC-L", "O3")); len(got) != 1 || got[0].ResourceId != mapper.ServiceRequestID("PB", "ACC-L") || got[0].Type != rbv1.EventType_ORDER_PLACED {
+		t.Errorf("another patient's order with the legacy accession: %v", got)
+	}
+}
+
+// TestJoinRuleEvents: an arrival is announced once and other resources
+// get updates: a final report then its study's instances (the report is
+// linked with IMAGING_REPORT_UPDATED, never a second IMAGING_REPORT_READY;
+// the study still arriving gets PROGRESS, not UPDATED, when its order
+// comes); an IAN moving the instances OFFLINE then back ONLINE updates the
+// study; a study of a cancelled order says so.
+func TestJoinRuleEvents(t *testing.T) {
+	in, evs := ingest.NewMemory(), eventlog.NewMemory()
+	m := mapper.New(mapper.Config{Ingest: in, Events: evs, Rules: mapper.Rules(mapper.Options{QuietPeriod: time.Hour})})
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	defer func() { cancel(); <-done }()
+	now := time.Now()
+	n := 0
+	add := func(kind string, body any) []*rbv1.Event {
+		t.Helper()
+		n++
+		b, _ := json.Marshal(body)
+		seq, _, err := in.Append(ctx, ingest.Observation{Kind: kind, Key: fmt.Sprint("k", n), Time: now.Add(time.Duration(n) * time.Second), Body: b})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := m.Await(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+	hl7 := func(raw []byte) []*rbv1.Event { return add(ingest.KindHL7, ingest.HL7Body{Raw: raw}) }
+	typesOf := func(evs []*rbv1.Event) string {
+		var s []string
+		for _, e := range evs {
+			s = append(s, e.Type.String()+"/"+e.ResourceType)
+		}
+		return strings.Join(s, " ")
+	}
+	uid := "1.2.826.0.1.3680043.10.1447.601"
+	if got := typesOf(hl7(joinORU("PA", "ACC-R", "F1", "F"))); got != "IMAGING_REPORT_READY/DiagnosticReport" {
+		t.Errorf("final report: %s", got)
+	}
+	insts := joinStudy("PA", "ACC-R", uid, 2)
+	if got := typesOf(add(ingest.KindDICOMInstance, insts[0])); got != "IMAGING_STUDY_PROGRESS/ImagingStudy IMAGING_REPORT_UPDATED/DiagnosticReport" {
+		t.Errorf("its study's first instance: %s", got)
+	}
+	if got := typesOf(hl7(joinORM("PA", "ACC-R", "O1"))); got != "ORDER_PLACED/ServiceRequest IMAGING_STUDY_PROGRESS/ImagingStudy IMAGING_REPORT_UPDATED/DiagnosticReport" {
+		t.Errorf("the order of a report and a study still arriving: %s", got)
+	}
+	add(ingest.KindDICOMInstance, insts[1])
+	ian := func(avail string) ingest.IAN {
+		n := ingest.IAN{SOPInstanceUID: uid + ".9" + avail, StudyInstanceUID: uid, Series: []ingest.IANSeries{{SeriesInstanceUID: uid + ".1"}}}
+		for _, in := range insts {
+			n.Series[0].Instances = append(n.Series[0].Instances, ingest.IANInstance{SOPClassUID: in.SOPClassUID, SOPInstanceUID: in.SOPInstanceUID, InstanceAvailability: avail})
+		}
+		return n
+	}
+	got := add(ingest.KindDICOMIAN, ian("ONLINE"))
+	if typesOf(got) != "IMAGING_STUDY_AVAILABLE/ImagingStudy" { // (its order was completed by the final report)
+		t.Errorf("IAN ONLINE: %s", typesOf(got))
+	}
+	if got := add(ingest.KindDICOMIAN, ian("ONLINE")); len(got) != 0 {
+		t.Errorf("IAN repeated: %s", typesOf(got))
+	}
+	got = add(ingest.KindDICOMIAN, ian("OFFLINE"))
+	if typesOf(got) != "IMAGING_STUDY_UPDATED/ImagingStudy" || got[0].Severity != rbv1.Severity_SEVERITY_WARNING || !strings.Contains(got[0].Message, "instances not online: 2 offline") ||
+		strings.Count(fmt.Sprint(got[0].Resource.AsMap()), "valueCode:OFFLINE") != 2 {
+		t.Errorf("IAN OFFLINE: %s %v", typesOf(got), got)
+	}
+	got = add(ingest.KindDICOMIAN, ian(""))
+	if typesOf(got) != "IMAGING_STUDY_UPDATED/ImagingStudy" || !strings.Contains(got[0].Message, "all instances online") || strings.Contains(fmt.Sprint(got[0].Resource.AsMap()), "OFFLINE") {
+		t.Errorf("IAN back ONLINE: %s %q", typesOf(got), got[0].Message)
+	}
+
+	// A cancelled order (ORC-1 SC, ORC-5 CA), then its study.
+	hl7(joinORM("PA", "ACC-Q", "O2"))
+	cx := hl7([]byte(strings.Replace(string(joinORM("PA", "ACC-Q", "O3")), "ORC|NW|PACC-Q|FACC-Q||SC", "ORC|SC|PACC-Q|FACC-Q||CA", 1)))
+	if typesOf(cx) != "ORDER_CANCELLED/ServiceRequest" || cx[0].Resource.AsMap()["status"] != "revoked" {
+		t.Errorf("SC with ORC-5 CA: %s", typesOf(cx))
+	}
+	q := joinStudy("PA", "ACC-Q", uid+"2", 1)[0]
+	got = add(ingest.KindDICOMInstance, q)
+	if typesOf(got) != "IMAGING_STUDY_PROGRESS/ImagingStudy" || got[0].Severity != rbv1.Severity_SEVERITY_WARNING || !strings.Contains(got[0].Message, "its order ACC-Q was cancelled") {
+		t.Errorf("study of a cancelled order: %s %v", typesOf(got), got)
 	}
 }

@@ -105,6 +105,7 @@ func DecodeSnapshot(b []byte) (*Snapshot, error) {
 		return nil, errors.New("snapshot checksum mismatch")
 	}
 	st := NewState()
+	st.ResourceIDs = 0 // absent from snapshots before per-patient ids
 	if err := json.Unmarshal(body, st); err != nil {
 		return nil, fmt.Errorf("snapshot state: %w", err)
 	}

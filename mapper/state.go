@@ -36,6 +36,12 @@ type State struct {
 	Seen map[string]SeenKey `json:"seen,omitempty"`
 	// Applied is the last ingest sequence applied.
 	Applied uint64 `json:"applied"`
+	// ResourceIDs is the scheme of order and report ids: 1 for per-patient
+	// ids (orders keyed by patient and accession), 0 in a state built by a
+	// radbridge before them, which may still hold orders keyed by accession
+	// alone (continued under their old ids until a replay from the first
+	// record; README, "Upgrading: resource ids").
+	ResourceIDs int `json:"resource_ids,omitempty"`
 
 	arch *archiver // faults evicted state back in (nil: everything in memory)
 }
@@ -43,7 +49,7 @@ type State struct {
 // NewState returns empty state.
 func NewState() *State {
 	return &State{Patients: map[string]*Patient{}, Timers: map[string]*ingest.Timer{},
-		Studies: map[string]*StudyState{}, Orders: map[string]*OrderState{}}
+		Studies: map[string]*StudyState{}, Orders: map[string]*OrderState{}, ResourceIDs: 1}
 }
 
 // Patient is one patient's current imaging, the read model behind

@@ -3,13 +3,16 @@ package app_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"github.com/coder/websocket"
 
+	"radbridge/mapper"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
 
@@ -77,5 +80,72 @@ func TestCriticalFindingsRoom(t *testing.T) {
 	}
 	if code, _ := getJSON(t, "http://"+d.HTTPAddr()+"/v1/events?priority=urgent"); code != 400 {
 		t.Errorf("unknown priority: HTTP %d, want 400", code)
+	}
+}
+
+// TestCriticalMarkSurvivesReload (issue 13.5): the PACS sends a study
+// (storescu) and the RIS a corrected report with a critical finding
+// (mllp_send, OBX-8 HH). A page opened afterwards (Chromium), so it learns
+// of the report only from the snapshot, shows the CRITICAL mark on the
+// study and the report, and still does after a reload; the snapshot names
+// the report critical and the DiagnosticReport carries the finding as a
+// contained Observation interpreted HH.
+func TestCriticalMarkSurvivesReload(t *testing.T) {
+	mllp := needPeer(t, "mllp_send")
+	needPeer(t, "storescu")
+	studyDir := t.TempDir()
+	makeStudy(t, studyDir, studyUID, 1, 2, 1)
+	d := startDaemon(t, filepath.Join(t.TempDir(), "data"), "--study-quiet-period", "1s", "--hl7-patient-authority", "NORTHWING")
+	base := "http://" + d.HTTPAddr()
+	host, port := hostPort(d.DICOMAddr())
+	if out, err := dcmtk(t, "storescu", "-aec", "RADBRIDGE", "+sd", "+r", host, port, studyDir); err != nil {
+		t.Fatalf("storescu: %v\n%s", err, out)
+	}
+	m := risMessages[4]
+	if ack := mllpSend(t, mllp, d.MLLPAddr(), writeHL7(t, m.ctl, strings.ReplaceAll(m.msg, "{{ctl}}", m.ctl))); ack.Segment("MSA").Field(1) != "AA" {
+		t.Fatalf("corrected report: %q", ack.Bytes())
+	}
+	reportID := mapper.DiagnosticReportID("MRN4711", "ACC1001")
+	var snap map[string]any
+	for i := 0; ; i++ {
+		_, snap = getJSON(t, base+"/v1/patients/MRN4711/imaging")
+		if prio, _ := snap["report_priority"].(map[string]any); prio[reportID] == "critical" && allAvailable(snap) {
+			break
+		}
+		if i == 600 {
+			t.Fatalf("snapshot never showed the critical report available with its study: %v", snap)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	rep := snap["reports"].([]any)[0].(map[string]any)
+	if !mapper.CriticalReport(rep) || fmt.Sprint(rep["result"]) != "[map[reference:#obx-1]]" {
+		t.Errorf("DiagnosticReport in the snapshot: contained %v result %v; want the HH finding", rep["contained"], rep["result"])
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	browser := headlessChromium(t, ctx)
+	tb := openTab(t, browser, "tab", base+"/?patient=MRN4711")
+	t.Cleanup(func() { tb.screenshot(t, artifactsDir(t), "critical-after-reload.png") })
+	marked := `!!document.querySelector('[data-testid="study-card"][data-study-uid="` + studyUID + `"] [data-testid="critical-badge"]') &&
+		!!document.querySelector('[data-testid="report"][data-report-id="` + reportID + `"][data-priority="critical"] [data-testid="report-priority"]')`
+	for _, when := range []string{"opened after the report", "reloaded"} {
+		if when == "reloaded" {
+			evalIn[bool](t, tb, `(() => { document.body.dataset.beforeReload = "1"; return true; })()`)
+			if err := chromedp.Do(tb.ctx, chromedp.Reload()); err != nil {
+				t.Fatalf("reload: %v", err)
+			}
+			tb.waitFor(t, "the reloaded page", `document.body && document.body.dataset.beforeReload === undefined`)
+		}
+		tb.waitFor(t, when+": live", `document.querySelector('[data-testid="connection"]').textContent === "live"`)
+		tb.waitFor(t, when+": critical mark on the study and the report", marked)
+		if n := evalIn[string](t, tb, `document.querySelector('[data-testid="connection"]').dataset.events`); n != "0" {
+			t.Errorf("%s: the page applied %s live events; the mark must come from the snapshot", when, n)
+		}
+	}
+	tb.mu.Lock()
+	defer tb.mu.Unlock()
+	if len(tb.errors) > 0 {
+		t.Errorf("page errors: %v", tb.errors)
 	}
 }

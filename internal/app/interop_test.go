@@ -13,6 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"radbridge/internal/app"
+	"radbridge/mapper"
 )
 
 // Issue 13: nothing acknowledged is dropped or misread. Each test sends
@@ -53,20 +54,6 @@ func resourceField(e map[string]any, k string) any {
 
 // storeStudy writes a synthetic study with scripts/dicom/study.py (Issuer
 // of Patient ID NORTHWING) and sends it with storescu.
-func storeStudy(t *testing.T, d *app.Daemon, uid, pid, acc string) {
-	t.Helper()
-	py := needPeer(t, "/usr/bin/python3")
-	needPeer(t, "storescu")
-	dir := t.TempDir()
-	if out, err := runCmd(py, filepath.Join("..", "..", "scripts", "dicom", "study.py"), dir, uid, pid, acc, "1", "2"); err != nil {
-		t.Fatalf("study.py: %v\n%s", err, out)
-	}
-	host, port := hostPort(d.DICOMAddr())
-	if out, err := dcmtk(t, "storescu", "-aet", "PACS", "-aec", "RADBRIDGE", "+sd", "+r", host, port, dir); err != nil {
-		t.Fatalf("storescu: %v\n%s", err, out)
-	}
-}
-
 // writeHL7Framed writes msg in one MLLP frame, for mllp_send without
 // --loose (which rewrites every message to start with MSH|^~\&|).
 func writeHL7Framed(t *testing.T, name, msg string) string {
@@ -156,7 +143,7 @@ func TestOnePatientIdentifierAcrossFronts(t *testing.T) {
 			d := startDaemon(t, filepath.Join(t.TempDir(), "data"), append(tc.flags, "--study-quiet-period", "1s")...)
 			// PID-3: an SSN first, the MRN (type MR) second.
 			sendAA(t, bin, d, "order", strings.ReplaceAll(risMessages[0].msg, "{{ctl}}", "ID-1"))
-			storeStudy(t, d, studyUID+".71", "MRN4711", "ACC1001")
+			storeStudy(t, d, studyUID+".71", "MRN4711", "ACC1001", 2)
 			order := waitEventList(t, d, url.Values{"patient_id": {"MRN4711"}, "type": {"ORDER_PLACED"}}, 1)[0]
 			study := waitEventList(t, d, url.Values{"patient_id": {"MRN4711"}, "type": {"IMAGING_STUDY_AVAILABLE"}}, 1)[0]
 			want := map[string]any{"type": "Patient", "identifier": map[string]any{"system": tc.system, "value": "MRN4711"}}
@@ -188,8 +175,8 @@ PID|1||MRN4711^^^NORTHWING^MR||MULLER^ZOE||19700101|F
 ORC|NW|PLC3002|FIL3002||SC
 OBR|1|PLC3002|FIL3002|71250^CT CHEST W/O CONTRAST^C4||||||||||||||ACC3002||||||CT
 ZDS|`+uidB+`^RADRIS^Application^DICOM`)
-	storeStudy(t, d, uidA, "MRN4711", "")        // no accession
-	storeStudy(t, d, uidB, "MRN4711", "MOD-777") // rewritten by the modality
+	storeStudy(t, d, uidA, "MRN4711", "", 2)        // no accession
+	storeStudy(t, d, uidB, "MRN4711", "MOD-777", 2) // rewritten by the modality
 
 	var snap map[string]any
 	deadline := time.Now().Add(30 * time.Second)
@@ -205,14 +192,14 @@ ZDS|`+uidB+`^RADRIS^Application^DICOM`)
 	}
 	for _, s := range asSlice(snap["studies"]) {
 		st := s.(map[string]any)
-		want := map[string]string{uidA: "ServiceRequest/ACC3001", uidB: "ServiceRequest/ACC3002"}[st["id"].(string)]
+		want := map[string]string{uidA: "ServiceRequest/" + mapper.ServiceRequestID("MRN4711", "ACC3001"), uidB: "ServiceRequest/" + mapper.ServiceRequestID("MRN4711", "ACC3002")}[st["id"].(string)]
 		if got := fmt.Sprint(st["basedOn"]); got != "[map[reference:"+want+"]]" {
 			t.Errorf("study %v basedOn %s, want %s", st["id"], got, want)
 		}
 	}
 	for _, o := range asSlice(snap["orders"]) {
 		or := o.(map[string]any)
-		uid := map[string]string{"ACC3001": uidA, "ACC3002": uidB}[or["id"].(string)]
+		uid := map[string]string{mapper.ServiceRequestID("MRN4711", "ACC3001"): uidA, mapper.ServiceRequestID("MRN4711", "ACC3002"): uidB}[or["id"].(string)]
 		ids, _ := json.Marshal(or["identifier"])
 		if !strings.Contains(string(ids), `{"system":"urn:dicom:uid","value":"urn:oid:`+uid+`"}`) || or["status"] != "completed" {
 			t.Errorf("order %v: status %v identifiers %s", or["id"], or["status"], ids)

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"radbridge/mapper"
 )
 
 // TestJoinAcrossProtocols: images, reports and orders arrive from the real
@@ -71,14 +73,14 @@ func TestJoinAcrossProtocols(t *testing.T) {
 		return out
 	}
 	a := studies(snapA)[uidA]
-	if fmt.Sprint(a["basedOn"]) != "[map[reference:ServiceRequest/ACC1001]]" {
+	if fmt.Sprint(a["basedOn"]) != "[map[reference:ServiceRequest/"+mapper.ServiceRequestID("MRN4711", "ACC1001")+"]]" {
 		t.Errorf("MRN4711 study basedOn %v", a["basedOn"])
 	}
 	if st := snapA["study_report_status"].(map[string]any)[uidA]; st != "final" {
 		t.Errorf("MRN4711 study report status %v, want final", st)
 	}
 	rep := snapA["reports"].([]any)[0].(map[string]any)
-	if fmt.Sprint(rep["imagingStudy"]) != "[map[reference:ImagingStudy/"+uidA+"]]" || fmt.Sprint(rep["basedOn"]) != "[map[reference:ServiceRequest/ACC1001]]" {
+	if fmt.Sprint(rep["imagingStudy"]) != "[map[reference:ImagingStudy/"+uidA+"]]" || fmt.Sprint(rep["basedOn"]) != "[map[reference:ServiceRequest/"+mapper.ServiceRequestID("MRN4711", "ACC1001")+"]]" {
 		t.Errorf("MRN4711 report links imagingStudy %v basedOn %v", rep["imagingStudy"], rep["basedOn"])
 	}
 	if o := snapA["orders"].([]any)[0].(map[string]any); o["status"] != "completed" {
@@ -88,23 +90,28 @@ func TestJoinAcrossProtocols(t *testing.T) {
 		t.Errorf("MRN4711 body regions %s", c)
 	}
 	bs := studies(snapB)
-	if fmt.Sprint(bs[uidB]["basedOn"]) != "[map[reference:ServiceRequest/ACC2001]]" || bs[uidLone]["basedOn"] != nil {
+	if fmt.Sprint(bs[uidB]["basedOn"]) != "[map[reference:ServiceRequest/"+mapper.ServiceRequestID("MRN5000", "ACC2001")+"]]" || bs[uidLone]["basedOn"] != nil {
 		t.Errorf("MRN5000 studies: ordered basedOn %v, unordered basedOn %v", bs[uidB]["basedOn"], bs[uidLone]["basedOn"])
 	}
 	if o := snapB["orders"].([]any)[0].(map[string]any); o["status"] != "completed" {
 		t.Errorf("MRN5000 order status %v, want completed once its study is available", o["status"])
 	}
 	// The joins reached subscribers as events.
-	_, list := getJSON(t, "http://"+d.HTTPAddr()+"/v1/events?patient_id=MRN4711&type=IMAGING_STUDY_UPDATED&type=IMAGING_REPORT_READY&page_size=100")
-	linked := 0
+	// (A study linked before it is available gets PROGRESS; a report linked
+	// after it was announced, IMAGING_REPORT_UPDATED: README, "Join rules".)
+	_, list := getJSON(t, "http://"+d.HTTPAddr()+"/v1/events?patient_id=MRN4711&type=IMAGING_STUDY_UPDATED&type=IMAGING_STUDY_PROGRESS&type=IMAGING_REPORT_READY&type=IMAGING_REPORT_UPDATED&page_size=100")
+	linked, ready := 0, 0
 	for _, e := range list["events"].([]any) {
 		r := e.(map[string]any)["resource"].(map[string]any)
 		if r["basedOn"] != nil || r["imagingStudy"] != nil {
 			linked++
 		}
+		if e.(map[string]any)["type"] == "IMAGING_REPORT_READY" {
+			ready++
+		}
 	}
-	if linked < 2 {
-		t.Errorf("%d study/report events carry links for MRN4711; want the joins as updates", linked)
+	if linked < 2 || ready != 1 {
+		t.Errorf("%d study/report events carry links for MRN4711, %d IMAGING_REPORT_READY; want the joins as updates and the report ready once", linked, ready)
 	}
 }
 

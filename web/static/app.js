@@ -27,6 +27,7 @@ const EVENT_SEVERITY = {
   "imaging.study.available": "success",
   "imaging.study.updated": "info",
   "imaging.report.ready": "info",
+  "imaging.report.updated": "info",
   "result.received": "success",
   "order.placed": "info",
   "order.updated": "info",
@@ -218,6 +219,9 @@ function applySnapshot(snap) {
   for (const s of snap.studies) state.studies.set(s.id, s);
   for (const o of snap.orders) state.orders.set(o.id, o);
   for (const r of snap.reports) state.reports.set(r.id, r);
+  // A critical result survives a reload: the snapshot says which reports
+  // are critical (and each report carries it, see reportCritical).
+  for (const [id, p] of Object.entries(snap.report_priority || {})) state.reportPriority.set(id, p);
   const computed = countRegions();
   for (const [k, v] of Object.entries(snap.body_region_counts || {})) {
     const extra = Number(v) - (computed[k] || 0);
@@ -259,6 +263,7 @@ function applyUpdate(u) {
       if (!id) break;
       state.reports.set(id, res);
       if (u.priority === "critical" || u.priority === "stat") state.reportPriority.set(id, u.priority);
+      else if (state.reportPriority.get(id) === "critical" && !reportCritical(res)) state.reportPriority.delete(id); // corrected
       renderReports();
       renderStudies();
       break;
@@ -308,6 +313,20 @@ function ordersByAccession() {
     if (acc) m.set(acc, o);
   }
   return m;
+}
+
+// reportCritical: the report carries a critical result (FHIR R4: a
+// contained Observation interpreted HH, LL or AA, v3 ObservationInterpretation).
+const CRITICAL_CODES = new Set(["HH", "LL", "AA"]);
+function reportCritical(r) {
+  return (r.contained || []).some((o) => o.resourceType === "Observation" &&
+    (o.interpretation || []).some((i) => ((i && i.coding) || []).some((c) =>
+      c.system === "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation" && CRITICAL_CODES.has(c.code))));
+}
+
+function reportPrio(r) {
+  const p = state.reportPriority.get(r.id) || "";
+  return p !== "critical" && reportCritical(r) ? "critical" : p;
 }
 
 function reportFor(study) {
@@ -387,7 +406,7 @@ function fillStudyCard(card, s, uid, byAcc) {
   const order = acc ? byAcc.get(acc) : null;
   const report = reportFor(s);
   const stat = order && (order.priority === "stat" || order.priority === "asap");
-  const critical = report && state.reportPriority.get(report.id) === "critical";
+  const critical = report && reportPrio(report) === "critical";
   const mods = modalities(s);
   const prog = state.progress.get(s.id);
   const arriving = prog && s.status !== "available" && s.status !== "cancelled";
@@ -541,13 +560,13 @@ function renderReports() {
   const reports = [...state.reports.values()].sort((a, b) => (b.issued || "").localeCompare(a.issued || "") || a.id.localeCompare(b.id));
   list.replaceChildren(...reports.map((r) => {
     const acc = identifierOfType(r, "ACSN");
-    const prio = state.reportPriority.get(r.id) || "";
+    const prio = reportPrio(r);
     const conclusion = r.conclusion || "";
     const interpreter = (r.resultsInterpreter || [])[0];
-    return el("li", { class: "report " + prio + " status-" + r.status, "data-testid": "report", "data-accession": acc, "data-report-id": r.id, "data-status": r.status },
+    return el("li", { class: "report " + prio + " status-" + r.status, "data-testid": "report", "data-accession": acc, "data-report-id": r.id, "data-status": r.status, "data-priority": prio || undefined },
       el("div", { class: "row" },
         el("span", { class: "title" }, codeText(r.code) || "Imaging report"),
-        prio ? el("span", { class: "badge " + prio }, prio.toUpperCase()) : null),
+        prio ? el("span", { class: "badge " + prio, "data-testid": "report-priority" }, prio.toUpperCase()) : null),
       el("div", { class: "row meta" },
         el("span", { class: "badge status-" + r.status, "data-testid": "report-status" }, r.status || "unknown"),
         acc ? el("span", {}, "Acc " + acc) : null,
@@ -579,7 +598,9 @@ function showStatus(s, detail) {
 }
 
 function notify(u) {
-  if (u.event_type === "imaging.study.progress") return;
+  // Progress and a report's link to its order or study update in place:
+  // the report was announced when it arrived.
+  if (u.event_type === "imaging.study.progress" || u.event_type === "imaging.report.updated") return;
   const sev = u.severity || EVENT_SEVERITY[u.event_type] || "info";
   const text = u.message || (u.event_type || "update").replace(/\./g, " ");
   toast(sev, text, u);

@@ -109,7 +109,7 @@ export class RadbridgeClient {
    * as of sequence 0.
    */
   async snapshot(patientId) {
-    const out = { patient_id: patientId, as_of_sequence: 0, studies: [], orders: [], reports: [], body_region_counts: {} };
+    const out = { patient_id: patientId, as_of_sequence: 0, studies: [], orders: [], reports: [], body_region_counts: {}, report_priority: {} };
     let pageToken = "";
     for (let page = 0; page < 1000; page++) {
       const q = pageToken ? "?page_size=1000&page_token=" + encodeURIComponent(pageToken) : "?page_size=1000";
@@ -128,6 +128,7 @@ export class RadbridgeClient {
       out.orders.push(...(r.orders || []));
       out.reports.push(...(r.reports || []));
       Object.assign(out.body_region_counts, r.body_region_counts || {});
+      Object.assign(out.report_priority, r.report_priority || {});
       if (!r.next_page_token) break;
       pageToken = r.next_page_token;
     }

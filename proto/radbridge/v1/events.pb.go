@@ -51,21 +51,26 @@ const (
 	EventType_ORDER_CANCELLED EventType = 8
 	// A viewer opened a study (published by clients).
 	EventType_IMAGING_STUDY_VIEWED EventType = 9
+	// A report already announced changed without a new result: its links
+	// to the order or studies of its accession (a study or order arriving
+	// after it). Update it in place; it is not a second "report ready".
+	EventType_IMAGING_REPORT_UPDATED EventType = 10
 )
 
 // Enum value maps for EventType.
 var (
 	EventType_name = map[int32]string{
-		0: "EVENT_TYPE_UNSPECIFIED",
-		1: "IMAGING_STUDY_AVAILABLE",
-		2: "IMAGING_STUDY_UPDATED",
-		3: "IMAGING_STUDY_PROGRESS",
-		4: "IMAGING_REPORT_READY",
-		5: "RESULT_RECEIVED",
-		6: "ORDER_PLACED",
-		7: "ORDER_UPDATED",
-		8: "ORDER_CANCELLED",
-		9: "IMAGING_STUDY_VIEWED",
+		0:  "EVENT_TYPE_UNSPECIFIED",
+		1:  "IMAGING_STUDY_AVAILABLE",
+		2:  "IMAGING_STUDY_UPDATED",
+		3:  "IMAGING_STUDY_PROGRESS",
+		4:  "IMAGING_REPORT_READY",
+		5:  "RESULT_RECEIVED",
+		6:  "ORDER_PLACED",
+		7:  "ORDER_UPDATED",
+		8:  "ORDER_CANCELLED",
+		9:  "IMAGING_STUDY_VIEWED",
+		10: "IMAGING_REPORT_UPDATED",
 	}
 	EventType_value = map[string]int32{
 		"EVENT_TYPE_UNSPECIFIED":  0,
@@ -78,6 +83,7 @@ var (
 		"ORDER_UPDATED":           7,
 		"ORDER_CANCELLED":         8,
 		"IMAGING_STUDY_VIEWED":    9,
+		"IMAGING_REPORT_UPDATED":  10,
 	}
 )
 
@@ -930,8 +936,13 @@ type GetPatientImagingResponse struct {
 	// The status of the newest report of each study (by ImagingStudy id):
 	// preliminary, final, corrected …
 	StudyReportStatus map[string]string `protobuf:"bytes,8,rep,name=study_report_status,json=studyReportStatus,proto3" json:"study_report_status,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
-	unknownFields     protoimpl.UnknownFields
-	sizeCache         protoimpl.SizeCache
+	// The priority of each report (by DiagnosticReport id) that is not
+	// routine: "critical" when a result is flagged critical (OBX-8 HH, LL,
+	// AA), which the resource carries as a contained Observation whose
+	// interpretation is that v3 ObservationInterpretation code.
+	ReportPriority map[string]string `protobuf:"bytes,9,rep,name=report_priority,json=reportPriority,proto3" json:"report_priority,omitempty" protobuf_key:"bytes,1,opt,name=key" protobuf_val:"bytes,2,opt,name=value"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *GetPatientImagingResponse) Reset() {
@@ -1020,6 +1031,13 @@ func (x *GetPatientImagingResponse) GetStudyReportStatus() map[string]string {
 	return nil
 }
 
+func (x *GetPatientImagingResponse) GetReportPriority() map[string]string {
+	if x != nil {
+		return x.ReportPriority
+	}
+	return nil
+}
+
 var File_radbridge_v1_events_proto protoreflect.FileDescriptor
 
 const file_radbridge_v1_events_proto_rawDesc = "" +
@@ -1092,7 +1110,7 @@ const file_radbridge_v1_events_proto_rawDesc = "" +
 	"\tpage_size\x18\x02 \x01(\rR\bpageSize\x12\x1d\n" +
 	"\n" +
 	"page_token\x18\x03 \x01(\tR\tpageToken\x12\x19\n" +
-	"\border_by\x18\x04 \x01(\tR\aorderBy\"\x87\x05\n" +
+	"\border_by\x18\x04 \x01(\tR\aorderBy\"\xb0\x06\n" +
 	"\x19GetPatientImagingResponse\x12\x1d\n" +
 	"\n" +
 	"patient_id\x18\x01 \x01(\tR\tpatientId\x12$\n" +
@@ -1102,13 +1120,17 @@ const file_radbridge_v1_events_proto_rawDesc = "" +
 	"\areports\x18\x05 \x03(\v2\x17.google.protobuf.StructR\areports\x12k\n" +
 	"\x12body_region_counts\x18\x06 \x03(\v2=.radbridge.v1.GetPatientImagingResponse.BodyRegionCountsEntryR\x10bodyRegionCounts\x12&\n" +
 	"\x0fnext_page_token\x18\a \x01(\tR\rnextPageToken\x12n\n" +
-	"\x13study_report_status\x18\b \x03(\v2>.radbridge.v1.GetPatientImagingResponse.StudyReportStatusEntryR\x11studyReportStatus\x1aC\n" +
+	"\x13study_report_status\x18\b \x03(\v2>.radbridge.v1.GetPatientImagingResponse.StudyReportStatusEntryR\x11studyReportStatus\x12d\n" +
+	"\x0freport_priority\x18\t \x03(\v2;.radbridge.v1.GetPatientImagingResponse.ReportPriorityEntryR\x0ereportPriority\x1aC\n" +
 	"\x15BodyRegionCountsEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
 	"\x05value\x18\x02 \x01(\rR\x05value:\x028\x01\x1aD\n" +
 	"\x16StudyReportStatusEntry\x12\x10\n" +
 	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
-	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\xfe\x01\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01\x1aA\n" +
+	"\x13ReportPriorityEntry\x12\x10\n" +
+	"\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n" +
+	"\x05value\x18\x02 \x01(\tR\x05value:\x028\x01*\x9a\x02\n" +
 	"\tEventType\x12\x1a\n" +
 	"\x16EVENT_TYPE_UNSPECIFIED\x10\x00\x12\x1b\n" +
 	"\x17IMAGING_STUDY_AVAILABLE\x10\x01\x12\x19\n" +
@@ -1119,7 +1141,9 @@ const file_radbridge_v1_events_proto_rawDesc = "" +
 	"\fORDER_PLACED\x10\x06\x12\x11\n" +
 	"\rORDER_UPDATED\x10\a\x12\x13\n" +
 	"\x0fORDER_CANCELLED\x10\b\x12\x18\n" +
-	"\x14IMAGING_STUDY_VIEWED\x10\t*w\n" +
+	"\x14IMAGING_STUDY_VIEWED\x10\t\x12\x1a\n" +
+	"\x16IMAGING_REPORT_UPDATED\x10\n" +
+	"*w\n" +
 	"\bSeverity\x12\x18\n" +
 	"\x14SEVERITY_UNSPECIFIED\x10\x00\x12\x14\n" +
 	"\x10SEVERITY_SUCCESS\x10\x01\x12\x11\n" +
@@ -1151,7 +1175,7 @@ func file_radbridge_v1_events_proto_rawDescGZIP() []byte {
 }
 
 var file_radbridge_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_radbridge_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 10)
+var file_radbridge_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_radbridge_v1_events_proto_goTypes = []any{
 	(EventType)(0),                    // 0: radbridge.v1.EventType
 	(Severity)(0),                     // 1: radbridge.v1.Severity
@@ -1166,40 +1190,42 @@ var file_radbridge_v1_events_proto_goTypes = []any{
 	(*GetPatientImagingResponse)(nil), // 10: radbridge.v1.GetPatientImagingResponse
 	nil,                               // 11: radbridge.v1.GetPatientImagingResponse.BodyRegionCountsEntry
 	nil,                               // 12: radbridge.v1.GetPatientImagingResponse.StudyReportStatusEntry
-	(*timestamppb.Timestamp)(nil),     // 13: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),           // 14: google.protobuf.Struct
+	nil,                               // 13: radbridge.v1.GetPatientImagingResponse.ReportPriorityEntry
+	(*timestamppb.Timestamp)(nil),     // 14: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),           // 15: google.protobuf.Struct
 }
 var file_radbridge_v1_events_proto_depIdxs = []int32{
 	0,  // 0: radbridge.v1.Event.type:type_name -> radbridge.v1.EventType
-	13, // 1: radbridge.v1.Event.time:type_name -> google.protobuf.Timestamp
+	14, // 1: radbridge.v1.Event.time:type_name -> google.protobuf.Timestamp
 	1,  // 2: radbridge.v1.Event.severity:type_name -> radbridge.v1.Severity
 	2,  // 3: radbridge.v1.Event.priority:type_name -> radbridge.v1.Priority
 	3,  // 4: radbridge.v1.Event.source:type_name -> radbridge.v1.Source
-	14, // 5: radbridge.v1.Event.resource:type_name -> google.protobuf.Struct
+	15, // 5: radbridge.v1.Event.resource:type_name -> google.protobuf.Struct
 	0,  // 6: radbridge.v1.SubscribeRequest.type:type_name -> radbridge.v1.EventType
 	2,  // 7: radbridge.v1.SubscribeRequest.priority:type_name -> radbridge.v1.Priority
 	0,  // 8: radbridge.v1.ListEventsRequest.type:type_name -> radbridge.v1.EventType
 	2,  // 9: radbridge.v1.ListEventsRequest.priority:type_name -> radbridge.v1.Priority
 	4,  // 10: radbridge.v1.ListEventsResponse.events:type_name -> radbridge.v1.Event
 	0,  // 11: radbridge.v1.PublishEventRequest.type:type_name -> radbridge.v1.EventType
-	14, // 12: radbridge.v1.GetPatientImagingResponse.studies:type_name -> google.protobuf.Struct
-	14, // 13: radbridge.v1.GetPatientImagingResponse.orders:type_name -> google.protobuf.Struct
-	14, // 14: radbridge.v1.GetPatientImagingResponse.reports:type_name -> google.protobuf.Struct
+	15, // 12: radbridge.v1.GetPatientImagingResponse.studies:type_name -> google.protobuf.Struct
+	15, // 13: radbridge.v1.GetPatientImagingResponse.orders:type_name -> google.protobuf.Struct
+	15, // 14: radbridge.v1.GetPatientImagingResponse.reports:type_name -> google.protobuf.Struct
 	11, // 15: radbridge.v1.GetPatientImagingResponse.body_region_counts:type_name -> radbridge.v1.GetPatientImagingResponse.BodyRegionCountsEntry
 	12, // 16: radbridge.v1.GetPatientImagingResponse.study_report_status:type_name -> radbridge.v1.GetPatientImagingResponse.StudyReportStatusEntry
-	5,  // 17: radbridge.v1.EventService.Subscribe:input_type -> radbridge.v1.SubscribeRequest
-	6,  // 18: radbridge.v1.EventService.ListEvents:input_type -> radbridge.v1.ListEventsRequest
-	8,  // 19: radbridge.v1.EventService.PublishEvent:input_type -> radbridge.v1.PublishEventRequest
-	9,  // 20: radbridge.v1.EventService.GetPatientImaging:input_type -> radbridge.v1.GetPatientImagingRequest
-	4,  // 21: radbridge.v1.EventService.Subscribe:output_type -> radbridge.v1.Event
-	7,  // 22: radbridge.v1.EventService.ListEvents:output_type -> radbridge.v1.ListEventsResponse
-	4,  // 23: radbridge.v1.EventService.PublishEvent:output_type -> radbridge.v1.Event
-	10, // 24: radbridge.v1.EventService.GetPatientImaging:output_type -> radbridge.v1.GetPatientImagingResponse
-	21, // [21:25] is the sub-list for method output_type
-	17, // [17:21] is the sub-list for method input_type
-	17, // [17:17] is the sub-list for extension type_name
-	17, // [17:17] is the sub-list for extension extendee
-	0,  // [0:17] is the sub-list for field type_name
+	13, // 17: radbridge.v1.GetPatientImagingResponse.report_priority:type_name -> radbridge.v1.GetPatientImagingResponse.ReportPriorityEntry
+	5,  // 18: radbridge.v1.EventService.Subscribe:input_type -> radbridge.v1.SubscribeRequest
+	6,  // 19: radbridge.v1.EventService.ListEvents:input_type -> radbridge.v1.ListEventsRequest
+	8,  // 20: radbridge.v1.EventService.PublishEvent:input_type -> radbridge.v1.PublishEventRequest
+	9,  // 21: radbridge.v1.EventService.GetPatientImaging:input_type -> radbridge.v1.GetPatientImagingRequest
+	4,  // 22: radbridge.v1.EventService.Subscribe:output_type -> radbridge.v1.Event
+	7,  // 23: radbridge.v1.EventService.ListEvents:output_type -> radbridge.v1.ListEventsResponse
+	4,  // 24: radbridge.v1.EventService.PublishEvent:output_type -> radbridge.v1.Event
+	10, // 25: radbridge.v1.EventService.GetPatientImaging:output_type -> radbridge.v1.GetPatientImagingResponse
+	22, // [22:26] is the sub-list for method output_type
+	18, // [18:22] is the sub-list for method input_type
+	18, // [18:18] is the sub-list for extension type_name
+	18, // [18:18] is the sub-list for extension extendee
+	0,  // [0:18] is the sub-list for field type_name
 }
 
 func init() { file_radbridge_v1_events_proto_init() }
@@ -1213,7 +1239,7 @@ func file_radbridge_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_radbridge_v1_events_proto_rawDesc), len(file_radbridge_v1_events_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   10,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
