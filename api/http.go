@@ -8,6 +8,7 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
+	"net/netip"
 	"net/url"
 	"path"
 	"strconv"
@@ -19,6 +20,7 @@ import (
 	"github.com/grpc-ecosystem/grpc-gateway/v2/utilities"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -46,6 +48,9 @@ type HTTPConfig struct {
 	// WebSockets from (path.Match patterns on the Origin host); the
 	// request's own host is always allowed.
 	OriginPatterns []string
+	// TrustedProxies are the peers whose X-Forwarded-For is believed for
+	// the client address recorded with a published event (see ClientAddr).
+	TrustedProxies []netip.Prefix
 	// Extra mounts more handlers by ServeMux pattern (other fronts such as
 	// DICOM notifications); each does its own authentication and body limit.
 	Extra map[string]http.Handler
@@ -66,6 +71,9 @@ func NewHTTPHandler(ctx context.Context, svc *Service, conn *grpc.ClientConn, cf
 	}
 	gw := runtime.NewServeMux(
 		runtime.SetQueryParameterParser(strictQuery{}),
+		runtime.WithMetadata(func(_ context.Context, r *http.Request) metadata.MD {
+			return metadata.Pairs(clientAddrKey, httpClientAddr(r, cfg.TrustedProxies))
+		}),
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, &runtime.JSONPb{
 			MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: false},
 			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
@@ -77,7 +85,11 @@ func NewHTTPHandler(ctx context.Context, svc *Service, conn *grpc.ClientConn, cf
 	mux := http.NewServeMux()
 	mux.Handle("/v1/events:stream", &wsStream{svc: svc, cfg: cfg})
 	mux.Handle("/ws", newRoomHandler(svc, cfg))
-	mux.Handle("/v1/", requireJSON(limitBody(gw)))
+	mux.Handle("/v1/", requireJSON(limitBody(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Only the gateway itself says where the client is.
+		r.Header.Del(runtime.MetadataHeaderPrefix + clientAddrKey)
+		gw.ServeHTTP(w, r)
+	}))))
 	for pattern, h := range cfg.Extra {
 		mux.Handle(pattern, h)
 	}
