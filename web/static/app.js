@@ -316,7 +316,9 @@ function noteViewer(u) {
   }
   if (!uid) return;
   const agent = (res.agent || [])[0] || {};
-  const who = (agent.who && (agent.who.display || (agent.who.identifier && agent.who.identifier.value))) || "Someone";
+  // agent.name is the viewer's name as its page gave it; who is the
+  // authenticated client (events recorded before: the name too).
+  const who = agent.name || (agent.who && (agent.who.display || (agent.who.identifier && agent.who.identifier.value))) || "Someone";
   // The update can overtake the answer to our own publish.
   if ((state.pendingViews.get(uid) || 0) > 0 && who === viewerName()) {
     state.ownViews.add(u.resource_id || res.id);
