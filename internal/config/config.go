@@ -177,7 +177,7 @@ func (c *Config) FlagSet(name string) *flag.FlagSet {
 	fs.StringVar(&c.AuthJWTKeyFile, "auth-jwt-key-file", "", "--auth jwt key: an HS256 secret (the file's bytes, at least 32) or a PEM public key or certificate (RSA: RS256, EC P-256: ES256)")
 	fs.StringVar(&c.AuthJWKSFile, "auth-jwks-file", "", "--auth jwt keys: a JWKS (JSON) file of RSA and EC P-256 public keys, chosen by kid")
 	fs.StringVar(&c.AuthJWTIssuer, "auth-jwt-issuer", "", "when set, a JWT's iss must equal it")
-	fs.StringVar(&c.AuthJWTAudience, "auth-jwt-audience", "", "when set, a JWT's aud must contain it")
+	fs.StringVar(&c.AuthJWTAudience, "auth-jwt-audience", "", "when set, a JWT's aud is required and must contain it")
 	fs.StringVar(&c.AllowedOrigins, "allowed-origins", "", "comma-separated origins (host patterns like ehr.example.org or *.example.org, or https://host) whose pages may open WebSockets; empty allows the same origin only")
 	fs.StringVar(&c.TrustedProxies, "trusted-proxies", "", "comma-separated IP addresses or CIDR prefixes of reverse proxies whose X-Forwarded-For (HTTP, gRPC metadata) is believed for the client address recorded with a viewed event; empty: the peer's address, always")
 	fs.StringVar(&c.PublicBaseURL, "public-base-url", "", "the URL clients reach the HTTP front at (https://radbridge.example.org), for the RetrieveURLs of STOW-RS answers; empty: answers carry no RetrieveURL")
