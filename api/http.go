@@ -6,8 +6,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"mime"
 	"net/http"
+	"net/netip"
 	"net/url"
+	"path"
 	"strconv"
 	"strings"
 	"time"
@@ -17,6 +20,7 @@ import (
 	"github.com/grpc-ecosystem/grpc-gateway/v2/utilities"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
@@ -44,6 +48,9 @@ type HTTPConfig struct {
 	// WebSockets from (path.Match patterns on the Origin host); the
 	// request's own host is always allowed.
 	OriginPatterns []string
+	// TrustedProxies are the peers whose X-Forwarded-For is believed for
+	// the client address recorded with a published event (see ClientAddr).
+	TrustedProxies []netip.Prefix
 	// Extra mounts more handlers by ServeMux pattern (other fronts such as
 	// DICOM notifications); each does its own authentication and body limit.
 	Extra map[string]http.Handler
@@ -64,6 +71,9 @@ func NewHTTPHandler(ctx context.Context, svc *Service, conn *grpc.ClientConn, cf
 	}
 	gw := runtime.NewServeMux(
 		runtime.SetQueryParameterParser(strictQuery{}),
+		runtime.WithMetadata(func(_ context.Context, r *http.Request) metadata.MD {
+			return metadata.Pairs(clientAddrKey, httpClientAddr(r, cfg.TrustedProxies))
+		}),
 		runtime.WithMarshalerOption(runtime.MIMEWildcard, listsJSON{&runtime.JSONPb{
 			MarshalOptions:   protojson.MarshalOptions{UseProtoNames: true, EmitUnpopulated: false},
 			UnmarshalOptions: protojson.UnmarshalOptions{DiscardUnknown: false},
@@ -75,7 +85,11 @@ func NewHTTPHandler(ctx context.Context, svc *Service, conn *grpc.ClientConn, cf
 	mux := http.NewServeMux()
 	mux.Handle("/v1/events:stream", &wsStream{svc: svc, cfg: cfg})
 	mux.Handle("/ws", newRoomHandler(svc, cfg))
-	mux.Handle("/v1/", limitBody(gw))
+	mux.Handle("/v1/", requireJSON(limitBody(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		// Only the gateway itself says where the client is.
+		r.Header.Del(runtime.MetadataHeaderPrefix + clientAddrKey)
+		gw.ServeHTTP(w, r)
+	}))))
 	for pattern, h := range cfg.Extra {
 		mux.Handle(pattern, h)
 	}
@@ -141,6 +155,36 @@ func limitBody(h http.Handler) http.Handler {
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
 		h.ServeHTTP(w, r)
 	})
+}
+
+// requireJSON answers 415 to a request that may change state (any method
+// but GET, HEAD and OPTIONS) unless its Content-Type is application/json:
+// a cross-site HTML form can only send x-www-form-urlencoded, multipart or
+// text/plain, and a page's fetch with application/json needs a CORS
+// preflight this server never grants.
+func requireJSON(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.Method {
+		case http.MethodGet, http.MethodHead, http.MethodOptions:
+		default:
+			if !IsJSON(r) {
+				writeJSONError(w, http.StatusUnsupportedMediaType, codes.InvalidArgument, "Content-Type must be application/json")
+				return
+			}
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// IsJSON reports whether r's Content-Type is application/json (parameters
+// such as charset=utf-8 allowed).
+func IsJSON(r *http.Request) bool {
+	vs := r.Header.Values("Content-Type")
+	if len(vs) != 1 {
+		return false
+	}
+	mt, _, err := mime.ParseMediaType(vs[0])
+	return err == nil && mt == "application/json"
 }
 
 func writeJSONError(w http.ResponseWriter, httpCode int, code codes.Code, msg string) {
@@ -269,13 +313,25 @@ func (h *wsStream) parse(q url.Values) (*rbv1.SubscribeRequest, error) {
 	return r, nil
 }
 
-// Authenticate checks an HTTP request's token (Authorization: Bearer
-// header, else the radbridge_token cookie; never the URL) with a and
-// returns the request's context carrying the Principal. On failure it has
-// written 401 with {"code":16,"message":"AUTH_FAILED: …"} or
-// "TOKEN_EXPIRED: …" and returns false.
+// Authenticate checks an HTTP request's token (the Authorization: Bearer
+// header; never a cookie nor the URL) with a and returns the request's
+// context carrying the Principal. On failure it has written 401 with
+// {"code":16,"message":"AUTH_FAILED: …"} or "TOKEN_EXPIRED: …" and returns
+// false.
 func Authenticate(w http.ResponseWriter, r *http.Request, a auth.Authenticator) (context.Context, *auth.Principal, bool) {
 	tok, err := auth.TokenFromRequest(r)
+	return authenticate(w, r, a, tok, err)
+}
+
+// authenticateHandshake is Authenticate for a WebSocket handshake, which
+// may carry the token in the radbridge_token cookie: only for handlers
+// that refuse a foreign Origin (websocket.Accept) before they act.
+func authenticateHandshake(w http.ResponseWriter, r *http.Request, a auth.Authenticator) (context.Context, *auth.Principal, bool) {
+	tok, err := auth.TokenFromHandshake(r)
+	return authenticate(w, r, a, tok, err)
+}
+
+func authenticate(w http.ResponseWriter, r *http.Request, a auth.Authenticator, tok string, err error) (context.Context, *auth.Principal, bool) {
 	var pr *auth.Principal
 	if err == nil {
 		pr, err = a.Authenticate(r.Context(), tok)
@@ -297,7 +353,13 @@ const (
 )
 
 func (h *wsStream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	actx, principal, ok := Authenticate(w, r, h.cfg.Auth)
+	if err := checkOrigin(r, h.cfg.OriginPatterns); err != nil {
+		// Before the cookie is read: a foreign page learns nothing, not
+		// even whether the user's cookie is valid.
+		writeJSONError(w, http.StatusForbidden, codes.PermissionDenied, err.Error())
+		return
+	}
+	actx, principal, ok := authenticateHandshake(w, r, h.cfg.Auth)
 	if !ok {
 		return
 	}
@@ -360,4 +422,32 @@ func (h *wsStream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 		}
 	}
+}
+
+// checkOrigin applies websocket.Accept's Origin rule before a handler reads
+// a cookie: no Origin (not a browser), the request's own host, or one of
+// patterns (path.Match on the Origin's host, or on scheme://host for a
+// pattern with a scheme).
+func checkOrigin(r *http.Request, patterns []string) error {
+	origin := r.Header.Get("Origin")
+	if origin == "" {
+		return nil
+	}
+	u, err := url.Parse(origin)
+	if err != nil || u.Host == "" {
+		return fmt.Errorf("Origin %q is not a URL with a host", origin)
+	}
+	if strings.EqualFold(r.Host, u.Host) {
+		return nil
+	}
+	for _, p := range patterns {
+		target := u.Host
+		if strings.Contains(p, "://") {
+			target = u.Scheme + "://" + u.Host
+		}
+		if ok, _ := path.Match(strings.ToLower(p), strings.ToLower(target)); ok {
+			return nil
+		}
+	}
+	return fmt.Errorf("Origin %q may not open this WebSocket (see --allowed-origins)", u.Host)
 }

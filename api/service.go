@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"net/netip"
 	"sort"
 	"strconv"
 	"strings"
@@ -16,12 +17,12 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/metadata"
-	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
+	"radbridge/auth"
 	"radbridge/eventlog"
 	"radbridge/fanout"
 	"radbridge/ingest"
@@ -51,6 +52,9 @@ type Service struct {
 	log      *slog.Logger
 	// DefaultHeartbeat is the idle time between heartbeats.
 	DefaultHeartbeat time.Duration
+	// TrustedProxies are the peers whose x-forwarded-for is believed (see
+	// ClientAddr); set before serving.
+	TrustedProxies []netip.Prefix
 
 	stopCtx context.Context
 	stop    context.CancelFunc
@@ -235,25 +239,25 @@ func (s *Service) PublishEvent(ctx context.Context, r *rbv1.PublishEventRequest)
 			return nil, err
 		}
 	}
+	// The agent is who authenticated, and a client's event ids are its
+	// own (per subject and patient): reusing another client's id neither
+	// returns the other's event nor leaves this view unrecorded.
+	subject := "anonymous"
+	if p := auth.FromContext(ctx); p != nil && p.Subject != "" {
+		subject = p.Subject
+	}
 	viewed := ingest.Viewed{
 		PatientID: r.GetPatientId(), StudyInstanceUID: r.GetStudyInstanceUid(), AccessionNumber: r.GetAccessionNumber(),
-		ViewerID: r.GetViewerId(), ViewerName: r.GetViewerName(),
+		ViewerID: r.GetViewerId(), ViewerName: r.GetViewerName(), Agent: subject,
 	}
-	key := r.GetClientEventId()
-	if key == "" {
+	id := r.GetClientEventId()
+	if id == "" {
 		var b [16]byte
 		_, _ = rand.Read(b[:])
-		key = hex.EncodeToString(b[:])
+		id = hex.EncodeToString(b[:])
 	}
-	client := ""
-	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
-		client = p.Addr.String()
-	}
-	if md, ok := metadata.FromIncomingContext(ctx); ok {
-		if f := md.Get("x-forwarded-for"); len(f) > 0 {
-			client = f[0] // through the REST gateway
-		}
-	}
+	key := ingest.ScopedClientEventID(subject, r.GetPatientId(), id)
+	client := s.clientAddr(ctx)
 	before := s.hub.Head()
 	o, err := ingest.NewViewed(viewed, key, client, time.Now())
 	if err != nil {

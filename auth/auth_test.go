@@ -11,6 +11,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -149,6 +150,23 @@ func claims(extra jwt.MapClaims) jwt.MapClaims {
 	return c
 }
 
+// signRaw signs header and payload, JSON written by hand (duplicate names,
+// odd case), with HS256.
+func signRaw(t *testing.T, secret []byte, header, payload string) string {
+	t.Helper()
+	in := b64([]byte(header)) + "." + b64([]byte(payload))
+	sig, err := jwt.SigningMethodHS256.Sign(in, secret)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return in + "." + b64(sig)
+}
+
+// claimsJSON is a claims set with exp and iat, and more members.
+func claimsJSON(more string) string {
+	return fmt.Sprintf(`{"exp":%d,"iat":%d,%s}`, now.Add(time.Hour).Unix(), now.Unix(), more)
+}
+
 func b64(b []byte) string { return base64.RawURLEncoding.EncodeToString(b) }
 
 func jwks(t *testing.T, k keys) []byte {
@@ -216,6 +234,29 @@ func TestJWT(t *testing.T) {
 		{"empty", auth.Config{JWTKeyFile: hsFile}, "", nil, auth.ErrUnauthenticated},
 		{"garbage", auth.Config{JWTKeyFile: hsFile}, "a.b.c", nil, auth.ErrUnauthenticated},
 		{"bad patient claim", auth.Config{JWTKeyFile: hsFile}, sign(t, jwt.SigningMethodHS256, k.secret, "", claims(jwt.MapClaims{"patient": 7})), nil, auth.ErrUnauthenticated},
+		{"bad patients claim", auth.Config{JWTKeyFile: hsFile}, sign(t, jwt.SigningMethodHS256, k.secret, "", claims(jwt.MapClaims{"patients": "P1"})), nil, auth.ErrUnauthenticated},
+
+		// aud is required once an audience is configured.
+		{"no aud with an audience configured", auth.Config{JWTKeyFile: hsFile, JWTAudience: "radbridge"}, sign(t, jwt.SigningMethodHS256, k.secret, "", claims(nil)), nil, auth.ErrUnauthenticated},
+		{"empty aud with an audience configured", auth.Config{JWTKeyFile: hsFile, JWTAudience: "radbridge"}, sign(t, jwt.SigningMethodHS256, k.secret, "", claims(jwt.MapClaims{"aud": ""})), nil, auth.ErrUnauthenticated},
+		{"aud string", auth.Config{JWTKeyFile: hsFile, JWTAudience: "radbridge"}, sign(t, jwt.SigningMethodHS256, k.secret, "", claims(jwt.MapClaims{"aud": "radbridge"})),
+			&auth.Principal{Subject: "dr-who", Expires: exp}, nil},
+
+		// crit names extensions that must be understood: radbridge knows none.
+		{"crit unknown extension", auth.Config{JWTKeyFile: hsFile}, signRaw(t, k.secret, `{"alg":"HS256","typ":"JWT","crit":["x-must-know"],"x-must-know":1}`, claimsJSON(`"sub":"dr-who"`)), nil, auth.ErrUnauthenticated},
+		{"crit empty", auth.Config{JWTKeyFile: hsFile}, signRaw(t, k.secret, `{"alg":"HS256","crit":[]}`, claimsJSON(`"sub":"dr-who"`)), nil, auth.ErrUnauthenticated},
+		{"raw token without crit", auth.Config{JWTKeyFile: hsFile}, signRaw(t, k.secret, `{"alg":"HS256","typ":"JWT"}`, claimsJSON(`"sub":"dr-who","patient":"P1"`)),
+			&auth.Principal{Subject: "dr-who", Patients: []string{"P1"}, Expires: exp}, nil},
+
+		// Claim names are exact: no case folding, no duplicates.
+		{"odd-case Patient null after patient", auth.Config{JWTKeyFile: hsFile}, signRaw(t, k.secret, `{"alg":"HS256"}`, claimsJSON(`"sub":"dr-who","patient":"P1","Patient":null`)), nil, auth.ErrUnauthenticated},
+		{"odd-case PATIENTS", auth.Config{JWTKeyFile: hsFile}, signRaw(t, k.secret, `{"alg":"HS256"}`, claimsJSON(`"sub":"dr-who","PATIENTS":["P2"]`)), nil, auth.ErrUnauthenticated},
+		{"duplicate patient, later null", auth.Config{JWTKeyFile: hsFile}, signRaw(t, k.secret, `{"alg":"HS256"}`, claimsJSON(`"sub":"dr-who","patient":"P1","patient":null`)), nil, auth.ErrUnauthenticated},
+		{"duplicate sub", auth.Config{JWTKeyFile: hsFile}, signRaw(t, k.secret, `{"alg":"HS256"}`, claimsJSON(`"sub":"dr-who","sub":"admin"`)), nil, auth.ErrUnauthenticated},
+		{"odd-case Sub", auth.Config{JWTKeyFile: hsFile}, signRaw(t, k.secret, `{"alg":"HS256"}`, claimsJSON(`"Sub":"admin"`)), nil, auth.ErrUnauthenticated},
+		{"duplicate alg header", auth.Config{JWTKeyFile: hsFile}, signRaw(t, k.secret, `{"alg":"none","alg":"HS256"}`, claimsJSON(`"sub":"dr-who"`)), nil, auth.ErrUnauthenticated},
+		{"unrelated odd-case claim ignored", auth.Config{JWTKeyFile: hsFile}, signRaw(t, k.secret, `{"alg":"HS256"}`, claimsJSON(`"sub":"dr-who","Name":"x","name":"y"`)),
+			&auth.Principal{Subject: "dr-who", Expires: exp}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.cfg.Mode, tc.cfg.Now = "jwt", clock

@@ -134,14 +134,16 @@ func Expired(ctx context.Context) bool {
 	return errors.Is(context.Cause(ctx), ErrTokenExpired)
 }
 
-// CookieName is the cookie a browser may carry its token in (WebSocket
-// only: a cookie is sent cross-site, so it is honoured only where the
-// Origin is checked).
+// CookieName is the cookie a browser may carry its token in. It is read on
+// the WebSocket endpoints only, whose handshake checks the Origin: a cookie
+// is sent with cross-site requests, so an endpoint that honoured it without
+// an Origin check could be driven by any page the user opens.
 const CookieName = "radbridge_token"
 
-// TokenFromRequest returns the token of an HTTP request: its
-// "Authorization: Bearer" header, else the radbridge_token cookie. Never
-// the URL (it ends up in logs and browser history).
+// TokenFromRequest returns the token of an HTTP request's
+// "Authorization: Bearer" header ("" when there is none). Never a cookie
+// (see TokenFromHandshake) nor the URL (it ends up in logs and browser
+// history).
 func TokenFromRequest(r *http.Request) (string, error) {
 	if h := r.Header.Values("Authorization"); len(h) > 0 {
 		if len(h) > 1 {
@@ -152,6 +154,16 @@ func TokenFromRequest(r *http.Request) (string, error) {
 			return "", fmt.Errorf("%w: Authorization is not \"Bearer <token>\"", ErrUnauthenticated)
 		}
 		return t, nil
+	}
+	return "", nil
+}
+
+// TokenFromHandshake returns the token of a WebSocket handshake: its
+// Authorization header, else the radbridge_token cookie. Only for handlers
+// that refuse a foreign Origin before they act.
+func TokenFromHandshake(r *http.Request) (string, error) {
+	if len(r.Header.Values("Authorization")) > 0 {
+		return TokenFromRequest(r)
 	}
 	if c, err := r.Cookie(CookieName); err == nil {
 		return c.Value, nil

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"math/big"
 	"os"
+	"strings"
 
 	"github.com/golang-jwt/jwt/v5"
 )
@@ -230,17 +231,53 @@ func b64fixed(s string, n int) ([]byte, error) {
 	return b, nil
 }
 
-// claims are the claims radbridge reads.
-type claims struct {
-	jwt.RegisteredClaims
-	// Patient is the SMART launch context patient (a string; an array is
-	// accepted too).
-	Patient    json.RawMessage `json:"patient,omitempty"`
-	Patients   []string        `json:"patients,omitempty"`
-	PatientIDs []string        `json:"patient_ids,omitempty"`
+// readClaims are the claim names radbridge reads, exactly as spelled here
+// (RFC 7519 §4: names are case-sensitive).
+var readClaims = []string{"sub", "exp", "nbf", "iat", "iss", "aud", "patient", "patients", "patient_ids"}
+
+// checkNames refuses a JSON object (a JWT header or claims set, base64url)
+// that names a member twice (RFC 7519 §4 lets a recipient reject it; Go's
+// decoder would keep the last) or spells a name in known with other case
+// (Go's decoder would fold it onto the real one).
+func checkNames(seg string, known []string) error {
+	b, err := base64.RawURLEncoding.DecodeString(seg)
+	if err != nil {
+		return errors.New("not base64url")
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
+		return errors.New("not a JSON object")
+	}
+	seen := map[string]bool{}
+	for dec.More() {
+		t, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		name, _ := t.(string)
+		if seen[name] {
+			return fmt.Errorf("%q given twice", name)
+		}
+		seen[name] = true
+		for _, k := range known {
+			if name != k && strings.EqualFold(name, k) {
+				return fmt.Errorf("%q: names are case-sensitive (radbridge reads %q)", name, k)
+			}
+		}
+		var skip json.RawMessage
+		if err := dec.Decode(&skip); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func (j *JWT) keyFunc(t *jwt.Token) (any, error) {
+	if _, ok := t.Header["crit"]; ok {
+		// RFC 7515 §4.1.11: extensions named in crit must be understood;
+		// radbridge understands none.
+		return nil, fmt.Errorf("crit header %v names extensions radbridge does not understand", t.Header["crit"])
+	}
 	k := j.single
 	if k == nil {
 		kid, _ := t.Header["kid"].(string)
@@ -265,34 +302,67 @@ func (j *JWT) Authenticate(_ context.Context, token string) (*Principal, error) 
 	if token == "" {
 		return nil, fmt.Errorf("%w: no token", ErrUnauthenticated)
 	}
-	var c claims
-	if _, err := j.parser.ParseWithClaims(token, &c, j.keyFunc); err != nil {
+	c := jwt.MapClaims{}
+	if _, err := j.parser.ParseWithClaims(token, c, j.keyFunc); err != nil {
 		if errors.Is(err, jwt.ErrTokenExpired) {
 			return nil, fmt.Errorf("%w: %v", ErrTokenExpired, err)
 		}
 		return nil, fmt.Errorf("%w: %v", ErrUnauthenticated, err)
 	}
-	p := &Principal{Subject: c.Subject, Expires: c.ExpiresAt.Time}
+	// The signature is good: now the names, which the decoder above may
+	// have folded or overwritten.
+	parts := strings.Split(token, ".")
+	if err := checkNames(parts[0], []string{"alg", "kid", "typ", "crit"}); err != nil {
+		return nil, fmt.Errorf("%w: header: %v", ErrUnauthenticated, err)
+	}
+	if err := checkNames(parts[1], readClaims); err != nil {
+		return nil, fmt.Errorf("%w: claim %v", ErrUnauthenticated, err)
+	}
+	sub, err := c.GetSubject()
+	if err != nil {
+		return nil, fmt.Errorf("%w: sub: %v", ErrUnauthenticated, err)
+	}
+	exp, err := c.GetExpirationTime()
+	if err != nil || exp == nil {
+		return nil, fmt.Errorf("%w: exp: %v", ErrUnauthenticated, err)
+	}
+	p := &Principal{Subject: sub, Expires: exp.Time}
 	if p.Subject == "" {
 		p.Subject = "jwt"
 	}
-	if len(c.Patient) > 0 && string(c.Patient) != "null" {
-		var one string
-		var many []string
-		switch {
-		case json.Unmarshal(c.Patient, &one) == nil:
-			if one == "" {
+	// A SMART launch context patient (a string; an array is accepted too),
+	// and patients / patient_ids (arrays).
+	for _, name := range []string{"patient", "patients", "patient_ids"} {
+		v, ok := c[name]
+		if !ok || v == nil {
+			continue
+		}
+		var ids []string
+		switch v := v.(type) {
+		case string:
+			if name != "patient" {
+				return nil, fmt.Errorf("%w: %s claim is not an array of strings", ErrUnauthenticated, name)
+			}
+			if v == "" {
 				return nil, fmt.Errorf("%w: empty patient claim", ErrUnauthenticated)
 			}
-			many = []string{one}
-		case json.Unmarshal(c.Patient, &many) == nil:
+			ids = []string{v}
+		case []any:
+			ids = []string{}
+			for _, e := range v {
+				id, ok := e.(string)
+				if !ok {
+					return nil, fmt.Errorf("%w: %s claim is not an array of strings", ErrUnauthenticated, name)
+				}
+				ids = append(ids, id)
+			}
 		default:
-			return nil, fmt.Errorf("%w: patient claim is neither a string nor an array of strings", ErrUnauthenticated)
+			if name == "patient" {
+				return nil, fmt.Errorf("%w: patient claim is neither a string nor an array of strings", ErrUnauthenticated)
+			}
+			return nil, fmt.Errorf("%w: %s claim is not an array of strings", ErrUnauthenticated, name)
 		}
-		p.Patients = append([]string{}, many...)
-	}
-	if c.Patients != nil || c.PatientIDs != nil {
-		p.Patients = append(append(append([]string{}, p.Patients...), c.Patients...), c.PatientIDs...)
+		p.Patients = append(append([]string{}, p.Patients...), ids...)
 	}
 	return p, nil
 }

@@ -62,6 +62,11 @@ type Config struct {
 	// <StoreDir>/<study>/<series>/<sop>.dcm, as the SCP writes them.
 	StoreDir string
 	Logger   *slog.Logger
+	// PublicBaseURL is where clients reach this server
+	// (https://radbridge.example.org): the answer's RetrieveURLs start
+	// with it. Empty: the answer has no RetrieveURL (never one built from
+	// the request's Host header, which the client chooses).
+	PublicBaseURL string
 }
 
 // Server serves STOW-RS.
@@ -317,7 +322,7 @@ func readMeta(br *bufio.Reader, limit int) (string, error) {
 // respond writes the store instances response (PS3.18 section 10.5.3):
 // 200 all stored, 202 some failed, 409 none stored.
 func (s *Server) respond(w http.ResponseWriter, r *http.Request, urlStudy string, results []result) {
-	base := baseURL(r)
+	base := strings.TrimRight(s.cfg.PublicBaseURL, "/")
 	var refs, fails []any
 	for _, res := range results {
 		item := map[string]any{}
@@ -332,11 +337,13 @@ func (s *Server) respond(w http.ResponseWriter, r *http.Request, urlStudy string
 			fails = append(fails, item)
 			continue
 		}
-		item["00081190"] = attr("UR", fmt.Sprintf("%s/dicomweb/studies/%s/series/%s/instances/%s", base, res.study, res.series, res.instance))
+		if base != "" {
+			item["00081190"] = attr("UR", fmt.Sprintf("%s/dicomweb/studies/%s/series/%s/instances/%s", base, res.study, res.series, res.instance))
+		}
 		refs = append(refs, item)
 	}
 	out := map[string]any{}
-	if urlStudy != "" {
+	if urlStudy != "" && base != "" {
 		out["00081190"] = attr("UR", base+"/dicomweb/studies/"+urlStudy)
 	}
 	if len(refs) > 0 {
@@ -359,14 +366,6 @@ func (s *Server) respond(w http.ResponseWriter, r *http.Request, urlStudy string
 
 func attr(vr string, v any) map[string]any {
 	return map[string]any{"vr": vr, "Value": []any{v}}
-}
-
-func baseURL(r *http.Request) string {
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	return scheme + "://" + r.Host
 }
 
 // problem answers an error for the whole request as JSON.

@@ -187,7 +187,7 @@ func TestStoredInstance(t *testing.T) {
 	dir := t.TempDir()
 	file := part10("1.2.3", "1.2.3.1", "1.2.3.1.1")
 	ct, body := multipartBody(t, part{"application/dicom", file})
-	code, out := post(t, New(Config{Handler: h, StoreDir: dir}), "/dicomweb/studies", ct, body)
+	code, out := post(t, New(Config{Handler: h, StoreDir: dir, PublicBaseURL: "https://pacs-gw.example.org/"}), "/dicomweb/studies", ct, body)
 	if code != 200 || len(h.got) != 1 {
 		t.Fatalf("status %d, %d instances: %v", code, len(h.got), out)
 	}
@@ -203,8 +203,18 @@ func TestStoredInstance(t *testing.T) {
 	}
 	refs := out["00081199"].(map[string]any)["Value"].([]any)
 	url := refs[0].(map[string]any)["00081190"].(map[string]any)["Value"].([]any)[0]
-	if url != "http://radbridge.test/dicomweb/studies/1.2.3/series/1.2.3.1/instances/1.2.3.1.1" {
-		t.Errorf("RetrieveURL %v", url)
+	if url != "https://pacs-gw.example.org/dicomweb/studies/1.2.3/series/1.2.3.1/instances/1.2.3.1.1" {
+		t.Errorf("RetrieveURL %v, want one under PublicBaseURL (never the request's Host, radbridge.test)", url)
+	}
+
+	// Without PublicBaseURL: no RetrieveURL at all.
+	_, out = post(t, New(Config{Handler: &fakeHandler{}}), "/dicomweb/studies/1.2.3", ct, body)
+	refs = out["00081199"].(map[string]any)["Value"].([]any)
+	if _, ok := refs[0].(map[string]any)["00081190"]; ok {
+		t.Errorf("RetrieveURL %v without PublicBaseURL", refs[0])
+	}
+	if _, ok := out["00081190"]; ok {
+		t.Errorf("study RetrieveURL %v without PublicBaseURL", out["00081190"])
 	}
 }
 

@@ -183,4 +183,8 @@ type Viewed struct {
 	AccessionNumber  string `json:"accession_number,omitempty"`
 	ViewerID         string `json:"viewer_id,omitempty"`
 	ViewerName       string `json:"viewer_name,omitempty"`
+	// Agent is the authenticated subject that published it (the token's
+	// subject, JWT sub); ViewerID and ViewerName are what the client said.
+	// Empty in records written before it existed.
+	Agent string `json:"agent,omitempty"`
 }

@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -205,6 +206,16 @@ func newDICOM(kind, id string, p Peer, at time.Time, body, content any) (Observa
 		Source: Source{Protocol: "dicom", Remote: p.RemoteAddr, CallingAETitle: p.CallingAE, CalledAETitle: p.CalledAE},
 		Body:   b,
 	}, nil
+}
+
+// ScopedClientEventID is the idempotency key of a viewed event published by
+// subject for patient with the client's clientEventID: a client's ids are
+// its own, so a client reusing another's id (by mistake or on purpose)
+// neither gets the other's event back nor goes unrecorded. Each part is
+// path-escaped, so the parts cannot run into each other. Records written
+// before were keyed by the client's id alone and keep that identity.
+func ScopedClientEventID(subject, patient, clientEventID string) string {
+	return "s/" + url.PathEscape(subject) + "/" + url.PathEscape(patient) + "/" + url.PathEscape(clientEventID)
 }
 
 // NewViewed builds the observation of an IMAGING_STUDY_VIEWED published

@@ -240,6 +240,8 @@ func fhirRunAll(t *testing.T) *fhirRun {
 	r.apply("viewed", ingest.KindViewed, ingest.Viewed{PatientID: "MRN4711", StudyInstanceUID: fhirStudyUID,
 		AccessionNumber: "ACC1001", ViewerID: "u-1234", ViewerName: "Dr Pat Radiologist"}, nil)
 	r.apply("viewed anonymously", ingest.KindViewed, ingest.Viewed{PatientID: "MRN4711", StudyInstanceUID: "1.2.3.30"}, nil)
+	r.apply("viewed by an authenticated subject", ingest.KindViewed, ingest.Viewed{PatientID: "MRN4711", StudyInstanceUID: fhirStudyUID,
+		ViewerID: "u-1234", ViewerName: "Dr Pat Radiologist", Agent: "ward-tablet"}, nil)
 	return r
 }
 
@@ -277,7 +279,7 @@ func TestFHIRResourcesValid(t *testing.T) {
 			checkSubject(t, e.name+": "+ev.ResourceType+".subject", s, ev.PatientId)
 		}
 	}
-	want := map[string]int{"ServiceRequest": 7, "DiagnosticReport": 4, "ImagingStudy": 14, "AuditEvent": 2}
+	want := map[string]int{"ServiceRequest": 7, "DiagnosticReport": 4, "ImagingStudy": 14, "AuditEvent": 3}
 	if diff := cmp.Diff(types, want); diff != "" {
 		t.Errorf("resources emitted (-got +want):\n%s", diff)
 	}

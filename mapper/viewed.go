@@ -20,15 +20,34 @@ func viewed(c *Context) error {
 		return fmt.Errorf("viewed: patient id and study uid required")
 	}
 	id := EventID(eventlog.Key{IngestSeq: c.Rec.Seq, Index: len(c.events)})
-	who := map[string]any{}
-	if v.ViewerID != "" {
-		who["identifier"] = map[string]any{"value": v.ViewerID}
-	}
-	if v.ViewerName != "" {
-		who["display"] = v.ViewerName
-	}
-	if len(who) == 0 {
-		who["display"] = "unknown viewer"
+	agent := map[string]any{"requestor": true}
+	if v.Agent != "" {
+		// The authenticated subject is the agent; what the client said of
+		// its user is extra information (name, altId).
+		agent["who"] = map[string]any{
+			"identifier": map[string]any{"system": SubjectSystem, "value": v.Agent},
+			"display":    v.Agent,
+		}
+		if v.ViewerName != "" {
+			agent["name"] = v.ViewerName
+		}
+		if v.ViewerID != "" {
+			agent["altId"] = v.ViewerID
+		}
+	} else {
+		// A record written before the subject was recorded: the agent is
+		// what the client said, as it was mapped then.
+		who := map[string]any{}
+		if v.ViewerID != "" {
+			who["identifier"] = map[string]any{"value": v.ViewerID}
+		}
+		if v.ViewerName != "" {
+			who["display"] = v.ViewerName
+		}
+		if len(who) == 0 {
+			who["display"] = "unknown viewer"
+		}
+		agent["who"] = who
 	}
 	study := map[string]any{
 		"reference": "ImagingStudy/" + StudyResourceID(v.StudyInstanceUID),
@@ -48,7 +67,7 @@ func viewed(c *Context) error {
 		"action":   "R",
 		"recorded": c.Rec.Time.UTC().Format(time.RFC3339Nano),
 		"outcome":  "0",
-		"agent":    []any{map[string]any{"who": who, "requestor": true}},
+		"agent":    []any{agent},
 		"source":   map[string]any{"observer": map[string]any{"display": "radbridge"}},
 		"entity": []any{
 			map[string]any{"what": study},
@@ -82,6 +101,10 @@ func viewed(c *Context) error {
 	c.Touch(v.PatientID)
 	return nil
 }
+
+// SubjectSystem is the identifier system of an AuditEvent agent that is an
+// authenticated API client (the token's subject).
+const SubjectSystem = "urn:radbridge:subject"
 
 // StudyResourceID is the FHIR id of the ImagingStudy for a Study Instance
 // UID: DICOM UIDs (digits and dots, at most 64) are valid FHIR ids.

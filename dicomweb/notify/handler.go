@@ -59,6 +59,11 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusMethodNotAllowed, codes.Unimplemented, "method "+r.Method+" not allowed: POST a notification")
 		return
 	}
+	if !api.IsJSON(r) {
+		// A cross-site form can send no other type without a CORS preflight.
+		writeError(w, http.StatusUnsupportedMediaType, codes.InvalidArgument, "Content-Type must be application/json")
+		return
+	}
 	ctx, p, ok := api.Authenticate(w, r, h.authn)
 	if !ok {
 		return

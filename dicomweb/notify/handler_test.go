@@ -3,6 +3,7 @@ package notify_test
 import (
 	"context"
 	"encoding/json"
+	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -49,6 +50,7 @@ func TestHandler(t *testing.T) {
 	wrapped := `{"instances":[` + inst1 + `],"complete":true}`
 	tests := []struct {
 		name, method, token, body string
+		contentType, cookie       string // contentType "" is application/json
 		wantCode                  int
 		wantInstances, wantIANs   int
 		wantBody                  string
@@ -59,6 +61,11 @@ func TestHandler(t *testing.T) {
 		{name: "patient-restricted token", method: "POST", token: "viewer-token", body: wrapped, wantCode: 403, wantBody: "limited to some patients"},
 		{name: "invalid", method: "POST", token: "s3cret", body: `[` + inst1 + `,` + inst2 + `]`, wantCode: 400, wantBody: "instance 1: (0020,000D) StudyInstanceUID missing"},
 		{name: "GET", method: "GET", token: "s3cret", wantCode: 405},
+		{name: "form post", method: "POST", token: "s3cret", body: wrapped, contentType: "application/x-www-form-urlencoded", wantCode: 415, wantBody: "application/json"},
+		{name: "text/plain post", method: "POST", token: "s3cret", body: wrapped, contentType: "text/plain", wantCode: 415, wantBody: "application/json"},
+		{name: "no Content-Type", method: "POST", token: "s3cret", body: wrapped, contentType: "-", wantCode: 415},
+		{name: "charset", method: "POST", token: "s3cret", body: wrapped, contentType: "application/json; charset=utf-8", wantCode: 200, wantInstances: 1, wantIANs: 1},
+		{name: "cookie only", method: "POST", cookie: "s3cret", body: wrapped, wantCode: 401, wantBody: "AUTH_FAILED"},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -67,6 +74,16 @@ func TestHandler(t *testing.T) {
 			req := httptest.NewRequest(tc.method, notify.Path, strings.NewReader(tc.body))
 			if tc.token != "" {
 				req.Header.Set("Authorization", "Bearer "+tc.token)
+			}
+			switch tc.contentType {
+			case "":
+				req.Header.Set("Content-Type", "application/json")
+			case "-":
+			default:
+				req.Header.Set("Content-Type", tc.contentType)
+			}
+			if tc.cookie != "" {
+				req.AddCookie(&http.Cookie{Name: auth.CookieName, Value: tc.cookie})
 			}
 			w := httptest.NewRecorder()
 			h.ServeHTTP(w, req)

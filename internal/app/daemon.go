@@ -241,6 +241,8 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		Ingest: st.Ingest(), Events: st.Events(), Mapper: d.mapper.Current, StoreUp: st.Healthy, DeadLetters: st.DeadLetters(),
 	}))
 	d.svc.DefaultHeartbeat = cfg.Heartbeat
+	trusted, _ := cfg.TrustedProxyPrefixes() // checked by config.Load
+	d.svc.TrustedProxies = trusted
 
 	d.health = health.NewServer()
 	d.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
@@ -282,6 +284,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	// STOW-RS commits through the same handler as C-STORE.
 	extra := dicomweb.New(dicomweb.Config{
 		Handler: dicomHandler{log: ingestLog("stow-rs"), bodies: bodies, zone: cfg.Timezone, steps: st.Steps()}, Auth: authn, StoreDir: cfg.StoreDir, Logger: log,
+		PublicBaseURL: cfg.PublicBaseURL,
 	}).Routes()
 	// JSON notifications (an Orthanc Lua callback) too.
 	extra[notify.Path] = notify.NewHandler(dicomHandler{log: ingestLog("notification"), bodies: bodies, zone: cfg.Timezone, steps: st.Steps()}, authn, log)
@@ -291,7 +294,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	extra[statusPattern] = operatorOnly(authn, d.statusHandler())
 	handler, err := api.NewHTTPHandler(ctx, d.svc, conn, api.HTTPConfig{
 		Ready: d.readyErr, WriteTimeout: cfg.WSWriteTimout, Logger: log, Auth: authn, OriginPatterns: cfg.OriginPatterns(),
-		Extra: extra,
+		TrustedProxies: trusted, Extra: extra,
 	})
 	if err != nil {
 		d.closeAll()

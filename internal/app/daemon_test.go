@@ -208,6 +208,9 @@ func TestBadInputGetsPreciseStatus(t *testing.T) {
 		{"GET", "/v1/events:stream?patient=P1", "", 400},
 	} {
 		req, _ := http.NewRequest(tc.method, base+tc.path, strings.NewReader(tc.body))
+		if tc.method == "POST" {
+			req.Header.Set("Content-Type", "application/json")
+		}
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -217,6 +220,12 @@ func TestBadInputGetsPreciseStatus(t *testing.T) {
 		if resp.StatusCode != tc.want {
 			t.Errorf("%s %s: HTTP %d %s; want %d", tc.method, tc.path[:min(len(tc.path), 60)], resp.StatusCode, b, tc.want)
 		}
+	}
+	// A state-changing request needs its declared type.
+	if resp, err := http.Post(base+"/v1/events", "text/plain", strings.NewReader(`{"type":"IMAGING_STUDY_VIEWED","patient_id":"P1","study_instance_uid":"1.2"}`)); err != nil {
+		t.Fatal(err)
+	} else if resp.Body.Close(); resp.StatusCode != http.StatusUnsupportedMediaType {
+		t.Errorf("POST /v1/events as text/plain: HTTP %d; want 415", resp.StatusCode)
 	}
 	client, _ := grpcClient(t, d.GRPCAddr())
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

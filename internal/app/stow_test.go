@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"fmt"
 	"io"
 	"mime/multipart"
 	"net/http"
@@ -11,6 +12,7 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 	"testing"
 	"time"
 
@@ -52,6 +54,9 @@ func stowBody(t *testing.T, dirs []string, extra ...[]byte) (string, []byte) {
 
 // stow POSTs a body and returns the status and, per SOP Instance UID (or
 // "?"), "ok" or the failure reason in decimal.
+// stowPublicBase is the --public-base-url the STOW-RS tests give.
+const stowPublicBase = "https://radbridge.example.org"
+
 func stow(t *testing.T, url, ct string, body []byte) (int, map[string]any) {
 	t.Helper()
 	resp, err := http.Post(url, ct, bytes.NewReader(body))
@@ -83,8 +88,8 @@ func stow(t *testing.T, url, ct string, body []byte) (int, map[string]any) {
 				got[uid] = r["Value"].([]any)[0]
 			} else {
 				got[uid] = "ok"
-				if _, ok := m["00081190"]; !ok {
-					t.Errorf("%s without RetrieveURL", uid)
+				if u, _ := m["00081190"].(map[string]any); u == nil || !strings.HasPrefix(fmt.Sprint(u["Value"]), "["+stowPublicBase+"/dicomweb/studies/") {
+					t.Errorf("%s: RetrieveURL %v, want one under --public-base-url %s", uid, m["00081190"], stowPublicBase)
 				}
 			}
 		}
@@ -99,7 +104,7 @@ func stow(t *testing.T, url, ct string, body []byte) (int, map[string]any) {
 // type is 415.
 func TestSTOWRSStoresAStudy(t *testing.T) {
 	storeDir := t.TempDir()
-	d := startDaemon(t, filepath.Join(t.TempDir(), "data"), "--study-quiet-period", "2s", "--store-dir", storeDir)
+	d := startDaemon(t, filepath.Join(t.TempDir(), "data"), "--study-quiet-period", "2s", "--store-dir", storeDir, "--public-base-url", stowPublicBase)
 	base := "http://" + d.HTTPAddr() + "/dicomweb/studies"
 	a, b := t.TempDir(), t.TempDir()
 	makeStudy(t, a, studyUID, 2, 3, 1)

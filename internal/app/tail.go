@@ -8,9 +8,11 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
+	"unicode"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -142,12 +144,26 @@ func line(ev *rbv1.Event) string {
 	fmt.Fprintf(&b, "%d %s %s", ev.GetSequence(), ev.GetTime().AsTime().Format(time.RFC3339), ev.GetType())
 	for _, kv := range [][2]string{{"patient", ev.GetPatientId()}, {"accession", ev.GetAccessionNumber()}, {"study", ev.GetStudyInstanceUid()}, {"resource", ev.GetResourceType() + "/" + ev.GetResourceId()}} {
 		if kv[1] != "" && kv[1] != "/" {
-			fmt.Fprintf(&b, " %s=%s", kv[0], kv[1])
+			fmt.Fprintf(&b, " %s=%s", kv[0], termSafe(kv[1]))
 		}
 	}
 	if p := ev.GetPriority(); p == rbv1.Priority_PRIORITY_STAT || p == rbv1.Priority_PRIORITY_CRITICAL {
 		fmt.Fprintf(&b, " priority=%s", strings.TrimPrefix(p.String(), "PRIORITY_"))
 	}
-	fmt.Fprintf(&b, " %q", ev.GetMessage())
+	b.WriteString(" " + strconv.Quote(ev.GetMessage()))
 	return b.String()
+}
+
+// termSafe returns s as it is when every character is printable and none
+// could be read as a field separator or a quote; otherwise quoted with Go
+// escapes, so that a patient id holding control characters (a newline, an
+// escape sequence, a carriage return) can neither forge a line nor drive
+// the terminal.
+func termSafe(s string) string {
+	for _, r := range s {
+		if !unicode.IsPrint(r) || r == ' ' || r == '"' || r == '\\' || r == '=' {
+			return strconv.Quote(s)
+		}
+	}
+	return s
 }

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/netip"
 	"net/url"
 	"os"
 	"path"
@@ -68,6 +69,8 @@ type Config struct {
 	AuthJWTIssuer   string
 	AuthJWTAudience string
 	AllowedOrigins  string
+	TrustedProxies  string
+	PublicBaseURL   string
 
 	LogFormat      string
 	LogLevel       string
@@ -181,8 +184,10 @@ func (c *Config) FlagSet(name string) *flag.FlagSet {
 	fs.StringVar(&c.AuthJWTKeyFile, "auth-jwt-key-file", "", "--auth jwt key: an HS256 secret (the file's bytes, at least 32) or a PEM public key or certificate (RSA: RS256, EC P-256: ES256)")
 	fs.StringVar(&c.AuthJWKSFile, "auth-jwks-file", "", "--auth jwt keys: a JWKS (JSON) file of RSA and EC P-256 public keys, chosen by kid")
 	fs.StringVar(&c.AuthJWTIssuer, "auth-jwt-issuer", "", "when set, a JWT's iss must equal it")
-	fs.StringVar(&c.AuthJWTAudience, "auth-jwt-audience", "", "when set, a JWT's aud must contain it")
+	fs.StringVar(&c.AuthJWTAudience, "auth-jwt-audience", "", "when set, a JWT's aud is required and must contain it")
 	fs.StringVar(&c.AllowedOrigins, "allowed-origins", "", "comma-separated origins (host patterns like ehr.example.org or *.example.org, or https://host) whose pages may open WebSockets; empty allows the same origin only")
+	fs.StringVar(&c.TrustedProxies, "trusted-proxies", "", "comma-separated IP addresses or CIDR prefixes of reverse proxies whose X-Forwarded-For (HTTP, gRPC metadata) is believed for the client address recorded with a viewed event; empty: the peer's address, always")
+	fs.StringVar(&c.PublicBaseURL, "public-base-url", "", "the URL clients reach the HTTP front at (https://radbridge.example.org), for the RetrieveURLs of STOW-RS answers; empty: answers carry no RetrieveURL")
 	fs.StringVar(&c.LogFormat, "log-format", "text", "log format: text or json")
 	fs.StringVar(&c.LogLevel, "log-level", "info", "log level: debug, info, warn, error")
 	fs.BoolVar(&c.LogPatientData, "log-patient-data", false, "log patient data (names, ids, message bodies); off by default")
@@ -421,6 +426,15 @@ func (c *Config) Validate() error {
 			bad("--allowed-origins %q: want a host pattern (ehr.example.org, *.example.org) or scheme://host", o)
 		}
 	}
+	if _, err := c.TrustedProxyPrefixes(); err != nil {
+		bad("--trusted-proxies %q: %v", c.TrustedProxies, err)
+	}
+	if c.PublicBaseURL != "" {
+		u, err := url.Parse(c.PublicBaseURL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+			bad("--public-base-url %q: want an absolute http or https URL without user, query or fragment", c.PublicBaseURL)
+		}
+	}
 	if c.LeaderLease < time.Second || c.LeaderLease > 5*time.Minute {
 		bad("--leader-lease %v: want 1s to 5m", c.LeaderLease)
 	}
@@ -609,4 +623,30 @@ func (c *Config) OriginPatterns() []string {
 		}
 	}
 	return out
+}
+
+// TrustedProxyPrefixes are --trusted-proxies as prefixes (an address is a
+// prefix of its full length).
+func (c *Config) TrustedProxyPrefixes() ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, v := range strings.Split(c.TrustedProxies, ",") {
+		v = strings.TrimSpace(v)
+		if v == "" {
+			continue
+		}
+		if strings.Contains(v, "/") {
+			p, err := netip.ParsePrefix(v)
+			if err != nil {
+				return nil, fmt.Errorf("%q is not a CIDR prefix", v)
+			}
+			out = append(out, p.Masked())
+			continue
+		}
+		a, err := netip.ParseAddr(v)
+		if err != nil {
+			return nil, fmt.Errorf("%q is not an IP address", v)
+		}
+		out = append(out, netip.PrefixFrom(a, a.BitLen()))
+	}
+	return out, nil
 }

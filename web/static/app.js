@@ -159,6 +159,7 @@ const state = {
   pendingViews: new Map(), // study uid -> publishes in flight
   extraRegions: {}, // snapshot counts not explained by the studies it listed
   opened: new Set(), // study ids whose card is expanded
+  thumbs: new Map(), // study uid -> {version, url, tries}: previews as object URLs
   prefs: load(localStorage, PREFS_KEY, { modality: "", view: "grid" }),
 };
 
@@ -171,6 +172,40 @@ function resetState() {
   state.viewers.clear();
   state.extraRegions = {};
   state.opened.clear();
+  for (const t of state.thumbs.values()) if (t.url) URL.revokeObjectURL(t.url);
+  state.thumbs.clear();
+}
+
+// thumbnailSrc returns the object URL of a study's preview, fetched with
+// the token in the Authorization header (REST takes no cookie), or null
+// while there is none; it fetches again when the study changes and, while
+// the preview is still being rendered, a few times more.
+function thumbnailSrc(uid, version) {
+  let t = state.thumbs.get(uid);
+  if (t && t.version === version) return t.url;
+  const previous = t ? t.url : null;
+  t = { version, url: previous, tries: 0 };
+  state.thumbs.set(uid, t);
+  const load = () => {
+    const client = state.client;
+    if (!client) return;
+    t.tries++;
+    client.thumbnailURL(uid).catch(() => null).then((url) => {
+      if (state.thumbs.get(uid) !== t || state.client !== client) {
+        if (url) URL.revokeObjectURL(url);
+        return;
+      }
+      if (!url) {
+        if (t.tries < 6) setTimeout(() => { if (state.thumbs.get(uid) === t) load(); }, 500 * 2 ** t.tries);
+        return;
+      }
+      if (t.url) URL.revokeObjectURL(t.url);
+      t.url = url;
+      renderStudies();
+    });
+  };
+  load();
+  return t.url;
 }
 
 function viewerName() {
@@ -286,7 +321,9 @@ function noteViewer(u) {
   }
   if (!uid) return;
   const agent = (res.agent || [])[0] || {};
-  const who = (agent.who && (agent.who.display || (agent.who.identifier && agent.who.identifier.value))) || "Someone";
+  // agent.name is the viewer's name as its page gave it; who is the
+  // authenticated client (events recorded before: the name too).
+  const who = agent.name || (agent.who && (agent.who.display || (agent.who.identifier && agent.who.identifier.value))) || "Someone";
   // The update can overtake the answer to our own publish.
   if ((state.pendingViews.get(uid) || 0) > 0 && who === viewerName()) {
     state.ownViews.add(u.resource_id || res.id);
@@ -425,10 +462,13 @@ function fillStudyCard(card, s, uid, byAcc) {
 
   // The preview exists once the study is available (rendered in the
   // background); a missing one hides itself.
-  const thumb = s.status === "available"
-    ? el("img", { class: "thumb", "data-testid": "study-thumbnail", loading: "lazy", width: "96", height: "96",
+  const thumbURL = s.status === "available"
+    ? thumbnailSrc(uid, [s.status, s.numberOfSeries || 0, s.numberOfInstances || 0].join("/"))
+    : null;
+  const thumb = thumbURL
+    ? el("img", { class: "thumb", "data-testid": "study-thumbnail", width: "96", height: "96",
         alt: "Preview of " + (s.description || mods.join(" / ") || "imaging study"),
-        src: "/v1/studies/" + encodeURIComponent(uid) + "/thumbnail",
+        src: thumbURL,
         onerror: (e) => { e.target.hidden = true; } })
     : null;
   const children = [

@@ -154,6 +154,27 @@ export class RadbridgeClient {
   }
 
   /**
+   * A study's preview as an object URL (URL.createObjectURL of the image,
+   * fetched with the Authorization header, which an <img src> could not
+   * send), or null when there is none yet or it may not be seen. The
+   * caller revokes it (URL.revokeObjectURL) when it is no longer shown.
+   * @param {string} studyUid Study Instance UID
+   * @returns {Promise<string|null>}
+   */
+  async thumbnailURL(studyUid) {
+    const headers = {};
+    const token = await this.currentToken();
+    if (token) headers.Authorization = "Bearer " + token;
+    const resp = await this.fetch(new URL("/v1/studies/" + encodeURIComponent(studyUid) + "/thumbnail", this.url), {
+      headers,
+      credentials: "omit",
+      cache: "no-store",
+    });
+    if (!resp.ok) return null;
+    return URL.createObjectURL(await resp.blob());
+  }
+
+  /**
    * Follows one patient: snapshot, then live updates. Returns a function
    * that ends the subscription.
    */
