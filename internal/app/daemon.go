@@ -90,6 +90,9 @@ type Daemon struct {
 // Start opens the store, binds the listeners and starts serving. The daemon
 // runs until ctx ends; Wait returns after an orderly shutdown.
 func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, error) {
+	if !cfg.LogPatientData {
+		log = slog.New(redactUIDs(log.Handler()))
+	}
 	d := &Daemon{cfg: cfg, log: log, done: make(chan struct{}), started: time.Now()}
 	d.metrics = metrics.NewRegistry()
 	bi := ReadBuildInfo()

@@ -289,7 +289,7 @@ func TestNoPatientDataInLogs(t *testing.T) {
 		}
 		time.Sleep(300 * time.Millisecond)
 		logs := buf.String()
-		for _, phi := range []string{"MRN4711", "MÜLLER", "Müller", "SECRET", "Lungs clear"} {
+		for _, phi := range []string{"MRN4711", "MÜLLER", "Müller", "SECRET", "Lungs clear", studyUID} {
 			if got := strings.Contains(logs, phi); got != on && !(on && phi == "SECRET") {
 				t.Errorf("--log-patient-data=%v: log contains %q: %v", on, phi, got)
 			}
