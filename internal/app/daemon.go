@@ -166,7 +166,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		d.hl7Srv, err = receiver.New(receiver.Config{
 			Handler: hl7Handler{log: ingestLog("mllp"), bodies: bodies}, MaxMessageSize: cfg.MLLPMaxMessage, MaxConnections: cfg.MLLPMaxConnections,
 			ReadTimeout: cfg.MLLPReadTimeout, IdleTimeout: cfg.MLLPIdleTimeout, DrainTimeout: cfg.ShutdownTimeout, Logger: log,
-			MaxConnectionsPerHost: cfg.MLLPMaxConnectionsPerHost,
+			MaxConnectionsPerHost: cfg.MLLPMaxConnectionsPerHost, MaxOrderGroups: cfg.HL7MaxOrderGroups,
 		})
 		if err == nil && cfg.MLLPAddr != "" {
 			d.mllpLn, err = net.Listen("tcp", cfg.MLLPAddr)
