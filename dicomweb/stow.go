@@ -21,6 +21,7 @@ import (
 	"radbridge/dicom/dataset"
 	"radbridge/dicom/scp"
 	"radbridge/ingest"
+	"radbridge/internal/lograte"
 )
 
 // Handler commits one received instance; its shape is
@@ -56,6 +57,14 @@ type Config struct {
 	// MaxHeaderBytes bounds each data set header before Pixel Data;
 	// default 4 MiB (as the SCP).
 	MaxHeaderBytes int
+	// MaxParts bounds the parts of one request (default 10,000): at the
+	// first part beyond it the request is answered 413 and the rest of the
+	// body is not read. The parts before it were processed (a resend of
+	// them is a duplicate).
+	MaxParts int
+	// MaxElements bounds the elements of each data set header (default
+	// dataset.DefaultMaxElements); beyond it the part fails with A700.
+	MaxElements int
 	// ReadTimeout bounds each wait for body bytes; default 1 minute.
 	ReadTimeout time.Duration
 	// StoreDir, when set, receives each stored part as a Part-10 file
@@ -64,8 +73,16 @@ type Config struct {
 	Logger   *slog.Logger
 }
 
+// DefaultMaxParts is Config.MaxParts when unset.
+const DefaultMaxParts = 10000
+
 // Server serves STOW-RS.
-type Server struct{ cfg Config }
+type Server struct {
+	cfg Config
+	// logs bounds the per-part warnings a request full of bad parts
+	// causes: 10 a second, then a count of those left out.
+	logs *lograte.Limiter
+}
 
 // New returns the STOW-RS handler.
 func New(cfg Config) *Server {
@@ -81,6 +98,12 @@ func New(cfg Config) *Server {
 	if cfg.MaxHeaderBytes <= 0 {
 		cfg.MaxHeaderBytes = 4 << 20
 	}
+	if cfg.MaxParts <= 0 {
+		cfg.MaxParts = DefaultMaxParts
+	}
+	if cfg.MaxElements <= 0 {
+		cfg.MaxElements = dataset.DefaultMaxElements
+	}
 	if cfg.ReadTimeout <= 0 {
 		cfg.ReadTimeout = time.Minute
 	}
@@ -90,7 +113,7 @@ func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg}
+	return &Server{cfg: cfg, logs: lograte.New(10, time.Second)}
 }
 
 // Routes returns the ServeMux patterns this server answers.
@@ -152,6 +175,18 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if errors.Is(err, io.EOF) {
 			break
 		}
+		if err == nil && len(results) == s.cfg.MaxParts {
+			part.Close()
+			failed := 0
+			for _, res := range results {
+				if res.reason != 0 {
+					failed++
+				}
+			}
+			log.Warn("STOW-RS request refused: too many parts", "max_parts", s.cfg.MaxParts, "stored", len(results)-failed, "failed", failed)
+			problem(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("more than %d parts in one request; the first %d were processed (%d stored, %d failed); send the rest in another request", s.cfg.MaxParts, len(results), len(results)-failed, failed))
+			return
+		}
 		if err != nil {
 			var tooBig *http.MaxBytesError
 			switch {
@@ -175,7 +210,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if res.reason != 0 {
-			log.Warn("STOW-RS instance failed", "reason", fmt.Sprintf("%04X", res.reason), "comment", res.comment, "sop_instance_uid", res.instance)
+			if ok, left := s.logs.Allow("part failed"); ok {
+				log.Warn("STOW-RS instance failed", "reason", fmt.Sprintf("%04X", res.reason), "comment", res.comment, "sop_instance_uid", res.instance, "suppressed", left)
+			}
 		}
 		results = append(results, res)
 	}
@@ -226,13 +263,16 @@ func (s *Server) storePart(ctx context.Context, part *multipart.Part, urlStudy s
 		parseSrc = flate.NewReader(br)
 		syntax = dataset.Syntax{}
 	}
-	header, herr := dataset.ReadHeader(parseSrc, syntax, s.cfg.MaxHeaderBytes)
+	header, herr := dataset.ReadHeaderLimits(parseSrc, syntax, dataset.Limits{Bytes: s.cfg.MaxHeaderBytes, Elements: s.cfg.MaxElements})
 	if _, err := io.Copy(io.Discard, br); err != nil {
 		return result{}, err
 	}
 	if herr != nil {
 		if errors.Is(herr, dataset.ErrHeaderTooLarge) {
 			return result{reason: FailureOutOfResources, comment: fmt.Sprintf("header exceeds %d bytes", s.cfg.MaxHeaderBytes)}, nil
+		}
+		if errors.Is(herr, dataset.ErrTooManyElements) {
+			return result{reason: FailureOutOfResources, comment: fmt.Sprintf("header has more than %d elements", s.cfg.MaxElements)}, nil
 		}
 		return result{reason: FailureUnparseable, comment: herr.Error()}, nil
 	}

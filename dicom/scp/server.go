@@ -20,6 +20,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"radbridge/dicom/dataset"
 	"radbridge/dicom/dimse"
 	"radbridge/dicom/ul"
 	"radbridge/ingest"
@@ -64,6 +65,11 @@ type Config struct {
 	// MaxHeaderBytes bounds the data set header (everything before Pixel
 	// Data) held in memory (default 4 MiB); N-CREATE/N-SET data sets too.
 	MaxHeaderBytes int
+	// MaxElements bounds the elements of a C-STORE data set header
+	// (default dataset.DefaultMaxElements): parsing costs heap per element,
+	// so a header of many tiny elements is refused with A700 before it is
+	// parsed.
+	MaxElements int
 	// StoreDir, when set, receives each instance as a Part-10 file
 	// <StoreDir>/<study>/<series>/<sop>.dcm, written atomically.
 	StoreDir string
@@ -172,6 +178,9 @@ func New(cfg Config, h Handler) (*Server, error) {
 	}
 	if cfg.MaxHeaderBytes <= 0 {
 		cfg.MaxHeaderBytes = 4 << 20
+	}
+	if cfg.MaxElements <= 0 {
+		cfg.MaxElements = dataset.DefaultMaxElements
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()

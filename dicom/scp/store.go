@@ -104,7 +104,7 @@ func (c *assoc) store(ctx context.Context, msg *dimse.Message) error {
 		parseSrc = flate.NewReader(raw)
 		syntax = dataset.Syntax{}
 	}
-	header, herr := dataset.ReadHeader(parseSrc, syntax, c.s.cfg.MaxHeaderBytes)
+	header, herr := dataset.ReadHeaderLimits(parseSrc, syntax, dataset.Limits{Bytes: c.s.cfg.MaxHeaderBytes, Elements: c.s.cfg.MaxElements})
 	// Whatever happened to the header, read the data set to its end so the
 	// association stays in step; pixel data goes to the file or nowhere.
 	if _, err := io.Copy(io.Discard, raw); err != nil {
@@ -114,6 +114,9 @@ func (c *assoc) store(ctx context.Context, msg *dimse.Message) error {
 	if herr != nil {
 		if errors.Is(herr, dataset.ErrHeaderTooLarge) {
 			return respond(dimse.StatusOutOfResources, fmt.Sprintf("header exceeds %d bytes", c.s.cfg.MaxHeaderBytes))
+		}
+		if errors.Is(herr, dataset.ErrTooManyElements) {
+			return respond(dimse.StatusOutOfResources, fmt.Sprintf("header has more than %d elements", c.s.cfg.MaxElements))
 		}
 		return respond(dimse.StatusCannotUnderstand, clip(herr.Error()))
 	}

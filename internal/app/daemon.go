@@ -183,6 +183,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 			MaxPDULength: uint32(cfg.DICOMMaxPDU), IdleTimeout: cfg.DICOMIdleTimeout, DrainTimeout: cfg.ShutdownTimeout,
 			StoreDir: cfg.StoreDir, Logger: log,
 			MaxAssociationsPerHost: cfg.DICOMMaxAssociationsPerHost, ARTIMTimeout: cfg.DICOMARTIMTimeout,
+			MaxElements: cfg.DICOMMaxElements,
 		}, dicomHandler{log: ingestLog("dimse"), bodies: bodies})
 		if err == nil && cfg.DICOMAddr != "" {
 			d.dicomLn, err = net.Listen("tcp", cfg.DICOMAddr)
@@ -281,10 +282,11 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	// STOW-RS commits through the same handler as C-STORE.
 	extra := dicomweb.New(dicomweb.Config{
 		Handler: dicomHandler{log: ingestLog("stow-rs"), bodies: bodies}, Auth: authn, StoreDir: cfg.StoreDir, Logger: log,
+		MaxParts: cfg.STOWMaxParts, MaxElements: cfg.DICOMMaxElements,
 	}).Routes()
 	// JSON notifications (an Orthanc Lua callback) too.
 	extra[notify.Path] = notify.NewHandler(dicomHandler{log: ingestLog("notification"), bodies: bodies}, authn, log)
-	thumbs := &thumbnails{kv: st.State(), hub: d.hub, storeDir: cfg.StoreDir, log: log}
+	thumbs := &thumbnails{kv: st.State(), hub: d.hub, storeDir: cfg.StoreDir, maxPixels: cfg.ThumbnailMaxPixels, log: log}
 	extra[thumbnailPattern] = thumbs.handler(authn)
 	extra[metricsPattern] = operatorOnly(authn, metrics.Handler(d.metrics))
 	extra[statusPattern] = operatorOnly(authn, d.statusHandler())
