@@ -1,13 +1,24 @@
 package app_test
 
 import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"errors"
 	"fmt"
+	"image"
+	"image/jpeg"
+	"io"
+	"net/http"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"radbridge/dicom/dimse"
+	"radbridge/dicom/scu"
 )
 
 // Per-input caps (issue 14): each hostile input goes through the real
@@ -103,5 +114,253 @@ func waitPatientEvents(t *testing.T, base, patient string, n int) {
 			t.Fatalf("no %d events for %s within 30s", n, patient)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// dsWriter encodes a little-endian data set, explicit or implicit VR.
+type dsWriter struct {
+	b        []byte
+	implicit bool
+}
+
+func (d *dsWriter) el(group, element uint16, vr string, v []byte) {
+	if len(v)%2 == 1 {
+		pad := byte(' ')
+		if vr == "UI" || vr == "OB" {
+			pad = 0
+		}
+		v = append(v, pad)
+	}
+	d.b = binary.LittleEndian.AppendUint16(d.b, group)
+	d.b = binary.LittleEndian.AppendUint16(d.b, element)
+	switch {
+	case d.implicit:
+		d.b = binary.LittleEndian.AppendUint32(d.b, uint32(len(v)))
+	case vr == "OB" || vr == "OW" || vr == "SQ" || vr == "UN":
+		d.b = append(d.b, vr...)
+		d.b = append(d.b, 0, 0)
+		d.b = binary.LittleEndian.AppendUint32(d.b, uint32(len(v)))
+	default:
+		d.b = append(d.b, vr...)
+		d.b = binary.LittleEndian.AppendUint16(d.b, uint16(len(v)))
+	}
+	d.b = append(d.b, v...)
+}
+
+func (d *dsWriter) str(group, element uint16, vr, v string) { d.el(group, element, vr, []byte(v)) }
+
+func (d *dsWriter) us(group, element uint16, v uint16) {
+	d.el(group, element, "US", binary.LittleEndian.AppendUint16(nil, v))
+}
+
+// encapsulated appends Pixel Data of one JPEG frame (PS3.5 A.4): an empty
+// Basic Offset Table, the frame, a sequence delimiter.
+func (d *dsWriter) encapsulated(frame []byte) {
+	if len(frame)%2 == 1 {
+		frame = append(frame, 0)
+	}
+	d.b = append(d.b, 0xE0, 0x7F, 0x10, 0x00, 'O', 'B', 0, 0, 0xFF, 0xFF, 0xFF, 0xFF)
+	item := func(v []byte) {
+		d.b = append(d.b, 0xFE, 0xFF, 0x00, 0xE0)
+		d.b = binary.LittleEndian.AppendUint32(d.b, uint32(len(v)))
+		d.b = append(d.b, v...)
+	}
+	item(nil)
+	item(frame)
+	d.b = append(d.b, 0xFE, 0xFF, 0xDD, 0xE0, 0, 0, 0, 0)
+}
+
+const (
+	secondaryCapture = "1.2.840.10008.5.1.4.1.1.7"
+	implicitLE       = "1.2.840.10008.1.2"
+	explicitLE       = "1.2.840.10008.1.2.1"
+	jpegBaselineTS   = "1.2.840.10008.1.2.4.50"
+)
+
+// imageDataset is a one-frame 8-bit MONOCHROME2 image declaring rows ×
+// cols, with pixel data: a JPEG frame (encapsulated) or native bytes.
+func imageDataset(patient, study, series, sop string, rows, cols uint16, jpegFrame, native []byte) []byte {
+	d := &dsWriter{}
+	d.str(0x0008, 0x0016, "UI", secondaryCapture)
+	d.str(0x0008, 0x0018, "UI", sop)
+	d.str(0x0008, 0x0060, "CS", "OT")
+	d.str(0x0010, 0x0020, "LO", patient)
+	d.str(0x0020, 0x000D, "UI", study)
+	d.str(0x0020, 0x000E, "UI", series)
+	d.str(0x0020, 0x0011, "IS", "1")
+	d.str(0x0020, 0x0013, "IS", "1")
+	d.us(0x0028, 0x0002, 1)
+	d.str(0x0028, 0x0004, "CS", "MONOCHROME2")
+	d.us(0x0028, 0x0010, rows)
+	d.us(0x0028, 0x0011, cols)
+	d.us(0x0028, 0x0100, 8)
+	d.us(0x0028, 0x0101, 8)
+	d.us(0x0028, 0x0102, 7)
+	d.us(0x0028, 0x0103, 0)
+	if jpegFrame != nil {
+		d.encapsulated(jpegFrame)
+	} else {
+		d.el(0x7FE0, 0x0010, "OB", native)
+	}
+	return d.b
+}
+
+// smallJPEG is a real 16×16 grayscale JPEG.
+func smallJPEG(t *testing.T) []byte {
+	t.Helper()
+	img := image.NewGray(image.Rect(0, 0, 16, 16))
+	for i := range img.Pix {
+		img.Pix[i] = uint8(i)
+	}
+	var b bytes.Buffer
+	if err := jpeg.Encode(&b, img, nil); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// jpegBomb is smallJPEG whose frame header (SOF0) declares width × height.
+func jpegBomb(t *testing.T, width, height uint16) []byte {
+	b := smallJPEG(t)
+	i := bytes.Index(b, []byte{0xFF, 0xC0})
+	if i < 0 {
+		t.Fatal("no SOF0 in the JPEG")
+	}
+	binary.BigEndian.PutUint16(b[i+5:], height)
+	binary.BigEndian.PutUint16(b[i+7:], width)
+	if cfg, err := jpeg.DecodeConfig(bytes.NewReader(b)); err != nil || cfg.Width != int(width) || cfg.Height != int(height) {
+		t.Fatalf("patched JPEG declares %v (%v)", cfg, err)
+	}
+	return b
+}
+
+// cstore sends one data set with our SCU and returns the status error (nil
+// on success).
+func cstore(t *testing.T, addr, ts string, sop string, ds []byte) error {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	c, err := scu.Dial(ctx, addr, scu.Config{CallingAE: "PACS", CalledAE: "RADBRIDGE",
+		Contexts: []scu.Context{{AbstractSyntax: secondaryCapture, TransferSyntaxes: []string{ts}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	_, err = c.Store(ctx, secondaryCapture, sop, ts, bytes.NewReader(ds))
+	return err
+}
+
+// TestDICOMHeaderElementCap: C-STOREs of a header of 520,000 tiny
+// elements (4.2 MB, under the default 4 MiB header limit) over four
+// associations at once are each answered A700 with an Error Comment
+// naming the limit, before the header is parsed; heap stays bounded; an
+// ordinary instance right after is stored.
+func TestDICOMHeaderElementCap(t *testing.T) {
+	d := startDaemon(t, filepath.Join(t.TempDir(), "data"))
+	const study = "1.2.826.0.1.3680043.10.1447.91"
+	bomb := &dsWriter{implicit: true}
+	bomb.str(0x0008, 0x0016, "UI", secondaryCapture)
+	bomb.str(0x0008, 0x0018, "UI", study+".9.1")
+	bomb.str(0x0020, 0x000D, "UI", study)
+	bomb.str(0x0020, 0x000E, "UI", study+".9")
+	for i := 0; i < 520000; i++ {
+		bomb.el(0x0011, uint16(0x1000+i%0xE000), "UN", nil)
+	}
+	if len(bomb.b) >= 4<<20 {
+		t.Fatalf("header of %d bytes, want under the 4 MiB header limit", len(bomb.b))
+	}
+	const assocs = 4
+	errs := make([]error, assocs)
+	peak := peakHeap(func() {
+		var wg sync.WaitGroup
+		for i := range assocs {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[i] = cstore(t, d.DICOMAddr(), implicitLE, study+".9.1", bomb.b)
+			}()
+		}
+		wg.Wait()
+	})
+	t.Logf("%d associations each C-STOREing a header of 520,000 elements: peak heap +%.1f MiB (%.1f MiB per association)", assocs, float64(peak)/(1<<20), float64(peak)/assocs/(1<<20))
+	for _, err := range errs {
+		var se *scu.StatusError
+		if !errors.As(err, &se) || se.Status != dimse.StatusOutOfResources || se.Comment != "header has more than 100000 elements" {
+			t.Fatalf("C-STORE of the element bomb: %v; want status A700 with comment %q", err, "header has more than 100000 elements")
+		}
+	}
+	if peak > assocs*32<<20 {
+		t.Errorf("peak heap +%d MiB for %d refused headers, want under %d MiB", peak>>20, assocs, assocs*32)
+	}
+	ok := imageDataset("WELL-P", study, study+".1", study+".1.1", 16, 16, nil, make([]byte, 256))
+	if err := cstore(t, d.DICOMAddr(), explicitLE, study+".1.1", ok); err != nil {
+		t.Fatalf("ordinary C-STORE after the element bombs: %v", err)
+	}
+}
+
+// TestThumbnailPixelCap: instances whose declared size is 40000×40000 (a
+// JPEG frame header; native Rows and Columns over a few bytes of pixel
+// data), stored with --store-dir, reach the thumbnail worker, which
+// refuses them before decoding: the study gets the modality icon and heap
+// stays bounded (without the check the JPEG one took +1.5 GiB); a real
+// small JPEG right after gets a JPEG preview.
+func TestThumbnailPixelCap(t *testing.T) {
+	d := startDaemon(t, filepath.Join(t.TempDir(), "data"), "--study-quiet-period", "1s", "--store-dir", t.TempDir())
+	base := "http://" + d.HTTPAddr() + "/v1/studies/"
+	thumb := func(study string) (string, []byte) {
+		t.Helper()
+		deadline := time.Now().Add(30 * time.Second)
+		for {
+			resp, err := http.Get(base + study + "/thumbnail")
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return resp.Header.Get("Content-Type"), b
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("no thumbnail for %s within 30s: %d %s", study, resp.StatusCode, b)
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}
+	for _, tc := range []struct {
+		name, ts, study string
+		jpeg            bool
+	}{
+		{"JPEG frame header", jpegBaselineTS, "1.2.826.0.1.3680043.10.1447.92.1", true},
+		{"native Rows and Columns", explicitLE, "1.2.826.0.1.3680043.10.1447.92.2", false},
+	} {
+		var frame, native []byte
+		if tc.jpeg {
+			frame = jpegBomb(t, 40000, 40000)
+		} else {
+			native = make([]byte, 64)
+		}
+		ds := imageDataset("BOMB-P", tc.study, tc.study+".1", tc.study+".1.1", 40000, 40000, frame, native)
+		var ctype string
+		peak := peakHeap(func() {
+			if err := cstore(t, d.DICOMAddr(), tc.ts, tc.study+".1.1", ds); err != nil {
+				t.Fatalf("%s: C-STORE: %v", tc.name, err)
+			}
+			ctype, _ = thumb(tc.study)
+		})
+		t.Logf("thumbnail of an image declaring 40000x40000 (%s): peak heap +%.1f MiB", tc.name, float64(peak)/(1<<20))
+		if ctype != "image/svg+xml" {
+			t.Errorf("%s: thumbnail %s, want the modality icon (image/svg+xml)", tc.name, ctype)
+		}
+		if peak > 64<<20 {
+			t.Errorf("%s: peak heap +%d MiB, want under 64 MiB", tc.name, peak>>20)
+		}
+	}
+	const study = "1.2.826.0.1.3680043.10.1447.92.3"
+	ds := imageDataset("WELL-P", study, study+".1", study+".1.1", 16, 16, smallJPEG(t), nil)
+	if err := cstore(t, d.DICOMAddr(), jpegBaselineTS, study+".1.1", ds); err != nil {
+		t.Fatalf("ordinary JPEG C-STORE: %v", err)
+	}
+	if ctype, b := thumb(study); ctype != "image/jpeg" {
+		t.Errorf("thumbnail of a real 16x16 JPEG: %s %q, want image/jpeg", ctype, b)
 	}
 }
