@@ -168,6 +168,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	mr := multipart.NewReader(body, params["boundary"])
 	peer := ingest.Peer{CallingAE: CallingAE, RemoteAddr: r.RemoteAddr}
 	var results []result
+	br := bufio.NewReaderSize(nil, 16<<10) // reused by every part
 	for {
 		body.limit(int64(s.cfg.MaxPartHeaderBytes) + 8<<10) // slack: the reader's buffer
 		part, err := mr.NextPart()
@@ -199,7 +200,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			return
 		}
-		res, err := s.storePart(ctx, part, urlStudy, peer)
+		res, err := s.storePart(ctx, part, urlStudy, peer, br)
 		if err != nil { // the body itself failed: no answer per part possible
 			var tooBig *http.MaxBytesError
 			if errors.As(err, &tooBig) {
@@ -223,10 +224,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.respond(w, r, urlStudy, results)
 }
 
-// storePart reads one part to its end. A non-nil error means the request
-// body failed (malformed multipart, size limit); a bad instance is a result
-// with a failure reason.
-func (s *Server) storePart(ctx context.Context, part *multipart.Part, urlStudy string, peer ingest.Peer) (result, error) {
+// storePart reads one part to its end, through br. A non-nil error means
+// the request body failed (malformed multipart, size limit); a bad instance
+// is a result with a failure reason.
+func (s *Server) storePart(ctx context.Context, part *multipart.Part, urlStudy string, peer ingest.Peer, br *bufio.Reader) (result, error) {
 	defer part.Close()
 	start := time.Now()
 	drain := func(res result) (result, error) {
@@ -252,7 +253,7 @@ func (s *Server) storePart(ctx context.Context, part *multipart.Part, urlStudy s
 		bw = bufio.NewWriterSize(file, 64<<10)
 		raw = io.TeeReader(counter, bw)
 	}
-	br := bufio.NewReaderSize(raw, 16<<10)
+	br.Reset(raw)
 	ts, err := readMeta(br, s.cfg.MaxMetaBytes)
 	if err != nil {
 		return drain(result{reason: FailureUnparseable, comment: err.Error()})

@@ -9,6 +9,7 @@ import (
 	"image"
 	"image/jpeg"
 	"io"
+	"log/slog"
 	"net/http"
 	"path/filepath"
 	"runtime"
@@ -362,5 +363,66 @@ func TestThumbnailPixelCap(t *testing.T) {
 	}
 	if ctype, b := thumb(study); ctype != "image/jpeg" {
 		t.Errorf("thumbnail of a real 16x16 JPEG: %s %q, want image/jpeg", ctype, b)
+	}
+}
+
+// part10 wraps a data set in a Part-10 file (PS3.10 7.1): preamble, DICM,
+// File Meta Information in explicit VR little endian.
+func part10(class, sop, ts string, ds []byte) []byte {
+	m := &dsWriter{}
+	m.el(0x0002, 0x0001, "OB", []byte{0, 1})
+	m.str(0x0002, 0x0002, "UI", class)
+	m.str(0x0002, 0x0003, "UI", sop)
+	m.str(0x0002, 0x0010, "UI", ts)
+	g := &dsWriter{}
+	g.el(0x0002, 0x0000, "UL", binary.LittleEndian.AppendUint32(nil, uint32(len(m.b))))
+	out := append(make([]byte, 128), "DICM"...)
+	out = append(append(out, g.b...), m.b...)
+	return append(out, ds...)
+}
+
+// TestSTOWRSPartCap: a STOW-RS body of 2,000,000 empty parts (18 MB,
+// under the body limit) is answered 413 naming --stow-max-parts once the
+// 10,001st part starts, without reading the rest; the per-part warnings
+// are rate-limited (a few lines, not one per part); heap stays bounded; an
+// ordinary STOW-RS right after stores its instance.
+func TestSTOWRSPartCap(t *testing.T) {
+	var logs lockedBuf
+	d := startDaemonLog(t, filepath.Join(t.TempDir(), "data"), slog.New(slog.NewTextHandler(&logs, nil)))
+	url := "http://" + d.HTTPAddr() + "/dicomweb/studies"
+	const parts = 2000000
+	body := bytes.Repeat([]byte("\r\n--B\r\n\r\n"), parts)
+	body = append(body[2:], "\r\n--B--\r\n"...)
+	ct := `multipart/related; type="application/dicom"; boundary=B`
+	var code int
+	var msg string
+	peak := peakHeap(func() {
+		resp, err := http.Post(url, ct, bytes.NewReader(body))
+		if err != nil {
+			t.Fatalf("POST of %d empty parts: %v", parts, err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		code, msg = resp.StatusCode, string(b)
+	})
+	t.Logf("STOW-RS of %d empty parts (%.1f MB): peak heap +%.1f MiB", parts, float64(len(body))/1e6, float64(peak)/(1<<20))
+	if code != http.StatusRequestEntityTooLarge || !strings.Contains(msg, "more than 10000 parts in one request") {
+		t.Fatalf("STOW-RS of %d empty parts: %d %s; want 413 naming the limit of 10000 parts", parts, code, msg)
+	}
+	if peak > 64<<20 {
+		t.Errorf("peak heap +%d MiB, want under 64 MiB", peak>>20)
+	}
+	if n := strings.Count(logs.String(), "STOW-RS instance failed"); n > 50 {
+		t.Errorf("%d warning lines for one request of bad parts, want a rate-limited few", n)
+	}
+	const study = "1.2.826.0.1.3680043.10.1447.93"
+	ds := imageDataset("WELL-P", study, study+".1", study+".1.1", 16, 16, nil, make([]byte, 256))
+	var ok bytes.Buffer
+	ok.WriteString("--B\r\nContent-Type: application/dicom\r\n\r\n")
+	ok.Write(part10(secondaryCapture, study+".1.1", explicitLE, ds))
+	ok.WriteString("\r\n--B--\r\n")
+	code2, got := stow(t, url, ct, ok.Bytes())
+	if code2 != http.StatusOK || got[study+".1.1"] != "ok" {
+		t.Fatalf("ordinary STOW-RS after the refused one: %d %v", code2, got)
 	}
 }
