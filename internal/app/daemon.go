@@ -103,7 +103,8 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		SyncAlways: cfg.Fsync, DuplicateWindow: cfg.DuplicateWindow, Logger: log,
 		EventsMaxAge: cfg.EventsMaxAge, EventsMaxBytes: cfg.EventsMaxBytes,
 		TLS: natsTLS, CredsFile: cfg.NATSCredsFile,
-		SeenMaxAge: store.SeenMaxAge(cfg.DedupHorizon), // the mapper's dedup keys
+		SeenMaxAge:    store.SeenMaxAge(cfg.DedupHorizon), // the mapper's dedup keys
+		MaxStoreBytes: cfg.StoreMaxBytes, CheckInterval: cfg.StoreCheckInterval,
 	})
 	if err != nil {
 		return nil, err
@@ -326,6 +327,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	run("fanout", func() error { return d.hub.Run(runCtx) })
 	run("thumbnails", func() error { return thumbs.Run(runCtx) })
 	run("retention", func() error { return d.retention.Run(runCtx) })
+	run("store-health", func() error { return d.store.MonitorWrites(runCtx) })
 	run("grpc", func() error { return d.grpcSrv.Serve(internal) })
 	if d.grpcLn != nil {
 		run("grpc", func() error { return d.grpcSrv.Serve(d.grpcLn) })
@@ -501,6 +503,8 @@ func (d *Daemon) readyErr() error {
 		return errors.New("shutting down")
 	case !d.store.Healthy():
 		return errors.New("store unavailable")
+	case d.store.WriteHealth() != nil:
+		return d.store.WriteHealth()
 	case !d.ready.Load():
 		return errors.New("replaying the ingest log")
 	}
