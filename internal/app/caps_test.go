@@ -11,8 +11,10 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
+	"os"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -27,10 +29,13 @@ import (
 // memory, and a well-behaved peer is served right after.
 
 // peakHeap runs f and returns the highest HeapInuse above the level before
-// it, sampled every 5 ms while f runs.
-func peakHeap(f func()) (peak uint64) {
+// it, sampled every 5 ms while f runs. It also logs the process's peak RSS
+// above its RSS before f (Linux: VmHWM after resetting it through
+// /proc/self/clear_refs), for BENCHMARKS.md.
+func peakHeap(t *testing.T, f func()) (peak uint64) {
 	runtime.GC()
 	base := heapInUse()
+	rssBase, resetOK := vmKB("VmRSS:"), os.WriteFile("/proc/self/clear_refs", []byte("5"), 0) == nil
 	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
@@ -52,7 +57,25 @@ func peakHeap(f func()) (peak uint64) {
 	f()
 	close(done)
 	wg.Wait()
+	if hwm := vmKB("VmHWM:"); resetOK && hwm > 0 {
+		t.Logf("peak RSS +%.1f MiB (%.1f MiB before)", float64(max(0, hwm-rssBase))/1024, float64(rssBase)/1024)
+	}
 	return peak
+}
+
+// vmKB reads a kB field of /proc/self/status (0 if unavailable).
+func vmKB(field string) int64 {
+	b, err := os.ReadFile("/proc/self/status")
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(line, field); ok {
+			n, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
+			return n
+		}
+	}
+	return 0
 }
 
 // TestHL7OrderGroupCap: an ORM with 15,000 ORC/OBR groups (under 1 MiB)
@@ -73,7 +96,7 @@ func TestHL7OrderGroupCap(t *testing.T) {
 	file := writeHL7(t, "bomb", b.String())
 	var got string
 	var errSeg []string
-	peak := peakHeap(func() {
+	peak := peakHeap(t, func() {
 		ack := mllpSend(t, bin, d.MLLPAddr(), file)
 		got = ack.Get("MSA-1")
 		if e := ack.Segment("ERR"); e != nil {
@@ -272,7 +295,7 @@ func TestDICOMHeaderElementCap(t *testing.T) {
 	}
 	const assocs = 4
 	errs := make([]error, assocs)
-	peak := peakHeap(func() {
+	peak := peakHeap(t, func() {
 		var wg sync.WaitGroup
 		for i := range assocs {
 			wg.Add(1)
@@ -342,7 +365,7 @@ func TestThumbnailPixelCap(t *testing.T) {
 		}
 		ds := imageDataset("BOMB-P", tc.study, tc.study+".1", tc.study+".1.1", 40000, 40000, frame, native)
 		var ctype string
-		peak := peakHeap(func() {
+		peak := peakHeap(t, func() {
 			if err := cstore(t, d.DICOMAddr(), tc.ts, tc.study+".1.1", ds); err != nil {
 				t.Fatalf("%s: C-STORE: %v", tc.name, err)
 			}
@@ -396,7 +419,7 @@ func TestSTOWRSPartCap(t *testing.T) {
 	ct := `multipart/related; type="application/dicom"; boundary=B`
 	var code int
 	var msg string
-	peak := peakHeap(func() {
+	peak := peakHeap(t, func() {
 		resp, err := http.Post(url, ct, bytes.NewReader(body))
 		if err != nil {
 			t.Fatalf("POST of %d empty parts: %v", parts, err)
