@@ -238,11 +238,11 @@ func (c *Config) FlagSet(name string) *flag.FlagSet {
 	fs.DurationVar(&c.StateIdle, "state-idle", 14*24*time.Hour, "the mapper moves a patient no observation touched for this long (by the times recorded in the ingest log), with its studies, orders and accessions, from memory to the RADBRIDGE_ARCHIVE bucket, and reloads it when an observation names it again; 0 keeps every patient in memory")
 	// Per-input caps.
 	fs.IntVar(&c.HL7MaxOrderGroups, "hl7-max-order-groups", 100, "order groups (ORC or OBR segments, whichever is more) one HL7 order or result may hold; a bigger message is answered AR with ERR 207 and not recorded")
-	fs.IntVar(&c.STOWMaxParts, "stow-max-parts", 10000, "parts (instances) one STOW-RS request may hold; the request is answered 413 at the first part beyond it, and the parts before it are not stored either")
+	fs.IntVar(&c.STOWMaxParts, "stow-max-parts", 10000, "parts (instances) one STOW-RS request may hold; the request is answered 413 at the first part beyond it and the rest of the body is not read (the parts before it were processed: stored when valid, so a resend of them is a duplicate)")
 	fs.IntVar(&c.DICOMMaxElements, "dicom-max-elements", 100000, "elements (nested ones included) a DICOM data set header may hold before Pixel Data, over C-STORE and STOW-RS; beyond: C-STORE A700 (out of resources), STOW-RS failure A700")
 	fs.Int64Var(&c.ThumbnailMaxPixels, "thumbnail-max-pixels", 25000000, "largest image (rows x columns, from the declared size: the JPEG frame header or Rows and Columns) the thumbnail worker decodes; a larger one gets the modality icon")
 	// Storage health.
-	fs.Int64Var(&c.StoreMaxBytes, "store-max-bytes", 0, "embedded store: the most disk space JetStream may use; 0 follows the disk: what the store holds plus 75% of the free space, re-evaluated every --store-check-interval (so freeing space lets writes resume without a restart)")
+	fs.Int64Var(&c.StoreMaxBytes, "store-max-bytes", 0, "embedded store: the most disk space JetStream may use; 0 follows the disk: what the store holds plus 75% of the free space above a reserve (5% of the file system, at most 1 GiB), re-evaluated every --store-check-interval (so freeing space lets writes resume without a restart)")
 	fs.DurationVar(&c.StoreCheckInterval, "store-check-interval", 10*time.Second, "how often the store's quota and writability are checked; /readyz reports not ready while writes are refused (quota, disk full, read-only file system)")
 	return fs
 }
