@@ -62,8 +62,10 @@ func (c *assoc) store(ctx context.Context, msg *dimse.Message) error {
 	respond := func(st dimse.Status, comment string) error {
 		if st.IsFailure() {
 			c.s.c.failures.Add(1)
-			c.log.Warn("C-STORE failed", "status", st.String(), "comment", comment,
-				"sop_instance_uid", cmd.AffectedSOPInstanceUID)
+			if ok, left := c.s.logs.Allow("C-STORE failed"); ok {
+				c.log.Warn("C-STORE failed", "status", st.String(), "comment", comment,
+					"sop_instance_uid", cmd.AffectedSOPInstanceUID, "suppressed", left)
+			}
 		}
 		return dimse.Respond(c.a, msg.ContextID, cmd, dimse.CStoreRSP, st, comment)
 	}
