@@ -123,7 +123,11 @@ func (s *Store) CheckWrites(ctx context.Context) {
 		if err := probe(s.health.dir); err != nil {
 			return err
 		}
-		if diskOK && s.health.explicit == 0 && free < diskReserve(total)+writeHeadroom {
+		reserve := diskReserve(total)
+		if s.health.explicit > 0 {
+			reserve = 0 // the operator chose the quota; only a full disk counts
+		}
+		if diskOK && free < reserve+writeHeadroom {
 			return fmt.Errorf("disk full: %d bytes free in %s", free, s.health.dir)
 		}
 		if quota > 0 && used+writeHeadroom > quota {

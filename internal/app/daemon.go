@@ -132,6 +132,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		where = store.RedactURLs(cfg.NATSURL)
 	}
 	log.Info("store open", "component", "store", "at", where, "embedded", cfg.NATSURL == "", "fsync", cfg.Fsync)
+	d.metrics.MustRegister(storeHealthGauges(st)...)
 
 	if cfg.GRPCAddr != "" {
 		d.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr)
@@ -622,4 +623,24 @@ func (d *Daemon) Ready() bool { return d.readyErr() == nil }
 func (d *Daemon) Wait() error {
 	<-d.done
 	return d.err
+}
+
+// storeHealthGauges expose the store's write checks (--store-check-interval).
+func storeHealthGauges(st *store.Store) []prometheus.Collector {
+	g := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: metrics.Namespace, Name: name, Help: help}, f)
+	}
+	return []prometheus.Collector{
+		g("store_quota_bytes", "Storage quota of the store at the last check (--store-max-bytes, or what it holds plus 75% of the disk's free space above a reserve; 0: unknown or unlimited).",
+			func() float64 { q, _ := st.Quota(); return float64(q) }),
+		g("store_used_bytes", "Bytes the store held at the last check.",
+			func() float64 { _, u := st.Quota(); return float64(u) }),
+		g("store_writes_refused", "1 while the store refuses writes (quota reached, disk full, read-only, JetStream stopped; /readyz says which), else 0.",
+			func() float64 {
+				if st.WriteHealth() != nil {
+					return 1
+				}
+				return 0
+			}),
+	}
 }

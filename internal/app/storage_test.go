@@ -106,6 +106,9 @@ func TestStorageHealth(t *testing.T) {
 	if code, out, _ := runApp(t, "status", "--addr", d.HTTPAddr()); code == 0 || !strings.Contains(out, "store refuses writes") {
 		t.Errorf("radbridge status: exit %d\n%s; want not ready with the reason", code, out)
 	}
+	if m := metricsText(t, base); !strings.Contains(m, "radbridge_store_writes_refused 1") {
+		t.Errorf("/metrics while writes are refused: no radbridge_store_writes_refused 1")
+	}
 
 	// The operator frees space: ready again, writes accepted, no restart.
 	if err := os.Remove(filler); err != nil {
@@ -114,6 +117,9 @@ func TestStorageHealth(t *testing.T) {
 	waitReadyz(t, base, http.StatusOK, "ready")
 	if code := send(); code != "AA" {
 		t.Fatalf("after freeing space: ACK %s, want AA", code)
+	}
+	if m := metricsText(t, base); !strings.Contains(m, "radbridge_store_writes_refused 0") {
+		t.Errorf("/metrics after freeing space: no radbridge_store_writes_refused 0")
 	}
 
 }
@@ -149,4 +155,16 @@ func TestStorageQuotaExplicit(t *testing.T) {
 	if !strings.Contains(body, "of 8388608 bytes used (--store-max-bytes)") {
 		t.Errorf("/readyz %q, want the quota and the flag named", body)
 	}
+}
+
+// metricsText returns GET /metrics.
+func metricsText(t *testing.T, base string) string {
+	t.Helper()
+	resp, err := http.Get(base + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return string(b)
 }
