@@ -278,7 +278,9 @@ func cstore(t *testing.T, addr, ts string, sop string, ds []byte) error {
 // elements (4.2 MB, under the default 4 MiB header limit) over four
 // associations at once are each answered A700 with an Error Comment
 // naming the limit, before the header is parsed; heap stays bounded; an
-// ordinary instance right after is stored.
+// ordinary instance right after is stored. Then 32 associations (the
+// default allows them all from one host) each store a header just under
+// the limit: all stored, heap bounded (the parses take turns).
 func TestDICOMHeaderElementCap(t *testing.T) {
 	d := startDaemon(t, filepath.Join(t.TempDir(), "data"))
 	const study = "1.2.826.0.1.3680043.10.1447.91"
@@ -319,6 +321,37 @@ func TestDICOMHeaderElementCap(t *testing.T) {
 	ok := imageDataset("WELL-P", study, study+".1", study+".1.1", 16, 16, nil, make([]byte, 256))
 	if err := cstore(t, d.DICOMAddr(), explicitLE, study+".1.1", ok); err != nil {
 		t.Fatalf("ordinary C-STORE after the element bombs: %v", err)
+	}
+
+	// Just under the limit, from every association one host may open
+	// (32): each header is parsed and stored, and the parses take turns,
+	// so memory does not grow with the associations.
+	under := &dsWriter{implicit: true}
+	under.b = append(under.b, bomb.b[:len(bomb.b)-520000*8]...)
+	for i := 0; i < 99990; i++ {
+		under.el(0x0011, uint16(0x1000+i%0xE000), "UN", nil)
+	}
+	const many = 32
+	errs = make([]error, many)
+	peak = peakHeap(t, func() {
+		var wg sync.WaitGroup
+		for i := range many {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[i] = cstore(t, d.DICOMAddr(), implicitLE, study+".9.1", under.b)
+			}()
+		}
+		wg.Wait()
+	})
+	t.Logf("%d associations each C-STOREing a header of 99,990 elements (stored): peak heap +%.1f MiB (%.1f MiB per association)", many, float64(peak)/(1<<20), float64(peak)/many/(1<<20))
+	for _, err := range errs {
+		if err != nil {
+			t.Fatalf("C-STORE of a header under the element limit: %v", err)
+		}
+	}
+	if peak > 256<<20 {
+		t.Errorf("peak heap +%d MiB for %d headers at the element limit, want under 256 MiB", peak>>20, many)
 	}
 }
 
