@@ -262,9 +262,11 @@ func jpegBomb(t *testing.T, width, height uint16) []byte {
 // on success).
 func cstore(t *testing.T, addr, ts string, sop string, ds []byte) error {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	// Generous: 32 associations at the element limit take turns to parse,
+	// about 1 s each here, several under -race.
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	c, err := scu.Dial(ctx, addr, scu.Config{CallingAE: "PACS", CalledAE: "RADBRIDGE",
+	c, err := scu.Dial(ctx, addr, scu.Config{CallingAE: "PACS", CalledAE: "RADBRIDGE", Timeout: 5 * time.Minute,
 		Contexts: []scu.Context{{AbstractSyntax: secondaryCapture, TransferSyntaxes: []string{ts}}}})
 	if err != nil {
 		t.Fatal(err)
