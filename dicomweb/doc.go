@@ -4,8 +4,11 @@
 //
 // The body is streamed part by part: each part's File Meta Information and
 // data set header (everything before Pixel Data) are read behind length
-// limits, as the C-STORE SCP does; pixel data goes to the optional store
-// directory or nowhere, never into memory. Each instance is committed
+// limits, as the C-STORE SCP does (bytes and elements); pixel data goes to
+// the optional store directory or nowhere, never into memory. A request of
+// more than Config.MaxParts parts is answered 413 once the part beyond the
+// limit starts, and per-part warnings are rate-limited, so a body of
+// millions of empty parts costs neither memory nor log. Each instance is committed
 // through a Handler shaped like scp.Handler.StoreInstance, and the answer
 // is the PS3.18 store instances response as DICOM JSON (PS3.18 annex F).
 package dicomweb

@@ -13,6 +13,7 @@ import (
 	"mime"
 	"mime/multipart"
 	"net/http"
+	"runtime"
 	"strings"
 	"time"
 
@@ -21,6 +22,7 @@ import (
 	"radbridge/dicom/dataset"
 	"radbridge/dicom/scp"
 	"radbridge/ingest"
+	"radbridge/internal/lograte"
 )
 
 // Handler commits one received instance; its shape is
@@ -56,6 +58,14 @@ type Config struct {
 	// MaxHeaderBytes bounds each data set header before Pixel Data;
 	// default 4 MiB (as the SCP).
 	MaxHeaderBytes int
+	// MaxParts bounds the parts of one request (default 10,000): at the
+	// first part beyond it the request is answered 413 and the rest of the
+	// body is not read. The parts before it were processed (a resend of
+	// them is a duplicate).
+	MaxParts int
+	// MaxElements bounds the elements of each data set header (default
+	// dataset.DefaultMaxElements); beyond it the part fails with A700.
+	MaxElements int
 	// ReadTimeout bounds each wait for body bytes; default 1 minute.
 	ReadTimeout time.Duration
 	// StoreDir, when set, receives each stored part as a Part-10 file
@@ -69,8 +79,19 @@ type Config struct {
 	PublicBaseURL string
 }
 
+// DefaultMaxParts is Config.MaxParts when unset.
+const DefaultMaxParts = 10000
+
 // Server serves STOW-RS.
-type Server struct{ cfg Config }
+type Server struct {
+	cfg Config
+	// logs bounds the per-part warnings a request full of bad parts
+	// causes: 10 a second, then a count of those left out.
+	logs *lograte.Limiter
+	// parses bounds the headers parsed at once (GOMAXPROCS, at least 2),
+	// as the C-STORE SCP does: a parse takes heap per element.
+	parses chan struct{}
+}
 
 // New returns the STOW-RS handler.
 func New(cfg Config) *Server {
@@ -86,6 +107,12 @@ func New(cfg Config) *Server {
 	if cfg.MaxHeaderBytes <= 0 {
 		cfg.MaxHeaderBytes = 4 << 20
 	}
+	if cfg.MaxParts <= 0 {
+		cfg.MaxParts = DefaultMaxParts
+	}
+	if cfg.MaxElements <= 0 {
+		cfg.MaxElements = dataset.DefaultMaxElements
+	}
 	if cfg.ReadTimeout <= 0 {
 		cfg.ReadTimeout = time.Minute
 	}
@@ -95,7 +122,7 @@ func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg}
+	return &Server{cfg: cfg, logs: lograte.New(10, time.Second), parses: make(chan struct{}, max(2, runtime.GOMAXPROCS(0)))}
 }
 
 // Routes returns the ServeMux patterns this server answers.
@@ -150,12 +177,25 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	mr := multipart.NewReader(body, params["boundary"])
 	peer := ingest.Peer{CallingAE: CallingAE, RemoteAddr: r.RemoteAddr}
 	var results []result
+	br := bufio.NewReaderSize(nil, 16<<10) // reused by every part
 	for {
 		body.limit(int64(s.cfg.MaxPartHeaderBytes) + 8<<10) // slack: the reader's buffer
 		part, err := mr.NextPart()
 		body.unlimit()
 		if errors.Is(err, io.EOF) {
 			break
+		}
+		if err == nil && len(results) == s.cfg.MaxParts {
+			part.Close()
+			failed := 0
+			for _, res := range results {
+				if res.reason != 0 {
+					failed++
+				}
+			}
+			log.Warn("STOW-RS request refused: too many parts", "max_parts", s.cfg.MaxParts, "stored", len(results)-failed, "failed", failed)
+			problem(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("more than %d parts in one request; the first %d were processed (%d stored, %d failed); send the rest in another request", s.cfg.MaxParts, len(results), len(results)-failed, failed))
+			return
 		}
 		if err != nil {
 			var tooBig *http.MaxBytesError
@@ -169,7 +209,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			}
 			return
 		}
-		res, err := s.storePart(ctx, part, urlStudy, peer)
+		res, err := s.storePart(ctx, part, urlStudy, peer, br)
 		if err != nil { // the body itself failed: no answer per part possible
 			var tooBig *http.MaxBytesError
 			if errors.As(err, &tooBig) {
@@ -180,7 +220,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if res.reason != 0 {
-			log.Warn("STOW-RS instance failed", "reason", fmt.Sprintf("%04X", res.reason), "comment", res.comment, "sop_instance_uid", res.instance)
+			if ok, left := s.logs.Allow("part failed"); ok {
+				log.Warn("STOW-RS instance failed", "reason", fmt.Sprintf("%04X", res.reason), "comment", res.comment, "sop_instance_uid", res.instance, "suppressed", left)
+			}
 		}
 		results = append(results, res)
 	}
@@ -191,10 +233,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	s.respond(w, r, urlStudy, results)
 }
 
-// storePart reads one part to its end. A non-nil error means the request
-// body failed (malformed multipart, size limit); a bad instance is a result
-// with a failure reason.
-func (s *Server) storePart(ctx context.Context, part *multipart.Part, urlStudy string, peer ingest.Peer) (result, error) {
+// storePart reads one part to its end, through br. A non-nil error means
+// the request body failed (malformed multipart, size limit); a bad instance
+// is a result with a failure reason.
+func (s *Server) storePart(ctx context.Context, part *multipart.Part, urlStudy string, peer ingest.Peer, br *bufio.Reader) (result, error) {
 	defer part.Close()
 	start := time.Now()
 	drain := func(res result) (result, error) {
@@ -220,7 +262,7 @@ func (s *Server) storePart(ctx context.Context, part *multipart.Part, urlStudy s
 		bw = bufio.NewWriterSize(file, 64<<10)
 		raw = io.TeeReader(counter, bw)
 	}
-	br := bufio.NewReaderSize(raw, 16<<10)
+	br.Reset(raw)
 	ts, err := readMeta(br, s.cfg.MaxMetaBytes)
 	if err != nil {
 		return drain(result{reason: FailureUnparseable, comment: err.Error()})
@@ -231,7 +273,7 @@ func (s *Server) storePart(ctx context.Context, part *multipart.Part, urlStudy s
 		parseSrc = flate.NewReader(br)
 		syntax = dataset.Syntax{}
 	}
-	header, herr := dataset.ReadHeader(parseSrc, syntax, s.cfg.MaxHeaderBytes)
+	header, herr := dataset.ReadHeaderLimits(parseSrc, syntax, dataset.Limits{Bytes: s.cfg.MaxHeaderBytes, Elements: s.cfg.MaxElements})
 	if _, err := io.Copy(io.Discard, br); err != nil {
 		return result{}, err
 	}
@@ -239,13 +281,15 @@ func (s *Server) storePart(ctx context.Context, part *multipart.Part, urlStudy s
 		if errors.Is(herr, dataset.ErrHeaderTooLarge) {
 			return result{reason: FailureOutOfResources, comment: fmt.Sprintf("header exceeds %d bytes", s.cfg.MaxHeaderBytes)}, nil
 		}
+		if errors.Is(herr, dataset.ErrTooManyElements) {
+			return result{reason: FailureOutOfResources, comment: fmt.Sprintf("header has more than %d elements", s.cfg.MaxElements)}, nil
+		}
 		return result{reason: FailureUnparseable, comment: herr.Error()}, nil
 	}
-	ds, err := dataset.Parse(header, syntax)
+	inst, err := s.parseInstance(header, syntax, ts, start)
 	if err != nil {
 		return result{reason: FailureUnparseable, comment: err.Error()}, nil
 	}
-	inst := scp.InstanceFromDataset(ds, ts, start)
 	inst.Peer, inst.Size = peer, counter.N
 	res := result{class: inst.SOPClassUID, instance: inst.SOPInstanceUID, study: inst.StudyInstanceUID, series: inst.SeriesInstanceUID}
 	switch {
@@ -279,6 +323,18 @@ func (s *Server) storePart(ctx context.Context, part *multipart.Part, urlStudy s
 		}
 	}
 	return res, nil
+}
+
+// parseInstance parses a part's header into its observation, at most
+// cap(s.parses) at a time.
+func (s *Server) parseInstance(header []byte, syntax dataset.Syntax, ts string, start time.Time) (*ingest.Instance, error) {
+	s.parses <- struct{}{}
+	defer func() { <-s.parses }()
+	ds, err := dataset.Parse(header, syntax)
+	if err != nil {
+		return nil, err
+	}
+	return scp.InstanceFromDataset(ds, ts, start), nil
 }
 
 // readMeta reads the 128-byte preamble, "DICM" and the group 0002 File Meta

@@ -78,6 +78,12 @@ type Config struct {
 	// the mapper's observation keys are pruned from their bucket (see
 	// SeenMaxAge); 0 keeps them.
 	SeenMaxAge time.Duration
+	// MaxStoreBytes, when set, is the embedded store's disk quota; 0
+	// follows the disk (see health.go).
+	MaxStoreBytes int64
+	// CheckInterval is how often the quota is re-evaluated and the store
+	// probed for writability (MonitorWrites); default 10 s.
+	CheckInterval time.Duration
 }
 
 // Store is an open store.
@@ -107,7 +113,8 @@ type Store struct {
 	replicas int
 
 	// mpps holds the MPPS step states (see Steps).
-	mpps jetstream.KeyValue
+	mpps   jetstream.KeyValue
+	health health
 }
 
 type marker struct {
@@ -134,7 +141,11 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.Replicas <= 0 {
 		cfg.Replicas = 1
 	}
+	if cfg.CheckInterval <= 0 {
+		cfg.CheckInterval = 10 * time.Second
+	}
 	s := &Store{}
+	s.health.explicit, s.health.interval = cfg.MaxStoreBytes, cfg.CheckInterval
 	fresh := true
 	if cfg.NATSURL == "" {
 		var err error
@@ -193,6 +204,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			return nil, err
 		}
 	}
+	if cfg.NATSURL == "" {
+		s.health.dir = cfg.DataDir
+	}
+	s.CheckWrites(ctx)
 	return s, nil
 }
 
@@ -298,6 +313,9 @@ func startEmbedded(cfg Config) (*server.Server, error) {
 		NoLog:      true,
 		SyncAlways: cfg.SyncAlways,
 		MaxPayload: MaxPayload,
+		// The server's own limit; the quota that binds is the account's,
+		// following the disk (health.go), unless MaxStoreBytes is set.
+		JetStreamMaxStore: embeddedMaxStore(cfg),
 	}
 	ns, err := server.NewServer(opts)
 	if err != nil {

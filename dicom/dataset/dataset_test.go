@@ -149,3 +149,18 @@ func FuzzHeader(f *testing.F) {
 		}
 	})
 }
+
+// TestReadHeaderElementLimit: the sample's 6 elements (4 top-level, an
+// item and the element in it) pass a limit of 6 and fail a limit of 5 with
+// ErrTooManyElements, naming the limit.
+func TestReadHeaderElementLimit(t *testing.T) {
+	for _, tc := range []struct {
+		limit int
+		want  error
+	}{{6, nil}, {5, ErrTooManyElements}} {
+		_, err := ReadHeaderLimits(bytes.NewReader(sample()), Syntax{}, Limits{Bytes: 1 << 20, Elements: tc.limit})
+		if !errors.Is(err, tc.want) || (err != nil && !strings.Contains(err.Error(), "more than 5 elements")) {
+			t.Errorf("limit %d: %v, want %v", tc.limit, err, tc.want)
+		}
+	}
+}

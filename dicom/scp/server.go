@@ -15,11 +15,13 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"radbridge/dicom/dataset"
 	"radbridge/dicom/dimse"
 	"radbridge/dicom/ul"
 	"radbridge/ingest"
@@ -64,6 +66,11 @@ type Config struct {
 	// MaxHeaderBytes bounds the data set header (everything before Pixel
 	// Data) held in memory (default 4 MiB); N-CREATE/N-SET data sets too.
 	MaxHeaderBytes int
+	// MaxElements bounds the elements of a C-STORE data set header
+	// (default dataset.DefaultMaxElements): parsing costs heap per element,
+	// so a header of many tiny elements is refused with A700 before it is
+	// parsed.
+	MaxElements int
 	// StoreDir, when set, receives each instance as a Part-10 file
 	// <StoreDir>/<study>/<series>/<sop>.dcm, written atomically.
 	StoreDir string
@@ -135,6 +142,10 @@ type Server struct {
 	// logs bounds the lines bad peers cause (rejections, failed setups,
 	// aborts): 10 a second of each kind, then a count of those left out.
 	logs *lograte.Limiter
+	// parses bounds the C-STORE headers parsed at once (GOMAXPROCS, at
+	// least 2): a parse takes heap per element, so 32 associations at
+	// the element limit would otherwise hold 32 parses' worth at once.
+	parses chan struct{}
 }
 
 // hostCount counts one remote host's connections: pending (accepted, not
@@ -173,6 +184,9 @@ func New(cfg Config, h Handler) (*Server, error) {
 	if cfg.MaxHeaderBytes <= 0 {
 		cfg.MaxHeaderBytes = 4 << 20
 	}
+	if cfg.MaxElements <= 0 {
+		cfg.MaxElements = dataset.DefaultMaxElements
+	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
@@ -184,7 +198,7 @@ func New(cfg Config, h Handler) (*Server, error) {
 		}
 	}
 	return &Server{cfg: cfg, h: h, log: cfg.Logger.With("component", "dicom"), hosts: make(map[string]*hostCount),
-		logs: lograte.New(10, time.Second)}, nil
+		logs: lograte.New(10, time.Second), parses: make(chan struct{}, max(2, runtime.GOMAXPROCS(0)))}, nil
 }
 
 // Stats returns a snapshot of the counters.

@@ -12,6 +12,7 @@ import (
 
 	"radbridge/dicom/dataset"
 	"radbridge/dicom/dimse"
+	"radbridge/ingest"
 )
 
 // Attribute tags read from a C-STORE header (PS3.6).
@@ -63,8 +64,10 @@ func (c *assoc) store(ctx context.Context, msg *dimse.Message) error {
 	respond := func(st dimse.Status, comment string) error {
 		if st.IsFailure() {
 			c.s.c.failures.Add(1)
-			c.log.Warn("C-STORE failed", "status", st.String(), "comment", comment,
-				"sop_instance_uid", cmd.AffectedSOPInstanceUID)
+			if ok, left := c.s.logs.Allow("C-STORE failed"); ok {
+				c.log.Warn("C-STORE failed", "status", st.String(), "comment", comment,
+					"sop_instance_uid", cmd.AffectedSOPInstanceUID, "suppressed", left)
+			}
 		}
 		return dimse.Respond(c.a, msg.ContextID, cmd, dimse.CStoreRSP, st, comment)
 	}
@@ -105,7 +108,7 @@ func (c *assoc) store(ctx context.Context, msg *dimse.Message) error {
 		parseSrc = flate.NewReader(raw)
 		syntax = dataset.Syntax{}
 	}
-	header, herr := dataset.ReadHeader(parseSrc, syntax, c.s.cfg.MaxHeaderBytes)
+	header, herr := dataset.ReadHeaderLimits(parseSrc, syntax, dataset.Limits{Bytes: c.s.cfg.MaxHeaderBytes, Elements: c.s.cfg.MaxElements})
 	// Whatever happened to the header, read the data set to its end so the
 	// association stays in step; pixel data goes to the file or nowhere.
 	if _, err := io.Copy(io.Discard, raw); err != nil {
@@ -116,13 +119,15 @@ func (c *assoc) store(ctx context.Context, msg *dimse.Message) error {
 		if errors.Is(herr, dataset.ErrHeaderTooLarge) {
 			return respond(dimse.StatusOutOfResources, fmt.Sprintf("header exceeds %d bytes", c.s.cfg.MaxHeaderBytes))
 		}
+		if errors.Is(herr, dataset.ErrTooManyElements) {
+			return respond(dimse.StatusOutOfResources, fmt.Sprintf("header has more than %d elements", c.s.cfg.MaxElements))
+		}
 		return respond(dimse.StatusCannotUnderstand, clip(herr.Error()))
 	}
-	ds, err := dataset.Parse(header, syntax)
+	inst, err := c.s.parseInstance(header, syntax, pc.TransferSyntax, start)
 	if err != nil {
 		return respond(dimse.StatusCannotUnderstand, clip(err.Error()))
 	}
-	inst := InstanceFromDataset(ds, pc.TransferSyntax, start)
 	inst.Peer, inst.Size = c.peer, counter.N
 
 	switch {
@@ -196,4 +201,17 @@ func personName(v string) string {
 		vals[i] = strings.Join(groups, "=")
 	}
 	return strings.Join(vals, `\`)
+}
+
+// parseInstance parses a C-STORE header into its observation, at most
+// cap(s.parses) at a time: the parsed data set takes heap per element and
+// is dropped before the slot is given back.
+func (s *Server) parseInstance(header []byte, syntax dataset.Syntax, transferSyntax string, start time.Time) (*ingest.Instance, error) {
+	s.parses <- struct{}{}
+	defer func() { <-s.parses }()
+	ds, err := dataset.Parse(header, syntax)
+	if err != nil {
+		return nil, err
+	}
+	return InstanceFromDataset(ds, transferSyntax, start), nil
 }

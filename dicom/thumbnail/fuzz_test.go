@@ -33,7 +33,7 @@ func FuzzFromFile(f *testing.F) {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
-		out, err := FromFile(ctx, path, 64)
+		out, err := FromFile(ctx, path, 64, 0)
 		if err == nil && len(out) == 0 {
 			t.Fatal("no error and no image")
 		}

@@ -29,23 +29,42 @@ import (
 // MaxFileBytes is the largest Part-10 file decoded.
 const MaxFileBytes = 64 << 20
 
+// DefaultMaxPixels is the largest image (rows × columns, all frames for
+// native pixel data) FromFile decodes when given no limit: decoding takes
+// memory in proportion to the declared size, whatever the file's size (a
+// 6 MB JPEG declaring 40000×40000 took 1.5 GB before this check).
+const DefaultMaxPixels = 25_000_000
+
+// ErrTooLarge: the declared image size exceeds the pixel limit; nothing
+// was decoded. It wraps ErrUnsupported (the caller shows an icon).
+var ErrTooLarge = fmt.Errorf("declared image size exceeds the pixel limit: %w", errUnsupported)
+
+// errUnsupported is ErrUnsupported, declared first for ErrTooLarge.
+var errUnsupported = errors.New("pixel data not supported")
+
 // ErrUnsupported: the file's pixel data cannot be rendered (a compression
 // other than JPEG baseline, a photometric interpretation other than
 // MONOCHROME1/2 or RGB, no pixel data).
-var ErrUnsupported = errors.New("pixel data not supported")
+var ErrUnsupported = errUnsupported
 
 // jpegBaseline is the JPEG Baseline (Process 1) transfer syntax.
 const jpegBaseline = "1.2.840.10008.1.2.4.50"
 
 // FromFile renders the first frame of the Part-10 file at path as a JPEG
 // that fits in maxSide×maxSide (never enlarged). ctx bounds the work
-// between decoding steps.
+// between decoding steps. maxPixels (0: DefaultMaxPixels) bounds the image
+// decoded, by its declared size read before any decoding: Rows × Columns
+// × Number of Frames for native pixel data, the frame header's width ×
+// height (image.DecodeConfig) for JPEG; beyond it ErrTooLarge.
 //
 // The files hold what senders sent, and the DICOM library behind the
 // decoding panics on some malformed input (found by FuzzFromFile: a nil
 // byte order in its tag reader); such a panic is returned as an error
 // wrapping ErrUnsupported instead of ending the daemon.
-func FromFile(ctx context.Context, path string, maxSide int) (out []byte, err error) {
+func FromFile(ctx context.Context, path string, maxSide int, maxPixels int64) (out []byte, err error) {
+	if maxPixels <= 0 {
+		maxPixels = DefaultMaxPixels
+	}
 	defer func() {
 		if r := recover(); r != nil {
 			out, err = nil, fmt.Errorf("decode %s: %v: %w", path, r, ErrUnsupported)
@@ -74,8 +93,23 @@ func FromFile(ctx context.Context, path string, maxSide int) (out []byte, err er
 	if syn.Deflated {
 		return nil, fmt.Errorf("%s: deflated data set: %w", path, ErrUnsupported)
 	}
-	if err := dataset.Check(body, syn); err != nil {
+	// The library allocates the native frames by the declared Rows and
+	// Columns as it parses: check them first, on a parse without pixel
+	// data (which checks every length, as dataset.Check).
+	hdr, err := dataset.Parse(body, syn)
+	if err != nil {
 		return nil, fmt.Errorf("%s: %v: %w", path, err, ErrUnsupported)
+	}
+	rows, _ := hdr.Int(tag.Rows)
+	cols, _ := hdr.Int(tag.Columns)
+	frames, ok := hdr.Int(tag.NumberOfFrames)
+	if !ok || frames < 1 {
+		frames = 1
+	}
+	if ts != jpegBaseline { // native (or unsupported): every frame is decoded
+		if px := int64(rows) * int64(cols) * int64(frames); rows < 0 || cols < 0 || px > maxPixels {
+			return nil, fmt.Errorf("%s: %dx%d pixels, %d frames, more than %d pixels: %w", path, cols, rows, frames, maxPixels, ErrTooLarge)
+		}
 	}
 	ds, err := dcm.Parse(bytes.NewReader(b), int64(len(b)), nil, dcm.AllowMismatchPixelDataLength())
 	if err != nil {
@@ -84,7 +118,7 @@ func FromFile(ctx context.Context, path string, maxSide int) (out []byte, err er
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	img, err := render(&ds)
+	img, err := render(&ds, maxPixels)
 	if err != nil {
 		return nil, err
 	}
@@ -132,7 +166,7 @@ func num(ds *dcm.Dataset, t tag.Tag) (float64, bool) {
 	return 0, false
 }
 
-func render(ds *dcm.Dataset) (image.Image, error) {
+func render(ds *dcm.Dataset, maxPixels int64) (image.Image, error) {
 	e, err := ds.FindElementByTag(tag.PixelData)
 	if err != nil {
 		return nil, fmt.Errorf("no pixel data: %w", ErrUnsupported)
@@ -145,6 +179,15 @@ func render(ds *dcm.Dataset) (image.Image, error) {
 	if f.Encapsulated {
 		if ts := str(ds, tag.TransferSyntaxUID); ts != jpegBaseline {
 			return nil, fmt.Errorf("transfer syntax %s: %w", ts, ErrUnsupported)
+		}
+		// The frame header declares the size the decoder allocates,
+		// whatever the data that follows.
+		cfg, err := jpeg.DecodeConfig(bytes.NewReader(f.EncapsulatedData.Data))
+		if err != nil {
+			return nil, fmt.Errorf("decode JPEG frame header: %w", err)
+		}
+		if px := int64(cfg.Width) * int64(cfg.Height); px > maxPixels {
+			return nil, fmt.Errorf("JPEG frame of %dx%d, more than %d pixels: %w", cfg.Width, cfg.Height, maxPixels, ErrTooLarge)
 		}
 		img, err := jpeg.Decode(bytes.NewReader(f.EncapsulatedData.Data))
 		if err != nil {

@@ -23,6 +23,11 @@
 //   - A frame larger than MaxMessageSize: AR with 207 "message exceeds N
 //     bytes", then the connection is closed.
 //   - An MLLP frame whose end block is not followed by CR: AR with 100.
+//   - An order or result with more order groups (ORC or OBR segments,
+//     whichever is more) than MaxOrderGroups: AR with 207 "message has N
+//     order groups, more than the limit of M", located at the first
+//     segment beyond the limit. Nothing is recorded: one message cannot
+//     make thousands of events.
 //
 // Bytes outside frames are ignored and counted; they do not extend the
 // idle deadline, so a peer sending only such bytes is closed after
@@ -82,6 +87,9 @@ type MessageType struct {
 // DefaultSupported are the message types accepted by default.
 var DefaultSupported = []MessageType{{"ORM", "O01"}, {"OMI", "O23"}, {"ORU", "R01"}}
 
+// DefaultMaxOrderGroups is Config.MaxOrderGroups when unset.
+const DefaultMaxOrderGroups = 100
+
 // Config configures a Server. Zero values take the defaults shown.
 type Config struct {
 	Handler        Handler       // required
@@ -94,9 +102,12 @@ type Config struct {
 	// MaxConnectionsPerHost bounds concurrent connections from one remote
 	// IP address; 0 means MaxConnections.
 	MaxConnectionsPerHost int
-	Supported             []MessageType // DefaultSupported
-	Logger                *slog.Logger  // slog.Default()
-	Now                   func() time.Time
+	// MaxOrderGroups bounds the order groups (ORC or OBR segments,
+	// whichever is more) of one order or result message; default 100.
+	MaxOrderGroups int
+	Supported      []MessageType // DefaultSupported
+	Logger         *slog.Logger  // slog.Default()
+	Now            func() time.Time
 }
 
 func (c *Config) setDefaults() {
@@ -120,6 +131,9 @@ func (c *Config) setDefaults() {
 	}
 	if c.MaxConnectionsPerHost <= 0 || c.MaxConnectionsPerHost > c.MaxConnections {
 		c.MaxConnectionsPerHost = c.MaxConnections
+	}
+	if c.MaxOrderGroups <= 0 {
+		c.MaxOrderGroups = DefaultMaxOrderGroups
 	}
 	if c.Supported == nil {
 		c.Supported = DefaultSupported

@@ -639,3 +639,35 @@ func TestPythonMLLPSend(t *testing.T) {
 		t.Errorf("committed %d messages, want %d", got, len(files))
 	}
 }
+
+// TestOrderGroupLimit: an order with MaxOrderGroups ORC/OBR groups is
+// committed; one more is answered AR 207 at the first group beyond the
+// limit, naming it, and not handed over.
+func TestOrderGroupLimit(t *testing.T) {
+	h := &fakeHandler{}
+	ts := start(t, Config{Handler: h, MaxOrderGroups: 3})
+	order := func(ctl string, groups int) []byte {
+		b := "MSH|^~\\&|RIS|HOSP|RADBRIDGE|IMAGING|20260310083000||ORM^O01|" + ctl + "|P|2.3\rPID|1||P1\r"
+		for i := 1; i <= groups; i++ {
+			b += fmt.Sprintf("ORC|NW|P%d\rOBR|%d|P%d||71250^CT\r", i, i, i)
+		}
+		return []byte(b)
+	}
+	c := dial(t, ts.addr)
+	c.send(order("AT-LIMIT", 3))
+	if got := summarize(c.ack()); got.Code != "AA" {
+		t.Errorf("3 groups with a limit of 3: %+v, want AA", got)
+	}
+	c.send(order("OVER", 4))
+	ack := c.ack()
+	got := summarize(ack)
+	if want := (ackSummary{Code: "AR", MSA2: "OVER", ErrCode: "207", ErrLoc: "ORC^4"}); got != want {
+		t.Errorf("4 groups with a limit of 3: %+v, want %+v", got, want)
+	}
+	if text := ack.Get("ERR-8"); text != "message has 4 order groups, more than the limit of 3" {
+		t.Errorf("ERR-8 %q", text)
+	}
+	if got := h.committed(); len(got) != 1 || got[0] != "AT-LIMIT" {
+		t.Errorf("committed %v, want only AT-LIMIT", got)
+	}
+}

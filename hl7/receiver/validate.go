@@ -1,6 +1,7 @@
 package receiver
 
 import (
+	"fmt"
 	"strings"
 
 	"radbridge/hl7"
@@ -39,6 +40,9 @@ func (s *Server) validate(m *hl7.Message) *hl7.Error {
 	if !s.supTypes[MessageType{code, trigger}] {
 		return hl7.Errorf(hl7.CodeUnsupportedEventCode, at(msh, 9, 2), "unsupported trigger event %.10q for %.10q", trigger, code)
 	}
+	if he := s.checkGroups(m); he != nil {
+		return he
+	}
 	var need []field
 	switch code {
 	case "ORM", "OMI":
@@ -64,4 +68,28 @@ func (s *Server) validate(m *hl7.Message) *hl7.Error {
 type field struct {
 	seg string
 	n   int
+}
+
+// checkGroups refuses a message with more order groups than
+// MaxOrderGroups: each group may become an event, and one message must not
+// stall the pipeline for every other patient.
+func (s *Server) checkGroups(m *hl7.Message) *hl7.Error {
+	max := s.cfg.MaxOrderGroups
+	var over *hl7.Segment
+	n := 0
+	for _, id := range []string{"ORC", "OBR"} {
+		segs := m.Segments(id)
+		if len(segs) > n {
+			n = len(segs)
+			if n > max {
+				over = segs[max]
+			}
+		}
+	}
+	if over == nil {
+		return nil
+	}
+	return &hl7.Error{Code: hl7.CodeInternalError, Severity: hl7.SeverityError, Reject: true,
+		Location: hl7.Location{Segment: over.ID(), Sequence: over.Sequence()},
+		Text:     fmt.Sprintf("message has %d order groups, more than the limit of %d", n, max)}
 }

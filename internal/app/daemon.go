@@ -106,7 +106,8 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		SyncAlways: cfg.Fsync, DuplicateWindow: cfg.DuplicateWindow, Logger: log,
 		EventsMaxAge: cfg.EventsMaxAge, EventsMaxBytes: cfg.EventsMaxBytes,
 		TLS: natsTLS, CredsFile: cfg.NATSCredsFile,
-		SeenMaxAge: store.SeenMaxAge(cfg.DedupHorizon), // the mapper's dedup keys
+		SeenMaxAge:    store.SeenMaxAge(cfg.DedupHorizon), // the mapper's dedup keys
+		MaxStoreBytes: cfg.StoreMaxBytes, CheckInterval: cfg.StoreCheckInterval,
 	})
 	if err != nil {
 		return nil, err
@@ -135,6 +136,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	}
 	log.Info("store open", "component", "store", "at", where, "embedded", cfg.NATSURL == "", "fsync", cfg.Fsync)
 	log.Info("times without an offset are read in --timezone", "timezone", cfg.Timezone)
+	d.metrics.MustRegister(storeHealthGauges(st)...)
 
 	if cfg.GRPCAddr != "" {
 		d.grpcLn, err = net.Listen("tcp", cfg.GRPCAddr)
@@ -170,7 +172,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		d.hl7Srv, err = receiver.New(receiver.Config{
 			Handler: hl7Handler{log: ingestLog("mllp"), bodies: bodies, zone: cfg.Timezone}, MaxMessageSize: cfg.MLLPMaxMessage, MaxConnections: cfg.MLLPMaxConnections,
 			ReadTimeout: cfg.MLLPReadTimeout, IdleTimeout: cfg.MLLPIdleTimeout, DrainTimeout: cfg.ShutdownTimeout, Logger: log,
-			MaxConnectionsPerHost: cfg.MLLPMaxConnectionsPerHost,
+			MaxConnectionsPerHost: cfg.MLLPMaxConnectionsPerHost, MaxOrderGroups: cfg.HL7MaxOrderGroups,
 		})
 		if err == nil && cfg.MLLPAddr != "" {
 			d.mllpLn, err = net.Listen("tcp", cfg.MLLPAddr)
@@ -187,6 +189,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 			MaxPDULength: uint32(cfg.DICOMMaxPDU), IdleTimeout: cfg.DICOMIdleTimeout, DrainTimeout: cfg.ShutdownTimeout,
 			StoreDir: cfg.StoreDir, Logger: log,
 			MaxAssociationsPerHost: cfg.DICOMMaxAssociationsPerHost, ARTIMTimeout: cfg.DICOMARTIMTimeout,
+			MaxElements: cfg.DICOMMaxElements,
 		}, dicomHandler{log: ingestLog("dimse"), bodies: bodies, zone: cfg.Timezone, steps: st.Steps()})
 		if err == nil && cfg.DICOMAddr != "" {
 			d.dicomLn, err = net.Listen("tcp", cfg.DICOMAddr)
@@ -288,10 +291,11 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	extra := dicomweb.New(dicomweb.Config{
 		Handler: dicomHandler{log: ingestLog("stow-rs"), bodies: bodies, zone: cfg.Timezone, steps: st.Steps()}, Auth: authn, StoreDir: cfg.StoreDir, Logger: log,
 		PublicBaseURL: cfg.PublicBaseURL,
+		MaxParts:      cfg.STOWMaxParts, MaxElements: cfg.DICOMMaxElements,
 	}).Routes()
 	// JSON notifications (an Orthanc Lua callback) too.
 	extra[notify.Path] = notify.NewHandler(dicomHandler{log: ingestLog("notification"), bodies: bodies, zone: cfg.Timezone, steps: st.Steps()}, authn, log)
-	thumbs := &thumbnails{kv: st.State(), hub: d.hub, storeDir: cfg.StoreDir, log: log}
+	thumbs := &thumbnails{kv: st.State(), hub: d.hub, storeDir: cfg.StoreDir, maxPixels: cfg.ThumbnailMaxPixels, log: log}
 	extra[thumbnailPattern] = thumbs.handler(authn)
 	extra[metricsPattern] = operatorOnly(authn, metrics.Handler(d.metrics))
 	extra[statusPattern] = operatorOnly(authn, d.statusHandler())
@@ -331,6 +335,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	run("fanout", func() error { return d.hub.Run(runCtx) })
 	run("thumbnails", func() error { return thumbs.Run(runCtx) })
 	run("retention", func() error { return d.retention.Run(runCtx) })
+	run("store-health", func() error { return d.store.MonitorWrites(runCtx) })
 	run("grpc", func() error { return d.grpcSrv.Serve(internal) })
 	if d.grpcLn != nil {
 		run("grpc", func() error { return d.grpcSrv.Serve(d.grpcLn) })
@@ -506,6 +511,8 @@ func (d *Daemon) readyErr() error {
 		return errors.New("shutting down")
 	case !d.store.Healthy():
 		return errors.New("store unavailable")
+	case d.store.WriteHealth() != nil:
+		return d.store.WriteHealth()
 	case !d.ready.Load():
 		return errors.New("replaying the ingest log")
 	}
@@ -623,4 +630,24 @@ func (d *Daemon) Ready() bool { return d.readyErr() == nil }
 func (d *Daemon) Wait() error {
 	<-d.done
 	return d.err
+}
+
+// storeHealthGauges expose the store's write checks (--store-check-interval).
+func storeHealthGauges(st *store.Store) []prometheus.Collector {
+	g := func(name, help string, f func() float64) prometheus.Collector {
+		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: metrics.Namespace, Name: name, Help: help}, f)
+	}
+	return []prometheus.Collector{
+		g("store_quota_bytes", "Storage quota of the store at the last check (--store-max-bytes, or what it holds plus 75% of the disk's free space above a reserve; 0: unknown or unlimited).",
+			func() float64 { q, _ := st.Quota(); return float64(q) }),
+		g("store_used_bytes", "Bytes the store held at the last check.",
+			func() float64 { _, u := st.Quota(); return float64(u) }),
+		g("store_writes_refused", "1 while the store refuses writes (quota reached, disk full, read-only, JetStream stopped; /readyz says which), else 0.",
+			func() float64 {
+				if st.WriteHealth() != nil {
+					return 1
+				}
+				return 0
+			}),
+	}
 }

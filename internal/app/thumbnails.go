@@ -53,7 +53,9 @@ type thumbnails struct {
 	kv       jetstream.KeyValue
 	hub      *fanout.Hub
 	storeDir string
-	log      *slog.Logger
+	// maxPixels bounds the images decoded (--thumbnail-max-pixels).
+	maxPixels int64
+	log       *slog.Logger
 }
 
 func thumbKey(study string) string { return "thumb." + study }
@@ -136,7 +138,7 @@ func (t *thumbnails) render(ctx context.Context, ev *rbv1.Event) error {
 	if t.storeDir != "" && dicomUID.MatchString(series) && dicomUID.MatchString(sop) {
 		path := filepath.Join(t.storeDir, study, series, sop+".dcm")
 		if _, err := os.Stat(path); err == nil {
-			b, err := thumbnail.FromFile(ctx, path, thumbnailSide)
+			b, err := thumbnail.FromFile(ctx, path, thumbnailSide, t.maxPixels)
 			if err == nil && len(b) <= thumbnailMax {
 				th.Source, th.ContentType, th.Data = sop, "image/jpeg", b
 			} else if err != nil && !errors.Is(err, thumbnail.ErrUnsupported) {

@@ -133,6 +133,16 @@ type Config struct {
 	// (HL7 TS/DTM, DICOM DA/TM without (0008,0201)); Validate sets it to
 	// the host's when empty.
 	Timezone string
+	// Per-input caps (issue 14): what one message, request or file may
+	// cost, each refused with the protocol's own answer.
+	HL7MaxOrderGroups  int
+	STOWMaxParts       int
+	DICOMMaxElements   int
+	ThumbnailMaxPixels int64
+	// Storage health (issue 14): the embedded store's quota (0: follow the
+	// disk) and how often it and the writability of the store are checked.
+	StoreMaxBytes      int64
+	StoreCheckInterval time.Duration
 }
 
 // EnvPrefix prefixes every environment variable.
@@ -241,6 +251,14 @@ func (c *Config) FlagSet(name string) *flag.FlagSet {
 	fs.DurationVar(&c.StateIdle, "state-idle", 14*24*time.Hour, "the mapper moves a patient no observation touched for this long (by the times recorded in the ingest log), with its studies, orders and accessions, from memory to the RADBRIDGE_ARCHIVE bucket, and reloads it when an observation names it again; 0 keeps every patient in memory")
 	// Time.
 	fs.StringVar(&c.Timezone, "timezone", "", "IANA time zone (e.g. Europe/Berlin) of HL7 and DICOM times received without an offset; recorded with each observation so a replay elsewhere maps the same instants; empty: the host's (TZ, else /etc/localtime)")
+	// Per-input caps.
+	fs.IntVar(&c.HL7MaxOrderGroups, "hl7-max-order-groups", 100, "order groups (ORC or OBR segments, whichever is more) one HL7 order or result may hold; a bigger message is answered AR with ERR 207 and not recorded")
+	fs.IntVar(&c.STOWMaxParts, "stow-max-parts", 10000, "parts (instances) one STOW-RS request may hold; the request is answered 413 at the first part beyond it and the rest of the body is not read (the parts before it were processed: stored when valid, so a resend of them is a duplicate)")
+	fs.IntVar(&c.DICOMMaxElements, "dicom-max-elements", 100000, "elements (nested ones included) a DICOM data set header may hold before Pixel Data, over C-STORE and STOW-RS; beyond: C-STORE A700 (out of resources), STOW-RS failure A700")
+	fs.Int64Var(&c.ThumbnailMaxPixels, "thumbnail-max-pixels", 25000000, "largest image (rows x columns, from the declared size: the JPEG frame header or Rows and Columns) the thumbnail worker decodes; a larger one gets the modality icon")
+	// Storage health.
+	fs.Int64Var(&c.StoreMaxBytes, "store-max-bytes", 0, "embedded store: the most disk space JetStream may use; 0 follows the disk: what the store holds plus 75% of the free space above a reserve (5% of the file system, at most 1 GiB), re-evaluated every --store-check-interval (so freeing space lets writes resume without a restart)")
+	fs.DurationVar(&c.StoreCheckInterval, "store-check-interval", 10*time.Second, "how often the store's quota and writability are checked; /readyz reports not ready while writes are refused (quota, disk full, read-only file system)")
 	return fs
 }
 
@@ -497,6 +515,23 @@ func (c *Config) Validate() error {
 	// are at least --state-idle apart.
 	if c.StateIdle > 0 && c.StateIdle < 2*c.SnapshotInterval {
 		bad("--state-idle %v: must be 0 or at least twice --snapshot-interval %v (a restart from a snapshot needs the archived versions of the patients evicted since; the archive keeps a patient's last 8)", c.StateIdle, c.SnapshotInterval)
+	}
+	for name, n := range map[string]int{"hl7-max-order-groups": c.HL7MaxOrderGroups, "stow-max-parts": c.STOWMaxParts, "dicom-max-elements": c.DICOMMaxElements} {
+		if n < 1 {
+			bad("--%s %d: want at least 1", name, n)
+		}
+	}
+	if c.ThumbnailMaxPixels < 1 {
+		bad("--thumbnail-max-pixels %d: want at least 1", c.ThumbnailMaxPixels)
+	}
+	if c.StoreMaxBytes < 0 || (c.StoreMaxBytes > 0 && c.StoreMaxBytes < 1<<20) {
+		bad("--store-max-bytes %d: want 0 (follow the disk) or at least 1 MiB", c.StoreMaxBytes)
+	}
+	if c.StoreMaxBytes > 0 && c.NATSURL != "" {
+		bad("--store-max-bytes needs the embedded store (the external NATS server sets its own limits)")
+	}
+	if c.StoreCheckInterval <= 0 {
+		bad("--store-check-interval %v: must be positive", c.StoreCheckInterval)
 	}
 	if c.RetentionMargin <= 0 || c.RetentionMargin >= 1 {
 		bad("--retention-margin %v: want a fraction between 0 and 1", c.RetentionMargin)
