@@ -22,6 +22,7 @@ const (
 	StatusMissingAttribute       Status = 0x0120
 	StatusNoSuchSOPInstance      Status = 0x0112
 	StatusDuplicateSOPInstance   Status = 0x0111
+	StatusResourceLimitation     Status = 0x0213
 	StatusOutOfResources         Status = 0xA700
 	StatusDataSetDoesNotMatchSOP Status = 0xA900
 	StatusCannotUnderstand       Status = 0xC000

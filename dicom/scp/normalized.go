@@ -67,12 +67,12 @@ func (c *assoc) normalized(ctx context.Context, msg *dimse.Message) error {
 	var body []byte
 	if msg.Data != nil {
 		var err error
-		body, err = readWhole(msg.Data, c.s.cfg.MaxHeaderBytes)
+		body, err = readWhole(msg.Data, c.s.cfg.MaxNotificationBytes)
 		if errors.Is(err, dataset.ErrHeaderTooLarge) {
 			if err := msg.Data.Drain(); err != nil {
 				return err
 			}
-			return respond(dimse.StatusOutOfResources, "data set too large")
+			return respond(dimse.StatusResourceLimitation, fmt.Sprintf("data set larger than %d bytes", c.s.cfg.MaxNotificationBytes))
 		}
 		if err != nil {
 			return fmt.Errorf("N-service data set: %w", err)
@@ -92,7 +92,7 @@ func (c *assoc) normalized(ctx context.Context, msg *dimse.Message) error {
 	}
 	syntax := dataset.SyntaxOf(pc.TransferSyntax)
 	if syntax.Deflated && body != nil {
-		inflated, err := readWhole(flate.NewReader(bytes.NewReader(body)), c.s.cfg.MaxHeaderBytes)
+		inflated, err := readWhole(flate.NewReader(bytes.NewReader(body)), c.s.cfg.MaxNotificationBytes)
 		if err != nil {
 			return respond(dimse.StatusCannotUnderstand, "cannot inflate data set")
 		}

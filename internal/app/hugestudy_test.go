@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"log/slog"
@@ -11,6 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"radbridge/dicom/dataset"
+	"radbridge/dicom/dimse"
+	"radbridge/dicom/scu"
+	"radbridge/ingest"
 	"radbridge/mapper"
 )
 
@@ -124,5 +129,55 @@ OBR|1|PH2|FH2|71250^CT CHEST^C4||||||||||||||ACC-OTHER||||||CT`
 	t.Logf("ready %v after the restart", time.Since(restarted).Round(time.Millisecond))
 	if code, _ := getJSON(t, "http://"+d.HTTPAddr()+"/v1/patients/MRN-HUGE/imaging"); code != 200 {
 		t.Errorf("read model after the restart: %d", code)
+	}
+}
+
+// TestHugeIANOverDIMSE: an archive sends the Instance Availability
+// Notification of a 100,000-instance study (about 14 MB) with N-CREATE.
+// It is answered success (recorded in parts of 10,000), and the study,
+// known only from the IAN, is available with every instance counted in an
+// ImagingStudy that lists none of them.
+func TestHugeIANOverDIMSE(t *testing.T) {
+	total := hugeStudyInstances(t)
+	d, _ := runDaemon(t, filepath.Join(t.TempDir(), "data"), slog.New(slog.DiscardHandler), "--dicom-addr", "127.0.0.1:0")
+	base := "http://" + d.HTTPAddr()
+	const study = "1.2.826.0.1.3680043.10.1447.78"
+	ian := scu.IAN{StudyInstanceUID: study}
+	for i := range total {
+		s := i / 25000
+		if i%25000 == 0 {
+			ian.Series = append(ian.Series, scu.IANSeries{SeriesInstanceUID: fmt.Sprintf("%s.%d", study, s+1)})
+		}
+		ian.Series[s].Instances = append(ian.Series[s].Instances, scu.IANInstance{SOPClassUID: "1.2.840.10008.5.1.4.1.1.4", SOPInstanceUID: fmt.Sprintf("%s.%d.%d", study, s+1, i%25000+1)})
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	c, err := scu.Dial(ctx, d.DICOMAddr(), scu.Config{CallingAE: "PACS", Contexts: []scu.Context{{AbstractSyntax: scu.IANSOPClass, TransferSyntaxes: []string{dataset.ImplicitVRLittleEndian}}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if st, err := c.NCreateIAN(ctx, ian); err != nil || st != dimse.StatusSuccess {
+		t.Fatalf("N-CREATE of a %d-instance IAN: status %v, %v", total, st, err)
+	}
+	for i := 0; ; i++ {
+		_, list := getJSON(t, base+"/v1/events?type=IMAGING_STUDY_AVAILABLE")
+		if evs, _ := list["events"].([]any); len(evs) > 0 {
+			res, _ := evs[0].(map[string]any)["resource"].(map[string]any)
+			if n, _ := res["numberOfInstances"].(float64); int(n) != total {
+				t.Errorf("AVAILABLE with %v instances, want %d", res["numberOfInstances"], total)
+			}
+			if b, _ := json.Marshal(evs[0]); len(b) > 256<<10 {
+				t.Errorf("AVAILABLE event of %d bytes", len(b))
+			}
+			break
+		}
+		if i == 1200 {
+			t.Fatal("the study never became available")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	if s := scrape(t, base+"/metrics", ""); s.value("radbridge_ingest_observations_total", "kind", "dicom.ian", "result", "recorded") != float64((total+ingest.MaxIANInstances-1)/ingest.MaxIANInstances) {
+		t.Errorf("IAN records: %v, want one per %d instances", s.value("radbridge_ingest_observations_total", "kind", "dicom.ian", "result", "recorded"), ingest.MaxIANInstances)
 	}
 }
