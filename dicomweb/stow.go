@@ -13,7 +13,6 @@ import (
 	"mime"
 	"mime/multipart"
 	"net/http"
-	"runtime"
 	"strings"
 	"time"
 
@@ -88,9 +87,6 @@ type Server struct {
 	// logs bounds the per-part warnings a request full of bad parts
 	// causes: 10 a second, then a count of those left out.
 	logs *lograte.Limiter
-	// parses bounds the headers parsed at once (GOMAXPROCS, at least 2),
-	// as the C-STORE SCP does: a parse takes heap per element.
-	parses chan struct{}
 }
 
 // New returns the STOW-RS handler.
@@ -122,7 +118,7 @@ func New(cfg Config) *Server {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg, logs: lograte.New(10, time.Second), parses: make(chan struct{}, max(2, runtime.GOMAXPROCS(0)))}
+	return &Server{cfg: cfg, logs: lograte.New(10, time.Second)}
 }
 
 // Routes returns the ServeMux patterns this server answers.
@@ -286,7 +282,7 @@ func (s *Server) storePart(ctx context.Context, part *multipart.Part, urlStudy s
 		}
 		return result{reason: FailureUnparseable, comment: herr.Error()}, nil
 	}
-	inst, err := s.parseInstance(header, syntax, ts, start)
+	inst, err := scp.ParseInstance(header, syntax, ts, start) // bounded with C-STORE's
 	if err != nil {
 		return result{reason: FailureUnparseable, comment: err.Error()}, nil
 	}
@@ -323,18 +319,6 @@ func (s *Server) storePart(ctx context.Context, part *multipart.Part, urlStudy s
 		}
 	}
 	return res, nil
-}
-
-// parseInstance parses a part's header into its observation, at most
-// cap(s.parses) at a time.
-func (s *Server) parseInstance(header []byte, syntax dataset.Syntax, ts string, start time.Time) (*ingest.Instance, error) {
-	s.parses <- struct{}{}
-	defer func() { <-s.parses }()
-	ds, err := dataset.Parse(header, syntax)
-	if err != nil {
-		return nil, err
-	}
-	return scp.InstanceFromDataset(ds, ts, start), nil
 }
 
 // readMeta reads the 128-byte preamble, "DICM" and the group 0002 File Meta

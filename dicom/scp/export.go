@@ -1,6 +1,7 @@
 package scp
 
 import (
+	"runtime"
 	"time"
 
 	"radbridge/dicom/dataset"
@@ -39,6 +40,25 @@ func InstanceFromDataset(ds *dataset.Dataset, transferSyntax string, receivedAt 
 	inst.InstanceNumber, _ = ds.Int(tInstanceNumber)
 	inst.NumberOfFrames, _ = ds.Int(tNumberOfFrames)
 	return inst
+}
+
+// parses bounds the data set headers parsed at once in this process, over
+// C-STORE and STOW-RS together (GOMAXPROCS, at least 2): a parse takes heap
+// per element, so 32 associations at the element limit would otherwise
+// hold 32 parses' worth at once.
+var parses = make(chan struct{}, max(2, runtime.GOMAXPROCS(0)))
+
+// ParseInstance parses a data set header into the Instance it describes
+// (see InstanceFromDataset), at most cap(parses) at a time in the process:
+// the parsed data set is dropped before the slot is given back.
+func ParseInstance(header []byte, syntax dataset.Syntax, transferSyntax string, receivedAt time.Time) (*ingest.Instance, error) {
+	parses <- struct{}{}
+	defer func() { <-parses }()
+	ds, err := dataset.Parse(header, syntax)
+	if err != nil {
+		return nil, err
+	}
+	return InstanceFromDataset(ds, transferSyntax, receivedAt), nil
 }
 
 // ValidUID reports whether u is a PS3.5 section 9.1 UID: digits and dots,

@@ -15,7 +15,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -147,10 +146,6 @@ type Server struct {
 	// logs bounds the lines bad peers cause (rejections, failed setups,
 	// aborts): 10 a second of each kind, then a count of those left out.
 	logs *lograte.Limiter
-	// parses bounds the C-STORE headers parsed at once (GOMAXPROCS, at
-	// least 2): a parse takes heap per element, so 32 associations at
-	// the element limit would otherwise hold 32 parses' worth at once.
-	parses chan struct{}
 }
 
 // hostCount counts one remote host's connections: pending (accepted, not
@@ -206,7 +201,7 @@ func New(cfg Config, h Handler) (*Server, error) {
 		}
 	}
 	return &Server{cfg: cfg, h: h, log: cfg.Logger.With("component", "dicom"), hosts: make(map[string]*hostCount),
-		logs: lograte.New(10, time.Second), parses: make(chan struct{}, max(2, runtime.GOMAXPROCS(0)))}, nil
+		logs: lograte.New(10, time.Second)}, nil
 }
 
 // Stats returns a snapshot of the counters.

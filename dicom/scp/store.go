@@ -12,7 +12,6 @@ import (
 
 	"radbridge/dicom/dataset"
 	"radbridge/dicom/dimse"
-	"radbridge/ingest"
 )
 
 // Attribute tags read from a C-STORE header (PS3.6).
@@ -124,7 +123,7 @@ func (c *assoc) store(ctx context.Context, msg *dimse.Message) error {
 		}
 		return respond(dimse.StatusCannotUnderstand, clip(herr.Error()))
 	}
-	inst, err := c.s.parseInstance(header, syntax, pc.TransferSyntax, start)
+	inst, err := ParseInstance(header, syntax, pc.TransferSyntax, start)
 	if err != nil {
 		return respond(dimse.StatusCannotUnderstand, clip(err.Error()))
 	}
@@ -201,17 +200,4 @@ func personName(v string) string {
 		vals[i] = strings.Join(groups, "=")
 	}
 	return strings.Join(vals, `\`)
-}
-
-// parseInstance parses a C-STORE header into its observation, at most
-// cap(s.parses) at a time: the parsed data set takes heap per element and
-// is dropped before the slot is given back.
-func (s *Server) parseInstance(header []byte, syntax dataset.Syntax, transferSyntax string, start time.Time) (*ingest.Instance, error) {
-	s.parses <- struct{}{}
-	defer func() { <-s.parses }()
-	ds, err := dataset.Parse(header, syntax)
-	if err != nil {
-		return nil, err
-	}
-	return InstanceFromDataset(ds, transferSyntax, start), nil
 }
