@@ -176,31 +176,33 @@ func TestHL7Digest(t *testing.T) {
 }
 
 func TestIdentity(t *testing.T) {
+	type identity struct{ Seen, Content string }
+	of := func(o ingest.Observation) identity { return identity{ingest.SeenKey(o), ingest.ContentKey(o)} }
 	raw := []byte("MSH|^~\\&|RIS|HOSP|RB|HOSP|20261201100000||ORM^O01|CTL1|P|2.5.1\rPID|1||MRN001\r")
 	o, _ := ingest.NewHL7(raw, "RIS", "HOSP", "CTL1", at)
-	want := ingest.Identity{Seen: "hl7:RIS|HOSP|CTL1", Content: o.Key}
-	if got := ingest.IdentityOf(o); got != want {
+	want := identity{Seen: "hl7:RIS|HOSP|CTL1", Content: o.Key}
+	if got := of(o); got != want {
 		t.Errorf("today's HL7 record: %+v, want %+v", got, want)
 	}
 	// A record of the release before content digests was keyed by the
 	// control key alone: same identity.
 	old := o
 	old.Key = "hl7:RIS|HOSP|CTL1"
-	if got := ingest.IdentityOf(old); got != want {
+	if got := of(old); got != want {
 		t.Errorf("old HL7 record: %+v, want %+v", got, want)
 	}
 	v, _ := ingest.NewViewed(ingest.Viewed{PatientID: "P", StudyInstanceUID: "1.2"}, "evt#1", "", at)
-	wantV := ingest.Identity{Seen: "api:evt#1", Content: v.Key}
-	if got := ingest.IdentityOf(v); got != wantV {
+	wantV := identity{Seen: "api:evt#1", Content: v.Key}
+	if got := of(v); got != wantV {
 		t.Errorf("viewed: %+v, want %+v", got, wantV)
 	}
 	oldV := v
 	oldV.Key = "api:evt#1"
-	if got := ingest.IdentityOf(oldV); got != wantV {
+	if got := of(oldV); got != wantV {
 		t.Errorf("old viewed record: %+v, want %+v", got, wantV)
 	}
 	inst, _ := ingest.NewInstance(sampleInstance())
-	if got := ingest.IdentityOf(inst); got != (ingest.Identity{Seen: inst.Key, Content: inst.Key}) {
+	if got := of(inst); got != (identity{Seen: inst.Key, Content: inst.Key}) {
 		t.Errorf("instance: %+v", got)
 	}
 }

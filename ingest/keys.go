@@ -15,7 +15,7 @@ import (
 // One rule decides what is a resend on every front: a resend is the same
 // sender's same identifier with the same content. Only a resend may be
 // acknowledged without a new record; the same identifier with other content
-// is new data, mapped as such and reported (see Identity).
+// is new data, mapped as such and reported (see SeenKey and ContentKey).
 //
 //   - HL7 (MLLP): the identifier is MSH-3, MSH-4 and MSH-10; the content is
 //     the message as received except MSH-7 (engines stamp a resend with the
@@ -231,36 +231,38 @@ func NewViewed(v Viewed, clientEventID, client string, at time.Time) (Observatio
 	}, nil
 }
 
-// Identity is how the mapper tells a resend from new data.
-type Identity struct {
-	// Seen is the sender's identifier: HL7 sender and control id, the API's
-	// client_event_id, a DICOM SOP Instance UID with its content digest.
-	// An observation whose Seen was not mapped before (within the dedup
-	// horizon) is new.
-	Seen string
-	// Content is Seen with what the observation says. When Seen was mapped
-	// before, the earlier observation is a resend's original only if its
-	// Content is the same; otherwise the identifier was reused for new
-	// data. Equal to Seen when Seen already covers the content.
-	Content string
-}
+// The mapper tells a resend from new data by two keys. Records of every
+// release get the same keys: HL7 and API records written before content
+// digests (keyed by the identifier alone) too.
 
-// IdentityOf returns o's identity. Records of every release get the same
-// identity: HL7 and API records written before content digests (keyed by
-// the identifier alone) too.
-func IdentityOf(o Observation) Identity {
+// SeenKey is the sender's identifier of o: HL7 sender and control id, the
+// API's client_event_id, a DICOM SOP Instance UID with its content digest.
+// An observation whose SeenKey was not mapped before (within the dedup
+// horizon) is new. Cheap: it is computed for every record.
+func SeenKey(o Observation) string {
 	switch o.Kind {
 	case KindHL7:
-		ctl := HL7ControlKey(o.Source.SendingApplication, o.Source.SendingFacility, o.Source.MessageControlID)
+		return HL7ControlKey(o.Source.SendingApplication, o.Source.SendingFacility, o.Source.MessageControlID)
+	case KindViewed:
+		return strings.TrimSuffix(o.Key, contentSep+digestBytes(o.Body, 8))
+	}
+	return o.Key
+}
+
+// ContentKey is SeenKey with what o says. When SeenKey was mapped before,
+// the earlier observation is a resend's original only if its ContentKey is
+// the same; otherwise the identifier was reused for new data. Equal to
+// SeenKey when that already covers the content (DICOM keys).
+func ContentKey(o Observation) string {
+	switch o.Kind {
+	case KindHL7:
 		var b HL7Body
 		_ = json.Unmarshal(o.Body, &b) // a body that does not decode fails in the mapping rule
-		return Identity{Seen: ctl, Content: ctl + contentSep + HL7Digest(b.Raw)}
+		return SeenKey(o) + contentSep + HL7Digest(b.Raw)
 	case KindViewed:
-		suffix := contentSep + digestBytes(o.Body, 8)
-		id := strings.TrimSuffix(o.Key, suffix)
-		return Identity{Seen: id, Content: id + suffix}
+		return SeenKey(o) + contentSep + digestBytes(o.Body, 8)
 	}
-	return Identity{Seen: o.Key, Content: o.Key}
+	return o.Key
 }
 
 func digest(v any, n int) string {

@@ -25,7 +25,7 @@ func TestScopedClientEventID(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := ingest.IdentityOf(o); got.Seen != "api:"+id || got.Content != o.Key {
-		t.Errorf("identity %+v of key %q", got, o.Key)
+	if seen, content := ingest.SeenKey(o), ingest.ContentKey(o); seen != "api:"+id || content != o.Key {
+		t.Errorf("identity %q, %q of key %q", seen, content, o.Key)
 	}
 }

@@ -627,7 +627,7 @@ func (r *run) apply(rec ingest.Record) error {
 
 // checkSeen reports whether rec is a resend of an observation already
 // mapped within the dedup horizon, and records its identifier otherwise.
-// ingest.IdentityOf says what a resend is: the same identifier with the
+// ingest.SeenKey and ContentKey say what a resend is: the same identifier with the
 // same content. When the identifier was seen, the earlier record is read
 // back from the ingest log to compare contents; other content under a
 // reused identifier (a RIS whose counter restarted) is mapped as new,
@@ -636,21 +636,21 @@ func (m *Mapper) checkSeen(ctx context.Context, rec ingest.Record) (bool, error)
 	if rec.Kind == ingest.KindTimer || rec.Key == "" {
 		return false, nil
 	}
-	id := ingest.IdentityOf(rec.Observation)
+	id := ingest.SeenKey(rec.Observation)
 	var known []SeenKey
 	if err := m.retry(ctx, "read observation key", rec.Seq, func() (err error) {
-		known, err = m.seen.lookup(ctx, id.Seen)
+		known, err = m.seen.lookup(ctx, id)
 		return err
 	}); err != nil {
 		return false, err
 	}
 	seen, add := seenDecision(known, rec.Seq, rec.Time, m.cfg.DedupHorizon)
-	if seen && id.Content != id.Seen {
+	if seen {
 		same, err := m.sameContent(ctx, rec, id, known)
 		if err != nil {
 			return false, err
 		}
-		if !same {
+		if !same { // other content under a seen identifier: a reuse
 			seen, add = false, true
 			m.stats.Reused++
 			m.log.Warn("identifier reused with other content: mapped as new",
@@ -660,16 +660,22 @@ func (m *Mapper) checkSeen(ctx context.Context, rec ingest.Record) (bool, error)
 		}
 	}
 	if add {
-		m.seen.add(id.Seen, known, SeenKey{Seq: rec.Seq, At: rec.Time.UnixMilli()})
+		m.seen.add(id, known, SeenKey{Seq: rec.Seq, At: rec.Time.UnixMilli()})
 	}
 	return seen, nil
 }
 
-// sameContent reports whether an earlier sighting of rec's identifier
+// sameContent reports whether an earlier sighting of rec's identifier id
 // within the dedup horizon had rec's content (a reused identifier has one
-// sighting per content). A sighting no longer in the ingest log
+// sighting per content). The content (an HL7 message's digest) is computed
+// only here, for an identifier seen before; a key that covers its content
+// (DICOM) needs no comparison. A sighting no longer in the ingest log
 // (retention) cannot be compared: rec is then mapped, never dropped.
-func (m *Mapper) sameContent(ctx context.Context, rec ingest.Record, id ingest.Identity, known []SeenKey) (bool, error) {
+func (m *Mapper) sameContent(ctx context.Context, rec ingest.Record, id string, known []SeenKey) (bool, error) {
+	content := ingest.ContentKey(rec.Observation)
+	if content == id {
+		return true, nil
+	}
 	for _, k := range known {
 		if k.Seq >= rec.Seq || m.cfg.DedupHorizon > 0 && k.At < rec.Time.Add(-m.cfg.DedupHorizon).UnixMilli() {
 			continue
@@ -685,7 +691,7 @@ func (m *Mapper) sameContent(ctx context.Context, rec ingest.Record, id ingest.I
 		}); err != nil {
 			return false, err
 		}
-		if !gone && ingest.IdentityOf(earlier.Observation).Content == id.Content {
+		if !gone && ingest.ContentKey(earlier.Observation) == content {
 			return true, nil
 		}
 	}
