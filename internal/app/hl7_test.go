@@ -287,7 +287,9 @@ func TestNoPatientDataInLogs(t *testing.T) {
 		if out, err := dcmtk(t, "storescu", "-aec", "RADBRIDGE", "+sd", "+r", host, port, dir); err != nil {
 			t.Fatalf("storescu: %v\n%s", err, out)
 		}
-		time.Sleep(300 * time.Millisecond)
+		// The order and the instance are both mapped: whatever the mapper
+		// logs about them is in buf.
+		waitMetric(t, "http://"+d.HTTPAddr()+"/metrics", "radbridge_mapper_observations_total", 2, "outcome", "mapped")
 		logs := buf.String()
 		for _, phi := range []string{"MRN4711", "MÜLLER", "Müller", "SECRET", "Lungs clear", studyUID} {
 			if got := strings.Contains(logs, phi); got != on && !(on && phi == "SECRET") {

@@ -1,8 +1,12 @@
 package app
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
+	"os"
+	"path/filepath"
 	"sync"
 	"testing"
 
@@ -96,5 +100,26 @@ func TestAdmitMPPSCrashAndRace(t *testing.T) {
 	}
 	if got := statusOf(admitMPPS(ctx, s, completed)); got != dimse.StatusProcessingFailure {
 		t.Errorf("COMPLETED that lost the race to DISCONTINUED: %v, want 0110", got)
+	}
+}
+
+// The state of an MPPS step is stored as JSON in the RADBRIDGE_MPPS bucket
+// and judged by later releases (a resend after an upgrade must still be
+// recognised). mpps-step-v1.json is the format as first stored.
+func TestMPPSStepStoredFormat(t *testing.T) {
+	want := mppsStep{Status: ingest.MPPSInProgress, Last: "mpps:1.2.3.8:91e13e6a68135a55"}
+	b, err := os.ReadFile(filepath.Join("testdata", "mpps-step-v1.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got mppsStep
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got != want {
+		t.Errorf("decoded stored step = %+v, want %+v", got, want)
+	}
+	if enc := stepJSON(want); !bytes.Equal(enc, bytes.TrimSpace(b)) {
+		t.Errorf("a step encodes as\n%s\nnot as stored by the first release:\n%s", enc, b)
 	}
 }
