@@ -1,0 +1,277 @@
+package fhir
+
+import (
+	"context"
+	"encoding/json"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protojson"
+
+	rbv1 "radbridge/proto/radbridge/v1"
+)
+
+// Resource types served.
+const (
+	typeStudy   = "ImagingStudy"
+	typeReport  = "DiagnosticReport"
+	typeRequest = "ServiceRequest"
+)
+
+func served(typ string) bool { return typ == typeStudy || typ == typeReport || typ == typeRequest }
+
+// ident is a FHIR Identifier (system, value).
+type ident struct{ system, value string }
+
+// version is one version of a resource: the event that carried it, and
+// the values the search parameters match.
+type version struct {
+	seq        uint64
+	time       time.Time
+	patient    string
+	status     string
+	subject    ident
+	modalities []string
+	ids        []ident
+	basedOn    []string // ServiceRequest ids
+}
+
+// entry is a resource and every version of it seen, oldest first.
+type entry struct {
+	typ, id  string
+	versions []version
+}
+
+// at returns the version current at event sequence n, or nil.
+func (e *entry) at(n uint64) *version {
+	i := sort.Search(len(e.versions), func(i int) bool { return e.versions[i].seq > n })
+	if i == 0 {
+		return nil
+	}
+	return &e.versions[i-1]
+}
+
+// index follows the event log and keeps, per resource, its versions and
+// their search values (not the resources: those are read back from the
+// event log by sequence). Keyed by resource, by patient and by identifier
+// value, so a search touches the candidates of its patient or identifier,
+// never every resource.
+type index struct {
+	mu  sync.RWMutex
+	pos uint64 // every event up to pos is indexed
+	// moved is closed and replaced whenever pos moves.
+	moved     chan struct{}
+	byKey     map[string]*entry            // "Type/id"
+	byPatient map[string]map[*entry]bool   // patient id → resources that ever had a version of it
+	byIdent   map[string]map[*entry]bool   // identifier value → resources
+	byType    map[string]map[*entry]bool   // resource type → every resource
+}
+
+func newIndex() *index {
+	return &index{moved: make(chan struct{}), byKey: map[string]*entry{}, byPatient: map[string]map[*entry]bool{},
+		byIdent: map[string]map[*entry]bool{}, byType: map[string]map[*entry]bool{}}
+}
+
+func addTo(m map[string]map[*entry]bool, k string, e *entry) {
+	s := m[k]
+	if s == nil {
+		s = map[*entry]bool{}
+		m[k] = s
+	}
+	s[e] = true
+}
+
+// add indexes ev (events must come in sequence order; older ones are
+// ignored).
+func (x *index) add(ev *rbv1.Event) {
+	x.mu.Lock()
+	defer x.mu.Unlock()
+	if ev.GetSequence() <= x.pos {
+		return
+	}
+	x.pos = ev.GetSequence()
+	close(x.moved)
+	x.moved = make(chan struct{})
+	if ev.GetType() == rbv1.EventType_IMAGING_STUDY_VIEWED || !served(ev.GetResourceType()) || ev.GetResourceId() == "" || ev.GetResource() == nil {
+		return
+	}
+	v := versionOf(ev)
+	key := ev.GetResourceType() + "/" + ev.GetResourceId()
+	e := x.byKey[key]
+	if e == nil {
+		e = &entry{typ: ev.GetResourceType(), id: ev.GetResourceId()}
+		x.byKey[key] = e
+		addTo(x.byType, e.typ, e)
+	}
+	e.versions = append(e.versions, v)
+	addTo(x.byPatient, v.patient, e)
+	for _, id := range v.ids {
+		addTo(x.byIdent, id.value, e)
+	}
+}
+
+// versionOf extracts the search values of an event's resource.
+func versionOf(ev *rbv1.Event) version {
+	v := version{seq: ev.GetSequence(), patient: ev.GetPatientId()}
+	if t := ev.GetTime(); t != nil {
+		v.time = t.AsTime().UTC()
+	}
+	fields := ev.GetResource().GetFields()
+	v.status = fields["status"].GetStringValue()
+	if s := fields["subject"].GetStructValue().GetFields()["identifier"].GetStructValue().GetFields(); s != nil {
+		v.subject = ident{s["system"].GetStringValue(), s["value"].GetStringValue()}
+	}
+	for _, m := range fields["modality"].GetListValue().GetValues() {
+		if c := m.GetStructValue().GetFields()["code"].GetStringValue(); c != "" {
+			v.modalities = append(v.modalities, c)
+		}
+	}
+	for _, i := range fields["identifier"].GetListValue().GetValues() {
+		f := i.GetStructValue().GetFields()
+		if val := f["value"].GetStringValue(); val != "" {
+			v.ids = append(v.ids, ident{f["system"].GetStringValue(), val})
+		}
+	}
+	for _, b := range fields["basedOn"].GetListValue().GetValues() {
+		if id, ok := strings.CutPrefix(b.GetStructValue().GetFields()["reference"].GetStringValue(), typeRequest+"/"); ok {
+			v.basedOn = append(v.basedOn, id)
+		}
+	}
+	return v
+}
+
+// position returns the newest event sequence indexed.
+func (x *index) position() uint64 {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return x.pos
+}
+
+// await waits until every event up to seq is indexed, or ctx ends.
+func (x *index) await(ctx context.Context, seq uint64) error {
+	for {
+		x.mu.RLock()
+		pos, moved := x.pos, x.moved
+		x.mu.RUnlock()
+		if pos >= seq {
+			return nil
+		}
+		select {
+		case <-moved:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+}
+
+// hit is a resource version a search matched.
+type hit struct {
+	e *entry
+	v version
+}
+
+// lookup returns the version of Type/id current at n, if any.
+func (x *index) lookup(typ, id string, n uint64) (version, bool) {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	e := x.byKey[typ+"/"+id]
+	if e == nil {
+		return version{}, false
+	}
+	v := e.at(n)
+	if v == nil {
+		return version{}, false
+	}
+	return *v, true
+}
+
+// search returns the resources of q.typ, as of event sequence n, that
+// match q and that allowed accepts (by patient), sorted by q.
+func (x *index) search(q *query, n uint64, allowed func(patient string) bool) []hit {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	// Candidates: the smallest set the query names.
+	var cands map[*entry]bool
+	switch {
+	case q.patient != "":
+		cands = x.byPatient[q.patient]
+	case len(q.identifiers) == 1:
+		cands = x.byIdent[q.identifiers[0].value]
+	default:
+		cands = x.byType[q.typ]
+	}
+	var out []hit
+	for e := range cands {
+		if e.typ != q.typ {
+			continue
+		}
+		v := e.at(n)
+		if v == nil || !allowed(v.patient) || !q.match(v) {
+			continue
+		}
+		out = append(out, hit{e, *v})
+	}
+	sort.Slice(out, func(i, j int) bool {
+		if q.ascending {
+			return out[i].v.seq < out[j].v.seq
+		}
+		return out[i].v.seq > out[j].v.seq
+	})
+	return out
+}
+
+// match reports whether v matches every parameter of q but the type.
+func (q *query) match(v *version) bool {
+	if q.patient != "" && v.patient != q.patient {
+		return false
+	}
+	if q.subject != nil && v.subject != *q.subject && !(q.subject.system == "" && q.subject.value == v.subject.value) {
+		return false
+	}
+	if len(q.statuses) > 0 && !slices.Contains(q.statuses, v.status) {
+		return false
+	}
+	if len(q.modalities) > 0 && !slices.ContainsFunc(v.modalities, func(m string) bool { return slices.Contains(q.modalities, m) }) {
+		return false
+	}
+	if len(q.identifiers) > 0 && !slices.ContainsFunc(v.ids, func(id ident) bool {
+		return slices.ContainsFunc(q.identifiers, func(w identQuery) bool { return w.matches(id) })
+	}) {
+		return false
+	}
+	if len(q.basedOn) > 0 && !slices.ContainsFunc(v.basedOn, func(b string) bool { return slices.Contains(q.basedOn, b) }) {
+		return false
+	}
+	for _, c := range q.lastUpdated {
+		if !c.matches(v.time) {
+			return false
+		}
+	}
+	return true
+}
+
+// resourceJSON renders an event's resource with meta.versionId and
+// meta.lastUpdated of its version.
+func resourceJSON(ev *rbv1.Event) (map[string]any, error) {
+	b, err := protojson.Marshal(ev.GetResource())
+	if err != nil {
+		return nil, err
+	}
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		return nil, err
+	}
+	meta, _ := m["meta"].(map[string]any)
+	if meta == nil {
+		meta = map[string]any{}
+	}
+	meta["versionId"] = versionID(ev.GetSequence())
+	if t := ev.GetTime(); t != nil {
+		meta["lastUpdated"] = fhirInstant(t.AsTime())
+	}
+	m["meta"] = meta
+	return m, nil
+}
