@@ -64,10 +64,10 @@ type index struct {
 	pos uint64 // every event up to pos is indexed
 	// moved is closed and replaced whenever pos moves.
 	moved     chan struct{}
-	byKey     map[string]*entry            // "Type/id"
-	byPatient map[string]map[*entry]bool   // patient id → resources that ever had a version of it
-	byIdent   map[string]map[*entry]bool   // identifier value → resources
-	byType    map[string]map[*entry]bool   // resource type → every resource
+	byKey     map[string]*entry          // "Type/id"
+	byPatient map[string]map[*entry]bool // patient id → resources that ever had a version of it
+	byIdent   map[string]map[*entry]bool // identifier value → resources
+	byType    map[string]map[*entry]bool // resource type → every resource
 }
 
 func newIndex() *index {
