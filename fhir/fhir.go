@@ -414,6 +414,10 @@ func (h *Handler) search(w http.ResponseWriter, r *http.Request, typ string, pos
 			WriteOutcome(w, http.StatusBadRequest, "invalid", "_cursor is not one this server issued")
 			return
 		}
+		if h.idx.expired(q.cursor.AsOf) {
+			WriteOutcome(w, http.StatusGone, "not-found", fmt.Sprintf("this search's pages expired (more than %d events since its first page): search again without _cursor", PagingWindow))
+			return
+		}
 		asOf, offset = q.cursor.AsOf, q.cursor.Offset
 	}
 	w.Header().Set(SeqHeader, versionID(asOf))

@@ -62,6 +62,10 @@ func (e *entry) at(n uint64) *version {
 type index struct {
 	mu  sync.RWMutex
 	pos uint64 // every event up to pos is indexed
+	// horizon: versions superseded at or before it are dropped, so a
+	// search as of an older sequence (a cursor) cannot be answered.
+	horizon   uint64
+	nextSweep uint64
 	// moved is closed and replaced whenever pos moves.
 	moved     chan struct{}
 	byKey     map[string]*entry          // "Type/id"
@@ -71,7 +75,7 @@ type index struct {
 }
 
 func newIndex() *index {
-	return &index{moved: make(chan struct{}), byKey: map[string]*entry{}, byPatient: map[string]map[*entry]bool{},
+	return &index{nextSweep: PagingWindow, moved: make(chan struct{}), byKey: map[string]*entry{}, byPatient: map[string]map[*entry]bool{},
 		byIdent: map[string]map[*entry]bool{}, byType: map[string]map[*entry]bool{}}
 }
 
@@ -111,6 +115,38 @@ func (x *index) add(ev *rbv1.Event) {
 	for _, id := range v.ids {
 		addTo(x.byIdent, id.value, e)
 	}
+	if x.pos >= x.nextSweep {
+		x.sweep()
+	}
+}
+
+// PagingWindow is how many events a search's cursor outlives: its pages
+// are answered as of its first page's sequence while fewer than this many
+// events have been appended since; later, the next page is 410 Gone
+// (search again). It bounds the superseded versions kept in memory.
+const PagingWindow = 1 << 18
+
+// sweep drops the versions superseded before the paging window (each
+// resource keeps its version current at the horizon and every later one).
+func (x *index) sweep() {
+	x.nextSweep = x.pos + PagingWindow/4
+	if x.pos <= PagingWindow {
+		return
+	}
+	x.horizon = x.pos - PagingWindow
+	for _, e := range x.byKey {
+		j := sort.Search(len(e.versions), func(i int) bool { return e.versions[i].seq > x.horizon })
+		if j > 1 {
+			e.versions = slices.Clone(e.versions[j-1:])
+		}
+	}
+}
+
+// expired reports whether a search as of seq can no longer be answered.
+func (x *index) expired(seq uint64) bool {
+	x.mu.RLock()
+	defer x.mu.RUnlock()
+	return seq < x.horizon
 }
 
 // versionOf extracts the search values of an event's resource.
