@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"golang.org/x/sync/errgroup"
+
 	"radbridge/auth"
 	"radbridge/eventlog"
 	rbv1 "radbridge/proto/radbridge/v1"
@@ -332,8 +334,8 @@ func (h *Handler) read(w http.ResponseWriter, r *http.Request, typ, id string) {
 	}
 	etag := `W/"` + versionID(v.seq) + `"`
 	w.Header().Set("ETag", etag)
-	if !v.time.IsZero() {
-		w.Header().Set("Last-Modified", v.time.UTC().Format(http.TimeFormat))
+	if v.unixNano != 0 {
+		w.Header().Set("Last-Modified", v.time().Format(http.TimeFormat))
 	}
 	if inm := r.Header.Get("If-None-Match"); inm != "" && (inm == etag || inm == `"`+versionID(v.seq)+`"`) {
 		w.WriteHeader(http.StatusNotModified)
@@ -443,18 +445,18 @@ func (h *Handler) search(w http.ResponseWriter, r *http.Request, typ string, pos
 		links = append(links, map[string]any{"relation": "previous", "url": h.pageURL(base, typ, q, cursor{AsOf: asOf, Offset: max(0, offset-q.count)})})
 	}
 	bundle["link"] = links
+	evs, err := h.events(r.Context(), page)
+	if err != nil {
+		WriteOutcome(w, http.StatusServiceUnavailable, "transient", "the event log is unavailable")
+		return
+	}
 	entries := make([]any, 0, len(page)+1)
-	for _, hit := range page {
-		ev, err := h.get(r.Context(), hit.v.seq)
-		if err != nil {
-			WriteOutcome(w, http.StatusServiceUnavailable, "transient", "the event log is unavailable")
-			return
-		}
-		if ev == nil {
+	for i, hit := range page {
+		if evs[i] == nil {
 			WriteOutcome(w, http.StatusGone, "not-found", "a version this page lists was removed by the event log's retention: search again without _cursor")
 			return
 		}
-		res, err := resourceJSON(ev)
+		res, err := resourceJSON(evs[i])
 		if err != nil {
 			WriteOutcome(w, http.StatusInternalServerError, "exception", "encode resource")
 			return
@@ -482,6 +484,25 @@ func (h *Handler) search(w http.ResponseWriter, r *http.Request, typ string, pos
 		bundle["entry"] = entries
 	}
 	writeJSON(w, http.StatusOK, bundle)
+}
+
+// fetchParallel bounds the event reads of one page in flight.
+const fetchParallel = 8
+
+// events reads the events of a page's versions (nil where retention
+// removed one), a few at a time.
+func (h *Handler) events(ctx context.Context, page []hit) ([]*rbv1.Event, error) {
+	evs := make([]*rbv1.Event, len(page))
+	g, gctx := errgroup.WithContext(ctx)
+	g.SetLimit(fetchParallel)
+	for i, hit := range page {
+		g.Go(func() error {
+			ev, err := h.get(gctx, hit.v.seq)
+			evs[i] = ev
+			return err
+		})
+	}
+	return evs, g.Wait()
 }
 
 // lenient reports Prefer: handling=lenient.

@@ -96,11 +96,11 @@ func TestOldVersionsLeaveThePagingWindow(t *testing.T) {
 	for seq := uint64(4); seq <= PagingWindow+10; seq++ {
 		x.add(ev(seq, nil))
 	}
-	if got := len(x.byKey["ImagingStudy/a"].versions); got != 3 {
+	if got := len(x.byKey[resKey{"ImagingStudy", "a"}].versions); got != 3 {
 		t.Fatalf("%d versions before the sweep, want 3", got)
 	}
 	x.add(ev(PagingWindow*5/4+1, res))
-	e := x.byKey["ImagingStudy/a"]
+	e := x.byKey[resKey{"ImagingStudy", "a"}]
 	if len(e.versions) != 2 || e.versions[0].seq != 3 {
 		t.Errorf("after the sweep: versions %v, want 3 and the new one", e.versions)
 	}

@@ -1,15 +1,13 @@
 package fhir
 
 import (
+	"cmp"
 	"context"
-	"encoding/json"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"time"
-
-	"google.golang.org/protobuf/encoding/protojson"
 
 	rbv1 "radbridge/proto/radbridge/v1"
 )
@@ -30,7 +28,7 @@ type ident struct{ system, value string }
 // the values the search parameters match.
 type version struct {
 	seq        uint64
-	time       time.Time
+	unixNano   int64 // the event's time
 	patient    string
 	status     string
 	subject    ident
@@ -39,11 +37,18 @@ type version struct {
 	basedOn    []string // ServiceRequest ids
 }
 
+func (v *version) time() time.Time { return time.Unix(0, v.unixNano).UTC() }
+
 // entry is a resource and every version of it seen, oldest first.
 type entry struct {
 	typ, id  string
 	versions []version
+	// patients and idents are the byPatient and byIdent keys it is
+	// listed under.
+	patients, idents []string
 }
+
+type resKey struct{ typ, id string }
 
 // at returns the version current at event sequence n, or nil.
 func (e *entry) at(n uint64) *version {
@@ -68,24 +73,38 @@ type index struct {
 	nextSweep uint64
 	// moved is closed and replaced whenever pos moves.
 	moved     chan struct{}
-	byKey     map[string]*entry          // "Type/id"
-	byPatient map[string]map[*entry]bool // patient id → resources that ever had a version of it
-	byIdent   map[string]map[*entry]bool // identifier value → resources
-	byType    map[string]map[*entry]bool // resource type → every resource
+	byKey     map[resKey]*entry
+	byPatient map[string][]*entry // patient id → resources that ever had a version of it
+	byIdent   map[string][]*entry // identifier value → resources
+	byType    map[string][]*entry // resource type → every resource
+	// strs interns the strings many versions repeat (patient ids,
+	// statuses, systems, codes).
+	strs map[string]string
 }
 
 func newIndex() *index {
-	return &index{nextSweep: PagingWindow, moved: make(chan struct{}), byKey: map[string]*entry{}, byPatient: map[string]map[*entry]bool{},
-		byIdent: map[string]map[*entry]bool{}, byType: map[string]map[*entry]bool{}}
+	return &index{nextSweep: PagingWindow, moved: make(chan struct{}), byKey: map[resKey]*entry{}, byPatient: map[string][]*entry{},
+		byIdent: map[string][]*entry{}, byType: map[string][]*entry{}, strs: map[string]string{}}
 }
 
-func addTo(m map[string]map[*entry]bool, k string, e *entry) {
-	s := m[k]
-	if s == nil {
-		s = map[*entry]bool{}
-		m[k] = s
+func (x *index) intern(s string) string {
+	if v, ok := x.strs[s]; ok {
+		return v
 	}
-	s[e] = true
+	if len(x.strs) < 1<<20 {
+		x.strs[s] = s
+	}
+	return s
+}
+
+// listUnder adds e to m[k] unless e is listed there already (*seen holds
+// the keys e is listed under).
+func listUnder(m map[string][]*entry, k string, e *entry, seen *[]string) {
+	if slices.Contains(*seen, k) {
+		return
+	}
+	*seen = append(*seen, k)
+	m[k] = append(m[k], e)
 }
 
 // add indexes ev (events must come in sequence order; older ones are
@@ -102,18 +121,18 @@ func (x *index) add(ev *rbv1.Event) {
 	if ev.GetType() == rbv1.EventType_IMAGING_STUDY_VIEWED || !served(ev.GetResourceType()) || ev.GetResourceId() == "" || ev.GetResource() == nil {
 		return
 	}
-	v := versionOf(ev)
-	key := ev.GetResourceType() + "/" + ev.GetResourceId()
-	e := x.byKey[key]
+	v := x.versionOf(ev)
+	k := resKey{x.intern(ev.GetResourceType()), ev.GetResourceId()}
+	e := x.byKey[k]
 	if e == nil {
-		e = &entry{typ: ev.GetResourceType(), id: ev.GetResourceId()}
-		x.byKey[key] = e
-		addTo(x.byType, e.typ, e)
+		e = &entry{typ: k.typ, id: k.id}
+		x.byKey[k] = e
+		x.byType[e.typ] = append(x.byType[e.typ], e)
 	}
 	e.versions = append(e.versions, v)
-	addTo(x.byPatient, v.patient, e)
+	listUnder(x.byPatient, v.patient, e, &e.patients)
 	for _, id := range v.ids {
-		addTo(x.byIdent, id.value, e)
+		listUnder(x.byIdent, id.value, e, &e.idents)
 	}
 	if x.pos >= x.nextSweep {
 		x.sweep()
@@ -150,30 +169,30 @@ func (x *index) expired(seq uint64) bool {
 }
 
 // versionOf extracts the search values of an event's resource.
-func versionOf(ev *rbv1.Event) version {
-	v := version{seq: ev.GetSequence(), patient: ev.GetPatientId()}
+func (x *index) versionOf(ev *rbv1.Event) version {
+	v := version{seq: ev.GetSequence(), patient: x.intern(ev.GetPatientId())}
 	if t := ev.GetTime(); t != nil {
-		v.time = t.AsTime().UTC()
+		v.unixNano = t.AsTime().UnixNano()
 	}
 	fields := ev.GetResource().GetFields()
-	v.status = fields["status"].GetStringValue()
+	v.status = x.intern(fields["status"].GetStringValue())
 	if s := fields["subject"].GetStructValue().GetFields()["identifier"].GetStructValue().GetFields(); s != nil {
-		v.subject = ident{s["system"].GetStringValue(), s["value"].GetStringValue()}
+		v.subject = ident{x.intern(s["system"].GetStringValue()), x.intern(s["value"].GetStringValue())}
 	}
 	for _, m := range fields["modality"].GetListValue().GetValues() {
 		if c := m.GetStructValue().GetFields()["code"].GetStringValue(); c != "" {
-			v.modalities = append(v.modalities, c)
+			v.modalities = append(v.modalities, x.intern(c))
 		}
 	}
 	for _, i := range fields["identifier"].GetListValue().GetValues() {
 		f := i.GetStructValue().GetFields()
 		if val := f["value"].GetStringValue(); val != "" {
-			v.ids = append(v.ids, ident{f["system"].GetStringValue(), val})
+			v.ids = append(v.ids, ident{x.intern(f["system"].GetStringValue()), strings.Clone(val)})
 		}
 	}
 	for _, b := range fields["basedOn"].GetListValue().GetValues() {
 		if id, ok := strings.CutPrefix(b.GetStructValue().GetFields()["reference"].GetStringValue(), typeRequest+"/"); ok {
-			v.basedOn = append(v.basedOn, id)
+			v.basedOn = append(v.basedOn, strings.Clone(id))
 		}
 	}
 	return v
@@ -206,14 +225,14 @@ func (x *index) await(ctx context.Context, seq uint64) error {
 // hit is a resource version a search matched.
 type hit struct {
 	e *entry
-	v version
+	v *version // immutable: versions are appended or cloned, never changed
 }
 
 // lookup returns the version of Type/id current at n, if any.
 func (x *index) lookup(typ, id string, n uint64) (version, bool) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
-	e := x.byKey[typ+"/"+id]
+	e := x.byKey[resKey{typ, id}]
 	if e == nil {
 		return version{}, false
 	}
@@ -230,7 +249,7 @@ func (x *index) search(q *query, n uint64, allowed func(patient string) bool) []
 	x.mu.RLock()
 	defer x.mu.RUnlock()
 	// Candidates: the smallest set the query names.
-	var cands map[*entry]bool
+	var cands []*entry
 	switch {
 	case q.patient != "":
 		cands = x.byPatient[q.patient]
@@ -240,7 +259,7 @@ func (x *index) search(q *query, n uint64, allowed func(patient string) bool) []
 		cands = x.byType[q.typ]
 	}
 	var out []hit
-	for e := range cands {
+	for _, e := range cands {
 		if e.typ != q.typ {
 			continue
 		}
@@ -248,13 +267,13 @@ func (x *index) search(q *query, n uint64, allowed func(patient string) bool) []
 		if v == nil || !allowed(v.patient) || !q.match(v) {
 			continue
 		}
-		out = append(out, hit{e, *v})
+		out = append(out, hit{e, v})
 	}
-	sort.Slice(out, func(i, j int) bool {
+	slices.SortFunc(out, func(a, b hit) int {
 		if q.ascending {
-			return out[i].v.seq < out[j].v.seq
+			return cmp.Compare(a.v.seq, b.v.seq)
 		}
-		return out[i].v.seq > out[j].v.seq
+		return cmp.Compare(b.v.seq, a.v.seq)
 	})
 	return out
 }
@@ -282,7 +301,7 @@ func (q *query) match(v *version) bool {
 		return false
 	}
 	for _, c := range q.lastUpdated {
-		if !c.matches(v.time) {
+		if !c.matches(v.time()) {
 			return false
 		}
 	}
@@ -292,14 +311,7 @@ func (q *query) match(v *version) bool {
 // resourceJSON renders an event's resource with meta.versionId and
 // meta.lastUpdated of its version.
 func resourceJSON(ev *rbv1.Event) (map[string]any, error) {
-	b, err := protojson.Marshal(ev.GetResource())
-	if err != nil {
-		return nil, err
-	}
-	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil {
-		return nil, err
-	}
+	m := ev.GetResource().AsMap()
 	meta, _ := m["meta"].(map[string]any)
 	if meta == nil {
 		meta = map[string]any{}
