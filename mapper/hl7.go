@@ -396,7 +396,7 @@ func codeSystem(s string) string {
 
 // orderStatusExtension is the FHIR extension carrying ORC-5 as received.
 // An extension's url SHALL be a URL, not a URN (FHIR R4 2.21.0.1).
-const orderStatusExtension = "https://radbridge.example/fhir/StructureDefinition/hl7v2-order-status"
+const orderStatusExtension = "https://radbridge.dev/fhir/StructureDefinition/hl7v2-order-status"
 
 // hl7Instant converts an HL7 DTM to a FHIR instant (seconds and zone
 // required), or "" when it is less precise than a minute.

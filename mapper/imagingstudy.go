@@ -26,7 +26,7 @@ const (
 // the Instance Availability (0008,0056) an IAN gave when it is not ONLINE:
 // NEARLINE, OFFLINE or UNAVAILABLE (FHIR R4 ImagingStudy has no element for
 // it). An extension's url SHALL be a URL (FHIR R4 2.21.0.1).
-const InstanceAvailabilityExtension = "https://radbridge.example/fhir/StructureDefinition/instance-availability"
+const InstanceAvailabilityExtension = "https://radbridge.dev/fhir/StructureDefinition/instance-availability"
 
 // dicomZone is the zone of times without an offset (DICOM StudyDate and
 // StudyTime, HL7 DTM) when neither the observation nor Options.Zone names
@@ -111,7 +111,7 @@ const MaxListedInstances = 1000
 
 // InstancesOmittedExtension marks an ImagingStudy whose series list no
 // instances; its valueUnsignedInt is the study's numberOfInstances.
-const InstancesOmittedExtension = "https://radbridge.example/fhir/StructureDefinition/instances-omitted"
+const InstancesOmittedExtension = "https://radbridge.dev/fhir/StructureDefinition/instances-omitted"
 
 // imagingStudy returns the FHIR R4 ImagingStudy of st with status
 // (registered, available, cancelled). Series are sorted by number then UID,

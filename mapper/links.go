@@ -13,7 +13,7 @@ import (
 const (
 	// ViewerURLExtension is the FHIR extension carrying a study's viewer
 	// link. An extension's url SHALL be a URL, not a URN (FHIR R4 2.21.0.1).
-	ViewerURLExtension = "https://radbridge.example/fhir/StructureDefinition/viewer-url"
+	ViewerURLExtension = "https://radbridge.dev/fhir/StructureDefinition/viewer-url"
 	endpointConnType   = "http://terminology.hl7.org/CodeSystem/endpoint-connection-type"
 	wadoEndpointID     = "wado"
 )

@@ -270,3 +270,17 @@ type msgWithPending struct {
 	jetstream.Msg
 	pending uint64
 }
+
+// Get returns the event at seq, or (nil, nil) when there is none (never
+// appended, or removed by retention): one direct read, without the
+// consumer Read creates (the FHIR front reads resources by version).
+func (l *EventLog) Get(ctx context.Context, seq uint64) (*rbv1.Event, error) {
+	m, err := l.stream.GetMsg(ctx, seq)
+	if errors.Is(err, jetstream.ErrMsgNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get event %d: %w", seq, err)
+	}
+	return decodeEvent(m.Data, seq)
+}

@@ -31,6 +31,7 @@ import (
 	"radbridge/dicomweb"
 	"radbridge/dicomweb/notify"
 	"radbridge/fanout"
+	"radbridge/fhir"
 	"radbridge/hl7/receiver"
 	"radbridge/ingest"
 	"radbridge/internal/config"
@@ -54,6 +55,7 @@ type Daemon struct {
 	mapper    *mappers
 	hub       *fanout.Hub
 	svc       *api.Service
+	fhir      *fhir.Handler // the FHIR R4 read API at /fhir
 
 	grpcLn, httpLn  net.Listener
 	mllpLn, dicomLn net.Listener
@@ -299,6 +301,14 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	extra[thumbnailPattern] = thumbs.handler(authn)
 	extra[metricsPattern] = operatorOnly(authn, metrics.Handler(d.metrics))
 	extra[statusPattern] = operatorOnly(authn, d.statusHandler())
+	// The FHIR R4 read API (issue 15).
+	fhirBase := ""
+	if cfg.PublicBaseURL != "" {
+		fhirBase = strings.TrimSuffix(cfg.PublicBaseURL, "/") + fhir.Base
+	}
+	d.fhir = fhir.New(fhir.Config{Events: st.Events(), Auth: authn, Logger: log, BaseURL: fhirBase, Version: ReadBuildInfo().Version})
+	extra[fhir.Base] = d.fhir
+	extra[fhir.Base+"/"] = d.fhir
 	handler, err := api.NewHTTPHandler(ctx, d.svc, conn, api.HTTPConfig{
 		Ready: d.readyErr, WriteTimeout: cfg.WSWriteTimout, Logger: log, Auth: authn, OriginPatterns: cfg.OriginPatterns(),
 		TrustedProxies: trusted, Extra: extra,
@@ -333,6 +343,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	}
 	run("mapper", func() error { return d.mapper.Run(runCtx) })
 	run("fanout", func() error { return d.hub.Run(runCtx) })
+	run("fhir", func() error { return d.fhir.Run(runCtx) })
 	run("thumbnails", func() error { return thumbs.Run(runCtx) })
 	run("retention", func() error { return d.retention.Run(runCtx) })
 	run("store-health", func() error { return d.store.MonitorWrites(runCtx) })

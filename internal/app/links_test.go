@@ -53,7 +53,7 @@ func TestStudyEventsCarryViewerAndWADOLinks(t *testing.T) {
 		got["address"] = c[0].(map[string]any)["address"]
 	}
 	want := map[string]any{
-		"extension": []any{map[string]any{"url": "https://radbridge.example/fhir/StructureDefinition/viewer-url", "valueUrl": wantURL}},
+		"extension": []any{map[string]any{"url": "https://radbridge.dev/fhir/StructureDefinition/viewer-url", "valueUrl": wantURL}},
 		"endpoint":  []any{map[string]any{"reference": "#wado"}},
 		"address":   "https://pacs.example/dicom-web",
 	}

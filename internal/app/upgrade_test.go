@@ -66,7 +66,7 @@ var demoMapping = []string{"--hl7-patient-authority", "DEMOHOSP", "--dicom-patie
 // release before package ingest owned the record (testdata/README.md)
 // replays with today's code to the same events: every record read back,
 // the same 16 events (none lost, none new), differing only in the FHIR
-// changes of issue 13 that the README's upgrade notes announce (one
+// changes that the README's upgrade notes announce (issue 13: one
 // patient identity across fronts: the ImagingStudy subject's system; FHIR
 // ids unique per patient). The upgrade step the README gives (radbridge
 // replay) then rebuilds the read models, and the daemon serves them.

@@ -9,7 +9,7 @@ const VIEWER_KEY = "radbridge.viewerName";
 const PREFS_KEY = "radbridge.viewPrefs";
 const TOKEN_KEY = "radbridge.token"; // sessionStorage: this tab only
 const VIEW_TTL_MS = 10 * 60 * 1000;
-const VIEWER_URL_EXTENSION = "https://radbridge.example/fhir/StructureDefinition/viewer-url";
+const VIEWER_URL_EXTENSION = "https://radbridge.dev/fhir/StructureDefinition/viewer-url";
 
 // SNOMED CT body structures (DICOM PS3.16 CID 4031) back to the Body Part
 // Examined terms radbridge counts regions by.
