@@ -299,6 +299,16 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	extra[thumbnailPattern] = thumbs.handler(authn)
 	extra[metricsPattern] = operatorOnly(authn, metrics.Handler(d.metrics))
 	extra[statusPattern] = operatorOnly(authn, d.statusHandler())
+	var fhirSubscriptions *fhirSubs
+	if cfg.FHIRSubscriptions {
+		if fhirSubscriptions, err = newFHIRSubs(ctx, cfg, st, d.hub, authn, addrOf(d.httpLn), log); err != nil {
+			d.closeAll()
+			return nil, err
+		}
+		for pattern, h := range fhirSubscriptions.routes {
+			extra[pattern] = h
+		}
+	}
 	handler, err := api.NewHTTPHandler(ctx, d.svc, conn, api.HTTPConfig{
 		Ready: d.readyErr, WriteTimeout: cfg.WSWriteTimout, Logger: log, Auth: authn, OriginPatterns: cfg.OriginPatterns(),
 		TrustedProxies: trusted, Extra: extra,
@@ -336,6 +346,9 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	run("thumbnails", func() error { return thumbs.Run(runCtx) })
 	run("retention", func() error { return d.retention.Run(runCtx) })
 	run("store-health", func() error { return d.store.MonitorWrites(runCtx) })
+	if fhirSubscriptions != nil {
+		run("fhir-subscriptions", func() error { return fhirSubscriptions.Run(runCtx) })
+	}
 	run("grpc", func() error { return d.grpcSrv.Serve(internal) })
 	if d.grpcLn != nil {
 		run("grpc", func() error { return d.grpcSrv.Serve(d.grpcLn) })
