@@ -104,8 +104,8 @@ func TopicByURL(u string) (Topic, bool) {
 // separated by commas matches any of them).
 type Filter struct {
 	// Resource is the resource type the criterion named ("" for any).
-	Resource string `json:"resource,omitempty"`
-	Param    string `json:"param"`
+	Resource string   `json:"resource,omitempty"`
+	Param    string   `json:"param"`
 	Values   []string `json:"values"`
 }
 
