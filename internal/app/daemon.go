@@ -32,6 +32,7 @@ import (
 	"radbridge/dicomweb/notify"
 	"radbridge/fanout"
 	"radbridge/fhir"
+	"radbridge/fhir/subscription"
 	"radbridge/hl7/receiver"
 	"radbridge/ingest"
 	"radbridge/internal/config"
@@ -301,12 +302,23 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	extra[thumbnailPattern] = thumbs.handler(authn)
 	extra[metricsPattern] = operatorOnly(authn, metrics.Handler(d.metrics))
 	extra[statusPattern] = operatorOnly(authn, d.statusHandler())
-	// The FHIR R4 read API (issue 15).
-	fhirBase := ""
+	// FHIR: the R4 read API (package fhir) and, mounted under it,
+	// Subscriptions (package fhir/subscription).
+	var fhirSubscriptions *fhirSubs
+	fhirCfg := fhir.Config{Events: st.Events(), Auth: authn, Logger: log, Version: ReadBuildInfo().Version}
 	if cfg.PublicBaseURL != "" {
-		fhirBase = strings.TrimSuffix(cfg.PublicBaseURL, "/") + fhir.Base
+		fhirCfg.BaseURL = strings.TrimSuffix(cfg.PublicBaseURL, "/") + fhir.Base
 	}
-	d.fhir = fhir.New(fhir.Config{Events: st.Events(), Auth: authn, Logger: log, BaseURL: fhirBase, Version: ReadBuildInfo().Version})
+	if cfg.FHIRSubscriptions {
+		if fhirSubscriptions, err = newFHIRSubs(ctx, cfg, st, d.hub, authn, addrOf(d.httpLn), log); err != nil {
+			d.closeAll()
+			return nil, err
+		}
+		fhirCfg.Topics = subscription.Topics()
+		fhirCfg.Resources = append(fhirCfg.Resources, subscription.CapabilityResource())
+		fhirCfg.Extra = map[string]http.Handler{"Subscription": fhirSubscriptions.handler, "ws": fhirSubscriptions.handler}
+	}
+	d.fhir = fhir.New(fhirCfg)
 	extra[fhir.Base] = d.fhir
 	extra[fhir.Base+"/"] = d.fhir
 	handler, err := api.NewHTTPHandler(ctx, d.svc, conn, api.HTTPConfig{
@@ -347,6 +359,9 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	run("thumbnails", func() error { return thumbs.Run(runCtx) })
 	run("retention", func() error { return d.retention.Run(runCtx) })
 	run("store-health", func() error { return d.store.MonitorWrites(runCtx) })
+	if fhirSubscriptions != nil {
+		run("fhir-subscriptions", func() error { return fhirSubscriptions.Run(runCtx) })
+	}
 	run("grpc", func() error { return d.grpcSrv.Serve(internal) })
 	if d.grpcLn != nil {
 		run("grpc", func() error { return d.grpcSrv.Serve(d.grpcLn) })

@@ -16,6 +16,9 @@ import (
 
 	"github.com/google/fhir/go/fhirversion"
 	"github.com/google/fhir/go/jsonformat"
+
+	"radbridge/fhir"
+	"radbridge/fhir/subscription"
 )
 
 // fhirClientPackage is the FHIR client library the FHIR test drives the
@@ -206,7 +209,7 @@ func TestFHIRReadAPIWithAFHIRClient(t *testing.T) {
 	for i, b := range r.Received {
 		validFHIR(t, fmt.Sprintf("answer %d the client received", i), b)
 	}
-	if r.FHIRVersion != "4.0.1" || !slices.Equal(r.Types, []string{"ImagingStudy", "DiagnosticReport", "ServiceRequest"}) {
+	if r.FHIRVersion != "4.0.1" || !slices.Equal(r.Types, []string{"ImagingStudy", "DiagnosticReport", "ServiceRequest", "Subscription"}) {
 		t.Errorf("CapabilityStatement: fhirVersion %q, resources %v", r.FHIRVersion, r.Types)
 	}
 	want := map[string][]string{
@@ -270,5 +273,62 @@ func TestFHIRReadAPIWithAFHIRClient(t *testing.T) {
 		if code < 400 || b["resourceType"] != "OperationOutcome" {
 			t.Errorf("ImagingStudy%s: %d %v", q[:min(len(q), 40)], code, b["resourceType"])
 		}
+	}
+}
+
+// TestFHIRMetadataListsTheSubscriptionTopics: the CapabilityStatement an
+// EHR reads first names every topic it may subscribe to (the backport's
+// capabilitystatement-subscriptiontopic-canonical extension on
+// Subscription) and the backport's operations, and is valid R4.
+func TestFHIRMetadataListsTheSubscriptionTopics(t *testing.T) {
+	d := startDaemon(t, filepath.Join(t.TempDir(), "data"))
+	resp, err := http.Get("http://" + d.HTTPAddr() + "/fhir/metadata")
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	validFHIR(t, "metadata", b)
+	var cs struct {
+		Rest []struct {
+			Resource []struct {
+				Type      string `json:"type"`
+				Extension []struct {
+					URL            string `json:"url"`
+					ValueCanonical string `json:"valueCanonical"`
+				} `json:"extension"`
+				Operation []struct {
+					Name string `json:"name"`
+				} `json:"operation"`
+			} `json:"resource"`
+		} `json:"rest"`
+	}
+	if err := json.Unmarshal(b, &cs); err != nil || len(cs.Rest) != 1 {
+		t.Fatalf("metadata: %v\n%s", err, b)
+	}
+	var topics, ops []string
+	for _, r := range cs.Rest[0].Resource {
+		if r.Type != "Subscription" {
+			continue
+		}
+		for _, e := range r.Extension {
+			if e.URL == fhir.TopicCanonicalExtension {
+				topics = append(topics, e.ValueCanonical)
+			}
+		}
+		for _, o := range r.Operation {
+			ops = append(ops, o.Name)
+		}
+	}
+	if want := subscription.Topics(); !slices.Equal(topics, want) || len(want) < 7 {
+		t.Errorf("topics on the CapabilityStatement: %v, want %v", topics, want)
+	}
+	for _, tp := range topics {
+		if !strings.HasPrefix(tp, "https://radbridge.dev/fhir/SubscriptionTopic/") {
+			t.Errorf("topic %s is not under the project's canonical base", tp)
+		}
+	}
+	if !slices.Equal(ops, []string{"status", "events", "get-ws-binding-token"}) {
+		t.Errorf("Subscription operations: %v", ops)
 	}
 }

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"radbridge/fhir/subscription"
 )
 
 // Config is the daemon's configuration.
@@ -143,6 +145,13 @@ type Config struct {
 	// disk) and how often it and the writability of the store are checked.
 	StoreMaxBytes      int64
 	StoreCheckInterval time.Duration
+	// FHIR Subscriptions (issue 15): on/off, the rest-hook allow-list and
+	// retry policy, the websocket binding token lifetime.
+	FHIRSubscriptions       bool
+	FHIRRestHookAllow       string
+	FHIRRestHookMaxFailures int
+	FHIRRestHookRetryBase   time.Duration
+	FHIRWSBindingTokenTTL   time.Duration
 }
 
 // EnvPrefix prefixes every environment variable.
@@ -259,6 +268,12 @@ func (c *Config) FlagSet(name string) *flag.FlagSet {
 	// Storage health.
 	fs.Int64Var(&c.StoreMaxBytes, "store-max-bytes", 0, "embedded store: the most disk space JetStream may use; 0 follows the disk: what the store holds plus 75% of the free space above a reserve (5% of the file system, at most 1 GiB), re-evaluated every --store-check-interval (so freeing space lets writes resume without a restart)")
 	fs.DurationVar(&c.StoreCheckInterval, "store-check-interval", 10*time.Second, "how often the store's quota and writability are checked; /readyz reports not ready while writes are refused (quota, disk full, read-only file system)")
+	// FHIR Subscriptions.
+	fs.BoolVar(&c.FHIRSubscriptions, "fhir-subscriptions", true, "serve FHIR Subscriptions (R5 Backport IG on R4) at /fhir/Subscription and the websocket channel at /fhir/ws")
+	fs.StringVar(&c.FHIRRestHookAllow, "fhir-rest-hook-allow", "", "comma-separated CIDRs, IP addresses and host names (*.example.org) rest-hook endpoints may reach although internal (loopback, link-local, private, metadata); every other endpoint must resolve to a public address, checked when connecting")
+	fs.IntVar(&c.FHIRRestHookMaxFailures, "fhir-rest-hook-max-failures", 10, "consecutive failed rest-hook deliveries (or handshakes) after which a subscription's status becomes error")
+	fs.DurationVar(&c.FHIRRestHookRetryBase, "fhir-rest-hook-retry-base", 500*time.Millisecond, "first wait before a rest-hook delivery is retried; doubled per failure (at most 1m), plus up to 50% jitter")
+	fs.DurationVar(&c.FHIRWSBindingTokenTTL, "fhir-ws-binding-token-ttl", time.Minute, "how long a websocket binding token ($get-ws-binding-token) is valid; each is single use")
 	return fs
 }
 
@@ -452,6 +467,18 @@ func (c *Config) Validate() error {
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
 			bad("--public-base-url %q: want an absolute http or https URL without user, query or fragment", c.PublicBaseURL)
 		}
+	}
+	if _, err := subscription.ParseAllow(c.FHIRRestHookAllow); err != nil {
+		bad("--fhir-rest-hook-allow: %v", err)
+	}
+	if c.FHIRRestHookMaxFailures < 1 || c.FHIRRestHookMaxFailures > 1000 {
+		bad("--fhir-rest-hook-max-failures %d: want 1 to 1000", c.FHIRRestHookMaxFailures)
+	}
+	if c.FHIRRestHookRetryBase < time.Millisecond || c.FHIRRestHookRetryBase > time.Minute {
+		bad("--fhir-rest-hook-retry-base %v: want 1ms to 1m", c.FHIRRestHookRetryBase)
+	}
+	if c.FHIRWSBindingTokenTTL < time.Second || c.FHIRWSBindingTokenTTL > 5*time.Minute {
+		bad("--fhir-ws-binding-token-ttl %v: want 1s to 5m", c.FHIRWSBindingTokenTTL)
 	}
 	if c.LeaderLease < time.Second || c.LeaderLease > 5*time.Minute {
 		bad("--leader-lease %v: want 1s to 5m", c.LeaderLease)

@@ -1,0 +1,421 @@
+package subscription
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"time"
+
+	"radbridge/auth"
+	rbv1 "radbridge/proto/radbridge/v1"
+)
+
+// FHIRContentType is the media type of every answer.
+const FHIRContentType = "application/fhir+json"
+
+// Paths the HTTP front serves (Routes).
+const (
+	PathSubscription = "/fhir/Subscription"
+	PathWebSocket    = "/fhir/ws"
+)
+
+// maxEventsPerQuery bounds the events one $events answer carries.
+const maxEventsPerQuery = 100
+
+// Handler is the HTTP front of FHIR Subscriptions.
+type Handler struct {
+	cfg  Config
+	auth auth.Authenticator
+	mux  *http.ServeMux
+	now  func() time.Time
+}
+
+// NewHandler returns the HTTP front; a authenticates callers (nil: none).
+func NewHandler(cfg Config, a auth.Authenticator) *Handler {
+	cfg.defaults()
+	if a == nil {
+		a = auth.None{}
+	}
+	h := &Handler{cfg: cfg, auth: a, mux: http.NewServeMux(), now: time.Now}
+	h.mux.HandleFunc("POST "+PathSubscription, h.create)
+	h.mux.HandleFunc("GET "+PathSubscription, h.search)
+	h.mux.HandleFunc("GET "+PathSubscription+"/{id}", h.read)
+	h.mux.HandleFunc("DELETE "+PathSubscription+"/{id}", h.delete)
+	h.mux.HandleFunc("GET "+PathSubscription+"/{id}/{op}", h.operation)
+	h.mux.HandleFunc("POST "+PathSubscription+"/{id}/{op}", h.operation)
+	h.mux.HandleFunc(PathWebSocket, h.websocket)
+	h.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		WriteOutcome(w, http.StatusMethodNotAllowed, "not-supported", fmt.Sprintf("%s %s is not supported", r.Method, r.URL.Path))
+	})
+	return h
+}
+
+// Routes returns the handlers by http.ServeMux pattern, to mount on the
+// HTTP and HTTPS servers (api.HTTPConfig.Extra, or the FHIR front's
+// fhir.Config.Extra).
+func (h *Handler) Routes() map[string]http.Handler {
+	return map[string]http.Handler{PathSubscription: h, PathSubscription + "/": h, PathWebSocket: h}
+}
+
+func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+
+// WriteOutcome writes an OperationOutcome with one issue (severity error,
+// code an R4 IssueType code).
+func WriteOutcome(w http.ResponseWriter, status int, code, diagnostics string) {
+	b, _ := json.Marshal(map[string]any{
+		"resourceType": "OperationOutcome",
+		"issue":        []any{map[string]any{"severity": "error", "code": code, "diagnostics": diagnostics}},
+	})
+	w.Header().Set("Content-Type", FHIRContentType)
+	w.WriteHeader(status)
+	_, _ = w.Write(b)
+}
+
+func writeFHIR(w http.ResponseWriter, status int, body []byte) {
+	w.Header().Set("Content-Type", FHIRContentType)
+	w.WriteHeader(status)
+	_, _ = w.Write(body)
+}
+
+func (h *Handler) authenticate(w http.ResponseWriter, r *http.Request) (*auth.Principal, bool) {
+	tok, err := auth.TokenFromRequest(r)
+	var p *auth.Principal
+	if err == nil {
+		p, err = h.auth.Authenticate(r.Context(), tok)
+	}
+	if err != nil {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="radbridge"`)
+		msg := auth.ErrUnauthenticated.Error()
+		if errors.Is(err, auth.ErrTokenExpired) {
+			msg = auth.ErrTokenExpired.Error()
+		}
+		WriteOutcome(w, http.StatusUnauthorized, "login", msg)
+		return nil, false
+	}
+	return p, true
+}
+
+// mayUse reports whether p may read, bind or delete st: its owner, with a
+// patient scope covering the subscription's patients.
+func mayUse(p *auth.Principal, st *Stored) bool {
+	if p == nil || p.Subject != st.Owner {
+		return false
+	}
+	if !p.Restricted() {
+		return true
+	}
+	pats := Patients(st.Filters)
+	if len(pats) == 0 {
+		return false
+	}
+	for _, id := range pats {
+		if !p.MayRead(id) {
+			return false
+		}
+	}
+	return true
+}
+
+func (h *Handler) load(w http.ResponseWriter, r *http.Request, p *auth.Principal) (*Stored, bool) {
+	st, _, err := h.cfg.Store.Get(r.Context(), r.PathValue("id"))
+	if errors.Is(err, ErrNotFound) || (err == nil && !mayUse(p, st)) {
+		WriteOutcome(w, http.StatusNotFound, "not-found", "Subscription/"+r.PathValue("id")+" is not known")
+		return nil, false
+	}
+	if err != nil {
+		WriteOutcome(w, http.StatusServiceUnavailable, "transient", "subscription store unavailable")
+		return nil, false
+	}
+	return st, true
+}
+
+func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
+	p, ok := h.authenticate(w, r)
+	if !ok {
+		return
+	}
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if mt != FHIRContentType && mt != "application/json" {
+		WriteOutcome(w, http.StatusUnsupportedMediaType, "not-supported", "Content-Type must be application/fhir+json")
+		return
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, MaxBody+1))
+	if err != nil {
+		WriteOutcome(w, http.StatusBadRequest, "invalid", "read body: "+err.Error())
+		return
+	}
+	if len(body) > MaxBody {
+		WriteOutcome(w, http.StatusRequestEntityTooLarge, "too-costly", fmt.Sprintf("a Subscription has at most %d bytes", MaxBody))
+		return
+	}
+	spec, err := Parse(body)
+	if err != nil {
+		WriteOutcome(w, http.StatusBadRequest, "invalid", err.Error())
+		return
+	}
+	if p.Restricted() {
+		pats := Patients(spec.Filters)
+		if len(pats) == 0 || slices.ContainsFunc(pats, func(id string) bool { return !p.MayRead(id) }) {
+			WriteOutcome(w, http.StatusForbidden, "forbidden", "this token may subscribe only with a patient filter naming its own patients (?patient=Patient/<id>)")
+			return
+		}
+	}
+	if spec.ChannelType == ChannelRestHook {
+		u, _ := url.Parse(spec.Endpoint)
+		if err := h.cfg.Allow.CheckHost(u.Hostname()); err != nil {
+			WriteOutcome(w, http.StatusBadRequest, "invalid", "channel.endpoint: "+err.Error())
+			return
+		}
+	}
+	now := h.now().UTC()
+	st := &Stored{ID: NewID(), Spec: *spec, Owner: p.Subject, Scope: p.Patients, Status: StatusRequested, Created: now, Updated: now, StartSeq: h.cfg.Hub.Head()}
+	if err := h.cfg.Store.Create(r.Context(), st); err != nil {
+		WriteOutcome(w, http.StatusServiceUnavailable, "transient", "subscription not stored")
+		return
+	}
+	b, _ := json.Marshal(st.Resource())
+	w.Header().Set("Location", h.base(r)+"/Subscription/"+st.ID)
+	writeFHIR(w, http.StatusCreated, b)
+}
+
+func (h *Handler) read(w http.ResponseWriter, r *http.Request) {
+	p, ok := h.authenticate(w, r)
+	if !ok {
+		return
+	}
+	st, ok := h.load(w, r, p)
+	if !ok {
+		return
+	}
+	b, _ := json.Marshal(st.Resource())
+	writeFHIR(w, http.StatusOK, b)
+}
+
+func (h *Handler) delete(w http.ResponseWriter, r *http.Request) {
+	p, ok := h.authenticate(w, r)
+	if !ok {
+		return
+	}
+	st, ok := h.load(w, r, p)
+	if !ok {
+		return
+	}
+	if err := h.cfg.Store.Delete(r.Context(), st.ID); err != nil {
+		WriteOutcome(w, http.StatusServiceUnavailable, "transient", "subscription not deleted")
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+func (h *Handler) search(w http.ResponseWriter, r *http.Request) {
+	p, ok := h.authenticate(w, r)
+	if !ok {
+		return
+	}
+	q := r.URL.Query()
+	for k := range q {
+		if k != "status" && k != "_format" {
+			WriteOutcome(w, http.StatusBadRequest, "not-supported", fmt.Sprintf("search parameter %q is not supported (status)", k))
+			return
+		}
+	}
+	all, err := h.cfg.Store.List(r.Context())
+	if err != nil {
+		WriteOutcome(w, http.StatusServiceUnavailable, "transient", "subscription store unavailable")
+		return
+	}
+	entries := []any{}
+	for _, st := range all {
+		if !mayUse(p, st) || (q.Has("status") && q.Get("status") != st.Status) {
+			continue
+		}
+		entries = append(entries, map[string]any{"fullUrl": h.base(r) + "/Subscription/" + st.ID, "resource": st.Resource(), "search": map[string]any{"mode": "match"}})
+	}
+	b, _ := json.Marshal(map[string]any{"resourceType": "Bundle", "id": uuid(), "type": "searchset", "total": len(entries), "entry": entries})
+	writeFHIR(w, http.StatusOK, b)
+}
+
+func (h *Handler) operation(w http.ResponseWriter, r *http.Request) {
+	op := r.PathValue("op")
+	if r.Method == http.MethodPost && op != "$get-ws-binding-token" {
+		WriteOutcome(w, http.StatusMethodNotAllowed, "not-supported", "POST "+op+" is not supported")
+		return
+	}
+	switch op {
+	case "$status", "$events", "$get-ws-binding-token":
+	default:
+		WriteOutcome(w, http.StatusNotFound, "not-supported", fmt.Sprintf("operation %q is not supported ($status, $events, $get-ws-binding-token)", op))
+		return
+	}
+	p, ok := h.authenticate(w, r)
+	if !ok {
+		return
+	}
+	st, ok := h.load(w, r, p)
+	if !ok {
+		return
+	}
+	switch op {
+	case "$status":
+		cur, _, err := h.cfg.Store.Cursor(r.Context(), st.ID)
+		if err != nil {
+			WriteOutcome(w, http.StatusServiceUnavailable, "transient", "subscription store unavailable")
+			return
+		}
+		if st.Error == "" && cur.LastError != "" && st.Status == StatusActive {
+			st.Error = "retrying: " + cur.LastError
+		}
+		writeFHIR(w, http.StatusOK, st.StatusBundle(h.base(r), cur.Number))
+	case "$events":
+		h.events(w, r, st)
+	case "$get-ws-binding-token":
+		if st.ChannelType != ChannelWebSocket {
+			WriteOutcome(w, http.StatusBadRequest, "invalid", "Subscription/"+st.ID+" has no websocket channel")
+			return
+		}
+		tok, exp, err := h.cfg.Store.IssueToken(r.Context(), st.ID, p, h.cfg.TokenTTL)
+		if err != nil {
+			WriteOutcome(w, http.StatusServiceUnavailable, "transient", "binding token not stored")
+			return
+		}
+		scheme := "ws"
+		if r.TLS != nil {
+			scheme = "wss"
+		}
+		b, _ := json.Marshal(map[string]any{"resourceType": "Parameters", "parameter": []any{
+			map[string]any{"name": "token", "valueString": tok},
+			map[string]any{"name": "expiration", "valueDateTime": exp.Format(time.RFC3339)},
+			map[string]any{"name": "subscription", "valueString": h.base(r) + "/Subscription/" + st.ID},
+			map[string]any{"name": "websocket-url", "valueUrl": scheme + "://" + r.Host + PathWebSocket},
+		}})
+		w.Header().Set("Cache-Control", "no-store")
+		writeFHIR(w, http.StatusOK, b)
+	}
+}
+
+func (h *Handler) events(w http.ResponseWriter, r *http.Request, st *Stored) {
+	q := r.URL.Query()
+	for k := range q {
+		switch k {
+		case "eventsSinceNumber", "eventsUntilNumber", "content", "_format":
+		default:
+			WriteOutcome(w, http.StatusBadRequest, "invalid", fmt.Sprintf("parameter %q is not supported (eventsSinceNumber, eventsUntilNumber, content)", k))
+			return
+		}
+	}
+	cur, _, err := h.cfg.Store.Cursor(r.Context(), st.ID)
+	if err != nil {
+		WriteOutcome(w, http.StatusServiceUnavailable, "transient", "subscription store unavailable")
+		return
+	}
+	num := func(k string, def uint64) (uint64, bool) {
+		if !q.Has(k) {
+			return def, true
+		}
+		n, err := strconv.ParseUint(q.Get(k), 10, 64)
+		if err != nil || n == 0 {
+			WriteOutcome(w, http.StatusBadRequest, "invalid", fmt.Sprintf("%s %q: want a positive integer", k, q.Get(k)))
+			return 0, false
+		}
+		return n, true
+	}
+	first := uint64(1)
+	if len(cur.Map) > 0 {
+		first = cur.Map[0].N
+	}
+	since, ok := num("eventsSinceNumber", first)
+	if !ok {
+		return
+	}
+	until, ok := num("eventsUntilNumber", cur.Number)
+	if !ok {
+		return
+	}
+	if until < since && q.Has("eventsUntilNumber") {
+		WriteOutcome(w, http.StatusBadRequest, "invalid", "eventsUntilNumber is before eventsSinceNumber")
+		return
+	}
+	until = min(until, cur.Number, since+maxEventsPerQuery-1)
+	content := st.Content
+	if q.Has("content") {
+		content = q.Get("content")
+		if content != ContentEmpty && content != ContentIDs && content != ContentFull {
+			WriteOutcome(w, http.StatusBadRequest, "invalid", "content: want empty, id-only or full-resource")
+			return
+		}
+	}
+	var evs []Numbered
+	for n := since; n <= until; n++ {
+		seq, ok := cur.SeqOf(n)
+		if !ok {
+			continue // older than the numbers kept
+		}
+		ev, err := readEvent(r.Context(), h.cfg.Log, seq)
+		if err != nil {
+			WriteOutcome(w, http.StatusServiceUnavailable, "transient", "event log unavailable")
+			return
+		}
+		evs = append(evs, Numbered{N: n, Event: ev})
+	}
+	writeFHIR(w, http.StatusOK, st.Bundle(h.base(r), TypeQueryEvent, cur.Number, content, evs))
+}
+
+// base is the FHIR base URL of references in answers.
+func (h *Handler) base(r *http.Request) string {
+	if h.cfg.BaseURL != "" {
+		return h.cfg.BaseURL
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host + "/fhir"
+}
+
+// numbered reads the events of numbers from..to of cursor cur.
+func numbered(ctx context.Context, h *Handler, cur *Cursor, from, to uint64) ([]Numbered, error) {
+	var out []Numbered
+	for n := from; n <= to; n++ {
+		nb := Numbered{N: n}
+		if seq, ok := cur.SeqOf(n); ok {
+			ev, err := readEvent(ctx, h.cfg.Log, seq)
+			if err != nil {
+				return nil, err
+			}
+			nb.Event = ev
+		}
+		out = append(out, nb)
+	}
+	return out, nil
+}
+
+var _ = rbv1.EventType_IMAGING_STUDY_AVAILABLE
+
+// CapabilityResource is this package's CapabilityStatement.rest.resource
+// entry (fhir.Config.Resources): the interactions and the backport's
+// operations it serves.
+func CapabilityResource() map[string]any {
+	const def = "http://hl7.org/fhir/uv/subscriptions-backport/OperationDefinition/"
+	op := func(name, id string) any { return map[string]any{"name": name, "definition": def + id} }
+	return map[string]any{
+		"type":    "Subscription",
+		"profile": "http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-subscription",
+		"interaction": []any{
+			map[string]any{"code": "create"}, map[string]any{"code": "read"},
+			map[string]any{"code": "search-type"}, map[string]any{"code": "delete"},
+		},
+		"operation": []any{
+			op("status", "backport-subscription-status"),
+			op("events", "backport-subscription-events"),
+			op("get-ws-binding-token", "backport-subscription-get-ws-binding-token"),
+		},
+		"documentation": "Channels rest-hook and websocket (" + PathWebSocket + ", bind-with-token); payloads empty, id-only and full-resource.",
+	}
+}
