@@ -61,7 +61,7 @@ var catalogue = []Topic{
 	{Name: "patient-imaging-feed", Title: "Every imaging event of one patient (the topics above)", PatientRequired: true,
 		Types: []rbv1.EventType{
 			rbv1.EventType_IMAGING_STUDY_AVAILABLE, rbv1.EventType_IMAGING_STUDY_UPDATED, rbv1.EventType_IMAGING_STUDY_PROGRESS,
-			rbv1.EventType_RESULT_RECEIVED, rbv1.EventType_IMAGING_REPORT_READY,
+			rbv1.EventType_RESULT_RECEIVED, rbv1.EventType_IMAGING_REPORT_READY, rbv1.EventType_IMAGING_REPORT_UPDATED,
 			rbv1.EventType_ORDER_PLACED, rbv1.EventType_ORDER_UPDATED, rbv1.EventType_ORDER_CANCELLED,
 		},
 		Resources: []string{"ImagingStudy", "DiagnosticReport", "ServiceRequest"}},
