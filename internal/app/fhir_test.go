@@ -272,3 +272,24 @@ func TestFHIRReadAPIWithAFHIRClient(t *testing.T) {
 		}
 	}
 }
+
+// TestFHIROverHTTPS: the FHIR API is on the HTTPS front too, and its links
+// start with --public-base-url.
+func TestFHIROverHTTPS(t *testing.T) {
+	p := newPKI(t)
+	d, _ := startTLSDaemon(t, p, append(p.serverFlags(false), "--http-addr", "", "--mllp-addr", "", "--dicom-addr", "", "--grpc-addr", "",
+		"--https-addr", "127.0.0.1:0", "--public-base-url", "https://radbridge.example.org/")...)
+	https := &http.Client{Transport: &http.Transport{TLSClientConfig: p.clientConfig(t, "")}}
+	for _, path := range []string{"/fhir/metadata", "/fhir/ServiceRequest?status=active"} {
+		resp, err := https.Get("https://" + d.HTTPSAddr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		validFHIR(t, path, b)
+		if resp.StatusCode != 200 || !strings.Contains(string(b), `"https://radbridge.example.org/fhir`) {
+			t.Errorf("GET %s over HTTPS: %d %s", path, resp.StatusCode, b)
+		}
+	}
+}
