@@ -30,6 +30,9 @@
 //   - BenchmarkIdleMemory/{grpc,ws}: the daemon runs as a separate process
 //     (built from ./cmd/radbridge); its VmRSS is read before and after
 //     10,000 idle subscribers connect. Metric: B/sub.
+//   - BenchmarkFHIRSearchPatient10k/...: a FHIR search of a patient with
+//     10,000 studies against the REST listing of the same patient
+//     (bench/fhir_test.go). Metrics: ns/op, index-B/resource.
 //
 // Run (see BENCHMARKS.md for the latest numbers):
 //
@@ -37,6 +40,7 @@
 //	go test ./bench -run '^$' -bench FanOut -benchtime=20x -timeout 30m
 //	go test ./bench -run '^$' -bench IdleMemory -benchtime=1x -timeout 20m
 //	go test ./bench -run '^$' -bench Hostile -benchtime=200x -timeout 30m
+//	go test ./bench -run '^$' -bench FHIRSearchPatient10k -benchtime=3s -count=3 -timeout 25m
 //
 // Set RADBRIDGE_BENCH_SUBS (comma-separated) to change the fan-out sizes.
 package bench

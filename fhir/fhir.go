@@ -286,13 +286,21 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 func (h *Handler) catchUp(w http.ResponseWriter, r *http.Request) (uint64, bool) {
 	_, last, err := h.cfg.Events.Bounds(r.Context())
 	if err != nil {
-		WriteOutcome(w, http.StatusServiceUnavailable, "transient", "the event log is unavailable")
+		h.unavailable(w, err)
 		return 0, false
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), h.cfg.Wait)
 	defer cancel()
 	_ = h.idx.await(ctx, last)
 	return h.idx.position(), true
+}
+
+// unavailable answers 503 for an event log error (logged: it names no
+// patient data).
+func (h *Handler) unavailable(w http.ResponseWriter, err error) {
+	h.cfg.Logger.Warn("FHIR request: event log unavailable", "component", "fhir", "err", err)
+	w.Header().Set("Retry-After", "1")
+	WriteOutcome(w, http.StatusServiceUnavailable, "transient", "the event log is unavailable")
 }
 
 // principal authenticates the request.
@@ -343,7 +351,7 @@ func (h *Handler) read(w http.ResponseWriter, r *http.Request, typ, id string) {
 	}
 	ev, err := h.get(r.Context(), v.seq)
 	if err != nil {
-		WriteOutcome(w, http.StatusServiceUnavailable, "transient", "the event log is unavailable")
+		h.unavailable(w, err)
 		return
 	}
 	if ev == nil {
@@ -447,7 +455,7 @@ func (h *Handler) search(w http.ResponseWriter, r *http.Request, typ string, pos
 	bundle["link"] = links
 	evs, err := h.events(r.Context(), page)
 	if err != nil {
-		WriteOutcome(w, http.StatusServiceUnavailable, "transient", "the event log is unavailable")
+		h.unavailable(w, err)
 		return
 	}
 	entries := make([]any, 0, len(page)+1)

@@ -267,6 +267,35 @@ func TestFHIRReadAPIWithAFHIRClient(t *testing.T) {
 	if _, _, b := fhirGet(t, base+"/ImagingStudy?modality=MR&patient=MRN4711", all); b["total"] != float64(0) {
 		t.Errorf("modality MR: %v", b["total"])
 	}
+	// Paging while the RIS sends a new order: the pages of a search begun
+	// before it neither show it nor skip or repeat the others.
+	_, _, page := fhirGet(t, base+"/ServiceRequest?patient=MRN4711&_count=1", all)
+	seen := fhirIDs(page)
+	m := risMessages[5]
+	newOrder := strings.NewReplacer("PLC1002", "PLC1004", "FIL1002", "FIL1004", "ACC1002", "ACC1004", "{{ctl}}", "ORM-1504").Replace(m.msg)
+	if ack := mllpSend(t, mllp, d.MLLPAddr(), writeHL7(t, "ORM-1504", newOrder)); ack.Segment("MSA").Field(1) != "AA" {
+		t.Fatalf("new order: %q", ack.Bytes())
+	}
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+		if _, _, b := fhirGet(t, base+"/ServiceRequest?patient=MRN4711&_count=0", all); b["total"] == float64(3) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the new order never showed over FHIR")
+		}
+	}
+	for next := fhirLink(page, "next"); next != ""; next = fhirLink(page, "next") {
+		_, _, page = fhirGet(t, next, all)
+		if page["total"] != float64(2) {
+			t.Errorf("a later page of the search begun before the new order: total %v, want 2", page["total"])
+		}
+		seen = append(seen, fhirIDs(page)...)
+	}
+	slices.Sort(seen)
+	if want := slices.Sorted(slices.Values(r.IDs["ServiceRequest"])); !slices.Equal(seen, want) {
+		t.Errorf("paged while an order arrived: %v, want %v", seen, want)
+	}
+
 	// Hostile input gets an OperationOutcome.
 	for _, q := range []string{"?_count=99999999999999999999", "?patient=", "?_lastUpdated=gt", "?identifier=" + strings.Repeat("x", 10000), "/..%2f..%2fetc", "?_sort=-_lastUpdated&_cursor=%00"} {
 		code, _, b := fhirGet(t, base+"/ImagingStudy"+q, all)
@@ -331,4 +360,50 @@ func TestFHIRMetadataListsTheSubscriptionTopics(t *testing.T) {
 	if !slices.Equal(ops, []string{"status", "events", "get-ws-binding-token"}) {
 		t.Errorf("Subscription operations: %v", ops)
 	}
+}
+
+// TestFHIROverHTTPS: the FHIR API is on the HTTPS front too, and its links
+// start with --public-base-url.
+func TestFHIROverHTTPS(t *testing.T) {
+	p := newPKI(t)
+	d, _ := startTLSDaemon(t, p, append(p.serverFlags(false), "--http-addr", "", "--mllp-addr", "", "--dicom-addr", "", "--grpc-addr", "",
+		"--https-addr", "127.0.0.1:0", "--public-base-url", "https://radbridge.example.org/")...)
+	https := &http.Client{Transport: &http.Transport{TLSClientConfig: p.clientConfig(t, "")}}
+	for _, path := range []string{"/fhir/metadata", "/fhir/ServiceRequest?status=active"} {
+		resp, err := https.Get("https://" + d.HTTPSAddr() + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		validFHIR(t, path, b)
+		if resp.StatusCode != 200 || !strings.Contains(string(b), `"https://radbridge.example.org/fhir`) {
+			t.Errorf("GET %s over HTTPS: %d %s", path, resp.StatusCode, b)
+		}
+	}
+}
+
+// fhirIDs returns the ids of a searchset Bundle's matches.
+func fhirIDs(bundle map[string]any) []string {
+	var ids []string
+	entries, _ := bundle["entry"].([]any)
+	for _, e := range entries {
+		e, _ := e.(map[string]any)
+		if s, _ := e["search"].(map[string]any); s["mode"] == "match" {
+			ids = append(ids, e["resource"].(map[string]any)["id"].(string))
+		}
+	}
+	return ids
+}
+
+// fhirLink returns a Bundle's link of relation rel, or "".
+func fhirLink(bundle map[string]any, rel string) string {
+	links, _ := bundle["link"].([]any)
+	for _, l := range links {
+		if l, _ := l.(map[string]any); l["relation"] == rel {
+			u, _ := l["url"].(string)
+			return u
+		}
+	}
+	return ""
 }

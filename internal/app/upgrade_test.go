@@ -68,7 +68,8 @@ var demoMapping = []string{"--hl7-patient-authority", "DEMOHOSP", "--dicom-patie
 // the same 16 events (none lost, none new), differing only in the FHIR
 // changes that the README's upgrade notes announce (issue 13: one
 // patient identity across fronts: the ImagingStudy subject's system; FHIR
-// ids unique per patient). The upgrade step the README gives (radbridge
+// ids unique per patient; issue 15: extension URLs under
+// https://radbridge.dev/fhir). The upgrade step the README gives (radbridge
 // replay) then rebuilds the read models, and the daemon serves them.
 func TestReplayOfTheFirstReleasesDataDir(t *testing.T) {
 	dir := t.TempDir()
@@ -102,5 +103,6 @@ func TestReplayOfTheFirstReleasesDataDir(t *testing.T) {
 }
 
 // upgradeChanges are the resources whose FHIR changed on purpose since the
-// fixture was written (README, "After upgrading to the issue 13 mapping").
+// fixture was written (README, "Upgrading: resource ids (issue 13)" and
+// "Upgrading: extension URLs (issue 15)").
 var upgradeChanges = map[string]bool{"ImagingStudy": true, "ServiceRequest": true, "DiagnosticReport": true}
