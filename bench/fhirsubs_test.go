@@ -82,13 +82,17 @@ func postSubscription(tb testing.TB, base, body string) string {
 }
 
 func benchSubscription(channel, endpoint string) string {
+	return benchSubscriptionFor(channel, endpoint, browserPatient)
+}
+
+func benchSubscriptionFor(channel, endpoint, pat string) string {
 	ep := ""
 	if endpoint != "" {
 		ep = `"endpoint":"` + endpoint + `",`
 	}
 	return `{"resourceType":"Subscription","status":"requested","reason":"bench",
 "criteria":"https://radbridge.dev/fhir/SubscriptionTopic/imaging-order-placed",
-"_criteria":{"extension":[{"url":"http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-filter-criteria","valueString":"ServiceRequest?patient=Patient/` + browserPatient + `"}]},
+"_criteria":{"extension":[{"url":"http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-filter-criteria","valueString":"ServiceRequest?patient=Patient/` + pat + `"}]},
 "channel":{"type":"` + channel + `",` + ep + `"payload":"application/fhir+json",
 "_payload":{"extension":[{"url":"http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-payload-content","valueCode":"full-resource"}]}}}`
 }
@@ -96,16 +100,17 @@ func benchSubscription(channel, endpoint string) string {
 // BenchmarkFHIRSubscriptionLatency: HL7 ACK → rest-hook receipt and →
 // FHIR websocket notification, against a gRPC Subscribe stream on the same
 // patient (the baseline, same run). subs=1: one rest-hook and one
-// websocket subscription; subs=1000: 998 more websocket subscriptions on
-// the same topic and patient (no client bound), so every order is
-// numbered 1,000 times.
+// websocket subscription; subs=1000/same-patient: 998 more websocket
+// subscriptions on the same topic and patient (no client bound), so every
+// order is numbered and stored 1,000 times; subs=1000/other-patients: the
+// 998 follow 998 other patients (1,000 clinicians, each on a patient).
 func BenchmarkFHIRSubscriptionLatency(b *testing.B) {
-	for _, n := range []int{1, 1000} {
-		b.Run(fmt.Sprintf("subs=%d", n), func(b *testing.B) { benchFHIRSubs(b, n) })
-	}
+	b.Run("subs=1", func(b *testing.B) { benchFHIRSubs(b, 1, true) })
+	b.Run("subs=1000/other-patients", func(b *testing.B) { benchFHIRSubs(b, 1000, false) })
+	b.Run("subs=1000/same-patient", func(b *testing.B) { benchFHIRSubs(b, 1000, true) })
 }
 
-func benchFHIRSubs(b *testing.B, n int) {
+func benchFHIRSubs(b *testing.B, n int, same bool) {
 	d := startAppDaemon(b, "--hl7-patient-authority", "BENCH", "--fhir-rest-hook-allow", "127.0.0.1")
 	base := "http://" + d.HTTPAddr()
 	hook := newArrivals()
@@ -117,8 +122,12 @@ func benchFHIRSubs(b *testing.B, n int) {
 	defer srv.Close()
 	restID := postSubscription(b, base, benchSubscription("rest-hook", srv.URL))
 	wsID := postSubscription(b, base, benchSubscription("websocket", ""))
-	for range max(0, n-2) {
-		postSubscription(b, base, benchSubscription("websocket", ""))
+	for k := range max(0, n-2) {
+		pat := browserPatient
+		if !same {
+			pat = fmt.Sprintf("OTHER%d", k)
+		}
+		postSubscription(b, base, benchSubscriptionFor("websocket", "", pat))
 	}
 	for _, id := range []string{restID, wsID} {
 		deadline := time.Now().Add(time.Minute)
