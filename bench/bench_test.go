@@ -31,6 +31,11 @@
 //     (built from ./cmd/radbridge); its VmRSS is read before and after
 //     10,000 idle subscribers connect. Metric: B/sub.
 //
+//   - BenchmarkFHIRSubscriptionLatency/subs=N: HL7 ACK until a FHIR
+//     rest-hook receipt and a FHIR websocket notification, against a gRPC
+//     stream on the same patient (bench/fhirsubs_test.go). Metrics: p50/p99
+//     in ms and p50 as a multiple of the gRPC stream's.
+//
 // Run (see BENCHMARKS.md for the latest numbers):
 //
 //	go test ./bench -run '^$' -bench 'Append|RawFile' -benchtime=2000x
