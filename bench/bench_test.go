@@ -30,7 +30,6 @@
 //   - BenchmarkIdleMemory/{grpc,ws}: the daemon runs as a separate process
 //     (built from ./cmd/radbridge); its VmRSS is read before and after
 //     10,000 idle subscribers connect. Metric: B/sub.
-//
 //   - BenchmarkFHIRSubscriptionLatency/subs=N: HL7 ACK until a FHIR
 //     rest-hook receipt and a FHIR websocket notification, against a gRPC
 //     stream on the same patient (bench/fhirsubs_test.go). Metrics: p50/p99

@@ -154,7 +154,9 @@ func benchFHIRSubs(b *testing.B, n int, same bool) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	var params struct{ Parameter []struct{ Name, ValueString, ValueUrl string } }
+	var params struct {
+		Parameter []struct{ Name, ValueString, ValueUrl string }
+	}
 	json.NewDecoder(resp.Body).Decode(&params)
 	resp.Body.Close()
 	var tok, wsURL string
