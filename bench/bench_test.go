@@ -33,6 +33,10 @@
 //   - BenchmarkFHIRSearchPatient10k/...: a FHIR search of a patient with
 //     10,000 studies against the REST listing of the same patient
 //     (bench/fhir_test.go). Metrics: ns/op, index-B/resource.
+//   - BenchmarkFHIRSubscriptionLatency/subs=N: HL7 ACK until a FHIR
+//     rest-hook receipt and a FHIR websocket notification, against a gRPC
+//     stream on the same patient (bench/fhirsubs_test.go). Metrics: p50/p99
+//     in ms and p50 as a multiple of the gRPC stream's.
 //
 // Run (see BENCHMARKS.md for the latest numbers):
 //

@@ -190,9 +190,7 @@ func (e *Engine) Run(ctx context.Context) error {
 		go func() {
 			defer wg.Done()
 			defer close(w.done)
-			if err := w.run(wctx); err != nil && wctx.Err() == nil {
-				e.log.Warn("subscription worker stopped", "subscription", id, "err", err)
-			}
+			w.loop(wctx)
 		}()
 	}
 }
@@ -210,6 +208,37 @@ type worker struct {
 	// events holds the events of assigned, undelivered numbers by
 	// sequence, as read from the hub.
 	events map[uint64]*rbv1.Event
+}
+
+// errStopped: the subscription's status became error or off.
+var errStopped = errors.New("subscription stopped")
+
+// loop runs the worker until ctx ends or the subscription stops; a
+// failure (the store unreachable, the cursor changed by another process)
+// is retried from the stored cursor after a backoff.
+func (w *worker) loop(ctx context.Context) {
+	for n := 1; ; n++ {
+		err := w.run(ctx)
+		if ctx.Err() != nil || errors.Is(err, errStopped) {
+			return
+		}
+		w.e.log.Warn("subscription delivery interrupted; resuming from the stored cursor", "subscription", w.st.ID, "err", err)
+		if w.backoffFor(ctx, min(n, 7), time.Second, 30*time.Second) != nil {
+			return
+		}
+		st, rev, gerr := w.e.cfg.Store.Get(ctx, w.st.ID)
+		if gerr != nil {
+			if errors.Is(gerr, ErrNotFound) {
+				return
+			}
+			continue
+		}
+		if st.Status != StatusRequested && st.Status != StatusActive {
+			return
+		}
+		w.st, w.rev = st, rev
+		clear(w.events)
+	}
 }
 
 func (w *worker) topic() Topic { t, _ := TopicByURL(w.st.Topic); return t }
@@ -333,7 +362,7 @@ func (w *worker) setStatus(ctx context.Context, status, reason string) error {
 	w.rev = rev
 	w.e.log.Info("subscription status", "subscription", w.st.ID, "status", status, "reason", reason)
 	if status == StatusError || status == StatusOff {
-		return fmt.Errorf("subscription %s: status %s %s", w.st.ID, status, reason)
+		return fmt.Errorf("%w: status %s %s", errStopped, status, reason)
 	}
 	return nil
 }
@@ -341,9 +370,13 @@ func (w *worker) setStatus(ctx context.Context, status, reason string) error {
 // backoff waits before attempt n+1 (n ≥ 1): base·2^(n-1), at most max,
 // plus up to 50% jitter.
 func (w *worker) backoff(ctx context.Context, n int) error {
-	d := w.e.cfg.RetryBase << min(n-1, 20)
-	if d > w.e.cfg.RetryMax || d <= 0 {
-		d = w.e.cfg.RetryMax
+	return w.backoffFor(ctx, n, w.e.cfg.RetryBase, w.e.cfg.RetryMax)
+}
+
+func (w *worker) backoffFor(ctx context.Context, n int, base, max time.Duration) error {
+	d := base << min(n-1, 20)
+	if d > max || d <= 0 {
+		d = max
 	}
 	d += time.Duration(rand.Int64N(int64(d)/2 + 1))
 	t := time.NewTimer(d)

@@ -174,8 +174,15 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+	// Events after the newest one stored now are notified (the hub may
+	// not be positioned yet while the daemon starts).
+	_, last, err := h.cfg.Log.Bounds(r.Context())
+	if err != nil {
+		WriteOutcome(w, http.StatusServiceUnavailable, "transient", "event log unavailable")
+		return
+	}
 	now := h.now().UTC()
-	st := &Stored{ID: NewID(), Spec: *spec, Owner: p.Subject, Scope: p.Patients, Status: StatusRequested, Created: now, Updated: now, StartSeq: h.cfg.Hub.Head()}
+	st := &Stored{ID: NewID(), Spec: *spec, Owner: p.Subject, Scope: p.Patients, Status: StatusRequested, Created: now, Updated: now, StartSeq: max(last, h.cfg.Hub.Head())}
 	if err := h.cfg.Store.Create(r.Context(), st); err != nil {
 		WriteOutcome(w, http.StatusServiceUnavailable, "transient", "subscription not stored")
 		return

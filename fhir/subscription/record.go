@@ -25,9 +25,6 @@ const FormatVersion = 1
 // (the newest are kept): $events answers for these.
 const MaxMapped = 1024
 
-// maxPending bounds the numbers assigned and not yet delivered.
-const maxPending = 256
-
 // Stored is a subscription as kept in the bucket under "sub.<id>".
 type Stored struct {
 	Version int    `json:"v"`

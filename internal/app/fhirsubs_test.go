@@ -16,6 +16,8 @@ import (
 
 	"github.com/google/fhir/go/fhirversion"
 	"github.com/google/fhir/go/jsonformat"
+
+	"radbridge/fhir/subscription"
 )
 
 // fhirDo sends a FHIR request and returns the status and the decoded body.
@@ -182,6 +184,8 @@ func readNotification(t *testing.T, b []byte) notification {
 type hookReceiver struct {
 	t    *testing.T
 	fail int
+	// secret, when set, is checked against the signature header.
+	secret string
 
 	mu       sync.Mutex
 	failed   int
@@ -203,6 +207,14 @@ func (h *hookReceiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.t.Errorf("rest-hook Content-Type %q", ct)
 	}
 	n := readNotification(h.t, b)
+	if h.secret != "" {
+		if got, want := r.Header.Get(subscription.SignatureHeader), subscription.Sign(h.secret, b); got != want {
+			h.t.Errorf("%s %q, want %q", subscription.SignatureHeader, got, want)
+		}
+	}
+	if r.Header.Get("X-Ehr-Tenant") != "north" {
+		h.t.Errorf("channel.header not sent: %v", r.Header)
+	}
 	h.mu.Lock()
 	if n.Type == "event-notification" && h.failed < h.fail {
 		h.failed++
@@ -288,9 +300,13 @@ func checkGapless(t *testing.T, got []uint64, n int) {
 // order, without gaps; $status counts them and $events returns them.
 func TestFHIRSubscriptionRestHook(t *testing.T) {
 	bin := needPeer(t, "mllp_send")
-	d := startDaemon(t, filepath.Join(t.TempDir(), "data"), "--fhir-rest-hook-allow", "127.0.0.1", "--fhir-rest-hook-retry-base", "20ms")
+	d := startDaemon(t, filepath.Join(t.TempDir(), "data"), "--fhir-rest-hook-allow", "127.0.0.1", "--fhir-rest-hook-retry-base", "20ms", "--fhir-rest-hook-max-failures", "5")
 	base := "http://" + d.HTTPAddr()
 	hook, srv := newHookReceiver(t, 3)
+	const secret = "a-per-subscription-secret-0123"
+	hook.secret = secret
+	// A receiver that takes the handshake and fails every notification.
+	broken, brokenSrv := newHookReceiver(t, 1<<30)
 
 	// Without the allow-list entry, the loopback endpoint is refused.
 	code, oo := fhirDo(t, "POST", base+"/fhir/Subscription", "", subscriptionJSON("imaging-order-placed", "rest-hook", "http://localhost:9/hook", "id-only"))
@@ -298,8 +314,17 @@ func TestFHIRSubscriptionRestHook(t *testing.T) {
 		t.Fatalf("localhost endpoint: %d %v", code, oo)
 	}
 
-	id := createSubscription(t, base, "", subscriptionJSON("imaging-order-placed", "rest-hook", srv.URL+"/hook", "full-resource", "ServiceRequest?patient=Patient/MRN-SUBS1"))
+	withExtras := func(s, secret string) string {
+		s = strings.Replace(s, `"payload"`, `"header":["X-Ehr-Tenant: north"],"payload"`, 1)
+		if secret != "" {
+			s = strings.Replace(s, `"reason"`, `"extension":[{"url":"`+subscription.ExtSecret+`","valueString":"`+secret+`"}],"reason"`, 1)
+		}
+		return s
+	}
+	id := createSubscription(t, base, "", withExtras(subscriptionJSON("imaging-order-placed", "rest-hook", srv.URL+"/hook", "full-resource", "ServiceRequest?patient=Patient/MRN-SUBS1"), secret))
 	waitStatus(t, base, "", id, "active")
+	brokenID := createSubscription(t, base, "", withExtras(subscriptionJSON("imaging-order-placed", "rest-hook", brokenSrv.URL+"/hook", "id-only"), ""))
+	waitStatus(t, base, "", brokenID, "active")
 	const n = 5
 	for i := 1; i <= n; i++ {
 		ack := mllpSend(t, bin, d.MLLPAddr(), writeHL7(t, fmt.Sprint("order", i), orderMessage(i, "MRN-SUBS1")))
@@ -322,7 +347,23 @@ func TestFHIRSubscriptionRestHook(t *testing.T) {
 	}
 	hook.mu.Unlock()
 
-	code, st := fhirDo(t, "GET", base+"/fhir/Subscription/"+id+"/$status", "", "")
+	// The broken receiver's subscription gives up after 5 failures in a
+	// row, with the reason in the resource and in $status.
+	m := waitStatus(t, base, "", brokenID, "error")
+	if e, _ := m["error"].(string); !strings.Contains(e, "HTTP 503") {
+		t.Errorf("error status without the reason: %v", m)
+	}
+	broken.mu.Lock()
+	if broken.failed != 5 {
+		t.Errorf("broken receiver saw %d failed deliveries, want 5", broken.failed)
+	}
+	broken.mu.Unlock()
+	code, st := fhirDo(t, "GET", base+"/fhir/Subscription/"+brokenID+"/$status", "", "")
+	if b, _ := json.Marshal(st); code != 200 || !strings.Contains(string(b), `"error"`) || !strings.Contains(string(b), "HTTP 503") {
+		t.Errorf("$status of the failed subscription: %d %s", code, b)
+	}
+
+	code, st = fhirDo(t, "GET", base+"/fhir/Subscription/"+id+"/$status", "", "")
 	b, _ := json.Marshal(st)
 	if _, err := fhirR4.Unmarshal(b); code != 200 || err != nil {
 		t.Fatalf("$status: %d %v %s", code, err, b)
