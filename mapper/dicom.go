@@ -73,6 +73,57 @@ type StudyState struct {
 	// ReadModelPatient is the patient whose read model holds the study
 	// (it moves when a correction changes the Patient ID).
 	ReadModelPatient string `json:"read_model_patient,omitempty"`
+	// ExpectedFrom names what listed the Expected instances: ExpectedIAN,
+	// ExpectedMPPS (sorted; empty when none did, or in a state of a
+	// radbridge before completion reasons).
+	ExpectedFrom []string `json:"expected_from,omitempty"`
+	// Completion says why the study first counted as complete; nil until
+	// it did.
+	Completion *Completion `json:"completion,omitempty"`
+}
+
+// Completion reasons: why a study counts as complete
+// (CompletionExtension, the event's completion).
+const (
+	// CompletedByIAN: an Instance Availability Notification (every part of
+	// it) said the archive holds the study.
+	CompletedByIAN = "ian"
+	// CompletedByMPPS: an MPPS COMPLETED named the study's instances and
+	// every one of them was received.
+	CompletedByMPPS = "mpps-completed"
+	// CompletedByQuietPeriod: no new instance arrived for the quiet period
+	// (--study-quiet-period).
+	CompletedByQuietPeriod = "quiet-period"
+)
+
+// Where the expected instance count came from (Completion.ExpectedFrom).
+const (
+	ExpectedIAN  = "ian"
+	ExpectedMPPS = "mpps"
+)
+
+// Completion is the reason a study first counted as complete, with its
+// evidence as of that moment.
+type Completion struct {
+	Reason string `json:"reason"`
+	// Received is how many instances a C-STORE (or STOW-RS) had brought;
+	// Expected how many an IAN or MPPS had named (0: unknown), and
+	// ExpectedFrom which of them.
+	Received     int      `json:"received"`
+	Expected     int      `json:"expected,omitempty"`
+	ExpectedFrom []string `json:"expected_from,omitempty"`
+	// IngestSeq is the ingest record that completed it (a timer's firing
+	// for the quiet period).
+	IngestSeq uint64 `json:"ingest_seq"`
+}
+
+// expectedBy records that source (ExpectedIAN, ExpectedMPPS) listed
+// expected instances.
+func (s *StudyState) expectedBy(source string) {
+	if !slices.Contains(s.ExpectedFrom, source) {
+		s.ExpectedFrom = append(s.ExpectedFrom, source)
+		sort.Strings(s.ExpectedFrom)
+	}
 }
 
 // SeriesState is one series of a study.
@@ -354,7 +405,7 @@ func (d *dicomMapper) instance(c *Context) error {
 	st.LastArrival = c.Rec.Time
 
 	if !st.AvailableSent && st.mppsStatus(ingest.MPPSCompleted) && len(st.Expected) > 0 && st.missing() == 0 {
-		return d.complete(c, st, "")
+		return d.complete(c, st, CompletedByMPPS, "")
 	}
 	if err := c.Schedule(quietKey(st.UID), ingest.KindDICOMInstance, c.Rec.Time.Add(d.o.QuietPeriod), studyQuietBody{Study: st.UID}); err != nil {
 		return err
@@ -385,13 +436,13 @@ func (d *dicomMapper) quiet(c *Context) error {
 	if st == nil {
 		return nil
 	}
-	return d.complete(c, st, "")
+	return d.complete(c, st, CompletedByQuietPeriod, "")
 }
 
-// complete makes the study available now: AVAILABLE the first time, then
-// UPDATED when something changed since the last event. note is appended to
-// the message.
-func (d *dicomMapper) complete(c *Context, st *StudyState, note string) error {
+// complete makes the study available now: AVAILABLE the first time (for
+// reason, one of the Completed* values), then UPDATED when something
+// changed since the last event. note is appended to the message.
+func (d *dicomMapper) complete(c *Context, st *StudyState, reason, note string) error {
 	c.Cancel(quietKey(st.UID))
 	received, total := st.counts()
 	if total == 0 {
@@ -447,6 +498,13 @@ func (d *dicomMapper) complete(c *Context, st *StudyState, note string) error {
 	if len(notes) > 0 {
 		msg += " (" + strings.Join(notes, "; ") + ")"
 	}
+	if !st.AvailableSent {
+		st.Completion = &Completion{Reason: reason, Received: received, Expected: len(st.Expected),
+			ExpectedFrom: slices.Clone(st.ExpectedFrom), IngestSeq: c.Rec.Seq}
+		if len(st.Expected) == 0 {
+			st.Completion.ExpectedFrom = nil
+		}
+	}
 	st.Status = StudyAvailable
 	st.AvailableSent = true
 	st.Added, st.NewSeries, st.Corrected, st.AvailabilityChanged = 0, 0, 0, 0
@@ -483,6 +541,7 @@ func (d *dicomMapper) ian(c *Context) error {
 				continue
 			}
 			st.Expected[i.SOPInstanceUID] = true
+			st.expectedBy(ExpectedIAN)
 			avail := ianAvailability(i.InstanceAvailability)
 			if old := st.find(i.SOPInstanceUID); old != nil {
 				// Known: an IAN saying it moved (NEARLINE, OFFLINE,
@@ -507,7 +566,7 @@ func (d *dicomMapper) ian(c *Context) error {
 	if n.Parts > 1 && !st.ianPart(n.SOPInstanceUID, n.Part, n.Parts) {
 		return nil // complete once every part of a large IAN is in
 	}
-	return d.complete(c, st, "")
+	return d.complete(c, st, CompletedByIAN, "")
 }
 
 // mpps maps an MPPS N-CREATE or N-SET. COMPLETED tells which instances the
@@ -569,12 +628,13 @@ func (d *dicomMapper) mpps(c *Context) error {
 						st.Expected = map[string]bool{}
 					}
 					st.Expected[sop] = true
+					st.expectedBy(ExpectedMPPS)
 				}
 			}
 		}
 		received, _ := st.counts()
 		if status == ingest.MPPSCompleted && !st.AvailableSent && received > 0 && len(st.Expected) > 0 && st.missing() == 0 {
-			if err := d.complete(c, st, ""); err != nil {
+			if err := d.complete(c, st, CompletedByMPPS, ""); err != nil {
 				return err
 			}
 		}
@@ -623,6 +683,7 @@ func (d *dicomMapper) emit(c *Context, st *StudyState, typ rbv1.EventType, sev r
 		Resource:         pb,
 		Source:           eventSource(st.Source),
 		ViewerUrl:        viewer,
+		Completion:       completionProto(st, typ),
 	})
 	if prev := st.ReadModelPatient; prev != "" && prev != key {
 		if p := c.State.patient(prev); p != nil {
@@ -640,6 +701,17 @@ func (d *dicomMapper) emit(c *Context, st *StudyState, typ rbv1.EventType, sev r
 	recountBodyRegions(c.State, p)
 	c.Touch(key)
 	return nil
+}
+
+// completionProto is the event's completion: on IMAGING_STUDY_AVAILABLE
+// only.
+func completionProto(st *StudyState, typ rbv1.EventType) *rbv1.Completion {
+	cm := st.Completion
+	if cm == nil || typ != rbv1.EventType_IMAGING_STUDY_AVAILABLE {
+		return nil
+	}
+	return &rbv1.Completion{Reason: cm.Reason, InstancesReceived: uint32(cm.Received), InstancesExpected: uint32(cm.Expected),
+		ExpectedFrom: slices.Clone(cm.ExpectedFrom), IngestSequence: cm.IngestSeq}
 }
 
 // bodyRegions recounts a patient's studies per body region: a study counts
