@@ -80,6 +80,34 @@ type StudyState struct {
 	// Completion says why the study first counted as complete; nil until
 	// it did.
 	Completion *Completion `json:"completion,omitempty"`
+	// Records are ingest records that made the study, for explaining it:
+	// its first instance, IANs, MPPS updates, its completion and operator
+	// actions (at most StudyRecordsKept), and LastInstance its newest
+	// instance's.
+	Records      []uint64 `json:"records,omitempty"`
+	LastInstance uint64   `json:"last_instance,omitempty"`
+	// Operator corrections (see Reconcile): the study was marked entered
+	// in error; unlinked from its orders; moved to patient PatientOverride
+	// (its images' Patient ID was wrong); Actions lists them.
+	EnteredInError  bool     `json:"entered_in_error,omitempty"`
+	Unlinked        bool     `json:"unlinked,omitempty"`
+	PatientOverride string   `json:"patient_override,omitempty"`
+	Actions         []Action `json:"actions,omitempty"`
+}
+
+// StudyRecordsKept bounds StudyState.Records.
+const StudyRecordsKept = 64
+
+// StudyEnteredInError is the explained status of a study an operator
+// marked entered in error.
+const StudyEnteredInError = "entered-in-error"
+
+// record notes ingest record seq as one that made the study.
+func (s *StudyState) record(seq uint64) {
+	if seq == 0 || len(s.Records) >= StudyRecordsKept || slices.Contains(s.Records, seq) {
+		return
+	}
+	s.Records = append(s.Records, seq)
 }
 
 // Completion reasons: why a study counts as complete
@@ -403,6 +431,10 @@ func (d *dicomMapper) instance(c *Context) error {
 	dicomSet(&st.Time, in.StudyTime)
 	dicomSet(&st.Referrer, in.ReferringPhysicianName)
 	st.LastArrival = c.Rec.Time
+	if len(st.Records) == 0 {
+		st.record(c.Rec.Seq)
+	}
+	st.LastInstance = c.Rec.Seq
 
 	if !st.AvailableSent && st.mppsStatus(ingest.MPPSCompleted) && len(st.Expected) > 0 && st.missing() == 0 {
 		return d.complete(c, st, CompletedByMPPS, "")
@@ -501,6 +533,7 @@ func (d *dicomMapper) complete(c *Context, st *StudyState, reason, note string) 
 	if !st.AvailableSent {
 		st.Completion = &Completion{Reason: reason, Received: received, Expected: len(st.Expected),
 			ExpectedFrom: slices.Clone(st.ExpectedFrom), IngestSeq: c.Rec.Seq}
+		st.record(c.Rec.Seq)
 		if len(st.Expected) == 0 {
 			st.Completion.ExpectedFrom = nil
 		}
@@ -529,6 +562,7 @@ func (d *dicomMapper) ian(c *Context) error {
 		return errors.New("dicom IAN: study UID required")
 	}
 	st := studyOf(c, n.StudyInstanceUID)
+	st.record(c.Rec.Seq)
 	if st.Expected == nil {
 		st.Expected = map[string]bool{}
 	}
@@ -597,6 +631,7 @@ func (d *dicomMapper) mpps(c *Context) error {
 	}
 	for _, uid := range uids {
 		st := studyOf(c, uid)
+		st.record(c.Rec.Seq)
 		if st.MPPS == nil {
 			st.MPPS = map[string]string{}
 		}

@@ -299,6 +299,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	extra[thumbnailPattern] = thumbs.handler(authn)
 	extra[metricsPattern] = operatorOnly(authn, metrics.Handler(d.metrics))
 	extra[statusPattern] = operatorOnly(authn, d.statusHandler())
+	extra[explainPattern] = d.explainHandler(authn) // issue 18
 	handler, err := api.NewHTTPHandler(ctx, d.svc, conn, api.HTTPConfig{
 		Ready: d.readyErr, WriteTimeout: cfg.WSWriteTimout, Logger: log, Auth: authn, OriginPatterns: cfg.OriginPatterns(),
 		TrustedProxies: trusted, Extra: extra,
