@@ -90,6 +90,8 @@ type StudyState struct {
 	// in error; unlinked from its orders; moved to patient PatientOverride
 	// (its images' Patient ID was wrong); Actions lists them.
 	EnteredInError  bool     `json:"entered_in_error,omitempty"`
+	AccessionLinked bool     `json:"accession_linked,omitempty"` // AccessionNumber is the linked order's
+	Arrived         time.Time `json:"arrived,omitzero"`           // the first observation of the study
 	Unlinked        bool     `json:"unlinked,omitempty"`
 	PatientOverride string   `json:"patient_override,omitempty"`
 	Actions         []Action `json:"actions,omitempty"`
@@ -327,13 +329,14 @@ func dicomRules(o Options) map[string]Rule {
 		ingest.KindDICOMInstance: RuleFunc(d.instance),
 		ingest.KindDICOMIAN:      RuleFunc(d.ian),
 		ingest.KindDICOMMPPS:     RuleFunc(d.mpps),
+		ingest.KindReconcile:     RuleFunc(d.reconcile),
 	}
 }
 
 func studyOf(c *Context, uid string) *StudyState {
 	st := c.State.study(uid)
 	if st == nil {
-		st = &StudyState{UID: uid, Status: StudyReceiving, Series: map[string]*SeriesState{}}
+		st = &StudyState{UID: uid, Status: StudyReceiving, Series: map[string]*SeriesState{}, Arrived: c.Rec.Time}
 		c.State.Studies[uid] = st
 	}
 	if st.Series == nil {
@@ -422,7 +425,9 @@ func (d *dicomMapper) instance(c *Context) error {
 	// issuer is kept for the FHIR identifier.
 	dicomSet(&st.PatientID, in.PatientID)
 	dicomSet(&st.IssuerOfPatientID, in.IssuerOfPatientID)
-	dicomSet(&st.AccessionNumber, in.AccessionNumber)
+	if !st.AccessionLinked {
+		dicomSet(&st.AccessionNumber, in.AccessionNumber)
+	}
 	dicomSet(&st.Description, in.StudyDescription)
 	if strings.TrimSpace(in.StudyDate) != "" {
 		st.TZOffset, st.Zone = strings.TrimSpace(in.TimezoneOffsetFromUTC), c.Rec.Zone
@@ -476,6 +481,9 @@ func (d *dicomMapper) quiet(c *Context) error {
 // changed since the last event. note is appended to the message.
 func (d *dicomMapper) complete(c *Context, st *StudyState, reason, note string) error {
 	c.Cancel(quietKey(st.UID))
+	if st.EnteredInError {
+		return nil // an operator withdrew it
+	}
 	received, total := st.counts()
 	if total == 0 {
 		return nil
@@ -705,10 +713,21 @@ func (d *dicomMapper) emit(c *Context, st *StudyState, typ rbv1.EventType, sev r
 		return fmt.Errorf("imaging study resource is not JSON")
 	}
 	key := PatientKey(st.PatientID, st.IssuerOfPatientID, d.o.DICOMPatientIssuer)
+	if st.PatientOverride != "" {
+		key = st.PatientOverride // moved by an operator
+	}
+	if st.EnteredInError {
+		res["status"] = "entered-in-error"
+		pb = toStruct(res)
+	}
+	acc := st.AccessionNumber
+	if st.Unlinked {
+		acc = "" // joins nothing (the resource keeps the images' accession)
+	}
 	c.Emit(&rbv1.Event{
 		Type:             typ,
 		PatientId:        key,
-		AccessionNumber:  st.AccessionNumber,
+		AccessionNumber:  acc,
 		StudyInstanceUid: st.UID,
 		Severity:         sev,
 		Message:          msg,

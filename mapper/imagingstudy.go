@@ -261,6 +261,10 @@ func imagingStudy(st *StudyState, status string, o Options) map[string]any {
 // The patient's name stays out: subscribers already know whose room they
 // are in, and the less patient data travels the better.
 func studySubject(st *StudyState, o Options) map[string]any {
+	if st.PatientOverride != "" { // moved by an operator: the patient key it was moved to
+		id, issuer, _ := strings.Cut(st.PatientOverride, "^")
+		return patientSubject(o, st.PatientOverride, id, issuer)
+	}
 	key := PatientKey(st.PatientID, st.IssuerOfPatientID, o.DICOMPatientIssuer)
 	return patientSubject(o, key, st.PatientID, st.IssuerOfPatientID)
 }
