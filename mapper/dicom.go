@@ -89,12 +89,12 @@ type StudyState struct {
 	// Operator corrections (see Reconcile): the study was marked entered
 	// in error; unlinked from its orders; moved to patient PatientOverride
 	// (its images' Patient ID was wrong); Actions lists them.
-	EnteredInError  bool     `json:"entered_in_error,omitempty"`
-	AccessionLinked bool     `json:"accession_linked,omitempty"` // AccessionNumber is the linked order's
+	EnteredInError  bool      `json:"entered_in_error,omitempty"`
+	AccessionLinked bool      `json:"accession_linked,omitempty"` // AccessionNumber is the linked order's
 	Arrived         time.Time `json:"arrived,omitzero"`           // the first observation of the study
-	Unlinked        bool     `json:"unlinked,omitempty"`
-	PatientOverride string   `json:"patient_override,omitempty"`
-	Actions         []Action `json:"actions,omitempty"`
+	Unlinked        bool      `json:"unlinked,omitempty"`
+	PatientOverride string    `json:"patient_override,omitempty"`
+	Actions         []Action  `json:"actions,omitempty"`
 }
 
 // StudyRecordsKept bounds StudyState.Records.
