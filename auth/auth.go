@@ -26,6 +26,26 @@ type Principal struct {
 	Patients []string
 	// Expires is when the credential stops being valid (zero: never).
 	Expires time.Time
+	// Roles the client holds (RoleOperator); none by default.
+	Roles []string
+}
+
+// RoleOperator may correct what radbridge derived (issue 18: link or
+// unlink a study and an order, move a study to another patient, mark it
+// entered in error, retry a dead letter). Tokens get it with role=operator
+// (tokens file) or a "roles" claim holding "operator" (JWT). A client
+// restricted to some patients never acts, whatever its roles.
+const RoleOperator = "operator"
+
+// HasRole reports whether p holds role.
+func (p *Principal) HasRole(role string) bool {
+	return p != nil && slices.Contains(p.Roles, role)
+}
+
+// MayOperate reports whether p may correct what radbridge derived: an
+// operator not restricted to some patients.
+func (p *Principal) MayOperate() bool {
+	return p.HasRole(RoleOperator) && !p.Restricted()
 }
 
 // MayRead reports whether p may see events of patientID.
@@ -41,12 +61,13 @@ type Authenticator interface {
 	Authenticate(ctx context.Context, token string) (*Principal, error)
 }
 
-// None accepts every client, token or not, for every patient (local use).
+// None accepts every client, token or not, for every patient (local use),
+// as an operator.
 type None struct{}
 
 // Authenticate implements Authenticator.
 func (None) Authenticate(context.Context, string) (*Principal, error) {
-	return &Principal{Subject: "anonymous"}, nil
+	return &Principal{Subject: "anonymous", Roles: []string{RoleOperator}}, nil
 }
 
 type ctxKey struct{}

@@ -233,7 +233,7 @@ func b64fixed(s string, n int) ([]byte, error) {
 
 // readClaims are the claim names radbridge reads, exactly as spelled here
 // (RFC 7519 §4: names are case-sensitive).
-var readClaims = []string{"sub", "exp", "nbf", "iat", "iss", "aud", "patient", "patients", "patient_ids"}
+var readClaims = []string{"sub", "exp", "nbf", "iat", "iss", "aud", "patient", "patients", "patient_ids", "roles"}
 
 // checkNames refuses a JSON object (a JWT header or claims set, base64url)
 // that names a member twice (RFC 7519 §4 lets a recipient reject it; Go's
@@ -363,6 +363,23 @@ func (j *JWT) Authenticate(_ context.Context, token string) (*Principal, error) 
 			return nil, fmt.Errorf("%w: %s claim is not an array of strings", ErrUnauthenticated, name)
 		}
 		p.Patients = append(append([]string{}, p.Patients...), ids...)
+	}
+	// roles: an array of strings; radbridge knows RoleOperator (others
+	// are ignored, for tokens shared with other services).
+	if v, ok := c["roles"]; ok && v != nil {
+		l, ok := v.([]any)
+		if !ok {
+			return nil, fmt.Errorf("%w: roles claim is not an array of strings", ErrUnauthenticated)
+		}
+		for _, e := range l {
+			r, ok := e.(string)
+			if !ok {
+				return nil, fmt.Errorf("%w: roles claim is not an array of strings", ErrUnauthenticated)
+			}
+			if r == RoleOperator {
+				p.Roles = []string{RoleOperator}
+			}
+		}
 	}
 	return p, nil
 }

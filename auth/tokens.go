@@ -24,6 +24,7 @@ type tokenEntry struct {
 	hash     [sha256.Size]byte
 	subject  string
 	patients []string
+	roles    []string
 }
 
 // LoadTokens reads a tokens file (see ReadTokens).
@@ -42,12 +43,12 @@ func LoadTokens(path string) (*Tokens, error) {
 
 // ReadTokens parses a tokens file: one token a line,
 //
-//	TOKEN [SUBJECT] [patient=ID,ID...]
+//	TOKEN [SUBJECT] [patient=ID,ID...] [role=ROLE,ROLE...]
 //
 // separated by spaces or tabs. TOKEN has at least MinTokenLen characters;
 // SUBJECT names the client (default "token-LINE"); patient= restricts the
-// client to those patients (without it, every patient). Blank lines and
-// lines starting with # are ignored.
+// client to those patients (without it, every patient); role= gives it
+// roles (RoleOperator). Blank lines and lines starting with # are ignored.
 func ReadTokens(r io.Reader) (*Tokens, error) {
 	t := &Tokens{}
 	seen := map[[sha256.Size]byte]int{}
@@ -82,10 +83,21 @@ func ReadTokens(r io.Reader) (*Tokens, error) {
 					}
 					e.patients = append(e.patients, id)
 				}
+			case strings.HasPrefix(f, "role="):
+				if e.roles != nil {
+					return nil, fmt.Errorf("line %d: role= given twice", line)
+				}
+				e.roles = []string{}
+				for _, r := range strings.Split(strings.TrimPrefix(f, "role="), ",") {
+					if r != RoleOperator {
+						return nil, fmt.Errorf("line %d: unknown role %q (roles: %s)", line, r, RoleOperator)
+					}
+					e.roles = append(e.roles, r)
+				}
 			case !subject && !strings.Contains(f, "="):
 				e.subject, subject = f, true
 			default:
-				return nil, fmt.Errorf("line %d: unexpected field %q (want TOKEN [SUBJECT] [patient=ID,...])", line, f)
+				return nil, fmt.Errorf("line %d: unexpected field %q (want TOKEN [SUBJECT] [patient=ID,...] [role=operator])", line, f)
 			}
 		}
 		t.entries = append(t.entries, e)
@@ -117,6 +129,9 @@ func (t *Tokens) Authenticate(_ context.Context, token string) (*Principal, erro
 	p := &Principal{Subject: found.subject}
 	if found.patients != nil {
 		p.Patients = append([]string{}, found.patients...)
+	}
+	if found.roles != nil {
+		p.Roles = append([]string{}, found.roles...)
 	}
 	return p, nil
 }

@@ -60,6 +60,11 @@ const KindRetry = "mapper.retry"
 type Retry struct {
 	// Seq is the ingest sequence of the record to map again.
 	Seq uint64 `json:"seq"`
+	// Actor and Reason: who asked through the API (POST /v1/reconcile,
+	// the token's subject) and why; empty for radbridge replay
+	// --retry-dead-letters.
+	Actor  string `json:"actor,omitempty"`
+	Reason string `json:"reason,omitempty"`
 }
 
 // NewRetry builds the observation asking for record seq to be mapped
@@ -72,6 +77,18 @@ func NewRetry(seq uint64, now time.Time) (Observation, error) {
 	return Observation{
 		Kind: KindRetry, Key: "retry:" + strconv.FormatUint(seq, 10) + "@" + now.UTC().Format(time.RFC3339Nano),
 		Time: now.UTC(), Source: Source{Protocol: "radbridge"}, Body: body,
+	}, nil
+}
+
+// NewRetryBy is NewRetry asked by an operator through the API.
+func NewRetryBy(seq uint64, actor, reason, client string, now time.Time) (Observation, error) {
+	body, err := json.Marshal(Retry{Seq: seq, Actor: actor, Reason: reason})
+	if err != nil {
+		return Observation{}, fmt.Errorf("encode retry: %w", err)
+	}
+	return Observation{
+		Kind: KindRetry, Key: "retry:" + strconv.FormatUint(seq, 10) + "@" + now.UTC().Format(time.RFC3339Nano),
+		Time: now.UTC(), Source: Source{Protocol: "api", Client: client}, Body: body,
 	}, nil
 }
 

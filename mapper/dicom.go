@@ -73,6 +73,87 @@ type StudyState struct {
 	// ReadModelPatient is the patient whose read model holds the study
 	// (it moves when a correction changes the Patient ID).
 	ReadModelPatient string `json:"read_model_patient,omitempty"`
+	// ExpectedFrom names what listed the Expected instances: ExpectedIAN,
+	// ExpectedMPPS (sorted; empty when none did, or in a state of a
+	// radbridge before completion reasons).
+	ExpectedFrom []string `json:"expected_from,omitempty"`
+	// Completion says why the study first counted as complete; nil until
+	// it did.
+	Completion *Completion `json:"completion,omitempty"`
+	// Records are ingest records that made the study, for explaining it:
+	// its first instance, IANs, MPPS updates, its completion and operator
+	// actions (at most StudyRecordsKept), and LastInstance its newest
+	// instance's.
+	Records      []uint64 `json:"records,omitempty"`
+	LastInstance uint64   `json:"last_instance,omitempty"`
+	// Operator corrections (see Reconcile): the study was marked entered
+	// in error; unlinked from its orders; moved to patient PatientOverride
+	// (its images' Patient ID was wrong); Actions lists them.
+	EnteredInError  bool      `json:"entered_in_error,omitempty"`
+	AccessionLinked bool      `json:"accession_linked,omitempty"` // AccessionNumber is the linked order's
+	Arrived         time.Time `json:"arrived,omitzero"`           // the first observation of the study
+	Unlinked        bool      `json:"unlinked,omitempty"`
+	PatientOverride string    `json:"patient_override,omitempty"`
+	Actions         []Action  `json:"actions,omitempty"`
+}
+
+// StudyRecordsKept bounds StudyState.Records.
+const StudyRecordsKept = 64
+
+// StudyEnteredInError is the explained status of a study an operator
+// marked entered in error.
+const StudyEnteredInError = "entered-in-error"
+
+// record notes ingest record seq as one that made the study.
+func (s *StudyState) record(seq uint64) {
+	if seq == 0 || len(s.Records) >= StudyRecordsKept || slices.Contains(s.Records, seq) {
+		return
+	}
+	s.Records = append(s.Records, seq)
+}
+
+// Completion reasons: why a study counts as complete
+// (CompletionExtension, the event's completion).
+const (
+	// CompletedByIAN: an Instance Availability Notification (every part of
+	// it) said the archive holds the study.
+	CompletedByIAN = "ian"
+	// CompletedByMPPS: an MPPS COMPLETED named the study's instances and
+	// every one of them was received.
+	CompletedByMPPS = "mpps-completed"
+	// CompletedByQuietPeriod: no new instance arrived for the quiet period
+	// (--study-quiet-period).
+	CompletedByQuietPeriod = "quiet-period"
+)
+
+// Where the expected instance count came from (Completion.ExpectedFrom).
+const (
+	ExpectedIAN  = "ian"
+	ExpectedMPPS = "mpps"
+)
+
+// Completion is the reason a study first counted as complete, with its
+// evidence as of that moment.
+type Completion struct {
+	Reason string `json:"reason"`
+	// Received is how many instances a C-STORE (or STOW-RS) had brought;
+	// Expected how many an IAN or MPPS had named (0: unknown), and
+	// ExpectedFrom which of them.
+	Received     int      `json:"received"`
+	Expected     int      `json:"expected,omitempty"`
+	ExpectedFrom []string `json:"expected_from,omitempty"`
+	// IngestSeq is the ingest record that completed it (a timer's firing
+	// for the quiet period).
+	IngestSeq uint64 `json:"ingest_seq"`
+}
+
+// expectedBy records that source (ExpectedIAN, ExpectedMPPS) listed
+// expected instances.
+func (s *StudyState) expectedBy(source string) {
+	if !slices.Contains(s.ExpectedFrom, source) {
+		s.ExpectedFrom = append(s.ExpectedFrom, source)
+		sort.Strings(s.ExpectedFrom)
+	}
 }
 
 // SeriesState is one series of a study.
@@ -248,13 +329,14 @@ func dicomRules(o Options) map[string]Rule {
 		ingest.KindDICOMInstance: RuleFunc(d.instance),
 		ingest.KindDICOMIAN:      RuleFunc(d.ian),
 		ingest.KindDICOMMPPS:     RuleFunc(d.mpps),
+		ingest.KindReconcile:     RuleFunc(d.reconcile),
 	}
 }
 
 func studyOf(c *Context, uid string) *StudyState {
 	st := c.State.study(uid)
 	if st == nil {
-		st = &StudyState{UID: uid, Status: StudyReceiving, Series: map[string]*SeriesState{}}
+		st = &StudyState{UID: uid, Status: StudyReceiving, Series: map[string]*SeriesState{}, Arrived: c.Rec.Time}
 		c.State.Studies[uid] = st
 	}
 	if st.Series == nil {
@@ -343,7 +425,9 @@ func (d *dicomMapper) instance(c *Context) error {
 	// issuer is kept for the FHIR identifier.
 	dicomSet(&st.PatientID, in.PatientID)
 	dicomSet(&st.IssuerOfPatientID, in.IssuerOfPatientID)
-	dicomSet(&st.AccessionNumber, in.AccessionNumber)
+	if !st.AccessionLinked {
+		dicomSet(&st.AccessionNumber, in.AccessionNumber)
+	}
 	dicomSet(&st.Description, in.StudyDescription)
 	if strings.TrimSpace(in.StudyDate) != "" {
 		st.TZOffset, st.Zone = strings.TrimSpace(in.TimezoneOffsetFromUTC), c.Rec.Zone
@@ -352,9 +436,13 @@ func (d *dicomMapper) instance(c *Context) error {
 	dicomSet(&st.Time, in.StudyTime)
 	dicomSet(&st.Referrer, in.ReferringPhysicianName)
 	st.LastArrival = c.Rec.Time
+	if len(st.Records) == 0 {
+		st.record(c.Rec.Seq)
+	}
+	st.LastInstance = c.Rec.Seq
 
 	if !st.AvailableSent && st.mppsStatus(ingest.MPPSCompleted) && len(st.Expected) > 0 && st.missing() == 0 {
-		return d.complete(c, st, "")
+		return d.complete(c, st, CompletedByMPPS, "")
 	}
 	if err := c.Schedule(quietKey(st.UID), ingest.KindDICOMInstance, c.Rec.Time.Add(d.o.QuietPeriod), studyQuietBody{Study: st.UID}); err != nil {
 		return err
@@ -385,14 +473,17 @@ func (d *dicomMapper) quiet(c *Context) error {
 	if st == nil {
 		return nil
 	}
-	return d.complete(c, st, "")
+	return d.complete(c, st, CompletedByQuietPeriod, "")
 }
 
-// complete makes the study available now: AVAILABLE the first time, then
-// UPDATED when something changed since the last event. note is appended to
-// the message.
-func (d *dicomMapper) complete(c *Context, st *StudyState, note string) error {
+// complete makes the study available now: AVAILABLE the first time (for
+// reason, one of the Completed* values), then UPDATED when something
+// changed since the last event. note is appended to the message.
+func (d *dicomMapper) complete(c *Context, st *StudyState, reason, note string) error {
 	c.Cancel(quietKey(st.UID))
+	if st.EnteredInError {
+		return nil // an operator withdrew it
+	}
 	received, total := st.counts()
 	if total == 0 {
 		return nil
@@ -447,6 +538,14 @@ func (d *dicomMapper) complete(c *Context, st *StudyState, note string) error {
 	if len(notes) > 0 {
 		msg += " (" + strings.Join(notes, "; ") + ")"
 	}
+	if !st.AvailableSent {
+		st.Completion = &Completion{Reason: reason, Received: received, Expected: len(st.Expected),
+			ExpectedFrom: slices.Clone(st.ExpectedFrom), IngestSeq: c.Rec.Seq}
+		st.record(c.Rec.Seq)
+		if len(st.Expected) == 0 {
+			st.Completion.ExpectedFrom = nil
+		}
+	}
 	st.Status = StudyAvailable
 	st.AvailableSent = true
 	st.Added, st.NewSeries, st.Corrected, st.AvailabilityChanged = 0, 0, 0, 0
@@ -471,6 +570,7 @@ func (d *dicomMapper) ian(c *Context) error {
 		return errors.New("dicom IAN: study UID required")
 	}
 	st := studyOf(c, n.StudyInstanceUID)
+	st.record(c.Rec.Seq)
 	if st.Expected == nil {
 		st.Expected = map[string]bool{}
 	}
@@ -483,6 +583,7 @@ func (d *dicomMapper) ian(c *Context) error {
 				continue
 			}
 			st.Expected[i.SOPInstanceUID] = true
+			st.expectedBy(ExpectedIAN)
 			avail := ianAvailability(i.InstanceAvailability)
 			if old := st.find(i.SOPInstanceUID); old != nil {
 				// Known: an IAN saying it moved (NEARLINE, OFFLINE,
@@ -507,7 +608,7 @@ func (d *dicomMapper) ian(c *Context) error {
 	if n.Parts > 1 && !st.ianPart(n.SOPInstanceUID, n.Part, n.Parts) {
 		return nil // complete once every part of a large IAN is in
 	}
-	return d.complete(c, st, "")
+	return d.complete(c, st, CompletedByIAN, "")
 }
 
 // mpps maps an MPPS N-CREATE or N-SET. COMPLETED tells which instances the
@@ -538,6 +639,7 @@ func (d *dicomMapper) mpps(c *Context) error {
 	}
 	for _, uid := range uids {
 		st := studyOf(c, uid)
+		st.record(c.Rec.Seq)
 		if st.MPPS == nil {
 			st.MPPS = map[string]string{}
 		}
@@ -569,12 +671,13 @@ func (d *dicomMapper) mpps(c *Context) error {
 						st.Expected = map[string]bool{}
 					}
 					st.Expected[sop] = true
+					st.expectedBy(ExpectedMPPS)
 				}
 			}
 		}
 		received, _ := st.counts()
 		if status == ingest.MPPSCompleted && !st.AvailableSent && received > 0 && len(st.Expected) > 0 && st.missing() == 0 {
-			if err := d.complete(c, st, ""); err != nil {
+			if err := d.complete(c, st, CompletedByMPPS, ""); err != nil {
 				return err
 			}
 		}
@@ -610,10 +713,21 @@ func (d *dicomMapper) emit(c *Context, st *StudyState, typ rbv1.EventType, sev r
 		return fmt.Errorf("imaging study resource is not JSON")
 	}
 	key := PatientKey(st.PatientID, st.IssuerOfPatientID, d.o.DICOMPatientIssuer)
+	if st.PatientOverride != "" {
+		key = st.PatientOverride // moved by an operator
+	}
+	if st.EnteredInError {
+		res["status"] = "entered-in-error"
+		pb = toStruct(res)
+	}
+	acc := st.AccessionNumber
+	if st.Unlinked {
+		acc = "" // joins nothing (the resource keeps the images' accession)
+	}
 	c.Emit(&rbv1.Event{
 		Type:             typ,
 		PatientId:        key,
-		AccessionNumber:  st.AccessionNumber,
+		AccessionNumber:  acc,
 		StudyInstanceUid: st.UID,
 		Severity:         sev,
 		Message:          msg,
@@ -623,6 +737,7 @@ func (d *dicomMapper) emit(c *Context, st *StudyState, typ rbv1.EventType, sev r
 		Resource:         pb,
 		Source:           eventSource(st.Source),
 		ViewerUrl:        viewer,
+		Completion:       completionProto(st, typ),
 	})
 	if prev := st.ReadModelPatient; prev != "" && prev != key {
 		if p := c.State.patient(prev); p != nil {
@@ -640,6 +755,17 @@ func (d *dicomMapper) emit(c *Context, st *StudyState, typ rbv1.EventType, sev r
 	recountBodyRegions(c.State, p)
 	c.Touch(key)
 	return nil
+}
+
+// completionProto is the event's completion: on IMAGING_STUDY_AVAILABLE
+// only.
+func completionProto(st *StudyState, typ rbv1.EventType) *rbv1.Completion {
+	cm := st.Completion
+	if cm == nil || typ != rbv1.EventType_IMAGING_STUDY_AVAILABLE {
+		return nil
+	}
+	return &rbv1.Completion{Reason: cm.Reason, InstancesReceived: uint32(cm.Received), InstancesExpected: uint32(cm.Expected),
+		ExpectedFrom: slices.Clone(cm.ExpectedFrom), IngestSequence: cm.IngestSeq}
 }
 
 // bodyRegions recounts a patient's studies per body region: a study counts

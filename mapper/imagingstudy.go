@@ -113,6 +113,28 @@ const MaxListedInstances = 1000
 // instances; its valueUnsignedInt is the study's numberOfInstances.
 const InstancesOmittedExtension = "https://radbridge.dev/fhir/StructureDefinition/instances-omitted"
 
+// CompletionExtension says why an ImagingStudy counts as complete, as of
+// the moment it first did (docs/fhir-completion-reason.md). A complex
+// extension: reason (valueCode: ian, mpps-completed, stow-rs,
+// quiet-period), instancesReceived (valueUnsignedInt), instancesExpected
+// (valueUnsignedInt, only when an IAN or MPPS named the instances) and
+// expectedFrom (valueCode ian or mpps, one per source).
+const CompletionExtension = "https://radbridge.dev/fhir/StructureDefinition/completion-reason"
+
+func completionExtension(cm *Completion) map[string]any {
+	sub := []any{
+		map[string]any{"url": "reason", "valueCode": cm.Reason},
+		map[string]any{"url": "instancesReceived", "valueUnsignedInt": cm.Received},
+	}
+	if cm.Expected > 0 {
+		sub = append(sub, map[string]any{"url": "instancesExpected", "valueUnsignedInt": cm.Expected})
+	}
+	for _, f := range cm.ExpectedFrom {
+		sub = append(sub, map[string]any{"url": "expectedFrom", "valueCode": f})
+	}
+	return map[string]any{"url": CompletionExtension, "extension": sub}
+}
+
 // imagingStudy returns the FHIR R4 ImagingStudy of st with status
 // (registered, available, cancelled). Series are sorted by number then UID,
 // instances likewise; no element is empty.
@@ -169,6 +191,10 @@ func imagingStudy(st *StudyState, status string, o Options) map[string]any {
 	list := total <= MaxListedInstances
 	if !list {
 		res["extension"] = []any{map[string]any{"url": InstancesOmittedExtension, "valueUnsignedInt": total}}
+	}
+	if cm := st.Completion; cm != nil {
+		ext, _ := res["extension"].([]any)
+		res["extension"] = append(ext, completionExtension(cm))
 	}
 	var out []any
 	for _, se := range series {
@@ -235,6 +261,10 @@ func imagingStudy(st *StudyState, status string, o Options) map[string]any {
 // The patient's name stays out: subscribers already know whose room they
 // are in, and the less patient data travels the better.
 func studySubject(st *StudyState, o Options) map[string]any {
+	if st.PatientOverride != "" { // moved by an operator: the patient key it was moved to
+		id, issuer, _ := strings.Cut(st.PatientOverride, "^")
+		return patientSubject(o, st.PatientOverride, id, issuer)
+	}
 	key := PatientKey(st.PatientID, st.IssuerOfPatientID, o.DICOMPatientIssuer)
 	return patientSubject(o, key, st.PatientID, st.IssuerOfPatientID)
 }

@@ -57,6 +57,9 @@ func join(c *Context) {
 		if ev.PatientId == "" || !joinable(ev.ResourceType) {
 			continue
 		}
+		if ev.ResourceType == "ImagingStudy" && ev.GetResource().GetFields()["status"].GetStringValue() == "entered-in-error" {
+			continue // withdrawn (or moved away) by an operator: it joins nothing
+		}
 		ref := ResourceRef{Patient: ev.PatientId, Type: ev.ResourceType, ID: ev.ResourceId}
 		if ev.AccessionNumber != "" {
 			add(ev.AccessionNumber, ref)
@@ -64,6 +67,9 @@ func join(c *Context) {
 		uid := ev.StudyInstanceUid
 		if uid == "" {
 			continue
+		}
+		if st := c.State.study(uid); st != nil && st.Unlinked {
+			continue // an operator unlinked it from every order
 		}
 		switch ev.ResourceType {
 		case "ImagingStudy":

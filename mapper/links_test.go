@@ -73,6 +73,12 @@ func TestStudyLinks(t *testing.T) {
 			}},
 			"endpoint": []any{map[string]any{"reference": "#wado"}},
 		}
+		if e.name == "quiet" { // complete: why (the quiet period), and its evidence
+			wantRes["extension"] = append([]any{map[string]any{"url": mapper.CompletionExtension, "extension": []any{
+				map[string]any{"url": "reason", "valueCode": "quiet-period"},
+				map[string]any{"url": "instancesReceived", "valueUnsignedInt": float64(1)},
+			}}}, wantRes["extension"].([]any)...)
+		}
 		if diff := cmp.Diff(got, wantRes); diff != "" {
 			t.Errorf("%s: links (-got +want):\n%s", e.name, diff)
 		}

@@ -193,6 +193,10 @@ type Mapper struct {
 	stats   Stats
 	pending int // len(state.Timers) after the last apply, under mu
 
+	// stateMu guards state while a record is applied and while Explain
+	// or Exceptions read it.
+	stateMu sync.Mutex
+
 	pubStats  Stats    // stats as of the last applied record (guarded by mu)
 	seen      *seenSet // observation keys (see SeenStore)
 	snapStats SnapshotStats
@@ -308,12 +312,14 @@ func (m *Mapper) run(ctx context.Context, o runOpts) (*run, error) {
 		return nil, fmt.Errorf("mapper start: %w", err)
 	}
 	pos := Position{NextSeq: 1}
+	m.stateMu.Lock()
 	if snap != nil {
 		pos = snap.Position
 		m.state = snap.State
 	} else {
 		m.state = NewState()
 	}
+	m.stateMu.Unlock()
 	// Keys added by an earlier run may not be stored yet; they are added
 	// again by the replay (sightings are unions, so nothing is lost).
 	m.seen = newSeenSet(m.cfg.Seen)
@@ -474,6 +480,8 @@ func (r *run) finishReplay(ctx context.Context) {
 func (r *run) apply(rec ingest.Record) error {
 	m := r.m
 	ctx := r.ctx
+	m.stateMu.Lock()
+	defer m.stateMu.Unlock()
 	started, replay := time.Now(), !r.done
 	dup, err := m.checkSeen(ctx, rec)
 	if err != nil {

@@ -28,9 +28,10 @@ Usage:
   radbridge replay [--from SEQ] [--check] [serve flags]  rebuild the mapper state from the ingest log (daemon stopped)
   radbridge healthcheck [--addr localhost:8080]  exit 0 when the daemon is ready
   radbridge status [--addr localhost:8080] [--json] [--token-file F]  print a running daemon's state
+  radbridge explain [--addr localhost:8080] --study UID|--accession A|--order O|--patient P  why events have or have not fired
   radbridge check-config [--bind] [--config F] [serve flags]  validate a configuration without starting
 
-The client commands (tail, echo, store, send-hl7, healthcheck, status) speak TLS with
+The client commands (tail, echo, store, send-hl7, healthcheck, status, explain) speak TLS with
 --tls [--tls-ca-file CA] [--tls-cert-file C --tls-key-file K] [--tls-server-name N].
 
 Every serve flag can also be set as RADBRIDGE_<FLAG> (for example
@@ -67,6 +68,8 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		return healthcheck(ctx, args[1:], stdout, stderr)
 	case "status":
 		return statusCmd(ctx, args[1:], stdout, stderr)
+	case "explain":
+		return explainCmd(ctx, args[1:], stdout, stderr)
 	case "check-config":
 		return checkConfig(args[1:], stdout, stderr)
 	case "help", "-h", "--help":

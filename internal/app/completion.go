@@ -41,6 +41,7 @@ func completionCommands() []completionCommand {
 		{"version", []string{"json"}},
 		{"healthcheck", append([]string{"addr", "timeout"}, tlsClientFlagNames...)},
 		{"status", append([]string{"addr", "json", "timeout", "token-file"}, tlsClientFlagNames...)},
+		{"explain", append([]string{"accession", "addr", "json", "order", "patient", "study", "timeout", "token-file"}, tlsClientFlagNames...)},
 		{"check-config", append([]string{"bind"}, serveFlags...)},
 		{"replay", append([]string{"check", "dry-run", "from"}, serveFlags...)},
 		{"completion", nil},

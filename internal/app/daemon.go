@@ -321,6 +321,10 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	d.fhir = fhir.New(fhirCfg)
 	extra[fhir.Base] = d.fhir
 	extra[fhir.Base+"/"] = d.fhir
+	extra[explainPattern] = d.explainHandler(authn)
+	extra[exceptionsPattern] = d.exceptionsHandler(authn)
+	extra[reconcilePattern] = d.reconcileHandler(authn, log)
+	d.metrics.MustRegister(newExceptionsCollector(d))
 	handler, err := api.NewHTTPHandler(ctx, d.svc, conn, api.HTTPConfig{
 		Ready: d.readyErr, WriteTimeout: cfg.WSWriteTimout, Logger: log, Auth: authn, OriginPatterns: cfg.OriginPatterns(),
 		TrustedProxies: trusted, Extra: extra,

@@ -133,6 +133,11 @@ func TestPACSStoresAStudy(t *testing.T) {
 	if avail.Source.GetCallingAeTitle() != "PACS" || avail.Source.GetCalledAeTitle() != "RADBRIDGE" {
 		t.Errorf("source %v", avail.Source)
 	}
+	// Why it counts as complete: the quiet period, after 12 instances (no
+	// IAN or MPPS said how many to expect).
+	if c := avail.GetCompletion(); c.GetReason() != "quiet-period" || c.GetInstancesReceived() != 12 || c.GetInstancesExpected() != 0 || c.GetIngestSequence() == 0 {
+		t.Errorf("AVAILABLE completion %v, want quiet-period with 12 instances received", c)
+	}
 
 	// A late instance: one UPDATED after the quiet period.
 	late := t.TempDir()

@@ -15,9 +15,9 @@ import (
 )
 
 const (
-	nurse1Token = "fhir-nurse-one-0123456789abcdef"
-	nurse2Token = "fhir-nurse-two-0123456789abcdef"
-	readerToken = "fhir-reader-all-0123456789abcde"
+	nurse1Token     = "fhir-nurse-one-0123456789abcdef"
+	nurse2Token     = "fhir-nurse-two-0123456789abcdef"
+	fhirReaderToken = "fhir-reader-all-0123456789abcde"
 )
 
 // bindingToken asks for a websocket binding token of subscription id.
@@ -87,7 +87,7 @@ func wantClose(t *testing.T, what string, c *websocket.Conn, code websocket.Stat
 func TestFHIRSubscriptionScopeAndHostileInput(t *testing.T) {
 	dir := t.TempDir()
 	tokens := filepath.Join(dir, "tokens")
-	os.WriteFile(tokens, []byte(nurse1Token+" nurse1 patient=P1\n"+nurse2Token+" nurse2 patient=P2\n"+readerToken+" reader\n"), 0o600)
+	os.WriteFile(tokens, []byte(nurse1Token+" nurse1 patient=P1\n"+nurse2Token+" nurse2 patient=P2\n"+fhirReaderToken+" reader\n"), 0o600)
 	d := startDaemon(t, filepath.Join(dir, "data"), "--auth", "tokens", "--auth-tokens-file", tokens, "--fhir-ws-binding-token-ttl", "1s")
 	base := "http://" + d.HTTPAddr()
 
@@ -116,7 +116,7 @@ func TestFHIRSubscriptionScopeAndHostileInput(t *testing.T) {
 	outcome("patient token, its and another patient", code, m, 403, "forbidden")
 	id := createSubscription(t, base, nurse1Token, ws("ImagingStudy?patient=Patient/P1"))
 	waitStatus(t, base, nurse1Token, id, "active")
-	for _, tok := range []string{nurse2Token, readerToken} {
+	for _, tok := range []string{nurse2Token, fhirReaderToken} {
 		code, m = fhirDo(t, "GET", base+"/fhir/Subscription/"+id, tok, "")
 		outcome("read another's subscription", code, m, 404, "not-found")
 		code, m = fhirDo(t, "GET", base+"/fhir/Subscription/"+id+"/$status", tok, "")
@@ -153,12 +153,12 @@ func TestFHIRSubscriptionScopeAndHostileInput(t *testing.T) {
 		{"bad content", strings.Replace(ws("ImagingStudy?patient=P1"), `"id-only"`, `"everything"`, 1), "payload-content"},
 		{"feed without patient", subscriptionJSON("patient-imaging-feed", "websocket", "", "empty"), "needs a patient filter"},
 	} {
-		code, m = fhirDo(t, "POST", base+"/fhir/Subscription", readerToken, c.body)
+		code, m = fhirDo(t, "POST", base+"/fhir/Subscription", fhirReaderToken, c.body)
 		outcome(c.name, code, m, 400, c.want)
 	}
 	req, _ := http.NewRequest("POST", base+"/fhir/Subscription", strings.NewReader(ws("ImagingStudy?patient=P1")))
 	req.Header.Set("Content-Type", "text/plain")
-	req.Header.Set("Authorization", "Bearer "+readerToken)
+	req.Header.Set("Authorization", "Bearer "+fhirReaderToken)
 	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 415 {
 		t.Errorf("text/plain body: %v %v; want 415", resp, err)
 	} else {

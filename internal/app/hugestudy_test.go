@@ -167,6 +167,10 @@ func TestHugeIANOverDIMSE(t *testing.T) {
 			if n, _ := res["numberOfInstances"].(float64); int(n) != total {
 				t.Errorf("AVAILABLE with %v instances, want %d", res["numberOfInstances"], total)
 			}
+			// Complete because of the IAN (every part of it), nothing received.
+			if c, _ := evs[0].(map[string]any)["completion"].(map[string]any); c["reason"] != "ian" || c["instances_expected"] != float64(total) || c["instances_received"] != nil {
+				t.Errorf("AVAILABLE completion %v, want ian with %d expected and none received", c, total)
+			}
 			if b, _ := json.Marshal(evs[0]); len(b) > 256<<10 {
 				t.Errorf("AVAILABLE event of %d bytes", len(b))
 			}

@@ -131,6 +131,10 @@ type Config struct {
 	// Mapper memory: patients idle this long (log time) are evicted to the
 	// archive bucket (0: never).
 	StateIdle time.Duration
+	// Exceptions worklist (issue 18): a study without an order for this
+	// long, an order without images this long past its scheduled time.
+	ExceptionsUnorderedAfter time.Duration
+	ExceptionsOrderGrace     time.Duration
 	// Timezone is the IANA zone of times received without an offset
 	// (HL7 TS/DTM, DICOM DA/TM without (0008,0201)); Validate sets it to
 	// the host's when empty.
@@ -258,6 +262,9 @@ func (c *Config) FlagSet(name string) *flag.FlagSet {
 	fs.Float64Var(&c.RetentionMargin, "retention-margin", 0.1, "warn about a live subscriber whose cursor is within this fraction of --events-max-age or --events-max-bytes of the retention edge")
 	// Mapper memory.
 	fs.DurationVar(&c.StateIdle, "state-idle", 14*24*time.Hour, "the mapper moves a patient no observation touched for this long (by the times recorded in the ingest log), with its studies, orders and accessions, from memory to the RADBRIDGE_ARCHIVE bucket, and reloads it when an observation names it again; 0 keeps every patient in memory")
+	// Exceptions worklist (GET /v1/exceptions, /ops).
+	fs.DurationVar(&c.ExceptionsUnorderedAfter, "exceptions-unordered-after", time.Hour, "a study that joined no order this long after it arrived is an exception (GET /v1/exceptions, /ops)")
+	fs.DurationVar(&c.ExceptionsOrderGrace, "exceptions-order-grace", 2*time.Hour, "an order without images this long past its scheduled time (else its time of entry) is an exception")
 	// Time.
 	fs.StringVar(&c.Timezone, "timezone", "", "IANA time zone (e.g. Europe/Berlin) of HL7 and DICOM times received without an offset; recorded with each observation so a replay elsewhere maps the same instants; empty: the host's (TZ, else /etc/localtime)")
 	// Per-input caps.
@@ -531,6 +538,9 @@ func (c *Config) Validate() error {
 	}
 	if c.EventsMaxAge > 0 && c.EventsMaxAge < c.DuplicateWindow {
 		bad("--events-max-age %v: must be at least --duplicate-window %v", c.EventsMaxAge, c.DuplicateWindow)
+	}
+	if c.ExceptionsUnorderedAfter < 0 || c.ExceptionsOrderGrace < 0 {
+		bad("--exceptions-unordered-after %v, --exceptions-order-grace %v: want 0 or a positive duration", c.ExceptionsUnorderedAfter, c.ExceptionsOrderGrace)
 	}
 	if c.StateIdle < 0 {
 		bad("--state-idle %v: want 0 (keep every patient in memory) or a positive duration", c.StateIdle)

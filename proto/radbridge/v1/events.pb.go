@@ -346,7 +346,11 @@ type Event struct {
 	Heartbeat bool `protobuf:"varint,15,opt,name=heartbeat,proto3" json:"heartbeat,omitempty"`
 	// A link that opens the study in the image viewer (--viewer-url), on
 	// study events when configured.
-	ViewerUrl     string `protobuf:"bytes,16,opt,name=viewer_url,json=viewerUrl,proto3" json:"viewer_url,omitempty"`
+	ViewerUrl string `protobuf:"bytes,16,opt,name=viewer_url,json=viewerUrl,proto3" json:"viewer_url,omitempty"`
+	// Why the study counts as complete, with the evidence: set on
+	// IMAGING_STUDY_AVAILABLE (the ImagingStudy carries the same as the
+	// extension https://radbridge.dev/fhir/StructureDefinition/completion-reason).
+	Completion    *Completion `protobuf:"bytes,20,opt,name=completion,proto3" json:"completion,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -493,6 +497,100 @@ func (x *Event) GetViewerUrl() string {
 	return ""
 }
 
+func (x *Event) GetCompletion() *Completion {
+	if x != nil {
+		return x.Completion
+	}
+	return nil
+}
+
+// Completion says why a study counts as complete, as of the moment it
+// first did.
+type Completion struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// ian (an Instance Availability Notification), mpps-completed (an MPPS
+	// COMPLETED and every instance it named received), stow-rs (the end of
+	// a STOW-RS request) or quiet-period (no new instance for
+	// --study-quiet-period).
+	Reason string `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	// Instances received (C-STORE, STOW-RS).
+	InstancesReceived uint32 `protobuf:"varint,2,opt,name=instances_received,json=instancesReceived,proto3" json:"instances_received,omitempty"`
+	// Instances an IAN or MPPS named; 0 when none did (unknown).
+	InstancesExpected uint32 `protobuf:"varint,3,opt,name=instances_expected,json=instancesExpected,proto3" json:"instances_expected,omitempty"`
+	// Where instances_expected came from: "ian", "mpps"; empty when unknown.
+	ExpectedFrom []string `protobuf:"bytes,4,rep,name=expected_from,json=expectedFrom,proto3" json:"expected_from,omitempty"`
+	// The ingest record that completed the study (for quiet-period, the
+	// timer's firing).
+	IngestSequence uint64 `protobuf:"varint,5,opt,name=ingest_sequence,json=ingestSequence,proto3" json:"ingest_sequence,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Completion) Reset() {
+	*x = Completion{}
+	mi := &file_radbridge_v1_events_proto_msgTypes[2]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Completion) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Completion) ProtoMessage() {}
+
+func (x *Completion) ProtoReflect() protoreflect.Message {
+	mi := &file_radbridge_v1_events_proto_msgTypes[2]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Completion.ProtoReflect.Descriptor instead.
+func (*Completion) Descriptor() ([]byte, []int) {
+	return file_radbridge_v1_events_proto_rawDescGZIP(), []int{2}
+}
+
+func (x *Completion) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *Completion) GetInstancesReceived() uint32 {
+	if x != nil {
+		return x.InstancesReceived
+	}
+	return 0
+}
+
+func (x *Completion) GetInstancesExpected() uint32 {
+	if x != nil {
+		return x.InstancesExpected
+	}
+	return 0
+}
+
+func (x *Completion) GetExpectedFrom() []string {
+	if x != nil {
+		return x.ExpectedFrom
+	}
+	return nil
+}
+
+func (x *Completion) GetIngestSequence() uint64 {
+	if x != nil {
+		return x.IngestSequence
+	}
+	return 0
+}
+
 // SubscribeRequest selects events. Empty filters match everything.
 type SubscribeRequest struct {
 	state     protoimpl.MessageState `protogen:"open.v1"`
@@ -519,7 +617,7 @@ type SubscribeRequest struct {
 
 func (x *SubscribeRequest) Reset() {
 	*x = SubscribeRequest{}
-	mi := &file_radbridge_v1_events_proto_msgTypes[2]
+	mi := &file_radbridge_v1_events_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -531,7 +629,7 @@ func (x *SubscribeRequest) String() string {
 func (*SubscribeRequest) ProtoMessage() {}
 
 func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_radbridge_v1_events_proto_msgTypes[2]
+	mi := &file_radbridge_v1_events_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -544,7 +642,7 @@ func (x *SubscribeRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SubscribeRequest.ProtoReflect.Descriptor instead.
 func (*SubscribeRequest) Descriptor() ([]byte, []int) {
-	return file_radbridge_v1_events_proto_rawDescGZIP(), []int{2}
+	return file_radbridge_v1_events_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *SubscribeRequest) GetPatientId() []string {
@@ -614,7 +712,7 @@ type ListEventsRequest struct {
 
 func (x *ListEventsRequest) Reset() {
 	*x = ListEventsRequest{}
-	mi := &file_radbridge_v1_events_proto_msgTypes[3]
+	mi := &file_radbridge_v1_events_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -626,7 +724,7 @@ func (x *ListEventsRequest) String() string {
 func (*ListEventsRequest) ProtoMessage() {}
 
 func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_radbridge_v1_events_proto_msgTypes[3]
+	mi := &file_radbridge_v1_events_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -639,7 +737,7 @@ func (x *ListEventsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsRequest.ProtoReflect.Descriptor instead.
 func (*ListEventsRequest) Descriptor() ([]byte, []int) {
-	return file_radbridge_v1_events_proto_rawDescGZIP(), []int{3}
+	return file_radbridge_v1_events_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *ListEventsRequest) GetPatientId() []string {
@@ -698,7 +796,7 @@ type ListEventsResponse struct {
 
 func (x *ListEventsResponse) Reset() {
 	*x = ListEventsResponse{}
-	mi := &file_radbridge_v1_events_proto_msgTypes[4]
+	mi := &file_radbridge_v1_events_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -710,7 +808,7 @@ func (x *ListEventsResponse) String() string {
 func (*ListEventsResponse) ProtoMessage() {}
 
 func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_radbridge_v1_events_proto_msgTypes[4]
+	mi := &file_radbridge_v1_events_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -723,7 +821,7 @@ func (x *ListEventsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListEventsResponse.ProtoReflect.Descriptor instead.
 func (*ListEventsResponse) Descriptor() ([]byte, []int) {
-	return file_radbridge_v1_events_proto_rawDescGZIP(), []int{4}
+	return file_radbridge_v1_events_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ListEventsResponse) GetEvents() []*Event {
@@ -767,7 +865,7 @@ type PublishEventRequest struct {
 
 func (x *PublishEventRequest) Reset() {
 	*x = PublishEventRequest{}
-	mi := &file_radbridge_v1_events_proto_msgTypes[5]
+	mi := &file_radbridge_v1_events_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -779,7 +877,7 @@ func (x *PublishEventRequest) String() string {
 func (*PublishEventRequest) ProtoMessage() {}
 
 func (x *PublishEventRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_radbridge_v1_events_proto_msgTypes[5]
+	mi := &file_radbridge_v1_events_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -792,7 +890,7 @@ func (x *PublishEventRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PublishEventRequest.ProtoReflect.Descriptor instead.
 func (*PublishEventRequest) Descriptor() ([]byte, []int) {
-	return file_radbridge_v1_events_proto_rawDescGZIP(), []int{5}
+	return file_radbridge_v1_events_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *PublishEventRequest) GetType() EventType {
@@ -861,7 +959,7 @@ type GetPatientImagingRequest struct {
 
 func (x *GetPatientImagingRequest) Reset() {
 	*x = GetPatientImagingRequest{}
-	mi := &file_radbridge_v1_events_proto_msgTypes[6]
+	mi := &file_radbridge_v1_events_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -873,7 +971,7 @@ func (x *GetPatientImagingRequest) String() string {
 func (*GetPatientImagingRequest) ProtoMessage() {}
 
 func (x *GetPatientImagingRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_radbridge_v1_events_proto_msgTypes[6]
+	mi := &file_radbridge_v1_events_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -886,7 +984,7 @@ func (x *GetPatientImagingRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPatientImagingRequest.ProtoReflect.Descriptor instead.
 func (*GetPatientImagingRequest) Descriptor() ([]byte, []int) {
-	return file_radbridge_v1_events_proto_rawDescGZIP(), []int{6}
+	return file_radbridge_v1_events_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *GetPatientImagingRequest) GetPatientId() string {
@@ -947,7 +1045,7 @@ type GetPatientImagingResponse struct {
 
 func (x *GetPatientImagingResponse) Reset() {
 	*x = GetPatientImagingResponse{}
-	mi := &file_radbridge_v1_events_proto_msgTypes[7]
+	mi := &file_radbridge_v1_events_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -959,7 +1057,7 @@ func (x *GetPatientImagingResponse) String() string {
 func (*GetPatientImagingResponse) ProtoMessage() {}
 
 func (x *GetPatientImagingResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_radbridge_v1_events_proto_msgTypes[7]
+	mi := &file_radbridge_v1_events_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -972,7 +1070,7 @@ func (x *GetPatientImagingResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetPatientImagingResponse.ProtoReflect.Descriptor instead.
 func (*GetPatientImagingResponse) Descriptor() ([]byte, []int) {
-	return file_radbridge_v1_events_proto_rawDescGZIP(), []int{7}
+	return file_radbridge_v1_events_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *GetPatientImagingResponse) GetPatientId() string {
@@ -1050,7 +1148,7 @@ const file_radbridge_v1_events_proto_rawDesc = "" +
 	"\x13sending_application\x18\x04 \x01(\tR\x12sendingApplication\x12)\n" +
 	"\x10sending_facility\x18\x05 \x01(\tR\x0fsendingFacility\x12,\n" +
 	"\x12message_control_id\x18\x06 \x01(\tR\x10messageControlId\x12\x16\n" +
-	"\x06client\x18\a \x01(\tR\x06client\"\xf0\x04\n" +
+	"\x06client\x18\a \x01(\tR\x06client\"\xaa\x05\n" +
 	"\x05Event\x12\x1a\n" +
 	"\bsequence\x18\x01 \x01(\x04R\bsequence\x12\x0e\n" +
 	"\x02id\x18\x02 \x01(\tR\x02id\x12+\n" +
@@ -1071,7 +1169,17 @@ const file_radbridge_v1_events_proto_rawDesc = "" +
 	"\bresource\x18\x0e \x01(\v2\x17.google.protobuf.StructR\bresource\x12\x1c\n" +
 	"\theartbeat\x18\x0f \x01(\bR\theartbeat\x12\x1d\n" +
 	"\n" +
-	"viewer_url\x18\x10 \x01(\tR\tviewerUrl\"\xa6\x02\n" +
+	"viewer_url\x18\x10 \x01(\tR\tviewerUrl\x128\n" +
+	"\n" +
+	"completion\x18\x14 \x01(\v2\x18.radbridge.v1.CompletionR\n" +
+	"completion\"\xd0\x01\n" +
+	"\n" +
+	"Completion\x12\x16\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\x12-\n" +
+	"\x12instances_received\x18\x02 \x01(\rR\x11instancesReceived\x12-\n" +
+	"\x12instances_expected\x18\x03 \x01(\rR\x11instancesExpected\x12#\n" +
+	"\rexpected_from\x18\x04 \x03(\tR\fexpectedFrom\x12'\n" +
+	"\x0fingest_sequence\x18\x05 \x01(\x04R\x0eingestSequence\"\xa6\x02\n" +
 	"\x10SubscribeRequest\x12\x1d\n" +
 	"\n" +
 	"patient_id\x18\x01 \x03(\tR\tpatientId\x12+\n" +
@@ -1175,57 +1283,59 @@ func file_radbridge_v1_events_proto_rawDescGZIP() []byte {
 }
 
 var file_radbridge_v1_events_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_radbridge_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
+var file_radbridge_v1_events_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
 var file_radbridge_v1_events_proto_goTypes = []any{
 	(EventType)(0),                    // 0: radbridge.v1.EventType
 	(Severity)(0),                     // 1: radbridge.v1.Severity
 	(Priority)(0),                     // 2: radbridge.v1.Priority
 	(*Source)(nil),                    // 3: radbridge.v1.Source
 	(*Event)(nil),                     // 4: radbridge.v1.Event
-	(*SubscribeRequest)(nil),          // 5: radbridge.v1.SubscribeRequest
-	(*ListEventsRequest)(nil),         // 6: radbridge.v1.ListEventsRequest
-	(*ListEventsResponse)(nil),        // 7: radbridge.v1.ListEventsResponse
-	(*PublishEventRequest)(nil),       // 8: radbridge.v1.PublishEventRequest
-	(*GetPatientImagingRequest)(nil),  // 9: radbridge.v1.GetPatientImagingRequest
-	(*GetPatientImagingResponse)(nil), // 10: radbridge.v1.GetPatientImagingResponse
-	nil,                               // 11: radbridge.v1.GetPatientImagingResponse.BodyRegionCountsEntry
-	nil,                               // 12: radbridge.v1.GetPatientImagingResponse.StudyReportStatusEntry
-	nil,                               // 13: radbridge.v1.GetPatientImagingResponse.ReportPriorityEntry
-	(*timestamppb.Timestamp)(nil),     // 14: google.protobuf.Timestamp
-	(*structpb.Struct)(nil),           // 15: google.protobuf.Struct
+	(*Completion)(nil),                // 5: radbridge.v1.Completion
+	(*SubscribeRequest)(nil),          // 6: radbridge.v1.SubscribeRequest
+	(*ListEventsRequest)(nil),         // 7: radbridge.v1.ListEventsRequest
+	(*ListEventsResponse)(nil),        // 8: radbridge.v1.ListEventsResponse
+	(*PublishEventRequest)(nil),       // 9: radbridge.v1.PublishEventRequest
+	(*GetPatientImagingRequest)(nil),  // 10: radbridge.v1.GetPatientImagingRequest
+	(*GetPatientImagingResponse)(nil), // 11: radbridge.v1.GetPatientImagingResponse
+	nil,                               // 12: radbridge.v1.GetPatientImagingResponse.BodyRegionCountsEntry
+	nil,                               // 13: radbridge.v1.GetPatientImagingResponse.StudyReportStatusEntry
+	nil,                               // 14: radbridge.v1.GetPatientImagingResponse.ReportPriorityEntry
+	(*timestamppb.Timestamp)(nil),     // 15: google.protobuf.Timestamp
+	(*structpb.Struct)(nil),           // 16: google.protobuf.Struct
 }
 var file_radbridge_v1_events_proto_depIdxs = []int32{
 	0,  // 0: radbridge.v1.Event.type:type_name -> radbridge.v1.EventType
-	14, // 1: radbridge.v1.Event.time:type_name -> google.protobuf.Timestamp
+	15, // 1: radbridge.v1.Event.time:type_name -> google.protobuf.Timestamp
 	1,  // 2: radbridge.v1.Event.severity:type_name -> radbridge.v1.Severity
 	2,  // 3: radbridge.v1.Event.priority:type_name -> radbridge.v1.Priority
 	3,  // 4: radbridge.v1.Event.source:type_name -> radbridge.v1.Source
-	15, // 5: radbridge.v1.Event.resource:type_name -> google.protobuf.Struct
-	0,  // 6: radbridge.v1.SubscribeRequest.type:type_name -> radbridge.v1.EventType
-	2,  // 7: radbridge.v1.SubscribeRequest.priority:type_name -> radbridge.v1.Priority
-	0,  // 8: radbridge.v1.ListEventsRequest.type:type_name -> radbridge.v1.EventType
-	2,  // 9: radbridge.v1.ListEventsRequest.priority:type_name -> radbridge.v1.Priority
-	4,  // 10: radbridge.v1.ListEventsResponse.events:type_name -> radbridge.v1.Event
-	0,  // 11: radbridge.v1.PublishEventRequest.type:type_name -> radbridge.v1.EventType
-	15, // 12: radbridge.v1.GetPatientImagingResponse.studies:type_name -> google.protobuf.Struct
-	15, // 13: radbridge.v1.GetPatientImagingResponse.orders:type_name -> google.protobuf.Struct
-	15, // 14: radbridge.v1.GetPatientImagingResponse.reports:type_name -> google.protobuf.Struct
-	11, // 15: radbridge.v1.GetPatientImagingResponse.body_region_counts:type_name -> radbridge.v1.GetPatientImagingResponse.BodyRegionCountsEntry
-	12, // 16: radbridge.v1.GetPatientImagingResponse.study_report_status:type_name -> radbridge.v1.GetPatientImagingResponse.StudyReportStatusEntry
-	13, // 17: radbridge.v1.GetPatientImagingResponse.report_priority:type_name -> radbridge.v1.GetPatientImagingResponse.ReportPriorityEntry
-	5,  // 18: radbridge.v1.EventService.Subscribe:input_type -> radbridge.v1.SubscribeRequest
-	6,  // 19: radbridge.v1.EventService.ListEvents:input_type -> radbridge.v1.ListEventsRequest
-	8,  // 20: radbridge.v1.EventService.PublishEvent:input_type -> radbridge.v1.PublishEventRequest
-	9,  // 21: radbridge.v1.EventService.GetPatientImaging:input_type -> radbridge.v1.GetPatientImagingRequest
-	4,  // 22: radbridge.v1.EventService.Subscribe:output_type -> radbridge.v1.Event
-	7,  // 23: radbridge.v1.EventService.ListEvents:output_type -> radbridge.v1.ListEventsResponse
-	4,  // 24: radbridge.v1.EventService.PublishEvent:output_type -> radbridge.v1.Event
-	10, // 25: radbridge.v1.EventService.GetPatientImaging:output_type -> radbridge.v1.GetPatientImagingResponse
-	22, // [22:26] is the sub-list for method output_type
-	18, // [18:22] is the sub-list for method input_type
-	18, // [18:18] is the sub-list for extension type_name
-	18, // [18:18] is the sub-list for extension extendee
-	0,  // [0:18] is the sub-list for field type_name
+	16, // 5: radbridge.v1.Event.resource:type_name -> google.protobuf.Struct
+	5,  // 6: radbridge.v1.Event.completion:type_name -> radbridge.v1.Completion
+	0,  // 7: radbridge.v1.SubscribeRequest.type:type_name -> radbridge.v1.EventType
+	2,  // 8: radbridge.v1.SubscribeRequest.priority:type_name -> radbridge.v1.Priority
+	0,  // 9: radbridge.v1.ListEventsRequest.type:type_name -> radbridge.v1.EventType
+	2,  // 10: radbridge.v1.ListEventsRequest.priority:type_name -> radbridge.v1.Priority
+	4,  // 11: radbridge.v1.ListEventsResponse.events:type_name -> radbridge.v1.Event
+	0,  // 12: radbridge.v1.PublishEventRequest.type:type_name -> radbridge.v1.EventType
+	16, // 13: radbridge.v1.GetPatientImagingResponse.studies:type_name -> google.protobuf.Struct
+	16, // 14: radbridge.v1.GetPatientImagingResponse.orders:type_name -> google.protobuf.Struct
+	16, // 15: radbridge.v1.GetPatientImagingResponse.reports:type_name -> google.protobuf.Struct
+	12, // 16: radbridge.v1.GetPatientImagingResponse.body_region_counts:type_name -> radbridge.v1.GetPatientImagingResponse.BodyRegionCountsEntry
+	13, // 17: radbridge.v1.GetPatientImagingResponse.study_report_status:type_name -> radbridge.v1.GetPatientImagingResponse.StudyReportStatusEntry
+	14, // 18: radbridge.v1.GetPatientImagingResponse.report_priority:type_name -> radbridge.v1.GetPatientImagingResponse.ReportPriorityEntry
+	6,  // 19: radbridge.v1.EventService.Subscribe:input_type -> radbridge.v1.SubscribeRequest
+	7,  // 20: radbridge.v1.EventService.ListEvents:input_type -> radbridge.v1.ListEventsRequest
+	9,  // 21: radbridge.v1.EventService.PublishEvent:input_type -> radbridge.v1.PublishEventRequest
+	10, // 22: radbridge.v1.EventService.GetPatientImaging:input_type -> radbridge.v1.GetPatientImagingRequest
+	4,  // 23: radbridge.v1.EventService.Subscribe:output_type -> radbridge.v1.Event
+	8,  // 24: radbridge.v1.EventService.ListEvents:output_type -> radbridge.v1.ListEventsResponse
+	4,  // 25: radbridge.v1.EventService.PublishEvent:output_type -> radbridge.v1.Event
+	11, // 26: radbridge.v1.EventService.GetPatientImaging:output_type -> radbridge.v1.GetPatientImagingResponse
+	23, // [23:27] is the sub-list for method output_type
+	19, // [19:23] is the sub-list for method input_type
+	19, // [19:19] is the sub-list for extension type_name
+	19, // [19:19] is the sub-list for extension extendee
+	0,  // [0:19] is the sub-list for field type_name
 }
 
 func init() { file_radbridge_v1_events_proto_init() }
@@ -1239,7 +1349,7 @@ func file_radbridge_v1_events_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_radbridge_v1_events_proto_rawDesc), len(file_radbridge_v1_events_proto_rawDesc)),
 			NumEnums:      3,
-			NumMessages:   11,
+			NumMessages:   12,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -1,0 +1,247 @@
+package app
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"radbridge/api"
+	"radbridge/auth"
+	"radbridge/ingest"
+	"radbridge/mapper"
+)
+
+// The exceptions worklist and operator corrections (issue 18).
+const (
+	exceptionsPattern = "GET /v1/exceptions"
+	reconcilePattern  = "POST /v1/reconcile"
+	// reconcileWait bounds how long POST /v1/reconcile waits for the
+	// mapper to apply the correction it recorded.
+	reconcileWait = 10 * time.Second
+)
+
+// ExceptionsResponse is GET /v1/exceptions' answer.
+type ExceptionsResponse struct {
+	AppliedSequence uint64             `json:"applied_sequence"`
+	Counts          map[string]int     `json:"counts"`
+	Items           []mapper.Exception `json:"items"`
+}
+
+// exceptionRules are the worklist thresholds of cfg.
+func (d *Daemon) exceptionRules() mapper.ExceptionRules {
+	return mapper.ExceptionRules{UnorderedAfter: d.cfg.ExceptionsUnorderedAfter, OrderGrace: d.cfg.ExceptionsOrderGrace}
+}
+
+// exceptions lists the worklist as pr may see it: the mapper's items of
+// its patients and, for an unrestricted client, the dead letters.
+func (d *Daemon) exceptions(ctx context.Context, m *mapper.Mapper, pr *auth.Principal) ExceptionsResponse {
+	res := ExceptionsResponse{AppliedSequence: m.Applied(), Counts: map[string]int{}}
+	res.Items = m.Exceptions(time.Now(), d.exceptionRules(), pr.MayRead)
+	if !pr.Restricted() {
+		if dls, err := d.store.DeadLetters().DeadLetters(ctx); err == nil {
+			for _, dl := range dls {
+				res.Items = append(res.Items, mapper.Exception{
+					ID: fmt.Sprintf("%s:%d", mapper.ExceptionDeadLetter, dl.Seq), Kind: mapper.ExceptionDeadLetter, IngestSeq: dl.Seq, Since: dl.At,
+					Evidence: fmt.Sprintf("ingest record %d (%s) was not mapped: %s", dl.Seq, dl.Kind, dl.Reason),
+					Action:   "fix the cause (a new release, a larger --max-event-bytes), then retry it",
+					Resolve:  &mapper.Resolve{Action: "retry", Seq: dl.Seq},
+				})
+			}
+		}
+	}
+	for _, k := range mapper.ExceptionKinds {
+		res.Counts[k] = 0
+	}
+	for _, it := range res.Items {
+		res.Counts[it.Kind]++
+	}
+	return res
+}
+
+// exceptionsHandler serves GET /v1/exceptions to any authenticated client
+// (a restricted one sees its patients' items only, and no dead letters).
+func (d *Daemon) exceptionsHandler(a auth.Authenticator) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, pr, ok := api.Authenticate(w, r, a)
+		if !ok {
+			return
+		}
+		if len(r.URL.Query()) > 0 {
+			jsonError(w, http.StatusBadRequest, "GET /v1/exceptions takes no parameters")
+			return
+		}
+		m := d.mapper.Current()
+		if m == nil {
+			jsonError(w, http.StatusServiceUnavailable, "this process does not map (a follower of a cluster): ask the mapper leader (radbridge status names it)")
+			return
+		}
+		writeJSON(w, http.StatusOK, d.exceptions(r.Context(), m, pr))
+	})
+}
+
+// ReconcileRequest is POST /v1/reconcile's body: a correction (action
+// link, unlink, move, entered-in-error: see ingest.Reconcile) or
+// action "retry" of dead letter Seq. RequestID makes a retried request one
+// correction.
+type ReconcileRequest struct {
+	Action    string `json:"action"`
+	Study     string `json:"study,omitempty"`
+	Order     string `json:"order,omitempty"`
+	Patient   string `json:"patient,omitempty"`
+	Seq       uint64 `json:"seq,omitempty"`
+	Reason    string `json:"reason"`
+	RequestID string `json:"request_id,omitempty"`
+}
+
+// ReconcileResponse says what the correction recorded and derived.
+type ReconcileResponse struct {
+	IngestSeq uint64         `json:"ingest_seq"`
+	Duplicate bool           `json:"duplicate,omitempty"`
+	Events    []ExplainEvent `json:"events"`
+}
+
+// reconcileHandler serves POST /v1/reconcile: operators only (a token
+// with the operator role, not restricted to patients). The correction is
+// checked against the mapper's state, recorded in the ingest log with the
+// token's subject, and the answer waits (bounded) for its events.
+func (d *Daemon) reconcileHandler(a auth.Authenticator, log *slog.Logger) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, pr, ok := api.Authenticate(w, r, a)
+		if !ok {
+			return
+		}
+		if !pr.MayOperate() {
+			jsonError(w, http.StatusForbidden, "corrections need a token with the operator role that is not restricted to some patients")
+			return
+		}
+		if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
+			jsonError(w, http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+			return
+		}
+		req, err := decodeReconcile(http.MaxBytesReader(w, r.Body, 16<<10))
+		if err != nil {
+			jsonError(w, http.StatusBadRequest, err.Error())
+			return
+		}
+		m := d.mapper.Current()
+		if m == nil {
+			jsonError(w, http.StatusServiceUnavailable, "this process does not map (a follower of a cluster): ask the mapper leader (radbridge status names it)")
+			return
+		}
+		var o ingest.Observation
+		client := api.ClientAddr(r.RemoteAddr, r.Header.Values("X-Forwarded-For"), d.svc.TrustedProxies)
+		if req.Action == "retry" {
+			if _, err := d.deadLetter(r.Context(), req.Seq); err != nil {
+				jsonError(w, http.StatusNotFound, err.Error())
+				return
+			}
+			o, err = ingest.NewRetryBy(req.Seq, pr.Subject, req.Reason, client, time.Now())
+		} else {
+			rc := ingest.Reconcile{Action: req.Action, Study: req.Study, Order: req.Order, Patient: req.Patient, Actor: pr.Subject, Reason: req.Reason}
+			if err := rc.Validate(); err != nil {
+				jsonError(w, http.StatusBadRequest, err.Error())
+				return
+			}
+			if err := m.CheckReconcile(rc); err != nil {
+				jsonError(w, http.StatusConflict, err.Error())
+				return
+			}
+			o, err = ingest.NewReconcile(rc, req.RequestID, client, time.Now())
+		}
+		if err != nil {
+			jsonError(w, http.StatusInternalServerError, err.Error())
+			return
+		}
+		seq, dup, err := d.store.Ingest().Append(r.Context(), o)
+		if err != nil {
+			jsonError(w, http.StatusServiceUnavailable, "not recorded: "+err.Error())
+			return
+		}
+		// Audit: who did what, never the reason text (it may name a patient).
+		log.Info("operator correction recorded", "component", "reconcile", "subject", pr.Subject, "action", req.Action, "ingest_seq", seq, "study_uid", req.Study, "duplicate", dup)
+		res := ReconcileResponse{IngestSeq: seq, Duplicate: dup, Events: []ExplainEvent{}}
+		ctx, cancel := context.WithTimeout(r.Context(), reconcileWait)
+		defer cancel()
+		evs, err := m.Await(ctx, seq)
+		if err != nil && !errors.Is(err, mapper.ErrForgotten) {
+			writeJSON(w, http.StatusAccepted, res) // recorded; the mapper applies it later
+			return
+		}
+		for _, ev := range evs {
+			if pr.MayRead(ev.PatientId) {
+				res.Events = append(res.Events, explainEvent(ev))
+			}
+		}
+		writeJSON(w, http.StatusOK, res)
+	})
+}
+
+func decodeReconcile(r io.Reader) (ReconcileRequest, error) {
+	var req ReconcileRequest
+	dec := json.NewDecoder(r)
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		return req, fmt.Errorf("body: %w", err)
+	}
+	req.Action = strings.TrimSpace(req.Action)
+	if req.Action == "retry" {
+		if req.Seq == 0 {
+			return req, errors.New("retry: seq (the dead letter's ingest sequence) required")
+		}
+		if strings.TrimSpace(req.Reason) == "" || len(req.Reason) > ingest.MaxReconcileReason {
+			return req, errors.New("reason required (at most 1000 bytes)")
+		}
+	}
+	return req, nil
+}
+
+// deadLetter returns the dead letter of ingest record seq.
+func (d *Daemon) deadLetter(ctx context.Context, seq uint64) (mapper.DeadLetter, error) {
+	dls, err := d.store.DeadLetters().DeadLetters(ctx)
+	if err != nil {
+		return mapper.DeadLetter{}, err
+	}
+	for _, dl := range dls {
+		if dl.Seq == seq {
+			return dl, nil
+		}
+	}
+	return mapper.DeadLetter{}, fmt.Errorf("no dead letter for ingest record %d", seq)
+}
+
+// exceptionsCollector exports radbridge_exceptions{kind}: the worklist's
+// items by kind, computed at each scrape (dead letters included).
+type exceptionsCollector struct {
+	d    *Daemon
+	desc *prometheus.Desc
+}
+
+func newExceptionsCollector(d *Daemon) *exceptionsCollector {
+	return &exceptionsCollector{d: d, desc: prometheus.NewDesc("radbridge_exceptions", "Items of the exceptions worklist (GET /v1/exceptions) by kind; empty on a cluster follower.", []string{"kind"}, nil)}
+}
+
+// Describe implements prometheus.Collector.
+func (c *exceptionsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.desc }
+
+// Collect implements prometheus.Collector.
+func (c *exceptionsCollector) Collect(ch chan<- prometheus.Metric) {
+	m := c.d.mapper.Current()
+	if m == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	res := c.d.exceptions(ctx, m, &auth.Principal{Subject: "metrics"})
+	for _, k := range mapper.ExceptionKinds {
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(res.Counts[k]), k)
+	}
+}
