@@ -143,7 +143,17 @@ type Config struct {
 	// disk) and how often it and the writability of the store are checked.
 	StoreMaxBytes      int64
 	StoreCheckInterval time.Duration
+	// Safe defaults (issue 19): with --auth none, HTTP and gRPC listen on
+	// loopback only unless this is set.
+	AllowUnauthenticatedRemote bool
 }
+
+// The default HTTP and gRPC listen addresses: loopback, so that a daemon
+// started without --auth is not readable from the network.
+const (
+	DefaultHTTPAddr = "127.0.0.1:8080"
+	DefaultGRPCAddr = "127.0.0.1:9090"
+)
 
 // EnvPrefix prefixes every environment variable.
 const EnvPrefix = "RADBRIDGE_"
@@ -162,8 +172,8 @@ func (c *Config) FlagSet(name string) *flag.FlagSet {
 	fs.IntVar(&c.NATSReplicas, "nats-replicas", 1, "stream replicas on an external JetStream cluster (1-5)")
 	fs.BoolVar(&c.Fsync, "fsync", true, "fsync every write before acknowledging it (embedded store); false trades durability on power loss for throughput")
 	fs.DurationVar(&c.DuplicateWindow, "duplicate-window", 10*time.Minute, "how long the ingest log deduplicates resent observations by key (the mapper ignores older repeats too)")
-	fs.StringVar(&c.GRPCAddr, "grpc-addr", ":9090", "gRPC listen address; empty turns the plain-text listener off")
-	fs.StringVar(&c.HTTPAddr, "http-addr", ":8080", "HTTP listen address (REST, WebSocket, health); empty turns the plain-text listener off")
+	fs.StringVar(&c.GRPCAddr, "grpc-addr", DefaultGRPCAddr, "gRPC listen address (loopback by default; :9090 listens on every interface, which needs --auth); empty turns the plain-text listener off")
+	fs.StringVar(&c.HTTPAddr, "http-addr", DefaultHTTPAddr, "HTTP listen address (REST, WebSocket, health; loopback by default; :8080 listens on every interface, which needs --auth); empty turns the plain-text listener off")
 	fs.StringVar(&c.MLLPAddr, "mllp-addr", ":2575", "HL7 v2 MLLP listen address; empty turns the listener off")
 	fs.IntVar(&c.MLLPMaxMessage, "mllp-max-message", 1<<20, "largest HL7 message in bytes; a larger frame is answered AR and the connection closed")
 	fs.IntVar(&c.MLLPMaxConnections, "mllp-max-connections", 256, "concurrent MLLP connections")
@@ -259,6 +269,8 @@ func (c *Config) FlagSet(name string) *flag.FlagSet {
 	// Storage health.
 	fs.Int64Var(&c.StoreMaxBytes, "store-max-bytes", 0, "embedded store: the most disk space JetStream may use; 0 follows the disk: what the store holds plus 75% of the free space above a reserve (5% of the file system, at most 1 GiB), re-evaluated every --store-check-interval (so freeing space lets writes resume without a restart)")
 	fs.DurationVar(&c.StoreCheckInterval, "store-check-interval", 10*time.Second, "how often the store's quota and writability are checked; /readyz reports not ready while writes are refused (quota, disk full, read-only file system)")
+	// Safe defaults (issue 19).
+	fs.BoolVar(&c.AllowUnauthenticatedRemote, "allow-unauthenticated-remote", false, "with --auth none, let --http-addr, --https-addr, --grpc-addr and --grpc-tls-addr listen on addresses other than loopback (anyone who reaches them reads every patient's events; only behind a proxy or network that authenticates)")
 	return fs
 }
 
@@ -546,6 +558,7 @@ func (c *Config) Validate() error {
 			bad("--timezone %q: not an IANA time zone name (e.g. Europe/Berlin, UTC): %v", c.Timezone, err)
 		}
 	}
+	c.validateRemoteAuth(bad)
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		bad("--log-format %q: want text or json", c.LogFormat)
 	}
@@ -598,6 +611,38 @@ func HostZone() string {
 		return "UTC"
 	}
 	return ""
+}
+
+// IsLoopback reports whether the listen address addr accepts connections
+// from this machine only: localhost or a loopback IP. An empty host, an
+// unspecified address (0.0.0.0, ::) and any other name or address reach
+// beyond it.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
+// validateRemoteAuth refuses client fronts listening beyond loopback
+// without authentication, unless --allow-unauthenticated-remote says so.
+func (c *Config) validateRemoteAuth(bad func(string, ...any)) {
+	if c.Auth != "none" || c.AllowUnauthenticatedRemote {
+		return
+	}
+	for _, l := range [][2]string{{"http-addr", c.HTTPAddr}, {"https-addr", c.HTTPSAddr}, {"grpc-addr", c.GRPCAddr}, {"grpc-tls-addr", c.GRPCTLSAddr}} {
+		if l[1] == "" || IsLoopback(l[1]) {
+			continue
+		}
+		if _, port, err := net.SplitHostPort(l[1]); err == nil {
+			bad("--%s %q listens beyond this machine with --auth none (anyone who reaches it reads every patient's events): turn authentication on (--auth tokens or --auth jwt), listen on loopback (--%s 127.0.0.1:%s), or pass --allow-unauthenticated-remote if a proxy or the network authenticates", l[0], l[1], l[0], port)
+		}
+	}
 }
 
 // TLSEnabled reports whether any TLS listener is on.
