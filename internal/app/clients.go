@@ -21,6 +21,7 @@ import (
 	"radbridge/dicom/dataset"
 	"radbridge/dicom/scu"
 	"radbridge/hl7/mllp"
+	"radbridge/internal/config"
 	"radbridge/internal/tlsconf"
 )
 
@@ -49,11 +50,15 @@ func (f dicomFlags) config(ctxs []scu.Context, tc *tls.Config) scu.Config {
 	return scu.Config{CallingAE: *f.aet, CalledAE: *f.aec, Contexts: ctxs, Timeout: *f.timeout, TLS: tc}
 }
 
+// parseFlags parses a client command's flags; a mistake is said in one
+// line on the flag set's output (config.ParseFlags).
 func parseFlags(fs *flag.FlagSet, args []string) (int, bool) {
-	if err := fs.Parse(args); err != nil {
+	w := fs.Output()
+	if err := config.ParseFlags(fs, args, w); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0, false
 		}
+		fmt.Fprintf(w, "%s: %v\n", fs.Name(), err)
 		return 2, false
 	}
 	return 0, true

@@ -87,7 +87,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		err = opts.validate()
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "radbridge demo: invalid configuration:\n%v\n", err)
+		printConfigError(stderr, "radbridge demo", err)
 		return 2
 	}
 	if cfg.MLLPAddr == "" {

@@ -3,7 +3,6 @@ package app
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -219,11 +218,8 @@ func statusCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	tokenFile := fs.String("token-file", "", "file holding the bearer token (else $RADBRIDGE_TOKEN), needed when the daemon runs with --auth")
 	timeout := fs.Duration("timeout", 5*time.Second, "time to wait for the answer")
 	tf := newTLSClientFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "radbridge status: unexpected argument %q\n", fs.Arg(0))

@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -46,11 +45,8 @@ func tail(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	asJSON := fs.Bool("json", false, "print each event as one line of JSON")
 	tokenFile := fs.String("token-file", "", "file holding the bearer token (else $RADBRIDGE_TOKEN); sent as gRPC authorization metadata")
 	tf := newTLSClientFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	req := &rbv1.SubscribeRequest{PatientId: patients, ResourceType: resources, SinceSequence: *since, FromNow: *fromNow}
 	for _, t := range types {

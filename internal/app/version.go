@@ -3,7 +3,6 @@ package app
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -75,11 +74,8 @@ func version(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("radbridge version", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	asJSON := fs.Bool("json", false, "print the build information as JSON")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	bi := ReadBuildInfo()
 	if *asJSON {
@@ -99,11 +95,8 @@ func healthcheck(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	addr := fs.String("addr", "localhost:8080", "the daemon's HTTP address (--http-addr)")
 	timeout := fs.Duration("timeout", 3*time.Second, "time to wait for the answer")
 	tf := newTLSClientFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	tc, err := tf.config()
 	if err != nil {

@@ -293,12 +293,11 @@ func LoadWith(name string, args []string, getenv func(string) string, usage io.W
 		extra(fs)
 		fs.VisitAll(func(f *flag.Flag) { own[f.Name] = !before[f.Name] })
 	}
-	fs.SetOutput(usage)
-	if err := fs.Parse(args); err != nil {
+	if err := ParseFlags(fs, args, usage); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		return nil, &FlagError{fmt.Sprintf("unexpected argument %q: every setting is a flag, --name value (%s -h lists the flags)", fs.Arg(0), fs.Name())}
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -314,7 +313,7 @@ func LoadWith(name string, args []string, getenv func(string) string, usage io.W
 			return nil, fmt.Errorf("config file: %w", err)
 		}
 		if err := yaml.Unmarshal(b, &file); err != nil {
-			return nil, fmt.Errorf("config file %s: %w", c.ConfigFile, err)
+			return nil, fmt.Errorf("config file %s: %w (want one flag name per line, a colon and its value, e.g. http-addr: \"127.0.0.1:8080\"; radbridge.example.yaml has them all)", c.ConfigFile, err)
 		}
 		var unknown []string
 		for k := range file {
@@ -324,7 +323,12 @@ func LoadWith(name string, args []string, getenv func(string) string, usage io.W
 		}
 		if len(unknown) > 0 {
 			sort.Strings(unknown)
-			return nil, fmt.Errorf("config file %s: unknown keys %s", c.ConfigFile, strings.Join(unknown, ", "))
+			for i, k := range unknown {
+				if s := Suggest(fs, k); s != "" && s != k && !own[s] {
+					unknown[i] = fmt.Sprintf("%s (did you mean %s?)", k, s)
+				}
+			}
+			return nil, fmt.Errorf("config file %s: unknown keys %s (keys are the flag names of radbridge serve -h)", c.ConfigFile, strings.Join(unknown, ", "))
 		}
 	}
 	var errs []error
@@ -334,13 +338,20 @@ func LoadWith(name string, args []string, getenv func(string) string, usage io.W
 		}
 		if v := getenv(EnvName(f.Name)); v != "" {
 			if err := fs.Set(f.Name, v); err != nil {
-				errs = append(errs, fmt.Errorf("%s=%q: %w", EnvName(f.Name), v, err))
+				errs = append(errs, fmt.Errorf("%s=%q: want %s: %w", EnvName(f.Name), v, Expect(f), err))
 			}
 			return
 		}
 		if v, ok := file[f.Name]; ok {
+			switch v.(type) {
+			case []any, map[string]any:
+				kind, _ := describe(f)
+				errs = append(errs, fmt.Errorf("config file %s: %s: a list or mapping; want %s on one line, e.g. %s", c.ConfigFile, f.Name, kind, yamlExample(f)))
+				return
+			}
 			if err := fs.Set(f.Name, fmt.Sprint(v)); err != nil {
-				errs = append(errs, fmt.Errorf("config file %s: %s: %q: %w", c.ConfigFile, f.Name, fmt.Sprint(v), err))
+				kind, _ := describe(f)
+				errs = append(errs, fmt.Errorf("config file %s: %s: %q: want %s, e.g. %s", c.ConfigFile, f.Name, fmt.Sprint(v), kind, yamlExample(f)))
 			}
 		}
 	})
@@ -567,7 +578,25 @@ func (c *Config) Validate() error {
 	default:
 		bad("--log-level %q: want debug, info, warn or error", c.LogLevel)
 	}
+	// One order whatever the map iterations above did.
+	sort.SliceStable(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
 	return errors.Join(errs...)
+}
+
+// yamlExample is a line of a configuration file setting flag f to its
+// default (or a sample value).
+func yamlExample(f *flag.Flag) string {
+	kind, v := describe(f)
+	switch kind {
+	case "true or false":
+		return fmt.Sprintf("`%s: %s`", f.Name, f.DefValue)
+	case "a whole number", "a number":
+		return fmt.Sprintf("`%s: %s`", f.Name, v)
+	}
+	if v == "" {
+		v = "…"
+	}
+	return fmt.Sprintf("`%s: %q`", f.Name, v)
 }
 
 // Zone loads --timezone.
