@@ -19,7 +19,7 @@ const usage = `radbridge turns a hospital's imaging traffic (DICOM, HL7 v2) into
 Usage:
   radbridge serve [flags]   run the daemon (radbridge serve -h lists the flags)
   radbridge demo [flags]    run the daemon with a simulated RIS and PACS sending to it
-  radbridge tail [flags]    follow events from a running daemon
+  radbridge tail [--since 0] [flags]  follow events from a running daemon, live (--since 0: the whole history first)
   radbridge echo [--addr localhost:11112] [--aet A] [--aec B]  verify a DICOM peer (C-ECHO)
   radbridge store [--addr] [--aet] [--aec] FILE|DIR...  send DICOM files (C-STORE)
   radbridge send-hl7 [--addr localhost:2575] FILE...  send HL7 messages over MLLP

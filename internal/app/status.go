@@ -247,6 +247,7 @@ func statusCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		}
 		token = strings.TrimSpace(string(b))
 	}
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/status", nil)
@@ -259,6 +260,10 @@ func statusCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	resp, err := client.Do(req)
 	if err != nil {
+		if msg := wrongPort(parent, "radbridge status", req.URL.Host, protoHTTP, req.URL.Scheme == "https"); msg != "" {
+			fmt.Fprintln(stderr, msg)
+			return 1
+		}
 		fmt.Fprintf(stderr, "radbridge status: daemon unreachable: %v\n", err)
 		return 1
 	}

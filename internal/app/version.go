@@ -108,6 +108,7 @@ func healthcheck(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		// --addr is then the daemon's --https-addr.
 		client, scheme = &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}, "https"
 	}
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	url := scheme + "://" + *addr + "/readyz"
@@ -118,6 +119,10 @@ func healthcheck(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	}
 	resp, err := client.Do(req)
 	if err != nil {
+		if msg := wrongPort(parent, "radbridge healthcheck", *addr, protoHTTP, tc != nil); msg != "" {
+			fmt.Fprintln(stderr, msg)
+			return 1
+		}
 		fmt.Fprintf(stderr, "radbridge healthcheck: %v\n", err)
 		return 1
 	}
