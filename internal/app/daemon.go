@@ -302,6 +302,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	handler, err := api.NewHTTPHandler(ctx, d.svc, conn, api.HTTPConfig{
 		Ready: d.readyErr, WriteTimeout: cfg.WSWriteTimout, Logger: log, Auth: authn, OriginPatterns: cfg.OriginPatterns(),
 		TrustedProxies: trusted, Extra: extra,
+		WSTickets: wsTickets(cfg), WSURLToken: cfg.WSURLToken,
 	})
 	if err != nil {
 		d.closeAll()

@@ -146,6 +146,12 @@ type Config struct {
 	// Safe defaults (issue 19): with --auth none, HTTP and gRPC listen on
 	// loopback only unless this is set.
 	AllowUnauthenticatedRemote bool
+	// WebSocket URL credentials (issue 19), each opt-in: single-use
+	// tickets from POST /v1/ws-tickets as /ws?ticket=, and bearer tokens
+	// as /ws?token=.
+	WSTickets   bool
+	WSTicketTTL time.Duration
+	WSURLToken  bool
 }
 
 // The default HTTP and gRPC listen addresses: loopback, so that a daemon
@@ -271,6 +277,9 @@ func (c *Config) FlagSet(name string) *flag.FlagSet {
 	fs.DurationVar(&c.StoreCheckInterval, "store-check-interval", 10*time.Second, "how often the store's quota and writability are checked; /readyz reports not ready while writes are refused (quota, disk full, read-only file system)")
 	// Safe defaults (issue 19).
 	fs.BoolVar(&c.AllowUnauthenticatedRemote, "allow-unauthenticated-remote", false, "with --auth none, let --http-addr, --https-addr, --grpc-addr and --grpc-tls-addr listen on addresses other than loopback (anyone who reaches them reads every patient's events; only behind a proxy or network that authenticates)")
+	fs.BoolVar(&c.WSTickets, "ws-tickets", false, "serve POST /v1/ws-tickets, which exchanges a client's bearer token (Authorization header) for a single-use ticket valid for --ws-ticket-ttl, and accept it as /ws?ticket= (for WebSocket clients that cannot send a header)")
+	fs.DurationVar(&c.WSTicketTTL, "ws-ticket-ttl", 30*time.Second, "lifetime of a --ws-tickets ticket (at most 5m)")
+	fs.BoolVar(&c.WSURLToken, "ws-url-token", false, "accept the bearer token itself as /ws?token= (WintEHR's WebSocket client sends it so); the token then appears in URLs, which proxies log and browsers keep: prefer --ws-tickets")
 	return fs
 }
 
@@ -570,6 +579,9 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.validateRemoteAuth(bad)
+	if c.WSTicketTTL <= 0 || c.WSTicketTTL > 5*time.Minute {
+		bad("--ws-ticket-ttl %v: want more than 0, at most 5m (a ticket is a short-lived stand-in for a token)", c.WSTicketTTL)
+	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		bad("--log-format %q: want text or json", c.LogFormat)
 	}
