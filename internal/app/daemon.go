@@ -204,6 +204,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	authn, err := auth.New(auth.Config{
 		Mode: cfg.Auth, TokensFile: cfg.AuthTokensFile, JWTKeyFile: cfg.AuthJWTKeyFile, JWKSFile: cfg.AuthJWKSFile,
 		JWTIssuer: cfg.AuthJWTIssuer, JWTAudience: cfg.AuthJWTAudience,
+		JWKSURL: cfg.AuthJWKSURL, JWKSCAFile: cfg.AuthJWKSCAFile, JWKSRefresh: cfg.AuthJWKSRefresh, JWKSMinRefetch: cfg.AuthJWKSMinRefetch,
 	})
 	if err != nil {
 		d.closeAll()

@@ -152,6 +152,11 @@ type Config struct {
 	WSTickets   bool
 	WSTicketTTL time.Duration
 	WSURLToken  bool
+	// JWKS from an identity provider's https URL (issue 19).
+	AuthJWKSURL        string
+	AuthJWKSCAFile     string
+	AuthJWKSRefresh    time.Duration
+	AuthJWKSMinRefetch time.Duration
 }
 
 // The default HTTP and gRPC listen addresses: loopback, so that a daemon
@@ -279,6 +284,10 @@ func (c *Config) FlagSet(name string) *flag.FlagSet {
 	fs.BoolVar(&c.AllowUnauthenticatedRemote, "allow-unauthenticated-remote", false, "with --auth none, let --http-addr, --https-addr, --grpc-addr and --grpc-tls-addr listen on addresses other than loopback (anyone who reaches them reads every patient's events; only behind a proxy or network that authenticates)")
 	fs.BoolVar(&c.WSTickets, "ws-tickets", false, "serve POST /v1/ws-tickets, which exchanges a client's bearer token (Authorization header) for a single-use ticket valid for --ws-ticket-ttl, and accept it as /ws?ticket= (for WebSocket clients that cannot send a header)")
 	fs.DurationVar(&c.WSTicketTTL, "ws-ticket-ttl", 30*time.Second, "lifetime of a --ws-tickets ticket (at most 5m)")
+	fs.StringVar(&c.AuthJWKSURL, "auth-jwks-url", "", "--auth jwt keys: the https URL of a JWKS (an identity provider's jwks_uri), fetched at start, cached for --auth-jwks-refresh and fetched again at once for a token whose kid it lacks (key rotation), at most once per --auth-jwks-min-refetch")
+	fs.StringVar(&c.AuthJWKSCAFile, "auth-jwks-ca-file", "", "PEM CA certificates that sign the --auth-jwks-url server's certificate; empty: the system's")
+	fs.DurationVar(&c.AuthJWKSRefresh, "auth-jwks-refresh", 10*time.Minute, "how long --auth-jwks-url keys are cached before they are fetched again (a failed fetch keeps them)")
+	fs.DurationVar(&c.AuthJWKSMinRefetch, "auth-jwks-min-refetch", 30*time.Second, "the least time between two fetches of --auth-jwks-url, so that tokens with made-up kids cannot make radbridge flood the identity provider")
 	fs.BoolVar(&c.WSURLToken, "ws-url-token", false, "accept the bearer token itself as /ws?token= (WintEHR's WebSocket client sends it so); the token then appears in URLs, which proxies log and browsers keep: prefer --ws-tickets")
 	return fs
 }
@@ -453,8 +462,8 @@ func (c *Config) Validate() error {
 			bad("--auth tokens needs --auth-tokens-file")
 		}
 	case "jwt":
-		if (c.AuthJWTKeyFile == "") == (c.AuthJWKSFile == "") {
-			bad("--auth jwt needs one of --auth-jwt-key-file and --auth-jwks-file")
+		if n := countSet(c.AuthJWTKeyFile, c.AuthJWKSFile, c.AuthJWKSURL); n != 1 {
+			bad("--auth jwt needs one of --auth-jwt-key-file, --auth-jwks-file and --auth-jwks-url")
 		}
 	default:
 		bad("--auth %q: want none, tokens or jwt", c.Auth)
@@ -579,6 +588,19 @@ func (c *Config) Validate() error {
 		}
 	}
 	c.validateRemoteAuth(bad)
+	if c.AuthJWKSURL != "" {
+		if u, err := url.Parse(c.AuthJWKSURL); err != nil || u.Scheme != "https" || u.Host == "" {
+			bad("--auth-jwks-url %q: want an https URL (the identity provider's jwks_uri)", c.AuthJWKSURL)
+		}
+	}
+	if c.AuthJWKSCAFile != "" {
+		if st, err := os.Stat(c.AuthJWKSCAFile); err != nil || !st.Mode().IsRegular() {
+			bad("--auth-jwks-ca-file %s: not an existing file", c.AuthJWKSCAFile)
+		}
+	}
+	if c.AuthJWKSRefresh < time.Second || c.AuthJWKSMinRefetch < 0 || c.AuthJWKSMinRefetch > c.AuthJWKSRefresh {
+		bad("--auth-jwks-refresh %v, --auth-jwks-min-refetch %v: want a refresh of at least 1s and a min-refetch from 0 to the refresh", c.AuthJWKSRefresh, c.AuthJWKSMinRefetch)
+	}
 	if c.WSTicketTTL <= 0 || c.WSTicketTTL > 5*time.Minute {
 		bad("--ws-ticket-ttl %v: want more than 0, at most 5m (a ticket is a short-lived stand-in for a token)", c.WSTicketTTL)
 	}
@@ -652,6 +674,17 @@ func HostZone() string {
 		return "UTC"
 	}
 	return ""
+}
+
+// countSet counts the non-empty values.
+func countSet(vs ...string) int {
+	n := 0
+	for _, v := range vs {
+		if v != "" {
+			n++
+		}
+	}
+	return n
 }
 
 // IsLoopback reports whether the listen address addr accepts connections
