@@ -557,7 +557,7 @@ function renderStudies() {
     keep.add(uid);
     let card = gallery.querySelector(`[data-testid="study-card"][data-study-uid="${CSS.escape(uid)}"]`);
     if (!card) {
-      card = el("article", { class: "card", "data-testid": "study-card", "data-study-uid": uid, tabindex: "0", role: "button" });
+      card = el("div", { class: "card", "data-testid": "study-card", "data-study-uid": uid, tabindex: "0", role: "button" });
       card.addEventListener("click", () => openStudy(s.id, uid));
       card.addEventListener("keydown", (e) => {
         if (e.key === "Enter" || e.key === " ") {
