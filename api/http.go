@@ -54,6 +54,59 @@ type HTTPConfig struct {
 	// Extra mounts more handlers by ServeMux pattern (other fronts such as
 	// DICOM notifications); each does its own authentication and body limit.
 	Extra map[string]http.Handler
+	// WSTickets, when set, serves POST /v1/ws-tickets (a single-use ticket
+	// for the caller's bearer token) and accepts ?ticket= on /ws, for
+	// WebSocket clients that cannot send a header.
+	WSTickets *auth.Tickets
+	// WSURLToken accepts a bearer token as ?token= on /ws (WintEHR's
+	// client sends it so); URLs end up in proxy logs and history.
+	WSURLToken bool
+}
+
+// WSTicketPath is where a client exchanges its bearer token for a /ws
+// ticket (HTTPConfig.WSTickets).
+const WSTicketPath = "/v1/ws-tickets"
+
+// wsTicketHandler issues /ws tickets to clients authenticated by their
+// Authorization header (never a cookie: another site's page could make a
+// browser POST with it).
+func wsTicketHandler(cfg HTTPConfig) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Cache-Control", "no-store")
+		w.Header().Set("Content-Type", "application/json")
+		if r.Method != http.MethodPost {
+			w.Header().Set("Allow", http.MethodPost)
+			w.WriteHeader(http.StatusMethodNotAllowed)
+			fmt.Fprintln(w, `{"code":12,"message":"POST with Authorization: Bearer <token>"}`)
+			return
+		}
+		token := ""
+		if scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " "); ok && strings.EqualFold(scheme, "Bearer") {
+			token = strings.TrimSpace(tok)
+		}
+		p, err := cfg.Auth.Authenticate(r.Context(), token)
+		if err == nil && token == "" {
+			if _, none := cfg.Auth.(auth.None); !none {
+				err = auth.ErrUnauthenticated
+			}
+		}
+		if err != nil {
+			code := "AUTH_FAILED"
+			if errors.Is(err, auth.ErrTokenExpired) {
+				code = "TOKEN_EXPIRED"
+			}
+			w.WriteHeader(http.StatusUnauthorized)
+			fmt.Fprintf(w, `{"code":16,"message":"%s: a valid Authorization: Bearer token is required"}`+"\n", code)
+			return
+		}
+		t, err := cfg.WSTickets.Issue(p)
+		if err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			fmt.Fprintf(w, `{"code":8,"message":%q}`+"\n", err.Error())
+			return
+		}
+		json.NewEncoder(w).Encode(map[string]any{"ticket": t, "expires_in": int(cfg.WSTickets.TTL() / time.Second)})
+	})
 }
 
 // NewHTTPHandler returns the HTTP front: grpc-gateway REST over conn (a
@@ -85,6 +138,9 @@ func NewHTTPHandler(ctx context.Context, svc *Service, conn *grpc.ClientConn, cf
 	mux := http.NewServeMux()
 	mux.Handle("/v1/events:stream", &wsStream{svc: svc, cfg: cfg})
 	mux.Handle("/ws", newRoomHandler(svc, cfg))
+	if cfg.WSTickets != nil {
+		mux.Handle(WSTicketPath, wsTicketHandler(cfg))
+	}
 	mux.Handle("/v1/", requireJSON(limitBody(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		// Only the gateway itself says where the client is.
 		r.Header.Del(runtime.MetadataHeaderPrefix + clientAddrKey)

@@ -239,6 +239,10 @@ type roomConn struct {
 // ServeHTTP implements http.Handler.
 func (h *roomHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	token := handshakeToken(r)
+	ticket, urlToken := h.urlCredentials(r)
+	if token == "" && ticket == "" {
+		token = urlToken
+	}
 	parent := r.Context()
 	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: h.cfg.OriginPatterns})
 	if err != nil {
@@ -266,6 +270,12 @@ func (h *roomHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	if token != "" {
 		p, err := h.authn.Authenticate(ctx, token)
+		if err == nil {
+			err = rc.setPrincipal(p)
+		}
+		rc.preAuthErr = err
+	} else if ticket != "" {
+		p, err := h.cfg.WSTickets.Redeem(ticket)
 		if err == nil {
 			err = rc.setPrincipal(p)
 		}
@@ -304,9 +314,31 @@ func (h *roomHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// urlCredentials takes the opt-in URL credentials out of the request
+// (so that nothing after this point can log them): ?ticket= with
+// HTTPConfig.WSTickets, ?token= with HTTPConfig.WSURLToken. Without the
+// option the parameter is ignored (and left alone).
+func (h *roomHandler) urlCredentials(r *http.Request) (ticket, token string) {
+	if h.cfg.WSTickets == nil && !h.cfg.WSURLToken {
+		return "", ""
+	}
+	q := r.URL.Query()
+	if h.cfg.WSTickets != nil {
+		ticket = q.Get("ticket")
+		q.Del("ticket")
+	}
+	if h.cfg.WSURLToken {
+		token = q.Get("token")
+		q.Del("token")
+	}
+	r.URL.RawQuery = q.Encode()
+	r.RequestURI = r.URL.RequestURI()
+	return ticket, token
+}
+
 // handshakeToken returns the bearer token of the Authorization header or
 // the radbridge_token cookie; never one from the URL, which ends up in
-// logs and browser history.
+// logs and browser history (urlCredentials reads those, when opted in).
 func handshakeToken(r *http.Request) string {
 	if a := r.Header.Get("Authorization"); a != "" {
 		if scheme, tok, ok := strings.Cut(a, " "); ok && strings.EqualFold(scheme, "Bearer") {

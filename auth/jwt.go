@@ -29,6 +29,7 @@ const minHMACKey = 32
 type JWT struct {
 	single *jwtKey            // JWTKeyFile
 	byKID  map[string]*jwtKey // JWKSFile
+	remote *remoteJWKS        // JWKSURL
 	parser *jwt.Parser
 }
 
@@ -40,9 +41,23 @@ type jwtKey struct {
 func newJWT(cfg Config) (*JWT, error) {
 	j := &JWT{}
 	algs := map[string]bool{}
+	n := 0
+	for _, f := range []string{cfg.JWTKeyFile, cfg.JWKSFile, cfg.JWKSURL} {
+		if f != "" {
+			n++
+		}
+	}
 	switch {
-	case cfg.JWTKeyFile != "" && cfg.JWKSFile != "":
-		return nil, errors.New("auth jwt: give a key file or a JWKS file, not both")
+	case n > 1:
+		return nil, errors.New("auth jwt: give one of a key file, a JWKS file and a JWKS URL")
+	case cfg.JWKSURL != "":
+		r, err := newRemoteJWKS(cfg)
+		if err != nil {
+			return nil, fmt.Errorf("auth JWKS URL: %w", err)
+		}
+		j.remote = r
+		// The keys may rotate from one type to the other.
+		algs["RS256"], algs["ES256"] = true, true
 	case cfg.JWTKeyFile != "":
 		b, err := os.ReadFile(cfg.JWTKeyFile)
 		if err != nil {
@@ -68,7 +83,7 @@ func newJWT(cfg Config) (*JWT, error) {
 			algs[k.alg] = true
 		}
 	default:
-		return nil, errors.New("auth jwt: needs a key file or a JWKS file")
+		return nil, errors.New("auth jwt: needs a key file, a JWKS file or a JWKS URL")
 	}
 	var methods []string
 	for a := range algs {
@@ -279,7 +294,13 @@ func (j *JWT) keyFunc(t *jwt.Token) (any, error) {
 		return nil, fmt.Errorf("crit header %v names extensions radbridge does not understand", t.Header["crit"])
 	}
 	k := j.single
-	if k == nil {
+	if j.remote != nil {
+		kid, _ := t.Header["kid"].(string)
+		var err error
+		if k, err = j.remote.key(kid); err != nil {
+			return nil, err
+		}
+	} else if k == nil {
 		kid, _ := t.Header["kid"].(string)
 		k = j.byKID[kid]
 		if k == nil && kid == "" && len(j.byKID) == 1 {

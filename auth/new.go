@@ -26,6 +26,16 @@ type Config struct {
 	// JWKSFile is a JSON Web Key Set (RFC 7517) of RSA and EC P-256 public
 	// keys, chosen by the token's kid.
 	JWKSFile string
+	// JWKSURL is an https URL of a JSON Web Key Set (an identity
+	// provider's jwks_uri), fetched at start, cached for JWKSRefresh (10m
+	// when 0) and refetched at once for a kid it lacks, at most once per
+	// JWKSMinRefetch (30s when 0). JWKSCAFile, when set, holds the PEM CA
+	// certificates its server's certificate is checked against (else the
+	// system's).
+	JWKSURL        string
+	JWKSCAFile     string
+	JWKSRefresh    time.Duration
+	JWKSMinRefetch time.Duration
 	// JWTIssuer and JWTAudience, when set, must match iss and aud.
 	JWTIssuer   string
 	JWTAudience string

@@ -29,6 +29,7 @@ func (p *DICOMPACS) dial(ctx context.Context) (*scu.Client, error) {
 	}
 	cfg := scu.Config{CallingAE: calling, CalledAE: p.CalledAE,
 		Contexts: []scu.Context{{AbstractSyntax: scu.IANSOPClass, TransferSyntaxes: []string{dataset.ImplicitVRLittleEndian}}}}
+	cfg.Contexts = append(cfg.Contexts, scu.Context{AbstractSyntax: scu.MPPSSOPClass, TransferSyntaxes: []string{dataset.ImplicitVRLittleEndian}})
 	for _, m := range []string{"CT", "MR", "CR", "US"} {
 		cfg.Contexts = append(cfg.Contexts, scu.Context{AbstractSyntax: SOPClass(m), TransferSyntaxes: []string{ExplicitVRLittleEndian}})
 	}
@@ -82,6 +83,39 @@ func (p *DICOMPACS) NotifyAvailable(ctx context.Context, st Study) error {
 		st, err := c.NCreateIAN(ctx, ian)
 		if err == nil && st.IsFailure() {
 			err = fmt.Errorf("N-CREATE status %s", st)
+		}
+		return err
+	})
+}
+
+// PerformedStep sends the study's Modality Performed Procedure Step: an
+// N-CREATE IN PROGRESS (create), else an N-SET COMPLETED listing every
+// instance of the study by series.
+func (p *DICOMPACS) PerformedStep(ctx context.Context, uid string, st Study, create bool) error {
+	m := scu.MPPS{SOPInstanceUID: uid, PatientID: st.PatientID, StudyInstanceUID: st.UID, AccessionNumber: st.Accession}
+	if create {
+		m.Status = "IN PROGRESS"
+	} else {
+		m = scu.MPPS{SOPInstanceUID: uid, Status: "COMPLETED"}
+		idx := map[string]int{}
+		for _, in := range st.Instances {
+			i, ok := idx[in.SeriesUID]
+			if !ok {
+				i = len(m.Series)
+				idx[in.SeriesUID] = i
+				m.Series = append(m.Series, scu.MPPSSeries{SeriesInstanceUID: in.SeriesUID, SOPClassUID: in.SOPClassUID})
+			}
+			m.Series[i].SOPInstanceUIDs = append(m.Series[i].SOPInstanceUIDs, in.SOPInstanceUID)
+		}
+	}
+	return p.retry(ctx, func(c *scu.Client) error {
+		send := c.NSetMPPS
+		if create {
+			send = c.NCreateMPPS
+		}
+		st, err := send(ctx, m)
+		if err == nil && st.IsFailure() {
+			err = fmt.Errorf("MPPS status %s", st)
 		}
 		return err
 	})

@@ -119,13 +119,18 @@ func Patients(n int) []Patient {
 // in turn (CT, MR, CR, US). The first is STAT; the second's final report is
 // critical (HH). The last patient also has an order that is cancelled
 // (CancelledExam).
-func Plan(n, cycle int) []Exam {
+func Plan(n, cycle int) []Exam { return PlanRun("", n, cycle) }
+
+// PlanRun is Plan for the run named run (NewRunID): its accession and
+// placer numbers hold the run's name, so that a second run on the same
+// daemon is new data, not a resend of the first.
+func PlanRun(run string, n, cycle int) []Exam {
 	var out []Exam
 	for i, p := range Patients(n) {
 		e := exams[i%len(exams)]
 		e.Patient = p
-		e.Accession = fmt.Sprintf("DA%03d%04d", cycle, 1001+i)
-		e.PlacerNumber = fmt.Sprintf("DP%03d%04d", cycle, 1001+i)
+		e.Accession = accession(run, "A", cycle, 1001+i)
+		e.PlacerNumber = accession(run, "P", cycle, 1001+i)
 		e.Stat = i == 0
 		e.Critical = i == 1 || n == 1
 		out = append(out, e)
@@ -134,15 +139,42 @@ func Plan(n, cycle int) []Exam {
 }
 
 // CancelledExam is the order of cycle that is placed and then cancelled.
-func CancelledExam(n, cycle int) Exam {
+func CancelledExam(n, cycle int) Exam { return CancelledExamRun("", n, cycle) }
+
+// CancelledExamRun is CancelledExam for the run named run.
+func CancelledExamRun(run string, n, cycle int) Exam {
 	ps := Patients(n)
 	return Exam{
 		Patient:      ps[len(ps)-1],
-		Accession:    fmt.Sprintf("DA%03d9001", cycle),
-		PlacerNumber: fmt.Sprintf("DP%03d9001", cycle),
+		Accession:    accession(run, "A", cycle, 9001),
+		PlacerNumber: accession(run, "P", cycle, 9001),
 		Modality:     "CT", Code: "74177", Name: "CT ABDOMEN PELVIS W CONTRAST", Section: "CT", BodyPart: "ABDOMEN",
 		Reason: "Abdominal pain",
 	}
+}
+
+// accession is an accession (kind A) or placer (kind P) number: DA0001001
+// without a run, DAK7Q2001001 (at most 16 characters, DICOM SH) with one.
+func accession(run, kind string, cycle, n int) string {
+	if run == "" {
+		return fmt.Sprintf("D%s%03d%04d", kind, cycle, n)
+	}
+	return fmt.Sprintf("D%s%s%02d%04d", kind, run, cycle%100, n)
+}
+
+// NewRunID names a run of the simulation: four random characters of
+// [0-9A-Z], so that each run sends new control ids and accession numbers.
+func NewRunID() string {
+	const digits = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"
+	b := make([]byte, 4)
+	for i := range b {
+		n, err := rand.Int(rand.Reader, big.NewInt(int64(len(digits))))
+		if err != nil {
+			panic(err)
+		}
+		b[i] = digits[n.Int64()]
+	}
+	return string(b)
 }
 
 // Config configures a simulation.
@@ -154,6 +186,18 @@ type Config struct {
 	Loop      bool
 	Authority string
 	Log       *slog.Logger
+	// Run names this run (NewRunID) in control ids and accession numbers;
+	// empty: the fixed names of Plan (a second run repeats the first's).
+	Run string
+}
+
+// StepReporter is a PACS that also reports Modality Performed Procedure
+// Steps (N-CREATE, N-SET): the modality says which instances a study will
+// have, so a receiver can show "45/120" while they arrive.
+type StepReporter interface {
+	// PerformedStep creates (create) or completes the step named uid of the
+	// study; a completed step lists every instance of the study.
+	PerformedStep(ctx context.Context, uid string, study Study, create bool) error
 }
 
 type step struct {
@@ -215,12 +259,12 @@ func (c Config) steps(cycle int) []step {
 	ctl := 0
 	send := func(at float64, what string, e *Exam, msg func(ctl string) string) {
 		ctl++
-		id := fmt.Sprintf("DEMO%03d%04d", cycle, ctl)
+		id := fmt.Sprintf("DEMO%s%03d%04d", c.Run, cycle, ctl)
 		steps = append(steps, step{at: sec(at), what: what, exam: e, do: func(ctx context.Context) error {
 			return c.RIS.Send(ctx, []byte(msg(id)), id)
 		}})
 	}
-	plan := Plan(c.Patients, cycle)
+	plan := PlanRun(c.Run, c.Patients, cycle)
 	spread := 40.0 / float64(len(plan))
 	for i := range plan {
 		e := &plan[i]
@@ -238,11 +282,23 @@ func (c Config) steps(cycle int) []step {
 				steps = append(steps, step{at: sec(t0 + 5 + 0.4*float64(len(study.Instances))), what: "PACS instance availability notification (N-CREATE)", exam: e,
 					do: func(ctx context.Context) error { return c.PACS.NotifyAvailable(ctx, study) }})
 			}
+			// The modality of every other exam reports its performed
+			// step: in progress before the first image, completed (with
+			// the list of its images) after the second, so the images
+			// still arriving are counted against the total.
+			if r, ok := c.PACS.(StepReporter); ok && i%2 == 1 && len(study.Instances) > 2 {
+				uid := newUID()
+				steps = append(steps,
+					step{at: sec(t0 + 3.9), what: "modality performed procedure step in progress (MPPS N-CREATE)", exam: e,
+						do: func(ctx context.Context) error { return r.PerformedStep(ctx, uid, study, true) }},
+					step{at: sec(t0 + 4.5 + 0.4), what: "modality performed procedure step completed (MPPS N-SET)", exam: e,
+						do: func(ctx context.Context) error { return r.PerformedStep(ctx, uid, study, false) }})
+			}
 		}
 		send(t0+14, "RIS preliminary report (ORU^R01 P)", e, func(id string) string { return c.report(e, id, "P") })
 		send(t0+25, "RIS final report (ORU^R01 F)", e, func(id string) string { return c.report(e, id, "F") })
 	}
-	x := CancelledExam(c.Patients, cycle)
+	x := CancelledExamRun(c.Run, c.Patients, cycle)
 	tx := float64(len(plan)-1) * spread
 	send(tx+1, "RIS order (ORM^O01 NW)", &x, func(id string) string { return c.order(&x, id, "NW", "SC") })
 	send(tx+6, "RIS cancellation (ORM^O01 CA)", &x, func(id string) string { return c.order(&x, id, "CA", "CA") })

@@ -421,7 +421,7 @@ func TestCrashUnderLoad(t *testing.T) {
 		"--snapshot-every", "60", "--snapshot-interval", "1s", "--state-idle", "2s"}
 
 	d := serve(t, flags...)
-	tail := exec.Command(binary, "tail", "--addr", addrs[0], "--json")
+	tail := exec.Command(binary, "tail", "--addr", addrs[0], "--json", "--since", "0")
 	tailOut, tailErr := &syncBuf{}, &syncBuf{}
 	tail.Stdout, tail.Stderr = tailOut, tailErr
 	if err := tail.Start(); err != nil {

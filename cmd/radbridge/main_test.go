@@ -201,7 +201,7 @@ func listAll(t *testing.T, d *daemon, since int) []string {
 func TestKillDashNineKeepsEveryAcknowledgedEvent(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	d := serve(t, "--data-dir", dir)
-	tail := exec.Command(binary, "tail", "--addr", d.grpc, "--json")
+	tail := exec.Command(binary, "tail", "--addr", d.grpc, "--json", "--since", "0")
 	tailOut := &syncBuf{}
 	tail.Stdout = tailOut
 	if err := tail.Start(); err != nil {

@@ -19,7 +19,7 @@ const usage = `radbridge turns a hospital's imaging traffic (DICOM, HL7 v2) into
 Usage:
   radbridge serve [flags]   run the daemon (radbridge serve -h lists the flags)
   radbridge demo [flags]    run the daemon with a simulated RIS and PACS sending to it
-  radbridge tail [flags]    follow events from a running daemon
+  radbridge tail [--since 0] [flags]  follow events from a running daemon, live (--since 0: the whole history first)
   radbridge echo [--addr localhost:11112] [--aet A] [--aec B]  verify a DICOM peer (C-ECHO)
   radbridge store [--addr] [--aet] [--aec] FILE|DIR...  send DICOM files (C-STORE)
   radbridge send-hl7 [--addr localhost:2575] FILE...  send HL7 messages over MLLP
@@ -76,8 +76,32 @@ func Run(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		fmt.Fprint(stdout, usage)
 		return 0
 	}
-	fmt.Fprintf(stderr, "radbridge: unknown command %q\n\n%s", args[0], usage)
+	if s := suggestCommand(args[0]); s != "" {
+		fmt.Fprintf(stderr, "radbridge: unknown command %q: did you mean %s? (radbridge help lists the commands)\n", args[0], s)
+	} else {
+		fmt.Fprintf(stderr, "radbridge: unknown command %q (radbridge help lists the commands)\n", args[0])
+	}
 	return 2
+}
+
+// suggestCommand is the command nearest to name, or "".
+func suggestCommand(name string) string {
+	fs := flag.NewFlagSet("radbridge", flag.ContinueOnError)
+	for _, c := range completionCommands() {
+		fs.Bool(c.name, false, "")
+	}
+	return config.Suggest(fs, name)
+}
+
+// printConfigError says what is wrong with a configuration: a command-line
+// mistake in one line, else each problem on its own line.
+func printConfigError(w io.Writer, cmd string, err error) {
+	var fe *config.FlagError
+	if errors.As(err, &fe) {
+		fmt.Fprintf(w, "%s: %v\n", cmd, err)
+		return
+	}
+	fmt.Fprintf(w, "%s: invalid configuration:\n%v\n", cmd, err)
 }
 
 // NewLogger builds the daemon's logger.
@@ -97,7 +121,7 @@ func serve(ctx context.Context, args []string, stderr io.Writer) int {
 		return 0
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "radbridge serve: invalid configuration:\n%v\n", err)
+		printConfigError(stderr, "radbridge serve", err)
 		return 2
 	}
 	log := NewLogger(cfg, stderr)

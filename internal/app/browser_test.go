@@ -249,7 +249,7 @@ func TestLiveImagingPageInTwoTabs(t *testing.T) {
 	both("STAT order ACC1001 with a notification", `(() => {
 		const o = document.querySelector('[data-testid="order"][data-accession="ACC1001"]');
 		if (!o || !o.classList.contains("stat") || !o.querySelector('[data-testid="stat-badge"]')) return false;
-		if (o.querySelector('[data-testid="order-status"]').textContent !== "active") return false;
+		if (o.querySelector('[data-testid="order-status"]').textContent !== "Ordered") return false;
 		return [...document.querySelectorAll('[data-testid="notification"]')].some(n =>
 			n.dataset.eventType === "order.placed" && n.textContent.includes("STAT New imaging order: CT CHEST W/O CONTRAST"));
 	})()`)
@@ -320,7 +320,7 @@ func TestLiveImagingPageInTwoTabs(t *testing.T) {
 	both("final report ACC1001 linked to the study", `(() => {
 		const r = document.querySelector('[data-testid="report"][data-accession="ACC1001"]');
 		if (!r || r.dataset.status !== "final") return false;
-		if (r.querySelector('[data-testid="report-status"]').textContent !== "final") return false;
+		if (r.querySelector('[data-testid="report-status"]').textContent !== "Final") return false;
 		if (!r.querySelector('[data-testid="report-conclusion"]').textContent.includes("IMPRESSION: No acute abnormality.")) return false;
 		const s = `+card+`.querySelector('[data-testid="study-report-status"]');
 		return s.dataset.status === "final" && [...document.querySelectorAll('[data-testid="notification"]')].some(n =>

@@ -116,10 +116,11 @@ func deepCheck(c *config.Config, bind bool) []string {
 		}
 	}
 	// The files parse as serve would parse them.
-	authOK := map[string]bool{"tokens": readable["auth-tokens-file"], "jwt": readable["auth-jwt-key-file"] || readable["auth-jwks-file"]}[c.Auth]
+	authOK := map[string]bool{"tokens": readable["auth-tokens-file"], "jwt": readable["auth-jwt-key-file"] || readable["auth-jwks-file"] || (c.AuthJWKSURL != "" && (c.AuthJWKSCAFile == "" || readable["auth-jwks-ca-file"]))}[c.Auth]
 	if authOK {
 		if _, err := auth.New(auth.Config{Mode: c.Auth, TokensFile: c.AuthTokensFile, JWTKeyFile: c.AuthJWTKeyFile, JWKSFile: c.AuthJWKSFile,
-			JWTIssuer: c.AuthJWTIssuer, JWTAudience: c.AuthJWTAudience}); err != nil {
+			JWTIssuer: c.AuthJWTIssuer, JWTAudience: c.AuthJWTAudience,
+			JWKSURL: c.AuthJWKSURL, JWKSCAFile: c.AuthJWKSCAFile, JWKSRefresh: c.AuthJWKSRefresh, JWKSMinRefetch: c.AuthJWKSMinRefetch}); err != nil {
 			bad("--auth %s: %v", c.Auth, err)
 		}
 	}

@@ -21,6 +21,7 @@ import (
 	"radbridge/dicom/dataset"
 	"radbridge/dicom/scu"
 	"radbridge/hl7/mllp"
+	"radbridge/internal/config"
 	"radbridge/internal/tlsconf"
 )
 
@@ -49,11 +50,15 @@ func (f dicomFlags) config(ctxs []scu.Context, tc *tls.Config) scu.Config {
 	return scu.Config{CallingAE: *f.aet, CalledAE: *f.aec, Contexts: ctxs, Timeout: *f.timeout, TLS: tc}
 }
 
+// parseFlags parses a client command's flags; a mistake is said in one
+// line on the flag set's output (config.ParseFlags).
 func parseFlags(fs *flag.FlagSet, args []string) (int, bool) {
-	if err := fs.Parse(args); err != nil {
+	w := fs.Output()
+	if err := config.ParseFlags(fs, args, w); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			return 0, false
 		}
+		fmt.Fprintf(w, "%s: %v\n", fs.Name(), err)
 		return 2, false
 	}
 	return 0, true
@@ -76,12 +81,16 @@ func echoCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	start := time.Now()
 	c, err := scu.Dial(ctx, *df.addr, df.config(nil, tc))
-	if err != nil {
-		fmt.Fprintf(stderr, "radbridge echo: %v\n", err)
-		return 1
+	if err == nil {
+		if err = c.Echo(ctx); err != nil {
+			c.Abort()
+		}
 	}
-	if err := c.Echo(ctx); err != nil {
-		c.Abort()
+	if err != nil {
+		if msg := wrongPort(ctx, "radbridge echo", *df.addr, protoDICOM, tc != nil); msg != "" {
+			fmt.Fprintln(stderr, msg)
+			return 1
+		}
 		fmt.Fprintf(stderr, "radbridge echo: %v\n", err)
 		return 1
 	}
@@ -249,6 +258,9 @@ func storeCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int 
 			var err error
 			c, err = scu.Dial(ctx, *df.addr, df.config(storeContexts(items[i:]), tc))
 			if err != nil {
+				if msg := wrongPort(ctx, "radbridge store", *df.addr, protoDICOM, tc != nil); msg != "" {
+					err = errors.New(strings.TrimPrefix(msg, "radbridge store: "))
+				}
 				p.line("radbridge store: %v", err)
 				failed += len(items) - i
 				break
@@ -373,6 +385,10 @@ func sendHL7(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 				conn, err = tlsconf.ClientHandshake(ctx, conn, tc, *addr, *timeout)
 			}
 			if err != nil {
+				if msg := wrongPort(ctx, "radbridge send-hl7", *addr, protoMLLP, tc != nil); msg != "" {
+					fmt.Fprintln(stderr, msg)
+					return 1
+				}
 				fmt.Fprintf(stderr, "radbridge send-hl7: %v\n", err)
 				return 1
 			}
@@ -386,6 +402,10 @@ func sendHL7(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 			ack, err = r.ReadMessage()
 		}
 		if err != nil {
+			if msg := wrongPort(ctx, "radbridge send-hl7", *addr, protoMLLP, tc != nil); msg != "" {
+				fmt.Fprintln(stderr, msg)
+				return 1
+			}
 			fmt.Fprintf(stderr, "radbridge send-hl7: %s: no ACK from %s: %v\n", path, *addr, err)
 			code = 1
 			conn.Close()

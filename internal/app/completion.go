@@ -34,7 +34,7 @@ func completionCommands() []completionCommand {
 	return []completionCommand{
 		{"serve", serveFlags},
 		{"demo", append([]string{"loop", "patients", "speed"}, serveFlags...)},
-		{"tail", append([]string{"addr", "from-now", "json", "patient", "resource-type", "since", "token-file", "type"}, tlsClientFlagNames...)},
+		{"tail", append([]string{"addr", "from-now", "json", "patient", "resource-type", "retry-for", "since", "token-file", "type"}, tlsClientFlagNames...)},
 		{"echo", append([]string{"addr", "aec", "aet", "timeout"}, tlsClientFlagNames...)},
 		{"store", append([]string{"addr", "aec", "aet", "timeout"}, tlsClientFlagNames...)},
 		{"send-hl7", append([]string{"addr", "timeout"}, tlsClientFlagNames...)},

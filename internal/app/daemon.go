@@ -207,6 +207,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	authn, err := auth.New(auth.Config{
 		Mode: cfg.Auth, TokensFile: cfg.AuthTokensFile, JWTKeyFile: cfg.AuthJWTKeyFile, JWKSFile: cfg.AuthJWKSFile,
 		JWTIssuer: cfg.AuthJWTIssuer, JWTAudience: cfg.AuthJWTAudience,
+		JWKSURL: cfg.AuthJWKSURL, JWKSCAFile: cfg.AuthJWKSCAFile, JWKSRefresh: cfg.AuthJWKSRefresh, JWKSMinRefetch: cfg.AuthJWKSMinRefetch,
 	})
 	if err != nil {
 		d.closeAll()
@@ -328,6 +329,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	handler, err := api.NewHTTPHandler(ctx, d.svc, conn, api.HTTPConfig{
 		Ready: d.readyErr, WriteTimeout: cfg.WSWriteTimout, Logger: log, Auth: authn, OriginPatterns: cfg.OriginPatterns(),
 		TrustedProxies: trusted, Extra: extra,
+		WSTickets: wsTickets(cfg), WSURLToken: cfg.WSURLToken,
 	})
 	if err != nil {
 		d.closeAll()

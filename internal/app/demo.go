@@ -9,7 +9,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
-	"strconv"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -27,9 +27,12 @@ Demo flags:
   --patients N     synthetic patients (default 4)
   --loop           repeat the scenario with new accessions until stopped
 
-Every serve flag works too; unless set, --hl7-patient-authority and
---dicom-patient-issuer are the simulation's authority (` + demo.DefaultAuthority + `)
-and --study-quiet-period is 3s.
+Every serve flag works too, before or after these; unless set,
+--hl7-patient-authority and --dicom-patient-issuer are the simulation's
+authority (` + demo.DefaultAuthority + `), --study-quiet-period is 3s, every
+listener is on loopback (127.0.0.1), the data directory is a new temporary
+one removed at exit (--data-dir keeps one) and --store-dir a temporary one
+(for thumbnails). Each run sends new control ids and accession numbers.
 
 `
 
@@ -40,55 +43,22 @@ type demoOptions struct {
 	loop     bool
 }
 
-// splitDemoFlags takes the demo's own flags out of args and leaves the
-// serve flags.
-func splitDemoFlags(args []string) (demoOptions, []string, error) {
-	o := demoOptions{speed: 1, patients: 4}
-	var rest []string
-	for i := 0; i < len(args); i++ {
-		a := args[i]
-		name, val, hasVal := strings.Cut(strings.TrimLeft(a, "-"), "=")
-		if !strings.HasPrefix(a, "-") || a == "--" {
-			rest = append(rest, args[i:]...)
-			break
-		}
-		switch name {
-		case "loop":
-			o.loop = true
-			if hasVal {
-				b, err := strconv.ParseBool(val)
-				if err != nil {
-					return o, nil, fmt.Errorf("--loop %q: %w", val, err)
-				}
-				o.loop = b
-			}
-			continue
-		case "speed", "patients":
-			if !hasVal {
-				if i+1 >= len(args) {
-					return o, nil, fmt.Errorf("--%s needs a value", name)
-				}
-				i++
-				val = args[i]
-			}
-			if name == "speed" {
-				f, err := strconv.ParseFloat(val, 64)
-				if err != nil || f <= 0 || f > 1000 {
-					return o, nil, fmt.Errorf("--speed %q: want a number above 0, at most 1000", val)
-				}
-				o.speed = f
-			} else {
-				n, err := strconv.Atoi(val)
-				if err != nil || n < 1 || n > 100 {
-					return o, nil, fmt.Errorf("--patients %q: want 1 to 100", val)
-				}
-				o.patients = n
-			}
-			continue
-		}
-		rest = append(rest, a)
+// demoFlags adds the demo's own flags to the serve flags, so that both
+// kinds parse together, in any order.
+func (o *demoOptions) demoFlags(fs *flag.FlagSet) {
+	fs.Float64Var(&o.speed, "speed", 1, "demo: time scale (2 runs the one-minute scenario in 30s)")
+	fs.IntVar(&o.patients, "patients", 4, "demo: synthetic patients (1 to 100)")
+	fs.BoolVar(&o.loop, "loop", false, "demo: repeat the scenario with new accessions until stopped")
+}
+
+func (o *demoOptions) validate() error {
+	if o.speed <= 0 || o.speed > 1000 {
+		return fmt.Errorf("--speed %v: want a number above 0, at most 1000", o.speed)
 	}
-	return o, rest, nil
+	if o.patients < 1 || o.patients > 100 {
+		return fmt.Errorf("--patients %d: want 1 to 100", o.patients)
+	}
+	return nil
 }
 
 // flagSet reports whether the serve flag name was given on the command line
@@ -107,24 +77,64 @@ func flagSet(args []string, name string) bool {
 }
 
 func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
-	opts, serveArgs, err := splitDemoFlags(args)
-	if err != nil {
-		fmt.Fprintf(stderr, "radbridge demo: %v\n", err)
-		return 2
-	}
-	cfg, err := config.Load("radbridge demo", serveArgs, os.Getenv, stderr)
+	var opts demoOptions
+	cfg, err := config.LoadWith("radbridge demo", args, os.Getenv, stderr, opts.demoFlags)
 	if errors.Is(err, flag.ErrHelp) {
 		fmt.Fprint(stderr, demoUsage)
 		return 0
 	}
+	if err == nil {
+		err = opts.validate()
+	}
 	if err != nil {
-		fmt.Fprintf(stderr, "radbridge demo: invalid configuration:\n%v\n", err)
+		printConfigError(stderr, "radbridge demo", err)
 		return 2
 	}
 	if cfg.MLLPAddr == "" {
 		fmt.Fprintln(stderr, "radbridge demo: the simulated RIS needs the MLLP listener (--mllp-addr)")
 		return 2
 	}
+	// Loopback only unless told: the demo's receivers take anything.
+	for _, l := range []struct {
+		name string
+		addr *string
+	}{{"mllp-addr", &cfg.MLLPAddr}, {"dicom-addr", &cfg.DICOMAddr}} {
+		if !flagSet(args, l.name) && *l.addr != "" {
+			if _, port, err := net.SplitHostPort(*l.addr); err == nil {
+				*l.addr = net.JoinHostPort("127.0.0.1", port)
+			}
+		}
+	}
+	// A throwaway data directory unless --data-dir names one to keep, and
+	// a throwaway --store-dir so that the page shows real thumbnails.
+	var tmp []string
+	defer func() {
+		for _, d := range tmp {
+			os.RemoveAll(d)
+		}
+	}()
+	keep := "removed at exit; --data-dir keeps it"
+	if !flagSet(args, "data-dir") && cfg.DataDir == "./radbridge-data" && cfg.NATSURL == "" {
+		d, err := os.MkdirTemp("", "radbridge-demo-")
+		if err != nil {
+			fmt.Fprintf(stderr, "radbridge demo: %v\n", err)
+			return 1
+		}
+		tmp = append(tmp, d)
+		cfg.DataDir = filepath.Join(d, "data")
+	} else {
+		keep = "kept"
+	}
+	if cfg.StoreDir == "" {
+		d, err := os.MkdirTemp("", "radbridge-demo-store-")
+		if err != nil {
+			fmt.Fprintf(stderr, "radbridge demo: %v\n", err)
+			return 1
+		}
+		tmp = append(tmp, d)
+		cfg.StoreDir = d
+	}
+	run := demo.NewRunID()
 	authority := demo.DefaultAuthority
 	if cfg.HL7PatientIssuer == "" {
 		cfg.HL7PatientIssuer = authority
@@ -134,7 +144,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if cfg.PatientIssuer == "" {
 		cfg.PatientIssuer = authority
 	}
-	if !flagSet(serveArgs, "study-quiet-period") && cfg.StudyQuietPeriod == 10*time.Second {
+	if !flagSet(args, "study-quiet-period") && cfg.StudyQuietPeriod == 10*time.Second {
 		cfg.StudyQuietPeriod = 3 * time.Second
 	}
 	log := NewLogger(cfg, stderr)
@@ -160,6 +170,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		_, port, _ := net.SplitHostPort(addr)
 		first := demo.Patients(opts.patients)[0].ID
 		fmt.Fprintf(stdout, "radbridge demo: open %s://localhost:%s/?patient=%s — simulated RIS and PACS are sending to this daemon\n", scheme, port, first)
+		fmt.Fprintf(stdout, "radbridge demo: run %s (control ids DEMO%s…, accessions DA%s…); data in %s (%s)\n", run, run, run, cfg.DataDir, keep)
 		ris := &demo.RIS{Addr: loopback(d.MLLPAddr())}
 		defer ris.Close()
 		var pacs demo.PACS
@@ -170,7 +181,7 @@ func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		}
 		err := demo.Run(ctx, demo.Config{
 			RIS: ris, PACS: pacs, Speed: opts.speed, Patients: opts.patients, Loop: opts.loop,
-			Authority: authority, Log: log,
+			Authority: authority, Log: log, Run: run,
 		})
 		if err == nil {
 			log.Info("simulation finished; the daemon keeps running (Ctrl-C stops it)", "component", "demo")

@@ -25,8 +25,23 @@ const exampleConfig = "../../radbridge.example.yaml"
 
 // TestExampleConfig checks that radbridge.example.yaml loads, names every
 // serve flag, and holds exactly the defaults.
+// Four keys differ from the defaults on purpose: the HTTP and gRPC fronts
+// listen on every interface, so authentication is on (issue 19).
 func TestExampleConfig(t *testing.T) {
-	got, err := config.Load("x", []string{"--config", exampleConfig}, func(string) string { return "" }, io.Discard)
+	b, err := os.ReadFile(exampleConfig)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The tokens file it names is the operator's; put one in its place.
+	tokens := filepath.Join(t.TempDir(), "tokens")
+	if err := os.WriteFile(tokens, []byte("0123456789abcdef0123456789abcdef ehr\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	example := filepath.Join(t.TempDir(), "radbridge.yaml")
+	if err := os.WriteFile(example, bytes.Replace(b, []byte(`"/etc/radbridge/tokens"`), []byte(`"`+tokens+`"`), 1), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	got, err := config.Load("x", []string{"--config", example}, func(string) string { return "" }, io.Discard)
 	if err != nil {
 		t.Fatalf("load %s: %v", exampleConfig, err)
 	}
@@ -34,15 +49,13 @@ func TestExampleConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want.ConfigFile = exampleConfig
+	want.ConfigFile = example
+	want.GRPCAddr, want.HTTPAddr = ":9090", ":8080"
+	want.Auth, want.AuthTokensFile = "tokens", tokens
 	if diff := cmp.Diff(got, want); diff != "" {
 		t.Errorf("example config differs from the defaults (-got +want):\n%s", diff)
 	}
 
-	b, err := os.ReadFile(exampleConfig)
-	if err != nil {
-		t.Fatal(err)
-	}
 	(&config.Config{}).FlagSet("x").VisitAll(func(f *flag.Flag) {
 		if f.Name == "config" {
 			return

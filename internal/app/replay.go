@@ -57,7 +57,7 @@ func replayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		return 0
 	}
 	if err != nil {
-		fmt.Fprintf(stderr, "radbridge replay: invalid configuration:\n%v\n", err)
+		printConfigError(stderr, "radbridge replay", err)
 		return 2
 	}
 	dry = dry || check

@@ -3,7 +3,6 @@ package app
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -219,11 +218,8 @@ func statusCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	tokenFile := fs.String("token-file", "", "file holding the bearer token (else $RADBRIDGE_TOKEN), needed when the daemon runs with --auth")
 	timeout := fs.Duration("timeout", 5*time.Second, "time to wait for the answer")
 	tf := newTLSClientFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(stderr, "radbridge status: unexpected argument %q\n", fs.Arg(0))
@@ -251,6 +247,7 @@ func statusCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 		}
 		token = strings.TrimSpace(string(b))
 	}
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, base+"/v1/status", nil)
@@ -263,6 +260,10 @@ func statusCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	resp, err := client.Do(req)
 	if err != nil {
+		if msg := wrongPort(parent, "radbridge status", req.URL.Host, protoHTTP, req.URL.Scheme == "https"); msg != "" {
+			fmt.Fprintln(stderr, msg)
+			return 1
+		}
 		fmt.Fprintf(stderr, "radbridge status: daemon unreachable: %v\n", err)
 		return 1
 	}

@@ -2,7 +2,6 @@ package app
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -15,6 +14,7 @@ import (
 	"unicode"
 
 	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
@@ -41,18 +41,18 @@ func tail(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	fs.Var(&patients, "patient", "only this patient id (repeatable)")
 	fs.Var(&types, "type", "only this event type, e.g. IMAGING_REPORT_READY or imaging.report.ready (repeatable)")
 	fs.Var(&resources, "resource-type", "only this FHIR resource type (repeatable)")
-	since := fs.Uint64("since", 0, "print events after this sequence (0: from the start)")
-	fromNow := fs.Bool("from-now", false, "print only events that arrive from now on")
+	since := fs.Uint64("since", 0, "print events after this sequence; --since 0 replays the whole history (without --since: live, only events that arrive from now on)")
+	fromNow := fs.Bool("from-now", false, "print only events that arrive from now on (the default without --since)")
+	retryFor := fs.Duration("retry-for", 30*time.Second, "give up when the daemon has not answered for this long, at start or after a dropped connection (0: retry for ever)")
 	asJSON := fs.Bool("json", false, "print each event as one line of JSON")
 	tokenFile := fs.String("token-file", "", "file holding the bearer token (else $RADBRIDGE_TOKEN); sent as gRPC authorization metadata")
 	tf := newTLSClientFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
-	req := &rbv1.SubscribeRequest{PatientId: patients, ResourceType: resources, SinceSequence: *since, FromNow: *fromNow}
+	sinceSet := false
+	fs.Visit(func(f *flag.Flag) { sinceSet = sinceSet || f.Name == "since" })
+	req := &rbv1.SubscribeRequest{PatientId: patients, ResourceType: resources, SinceSequence: *since, FromNow: *fromNow || !sinceSet}
 	for _, t := range types {
 		et, ok := api.EventTypeByName(t)
 		if !ok {
@@ -84,7 +84,10 @@ func tail(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if tc != nil {
 		creds = credentials.NewTLS(tc)
 	}
-	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(creds))
+	// A connection attempt (TCP, TLS, HTTP/2 preface) is bounded, so that a
+	// port that speaks something else fails and is named quickly.
+	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(creds), grpc.WithConnectParams(grpc.ConnectParams{
+		Backoff: backoff.DefaultConfig, MinConnectTimeout: 5 * time.Second}))
 	if err != nil {
 		fmt.Fprintf(stderr, "radbridge tail: %v\n", err)
 		return 2
@@ -92,8 +95,10 @@ func tail(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	defer conn.Close()
 	client := rbv1.NewEventServiceClient(conn)
 	backoff := 200 * time.Millisecond
+	answered := time.Now() // the last time the daemon answered (or the start)
+	probed := false
 	for {
-		err := follow(ctx, client, req, stdout, *asJSON, func() { backoff = 200 * time.Millisecond })
+		err := follow(ctx, client, req, stdout, *asJSON, func() { backoff, answered, probed = 200*time.Millisecond, time.Now(), false })
 		if ctx.Err() != nil {
 			return 0
 		}
@@ -101,6 +106,21 @@ func tail(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 		case codes.InvalidArgument, codes.OutOfRange, codes.PermissionDenied, codes.Unauthenticated:
 			fmt.Fprintf(stderr, "radbridge tail: %v\n", status.Convert(err).Message())
 			return 1
+		case codes.Unavailable:
+			// Something else on that port (HTTP, MLLP, DICOM, TLS) is a
+			// mistake to name at once, not a reason to retry.
+			if !probed {
+				probed = true
+				if msg := wrongPort(ctx, "radbridge tail", *addr, protoGRPC, tc != nil); msg != "" {
+					fmt.Fprintln(stderr, msg)
+					return 1
+				}
+			}
+			if *retryFor > 0 && time.Since(answered) >= *retryFor {
+				fmt.Fprintf(stderr, "radbridge tail: nothing answers at %s (tried for %v: %s): is radbridge running, and is this its gRPC address (--grpc-addr, 127.0.0.1:9090 by default)? (--retry-for sets how long to try)\n",
+					*addr, *retryFor, status.Convert(err).Message())
+				return 1
+			}
 		}
 		fmt.Fprintf(stderr, "radbridge tail: %v; resuming after sequence %d in %v\n", status.Convert(err).Message(), req.SinceSequence, backoff)
 		select {

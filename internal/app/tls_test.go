@@ -461,7 +461,7 @@ func TestGRPCAndHTTPSOverTLS(t *testing.T) {
 	tailCtx, stopTail := context.WithCancel(ctx)
 	done := make(chan int, 1)
 	go func() {
-		done <- app.Run(tailCtx, []string{"tail", "--addr", d.GRPCTLSAddr(), "--tls-ca-file", p.path("ca.crt"), "--tls-cert-file", p.path("client.crt"), "--tls-key-file", p.path("client.key")}, pw, io.Discard)
+		done <- app.Run(tailCtx, []string{"tail", "--since", "0", "--addr", d.GRPCTLSAddr(), "--tls-ca-file", p.path("ca.crt"), "--tls-cert-file", p.path("client.crt"), "--tls-key-file", p.path("client.key")}, pw, io.Discard)
 		pw.Close()
 	}()
 	line, err := bufio.NewReader(pr).ReadString('\n')

@@ -3,7 +3,6 @@ package app
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -75,11 +74,8 @@ func version(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("radbridge version", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	asJSON := fs.Bool("json", false, "print the build information as JSON")
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	bi := ReadBuildInfo()
 	if *asJSON {
@@ -99,11 +95,8 @@ func healthcheck(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	addr := fs.String("addr", "localhost:8080", "the daemon's HTTP address (--http-addr)")
 	timeout := fs.Duration("timeout", 3*time.Second, "time to wait for the answer")
 	tf := newTLSClientFlags(fs)
-	if err := fs.Parse(args); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			return 0
-		}
-		return 2
+	if code, ok := parseFlags(fs, args); !ok {
+		return code
 	}
 	tc, err := tf.config()
 	if err != nil {
@@ -115,6 +108,7 @@ func healthcheck(ctx context.Context, args []string, stdout, stderr io.Writer) i
 		// --addr is then the daemon's --https-addr.
 		client, scheme = &http.Client{Transport: &http.Transport{TLSClientConfig: tc}}, "https"
 	}
+	parent := ctx
 	ctx, cancel := context.WithTimeout(ctx, *timeout)
 	defer cancel()
 	url := scheme + "://" + *addr + "/readyz"
@@ -125,6 +119,10 @@ func healthcheck(ctx context.Context, args []string, stdout, stderr io.Writer) i
 	}
 	resp, err := client.Do(req)
 	if err != nil {
+		if msg := wrongPort(parent, "radbridge healthcheck", *addr, protoHTTP, tc != nil); msg != "" {
+			fmt.Fprintln(stderr, msg)
+			return 1
+		}
 		fmt.Fprintf(stderr, "radbridge healthcheck: %v\n", err)
 		return 1
 	}

@@ -131,7 +131,7 @@ type Config struct {
 	// Mapper memory: patients idle this long (log time) are evicted to the
 	// archive bucket (0: never).
 	StateIdle time.Duration
-	// Exceptions worklist (issue 18): a study without an order for this
+	// Exceptions worklist: a study without an order for this
 	// long, an order without images this long past its scheduled time.
 	ExceptionsUnorderedAfter time.Duration
 	ExceptionsOrderGrace     time.Duration
@@ -149,14 +149,35 @@ type Config struct {
 	// disk) and how often it and the writability of the store are checked.
 	StoreMaxBytes      int64
 	StoreCheckInterval time.Duration
-	// FHIR Subscriptions (issue 15): on/off, the rest-hook allow-list and
+	// FHIR Subscriptions: on/off, the rest-hook allow-list and
 	// retry policy, the websocket binding token lifetime.
 	FHIRSubscriptions       bool
 	FHIRRestHookAllow       string
 	FHIRRestHookMaxFailures int
 	FHIRRestHookRetryBase   time.Duration
 	FHIRWSBindingTokenTTL   time.Duration
+	// Safe defaults: with --auth none, HTTP and gRPC listen on
+	// loopback only unless this is set.
+	AllowUnauthenticatedRemote bool
+	// WebSocket URL credentials, each opt-in: single-use
+	// tickets from POST /v1/ws-tickets as /ws?ticket=, and bearer tokens
+	// as /ws?token=.
+	WSTickets   bool
+	WSTicketTTL time.Duration
+	WSURLToken  bool
+	// JWKS from an identity provider's https URL.
+	AuthJWKSURL        string
+	AuthJWKSCAFile     string
+	AuthJWKSRefresh    time.Duration
+	AuthJWKSMinRefetch time.Duration
 }
+
+// The default HTTP and gRPC listen addresses: loopback, so that a daemon
+// started without --auth is not readable from the network.
+const (
+	DefaultHTTPAddr = "127.0.0.1:8080"
+	DefaultGRPCAddr = "127.0.0.1:9090"
+)
 
 // EnvPrefix prefixes every environment variable.
 const EnvPrefix = "RADBRIDGE_"
@@ -175,8 +196,8 @@ func (c *Config) FlagSet(name string) *flag.FlagSet {
 	fs.IntVar(&c.NATSReplicas, "nats-replicas", 1, "stream replicas on an external JetStream cluster (1-5)")
 	fs.BoolVar(&c.Fsync, "fsync", true, "fsync every write before acknowledging it (embedded store); false trades durability on power loss for throughput")
 	fs.DurationVar(&c.DuplicateWindow, "duplicate-window", 10*time.Minute, "how long the ingest log deduplicates resent observations by key (the mapper ignores older repeats too)")
-	fs.StringVar(&c.GRPCAddr, "grpc-addr", ":9090", "gRPC listen address; empty turns the plain-text listener off")
-	fs.StringVar(&c.HTTPAddr, "http-addr", ":8080", "HTTP listen address (REST, WebSocket, health); empty turns the plain-text listener off")
+	fs.StringVar(&c.GRPCAddr, "grpc-addr", DefaultGRPCAddr, "gRPC listen address (loopback by default; :9090 listens on every interface, which needs --auth); empty turns the plain-text listener off")
+	fs.StringVar(&c.HTTPAddr, "http-addr", DefaultHTTPAddr, "HTTP listen address (REST, WebSocket, health; loopback by default; :8080 listens on every interface, which needs --auth); empty turns the plain-text listener off")
 	fs.StringVar(&c.MLLPAddr, "mllp-addr", ":2575", "HL7 v2 MLLP listen address; empty turns the listener off")
 	fs.IntVar(&c.MLLPMaxMessage, "mllp-max-message", 1<<20, "largest HL7 message in bytes; a larger frame is answered AR and the connection closed")
 	fs.IntVar(&c.MLLPMaxConnections, "mllp-max-connections", 256, "concurrent MLLP connections")
@@ -281,6 +302,15 @@ func (c *Config) FlagSet(name string) *flag.FlagSet {
 	fs.IntVar(&c.FHIRRestHookMaxFailures, "fhir-rest-hook-max-failures", 10, "consecutive failed rest-hook deliveries (or handshakes) after which a subscription's status becomes error")
 	fs.DurationVar(&c.FHIRRestHookRetryBase, "fhir-rest-hook-retry-base", 500*time.Millisecond, "first wait before a rest-hook delivery is retried; doubled per failure (at most 1m), plus up to 50% jitter")
 	fs.DurationVar(&c.FHIRWSBindingTokenTTL, "fhir-ws-binding-token-ttl", time.Minute, "how long a websocket binding token ($get-ws-binding-token) is valid; each is single use")
+	// Safe defaults.
+	fs.BoolVar(&c.AllowUnauthenticatedRemote, "allow-unauthenticated-remote", false, "with --auth none, let --http-addr, --https-addr, --grpc-addr and --grpc-tls-addr listen on addresses other than loopback (anyone who reaches them reads every patient's events; only behind a proxy or network that authenticates)")
+	fs.BoolVar(&c.WSTickets, "ws-tickets", false, "serve POST /v1/ws-tickets, which exchanges a client's bearer token (Authorization header) for a single-use ticket valid for --ws-ticket-ttl, and accept it as /ws?ticket= (for WebSocket clients that cannot send a header)")
+	fs.DurationVar(&c.WSTicketTTL, "ws-ticket-ttl", 30*time.Second, "lifetime of a --ws-tickets ticket (at most 5m)")
+	fs.StringVar(&c.AuthJWKSURL, "auth-jwks-url", "", "--auth jwt keys: the https URL of a JWKS (an identity provider's jwks_uri), fetched at start, cached for --auth-jwks-refresh and fetched again at once for a token whose kid it lacks (key rotation), at most once per --auth-jwks-min-refetch")
+	fs.StringVar(&c.AuthJWKSCAFile, "auth-jwks-ca-file", "", "PEM CA certificates that sign the --auth-jwks-url server's certificate; empty: the system's")
+	fs.DurationVar(&c.AuthJWKSRefresh, "auth-jwks-refresh", 10*time.Minute, "how long --auth-jwks-url keys are cached before they are fetched again (a failed fetch keeps them)")
+	fs.DurationVar(&c.AuthJWKSMinRefetch, "auth-jwks-min-refetch", 30*time.Second, "the least time between two fetches of --auth-jwks-url, so that tokens with made-up kids cannot make radbridge flood the identity provider")
+	fs.BoolVar(&c.WSURLToken, "ws-url-token", false, "accept the bearer token itself as /ws?token= (WintEHR's WebSocket client sends it so); the token then appears in URLs, which proxies log and browsers keep: prefer --ws-tickets")
 	return fs
 }
 
@@ -303,12 +333,11 @@ func LoadWith(name string, args []string, getenv func(string) string, usage io.W
 		extra(fs)
 		fs.VisitAll(func(f *flag.Flag) { own[f.Name] = !before[f.Name] })
 	}
-	fs.SetOutput(usage)
-	if err := fs.Parse(args); err != nil {
+	if err := ParseFlags(fs, args, usage); err != nil {
 		return nil, err
 	}
 	if fs.NArg() > 0 {
-		return nil, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+		return nil, &FlagError{fmt.Sprintf("unexpected argument %q: every setting is a flag, --name value (%s -h lists the flags)", fs.Arg(0), fs.Name())}
 	}
 	set := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { set[f.Name] = true })
@@ -324,7 +353,7 @@ func LoadWith(name string, args []string, getenv func(string) string, usage io.W
 			return nil, fmt.Errorf("config file: %w", err)
 		}
 		if err := yaml.Unmarshal(b, &file); err != nil {
-			return nil, fmt.Errorf("config file %s: %w", c.ConfigFile, err)
+			return nil, fmt.Errorf("config file %s: %w (want one flag name per line, a colon and its value, e.g. http-addr: \"127.0.0.1:8080\"; radbridge.example.yaml has them all)", c.ConfigFile, err)
 		}
 		var unknown []string
 		for k := range file {
@@ -334,7 +363,12 @@ func LoadWith(name string, args []string, getenv func(string) string, usage io.W
 		}
 		if len(unknown) > 0 {
 			sort.Strings(unknown)
-			return nil, fmt.Errorf("config file %s: unknown keys %s", c.ConfigFile, strings.Join(unknown, ", "))
+			for i, k := range unknown {
+				if s := Suggest(fs, k); s != "" && s != k && !own[s] {
+					unknown[i] = fmt.Sprintf("%s (did you mean %s?)", k, s)
+				}
+			}
+			return nil, fmt.Errorf("config file %s: unknown keys %s (keys are the flag names of radbridge serve -h)", c.ConfigFile, strings.Join(unknown, ", "))
 		}
 	}
 	var errs []error
@@ -344,13 +378,20 @@ func LoadWith(name string, args []string, getenv func(string) string, usage io.W
 		}
 		if v := getenv(EnvName(f.Name)); v != "" {
 			if err := fs.Set(f.Name, v); err != nil {
-				errs = append(errs, fmt.Errorf("%s=%q: %w", EnvName(f.Name), v, err))
+				errs = append(errs, fmt.Errorf("%s=%q: want %s: %w", EnvName(f.Name), v, Expect(f), err))
 			}
 			return
 		}
 		if v, ok := file[f.Name]; ok {
+			switch v.(type) {
+			case []any, map[string]any:
+				kind, _ := describe(f)
+				errs = append(errs, fmt.Errorf("config file %s: %s: a list or mapping; want %s on one line, e.g. %s", c.ConfigFile, f.Name, kind, yamlExample(f)))
+				return
+			}
 			if err := fs.Set(f.Name, fmt.Sprint(v)); err != nil {
-				errs = append(errs, fmt.Errorf("config file %s: %s: %q: %w", c.ConfigFile, f.Name, fmt.Sprint(v), err))
+				kind, _ := describe(f)
+				errs = append(errs, fmt.Errorf("config file %s: %s: %q: want %s, e.g. %s", c.ConfigFile, f.Name, fmt.Sprint(v), kind, yamlExample(f)))
 			}
 		}
 	})
@@ -443,8 +484,8 @@ func (c *Config) Validate() error {
 			bad("--auth tokens needs --auth-tokens-file")
 		}
 	case "jwt":
-		if (c.AuthJWTKeyFile == "") == (c.AuthJWKSFile == "") {
-			bad("--auth jwt needs one of --auth-jwt-key-file and --auth-jwks-file")
+		if n := countSet(c.AuthJWTKeyFile, c.AuthJWKSFile, c.AuthJWKSURL); n != 1 {
+			bad("--auth jwt needs one of --auth-jwt-key-file, --auth-jwks-file and --auth-jwks-url")
 		}
 	default:
 		bad("--auth %q: want none, tokens or jwt", c.Auth)
@@ -583,6 +624,23 @@ func (c *Config) Validate() error {
 			bad("--timezone %q: not an IANA time zone name (e.g. Europe/Berlin, UTC): %v", c.Timezone, err)
 		}
 	}
+	c.validateRemoteAuth(bad)
+	if c.AuthJWKSURL != "" {
+		if u, err := url.Parse(c.AuthJWKSURL); err != nil || u.Scheme != "https" || u.Host == "" {
+			bad("--auth-jwks-url %q: want an https URL (the identity provider's jwks_uri)", c.AuthJWKSURL)
+		}
+	}
+	if c.AuthJWKSCAFile != "" {
+		if st, err := os.Stat(c.AuthJWKSCAFile); err != nil || !st.Mode().IsRegular() {
+			bad("--auth-jwks-ca-file %s: not an existing file", c.AuthJWKSCAFile)
+		}
+	}
+	if c.AuthJWKSRefresh < time.Second || c.AuthJWKSMinRefetch < 0 || c.AuthJWKSMinRefetch > c.AuthJWKSRefresh {
+		bad("--auth-jwks-refresh %v, --auth-jwks-min-refetch %v: want a refresh of at least 1s and a min-refetch from 0 to the refresh", c.AuthJWKSRefresh, c.AuthJWKSMinRefetch)
+	}
+	if c.WSTicketTTL <= 0 || c.WSTicketTTL > 5*time.Minute {
+		bad("--ws-ticket-ttl %v: want more than 0, at most 5m (a ticket is a short-lived stand-in for a token)", c.WSTicketTTL)
+	}
 	if c.LogFormat != "text" && c.LogFormat != "json" {
 		bad("--log-format %q: want text or json", c.LogFormat)
 	}
@@ -591,7 +649,25 @@ func (c *Config) Validate() error {
 	default:
 		bad("--log-level %q: want debug, info, warn or error", c.LogLevel)
 	}
+	// One order whatever the map iterations above did.
+	sort.SliceStable(errs, func(i, j int) bool { return errs[i].Error() < errs[j].Error() })
 	return errors.Join(errs...)
+}
+
+// yamlExample is a line of a configuration file setting flag f to its
+// default (or a sample value).
+func yamlExample(f *flag.Flag) string {
+	kind, v := describe(f)
+	switch kind {
+	case "true or false":
+		return fmt.Sprintf("`%s: %s`", f.Name, f.DefValue)
+	case "a whole number", "a number":
+		return fmt.Sprintf("`%s: %s`", f.Name, v)
+	}
+	if v == "" {
+		v = "…"
+	}
+	return fmt.Sprintf("`%s: %q`", f.Name, v)
 }
 
 // Zone loads --timezone.
@@ -635,6 +711,49 @@ func HostZone() string {
 		return "UTC"
 	}
 	return ""
+}
+
+// countSet counts the non-empty values.
+func countSet(vs ...string) int {
+	n := 0
+	for _, v := range vs {
+		if v != "" {
+			n++
+		}
+	}
+	return n
+}
+
+// IsLoopback reports whether the listen address addr accepts connections
+// from this machine only: localhost or a loopback IP. An empty host, an
+// unspecified address (0.0.0.0, ::) and any other name or address reach
+// beyond it.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}
+
+// validateRemoteAuth refuses client fronts listening beyond loopback
+// without authentication, unless --allow-unauthenticated-remote says so.
+func (c *Config) validateRemoteAuth(bad func(string, ...any)) {
+	if c.Auth != "none" || c.AllowUnauthenticatedRemote {
+		return
+	}
+	for _, l := range [][2]string{{"http-addr", c.HTTPAddr}, {"https-addr", c.HTTPSAddr}, {"grpc-addr", c.GRPCAddr}, {"grpc-tls-addr", c.GRPCTLSAddr}} {
+		if l[1] == "" || IsLoopback(l[1]) {
+			continue
+		}
+		if _, port, err := net.SplitHostPort(l[1]); err == nil {
+			bad("--%s %q listens beyond this machine with --auth none (anyone who reaches it reads every patient's events): turn authentication on (--auth tokens or --auth jwt), listen on loopback (--%s 127.0.0.1:%s), or pass --allow-unauthenticated-remote if a proxy or the network authenticates", l[0], l[1], l[0], port)
+		}
+	}
 }
 
 // TLSEnabled reports whether any TLS listener is on.

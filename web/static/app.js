@@ -143,6 +143,143 @@ function regionLabel(term) {
   return term.charAt(0) + term.slice(1).toLowerCase();
 }
 
+// Human labels of the FHIR status codes, per resource type: the page never
+// shows a raw code (REGISTERED, REVOKED).
+const STATUS_LABEL = {
+  ImagingStudy: {
+    registered: "Images arriving", available: "Available", cancelled: "Cancelled",
+    "entered-in-error": "Entered in error", unknown: "Status unknown",
+  },
+  ServiceRequest: {
+    draft: "Draft", active: "Ordered", "on-hold": "On hold", revoked: "Cancelled", completed: "Completed",
+    "entered-in-error": "Entered in error", unknown: "Status unknown",
+  },
+  DiagnosticReport: {
+    registered: "Awaiting report", partial: "Partial report", preliminary: "Preliminary", final: "Final",
+    amended: "Amended", corrected: "Corrected", appended: "Addendum", cancelled: "Cancelled",
+    "entered-in-error": "Entered in error", unknown: "Status unknown",
+  },
+};
+
+// statusLabel is the human label of a resource's status code; a code the
+// table lacks is spelled out in words, never shown raw.
+function statusLabel(type, code) {
+  if (!code) return "Status unknown";
+  const t = STATUS_LABEL[type] || {};
+  if (t[code]) return t[code];
+  const words = String(code).replace(/[-_]+/g, " ").toLowerCase();
+  return words.charAt(0).toUpperCase() + words.slice(1);
+}
+
+// ---- body map -------------------------------------------------------------
+
+// The zones of the drawn body map and the Body Part Examined terms (DICOM
+// PS3.16 annex L) each counts; a combined term counts in every zone it
+// names. Terms of no zone count under "Other".
+const ZONES = [
+  { id: "HEAD", label: "Head", terms: ["HEAD", "BRAIN", "SKULL", "HEADNECK", "FACE", "ORBIT", "SINUS", "IAC", "JAW", "TMJ", "EAR", "NOSE"] },
+  { id: "NECK", label: "Neck", terms: ["NECK", "HEADNECK", "THYROID", "LARYNX"] },
+  { id: "CHEST", label: "Chest", terms: ["CHEST", "HEART", "BREAST", "CLAVICLE", "LUNG", "RIB", "STERNUM", "THORAX", "CHESTABDOMEN", "CHESTABDPELV"] },
+  { id: "ABDOMEN", label: "Abdomen", terms: ["ABDOMEN", "LIVER", "KIDNEY", "PANCREAS", "GALLBLADDER", "SPLEEN", "STOMACH", "ABDOMENPELVIS", "CHESTABDOMEN", "CHESTABDPELV"] },
+  { id: "PELVIS", label: "Pelvis", terms: ["PELVIS", "HIP", "BLADDER", "PROSTATE", "UTERUS", "OVARY", "ABDOMENPELVIS", "CHESTABDPELV"] },
+  { id: "ARM", label: "Arms", terms: ["SHOULDER", "ELBOW", "WRIST", "HAND", "ARM", "FOREARM", "HUMERUS", "UPRLIMB", "FINGER", "THUMB"] },
+  { id: "LEG", label: "Legs", terms: ["KNEE", "ANKLE", "FOOT", "LEG", "FEMUR", "TIBIA", "FIBULA", "LOWRLIMB", "THIGH", "TOE", "CALF"] },
+  { id: "SPINE", label: "Spine", terms: ["SPINE", "CSPINE", "TSPINE", "LSPINE", "SSPINE", "SACRUM", "COCCYX", "TLSPINE"] },
+  { id: "WHOLEBODY", label: "Whole body", terms: ["WHOLEBODY"] },
+  { id: "OTHER", label: "Other", terms: [] },
+];
+const ZONE_OF_TERM = {};
+for (const z of ZONES) for (const t of z.terms) (ZONE_OF_TERM[t] ||= []).push(z.id);
+
+function zonesOfTerm(term) {
+  return ZONE_OF_TERM[term] || ["OTHER"];
+}
+
+// The figure, drawn front-on in a 220 x 420 box: each zone's shapes and
+// where its count badge sits. Spine, whole body and other are chips below.
+const SVG_NS = "http://www.w3.org/2000/svg";
+const FIGURE = {
+  HEAD: { shapes: [["ellipse", { cx: 110, cy: 38, rx: 24, ry: 28 }]], badge: [148, 30] },
+  NECK: { shapes: [["rect", { x: 99, y: 64, width: 22, height: 16, rx: 4 }]], badge: [148, 72] },
+  CHEST: { shapes: [["path", { d: "M72 84 Q110 74 148 84 L144 150 L76 150 Z" }]], badge: [110, 118] },
+  ABDOMEN: { shapes: [["path", { d: "M76 152 L144 152 L140 200 L80 200 Z" }]], badge: [110, 177] },
+  PELVIS: { shapes: [["path", { d: "M80 202 L140 202 L146 238 L110 250 L74 238 Z" }]], badge: [110, 226] },
+  ARM: {
+    shapes: [
+      ["path", { d: "M70 86 L52 92 L34 200 L30 250 L44 252 L54 204 L72 120 Z" }],
+      ["path", { d: "M150 86 L168 92 L186 200 L190 250 L176 252 L166 204 L148 120 Z" }],
+    ],
+    badge: [40, 160],
+  },
+  LEG: {
+    shapes: [
+      ["path", { d: "M76 240 L108 252 L104 330 L100 404 L80 404 L78 330 Z" }],
+      ["path", { d: "M144 240 L112 252 L116 330 L120 404 L140 404 L142 330 Z" }],
+    ],
+    badge: [110, 330],
+  },
+};
+const CHIPS = ["SPINE", "WHOLEBODY", "OTHER"];
+
+function svg(tag, attrs = {}, ...children) {
+  const e = document.createElementNS(SVG_NS, tag);
+  for (const [k, v] of Object.entries(attrs)) if (v !== undefined && v !== null) e.setAttribute(k, String(v));
+  for (const c of children) e.append(typeof c === "string" ? document.createTextNode(c) : c);
+  return e;
+}
+
+// buildBodyMap draws the figure once: one focusable group per zone
+// (role button, toggling the gallery's region filter), its count badge
+// hidden while the zone has no study.
+function buildBodyMap() {
+  const box = $('[data-testid="body-map"]');
+  const root = svg("svg", { viewBox: "0 0 220 470", class: "body-map", role: "group", "aria-labelledby": "regions-title", focusable: "false" });
+  root.append(svg("title", {}, "Body map: imaging studies by region"));
+  const zone = (id, shapes, badge) => {
+    const z = ZONES.find((x) => x.id === id);
+    const g = svg("g", { class: "zone", "data-testid": "region-count", "data-region": id, "data-count": "0" });
+    const area = svg("g", { class: "zone-area" });
+    for (const [tag, a] of shapes) area.append(svg(tag, a));
+    g.append(area);
+    const [bx, by] = badge;
+    g.append(svg("g", { class: "zone-badge", "aria-hidden": "true" },
+      svg("circle", { cx: bx, cy: by, r: 12 }),
+      svg("text", { x: bx, y: by + 4.5, "text-anchor": "middle", "data-testid": "region-value" }, "0")));
+    g.addEventListener("click", () => toggleRegion(id));
+    g.addEventListener("keydown", (e) => {
+      if (e.key === "Enter" || e.key === " ") {
+        e.preventDefault();
+        toggleRegion(id);
+      }
+    });
+    g.dataset.label = z.label;
+    return g;
+  };
+  root.append(svg("path", { class: "outline", d: "M110 10 C84 10 84 66 110 66 C136 66 136 10 110 10 Z M99 64 L70 84 L34 92 L26 252 L50 256 L76 160 L74 240 L78 408 L104 408 L110 262 L116 408 L142 408 L146 240 L144 160 L170 256 L194 252 L186 92 L150 84 L121 64 Z", "aria-hidden": "true" }));
+  for (const [id, f] of Object.entries(FIGURE)) root.append(zone(id, f.shapes, f.badge));
+  CHIPS.forEach((id, i) => {
+    const x = 6 + i * 72;
+    const z = ZONES.find((q) => q.id === id);
+    const g = zone(id, [["rect", { x, y: 420, width: 66, height: 40, rx: 8 }]], [x + 52, 440]);
+    g.append(svg("text", { x: x + 6, y: 445, class: "chip-label", "aria-hidden": "true" }, z.label === "Whole body" ? "Whole" : z.label));
+    root.append(g);
+  });
+  box.replaceChildren(root);
+}
+
+function toggleRegion(id) {
+  state.regionFilter = state.regionFilter === id ? "" : id;
+  renderRegions();
+  renderStudies();
+}
+
+// zonesOfStudy are the body map zones a study counts in.
+function zonesOfStudy(study) {
+  const out = new Set();
+  for (const term of regionsOf(study)) for (const z of zonesOfTerm(term)) out.add(z);
+  return out;
+}
+
 // ---- page state -----------------------------------------------------------
 
 const state = {
@@ -160,6 +297,8 @@ const state = {
   extraRegions: {}, // snapshot counts not explained by the studies it listed
   opened: new Set(), // study ids whose card is expanded
   thumbs: new Map(), // study uid -> {version, url, tries}: previews as object URLs
+  regionFilter: "", // a body map zone the gallery is limited to
+  zoneCounts: {}, // zone -> count last drawn, to highlight a rise
   prefs: load(localStorage, PREFS_KEY, { modality: "", view: "grid" }),
 };
 
@@ -171,6 +310,8 @@ function resetState() {
   state.progress.clear();
   state.viewers.clear();
   state.extraRegions = {};
+  state.regionFilter = "";
+  state.zoneCounts = {};
   state.opened.clear();
   for (const t of state.thumbs.values()) if (t.url) URL.revokeObjectURL(t.url);
   state.thumbs.clear();
@@ -416,7 +557,7 @@ function renderStudies() {
     keep.add(uid);
     let card = gallery.querySelector(`[data-testid="study-card"][data-study-uid="${CSS.escape(uid)}"]`);
     if (!card) {
-      card = el("article", { class: "card", "data-testid": "study-card", "data-study-uid": uid, tabindex: "0", role: "button" });
+      card = el("div", { class: "card", "data-testid": "study-card", "data-study-uid": uid, tabindex: "0", role: "button" });
       card.addEventListener("click", () => openStudy(s.id, uid));
       card.addEventListener("keydown", (e) => {
         if (e.key === "Enter" || e.key === " ") {
@@ -427,7 +568,8 @@ function renderStudies() {
       gallery.append(card);
     }
     fillStudyCard(card, s, uid, byAcc);
-    const visible = !state.prefs.modality || modalities(s).includes(state.prefs.modality);
+    const visible = (!state.prefs.modality || modalities(s).includes(state.prefs.modality)) &&
+      (!state.regionFilter || zonesOfStudy(s).has(state.regionFilter));
     card.hidden = !visible;
     if (visible) shown++;
     gallery.append(card); // keeps the sort order; moves, never recreates
@@ -458,7 +600,7 @@ function fillStudyCard(card, s, uid, byAcc) {
   const badges = el("div", { class: "badges" });
   if (critical) badges.append(el("span", { class: "badge critical", "data-testid": "critical-badge" }, "CRITICAL"));
   if (stat) badges.append(el("span", { class: "badge stat", "data-testid": "stat-badge" }, "STAT"));
-  badges.append(el("span", { class: "badge status-" + (s.status || "unknown"), "data-testid": "study-status" }, s.status || "unknown"));
+  badges.append(el("span", { class: "badge status status-" + (s.status || "unknown"), "data-testid": "study-status", "data-status": s.status || "unknown" }, statusLabel("ImagingStudy", s.status)));
 
   // The preview exists once the study is available (rendered in the
   // background); a missing one hides itself.
@@ -483,7 +625,7 @@ function fillStudyCard(card, s, uid, byAcc) {
       el("span", {}, el("strong", { "data-testid": "series-count" }, String(s.numberOfSeries || 0)), " series"),
       el("span", {}, el("strong", { "data-testid": "instance-count" }, String(s.numberOfInstances || 0)), " images")),
     el("div", { class: "report-line", "data-testid": "study-report-status", "data-status": report ? report.status : "none" },
-      report ? "Report: " + report.status : "No report yet"),
+      report ? "Report: " + statusLabel("DiagnosticReport", report.status) : "No report yet"),
   ];
   if (thumb) children.unshift(thumb);
   const viewer = viewerURL(s);
@@ -493,12 +635,15 @@ function fillStudyCard(card, s, uid, byAcc) {
     children.push(el("a", { class: "viewer-link", "data-testid": "viewer-link", href: viewer, target: "_blank", rel: "noopener noreferrer", onclick: stop, onkeydown: stop }, "Open in viewer"));
   }
   if (arriving) {
+    // N/M with a bar when the expected count is known (MPPS, IAN); the
+    // count alone otherwise: an empty bar would say nothing.
     const exp = prog.expected || 0;
     const received = Math.max(prog.received, Number(s.numberOfInstances || 0));
-    children.push(el("div", { class: "progress", "data-testid": "study-progress" },
-      el("div", { class: "progress-label" }, exp ? `Images received: ${received}/${exp}` : `Images received: ${received}`),
-      el("div", { class: "bar" + (exp ? "" : " indeterminate"), role: "progressbar", "aria-valuemin": "0", "aria-valuemax": exp || undefined, "aria-valuenow": received },
-        el("div", { class: "fill" }))));
+    const label = exp ? `Images received: ${received}/${exp}` : `Images received: ${received}`;
+    children.push(el("div", { class: "progress", "data-testid": "study-progress", "data-received": received, "data-expected": exp || undefined },
+      el("div", { class: "progress-label", id: "progress-" + s.id }, label),
+      exp ? el("div", { class: "bar", role: "progressbar", "aria-labelledby": "progress-" + s.id, "aria-valuemin": "0", "aria-valuemax": exp, "aria-valuenow": Math.min(received, exp) },
+        el("div", { class: "fill" })) : null));
   }
   const viewers = activeViewers(uid);
   if (viewers.length) {
@@ -546,33 +691,45 @@ async function openStudy(id, uid) {
 }
 
 function renderRegions() {
-  const list = $('[data-testid="regions"]');
-  const counts = { ...state.extraRegions };
-  for (const [k, v] of Object.entries(countRegions())) counts[k] = (counts[k] || 0) + v;
-  const keys = Object.keys(counts).filter((k) => counts[k] > 0).sort((a, b) => counts[b] - counts[a] || a.localeCompare(b));
-  const max = Math.max(1, ...keys.map((k) => counts[k]));
-  const keep = new Set(keys);
-  for (const k of keys) {
-    let li = list.querySelector(`[data-region="${CSS.escape(k)}"]`);
-    if (!li) {
-      li = el("li", { "data-testid": "region-count", "data-region": k },
-        el("span", { class: "region-name" }, regionLabel(k)),
-        el("span", { class: "region-bar" }, el("span", { class: "region-fill" })),
-        el("strong", { class: "region-value", "data-testid": "region-value" }));
+  if (!document.querySelector('[data-testid="body-map"] svg')) buildBodyMap();
+  const terms = { ...state.extraRegions };
+  for (const [k, v] of Object.entries(countRegions())) terms[k] = (terms[k] || 0) + v;
+  // A study counts once per zone, whatever number of its terms fall in it.
+  const counts = {};
+  for (const st of state.studies.values()) for (const z of zonesOfStudy(st)) counts[z] = (counts[z] || 0) + 1;
+  for (const [k, v] of Object.entries(state.extraRegions)) for (const z of zonesOfTerm(k)) counts[z] = (counts[z] || 0) + v;
+  const other = Object.keys(terms).filter((k) => zonesOfTerm(k)[0] === "OTHER" && terms[k] > 0).map(regionLabel).sort();
+  let any = false;
+  for (const g of document.querySelectorAll('[data-testid="body-map"] .zone')) {
+    const id = g.dataset.region;
+    const n = counts[id] || 0;
+    const prev = state.zoneCounts[id] || 0;
+    any ||= n > 0;
+    g.dataset.count = String(n);
+    g.querySelector('[data-testid="region-value"]').textContent = String(n);
+    g.classList.toggle("empty", n === 0);
+    g.classList.toggle("selected", state.regionFilter === id);
+    const what = id === "OTHER" && other.length ? `Other (${other.join(", ")})` : g.dataset.label;
+    if (n > 0) {
+      g.setAttribute("role", "button");
+      g.setAttribute("tabindex", "0");
+      g.setAttribute("aria-pressed", String(state.regionFilter === id));
+      g.setAttribute("aria-label", `${what}: ${n} ${n === 1 ? "study" : "studies"}` + (state.regionFilter === id ? ", shown alone; press to show all" : "; press to show only these"));
+      g.removeAttribute("aria-hidden");
+    } else {
+      for (const a of ["role", "tabindex", "aria-pressed", "aria-label"]) g.removeAttribute(a);
+      g.setAttribute("aria-hidden", "true");
     }
-    const value = li.querySelector(".region-value");
-    if (value.textContent !== String(counts[k])) {
-      value.textContent = String(counts[k]);
-      li.classList.remove("changed");
-      void li.offsetWidth; // restart the highlight
-      li.classList.add("changed");
+    if (n > prev) {
+      // A new study in this zone: highlight it.
+      g.classList.remove("changed");
+      void g.getBoundingClientRect();
+      g.classList.add("changed");
     }
-    li.dataset.count = String(counts[k]);
-    li.querySelector(".region-fill").style.width = Math.round((100 * counts[k]) / max) + "%";
-    list.append(li);
+    state.zoneCounts[id] = n;
   }
-  for (const li of [...list.children]) if (!keep.has(li.dataset.region)) li.remove();
-  $('[data-testid="no-regions"]').hidden = keys.length > 0;
+  if (state.regionFilter && !(counts[state.regionFilter] > 0)) state.regionFilter = "";
+  $('[data-testid="no-regions"]').hidden = any;
 }
 
 function renderOrders() {
@@ -586,7 +743,7 @@ function renderOrders() {
         el("span", { class: "title" }, codeText(o.code) || "Imaging order"),
         stat ? el("span", { class: "badge stat", "data-testid": "stat-badge" }, o.priority.toUpperCase()) : null),
       el("div", { class: "row meta" },
-        el("span", { class: "badge status-" + o.status, "data-testid": "order-status" }, o.status || "unknown"),
+        el("span", { class: "badge status status-" + o.status, "data-testid": "order-status", "data-status": o.status || "unknown" }, statusLabel("ServiceRequest", o.status)),
         acc ? el("span", {}, "Acc " + acc) : null,
         o.authoredOn ? el("span", {}, formatDate(o.authoredOn)) : null),
       o.reasonCode && o.reasonCode[0] ? el("div", { class: "reason muted" }, codeText(o.reasonCode[0])) : null);
@@ -608,7 +765,7 @@ function renderReports() {
         el("span", { class: "title" }, codeText(r.code) || "Imaging report"),
         prio ? el("span", { class: "badge " + prio, "data-testid": "report-priority" }, prio.toUpperCase()) : null),
       el("div", { class: "row meta" },
-        el("span", { class: "badge status-" + r.status, "data-testid": "report-status" }, r.status || "unknown"),
+        el("span", { class: "badge status status-" + r.status, "data-testid": "report-status", "data-status": r.status || "unknown" }, statusLabel("DiagnosticReport", r.status)),
         acc ? el("span", {}, "Acc " + acc) : null,
         r.issued ? el("span", {}, formatDate(r.issued)) : null,
         interpreter && interpreter.display ? el("span", {}, interpreter.display) : null),
