@@ -210,6 +210,7 @@ func TestReadAndSearch(t *testing.T) {
 		want string
 	}{
 		{"patient=P1", "1.2.3.1 1.2.3.2"},
+		{"_id=1.2.3.9,1.2.3.2,nope", "1.2.3.9 1.2.3.2"},
 		{"patient=Patient/P1&_sort=_lastUpdated", "1.2.3.2 1.2.3.1"},
 		{"subject=P2", "1.2.3.9"},
 		{"patient:identifier=urn:test|P2", "1.2.3.9"},

@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -43,7 +44,9 @@ func fhirClient(t *testing.T) string {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(npm, "install", "--prefix", dir, "--no-audit", "--no-fund", "--save-exact", fhirClientPackage)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, npm, "install", "--prefix", dir, "--no-audit", "--no-fund", "--save-exact", fhirClientPackage)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("npm install %s: %v\n%s", fhirClientPackage, err, out)
@@ -188,7 +191,9 @@ func TestFHIRReadAPIWithAFHIRClient(t *testing.T) {
 	if err := os.WriteFile(script, []byte(fhirClientScript), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("node", script)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "node", script)
 	cmd.Env = append(os.Environ(), "FHIR_KIT=file://"+filepath.Join(kit, "node_modules", "fhir-kit-client", "dist", "index.js"),
 		"BASE="+base, "TOKEN="+scoped, "PATIENT=MRN4711", "OTHER=OTHER15")
 	out, err := cmd.Output()
