@@ -195,7 +195,7 @@ func TestReadAndSearch(t *testing.T) {
 		t.Fatalf("read: %d %v", code, res["status"])
 	}
 	meta := res["meta"].(map[string]any)
-	if meta["versionId"] != fmt.Sprint(v3) || meta["lastUpdated"] != "2026-03-10T08:03:00.000Z" || hdr.Get("ETag") != fmt.Sprintf(`W/"%d"`, v3) {
+	if meta["versionId"] != fmt.Sprint(v3) || meta["lastUpdated"] != "2026-03-10T08:03:00.000000Z" || hdr.Get("ETag") != fmt.Sprintf(`W/"%d"`, v3) {
 		t.Errorf("read meta %v, ETag %q; want version %d", meta, hdr.Get("ETag"), v3)
 	}
 	if hdr.Get(fhir.SeqHeader) != fmt.Sprint(last) {
@@ -223,6 +223,7 @@ func TestReadAndSearch(t *testing.T) {
 		{"_lastUpdated=ge2026-03-10T08:03:00Z&_lastUpdated=lt2026-03-10T08:04:00Z", "1.2.3.1"},
 		{"_lastUpdated=lt2026-03-10T08:03:00Z", "1.2.3.2"},
 		{"_lastUpdated=2026-03-11", ""},
+		{"_lastUpdated=gt2026-03-10T08:03:00.000000Z", "1.2.3.9"}, // after the lastUpdated 1.2.3.1 shows
 	} {
 		code, _, b := get(t, f, "/fhir/ImagingStudy?"+c.q)
 		if code != 200 {

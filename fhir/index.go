@@ -172,7 +172,7 @@ func (x *index) expired(seq uint64) bool {
 func (x *index) versionOf(ev *rbv1.Event) version {
 	v := version{seq: ev.GetSequence(), patient: x.intern(ev.GetPatientId())}
 	if t := ev.GetTime(); t != nil {
-		v.unixNano = t.AsTime().UnixNano()
+		v.unixNano = t.AsTime().Truncate(time.Microsecond).UnixNano()
 	}
 	fields := ev.GetResource().GetFields()
 	v.status = x.intern(fields["status"].GetStringValue())

@@ -245,6 +245,37 @@ func TestFHIRReadAPIWithAFHIRClient(t *testing.T) {
 		t.Errorf("read reflects event %d, resource version %d", seq, ver)
 	}
 
+	// meta agrees with the event log: the newest event about the study
+	// (GET /v1/events) has the version's sequence and time.
+	req, _ := http.NewRequest(http.MethodGet, "http://"+d.HTTPAddr()+"/v1/events?patient_id=MRN4711&resource_type=ImagingStudy&page_size=1000", nil)
+	req.Header.Set("Authorization", "Bearer "+all)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list struct {
+		Events []struct {
+			Sequence   string `json:"sequence"`
+			Time       string `json:"time"`
+			Type       string `json:"type"`
+			ResourceID string `json:"resource_id"`
+		} `json:"events"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&list)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lastSeq, lastTime string
+	for _, ev := range list.Events {
+		if ev.ResourceID == r.Read.ID && ev.Type != "IMAGING_STUDY_VIEWED" {
+			lastSeq, lastTime = ev.Sequence, ev.Time
+		}
+	}
+	if tm, err := time.Parse(time.RFC3339Nano, lastTime); lastSeq != r.Read.VersionID || err != nil || tm.UTC().Format("2006-01-02T15:04:05.000000Z") != r.Read.LastUpdated {
+		t.Errorf("study %s: meta versionId %s lastUpdated %s; newest event in GET /v1/events: %s at %s", r.Read.ID, r.Read.VersionID, r.Read.LastUpdated, lastSeq, lastTime)
+	}
+
 	// Scoping: another patient's study is not found, and totals count the
 	// token's patient only.
 	if code, _, b := fhirGet(t, base+"/ImagingStudy/1.2.826.0.1.3680043.10.1447.1509", scoped); code != 404 || b["resourceType"] != "OperationOutcome" {
