@@ -60,6 +60,7 @@ func (h *Handler) capabilityStatement(base string) map[string]any {
 		}
 		sub := resources[subscription].(map[string]any)
 		ext, _ := sub["extension"].([]any)
+		ext = slices.Clone(ext) // the entry is a shallow copy of Config's
 		for _, t := range h.cfg.Topics {
 			ext = append(ext, map[string]any{"url": TopicCanonicalExtension, "valueCanonical": t})
 		}

@@ -336,3 +336,51 @@ func TestErrorsAreOperationOutcomes(t *testing.T) {
 		t.Errorf("DELETE: %d", resp.StatusCode)
 	}
 }
+
+// TestSubscriptionsHook: Config.Extra gets the requests under its first
+// path segment unchanged; Config.Resources adds CapabilityStatement
+// entries, and Topics land on the Subscription entry as the backport's
+// extension.
+func TestSubscriptionsHook(t *testing.T) {
+	var got []string
+	h := fhir.New(fhir.Config{
+		Events: eventlog.NewMemory(),
+		Topics: []string{"https://radbridge.dev/fhir/SubscriptionTopic/a", "https://radbridge.dev/fhir/SubscriptionTopic/b"},
+		Extra: map[string]http.Handler{"Subscription": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			got = append(got, r.Method+" "+r.URL.Path)
+			fhir.WriteOutcome(w, http.StatusTeapot, "informational", "subscriptions")
+		})},
+		Resources: []map[string]any{{"type": "Subscription", "interaction": []any{map[string]any{"code": "create"}}}},
+	})
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	for _, p := range []string{"/fhir/Subscription", "/fhir/Subscription/s1/$status"} {
+		resp, err := http.Post(srv.URL+p, "application/fhir+json", strings.NewReader("{}"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusTeapot {
+			t.Errorf("POST %s: %d", p, resp.StatusCode)
+		}
+	}
+	if want := []string{"POST /fhir/Subscription", "POST /fhir/Subscription/s1/$status"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("Extra got %v, want %v", got, want)
+	}
+	f := &fixture{srv: srv}
+	_, _, cs := get(t, f, "/fhir/metadata")
+	var sub map[string]any
+	for _, r := range asList(cs["rest"].([]any)[0].(map[string]any)["resource"]) {
+		if r := r.(map[string]any); r["type"] == "Subscription" {
+			if sub != nil {
+				t.Error("two Subscription entries")
+			}
+			sub = r
+		}
+	}
+	if sub == nil || len(asList(sub["interaction"])) != 1 || len(asList(sub["extension"])) != 2 ||
+		asList(sub["extension"])[1].(map[string]any)["url"] != fhir.TopicCanonicalExtension ||
+		asList(sub["extension"])[1].(map[string]any)["valueCanonical"] != "https://radbridge.dev/fhir/SubscriptionTopic/b" {
+		t.Errorf("Subscription entry %v", sub)
+	}
+}
