@@ -15,6 +15,7 @@ const capabilityDate = "2026-12-07"
 
 // paramDocs documents each search parameter.
 var paramDocs = map[string]struct{ typ, doc string }{
+	"_id":          {"token", "the resource id; comma-separated alternatives"},
 	"patient":      {"reference", "the radbridge patient id (Patient/<id> or <id>, as in /v1/patients/{id}), or patient:identifier=<system>|<value> (the resource's subject.identifier)"},
 	"subject":      {"reference", "the same as patient"},
 	"identifier":   {"token", "<system>|<value>, |<value> (no system) or <value> (any system): the accession number, and for ImagingStudy the Study Instance UID as urn:oid:<uid> (system urn:dicom:uid); comma-separated alternatives"},
@@ -59,6 +60,7 @@ func (h *Handler) capabilityStatement(base string) map[string]any {
 		}
 		sub := resources[subscription].(map[string]any)
 		ext, _ := sub["extension"].([]any)
+		ext = slices.Clone(ext) // the entry is a shallow copy of Config's
 		for _, t := range h.cfg.Topics {
 			ext = append(ext, map[string]any{"url": TopicCanonicalExtension, "valueCanonical": t})
 		}

@@ -310,7 +310,12 @@ func (h *Handler) principal(w http.ResponseWriter, r *http.Request) (*auth.Princ
 
 func versionID(seq uint64) string { return strconv.FormatUint(seq, 10) }
 
-func fhirInstant(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000Z") }
+// fhirInstant formats a FHIR instant to the microsecond: the precision
+// _lastUpdated compares at, so gt<a lastUpdated seen> never matches the
+// resource that showed it.
+func fhirInstant(t time.Time) string {
+	return t.UTC().Truncate(time.Microsecond).Format("2006-01-02T15:04:05.000000Z")
+}
 
 // read answers GET /fhir/Type/id.
 func (h *Handler) read(w http.ResponseWriter, r *http.Request, typ, id string) {

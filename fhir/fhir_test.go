@@ -195,7 +195,7 @@ func TestReadAndSearch(t *testing.T) {
 		t.Fatalf("read: %d %v", code, res["status"])
 	}
 	meta := res["meta"].(map[string]any)
-	if meta["versionId"] != fmt.Sprint(v3) || meta["lastUpdated"] != "2026-03-10T08:03:00.000Z" || hdr.Get("ETag") != fmt.Sprintf(`W/"%d"`, v3) {
+	if meta["versionId"] != fmt.Sprint(v3) || meta["lastUpdated"] != "2026-03-10T08:03:00.000000Z" || hdr.Get("ETag") != fmt.Sprintf(`W/"%d"`, v3) {
 		t.Errorf("read meta %v, ETag %q; want version %d", meta, hdr.Get("ETag"), v3)
 	}
 	if hdr.Get(fhir.SeqHeader) != fmt.Sprint(last) {
@@ -210,6 +210,7 @@ func TestReadAndSearch(t *testing.T) {
 		want string
 	}{
 		{"patient=P1", "1.2.3.1 1.2.3.2"},
+		{"_id=1.2.3.9,1.2.3.2,nope", "1.2.3.9 1.2.3.2"},
 		{"patient=Patient/P1&_sort=_lastUpdated", "1.2.3.2 1.2.3.1"},
 		{"subject=P2", "1.2.3.9"},
 		{"patient:identifier=urn:test|P2", "1.2.3.9"},
@@ -222,6 +223,7 @@ func TestReadAndSearch(t *testing.T) {
 		{"_lastUpdated=ge2026-03-10T08:03:00Z&_lastUpdated=lt2026-03-10T08:04:00Z", "1.2.3.1"},
 		{"_lastUpdated=lt2026-03-10T08:03:00Z", "1.2.3.2"},
 		{"_lastUpdated=2026-03-11", ""},
+		{"_lastUpdated=gt2026-03-10T08:03:00.000000Z", "1.2.3.9"}, // after the lastUpdated 1.2.3.1 shows
 	} {
 		code, _, b := get(t, f, "/fhir/ImagingStudy?"+c.q)
 		if code != 200 {
@@ -332,5 +334,53 @@ func TestErrorsAreOperationOutcomes(t *testing.T) {
 	resp.Body.Close()
 	if resp.StatusCode != 405 {
 		t.Errorf("DELETE: %d", resp.StatusCode)
+	}
+}
+
+// TestSubscriptionsHook: Config.Extra gets the requests under its first
+// path segment unchanged; Config.Resources adds CapabilityStatement
+// entries, and Topics land on the Subscription entry as the backport's
+// extension.
+func TestSubscriptionsHook(t *testing.T) {
+	var got []string
+	h := fhir.New(fhir.Config{
+		Events: eventlog.NewMemory(),
+		Topics: []string{"https://radbridge.dev/fhir/SubscriptionTopic/a", "https://radbridge.dev/fhir/SubscriptionTopic/b"},
+		Extra: map[string]http.Handler{"Subscription": http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			got = append(got, r.Method+" "+r.URL.Path)
+			fhir.WriteOutcome(w, http.StatusTeapot, "informational", "subscriptions")
+		})},
+		Resources: []map[string]any{{"type": "Subscription", "interaction": []any{map[string]any{"code": "create"}}}},
+	})
+	srv := httptest.NewServer(h)
+	defer srv.Close()
+	for _, p := range []string{"/fhir/Subscription", "/fhir/Subscription/s1/$status"} {
+		resp, err := http.Post(srv.URL+p, "application/fhir+json", strings.NewReader("{}"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusTeapot {
+			t.Errorf("POST %s: %d", p, resp.StatusCode)
+		}
+	}
+	if want := []string{"POST /fhir/Subscription", "POST /fhir/Subscription/s1/$status"}; fmt.Sprint(got) != fmt.Sprint(want) {
+		t.Errorf("Extra got %v, want %v", got, want)
+	}
+	f := &fixture{srv: srv}
+	_, _, cs := get(t, f, "/fhir/metadata")
+	var sub map[string]any
+	for _, r := range asList(cs["rest"].([]any)[0].(map[string]any)["resource"]) {
+		if r := r.(map[string]any); r["type"] == "Subscription" {
+			if sub != nil {
+				t.Error("two Subscription entries")
+			}
+			sub = r
+		}
+	}
+	if sub == nil || len(asList(sub["interaction"])) != 1 || len(asList(sub["extension"])) != 2 ||
+		asList(sub["extension"])[1].(map[string]any)["url"] != fhir.TopicCanonicalExtension ||
+		asList(sub["extension"])[1].(map[string]any)["valueCanonical"] != "https://radbridge.dev/fhir/SubscriptionTopic/b" {
+		t.Errorf("Subscription entry %v", sub)
 	}
 }

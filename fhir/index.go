@@ -172,7 +172,7 @@ func (x *index) expired(seq uint64) bool {
 func (x *index) versionOf(ev *rbv1.Event) version {
 	v := version{seq: ev.GetSequence(), patient: x.intern(ev.GetPatientId())}
 	if t := ev.GetTime(); t != nil {
-		v.unixNano = t.AsTime().UnixNano()
+		v.unixNano = t.AsTime().Truncate(time.Microsecond).UnixNano()
 	}
 	fields := ev.GetResource().GetFields()
 	v.status = x.intern(fields["status"].GetStringValue())
@@ -251,6 +251,12 @@ func (x *index) search(q *query, n uint64, allowed func(patient string) bool) []
 	// Candidates: the smallest set the query names.
 	var cands []*entry
 	switch {
+	case len(q.ids) > 0:
+		for _, id := range q.ids {
+			if e := x.byKey[resKey{q.typ, id}]; e != nil && !slices.Contains(cands, e) {
+				cands = append(cands, e)
+			}
+		}
 	case q.patient != "":
 		cands = x.byPatient[q.patient]
 	case len(q.identifiers) == 1:
@@ -260,7 +266,7 @@ func (x *index) search(q *query, n uint64, allowed func(patient string) bool) []
 	}
 	var out []hit
 	for _, e := range cands {
-		if e.typ != q.typ {
+		if e.typ != q.typ || (len(q.ids) > 0 && !slices.Contains(q.ids, e.id)) {
 			continue
 		}
 		v := e.at(n)

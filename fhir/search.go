@@ -27,8 +27,9 @@ const (
 // query is a parsed search.
 type query struct {
 	typ         string
-	patient     string // radbridge patient id
-	subject     *ident // patient:identifier / subject:identifier
+	ids         []string // _id
+	patient     string   // radbridge patient id
+	subject     *ident   // patient:identifier / subject:identifier
 	identifiers []identQuery
 	statuses    []string
 	modalities  []string
@@ -112,9 +113,9 @@ func decodeCursor(s string) (*cursor, error) {
 // searchParams are the parameters each resource type accepts, besides
 // the common ones (_count, _sort, _lastUpdated, _cursor, _format).
 var searchParams = map[string][]string{
-	typeStudy:   {"patient", "subject", "identifier", "status", "modality", "based-on"},
-	typeReport:  {"patient", "subject", "identifier", "status", "based-on"},
-	typeRequest: {"patient", "subject", "identifier", "status"},
+	typeStudy:   {"_id", "patient", "subject", "identifier", "status", "modality", "based-on"},
+	typeReport:  {"_id", "patient", "subject", "identifier", "status", "based-on"},
+	typeRequest: {"_id", "patient", "subject", "identifier", "status"},
 }
 
 var commonParams = []string{"_count", "_sort", "_lastUpdated", "_cursor", "_format"}
@@ -260,6 +261,13 @@ func (q *query) set(name, modifier, v string) error {
 			}
 			q.identifiers = append(q.identifiers, id)
 		}
+	case "_id":
+		for _, a := range alts {
+			if !fhirID.MatchString(a) {
+				return bad("_id %q is not a FHIR id", trunc(a))
+			}
+		}
+		q.ids = alts
 	case "status":
 		q.statuses = alts
 	case "modality":

@@ -1,6 +1,7 @@
 package app_test
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -46,7 +47,9 @@ func fhirClient(t *testing.T) string {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(npm, "install", "--prefix", dir, "--no-audit", "--no-fund", "--save-exact", fhirClientPackage)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, npm, "install", "--prefix", dir, "--no-audit", "--no-fund", "--save-exact", fhirClientPackage)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatalf("npm install %s: %v\n%s", fhirClientPackage, err, out)
@@ -191,7 +194,9 @@ func TestFHIRReadAPIWithAFHIRClient(t *testing.T) {
 	if err := os.WriteFile(script, []byte(fhirClientScript), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command("node", script)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "node", script)
 	cmd.Env = append(os.Environ(), "FHIR_KIT=file://"+filepath.Join(kit, "node_modules", "fhir-kit-client", "dist", "index.js"),
 		"BASE="+base, "TOKEN="+scoped, "PATIENT=MRN4711", "OTHER=OTHER15")
 	out, err := cmd.Output()
@@ -241,6 +246,37 @@ func TestFHIRReadAPIWithAFHIRClient(t *testing.T) {
 	ver, _ := strconv.ParseUint(study["meta"].(map[string]any)["versionId"].(string), 10, 64)
 	if seq == 0 || ver == 0 || ver > seq {
 		t.Errorf("read reflects event %d, resource version %d", seq, ver)
+	}
+
+	// meta agrees with the event log: the newest event about the study
+	// (GET /v1/events) has the version's sequence and time.
+	req, _ := http.NewRequest(http.MethodGet, "http://"+d.HTTPAddr()+"/v1/events?patient_id=MRN4711&resource_type=ImagingStudy&page_size=1000", nil)
+	req.Header.Set("Authorization", "Bearer "+all)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var list struct {
+		Events []struct {
+			Sequence   string `json:"sequence"`
+			Time       string `json:"time"`
+			Type       string `json:"type"`
+			ResourceID string `json:"resource_id"`
+		} `json:"events"`
+	}
+	err = json.NewDecoder(resp.Body).Decode(&list)
+	resp.Body.Close()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lastSeq, lastTime string
+	for _, ev := range list.Events {
+		if ev.ResourceID == r.Read.ID && ev.Type != "IMAGING_STUDY_VIEWED" {
+			lastSeq, lastTime = ev.Sequence, ev.Time
+		}
+	}
+	if tm, err := time.Parse(time.RFC3339Nano, lastTime); lastSeq != r.Read.VersionID || err != nil || tm.UTC().Format("2006-01-02T15:04:05.000000Z") != r.Read.LastUpdated {
+		t.Errorf("study %s: meta versionId %s lastUpdated %s; newest event in GET /v1/events: %s at %s", r.Read.ID, r.Read.VersionID, r.Read.LastUpdated, lastSeq, lastTime)
 	}
 
 	// Scoping: another patient's study is not found, and totals count the

@@ -10,6 +10,8 @@ const PREFS_KEY = "radbridge.viewPrefs";
 const TOKEN_KEY = "radbridge.token"; // sessionStorage: this tab only
 const VIEW_TTL_MS = 10 * 60 * 1000;
 const VIEWER_URL_EXTENSION = "https://radbridge.dev/fhir/StructureDefinition/viewer-url";
+// The same extension as resources written before issue 15 name it.
+const VIEWER_URL_EXTENSION_OLD = "https://radbridge.example/fhir/StructureDefinition/viewer-url";
 
 // SNOMED CT body structures (DICOM PS3.16 CID 4031) back to the Body Part
 // Examined terms radbridge counts regions by.
@@ -107,7 +109,7 @@ function formatDate(s) {
 // extension), only when it is an http(s) URL.
 function viewerURL(study) {
   for (const x of study.extension || []) {
-    if (x.url !== VIEWER_URL_EXTENSION || typeof x.valueUrl !== "string") continue;
+    if ((x.url !== VIEWER_URL_EXTENSION && x.url !== VIEWER_URL_EXTENSION_OLD) || typeof x.valueUrl !== "string") continue;
     try {
       const u = new URL(x.valueUrl);
       if (u.protocol === "https:" || u.protocol === "http:") return u.href;
