@@ -111,21 +111,26 @@ func TestFHIRSubscriptionKillDashNine(t *testing.T) {
 		"--fhir-rest-hook-allow", "127.0.0.1", "--fhir-rest-hook-retry-base", "10ms"}
 	d := serve(t, flags...)
 
-	sub := `{"resourceType":"Subscription","status":"requested","reason":"crash test",
-"criteria":"https://radbridge.dev/fhir/SubscriptionTopic/imaging-order-placed",
-"channel":{"type":"rest-hook","endpoint":"` + srv.URL + `/hook","payload":"application/fhir+json",
- "_payload":{"extension":[{"url":"http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-payload-content","valueCode":"id-only"}]}}}`
-	resp, err := http.Post("http://"+d.http+"/fhir/Subscription", "application/fhir+json", strings.NewReader(sub))
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, _ := io.ReadAll(resp.Body)
-	resp.Body.Close()
-	if resp.StatusCode != 201 {
-		t.Fatalf("POST Subscription: %d %s", resp.StatusCode, b)
-	}
+	postHookSubscription(t, d, srv.URL)
 
 	const orders = 40
+	sendOrders(t, mllp, d.mllp, orders)
+
+	for _, at := range []int{8, 22} {
+		hook.waitDistinct(t, at, 2*time.Minute)
+		d.cmd.Process.Signal(syscall.SIGKILL)
+		<-d.done
+		t.Logf("killed with SIGKILL after %d distinct numbers", hook.distinct())
+		d = serve(t, flags...)
+	}
+	hook.waitDistinct(t, orders, 2*time.Minute)
+	hook.check(t, orders)
+}
+
+// sendOrders sends n new orders (ORM^O01 NW, accessions ACC-FS1…) to the
+// MLLP address in one mllp_send run and checks every ACK is AA.
+func sendOrders(t *testing.T, mllp, addr string, orders int) {
+	t.Helper()
 	var msgs []string
 	for i := 1; i <= orders; i++ {
 		msgs = append(msgs, strings.Join([]string{
@@ -139,21 +144,17 @@ func TestFHIRSubscriptionKillDashNine(t *testing.T) {
 	if err := os.WriteFile(file, []byte(strings.Join(msgs, "\r\n")+"\r\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	host, port, _ := strings.Cut(d.mllp, ":")
+	host, port, _ := strings.Cut(addr, ":")
 	out, err := exec.Command("timeout", "60", mllp, "--loose", "-f", file, "-p", port, host).Output()
 	if err != nil || strings.Count(string(out), "MSA|AA|") != orders {
 		t.Fatalf("mllp_send: %v, %d AA\n%s", err, strings.Count(string(out), "MSA|AA|"), out)
 	}
+}
 
-	for _, at := range []int{8, 22} {
-		hook.waitDistinct(t, at, 2*time.Minute)
-		d.cmd.Process.Signal(syscall.SIGKILL)
-		<-d.done
-		t.Logf("killed with SIGKILL after %d distinct numbers", hook.distinct())
-		d = serve(t, flags...)
-	}
-	hook.waitDistinct(t, orders, 2*time.Minute)
-
+// check: numbers 1..orders, first arrivals in order, one order per
+// number, a number delivered again with the same order.
+func (hook *crashHook) check(t *testing.T, orders int) {
+	t.Helper()
 	hook.mu.Lock()
 	defer hook.mu.Unlock()
 	var next uint64 = 1
@@ -168,7 +169,7 @@ func TestFHIRSubscriptionKillDashNine(t *testing.T) {
 			t.Fatalf("event numbers %v: %d arrived before %d (a gap)", hook.order, n, next)
 		}
 	}
-	if next != orders+1 || len(hook.focus) != orders {
+	if next != uint64(orders)+1 || len(hook.focus) != orders {
 		t.Fatalf("event numbers %v: want 1..%d", hook.order, orders)
 	}
 	seen := map[string]uint64{}
@@ -187,4 +188,56 @@ func TestFHIRSubscriptionKillDashNine(t *testing.T) {
 		seen[fs[0]] = n
 	}
 	t.Logf("%d notifications for %d events (%d redelivered after the kills)", len(hook.order), orders, dups)
+}
+
+// postHookSubscription creates a rest-hook subscription on placed orders
+// (id-only) through d, delivering to hook.
+func postHookSubscription(t *testing.T, d *daemon, hook string) {
+	t.Helper()
+	sub := `{"resourceType":"Subscription","status":"requested","reason":"crash test",
+"criteria":"https://radbridge.dev/fhir/SubscriptionTopic/imaging-order-placed",
+"channel":{"type":"rest-hook","endpoint":"` + hook + `/hook","payload":"application/fhir+json",
+ "_payload":{"extension":[{"url":"http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-payload-content","valueCode":"id-only"}]}}}`
+	resp, err := http.Post("http://"+d.http+"/fhir/Subscription", "application/fhir+json", strings.NewReader(sub))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 201 {
+		t.Fatalf("POST Subscription: %d %s", resp.StatusCode, b)
+	}
+}
+
+// TestFHIRSubscriptionFailover: two radbridge processes on a 3-node
+// JetStream cluster; the subscription is created on the follower, the
+// holder of the fhir-subscriptions lease delivers; it is killed with
+// SIGKILL during delivery and the survivor takes the lease and continues:
+// every number 1..40 arrives, in order, no gaps, a redelivery with its
+// number.
+func TestFHIRSubscriptionFailover(t *testing.T) {
+	mllp := needBin(t, "mllp_send")
+	hook := &crashHook{focus: map[uint64][]string{}, arrived: make(chan struct{}, 1)}
+	srv := httptest.NewServer(hook)
+	defer srv.Close()
+	nodes := startNATSCluster(t, 3)
+	var urls []string
+	for _, nd := range nodes {
+		urls = append(urls, nd.url)
+	}
+	common := []string{"--nats-url", strings.Join(urls, ","), "--nats-replicas", "3", "--leader-lease", "3s",
+		"--fhir-rest-hook-allow", "127.0.0.1", "--fhir-rest-hook-retry-base", "10ms"}
+	a := serve(t, append([]string{"--node-id", "rb-a"}, common...)...)
+	waitLog(t, a, `"msg":"became leader","component":"leader","lease":"fhir-subscriptions","id":"rb-a"`)
+	b := serve(t, append([]string{"--node-id", "rb-b"}, common...)...)
+	postHookSubscription(t, b, srv.URL)
+	const orders = 40
+	sendOrders(t, mllp, b.mllp, orders)
+	hook.waitDistinct(t, 10, 2*time.Minute)
+	a.cmd.Process.Signal(syscall.SIGKILL)
+	<-a.done
+	t.Logf("delivering process killed after %d distinct numbers", hook.distinct())
+	waitLog(t, b, `"msg":"became leader","component":"leader","lease":"fhir-subscriptions","id":"rb-b"`)
+	hook.waitDistinct(t, orders, 2*time.Minute)
+	hook.check(t, orders)
 }

@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"radbridge/auth"
-	rbv1 "radbridge/proto/radbridge/v1"
 )
 
 // FHIRContentType is the media type of every answer.
@@ -402,8 +401,6 @@ func numbered(ctx context.Context, h *Handler, cur *Cursor, from, to uint64) ([]
 	}
 	return out, nil
 }
-
-var _ = rbv1.EventType_IMAGING_STUDY_AVAILABLE
 
 // CapabilityResource is this package's CapabilityStatement.rest.resource
 // entry (fhir.Config.Resources): the interactions and the backport's
