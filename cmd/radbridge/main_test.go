@@ -267,7 +267,7 @@ func TestGrpcurlSeesTheService(t *testing.T) {
 	d := serve(t, "--data-dir", filepath.Join(t.TempDir(), "data"))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, "go", "tool", "grpcurl", "-plaintext", d.grpc, "list").CombinedOutput()
+	out, err := exec.CommandContext(ctx, "go", "tool", "-modfile=../../tools/go.mod", "grpcurl", "-plaintext", d.grpc, "list").CombinedOutput()
 	if err != nil {
 		t.Fatalf("grpcurl list: %v\n%s", err, out)
 	}
@@ -277,7 +277,7 @@ func TestGrpcurlSeesTheService(t *testing.T) {
 		}
 	}
 	publish(t, d, "P-G", 1)
-	out, err = exec.CommandContext(ctx, "go", "tool", "grpcurl", "-plaintext", "-d", `{"patient_id":["P-G"]}`, d.grpc, "radbridge.v1.EventService/ListEvents").CombinedOutput()
+	out, err = exec.CommandContext(ctx, "go", "tool", "-modfile=../../tools/go.mod", "grpcurl", "-plaintext", "-d", `{"patient_id":["P-G"]}`, d.grpc, "radbridge.v1.EventService/ListEvents").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), `"IMAGING_STUDY_VIEWED"`) {
 		t.Errorf("grpcurl ListEvents: %v\n%s", err, out)
 	}

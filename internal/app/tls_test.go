@@ -435,7 +435,7 @@ func TestGRPCAndHTTPSOverTLS(t *testing.T) {
 	}
 
 	// Independent clients: grpcurl and curl.
-	out, err := exec.CommandContext(ctx, "go", "tool", "grpcurl", "-cacert", p.path("ca.crt"), "-cert", p.path("client.crt"), "-key", p.path("client.key"), d.GRPCTLSAddr(), "list").CombinedOutput()
+	out, err := exec.CommandContext(ctx, "go", "tool", "-modfile=../../tools/go.mod", "grpcurl", "-cacert", p.path("ca.crt"), "-cert", p.path("client.crt"), "-key", p.path("client.key"), d.GRPCTLSAddr(), "list").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "radbridge.v1.EventService") {
 		t.Errorf("grpcurl list over TLS: %v\n%s", err, out)
 	}
