@@ -54,7 +54,7 @@ func Handler() http.Handler {
 	}
 	files["/"] = files["/index.html"]
 	delete(files, "/index.html")
-	files["/ops"] = files["/ops.html"] // the exceptions worklist (issue 18)
+	files["/ops"] = files["/ops.html"] // the exceptions worklist
 	delete(files, "/ops.html")
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		f, ok := files[r.URL.Path]
