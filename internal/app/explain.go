@@ -59,8 +59,12 @@ type ExplainEvent struct {
 // explainQuery reads the one selector of an explain request.
 func explainQuery(r *http.Request) (mapper.ExplainQuery, error) {
 	var q mapper.ExplainQuery
+	vals, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return q, fmt.Errorf("query: %w", err)
+	}
 	n := 0
-	for k, vs := range r.URL.Query() {
+	for k, vs := range vals {
 		if len(vs) != 1 || strings.TrimSpace(vs[0]) == "" {
 			return q, fmt.Errorf("%s: give one non-empty value", k)
 		}
