@@ -142,6 +142,17 @@ func (d *Daemon) explain(ctx context.Context, m *mapper.Mapper, q mapper.Explain
 			patients = append(patients, p)
 		}
 	}
+	// What the query names counts even when the mapper holds nothing of
+	// it (an observation dead-lettered before anything was mapped).
+	// (Not for a restricted client: a dead letter's record may be another
+	// patient's.)
+	if q.Study != "" && !pr.Restricted() {
+		studies[q.Study] = true
+	}
+	if q.Accession != "" && !pr.Restricted() {
+		accs[q.Accession] = true
+	}
+	addPatient(q.Patient) // checked: the caller may read it
 	for _, s := range e.Studies {
 		studies[s.StudyInstanceUID] = true
 		ids[mapper.StudyResourceID(s.StudyInstanceUID)] = true
