@@ -301,7 +301,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	extra[statusPattern] = operatorOnly(authn, d.statusHandler())
 	extra[explainPattern] = d.explainHandler(authn) // issue 18: explain, exceptions, reconcile
 	extra[exceptionsPattern] = d.exceptionsHandler(authn)
-	extra[reconcilePattern] = d.reconcileHandler(authn, log)
+	extra[reconcilePattern] = d.reconcileHandler(authn, log, ingestLog("api"))
 	d.metrics.MustRegister(newExceptionsCollector(d))
 	handler, err := api.NewHTTPHandler(ctx, d.svc, conn, api.HTTPConfig{
 		Ready: d.readyErr, WriteTimeout: cfg.WSWriteTimout, Logger: log, Auth: authn, OriginPatterns: cfg.OriginPatterns(),
