@@ -43,6 +43,7 @@ func TestTokens(t *testing.T) {
 reader-token-0123456789   reader
 	nurse-token-0123456789 nurse patient=P1,P2
 anon-token-0123456789
+oper-token-0123456789 alice role=operator
 `))
 	a, err := auth.New(auth.Config{Mode: "tokens", TokensFile: file})
 	if err != nil {
@@ -56,6 +57,7 @@ anon-token-0123456789
 		{"reader-token-0123456789", &auth.Principal{Subject: "reader"}, nil},
 		{"nurse-token-0123456789", &auth.Principal{Subject: "nurse", Patients: []string{"P1", "P2"}}, nil},
 		{"anon-token-0123456789", &auth.Principal{Subject: "token-4"}, nil},
+		{"oper-token-0123456789", &auth.Principal{Subject: "alice", Roles: []string{auth.RoleOperator}}, nil},
 		{"", nil, auth.ErrUnauthenticated},
 		{"reader-token-012345678", nil, auth.ErrUnauthenticated},
 		{"reader", nil, auth.ErrUnauthenticated},
@@ -70,14 +72,38 @@ anon-token-0123456789
 	}
 }
 
+// TestOperatorRole: only an operator not restricted to patients may act;
+// --auth none makes everyone one.
+func TestOperatorRole(t *testing.T) {
+	for _, tc := range []struct {
+		p    *auth.Principal
+		want bool
+	}{
+		{&auth.Principal{Subject: "a", Roles: []string{auth.RoleOperator}}, true},
+		{&auth.Principal{Subject: "b"}, false},
+		{&auth.Principal{Subject: "c", Roles: []string{auth.RoleOperator}, Patients: []string{"P1"}}, false},
+		{nil, false},
+	} {
+		if got := tc.p.MayOperate(); got != tc.want {
+			t.Errorf("%+v: MayOperate %v, want %v", tc.p, got, tc.want)
+		}
+	}
+	p, _ := auth.None{}.Authenticate(context.Background(), "")
+	if !p.MayOperate() {
+		t.Error("--auth none: not an operator")
+	}
+}
+
 func TestTokensFileErrors(t *testing.T) {
 	for name, body := range map[string]string{
-		"short":       "short-token\n",
-		"duplicate":   "reader-token-0123456789 a\nreader-token-0123456789 b\n",
-		"empty":       "# nothing\n\n",
-		"bad field":   "reader-token-0123456789 a b\n",
-		"empty id":    "reader-token-0123456789 patient=P1,,P2\n",
-		"two patient": "reader-token-0123456789 patient=P1 patient=P2\n",
+		"short":        "short-token\n",
+		"duplicate":    "reader-token-0123456789 a\nreader-token-0123456789 b\n",
+		"empty":        "# nothing\n\n",
+		"bad field":    "reader-token-0123456789 a b\n",
+		"empty id":     "reader-token-0123456789 patient=P1,,P2\n",
+		"two patient":  "reader-token-0123456789 patient=P1 patient=P2\n",
+		"unknown role": "reader-token-0123456789 role=admin\n",
+		"two roles":    "reader-token-0123456789 role=operator role=operator\n",
 	} {
 		if _, err := auth.ReadTokens(strings.NewReader(body)); err == nil {
 			t.Errorf("%s: accepted %q", name, body)
@@ -209,6 +235,10 @@ func TestJWT(t *testing.T) {
 			&auth.Principal{Subject: "dr-who", Patients: []string{"P1"}, Expires: exp}, nil},
 		{"patients claim", auth.Config{JWTKeyFile: hsFile}, sign(t, jwt.SigningMethodHS256, k.secret, "", claims(jwt.MapClaims{"patients": []string{"P1", "P2"}})),
 			&auth.Principal{Subject: "dr-who", Patients: []string{"P1", "P2"}, Expires: exp}, nil},
+		{"roles claim", auth.Config{JWTKeyFile: hsFile}, sign(t, jwt.SigningMethodHS256, k.secret, "", claims(jwt.MapClaims{"roles": []string{"viewer", "operator"}})),
+			&auth.Principal{Subject: "dr-who", Roles: []string{auth.RoleOperator}, Expires: exp}, nil},
+		{"roles claim not an array", auth.Config{JWTKeyFile: hsFile}, sign(t, jwt.SigningMethodHS256, k.secret, "", claims(jwt.MapClaims{"roles": "operator"})),
+			nil, auth.ErrUnauthenticated},
 		{"patient_ids claim", auth.Config{JWTKeyFile: hsFile}, sign(t, jwt.SigningMethodHS256, k.secret, "", claims(jwt.MapClaims{"patient_ids": []string{"P3"}})),
 			&auth.Principal{Subject: "dr-who", Patients: []string{"P3"}, Expires: exp}, nil},
 		{"empty patients claim sees nobody", auth.Config{JWTKeyFile: hsFile}, sign(t, jwt.SigningMethodHS256, k.secret, "", claims(jwt.MapClaims{"patients": []string{}})),

@@ -31,6 +31,15 @@ type Handler interface {
 	StoreInstance(ctx context.Context, inst *ingest.Instance) error
 }
 
+// RequestEnder is implemented by a Handler that wants to know, after a
+// request's last part and before its answer, the instances of each study
+// the request stored (the daemon records it: the study is then complete,
+// completion reason stow-rs). An error is logged; the answer does not
+// change (every instance was committed).
+type RequestEnder interface {
+	StowRequestDone(ctx context.Context, r *ingest.STOWRequest) error
+}
+
 // CallingAE is the Peer.CallingAE of instances received over STOW-RS.
 const CallingAE = "STOW-RS"
 
@@ -225,6 +234,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if len(results) == 0 {
 		problem(w, http.StatusBadRequest, "multipart body has no parts")
 		return
+	}
+	if e, ok := s.cfg.Handler.(RequestEnder); ok {
+		s.requestDone(ctx, e, peer, results, log)
 	}
 	s.respond(w, r, urlStudy, results)
 }
@@ -457,4 +469,24 @@ func (d *deadlineReader) Read(p []byte) (int, error) {
 		_ = d.rc.SetReadDeadline(now.Add(d.timeout)) // unsupported in tests' recorders
 	}
 	return d.r.Read(p)
+}
+
+// requestDone tells e, study by study, the instances the request stored.
+func (s *Server) requestDone(ctx context.Context, e RequestEnder, peer ingest.Peer, results []result, log *slog.Logger) {
+	byStudy := map[string][]string{}
+	var order []string
+	for _, res := range results {
+		if res.reason != 0 || res.study == "" {
+			continue
+		}
+		if _, ok := byStudy[res.study]; !ok {
+			order = append(order, res.study)
+		}
+		byStudy[res.study] = append(byStudy[res.study], res.instance)
+	}
+	for _, study := range order {
+		if err := e.StowRequestDone(ctx, &ingest.STOWRequest{Peer: peer, StudyInstanceUID: study, SOPInstanceUIDs: byStudy[study]}); err != nil {
+			log.Warn("STOW-RS request end not recorded: the study completes by its quiet period", "study_uid", study, "err", err)
+		}
+	}
 }

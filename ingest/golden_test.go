@@ -110,7 +110,8 @@ func TestObservationGolden(t *testing.T) {
 	viewed, _ := ingest.NewViewed(ingest.Viewed{PatientID: "MRN001", StudyInstanceUID: "1.2.3.4", AccessionNumber: "ACC1", ViewerID: "dr1", ViewerName: "Dr One"}, "view-1", "127.0.0.1:5000", at)
 	timer, _ := ingest.NewTimer(&ingest.Timer{Key: "quiet:1.2.3.4", Kind: ingest.KindDICOMInstance, At: at.Add(10 * time.Second), Body: []byte(`{"study":"1.2.3.4"}`)}, at.Add(10*time.Second))
 	reconcile, _ := ingest.NewReconcile(ingest.Reconcile{Action: ingest.ReconcileMove, Study: "1.2.3.4", Patient: "MRN002", Actor: "alice", Reason: "PACS had the wrong MRN"}, "req-1", "127.0.0.1:5000", at)
-	for name, o := range map[string]ingest.Observation{"hl7": hl7, "instance": inst, "ian": ian, "mpps": mpps, "viewed": viewed, "timer": timer, "reconcile": reconcile} {
+	stow, _ := ingest.NewSTOWRequest(&ingest.STOWRequest{Peer: ingest.Peer{CallingAE: "STOW-RS", RemoteAddr: "127.0.0.1:40001"}, StudyInstanceUID: "1.2.3.4", SOPInstanceUIDs: []string{"1.2.3.4.1.2", "1.2.3.4.1.1"}}, at)
+	for name, o := range map[string]ingest.Observation{"hl7": hl7, "instance": inst, "ian": ian, "mpps": mpps, "viewed": viewed, "timer": timer, "reconcile": reconcile, "stow": stow} {
 		t.Run(name, func(t *testing.T) {
 			got, err := json.Marshal(o) // the bytes the log stores
 			if err != nil {

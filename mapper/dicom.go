@@ -121,6 +121,9 @@ const (
 	// CompletedByMPPS: an MPPS COMPLETED named the study's instances and
 	// every one of them was received.
 	CompletedByMPPS = "mpps-completed"
+	// CompletedBySTOW: a STOW-RS request that stored instances of the
+	// study ended (every instance it stored was received).
+	CompletedBySTOW = "stow-rs"
 	// CompletedByQuietPeriod: no new instance arrived for the quiet period
 	// (--study-quiet-period).
 	CompletedByQuietPeriod = "quiet-period"
@@ -130,6 +133,7 @@ const (
 const (
 	ExpectedIAN  = "ian"
 	ExpectedMPPS = "mpps"
+	ExpectedSTOW = "stow-rs"
 )
 
 // Completion is the reason a study first counted as complete, with its
@@ -330,6 +334,7 @@ func dicomRules(o Options) map[string]Rule {
 		ingest.KindDICOMIAN:      RuleFunc(d.ian),
 		ingest.KindDICOMMPPS:     RuleFunc(d.mpps),
 		ingest.KindReconcile:     RuleFunc(d.reconcile),
+		ingest.KindSTOWRequest:   RuleFunc(d.stowRequest),
 	}
 }
 
@@ -683,6 +688,35 @@ func (d *dicomMapper) mpps(c *Context) error {
 		}
 	}
 	return nil
+}
+
+// stowRequest maps the end of a STOW-RS request: the study holds the
+// instances it stored (they count as expected, from "stow-rs"), and once
+// every one was received it is complete (AVAILABLE the first time, UPDATED
+// when something changed since).
+func (d *dicomMapper) stowRequest(c *Context) error {
+	r, err := ingest.DecodeSTOWRequest(c.Rec.Observation)
+	if err != nil {
+		return err
+	}
+	st := c.State.study(r.StudyInstanceUID)
+	if st == nil || len(r.SOPInstanceUIDs) == 0 {
+		return nil
+	}
+	st.record(c.Rec.Seq)
+	if st.Expected == nil {
+		st.Expected = map[string]bool{}
+	}
+	for _, sop := range r.SOPInstanceUIDs {
+		if sop != "" {
+			st.Expected[sop] = true
+		}
+	}
+	st.expectedBy(ExpectedSTOW)
+	if st.missing() > 0 {
+		return nil // the quiet period decides
+	}
+	return d.complete(c, st, CompletedBySTOW, "")
 }
 
 func dicomNonEmpty(ss []string) []string {

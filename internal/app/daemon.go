@@ -324,7 +324,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	extra[fhir.Base+"/"] = d.fhir
 	extra[explainPattern] = d.explainHandler(authn)
 	extra[exceptionsPattern] = d.exceptionsHandler(authn)
-	extra[reconcilePattern] = d.reconcileHandler(authn, log)
+	extra[reconcilePattern] = d.reconcileHandler(authn, log, ingestLog("api"))
 	d.metrics.MustRegister(newExceptionsCollector(d))
 	handler, err := api.NewHTTPHandler(ctx, d.svc, conn, api.HTTPConfig{
 		Ready: d.readyErr, WriteTimeout: cfg.WSWriteTimout, Logger: log, Auth: authn, OriginPatterns: cfg.OriginPatterns(),

@@ -59,8 +59,12 @@ type ExplainEvent struct {
 // explainQuery reads the one selector of an explain request.
 func explainQuery(r *http.Request) (mapper.ExplainQuery, error) {
 	var q mapper.ExplainQuery
+	vals, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		return q, fmt.Errorf("query: %w", err)
+	}
 	n := 0
-	for k, vs := range r.URL.Query() {
+	for k, vs := range vals {
 		if len(vs) != 1 || strings.TrimSpace(vs[0]) == "" {
 			return q, fmt.Errorf("%s: give one non-empty value", k)
 		}
@@ -138,6 +142,17 @@ func (d *Daemon) explain(ctx context.Context, m *mapper.Mapper, q mapper.Explain
 			patients = append(patients, p)
 		}
 	}
+	// What the query names counts even when the mapper holds nothing of
+	// it (an observation dead-lettered before anything was mapped).
+	// (Not for a restricted client: a dead letter's record may be another
+	// patient's.)
+	if q.Study != "" && !pr.Restricted() {
+		studies[q.Study] = true
+	}
+	if q.Accession != "" && !pr.Restricted() {
+		accs[q.Accession] = true
+	}
+	addPatient(q.Patient) // checked: the caller may read it
 	for _, s := range e.Studies {
 		studies[s.StudyInstanceUID] = true
 		ids[mapper.StudyResourceID(s.StudyInstanceUID)] = true

@@ -8,6 +8,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"radbridge/mapper"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
 
@@ -48,7 +49,13 @@ func TestStudyEventsCarryViewerAndWADOLinks(t *testing.T) {
 		t.Errorf("viewer_url %q, want %q", got, wantURL)
 	}
 	r := avail.Resource.AsMap()
-	got := map[string]any{"extension": r["extension"], "endpoint": r["endpoint"], "address": nil}
+	var links []any // the completion-reason extension is checked elsewhere (TestPACSStoresAStudy)
+	for _, e := range r["extension"].([]any) {
+		if e.(map[string]any)["url"] != mapper.CompletionExtension {
+			links = append(links, e)
+		}
+	}
+	got := map[string]any{"extension": links, "endpoint": r["endpoint"], "address": nil}
 	if c, ok := r["contained"].([]any); ok && len(c) == 1 {
 		got["address"] = c[0].(map[string]any)["address"]
 	}

@@ -75,6 +75,13 @@ func (h dicomHandler) StoreInstance(ctx context.Context, inst *ingest.Instance) 
 	return h.record(ctx, o, err)
 }
 
+// StowRequestDone records the end of a STOW-RS request for one study
+// (dicomweb.RequestEnder).
+func (h dicomHandler) StowRequestDone(ctx context.Context, r *ingest.STOWRequest) error {
+	o, err := ingest.NewSTOWRequest(r, time.Now())
+	return h.record(ctx, o, err)
+}
+
 // InstanceAvailability records an IAN, in parts when it is too large for
 // one record; success only once every part is recorded (a resend records
 // the missing parts, the others are resends).

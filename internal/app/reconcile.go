@@ -113,7 +113,7 @@ type ReconcileResponse struct {
 // with the operator role, not restricted to patients). The correction is
 // checked against the mapper's state, recorded in the ingest log with the
 // token's subject, and the answer waits (bounded) for its events.
-func (d *Daemon) reconcileHandler(a auth.Authenticator, log *slog.Logger) http.Handler {
+func (d *Daemon) reconcileHandler(a auth.Authenticator, log *slog.Logger, ingestLog ingest.Log) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, pr, ok := api.Authenticate(w, r, a)
 		if !ok {
@@ -161,7 +161,7 @@ func (d *Daemon) reconcileHandler(a auth.Authenticator, log *slog.Logger) http.H
 			jsonError(w, http.StatusInternalServerError, err.Error())
 			return
 		}
-		seq, dup, err := d.store.Ingest().Append(r.Context(), o)
+		seq, dup, err := ingestLog.Append(r.Context(), o)
 		if err != nil {
 			jsonError(w, http.StatusServiceUnavailable, "not recorded: "+err.Error())
 			return

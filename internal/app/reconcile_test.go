@@ -203,3 +203,67 @@ func TestWrongMRNMovedByOperator(t *testing.T) {
 		t.Errorf("replay --check after the move: exit %d\n%s\n%s", code, out, errOut)
 	}
 }
+
+// TestDeadLetterRetriedByOperator: a report whose event is too large is
+// dead-lettered; the worklist lists it with a proposed retry and
+// /v1/explain of its accession names it. After the fix (a larger
+// --max-event-bytes, which needs a restart) an operator retries it through
+// the API on the running daemon: the report's event is appended, the dead
+// letter and the exception are gone, and the retry names its actor.
+func TestDeadLetterRetriedByOperator(t *testing.T) {
+	bin := needPeer(t, "mllp_send")
+	dir := t.TempDir()
+	tokens := filepath.Join(dir, "tokens")
+	if err := os.WriteFile(tokens, []byte(opToken+" alice role=operator\n"+mrnToken+" ward patient=MRN-DL1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(dir, "data")
+	flags := []string{"--mllp-addr", "127.0.0.1:0", "--hl7-patient-authority", "NORTHWING", "--auth", "tokens", "--auth-tokens-file", tokens}
+	d, stop := runDaemon(t, data, slog.New(slog.DiscardHandler), append(flags, "--max-event-bytes", "65536")...)
+	base := "http://" + d.HTTPAddr()
+	report := `MSH|^~\&|RADRIS|NORTHWING|RADBRIDGE|IMAGING|20261201100000||ORU^R01|DLR-1|P|2.5.1
+PID|1||MRN-DL1^^^NORTHWING^MR||BIG^REPORT
+OBR|1|PDL1|FDL1|71250^CT CHEST^C4|||20261201090000|||||||||||ACC-DL1||||20261201100000||CT|F
+OBX|1|TX|RPT^Report^L|1|` + strings.Repeat("Findings continue in great detail. ", 3000) + `||||||F`
+	if ack := mllpSend(t, bin, d.MLLPAddr(), writeHL7(t, "report", report)); ack.Segment("MSA").Field(1) != "AA" {
+		t.Fatalf("report: ACK %q", ack.Bytes())
+	}
+	var dl map[string]any
+	waitFor(t, 20*time.Second, "the dead letter listed", func() (bool, string) {
+		_, ex := apiJSON(t, "GET", base+"/v1/exceptions", opToken, nil)
+		items := exceptionItems(ex, "dead-letter")
+		if len(items) == 1 {
+			dl = items[0]
+		}
+		return dl != nil, fmt.Sprint(ex)
+	})
+	if r, _ := dl["resolve"].(map[string]any); r["action"] != "retry" || r["seq"] == nil || strings.Contains(fmt.Sprint(dl), "MRN-DL1") {
+		t.Errorf("dead-letter item %v", dl)
+	}
+	if _, ex := apiJSON(t, "GET", base+"/v1/exceptions", mrnToken, nil); len(exceptionItems(ex, "dead-letter")) != 0 {
+		t.Errorf("a patient-scoped token sees dead letters")
+	}
+	_, e := apiJSON(t, "GET", base+"/v1/explain?accession=ACC-DL1", opToken, nil)
+	if l, _ := e["dead_letters"].([]any); len(l) != 1 {
+		t.Errorf("explain of the accession: dead letters %v", e["dead_letters"])
+	}
+	stop()
+
+	d, _ = runDaemon(t, data, slog.New(slog.DiscardHandler), append(flags, "--max-event-bytes", "1048576")...)
+	base = "http://" + d.HTTPAddr()
+	retry := map[string]any{"action": "retry", "seq": dl["resolve"].(map[string]any)["seq"], "reason": "limit raised"}
+	if code, m := apiJSON(t, "POST", base+"/v1/reconcile", mrnToken, retry); code != 403 {
+		t.Errorf("retry by a patient-scoped token: %d %v", code, m)
+	}
+	code, res := apiJSON(t, "POST", base+"/v1/reconcile", opToken, retry)
+	if code != 200 || len(res["events"].([]any)) != 1 || res["events"].([]any)[0].(map[string]any)["type"] != "IMAGING_REPORT_READY" {
+		t.Fatalf("retry: %d %v", code, res)
+	}
+	_, ex := apiJSON(t, "GET", base+"/v1/exceptions", opToken, nil)
+	if items := exceptionItems(ex, "dead-letter"); len(items) != 0 {
+		t.Errorf("after the retry: %v", items)
+	}
+	if code, m := apiJSON(t, "POST", base+"/v1/reconcile", opToken, retry); code != 404 {
+		t.Errorf("retry of a dead letter no longer there: %d %v", code, m)
+	}
+}

@@ -99,7 +99,9 @@ func stow(t *testing.T, url, ct string, body []byte) (int, map[string]any) {
 
 // TestSTOWRSStoresAStudy: a study sent over STOW-RS gives what storescu
 // gives: every instance stored, IMAGING_STUDY_AVAILABLE with the right
-// counts, Part-10 files in --store-dir. A non-DICOM part fails alone (202),
+// counts (at the end of the first request, completion reason stow-rs, then
+// IMAGING_STUDY_UPDATED at the end of the second), Part-10 files in
+// --store-dir. A non-DICOM part fails alone (202),
 // a study UID that differs from the URL fails with A900, a wrong content
 // type is 415.
 func TestSTOWRSStoresAStudy(t *testing.T) {
@@ -113,7 +115,7 @@ func TestSTOWRSStoresAStudy(t *testing.T) {
 	client, _ := grpcClient(t, d.GRPCAddr())
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	sub, err := client.Subscribe(ctx, &rbv1.SubscribeRequest{PatientId: []string{"MRN4711"}, Type: []rbv1.EventType{rbv1.EventType_IMAGING_STUDY_AVAILABLE}})
+	sub, err := client.Subscribe(ctx, &rbv1.SubscribeRequest{PatientId: []string{"MRN4711"}, Type: []rbv1.EventType{rbv1.EventType_IMAGING_STUDY_AVAILABLE, rbv1.EventType_IMAGING_STUDY_UPDATED}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -136,22 +138,27 @@ func TestSTOWRSStoresAStudy(t *testing.T) {
 		t.Errorf("with a non-DICOM part: status %d, instances (-got +want):\n%s", code, diff)
 	}
 
-	for {
-		ev, err := sub.Recv()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ev.Heartbeat {
-			continue
+	for _, w := range []struct {
+		typ               rbv1.EventType
+		series, instances float64
+	}{{rbv1.EventType_IMAGING_STUDY_AVAILABLE, 2, 6}, {rbv1.EventType_IMAGING_STUDY_UPDATED, 3, 8}} {
+		var ev *rbv1.Event
+		for ev == nil || ev.Heartbeat {
+			if ev, err = sub.Recv(); err != nil {
+				t.Fatal(err)
+			}
 		}
 		r := ev.Resource.AsMap()
-		if r["numberOfSeries"] != float64(3) || r["numberOfInstances"] != float64(8) || ev.StudyInstanceUid != studyUID || ev.AccessionNumber != "ACC1001" {
-			t.Errorf("AVAILABLE: series %v instances %v study %s accession %s; want 3, 8", r["numberOfSeries"], r["numberOfInstances"], ev.StudyInstanceUid, ev.AccessionNumber)
+		if ev.Type != w.typ || r["numberOfSeries"] != w.series || r["numberOfInstances"] != w.instances || ev.StudyInstanceUid != studyUID || ev.AccessionNumber != "ACC1001" {
+			t.Errorf("%v: series %v instances %v study %s accession %s; want %v, %v, %v", ev.Type, r["numberOfSeries"], r["numberOfInstances"], ev.StudyInstanceUid, ev.AccessionNumber, w.typ, w.series, w.instances)
 		}
 		if ev.Source.GetCallingAeTitle() != "STOW-RS" {
 			t.Errorf("source %v", ev.Source)
 		}
-		break
+		if c := ev.GetCompletion(); w.typ == rbv1.EventType_IMAGING_STUDY_AVAILABLE &&
+			(c.GetReason() != "stow-rs" || c.GetInstancesReceived() != 6 || c.GetInstancesExpected() != 6 || strings.Join(c.GetExpectedFrom(), ",") != "stow-rs") {
+			t.Errorf("AVAILABLE completion %v, want stow-rs with 6 of 6 expected from stow-rs", c)
+		}
 	}
 	if files, _ := filepath.Glob(filepath.Join(storeDir, studyUID, "*", "*.dcm")); len(files) != 8 {
 		t.Errorf("--store-dir holds %d Part-10 files, want 8", len(files))

@@ -517,7 +517,8 @@ type Completion struct {
 	InstancesReceived uint32 `protobuf:"varint,2,opt,name=instances_received,json=instancesReceived,proto3" json:"instances_received,omitempty"`
 	// Instances an IAN or MPPS named; 0 when none did (unknown).
 	InstancesExpected uint32 `protobuf:"varint,3,opt,name=instances_expected,json=instancesExpected,proto3" json:"instances_expected,omitempty"`
-	// Where instances_expected came from: "ian", "mpps"; empty when unknown.
+	// Where instances_expected came from: "ian", "mpps", "stow-rs"; empty
+	// when unknown.
 	ExpectedFrom []string `protobuf:"bytes,4,rep,name=expected_from,json=expectedFrom,proto3" json:"expected_from,omitempty"`
 	// The ingest record that completed the study (for quiet-period, the
 	// timer's firing).
