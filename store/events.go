@@ -30,6 +30,10 @@ type EventLog struct {
 
 	mu      sync.Mutex
 	lastSeq uint64 // last sequence this writer knows of; 0 = unknown
+
+	// sync, with group commit, fsyncs each appended event before Append
+	// returns, as SyncAlways did (nil otherwise).
+	sync *blockSyncer
 }
 
 var _ eventlog.Log = (*EventLog)(nil)
@@ -67,6 +71,11 @@ func (l *EventLog) Append(ctx context.Context, k eventlog.Key, ev *rbv1.Event) (
 	}
 	if !ack.Duplicate {
 		l.lastSeq = ack.Sequence
+	}
+	if l.sync != nil {
+		if err := l.sync.syncThrough(ack.Sequence); err != nil {
+			return 0, fmt.Errorf("append event: %w", err)
+		}
 	}
 	return ack.Sequence, nil
 }
