@@ -21,10 +21,12 @@ import (
 // (issue 16: RSS after 200,000 messages at most 1.2× RSS after 20,000).
 // The daemon runs in a child process with its defaults (durable, group
 // commit); 4 MLLP connections send ORU^R01 messages, each with its own
-// MSH-10, spread over RADBRIDGE_BENCH_HL7MEM_PATIENTS patients (default
-// 1,000) and one accession per message, so the mapper's state grows as it
-// would at a hospital (new orders and reports every minute), not only one
-// patient's. At each checkpoint (RADBRIDGE_BENCH_HL7MEM, default
+// MSH-10. By default they are cmd/hl7load's: one patient, one accession
+// (a final report sent again and again), so the mapper's state does not
+// grow with the count and what grows is per-message bookkeeping. With
+// RADBRIDGE_BENCH_HL7MEM_PATIENTS=N every message has its own accession,
+// over N patients: the state grows with the reports, as at a hospital.
+// At each checkpoint (RADBRIDGE_BENCH_HL7MEM, default
 // 20000,200000 messages in total) it waits until the mapper has applied
 // every record, then samples the daemon's VmRSS for 2 s and reports the
 // last value:
@@ -40,7 +42,7 @@ func BenchmarkHL7Memory(b *testing.B) {
 	if s := os.Getenv("RADBRIDGE_BENCH_HL7MEM"); s != "" {
 		checkpoints = parseInts(b, s)
 	}
-	patients := 1000
+	patients := 0 // hl7load's messages
 	if s := os.Getenv("RADBRIDGE_BENCH_HL7MEM_PATIENTS"); s != "" {
 		patients = parseInts(b, s)[0]
 	}
@@ -119,8 +121,9 @@ func splitComma(s string) []string {
 }
 
 // sendHL7Load sends messages from..to-1 over conns connections, one in
-// flight per connection, each an ORU^R01 of patient i%patients with
-// accession and MSH-10 of its own, and fails on any answer but AA.
+// flight per connection, and fails on any answer but AA. Each is an
+// ORU^R01 with an MSH-10 of its own; with patients > 0 of patient
+// i%patients with an accession of its own, else hl7load's message.
 func sendHL7Load(tb testing.TB, addr string, conns, from, to, patients int) {
 	var next atomic.Int64
 	next.Store(int64(from))
@@ -140,13 +143,18 @@ func sendHL7Load(tb testing.TB, addr string, conns, from, to, patients int) {
 				if i >= to {
 					return
 				}
-				p := i % patients
-				msg := fmt.Sprintf("MSH|^~\\&|LOADGEN|TEST|RADBRIDGE|IMAGING|20261207120000||ORU^R01^ORU_R01|M%d|P|2.5.1\r"+
-					"PID|1||MEM%05d^^^TEST^MR||LOAD^PATIENT%d^^^^^L||19700101|U\r"+
-					"ORC|RE|PLC%d|FIL%d||CM\r"+
-					"OBR|1|PLC%d|FIL%d|CTCHEST^CT CHEST^L|||20261207110000|||||||||||ACC%d||||||CT|F\r"+
-					"OBX|1|TX|RPT^Report^L||Synthetic load-test report line one.||||||F\r"+
-					"OBX|2|TX|RPT^Report^L||IMPRESSION: nothing, this is a load test.||||||F\r", i, p, p, i, i, i, i, i)
+				var msg string
+				if patients == 0 {
+					msg = hl7ORUHead + "M" + strconv.Itoa(i) + hl7ORUTail
+				} else {
+					p := i % patients
+					msg = fmt.Sprintf("MSH|^~\\&|LOADGEN|TEST|RADBRIDGE|IMAGING|20261207120000||ORU^R01^ORU_R01|M%d|P|2.5.1\r"+
+						"PID|1||MEM%05d^^^TEST^MR||LOAD^PATIENT%d^^^^^L||19700101|U\r"+
+						"ORC|RE|PLC%d|FIL%d||CM\r"+
+						"OBR|1|PLC%d|FIL%d|CTCHEST^CT CHEST^L|||20261207110000|||||||||||ACC%d||||||CT|F\r"+
+						"OBX|1|TX|RPT^Report^L||Synthetic load-test report line one.||||||F\r"+
+						"OBX|2|TX|RPT^Report^L||IMPRESSION: nothing, this is a load test.||||||F\r", i, p, p, i, i, i, i, i)
+				}
 				c.SetDeadline(time.Now().Add(60 * time.Second))
 				if err := mllp.WriteMessage(c, []byte(msg)); err != nil {
 					errs <- err
