@@ -48,6 +48,15 @@ const (
 // Open warns when an external server takes less.
 const MaxPayload = 8 << 20
 
+// EventsDuplicateWindow bounds how long the event log remembers event keys
+// (JetStream keeps every message id of its duplicate window in memory,
+// about 110 bytes each). An event key only makes a retried append of the
+// mapper idempotent, within seconds; a retry later than this is refused by
+// the expected-last-sequence check instead (eventlog.ErrConflict), never
+// appended twice. The ingest log keeps --duplicate-window: resends from
+// peers come minutes later.
+const EventsDuplicateWindow = 2 * time.Minute
+
 // Config says where the store lives.
 type Config struct {
 	// DataDir holds the embedded JetStream files. Required without NATSURL.
@@ -402,7 +411,7 @@ func (s *Store) ensure(ctx context.Context, cfg Config, fresh bool) error {
 			Subjects:    []string{"rb.ev.>"},
 			Storage:     jetstream.FileStorage,
 			Replicas:    cfg.Replicas,
-			Duplicates:  cfg.DuplicateWindow,
+			Duplicates:  min(cfg.DuplicateWindow, EventsDuplicateWindow),
 			AllowDirect: true,
 			MaxAge:      cfg.EventsMaxAge,
 			MaxBytes:    maxBytes(cfg.EventsMaxBytes),

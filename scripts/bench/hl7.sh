@@ -75,9 +75,9 @@ rawfsync() {
 	local out
 	out=$("$LOAD" -fsync-dir "$WORK" -n "${FSYNC_N:-5000}" -duration 120s)
 	echo "$out" | sed "s/^/  [raw fsync] /" >&2
-	echo "$out" | awk '/fsyncs\/s/ { for (i=1;i<=NF;i++) if ($i=="fsyncs/s") print $(i-1) }'
+	echo "$out" | awk '/fsyncs\/s/ { for (i=1;i<=NF;i++) { if ($i=="fsyncs/s") r=$(i-1); if ($i=="p99") p=$(i+1) } print r, p }'
 }
-RAW1=$(rawfsync)
+read -r RAW1 RAWP99_1 <<<"$(rawfsync)"
 
 # (a) the daemon, durable (fsync before every ACK): group commit (the
 # default), then every write fsynced on its own (--group-commit=false),
@@ -91,7 +91,7 @@ start_daemon "$WORK/data-pw" "$WORK/daemon-pw.log" --group-commit=false
 for c in $CONNS; do load daemon-perwrite "$MLLP_ADDR" "$c"; done
 DP_HWM=$(hwm_kb "$DAEMON_PID")
 stop_pid "$DAEMON_PID"
-RAW2=$(rawfsync)
+read -r RAW2 RAWP99_2 <<<"$(rawfsync)"
 
 start_daemon "$WORK/data-nofsync" "$WORK/daemon-nofsync.log" --fsync=false
 for c in $CONNS; do load daemon-nofsync "$MLLP_ADDR" "$c"; done
@@ -101,7 +101,7 @@ stop_pid "$DAEMON_PID"
 echo
 echo "HL7 ORU^R01 (~0.4 KB), N=$N per row after $WARM warm-up messages; one message in flight per connection."
 echo
-echo "Raw write+fsync of 0.4 KB on the data directory's disk (same run): $RAW1/s before the daemon rows, $RAW2/s after; the ratio column uses their mean."
+echo "Raw write+fsync of 0.4 KB on the data directory's disk (same run): $RAW1/s (p99 $RAWP99_1) before the daemon rows, $RAW2/s (p99 $RAWP99_2) after; the ratio column uses the mean rate."
 echo
 echo "| receiver | conns | msg/s | ACK p50 ms | ACK p99 ms | msg/s vs ACK-only | msg/s vs no-op | msg/s vs raw fsync | peak RSS MB |"
 echo "|---|---|---|---|---|---|---|---|---|"
