@@ -63,7 +63,7 @@ func BenchmarkHL7Memory(b *testing.B) {
 		for _, cp := range checkpoints {
 			sendHL7Load(b, mllpAddr, 4, sent, cp, patients)
 			sent = cp
-			waitMapper(b, httpAddr, 10*time.Minute)
+			waitMapper(b, httpAddr, 20*time.Minute)
 			var r int64
 			if pid != 0 {
 				for range 20 { // 2 s: the last sample, after the GC settled
