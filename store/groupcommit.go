@@ -29,11 +29,14 @@ import (
 // before its own record is covered by a completed fsync; batching changes
 // only how many records share one.
 //
-// The other streams (event log, state buckets) are fsynced by JetStream at
-// its sync interval, and explicitly where a write is answered to a peer
-// (MPPS step states) or where a restart relies on it (snapshots, see
-// syncAll). The event log and read models are re-derived from the durable
-// ingest log by replay.
+// The mapper reads only durable ingest records. The event log fsyncs each
+// event before Append returns and serves only durable events (Watch, Read),
+// as SyncAlways did. The state buckets (read models, dedup keys, archive,
+// dead letters) are fsynced by JetStream at its sync interval, and
+// everything before and after a snapshot is stored (syncAll), so a snapshot
+// never survives the writes it stands on; after a power loss the replay
+// from it rewrites what was lost. MPPS step states, answered to a peer, are
+// fsynced before the answer.
 
 // blockSyncer makes the block files of one JetStream file-store stream
 // durable. The files are <dir>/<index>.blk; a stream only ever appends to
