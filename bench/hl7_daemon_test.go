@@ -30,6 +30,12 @@ const hl7ORUTail = "|P|2.5.1\r" +
 // port and returns that address.
 func startMLLPDaemon(tb testing.TB, extra ...string) string {
 	tb.Helper()
+	return startMLLPDaemonApp(tb, extra...).MLLPAddr()
+}
+
+// startMLLPDaemonApp is startMLLPDaemon returning the daemon.
+func startMLLPDaemonApp(tb testing.TB, extra ...string) *app.Daemon {
+	tb.Helper()
 	c := &config.Config{}
 	fs := c.FlagSet("bench")
 	args := append([]string{"--data-dir", filepath.Join(tb.TempDir(), "data"),
@@ -63,7 +69,7 @@ func startMLLPDaemon(tb testing.TB, extra ...string) string {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	return d.MLLPAddr()
+	return d
 }
 
 // BenchmarkHL7Daemon sends b.N ORU^R01 over one MLLP connection to an

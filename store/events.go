@@ -30,6 +30,10 @@ type EventLog struct {
 
 	mu      sync.Mutex
 	lastSeq uint64 // last sequence this writer knows of; 0 = unknown
+
+	// sync, with group commit, fsyncs each appended event before Append
+	// returns, as SyncAlways did (nil otherwise).
+	sync *blockSyncer
 }
 
 var _ eventlog.Log = (*EventLog)(nil)
@@ -67,6 +71,9 @@ func (l *EventLog) Append(ctx context.Context, k eventlog.Key, ev *rbv1.Event) (
 	}
 	if !ack.Duplicate {
 		l.lastSeq = ack.Sequence
+	}
+	if err := l.durable(ack.Sequence); err != nil {
+		return 0, fmt.Errorf("append event: %w", err)
 	}
 	return ack.Sequence, nil
 }
@@ -210,7 +217,23 @@ func (l *EventLog) Read(ctx context.Context, from uint64, f eventlog.Filter, max
 			break
 		}
 	}
+	if k := len(out); k > 0 {
+		// Nothing is served before it is durable (group commit).
+		if err := l.durable(out[k-1].Sequence); err != nil {
+			return nil, fmt.Errorf("read events: %w", err)
+		}
+	}
 	return out, nil
+}
+
+// durable returns once event seq, which is written, is durable (with group
+// commit; at once otherwise). The mapper's append fsyncs it right after
+// writing it: a reader that sees it first waits for that fsync or does it.
+func (l *EventLog) durable(seq uint64) error {
+	if l.sync == nil {
+		return nil
+	}
+	return l.sync.syncThrough(seq)
 }
 
 // Watch implements eventlog.Log.
@@ -219,6 +242,10 @@ func (l *EventLog) Watch(ctx context.Context, from uint64, fn func(*rbv1.Event) 
 		from = 1
 	}
 	return watch(ctx, l.stream, from, []string{eventlog.SubjectPrefix + ".>"}, func(m jetstream.Msg, seq uint64) error {
+		// Subscribers get an event only once it is durable.
+		if err := l.durable(seq); err != nil {
+			return err
+		}
 		ev, err := decodeEvent(m.Data(), seq)
 		if err != nil {
 			return err

@@ -18,6 +18,9 @@ import (
 type IngestLog struct {
 	js     jetstream.JetStream
 	stream jetstream.Stream
+	// sync, with group commit, makes appended records durable (nil:
+	// JetStream fsyncs every write itself, or not at all).
+	sync *blockSyncer
 }
 
 var _ ingest.Log = (*IngestLog)(nil)
@@ -37,7 +40,28 @@ func (l *IngestLog) Append(ctx context.Context, o ingest.Observation) (uint64, b
 	if err != nil {
 		return 0, false, fmt.Errorf("append observation: %w", err)
 	}
+	// A duplicate's record was written earlier and may be waiting for its
+	// fsync: it is acknowledged only once durable too.
+	if err := l.durable(ack.Sequence); err != nil {
+		return 0, false, err
+	}
 	return ack.Sequence, ack.Duplicate, nil
+}
+
+// durable returns once record seq, which is written, is durable.
+func (l *IngestLog) durable(seq uint64) error {
+	if l.sync == nil {
+		return nil
+	}
+	return l.sync.syncThrough(seq)
+}
+
+// GroupCommits returns how many fsyncs group commit has done (0 without).
+func (l *IngestLog) GroupCommits() uint64 {
+	if l.sync == nil {
+		return 0
+	}
+	return l.sync.fsyncs.Load()
 }
 
 // Last implements ingest.Log.
@@ -58,6 +82,9 @@ func (l *IngestLog) Get(ctx context.Context, seq uint64) (ingest.Record, error) 
 	if err != nil {
 		return ingest.Record{}, fmt.Errorf("read ingest record %d: %w", seq, err)
 	}
+	if err := l.durable(seq); err != nil {
+		return ingest.Record{}, err
+	}
 	r := ingest.Record{Seq: seq}
 	if err := json.Unmarshal(m.Data, &r.Observation); err != nil {
 		return ingest.Record{}, fmt.Errorf("decode observation %d: %w", seq, err)
@@ -71,6 +98,11 @@ func (l *IngestLog) Watch(ctx context.Context, from uint64, fn func(ingest.Recor
 		from = 1
 	}
 	return watch(ctx, l.stream, from, []string{ingestSubject + ".>"}, func(m jetstream.Msg, seq uint64) error {
+		// The mapper derives events only from durable records: a record
+		// lost to power loss before its fsync must not leave events.
+		if err := l.durable(seq); err != nil {
+			return err
+		}
 		r := ingest.Record{Seq: seq}
 		if mp, ok := m.(msgWithPending); ok {
 			r.Pending = mp.pending

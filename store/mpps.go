@@ -28,10 +28,25 @@ const MPPSStepTTL = 30 * 24 * time.Hour
 var ErrStepChanged = errors.New("MPPS step changed meanwhile")
 
 // Steps is the MPPS step state bucket.
-type Steps struct{ kv jetstream.KeyValue }
+type Steps struct {
+	kv jetstream.KeyValue
+	// sync, with group commit, fsyncs a state before it is answered.
+	sync *blockSyncer
+}
 
 // Steps returns the MPPS step states.
-func (s *Store) Steps() *Steps { return &Steps{kv: s.mpps} }
+func (s *Store) Steps() *Steps { return &Steps{kv: s.mpps, sync: s.mppsSync} }
+
+// durable fsyncs the bucket after a write that succeeded (group commit).
+func (s *Steps) durable(rev uint64) error {
+	if s.sync == nil {
+		return nil
+	}
+	if err := s.sync.syncThrough(rev); err != nil {
+		return fmt.Errorf("MPPS step: %w", err)
+	}
+	return nil
+}
 
 // stepKey is the bucket key of an MPPS SOP Instance UID: UIDs from the
 // network need not be valid subject tokens.
@@ -55,25 +70,25 @@ func (s *Steps) Get(ctx context.Context, uid string) ([]byte, uint64, error) {
 
 // Create records the state of a new step; ErrStepChanged when it exists.
 func (s *Steps) Create(ctx context.Context, uid string, state []byte) error {
-	_, err := s.kv.Create(ctx, stepKey(uid), state)
+	rev, err := s.kv.Create(ctx, stepKey(uid), state)
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		return ErrStepChanged
 	}
 	if err != nil {
 		return fmt.Errorf("create MPPS step: %w", err)
 	}
-	return nil
+	return s.durable(rev)
 }
 
 // Update replaces the state of step uid read at revision rev;
 // ErrStepChanged when it changed since.
 func (s *Steps) Update(ctx context.Context, uid string, state []byte, rev uint64) error {
-	_, err := s.kv.Update(ctx, stepKey(uid), state, rev)
+	rev, err := s.kv.Update(ctx, stepKey(uid), state, rev)
 	if errors.Is(err, jetstream.ErrKeyExists) {
 		return ErrStepChanged
 	}
 	if err != nil {
 		return fmt.Errorf("update MPPS step: %w", err)
 	}
-	return nil
+	return s.durable(rev)
 }

@@ -24,19 +24,36 @@ const SnapshotsKept = 3
 const snapshotPrefix = "mapper-"
 
 // Snapshots is the JetStream backend of mapper.SnapshotStore.
-type Snapshots struct{ obs jetstream.ObjectStore }
+type Snapshots struct {
+	obs jetstream.ObjectStore
+	// groupDir, with group commit: everything is fsynced before a
+	// snapshot is stored, and the snapshot after.
+	groupDir string
+}
 
 var _ mapper.SnapshotStore = (*Snapshots)(nil)
 
 // Snapshots returns the snapshot store.
-func (s *Store) Snapshots() *Snapshots { return &Snapshots{obs: s.obs} }
+func (s *Store) Snapshots() *Snapshots { return &Snapshots{obs: s.obs, groupDir: s.groupDir} }
 
 func snapshotName(applied uint64) string { return fmt.Sprintf("%s%020d", snapshotPrefix, applied) }
 
 // PutSnapshot implements mapper.SnapshotStore.
 func (s *Snapshots) PutSnapshot(ctx context.Context, applied uint64, data []byte) error {
+	if s.groupDir != "" {
+		// The events, read models and archive versions the snapshot
+		// stands on are durable before it is.
+		if err := syncAll(s.groupDir); err != nil {
+			return fmt.Errorf("put snapshot: %w", err)
+		}
+	}
 	if _, err := s.obs.PutBytes(ctx, snapshotName(applied), data); err != nil {
 		return fmt.Errorf("put snapshot: %w", err)
+	}
+	if s.groupDir != "" {
+		if err := syncAll(s.groupDir); err != nil {
+			return fmt.Errorf("put snapshot: %w", err)
+		}
 	}
 	seqs, err := s.Snapshots(ctx)
 	if err != nil {

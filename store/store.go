@@ -48,6 +48,15 @@ const (
 // Open warns when an external server takes less.
 const MaxPayload = 8 << 20
 
+// EventsDuplicateWindow bounds how long the event log remembers event keys
+// (JetStream keeps every message id of its duplicate window in memory,
+// about 110 bytes each). An event key only makes a retried append of the
+// mapper idempotent, within seconds; a retry later than this is refused by
+// the expected-last-sequence check instead (eventlog.ErrConflict), never
+// appended twice. The ingest log keeps --duplicate-window: resends from
+// peers come minutes later.
+const EventsDuplicateWindow = 2 * time.Minute
+
 // Config says where the store lives.
 type Config struct {
 	// DataDir holds the embedded JetStream files. Required without NATSURL.
@@ -58,6 +67,15 @@ type Config struct {
 	Replicas int
 	// SyncAlways fsyncs every write before it is acknowledged (embedded).
 	SyncAlways bool
+	// GroupCommit (with SyncAlways, embedded only) makes ingest appends
+	// durable by group commit: one fsync for every append waiting, each
+	// returning only once its own record is durable; the derived streams
+	// are fsynced at SyncInterval and at snapshots (see groupcommit.go).
+	GroupCommit bool
+	// SyncInterval is how often JetStream fsyncs what it did not fsync
+	// per write (group commit, or SyncAlways off); 0: 1 s with group
+	// commit, JetStream's default (2 min) otherwise.
+	SyncInterval time.Duration
 	// DuplicateWindow is how long the ingest log remembers keys.
 	DuplicateWindow time.Duration
 	// Logger receives the store's operational messages.
@@ -115,6 +133,11 @@ type Store struct {
 	// mpps holds the MPPS step states (see Steps).
 	mpps   jetstream.KeyValue
 	health health
+
+	// group commit (Config.GroupCommit): the JetStream directory, and the
+	// MPPS bucket's syncer (its states are answered to a peer).
+	groupDir string
+	mppsSync *blockSyncer
 }
 
 type marker struct {
@@ -144,6 +167,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.CheckInterval <= 0 {
 		cfg.CheckInterval = 10 * time.Second
 	}
+	if !cfg.SyncAlways || cfg.NATSURL != "" {
+		cfg.GroupCommit = false
+	}
+	if cfg.GroupCommit && cfg.SyncInterval <= 0 {
+		cfg.SyncInterval = time.Second
+	}
 	s := &Store{}
 	s.health.explicit, s.health.interval = cfg.MaxStoreBytes, cfg.CheckInterval
 	fresh := true
@@ -169,6 +198,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 			return nil, fmt.Errorf("connect to embedded JetStream: %w", err)
 		}
 		cfg.Replicas = 1
+		if cfg.GroupCommit {
+			// JetStream's own directory (it adds "jetstream" to StoreDir).
+			s.groupDir = s.ns.JetStreamConfig().StoreDir
+		}
 	} else {
 		var err error
 		opts := []nats.Option{nats.Name("radbridge"), nats.MaxReconnects(-1), nats.ReconnectWait(250 * time.Millisecond)}
@@ -197,6 +230,13 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err := s.ensureRetry(ctx, cfg, fresh); err != nil {
 		s.Close()
 		return nil, err
+	}
+	if s.groupDir != "" {
+		// The stream and bucket files JetStream created without fsync.
+		if err := syncAll(s.groupDir); err != nil {
+			s.Close()
+			return nil, fmt.Errorf("%w %s: fsync: %w", ErrDataDir, cfg.DataDir, err)
+		}
 	}
 	if cfg.NATSURL == "" && fresh {
 		if err := writeMarker(cfg.DataDir, false); err != nil {
@@ -311,8 +351,10 @@ func startEmbedded(cfg Config) (*server.Server, error) {
 		DontListen: true,
 		NoSigs:     true,
 		NoLog:      true,
-		SyncAlways: cfg.SyncAlways,
-		MaxPayload: MaxPayload,
+		// With group commit radbridge fsyncs (groupcommit.go).
+		SyncAlways:   cfg.SyncAlways && !cfg.GroupCommit,
+		SyncInterval: cfg.SyncInterval,
+		MaxPayload:   MaxPayload,
 		// The server's own limit; the quota that binds is the account's,
 		// following the disk (health.go), unless MaxStoreBytes is set.
 		JetStreamMaxStore: embeddedMaxStore(cfg),
@@ -369,7 +411,7 @@ func (s *Store) ensure(ctx context.Context, cfg Config, fresh bool) error {
 			Subjects:    []string{"rb.ev.>"},
 			Storage:     jetstream.FileStorage,
 			Replicas:    cfg.Replicas,
-			Duplicates:  cfg.DuplicateWindow,
+			Duplicates:  min(cfg.DuplicateWindow, EventsDuplicateWindow),
 			AllowDirect: true,
 			MaxAge:      cfg.EventsMaxAge,
 			MaxBytes:    maxBytes(cfg.EventsMaxBytes),
@@ -388,8 +430,15 @@ func (s *Store) ensure(ctx context.Context, cfg Config, fresh bool) error {
 		switch sc.Name {
 		case IngestStream:
 			s.ingest = &IngestLog{js: s.js, stream: st}
+			if s.groupDir != "" {
+				s.ingest.sync = newBlockSyncer(s.groupDir, IngestStream)
+				s.ingest.sync.afterSync = killAfterGroupCommits()
+			}
 		case EventsStream:
 			s.events = &EventLog{js: s.js, stream: st}
+			if s.groupDir != "" {
+				s.events.sync = newBlockSyncer(s.groupDir, EventsStream)
+			}
 		}
 	}
 	stateCfg := jetstream.KeyValueConfig{
@@ -461,6 +510,9 @@ func (s *Store) ensure(ctx context.Context, cfg Config, fresh bool) error {
 		return fmt.Errorf("create MPPS step bucket: %w", err)
 	}
 	s.mpps = mpps
+	if s.groupDir != "" {
+		s.mppsSync = newBlockSyncer(s.groupDir, "KV_"+MPPSBucket)
+	}
 	obs, err := s.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
 		Bucket:      SnapshotBucket,
 		Description: "radbridge mapper snapshots (the state at an ingest sequence)",

@@ -6,6 +6,7 @@
 //	hl7load -addr 127.0.0.1:2575 -conns 4 -n 20000 -duration 30s
 //	hl7load -serve-ackonly 127.0.0.1:2576   # baseline: constant ACK, no parsing
 //	hl7load -serve-noop 127.0.0.1:2577      # radbridge's receiver, handler that stores nothing
+//	hl7load -fsync-dir /data/tmp -n 5000    # the disk's raw write+fsync rate (baseline for durable ingest)
 //
 // Servers stop after -duration. Use only loopback addresses.
 package main
@@ -39,6 +40,7 @@ func main() {
 	file := flag.String("file", "", "HL7 message to send (default: a built-in ORU^R01); its MSH-10 is replaced")
 	ackOnly := flag.String("serve-ackonly", "", "serve a constant ACK on this address instead of sending")
 	noop := flag.String("serve-noop", "", "serve radbridge's receiver with a no-op handler on this address instead of sending")
+	fsyncDir := flag.String("fsync-dir", "", "measure the raw write+fsync rate of -n appends of 0.4 KB to a file in this directory instead of sending")
 	flag.Parse()
 
 	ctx, cancel := context.WithTimeout(context.Background(), *dur)
@@ -49,6 +51,8 @@ func main() {
 		err = serveAckOnly(ctx, *ackOnly)
 	case *noop != "":
 		err = serveNoop(ctx, *noop)
+	case *fsyncDir != "":
+		err = rawFsync(ctx, *fsyncDir, *n)
 	default:
 		err = run(ctx, *addr, *conns, *n, *file)
 	}
@@ -239,4 +243,34 @@ func serveNoop(ctx context.Context, addr string) error {
 	st := srv.Stats()
 	fmt.Printf("messages %d acks %v discarded %d connections %d\n", st.Messages, st.Acks, st.DiscardedBytes, st.Connections)
 	return err
+}
+
+// rawFsync appends n records of 0.4 KB (an HL7 message's size) to a new
+// file in dir, each followed by fsync, and prints the rate: the floor of a
+// durable append on that disk, one record per fsync.
+func rawFsync(ctx context.Context, dir string, n int) error {
+	f, err := os.CreateTemp(dir, "rawfsync-*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(f.Name())
+	defer f.Close()
+	rec := bytes.Repeat([]byte("x"), 400)
+	lat := make([]time.Duration, 0, n)
+	start := time.Now()
+	for i := 0; i < n && ctx.Err() == nil; i++ {
+		t := time.Now()
+		if _, err := f.Write(rec); err != nil {
+			return err
+		}
+		if err := f.Sync(); err != nil {
+			return err
+		}
+		lat = append(lat, time.Since(t))
+	}
+	el := time.Since(start)
+	slices.Sort(lat)
+	pct := func(p float64) time.Duration { return lat[min(len(lat)-1, int(p*float64(len(lat))))] }
+	fmt.Printf("raw write+fsync: %d appends in %v: %.0f fsyncs/s / latency p50 %v p99 %v\n", len(lat), el.Round(time.Millisecond), float64(len(lat))/el.Seconds(), pct(0.50), pct(0.99))
+	return nil
 }

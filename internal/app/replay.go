@@ -82,7 +82,7 @@ func replayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int
 	}
 	st, err := store.Open(ctx, store.Config{
 		DataDir: cfg.DataDir, NATSURL: cfg.NATSURL, Replicas: cfg.NATSReplicas,
-		SyncAlways: cfg.Fsync, DuplicateWindow: cfg.DuplicateWindow, Logger: log,
+		SyncAlways: cfg.Fsync, GroupCommit: cfg.GroupCommit, DuplicateWindow: cfg.DuplicateWindow, Logger: log,
 		EventsMaxAge: cfg.EventsMaxAge, EventsMaxBytes: cfg.EventsMaxBytes,
 		TLS: natsTLS, CredsFile: cfg.NATSCredsFile,
 		SeenMaxAge: store.SeenMaxAge(cfg.DedupHorizon), // the mapper's dedup keys

@@ -31,6 +31,8 @@ type Config struct {
 	NATSReplicas    int
 	Fsync           bool
 	DuplicateWindow time.Duration
+	// GroupCommit: with Fsync, ingest appends share fsyncs (issue 16).
+	GroupCommit bool
 
 	GRPCAddr string
 	HTTPAddr string
@@ -195,6 +197,7 @@ func (c *Config) FlagSet(name string) *flag.FlagSet {
 	fs.StringVar(&c.NATSURL, "nats-url", "", "external NATS JetStream URL(s), comma-separated; empty runs JetStream embedded")
 	fs.IntVar(&c.NATSReplicas, "nats-replicas", 1, "stream replicas on an external JetStream cluster (1-5)")
 	fs.BoolVar(&c.Fsync, "fsync", true, "fsync every write before acknowledging it (embedded store); false trades durability on power loss for throughput")
+	fs.BoolVar(&c.GroupCommit, "group-commit", true, "with --fsync on the embedded store: concurrent ingest appends share one fsync (group commit), each acknowledged only once its own record is durable; events are fsynced per append, read models and other state every second and before each snapshot; false fsyncs every write on its own")
 	fs.DurationVar(&c.DuplicateWindow, "duplicate-window", 10*time.Minute, "how long the ingest log deduplicates resent observations by key (the mapper ignores older repeats too)")
 	fs.StringVar(&c.GRPCAddr, "grpc-addr", DefaultGRPCAddr, "gRPC listen address (loopback by default; :9090 listens on every interface, which needs --auth); empty turns the plain-text listener off")
 	fs.StringVar(&c.HTTPAddr, "http-addr", DefaultHTTPAddr, "HTTP listen address (REST, WebSocket, health; loopback by default; :8080 listens on every interface, which needs --auth); empty turns the plain-text listener off")
