@@ -1,6 +1,7 @@
 package mapper
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -73,9 +74,11 @@ type Resolve struct {
 // now, that the caller may see (may; an item about several patients is
 // shown when the caller may see one of them, naming only those). Dead
 // letters are not in the state: the caller adds them.
-func (m *Mapper) Exceptions(now time.Time, rules ExceptionRules, may func(string) bool) []Exception {
-	m.stateMu.Lock()
-	defer m.stateMu.Unlock()
+func (m *Mapper) Exceptions(ctx context.Context, now time.Time, rules ExceptionRules, may func(string) bool) ([]Exception, error) {
+	if err := m.lockStateCtx(ctx); err != nil {
+		return nil, err
+	}
+	defer m.unlockState()
 	s := m.state
 	out := []Exception{}
 	orderOf := func(pid, acc, uid string) bool { // a joinable order of the patient
@@ -205,7 +208,7 @@ func (m *Mapper) Exceptions(now time.Time, rules ExceptionRules, may func(string
 		}
 		out = append(out, e)
 	}
-	return out
+	return out, nil
 }
 
 func hasRef(refs []ResourceRef, typ, pid string) bool {

@@ -1,6 +1,7 @@
 package mapper
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -138,9 +139,11 @@ type ReportExplanation struct {
 // left out (a note says so without naming the patient). Explain reads
 // only what is in memory: a patient evicted to the archive is not
 // explained until an observation reloads it.
-func (m *Mapper) Explain(q ExplainQuery, now time.Time, may func(patient string) bool) *Explanation {
-	m.stateMu.Lock()
-	defer m.stateMu.Unlock()
+func (m *Mapper) Explain(ctx context.Context, q ExplainQuery, now time.Time, may func(patient string) bool) (*Explanation, error) {
+	if err := m.lockStateCtx(ctx); err != nil {
+		return nil, err
+	}
+	defer m.unlockState()
 	s := m.state
 	e := &Explanation{AppliedSequence: s.Applied, Studies: []StudyExplanation{}, Orders: []OrderExplanation{}, Reports: []ReportExplanation{}, Notes: []string{}}
 	x := &explainer{s: s, e: e, now: now, may: may, studies: map[string]bool{}, orders: map[string]bool{}, reports: map[string]bool{}}
@@ -176,7 +179,7 @@ func (m *Mapper) Explain(q ExplainQuery, now time.Time, may func(patient string)
 		}
 	case q.Patient != "":
 		if !may(q.Patient) {
-			return e
+			return e, nil
 		}
 		for _, uid := range sortedMapKeys(s.Studies) {
 			if st := s.Studies[uid]; studyPatient(st) == q.Patient {
@@ -200,7 +203,7 @@ func (m *Mapper) Explain(q ExplainQuery, now time.Time, may func(patient string)
 	if x.hidden > 0 {
 		e.Notes = append(e.Notes, fmt.Sprintf("%d resources of patients this token may not read are left out", x.hidden))
 	}
-	return e
+	return e, nil
 }
 
 type explainer struct {

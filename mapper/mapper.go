@@ -193,9 +193,12 @@ type Mapper struct {
 	stats   Stats
 	pending int // len(state.Timers) after the last apply, under mu
 
-	// stateMu guards state while a record is applied and while Explain
-	// or Exceptions read it.
-	stateMu sync.Mutex
+	// stateSem (one token) guards state while a record is applied and
+	// while Explain, Exceptions or CheckReconcile read it. Readers wait
+	// for it only as long as their context allows: an apply can take
+	// long (it retries while the store refuses writes), and /metrics or
+	// an operator's question must not hang behind it.
+	stateSem chan struct{}
 
 	pubStats  Stats    // stats as of the last applied record (guarded by mu)
 	seen      *seenSet // observation keys (see SeenStore)
@@ -244,13 +247,14 @@ func New(cfg Config) *Mapper {
 		cfg.SnapshotInterval = 5 * time.Minute
 	}
 	return &Mapper{
-		cfg:     cfg,
-		log:     cfg.Logger.With("component", "mapper"),
-		state:   NewState(),
-		seen:    newSeenSet(cfg.Seen),
-		wake:    make(chan struct{}),
-		recent:  map[uint64][][]byte{},
-		timerCh: make(chan *ingest.Timer, 1),
+		cfg:      cfg,
+		log:      cfg.Logger.With("component", "mapper"),
+		state:    NewState(),
+		seen:     newSeenSet(cfg.Seen),
+		wake:     make(chan struct{}),
+		recent:   map[uint64][][]byte{},
+		timerCh:  make(chan *ingest.Timer, 1),
+		stateSem: make(chan struct{}, 1),
 	}
 }
 
@@ -312,14 +316,14 @@ func (m *Mapper) run(ctx context.Context, o runOpts) (*run, error) {
 		return nil, fmt.Errorf("mapper start: %w", err)
 	}
 	pos := Position{NextSeq: 1}
-	m.stateMu.Lock()
+	m.lockState()
 	if snap != nil {
 		pos = snap.Position
 		m.state = snap.State
 	} else {
 		m.state = NewState()
 	}
-	m.stateMu.Unlock()
+	m.unlockState()
 	// Keys added by an earlier run may not be stored yet; they are added
 	// again by the replay (sightings are unions, so nothing is lost).
 	m.seen = newSeenSet(m.cfg.Seen)
@@ -480,8 +484,8 @@ func (r *run) finishReplay(ctx context.Context) {
 func (r *run) apply(rec ingest.Record) error {
 	m := r.m
 	ctx := r.ctx
-	m.stateMu.Lock()
-	defer m.stateMu.Unlock()
+	m.lockState()
+	defer m.unlockState()
 	started, replay := time.Now(), !r.done
 	dup, err := m.checkSeen(ctx, rec)
 	if err != nil {
@@ -995,4 +999,22 @@ func toStruct(res map[string]any) *structpb.Struct {
 		return nil
 	}
 	return st
+}
+
+// ErrBusy: the mapper's state was not free within the caller's context (a
+// record is being applied, e.g. retried while the store refuses writes).
+var ErrBusy = errors.New("the mapper is busy applying a record (if this lasts, see /readyz: the store may be refusing writes)")
+
+func (m *Mapper) lockState()   { m.stateSem <- struct{}{} }
+func (m *Mapper) unlockState() { <-m.stateSem }
+
+// lockStateCtx takes the state for a reader, or fails with ErrBusy when
+// ctx ends first.
+func (m *Mapper) lockStateCtx(ctx context.Context) error {
+	select {
+	case m.stateSem <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return ErrBusy
+	}
 }

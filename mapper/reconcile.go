@@ -1,6 +1,7 @@
 package mapper
 
 import (
+	"context"
 	"fmt"
 	"slices"
 
@@ -147,9 +148,11 @@ func (s *State) findOrder(pid, id string) *OrderState {
 // state (nil: it can): the study must be known (in memory), a link's
 // order must be one of the study's patient's, a move must change the
 // patient.
-func (m *Mapper) CheckReconcile(r ingest.Reconcile) error {
-	m.stateMu.Lock()
-	defer m.stateMu.Unlock()
+func (m *Mapper) CheckReconcile(ctx context.Context, r ingest.Reconcile) error {
+	if err := m.lockStateCtx(ctx); err != nil {
+		return err
+	}
+	defer m.unlockState()
 	st := m.state.Studies[r.Study]
 	if st == nil {
 		return fmt.Errorf("no study %s is known (or its patient is not in memory)", r.Study)

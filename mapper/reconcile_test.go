@@ -69,7 +69,10 @@ func TestReconcileLinkUnlinkEnteredInError(t *testing.T) {
 	h.orderACC77()
 	h.store(ctInstance(1)) // accession ACC42: no order
 	h.settleQuiet()
-	ex := h.m.Exceptions(time.Now().Add(time.Hour), mapper.ExceptionRules{UnorderedAfter: time.Minute, OrderGrace: time.Minute}, func(string) bool { return true })
+	ex, err := h.m.Exceptions(t.Context(), time.Now().Add(time.Hour), mapper.ExceptionRules{UnorderedAfter: time.Minute, OrderGrace: time.Minute}, func(string) bool { return true })
+	if err != nil {
+		t.Fatal(err)
+	}
 	kinds := map[string]int{}
 	for _, e := range ex {
 		kinds[e.Kind]++
@@ -107,7 +110,10 @@ func TestReconcileLinkUnlinkEnteredInError(t *testing.T) {
 	if len(evs) != 1 || evs[0].Type != rbv1.EventType_IMAGING_STUDY_UPDATED || basedOn(evs[0]) != "" {
 		t.Fatalf("unlink: %v", evs)
 	}
-	e := h.m.Explain(mapper.ExplainQuery{Study: studyUID}, time.Now(), func(string) bool { return true })
+	e, err := h.m.Explain(t.Context(), mapper.ExplainQuery{Study: studyUID}, time.Now(), func(string) bool { return true })
+	if err != nil {
+		t.Fatal(err)
+	}
 	if len(e.Studies) != 1 || e.Studies[0].Order.WhyNot != "unlinked by an operator" || len(e.Studies[0].Actions) != 2 || e.Studies[0].Actions[0].Actor != "alice" {
 		t.Errorf("explained after unlink: %+v", e.Studies)
 	}
@@ -128,10 +134,10 @@ func TestReconcileLinkUnlinkEnteredInError(t *testing.T) {
 			t.Errorf("after entered-in-error: %v %q", ev.Type, ev.Message)
 		}
 	}
-	if err := h.m.CheckReconcile(ingest.Reconcile{Action: ingest.ReconcileEnteredInError, Study: studyUID}); err == nil {
+	if err := h.m.CheckReconcile(t.Context(), ingest.Reconcile{Action: ingest.ReconcileEnteredInError, Study: studyUID}); err == nil {
 		t.Error("CheckReconcile accepts a second entered-in-error")
 	}
-	if err := h.m.CheckReconcile(ingest.Reconcile{Action: ingest.ReconcileMove, Study: "1.2.3.404", Patient: "X"}); err == nil {
+	if err := h.m.CheckReconcile(t.Context(), ingest.Reconcile{Action: ingest.ReconcileMove, Study: "1.2.3.404", Patient: "X"}); err == nil {
 		t.Error("CheckReconcile accepts an unknown study")
 	}
 }

@@ -125,15 +125,24 @@ func (d *Daemon) explainHandler(a auth.Authenticator) http.Handler {
 			jsonError(w, http.StatusServiceUnavailable, "this process does not map (a follower of a cluster): ask the mapper leader (radbridge status names it)")
 			return
 		}
-		res := d.explain(r.Context(), m, q, pr)
+		ctx, cancel := context.WithTimeout(r.Context(), mapperWait)
+		defer cancel()
+		res, err := d.explain(ctx, m, q, pr)
+		if err != nil {
+			busy(w, err)
+			return
+		}
 		writeJSON(w, http.StatusOK, res)
 	})
 }
 
 // explain builds the answer: the mapper's explanation plus the events and
 // dead letters concerning it.
-func (d *Daemon) explain(ctx context.Context, m *mapper.Mapper, q mapper.ExplainQuery, pr *auth.Principal) ExplainResponse {
-	e := m.Explain(q, time.Now(), pr.MayRead)
+func (d *Daemon) explain(ctx context.Context, m *mapper.Mapper, q mapper.ExplainQuery, pr *auth.Principal) (ExplainResponse, error) {
+	e, err := m.Explain(ctx, q, time.Now(), pr.MayRead)
+	if err != nil {
+		return ExplainResponse{}, err
+	}
 	res := ExplainResponse{Explanation: e, Events: []ExplainEvent{}, DeadLetters: []mapper.DeadLetter{}}
 	studies, accs, ids := map[string]bool{}, map[string]bool{}, map[string]bool{}
 	var patients []string
@@ -192,7 +201,7 @@ func (d *Daemon) explain(ctx context.Context, m *mapper.Mapper, q mapper.Explain
 	slices.SortFunc(res.Events, func(a, b ExplainEvent) int { return int(a.Sequence) - int(b.Sequence) })
 	res.Events = slices.CompactFunc(res.Events, func(a, b ExplainEvent) bool { return a.Sequence == b.Sequence })
 	res.DeadLetters = d.deadLettersAbout(ctx, studies, accs, patients)
-	return res
+	return res, nil
 }
 
 func explainEvent(ev *rbv1.Event) ExplainEvent {

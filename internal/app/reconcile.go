@@ -10,6 +10,7 @@ import (
 	"mime"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -43,9 +44,13 @@ func (d *Daemon) exceptionRules() mapper.ExceptionRules {
 
 // exceptions lists the worklist as pr may see it: the mapper's items of
 // its patients and, for an unrestricted client, the dead letters.
-func (d *Daemon) exceptions(ctx context.Context, m *mapper.Mapper, pr *auth.Principal) ExceptionsResponse {
+func (d *Daemon) exceptions(ctx context.Context, m *mapper.Mapper, pr *auth.Principal) (ExceptionsResponse, error) {
 	res := ExceptionsResponse{AppliedSequence: m.Applied(), Counts: map[string]int{}}
-	res.Items = m.Exceptions(time.Now(), d.exceptionRules(), pr.MayRead)
+	items, err := m.Exceptions(ctx, time.Now(), d.exceptionRules(), pr.MayRead)
+	if err != nil {
+		return res, err
+	}
+	res.Items = items
 	if !pr.Restricted() {
 		if dls, err := d.store.DeadLetters().DeadLetters(ctx); err == nil {
 			for _, dl := range dls {
@@ -64,7 +69,17 @@ func (d *Daemon) exceptions(ctx context.Context, m *mapper.Mapper, pr *auth.Prin
 	for _, it := range res.Items {
 		res.Counts[it.Kind]++
 	}
-	return res
+	return res, nil
+}
+
+// mapperWait bounds how long a question to the mapper (explain, the
+// worklist, a correction's check) waits for the record being applied.
+const mapperWait = 5 * time.Second
+
+// busy answers 503 when the mapper's state stayed busy (mapper.ErrBusy).
+func busy(w http.ResponseWriter, err error) {
+	w.Header().Set("Retry-After", "5")
+	jsonError(w, http.StatusServiceUnavailable, err.Error())
 }
 
 // exceptionsHandler serves GET /v1/exceptions to any authenticated client
@@ -84,7 +99,14 @@ func (d *Daemon) exceptionsHandler(a auth.Authenticator) http.Handler {
 			jsonError(w, http.StatusServiceUnavailable, "this process does not map (a follower of a cluster): ask the mapper leader (radbridge status names it)")
 			return
 		}
-		writeJSON(w, http.StatusOK, d.exceptions(r.Context(), m, pr))
+		ctx, cancel := context.WithTimeout(r.Context(), mapperWait)
+		defer cancel()
+		res, err := d.exceptions(ctx, m, pr)
+		if err != nil {
+			busy(w, err)
+			return
+		}
+		writeJSON(w, http.StatusOK, res)
 	})
 }
 
@@ -151,7 +173,14 @@ func (d *Daemon) reconcileHandler(a auth.Authenticator, log *slog.Logger, ingest
 				jsonError(w, http.StatusBadRequest, err.Error())
 				return
 			}
-			if err := m.CheckReconcile(rc); err != nil {
+			ctx, cancel := context.WithTimeout(r.Context(), mapperWait)
+			err := m.CheckReconcile(ctx, rc)
+			cancel()
+			if errors.Is(err, mapper.ErrBusy) {
+				busy(w, err)
+				return
+			}
+			if err != nil {
 				jsonError(w, http.StatusConflict, err.Error())
 				return
 			}
@@ -223,6 +252,11 @@ func (d *Daemon) deadLetter(ctx context.Context, seq uint64) (mapper.DeadLetter,
 type exceptionsCollector struct {
 	d    *Daemon
 	desc *prometheus.Desc
+	// last are the counts of the last scrape that could read the state:
+	// a scrape while the mapper is busy (e.g. retrying while the store
+	// refuses writes) reports them instead of hanging.
+	mu   sync.Mutex
+	last map[string]int
 }
 
 func newExceptionsCollector(d *Daemon) *exceptionsCollector {
@@ -238,10 +272,15 @@ func (c *exceptionsCollector) Collect(ch chan<- prometheus.Metric) {
 	if m == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	res := c.d.exceptions(ctx, m, &auth.Principal{Subject: "metrics"})
+	res, err := c.d.exceptions(ctx, m, &auth.Principal{Subject: "metrics"})
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err == nil {
+		c.last = res.Counts
+	}
 	for _, k := range mapper.ExceptionKinds {
-		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(res.Counts[k]), k)
+		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(c.last[k]), k)
 	}
 }

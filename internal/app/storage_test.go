@@ -107,7 +107,7 @@ func TestStorageHealth(t *testing.T) {
 		t.Errorf("radbridge status: exit %d\n%s; want not ready with the reason", code, out)
 	}
 	if m := metricsText(t, base); !strings.Contains(m, "radbridge_store_writes_refused 1") {
-		t.Errorf("/metrics while writes are refused: no radbridge_store_writes_refused 1")
+		t.Errorf("/metrics while writes are refused: no radbridge_store_writes_refused 1 in\n%.2000s", m)
 	}
 
 	// The operator frees space: ready again, writes accepted, no restart.
