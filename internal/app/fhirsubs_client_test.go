@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -73,6 +74,7 @@ await new Promise(r => server.listen(0, '127.0.0.1', r));
 const client = new Client({ baseUrl: process.env.BASE });
 const created = await client.create({ resourceType: 'Subscription', body: {
   resourceType: 'Subscription', status: 'requested', reason: 'orders of one patient',
+  extension: [{ url: 'https://radbridge.dev/fhir/StructureDefinition/subscription-hmac-secret', valueString: process.env.HMAC_SECRET }],
   criteria: 'https://radbridge.dev/fhir/SubscriptionTopic/imaging-order-placed',
   _criteria: { extension: [{ url: 'http://hl7.org/fhir/uv/subscriptions-backport/StructureDefinition/backport-filter-criteria', valueString: 'ServiceRequest?patient=Patient/' + process.env.PATIENT }] },
   channel: { type: 'rest-hook', endpoint: 'http://127.0.0.1:' + server.address().port + '/hook', payload: 'application/fhir+json',
@@ -96,6 +98,9 @@ out.answers.events = read(events);
 const again = await client.read({ resourceType: 'Subscription', id: created.id });
 check('read', again);
 out.answers.read = again;
+const mine = await client.search({ resourceType: 'Subscription', searchParams: { status: 'active' } });
+check('search', mine);
+out.answers.search = mine;
 server.close();
 console.log(JSON.stringify(out));
 process.exit(0);
@@ -113,6 +118,7 @@ type subsClientResult struct {
 	Invalid       []json.RawMessage
 	Answers       struct {
 		Created, Read    map[string]any
+		Search           json.RawMessage
 		Status, Events   subsClientNotification
 		StatusBundleType string
 	}
@@ -124,25 +130,28 @@ type subsClientResult struct {
 // R4 JSON) receives the rest-hook notifications of orders placed over MLLP:
 // every one is a valid R4 history Bundle whose first entry is the
 // SubscriptionStatus Parameters, the event numbers run 1..n in order, and
-// $status and $events agree.
+// $status and $events agree. channel.header values and the HMAC secret are
+// never returned nor logged.
 func TestFHIRSubscriptionWithAFHIRClient(t *testing.T) {
 	bin := needPeer(t, "mllp_send")
 	kit := fhirClient(t)
 	validator := npmPackage(t, fhirValidatorPackage, "fhir")
 	dir := t.TempDir()
-	d := startDaemon(t, filepath.Join(dir, "data"), "--fhir-rest-hook-allow", "127.0.0.1")
+	logs := &lockedBuf{}
+	d := startDaemonLog(t, filepath.Join(dir, "data"), slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+		"--fhir-rest-hook-allow", "127.0.0.1")
 	script := filepath.Join(dir, "subs.mjs")
 	if err := os.WriteFile(script, []byte(fhirSubsClientScript), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	const n, patient, hookSecret = 4, "MRN-NODE1", "hook-credential-0123456789"
+	const n, patient, hookSecret, hmacSecret = 4, "MRN-NODE1", "hook-credential-0123456789", "hmac-secret-abcdefghijklmnop"
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "node", script)
 	cmd.Env = append(os.Environ(),
 		"FHIR_KIT=file://"+filepath.Join(kit, "node_modules", "fhir-kit-client", "dist", "index.js"),
 		"FHIR_JS="+filepath.Join(validator, "node_modules", "fhir"),
-		"BASE=http://"+d.HTTPAddr()+"/fhir", "PATIENT="+patient, "WANT="+fmt.Sprint(n), "HOOK_SECRET="+hookSecret)
+		"BASE=http://"+d.HTTPAddr()+"/fhir", "PATIENT="+patient, "WANT="+fmt.Sprint(n), "HOOK_SECRET="+hookSecret, "HMAC_SECRET="+hmacSecret)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	stdout, err := cmd.StdoutPipe()
@@ -218,5 +227,25 @@ func TestFHIRSubscriptionWithAFHIRClient(t *testing.T) {
 	}
 	if r.Answers.Created["id"] != ready.Ready || r.Answers.Read["status"] != "active" {
 		t.Errorf("created %v, read back %v", r.Answers.Created, r.Answers.Read)
+	}
+
+	// channel.header values and the HMAC secret are never returned (the
+	// header name is, with the value masked) and never logged.
+	for what, ans := range map[string]any{"create": r.Answers.Created, "read": r.Answers.Read, "search": r.Answers.Search} {
+		b, _ := json.Marshal(ans)
+		if strings.Contains(string(b), hookSecret) || strings.Contains(string(b), hmacSecret) {
+			t.Errorf("%s answer shows a secret: %s", what, b)
+		}
+		if !strings.Contains(string(b), `"header":["Authorization: ***"]`) {
+			t.Errorf("%s answer without the masked channel.header: %s", what, b)
+		}
+	}
+	if !strings.Contains(string(r.Answers.Search), ready.Ready) {
+		t.Errorf("search does not find the subscription: %s", r.Answers.Search)
+	}
+	if l := logs.String(); strings.Contains(l, hookSecret) || strings.Contains(l, hmacSecret) {
+		t.Errorf("the log shows a secret:\n%s", l)
+	} else if !strings.Contains(l, ready.Ready) {
+		t.Errorf("the log does not name the subscription (is it captured?):\n%s", l)
 	}
 }
