@@ -249,3 +249,62 @@ func TestFHIRSubscriptionWithAFHIRClient(t *testing.T) {
 		t.Errorf("the log does not name the subscription (is it captured?):\n%s", l)
 	}
 }
+
+// TestFHIRSubscriptionCaps: one token subject owns at most
+// --fhir-subscriptions-per-subject subscriptions and radbridge holds at
+// most --fhir-subscriptions-max; one more is a 429 OperationOutcome saying
+// which cap, until one is deleted. A search returns only the caller's,
+// at most _count of them, with the total.
+func TestFHIRSubscriptionCaps(t *testing.T) {
+	dir := t.TempDir()
+	tokens := filepath.Join(dir, "tokens")
+	const a, b = "caps-a-0123456789abcdef", "caps-b-0123456789abcdef"
+	if err := os.WriteFile(tokens, []byte(a+" ward-a\n"+b+" ward-b\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, filepath.Join(dir, "data"), "--auth", "tokens", "--auth-tokens-file", tokens,
+		"--fhir-subscriptions-per-subject", "2", "--fhir-subscriptions-max", "3")
+	base := "http://" + d.HTTPAddr()
+	sub := subscriptionJSON("imaging-order-placed", "websocket", "", "id-only", "ServiceRequest?patient=Patient/MRN-CAPS")
+	refused := func(token, want string) {
+		t.Helper()
+		code, oo := fhirDo(t, "POST", base+"/fhir/Subscription", token, sub)
+		msg, _ := json.Marshal(oo)
+		if code != 429 || oo["resourceType"] != "OperationOutcome" || !strings.Contains(string(msg), want) {
+			t.Errorf("create over the cap: %d %s, want 429 naming %s", code, msg, want)
+		}
+	}
+	a1 := createSubscription(t, base, a, sub)
+	a2 := createSubscription(t, base, a, sub)
+	refused(a, "--fhir-subscriptions-per-subject")
+	createSubscription(t, base, b, sub)
+	refused(b, "--fhir-subscriptions-max")
+
+	code, m := fhirDo(t, "GET", base+"/fhir/Subscription?_count=1", a, "")
+	if ids := fhirIDs(m); code != 200 || m["total"] != float64(2) || len(ids) != 1 || (ids[0] != a1 && ids[0] != a2) {
+		t.Errorf("search _count=1: %d total %v ids %v", code, m["total"], ids)
+	}
+	code, m = fhirDo(t, "GET", base+"/fhir/Subscription", b, "")
+	if ids := fhirIDs(m); code != 200 || m["total"] != float64(1) || len(ids) != 1 || ids[0] == a1 || ids[0] == a2 {
+		t.Errorf("search by the other subject: %d total %v ids %v", code, m["total"], ids)
+	}
+	if code, _ := fhirDo(t, "GET", base+"/fhir/Subscription?_count=x", a, ""); code != 400 {
+		t.Errorf("_count=x: %d, want 400", code)
+	}
+
+	if code, _ := fhirDo(t, "DELETE", base+"/fhir/Subscription/"+a1, a, ""); code != 204 {
+		t.Fatalf("DELETE: %d", code)
+	}
+	// The delete frees a place (the bucket watch may take a moment).
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		code, m := fhirDo(t, "POST", base+"/fhir/Subscription", a, sub)
+		if code == 201 {
+			break
+		}
+		if code != 429 || time.Now().After(deadline) {
+			t.Fatalf("create after a delete: %d %v", code, m)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
