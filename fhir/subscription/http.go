@@ -80,7 +80,22 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.Serv
 // Run follows the subscription bucket (who owns which subscription, for
 // the caps and for search) until ctx ends. Creates and searches wait for
 // it.
-func (h *Handler) Run(ctx context.Context) error { return h.owners.run(ctx, h.cfg.Store) }
+func (h *Handler) Run(ctx context.Context) error {
+	for n := 1; ; n++ {
+		err := h.owners.run(ctx, h.cfg.Store)
+		if ctx.Err() != nil {
+			return nil
+		}
+		h.cfg.Logger.Warn("following the subscription bucket; retrying", "component", "fhir-subscription", "err", err)
+		t := time.NewTimer(min(time.Duration(n)*time.Second, 30*time.Second))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
 
 // waitOwners waits (at most 10 s) until Run has read the bucket.
 func (h *Handler) waitOwners(w http.ResponseWriter, r *http.Request) bool {

@@ -3,6 +3,7 @@ package subscription
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -26,34 +27,47 @@ func newOwners() *owners {
 	return &owners{ready: make(chan struct{}), owner: map[string]string{}, bySubject: map[string]map[string]struct{}{}}
 }
 
-// run follows the bucket until ctx ends.
+// run follows the bucket until ctx ends or the watch fails. It builds
+// the index afresh and swaps it in once the bucket's contents are in.
 func (o *owners) run(ctx context.Context, s *Store) error {
 	watch, err := s.kv.Watch(ctx, "sub.*")
 	if err != nil {
 		return fmt.Errorf("watch subscriptions: %w", err)
 	}
 	defer watch.Stop()
+	fresh := newOwners()
+	cur := fresh // where updates go: fresh until the initial values are in
 	for {
 		var ent jetstream.KeyValueEntry
+		var ok bool
 		select {
 		case <-ctx.Done():
 			return nil
-		case ent = <-watch.Updates():
+		case ent, ok = <-watch.Updates():
+		}
+		if !ok {
+			return errors.New("watch subscriptions: ended")
 		}
 		if ent == nil {
-			o.readyOnce.Do(func() { close(o.ready) })
+			if cur == fresh {
+				o.mu.Lock()
+				o.owner, o.bySubject = fresh.owner, fresh.bySubject
+				o.mu.Unlock()
+				cur = o
+				o.readyOnce.Do(func() { close(o.ready) })
+			}
 			continue
 		}
 		id := strings.TrimPrefix(ent.Key(), "sub.")
 		if ent.Operation() != jetstream.KeyValuePut {
-			o.remove(id)
+			cur.remove(id)
 			continue
 		}
 		var st struct {
 			Owner string `json:"owner"`
 		}
 		if json.Unmarshal(ent.Value(), &st) == nil {
-			o.add(id, st.Owner)
+			cur.add(id, st.Owner)
 		}
 	}
 }
