@@ -111,7 +111,7 @@ func BenchmarkFHIRSubscriptionLatency(b *testing.B) {
 }
 
 func benchFHIRSubs(b *testing.B, n int, same bool) {
-	d := startAppDaemon(b, "--hl7-patient-authority", "BENCH", "--fhir-rest-hook-allow", "127.0.0.1")
+	d := startAppDaemon(b, "--hl7-patient-authority", "BENCH", "--fhir-rest-hook-allow", "127.0.0.1", "--fhir-subscriptions-per-subject", "2000")
 	base := "http://" + d.HTTPAddr()
 	hook := newArrivals()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {

@@ -53,7 +53,11 @@ type Config struct {
 	TokenTTL time.Duration
 	// WriteTimeout bounds one websocket write (10 s).
 	WriteTimeout time.Duration
-	Logger       *slog.Logger
+	// MaxPerSubject and MaxTotal cap the subscriptions one token subject
+	// may own and the bucket holds (defaults 100 and 10,000): a create
+	// over a cap is a 429 OperationOutcome.
+	MaxPerSubject, MaxTotal int
+	Logger                  *slog.Logger
 }
 
 func (c *Config) defaults() {
@@ -71,6 +75,12 @@ func (c *Config) defaults() {
 	}
 	if c.WriteTimeout <= 0 {
 		c.WriteTimeout = 10 * time.Second
+	}
+	if c.MaxPerSubject <= 0 {
+		c.MaxPerSubject = 100
+	}
+	if c.MaxTotal <= 0 {
+		c.MaxTotal = 10000
 	}
 	if c.Logger == nil {
 		c.Logger = slog.New(slog.DiscardHandler)

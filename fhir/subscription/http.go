@@ -11,6 +11,7 @@ import (
 	"net/url"
 	"slices"
 	"strconv"
+	"sync"
 	"time"
 
 	"radbridge/auth"
@@ -28,12 +29,23 @@ const (
 // maxEventsPerQuery bounds the events one $events answer carries.
 const maxEventsPerQuery = 100
 
+// Search page sizes (_count): the default and the most.
+const (
+	defaultSearchCount = 100
+	maxSearchCount     = 1000
+)
+
 // Handler is the HTTP front of FHIR Subscriptions.
 type Handler struct {
 	cfg  Config
 	auth auth.Authenticator
 	mux  *http.ServeMux
 	now  func() time.Time
+	// owners knows who owns which subscription (Run follows the
+	// bucket); createMu makes a cap check and its create one step in
+	// this process.
+	owners   *owners
+	createMu sync.Mutex
 }
 
 // NewHandler returns the HTTP front; a authenticates callers (nil: none).
@@ -42,7 +54,7 @@ func NewHandler(cfg Config, a auth.Authenticator) *Handler {
 	if a == nil {
 		a = auth.None{}
 	}
-	h := &Handler{cfg: cfg, auth: a, mux: http.NewServeMux(), now: time.Now}
+	h := &Handler{cfg: cfg, auth: a, mux: http.NewServeMux(), now: time.Now, owners: newOwners()}
 	h.mux.HandleFunc("POST "+PathSubscription, h.create)
 	h.mux.HandleFunc("GET "+PathSubscription, h.search)
 	h.mux.HandleFunc("GET "+PathSubscription+"/{id}", h.read)
@@ -64,6 +76,37 @@ func (h *Handler) Routes() map[string]http.Handler {
 }
 
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) { h.mux.ServeHTTP(w, r) }
+
+// Run follows the subscription bucket (who owns which subscription, for
+// the caps and for search) until ctx ends. Creates and searches wait for
+// it.
+func (h *Handler) Run(ctx context.Context) error {
+	for n := 1; ; n++ {
+		err := h.owners.run(ctx, h.cfg.Store)
+		if ctx.Err() != nil {
+			return nil
+		}
+		h.cfg.Logger.Warn("following the subscription bucket; retrying", "component", "fhir-subscription", "err", err)
+		t := time.NewTimer(min(time.Duration(n)*time.Second, 30*time.Second))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return nil
+		case <-t.C:
+		}
+	}
+}
+
+// waitOwners waits (at most 10 s) until Run has read the bucket.
+func (h *Handler) waitOwners(w http.ResponseWriter, r *http.Request) bool {
+	ctx, cancel := context.WithTimeout(r.Context(), 10*time.Second)
+	defer cancel()
+	if err := h.owners.wait(ctx); err != nil {
+		WriteOutcome(w, http.StatusServiceUnavailable, "transient", "subscription store not read yet")
+		return false
+	}
+	return true
+}
 
 // WriteOutcome writes an OperationOutcome with one issue (severity error,
 // code an R4 IssueType code).
@@ -180,9 +223,29 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 		WriteOutcome(w, http.StatusServiceUnavailable, "transient", "event log unavailable")
 		return
 	}
+	if !h.waitOwners(w, r) {
+		return
+	}
 	now := h.now().UTC()
 	st := &Stored{ID: NewID(), Spec: *spec, Owner: p.Subject, Scope: p.Patients, Status: StatusRequested, Created: now, Updated: now, StartSeq: max(last, h.cfg.Hub.Head())}
-	if err := h.cfg.Store.Create(r.Context(), st); err != nil {
+	h.createMu.Lock()
+	mine, all := h.owners.counts(p.Subject)
+	if mine >= h.cfg.MaxPerSubject || all >= h.cfg.MaxTotal {
+		h.createMu.Unlock()
+		msg := fmt.Sprintf("this token's subject has %d subscriptions, the most allowed (--fhir-subscriptions-per-subject); delete one first", mine)
+		if mine < h.cfg.MaxPerSubject {
+			msg = fmt.Sprintf("radbridge holds %d subscriptions, the most allowed (--fhir-subscriptions-max); try again later", all)
+		}
+		w.Header().Set("Retry-After", "60")
+		WriteOutcome(w, http.StatusTooManyRequests, "throttled", msg)
+		return
+	}
+	err = h.cfg.Store.Create(r.Context(), st)
+	if err == nil {
+		h.owners.add(st.ID, st.Owner)
+	}
+	h.createMu.Unlock()
+	if err != nil {
 		WriteOutcome(w, http.StatusServiceUnavailable, "transient", "subscription not stored")
 		return
 	}
@@ -217,6 +280,7 @@ func (h *Handler) delete(w http.ResponseWriter, r *http.Request) {
 		WriteOutcome(w, http.StatusServiceUnavailable, "transient", "subscription not deleted")
 		return
 	}
+	h.owners.remove(st.ID)
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -227,24 +291,45 @@ func (h *Handler) search(w http.ResponseWriter, r *http.Request) {
 	}
 	q := r.URL.Query()
 	for k := range q {
-		if k != "status" && k != "_format" {
-			WriteOutcome(w, http.StatusBadRequest, "not-supported", fmt.Sprintf("search parameter %q is not supported (status)", k))
+		if k != "status" && k != "_format" && k != "_count" {
+			WriteOutcome(w, http.StatusBadRequest, "not-supported", fmt.Sprintf("search parameter %q is not supported (status, _count)", k))
 			return
 		}
 	}
-	all, err := h.cfg.Store.List(r.Context())
-	if err != nil {
-		WriteOutcome(w, http.StatusServiceUnavailable, "transient", "subscription store unavailable")
+	count := defaultSearchCount
+	if q.Has("_count") {
+		n, err := strconv.Atoi(q.Get("_count"))
+		if err != nil || n < 0 {
+			WriteOutcome(w, http.StatusBadRequest, "invalid", fmt.Sprintf("_count %q: want a number from 0 to %d", q.Get("_count"), maxSearchCount))
+			return
+		}
+		count = min(n, maxSearchCount)
+	}
+	if !h.waitOwners(w, r) {
 		return
 	}
+	// Only the caller's subscriptions are read (at most
+	// --fhir-subscriptions-per-subject), never the whole bucket.
 	entries := []any{}
-	for _, st := range all {
+	total := 0
+	for _, id := range h.owners.of(p.Subject) {
+		st, _, err := h.cfg.Store.Get(r.Context(), id)
+		if errors.Is(err, ErrNotFound) {
+			continue // deleted meanwhile
+		}
+		if err != nil {
+			WriteOutcome(w, http.StatusServiceUnavailable, "transient", "subscription store unavailable")
+			return
+		}
 		if !mayUse(p, st) || (q.Has("status") && q.Get("status") != st.Status) {
 			continue
 		}
-		entries = append(entries, map[string]any{"fullUrl": h.base(r) + "/Subscription/" + st.ID, "resource": st.Resource(), "search": map[string]any{"mode": "match"}})
+		total++
+		if len(entries) < count {
+			entries = append(entries, map[string]any{"fullUrl": h.base(r) + "/Subscription/" + st.ID, "resource": st.Resource(), "search": map[string]any{"mode": "match"}})
+		}
 	}
-	b, _ := json.Marshal(map[string]any{"resourceType": "Bundle", "id": uuid(), "type": "searchset", "total": len(entries), "entry": entries})
+	b, _ := json.Marshal(map[string]any{"resourceType": "Bundle", "id": uuid(), "type": "searchset", "total": total, "entry": entries})
 	writeFHIR(w, http.StatusOK, b)
 }
 

@@ -242,24 +242,6 @@ func (s *Store) PutCursor(ctx context.Context, id string, c *Cursor, rev uint64)
 	return r, nil
 }
 
-// List returns every subscription (bounded by the bucket; callers filter
-// by owner).
-func (s *Store) List(ctx context.Context) ([]*Stored, error) {
-	lister, err := s.kv.ListKeysFiltered(ctx, "sub.*")
-	if err != nil {
-		return nil, fmt.Errorf("list subscriptions: %w", err)
-	}
-	var out []*Stored
-	for k := range lister.Keys() {
-		st, _, err := s.Get(ctx, strings.TrimPrefix(k, "sub."))
-		if err != nil {
-			continue
-		}
-		out = append(out, st)
-	}
-	return out, nil
-}
-
 // WatchCursor follows subscription id's cursor.
 func (s *Store) WatchCursor(ctx context.Context, id string) (jetstream.KeyWatcher, error) {
 	return s.kv.Watch(ctx, curKey(id))

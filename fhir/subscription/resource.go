@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/textproto"
 	"net/url"
 	"strings"
@@ -363,8 +364,28 @@ func extInt(e extension, key string, lo, hi int) (int, error) {
 	return n, nil
 }
 
-// Resource renders stored subscription s as an R4 Subscription (the
-// secret left out).
+// MaskedValue replaces the value of every channel.header line in a
+// Subscription radbridge returns: the lines may carry credentials.
+const MaskedValue = "***"
+
+// maskHeaders returns the "Name: value" lines hs as "Name: ***".
+func maskHeaders(hs []string) []string {
+	out := make([]string, len(hs))
+	for i, h := range hs {
+		name, _, _ := strings.Cut(h, ":")
+		out[i] = strings.TrimSpace(name) + ": " + MaskedValue
+	}
+	return out
+}
+
+// LogValue keeps the secret and the channel.header values out of logs.
+func (s *Stored) LogValue() slog.Value {
+	return slog.GroupValue(slog.String("id", s.ID), slog.String("topic", s.Topic), slog.String("channel", s.ChannelType), slog.String("status", s.Status))
+}
+
+// Resource renders stored subscription s as an R4 Subscription, as every
+// answer shows it: the secret left out, each channel.header value
+// replaced by MaskedValue.
 func (s *Stored) Resource() map[string]any {
 	ch := map[string]any{"type": s.ChannelType, "payload": s.Payload,
 		"_payload": map[string]any{"extension": []any{map[string]any{"url": ExtContent, "valueCode": s.Content}}}}
@@ -378,7 +399,7 @@ func (s *Stored) Resource() map[string]any {
 		ch["endpoint"] = s.Endpoint
 	}
 	if len(s.Headers) > 0 {
-		ch["header"] = s.Headers
+		ch["header"] = maskHeaders(s.Headers)
 	}
 	r := map[string]any{
 		"resourceType": "Subscription",

@@ -241,6 +241,11 @@ func TestEmittedResourcesValid(t *testing.T) {
 	if strings.Contains(string(r), "secret") {
 		t.Errorf("the secret is shown: %s", r)
 	}
+	st.Headers = []string{"Authorization: Bearer hook-credential"}
+	r, _ = json.Marshal(st.Resource())
+	if strings.Contains(string(r), "hook-credential") || !strings.Contains(string(r), `"header":["Authorization: ***"]`) {
+		t.Errorf("channel.header not masked: %s", r)
+	}
 	w := httptest.NewRecorder()
 	WriteOutcome(w, 400, "invalid", "bad")
 	valid(t, "OperationOutcome", w.Body.Bytes())

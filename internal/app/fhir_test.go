@@ -30,6 +30,14 @@ const fhirClientPackage = "fhir-kit-client@2.0.3"
 // returns that directory.
 func fhirClient(t *testing.T) string {
 	t.Helper()
+	return npmPackage(t, fhirClientPackage, "fhir-kit-client")
+}
+
+// npmPackage installs pkg (name@exact-version) from npm into a cache
+// directory (once) and returns that directory; name is the package's
+// folder under node_modules.
+func npmPackage(t *testing.T, pkg, name string) string {
+	t.Helper()
 	npm := needPeer(t, "npm")
 	needPeer(t, "node")
 	dir := os.Getenv("RADBRIDGE_NPM_CACHE")
@@ -40,8 +48,8 @@ func fhirClient(t *testing.T) string {
 		}
 		dir = filepath.Join(base, "radbridge-test-npm")
 	}
-	dir = filepath.Join(dir, strings.NewReplacer("@", "-", "/", "-").Replace(fhirClientPackage))
-	if _, err := os.Stat(filepath.Join(dir, "node_modules", "fhir-kit-client", "package.json")); err == nil {
+	dir = filepath.Join(dir, strings.NewReplacer("@", "-", "/", "-").Replace(pkg))
+	if _, err := os.Stat(filepath.Join(dir, "node_modules", name, "package.json")); err == nil {
 		return dir
 	}
 	if err := os.MkdirAll(dir, 0o755); err != nil {
@@ -49,12 +57,12 @@ func fhirClient(t *testing.T) string {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, npm, "install", "--prefix", dir, "--no-audit", "--no-fund", "--save-exact", fhirClientPackage)
+	cmd := exec.CommandContext(ctx, npm, "install", "--prefix", dir, "--no-audit", "--no-fund", "--save-exact", pkg)
 	if out, err := cmd.CombinedOutput(); err != nil {
 		if os.Getenv("CI") == "true" {
-			t.Fatalf("npm install %s: %v\n%s", fhirClientPackage, err, out)
+			t.Fatalf("npm install %s: %v\n%s", pkg, err, out)
 		}
-		t.Skipf("npm install %s: %v (offline?)\n%s", fhirClientPackage, err, out)
+		t.Skipf("npm install %s: %v (offline?)\n%s", pkg, err, out)
 	}
 	return dir
 }

@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"net"
-	"net/http"
 	"strings"
 
 	"radbridge/auth"
@@ -21,7 +20,7 @@ import (
 // lease) so each event is delivered once.
 type fhirSubs struct {
 	engine  *subscription.Engine
-	handler http.Handler
+	handler *subscription.Handler
 	elector *leader.Elector // nil: alone
 	hub     *fanout.Hub
 }
@@ -47,6 +46,7 @@ func newFHIRSubs(ctx context.Context, cfg *config.Config, st *store.Store, hub *
 		Store: subscription.NewStore(kv, tokens), Hub: hub, Log: st.Events(), BaseURL: base, Allow: allow,
 		MaxFailures: cfg.FHIRRestHookMaxFailures, RetryBase: cfg.FHIRRestHookRetryBase,
 		TokenTTL: cfg.FHIRWSBindingTokenTTL, WriteTimeout: cfg.WSWriteTimout, Logger: log,
+		MaxPerSubject: cfg.FHIRSubscriptionsPerSubject, MaxTotal: cfg.FHIRSubscriptionsMax,
 	}
 	f := &fhirSubs{engine: subscription.NewEngine(sc), handler: subscription.NewHandler(sc, authn), hub: hub}
 	if cfg.NATSURL != "" {
@@ -59,9 +59,25 @@ func newFHIRSubs(ctx context.Context, cfg *config.Config, st *store.Store, hub *
 	return f, nil
 }
 
-// Run delivers while this process may: at once when alone, else in every
-// term of the lease.
+// Run follows the subscription bucket for the HTTP front and delivers
+// while this process may.
 func (f *fhirSubs) Run(ctx context.Context) error {
+	// Every process follows who owns which subscription (caps, search).
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	owners := make(chan error, 1)
+	go func() { owners <- f.handler.Run(ctx) }()
+	err := f.deliver(ctx)
+	cancel()
+	if oerr := <-owners; err == nil {
+		err = oerr
+	}
+	return err
+}
+
+// deliver delivers while this process may: at once when alone, else in
+// every term of the lease.
+func (f *fhirSubs) deliver(ctx context.Context) error {
 	if err := f.hub.WaitReady(ctx); err != nil {
 		return nil
 	}

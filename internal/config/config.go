@@ -158,6 +158,9 @@ type Config struct {
 	FHIRRestHookMaxFailures int
 	FHIRRestHookRetryBase   time.Duration
 	FHIRWSBindingTokenTTL   time.Duration
+	// FHIR Subscriptions: caps per token subject and in total.
+	FHIRSubscriptionsPerSubject int
+	FHIRSubscriptionsMax        int
 	// Safe defaults: with --auth none, HTTP and gRPC listen on
 	// loopback only unless this is set.
 	AllowUnauthenticatedRemote bool
@@ -305,6 +308,8 @@ func (c *Config) FlagSet(name string) *flag.FlagSet {
 	fs.IntVar(&c.FHIRRestHookMaxFailures, "fhir-rest-hook-max-failures", 10, "consecutive failed rest-hook deliveries (or handshakes) after which a subscription's status becomes error")
 	fs.DurationVar(&c.FHIRRestHookRetryBase, "fhir-rest-hook-retry-base", 500*time.Millisecond, "first wait before a rest-hook delivery is retried; doubled per failure (at most 1m), plus up to 50% jitter")
 	fs.DurationVar(&c.FHIRWSBindingTokenTTL, "fhir-ws-binding-token-ttl", time.Minute, "how long a websocket binding token ($get-ws-binding-token) is valid; each is single use")
+	fs.IntVar(&c.FHIRSubscriptionsPerSubject, "fhir-subscriptions-per-subject", 100, "the most FHIR Subscriptions one token subject may own; one more is refused with 429")
+	fs.IntVar(&c.FHIRSubscriptionsMax, "fhir-subscriptions-max", 10000, "the most FHIR Subscriptions radbridge holds; one more is refused with 429")
 	// Safe defaults.
 	fs.BoolVar(&c.AllowUnauthenticatedRemote, "allow-unauthenticated-remote", false, "with --auth none, let --http-addr, --https-addr, --grpc-addr and --grpc-tls-addr listen on addresses other than loopback (anyone who reaches them reads every patient's events; only behind a proxy or network that authenticates)")
 	fs.BoolVar(&c.WSTickets, "ws-tickets", false, "serve POST /v1/ws-tickets, which exchanges a client's bearer token (Authorization header) for a single-use ticket valid for --ws-ticket-ttl, and accept it as /ws?ticket= (for WebSocket clients that cannot send a header)")
@@ -518,6 +523,9 @@ func (c *Config) Validate() error {
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
 			bad("--public-base-url %q: want an absolute http or https URL without user, query or fragment", c.PublicBaseURL)
 		}
+	}
+	if c.FHIRSubscriptionsPerSubject < 1 || c.FHIRSubscriptionsMax < 1 {
+		bad("--fhir-subscriptions-per-subject %d, --fhir-subscriptions-max %d: want at least 1", c.FHIRSubscriptionsPerSubject, c.FHIRSubscriptionsMax)
 	}
 	if _, err := subscription.ParseAllow(c.FHIRRestHookAllow); err != nil {
 		bad("--fhir-rest-hook-allow: %v", err)
