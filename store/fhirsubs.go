@@ -35,6 +35,12 @@ func (s *Store) FHIRSubscriptions(ctx context.Context) (subs, tokens jetstream.K
 	if err != nil {
 		return nil, nil, fmt.Errorf("create FHIR subscription bucket: %w", err)
 	}
+	if s.groupDir != "" {
+		// A created subscription and an assigned event number are answered
+		// or sent: durable first, as everything JetStream fsyncs per write
+		// without group commit.
+		subs = syncedKV{KeyValue: subs, sync: newBlockSyncer(s.groupDir, "KV_"+FHIRSubscriptionBucket)}
+	}
 	tokens, err = s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
 		Bucket:      FHIRBindingTokenBucket,
 		Description: "radbridge FHIR websocket binding tokens (single use, short-lived)",
@@ -47,4 +53,41 @@ func (s *Store) FHIRSubscriptions(ctx context.Context) (subs, tokens jetstream.K
 		return nil, nil, fmt.Errorf("create FHIR binding token bucket: %w", err)
 	}
 	return subs, tokens, nil
+}
+
+// syncedKV is a bucket whose writes return only once durable (group
+// commit: JetStream fsyncs the other streams only every second).
+type syncedKV struct {
+	jetstream.KeyValue
+	sync *blockSyncer
+}
+
+func (k syncedKV) durable(rev uint64, err error) (uint64, error) {
+	if err != nil {
+		return rev, err
+	}
+	if err := k.sync.syncThrough(rev); err != nil {
+		return 0, fmt.Errorf("FHIR subscription bucket: %w", err)
+	}
+	return rev, nil
+}
+
+// Put implements jetstream.KeyValue.
+func (k syncedKV) Put(ctx context.Context, key string, value []byte) (uint64, error) {
+	return k.durable(k.KeyValue.Put(ctx, key, value))
+}
+
+// PutString implements jetstream.KeyValue.
+func (k syncedKV) PutString(ctx context.Context, key string, value string) (uint64, error) {
+	return k.durable(k.KeyValue.PutString(ctx, key, value))
+}
+
+// Create implements jetstream.KeyValue.
+func (k syncedKV) Create(ctx context.Context, key string, value []byte, opts ...jetstream.KVCreateOpt) (uint64, error) {
+	return k.durable(k.KeyValue.Create(ctx, key, value, opts...))
+}
+
+// Update implements jetstream.KeyValue.
+func (k syncedKV) Update(ctx context.Context, key string, value []byte, last uint64) (uint64, error) {
+	return k.durable(k.KeyValue.Update(ctx, key, value, last))
 }
