@@ -14,13 +14,13 @@ import (
 )
 
 // TestThumbnailWithoutStoreDir: without --store-dir, a study sent by
-// DCMTK storescu gets a JPEG preview rendered from an instance kept in
+// DCMTK storescu (and one sent over STOW-RS) gets a JPEG preview rendered from an instance kept in
 // memory as it arrived; a study in JPEG Lossless (a transfer syntax the
 // renderer does not decode) gets the modality icon, with the syntax named
 // in X-Radbridge-Thumbnail-Fallback and in an SVG comment.
 func TestThumbnailWithoutStoreDir(t *testing.T) {
-	const native, lossless = "1.2.826.0.1.3680043.10.1447.81", "1.2.826.0.1.3680043.10.1447.82"
-	d := startDaemon(t, filepath.Join(t.TempDir(), "data"), "--study-quiet-period", "1s")
+	const native, lossless, stowed = "1.2.826.0.1.3680043.10.1447.81", "1.2.826.0.1.3680043.10.1447.82", "1.2.826.0.1.3680043.10.1447.83"
+	d := startDaemon(t, filepath.Join(t.TempDir(), "data"), "--study-quiet-period", "1s", "--public-base-url", stowPublicBase)
 	plain, jpegDir := t.TempDir(), t.TempDir()
 	makeStudy(t, plain, native, 2, 3, 1)
 	makeStudy(t, jpegDir+"/src", lossless, 1, 2, 1)
@@ -31,6 +31,8 @@ func TestThumbnailWithoutStoreDir(t *testing.T) {
 		}
 	}
 	os.RemoveAll(filepath.Join(jpegDir, "src"))
+	stowDir := t.TempDir()
+	makeStudy(t, stowDir, stowed, 1, 2, 1)
 
 	host, port := hostPort(d.DICOMAddr())
 	if out, err := dcmtk(t, "storescu", "-aet", "PACS", "-aec", "RADBRIDGE", "+sd", "+r", host, port, plain); err != nil {
@@ -38,6 +40,11 @@ func TestThumbnailWithoutStoreDir(t *testing.T) {
 	}
 	if out, err := dcmtk(t, "storescu", "-aet", "PACS", "-aec", "RADBRIDGE", "-xs", "+sd", "+r", host, port, jpegDir); err != nil {
 		t.Fatalf("storescu (JPEG lossless): %v\n%s", err, out)
+	}
+
+	ct, body := stowBody(t, []string{stowDir})
+	if code, got := stow(t, "http://"+d.HTTPAddr()+"/dicomweb/studies", ct, body); code != http.StatusOK {
+		t.Fatalf("STOW-RS: %d %v", code, got)
 	}
 
 	type answer struct {
@@ -69,19 +76,21 @@ func TestThumbnailWithoutStoreDir(t *testing.T) {
 		return a
 	}
 
-	a := waitFor(native, func(a answer) bool { return a.code == http.StatusOK && a.ctype == "image/jpeg" })
-	img, err := jpeg.Decode(bytes.NewReader(a.body))
-	if err != nil {
-		t.Fatalf("thumbnail is not a JPEG: %v", err)
-	}
-	if b := img.Bounds(); b.Dx() != 16 || b.Dy() != 16 {
-		t.Errorf("thumbnail %dx%d, want 16x16 (the instances' size)", b.Dx(), b.Dy())
-	}
-	if a.fallback != "" {
-		t.Errorf("JPEG with fallback %q", a.fallback)
+	for _, uid := range []string{native, stowed} {
+		a := waitFor(uid, func(a answer) bool { return a.code == http.StatusOK && a.ctype == "image/jpeg" })
+		img, err := jpeg.Decode(bytes.NewReader(a.body))
+		if err != nil {
+			t.Fatalf("study %s: thumbnail is not a JPEG: %v", uid, err)
+		}
+		if b := img.Bounds(); b.Dx() != 16 || b.Dy() != 16 {
+			t.Errorf("study %s: thumbnail %dx%d, want 16x16 (the instances' size)", uid, b.Dx(), b.Dy())
+		}
+		if a.fallback != "" {
+			t.Errorf("study %s: JPEG with fallback %q", uid, a.fallback)
+		}
 	}
 
-	a = waitFor(lossless, func(a answer) bool { return a.code == http.StatusOK && a.fallback != "" })
+	a := waitFor(lossless, func(a answer) bool { return a.code == http.StatusOK && a.fallback != "" })
 	const ts = "1.2.840.10008.1.2.4.70" // JPEG Lossless, first-order prediction
 	if a.ctype != "image/svg+xml" || !strings.Contains(a.fallback, ts) || !strings.Contains(string(a.body), "<!-- radbridge: transfer syntax "+ts) {
 		t.Errorf("lossless study: %s, fallback %q, body %q; want the icon naming %s", a.ctype, a.fallback, a.body, ts)
