@@ -117,10 +117,14 @@ func (c *assoc) store(ctx context.Context, msg *dimse.Message) error {
 		syntax = dataset.Syntax{}
 	}
 	header, herr := dataset.ReadHeaderLimits(parseSrc, syntax, dataset.Limits{Bytes: c.s.cfg.MaxHeaderBytes, Elements: c.s.cfg.MaxElements})
-	var wanted *ingest.Instance
+	var wanted, pre *ingest.Instance
 	if keep != nil {
 		if herr == nil {
-			if pre, err := ParseInstance(header, syntax, pc.TransferSyntax, start); err == nil && validUID(pre.SeriesInstanceUID) {
+			// Parsed once: a failure is parsed again and answered below.
+			if p, err := ParseInstance(header, syntax, pc.TransferSyntax, start); err == nil {
+				pre = p
+			}
+			if pre != nil && validUID(pre.SeriesInstanceUID) {
 				if max, ok := c.s.cfg.Sampler.Want(pre); ok {
 					wanted, keep.Max = pre, max
 					// Every path below ends the reservation.
@@ -151,7 +155,10 @@ func (c *assoc) store(ctx context.Context, msg *dimse.Message) error {
 		}
 		return respond(dimse.StatusCannotUnderstand, clip(herr.Error()))
 	}
-	inst, err := ParseInstance(header, syntax, pc.TransferSyntax, start)
+	inst, err := pre, error(nil)
+	if inst == nil {
+		inst, err = ParseInstance(header, syntax, pc.TransferSyntax, start)
+	}
 	if err != nil {
 		return respond(dimse.StatusCannotUnderstand, clip(err.Error()))
 	}
