@@ -79,7 +79,10 @@ type Config struct {
 	// StoreDir, when set, receives each stored part as a Part-10 file
 	// <StoreDir>/<study>/<series>/<sop>.dcm, as the SCP writes them.
 	StoreDir string
-	Logger   *slog.Logger
+	// Sampler, when set and StoreDir is not, is offered the instances it
+	// wants, in memory, as the SCP does (scp.Config.Sampler).
+	Sampler scp.Sampler
+	Logger  *slog.Logger
 	// PublicBaseURL is where clients reach this server
 	// (https://radbridge.example.org): the answer's RetrieveURLs start
 	// with it. Empty: the answer has no RetrieveURL (never one built from
@@ -270,6 +273,13 @@ func (s *Server) storePart(ctx context.Context, part *multipart.Part, urlStudy s
 		bw = bufio.NewWriterSize(file, 64<<10)
 		raw = io.TeeReader(counter, bw)
 	}
+	var keep *scp.Capture
+	if file == nil && s.cfg.Sampler != nil {
+		// Until the header says whether the sampler wants it, keep the
+		// header (bounded as the parse is) and what was read ahead.
+		keep = &scp.Capture{Max: s.cfg.MaxMetaBytes + s.cfg.MaxHeaderBytes + 256<<10}
+		raw = io.TeeReader(counter, keep)
+	}
 	br.Reset(raw)
 	ts, err := readMeta(br, s.cfg.MaxMetaBytes)
 	if err != nil {
@@ -282,6 +292,25 @@ func (s *Server) storePart(ctx context.Context, part *multipart.Part, urlStudy s
 		syntax = dataset.Syntax{}
 	}
 	header, herr := dataset.ReadHeaderLimits(parseSrc, syntax, dataset.Limits{Bytes: s.cfg.MaxHeaderBytes, Elements: s.cfg.MaxElements})
+	var wanted *ingest.Instance
+	if keep != nil {
+		if herr == nil && !dataset.SyntaxOf(ts).Deflated {
+			if pre, err := scp.ParseInstance(header, syntax, ts, start); err == nil && scp.ValidUID(pre.SeriesInstanceUID) {
+				if max, ok := s.cfg.Sampler.Want(pre); ok {
+					wanted, keep.Max = pre, max
+					// Every path below ends the reservation.
+					defer func() {
+						if wanted != nil {
+							s.cfg.Sampler.Take(wanted, nil)
+						}
+					}()
+				}
+			}
+		}
+		if wanted == nil {
+			keep.Stop()
+		}
+	}
 	if _, err := io.Copy(io.Discard, br); err != nil {
 		return result{}, err
 	}
@@ -329,6 +358,11 @@ func (s *Server) storePart(ctx context.Context, part *multipart.Part, urlStudy s
 		if errors.As(err, &se) && se.Status.IsFailure() {
 			res.reason, res.comment = uint16(se.Status), se.Comment
 		}
+		return res, nil
+	}
+	if wanted != nil && !keep.Off {
+		s.cfg.Sampler.Take(inst, keep.Buf)
+		wanted, keep.Buf = nil, nil
 	}
 	return res, nil
 }

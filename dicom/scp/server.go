@@ -78,6 +78,9 @@ type Config struct {
 	// StoreDir, when set, receives each instance as a Part-10 file
 	// <StoreDir>/<study>/<series>/<sop>.dcm, written atomically.
 	StoreDir string
+	// Sampler, when set and StoreDir is not, is offered the instances it
+	// wants, in memory (package internal/app: previews).
+	Sampler Sampler
 	// Logger receives connection-level logs (default slog.Default()).
 	Logger *slog.Logger
 }

@@ -12,6 +12,7 @@ import (
 
 	"radbridge/dicom/dataset"
 	"radbridge/dicom/dimse"
+	"radbridge/ingest"
 )
 
 // Attribute tags read from a C-STORE header (PS3.6).
@@ -100,6 +101,14 @@ func (c *assoc) store(ctx context.Context, msg *dimse.Message) error {
 		_, _ = bw.Write(fileMeta(cmd.AffectedSOPClassUID, cmd.AffectedSOPInstanceUID, pc.TransferSyntax, c.peer.CallingAE))
 		raw = io.TeeReader(counter, bw)
 	}
+	var keep *Capture
+	if file == nil && c.s.cfg.Sampler != nil && !dataset.SyntaxOf(pc.TransferSyntax).Deflated {
+		// Until the header says whether the sampler wants it, keep the
+		// header (bounded as the parse is) and what was read ahead.
+		keep = &Capture{Max: c.s.cfg.MaxHeaderBytes + 256<<10}
+		keep.Buf = append(keep.Buf, fileMeta(cmd.AffectedSOPClassUID, cmd.AffectedSOPInstanceUID, pc.TransferSyntax, c.peer.CallingAE)...)
+		raw = io.TeeReader(counter, keep)
+	}
 
 	syntax := dataset.SyntaxOf(pc.TransferSyntax)
 	parseSrc := raw
@@ -108,6 +117,29 @@ func (c *assoc) store(ctx context.Context, msg *dimse.Message) error {
 		syntax = dataset.Syntax{}
 	}
 	header, herr := dataset.ReadHeaderLimits(parseSrc, syntax, dataset.Limits{Bytes: c.s.cfg.MaxHeaderBytes, Elements: c.s.cfg.MaxElements})
+	var wanted, pre *ingest.Instance
+	if keep != nil {
+		if herr == nil {
+			// Parsed once: a failure is parsed again and answered below.
+			if p, err := ParseInstance(header, syntax, pc.TransferSyntax, start); err == nil {
+				pre = p
+			}
+			if pre != nil && validUID(pre.SeriesInstanceUID) {
+				if max, ok := c.s.cfg.Sampler.Want(pre); ok {
+					wanted, keep.Max = pre, max
+					// Every path below ends the reservation.
+					defer func() {
+						if wanted != nil {
+							c.s.cfg.Sampler.Take(wanted, nil)
+						}
+					}()
+				}
+			}
+		}
+		if wanted == nil {
+			keep.Stop()
+		}
+	}
 	// Whatever happened to the header, read the data set to its end so the
 	// association stays in step; pixel data goes to the file or nowhere.
 	if _, err := io.Copy(io.Discard, raw); err != nil {
@@ -123,7 +155,10 @@ func (c *assoc) store(ctx context.Context, msg *dimse.Message) error {
 		}
 		return respond(dimse.StatusCannotUnderstand, clip(herr.Error()))
 	}
-	inst, err := ParseInstance(header, syntax, pc.TransferSyntax, start)
+	inst, err := pre, error(nil)
+	if inst == nil {
+		inst, err = ParseInstance(header, syntax, pc.TransferSyntax, start)
+	}
 	if err != nil {
 		return respond(dimse.StatusCannotUnderstand, clip(err.Error()))
 	}
@@ -158,6 +193,10 @@ func (c *assoc) store(ctx context.Context, msg *dimse.Message) error {
 	}
 	c.s.c.stored.Add(1)
 	c.log.Debug("instance stored", "instance", inst, "duration", time.Since(start))
+	if wanted != nil && !keep.Off {
+		c.s.cfg.Sampler.Take(inst, keep.Buf)
+		wanted, keep.Buf = nil, nil
+	}
 	return respond(dimse.StatusSuccess, "")
 }
 

@@ -33,3 +33,38 @@ type StatusError struct {
 func (e *StatusError) Error() string {
 	return fmt.Sprintf("DIMSE status %v: %s", e.Status, e.Comment)
 }
+
+// Sampler may keep some received instances in memory when no StoreDir
+// holds them (for previews). It must never block: the C-STORE answer
+// does not wait for it, and nothing it does changes that answer.
+type Sampler interface {
+	// Want is asked once an instance's header parsed: keep this
+	// instance, of at most max bytes? A yes is a reservation that Take
+	// ends.
+	Want(inst *ingest.Instance) (max int, ok bool)
+	// Take ends a reservation: part10 is the instance as a Part-10 file
+	// once it was recorded, or nil (too large, not recorded).
+	Take(inst *ingest.Instance, part10 []byte)
+}
+
+// Capture keeps what is written to it up to Max bytes, then nothing
+// (Buf is nil and Off is true).
+type Capture struct {
+	Buf []byte
+	Max int
+	Off bool
+}
+
+func (c *Capture) Write(p []byte) (int, error) {
+	if !c.Off {
+		if len(c.Buf)+len(p) > c.Max {
+			c.Stop()
+		} else {
+			c.Buf = append(c.Buf, p...)
+		}
+	}
+	return len(p), nil
+}
+
+// Stop drops what was kept and keeps nothing more.
+func (c *Capture) Stop() { c.Off, c.Buf = true, nil }

@@ -61,15 +61,7 @@ const jpegBaseline = "1.2.840.10008.1.2.4.50"
 // decoding panics on some malformed input (found by FuzzFromFile: a nil
 // byte order in its tag reader); such a panic is returned as an error
 // wrapping ErrUnsupported instead of ending the daemon.
-func FromFile(ctx context.Context, path string, maxSide int, maxPixels int64) (out []byte, err error) {
-	if maxPixels <= 0 {
-		maxPixels = DefaultMaxPixels
-	}
-	defer func() {
-		if r := recover(); r != nil {
-			out, err = nil, fmt.Errorf("decode %s: %v: %w", path, r, ErrUnsupported)
-		}
-	}()
+func FromFile(ctx context.Context, path string, maxSide int, maxPixels int64) ([]byte, error) {
 	fi, err := os.Stat(path)
 	if err != nil {
 		return nil, err
@@ -81,6 +73,27 @@ func FromFile(ctx context.Context, path string, maxSide int, maxPixels int64) (o
 	if err != nil {
 		return nil, err
 	}
+	return fromPart10(ctx, path, b, maxSide, maxPixels)
+}
+
+// FromPart10 renders a Part-10 file held in memory (at most MaxFileBytes)
+// as FromFile does; name labels its errors.
+func FromPart10(ctx context.Context, name string, b []byte, maxSide int, maxPixels int64) ([]byte, error) {
+	if len(b) > MaxFileBytes {
+		return nil, fmt.Errorf("%s: %d bytes exceed %d: %w", name, len(b), MaxFileBytes, ErrUnsupported)
+	}
+	return fromPart10(ctx, name, b, maxSide, maxPixels)
+}
+
+func fromPart10(ctx context.Context, path string, b []byte, maxSide int, maxPixels int64) (out []byte, err error) {
+	if maxPixels <= 0 {
+		maxPixels = DefaultMaxPixels
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			out, err = nil, fmt.Errorf("decode %s: %v: %w", path, r, ErrUnsupported)
+		}
+	}()
 	// The library allocates an element's declared length before reading it
 	// (DESIGN.md): a few bytes declaring gigabytes would take the daemon's
 	// memory (found by FuzzFromFile). Every length is checked against the

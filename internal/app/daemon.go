@@ -186,11 +186,18 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		}
 		d.metrics.MustRegister(metrics.NewHL7Collector(d.hl7Srv))
 	}
+	// Without a store directory, previews keep instances in memory.
+	var samples *previews
+	var sampler scp.Sampler
+	if cfg.StoreDir == "" {
+		samples = newPreviews()
+		sampler = samples
+	}
 	if cfg.DICOMAddr != "" || cfg.DICOMTLSAddr != "" {
 		d.dicomSrv, err = scp.New(scp.Config{
 			AETitle: cfg.AETitle, AllowedCallers: allowedCallers(cfg.DICOMAllowedCallers), MaxAssociations: cfg.DICOMMaxAssociations,
 			MaxPDULength: uint32(cfg.DICOMMaxPDU), IdleTimeout: cfg.DICOMIdleTimeout, DrainTimeout: cfg.ShutdownTimeout,
-			StoreDir: cfg.StoreDir, Logger: log,
+			StoreDir: cfg.StoreDir, Sampler: sampler, Logger: log,
 			MaxAssociationsPerHost: cfg.DICOMMaxAssociationsPerHost, ARTIMTimeout: cfg.DICOMARTIMTimeout,
 			MaxElements: cfg.DICOMMaxElements,
 		}, dicomHandler{log: ingestLog("dimse"), bodies: bodies, zone: cfg.Timezone, steps: st.Steps()})
@@ -293,13 +300,13 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	}
 	// STOW-RS commits through the same handler as C-STORE.
 	extra := dicomweb.New(dicomweb.Config{
-		Handler: dicomHandler{log: ingestLog("stow-rs"), bodies: bodies, zone: cfg.Timezone, steps: st.Steps()}, Auth: authn, StoreDir: cfg.StoreDir, Logger: log,
+		Handler: dicomHandler{log: ingestLog("stow-rs"), bodies: bodies, zone: cfg.Timezone, steps: st.Steps()}, Auth: authn, StoreDir: cfg.StoreDir, Sampler: sampler, Logger: log,
 		PublicBaseURL: cfg.PublicBaseURL,
 		MaxParts:      cfg.STOWMaxParts, MaxElements: cfg.DICOMMaxElements,
 	}).Routes()
 	// JSON notifications (an Orthanc Lua callback) too.
 	extra[notify.Path] = notify.NewHandler(dicomHandler{log: ingestLog("notification"), bodies: bodies, zone: cfg.Timezone, steps: st.Steps()}, authn, log)
-	thumbs := &thumbnails{kv: st.State(), hub: d.hub, storeDir: cfg.StoreDir, maxPixels: cfg.ThumbnailMaxPixels, log: log}
+	thumbs := &thumbnails{kv: st.State(), hub: d.hub, storeDir: cfg.StoreDir, maxPixels: cfg.ThumbnailMaxPixels, previews: samples, log: log}
 	extra[thumbnailPattern] = thumbs.handler(authn)
 	extra[metricsPattern] = operatorOnly(authn, metrics.Handler(d.metrics))
 	extra[statusPattern] = operatorOnly(authn, d.statusHandler())
@@ -363,6 +370,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	run("fanout", func() error { return d.hub.Run(runCtx) })
 	run("fhir", func() error { return d.fhir.Run(runCtx) })
 	run("thumbnails", func() error { return thumbs.Run(runCtx) })
+	run("previews", func() error { return thumbs.RunPreviews(runCtx) })
 	run("retention", func() error { return d.retention.Run(runCtx) })
 	run("store-health", func() error { return d.store.MonitorWrites(runCtx) })
 	if fhirSubscriptions != nil {

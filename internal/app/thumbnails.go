@@ -43,7 +43,14 @@ type storedThumb struct {
 	Patient string `json:"patient"`
 	// Source is the SOP Instance UID rendered ("" for a modality icon),
 	// so an unchanged choice is not rendered again.
-	Source      string `json:"source,omitempty"`
+	Source string `json:"source,omitempty"`
+	// Series is the series chosen (pick), whose preview may replace an
+	// icon once rendered (no --store-dir: previews.go).
+	Series string `json:"series,omitempty"`
+	// Fallback says why an icon is shown instead of an image (e.g. the
+	// transfer syntax not supported), served as
+	// X-Radbridge-Thumbnail-Fallback.
+	Fallback    string `json:"fallback,omitempty"`
 	Modality    string `json:"modality,omitempty"`
 	ContentType string `json:"content_type"`
 	Data        []byte `json:"data"`
@@ -55,7 +62,9 @@ type thumbnails struct {
 	storeDir string
 	// maxPixels bounds the images decoded (--thumbnail-max-pixels).
 	maxPixels int64
-	log       *slog.Logger
+	// previews, without storeDir, holds instances kept as they arrive.
+	previews *previews
+	log      *slog.Logger
 }
 
 func thumbKey(study string) string { return "thumb." + study }
@@ -131,8 +140,12 @@ func (t *thumbnails) render(ctx context.Context, ev *rbv1.Event) error {
 	}
 	modality, series, sop := pick(ev.GetResource().AsMap())
 	th := storedThumb{Patient: ev.GetPatientId(), Modality: modality}
-	if old, err := t.get(ctx, study); err == nil && old.Patient == th.Patient && old.Source == sop && old.Modality == modality && sop != "" {
+	old, oldErr := t.get(ctx, study)
+	if oldErr == nil && old.Patient == th.Patient && old.Source == sop && old.Modality == modality && sop != "" {
 		return nil // this instance was rendered already
+	}
+	if t.storeDir == "" && t.previews != nil && dicomUID.MatchString(series) {
+		return t.fromSeries(ctx, study, series, th, old)
 	}
 	var renderErr error
 	if t.storeDir != "" && dicomUID.MatchString(series) && dicomUID.MatchString(sop) {
@@ -163,6 +176,41 @@ func (t *thumbnails) render(ctx context.Context, ev *rbv1.Event) error {
 		return fmt.Errorf("store thumbnail: %w", err)
 	}
 	return renderErr
+}
+
+// fromSeries stores the preview of series as the study's, or the icon
+// while it renders (renderSample then upgrades it).
+func (t *thumbnails) fromSeries(ctx context.Context, study, series string, th storedThumb, old *storedThumb) error {
+	th.Series = series
+	sp := t.seriesPreview(ctx, series)
+	if sp == nil {
+		th.ContentType, th.Data = "image/svg+xml", thumbnail.Icon(th.Modality)
+		b, err := json.Marshal(th)
+		if err != nil {
+			return err
+		}
+		if err := t.putIcon(ctx, thumbKey(study), th.Patient, b); err != nil {
+			return err
+		}
+		// The preview may have been stored after the look-up above and
+		// before the icon: look again.
+		if sp = t.seriesPreview(ctx, series); sp == nil {
+			return nil
+		}
+		return t.upgrade(ctx, study, sp)
+	}
+	if old != nil && old.Patient == th.Patient && old.Source == sp.Source && old.Series == series && old.Modality == th.Modality {
+		return nil
+	}
+	th.Source, th.ContentType, th.Data, th.Fallback = sp.Source, sp.ContentType, sp.Data, sp.Fallback
+	b, err := json.Marshal(th)
+	if err != nil {
+		return err
+	}
+	if _, err := t.kv.Put(ctx, thumbKey(study), b); err != nil {
+		return fmt.Errorf("store thumbnail: %w", err)
+	}
+	return nil
 }
 
 // putIcon stores an icon unless the study has a rendered image, with
@@ -220,6 +268,9 @@ func (t *thumbnails) handler(a auth.Authenticator) http.Handler {
 			return
 		}
 		w.Header().Set("Content-Type", th.ContentType)
+		if th.Fallback != "" {
+			w.Header().Set("X-Radbridge-Thumbnail-Fallback", th.Fallback)
+		}
 		w.Header().Set("Cache-Control", "private, max-age=60")
 		w.Header().Set("X-Content-Type-Options", "nosniff")
 		w.Header().Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'")
