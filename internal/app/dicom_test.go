@@ -27,8 +27,16 @@ func dcmtk(t *testing.T, tool string, args ...string) (string, error) {
 	return string(out), err
 }
 
-// makeStudy writes synthetic instances with scripts/dicom/study.py.
+// makeStudy writes synthetic instances of patient MRN4711, accession
+// ACC1001, with scripts/dicom/study.py; first numbers the first instance.
 func makeStudy(t *testing.T, dir, study string, series, instances, first int) {
+	t.Helper()
+	runStudyScript(t, dir, study, "MRN4711", "ACC1001", fmt.Sprint(series), fmt.Sprint(instances), fmt.Sprint(first))
+}
+
+// runStudyScript runs scripts/dicom/study.py with args (dir, study, patient,
+// accession, series, instances[, first]).
+func runStudyScript(t *testing.T, args ...string) {
 	t.Helper()
 	py := needPeer(t, "/usr/bin/python3")
 	if out, err := exec.Command(py, "-c", "import pydicom").CombinedOutput(); err != nil {
@@ -38,7 +46,7 @@ func makeStudy(t *testing.T, dir, study string, series, instances, first int) {
 		t.Skip("python3-pydicom not installed")
 	}
 	script := filepath.Join("..", "..", "scripts", "dicom", "study.py")
-	if out, err := exec.Command(py, script, dir, study, "MRN4711", "ACC1001", fmt.Sprint(series), fmt.Sprint(instances), fmt.Sprint(first)).CombinedOutput(); err != nil {
+	if out, err := exec.Command(py, append([]string{script}, args...)...).CombinedOutput(); err != nil {
 		t.Fatalf("study.py: %v\n%s", err, out)
 	}
 }

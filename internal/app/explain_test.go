@@ -3,7 +3,6 @@ package app_test
 import (
 	"encoding/json"
 	"fmt"
-	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -41,32 +40,17 @@ func tokensDaemon(t *testing.T, extra ...string) (base string, d interface {
 // apiJSON does a request with a bearer token and decodes the JSON answer.
 func apiJSON(t *testing.T, method, url, token string, body any) (int, map[string]any) {
 	t.Helper()
-	var rd io.Reader
+	var text string
 	if body != nil {
 		b, _ := json.Marshal(body)
-		rd = strings.NewReader(string(b))
+		text = string(b)
 	}
-	req, err := http.NewRequest(method, url, rd)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	if token != "" {
-		req.Header.Set("Authorization", "Bearer "+token)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
+	code, answer := httpDo(t, method, url, token, text)
 	var m map[string]any
-	if err := json.Unmarshal(b, &m); err != nil {
-		t.Fatalf("%s %s: %d %q is not a JSON object", method, url, resp.StatusCode, b)
+	if err := json.Unmarshal([]byte(answer), &m); err != nil {
+		t.Fatalf("%s %s: %d %q is not a JSON object", method, url, code, answer)
 	}
-	return resp.StatusCode, m
+	return code, m
 }
 
 // waitFor polls cond every 50 ms until it holds, for at most limit.

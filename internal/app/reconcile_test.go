@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -15,17 +14,7 @@ import (
 // with scripts/dicom/study.py (makeStudy's, for another patient).
 func makeStudyOf(t *testing.T, dir, study, pid, acc string, series, instances int) {
 	t.Helper()
-	py := needPeer(t, "/usr/bin/python3")
-	if out, err := exec.Command(py, "-c", "import pydicom").CombinedOutput(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("pydicom missing: %s", out)
-		}
-		t.Skip("python3-pydicom not installed")
-	}
-	script := filepath.Join("..", "..", "scripts", "dicom", "study.py")
-	if out, err := exec.Command(py, script, dir, study, pid, acc, fmt.Sprint(series), fmt.Sprint(instances)).CombinedOutput(); err != nil {
-		t.Fatalf("study.py: %v\n%s", err, out)
-	}
+	runStudyScript(t, dir, study, pid, acc, fmt.Sprint(series), fmt.Sprint(instances))
 }
 
 // exceptionItems returns the worklist's items of kind.
