@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -190,6 +191,7 @@ type closeReq struct {
 
 type roomSub struct {
 	id       string
+	quotedID []byte // id as a JSON string, for the update frames
 	ctx      context.Context
 	cancel   context.CancelFunc
 	all      bool     // all_patients
@@ -602,7 +604,8 @@ func (rc *roomConn) subscribe(raw json.RawMessage) {
 		return
 	}
 	ctx, cancel := context.WithCancel(rc.ctx)
-	s := &roomSub{id: d.SubscriptionID, ctx: ctx, cancel: cancel, all: d.AllPatients, patients: d.PatientIDs, delivered: params.since}
+	quoted, _ := json.Marshal(d.SubscriptionID)
+	s := &roomSub{id: d.SubscriptionID, quotedID: quoted, ctx: ctx, cancel: cancel, all: d.AllPatients, patients: d.PatientIDs, delivered: params.since}
 	hs := rc.h.svc.hub.SubscribeOn("room", params.since, params.f)
 	rc.mu.Lock()
 	rc.subs[s.id] = s
@@ -655,7 +658,7 @@ func (rc *roomConn) follow(s *roomSub, hs *fanout.Subscription) {
 		}
 		for _, e := range entries {
 			select {
-			case rc.out <- outMsg{b: rc.h.updates.encode(e, s.id), sub: s, seq: e.Event.GetSequence()}:
+			case rc.out <- outMsg{b: rc.h.updates.encode(e, s.quotedID), sub: s, seq: e.Event.GetSequence()}:
 			case <-s.ctx.Done():
 				return
 			}
@@ -856,37 +859,56 @@ func updatePrefix(ev *rbv1.Event) []byte {
 }
 
 // updateCache keeps the newest events' update encodings, so an event
-// going to many connections is encoded once.
+// going to many connections is encoded once: the first connection to ask
+// for an entry encodes it, the others wait for that encoding (sync.Once)
+// and share its bytes. Only the JSON-quoted subscription id and the
+// closing braces are added per connection.
 type updateCache struct {
-	mu   sync.Mutex
-	m    map[*fanout.Entry][]byte
-	ring []*fanout.Entry
-	next int
+	mu      sync.Mutex
+	m       map[*fanout.Entry]*cachedUpdate
+	ring    []*fanout.Entry
+	next    int
+	encodes atomic.Int64 // updatePrefix calls, for tests
+}
+
+// cachedUpdate is one entry's update prefix, encoded once.
+type cachedUpdate struct {
+	once sync.Once
+	b    []byte
 }
 
 func (c *updateCache) init(n int) {
-	c.m = make(map[*fanout.Entry][]byte, n)
+	c.m = make(map[*fanout.Entry]*cachedUpdate, n)
 	c.ring = make([]*fanout.Entry, n)
 }
 
-func (c *updateCache) encode(e *fanout.Entry, subID string) []byte {
+// prefix returns e's update up to its subscription_id's value.
+func (c *updateCache) prefix(e *fanout.Entry) []byte {
 	c.mu.Lock()
-	p, ok := c.m[e]
-	c.mu.Unlock()
+	u, ok := c.m[e]
 	if !ok {
-		p = updatePrefix(e.Full())
-		c.mu.Lock()
+		u = &cachedUpdate{}
 		if old := c.ring[c.next]; old != nil {
 			delete(c.m, old)
 		}
 		c.ring[c.next] = e
 		c.next = (c.next + 1) % len(c.ring)
-		c.m[e] = p
-		c.mu.Unlock()
+		c.m[e] = u
 	}
-	id, _ := json.Marshal(subID)
-	b := make([]byte, 0, len(p)+len(id)+2)
+	c.mu.Unlock()
+	u.once.Do(func() {
+		c.encodes.Add(1)
+		u.b = updatePrefix(e.Full())
+	})
+	return u.b
+}
+
+// encode returns e's update frame for the subscription whose JSON-quoted
+// id is quotedID.
+func (c *updateCache) encode(e *fanout.Entry, quotedID []byte) []byte {
+	p := c.prefix(e)
+	b := make([]byte, 0, len(p)+len(quotedID)+2)
 	b = append(b, p...)
-	b = append(b, id...)
+	b = append(b, quotedID...)
 	return append(b, '}', '}')
 }

@@ -735,3 +735,87 @@ func FuzzRoomMessage(f *testing.F) {
 		}
 	})
 }
+
+// TestRoomEncodesEachEventOnce: N connections following one patient get
+// one update each per event, each with its own subscription_id, while the
+// update is encoded once per event; connections following another patient
+// get none of those frames.
+func TestRoomEncodesEachEventOnce(t *testing.T) {
+	env := newRoomEnv(t, HTTPConfig{}, nil)
+	const n = 40
+	var p1, p2 []*roomClient
+	for i := range n {
+		rc := dialRoom(t, env.url, nil)
+		if i%4 == 3 {
+			rc.subscribe(fmt.Sprintf("other-%d", i), []string{"P2"})
+			p2 = append(p2, rc)
+			continue
+		}
+		rc.subscribe(fmt.Sprintf("s-%d", i), []string{"P1"})
+		p1 = append(p1, rc)
+	}
+	ev1 := env.add(rbv1.EventType_IMAGING_STUDY_AVAILABLE, "P1", "ImagingStudy", "1.2.3")
+	ev2 := env.add(rbv1.EventType_ORDER_PLACED, "P1", "ServiceRequest", "ACC9")
+	ev3 := env.add(rbv1.EventType_ORDER_PLACED, "P2", "ServiceRequest", "ACC10")
+	check := func(rc *roomClient, sub, patient string, seq uint64) {
+		t.Helper()
+		d := rc.expect("update")["data"].(map[string]any)
+		if d["subscription_id"] != sub || d["patient_id"] != patient || d["sequence"] != float64(seq) {
+			t.Errorf("%s got %v; want patient %s sequence %d", sub, d, patient, seq)
+		}
+	}
+	for i, rc := range p1 {
+		sub := fmt.Sprintf("s-%d", i+i/3)
+		check(rc, sub, "P1", ev1.Sequence)
+		check(rc, sub, "P1", ev2.Sequence)
+	}
+	for i, rc := range p2 {
+		// The first update a P2 connection sees is P2's own event.
+		check(rc, fmt.Sprintf("other-%d", 4*i+3), "P2", ev3.Sequence)
+	}
+	if got, want := env.h.updates.encodes.Load(), int64(3); got != want {
+		t.Errorf("%d encodings for 3 events and %d connections; want %d", got, n, want)
+	}
+}
+
+// TestUpdateCacheEncodesOnceConcurrently: many subscribers asking at once
+// for a new entry's update share one encoding.
+func TestUpdateCacheEncodesOnceConcurrently(t *testing.T) {
+	var c updateCache
+	c.init(4)
+	res, _ := structpb.NewStruct(map[string]any{"resourceType": "ImagingStudy", "id": "1.2.3"})
+	e := fanout.NewEntry(&rbv1.Event{Sequence: 7, PatientId: "P1", Type: rbv1.EventType_IMAGING_STUDY_AVAILABLE, Resource: res})
+	const n = 200
+	frames := make([][]byte, n)
+	start := make(chan struct{})
+	done := make(chan struct{})
+	for i := range n {
+		go func() {
+			defer func() { done <- struct{}{} }()
+			<-start
+			id, _ := json.Marshal(fmt.Sprintf("sub-%d", i))
+			frames[i] = c.encode(e, id)
+		}()
+	}
+	close(start)
+	for range n {
+		<-done
+	}
+	if got := c.encodes.Load(); got != 1 {
+		t.Errorf("%d encodings for one entry and %d subscribers; want 1", got, n)
+	}
+	for i, b := range frames {
+		var m struct {
+			Data struct {
+				SubscriptionID string `json:"subscription_id"`
+				Sequence       uint64 `json:"sequence"`
+			} `json:"data"`
+		}
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatalf("frame %d %s: %v", i, b, err)
+		}
+		if want := fmt.Sprintf("sub-%d", i); m.Data.SubscriptionID != want || m.Data.Sequence != 7 {
+			t.Errorf("frame %d: %+v; want %s, sequence 7", i, m.Data, want)
+		}
+	}
+}

@@ -371,3 +371,50 @@ func TestWatchThatStopsDeliveringIsRestarted(t *testing.T) {
 		t.Errorf("%d watches, want the stalled one restarted", l.watches)
 	}
 }
+
+// TestLiveEntrySharedByAllSubscribers: every live subscriber gets the same
+// Entry for an event, so its protojson encoding (what /v1/events:stream
+// writes) is computed once and the same bytes go to every socket; a
+// subscriber filtered to another patient does not get it.
+func TestLiveEntrySharedByAllSubscribers(t *testing.T) {
+	l := eventlog.NewMemory()
+	h := startHub(t, l, 64)
+	const n = 50
+	subs := make([]*fanout.Subscription, n)
+	for i := range subs {
+		subs[i] = h.Subscribe(h.Head(), eventlog.Filter{PatientIDs: []string{"P1"}})
+		defer subs[i].Close()
+	}
+	other := h.Subscribe(h.Head(), eventlog.Filter{PatientIDs: []string{"P2"}})
+	defer other.Close()
+	res, _ := structpb.NewStruct(map[string]any{"resourceType": "ImagingStudy", "id": "1.2.3"})
+	if _, err := l.Append(context.Background(), eventlog.Key{IngestSeq: 1}, &rbv1.Event{Type: rbv1.EventType_IMAGING_STUDY_AVAILABLE, PatientId: "P1", Resource: res}); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var first *fanout.Entry
+	var js []byte
+	for i, s := range subs {
+		es, err := s.Next(ctx, time.Minute)
+		if err != nil || len(es) != 1 {
+			t.Fatalf("subscriber %d: %d entries, %v", i, len(es), err)
+		}
+		b := es[0].JSON()
+		if first == nil {
+			first, js = es[0], b
+			if !strings.Contains(string(b), `"resourceType":"ImagingStudy"`) {
+				t.Fatalf("JSON %s has no resource", b)
+			}
+			continue
+		}
+		if es[0] != first || len(b) == 0 || &b[0] != &js[0] {
+			t.Errorf("subscriber %d got its own entry or encoding", i)
+		}
+	}
+	short, cancelShort := context.WithTimeout(ctx, 50*time.Millisecond)
+	defer cancelShort()
+	if es, err := other.Next(short, time.Minute); len(es) != 0 {
+		t.Errorf("P2 subscriber got %d entries (%v)", len(es), err)
+	}
+}
