@@ -75,7 +75,11 @@ func defaultRoomLimits(cfg HTTPConfig, svc *Service) roomLimits {
 	return roomLimits{
 		maxMessage: 64 << 10, maxSubs: 20, maxPatients: 50,
 		rate: 20, burst: 40, overLimit: 40,
-		outbox: 256, heartbeat: hb, authWait: 10 * time.Second, write: wt,
+		// The hub's window is the real buffer of a connection that falls
+		// behind (its entries are shared by every connection); the
+		// outbox only decouples follow from the writer, and each slot
+		// costs every connection 40 bytes, idle or not.
+		outbox: 32, heartbeat: hb, authWait: 10 * time.Second, write: wt,
 	}
 }
 
@@ -864,8 +868,8 @@ func updatePrefix(ev *rbv1.Event) []byte {
 // and share its bytes. Only the JSON-quoted subscription id and the
 // closing braces are added per connection.
 type updateCache struct {
-	mu      sync.Mutex
-	m       map[*fanout.Entry]*cachedUpdate
+	m       sync.Map   // *fanout.Entry → *cachedUpdate; read without a lock
+	mu      sync.Mutex // guards adding to m, ring and next
 	ring    []*fanout.Entry
 	next    int
 	encodes atomic.Int64 // updatePrefix calls, for tests
@@ -878,24 +882,27 @@ type cachedUpdate struct {
 }
 
 func (c *updateCache) init(n int) {
-	c.m = make(map[*fanout.Entry]*cachedUpdate, n)
 	c.ring = make([]*fanout.Entry, n)
 }
 
 // prefix returns e's update up to its subscription_id's value.
 func (c *updateCache) prefix(e *fanout.Entry) []byte {
-	c.mu.Lock()
-	u, ok := c.m[e]
+	v, ok := c.m.Load(e)
 	if !ok {
-		u = &cachedUpdate{}
-		if old := c.ring[c.next]; old != nil {
-			delete(c.m, old)
+		c.mu.Lock()
+		v, ok = c.m.Load(e)
+		if !ok {
+			v = &cachedUpdate{}
+			if old := c.ring[c.next]; old != nil {
+				c.m.Delete(old)
+			}
+			c.ring[c.next] = e
+			c.next = (c.next + 1) % len(c.ring)
+			c.m.Store(e, v)
 		}
-		c.ring[c.next] = e
-		c.next = (c.next + 1) % len(c.ring)
-		c.m[e] = u
+		c.mu.Unlock()
 	}
-	c.mu.Unlock()
+	u := v.(*cachedUpdate)
 	u.once.Do(func() {
 		c.encodes.Add(1)
 		u.b = updatePrefix(e.Full())
