@@ -30,7 +30,7 @@ type Principal struct {
 	Roles []string
 }
 
-// RoleOperator may correct what radbridge derived (issue 18: link or
+// RoleOperator may correct what radbridge derived (link or
 // unlink a study and an order, move a study to another patient, mark it
 // entered in error, retry a dead letter). Tokens get it with role=operator
 // (tokens file) or a "roles" claim holding "operator" (JWT). A client

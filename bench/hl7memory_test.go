@@ -18,7 +18,7 @@ import (
 )
 
 // BenchmarkHL7Memory measures the daemon's memory under a long HL7 load
-// (issue 16: RSS after 200,000 messages at most 1.2× RSS after 20,000).
+// (the target: RSS after 200,000 messages at most 1.2× RSS after 20,000).
 // The daemon runs in a child process with its defaults (durable, group
 // commit); 4 MLLP connections send ORU^R01 messages, each with its own
 // MSH-10. By default they are cmd/hl7load's: one patient, one accession

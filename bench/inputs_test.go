@@ -15,7 +15,7 @@ import (
 	"radbridge/hl7/mllp"
 )
 
-// Hostile inputs of issue 14, each within the size limits and repeated as
+// Hostile inputs, each within the size limits and repeated as
 // fast as the daemon answers: BenchmarkHostile runs them as phases
 // (hl7-order-groups, stow-empty-parts, dicom-element-bomb) and reports the
 // daemon's peak RSS and the well-behaved peers' latency during each.

@@ -96,7 +96,7 @@ func evictSteps() [][]snapObs {
 		hl7("hl7:o1", joinORM("P1", "A1", "o1")), hl7("hl7:o2", joinORM("P2", "A2", "o2")), hl7("hl7:o5", joinORM("P5", "AX", "o5")),
 	}
 	// An OMI naming the Study Instance UID of a study whose images, with
-	// no accession, arrive after its patient went cold (issue 13).
+	// no accession, arrive after its patient went cold.
 	// And one naming a study that comes for another patient: a warning.
 	s7, s8 := evictUID("7"), evictUID("8")
 	d0 = append(d0, hl7("hl7:o7", uidOMI("P7", "A7", s7, "o7")), hl7("hl7:o8", uidOMI("P8", "A8", s8, "o8")))

@@ -12,7 +12,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 )
 
-// Storage health (issue 14). The embedded JetStream's own quota is fixed
+// Storage health. The embedded JetStream's own quota is fixed
 // when it starts (75% of the disk's free space then), so space an operator
 // frees later would stay unused until a restart. Instead, unless
 // Config.MaxStoreBytes sets it, the store's quota follows the disk: what

@@ -1,6 +1,6 @@
 package main_test
 
-// Safe defaults (issue 19), through the built binary.
+// Safe defaults, through the built binary.
 
 import (
 	"os"

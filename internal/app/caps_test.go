@@ -24,7 +24,7 @@ import (
 	"radbridge/dicom/scu"
 )
 
-// Per-input caps (issue 14): each hostile input goes through the real
+// Per-input caps: each hostile input goes through the real
 // port, gets the protocol's precise refusal, costs a bounded amount of
 // memory, and a well-behaved peer is served right after.
 

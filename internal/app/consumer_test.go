@@ -71,7 +71,7 @@ func storeStudy(t *testing.T, d interface{ DICOMAddr() string }, uid, pid, acc s
 	}
 }
 
-// TestEventsAConsumerCanActOn (issue 13.8) drives the joins with the real
+// TestEventsAConsumerCanActOn drives the joins with the real
 // peers and checks what a subscriber sees: a final report announced once
 // (its study arriving later links it with IMAGING_REPORT_UPDATED, not a
 // second IMAGING_REPORT_READY), an IAN saying the instances went OFFLINE
@@ -210,7 +210,7 @@ func httpGetRaw(t *testing.T, url string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
-// TestOneAccessionTwoPatientsOverMLLP (issue 13.9): the RIS (mllp_send)
+// TestOneAccessionTwoPatientsOverMLLP: the RIS (mllp_send)
 // orders and reports one accession number for two patients (two sites).
 // Each patient's ServiceRequest and DiagnosticReport get ids of their own
 // (a FHIR store upserting by id keeps both), the second order is a new

@@ -83,7 +83,7 @@ func TestCriticalFindingsRoom(t *testing.T) {
 	}
 }
 
-// TestCriticalMarkSurvivesReload (issue 13.5): the PACS sends a study
+// TestCriticalMarkSurvivesReload : the PACS sends a study
 // (storescu) and the RIS a corrected report with a critical finding
 // (mllp_send, OBX-8 HH). A page opened afterwards (Chromium), so it learns
 // of the report only from the snapshot, shows the CRITICAL mark on the

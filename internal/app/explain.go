@@ -25,7 +25,7 @@ import (
 )
 
 // explainPattern is where the HTTP front explains a study, order or
-// patient (issue 18).
+// patient.
 const explainPattern = "GET /v1/explain"
 
 // Explain bounds: events scanned per patient, patients whose events are

@@ -157,7 +157,7 @@ func fhirGet(t *testing.T, url, token string) (int, http.Header, map[string]any)
 	return resp.StatusCode, resp.Header, m
 }
 
-// TestFHIRReadAPIWithAFHIRClient (issue 15): a RIS sends orders and reports
+// TestFHIRReadAPIWithAFHIRClient: a RIS sends orders and reports
 // (mllp_send) and a PACS two studies (storescu) of one patient and one of
 // another; fhir-kit-client, a FHIR client from npm, reads the
 // CapabilityStatement, pages through each search with _count=1 and reads a

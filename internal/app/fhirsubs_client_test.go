@@ -124,7 +124,7 @@ type subsClientResult struct {
 	}
 }
 
-// TestFHIRSubscriptionWithAFHIRClient (issue 15): a node program that
+// TestFHIRSubscriptionWithAFHIRClient: a node program that
 // nobody here wrote the FHIR parts of (fhir-kit-client creates the
 // Subscription and calls $status and $events; the fhir package validates
 // R4 JSON) receives the rest-hook notifications of orders placed over MLLP:

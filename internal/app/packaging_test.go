@@ -26,7 +26,7 @@ const exampleConfig = "../../radbridge.example.yaml"
 // TestExampleConfig checks that radbridge.example.yaml loads, names every
 // serve flag, and holds exactly the defaults.
 // Four keys differ from the defaults on purpose: the HTTP and gRPC fronts
-// listen on every interface, so authentication is on (issue 19).
+// listen on every interface, so authentication is on.
 func TestExampleConfig(t *testing.T) {
 	b, err := os.ReadFile(exampleConfig)
 	if err != nil {

@@ -21,7 +21,7 @@ import (
 	"radbridge/mapper"
 )
 
-// The exceptions worklist and operator corrections (issue 18).
+// The exceptions worklist and operator corrections.
 const (
 	exceptionsPattern = "GET /v1/exceptions"
 	reconcilePattern  = "POST /v1/reconcile"

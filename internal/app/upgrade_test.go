@@ -66,9 +66,9 @@ var demoMapping = []string{"--hl7-patient-authority", "DEMOHOSP", "--dicom-patie
 // release before package ingest owned the record (testdata/README.md)
 // replays with today's code to the same events: every record read back,
 // the same 16 events (none lost, none new), differing only in the FHIR
-// changes that the README's upgrade notes announce (issue 13: one
+// changes that the README's upgrade notes announce (one
 // patient identity across fronts: the ImagingStudy subject's system; FHIR
-// ids unique per patient; issue 15: extension URLs under
+// ids unique per patient; extension URLs under
 // https://radbridge.dev/fhir). The upgrade step the README gives (radbridge
 // replay) then rebuilds the read models, and the daemon serves them.
 func TestReplayOfTheFirstReleasesDataDir(t *testing.T) {
@@ -103,6 +103,6 @@ func TestReplayOfTheFirstReleasesDataDir(t *testing.T) {
 }
 
 // upgradeChanges are the resources whose FHIR changed on purpose since the
-// fixture was written (README, "Upgrading: resource ids (issue 13)" and
-// "Upgrading: extension URLs (issue 15)").
+// fixture was written (README, "Upgrading: resource ids" and
+// "Upgrading: extension URLs").
 var upgradeChanges = map[string]bool{"ImagingStudy": true, "ServiceRequest": true, "DiagnosticReport": true}

@@ -31,7 +31,7 @@ type Config struct {
 	NATSReplicas    int
 	Fsync           bool
 	DuplicateWindow time.Duration
-	// GroupCommit: with Fsync, ingest appends share fsyncs (issue 16).
+	// GroupCommit: with Fsync, ingest appends share fsyncs.
 	GroupCommit bool
 
 	GRPCAddr string
@@ -141,13 +141,13 @@ type Config struct {
 	// (HL7 TS/DTM, DICOM DA/TM without (0008,0201)); Validate sets it to
 	// the host's when empty.
 	Timezone string
-	// Per-input caps (issue 14): what one message, request or file may
+	// Per-input caps: what one message, request or file may
 	// cost, each refused with the protocol's own answer.
 	HL7MaxOrderGroups  int
 	STOWMaxParts       int
 	DICOMMaxElements   int
 	ThumbnailMaxPixels int64
-	// Storage health (issue 14): the embedded store's quota (0: follow the
+	// Storage health: the embedded store's quota (0: follow the
 	// disk) and how often it and the writability of the store are checked.
 	StoreMaxBytes      int64
 	StoreCheckInterval time.Duration

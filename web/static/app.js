@@ -10,7 +10,7 @@ const PREFS_KEY = "radbridge.viewPrefs";
 const TOKEN_KEY = "radbridge.token"; // sessionStorage: this tab only
 const VIEW_TTL_MS = 10 * 60 * 1000;
 const VIEWER_URL_EXTENSION = "https://radbridge.dev/fhir/StructureDefinition/viewer-url";
-// The same extension as resources written before issue 15 name it.
+// The same extension as resources written before the canonical base moved name it.
 const VIEWER_URL_EXTENSION_OLD = "https://radbridge.example/fhir/StructureDefinition/viewer-url";
 
 // SNOMED CT body structures (DICOM PS3.16 CID 4031) back to the Body Part
