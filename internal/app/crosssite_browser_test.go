@@ -106,25 +106,34 @@ fetch("` + target + `/v1/dicom/notifications", {method: "POST", mode: "no-cors",
 		t.Fatal(err)
 	}
 
-	// Wait (bounded) for the four answers.
+	// Wait (bounded) for the four answers and the headers they were sent
+	// with: Chromium reports a request's cookie header in an extra-info
+	// event that may come after its response.
 	var posts []seenRequest
 	for deadline := time.Now().Add(browserWait); ; {
 		mu.Lock()
 		posts = posts[:0]
-		done := 0
+		done, cookies := 0, 0
 		for _, r := range seen {
 			if r.method == "POST" {
 				posts = append(posts, *r)
 				if r.status != 0 {
 					done++
 				}
+				if r.cookie {
+					cookies++
+				}
 			}
 		}
 		mu.Unlock()
-		if done == 4 && len(posts) == 4 {
+		answered := done == 4 && len(posts) == 4
+		if answered && cookies == 4 {
 			break
 		}
 		if time.Now().After(deadline) {
+			if answered {
+				break // the checks below say which went without the cookie
+			}
 			t.Fatalf("the other page's posts: %+v; want 4 answered", posts)
 		}
 		time.Sleep(50 * time.Millisecond) // polling a bounded wait
