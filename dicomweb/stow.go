@@ -19,6 +19,7 @@ import (
 	"radbridge/api"
 	"radbridge/auth"
 	"radbridge/dicom/dataset"
+	"radbridge/dicom/part10"
 	"radbridge/dicom/scp"
 	"radbridge/ingest"
 	"radbridge/internal/lograte"
@@ -77,7 +78,8 @@ type Config struct {
 	// ReadTimeout bounds each wait for body bytes; default 1 minute.
 	ReadTimeout time.Duration
 	// StoreDir, when set, receives each stored part as a Part-10 file
-	// <StoreDir>/<study>/<series>/<sop>.dcm, as the SCP writes them.
+	// <StoreDir>/<study>/<series>/<sop>.dcm (part10.Path), as the SCP writes
+	// them.
 	StoreDir string
 	// Sampler, when set and StoreDir is not, is offered the instances it
 	// wants, in memory, as the SCP does (scp.Config.Sampler).
@@ -164,7 +166,7 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	log := s.cfg.Logger.With("component", "stow-rs", "remote", r.RemoteAddr)
 	urlStudy := r.PathValue("study")
-	if urlStudy != "" && !scp.ValidUID(urlStudy) {
+	if urlStudy != "" && !part10.ValidUID(urlStudy) {
 		problem(w, http.StatusBadRequest, "study UID in the URL is not a UID")
 		return
 	}
@@ -259,13 +261,13 @@ func (s *Server) storePart(ctx context.Context, part *multipart.Part, urlStudy s
 			return drain(result{reason: FailureUnparseable, comment: "part is not application/dicom"})
 		}
 	}
-	var file *scp.PartFile
+	var file *part10.File
 	var bw *bufio.Writer
-	counter := &scp.CountingReader{R: part}
+	counter := &part10.CountingReader{R: part}
 	var raw io.Reader = counter
 	if s.cfg.StoreDir != "" {
 		var err error
-		if file, err = scp.CreatePartFile(s.cfg.StoreDir); err != nil {
+		if file, err = part10.Create(s.cfg.StoreDir); err != nil {
 			s.cfg.Logger.Error("create Part-10 file", "component", "stow-rs", "err", err)
 			return drain(result{reason: FailureOutOfResources, comment: "cannot create file"})
 		}
@@ -273,11 +275,11 @@ func (s *Server) storePart(ctx context.Context, part *multipart.Part, urlStudy s
 		bw = bufio.NewWriterSize(file, 64<<10)
 		raw = io.TeeReader(counter, bw)
 	}
-	var keep *scp.Capture
+	var keep *part10.Capture
 	if file == nil && s.cfg.Sampler != nil {
 		// Until the header says whether the sampler wants it, keep the
 		// header (bounded as the parse is) and what was read ahead.
-		keep = &scp.Capture{Max: s.cfg.MaxMetaBytes + s.cfg.MaxHeaderBytes + 256<<10}
+		keep = &part10.Capture{Max: s.cfg.MaxMetaBytes + s.cfg.MaxHeaderBytes + 256<<10}
 		raw = io.TeeReader(counter, keep)
 	}
 	br.Reset(raw)
@@ -295,7 +297,7 @@ func (s *Server) storePart(ctx context.Context, part *multipart.Part, urlStudy s
 	var wanted *ingest.Instance
 	if keep != nil {
 		if herr == nil && !dataset.SyntaxOf(ts).Deflated {
-			if pre, err := scp.ParseInstance(header, syntax, ts, start); err == nil && scp.ValidUID(pre.SeriesInstanceUID) {
+			if pre, err := part10.ParseInstance(header, syntax, ts, start); err == nil && part10.ValidUID(pre.SeriesInstanceUID) {
 				if max, ok := s.cfg.Sampler.Want(pre); ok {
 					wanted, keep.Max = pre, max
 					// Every path below ends the reservation.
@@ -323,18 +325,18 @@ func (s *Server) storePart(ctx context.Context, part *multipart.Part, urlStudy s
 		}
 		return result{reason: FailureUnparseable, comment: herr.Error()}, nil
 	}
-	inst, err := scp.ParseInstance(header, syntax, ts, start) // bounded with C-STORE's
+	inst, err := part10.ParseInstance(header, syntax, ts, start) // bounded with C-STORE's
 	if err != nil {
 		return result{reason: FailureUnparseable, comment: err.Error()}, nil
 	}
 	inst.Peer, inst.Size = peer, counter.N
 	res := result{class: inst.SOPClassUID, instance: inst.SOPInstanceUID, study: inst.StudyInstanceUID, series: inst.SeriesInstanceUID}
 	switch {
-	case !scp.ValidUID(inst.SOPInstanceUID) || inst.SOPClassUID == "":
+	case !part10.ValidUID(inst.SOPInstanceUID) || inst.SOPClassUID == "":
 		res.reason, res.comment = FailureMismatch, "missing or invalid SOP Class or Instance UID"
-	case !scp.ValidUID(inst.StudyInstanceUID):
+	case !part10.ValidUID(inst.StudyInstanceUID):
 		res.reason, res.comment = FailureMismatch, "missing or invalid Study Instance UID"
-	case !scp.ValidUID(inst.SeriesInstanceUID):
+	case !part10.ValidUID(inst.SeriesInstanceUID):
 		res.reason, res.comment = FailureMismatch, "missing or invalid Series Instance UID"
 	case urlStudy != "" && inst.StudyInstanceUID != urlStudy:
 		res.reason, res.comment = FailureMismatch, "Study Instance UID differs from the URL"

@@ -42,8 +42,8 @@ func elem(dst []byte, group, element uint16, vr, v string) []byte {
 	return append(dst, v...)
 }
 
-// part10 builds an explicit VR little endian CT instance with pixel data.
-func part10(study, series, sop string) []byte {
+// ctPart10 builds an explicit VR little endian CT instance with pixel data.
+func ctPart10(study, series, sop string) []byte {
 	var meta []byte
 	meta = elem(meta, 2, 0x0002, "UI", ctClass)
 	meta = elem(meta, 2, 0x0003, "UI", sop)
@@ -148,7 +148,7 @@ func summary(out map[string]any) []string {
 }
 
 func TestStore(t *testing.T) {
-	good := func(sop string) part { return part{"application/dicom", part10("1.2.3", "1.2.3.1", sop)} }
+	good := func(sop string) part { return part{"application/dicom", ctPart10("1.2.3", "1.2.3.1", sop)} }
 	tests := []struct {
 		name     string
 		path     string
@@ -159,13 +159,13 @@ func TestStore(t *testing.T) {
 	}{
 		{"all stored", "/dicomweb/studies", []part{good("1.2.3.1.1"), good("1.2.3.1.2")}, nil, 200, []string{"1.2.3.1.1 ok", "1.2.3.1.2 ok"}},
 		{"study in URL", "/dicomweb/studies/1.2.3", []part{good("1.2.3.1.1")}, nil, 200, []string{"1.2.3.1.1 ok"}},
-		{"no part content type", "/dicomweb/studies", []part{{"", part10("1.2.3", "1.2.3.1", "1.2.3.1.1")}}, nil, 200, []string{"1.2.3.1.1 ok"}},
+		{"no part content type", "/dicomweb/studies", []part{{"", ctPart10("1.2.3", "1.2.3.1", "1.2.3.1.1")}}, nil, 200, []string{"1.2.3.1.1 ok"}},
 		{"not DICOM", "/dicomweb/studies", []part{good("1.2.3.1.1"), {"application/dicom", []byte("hello")}}, nil, 202, []string{"1.2.3.1.1 ok", "? C000"}},
 		{"other part type", "/dicomweb/studies", []part{good("1.2.3.1.1"), {"text/plain", []byte("hello")}}, nil, 202, []string{"1.2.3.1.1 ok", "? C000"}},
 		{"study mismatch", "/dicomweb/studies/9.9", []part{good("1.2.3.1.1")}, nil, 409, []string{"1.2.3.1.1 A900"}},
-		{"bad UID", "/dicomweb/studies", []part{{"application/dicom", part10("1.2.x", "1.2.3.1", "1.2.3.1.1")}}, nil, 409, []string{"1.2.3.1.1 A900"}},
+		{"bad UID", "/dicomweb/studies", []part{{"application/dicom", ctPart10("1.2.x", "1.2.3.1", "1.2.3.1.1")}}, nil, 409, []string{"1.2.3.1.1 A900"}},
 		{"commit fails", "/dicomweb/studies", []part{good("1.2.3.1.1"), good("1.2.3.1.2")}, map[string]error{"1.2.3.1.2": errors.New("log down")}, 202, []string{"1.2.3.1.1 ok", "1.2.3.1.2 0110"}},
-		{"truncated", "/dicomweb/studies", []part{{"application/dicom", part10("1.2.3", "1.2.3.1", "1.2.3.1.1")[:200]}}, nil, 409, []string{"? C000"}},
+		{"truncated", "/dicomweb/studies", []part{{"application/dicom", ctPart10("1.2.3", "1.2.3.1", "1.2.3.1.1")[:200]}}, nil, 409, []string{"? C000"}},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -185,7 +185,7 @@ func TestStore(t *testing.T) {
 func TestStoredInstance(t *testing.T) {
 	h := &fakeHandler{}
 	dir := t.TempDir()
-	file := part10("1.2.3", "1.2.3.1", "1.2.3.1.1")
+	file := ctPart10("1.2.3", "1.2.3.1", "1.2.3.1.1")
 	ct, body := multipartBody(t, part{"application/dicom", file})
 	code, out := post(t, New(Config{Handler: h, StoreDir: dir, PublicBaseURL: "https://pacs-gw.example.org/"}), "/dicomweb/studies", ct, body)
 	if code != 200 || len(h.got) != 1 {
@@ -219,7 +219,7 @@ func TestStoredInstance(t *testing.T) {
 }
 
 func TestRequestErrors(t *testing.T) {
-	_, body := multipartBody(t, part{"application/dicom", part10("1.2.3", "1.2.3.1", "1.2.3.1.1")})
+	_, body := multipartBody(t, part{"application/dicom", ctPart10("1.2.3", "1.2.3.1", "1.2.3.1.1")})
 	bigHeader := "--b\r\nX-Pad: " + strings.Repeat("a", 64<<10) + "\r\n\r\nx\r\n--b--\r\n"
 	tests := []struct {
 		name, ct string
@@ -242,7 +242,7 @@ func TestRequestErrors(t *testing.T) {
 		})
 	}
 	// The body limit.
-	ct, body := multipartBody(t, part{"application/dicom", part10("1.2.3", "1.2.3.1", "1.2.3.1.1")})
+	ct, body := multipartBody(t, part{"application/dicom", ctPart10("1.2.3", "1.2.3.1", "1.2.3.1.1")})
 	if code, _ := post(t, New(Config{Handler: &fakeHandler{}, MaxBodyBytes: 1000}), "/dicomweb/studies", ct, body); code != 413 {
 		t.Errorf("over MaxBodyBytes: %d, want 413", code)
 	}
@@ -259,7 +259,7 @@ func TestRequestErrors(t *testing.T) {
 // FuzzMultipart feeds random bodies: no panic, and every answer is one of
 // the documented codes.
 func FuzzMultipart(f *testing.F) {
-	_, body := multipartBody(f, part{"application/dicom", part10("1.2.3", "1.2.3.1", "1.2.3.1.1")}, part{"application/dicom", []byte("x")})
+	_, body := multipartBody(f, part{"application/dicom", ctPart10("1.2.3", "1.2.3.1", "1.2.3.1.1")}, part{"application/dicom", []byte("x")})
 	// multipart.Writer picks a random boundary; rewrite it to a fixed one.
 	b := body[2:bytes.IndexByte(body, '\r')]
 	f.Add(bytes.ReplaceAll(body, b, []byte("b")))

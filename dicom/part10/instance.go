@@ -1,11 +1,41 @@
-package scp
+package part10
 
 import (
+	"errors"
+	"fmt"
 	"runtime"
+	"strings"
 	"time"
 
 	"radbridge/dicom/dataset"
 	"radbridge/ingest"
+)
+
+// Attribute tags read from a received instance's header (PS3.6).
+var (
+	tSpecificCharacterSet = dataset.Tag(0x0008, 0x0005)
+	tSOPClassUID          = dataset.Tag(0x0008, 0x0016)
+	tSOPInstanceUID       = dataset.Tag(0x0008, 0x0018)
+	tStudyDate            = dataset.Tag(0x0008, 0x0020)
+	tStudyTime            = dataset.Tag(0x0008, 0x0030)
+	tTimezoneOffset       = dataset.Tag(0x0008, 0x0201)
+	tAccessionNumber      = dataset.Tag(0x0008, 0x0050)
+	tModality             = dataset.Tag(0x0008, 0x0060)
+	tReferringPhysician   = dataset.Tag(0x0008, 0x0090)
+	tStudyDescription     = dataset.Tag(0x0008, 0x1030)
+	tSeriesDescription    = dataset.Tag(0x0008, 0x103E)
+	tPatientName          = dataset.Tag(0x0010, 0x0010)
+	tPatientID            = dataset.Tag(0x0010, 0x0020)
+	tIssuerOfPatientID    = dataset.Tag(0x0010, 0x0021)
+	tPatientBirthDate     = dataset.Tag(0x0010, 0x0030)
+	tPatientSex           = dataset.Tag(0x0010, 0x0040)
+	tBodyPartExamined     = dataset.Tag(0x0018, 0x0015)
+	tStudyInstanceUID     = dataset.Tag(0x0020, 0x000D)
+	tSeriesInstanceUID    = dataset.Tag(0x0020, 0x000E)
+	tStudyID              = dataset.Tag(0x0020, 0x0010)
+	tSeriesNumber         = dataset.Tag(0x0020, 0x0011)
+	tInstanceNumber       = dataset.Tag(0x0020, 0x0013)
+	tNumberOfFrames       = dataset.Tag(0x0028, 0x0008)
 )
 
 // InstanceFromDataset builds the Instance a parsed data set header
@@ -20,7 +50,7 @@ func InstanceFromDataset(ds *dataset.Dataset, transferSyntax string, receivedAt 
 		TransferSyntaxUID:      transferSyntax,
 		PatientID:              ds.String(tPatientID),
 		IssuerOfPatientID:      ds.String(tIssuerOfPatientID),
-		PatientName:            personName(ds.Joined(tPatientName)),
+		PatientName:            PersonName(ds.Joined(tPatientName)),
 		PatientBirthDate:       ds.String(tPatientBirthDate),
 		PatientSex:             ds.String(tPatientSex),
 		AccessionNumber:        ds.String(tAccessionNumber),
@@ -32,7 +62,7 @@ func InstanceFromDataset(ds *dataset.Dataset, transferSyntax string, receivedAt 
 		StudyTime:              ds.String(tStudyTime),
 		TimezoneOffsetFromUTC:  ds.String(tTimezoneOffset),
 		StudyID:                ds.String(tStudyID),
-		ReferringPhysicianName: personName(ds.Joined(tReferringPhysician)),
+		ReferringPhysicianName: PersonName(ds.Joined(tReferringPhysician)),
 		SpecificCharacterSet:   ds.Joined(tSpecificCharacterSet),
 		ReceivedAt:             receivedAt,
 	}
@@ -61,33 +91,44 @@ func ParseInstance(header []byte, syntax dataset.Syntax, transferSyntax string, 
 	return InstanceFromDataset(ds, transferSyntax, receivedAt), nil
 }
 
-// ValidUID reports whether u is a PS3.5 section 9.1 UID: digits and dots,
-// at most 64 characters. A valid UID is also a safe path component.
-func ValidUID(u string) bool { return validUID(u) }
-
-// PartFile is a Part-10 file being written into a store directory: a
-// temporary file, renamed to <dir>/<study>/<series>/<sop>.dcm by Commit
-// (fsynced) or removed by Discard.
-type PartFile struct{ p *partFile }
-
-// CreatePartFile starts a Part-10 file in dir.
-func CreatePartFile(dir string) (*PartFile, error) {
-	p, err := createPartFile(dir)
-	if err != nil {
-		return nil, err
+// PersonName drops trailing empty components and component groups of a PN
+// value, which PS3.5 section 6.2.1 makes insignificant ("A^B^^=" is "A^B").
+func PersonName(v string) string {
+	vals := strings.Split(v, `\`)
+	for i, val := range vals {
+		groups := strings.Split(val, "=")
+		for j, g := range groups {
+			groups[j] = strings.TrimRight(g, "^ ")
+		}
+		for len(groups) > 0 && groups[len(groups)-1] == "" {
+			groups = groups[:len(groups)-1]
+		}
+		vals[i] = strings.Join(groups, "=")
 	}
-	return &PartFile{p: p}, nil
+	return strings.Join(vals, `\`)
 }
 
-// Write appends to the file. It never fails: the first write error is kept
-// and returned by Commit, so a caller keeps reading its source to the end.
-func (f *PartFile) Write(b []byte) (int, error) { return f.p.Write(b) }
+// ValidUID reports whether u is a PS3.5 section 9.1 UID: digits and dots,
+// at most 64 characters, no empty component. A valid UID is also a safe
+// path component.
+func ValidUID(u string) bool { return CheckUID(u) == nil }
 
-// Commit fails with the first write error, else syncs the file and renames
-// it into place; the UIDs must be valid.
-func (f *PartFile) Commit(study, series, sop string) (string, error) {
-	return f.p.commit(study, series, sop)
+// CheckUID says why u is not a PS3.5 section 9.1 UID, or nil if it is
+// one.
+func CheckUID(u string) error {
+	if u == "" {
+		return errors.New("empty UID")
+	}
+	if len(u) > 64 {
+		return fmt.Errorf("UID of %d characters, more than 64", len(u))
+	}
+	for k, c := range []byte(u) {
+		if c != '.' && (c < '0' || c > '9') {
+			return fmt.Errorf("character %q at %d is not a digit or '.'", c, k)
+		}
+	}
+	if u[0] == '.' || u[len(u)-1] == '.' || strings.Contains(u, "..") {
+		return errors.New("empty component")
+	}
+	return nil
 }
-
-// Discard removes the file unless it was committed.
-func (f *PartFile) Discard() { f.p.discard() }

@@ -1,4 +1,4 @@
-package scp
+package part10
 
 import (
 	"os"
@@ -10,11 +10,11 @@ import (
 // fails with that error instead of storing a truncated file.
 func TestPartFileKeepsTheFirstWriteError(t *testing.T) {
 	dir := t.TempDir()
-	p, err := createPartFile(dir)
+	p, err := Create(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer p.discard()
+	defer p.Discard()
 	if n, err := p.Write([]byte("DICM")); n != 4 || err != nil {
 		t.Fatalf("first write: %d, %v", n, err)
 	}
@@ -22,7 +22,7 @@ func TestPartFileKeepsTheFirstWriteError(t *testing.T) {
 	if n, err := p.Write([]byte("more")); n != 4 || err != nil {
 		t.Fatalf("write after a failure: %d, %v; want 4, nil", n, err)
 	}
-	if _, err := p.commit("1.2", "1.2.3", "1.2.3.4"); err == nil {
+	if _, err := p.Commit("1.2", "1.2.3", "1.2.3.4"); err == nil {
 		t.Fatal("commit succeeded after a failed write")
 	}
 	if entries, _ := os.ReadDir(dir); len(entries) != 1 { // only the temporary file

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"radbridge/dicom/dimse"
+	"radbridge/dicom/part10"
 )
 
 // BenchmarkCStore stores 512 KiB instances over loopback with the
@@ -51,7 +52,7 @@ func writeBenchFiles(b *testing.B, n, size int) string {
 	body := make([]byte, size)
 	for i := 0; i < n; i++ {
 		sop := fmt.Sprintf("1.2.826.0.1.3680043.10.1447.800.%d", i)
-		data := fileMeta(ctSOPClass, sop, "1.2.840.10008.1.2", "BENCH")
+		data := part10.FileMeta(ctSOPClass, sop, "1.2.840.10008.1.2", "BENCH")
 		data = append(data, pixelHeader(ctHeader(sop), uint32(size))...)
 		data = append(data, body...)
 		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%04d.dcm", i)), data, 0o644); err != nil {

@@ -16,13 +16,6 @@ const (
 	MPPSSOPClass         = "1.2.840.10008.3.1.2.3.3"
 )
 
-// Our implementation identification (PS3.7 annex D.3.3.2). The class UID is
-// a UUID-derived UID (PS3.5 annex B.2).
-const (
-	ImplementationClassUID    = "2.25.175144116734447533891792358872471728825"
-	ImplementationVersionName = "RADBRIDGE_1"
-)
-
 // storageTransferSyntaxes are accepted for storage: every standard native
 // and encapsulated syntax. We only read headers and never decode pixels, so
 // we take what the sender has and never make it transcode (PS3.5 section

@@ -11,11 +11,18 @@ import (
 
 	"radbridge/dicom/dataset"
 	"radbridge/dicom/dimse"
+	"radbridge/dicom/part10"
 	"radbridge/ingest"
 )
 
 // Attribute tags of IAN (PS3.3 C.4.23) and MPPS (PS3.3 C.4.13-15).
 var (
+	tAccessionNumber       = dataset.Tag(0x0008, 0x0050)
+	tModality              = dataset.Tag(0x0008, 0x0060)
+	tPatientName           = dataset.Tag(0x0010, 0x0010)
+	tPatientID             = dataset.Tag(0x0010, 0x0020)
+	tStudyInstanceUID      = dataset.Tag(0x0020, 0x000D)
+	tSeriesInstanceUID     = dataset.Tag(0x0020, 0x000E)
 	tRefPPSSequence        = dataset.Tag(0x0008, 0x1111)
 	tRefSeriesSequence     = dataset.Tag(0x0008, 0x1115)
 	tRefSOPSequence        = dataset.Tag(0x0008, 0x1199)
@@ -162,7 +169,7 @@ func parseMPPS(ds *dataset.Dataset) *ingest.MPPSUpdate {
 	u := &ingest.MPPSUpdate{
 		Status:          ds.String(tPPSStatus),
 		PatientID:       ds.String(tPatientID),
-		PatientName:     personName(ds.Joined(tPatientName)),
+		PatientName:     part10.PersonName(ds.Joined(tPatientName)),
 		Modality:        ds.String(tModality),
 		ProcedureStepID: ds.String(tPPSID),
 		StartDate:       ds.String(tPPSStartDate),

@@ -22,6 +22,7 @@ import (
 
 	"radbridge/dicom/dataset"
 	"radbridge/dicom/dimse"
+	"radbridge/dicom/part10"
 	"radbridge/dicom/ul"
 	"radbridge/ingest"
 	"radbridge/internal/lograte"
@@ -199,7 +200,7 @@ func New(cfg Config, h Handler) (*Server, error) {
 	if cfg.StoreDir != "" {
 		// A live reception writes its temporary file at least once per idle
 		// timeout; one untouched for twice that was left by a crash.
-		if n := sweepIncoming(cfg.StoreDir, 2*cfg.IdleTimeout); n > 0 {
+		if n := part10.SweepIncoming(cfg.StoreDir, 2*cfg.IdleTimeout); n > 0 {
 			cfg.Logger.Info("removed temporary files of receptions a crash interrupted", "component", "dicom", "files", n)
 		}
 	}
@@ -375,8 +376,8 @@ func (s *Server) serveConn(ctx context.Context, conn net.Conn, host string) {
 		CallerAllowed:             s.callerAllowed,
 		Negotiate:                 negotiate,
 		MaxPDULength:              s.cfg.MaxPDULength,
-		ImplementationClassUID:    ImplementationClassUID,
-		ImplementationVersionName: ImplementationVersionName,
+		ImplementationClassUID:    part10.ImplementationClassUID,
+		ImplementationVersionName: part10.ImplementationVersionName,
 		ARTIMTimeout:              s.cfg.ARTIMTimeout,
 		IdleTimeout:               s.cfg.IdleTimeout,
 	}

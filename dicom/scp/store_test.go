@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"radbridge/dicom/dataset"
+	"radbridge/dicom/part10"
 )
 
 // charsets whose decoding we assert exactly (the issue asks for at least
@@ -109,7 +110,7 @@ func TestStoreSCUFiles(t *testing.T) {
 			{"CalledAE", inst.CalledAE, "RADBRIDGE"},
 		}
 		if exactCharsets[w.Charset] {
-			checks = append(checks, struct{ field, got, want string }{"PatientName", inst.PatientName, personName(w.PatientName)})
+			checks = append(checks, struct{ field, got, want string }{"PatientName", inst.PatientName, part10.PersonName(w.PatientName)})
 		} else if inst.PatientName != w.PatientName {
 			t.Logf("%s (%s): PatientName %q, pydicom %q (not asserted)", name, w.Charset, inst.PatientName, w.PatientName)
 		}

@@ -5,6 +5,8 @@ import (
 	"os/exec"
 	"path/filepath"
 	"testing"
+
+	"radbridge/dicom/part10"
 )
 
 // synthFiles writes the synthetic instances of scripts/dicom/synth.py into
@@ -41,7 +43,7 @@ func checkStored(t *testing.T, s *testSCP, want map[string]expected, ts string) 
 			{"StudyInstanceUID", inst.StudyInstanceUID, w.StudyUID},
 			{"SeriesInstanceUID", inst.SeriesInstanceUID, w.SeriesUID},
 			{"PatientID", inst.PatientID, w.PatientID},
-			{"PatientName", inst.PatientName, personName(w.PatientName)},
+			{"PatientName", inst.PatientName, part10.PersonName(w.PatientName)},
 			{"AccessionNumber", inst.AccessionNumber, w.Accession},
 			{"Modality", inst.Modality, w.Modality},
 			{"CallingAE", inst.CallingAE, "SYNTH"},

@@ -46,25 +46,3 @@ type Sampler interface {
 	// once it was recorded, or nil (too large, not recorded).
 	Take(inst *ingest.Instance, part10 []byte)
 }
-
-// Capture keeps what is written to it up to Max bytes, then nothing
-// (Buf is nil and Off is true).
-type Capture struct {
-	Buf []byte
-	Max int
-	Off bool
-}
-
-func (c *Capture) Write(p []byte) (int, error) {
-	if !c.Off {
-		if len(c.Buf)+len(p) > c.Max {
-			c.Stop()
-		} else {
-			c.Buf = append(c.Buf, p...)
-		}
-	}
-	return len(p), nil
-}
-
-// Stop drops what was kept and keeps nothing more.
-func (c *Capture) Stop() { c.Off, c.Buf = true, nil }

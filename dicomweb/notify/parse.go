@@ -18,6 +18,7 @@ import (
 	"strconv"
 	"strings"
 
+	"radbridge/dicom/part10"
 	"radbridge/ingest"
 )
 
@@ -292,7 +293,7 @@ func fill(i *ingest.Instance, ds dataset) error {
 				return fmt.Errorf("%s: value is not a string", where)
 			}
 			if e.VR == "UI" {
-				if err := checkUID(s); err != nil {
+				if err := part10.CheckUID(s); err != nil {
 					return fmt.Errorf("%s %q: %v", where, s, err)
 				}
 			} else if len(s) > 1024 {
@@ -349,26 +350,4 @@ func number(v json.RawMessage) (int, error) {
 		return 0, fmt.Errorf("value %s is not an integer string", v)
 	}
 	return int(n), nil
-}
-
-// checkUID applies PS3.5 9.1: at most 64 characters, digits and dots,
-// no empty component.
-func checkUID(s string) error {
-	if s == "" {
-		return errors.New("empty UID")
-	}
-	if len(s) > 64 {
-		return fmt.Errorf("UID of %d characters, more than 64", len(s))
-	}
-	for k, c := range []byte(s) {
-		if c != '.' && (c < '0' || c > '9') {
-			return fmt.Errorf("character %q at %d is not a digit or '.'", c, k)
-		}
-	}
-	for _, comp := range strings.Split(s, ".") {
-		if comp == "" {
-			return errors.New("empty component")
-		}
-	}
-	return nil
 }
