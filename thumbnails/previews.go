@@ -1,4 +1,4 @@
-package app
+package thumbnails
 
 import (
 	"bytes"
@@ -10,21 +10,19 @@ import (
 	"sync"
 	"sync/atomic"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"radbridge/dicom/dataset"
 	"radbridge/dicom/thumbnail"
 	"radbridge/ingest"
 )
 
-// Series previews without --store-dir: the receivers (C-STORE, STOW-RS)
-// offer each instance's header to previews.Want; the first instance
-// received of a series not yet previewed is kept in memory (at most
-// previewSlots instances at a time, each at most previewMaxBytes; when
-// all slots are taken the instance is not kept and a later one of its
+// Series previews without a store directory: the receivers (C-STORE,
+// STOW-RS) offer each instance's header to Previews.Want; the first
+// instance received of a series not yet previewed is kept in memory (at
+// most previewSlots instances at a time, each at most previewMaxBytes;
+// when all slots are taken the instance is not kept and a later one of its
 // series may be) and rendered by one worker, off the receive path, into
-// the state bucket under thumbseries.<series uid>. The study worker
-// (thumbnails.render) serves the preview of the series it picks.
+// the bucket under thumbseries.<series uid>. The study worker
+// (Service.render) serves the preview of the series it picks.
 
 const (
 	previewSlots    = 2
@@ -39,8 +37,9 @@ type sample struct {
 	part10 []byte
 }
 
-// previews implements scp.Sampler.
-type previews struct {
+// Previews keeps the instances to preview as they arrive; it implements
+// scp.Sampler.
+type Previews struct {
 	slots   chan struct{}
 	queue   chan sample
 	mu      sync.Mutex
@@ -49,15 +48,16 @@ type previews struct {
 	dropped atomic.Uint64   // instances not kept: all slots taken
 }
 
-func newPreviews() *previews {
-	return &previews{
+// NewPreviews returns an empty Previews.
+func NewPreviews() *Previews {
+	return &Previews{
 		slots: make(chan struct{}, previewSlots), queue: make(chan sample, previewSlots),
 		busy: map[string]bool{}, done: map[string]bool{},
 	}
 }
 
 // Want reserves a slot for the first instance of a series not previewed.
-func (p *previews) Want(inst *ingest.Instance) (int, bool) {
+func (p *Previews) Want(inst *ingest.Instance) (int, bool) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	s := inst.SeriesInstanceUID
@@ -76,7 +76,7 @@ func (p *previews) Want(inst *ingest.Instance) (int, bool) {
 
 // Take queues a kept instance for rendering, or ends its reservation. It
 // never blocks: the queue holds as many as there are slots.
-func (p *previews) Take(inst *ingest.Instance, part10 []byte) {
+func (p *Previews) Take(inst *ingest.Instance, part10 []byte) {
 	if part10 == nil {
 		p.release(inst.SeriesInstanceUID, false)
 		return
@@ -84,7 +84,7 @@ func (p *previews) Take(inst *ingest.Instance, part10 []byte) {
 	p.queue <- sample{inst: inst, part10: part10}
 }
 
-func (p *previews) release(series string, done bool) {
+func (p *Previews) release(series string, done bool) {
 	p.mu.Lock()
 	delete(p.busy, series)
 	if done {
@@ -100,7 +100,7 @@ func (p *previews) release(series string, done bool) {
 func seriesKey(series string) string { return "thumbseries." + series }
 
 // RunPreviews renders the kept instances until ctx ends.
-func (t *thumbnails) RunPreviews(ctx context.Context) error {
+func (t *Service) RunPreviews(ctx context.Context) error {
 	if t.previews == nil {
 		return nil
 	}
@@ -123,7 +123,7 @@ func (t *thumbnails) RunPreviews(ctx context.Context) error {
 
 // renderSample stores the preview of a kept instance's series and
 // upgrades the study's preview if it waits for this series.
-func (t *thumbnails) renderSample(ctx context.Context, s sample) error {
+func (t *Service) renderSample(ctx context.Context, s sample) error {
 	in := s.inst
 	th := storedThumb{Source: in.SOPInstanceUID, Series: in.SeriesInstanceUID, Modality: in.Modality}
 	b, err := thumbnail.FromPart10(ctx, "instance "+in.SOPInstanceUID, s.part10, thumbnailSide, t.maxPixels)
@@ -148,7 +148,7 @@ func (t *thumbnails) renderSample(ctx context.Context, s sample) error {
 	if err != nil {
 		return err
 	}
-	if _, err := t.kv.Put(ctx, seriesKey(in.SeriesInstanceUID), v); err != nil {
+	if err := t.kv.Put(ctx, seriesKey(in.SeriesInstanceUID), v); err != nil {
 		return fmt.Errorf("store series preview: %w", err)
 	}
 	return t.upgrade(ctx, in.StudyInstanceUID, &th)
@@ -156,38 +156,38 @@ func (t *thumbnails) renderSample(ctx context.Context, s sample) error {
 
 // upgrade replaces a study's icon, stored while the preview of its series
 // was rendering, with that preview (compare-and-set: a newer choice wins).
-func (t *thumbnails) upgrade(ctx context.Context, study string, sp *storedThumb) error {
-	e, err := t.kv.Get(ctx, thumbKey(study))
-	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return nil // the study worker reads the series preview when the study comes
-	}
+func (t *Service) upgrade(ctx context.Context, study string, sp *storedThumb) error {
+	v, rev, found, err := t.kv.Get(ctx, thumbKey(study))
 	if err != nil {
 		return fmt.Errorf("read thumbnail: %w", err)
 	}
+	if !found {
+		return nil // the study worker reads the series preview when the study comes
+	}
 	var old storedThumb
-	if json.Unmarshal(e.Value(), &old) != nil || old.Series != sp.Series || old.Source != "" {
+	if json.Unmarshal(v, &old) != nil || old.Series != sp.Series || old.Source != "" {
 		return nil
 	}
 	nt := *sp
 	nt.Patient, nt.Modality = old.Patient, old.Modality
-	v, err := json.Marshal(nt)
+	b, err := json.Marshal(nt)
 	if err != nil {
 		return err
 	}
-	if _, err := t.kv.Update(ctx, thumbKey(study), v, e.Revision()); err != nil && !errors.Is(err, jetstream.ErrKeyExists) {
+	if _, err := t.kv.Update(ctx, thumbKey(study), b, rev); err != nil {
 		return fmt.Errorf("store thumbnail: %w", err)
 	}
 	return nil
 }
 
 // seriesPreview is the stored preview of a series, or nil.
-func (t *thumbnails) seriesPreview(ctx context.Context, series string) *storedThumb {
-	e, err := t.kv.Get(ctx, seriesKey(series))
-	if err != nil {
+func (t *Service) seriesPreview(ctx context.Context, series string) *storedThumb {
+	v, _, found, err := t.kv.Get(ctx, seriesKey(series))
+	if err != nil || !found {
 		return nil
 	}
 	var th storedThumb
-	if json.Unmarshal(e.Value(), &th) != nil {
+	if json.Unmarshal(v, &th) != nil {
 		return nil
 	}
 	return &th

@@ -1,4 +1,4 @@
-package app
+package thumbnails
 
 import (
 	"testing"
@@ -10,7 +10,7 @@ import (
 // per series, drops when full, frees a slot on Take(nil) and does not
 // want a series again once it was previewed.
 func TestPreviewsBounded(t *testing.T) {
-	p := newPreviews()
+	p := NewPreviews()
 	inst := func(series string) *ingest.Instance { return &ingest.Instance{SeriesInstanceUID: series} }
 	want := func(series string, ok bool) {
 		t.Helper()

@@ -1,4 +1,4 @@
-package app
+package thumbnails
 
 import (
 	"context"
@@ -19,16 +19,16 @@ func TestIconNeverReplacesImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer st.Close()
-	th := &thumbnails{kv: st.State()}
+	th := New(Config{Bucket: st.Thumbnails()})
 	enc := func(v storedThumb) []byte { b, _ := json.Marshal(v); return b }
 	key := thumbKey("1.2.3")
 	contentType := func() string {
-		e, err := st.State().Get(ctx, key)
-		if err != nil {
-			t.Fatal(err)
+		b, _, found, err := th.kv.Get(ctx, key)
+		if err != nil || !found {
+			t.Fatal(found, err)
 		}
 		var v storedThumb
-		json.Unmarshal(e.Value(), &v)
+		json.Unmarshal(b, &v)
 		return v.ContentType
 	}
 
@@ -40,7 +40,7 @@ func TestIconNeverReplacesImage(t *testing.T) {
 		t.Fatalf("after the first icon: %s", got)
 	}
 	// The image (another process) replaces the icon ...
-	if _, err := st.State().Put(ctx, key, enc(storedThumb{Patient: "P1", ContentType: "image/jpeg", Data: []byte{0xff, 0xd8}})); err != nil {
+	if err := th.kv.Put(ctx, key, enc(storedThumb{Patient: "P1", ContentType: "image/jpeg", Data: []byte{0xff, 0xd8}})); err != nil {
 		t.Fatal(err)
 	}
 	// ... and a later icon leaves it.

@@ -1,4 +1,11 @@
-package app
+// Package thumbnails keeps and serves one preview per study: a worker fed
+// by the fan-out hub renders a study's preview when it becomes available
+// or changes, off the ingest path, one at a time, each bounded in time,
+// from the instance file in the store directory or, without one, from an
+// instance kept in memory as it arrived (Previews); the previews live in a
+// Bucket under thumb.<study uid> (and thumbseries.<series uid>) and are
+// served at GET /v1/studies/{study_uid}/thumbnail.
+package thumbnails
 
 import (
 	"context"
@@ -8,36 +15,43 @@ import (
 	"log/slog"
 	"net/http"
 	"os"
-	"path/filepath"
-	"regexp"
 	"time"
-
-	"github.com/nats-io/nats.go/jetstream"
 
 	"radbridge/api"
 	"radbridge/auth"
+	"radbridge/dicom/part10"
 	"radbridge/dicom/thumbnail"
 	"radbridge/eventlog"
 	"radbridge/fanout"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
 
-// Study thumbnails: a worker fed by the hub renders one preview per study
-// when it becomes available or changes, off the ingest path, one at a time,
-// each bounded in time; the previews live in the state bucket under
-// thumb.<study uid> and are served at GET /v1/studies/{study_uid}/thumbnail.
+// Pattern is the ServeMux pattern of Handler.
+const Pattern = "GET /v1/studies/{study_uid}/thumbnail"
 
 const (
-	thumbnailPattern = "GET /v1/studies/{study_uid}/thumbnail"
 	thumbnailSide    = 256
 	thumbnailMax     = 256 << 10 // stored preview bytes
 	thumbnailTimeout = 10 * time.Second
 )
 
-// dicomUID is a DICOM UID (PS3.5 9.1): digits and dots, at most 64.
-var dicomUID = regexp.MustCompile(`^[0-9]+(\.[0-9]+)*$`)
+// Bucket keeps the previews (in the daemon, the state bucket): values by
+// key, each with a revision for compare-and-set, so that processes of a
+// cluster sharing it do not overwrite each other's images.
+type Bucket interface {
+	// Get returns key's value and revision; found is false when the key
+	// has no value.
+	Get(ctx context.Context, key string) (value []byte, revision uint64, found bool, err error)
+	// Put sets key's value.
+	Put(ctx context.Context, key string, value []byte) error
+	// Create sets key's value unless it has one: ok is false when it had.
+	Create(ctx context.Context, key string, value []byte) (ok bool, err error)
+	// Update sets key's value if its revision is still revision: ok is
+	// false when it changed.
+	Update(ctx context.Context, key string, value []byte, revision uint64) (ok bool, err error)
+}
 
-// storedThumb is the state-bucket value of a study's preview.
+// storedThumb is the bucket value of a study's preview.
 type storedThumb struct {
 	// Patient is the study's patient id, for read authorization.
 	Patient string `json:"patient"`
@@ -45,7 +59,7 @@ type storedThumb struct {
 	// so an unchanged choice is not rendered again.
 	Source string `json:"source,omitempty"`
 	// Series is the series chosen (pick), whose preview may replace an
-	// icon once rendered (no --store-dir: previews.go).
+	// icon once rendered (no store directory: previews.go).
 	Series string `json:"series,omitempty"`
 	// Fallback says why an icon is shown instead of an image (e.g. the
 	// transfer syntax not supported), served as
@@ -56,22 +70,51 @@ type storedThumb struct {
 	Data        []byte `json:"data"`
 }
 
-type thumbnails struct {
-	kv       jetstream.KeyValue
+// Config configures the service.
+type Config struct {
+	// Bucket keeps the previews (required).
+	Bucket Bucket
+	// Hub feeds the worker the events of studies (required by Run).
+	Hub *fanout.Hub
+	// StoreDir is the directory the receivers write instance files into
+	// (part10.Path); empty: previews come from Previews.
+	StoreDir string
+	// MaxPixels bounds the images decoded (--thumbnail-max-pixels).
+	MaxPixels int64
+	// Previews, without StoreDir, holds instances kept as they arrive.
+	Previews *Previews
+	Logger   *slog.Logger
+}
+
+// Service renders, keeps and serves the study previews.
+type Service struct {
+	kv       Bucket
 	hub      *fanout.Hub
 	storeDir string
 	// maxPixels bounds the images decoded (--thumbnail-max-pixels).
 	maxPixels int64
 	// previews, without storeDir, holds instances kept as they arrive.
-	previews *previews
+	previews *Previews
 	log      *slog.Logger
 }
+
+// New returns the service; Run and RunPreviews do its work, Handler serves
+// it.
+func New(cfg Config) *Service {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Service{kv: cfg.Bucket, hub: cfg.Hub, storeDir: cfg.StoreDir, maxPixels: cfg.MaxPixels, previews: cfg.Previews, log: cfg.Logger}
+}
+
+// errNoThumbnail: the study has no stored preview.
+var errNoThumbnail = errors.New("no thumbnail")
 
 func thumbKey(study string) string { return "thumb." + study }
 
 // Run renders previews of the studies of events appended from now on until
 // ctx ends.
-func (t *thumbnails) Run(ctx context.Context) error {
+func (t *Service) Run(ctx context.Context) error {
 	if err := t.hub.WaitReady(ctx); err != nil {
 		return nil
 	}
@@ -133,9 +176,9 @@ func pick(res map[string]any) (modality, series, sop string) {
 	return modality, "", ""
 }
 
-func (t *thumbnails) render(ctx context.Context, ev *rbv1.Event) error {
+func (t *Service) render(ctx context.Context, ev *rbv1.Event) error {
 	study := ev.GetStudyInstanceUid()
-	if !dicomUID.MatchString(study) || len(study) > 64 {
+	if !part10.ValidUID(study) {
 		return nil
 	}
 	modality, series, sop := pick(ev.GetResource().AsMap())
@@ -144,12 +187,12 @@ func (t *thumbnails) render(ctx context.Context, ev *rbv1.Event) error {
 	if oldErr == nil && old.Patient == th.Patient && old.Source == sop && old.Modality == modality && sop != "" {
 		return nil // this instance was rendered already
 	}
-	if t.storeDir == "" && t.previews != nil && dicomUID.MatchString(series) {
+	if t.storeDir == "" && t.previews != nil && part10.ValidUID(series) {
 		return t.fromSeries(ctx, study, series, th, old)
 	}
 	var renderErr error
-	if t.storeDir != "" && dicomUID.MatchString(series) && dicomUID.MatchString(sop) {
-		path := filepath.Join(t.storeDir, study, series, sop+".dcm")
+	if t.storeDir != "" && part10.ValidUID(series) && part10.ValidUID(sop) {
+		path := part10.Path(t.storeDir, study, series, sop)
 		if _, err := os.Stat(path); err == nil {
 			b, err := thumbnail.FromFile(ctx, path, thumbnailSide, t.maxPixels)
 			if err == nil && len(b) <= thumbnailMax {
@@ -172,7 +215,7 @@ func (t *thumbnails) render(ctx context.Context, ev *rbv1.Event) error {
 		// rendered the image: an icon never replaces an image.
 		return errors.Join(t.putIcon(ctx, thumbKey(study), th.Patient, b), renderErr)
 	}
-	if _, err := t.kv.Put(ctx, thumbKey(study), b); err != nil {
+	if err := t.kv.Put(ctx, thumbKey(study), b); err != nil {
 		return fmt.Errorf("store thumbnail: %w", err)
 	}
 	return renderErr
@@ -180,7 +223,7 @@ func (t *thumbnails) render(ctx context.Context, ev *rbv1.Event) error {
 
 // fromSeries stores the preview of series as the study's, or the icon
 // while it renders (renderSample then upgrades it).
-func (t *thumbnails) fromSeries(ctx context.Context, study, series string, th storedThumb, old *storedThumb) error {
+func (t *Service) fromSeries(ctx context.Context, study, series string, th storedThumb, old *storedThumb) error {
 	th.Series = series
 	sp := t.seriesPreview(ctx, series)
 	if sp == nil {
@@ -207,7 +250,7 @@ func (t *thumbnails) fromSeries(ctx context.Context, study, series string, th st
 	if err != nil {
 		return err
 	}
-	if _, err := t.kv.Put(ctx, thumbKey(study), b); err != nil {
+	if err := t.kv.Put(ctx, thumbKey(study), b); err != nil {
 		return fmt.Errorf("store thumbnail: %w", err)
 	}
 	return nil
@@ -215,51 +258,54 @@ func (t *thumbnails) fromSeries(ctx context.Context, study, series string, th st
 
 // putIcon stores an icon unless the study has a rendered image, with
 // compare-and-set so that a concurrent image wins.
-func (t *thumbnails) putIcon(ctx context.Context, key, patient string, b []byte) error {
-	e, err := t.kv.Get(ctx, key)
+func (t *Service) putIcon(ctx context.Context, key, patient string, b []byte) error {
+	v, rev, found, err := t.kv.Get(ctx, key)
 	switch {
-	case errors.Is(err, jetstream.ErrKeyNotFound):
+	case err == nil && !found:
 		_, err = t.kv.Create(ctx, key, b)
 	case err == nil:
 		var old storedThumb
-		if json.Unmarshal(e.Value(), &old) == nil && old.ContentType == "image/jpeg" && old.Patient == patient {
+		if json.Unmarshal(v, &old) == nil && old.ContentType == "image/jpeg" && old.Patient == patient {
 			return nil
 		}
-		_, err = t.kv.Update(ctx, key, b, e.Revision())
+		_, err = t.kv.Update(ctx, key, b, rev)
 	}
-	if err != nil && !errors.Is(err, jetstream.ErrKeyExists) && !errors.Is(err, jetstream.ErrKeyRevisionMismatch) {
+	if err != nil {
 		return fmt.Errorf("store thumbnail: %w", err)
 	}
 	return nil
 }
 
-func (t *thumbnails) get(ctx context.Context, study string) (*storedThumb, error) {
-	e, err := t.kv.Get(ctx, thumbKey(study))
+func (t *Service) get(ctx context.Context, study string) (*storedThumb, error) {
+	v, _, found, err := t.kv.Get(ctx, thumbKey(study))
 	if err != nil {
 		return nil, err
 	}
+	if !found {
+		return nil, errNoThumbnail
+	}
 	var th storedThumb
-	if err := json.Unmarshal(e.Value(), &th); err != nil {
+	if err := json.Unmarshal(v, &th); err != nil {
 		return nil, fmt.Errorf("thumbnail %s: %w", study, err)
 	}
 	return &th, nil
 }
 
-// handler serves GET /v1/studies/{study_uid}/thumbnail: 404 for a study
-// without a preview or one the caller may not read.
-func (t *thumbnails) handler(a auth.Authenticator) http.Handler {
+// Handler serves GET /v1/studies/{study_uid}/thumbnail (Pattern): 404 for
+// a study without a preview or one the caller may not read.
+func (t *Service) Handler(a auth.Authenticator) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		ctx, pr, ok := api.Authenticate(w, r, a)
 		if !ok {
 			return
 		}
 		study := r.PathValue("study_uid")
-		if !dicomUID.MatchString(study) || len(study) > 64 {
+		if !part10.ValidUID(study) {
 			http.Error(w, "study_uid: not a DICOM UID", http.StatusBadRequest)
 			return
 		}
 		th, err := t.get(ctx, study)
-		if errors.Is(err, jetstream.ErrKeyNotFound) || (err == nil && !pr.MayRead(th.Patient)) {
+		if errors.Is(err, errNoThumbnail) || (err == nil && !pr.MayRead(th.Patient)) {
 			http.Error(w, "no thumbnail", http.StatusNotFound)
 			return
 		}

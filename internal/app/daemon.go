@@ -43,6 +43,7 @@ import (
 	"radbridge/mapper"
 	rbv1 "radbridge/proto/radbridge/v1"
 	"radbridge/store"
+	"radbridge/thumbnails"
 )
 
 // Daemon is a running radbridge.
@@ -187,10 +188,10 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 		d.metrics.MustRegister(metrics.NewHL7Collector(d.hl7Srv))
 	}
 	// Without a store directory, previews keep instances in memory.
-	var samples *previews
+	var samples *thumbnails.Previews
 	var sampler scp.Sampler
 	if cfg.StoreDir == "" {
-		samples = newPreviews()
+		samples = thumbnails.NewPreviews()
 		sampler = samples
 	}
 	if cfg.DICOMAddr != "" || cfg.DICOMTLSAddr != "" {
@@ -306,8 +307,8 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	}).Routes()
 	// JSON notifications (an Orthanc Lua callback) too.
 	extra[notify.Path] = notify.NewHandler(dicomHandler{log: ingestLog("notification"), bodies: bodies, zone: cfg.Timezone, steps: st.Steps()}, authn, log)
-	thumbs := &thumbnails{kv: st.State(), hub: d.hub, storeDir: cfg.StoreDir, maxPixels: cfg.ThumbnailMaxPixels, previews: samples, log: log}
-	extra[thumbnailPattern] = thumbs.handler(authn)
+	thumbs := thumbnails.New(thumbnails.Config{Bucket: st.Thumbnails(), Hub: d.hub, StoreDir: cfg.StoreDir, MaxPixels: cfg.ThumbnailMaxPixels, Previews: samples, Logger: log})
+	extra[thumbnails.Pattern] = thumbs.Handler(authn)
 	extra[metricsPattern] = operatorOnly(authn, metrics.Handler(d.metrics))
 	extra[statusPattern] = operatorOnly(authn, d.statusHandler())
 	// FHIR: the R4 read API (package fhir) and, mounted under it,
