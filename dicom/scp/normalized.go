@@ -64,13 +64,16 @@ func (c *assoc) normalized(ctx context.Context, msg *dimse.Message) error {
 		rspField = dimse.NSetRSP
 		class, inst = cmd.RequestedSOPClassUID, cmd.RequestedSOPInstanceUID
 	}
-	respond := func(st dimse.Status, comment string) error {
+	// fail answers a failure whose cause (detail) the peer is not told:
+	// it is logged with the failure.
+	fail := func(st dimse.Status, comment string, detail error) error {
 		if st.IsFailure() {
-			c.log.Warn("N-service failed", "command_field", fmt.Sprintf("0x%04x", cmd.CommandField),
-				"status", st.String(), "comment", comment, "sop_instance_uid", inst)
+			c.log.Warn("N-service failed", withDetail(detail, "command_field", fmt.Sprintf("0x%04x", cmd.CommandField),
+				"status", st.String(), "comment", comment, "sop_instance_uid", inst)...)
 		}
 		return dimse.Respond(c.a, msg.ContextID, cmd, rspField, st, comment)
 	}
+	respond := func(st dimse.Status, comment string) error { return fail(st, comment, nil) }
 	var body []byte
 	if msg.Data != nil {
 		var err error
@@ -107,15 +110,15 @@ func (c *assoc) normalized(ctx context.Context, msg *dimse.Message) error {
 	}
 	ds, err := dataset.Parse(body, syntax)
 	if err != nil {
-		return respond(dimse.StatusCannotUnderstand, clip(err.Error()))
+		return fail(dimse.StatusCannotUnderstand, commentUnparseable, err)
 	}
 	now := time.Now()
 	if class == IANSOPClass {
 		ian := parseIAN(ds)
 		ian.Peer, ian.SOPInstanceUID, ian.ReceivedAt = c.peer, inst, now
 		if err := c.s.h.InstanceAvailability(ctx, ian); err != nil {
-			st, comment := handlerStatus(err)
-			return respond(st, clip(comment))
+			st, comment, detail := handlerStatus(err)
+			return fail(st, clip(comment), detail)
 		}
 		c.s.c.notifications.Add(1)
 		c.s.c.ians.Add(1)
@@ -134,8 +137,8 @@ func (c *assoc) normalized(ctx context.Context, msg *dimse.Message) error {
 		return respond(dimse.StatusInvalidAttributeValue, "unknown Performed Procedure Step Status")
 	}
 	if err := c.s.h.MPPS(ctx, u); err != nil {
-		st, comment := handlerStatus(err)
-		return respond(st, clip(comment))
+		st, comment, detail := handlerStatus(err)
+		return fail(st, clip(comment), detail)
 	}
 	c.s.c.notifications.Add(1)
 	c.s.c.mpps.Add(1)

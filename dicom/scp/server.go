@@ -513,11 +513,13 @@ func (c *assoc) dispatch(ctx context.Context, msg *dimse.Message) error {
 		"operation not supported by this SCP")
 }
 
-// respondFailure maps a handler error to a status.
-func handlerStatus(err error) (dimse.Status, string) {
+// handlerStatus maps a handler error to a status and an Error Comment: a
+// StatusError's own, else A700 with a fixed comment; detail is the error
+// the peer is not told.
+func handlerStatus(err error) (st dimse.Status, comment string, detail error) {
 	var se *StatusError
 	if errors.As(err, &se) {
-		return se.Status, se.Comment
+		return se.Status, se.Comment, nil
 	}
-	return dimse.StatusOutOfResources, "not recorded: " + err.Error()
+	return dimse.StatusOutOfResources, commentNotRecorded, err
 }

@@ -118,6 +118,9 @@ func TestStoreFailures(t *testing.T) {
 			if rsp.Status != tt.wantStatus || rsp.ErrorComment == "" {
 				t.Errorf("status %v comment %q, want %v with a comment", rsp.Status, rsp.ErrorComment, tt.wantStatus)
 			}
+			if rsp.Status == dimse.StatusCannotUnderstand && rsp.ErrorComment != commentUnparseable {
+				t.Errorf("comment %q, want the fixed %q, not the parser's error", rsp.ErrorComment, commentUnparseable)
+			}
 		})
 	}
 	if n := len(s.h.byUID()); n != 0 {
@@ -132,8 +135,9 @@ func TestStoreFailures(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if rsp.Status != dimse.StatusOutOfResources || rsp.ErrorComment == "" {
-		t.Errorf("handler error: status %v comment %q", rsp.Status, rsp.ErrorComment)
+	// The peer learns the failure class, never the handler's error text.
+	if rsp.Status != dimse.StatusOutOfResources || rsp.ErrorComment != commentNotRecorded {
+		t.Errorf("handler error: status %v comment %q, want A700 with %q", rsp.Status, rsp.ErrorComment, commentNotRecorded)
 	}
 	s.h.mu.Lock()
 	s.h.fail = &StatusError{Status: dimse.StatusProcessingFailure, Comment: "duplicate with other data"}

@@ -21,16 +21,19 @@ import (
 func (c *assoc) store(ctx context.Context, msg *dimse.Message) error {
 	cmd := msg.Command
 	start := time.Now()
-	respond := func(st dimse.Status, comment string) error {
+	// fail answers a failure whose cause (detail) the peer is not told:
+	// it is logged with the failure.
+	fail := func(st dimse.Status, comment string, detail error) error {
 		if st.IsFailure() {
 			c.s.c.failures.Add(1)
 			if ok, left := c.s.logs.Allow("C-STORE failed"); ok {
-				c.log.Warn("C-STORE failed", "status", st.String(), "comment", comment,
-					"sop_instance_uid", cmd.AffectedSOPInstanceUID, "suppressed", left)
+				c.log.Warn("C-STORE failed", withDetail(detail, "status", st.String(), "comment", comment,
+					"sop_instance_uid", cmd.AffectedSOPInstanceUID, "suppressed", left)...)
 			}
 		}
 		return dimse.Respond(c.a, msg.ContextID, cmd, dimse.CStoreRSP, st, comment)
 	}
+	respond := func(st dimse.Status, comment string) error { return fail(st, comment, nil) }
 	if msg.Data == nil {
 		return respond(dimse.StatusCannotUnderstand, "C-STORE-RQ without data set")
 	}
@@ -113,14 +116,14 @@ func (c *assoc) store(ctx context.Context, msg *dimse.Message) error {
 		if errors.Is(herr, dataset.ErrTooManyElements) {
 			return respond(dimse.StatusOutOfResources, fmt.Sprintf("header has more than %d elements", c.s.cfg.MaxElements))
 		}
-		return respond(dimse.StatusCannotUnderstand, clip(herr.Error()))
+		return fail(dimse.StatusCannotUnderstand, commentUnparseable, herr)
 	}
 	inst, err := pre, error(nil)
 	if inst == nil {
 		inst, err = part10.ParseInstance(header, syntax, pc.TransferSyntax, start)
 	}
 	if err != nil {
-		return respond(dimse.StatusCannotUnderstand, clip(err.Error()))
+		return fail(dimse.StatusCannotUnderstand, commentUnparseable, err)
 	}
 	inst.Peer, inst.Size = c.peer, counter.N
 
@@ -148,8 +151,8 @@ func (c *assoc) store(ctx context.Context, msg *dimse.Message) error {
 	}
 
 	if err := c.s.h.StoreInstance(ctx, inst); err != nil {
-		st, comment := handlerStatus(err)
-		return respond(st, clip(comment))
+		st, comment, detail := handlerStatus(err)
+		return fail(st, clip(comment), detail)
 	}
 	c.s.c.stored.Add(1)
 	c.log.Debug("instance stored", "instance", inst, "duration", time.Since(start))
@@ -158,6 +161,22 @@ func (c *assoc) store(ctx context.Context, msg *dimse.Message) error {
 		wanted, keep.Buf = nil, nil
 	}
 	return respond(dimse.StatusSuccess, "")
+}
+
+// Error Comments (0000,0902) of the failures whose cause is ours or a
+// parser's: a peer learns the failure class from them, never our error
+// text (which is logged instead).
+const (
+	commentUnparseable = "data set cannot be parsed"
+	commentNotRecorded = "not recorded, retry later"
+)
+
+// withDetail appends detail, when there is one, to log attributes as err.
+func withDetail(detail error, attrs ...any) []any {
+	if detail != nil {
+		attrs = append(attrs, "err", detail)
+	}
+	return attrs
 }
 
 // clip keeps an Error Comment within LO's 64 characters.

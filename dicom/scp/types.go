@@ -11,8 +11,9 @@ import (
 // the handler returned nil, so a handler must have durably recorded the
 // observation by then. A resent SOP Instance UID is the handler's business
 // (it should count as success). An error is answered with a failure status:
-// a *StatusError chooses it, any other error gives A700 (out of resources,
-// the sender may retry) with the error text as Error Comment.
+// a *StatusError chooses it (its Comment is the Error Comment), any other
+// error gives A700 (out of resources, the sender may retry) with a fixed
+// Error Comment, the error being logged, never sent.
 type Handler interface {
 	// StoreInstance is called once per C-STORE whose data set header parsed.
 	StoreInstance(ctx context.Context, inst *ingest.Instance) error
