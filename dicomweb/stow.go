@@ -16,7 +16,6 @@ import (
 	"strings"
 	"time"
 
-	"radbridge/api"
 	"radbridge/auth"
 	"radbridge/dicom/dataset"
 	"radbridge/dicom/scp"
@@ -152,7 +151,7 @@ type result struct {
 var errPartHeader = errors.New("part header exceeds limit")
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	ctx, p, ok := api.Authenticate(w, r, s.cfg.Auth)
+	ctx, p, ok := auth.HTTP(w, r, s.cfg.Auth)
 	if !ok {
 		return
 	}

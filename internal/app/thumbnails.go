@@ -14,7 +14,6 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
-	"radbridge/api"
 	"radbridge/auth"
 	"radbridge/dicom/thumbnail"
 	"radbridge/eventlog"
@@ -249,7 +248,7 @@ func (t *thumbnails) get(ctx context.Context, study string) (*storedThumb, error
 // without a preview or one the caller may not read.
 func (t *thumbnails) handler(a auth.Authenticator) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctx, pr, ok := api.Authenticate(w, r, a)
+		ctx, pr, ok := auth.HTTP(w, r, a)
 		if !ok {
 			return
 		}
