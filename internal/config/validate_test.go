@@ -1,6 +1,7 @@
 package config_test
 
 import (
+	"fmt"
 	"io"
 	"regexp"
 	"slices"
@@ -47,6 +48,30 @@ func TestValidateErrorOrder(t *testing.T) {
 		}
 		if got := err.Error(); got != first {
 			t.Fatalf("run %d reported the errors in another order:\n%s\nfirst run:\n%s", i+1, got, first)
+		}
+	}
+}
+
+// TestTrustedProxiesFromEnv: --trusted-proxies is read from the
+// environment like every flag, and is empty (trust nobody) by default.
+func TestTrustedProxiesFromEnv(t *testing.T) {
+	for _, tc := range []struct{ env, want string }{
+		{"", "[]"},
+		{"10.0.0.0/8, 192.0.2.1,::1", "[10.0.0.0/8 192.0.2.1/32 ::1/128]"},
+	} {
+		getenv := func(k string) string {
+			if k == "RADBRIDGE_TRUSTED_PROXIES" {
+				return tc.env
+			}
+			return ""
+		}
+		cfg, err := config.Load("test", []string{"--data-dir", t.TempDir(), "--timezone", "UTC"}, getenv, io.Discard)
+		if err != nil {
+			t.Fatal(err)
+		}
+		p, err := cfg.TrustedProxyPrefixes()
+		if got := fmt.Sprint(p); err != nil || got != tc.want {
+			t.Errorf("RADBRIDGE_TRUSTED_PROXIES=%q: %s, %v; want %s", tc.env, got, err, tc.want)
 		}
 	}
 }
