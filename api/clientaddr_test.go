@@ -24,6 +24,9 @@ func TestClientAddr(t *testing.T) {
 		{"garbage hop stops", "10.1.1.1:443", []string{"203.0.113.9, not-an-ip"}, trusted, "10.1.1.1:443"},
 		{"no header", "10.1.1.1:443", nil, trusted, "10.1.1.1:443"},
 		{"IPv4-mapped peer", "[::ffff:10.1.1.1]:443", []string{"203.0.113.9"}, trusted, "203.0.113.9"},
+		{"IPv6 proxy", "[2001:db8::1]:443", []string{"203.0.113.9"}, []netip.Prefix{netip.MustParsePrefix("2001:db8::/32")}, "203.0.113.9"},
+		{"IPv6 client", "10.1.1.1:443", []string{"2001:db8::7"}, trusted, "2001:db8::7"},
+		{"untrusted hop before a trusted one", "10.1.1.1:443", []string{"10.9.9.9, 198.51.100.1, 10.2.2.2"}, trusted, "198.51.100.1"},
 	} {
 		if got := api.ClientAddr(tc.remote, tc.xff, tc.trusted); got != tc.want {
 			t.Errorf("%s: got %q, want %q", tc.name, got, tc.want)

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"mime"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -28,6 +27,7 @@ import (
 
 	"radbridge/auth"
 	"radbridge/fanout"
+	"radbridge/internal/httpjson"
 	rbv1 "radbridge/proto/radbridge/v1"
 	"radbridge/web"
 )
@@ -205,7 +205,7 @@ func (j listsJSON) Marshal(v any) ([]byte, error) {
 func limitBody(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.ContentLength > maxBody {
-			writeJSONError(w, http.StatusRequestEntityTooLarge, codes.InvalidArgument, fmt.Sprintf("request body larger than %d bytes", maxBody))
+			httpjson.WriteError(w, http.StatusRequestEntityTooLarge, codes.InvalidArgument, fmt.Sprintf("request body larger than %d bytes", maxBody))
 			return
 		}
 		r.Body = http.MaxBytesReader(w, r.Body, maxBody)
@@ -223,30 +223,13 @@ func requireJSON(h http.Handler) http.Handler {
 		switch r.Method {
 		case http.MethodGet, http.MethodHead, http.MethodOptions:
 		default:
-			if !IsJSON(r) {
-				writeJSONError(w, http.StatusUnsupportedMediaType, codes.InvalidArgument, "Content-Type must be application/json")
+			if !httpjson.IsJSON(r) {
+				httpjson.WriteError(w, http.StatusUnsupportedMediaType, codes.InvalidArgument, "Content-Type must be application/json")
 				return
 			}
 		}
 		h.ServeHTTP(w, r)
 	})
-}
-
-// IsJSON reports whether r's Content-Type is application/json (parameters
-// such as charset=utf-8 allowed).
-func IsJSON(r *http.Request) bool {
-	vs := r.Header.Values("Content-Type")
-	if len(vs) != 1 {
-		return false
-	}
-	mt, _, err := mime.ParseMediaType(vs[0])
-	return err == nil && mt == "application/json"
-}
-
-func writeJSONError(w http.ResponseWriter, httpCode int, code codes.Code, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(httpCode)
-	_ = json.NewEncoder(w).Encode(map[string]any{"code": int(code), "message": msg})
 }
 
 // strictQuery rejects query parameters that name no request field (a typo
@@ -369,38 +352,6 @@ func (h *wsStream) parse(q url.Values) (*rbv1.SubscribeRequest, error) {
 	return r, nil
 }
 
-// Authenticate checks an HTTP request's token (the Authorization: Bearer
-// header; never a cookie nor the URL) with a and returns the request's
-// context carrying the Principal. On failure it has written 401 with
-// {"code":16,"message":"AUTH_FAILED: …"} or "TOKEN_EXPIRED: …" and returns
-// false.
-func Authenticate(w http.ResponseWriter, r *http.Request, a auth.Authenticator) (context.Context, *auth.Principal, bool) {
-	tok, err := auth.TokenFromRequest(r)
-	return authenticate(w, r, a, tok, err)
-}
-
-// authenticateHandshake is Authenticate for a WebSocket handshake, which
-// may carry the token in the radbridge_token cookie: only for handlers
-// that refuse a foreign Origin (websocket.Accept) before they act.
-func authenticateHandshake(w http.ResponseWriter, r *http.Request, a auth.Authenticator) (context.Context, *auth.Principal, bool) {
-	tok, err := auth.TokenFromHandshake(r)
-	return authenticate(w, r, a, tok, err)
-}
-
-func authenticate(w http.ResponseWriter, r *http.Request, a auth.Authenticator, tok string, err error) (context.Context, *auth.Principal, bool) {
-	var pr *auth.Principal
-	if err == nil {
-		pr, err = a.Authenticate(r.Context(), tok)
-	}
-	if err != nil {
-		st := status.Convert(auth.Status(err))
-		w.Header().Set("WWW-Authenticate", `Bearer realm="radbridge"`)
-		writeJSONError(w, http.StatusUnauthorized, st.Code(), st.Message())
-		return nil, nil, false
-	}
-	return auth.WithPrincipal(r.Context(), pr), pr, true
-}
-
 // WebSocket close for an expired token: 1008 (policy violation) with the
 // reason TOKEN_EXPIRED.
 const (
@@ -412,10 +363,10 @@ func (h *wsStream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if err := checkOrigin(r, h.cfg.OriginPatterns); err != nil {
 		// Before the cookie is read: a foreign page learns nothing, not
 		// even whether the user's cookie is valid.
-		writeJSONError(w, http.StatusForbidden, codes.PermissionDenied, err.Error())
+		httpjson.WriteError(w, http.StatusForbidden, codes.PermissionDenied, err.Error())
 		return
 	}
-	actx, principal, ok := authenticateHandshake(w, r, h.cfg.Auth)
+	actx, principal, ok := auth.HTTPHandshake(w, r, h.cfg.Auth)
 	if !ok {
 		return
 	}
@@ -426,7 +377,7 @@ func (h *wsStream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	if err != nil {
 		st := status.Convert(err)
-		writeJSONError(w, runtime.HTTPStatusFromCode(st.Code()), st.Code(), st.Message())
+		httpjson.WriteError(w, runtime.HTTPStatusFromCode(st.Code()), st.Code(), st.Message())
 		return
 	}
 	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: h.cfg.OriginPatterns})

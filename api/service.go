@@ -41,6 +41,14 @@ type Awaiter interface {
 	Await(ctx context.Context, ingestSeq uint64) ([]*rbv1.Event, error)
 }
 
+// Leader is an Awaiter that may not be mapping in this process: a cluster's
+// mapper runner (internal/app) provides it, and Leading is false on a
+// follower, whose published events arrive through the event log instead.
+// An Awaiter without it always maps.
+type Leader interface {
+	Leading() bool
+}
+
 // Service implements rbv1.EventServiceServer.
 type Service struct {
 	rbv1.UnimplementedEventServiceServer
@@ -269,7 +277,7 @@ func (s *Service) PublishEvent(ctx context.Context, r *rbv1.PublishEventRequest)
 	}
 	wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
-	if f, ok := s.mapper.(interface{ Leading() bool }); ok && !f.Leading() {
+	if l, ok := s.mapper.(Leader); ok && !l.Leading() {
 		// Another process maps (a cluster follower): the event arrives
 		// through the event log.
 		ev, err := s.awaitLogged(wctx, seq, dup, before, r.GetPatientId())

@@ -16,7 +16,6 @@ import (
 	"strings"
 	"time"
 
-	"radbridge/api"
 	"radbridge/auth"
 	"radbridge/dicom/dataset"
 	"radbridge/dicom/part10"
@@ -154,7 +153,7 @@ type result struct {
 var errPartHeader = errors.New("part header exceeds limit")
 
 func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	ctx, p, ok := api.Authenticate(w, r, s.cfg.Auth)
+	ctx, p, ok := auth.HTTP(w, r, s.cfg.Auth)
 	if !ok {
 		return
 	}

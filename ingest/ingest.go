@@ -109,6 +109,16 @@ type Log interface {
 	Get(ctx context.Context, seq uint64) (Record, error)
 }
 
+// FirstLog is a Log that may have removed its oldest records (retention):
+// First returns the oldest sequence it still holds. The mapper uses it at
+// start to refuse to run when the records it needs were purged. The store's
+// ingest log provides it (and the metrics wrapper forwards it); a Log
+// without it holds every record from 1.
+type FirstLog interface {
+	Log
+	First(ctx context.Context) (uint64, error)
+}
+
 // ErrNotFound: no record at that sequence.
 var ErrNotFound = errors.New("ingest record not found")
 

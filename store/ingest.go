@@ -23,7 +23,7 @@ type IngestLog struct {
 	sync *blockSyncer
 }
 
-var _ ingest.Log = (*IngestLog)(nil)
+var _ ingest.FirstLog = (*IngestLog)(nil)
 
 // Append implements ingest.Log. It returns once the observation is stored
 // (fsynced when the store syncs every write).

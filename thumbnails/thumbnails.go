@@ -17,7 +17,6 @@ import (
 	"os"
 	"time"
 
-	"radbridge/api"
 	"radbridge/auth"
 	"radbridge/dicom/part10"
 	"radbridge/dicom/thumbnail"
@@ -295,7 +294,7 @@ func (t *Service) get(ctx context.Context, study string) (*storedThumb, error) {
 // a study without a preview or one the caller may not read.
 func (t *Service) Handler(a auth.Authenticator) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		ctx, pr, ok := api.Authenticate(w, r, a)
+		ctx, pr, ok := auth.HTTP(w, r, a)
 		if !ok {
 			return
 		}

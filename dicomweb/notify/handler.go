@@ -11,9 +11,9 @@ import (
 
 	"google.golang.org/grpc/codes"
 
-	"radbridge/api"
 	"radbridge/auth"
 	"radbridge/ingest"
+	"radbridge/internal/httpjson"
 )
 
 // Path is where the handler is mounted.
@@ -56,36 +56,36 @@ type Response struct {
 func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Method != http.MethodPost {
 		w.Header().Set("Allow", http.MethodPost)
-		writeError(w, http.StatusMethodNotAllowed, codes.Unimplemented, "method "+r.Method+" not allowed: POST a notification")
+		httpjson.WriteError(w, http.StatusMethodNotAllowed, codes.Unimplemented, "method "+r.Method+" not allowed: POST a notification")
 		return
 	}
-	if !api.IsJSON(r) {
+	if !httpjson.IsJSON(r) {
 		// A cross-site form can send no other type without a CORS preflight.
-		writeError(w, http.StatusUnsupportedMediaType, codes.InvalidArgument, "Content-Type must be application/json")
+		httpjson.WriteError(w, http.StatusUnsupportedMediaType, codes.InvalidArgument, "Content-Type must be application/json")
 		return
 	}
-	ctx, p, ok := api.Authenticate(w, r, h.authn)
+	ctx, p, ok := auth.HTTP(w, r, h.authn)
 	if !ok {
 		return
 	}
 	if p.Restricted() {
 		// A token limited to some patients is a viewer's; ingest needs an
 		// unrestricted one.
-		writeError(w, http.StatusForbidden, codes.PermissionDenied, "this token is limited to some patients and may not announce instances")
+		httpjson.WriteError(w, http.StatusForbidden, codes.PermissionDenied, "this token is limited to some patients and may not announce instances")
 		return
 	}
 	if r.ContentLength > MaxBody {
-		writeError(w, http.StatusBadRequest, codes.InvalidArgument, fmt.Sprintf("%v: body of %d bytes is larger than %d", ErrInvalid, r.ContentLength, MaxBody))
+		httpjson.WriteError(w, http.StatusBadRequest, codes.InvalidArgument, fmt.Sprintf("%v: body of %d bytes is larger than %d", ErrInvalid, r.ContentLength, MaxBody))
 		return
 	}
 	body, err := io.ReadAll(io.LimitReader(r.Body, MaxBody+1))
 	if err != nil {
-		writeError(w, http.StatusBadRequest, codes.InvalidArgument, fmt.Sprintf("read body: %v", err))
+		httpjson.WriteError(w, http.StatusBadRequest, codes.InvalidArgument, fmt.Sprintf("read body: %v", err))
 		return
 	}
 	n, err := Parse(body)
 	if err != nil {
-		writeError(w, http.StatusBadRequest, codes.InvalidArgument, err.Error())
+		httpjson.WriteError(w, http.StatusBadRequest, codes.InvalidArgument, err.Error())
 		return
 	}
 	now := time.Now().UTC()
@@ -115,11 +115,5 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // notification (recording is idempotent).
 func (h *Handler) fail(w http.ResponseWriter, what string, err error) {
 	h.logger.Error("dicom notification not recorded", "component", "notify", "err", err)
-	writeError(w, http.StatusServiceUnavailable, codes.Unavailable, fmt.Sprintf("%s: %v; resend the notification", what, err))
-}
-
-func writeError(w http.ResponseWriter, httpCode int, code codes.Code, msg string) {
-	w.Header().Set("Content-Type", "application/json")
-	w.WriteHeader(httpCode)
-	_ = json.NewEncoder(w).Encode(map[string]any{"code": int(code), "message": msg})
+	httpjson.WriteError(w, http.StatusServiceUnavailable, codes.Unavailable, fmt.Sprintf("%s: %v; resend the notification", what, err))
 }

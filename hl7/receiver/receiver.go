@@ -45,6 +45,7 @@ package receiver
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -445,12 +446,23 @@ func (c *conn) serve(ctx context.Context) {
 	}
 }
 
+// closeWriter is a connection that can shut down its writing side alone
+// (a TCP FIN) and still read: *net.TCPConn and *tls.Conn provide it.
+type closeWriter interface {
+	CloseWrite() error
+}
+
+var (
+	_ closeWriter = (*net.TCPConn)(nil)
+	_ closeWriter = (*tls.Conn)(nil)
+)
+
 // lingeringClose half-closes c after a final answer and drops what the
 // peer is still sending (at most 4 frames' worth, for at most a second),
 // so that closing with unread input does not reset the connection before
 // the peer has read the answer.
 func (c *conn) lingeringClose() {
-	if cw, ok := c.nc.(interface{ CloseWrite() error }); ok {
+	if cw, ok := c.nc.(closeWriter); ok {
 		cw.CloseWrite()
 	}
 	c.nc.SetReadDeadline(time.Now().Add(time.Second))

@@ -12,6 +12,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"radbridge/api"
 	"radbridge/internal/config"
 	"radbridge/internal/metrics"
 	"radbridge/internal/tlsconf"
@@ -73,6 +74,8 @@ func (s *mappers) Latest() *mapper.Mapper {
 	defer s.mu.Unlock()
 	return s.last
 }
+
+var _ api.Leader = (*mappers)(nil)
 
 // Leading reports whether this process maps now.
 func (s *mappers) Leading() bool { return s.Current() != nil }

@@ -335,7 +335,7 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	extra[reconcilePattern] = d.reconcileHandler(authn, log, ingestLog("api"))
 	d.metrics.MustRegister(newExceptionsCollector(d))
 	handler, err := api.NewHTTPHandler(ctx, d.svc, conn, api.HTTPConfig{
-		Ready: d.readyErr, WriteTimeout: cfg.WSWriteTimout, Logger: log, Auth: authn, OriginPatterns: cfg.OriginPatterns(),
+		Ready: d.readyErr, WriteTimeout: cfg.WSWriteTimeout, Logger: log, Auth: authn, OriginPatterns: cfg.OriginPatterns(),
 		TrustedProxies: trusted, Extra: extra,
 		WSTickets: wsTickets(cfg), WSURLToken: cfg.WSURLToken,
 	})

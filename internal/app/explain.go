@@ -16,7 +16,6 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"radbridge/api"
 	"radbridge/auth"
 	"radbridge/eventlog"
 	"radbridge/ingest"
@@ -107,7 +106,7 @@ func jsonError(w http.ResponseWriter, code int, msg string) {
 // another patient is 403).
 func (d *Daemon) explainHandler(a auth.Authenticator) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, pr, ok := api.Authenticate(w, r, a)
+		_, pr, ok := auth.HTTP(w, r, a)
 		if !ok {
 			return
 		}

@@ -45,7 +45,7 @@ func newFHIRSubs(ctx context.Context, cfg *config.Config, st *store.Store, hub *
 	sc := subscription.Config{
 		Store: subscription.NewStore(kv, tokens), Hub: hub, Log: st.Events(), BaseURL: base, Allow: allow,
 		MaxFailures: cfg.FHIRRestHookMaxFailures, RetryBase: cfg.FHIRRestHookRetryBase,
-		TokenTTL: cfg.FHIRWSBindingTokenTTL, WriteTimeout: cfg.WSWriteTimout, Logger: log,
+		TokenTTL: cfg.FHIRWSBindingTokenTTL, WriteTimeout: cfg.WSWriteTimeout, Logger: log,
 		MaxPerSubject: cfg.FHIRSubscriptionsPerSubject, MaxTotal: cfg.FHIRSubscriptionsMax,
 	}
 	f := &fhirSubs{engine: subscription.NewEngine(sc), handler: subscription.NewHandler(sc, authn), hub: hub}

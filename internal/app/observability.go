@@ -5,7 +5,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"radbridge/api"
 	"radbridge/auth"
 	"radbridge/internal/metrics"
 )
@@ -30,7 +29,7 @@ func (d *Daemon) MetricsAddr() string {
 // is not limited to some patients (operational data is not a viewer's).
 func operatorOnly(a auth.Authenticator, h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, pr, ok := api.Authenticate(w, r, a)
+		_, pr, ok := auth.HTTP(w, r, a)
 		if !ok {
 			return
 		}

@@ -86,7 +86,7 @@ func busy(w http.ResponseWriter, err error) {
 // (a restricted one sees its patients' items only, and no dead letters).
 func (d *Daemon) exceptionsHandler(a auth.Authenticator) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, pr, ok := api.Authenticate(w, r, a)
+		_, pr, ok := auth.HTTP(w, r, a)
 		if !ok {
 			return
 		}
@@ -137,7 +137,7 @@ type ReconcileResponse struct {
 // token's subject, and the answer waits (bounded) for its events.
 func (d *Daemon) reconcileHandler(a auth.Authenticator, log *slog.Logger, ingestLog ingest.Log) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, pr, ok := api.Authenticate(w, r, a)
+		_, pr, ok := auth.HTTP(w, r, a)
 		if !ok {
 			return
 		}

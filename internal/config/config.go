@@ -59,10 +59,10 @@ type Config struct {
 	ViewerURL            string
 	WADORSBase           string
 
-	Heartbeat     time.Duration
-	WindowEvents  int
-	WindowBytes   int
-	WSWriteTimout time.Duration
+	Heartbeat      time.Duration
+	WindowEvents   int
+	WindowBytes    int
+	WSWriteTimeout time.Duration
 
 	ShutdownTimeout time.Duration
 
@@ -227,7 +227,7 @@ func (c *Config) FlagSet(name string) *flag.FlagSet {
 	fs.DurationVar(&c.Heartbeat, "heartbeat", 30*time.Second, "default idle time between heartbeats on event streams")
 	fs.IntVar(&c.WindowEvents, "subscriber-window", 8192, "events kept in memory for live subscribers; one that falls further behind is disconnected and resumes from its cursor")
 	fs.IntVar(&c.WindowBytes, "subscriber-window-bytes", 64<<20, "bytes kept in memory for live subscribers")
-	fs.DurationVar(&c.WSWriteTimout, "ws-write-timeout", 10*time.Second, "time a WebSocket client has to take one message")
+	fs.DurationVar(&c.WSWriteTimeout, "ws-write-timeout", 10*time.Second, "time a WebSocket client has to take one message")
 	fs.DurationVar(&c.ShutdownTimeout, "shutdown-timeout", 10*time.Second, "time to drain connections on shutdown")
 	fs.StringVar(&c.Auth, "auth", "none", "client authentication: none (anyone on the network may read; local use), tokens (static bearer tokens from --auth-tokens-file) or jwt (signed JWTs, key from --auth-jwt-key-file or --auth-jwks-file)")
 	fs.StringVar(&c.AuthTokensFile, "auth-tokens-file", "", "static tokens for --auth tokens: one a line, TOKEN [SUBJECT] [patient=ID,ID...]; # comments")
@@ -428,7 +428,7 @@ func (c *Config) Validate() error {
 	if c.NATSReplicas < 1 || c.NATSReplicas > 5 {
 		bad("--nats-replicas %d: want 1 to 5", c.NATSReplicas)
 	}
-	for name, d := range map[string]time.Duration{"duplicate-window": c.DuplicateWindow, "heartbeat": c.Heartbeat, "ws-write-timeout": c.WSWriteTimout, "shutdown-timeout": c.ShutdownTimeout} {
+	for name, d := range map[string]time.Duration{"duplicate-window": c.DuplicateWindow, "heartbeat": c.Heartbeat, "ws-write-timeout": c.WSWriteTimeout, "shutdown-timeout": c.ShutdownTimeout} {
 		if d <= 0 {
 			bad("--%s %v: must be positive", name, d)
 		}

@@ -89,6 +89,15 @@ func (c *conn) Close() error {
 // beyond it a refused connection is closed at once, nothing sent.
 const refusingMax = 256
 
+// closeWriter is a connection that can shut down its writing side alone
+// (a TCP FIN) and still read: *net.TCPConn provides it (and *tls.Conn, but
+// HTTP503 answers plain-text listeners).
+type closeWriter interface {
+	CloseWrite() error
+}
+
+var _ closeWriter = (*net.TCPConn)(nil)
+
 // HTTP503 returns a Refuser for a plain-text HTTP listener: the peer gets
 // "503 Service Unavailable" with Retry-After: 1 and Connection: close.
 // HTTP clients take no answer before their request (Go's reports an
@@ -120,7 +129,7 @@ func HTTP503(timeout time.Duration) Refuser {
 			if _, err := c.Write(resp); err != nil {
 				return
 			}
-			if cw, ok := c.(interface{ CloseWrite() error }); ok {
+			if cw, ok := c.(closeWriter); ok {
 				_ = cw.CloseWrite()
 				_, _ = io.Copy(io.Discard, io.LimitReader(c, 64<<10))
 			}

@@ -76,12 +76,13 @@ func (l *ingestLog) Append(ctx context.Context, o ingest.Observation) (uint64, b
 	return seq, dup, err
 }
 
-// First forwards to the wrapped log's First (the oldest record retained),
-// which the mapper uses to report trimmed records precisely.
+var _ ingest.FirstLog = (*ingestLog)(nil)
+
+// First implements ingest.FirstLog: the wrapped log's First (the oldest
+// record retained), which the mapper uses to report trimmed records
+// precisely; 1 when the wrapped log has no First.
 func (l *ingestLog) First(ctx context.Context) (uint64, error) {
-	if f, ok := l.Log.(interface {
-		First(context.Context) (uint64, error)
-	}); ok {
+	if f, ok := l.Log.(ingest.FirstLog); ok {
 		return f.First(ctx)
 	}
 	return 1, nil
