@@ -5,9 +5,9 @@ import (
 	"context"
 	"os"
 
-	"radbridge/internal/app"
+	"radbridge/internal/cli"
 )
 
 func main() {
-	os.Exit(app.Run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
+	os.Exit(cli.Run(context.Background(), os.Args[1:], os.Stdout, os.Stderr))
 }

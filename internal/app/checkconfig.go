@@ -27,8 +27,8 @@ for a moment. It prints the effective configuration (credentials redacted)
 and "configuration OK" (exit 0), or each problem (exit 1).
 `
 
-// checkConfig is radbridge check-config.
-func checkConfig(args []string, stdout, stderr io.Writer) int {
+// CheckConfig is radbridge check-config. It returns the process exit code.
+func CheckConfig(args []string, stdout, stderr io.Writer) int {
 	bind := false
 	var rest []string
 	for _, a := range args {

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -13,8 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"radbridge/hl7/mllp"
-	"radbridge/internal/app"
+	"radbridge/internal/cli"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
 
@@ -24,7 +22,7 @@ func runApp(t *testing.T, args ...string) (code int, stdout, stderr string) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	var out, errb bytes.Buffer
-	code = app.Run(ctx, args, &out, &errb)
+	code = cli.Run(ctx, args, &out, &errb)
 	return code, out.String(), errb.String()
 }
 
@@ -168,59 +166,5 @@ func TestSendHL7ToDaemon(t *testing.T) {
 	code, out, errOut = runApp(t, "send-hl7", "--addr", d.MLLPAddr(), bad)
 	if code != 1 || !strings.Contains(out, "MSA|AE|CLI-2") || !strings.Contains(out, "ERR|") {
 		t.Errorf("send-hl7 bad: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
-	}
-}
-
-// serveMLLP answers each frame on a loopback listener with ack (nothing
-// when ack is nil).
-func serveMLLP(t *testing.T, ack []byte) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			conn, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer conn.Close()
-				r := mllp.NewReader(conn, 1<<20)
-				for {
-					_ = conn.SetReadDeadline(time.Now().Add(10 * time.Second))
-					if _, err := r.ReadMessage(); err != nil {
-						return
-					}
-					if ack != nil {
-						if err := mllp.WriteMessage(conn, ack); err != nil {
-							return
-						}
-					}
-				}
-			}()
-		}
-	}()
-	return ln.Addr().String()
-}
-
-func TestSendHL7ToPlainListener(t *testing.T) {
-	msg := writeHL7(t, "order", strings.ReplaceAll(risMessages[0].msg, "{{ctl}}", "CLI-3"))
-	addr := serveMLLP(t, []byte("MSH|^~\\&|RIS|X|Y|Z|20260310||ACK|A1|P|2.5.1\rMSA|AA|CLI-3\r"))
-	code, out, errOut := runApp(t, "send-hl7", "--addr", addr, msg, msg)
-	if code != 0 || strings.Count(out, "MSA|AA|CLI-3") != 2 {
-		t.Errorf("send-hl7 to a plain listener: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
-	}
-	addr = serveMLLP(t, []byte("MSH|^~\\&|RIS|X|Y|Z|20260310||ACK|A1|P|2.5.1\rMSA|CR|CLI-3\r"))
-	if code, out, _ := runApp(t, "send-hl7", "--addr", addr, msg); code != 1 || !strings.Contains(out, "MSA|CR|CLI-3") {
-		t.Errorf("send-hl7 answered CR: exit %d, %s", code, out)
-	}
-	addr = serveMLLP(t, nil)
-	start := time.Now()
-	code, _, errOut = runApp(t, "send-hl7", "--addr", addr, "--timeout", "300ms", msg)
-	if code != 1 || !strings.Contains(errOut, "no ACK") || time.Since(start) > 5*time.Second {
-		t.Errorf("send-hl7 without answer: exit %d after %v, %s", code, time.Since(start), errOut)
 	}
 }

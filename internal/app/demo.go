@@ -76,7 +76,9 @@ func flagSet(args []string, name string) bool {
 	return os.Getenv(config.EnvName(name)) != ""
 }
 
-func runDemo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+// Demo is radbridge demo: the daemon with a simulated RIS and PACS sending to
+// it. It returns the process exit code.
+func Demo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var opts demoOptions
 	cfg, err := config.LoadWith("radbridge demo", args, os.Getenv, stderr, opts.demoFlags)
 	if errors.Is(err, flag.ErrHelp) {

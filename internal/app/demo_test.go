@@ -112,7 +112,7 @@ func startDemo(t *testing.T, args ...string) *runningDemo {
 	dm := &runningDemo{stdout: &lockedBuf{}, stderr: &lockedBuf{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
-	go func() { done <- app.Run(ctx, append([]string{"demo"}, args...), dm.stdout, dm.stderr) }()
+	go func() { done <- app.Demo(ctx, args, dm.stdout, dm.stderr) }()
 	code, stopped := 0, false
 	dm.stop = func() int {
 		if !stopped {

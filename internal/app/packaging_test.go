@@ -2,12 +2,8 @@ package app
 
 import (
 	"bytes"
-	"context"
-	"encoding/json"
 	"flag"
 	"io"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -67,53 +63,6 @@ func TestExampleConfig(t *testing.T) {
 	})
 }
 
-func TestCompletion(t *testing.T) {
-	serveFlags := flagNames((&config.Config{}).FlagSet("serve"))
-	for _, shell := range []string{"bash", "zsh"} {
-		t.Run(shell, func(t *testing.T) {
-			var stdout, stderr bytes.Buffer
-			if code := Run(context.Background(), []string{"completion", shell}, &stdout, &stderr); code != 0 {
-				t.Fatalf("exit %d: %s", code, stderr.String())
-			}
-			script := stdout.String()
-			for _, f := range serveFlags {
-				if !strings.Contains(script, "--"+f+" ") && !strings.Contains(script, "--"+f+"\"") && !strings.Contains(script, "--"+f+")") {
-					t.Errorf("%s script does not complete serve flag --%s", shell, f)
-				}
-			}
-			for _, c := range completionCommands() {
-				if !strings.Contains(script, c.name) {
-					t.Errorf("%s script does not complete command %s", shell, c.name)
-				}
-			}
-			if sh, err := exec.LookPath(shell); err == nil {
-				cmd := exec.Command(sh, "-n")
-				cmd.Stdin = strings.NewReader(script)
-				if out, err := cmd.CombinedOutput(); err != nil {
-					t.Errorf("%s -n: %v\n%s", shell, err, out)
-				}
-			}
-		})
-	}
-	if code := Run(context.Background(), []string{"completion", "fish"}, io.Discard, io.Discard); code != 2 {
-		t.Errorf("completion fish: exit %d, want 2", code)
-	}
-}
-
-func TestVersionJSON(t *testing.T) {
-	var stdout bytes.Buffer
-	if code := Run(context.Background(), []string{"version", "--json"}, &stdout, io.Discard); code != 0 {
-		t.Fatalf("exit %d", code)
-	}
-	var got BuildInfo
-	if err := json.Unmarshal(stdout.Bytes(), &got); err != nil {
-		t.Fatalf("%v: %s", err, stdout.String())
-	}
-	if got.Version == "" || got.GoVersion != runtime.Version() || got.OS != runtime.GOOS || got.Arch != runtime.GOARCH {
-		t.Errorf("got %+v", got)
-	}
-}
-
 // TestInstall runs the documented install command, go install
 // ./cmd/radbridge, with a version stamped in, and runs the result.
 func TestInstall(t *testing.T) {
@@ -141,28 +90,5 @@ func TestInstall(t *testing.T) {
 	}
 	if want := "radbridge v9.8.7-test " + runtime.Version(); !strings.HasPrefix(string(out), want) {
 		t.Errorf("radbridge version = %q, want prefix %q", out, want)
-	}
-}
-
-func TestHealthcheck(t *testing.T) {
-	for _, tc := range []struct {
-		status int
-		want   int
-	}{{http.StatusOK, 0}, {http.StatusServiceUnavailable, 1}} {
-		srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-			if r.URL.Path != "/readyz" {
-				http.NotFound(w, r)
-				return
-			}
-			w.WriteHeader(tc.status)
-		}))
-		addr := strings.TrimPrefix(srv.URL, "http://")
-		if got := Run(context.Background(), []string{"healthcheck", "--addr", addr}, io.Discard, io.Discard); got != tc.want {
-			t.Errorf("readyz %d: exit %d, want %d", tc.status, got, tc.want)
-		}
-		srv.Close()
-		if got := Run(context.Background(), []string{"healthcheck", "--addr", addr}, io.Discard, io.Discard); got != 1 {
-			t.Errorf("server down: exit %d, want 1", got)
-		}
 	}
 }

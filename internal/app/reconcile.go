@@ -18,6 +18,7 @@ import (
 	"radbridge/api"
 	"radbridge/auth"
 	"radbridge/ingest"
+	"radbridge/internal/opsapi"
 	"radbridge/mapper"
 )
 
@@ -126,9 +127,9 @@ type ReconcileRequest struct {
 
 // ReconcileResponse says what the correction recorded and derived.
 type ReconcileResponse struct {
-	IngestSeq uint64         `json:"ingest_seq"`
-	Duplicate bool           `json:"duplicate,omitempty"`
-	Events    []ExplainEvent `json:"events"`
+	IngestSeq uint64                `json:"ingest_seq"`
+	Duplicate bool                  `json:"duplicate,omitempty"`
+	Events    []opsapi.ExplainEvent `json:"events"`
 }
 
 // reconcileHandler serves POST /v1/reconcile: operators only (a token
@@ -197,7 +198,7 @@ func (d *Daemon) reconcileHandler(a auth.Authenticator, log *slog.Logger, ingest
 		}
 		// Audit: who did what, never the reason text (it may name a patient).
 		log.Info("operator correction recorded", "component", "reconcile", "subject", pr.Subject, "action", req.Action, "ingest_seq", seq, "study_uid", req.Study, "duplicate", dup)
-		res := ReconcileResponse{IngestSeq: seq, Duplicate: dup, Events: []ExplainEvent{}}
+		res := ReconcileResponse{IngestSeq: seq, Duplicate: dup, Events: []opsapi.ExplainEvent{}}
 		ctx, cancel := context.WithTimeout(r.Context(), reconcileWait)
 		defer cancel()
 		evs, err := m.Await(ctx, seq)

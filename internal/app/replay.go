@@ -43,7 +43,9 @@ daemon holds; with --nats-url it refuses while a daemon holds the mapper
 lease, and holds that lease itself while it runs.
 `
 
-func replayCmd(ctx context.Context, args []string, stdout, stderr io.Writer) int {
+// Replay is radbridge replay: it rebuilds the mapper state from the ingest
+// log, with the daemon stopped. It returns the process exit code.
+func Replay(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	var from uint64
 	var check, dry, retryDead bool
 	cfg, err := config.LoadWith("radbridge replay", args, os.Getenv, stderr, func(fs *flag.FlagSet) {

@@ -17,7 +17,7 @@ import (
 	"github.com/golang-jwt/jwt/v5"
 	"google.golang.org/grpc/metadata"
 
-	"radbridge/internal/app"
+	"radbridge/internal/cli"
 	"radbridge/internal/config"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
@@ -350,7 +350,7 @@ func TestTailEscapesControlCharacters(t *testing.T) {
 	pr, pw := io.Pipe()
 	done := make(chan int, 1)
 	go func() {
-		done <- app.Run(ctx, []string{"tail", "--addr", d.GRPCAddr(), "--since", "0"}, pw, io.Discard)
+		done <- cli.Run(ctx, []string{"tail", "--addr", d.GRPCAddr(), "--since", "0"}, pw, io.Discard)
 		pw.Close()
 	}()
 	line, err := bufio.NewReader(pr).ReadString('\n')

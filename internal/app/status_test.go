@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"radbridge/internal/app"
+	"radbridge/internal/opsapi"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
 
@@ -52,14 +52,14 @@ func TestStatusCommand(t *testing.T) {
 
 	// The subscription reaches the hub once the first event is out, and
 	// the mapper has applied the order: both are settled now.
-	var s app.Status
+	var s opsapi.Status
 	var out string
 	for i := 0; ; i++ {
 		code, stdout, stderr := runApp(t, "status", "--addr", "http://"+d.HTTPAddr(), "--token-file", opsFile, "--json")
 		if code != 0 {
 			t.Fatalf("status --json: exit %d: %s", code, stderr)
 		}
-		s = app.Status{}
+		s = opsapi.Status{}
 		if err := json.Unmarshal([]byte(stdout), &s); err != nil {
 			t.Fatalf("status --json: %v\n%s", err, stdout)
 		}

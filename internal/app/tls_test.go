@@ -28,6 +28,7 @@ import (
 
 	"radbridge/hl7/mllp"
 	"radbridge/internal/app"
+	"radbridge/internal/cli"
 	"radbridge/internal/config"
 	"radbridge/internal/tlsconf/tlstest"
 	rbv1 "radbridge/proto/radbridge/v1"
@@ -461,7 +462,7 @@ func TestGRPCAndHTTPSOverTLS(t *testing.T) {
 	tailCtx, stopTail := context.WithCancel(ctx)
 	done := make(chan int, 1)
 	go func() {
-		done <- app.Run(tailCtx, []string{"tail", "--since", "0", "--addr", d.GRPCTLSAddr(), "--tls-ca-file", p.path("ca.crt"), "--tls-cert-file", p.path("client.crt"), "--tls-key-file", p.path("client.key")}, pw, io.Discard)
+		done <- cli.Run(tailCtx, []string{"tail", "--since", "0", "--addr", d.GRPCTLSAddr(), "--tls-ca-file", p.path("ca.crt"), "--tls-cert-file", p.path("client.crt"), "--tls-key-file", p.path("client.key")}, pw, io.Discard)
 		pw.Close()
 	}()
 	line, err := bufio.NewReader(pr).ReadString('\n')

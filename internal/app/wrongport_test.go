@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"radbridge/internal/app"
+	"radbridge/internal/cli"
 )
 
 // TestClientOnWrongPort: each client command pointed at one of the
@@ -68,7 +68,7 @@ func TestTailLiveByDefault(t *testing.T) {
 		done := make(chan int, 1)
 		var stderr lockedBuf
 		go func() {
-			done <- app.Run(ctx, append([]string{"tail", "--addr", d.GRPCAddr(), "--patient", "P-TAIL"}, args...), pw, &stderr)
+			done <- cli.Run(ctx, append([]string{"tail", "--addr", d.GRPCAddr(), "--patient", "P-TAIL"}, args...), pw, &stderr)
 			pw.Close()
 		}()
 		lines := make(chan string, 1)

@@ -1,4 +1,4 @@
-package app
+package cli
 
 import (
 	"flag"
@@ -28,7 +28,7 @@ func flagNames(fs *flag.FlagSet) []string {
 // serve and demo take the daemon's flags, read from the real flag set so
 // a new flag completes without touching this file; demo's own flags and
 // the other commands' flags are listed here and must follow their files
-// (demo.go, tail.go, clients.go, version.go).
+// (internal/app/demo.go; tail.go, clients.go, version.go here).
 func completionCommands() []completionCommand {
 	serveFlags := flagNames((&config.Config{}).FlagSet("serve"))
 	return []completionCommand{
