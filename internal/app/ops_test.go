@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"reflect"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -168,7 +169,10 @@ func TestIngestRetentionKeepsWhatSnapshotsNeed(t *testing.T) {
 	}
 	seqs, _ := st.Snapshots().Snapshots(context.Background())
 	inFirst, _ := st.Ingest().First(context.Background())
-	if len(seqs) != 3 || inFirst > seqs[len(seqs)-1]+1 || inFirst < uint64(first) {
+	// A snapshot falling due while the previous one is written is skipped,
+	// so how many were taken depends on the machine's pace; at most 3 are
+	// kept, and the trim must stop at the oldest of them.
+	if len(seqs) == 0 || len(seqs) > 3 || inFirst > slices.Min(seqs)+1 || inFirst < uint64(first) {
 		t.Errorf("ingest log starts at %d (metric %v) with snapshots %v: trimmed past the oldest snapshot, or not at all", inFirst, first, seqs)
 	}
 	for _, s := range seqs {
