@@ -11,6 +11,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"radbridge/readmodel"
 )
 
 // Archive keeps the state of patients that went cold, so the mapper holds
@@ -185,7 +187,7 @@ type indexRef struct {
 // unitVersion is a patient as evicted, with the objects that left memory
 // with it.
 type unitVersion struct {
-	Patient    *Patient                 `json:"patient"`
+	Patient    *readmodel.Patient       `json:"patient"`
 	Studies    map[string]*StudyState   `json:"studies,omitempty"`
 	Orders     map[string]*OrderState   `json:"orders,omitempty"`
 	Accessions map[string][]ResourceRef `json:"accessions,omitempty"`
@@ -427,7 +429,7 @@ type objCopy struct {
 func (a *archiver) reload(s *State, units []string) {
 	queue := slices.Clone(units)
 	seenUnit, seenKey := map[string]bool{}, map[string]bool{}
-	patients := map[string]*Patient{}
+	patients := map[string]*readmodel.Patient{}
 	copies := map[string]objCopy{} // kind+":"+key
 	for len(queue) > 0 {
 		u := queue[0]
@@ -547,7 +549,7 @@ func sweepEvery(idle time.Duration) time.Duration { return max(idle/16, time.Sec
 // memory. The versions and index entries are written before the state
 // changes. written is called for each evicted patient whose read model may
 // not be written yet. It reports false when the mapper stopped first.
-func (a *archiver) sweep(s *State, idle time.Duration, written func(p *Patient) bool) bool {
+func (a *archiver) sweep(s *State, idle time.Duration, written func(p *readmodel.Patient) bool) bool {
 	at := a.at.UnixMilli()
 	if s.Swept != 0 && at < s.Swept+sweepEvery(idle).Milliseconds() {
 		return true

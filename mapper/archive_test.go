@@ -17,6 +17,7 @@ import (
 	"radbridge/ingest"
 	"radbridge/mapper"
 	rbv1 "radbridge/proto/radbridge/v1"
+	"radbridge/readmodel"
 )
 
 // jsonRM is a read model that keeps each patient's JSON as written.
@@ -25,7 +26,7 @@ type jsonRM struct {
 	m  map[string][]byte
 }
 
-func (r *jsonRM) PutPatient(_ context.Context, p *mapper.Patient) error {
+func (r *jsonRM) PutPatient(_ context.Context, p *readmodel.Patient) error {
 	b, err := json.Marshal(p)
 	if err != nil {
 		return err

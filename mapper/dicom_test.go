@@ -22,6 +22,7 @@ import (
 	"radbridge/ingest"
 	"radbridge/mapper"
 	rbv1 "radbridge/proto/radbridge/v1"
+	"radbridge/readmodel"
 )
 
 // -update rewrites golden files. Another test file of the package may
@@ -57,17 +58,17 @@ type dicomHarness struct {
 
 type dicomPatientStore struct {
 	mu sync.Mutex
-	m  map[string]mapper.Patient
+	m  map[string]readmodel.Patient
 }
 
-func (s *dicomPatientStore) PutPatient(_ context.Context, p *mapper.Patient) error {
+func (s *dicomPatientStore) PutPatient(_ context.Context, p *readmodel.Patient) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	b, err := json.Marshal(p) // a copy, as a real store keeps
 	if err != nil {
 		return err
 	}
-	var c mapper.Patient
+	var c readmodel.Patient
 	if err := json.Unmarshal(b, &c); err != nil {
 		return err
 	}
@@ -75,7 +76,7 @@ func (s *dicomPatientStore) PutPatient(_ context.Context, p *mapper.Patient) err
 	return nil
 }
 
-func (s *dicomPatientStore) get(id string) mapper.Patient {
+func (s *dicomPatientStore) get(id string) readmodel.Patient {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.m[id]
@@ -83,7 +84,7 @@ func (s *dicomPatientStore) get(id string) mapper.Patient {
 
 func newDICOMHarness(t *testing.T) *dicomHarness {
 	t.Helper()
-	h := &dicomHarness{t: t, in: ingest.NewMemory(), evs: eventlog.NewMemory(), rm: &dicomPatientStore{m: map[string]mapper.Patient{}}}
+	h := &dicomHarness{t: t, in: ingest.NewMemory(), evs: eventlog.NewMemory(), rm: &dicomPatientStore{m: map[string]readmodel.Patient{}}}
 	h.start()
 	t.Cleanup(func() { h.stop() })
 	return h

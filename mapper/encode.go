@@ -5,6 +5,7 @@ import (
 	"slices"
 
 	"radbridge/ingest"
+	"radbridge/readmodel"
 )
 
 // encodeState is json.Marshal(st), byte for byte, but writes the patients'
@@ -54,7 +55,7 @@ func patientsSize(st *State) int {
 	return n
 }
 
-func appendPatients(b []byte, ps map[string]*Patient) ([]byte, error) {
+func appendPatients(b []byte, ps map[string]*readmodel.Patient) ([]byte, error) {
 	if ps == nil {
 		return append(b, "null"...), nil
 	}

@@ -18,6 +18,7 @@ import (
 	"radbridge/ingest"
 	"radbridge/mapper"
 	rbv1 "radbridge/proto/radbridge/v1"
+	"radbridge/readmodel"
 )
 
 // The FHIR tests run the real rules over realistic input and check every
@@ -408,7 +409,7 @@ func TestFHIRCriticalReport(t *testing.T) {
 			continue
 		}
 		res := e.ev.Resource.AsMap()
-		if crit := mapper.CriticalReport(res); crit != (e.ev.Priority == rbv1.Priority_PRIORITY_CRITICAL) {
+		if crit := readmodel.CriticalReport(res); crit != (e.ev.Priority == rbv1.Priority_PRIORITY_CRITICAL) {
 			t.Errorf("%s: CriticalReport %v, event priority %v", e.name, crit, e.ev.Priority)
 		}
 		if e.name == "corrected report, HH flag" {

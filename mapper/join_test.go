@@ -19,14 +19,15 @@ import (
 	"radbridge/ingest"
 	"radbridge/mapper"
 	rbv1 "radbridge/proto/radbridge/v1"
+	"radbridge/readmodel"
 )
 
 type joinRM struct {
 	mu sync.Mutex
-	m  map[string]mapper.Patient
+	m  map[string]readmodel.Patient
 }
 
-func (r *joinRM) PutPatient(_ context.Context, p *mapper.Patient) error {
+func (r *joinRM) PutPatient(_ context.Context, p *readmodel.Patient) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.m[p.ID] = *p
@@ -115,7 +116,7 @@ func joinScenario(t *testing.T, seed int64) {
 	}
 
 	in, evs := ingest.NewMemory(), eventlog.NewMemory()
-	rm := &joinRM{m: map[string]mapper.Patient{}}
+	rm := &joinRM{m: map[string]readmodel.Patient{}}
 	m := mapper.New(mapper.Config{Ingest: in, Events: evs, ReadModel: rm,
 		Rules: mapper.Rules(mapper.Options{QuietPeriod: 100 * time.Millisecond})})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -435,7 +436,7 @@ func TestConflictingHL7(t *testing.T) {
 // about one patient names the other's order numbers.
 func TestOneAccessionTwoPatients(t *testing.T) {
 	in, evs := ingest.NewMemory(), eventlog.NewMemory()
-	rm := &joinRM{m: map[string]mapper.Patient{}}
+	rm := &joinRM{m: map[string]readmodel.Patient{}}
 	m := mapper.New(mapper.Config{Ingest: in, Events: evs, ReadModel: rm, Rules: mapper.Rules(mapper.Options{QuietPeriod: time.Hour})})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()

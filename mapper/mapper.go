@@ -2,7 +2,6 @@ package mapper
 
 import (
 	"context"
-	"crypto/sha1"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -21,6 +20,7 @@ import (
 	"radbridge/eventlog"
 	"radbridge/ingest"
 	rbv1 "radbridge/proto/radbridge/v1"
+	"radbridge/readmodel"
 )
 
 // Rule maps the observations of one kind.
@@ -64,36 +64,30 @@ func (c *Context) Schedule(key, kind string, at time.Time, body any) error {
 // Cancel removes the timer key.
 func (c *Context) Cancel(key string) { delete(c.State.Timers, key) }
 
-// ReadModel stores patients' read models (GetPatientImaging reads them).
-type ReadModel interface {
-	PutPatient(ctx context.Context, p *Patient) error
-}
-
-// FencedReadModel is a ReadModel that is also told the ingest sequence the
-// written state was applied to, so it can refuse a write older than the one
-// it holds (a paused cluster leader waking up after its successor wrote).
-type FencedReadModel interface {
-	PutPatientAt(ctx context.Context, p *Patient, applied uint64) error
-}
-
-// ErrSuperseded is a FencedReadModel's answer to a write older than the
-// read model it holds; the write was dropped.
-var ErrSuperseded = errors.New("a newer read model is stored (written by another mapper)")
-
 // putPatient writes p's read model as of the current state.
-func (m *Mapper) putPatient(ctx context.Context, p *Patient) error {
-	if f, ok := m.cfg.ReadModel.(FencedReadModel); ok {
+func (m *Mapper) putPatient(ctx context.Context, p *readmodel.Patient) error {
+	if f, ok := m.cfg.ReadModel.(readmodel.FencedWriter); ok {
 		return f.PutPatientAt(ctx, p, m.state.Applied)
 	}
 	return m.cfg.ReadModel.PutPatient(ctx, p)
 }
 
+// RetainedLog is an ingest log whose oldest records retention may have
+// removed: it reports the sequence of the first record it still holds. With
+// one as Config.Ingest, Run refuses to start when records it needs to
+// replay are gone.
+type RetainedLog interface {
+	First(ctx context.Context) (uint64, error)
+}
+
 // Config configures a Mapper.
 type Config struct {
+	// Ingest is the log the mapper applies; see also RetainedLog.
 	Ingest ingest.Log
 	Events eventlog.Log
-	// ReadModel, when set, receives every changed patient.
-	ReadModel ReadModel
+	// ReadModel, when set, receives every changed patient; a
+	// readmodel.FencedWriter is also told the ingest sequence applied.
+	ReadModel readmodel.Writer
 	// Rules by observation kind. The API's IMAGING_STUDY_VIEWED rule is
 	// always present.
 	Rules  map[string]Rule
@@ -258,14 +252,6 @@ func New(cfg Config) *Mapper {
 	}
 }
 
-// EventID is the stable id of the event with key k.
-func EventID(k eventlog.Key) string {
-	h := sha1.Sum([]byte("radbridge/event/" + k.MsgID()))
-	h[6] = h[6]&0x0f | 0x50
-	h[8] = h[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16])
-}
-
 // Run replays the ingest log and then follows it until ctx ends. With
 // Config.Snapshots it starts from the newest usable snapshot and replays
 // only the records after it. Run may be called again after it returned
@@ -342,9 +328,7 @@ func (m *Mapper) run(ctx context.Context, o runOpts) (*run, error) {
 		}
 	}
 	from := pos.Applied + 1
-	if f, ok := m.cfg.Ingest.(interface {
-		First(context.Context) (uint64, error)
-	}); ok && head >= from {
+	if f, ok := m.cfg.Ingest.(RetainedLog); ok && head >= from {
 		first, err := f.First(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("mapper start: %w", err)
@@ -494,7 +478,7 @@ func (r *run) apply(rec ingest.Record) error {
 	r.broken = true
 	if a := m.state.arch; a != nil {
 		a.seq, a.at = rec.Seq, rec.Time
-		if m.cfg.StateIdle > 0 && !a.sweep(m.state, m.cfg.StateIdle, func(p *Patient) bool {
+		if m.cfg.StateIdle > 0 && !a.sweep(m.state, m.cfg.StateIdle, func(p *readmodel.Patient) bool {
 			if r.dirty[p.ID] {
 				m.flush(ctx, map[string]bool{p.ID: true})
 				delete(r.dirty, p.ID)
@@ -748,7 +732,7 @@ func (m *Mapper) fill(ev *rbv1.Event, k eventlog.Key, rec ingest.Record) {
 	for _, f := range []*string{&ev.PatientId, &ev.AccessionNumber, &ev.StudyInstanceUid, &ev.Message, &ev.ResourceType, &ev.ResourceId, &ev.ViewerUrl} {
 		*f = validUTF8(*f)
 	}
-	ev.Id = EventID(k)
+	ev.Id = readmodel.EventID(k)
 	if ev.Time == nil {
 		ev.Time = timestamppb.New(rec.Time)
 	}
@@ -828,7 +812,7 @@ func (m *Mapper) flush(ctx context.Context, dirty map[string]bool) {
 			continue // evicted: written then
 		}
 		err := m.putPatient(ctx, p)
-		if errors.Is(err, ErrSuperseded) {
+		if errors.Is(err, readmodel.ErrSuperseded) {
 			// Another mapper (this one's successor as cluster leader)
 			// wrote a newer one: this process is about to stop mapping.
 			m.log.Warn("patient read model not written: a newer one is stored by another mapper")
@@ -919,10 +903,6 @@ func (m *Mapper) Applied() uint64 {
 	return m.applied
 }
 
-// ErrForgotten means the events of an ingest sequence are no longer kept in
-// memory.
-var ErrForgotten = errors.New("mapper: result no longer in memory")
-
 // Await waits until the mapper has applied ingest sequence seq and returns
 // the events it derived from it.
 func (m *Mapper) Await(ctx context.Context, seq uint64) ([]*rbv1.Event, error) {
@@ -933,7 +913,7 @@ func (m *Mapper) Await(ctx context.Context, seq uint64) ([]*rbv1.Event, error) {
 		m.mu.Unlock()
 		if applied >= seq {
 			if !ok {
-				return nil, ErrForgotten
+				return nil, readmodel.ErrForgotten
 			}
 			return decodeEvents(enc)
 		}

@@ -14,6 +14,7 @@ import (
 	"radbridge/ingest"
 	"radbridge/mapper"
 	rbv1 "radbridge/proto/radbridge/v1"
+	"radbridge/readmodel"
 )
 
 func viewed(t *testing.T, in ingest.Log, i int) uint64 {
@@ -28,10 +29,10 @@ func viewed(t *testing.T, in ingest.Log, i int) uint64 {
 
 type readModel struct {
 	mu sync.Mutex
-	m  map[string]mapper.Patient
+	m  map[string]readmodel.Patient
 }
 
-func (r *readModel) PutPatient(_ context.Context, p *mapper.Patient) error {
+func (r *readModel) PutPatient(_ context.Context, p *readmodel.Patient) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.m[p.ID] = *p
@@ -55,7 +56,7 @@ func start(t *testing.T, cfg mapper.Config) (*mapper.Mapper, func()) {
 
 func TestEventsDerivedOnceAcrossRestarts(t *testing.T) {
 	in, evs := ingest.NewMemory(), eventlog.NewMemory()
-	rm := &readModel{m: map[string]mapper.Patient{}}
+	rm := &readModel{m: map[string]readmodel.Patient{}}
 	cfg := mapper.Config{Ingest: in, Events: evs, ReadModel: rm}
 	m, stop := start(t, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

@@ -9,6 +9,7 @@ import (
 	"radbridge/eventlog"
 	"radbridge/ingest"
 	"radbridge/mapper"
+	"radbridge/readmodel"
 )
 
 func replay(t *testing.T, cfg mapper.Config, o mapper.ReplayOptions) *mapper.ReplayReport {
@@ -28,7 +29,7 @@ func replay(t *testing.T, cfg mapper.Config, o mapper.ReplayOptions) *mapper.Rep
 // rebuilt read models and a snapshot, after which a check is clean.
 func TestReplay(t *testing.T) {
 	in, evs, snaps := ingest.NewMemory(), eventlog.NewMemory(), &mapper.MemorySnapshots{}
-	rm := &readModel{m: map[string]mapper.Patient{}}
+	rm := &readModel{m: map[string]readmodel.Patient{}}
 	o := mapper.Options{QuietPeriod: 50 * time.Millisecond}
 	cfg := mapper.Config{Ingest: in, Events: evs, ReadModel: rm, Rules: mapper.Rules(o), Snapshots: snaps, SnapshotEvery: 9, DedupHorizon: time.Hour}
 	last := appendAll(t, in, snapScenario(4), time.Now())

@@ -15,6 +15,7 @@ import (
 
 	"radbridge/eventlog"
 	"radbridge/ingest"
+	"radbridge/readmodel"
 )
 
 // SnapshotStore keeps the mapper's snapshots durably. A snapshot is named by
@@ -113,7 +114,7 @@ func DecodeSnapshot(b []byte) (*Snapshot, error) {
 		return nil, fmt.Errorf("snapshot header says ingest sequence %d, state %d", h.Applied, st.Applied)
 	}
 	if st.Patients == nil {
-		st.Patients = map[string]*Patient{}
+		st.Patients = map[string]*readmodel.Patient{}
 	}
 	if st.Timers == nil {
 		st.Timers = map[string]*ingest.Timer{}

@@ -15,6 +15,7 @@ import (
 	"radbridge/ingest"
 	"radbridge/mapper"
 	rbv1 "radbridge/proto/radbridge/v1"
+	"radbridge/readmodel"
 )
 
 // snapObs is one observation of the snapshot scenarios.
@@ -68,13 +69,13 @@ func runTo(t *testing.T, cfg mapper.Config, in *ingest.Memory, seq uint64, settl
 	}()
 	actx, acancel := context.WithTimeout(ctx, 30*time.Second)
 	defer acancel()
-	if _, err := m.Await(actx, seq); err != nil && !errors.Is(err, mapper.ErrForgotten) {
+	if _, err := m.Await(actx, seq); err != nil && !errors.Is(err, readmodel.ErrForgotten) {
 		t.Fatalf("await %d: %v", seq, err)
 	}
 	for settle {
 		// Quiet periods end; each records a timer the mapper applies.
 		last, _ := in.Last(actx)
-		if _, err := m.Await(actx, last); err != nil && !errors.Is(err, mapper.ErrForgotten) {
+		if _, err := m.Await(actx, last); err != nil && !errors.Is(err, readmodel.ErrForgotten) {
 			t.Fatal(err)
 		}
 		time.Sleep(300 * time.Millisecond)

@@ -2,8 +2,8 @@ package mapper
 
 import (
 	"encoding/json"
-	"log/slog"
 	"radbridge/ingest"
+	"radbridge/readmodel"
 	"slices"
 	"sort"
 )
@@ -11,8 +11,8 @@ import (
 // State is everything the mapper knows. It is a pure function of the ingest
 // log prefix it has applied.
 type State struct {
-	Patients map[string]*Patient      `json:"patients"`
-	Timers   map[string]*ingest.Timer `json:"timers"`
+	Patients map[string]*readmodel.Patient `json:"patients"`
+	Timers   map[string]*ingest.Timer      `json:"timers"`
 	// Studies by Study Instance UID (DICOM mapping).
 	Studies map[string]*StudyState `json:"studies"`
 	// Orders by accession number, or by filler/placer order number when
@@ -48,29 +48,8 @@ type State struct {
 
 // NewState returns empty state.
 func NewState() *State {
-	return &State{Patients: map[string]*Patient{}, Timers: map[string]*ingest.Timer{},
+	return &State{Patients: map[string]*readmodel.Patient{}, Timers: map[string]*ingest.Timer{},
 		Studies: map[string]*StudyState{}, Orders: map[string]*OrderState{}, ResourceIDs: 1}
-}
-
-// Patient is one patient's current imaging, the read model behind
-// GetPatientImaging. Resources are FHIR R4 JSON objects keyed by their id.
-type Patient struct {
-	ID string `json:"id"`
-	// LastSequence is the sequence of the newest event about this patient.
-	LastSequence uint64 `json:"last_sequence"`
-	// Resources are kept encoded: compact in memory and written as they are.
-	Studies map[string]json.RawMessage `json:"studies,omitempty"`
-	Orders  map[string]json.RawMessage `json:"orders,omitempty"`
-	Reports map[string]json.RawMessage `json:"reports,omitempty"`
-	// BodyRegions counts studies per body region.
-	BodyRegions map[string]uint32 `json:"body_regions,omitempty"`
-	// Views counts IMAGING_STUDY_VIEWED events per study.
-	Views map[string]uint32 `json:"views,omitempty"`
-}
-
-// LogValue keeps patient data out of logs.
-func (p *Patient) LogValue() slog.Value {
-	return slog.GroupValue(slog.Int("studies", len(p.Studies)), slog.Int("orders", len(p.Orders)), slog.Int("reports", len(p.Reports)))
 }
 
 // setResource stores res (a FHIR resource) encoded under id in *m.
@@ -86,10 +65,10 @@ func setResource(m *map[string]json.RawMessage, id string, res map[string]any) {
 }
 
 // Patient returns the patient with id, creating it.
-func (s *State) Patient(id string) *Patient {
+func (s *State) Patient(id string) *readmodel.Patient {
 	p := s.patient(id)
 	if p == nil {
-		p = &Patient{ID: id}
+		p = &readmodel.Patient{ID: id}
 		s.Patients[id] = p
 		s.active(id)
 	}
@@ -107,7 +86,7 @@ func (s *State) active(id string) {
 }
 
 // patient returns the patient with id, or nil.
-func (s *State) patient(id string) *Patient {
+func (s *State) patient(id string) *readmodel.Patient {
 	s.arch.faultIn(s, keyPatient, id)
 	s.active(id)
 	return s.Patients[id]

@@ -13,6 +13,7 @@ import (
 	"radbridge/ingest"
 	"radbridge/mapper"
 	rbv1 "radbridge/proto/radbridge/v1"
+	"radbridge/readmodel"
 )
 
 // uidOMI is an OMI^O23 whose IPC names the study's accession (IPC-1) and
@@ -46,10 +47,10 @@ type uidObs struct {
 func hl7Obs(raw []byte) uidObs { return uidObs{ingest.KindHL7, ingest.HL7Body{Raw: raw}} }
 
 // runUIDJoin maps obs in order and returns the read models and every event.
-func runUIDJoin(t *testing.T, obs []uidObs) (map[string]mapper.Patient, []*rbv1.Event) {
+func runUIDJoin(t *testing.T, obs []uidObs) (map[string]readmodel.Patient, []*rbv1.Event) {
 	t.Helper()
 	in, evs := ingest.NewMemory(), eventlog.NewMemory()
-	rm := &joinRM{m: map[string]mapper.Patient{}}
+	rm := &joinRM{m: map[string]readmodel.Patient{}}
 	m := mapper.New(mapper.Config{Ingest: in, Events: evs, ReadModel: rm,
 		Rules: mapper.Rules(mapper.Options{QuietPeriod: time.Hour, HL7PatientAuthority: "HOSP"})})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -75,7 +76,7 @@ func runUIDJoin(t *testing.T, obs []uidObs) (map[string]mapper.Patient, []*rbv1.
 	}
 	rm.mu.Lock()
 	defer rm.mu.Unlock()
-	out := map[string]mapper.Patient{}
+	out := map[string]readmodel.Patient{}
 	for k, v := range rm.m {
 		out[k] = v
 	}

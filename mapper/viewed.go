@@ -7,6 +7,7 @@ import (
 	"radbridge/eventlog"
 	"radbridge/ingest"
 	rbv1 "radbridge/proto/radbridge/v1"
+	"radbridge/readmodel"
 )
 
 // viewed maps a viewer's IMAGING_STUDY_VIEWED to an event carrying a FHIR R4
@@ -19,7 +20,7 @@ func viewed(c *Context) error {
 	if v.PatientID == "" || v.StudyInstanceUID == "" {
 		return fmt.Errorf("viewed: patient id and study uid required")
 	}
-	id := EventID(eventlog.Key{IngestSeq: c.Rec.Seq, Index: len(c.events)})
+	id := readmodel.EventID(eventlog.Key{IngestSeq: c.Rec.Seq, Index: len(c.events)})
 	agent := map[string]any{"requestor": true}
 	if v.Agent != "" {
 		// The authenticated subject is the agent; what the client said of

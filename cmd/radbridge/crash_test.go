@@ -42,6 +42,7 @@ import (
 	"radbridge/internal/config"
 	"radbridge/mapper"
 	rbv1 "radbridge/proto/radbridge/v1"
+	"radbridge/readmodel"
 	"radbridge/store"
 )
 
@@ -542,7 +543,7 @@ func TestCrashUnderLoad(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if mapper.EventID(eventlog.Key{IngestSeq: head}) == strings.Fields(barrier)[1] {
+		if readmodel.EventID(eventlog.Key{IngestSeq: head}) == strings.Fields(barrier)[1] {
 			break
 		}
 		// Name what followed the barrier.
@@ -715,7 +716,7 @@ type memPatients struct {
 	m  map[string][]byte
 }
 
-func (p *memPatients) PutPatient(_ context.Context, pt *mapper.Patient) error {
+func (p *memPatients) PutPatient(_ context.Context, pt *readmodel.Patient) error {
 	b, err := json.Marshal(pt)
 	if err != nil {
 		return err

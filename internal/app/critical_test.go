@@ -14,6 +14,7 @@ import (
 
 	"radbridge/mapper"
 	rbv1 "radbridge/proto/radbridge/v1"
+	"radbridge/readmodel"
 )
 
 // TestCriticalFindingsRoom: a subscriber asking for stat and critical events
@@ -118,7 +119,7 @@ func TestCriticalMarkSurvivesReload(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	rep := snap["reports"].([]any)[0].(map[string]any)
-	if !mapper.CriticalReport(rep) || fmt.Sprint(rep["result"]) != "[map[reference:#obx-1]]" {
+	if !readmodel.CriticalReport(rep) || fmt.Sprint(rep["result"]) != "[map[reference:#obx-1]]" {
 		t.Errorf("DiagnosticReport in the snapshot: contained %v result %v; want the HH finding", rep["contained"], rep["result"])
 	}
 

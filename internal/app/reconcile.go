@@ -19,6 +19,7 @@ import (
 	"radbridge/auth"
 	"radbridge/ingest"
 	"radbridge/mapper"
+	"radbridge/readmodel"
 )
 
 // The exceptions worklist and operator corrections.
@@ -201,7 +202,7 @@ func (d *Daemon) reconcileHandler(a auth.Authenticator, log *slog.Logger, ingest
 		ctx, cancel := context.WithTimeout(r.Context(), reconcileWait)
 		defer cancel()
 		evs, err := m.Await(ctx, seq)
-		if err != nil && !errors.Is(err, mapper.ErrForgotten) {
+		if err != nil && !errors.Is(err, readmodel.ErrForgotten) {
 			writeJSON(w, http.StatusAccepted, res) // recorded; the mapper applies it later
 			return
 		}
