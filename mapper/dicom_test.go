@@ -21,6 +21,7 @@ import (
 	"radbridge/eventlog"
 	"radbridge/ingest"
 	"radbridge/mapper"
+	"radbridge/mapper/rules"
 	rbv1 "radbridge/proto/radbridge/v1"
 	"radbridge/readmodel"
 )
@@ -94,7 +95,7 @@ func newDICOMHarness(t *testing.T) *dicomHarness {
 func (h *dicomHarness) start() {
 	h.m = mapper.New(mapper.Config{
 		Ingest: h.in, Events: h.evs, ReadModel: h.rm,
-		Rules: mapper.Rules(mapper.Options{QuietPeriod: dicomQuiet, ProgressInterval: time.Second}),
+		Rules: rules.New(rules.Options{QuietPeriod: dicomQuiet, ProgressInterval: time.Second}),
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -484,7 +485,7 @@ func TestDICOMStudyEvents(t *testing.T) {
 // checkStudyEvent checks the fields every study event carries.
 func checkStudyEvent(t *testing.T, e *rbv1.Event) {
 	t.Helper()
-	if e.StudyInstanceUid != studyUID || e.ResourceType != "ImagingStudy" || e.ResourceId != mapper.StudyResourceID(studyUID) ||
+	if e.StudyInstanceUid != studyUID || e.ResourceType != "ImagingStudy" || e.ResourceId != rules.StudyResourceID(studyUID) ||
 		e.Priority != rbv1.Priority_PRIORITY_ROUTINE || e.Source.GetProtocol() == "" || e.Id == "" {
 		t.Errorf("event %d: study %q resource %s/%s priority %v source %v id %q", e.Sequence,
 			e.StudyInstanceUid, e.ResourceType, e.ResourceId, e.Priority, e.Source, e.Id)
@@ -669,7 +670,7 @@ func TestDICOMDateTime(t *testing.T) {
 		{"2024", "", time.UTC, ""},
 	}
 	for _, tt := range tests {
-		if got := mapper.DICOMDateTime(tt.da, tt.tm, tt.loc); got != tt.want {
+		if got := rules.DICOMDateTime(tt.da, tt.tm, tt.loc); got != tt.want {
 			t.Errorf("DICOMDateTime(%q, %q, %v) = %q, want %q", tt.da, tt.tm, tt.loc, got, tt.want)
 		}
 	}

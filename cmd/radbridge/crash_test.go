@@ -41,6 +41,7 @@ import (
 	"radbridge/internal/app"
 	"radbridge/internal/config"
 	"radbridge/mapper"
+	"radbridge/mapper/rules"
 	rbv1 "radbridge/proto/radbridge/v1"
 	"radbridge/readmodel"
 	"radbridge/store"
@@ -655,7 +656,7 @@ func TestCrashUnderLoad(t *testing.T) {
 			continue
 		}
 		var res map[string]any
-		json.Unmarshal(p.Studies[mapper.StudyResourceID(study)], &res)
+		json.Unmarshal(p.Studies[rules.StudyResourceID(study)], &res)
 		have := instanceUIDs(res)
 		for sop := range sops {
 			if !have[sop] {

@@ -21,6 +21,7 @@ import (
 	"radbridge/eventlog"
 	"radbridge/ingest"
 	"radbridge/mapper"
+	"radbridge/mapper/rules"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
 
@@ -39,7 +40,7 @@ const (
 // ExplainResponse is GET /v1/explain's answer: the mapper's explanation,
 // the events about what it explains, and the dead letters concerning it.
 type ExplainResponse struct {
-	*mapper.Explanation
+	*rules.Explanation
 	Events      []ExplainEvent      `json:"events"`
 	DeadLetters []mapper.DeadLetter `json:"dead_letters"`
 }
@@ -57,8 +58,8 @@ type ExplainEvent struct {
 }
 
 // explainQuery reads the one selector of an explain request.
-func explainQuery(r *http.Request) (mapper.ExplainQuery, error) {
-	var q mapper.ExplainQuery
+func explainQuery(r *http.Request) (rules.ExplainQuery, error) {
+	var q rules.ExplainQuery
 	vals, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
 		return q, fmt.Errorf("query: %w", err)
@@ -138,7 +139,7 @@ func (d *Daemon) explainHandler(a auth.Authenticator) http.Handler {
 
 // explain builds the answer: the mapper's explanation plus the events and
 // dead letters concerning it.
-func (d *Daemon) explain(ctx context.Context, m *mapper.Mapper, q mapper.ExplainQuery, pr *auth.Principal) (ExplainResponse, error) {
+func (d *Daemon) explain(ctx context.Context, m *mapper.Mapper, q rules.ExplainQuery, pr *auth.Principal) (ExplainResponse, error) {
 	e, err := m.Explain(ctx, q, time.Now(), pr.MayRead)
 	if err != nil {
 		return ExplainResponse{}, err
@@ -164,7 +165,7 @@ func (d *Daemon) explain(ctx context.Context, m *mapper.Mapper, q mapper.Explain
 	addPatient(q.Patient) // checked: the caller may read it
 	for _, s := range e.Studies {
 		studies[s.StudyInstanceUID] = true
-		ids[mapper.StudyResourceID(s.StudyInstanceUID)] = true
+		ids[rules.StudyResourceID(s.StudyInstanceUID)] = true
 		if s.AccessionNumber != "" {
 			accs[s.AccessionNumber] = true
 		}

@@ -1,4 +1,4 @@
-package mapper
+package rules
 
 import (
 	"fmt"
@@ -110,3 +110,7 @@ const SubjectSystem = "urn:radbridge:subject"
 // StudyResourceID is the FHIR id of the ImagingStudy for a Study Instance
 // UID: DICOM UIDs (digits and dots, at most 64) are valid FHIR ids.
 func StudyResourceID(uid string) string { return uid }
+
+// Viewed is the rule of ingest.KindViewed (IMAGING_STUDY_VIEWED published
+// through the API); the mapper always has it.
+var Viewed Rule = RuleFunc(viewed)
