@@ -69,7 +69,8 @@ func (c *Context) Cancel(key string) { delete(c.State.Timers, key) }
 // function from (state, observation) to (state, events). st becomes the
 // state after rec and the events that follow from rec are returned in
 // order, without sequence, id, time or source (the engine numbers and
-// stamps them); dirty collects the patients whose read model changed.
+// stamps them, and makes an unspecified severity info and priority
+// routine); dirty collects the patients whose read model changed.
 //
 // Mapping is two steps, which the engine runs itself to check the events
 // in between: Derive runs the rule of rec, then Link joins what shares an
