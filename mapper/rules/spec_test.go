@@ -188,12 +188,7 @@ var (
 )
 
 func TestHL7Orders(t *testing.T) {
-	for _, tc := range []struct {
-		name  string
-		given []specObservation
-		when  specObservation
-		want  []specEvent
-	}{
+	runSpec(t, []specCase{
 		{"ORM^O01 ORC-1 NW places an order", nil, order("NW", "SC"),
 			[]specEvent{{rbv1.EventType_ORDER_PLACED, rbv1.Priority_PRIORITY_ROUTINE, orderRef, "active"}}},
 		{"ORC-1 CA cancels the order", []specObservation{order("NW", "SC")}, order("CA", "CA"),
@@ -202,18 +197,11 @@ func TestHL7Orders(t *testing.T) {
 			[]specEvent{{rbv1.EventType_ORDER_UPDATED, rbv1.Priority_PRIORITY_ROUTINE, orderRef, "on-hold"}}},
 		{"ORC-5 CM completes the order", []specObservation{order("NW", "SC")}, order("SC", "CM"),
 			[]specEvent{{rbv1.EventType_ORDER_UPDATED, rbv1.Priority_PRIORITY_ROUTINE, orderRef, "completed"}}},
-	} {
-		t.Run(tc.name, func(t *testing.T) { checkSpec(t, tc.given, tc.when, tc.want) })
-	}
+	})
 }
 
 func TestHL7Results(t *testing.T) {
-	for _, tc := range []struct {
-		name  string
-		given []specObservation
-		when  specObservation
-		want  []specEvent
-	}{
+	runSpec(t, []specCase{
 		{"ORU^R01 OBR-25 P is a preliminary result", nil, result("P", ""),
 			[]specEvent{{rbv1.EventType_RESULT_RECEIVED, rbv1.Priority_PRIORITY_ROUTINE, reportRef, "preliminary"}}},
 		{"OBR-25 F is a final report", nil, result("F", ""),
@@ -229,18 +217,11 @@ func TestHL7Results(t *testing.T) {
 				{rbv1.EventType_IMAGING_REPORT_READY, rbv1.Priority_PRIORITY_ROUTINE, reportRef, "final"},
 				{rbv1.EventType_ORDER_UPDATED, rbv1.Priority_PRIORITY_ROUTINE, orderRef, "completed"},
 			}},
-	} {
-		t.Run(tc.name, func(t *testing.T) { checkSpec(t, tc.given, tc.when, tc.want) })
-	}
+	})
 }
 
 func TestDICOMStudies(t *testing.T) {
-	for _, tc := range []struct {
-		name  string
-		given []specObservation
-		when  specObservation
-		want  []specEvent
-	}{
+	runSpec(t, []specCase{
 		{"a C-STORE of a new study reports its progress", nil, stored(ct(1)),
 			[]specEvent{{rbv1.EventType_IMAGING_STUDY_PROGRESS, rbv1.Priority_PRIORITY_ROUTINE, studyRef, "registered"}}},
 		{"the end of the quiet period makes the study available", []specObservation{stored(ct(1)), stored(ct(2))}, quietPeriodEnds(specStudy),
@@ -258,26 +239,36 @@ func TestDICOMStudies(t *testing.T) {
 				{rbv1.EventType_IMAGING_STUDY_AVAILABLE, rbv1.Priority_PRIORITY_ROUTINE, studyRef, "available"},
 				{rbv1.EventType_ORDER_UPDATED, rbv1.Priority_PRIORITY_ROUTINE, orderRef, "completed"},
 			}},
-	} {
-		t.Run(tc.name, func(t *testing.T) { checkSpec(t, tc.given, tc.when, tc.want) })
-	}
+	})
 }
 
-// checkSpec feeds given, then when, and compares when's events with want.
-func checkSpec(t *testing.T, given []specObservation, when specObservation, want []specEvent) {
-	t.Helper()
-	r := newSpecRun(t)
-	for i, o := range given {
-		if _, err := r.feed(o); err != nil {
-			t.Fatalf("given %d: %v", i, err)
-		}
-	}
-	evs, err := r.feed(when)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if diff := cmp.Diff(summarize(evs), want); diff != "" {
-		t.Errorf("events (-got +want):\n%s", diff)
+// specCase: given observations already mapped, when one more is mapped,
+// it derives the events want.
+type specCase struct {
+	name  string
+	given []specObservation
+	when  specObservation
+	want  []specEvent
+}
+
+// runSpec runs each case on a fresh state.
+func runSpec(t *testing.T, cases []specCase) {
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newSpecRun(t)
+			for i, o := range tc.given {
+				if _, err := r.feed(o); err != nil {
+					t.Fatalf("given %d: %v", i, err)
+				}
+			}
+			evs, err := r.feed(tc.when)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if diff := cmp.Diff(summarize(evs), tc.want); diff != "" {
+				t.Errorf("events (-got +want):\n%s", diff)
+			}
+		})
 	}
 }
 
