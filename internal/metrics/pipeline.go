@@ -79,9 +79,7 @@ func (l *ingestLog) Append(ctx context.Context, o ingest.Observation) (uint64, b
 // First forwards to the wrapped log's First (the oldest record retained),
 // which the mapper uses to report trimmed records precisely.
 func (l *ingestLog) First(ctx context.Context) (uint64, error) {
-	if f, ok := l.Log.(interface {
-		First(context.Context) (uint64, error)
-	}); ok {
+	if f, ok := l.Log.(mapper.RetainedLog); ok {
 		return f.First(ctx)
 	}
 	return 1, nil
