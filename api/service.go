@@ -26,14 +26,14 @@ import (
 	"radbridge/eventlog"
 	"radbridge/fanout"
 	"radbridge/ingest"
-	"radbridge/mapper"
 	rbv1 "radbridge/proto/radbridge/v1"
+	"radbridge/readmodel"
 )
 
 // Patients reads patients' read models.
 type Patients interface {
 	// Patient returns the patient, or (nil, nil) when unknown.
-	Patient(ctx context.Context, id string) (*mapper.Patient, error)
+	Patient(ctx context.Context, id string) (*readmodel.Patient, error)
 }
 
 // Awaiter returns the events derived from an ingest sequence.
@@ -282,7 +282,7 @@ func (s *Service) PublishEvent(ctx context.Context, r *rbv1.PublishEventRequest)
 		// through the event log.
 		ev, err := s.awaitLogged(wctx, seq, dup, before, r.GetPatientId())
 		switch {
-		case errors.Is(err, mapper.ErrForgotten):
+		case errors.Is(err, readmodel.ErrForgotten):
 			return nil, status.Errorf(codes.AlreadyExists, "client_event_id %q was published before", r.GetClientEventId())
 		case err != nil:
 			return nil, status.Errorf(codes.DeadlineExceeded, "recorded as ingest %d, event not yet derived: %v", seq, err)
@@ -291,7 +291,7 @@ func (s *Service) PublishEvent(ctx context.Context, r *rbv1.PublishEventRequest)
 	}
 	evs, err := s.mapper.Await(wctx, seq)
 	switch {
-	case errors.Is(err, mapper.ErrForgotten) && dup:
+	case errors.Is(err, readmodel.ErrForgotten) && dup:
 		return nil, status.Errorf(codes.AlreadyExists, "client_event_id %q was published before", r.GetClientEventId())
 	case err != nil:
 		// Recorded; the event follows when the mapper catches up.
@@ -306,9 +306,9 @@ func (s *Service) PublishEvent(ctx context.Context, r *rbv1.PublishEventRequest)
 // sequence seq to appear in the event log after sequence after (the log's
 // head before the observation was recorded). A resend (dup) was derived
 // earlier: the patient's viewed events are searched from the start, and
-// mapper.ErrForgotten means they no longer hold it.
+// readmodel.ErrForgotten means they no longer hold it.
 func (s *Service) awaitLogged(ctx context.Context, seq uint64, dup bool, after uint64, patient string) (*rbv1.Event, error) {
-	id := mapper.EventID(eventlog.Key{IngestSeq: seq})
+	id := readmodel.EventID(eventlog.Key{IngestSeq: seq})
 	stop := uint64(0)
 	if dup {
 		after, stop = 0, s.hub.Head()
@@ -326,7 +326,7 @@ func (s *Service) awaitLogged(ctx context.Context, seq uint64, dup bool, after u
 			}
 		}
 		if dup && sub.Position() >= stop {
-			return nil, mapper.ErrForgotten
+			return nil, readmodel.ErrForgotten
 		}
 	}
 }
@@ -456,7 +456,7 @@ func reportPriority(reports map[string]json.RawMessage) map[string]string {
 			continue // most reports: no need to decode
 		}
 		var r map[string]any
-		if json.Unmarshal(raw, &r) == nil && mapper.CriticalReport(r) {
+		if json.Unmarshal(raw, &r) == nil && readmodel.CriticalReport(r) {
 			out[id] = "critical"
 		}
 	}

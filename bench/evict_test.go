@@ -14,6 +14,7 @@ import (
 
 	"radbridge/ingest"
 	"radbridge/mapper"
+	"radbridge/mapper/rules"
 	"radbridge/store"
 )
 
@@ -100,7 +101,7 @@ func BenchmarkMapperEviction(b *testing.B) {
 				}
 				n := fillEvictStore(b, st, days)
 				cfg := mapper.Config{Ingest: st.Ingest(), Events: st.Events(), ReadModel: st.Patients(),
-					Rules: mapper.Rules(mapper.Options{QuietPeriod: time.Hour}), DedupHorizon: 30 * 24 * time.Hour,
+					Rules: rules.New(rules.Options{QuietPeriod: time.Hour}), DedupHorizon: 30 * 24 * time.Hour,
 					Snapshots: st.Snapshots(), SnapshotEvery: 5000, Seen: st.Seen(), Archive: st.Archive(), StateIdle: idle,
 					Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 					// Quiet periods never end on this clock: no timer records.

@@ -21,8 +21,8 @@ import (
 	"radbridge/api"
 	"radbridge/eventlog"
 	"radbridge/fhir"
-	"radbridge/mapper"
 	rbv1 "radbridge/proto/radbridge/v1"
+	"radbridge/readmodel"
 	"radbridge/store"
 )
 
@@ -70,7 +70,7 @@ func BenchmarkFHIRSearchPatient10k(b *testing.B) {
 	}
 	defer s.Close()
 	const big, n, others = "BIG", 10000, 1000
-	readModel := &mapper.Patient{ID: big, Studies: map[string]json.RawMessage{}}
+	readModel := &readmodel.Patient{ID: big, Studies: map[string]json.RawMessage{}}
 	seq := uint64(0)
 	add := func(uid, pid, acc string) {
 		seq++

@@ -15,6 +15,7 @@ import (
 
 	"radbridge/ingest"
 	"radbridge/mapper"
+	"radbridge/mapper/rules"
 	"radbridge/store"
 )
 
@@ -74,7 +75,7 @@ func fillStartupStore(b *testing.B, dir string, n int) mapper.SnapshotStats {
 
 func startupConfig(st *store.Store, snapshots bool) mapper.Config {
 	cfg := mapper.Config{Ingest: st.Ingest(), Events: st.Events(), ReadModel: st.Patients(),
-		Rules: mapper.Rules(mapper.Options{QuietPeriod: time.Hour}), DedupHorizon: 30 * 24 * time.Hour, SnapshotEvery: 1 << 30,
+		Rules: rules.New(rules.Options{QuietPeriod: time.Hour}), DedupHorizon: 30 * 24 * time.Hour, SnapshotEvery: 1 << 30,
 		Logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 		// The observations are from March 2026: on this clock their quiet
 		// periods never end, so no start appends timers and the store stays

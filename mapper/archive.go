@@ -7,10 +7,14 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"slices"
 	"sort"
 	"sync"
 	"time"
+
+	"radbridge/mapper/rules"
+	"radbridge/readmodel"
 )
 
 // Archive keeps the state of patients that went cold, so the mapper holds
@@ -24,7 +28,7 @@ import (
 // Keys are made of [-_.A-Za-z0-9] (what a JetStream key-value bucket
 // allows), and few: one per patient ever evicted, whose values are its
 // versions, each labelled with the ingest sequence at which it was evicted
-// and the mapper's timeline (see Lineage); and 65,536 index shards whose
+// and the mapper's timeline (see rules.Lineage); and 65,536 index shards whose
 // entries only grow (unions).
 type Archive interface {
 	// GetArchive returns the newest value at key, nil when there is none.
@@ -148,32 +152,6 @@ func (a *OverlayArchive) MergeArchive(ctx context.Context, key string, merge fun
 	return a.mem.PutArchive(ctx, key, merge(old))
 }
 
-// Lineage is one stretch of the mapper's history: archive entries of
-// timeline ID with an ingest sequence above From (and up to the next
-// stretch's From) belong to the state. A run that starts from an empty
-// state begins a timeline; one that starts from a snapshot continues its
-// timeline, or branches a new one at the snapshot when the mapping options
-// or the idle time changed. Entries a crashed run wrote "in the future" of
-// the snapshot a restart uses are thus read only when they are those the
-// restart writes again, and those of another mapping never.
-type Lineage struct {
-	ID   string `json:"id"`
-	From uint64 `json:"from"`
-	// Cfg fingerprints the mapping options and idle time of the stretch.
-	Cfg string `json:"cfg"`
-}
-
-// archived kinds of keys.
-const (
-	keyPatient   = "p"
-	keyStudy     = "s"
-	keyOrder     = "o"
-	keyAccession = "a"
-	keyMPPS      = "m"
-	// keyStudyOrders indexes State.StudyOrders by Study Instance UID.
-	keyStudyOrders = "u"
-)
-
 // indexRef says that unit (a patient id) was evicted at ingest sequence
 // Seq on timeline T carrying the key indexed.
 type indexRef struct {
@@ -185,11 +163,11 @@ type indexRef struct {
 // unitVersion is a patient as evicted, with the objects that left memory
 // with it.
 type unitVersion struct {
-	Patient    *Patient                 `json:"patient"`
-	Studies    map[string]*StudyState   `json:"studies,omitempty"`
-	Orders     map[string]*OrderState   `json:"orders,omitempty"`
-	Accessions map[string][]ResourceRef `json:"accessions,omitempty"`
-	// StudyOrders are the State.StudyOrders entries whose orders left.
+	Patient    *readmodel.Patient             `json:"patient"`
+	Studies    map[string]*rules.StudyState   `json:"studies,omitempty"`
+	Orders     map[string]*rules.OrderState   `json:"orders,omitempty"`
+	Accessions map[string][]rules.ResourceRef `json:"accessions,omitempty"`
+	// StudyOrders are the rules.State.StudyOrders entries whose orders left.
 	StudyOrders map[string][]string `json:"study_orders,omitempty"`
 }
 
@@ -208,7 +186,7 @@ func indexSlot(kind, key string) (shard, id string) {
 }
 
 // versionKey is the key of a patient's versions (one value per eviction).
-func versionKey(unit string) string { return "v." + archiveHash(keyPatient, unit) }
+func versionKey(unit string) string { return "v." + archiveHash(rules.KeyPatient, unit) }
 
 // storedVersion is a value at a versionKey.
 type storedVersion struct {
@@ -229,7 +207,7 @@ type archiver struct {
 	// err is set when the store failed until the mapper stopped; the
 	// record is then not finished.
 	err     error
-	lineage []Lineage
+	lineage []rules.Lineage
 	// Counters (for Stats).
 	evicted, reloaded uint64
 }
@@ -337,7 +315,7 @@ func (a *archiver) addRefs(add map[string][]indexRef) bool {
 		}
 		byShard[shard][id] = append(byShard[shard][id], refs...)
 	}
-	for _, shard := range sortedMapKeys(byShard) {
+	for _, shard := range slices.Sorted(maps.Keys(byShard)) {
 		in := byShard[shard]
 		if !a.retry("write", func() error {
 			return a.store.MergeArchive(a.ctx, shard, func(old []byte) []byte {
@@ -375,28 +353,28 @@ func (a *archiver) addRefs(add map[string][]indexRef) bool {
 
 // faultIn reloads the evicted patients that may hold the key (kind, key)
 // unless it is in memory.
-func (a *archiver) faultIn(s *State, kind, key string) {
+func (a *archiver) faultIn(s *rules.State, kind, key string) {
 	if a == nil || a.err != nil || key == "" {
 		return
 	}
 	switch kind {
-	case keyPatient:
+	case rules.KeyPatient:
 		if s.Patients[key] != nil {
 			return
 		}
-	case keyStudy:
+	case rules.KeyStudy:
 		if s.Studies[key] != nil {
 			return
 		}
-	case keyOrder:
+	case rules.KeyOrder:
 		if s.Orders[key] != nil {
 			return
 		}
-	case keyAccession:
+	case rules.KeyAccession:
 		if _, ok := s.Accessions[key]; ok {
 			return
 		}
-	case keyStudyOrders:
+	case rules.KeyStudyOrders:
 		if _, ok := s.StudyOrders[key]; ok {
 			return
 		}
@@ -412,6 +390,34 @@ func (a *archiver) faultIn(s *State, kind, key string) {
 	a.reload(s, units)
 }
 
+// FaultIn implements rules.Reloader.
+func (a *archiver) FaultIn(s *rules.State, kind, key string) {
+	if kind == rules.KeyMPPS {
+		a.mppsStudies(s, key)
+		return
+	}
+	a.faultIn(s, kind, key)
+}
+
+// At implements rules.Reloader.
+func (a *archiver) At() int64 { return a.at.UnixMilli() }
+
+// mppsStudies reloads the patients of the evicted studies that MPPS
+// instance uid named.
+func (a *archiver) mppsStudies(s *rules.State, uid string) {
+	refs, ok := a.refs(rules.KeyMPPS, uid)
+	if !ok {
+		return
+	}
+	var units []string
+	for _, r := range refs {
+		units = append(units, r.Unit)
+	}
+	if len(units) > 0 {
+		a.reload(s, units)
+	}
+}
+
 // objCopy is an evicted object found in a version, with the sequence of
 // the eviction that wrote it.
 type objCopy struct {
@@ -424,10 +430,10 @@ type objCopy struct {
 // patients), or a stale copy of one that moved to another patient, is
 // taken from the newest eviction that carried it: the index of each object
 // found names every patient it ever left with, and those are read too.
-func (a *archiver) reload(s *State, units []string) {
+func (a *archiver) reload(s *rules.State, units []string) {
 	queue := slices.Clone(units)
 	seenUnit, seenKey := map[string]bool{}, map[string]bool{}
-	patients := map[string]*Patient{}
+	patients := map[string]*readmodel.Patient{}
 	copies := map[string]objCopy{} // kind+":"+key
 	for len(queue) > 0 {
 		u := queue[0]
@@ -436,7 +442,7 @@ func (a *archiver) reload(s *State, units []string) {
 			continue
 		}
 		seenUnit[u] = true
-		refs, ok := a.refs(keyPatient, u)
+		refs, ok := a.refs(rules.KeyPatient, u)
 		if !ok {
 			return
 		}
@@ -476,24 +482,24 @@ func (a *archiver) reload(s *State, units []string) {
 				queue = append(queue, r.Unit)
 			}
 		}
-		for _, k := range sortedMapKeys(v.Studies) {
+		for _, k := range slices.Sorted(maps.Keys(v.Studies)) {
 			if s.Studies[k] == nil {
-				found(keyStudy, k, v.Studies[k])
+				found(rules.KeyStudy, k, v.Studies[k])
 			}
 		}
-		for _, k := range sortedMapKeys(v.Orders) {
+		for _, k := range slices.Sorted(maps.Keys(v.Orders)) {
 			if s.Orders[k] == nil {
-				found(keyOrder, k, v.Orders[k])
+				found(rules.KeyOrder, k, v.Orders[k])
 			}
 		}
-		for _, k := range sortedMapKeys(v.Accessions) {
+		for _, k := range slices.Sorted(maps.Keys(v.Accessions)) {
 			if _, ok := s.Accessions[k]; !ok {
-				found(keyAccession, k, v.Accessions[k])
+				found(rules.KeyAccession, k, v.Accessions[k])
 			}
 		}
-		for _, k := range sortedMapKeys(v.StudyOrders) {
+		for _, k := range slices.Sorted(maps.Keys(v.StudyOrders)) {
 			if _, ok := s.StudyOrders[k]; !ok {
-				found(keyStudyOrders, k, v.StudyOrders[k])
+				found(rules.KeyStudyOrders, k, v.StudyOrders[k])
 			}
 		}
 		if a.err != nil {
@@ -512,16 +518,16 @@ func (a *archiver) reload(s *State, units []string) {
 	for id, c := range copies {
 		kind, key, _ := cutKind(id)
 		switch kind {
-		case keyStudy:
-			s.Studies[key] = c.v.(*StudyState)
-		case keyOrder:
-			s.Orders[key] = c.v.(*OrderState)
-		case keyAccession:
+		case rules.KeyStudy:
+			s.Studies[key] = c.v.(*rules.StudyState)
+		case rules.KeyOrder:
+			s.Orders[key] = c.v.(*rules.OrderState)
+		case rules.KeyAccession:
 			if s.Accessions == nil {
-				s.Accessions = map[string][]ResourceRef{}
+				s.Accessions = map[string][]rules.ResourceRef{}
 			}
-			s.Accessions[key] = c.v.([]ResourceRef)
-		case keyStudyOrders:
+			s.Accessions[key] = c.v.([]rules.ResourceRef)
+		case rules.KeyStudyOrders:
 			if s.StudyOrders == nil {
 				s.StudyOrders = map[string][]string{}
 			}
@@ -547,7 +553,7 @@ func sweepEvery(idle time.Duration) time.Duration { return max(idle/16, time.Sec
 // memory. The versions and index entries are written before the state
 // changes. written is called for each evicted patient whose read model may
 // not be written yet. It reports false when the mapper stopped first.
-func (a *archiver) sweep(s *State, idle time.Duration, written func(p *Patient) bool) bool {
+func (a *archiver) sweep(s *rules.State, idle time.Duration, written func(p *readmodel.Patient) bool) bool {
 	at := a.at.UnixMilli()
 	if s.Swept != 0 && at < s.Swept+sweepEvery(idle).Milliseconds() {
 		return true
@@ -555,7 +561,7 @@ func (a *archiver) sweep(s *State, idle time.Duration, written func(p *Patient) 
 	s.Swept = at
 	cut := at - idle.Milliseconds()
 	var cold []string
-	for _, id := range sortedMapKeys(s.Patients) {
+	for _, id := range slices.Sorted(maps.Keys(s.Patients)) {
 		t, ok := s.Active[id]
 		if !ok {
 			// Loaded from a snapshot taken without eviction: idle from now.
@@ -579,25 +585,25 @@ func (a *archiver) sweep(s *State, idle time.Duration, written func(p *Patient) 
 		vs[id] = &unitVersion{Patient: s.Patients[id]}
 	}
 	var studies, orders, accs []string
-	for _, uid := range sortedMapKeys(s.Studies) {
+	for _, uid := range slices.Sorted(maps.Keys(s.Studies)) {
 		if v := vs[s.Studies[uid].ReadModelPatient]; v != nil {
 			if v.Studies == nil {
-				v.Studies = map[string]*StudyState{}
+				v.Studies = map[string]*rules.StudyState{}
 			}
 			v.Studies[uid] = s.Studies[uid]
 			studies = append(studies, uid)
 		}
 	}
-	for _, k := range sortedMapKeys(s.Orders) {
+	for _, k := range slices.Sorted(maps.Keys(s.Orders)) {
 		if v := vs[s.Orders[k].PatientID]; v != nil {
 			if v.Orders == nil {
-				v.Orders = map[string]*OrderState{}
+				v.Orders = map[string]*rules.OrderState{}
 			}
 			v.Orders[k] = s.Orders[k]
 			orders = append(orders, k)
 		}
 	}
-	for _, acc := range sortedMapKeys(s.Accessions) {
+	for _, acc := range slices.Sorted(maps.Keys(s.Accessions)) {
 		refs := s.Accessions[acc]
 		leaves := len(refs) > 0
 		for _, r := range refs {
@@ -612,7 +618,7 @@ func (a *archiver) sweep(s *State, idle time.Duration, written func(p *Patient) 
 		for _, r := range refs {
 			if v := vs[r.Patient]; v != nil {
 				if v.Accessions == nil {
-					v.Accessions = map[string][]ResourceRef{}
+					v.Accessions = map[string][]rules.ResourceRef{}
 				}
 				v.Accessions[acc] = refs
 			}
@@ -621,7 +627,7 @@ func (a *archiver) sweep(s *State, idle time.Duration, written func(p *Patient) 
 	// A study's order list leaves when every order in it left (or did
 	// before), with each patient whose order it names.
 	var uidOrders []string
-	for _, uid := range sortedMapKeys(s.StudyOrders) {
+	for _, uid := range slices.Sorted(maps.Keys(s.StudyOrders)) {
 		keys := s.StudyOrders[uid]
 		var owners []string
 		leaves := true
@@ -663,21 +669,21 @@ func (a *archiver) sweep(s *State, idle time.Duration, written func(p *Patient) 
 		if !a.put(versionKey(id), b) {
 			return false
 		}
-		addIndex(keyPatient, id, id)
+		addIndex(rules.KeyPatient, id, id)
 		for uid, st := range v.Studies {
-			addIndex(keyStudy, uid, id)
+			addIndex(rules.KeyStudy, uid, id)
 			for mpps := range st.MPPS {
-				addIndex(keyMPPS, mpps, id)
+				addIndex(rules.KeyMPPS, mpps, id)
 			}
 		}
 		for k := range v.Orders {
-			addIndex(keyOrder, k, id)
+			addIndex(rules.KeyOrder, k, id)
 		}
 		for acc := range v.Accessions {
-			addIndex(keyAccession, acc, id)
+			addIndex(rules.KeyAccession, acc, id)
 		}
 		for uid := range v.StudyOrders {
-			addIndex(keyStudyOrders, uid, id)
+			addIndex(rules.KeyStudyOrders, uid, id)
 		}
 	}
 	if !a.addRefs(index) {
@@ -737,7 +743,7 @@ func (a *archiver) sweep(s *State, idle time.Duration, written func(p *Patient) 
 // lineageFor returns the timeline of a run starting from st with the
 // options fingerprint cfg: st's own when the options are those it was
 // built with, else a new stretch branching at st.Applied.
-func lineageFor(st *State, cfg string) []Lineage {
+func lineageFor(st *rules.State, cfg string) []rules.Lineage {
 	id := func(parent string, from uint64) string {
 		sum := sha256.Sum256([]byte(fmt.Sprintf("%s|%d|%s", parent, from, cfg)))
 		return hex.EncodeToString(sum[:8])
@@ -745,11 +751,11 @@ func lineageFor(st *State, cfg string) []Lineage {
 	if len(st.Lineage) == 0 {
 		// An empty state, or a snapshot from before archiving (nothing
 		// before it was archived): the root a replay from the start has.
-		return []Lineage{{ID: id("", 0), From: 0, Cfg: cfg}}
+		return []rules.Lineage{{ID: id("", 0), From: 0, Cfg: cfg}}
 	}
 	last := st.Lineage[len(st.Lineage)-1]
 	if last.Cfg == cfg {
 		return st.Lineage
 	}
-	return append(slices.Clone(st.Lineage), Lineage{ID: id(last.ID, st.Applied), From: st.Applied, Cfg: cfg})
+	return append(slices.Clone(st.Lineage), rules.Lineage{ID: id(last.ID, st.Applied), From: st.Applied, Cfg: cfg})
 }

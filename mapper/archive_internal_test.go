@@ -1,6 +1,10 @@
 package mapper
 
-import "testing"
+import (
+	"testing"
+
+	"radbridge/mapper/rules"
+)
 
 // TestArchiveEntriesOfTheTimeline: an index entry is read only when it was
 // written at or before the record being applied, by the timeline stretch
@@ -8,7 +12,7 @@ import "testing"
 // after the snapshot are those the restart writes again; those of other
 // options after the branch are never read).
 func TestArchiveEntriesOfTheTimeline(t *testing.T) {
-	a := &archiver{seq: 20, lineage: []Lineage{{ID: "A", From: 0, Cfg: "x"}, {ID: "B", From: 10, Cfg: "y"}}}
+	a := &archiver{seq: 20, lineage: []rules.Lineage{{ID: "A", From: 0, Cfg: "x"}, {ID: "B", From: 10, Cfg: "y"}}}
 	for _, c := range []struct {
 		r    indexRef
 		want bool
@@ -26,7 +30,7 @@ func TestArchiveEntriesOfTheTimeline(t *testing.T) {
 			t.Errorf("entry %+v at record 20: valid %v, want %v", c.r, got, c.want)
 		}
 	}
-	st := &State{Applied: 0}
+	st := &rules.State{Applied: 0}
 	l := lineageFor(st, "x")
 	if len(l) != 1 || l[0].From != 0 || l[0].Cfg != "x" {
 		t.Fatalf("fresh lineage %+v", l)

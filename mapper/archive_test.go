@@ -16,7 +16,9 @@ import (
 	"radbridge/eventlog"
 	"radbridge/ingest"
 	"radbridge/mapper"
+	"radbridge/mapper/rules"
 	rbv1 "radbridge/proto/radbridge/v1"
+	"radbridge/readmodel"
 )
 
 // jsonRM is a read model that keeps each patient's JSON as written.
@@ -25,7 +27,7 @@ type jsonRM struct {
 	m  map[string][]byte
 }
 
-func (r *jsonRM) PutPatient(_ context.Context, p *mapper.Patient) error {
+func (r *jsonRM) PutPatient(_ context.Context, p *readmodel.Patient) error {
 	b, err := json.Marshal(p)
 	if err != nil {
 		return err
@@ -132,7 +134,7 @@ func buildEvictLog(t *testing.T) (*ingest.Memory, []*rbv1.Event, map[string][]by
 	var clock atomic.Int64
 	clock.Store(evictT0.UnixNano())
 	m, stop := start(t, mapper.Config{Ingest: in, Events: evs, ReadModel: rm, DedupHorizon: 30 * 24 * time.Hour,
-		Rules: mapper.Rules(mapper.Options{QuietPeriod: evictQuiet}), Now: func() time.Time { return time.Unix(0, clock.Load()).UTC() }})
+		Rules: rules.New(rules.Options{QuietPeriod: evictQuiet}), Now: func() time.Time { return time.Unix(0, clock.Load()).UTC() }})
 	defer stop()
 	for d, items := range evictSteps() {
 		at := evictT0.Add(time.Duration(d) * 24 * time.Hour)
@@ -218,7 +220,7 @@ func TestEvictionIsTransparent(t *testing.T) {
 	in, evs, rm, snaps, arch := ingest.NewMemory(), eventlog.NewMemory(), &jsonRM{}, &mapper.MemorySnapshots{Keep: 1000}, &mapper.MemoryArchive{}
 	in.RecordDuplicates = true
 	cfg := mapper.Config{Ingest: in, Events: evs, ReadModel: rm, Snapshots: snaps, SnapshotEvery: 3, SnapshotWait: true, DedupHorizon: 30 * 24 * time.Hour,
-		Rules: mapper.Rules(mapper.Options{QuietPeriod: evictQuiet}), Now: func() time.Time { return time.Unix(0, 0) },
+		Rules: rules.New(rules.Options{QuietPeriod: evictQuiet}), Now: func() time.Time { return time.Unix(0, 0) },
 		Archive: arch, StateIdle: evictIdle, Seen: &mapper.MemorySeen{}}
 	var evicted, reloaded uint64
 	for seq := uint64(7); ; seq += 7 { // a restart every 7 records
@@ -290,7 +292,7 @@ func TestReloadTakesTheVersionOfItsTime(t *testing.T) {
 	in.RecordDuplicates = true
 	copyLog(t, src, in, last)
 	cfg := mapper.Config{Ingest: in, Events: evs, Snapshots: snaps, SnapshotEvery: 1, SnapshotWait: true, DedupHorizon: 30 * 24 * time.Hour,
-		Rules: mapper.Rules(mapper.Options{QuietPeriod: evictQuiet}), Now: func() time.Time { return time.Unix(0, 0) },
+		Rules: rules.New(rules.Options{QuietPeriod: evictQuiet}), Now: func() time.Time { return time.Unix(0, 0) },
 		Archive: arch, StateIdle: evictIdle}
 	runTo(t, cfg, in, last, false)
 	// P1 is evicted by day 5, reloaded on day 5 (its study), evicted, then
@@ -370,7 +372,7 @@ func TestArchiveFailuresAreRetried(t *testing.T) {
 	in.RecordDuplicates = true
 	copyLog(t, src, in, last)
 	cfg := mapper.Config{Ingest: in, Events: evs, ReadModel: rm, DedupHorizon: 30 * 24 * time.Hour,
-		Rules: mapper.Rules(mapper.Options{QuietPeriod: evictQuiet}), Now: func() time.Time { return time.Unix(0, 0) },
+		Rules: rules.New(rules.Options{QuietPeriod: evictQuiet}), Now: func() time.Time { return time.Unix(0, 0) },
 		Archive: arch, StateIdle: evictIdle}
 	m := runTo(t, cfg, in, last, false)
 	if arch.n.Load() < 50 || m.Stats().Evicted == 0 {

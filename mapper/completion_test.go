@@ -7,7 +7,7 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 
 	"radbridge/ingest"
-	"radbridge/mapper"
+	"radbridge/mapper/rules"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
 
@@ -24,23 +24,23 @@ func TestCompletionReasons(t *testing.T) {
 		{"quiet period", func(h *dicomHarness) {
 			h.store(ctInstance(1))
 			h.store(ctInstance(2))
-		}, &rbv1.Completion{Reason: mapper.CompletedByQuietPeriod, InstancesReceived: 2}},
+		}, &rbv1.Completion{Reason: rules.CompletedByQuietPeriod, InstancesReceived: 2}},
 		{"IAN", func(h *dicomHarness) {
 			h.store(ctInstance(1))
 			h.ian(ianFor(ctInstance(1), ctInstance(2), ctInstance(3)))
-		}, &rbv1.Completion{Reason: mapper.CompletedByIAN, InstancesReceived: 1, InstancesExpected: 3, ExpectedFrom: []string{"ian"}}},
+		}, &rbv1.Completion{Reason: rules.CompletedByIAN, InstancesReceived: 1, InstancesExpected: 3, ExpectedFrom: []string{"ian"}}},
 		{"MPPS completed, then the last instance", func(h *dicomHarness) {
 			h.mpps(mppsCreate())
 			h.store(ctInstance(1))
 			h.mpps(mppsSet(ingest.MPPSCompleted, ctInstance(1), ctInstance(2)))
 			h.store(ctInstance(2))
-		}, &rbv1.Completion{Reason: mapper.CompletedByMPPS, InstancesReceived: 2, InstancesExpected: 2, ExpectedFrom: []string{"mpps"}}},
+		}, &rbv1.Completion{Reason: rules.CompletedByMPPS, InstancesReceived: 2, InstancesExpected: 2, ExpectedFrom: []string{"mpps"}}},
 		{"instances, then MPPS completed", func(h *dicomHarness) {
 			h.mpps(mppsCreate())
 			h.store(ctInstance(1))
 			h.store(ctInstance(2))
 			h.mpps(mppsSet(ingest.MPPSCompleted, ctInstance(1), ctInstance(2)))
-		}, &rbv1.Completion{Reason: mapper.CompletedByMPPS, InstancesReceived: 2, InstancesExpected: 2, ExpectedFrom: []string{"mpps"}}},
+		}, &rbv1.Completion{Reason: rules.CompletedByMPPS, InstancesReceived: 2, InstancesExpected: 2, ExpectedFrom: []string{"mpps"}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := newDICOMHarness(t)
@@ -85,7 +85,7 @@ func completionExt(res map[string]any) map[string]any {
 	exts, _ := res["extension"].([]any)
 	for _, e := range exts {
 		m, _ := e.(map[string]any)
-		if m["url"] != mapper.CompletionExtension {
+		if m["url"] != rules.CompletionExtension {
 			continue
 		}
 		subs, _ := m["extension"].([]any)

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"radbridge/ingest"
+	"radbridge/mapper/rules"
 )
 
 // A record the mapper cannot map for a reason that retrying will not
@@ -57,16 +58,17 @@ type errPanic struct{ v any }
 
 func (e errPanic) Error() string { return fmt.Sprintf("mapping rule panicked: %v", e.v) }
 
-// safeDispatch runs dispatch and turns a rule's panic into an error: a bug
-// triggered by one record is that record's dead letter, not a crash loop.
-func (m *Mapper) safeDispatch(c *Context, dup bool) (err error) {
+// safeDerive runs the rule of c's record (rules.Derive) and turns a
+// rule's panic into an error: a bug triggered by one record is that
+// record's dead letter, not a crash loop.
+func (m *Mapper) safeDerive(c *rules.Context) (err error) {
 	defer func() {
 		if v := recover(); v != nil {
 			m.log.Error("mapping rule panicked", "ingest_seq", c.Rec.Seq, "kind", c.Rec.Kind, "stack", string(debug.Stack()))
 			err = errPanic{v}
 		}
 	}()
-	return m.dispatch(c, dup)
+	return rules.Derive(m.cfg.Rules, c)
 }
 
 // deadLetter records that record seq (the record applied, or the one a

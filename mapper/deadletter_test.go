@@ -11,6 +11,7 @@ import (
 	"radbridge/eventlog"
 	"radbridge/ingest"
 	"radbridge/mapper"
+	"radbridge/mapper/rules"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
 
@@ -18,8 +19,8 @@ const kindPoison = "test.poison"
 
 // poisonRule emits one event per record, unless its body says "error",
 // "panic" or "big" (an event over the limit) and fixed is false.
-func poisonRule(fixed bool) mapper.Rule {
-	return mapper.RuleFunc(func(c *mapper.Context) error {
+func poisonRule(fixed bool) rules.Rule {
+	return rules.RuleFunc(func(c *rules.Context) error {
 		body := string(c.Rec.Body)
 		msg := "ok " + body
 		switch {
@@ -68,7 +69,7 @@ func TestDeadLetters(t *testing.T) {
 	in, dls := ingest.NewMemory(), &mapper.MemoryDeadLetters{}
 	evs := &flakyEvents{Log: eventlog.NewMemory()}
 	evs.fail.Store(3)
-	cfg := mapper.Config{Ingest: in, Events: evs, Rules: map[string]mapper.Rule{kindPoison: poisonRule(false)},
+	cfg := mapper.Config{Ingest: in, Events: evs, Rules: map[string]rules.Rule{kindPoison: poisonRule(false)},
 		DeadLetters: dls, MaxEventBytes: 10000, Snapshots: &mapper.MemorySnapshots{}}
 	appendPoison(t, in, "a", "first")
 	bad := appendPoison(t, in, "b", "error")
@@ -101,7 +102,7 @@ func TestDeadLetters(t *testing.T) {
 	}
 
 	// The fix: the rule maps every record; the dead letters are retried.
-	cfg.Rules = map[string]mapper.Rule{kindPoison: poisonRule(true)}
+	cfg.Rules = map[string]rules.Rule{kindPoison: poisonRule(true)}
 	for _, seq := range []uint64{bad, panicky} {
 		o, _ := ingest.NewRetry(seq, time.Now())
 		if last, _, _ = in.Append(context.Background(), o); last == 0 {

@@ -11,7 +11,7 @@ import (
 	"google.golang.org/protobuf/testing/protocmp"
 
 	"radbridge/hl7"
-	"radbridge/mapper"
+	"radbridge/mapper/rules"
 )
 
 // HL7 v2.5.1 §2.5.4: a message declares its own delimiters in MSH-1 and
@@ -212,7 +212,7 @@ func TestDelimitersDoNotChangeTheMapping(t *testing.T) {
 	for i, m := range msgs {
 		raw[i] = []byte(strings.ReplaceAll(strings.TrimSpace(m.msg), "\n", "\r") + "\r")
 	}
-	run := func(o mapper.Options, d *hl7.Delimiters) *fhirRun {
+	run := func(o rules.Options, d *hl7.Delimiters) *fhirRun {
 		r := newFHIRRun(t, o)
 		for i, m := range msgs {
 			b := raw[i]
@@ -228,7 +228,7 @@ func TestDelimitersDoNotChangeTheMapping(t *testing.T) {
 	for len(sets) < 24 {
 		sets = append(sets, randomDelimiters(rng))
 	}
-	for _, o := range []mapper.Options{
+	for _, o := range []rules.Options{
 		{HL7PatientAuthority: "NORTHWING"},
 		{},
 		{HL7PatientAuthority: "NORTHWING", PatientIdentifierSystem: "urn:oid:1.2.3.4"},

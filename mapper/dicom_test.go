@@ -21,7 +21,9 @@ import (
 	"radbridge/eventlog"
 	"radbridge/ingest"
 	"radbridge/mapper"
+	"radbridge/mapper/rules"
 	rbv1 "radbridge/proto/radbridge/v1"
+	"radbridge/readmodel"
 )
 
 // -update rewrites golden files. Another test file of the package may
@@ -57,17 +59,17 @@ type dicomHarness struct {
 
 type dicomPatientStore struct {
 	mu sync.Mutex
-	m  map[string]mapper.Patient
+	m  map[string]readmodel.Patient
 }
 
-func (s *dicomPatientStore) PutPatient(_ context.Context, p *mapper.Patient) error {
+func (s *dicomPatientStore) PutPatient(_ context.Context, p *readmodel.Patient) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	b, err := json.Marshal(p) // a copy, as a real store keeps
 	if err != nil {
 		return err
 	}
-	var c mapper.Patient
+	var c readmodel.Patient
 	if err := json.Unmarshal(b, &c); err != nil {
 		return err
 	}
@@ -75,7 +77,7 @@ func (s *dicomPatientStore) PutPatient(_ context.Context, p *mapper.Patient) err
 	return nil
 }
 
-func (s *dicomPatientStore) get(id string) mapper.Patient {
+func (s *dicomPatientStore) get(id string) readmodel.Patient {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.m[id]
@@ -83,7 +85,7 @@ func (s *dicomPatientStore) get(id string) mapper.Patient {
 
 func newDICOMHarness(t *testing.T) *dicomHarness {
 	t.Helper()
-	h := &dicomHarness{t: t, in: ingest.NewMemory(), evs: eventlog.NewMemory(), rm: &dicomPatientStore{m: map[string]mapper.Patient{}}}
+	h := &dicomHarness{t: t, in: ingest.NewMemory(), evs: eventlog.NewMemory(), rm: &dicomPatientStore{m: map[string]readmodel.Patient{}}}
 	h.start()
 	t.Cleanup(func() { h.stop() })
 	return h
@@ -93,7 +95,7 @@ func newDICOMHarness(t *testing.T) *dicomHarness {
 func (h *dicomHarness) start() {
 	h.m = mapper.New(mapper.Config{
 		Ingest: h.in, Events: h.evs, ReadModel: h.rm,
-		Rules: mapper.Rules(mapper.Options{QuietPeriod: dicomQuiet, ProgressInterval: time.Second}),
+		Rules: rules.New(rules.Options{QuietPeriod: dicomQuiet, ProgressInterval: time.Second}),
 	})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -483,7 +485,7 @@ func TestDICOMStudyEvents(t *testing.T) {
 // checkStudyEvent checks the fields every study event carries.
 func checkStudyEvent(t *testing.T, e *rbv1.Event) {
 	t.Helper()
-	if e.StudyInstanceUid != studyUID || e.ResourceType != "ImagingStudy" || e.ResourceId != mapper.StudyResourceID(studyUID) ||
+	if e.StudyInstanceUid != studyUID || e.ResourceType != "ImagingStudy" || e.ResourceId != rules.StudyResourceID(studyUID) ||
 		e.Priority != rbv1.Priority_PRIORITY_ROUTINE || e.Source.GetProtocol() == "" || e.Id == "" {
 		t.Errorf("event %d: study %q resource %s/%s priority %v source %v id %q", e.Sequence,
 			e.StudyInstanceUid, e.ResourceType, e.ResourceId, e.Priority, e.Source, e.Id)
@@ -668,7 +670,7 @@ func TestDICOMDateTime(t *testing.T) {
 		{"2024", "", time.UTC, ""},
 	}
 	for _, tt := range tests {
-		if got := mapper.DICOMDateTime(tt.da, tt.tm, tt.loc); got != tt.want {
+		if got := rules.DICOMDateTime(tt.da, tt.tm, tt.loc); got != tt.want {
 			t.Errorf("DICOMDateTime(%q, %q, %v) = %q, want %q", tt.da, tt.tm, tt.loc, got, tt.want)
 		}
 	}

@@ -1,7 +1,10 @@
 // Package mapper is radbridge's deterministic projection: it reads the ingest
 // log in order, keeps the current state (patients and their studies, orders
-// and reports), decides which events follow from each observation and
-// appends them to the event log. Events carry FHIR R4 resources.
+// and reports), has the mapping rules (package rules) decide which events
+// follow from each observation and appends them to the event log. Events
+// carry FHIR R4 resources. This package is the engine around the rules:
+// the apply loop, deduplication of resends, timers, snapshots, the archive
+// of cold patients, dead letters and replay.
 //
 // Because the mapper only reads the ingest log, its state is rebuilt by
 // replaying that log at start: events whose key (ingest sequence, index) is

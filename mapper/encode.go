@@ -2,9 +2,12 @@ package mapper
 
 import (
 	"encoding/json"
+	"maps"
 	"slices"
 
 	"radbridge/ingest"
+	"radbridge/mapper/rules"
+	"radbridge/readmodel"
 )
 
 // encodeState is json.Marshal(st), byte for byte, but writes the patients'
@@ -12,19 +15,19 @@ import (
 // json.Marshal when stored) as they are: encoding/json would scan and
 // compact each again, about half the time of a snapshot the mapper pauses
 // for.
-func encodeState(st *State) ([]byte, error) {
+func encodeState(st *rules.State) ([]byte, error) {
 	rest, err := json.Marshal(struct {
-		Timers      map[string]*ingest.Timer `json:"timers"`
-		Studies     map[string]*StudyState   `json:"studies"`
-		Orders      map[string]*OrderState   `json:"orders"`
-		Accessions  map[string][]ResourceRef `json:"accessions"`
-		StudyOrders map[string][]string      `json:"study_orders,omitempty"`
-		Active      map[string]int64         `json:"active,omitempty"`
-		Swept       int64                    `json:"swept,omitempty"`
-		Lineage     []Lineage                `json:"lineage,omitempty"`
-		Seen        map[string]SeenKey       `json:"seen,omitempty"`
-		Applied     uint64                   `json:"applied"`
-		ResourceIDs int                      `json:"resource_ids,omitempty"`
+		Timers      map[string]*ingest.Timer       `json:"timers"`
+		Studies     map[string]*rules.StudyState   `json:"studies"`
+		Orders      map[string]*rules.OrderState   `json:"orders"`
+		Accessions  map[string][]rules.ResourceRef `json:"accessions"`
+		StudyOrders map[string][]string            `json:"study_orders,omitempty"`
+		Active      map[string]int64               `json:"active,omitempty"`
+		Swept       int64                          `json:"swept,omitempty"`
+		Lineage     []rules.Lineage                `json:"lineage,omitempty"`
+		Seen        map[string]SeenKey             `json:"seen,omitempty"`
+		Applied     uint64                         `json:"applied"`
+		ResourceIDs int                            `json:"resource_ids,omitempty"`
 	}{st.Timers, st.Studies, st.Orders, st.Accessions, st.StudyOrders, st.Active, st.Swept, st.Lineage, st.Seen, st.Applied, st.ResourceIDs})
 	if err != nil {
 		return nil, err
@@ -38,7 +41,7 @@ func encodeState(st *State) ([]byte, error) {
 	return append(b, rest[1:]...), nil
 }
 
-func patientsSize(st *State) int {
+func patientsSize(st *rules.State) int {
 	n := 0
 	for _, p := range st.Patients {
 		if p == nil {
@@ -54,12 +57,12 @@ func patientsSize(st *State) int {
 	return n
 }
 
-func appendPatients(b []byte, ps map[string]*Patient) ([]byte, error) {
+func appendPatients(b []byte, ps map[string]*readmodel.Patient) ([]byte, error) {
 	if ps == nil {
 		return append(b, "null"...), nil
 	}
 	b = append(b, '{')
-	for i, id := range sortedMapKeys(ps) {
+	for i, id := range slices.Sorted(maps.Keys(ps)) {
 		if i > 0 {
 			b = append(b, ',')
 		}
@@ -82,7 +85,7 @@ func appendPatients(b []byte, ps map[string]*Patient) ([]byte, error) {
 				continue
 			}
 			b = append(b, `,"`+f.name+`":{`...)
-			for j, k := range sortedMapKeys(f.m) {
+			for j, k := range slices.Sorted(maps.Keys(f.m)) {
 				if j > 0 {
 					b = append(b, ',')
 				}
@@ -113,15 +116,6 @@ func appendPatients(b []byte, ps map[string]*Patient) ([]byte, error) {
 		b = append(b, '}')
 	}
 	return append(b, '}'), nil
-}
-
-func sortedMapKeys[V any](m map[string]V) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	slices.Sort(ks)
-	return ks
 }
 
 // appendString appends s as encoding/json writes a string (HTML-escaped,

@@ -16,8 +16,9 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"radbridge/ingest"
-	"radbridge/mapper"
+	"radbridge/mapper/rules"
 	rbv1 "radbridge/proto/radbridge/v1"
+	"radbridge/readmodel"
 )
 
 // The FHIR tests run the real rules over realistic input and check every
@@ -30,8 +31,8 @@ import (
 // with fixed observation times.
 type fhirRun struct {
 	t     *testing.T
-	rules map[string]mapper.Rule
-	state *mapper.State
+	rules map[string]rules.Rule
+	state *rules.State
 	seq   uint64
 	now   time.Time
 	// events by scenario name.
@@ -43,10 +44,10 @@ type fhirEvent struct {
 	ev   *rbv1.Event
 }
 
-func newFHIRRun(t *testing.T, o mapper.Options) *fhirRun {
-	rules := mapper.Rules(o)
-	rules[ingest.KindViewed] = mapper.ViewedRule
-	return &fhirRun{t: t, rules: rules, state: mapper.NewState(),
+func newFHIRRun(t *testing.T, o rules.Options) *fhirRun {
+	byKind := rules.New(o)
+	byKind[ingest.KindViewed] = rules.Viewed
+	return &fhirRun{t: t, rules: byKind, state: rules.NewState(),
 		now: time.Date(2026, 3, 10, 8, 0, 0, 0, time.UTC)}
 }
 
@@ -60,10 +61,10 @@ func (r *fhirRun) apply(name, kind string, body any, timer *ingest.Timer) []*rbv
 	}
 	r.seq++
 	r.now = r.now.Add(time.Second)
-	c := mapper.NewTestContext(r.state, ingest.Record{Seq: r.seq, Observation: ingest.Observation{
+	c := rules.NewContext(r.state, ingest.Record{Seq: r.seq, Observation: ingest.Observation{
 		Kind: kind, Key: fmt.Sprintf("%s:%d", kind, r.seq), Time: r.now, Body: b,
 		Source: ingest.Source{Protocol: "test"},
-	}})
+	}}, map[string]bool{})
 	c.Timer = timer
 	rule := r.rules[kind]
 	if rule == nil {
@@ -176,9 +177,7 @@ func fhirCT(n int) ingest.Instance {
 // fhirRunAll runs every scenario and returns the run.
 func fhirRunAll(t *testing.T) *fhirRun {
 	t.Helper()
-	restore := mapper.SetDICOMZone(time.FixedZone("CET", 3600))
-	t.Cleanup(restore)
-	r := newFHIRRun(t, mapper.Options{HL7PatientAuthority: "NORTHWING", QuietPeriod: time.Second})
+	r := newFHIRRun(t, rules.Options{HL7PatientAuthority: "NORTHWING", QuietPeriod: time.Second, Zone: time.FixedZone("CET", 3600)})
 	for _, m := range fhirRIS {
 		if len(r.hl7(m.name, m.msg)) == 0 {
 			t.Errorf("%s: no event", m.name)
@@ -408,7 +407,7 @@ func TestFHIRCriticalReport(t *testing.T) {
 			continue
 		}
 		res := e.ev.Resource.AsMap()
-		if crit := mapper.CriticalReport(res); crit != (e.ev.Priority == rbv1.Priority_PRIORITY_CRITICAL) {
+		if crit := readmodel.CriticalReport(res); crit != (e.ev.Priority == rbv1.Priority_PRIORITY_CRITICAL) {
 			t.Errorf("%s: CriticalReport %v, event priority %v", e.name, crit, e.ev.Priority)
 		}
 		if e.name == "corrected report, HH flag" {

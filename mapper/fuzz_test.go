@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"radbridge/ingest"
-	"radbridge/mapper"
+	"radbridge/mapper/rules"
 )
 
 // FuzzHL7Mapping maps arbitrary HL7 messages: a message the receiver let
@@ -21,11 +21,11 @@ func FuzzHL7Mapping(f *testing.F) {
 		}
 	}
 	f.Add([]byte("MSH|^~\\&|A|B|C|D|20260101||ORU^R01|1|P|2.5\rPID|1||X\rOBR|1|||C^D|||||||||||||||||||||F\rOBX|1|TX|||a\\.br\\b||AA"))
-	rules := mapper.Rules(mapper.Options{QuietPeriod: time.Hour})
-	rule := rules[ingest.KindHL7]
+	byKind := rules.New(rules.Options{QuietPeriod: time.Hour})
+	rule := byKind[ingest.KindHL7]
 	f.Fuzz(func(t *testing.T, raw []byte) {
 		body, _ := json.Marshal(ingest.HL7Body{Raw: raw})
-		c := mapper.NewTestContext(mapper.NewState(), ingest.Record{Seq: 1, Observation: ingest.Observation{Kind: ingest.KindHL7, Time: time.Unix(0, 0), Body: body}})
+		c := rules.NewContext(rules.NewState(), ingest.Record{Seq: 1, Observation: ingest.Observation{Kind: ingest.KindHL7, Time: time.Unix(0, 0), Body: body}}, map[string]bool{})
 		_ = rule.Apply(c)
 		for _, ev := range c.Events() {
 			if ev.Resource == nil {

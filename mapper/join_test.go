@@ -18,15 +18,17 @@ import (
 	"radbridge/eventlog"
 	"radbridge/ingest"
 	"radbridge/mapper"
+	"radbridge/mapper/rules"
 	rbv1 "radbridge/proto/radbridge/v1"
+	"radbridge/readmodel"
 )
 
 type joinRM struct {
 	mu sync.Mutex
-	m  map[string]mapper.Patient
+	m  map[string]readmodel.Patient
 }
 
-func (r *joinRM) PutPatient(_ context.Context, p *mapper.Patient) error {
+func (r *joinRM) PutPatient(_ context.Context, p *readmodel.Patient) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.m[p.ID] = *p
@@ -115,9 +117,9 @@ func joinScenario(t *testing.T, seed int64) {
 	}
 
 	in, evs := ingest.NewMemory(), eventlog.NewMemory()
-	rm := &joinRM{m: map[string]mapper.Patient{}}
+	rm := &joinRM{m: map[string]readmodel.Patient{}}
 	m := mapper.New(mapper.Config{Ingest: in, Events: evs, ReadModel: rm,
-		Rules: mapper.Rules(mapper.Options{QuietPeriod: 100 * time.Millisecond})})
+		Rules: rules.New(rules.Options{QuietPeriod: 100 * time.Millisecond})})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	done := make(chan error, 1)
@@ -182,7 +184,7 @@ func joinScenario(t *testing.T, seed int64) {
 	for _, c := range cases {
 		p := rm.m[c.pid]
 		study := decode(p.Studies[c.uid])
-		srID, drID := mapper.ServiceRequestID(c.pid, c.acc), mapper.DiagnosticReportID(c.pid, c.acc)
+		srID, drID := rules.ServiceRequestID(c.pid, c.acc), rules.DiagnosticReportID(c.pid, c.acc)
 		if got := refs(study["basedOn"]); len(got) != 1 || got[0] != "ServiceRequest/"+srID {
 			t.Errorf("seed %d: study %s basedOn %v, want ServiceRequest/%s", seed, c.acc, got, c.acc)
 		}
@@ -223,7 +225,7 @@ func joinScenario(t *testing.T, seed int64) {
 		newest[e.ResourceType+"/"+e.ResourceId] = e
 	}
 	for _, c := range cases {
-		srID, drID := mapper.ServiceRequestID(c.pid, c.acc), mapper.DiagnosticReportID(c.pid, c.acc)
+		srID, drID := rules.ServiceRequestID(c.pid, c.acc), rules.DiagnosticReportID(c.pid, c.acc)
 		for key, raw := range map[string]json.RawMessage{
 			"ImagingStudy/" + c.uid: rm.m[c.pid].Studies[c.uid], "ServiceRequest/" + srID: rm.m[c.pid].Orders[srID],
 			"DiagnosticReport/" + drID: rm.m[c.pid].Reports[drID],
@@ -253,7 +255,7 @@ func asList(v any) []any {
 // different patients are not linked; the events say so.
 func TestJoinDoesNotMergePatients(t *testing.T) {
 	in, evs := ingest.NewMemory(), eventlog.NewMemory()
-	m := mapper.New(mapper.Config{Ingest: in, Events: evs, Rules: mapper.Rules(mapper.Options{QuietPeriod: time.Hour})})
+	m := mapper.New(mapper.Config{Ingest: in, Events: evs, Rules: rules.New(rules.Options{QuietPeriod: time.Hour})})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	done := make(chan error, 1)
@@ -283,7 +285,7 @@ func TestPatientKey(t *testing.T) {
 		{"123", "OTHER", "", "123"},
 		{"", "OTHER", "HOSP", ""},
 	} {
-		if got := mapper.PatientKey(tc.id, tc.issuer, tc.mrn); got != tc.want {
+		if got := rules.PatientKey(tc.id, tc.issuer, tc.mrn); got != tc.want {
 			t.Errorf("PatientKey(%q, %q, %q) = %q, want %q", tc.id, tc.issuer, tc.mrn, got, tc.want)
 		}
 	}
@@ -295,7 +297,7 @@ func TestPatientKey(t *testing.T) {
 // PatientID comes from another issuer stays apart.
 func TestOneKeyAcrossDICOMAndHL7(t *testing.T) {
 	in, evs := ingest.NewMemory(), eventlog.NewMemory()
-	m := mapper.New(mapper.Config{Ingest: in, Events: evs, Rules: mapper.Rules(mapper.Options{
+	m := mapper.New(mapper.Config{Ingest: in, Events: evs, Rules: rules.New(rules.Options{
 		QuietPeriod: time.Hour, HL7PatientAuthority: "HOSP", DICOMPatientIssuer: "HOSP"})})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -329,7 +331,7 @@ func TestOneKeyAcrossDICOMAndHL7(t *testing.T) {
 // accession number loses the link to the first order.
 func TestJoinFollowsAccessionCorrection(t *testing.T) {
 	in, evs := ingest.NewMemory(), eventlog.NewMemory()
-	m := mapper.New(mapper.Config{Ingest: in, Events: evs, Rules: mapper.Rules(mapper.Options{QuietPeriod: time.Hour})})
+	m := mapper.New(mapper.Config{Ingest: in, Events: evs, Rules: rules.New(rules.Options{QuietPeriod: time.Hour})})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	done := make(chan error, 1)
@@ -377,7 +379,7 @@ func TestJoinFollowsAccessionCorrection(t *testing.T) {
 // order stays revoked.
 func TestConflictingHL7(t *testing.T) {
 	in, evs := ingest.NewMemory(), eventlog.NewMemory()
-	m := mapper.New(mapper.Config{Ingest: in, Events: evs, Rules: mapper.Rules(mapper.Options{QuietPeriod: time.Hour})})
+	m := mapper.New(mapper.Config{Ingest: in, Events: evs, Rules: rules.New(rules.Options{QuietPeriod: time.Hour})})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	done := make(chan error, 1)
@@ -420,7 +422,7 @@ func TestConflictingHL7(t *testing.T) {
 		}
 	}
 	if report == nil || report.Severity != rbv1.Severity_SEVERITY_WARNING || !strings.Contains(report.Message, "was cancelled") ||
-		fmt.Sprint(report.Resource.AsMap()["basedOn"]) != "[map[reference:ServiceRequest/"+mapper.ServiceRequestID("PA", "ACC-C")+"]]" {
+		fmt.Sprint(report.Resource.AsMap()["basedOn"]) != "[map[reference:ServiceRequest/"+rules.ServiceRequestID("PA", "ACC-C")+"]]" {
 		t.Errorf("report for a cancelled order: %v", report)
 	}
 	if order != nil {
@@ -435,8 +437,8 @@ func TestConflictingHL7(t *testing.T) {
 // about one patient names the other's order numbers.
 func TestOneAccessionTwoPatients(t *testing.T) {
 	in, evs := ingest.NewMemory(), eventlog.NewMemory()
-	rm := &joinRM{m: map[string]mapper.Patient{}}
-	m := mapper.New(mapper.Config{Ingest: in, Events: evs, ReadModel: rm, Rules: mapper.Rules(mapper.Options{QuietPeriod: time.Hour})})
+	rm := &joinRM{m: map[string]readmodel.Patient{}}
+	m := mapper.New(mapper.Config{Ingest: in, Events: evs, ReadModel: rm, Rules: rules.New(rules.Options{QuietPeriod: time.Hour})})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	done := make(chan error, 1)
@@ -472,7 +474,7 @@ func TestOneAccessionTwoPatients(t *testing.T) {
 				t.Errorf("event about %s names the other patient's order %s: %q", e.PatientId, s, e.Message)
 			}
 		}
-		if based := fmt.Sprint(e.Resource.AsMap()["basedOn"]); e.ResourceType == "DiagnosticReport" && based != "[map[reference:ServiceRequest/"+mapper.ServiceRequestID(e.PatientId, "ACC-S")+"]]" {
+		if based := fmt.Sprint(e.Resource.AsMap()["basedOn"]); e.ResourceType == "DiagnosticReport" && based != "[map[reference:ServiceRequest/"+rules.ServiceRequestID(e.PatientId, "ACC-S")+"]]" {
 			t.Errorf("report of %s basedOn %s", e.PatientId, based)
 		}
 	}
@@ -489,12 +491,12 @@ func TestOneAccessionTwoPatients(t *testing.T) {
 			t.Errorf("%s read model: %d orders %d reports, want 1 and 1", pid, len(rm.m[pid].Orders), len(rm.m[pid].Reports))
 		}
 	}
-	for _, id := range []string{mapper.ServiceRequestID("PA", "ACC-S"), mapper.DiagnosticReportID("PB", "ACC-S")} {
+	for _, id := range []string{rules.ServiceRequestID("PA", "ACC-S"), rules.DiagnosticReportID("PB", "ACC-S")} {
 		if !regexp.MustCompile(`^[A-Za-z0-9\-.]{1,64}$`).MatchString(id) {
 			t.Errorf("id %q is not a FHIR id", id)
 		}
 	}
-	if long := mapper.ServiceRequestID("PA", strings.Repeat("A", 80)); len(long) > 64 || long == mapper.ServiceRequestID("PB", strings.Repeat("A", 80)) {
+	if long := rules.ServiceRequestID("PA", strings.Repeat("A", 80)); len(long) > 64 || long == rules.ServiceRequestID("PB", strings.Repeat("A", 80)) {
 		t.Errorf("long accession: id %q", long)
 	}
 }
@@ -504,7 +506,7 @@ func TestOneAccessionTwoPatients(t *testing.T) {
 // the order and report it holds under their old ids instead of duplicating
 // them; a new order gets a per-patient id.
 func TestLegacyIDsContinued(t *testing.T) {
-	st := mapper.NewState()
+	st := rules.NewState()
 	b, _ := json.Marshal(st)
 	old := strings.Replace(string(b), `"resource_ids":1`, `"orders":{"ACC-L":{"patient_id":"PA","accession":"ACC-L","resource_id":"ACC-L"}}`, 1)
 	old = strings.Replace(old, `"orders":{},`, "", 1)
@@ -514,12 +516,12 @@ func TestLegacyIDsContinued(t *testing.T) {
 	}
 	st = snap.State
 	st.Patient("PA").Reports = map[string]json.RawMessage{"report-ACC-L": json.RawMessage(`{"resourceType":"DiagnosticReport","id":"report-ACC-L"}`)}
-	rules := mapper.Rules(mapper.Options{})
+	byKind := rules.New(rules.Options{})
 	apply := func(raw []byte) []*rbv1.Event {
 		t.Helper()
 		body, _ := json.Marshal(ingest.HL7Body{Raw: raw})
-		c := mapper.NewTestContext(st, ingest.Record{Seq: 1, Observation: ingest.Observation{Kind: ingest.KindHL7, Body: body}})
-		if err := rules[ingest.KindHL7].Apply(c); err != nil {
+		c := rules.NewContext(st, ingest.Record{Seq: 1, Observation: ingest.Observation{Kind: ingest.KindHL7, Body: body}}, map[string]bool{})
+		if err := byKind[ingest.KindHL7].Apply(c); err != nil {
 			t.Fatal(err)
 		}
 		return c.Events()
@@ -530,10 +532,10 @@ func TestLegacyIDsContinued(t *testing.T) {
 	if got := apply(joinORU("PA", "ACC-L", "F1", "F")); len(got) != 1 || got[0].ResourceId != "report-ACC-L" {
 		t.Errorf("legacy report: %v", got)
 	}
-	if got := apply(joinORM("PA", "ACC-N", "O2")); len(got) != 1 || got[0].ResourceId != mapper.ServiceRequestID("PA", "ACC-N") {
+	if got := apply(joinORM("PA", "ACC-N", "O2")); len(got) != 1 || got[0].ResourceId != rules.ServiceRequestID("PA", "ACC-N") {
 		t.Errorf("new order: %v", got)
 	}
-	if got := apply(joinORM("PB", "ACC-L", "O3")); len(got) != 1 || got[0].ResourceId != mapper.ServiceRequestID("PB", "ACC-L") || got[0].Type != rbv1.EventType_ORDER_PLACED {
+	if got := apply(joinORM("PB", "ACC-L", "O3")); len(got) != 1 || got[0].ResourceId != rules.ServiceRequestID("PB", "ACC-L") || got[0].Type != rbv1.EventType_ORDER_PLACED {
 		t.Errorf("another patient's order with the legacy accession: %v", got)
 	}
 }
@@ -546,7 +548,7 @@ func TestLegacyIDsContinued(t *testing.T) {
 // study; a study of a cancelled order says so.
 func TestJoinRuleEvents(t *testing.T) {
 	in, evs := ingest.NewMemory(), eventlog.NewMemory()
-	m := mapper.New(mapper.Config{Ingest: in, Events: evs, Rules: mapper.Rules(mapper.Options{QuietPeriod: time.Hour})})
+	m := mapper.New(mapper.Config{Ingest: in, Events: evs, Rules: rules.New(rules.Options{QuietPeriod: time.Hour})})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	done := make(chan error, 1)

@@ -9,7 +9,7 @@ import (
 	"github.com/google/fhir/go/jsonformat"
 	"github.com/google/go-cmp/cmp"
 
-	"radbridge/mapper"
+	"radbridge/mapper/rules"
 )
 
 func TestViewerURL(t *testing.T) {
@@ -23,7 +23,7 @@ func TestViewerURL(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			got := mapper.ViewerURL(tt.template, tt.study, tt.acc, tt.patient)
+			got := rules.ViewerURL(tt.template, tt.study, tt.acc, tt.patient)
 			if got != tt.want {
 				t.Errorf("got %q, want %q", got, tt.want)
 			}
@@ -34,9 +34,7 @@ func TestViewerURL(t *testing.T) {
 // TestStudyLinks checks the viewer extension, the contained WADO-RS
 // Endpoint and the event's viewer_url, and that the resource is valid FHIR.
 func TestStudyLinks(t *testing.T) {
-	restore := mapper.SetDICOMZone(time.UTC)
-	t.Cleanup(restore)
-	r := newFHIRRun(t, mapper.Options{QuietPeriod: time.Second,
+	r := newFHIRRun(t, rules.Options{QuietPeriod: time.Second, Zone: time.UTC,
 		ViewerURL:  "https://viewer.example/viewer?StudyInstanceUIDs={{study}}&acc={{accession}}",
 		WADORSBase: "https://pacs.example/dicom-web"})
 	in := fhirCT(1)
@@ -64,7 +62,7 @@ func TestStudyLinks(t *testing.T) {
 		checkURIs(t, e.name, res)
 		got := map[string]any{"extension": res["extension"], "contained": res["contained"], "endpoint": res["endpoint"]}
 		wantRes := map[string]any{
-			"extension": []any{map[string]any{"url": mapper.ViewerURLExtension, "valueUrl": want}},
+			"extension": []any{map[string]any{"url": rules.ViewerURLExtension, "valueUrl": want}},
 			"contained": []any{map[string]any{
 				"resourceType": "Endpoint", "id": "wado", "status": "active",
 				"connectionType": map[string]any{"system": "http://terminology.hl7.org/CodeSystem/endpoint-connection-type", "code": "dicom-wado-rs"},
@@ -74,7 +72,7 @@ func TestStudyLinks(t *testing.T) {
 			"endpoint": []any{map[string]any{"reference": "#wado"}},
 		}
 		if e.name == "quiet" { // complete: why (the quiet period), and its evidence
-			wantRes["extension"] = append([]any{map[string]any{"url": mapper.CompletionExtension, "extension": []any{
+			wantRes["extension"] = append([]any{map[string]any{"url": rules.CompletionExtension, "extension": []any{
 				map[string]any{"url": "reason", "valueCode": "quiet-period"},
 				map[string]any{"url": "instancesReceived", "valueUnsignedInt": float64(1)},
 			}}}, wantRes["extension"].([]any)...)

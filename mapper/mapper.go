@@ -2,8 +2,6 @@ package mapper
 
 import (
 	"context"
-	"crypto/sha1"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -13,76 +11,19 @@ import (
 	"time"
 	"unicode/utf8"
 
-	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
-	"google.golang.org/protobuf/types/known/structpb"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"radbridge/eventlog"
 	"radbridge/ingest"
+	"radbridge/mapper/rules"
 	rbv1 "radbridge/proto/radbridge/v1"
+	"radbridge/readmodel"
 )
 
-// Rule maps the observations of one kind.
-type Rule interface {
-	Apply(c *Context) error
-}
-
-// RuleFunc adapts a function to Rule.
-type RuleFunc func(c *Context) error
-
-// Apply implements Rule.
-func (f RuleFunc) Apply(c *Context) error { return f(c) }
-
-// Context is what a rule sees while it maps one observation.
-type Context struct {
-	State *State
-	Rec   ingest.Record
-	// Timer is the timer that woke the rule, or nil.
-	Timer  *ingest.Timer
-	events []*rbv1.Event
-	dirty  map[string]bool
-}
-
-// Emit queues an event. The mapper fills in sequence, id, time (the
-// observation's) and source, and records it on the patient's read model.
-func (c *Context) Emit(ev *rbv1.Event) { c.events = append(c.events, ev) }
-
-// Touch marks a patient's read model as changed.
-func (c *Context) Touch(patientID string) { c.dirty[patientID] = true }
-
-// Schedule sets (or moves) the timer key to wake rule kind at at with body.
-func (c *Context) Schedule(key, kind string, at time.Time, body any) error {
-	b, err := json.Marshal(body)
-	if err != nil {
-		return fmt.Errorf("timer body: %w", err)
-	}
-	c.State.Timers[key] = &ingest.Timer{Key: key, Kind: kind, At: at.UTC().Round(time.Millisecond), Body: b, Armed: c.Rec.Seq}
-	return nil
-}
-
-// Cancel removes the timer key.
-func (c *Context) Cancel(key string) { delete(c.State.Timers, key) }
-
-// ReadModel stores patients' read models (GetPatientImaging reads them).
-type ReadModel interface {
-	PutPatient(ctx context.Context, p *Patient) error
-}
-
-// FencedReadModel is a ReadModel that is also told the ingest sequence the
-// written state was applied to, so it can refuse a write older than the one
-// it holds (a paused cluster leader waking up after its successor wrote).
-type FencedReadModel interface {
-	PutPatientAt(ctx context.Context, p *Patient, applied uint64) error
-}
-
-// ErrSuperseded is a FencedReadModel's answer to a write older than the
-// read model it holds; the write was dropped.
-var ErrSuperseded = errors.New("a newer read model is stored (written by another mapper)")
-
 // putPatient writes p's read model as of the current state.
-func (m *Mapper) putPatient(ctx context.Context, p *Patient) error {
-	if f, ok := m.cfg.ReadModel.(FencedReadModel); ok {
+func (m *Mapper) putPatient(ctx context.Context, p *readmodel.Patient) error {
+	if f, ok := m.cfg.ReadModel.(readmodel.FencedWriter); ok {
 		return f.PutPatientAt(ctx, p, m.state.Applied)
 	}
 	return m.cfg.ReadModel.PutPatient(ctx, p)
@@ -90,13 +31,16 @@ func (m *Mapper) putPatient(ctx context.Context, p *Patient) error {
 
 // Config configures a Mapper.
 type Config struct {
+	// Ingest is the log the mapper applies; an ingest.FirstLog lets Run refuse to start when records it needs to
+	// replay were removed by retention.
 	Ingest ingest.Log
 	Events eventlog.Log
-	// ReadModel, when set, receives every changed patient.
-	ReadModel ReadModel
+	// ReadModel, when set, receives every changed patient; a
+	// readmodel.FencedWriter is also told the ingest sequence applied.
+	ReadModel readmodel.Writer
 	// Rules by observation kind. The API's IMAGING_STUDY_VIEWED rule is
 	// always present.
-	Rules  map[string]Rule
+	Rules  map[string]rules.Rule
 	Logger *slog.Logger
 	// Now is the clock for timers (tests); time.Now by default.
 	Now func() time.Time
@@ -180,7 +124,7 @@ func (nopObserver) ReadModelWriteFailed()                      {}
 type Mapper struct {
 	cfg   Config
 	log   *slog.Logger
-	state *State
+	state *rules.State
 
 	mu      sync.Mutex
 	applied uint64
@@ -235,11 +179,11 @@ func New(cfg Config) *Mapper {
 	if cfg.Observer == nil {
 		cfg.Observer = nopObserver{}
 	}
-	rules := map[string]Rule{ingest.KindViewed: RuleFunc(viewed)}
+	byKind := map[string]rules.Rule{ingest.KindViewed: rules.Viewed}
 	for k, r := range cfg.Rules {
-		rules[k] = r
+		byKind[k] = r
 	}
-	cfg.Rules = rules
+	cfg.Rules = byKind
 	if cfg.SnapshotEvery <= 0 {
 		cfg.SnapshotEvery = 10000
 	}
@@ -249,21 +193,13 @@ func New(cfg Config) *Mapper {
 	return &Mapper{
 		cfg:      cfg,
 		log:      cfg.Logger.With("component", "mapper"),
-		state:    NewState(),
+		state:    rules.NewState(),
 		seen:     newSeenSet(cfg.Seen),
 		wake:     make(chan struct{}),
 		recent:   map[uint64][][]byte{},
 		timerCh:  make(chan *ingest.Timer, 1),
 		stateSem: make(chan struct{}, 1),
 	}
-}
-
-// EventID is the stable id of the event with key k.
-func EventID(k eventlog.Key) string {
-	h := sha1.Sum([]byte("radbridge/event/" + k.MsgID()))
-	h[6] = h[6]&0x0f | 0x50
-	h[8] = h[8]&0x3f | 0x80
-	return fmt.Sprintf("%x-%x-%x-%x-%x", h[0:4], h[4:6], h[6:8], h[8:10], h[10:16])
 }
 
 // Run replays the ingest log and then follows it until ctx ends. With
@@ -321,7 +257,7 @@ func (m *Mapper) run(ctx context.Context, o runOpts) (*run, error) {
 		pos = snap.Position
 		m.state = snap.State
 	} else {
-		m.state = NewState()
+		m.state = rules.NewState()
 	}
 	m.unlockState()
 	// Keys added by an earlier run may not be stored yet; they are added
@@ -333,18 +269,19 @@ func (m *Mapper) run(ctx context.Context, o runOpts) (*run, error) {
 		m.seen.fresh[k] = []SeenKey{v}
 	}
 	m.state.Seen = nil
+	var arch *archiver
 	if m.cfg.Archive != nil {
 		a := &archiver{m: m, store: m.cfg.Archive, ctx: ctx}
 		a.lineage = lineageFor(m.state, fmt.Sprintf("%s|%d", m.cfg.Mapping, m.cfg.StateIdle))
-		m.state.Lineage, m.state.arch = a.lineage, a
+		m.state.Lineage = a.lineage
+		m.state.SetReloader(a)
+		arch = a
 		if m.state.Active == nil {
 			m.state.Active = map[string]int64{}
 		}
 	}
 	from := pos.Applied + 1
-	if f, ok := m.cfg.Ingest.(interface {
-		First(context.Context) (uint64, error)
-	}); ok && head >= from {
+	if f, ok := m.cfg.Ingest.(ingest.FirstLog); ok && head >= from {
 		first, err := f.First(ctx)
 		if err != nil {
 			return nil, fmt.Errorf("mapper start: %w", err)
@@ -371,7 +308,7 @@ func (m *Mapper) run(ctx context.Context, o runOpts) (*run, error) {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	r := &run{ctx: ctx, m: m, o: o, lastKey: lastKey, lastSeq: lastSeq, nextSeq: pos.NextSeq, replayEnd: head,
-		dirty: map[string]bool{}, pos: pos, startNextSeq: pos.NextSeq}
+		dirty: map[string]bool{}, pos: pos, startNextSeq: pos.NextSeq, arch: arch}
 	for _, id := range pos.Dirty {
 		r.dirty[id] = true
 	}
@@ -431,6 +368,8 @@ type run struct {
 	pos    Position
 	broken bool
 	snap   *snapshotter
+	// arch is the archive of cold patients (nil without Config.Archive).
+	arch *archiver
 	// startNextSeq is the event sequence the run started at.
 	startNextSeq uint64
 	checked      bool // checkDerived ran
@@ -481,79 +420,137 @@ func (r *run) finishReplay(ctx context.Context) {
 	m.log.Info("mapper caught up", "ingest_seq", r.replayEnd, "events", r.lastSeq, "pending_timers", len(m.state.Timers))
 }
 
+// apply applies one ingest record: the Watch callback. The rules derive
+// the record's events from the state; everything around them is the
+// engine's: deduplication, the archive, dead letters, numbering and
+// appending, read models, timers, snapshots, and telling waiters.
 func (r *run) apply(rec ingest.Record) error {
 	m := r.m
-	ctx := r.ctx
 	m.lockState()
 	defer m.unlockState()
 	started, replay := time.Now(), !r.done
-	dup, err := m.checkSeen(ctx, rec)
+	dup, err := m.checkSeen(r.ctx, rec)
 	if err != nil {
 		return err // stopping while the key store is unavailable
 	}
 	r.broken = true
-	if a := m.state.arch; a != nil {
-		a.seq, a.at = rec.Seq, rec.Time
-		if m.cfg.StateIdle > 0 && !a.sweep(m.state, m.cfg.StateIdle, func(p *Patient) bool {
-			if r.dirty[p.ID] {
-				m.flush(ctx, map[string]bool{p.ID: true})
-				delete(r.dirty, p.ID)
-			}
-			return true
-		}) {
-			return a.err // stopping while the archive is unavailable
-		}
+	if err := r.evictCold(rec); err != nil {
+		return err // stopping while the archive is unavailable
 	}
-	// A retry maps the record it names, at its own position in the log.
-	mapped, retryOf, err := rec, uint64(0), error(nil)
-	if rec.Kind == ingest.KindRetry && !dup {
-		mapped, retryOf, err = m.resolveRetry(ctx, rec)
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
+	mapped, events, err := r.derive(rec, dup)
+	if err != nil {
+		return err
 	}
-	c := &Context{State: m.state, Rec: mapped, dirty: r.dirty}
-	m.stats.Applied++
-	dups := m.stats.Duplicates
-	if err == nil {
-		err = m.safeDispatch(c, dup)
-	}
-	if err == nil {
-		// Bound every event before numbering it, live and in a replay alike.
-		for i, ev := range c.events {
-			if n := proto.Size(ev); m.cfg.MaxEventBytes > 0 && n > m.cfg.MaxEventBytes {
-				err = fmt.Errorf("%w: a %s event of %d bytes (index %d), the limit is %d", ErrEventTooLarge, ev.Type, n, i, m.cfg.MaxEventBytes)
-				break
-			}
-		}
-	}
-	switch {
-	case err != nil:
-		m.stats.Failed++
-		m.cfg.Observer.ObservationApplied("failed")
-		c.events = nil
-		if err := m.deadLetter(ctx, rec, retryOf, err); err != nil {
-			return err // stopping while the dead-letter store is unavailable
-		}
-	case m.stats.Duplicates != dups:
-		m.cfg.Observer.ObservationApplied("duplicate")
-	default:
-		m.cfg.Observer.ObservationApplied("mapped")
-		if retryOf != 0 && m.cfg.DeadLetters != nil {
-			if err := m.retry(ctx, "remove dead letter", rec.Seq, func() error { return m.cfg.DeadLetters.DeleteDeadLetter(ctx, retryOf) }); err != nil {
-				return err
-			}
-		}
-	}
-	join(c)
-	if a := m.state.arch; a != nil && a.err != nil {
+	if a := r.arch; a != nil && a.err != nil {
 		// The archive failed until the mapper stopped: the rule may have
 		// missed evicted state, so nothing of this record is kept.
 		return a.err
 	}
 	m.state.Applied = rec.Seq
+	out, err := r.publish(rec, mapped, events)
+	if err != nil {
+		return err
+	}
+	r.observe(rec, out, started, replay)
+	r.writeReadModels(rec)
+	if r.done && !r.o.noTimers {
+		m.armTimer()
+	}
+	r.advance(rec)
+	m.announce(rec.Seq, out, r.replayEnd)
+	if r.o.stopAtHead && r.done {
+		return errCaughtUp
+	}
+	return nil
+}
+
+// evictCold moves the patients no observation touched for
+// Config.StateIdle before rec to the archive (read models written first).
+func (r *run) evictCold(rec ingest.Record) error {
+	a := r.arch
+	if a == nil {
+		return nil
+	}
+	m := r.m
+	a.seq, a.at = rec.Seq, rec.Time
+	if m.cfg.StateIdle > 0 && !a.sweep(m.state, m.cfg.StateIdle, func(p *readmodel.Patient) bool {
+		if r.dirty[p.ID] {
+			m.flush(r.ctx, map[string]bool{p.ID: true})
+			delete(r.dirty, p.ID)
+		}
+		return true
+	}) {
+		return a.err
+	}
+	return nil
+}
+
+// derive has the rules map rec (for a retry, the record it names, at the
+// retry's position in the log) unless it is a resend, bounds the events,
+// and dead-letters a record that was not mapped. It returns the record
+// mapped and its events, linked (rules.Map); an error only when the mapper
+// is stopping while a store is unavailable.
+func (r *run) derive(rec ingest.Record, dup bool) (ingest.Record, []*rbv1.Event, error) {
+	m, ctx := r.m, r.ctx
+	mapped, retryOf, err := rec, uint64(0), error(nil)
+	if rec.Kind == ingest.KindRetry && !dup {
+		mapped, retryOf, err = m.resolveRetry(ctx, rec)
+		if ctx.Err() != nil {
+			return mapped, nil, ctx.Err()
+		}
+	}
+	c := rules.NewContext(m.state, mapped, r.dirty)
+	m.stats.Applied++
+	if err == nil {
+		if dup {
+			m.stats.Duplicates++
+		} else {
+			err = m.safeDerive(c)
+		}
+	}
+	if err == nil {
+		err = m.checkSize(c.Events())
+	}
+	switch {
+	case err != nil:
+		m.stats.Failed++
+		m.cfg.Observer.ObservationApplied("failed")
+		c.Discard()
+		if err := m.deadLetter(ctx, rec, retryOf, err); err != nil {
+			return mapped, nil, err // stopping while the dead-letter store is unavailable
+		}
+	case dup:
+		m.cfg.Observer.ObservationApplied("duplicate")
+	default:
+		m.cfg.Observer.ObservationApplied("mapped")
+		if retryOf != 0 && m.cfg.DeadLetters != nil {
+			if err := m.retry(ctx, "remove dead letter", rec.Seq, func() error { return m.cfg.DeadLetters.DeleteDeadLetter(ctx, retryOf) }); err != nil {
+				return mapped, nil, err
+			}
+		}
+	}
+	rules.Link(c)
+	return mapped, c.Events(), nil
+}
+
+// checkSize bounds every event before it is numbered, live and in a
+// replay alike (Config.MaxEventBytes).
+func (m *Mapper) checkSize(events []*rbv1.Event) error {
+	for i, ev := range events {
+		if n := proto.Size(ev); m.cfg.MaxEventBytes > 0 && n > m.cfg.MaxEventBytes {
+			return fmt.Errorf("%w: a %s event of %d bytes (index %d), the limit is %d", ErrEventTooLarge, ev.Type, n, i, m.cfg.MaxEventBytes)
+		}
+	}
+	return nil
+}
+
+// publish keys, stamps and numbers rec's events and appends those the
+// event log does not hold yet (a replay re-derives the ones it holds),
+// recording each event's sequence on its patient's read model.
+func (r *run) publish(rec, mapped ingest.Record, events []*rbv1.Event) ([]*rbv1.Event, error) {
+	m := r.m
 	var out []*rbv1.Event
-	for i, ev := range c.events {
+	for i, ev := range events {
 		k := eventlog.Key{IngestSeq: rec.Seq, Index: i}
 		m.fill(ev, k, mapped)
 		r.pos.LastKey = k
@@ -566,9 +563,9 @@ func (r *run) apply(rec ingest.Record) error {
 			}
 		} else {
 			r.checkDerived()
-			seq, err := m.appendRetry(ctx, k, ev)
+			seq, err := m.appendRetry(r.ctx, k, ev)
 			if err != nil {
-				return err
+				return nil, err
 			}
 			ev.Sequence = seq
 			r.nextSeq = seq + 1
@@ -585,26 +582,38 @@ func (r *run) apply(rec ingest.Record) error {
 		}
 		out = append(out, ev)
 	}
-	if a := m.state.arch; a != nil {
+	return out, nil
+}
+
+// observe updates the counters and tells a RecordObserver.
+func (r *run) observe(rec ingest.Record, out []*rbv1.Event, started time.Time, replay bool) {
+	m := r.m
+	if a := r.arch; a != nil {
 		m.stats.Evicted, m.stats.Reloaded = a.evicted, a.reloaded
 	}
 	m.stats.Patients = len(m.state.Patients)
 	if ro, ok := m.cfg.Observer.(RecordObserver); ok {
 		ro.RecordApplied(rec, out, started, replay)
 	}
+}
+
+// writeReadModels ends the replay at its last record, or writes the
+// changed read models when the mapper has caught up (or has many
+// waiting): under load one write covers many events. They may lag their
+// events, never lead them, so as_of stays exact.
+func (r *run) writeReadModels(rec ingest.Record) {
 	if !r.done && rec.Seq >= r.replayEnd {
-		r.finishReplay(ctx)
+		r.finishReplay(r.ctx)
 	} else if r.sinceFlush++; r.done && len(r.dirty) > 0 && (rec.Pending == 0 || len(r.dirty) >= 256 || r.sinceFlush >= 1000) {
-		// Read models are written when the mapper has caught up (or has
-		// many waiting): under load one write covers many events. They
-		// may lag their events, never lead them, so as_of stays exact.
-		m.flush(ctx, r.dirty)
+		r.m.flush(r.ctx, r.dirty)
 		clear(r.dirty)
 		r.sinceFlush = 0
 	}
-	if r.done && !r.o.noTimers {
-		m.armTimer()
-	}
+}
+
+// advance records rec as completely applied and takes a snapshot when
+// one is due.
+func (r *run) advance(rec ingest.Record) {
 	r.broken = false
 	r.pos.Applied, r.pos.NextSeq = rec.Seq, r.nextSeq
 	if r.o.applied != nil {
@@ -613,16 +622,23 @@ func (r *run) apply(rec ingest.Record) error {
 	if r.snap != nil {
 		r.snap.since++
 		if r.snap.due() {
-			r.snap.take(ctx, r.position())
+			r.snap.take(r.ctx, r.position())
 		}
 	}
+}
+
+// announce publishes that ingest sequence seq was applied with events out:
+// the stats, and the result Await returns (kept for the newest recentMax
+// records; a replay's older results would be dropped anyway).
+func (m *Mapper) announce(seq uint64, out []*rbv1.Event, replayEnd uint64) {
 	m.mu.Lock()
+	defer m.mu.Unlock()
 	m.pubStats = m.stats
-	m.applied = rec.Seq
+	m.applied = seq
 	m.pending = len(m.state.Timers)
-	if rec.Seq+recentMax > r.replayEnd { // the replay's older results would be dropped anyway
-		m.recent[rec.Seq] = encodeEvents(out)
-		m.order = append(m.order, rec.Seq)
+	if seq+recentMax > replayEnd {
+		m.recent[seq] = encodeEvents(out)
+		m.order = append(m.order, seq)
 		if len(m.order) > recentMax {
 			delete(m.recent, m.order[0])
 			m.order = m.order[1:]
@@ -630,11 +646,6 @@ func (r *run) apply(rec ingest.Record) error {
 	}
 	close(m.wake)
 	m.wake = make(chan struct{})
-	m.mu.Unlock()
-	if r.o.stopAtHead && r.done {
-		return errCaughtUp
-	}
-	return nil
 }
 
 // checkSeen reports whether rec is a resend of an observation already
@@ -710,45 +721,13 @@ func (m *Mapper) sameContent(ctx context.Context, rec ingest.Record, id string, 
 	return false, nil
 }
 
-func (m *Mapper) dispatch(c *Context, dup bool) error {
-	rec := c.Rec
-	if rec.Kind == ingest.KindTimer {
-		t, err := ingest.DecodeTimer(rec.Observation)
-		if err != nil {
-			return err
-		}
-		cur := m.state.Timers[t.Key]
-		if cur == nil || !cur.At.Equal(t.At) || t.Armed != 0 && cur.Armed != t.Armed {
-			// Moved, set again or cancelled after it fired. (A firing
-			// recorded before timers kept Armed matches by due time.)
-			return nil
-		}
-		delete(m.state.Timers, t.Key)
-		c.Timer = cur
-		rule := m.cfg.Rules[cur.Kind]
-		if rule == nil {
-			return fmt.Errorf("timer %s for unknown rule %q", t.Key, cur.Kind)
-		}
-		return rule.Apply(c)
-	}
-	if dup {
-		m.stats.Duplicates++
-		return nil
-	}
-	rule := m.cfg.Rules[rec.Kind]
-	if rule == nil {
-		return fmt.Errorf("no rule for kind %q", rec.Kind)
-	}
-	return rule.Apply(c)
-}
-
 func (m *Mapper) fill(ev *rbv1.Event, k eventlog.Key, rec ingest.Record) {
 	// Protobuf strings must be UTF-8; a sender's bytes may not be. An
 	// event that cannot be encoded would stop the mapper.
 	for _, f := range []*string{&ev.PatientId, &ev.AccessionNumber, &ev.StudyInstanceUid, &ev.Message, &ev.ResourceType, &ev.ResourceId, &ev.ViewerUrl} {
 		*f = validUTF8(*f)
 	}
-	ev.Id = EventID(k)
+	ev.Id = readmodel.EventID(k)
 	if ev.Time == nil {
 		ev.Time = timestamppb.New(rec.Time)
 	}
@@ -828,7 +807,7 @@ func (m *Mapper) flush(ctx context.Context, dirty map[string]bool) {
 			continue // evicted: written then
 		}
 		err := m.putPatient(ctx, p)
-		if errors.Is(err, ErrSuperseded) {
+		if errors.Is(err, readmodel.ErrSuperseded) {
 			// Another mapper (this one's successor as cluster leader)
 			// wrote a newer one: this process is about to stop mapping.
 			m.log.Warn("patient read model not written: a newer one is stored by another mapper")
@@ -842,7 +821,7 @@ func (m *Mapper) flush(ctx context.Context, dirty map[string]bool) {
 
 // armTimer tells the timer goroutine about the earliest timer.
 func (m *Mapper) armTimer() {
-	t := m.state.nextTimer()
+	t := m.state.NextTimer()
 	if t != nil {
 		c := *t
 		t = &c
@@ -919,10 +898,6 @@ func (m *Mapper) Applied() uint64 {
 	return m.applied
 }
 
-// ErrForgotten means the events of an ingest sequence are no longer kept in
-// memory.
-var ErrForgotten = errors.New("mapper: result no longer in memory")
-
 // Await waits until the mapper has applied ingest sequence seq and returns
 // the events it derived from it.
 func (m *Mapper) Await(ctx context.Context, seq uint64) ([]*rbv1.Event, error) {
@@ -933,7 +908,7 @@ func (m *Mapper) Await(ctx context.Context, seq uint64) ([]*rbv1.Event, error) {
 		m.mu.Unlock()
 		if applied >= seq {
 			if !ok {
-				return nil, ErrForgotten
+				return nil, readmodel.ErrForgotten
 			}
 			return decodeEvents(enc)
 		}
@@ -968,37 +943,11 @@ func decodeEvents(enc [][]byte) ([]*rbv1.Event, error) {
 	return out, nil
 }
 
-// NewTestContext returns a Context for calling a rule directly (tests and
-// fuzzing).
-func NewTestContext(st *State, rec ingest.Record) *Context {
-	return &Context{State: st, Rec: rec, dirty: map[string]bool{}}
-}
-
-// Events returns the events a rule emitted on c.
-func (c *Context) Events() []*rbv1.Event { return c.events }
-
 func validUTF8(s string) string {
 	if utf8.ValidString(s) {
 		return s
 	}
 	return strings.ToValidUTF8(s, "\uFFFD")
-}
-
-// toStruct converts a FHIR resource map to a Struct; invalid UTF-8 in its
-// strings (from a sender's bytes) becomes U+FFFD instead of failing.
-func toStruct(res map[string]any) *structpb.Struct {
-	if st, err := structpb.NewStruct(res); err == nil {
-		return st
-	}
-	b, err := json.Marshal(res) // replaces invalid UTF-8 with U+FFFD
-	if err != nil {
-		return nil
-	}
-	st := &structpb.Struct{}
-	if protojson.Unmarshal(b, st) != nil {
-		return nil
-	}
-	return st
 }
 
 // ErrBusy: the mapper's state was not free within the caller's context (a

@@ -13,7 +13,9 @@ import (
 	"radbridge/eventlog"
 	"radbridge/ingest"
 	"radbridge/mapper"
+	"radbridge/mapper/rules"
 	rbv1 "radbridge/proto/radbridge/v1"
+	"radbridge/readmodel"
 )
 
 func viewed(t *testing.T, in ingest.Log, i int) uint64 {
@@ -28,10 +30,10 @@ func viewed(t *testing.T, in ingest.Log, i int) uint64 {
 
 type readModel struct {
 	mu sync.Mutex
-	m  map[string]mapper.Patient
+	m  map[string]readmodel.Patient
 }
 
-func (r *readModel) PutPatient(_ context.Context, p *mapper.Patient) error {
+func (r *readModel) PutPatient(_ context.Context, p *readmodel.Patient) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.m[p.ID] = *p
@@ -55,7 +57,7 @@ func start(t *testing.T, cfg mapper.Config) (*mapper.Mapper, func()) {
 
 func TestEventsDerivedOnceAcrossRestarts(t *testing.T) {
 	in, evs := ingest.NewMemory(), eventlog.NewMemory()
-	rm := &readModel{m: map[string]mapper.Patient{}}
+	rm := &readModel{m: map[string]readmodel.Patient{}}
 	cfg := mapper.Config{Ingest: in, Events: evs, ReadModel: rm}
 	m, stop := start(t, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -163,19 +165,19 @@ func TestCrashMidStreamNeitherLosesNorDuplicates(t *testing.T) {
 // it fires even when the mapper restarted in between, exactly once.
 func TestTimersGoThroughTheLogAndSurviveRestart(t *testing.T) {
 	in, evs := ingest.NewMemory(), eventlog.NewMemory()
-	rules := map[string]mapper.Rule{
-		"test.arm": mapper.RuleFunc(func(c *mapper.Context) error {
+	byKind := map[string]rules.Rule{
+		"test.arm": rules.RuleFunc(func(c *rules.Context) error {
 			return c.Schedule("quiet:1", "test.arm", c.Rec.Time.Add(300*time.Millisecond), map[string]string{"study": "1.2.3"})
 		}),
 	}
-	wrapped := mapper.RuleFunc(func(c *mapper.Context) error {
+	wrapped := rules.RuleFunc(func(c *rules.Context) error {
 		if c.Timer != nil {
 			c.Emit(&rbv1.Event{Type: rbv1.EventType_IMAGING_STUDY_AVAILABLE, PatientId: "P1", StudyInstanceUid: "1.2.3"})
 			return nil
 		}
-		return rules["test.arm"].Apply(c)
+		return byKind["test.arm"].Apply(c)
 	})
-	cfg := mapper.Config{Ingest: in, Events: evs, Rules: map[string]mapper.Rule{"test.arm": wrapped}}
+	cfg := mapper.Config{Ingest: in, Events: evs, Rules: map[string]rules.Rule{"test.arm": wrapped}}
 	_, stop := start(t, cfg)
 	if _, _, err := in.Append(context.Background(), ingest.Observation{Kind: "test.arm", Key: "a", Time: time.Now()}); err != nil {
 		t.Fatal(err)

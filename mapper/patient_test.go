@@ -6,7 +6,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"radbridge/mapper"
+	"radbridge/mapper/rules"
 )
 
 // TestOnePatientIdentityAcrossFronts: the same MRN gives the same FHIR
@@ -22,7 +22,7 @@ OBR|1|P1|F1|71250^CT CHEST^C4||||||||||||||ACC1||||||CT`
 	}
 	for _, tc := range []struct {
 		name       string
-		o          mapper.Options
+		o          rules.Options
 		pid3       string
 		patientID  string // from DICOM
 		issuer     string
@@ -30,17 +30,17 @@ OBR|1|P1|F1|71250^CT CHEST^C4||||||||||||||ACC1||||||CT`
 		wantSystem string
 		wantValue  string
 	}{
-		{"configured system", mapper.Options{PatientIdentifierSystem: "https://hospital.example/mrn", HL7PatientAuthority: "NORTHWING", DICOMPatientIssuer: "NORTHWING"},
+		{"configured system", rules.Options{PatientIdentifierSystem: "https://hospital.example/mrn", HL7PatientAuthority: "NORTHWING", DICOMPatientIssuer: "NORTHWING"},
 			"998877665^^^SSA^SS~MRN1^^^NORTHWING&1.2.3&ISO^MR", "MRN1", "NORTHWING", "MRN1", "https://hospital.example/mrn", "MRN1"},
-		{"configured system, DICOM without issuer", mapper.Options{PatientIdentifierSystem: "urn:oid:1.2.3.4", HL7PatientAuthority: "NORTHWING", DICOMPatientIssuer: "NORTHWING"},
+		{"configured system, DICOM without issuer", rules.Options{PatientIdentifierSystem: "urn:oid:1.2.3.4", HL7PatientAuthority: "NORTHWING", DICOMPatientIssuer: "NORTHWING"},
 			"MRN1^^^NORTHWING^MR", "MRN1", "", "MRN1", "urn:oid:1.2.3.4", "MRN1"},
-		{"default from the HL7 authority", mapper.Options{HL7PatientAuthority: "NORTHWING"},
+		{"default from the HL7 authority", rules.Options{HL7PatientAuthority: "NORTHWING"},
 			"MRN1^^^NORTHWING^MR", "MRN1", "1.2.840.99", "MRN1", "urn:hl7v2:assigning-authority:NORTHWING", "MRN1"},
-		{"default from an OID DICOM issuer", mapper.Options{DICOMPatientIssuer: "1.2.840.99"},
+		{"default from an OID DICOM issuer", rules.Options{DICOMPatientIssuer: "1.2.840.99"},
 			"MRN1^^^1.2.840.99^MR", "MRN1", "1.2.840.99", "MRN1", "urn:oid:1.2.840.99", "MRN1"},
-		{"nothing configured: the MR repetition", mapper.Options{},
-			"998877665^^^SSA^SS~MRN1^^^NORTHWING^MR", "MRN1", "NORTHWING", "MRN1", mapper.DefaultPatientIdentifierSystem, "MRN1"},
-		{"another issuer", mapper.Options{HL7PatientAuthority: "NORTHWING", DICOMPatientIssuer: "NORTHWING"},
+		{"nothing configured: the MR repetition", rules.Options{},
+			"998877665^^^SSA^SS~MRN1^^^NORTHWING^MR", "MRN1", "NORTHWING", "MRN1", rules.DefaultPatientIdentifierSystem, "MRN1"},
+		{"another issuer", rules.Options{HL7PatientAuthority: "NORTHWING", DICOMPatientIssuer: "NORTHWING"},
 			"X9^^^OTHER&1.9&ISO^PI", "X9", "OTHER", "X9^OTHER", "urn:hl7v2:assigning-authority:OTHER", "X9"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
@@ -69,13 +69,13 @@ OBR|1|P1|F1|71250^CT CHEST^C4||||||||||||||ACC1||||||CT`
 // TestPatientSystem is the documented default of the MRN's system.
 func TestPatientSystem(t *testing.T) {
 	for _, tc := range []struct {
-		o    mapper.Options
+		o    rules.Options
 		want string
 	}{
-		{mapper.Options{PatientIdentifierSystem: "urn:oid:9.9", HL7PatientAuthority: "A"}, "urn:oid:9.9"},
-		{mapper.Options{HL7PatientAuthority: "ST MARY", DICOMPatientIssuer: "1.2.3"}, "urn:hl7v2:assigning-authority:ST%20MARY"},
-		{mapper.Options{DICOMPatientIssuer: "1.2.3"}, "urn:oid:1.2.3"},
-		{mapper.Options{}, "urn:radbridge:patient-id"},
+		{rules.Options{PatientIdentifierSystem: "urn:oid:9.9", HL7PatientAuthority: "A"}, "urn:oid:9.9"},
+		{rules.Options{HL7PatientAuthority: "ST MARY", DICOMPatientIssuer: "1.2.3"}, "urn:hl7v2:assigning-authority:ST%20MARY"},
+		{rules.Options{DICOMPatientIssuer: "1.2.3"}, "urn:oid:1.2.3"},
+		{rules.Options{}, "urn:radbridge:patient-id"},
 	} {
 		if got := tc.o.PatientSystem(); got != tc.want {
 			t.Errorf("%s: got %q, want %q", fmt.Sprintf("%+v", tc.o), got, tc.want)

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"radbridge/ingest"
-	"radbridge/mapper"
+	"radbridge/mapper/rules"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
 
@@ -69,7 +69,7 @@ func TestReconcileLinkUnlinkEnteredInError(t *testing.T) {
 	h.orderACC77()
 	h.store(ctInstance(1)) // accession ACC42: no order
 	h.settleQuiet()
-	ex, err := h.m.Exceptions(t.Context(), time.Now().Add(time.Hour), mapper.ExceptionRules{UnorderedAfter: time.Minute, OrderGrace: time.Minute}, func(string) bool { return true })
+	ex, err := h.m.Exceptions(t.Context(), time.Now().Add(time.Hour), rules.ExceptionRules{UnorderedAfter: time.Minute, OrderGrace: time.Minute}, func(string) bool { return true })
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,7 +77,7 @@ func TestReconcileLinkUnlinkEnteredInError(t *testing.T) {
 	for _, e := range ex {
 		kinds[e.Kind]++
 	}
-	if kinds[mapper.ExceptionStudyWithoutOrder] != 1 || kinds[mapper.ExceptionOrderWithoutImages] != 1 {
+	if kinds[rules.ExceptionStudyWithoutOrder] != 1 || kinds[rules.ExceptionOrderWithoutImages] != 1 {
 		t.Errorf("exceptions %v", ex)
 	}
 
@@ -110,7 +110,7 @@ func TestReconcileLinkUnlinkEnteredInError(t *testing.T) {
 	if len(evs) != 1 || evs[0].Type != rbv1.EventType_IMAGING_STUDY_UPDATED || basedOn(evs[0]) != "" {
 		t.Fatalf("unlink: %v", evs)
 	}
-	e, err := h.m.Explain(t.Context(), mapper.ExplainQuery{Study: studyUID}, time.Now(), func(string) bool { return true })
+	e, err := h.m.Explain(t.Context(), rules.ExplainQuery{Study: studyUID}, time.Now(), func(string) bool { return true })
 	if err != nil {
 		t.Fatal(err)
 	}

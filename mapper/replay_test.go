@@ -9,6 +9,8 @@ import (
 	"radbridge/eventlog"
 	"radbridge/ingest"
 	"radbridge/mapper"
+	"radbridge/mapper/rules"
+	"radbridge/readmodel"
 )
 
 func replay(t *testing.T, cfg mapper.Config, o mapper.ReplayOptions) *mapper.ReplayReport {
@@ -28,9 +30,9 @@ func replay(t *testing.T, cfg mapper.Config, o mapper.ReplayOptions) *mapper.Rep
 // rebuilt read models and a snapshot, after which a check is clean.
 func TestReplay(t *testing.T) {
 	in, evs, snaps := ingest.NewMemory(), eventlog.NewMemory(), &mapper.MemorySnapshots{}
-	rm := &readModel{m: map[string]mapper.Patient{}}
-	o := mapper.Options{QuietPeriod: 50 * time.Millisecond}
-	cfg := mapper.Config{Ingest: in, Events: evs, ReadModel: rm, Rules: mapper.Rules(o), Snapshots: snaps, SnapshotEvery: 9, DedupHorizon: time.Hour}
+	rm := &readModel{m: map[string]readmodel.Patient{}}
+	o := rules.Options{QuietPeriod: 50 * time.Millisecond}
+	cfg := mapper.Config{Ingest: in, Events: evs, ReadModel: rm, Rules: rules.New(o), Snapshots: snaps, SnapshotEvery: 9, DedupHorizon: time.Hour}
 	last := appendAll(t, in, snapScenario(4), time.Now())
 	runTo(t, cfg, in, last, true)
 	logged := allEvents(t, evs)
@@ -51,7 +53,7 @@ func TestReplay(t *testing.T) {
 	fixed := o
 	fixed.ViewerURL = "https://viewer.example/?study={{study}}"
 	cfg2 := cfg
-	cfg2.Rules = mapper.Rules(fixed)
+	cfg2.Rules = rules.New(fixed)
 	rep = replay(t, cfg2, mapper.ReplayOptions{From: 1, DryRun: true})
 	if rep.Clean() || rep.Differ == 0 || rep.DifferByResource["ImagingStudy"] != rep.Differ || rep.DifferByType["IMAGING_STUDY_AVAILABLE"] == 0 || len(rep.StateDiffers) == 0 {
 		t.Fatalf("check after a mapping change: %+v; want ImagingStudy events and the state to differ", rep)

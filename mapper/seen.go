@@ -6,6 +6,8 @@ import (
 	"sort"
 	"sync"
 	"time"
+
+	"radbridge/mapper/rules"
 )
 
 // SeenStore keeps the mapper's observation keys durably, so the mapper
@@ -27,13 +29,9 @@ type SeenStore interface {
 	AddSeen(ctx context.Context, batch map[string][]SeenKey) error
 }
 
-// SeenKey records a first sighting of an observation key.
-type SeenKey struct {
-	Seq uint64 `json:"s"`
-	// At is the observation's time (Unix milliseconds) as recorded in the
-	// ingest log.
-	At int64 `json:"t"`
-}
+// SeenKey records a first sighting of an observation key (the state's
+// type: snapshots of older versions carried them).
+type SeenKey = rules.SeenKey
 
 // MergeSeen returns the union of a and b ordered by sequence.
 func MergeSeen(a, b []SeenKey) []SeenKey {

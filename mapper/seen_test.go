@@ -13,6 +13,7 @@ import (
 	"radbridge/eventlog"
 	"radbridge/ingest"
 	"radbridge/mapper"
+	"radbridge/mapper/rules"
 )
 
 // appendViewed appends a viewer's IMAGING_STUDY_VIEWED with key at t.
@@ -74,7 +75,7 @@ func TestSeenSurvivesRestartFromTheStore(t *testing.T) {
 	if st := m.Stats(); st.Duplicates != 2 || st.Applied != last-seqs[len(seqs)-1] {
 		t.Errorf("replay from %d: %d applied, %d duplicates; want %d and 2", seqs[len(seqs)-1], st.Applied, st.Duplicates, last-seqs[len(seqs)-1])
 	}
-	wantEvs, _ := cleanReplay(t, in, mapper.Options{})
+	wantEvs, _ := cleanReplay(t, in, rules.Options{})
 	sameEvents(t, allEvents(t, evs), wantEvs)
 }
 
@@ -171,7 +172,7 @@ func TestReusedIdentifier(t *testing.T) {
 	add(msg("20260101000200", "A2"), t0.Add(2*time.Minute), false)        // the counter restarted: another order
 	add(msg("20260101000300", "A1"), t0.Add(3*time.Minute), false)        // the first again
 	last := add(msg("20260101000400", "A2"), t0.Add(4*time.Minute), true) // the second again, old key form
-	cfg := mapper.Config{Ingest: in, Events: evs, Snapshots: &mapper.MemorySnapshots{}, DedupHorizon: time.Hour, Seen: &mapper.MemorySeen{}, Rules: mapper.Rules(mapper.Options{})}
+	cfg := mapper.Config{Ingest: in, Events: evs, Snapshots: &mapper.MemorySnapshots{}, DedupHorizon: time.Hour, Seen: &mapper.MemorySeen{}, Rules: rules.New(rules.Options{})}
 	m := runTo(t, cfg, in, last, false)
 	if st := m.Stats(); st.Reused != 1 || st.Duplicates != 3 {
 		t.Errorf("%d reused, %d duplicates; want 1 and 3", st.Reused, st.Duplicates)
@@ -183,6 +184,6 @@ func TestReusedIdentifier(t *testing.T) {
 	if d := cmp.Diff(accs, []string{"ORDER_PLACED A1", "ORDER_PLACED A2"}); d != "" {
 		t.Errorf("events (-got +want):\n%s", d)
 	}
-	wantEvs, _ := cleanReplay(t, in, mapper.Options{})
+	wantEvs, _ := cleanReplay(t, in, rules.Options{})
 	sameEvents(t, allEvents(t, evs), wantEvs)
 }

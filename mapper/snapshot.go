@@ -15,6 +15,8 @@ import (
 
 	"radbridge/eventlog"
 	"radbridge/ingest"
+	"radbridge/mapper/rules"
+	"radbridge/readmodel"
 )
 
 // SnapshotStore keeps the mapper's snapshots durably. A snapshot is named by
@@ -61,13 +63,13 @@ type Snapshot struct {
 	Position
 	Mapping string
 	Taken   time.Time
-	State   *State
+	State   *rules.State
 	// Raw is the state's JSON as stored.
 	Raw []byte
 }
 
 // EncodeSnapshot encodes state st at position pos.
-func EncodeSnapshot(st *State, pos Position, mapping string, taken time.Time) ([]byte, error) {
+func EncodeSnapshot(st *rules.State, pos Position, mapping string, taken time.Time) ([]byte, error) {
 	body, err := encodeState(st)
 	if err != nil {
 		return nil, fmt.Errorf("encode mapper state: %w", err)
@@ -104,7 +106,7 @@ func DecodeSnapshot(b []byte) (*Snapshot, error) {
 	if hex.EncodeToString(sum[:]) != h.SHA256 {
 		return nil, errors.New("snapshot checksum mismatch")
 	}
-	st := NewState()
+	st := rules.NewState()
 	st.ResourceIDs = 0 // absent from snapshots before per-patient ids
 	if err := json.Unmarshal(body, st); err != nil {
 		return nil, fmt.Errorf("snapshot state: %w", err)
@@ -113,16 +115,16 @@ func DecodeSnapshot(b []byte) (*Snapshot, error) {
 		return nil, fmt.Errorf("snapshot header says ingest sequence %d, state %d", h.Applied, st.Applied)
 	}
 	if st.Patients == nil {
-		st.Patients = map[string]*Patient{}
+		st.Patients = map[string]*readmodel.Patient{}
 	}
 	if st.Timers == nil {
 		st.Timers = map[string]*ingest.Timer{}
 	}
 	if st.Studies == nil {
-		st.Studies = map[string]*StudyState{}
+		st.Studies = map[string]*rules.StudyState{}
 	}
 	if st.Orders == nil {
-		st.Orders = map[string]*OrderState{}
+		st.Orders = map[string]*rules.OrderState{}
 	}
 	return &Snapshot{Position: h.Position, Mapping: h.Mapping, Taken: h.Taken, State: st, Raw: body}, nil
 }

@@ -7,12 +7,13 @@ import (
 	"testing"
 
 	"radbridge/mapper"
+	"radbridge/mapper/rules"
 )
 
 // bigState is a synthetic state shaped like 4,000 accessions of 2,000
 // patients (orders, studies, reports as FHIR JSON).
-func bigState() *mapper.State {
-	st := mapper.NewState()
+func bigState() *rules.State {
+	st := rules.NewState()
 	res := json.RawMessage(`{"resourceType":"ImagingStudy","id":"x","status":"available","subject":{"reference":"Patient/P"},"description":"` + strings.Repeat("CT CHEST ", 100) + `"}`)
 	for i := range 4000 {
 		p := st.Patient(fmt.Sprintf("MRN%05d", i%2000))
@@ -21,7 +22,7 @@ func bigState() *mapper.State {
 		}
 		uid := fmt.Sprintf("1.2.826.0.1.3680043.10.1447.%d", i)
 		p.Studies[uid], p.Orders[uid], p.Reports[uid] = res, res, res
-		st.Studies[uid] = &mapper.StudyState{UID: uid, PatientID: p.ID, Series: map[string]*mapper.SeriesState{uid + ".1": {UID: uid + ".1", Instances: map[string]*mapper.InstanceState{uid + ".1.1": {Number: 1}, uid + ".1.2": {Number: 2}, uid + ".1.3": {Number: 3}}}}}
+		st.Studies[uid] = &rules.StudyState{UID: uid, PatientID: p.ID, Series: map[string]*rules.SeriesState{uid + ".1": {UID: uid + ".1", Instances: map[string]*rules.InstanceState{uid + ".1.1": {Number: 1}, uid + ".1.2": {Number: 2}, uid + ".1.3": {Number: 3}}}}}
 	}
 	return st
 }
@@ -33,7 +34,7 @@ func BenchmarkSnapshotEncode(b *testing.B) {
 	st := bigState()
 	for name, enc := range map[string]func(any) ([]byte, error){
 		"json.Marshal": json.Marshal,
-		"encodeState":  func(v any) ([]byte, error) { return mapper.EncodeState(v.(*mapper.State)) },
+		"encodeState":  func(v any) ([]byte, error) { return mapper.EncodeState(v.(*rules.State)) },
 	} {
 		b.Run(name, func(b *testing.B) {
 			var n int

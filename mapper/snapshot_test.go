@@ -14,7 +14,9 @@ import (
 	"radbridge/eventlog"
 	"radbridge/ingest"
 	"radbridge/mapper"
+	"radbridge/mapper/rules"
 	rbv1 "radbridge/proto/radbridge/v1"
+	"radbridge/readmodel"
 )
 
 // snapObs is one observation of the snapshot scenarios.
@@ -68,13 +70,13 @@ func runTo(t *testing.T, cfg mapper.Config, in *ingest.Memory, seq uint64, settl
 	}()
 	actx, acancel := context.WithTimeout(ctx, 30*time.Second)
 	defer acancel()
-	if _, err := m.Await(actx, seq); err != nil && !errors.Is(err, mapper.ErrForgotten) {
+	if _, err := m.Await(actx, seq); err != nil && !errors.Is(err, readmodel.ErrForgotten) {
 		t.Fatalf("await %d: %v", seq, err)
 	}
 	for settle {
 		// Quiet periods end; each records a timer the mapper applies.
 		last, _ := in.Last(actx)
-		if _, err := m.Await(actx, last); err != nil && !errors.Is(err, mapper.ErrForgotten) {
+		if _, err := m.Await(actx, last); err != nil && !errors.Is(err, readmodel.ErrForgotten) {
 			t.Fatal(err)
 		}
 		time.Sleep(300 * time.Millisecond)
@@ -122,21 +124,21 @@ func sameEvents(t *testing.T, got, want []*rbv1.Event) {
 
 // cleanReplay maps the whole ingest log into a fresh event log with no
 // snapshot and returns its events and final state.
-func cleanReplay(t *testing.T, in *ingest.Memory, o mapper.Options) ([]*rbv1.Event, *mapper.Snapshot) {
+func cleanReplay(t *testing.T, in *ingest.Memory, o rules.Options) ([]*rbv1.Event, *mapper.Snapshot) {
 	t.Helper()
 	evs, snaps := eventlog.NewMemory(), &mapper.MemorySnapshots{}
 	last, _ := in.Last(context.Background())
 	// Timers are never due on this clock: the log's own timer records drive it.
-	runTo(t, mapper.Config{Ingest: in, Events: evs, Rules: mapper.Rules(o), Snapshots: snaps, DedupHorizon: time.Hour,
+	runTo(t, mapper.Config{Ingest: in, Events: evs, Rules: rules.New(o), Snapshots: snaps, DedupHorizon: time.Hour,
 		SnapshotEvery: 1 << 30, Now: func() time.Time { return time.Unix(0, 0) }}, in, last, false)
 	return allEvents(t, evs), newestSnapshot(t, snaps)
 }
 
 func TestSnapshotRoundTrip(t *testing.T) {
 	in, evs, snaps := ingest.NewMemory(), eventlog.NewMemory(), &mapper.MemorySnapshots{}
-	o := mapper.Options{QuietPeriod: 50 * time.Millisecond}
+	o := rules.Options{QuietPeriod: 50 * time.Millisecond}
 	last := appendAll(t, in, snapScenario(5), time.Now())
-	runTo(t, mapper.Config{Ingest: in, Events: evs, Rules: mapper.Rules(o), Snapshots: snaps}, in, last, true)
+	runTo(t, mapper.Config{Ingest: in, Events: evs, Rules: rules.New(o), Snapshots: snaps}, in, last, true)
 	snap := newestSnapshot(t, snaps)
 	if snap.Applied == 0 || len(snap.State.Patients) == 0 || len(snap.State.Studies) != 5 || len(snap.State.Seen) != 0 {
 		t.Fatalf("snapshot at %d holds %d patients, %d studies, %d keys; want the scenario's (and no keys: they are the SeenStore's)", snap.Applied, len(snap.State.Patients), len(snap.State.Studies), len(snap.State.Seen))
@@ -175,8 +177,8 @@ func TestSnapshotRoundTrip(t *testing.T) {
 // byte, and the same state as a clean replay of the whole log.
 func TestRestartFromSnapshotMatchesFullReplay(t *testing.T) {
 	in, evs, snaps := ingest.NewMemory(), eventlog.NewMemory(), &mapper.MemorySnapshots{}
-	o := mapper.Options{QuietPeriod: 50 * time.Millisecond}
-	cfg := mapper.Config{Ingest: in, Events: evs, Rules: mapper.Rules(o), Snapshots: snaps, SnapshotEvery: 7, SnapshotWait: true, DedupHorizon: time.Hour}
+	o := rules.Options{QuietPeriod: 50 * time.Millisecond}
+	cfg := mapper.Config{Ingest: in, Events: evs, Rules: rules.New(o), Snapshots: snaps, SnapshotEvery: 7, SnapshotWait: true, DedupHorizon: time.Hour}
 	items := snapScenario(12)
 	half := len(items) / 2
 	last := appendAll(t, in, items[:half], time.Now())
@@ -210,8 +212,8 @@ func TestRestartFromSnapshotMatchesFullReplay(t *testing.T) {
 // appended twice.
 func TestBrokenSnapshotFallsBack(t *testing.T) {
 	in, evs, snaps := ingest.NewMemory(), eventlog.NewMemory(), &mapper.MemorySnapshots{}
-	o := mapper.Options{QuietPeriod: 50 * time.Millisecond}
-	cfg := mapper.Config{Ingest: in, Events: evs, Rules: mapper.Rules(o), Snapshots: snaps, SnapshotEvery: 5, SnapshotWait: true, DedupHorizon: time.Hour}
+	o := rules.Options{QuietPeriod: 50 * time.Millisecond}
+	cfg := mapper.Config{Ingest: in, Events: evs, Rules: rules.New(o), Snapshots: snaps, SnapshotEvery: 5, SnapshotWait: true, DedupHorizon: time.Hour}
 	last := appendAll(t, in, snapScenario(6), time.Now())
 	runTo(t, cfg, in, last, true)
 	seqs, _ := snaps.Snapshots(context.Background())
@@ -271,14 +273,14 @@ func TestSeenPrunedByLogTime(t *testing.T) {
 	if len(snap.State.Seen) != 0 || seen.Len() != 12 {
 		t.Errorf("the snapshot holds %d keys and the key store %d, want none and 12 (0-9, x, y)", len(snap.State.Seen), seen.Len())
 	}
-	wantEvs, _ := cleanReplay(t, in, mapper.Options{})
+	wantEvs, _ := cleanReplay(t, in, rules.Options{})
 	sameEvents(t, got, wantEvs)
 }
 
 // FuzzDecodeSnapshot: a damaged snapshot is an error, never a panic, and
 // whatever decodes re-encodes to a snapshot that decodes to the same state.
 func FuzzDecodeSnapshot(f *testing.F) {
-	st := mapper.NewState()
+	st := rules.NewState()
 	st.Applied = 7
 	st.Patient("P1").LastSequence = 3
 	st.Seen = map[string]mapper.SeenKey{"hl7:1": {Seq: 2, At: 1700000000000}} // as older versions wrote
@@ -318,8 +320,8 @@ func TestEncodeStateIsJSONMarshal(t *testing.T) {
 	if _, _, err := in.Append(context.Background(), ingest.Observation{Kind: ingest.KindViewed, Key: "api:<odd>", Body: body}); err != nil {
 		t.Fatal(err)
 	}
-	runTo(t, mapper.Config{Ingest: in, Events: evs, Rules: mapper.Rules(mapper.Options{QuietPeriod: 50 * time.Millisecond}), Snapshots: snaps}, in, last+1, true)
-	for name, st := range map[string]*mapper.State{"mapped": newestSnapshot(t, snaps).State, "synthetic": bigState(), "empty": mapper.NewState()} {
+	runTo(t, mapper.Config{Ingest: in, Events: evs, Rules: rules.New(rules.Options{QuietPeriod: 50 * time.Millisecond}), Snapshots: snaps}, in, last+1, true)
+	for name, st := range map[string]*rules.State{"mapped": newestSnapshot(t, snaps).State, "synthetic": bigState(), "empty": rules.NewState()} {
 		got, err := mapper.EncodeState(st)
 		if err != nil {
 			t.Fatal(err)

@@ -12,7 +12,9 @@ import (
 	"radbridge/eventlog"
 	"radbridge/ingest"
 	"radbridge/mapper"
+	"radbridge/mapper/rules"
 	rbv1 "radbridge/proto/radbridge/v1"
+	"radbridge/readmodel"
 )
 
 // uidOMI is an OMI^O23 whose IPC names the study's accession (IPC-1) and
@@ -46,12 +48,12 @@ type uidObs struct {
 func hl7Obs(raw []byte) uidObs { return uidObs{ingest.KindHL7, ingest.HL7Body{Raw: raw}} }
 
 // runUIDJoin maps obs in order and returns the read models and every event.
-func runUIDJoin(t *testing.T, obs []uidObs) (map[string]mapper.Patient, []*rbv1.Event) {
+func runUIDJoin(t *testing.T, obs []uidObs) (map[string]readmodel.Patient, []*rbv1.Event) {
 	t.Helper()
 	in, evs := ingest.NewMemory(), eventlog.NewMemory()
-	rm := &joinRM{m: map[string]mapper.Patient{}}
+	rm := &joinRM{m: map[string]readmodel.Patient{}}
 	m := mapper.New(mapper.Config{Ingest: in, Events: evs, ReadModel: rm,
-		Rules: mapper.Rules(mapper.Options{QuietPeriod: time.Hour, HL7PatientAuthority: "HOSP"})})
+		Rules: rules.New(rules.Options{QuietPeriod: time.Hour, HL7PatientAuthority: "HOSP"})})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	done := make(chan error, 1)
@@ -75,7 +77,7 @@ func runUIDJoin(t *testing.T, obs []uidObs) (map[string]mapper.Patient, []*rbv1.
 	}
 	rm.mu.Lock()
 	defer rm.mu.Unlock()
-	out := map[string]mapper.Patient{}
+	out := map[string]readmodel.Patient{}
 	for k, v := range rm.m {
 		out[k] = v
 	}
@@ -122,22 +124,22 @@ func TestJoinByStudyUID(t *testing.T) {
 	}{
 		{"OMI IPC-3, images without accession, order first",
 			[]uidObs{hl7Obs(uidOMI("PA", "A1", u, "O1")), study("PA", ""), ian, hl7Obs(joinORU("PA", "A1", "R1", "F"))},
-			"PA", "ServiceRequest/" + mapper.ServiceRequestID("PA", "A1"), "PA", "A1", "completed", ""},
+			"PA", "ServiceRequest/" + rules.ServiceRequestID("PA", "A1"), "PA", "A1", "completed", ""},
 		{"OMI IPC-3, images without accession, images first",
 			[]uidObs{study("PA", ""), ian, hl7Obs(joinORU("PA", "A1", "R1", "F")), hl7Obs(uidOMI("PA", "A1", u, "O1"))},
-			"PA", "ServiceRequest/" + mapper.ServiceRequestID("PA", "A1"), "PA", "A1", "completed", ""},
+			"PA", "ServiceRequest/" + rules.ServiceRequestID("PA", "A1"), "PA", "A1", "completed", ""},
 		{"ORM ZDS-1, accession rewritten by the modality",
 			[]uidObs{hl7Obs(uidORM("PA", "A2", u, "O1")), study("PA", "MOD-999"), ian},
-			"PA", "ServiceRequest/" + mapper.ServiceRequestID("PA", "A2"), "PA", "A2", "completed", ""},
+			"PA", "ServiceRequest/" + rules.ServiceRequestID("PA", "A2"), "PA", "A2", "completed", ""},
 		{"ORM ZDS-1, images first with a rewritten accession",
 			[]uidObs{study("PA", "MOD-999"), ian, hl7Obs(uidORM("PA", "A2", u, "O1"))},
-			"PA", "ServiceRequest/" + mapper.ServiceRequestID("PA", "A2"), "PA", "A2", "completed", ""},
+			"PA", "ServiceRequest/" + rules.ServiceRequestID("PA", "A2"), "PA", "A2", "completed", ""},
 		{"accession names another order of the patient: Study UID wins, warning",
 			[]uidObs{hl7Obs(uidOMI("PA", "A3", u, "O1")), hl7Obs(joinORM("PA", "A4", "O2")), study("PA", "A4"), ian},
-			"PA", "ServiceRequest/" + mapper.ServiceRequestID("PA", "A3"), "PA", "A4", "active", "names another order than their Study Instance UID"},
+			"PA", "ServiceRequest/" + rules.ServiceRequestID("PA", "A3"), "PA", "A4", "active", "names another order than their Study Instance UID"},
 		{"accession names another order, images first: Study UID wins, warning",
 			[]uidObs{hl7Obs(joinORM("PA", "A4", "O2")), study("PA", "A4"), ian, hl7Obs(uidOMI("PA", "A3", u, "O1"))},
-			"PA", "ServiceRequest/" + mapper.ServiceRequestID("PA", "A3"), "PA", "A4", "completed", "names another order than their Study Instance UID"},
+			"PA", "ServiceRequest/" + rules.ServiceRequestID("PA", "A3"), "PA", "A4", "completed", "names another order than their Study Instance UID"},
 		{"Study UID of another patient's order: no link, warning",
 			[]uidObs{hl7Obs(uidOMI("PA", "A5", u, "O1")), study("PB", ""), ian},
 			"PB", "", "PA", "A5", "active", "not linked across patients"},
@@ -154,7 +156,7 @@ func TestJoinByStudyUID(t *testing.T) {
 			if got := references(st["basedOn"]); got != tc.based {
 				t.Errorf("study basedOn %q, want %q", got, tc.based)
 			}
-			o := resourceOf(t, rm[tc.orderPID].Orders[mapper.ServiceRequestID(tc.orderPID, tc.order)])
+			o := resourceOf(t, rm[tc.orderPID].Orders[rules.ServiceRequestID(tc.orderPID, tc.order)])
 			if o["status"] != tc.orderStatus {
 				t.Errorf("order %s status %v, want %s", tc.order, o["status"], tc.orderStatus)
 			}
@@ -180,7 +182,7 @@ func TestJoinByStudyUID(t *testing.T) {
 					}
 					warned = true
 				}
-				if e.ResourceType == "ServiceRequest" && e.StudyInstanceUid != u && e.ResourceId != mapper.ServiceRequestID("PA", "A4") {
+				if e.ResourceType == "ServiceRequest" && e.StudyInstanceUid != u && e.ResourceId != rules.ServiceRequestID("PA", "A4") {
 					t.Errorf("order event %s: study uid %q, want %q", e.ResourceId, e.StudyInstanceUid, u)
 				}
 			}
@@ -188,7 +190,7 @@ func TestJoinByStudyUID(t *testing.T) {
 				t.Errorf("no event warns %q", tc.warning)
 			}
 			// The order carries the Study Instance UID as an identifier.
-			ids, _ := json.Marshal(resourceOf(t, rm[tc.orderPID].Orders[mapper.ServiceRequestID(tc.orderPID, map[bool]string{true: "A3", false: tc.order}[tc.order == "A4"])])["identifier"])
+			ids, _ := json.Marshal(resourceOf(t, rm[tc.orderPID].Orders[rules.ServiceRequestID(tc.orderPID, map[bool]string{true: "A3", false: tc.order}[tc.order == "A4"])])["identifier"])
 			if !strings.Contains(string(ids), `{"system":"urn:dicom:uid","value":"urn:oid:`+u+`"}`) {
 				t.Errorf("order identifiers %s: no urn:dicom:uid", ids)
 			}

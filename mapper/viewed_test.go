@@ -5,7 +5,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"radbridge/mapper"
+	"radbridge/mapper/rules"
 )
 
 // TestViewedAgent: the AuditEvent's agent is the authenticated subject;
@@ -24,7 +24,7 @@ func TestViewedAgent(t *testing.T) {
 			"display": "Dr Pat Radiologist", "identifier": map[string]any{"value": "u-1234"}}}},
 		"viewed anonymously": []any{map[string]any{"requestor": true, "who": map[string]any{"display": "unknown viewer"}}},
 		"viewed by an authenticated subject": []any{map[string]any{"requestor": true, "name": "Dr Pat Radiologist", "altId": "u-1234",
-			"who": map[string]any{"display": "ward-tablet", "identifier": map[string]any{"system": mapper.SubjectSystem, "value": "ward-tablet"}}}},
+			"who": map[string]any{"display": "ward-tablet", "identifier": map[string]any{"system": rules.SubjectSystem, "value": "ward-tablet"}}}},
 	}
 	if diff := cmp.Diff(agents, want); diff != "" {
 		t.Errorf("agents (-got +want):\n%s", diff)

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"radbridge/ingest"
-	"radbridge/mapper"
+	"radbridge/mapper/rules"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
 
@@ -18,14 +18,14 @@ import (
 // Options.Zone.
 func TestRecordedZone(t *testing.T) {
 	tokyo, _ := time.LoadLocation("Asia/Tokyo")
-	rules := mapper.Rules(mapper.Options{Zone: tokyo, QuietPeriod: time.Second})
+	byKind := rules.New(rules.Options{Zone: tokyo, QuietPeriod: time.Second})
 	apply := func(kind, zone string, body any) map[string]any {
 		t.Helper()
 		b, _ := json.Marshal(body)
-		c := mapper.NewTestContext(mapper.NewState(), ingest.Record{Seq: 1, Observation: ingest.Observation{
+		c := rules.NewContext(rules.NewState(), ingest.Record{Seq: 1, Observation: ingest.Observation{
 			Kind: kind, Key: "k", Time: time.Date(2026, 1, 15, 12, 0, 0, 0, time.UTC), Zone: zone, Body: b,
-		}})
-		if err := rules[kind].Apply(c); err != nil {
+		}}, map[string]bool{})
+		if err := byKind[kind].Apply(c); err != nil {
 			t.Fatal(err)
 		}
 		var ev *rbv1.Event

@@ -16,7 +16,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"radbridge/eventlog"
-	"radbridge/mapper"
+	"radbridge/readmodel"
 )
 
 // Patients is the patients' read model in the state bucket.
@@ -111,9 +111,9 @@ const (
 // ErrSuperseded means a newer read model of the patient is stored (written
 // by a newer mapper, typically the successor of a paused cluster leader);
 // this write was dropped.
-var ErrSuperseded = mapper.ErrSuperseded
+var ErrSuperseded = readmodel.ErrSuperseded
 
-var _ mapper.FencedReadModel = (*Patients)(nil)
+var _ readmodel.FencedWriter = (*Patients)(nil)
 
 // Patients returns the read model. Its writes are fenced (see Patients).
 func (s *Store) Patients() *Patients {
@@ -143,7 +143,7 @@ const (
 
 var kindNames = [kinds]string{"study", "order", "report"}
 
-func resourcesOf(pt *mapper.Patient, kind int) *map[string]json.RawMessage {
+func resourcesOf(pt *readmodel.Patient, kind int) *map[string]json.RawMessage {
 	switch kind {
 	case kindStudy:
 		return &pt.Studies
@@ -257,7 +257,7 @@ func storedFence(b []byte) (fence, error) {
 		return f, nil
 	}
 	// Written before fencing: the whole patient.
-	var pt mapper.Patient
+	var pt readmodel.Patient
 	if err := json.Unmarshal(b, &pt); err != nil {
 		return fence{}, fmt.Errorf("decode stored read model: %w", err)
 	}
@@ -326,16 +326,16 @@ type resource struct {
 	d     [16]byte
 }
 
-// PutPatient implements mapper.ReadModel: a write fenced by LastSequence
+// PutPatient implements readmodel.Writer: a write fenced by LastSequence
 // only (the ingest position is unknown).
-func (p *Patients) PutPatient(ctx context.Context, pt *mapper.Patient) error {
+func (p *Patients) PutPatient(ctx context.Context, pt *readmodel.Patient) error {
 	return p.PutPatientAt(ctx, pt, 0)
 }
 
-// PutPatientAt implements mapper.FencedReadModel: pt as of ingest sequence
+// PutPatientAt implements readmodel.FencedWriter: pt as of ingest sequence
 // applied replaces the stored read model unless that one is newer
 // (ErrSuperseded).
-func (p *Patients) PutPatientAt(ctx context.Context, pt *mapper.Patient, applied uint64) error {
+func (p *Patients) PutPatientAt(ctx context.Context, pt *readmodel.Patient, applied uint64) error {
 	ours := fence{LastSequence: pt.LastSequence, Applied: applied}
 	key := patientKey(pt.ID)
 	var res []resource
@@ -459,7 +459,7 @@ const parallel = 16
 
 // encodeManifest encodes the manifest of pt: with its resources inline,
 // or pointing at their keys (refs).
-func encodeManifest(pt *mapper.Patient, f fence, res []resource, refs map[resRef]stored, inline bool) ([]byte, error) {
+func encodeManifest(pt *readmodel.Patient, f fence, res []resource, refs map[resRef]stored, inline bool) ([]byte, error) {
 	m := manifest{Fence: f, Layout: manifestLayout, ID: pt.ID, LastSequence: pt.LastSequence,
 		BodyRegions: pt.BodyRegions, Views: pt.Views}
 	for _, r := range res {
@@ -521,7 +521,7 @@ func (p *Patients) purge(ctx context.Context, key string, rev uint64) error {
 // key of the patient the new manifest does not reference (orphans of
 // refused or interrupted writes included; all of them when the patient
 // is now inline).
-func (p *Patients) overwriteAll(ctx context.Context, key string, pt *mapper.Patient, f fence, res []resource, inline bool) error {
+func (p *Patients) overwriteAll(ctx context.Context, key string, pt *readmodel.Patient, f fence, res []resource, inline bool) error {
 	present, err := p.resourceKeys(ctx, key)
 	if err != nil {
 		return err
@@ -630,7 +630,7 @@ func (p *Patients) forget(key string) {
 var errResourceGone = errors.New("a resource of the read model is missing")
 
 // Patient returns the patient, or nil when unknown.
-func (p *Patients) Patient(ctx context.Context, id string) (*mapper.Patient, error) {
+func (p *Patients) Patient(ctx context.Context, id string) (*readmodel.Patient, error) {
 	key := patientKey(id)
 	var lastRev uint64
 	// A resource vanishes when a write replaced the manifest read and
@@ -649,7 +649,7 @@ func (p *Patients) Patient(ctx context.Context, id string) (*mapper.Patient, err
 			return nil, err
 		}
 		if !ok { // the single-value layout
-			pt := new(mapper.Patient)
+			pt := new(readmodel.Patient)
 			if err := json.Unmarshal(e.Value(), pt); err != nil {
 				return nil, fmt.Errorf("decode patient: %w", err)
 			}
@@ -669,8 +669,8 @@ func (p *Patients) Patient(ctx context.Context, id string) (*mapper.Patient, err
 
 // load reads the resources of a manifest: those it holds inline, and
 // those at keys of their own.
-func (p *Patients) load(ctx context.Context, key string, m *manifest) (*mapper.Patient, error) {
-	pt := &mapper.Patient{ID: m.ID, LastSequence: m.LastSequence, BodyRegions: m.BodyRegions, Views: m.Views}
+func (p *Patients) load(ctx context.Context, key string, m *manifest) (*readmodel.Patient, error) {
+	pt := &readmodel.Patient{ID: m.ID, LastSequence: m.LastSequence, BodyRegions: m.BodyRegions, Views: m.Views}
 	type job struct {
 		kind int
 		id   string

@@ -10,7 +10,7 @@ import (
 	"testing"
 
 	"radbridge/internal/natstest"
-	"radbridge/mapper"
+	"radbridge/readmodel"
 	"radbridge/store"
 )
 
@@ -32,8 +32,8 @@ func openURL(t testing.TB, url string) *store.Store {
 }
 
 // patientWith is a read model holding studies named by their uids.
-func patientWith(last uint64, studies ...string) *mapper.Patient {
-	p := &mapper.Patient{ID: "MRN-1", LastSequence: last, Studies: map[string]json.RawMessage{}}
+func patientWith(last uint64, studies ...string) *readmodel.Patient {
+	p := &readmodel.Patient{ID: "MRN-1", LastSequence: last, Studies: map[string]json.RawMessage{}}
 	for _, s := range studies {
 		p.Studies[s] = json.RawMessage(`{"resourceType":"ImagingStudy","id":"` + s + `"}`)
 	}
@@ -167,7 +167,7 @@ func benchReadModelPut(b *testing.B, fsync bool) {
 	for i := range 100 {
 		inst += fmt.Sprintf(`{"uid":"1.2.826.0.1.3680043.10.1447.90.1.1.%d","number":%d},`, i, i)
 	}
-	p := &mapper.Patient{ID: "MRN-BENCH", Studies: map[string]json.RawMessage{}}
+	p := &readmodel.Patient{ID: "MRN-BENCH", Studies: map[string]json.RawMessage{}}
 	for i := range 20 {
 		p.Studies[fmt.Sprint(i)] = json.RawMessage(`{"resourceType":"ImagingStudy","series":[{"instance":[` + inst + `{"uid":"1"}]}]}`)
 	}

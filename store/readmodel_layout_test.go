@@ -17,7 +17,7 @@ import (
 
 	"radbridge/eventlog"
 	"radbridge/internal/natstest"
-	"radbridge/mapper"
+	"radbridge/readmodel"
 	"radbridge/store"
 )
 
@@ -58,8 +58,8 @@ func imagingStudy(uid string, instances, rev int) json.RawMessage {
 
 // bigPatient is a patient with n studies of instances each, an order and a
 // report per study, body regions and views.
-func bigPatient(id string, n, instances int) *mapper.Patient {
-	p := &mapper.Patient{ID: id, LastSequence: 10, Studies: map[string]json.RawMessage{}, Orders: map[string]json.RawMessage{},
+func bigPatient(id string, n, instances int) *readmodel.Patient {
+	p := &readmodel.Patient{ID: id, LastSequence: 10, Studies: map[string]json.RawMessage{}, Orders: map[string]json.RawMessage{},
 		Reports: map[string]json.RawMessage{}, BodyRegions: map[string]uint32{"CHEST": uint32(n)}, Views: map[string]uint32{}}
 	for i := range n {
 		uid := fmt.Sprintf("1.2.826.0.1.3680043.10.1447.%d", i)
@@ -73,7 +73,7 @@ func bigPatient(id string, n, instances int) *mapper.Patient {
 	return p
 }
 
-func readPatient(t *testing.T, s *store.Store, id string) *mapper.Patient {
+func readPatient(t *testing.T, s *store.Store, id string) *readmodel.Patient {
 	t.Helper()
 	p, err := s.Patients().Patient(context.Background(), id)
 	if err != nil || p == nil {
@@ -170,7 +170,7 @@ func TestReadModelOfPreviousLayout(t *testing.T) {
 	fenced, plain := bigPatient("MRN-1", 5, 120), bigPatient("MRN-2", 3, 80)
 	b, _ := json.Marshal(struct {
 		Fence map[string]uint64 `json:"fence"`
-		*mapper.Patient
+		*readmodel.Patient
 	}{map[string]uint64{"last_sequence": 10, "applied": 90}, fenced})
 	if _, err := kv.Put(ctx, "patient."+eventlog.PatientToken("MRN-1"), b); err != nil {
 		t.Fatal(err)
@@ -181,7 +181,7 @@ func TestReadModelOfPreviousLayout(t *testing.T) {
 	}
 
 	s := openURL(t, url)
-	for _, want := range []*mapper.Patient{fenced, plain} {
+	for _, want := range []*readmodel.Patient{fenced, plain} {
 		if d := cmp.Diff(want, readPatient(t, s, want.ID)); d != "" {
 			t.Errorf("read model of the previous layout (-written +read):\n%s", d)
 		}
@@ -288,7 +288,7 @@ func TestReadModelMovedStudyKeysGone(t *testing.T) {
 	s := open(t, filepath.Join(t.TempDir(), "data"))
 	ctx := context.Background()
 	a, b := bigPatient("MRN-A", 2, 500), bigPatient("MRN-B", 1, 500)
-	for _, p := range []*mapper.Patient{a, b} {
+	for _, p := range []*readmodel.Patient{a, b} {
 		p.Orders, p.Reports = nil, nil
 		if err := s.Patients().PutPatientAt(ctx, p, 100); err != nil {
 			t.Fatal(err)
@@ -299,7 +299,7 @@ func TestReadModelMovedStudyKeysGone(t *testing.T) {
 	b.Studies[moved] = a.Studies[moved]
 	delete(a.Studies, moved)
 	a.LastSequence, b.LastSequence = 11, 11
-	for _, p := range []*mapper.Patient{a, b} {
+	for _, p := range []*readmodel.Patient{a, b} {
 		if err := s.Patients().PutPatientAt(ctx, p, 110); err != nil {
 			t.Fatal(err)
 		}
@@ -311,7 +311,7 @@ func TestReadModelMovedStudyKeysGone(t *testing.T) {
 	if n := len(resourceKeys(t, s, "MRN-B")); n != 2 {
 		t.Errorf("the new patient has %d resource keys, want 2", n)
 	}
-	for _, p := range []*mapper.Patient{a, b} {
+	for _, p := range []*readmodel.Patient{a, b} {
 		if d := cmp.Diff(p, readPatient(t, s, p.ID)); d != "" {
 			t.Errorf("read model of %s (-written +read):\n%s", p.ID, d)
 		}
@@ -435,7 +435,7 @@ func benchReadModelLayout(b *testing.B, fsync bool) {
 		putOld := func() {
 			v, err := json.Marshal(struct {
 				Fence map[string]uint64 `json:"fence"`
-				*mapper.Patient
+				*readmodel.Patient
 			}{map[string]uint64{"last_sequence": seq, "applied": seq}, p})
 			if err != nil {
 				b.Fatal(err)
@@ -483,7 +483,7 @@ func benchReadModelLayout(b *testing.B, fsync bool) {
 				if err != nil {
 					b.Fatal(err)
 				}
-				var pt mapper.Patient
+				var pt readmodel.Patient
 				if err := json.Unmarshal(e.Value(), &pt); err != nil || len(pt.Studies) != n {
 					b.Fatal(len(pt.Studies), err)
 				}
@@ -508,7 +508,7 @@ func patientKeys(t *testing.T, s *store.Store, id string) []string {
 	return stateKeys(t, s, tok, tok+".>")
 }
 
-func resourcesIn(p *mapper.Patient) int { return len(p.Studies) + len(p.Orders) + len(p.Reports) }
+func resourcesIn(p *readmodel.Patient) int { return len(p.Studies) + len(p.Orders) + len(p.Reports) }
 
 // TestReadModelSmallPatientOneKey: a patient whose resources are small is
 // one key in the bucket; it grows past the threshold (64 KB) into the
@@ -519,7 +519,7 @@ func TestReadModelSmallPatientOneKey(t *testing.T) {
 	url := runNATS(t)
 	s, other := openURL(t, url), openURL(t, url)
 	ctx := context.Background()
-	check := func(step string, p *mapper.Patient, wantKeys int) {
+	check := func(step string, p *readmodel.Patient, wantKeys int) {
 		t.Helper()
 		if d := cmp.Diff(p, readPatient(t, s, p.ID)); d != "" {
 			t.Errorf("%s: read model of %s (-written +read):\n%s", step, p.ID, d)
@@ -588,7 +588,7 @@ func TestReadModelSmallPatientOneKey(t *testing.T) {
 		b.Studies[uid] = a.Studies[uid]
 		delete(a.Studies, uid)
 	}
-	for _, p := range []*mapper.Patient{a, b} {
+	for _, p := range []*readmodel.Patient{a, b} {
 		if err := s.Patients().PutPatientAt(ctx, p, 130); err != nil {
 			t.Fatal(err)
 		}

@@ -16,6 +16,7 @@ import (
 	"radbridge/ingest"
 	"radbridge/ingest/ingesttest"
 	"radbridge/mapper"
+	"radbridge/readmodel"
 	"radbridge/store"
 )
 
@@ -167,7 +168,7 @@ func TestInterruptedFirstStartIsFinished(t *testing.T) {
 func TestLargeReadModelIsWritten(t *testing.T) {
 	s := open(t, filepath.Join(t.TempDir(), "data"))
 	ctx := context.Background()
-	p := &mapper.Patient{ID: "MRN-MANY", Studies: map[string]json.RawMessage{}}
+	p := &readmodel.Patient{ID: "MRN-MANY", Studies: map[string]json.RawMessage{}}
 	study := json.RawMessage(`{"resourceType":"ImagingStudy","series":[{"instance":[` + strings.Repeat(`{"uid":"1.2.826.0.1.3680043.10.1447.90.1.1.1","number":1},`, 100) + `{"uid":"1"}]}]}`)
 	for i := range 400 {
 		p.Studies[fmt.Sprintf("1.2.3.%d", i)] = study

@@ -41,7 +41,9 @@ import (
 	"radbridge/internal/app"
 	"radbridge/internal/config"
 	"radbridge/mapper"
+	"radbridge/mapper/rules"
 	rbv1 "radbridge/proto/radbridge/v1"
+	"radbridge/readmodel"
 	"radbridge/store"
 )
 
@@ -542,7 +544,7 @@ func TestCrashUnderLoad(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if mapper.EventID(eventlog.Key{IngestSeq: head}) == strings.Fields(barrier)[1] {
+		if readmodel.EventID(eventlog.Key{IngestSeq: head}) == strings.Fields(barrier)[1] {
 			break
 		}
 		// Name what followed the barrier.
@@ -654,7 +656,7 @@ func TestCrashUnderLoad(t *testing.T) {
 			continue
 		}
 		var res map[string]any
-		json.Unmarshal(p.Studies[mapper.StudyResourceID(study)], &res)
+		json.Unmarshal(p.Studies[rules.StudyResourceID(study)], &res)
 		have := instanceUIDs(res)
 		for sop := range sops {
 			if !have[sop] {
@@ -715,7 +717,7 @@ type memPatients struct {
 	m  map[string][]byte
 }
 
-func (p *memPatients) PutPatient(_ context.Context, pt *mapper.Patient) error {
+func (p *memPatients) PutPatient(_ context.Context, pt *readmodel.Patient) error {
 	b, err := json.Marshal(pt)
 	if err != nil {
 		return err

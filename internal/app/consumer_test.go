@@ -14,7 +14,7 @@ import (
 
 	"radbridge/dicom/dataset"
 	"radbridge/dicom/scu"
-	"radbridge/mapper"
+	"radbridge/mapper/rules"
 	rbv1 "radbridge/proto/radbridge/v1"
 	"radbridge/store"
 )
@@ -144,7 +144,7 @@ func TestEventsAConsumerCanActOn(t *testing.T) {
 	if ev.Severity != rbv1.Severity_SEVERITY_WARNING || !strings.Contains(ev.Message, "2 offline") {
 		t.Errorf("IAN OFFLINE: %v %q", ev.Severity, ev.Message)
 	}
-	if s := fmt.Sprint(ev.Resource.AsMap()["series"]); strings.Count(s, mapper.InstanceAvailabilityExtension) != 2 || !strings.Contains(s, "valueCode:OFFLINE") {
+	if s := fmt.Sprint(ev.Resource.AsMap()["series"]); strings.Count(s, rules.InstanceAvailabilityExtension) != 2 || !strings.Contains(s, "valueCode:OFFLINE") {
 		t.Errorf("IAN OFFLINE: series %s; want the availability extension on both instances", s)
 	}
 
@@ -168,7 +168,7 @@ func TestEventsAConsumerCanActOn(t *testing.T) {
 	_, snap := getJSON(t, "http://"+d.HTTPAddr()+"/v1/patients/MRN4711/imaging")
 	for _, o := range snap["orders"].([]any) {
 		o := o.(map[string]any)
-		if o["id"] == mapper.ServiceRequestID("MRN4711", "ACC1002") && o["status"] != "revoked" {
+		if o["id"] == rules.ServiceRequestID("MRN4711", "ACC1002") && o["status"] != "revoked" {
 			t.Errorf("cancelled order in the snapshot: status %v", o["status"])
 		}
 	}
@@ -261,8 +261,8 @@ func TestOneAccessionTwoPatientsOverMLLP(t *testing.T) {
 			t.Errorf("MRN5000 order event %v", e["type"])
 		}
 	}
-	if e := evs[1].(map[string]any); e["type"] != "ORDER_PLACED" || e["resource_id"] != mapper.ServiceRequestID("MRN5000", "ACC7000") {
-		t.Errorf("second patient's order: %v %v; want ORDER_PLACED %s", e["type"], e["resource_id"], mapper.ServiceRequestID("MRN5000", "ACC7000"))
+	if e := evs[1].(map[string]any); e["type"] != "ORDER_PLACED" || e["resource_id"] != rules.ServiceRequestID("MRN5000", "ACC7000") {
+		t.Errorf("second patient's order: %v %v; want ORDER_PLACED %s", e["type"], e["resource_id"], rules.ServiceRequestID("MRN5000", "ACC7000"))
 	}
 	check := func(when string) {
 		t.Helper()
@@ -270,7 +270,7 @@ func TestOneAccessionTwoPatientsOverMLLP(t *testing.T) {
 			_, snap := getJSON(t, base+"/v1/patients/"+pid+"/imaging")
 			orders, _ := snap["orders"].([]any)
 			reports, _ := snap["reports"].([]any)
-			srID, drID := mapper.ServiceRequestID(pid, "ACC7000"), mapper.DiagnosticReportID(pid, "ACC7000")
+			srID, drID := rules.ServiceRequestID(pid, "ACC7000"), rules.DiagnosticReportID(pid, "ACC7000")
 			if len(orders) != 1 || len(reports) != 1 {
 				t.Errorf("%s: %s has %d orders and %d reports, want 1 and 1: %v", when, pid, len(orders), len(reports), snap)
 				continue
@@ -294,7 +294,7 @@ func TestOneAccessionTwoPatientsOverMLLP(t *testing.T) {
 	if err != nil || p == nil {
 		t.Fatalf("read model: %v %v", p, err)
 	}
-	p.Orders["ACC7000"] = p.Orders[mapper.ServiceRequestID("MRN4711", "ACC7000")]
+	p.Orders["ACC7000"] = p.Orders[rules.ServiceRequestID("MRN4711", "ACC7000")]
 	if err := st.Patients().Overwrite().PutPatient(context.Background(), p); err != nil {
 		t.Fatal(err)
 	}

@@ -12,8 +12,9 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/coder/websocket"
 
-	"radbridge/mapper"
+	"radbridge/mapper/rules"
 	rbv1 "radbridge/proto/radbridge/v1"
+	"radbridge/readmodel"
 )
 
 // TestCriticalFindingsRoom: a subscriber asking for stat and critical events
@@ -105,7 +106,7 @@ func TestCriticalMarkSurvivesReload(t *testing.T) {
 	if ack := mllpSend(t, mllp, d.MLLPAddr(), writeHL7(t, m.ctl, strings.ReplaceAll(m.msg, "{{ctl}}", m.ctl))); ack.Segment("MSA").Field(1) != "AA" {
 		t.Fatalf("corrected report: %q", ack.Bytes())
 	}
-	reportID := mapper.DiagnosticReportID("MRN4711", "ACC1001")
+	reportID := rules.DiagnosticReportID("MRN4711", "ACC1001")
 	var snap map[string]any
 	for i := 0; ; i++ {
 		_, snap = getJSON(t, base+"/v1/patients/MRN4711/imaging")
@@ -118,7 +119,7 @@ func TestCriticalMarkSurvivesReload(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	rep := snap["reports"].([]any)[0].(map[string]any)
-	if !mapper.CriticalReport(rep) || fmt.Sprint(rep["result"]) != "[map[reference:#obx-1]]" {
+	if !readmodel.CriticalReport(rep) || fmt.Sprint(rep["result"]) != "[map[reference:#obx-1]]" {
 		t.Errorf("DiagnosticReport in the snapshot: contained %v result %v; want the HH finding", rep["contained"], rep["result"])
 	}
 

@@ -17,6 +17,7 @@ import (
 	"radbridge/ingest"
 	"radbridge/internal/opsapi"
 	"radbridge/mapper"
+	"radbridge/mapper/rules"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
 
@@ -33,8 +34,8 @@ const (
 )
 
 // explainQuery reads the one selector of an explain request.
-func explainQuery(r *http.Request) (mapper.ExplainQuery, error) {
-	var q mapper.ExplainQuery
+func explainQuery(r *http.Request) (rules.ExplainQuery, error) {
+	var q rules.ExplainQuery
 	vals, err := url.ParseQuery(r.URL.RawQuery)
 	if err != nil {
 		return q, fmt.Errorf("query: %w", err)
@@ -114,7 +115,7 @@ func (d *Daemon) explainHandler(a auth.Authenticator) http.Handler {
 
 // explain builds the answer: the mapper's explanation plus the events and
 // dead letters concerning it.
-func (d *Daemon) explain(ctx context.Context, m *mapper.Mapper, q mapper.ExplainQuery, pr *auth.Principal) (opsapi.ExplainResponse, error) {
+func (d *Daemon) explain(ctx context.Context, m *mapper.Mapper, q rules.ExplainQuery, pr *auth.Principal) (opsapi.ExplainResponse, error) {
 	e, err := m.Explain(ctx, q, time.Now(), pr.MayRead)
 	if err != nil {
 		return opsapi.ExplainResponse{}, err
@@ -140,7 +141,7 @@ func (d *Daemon) explain(ctx context.Context, m *mapper.Mapper, q mapper.Explain
 	addPatient(q.Patient) // checked: the caller may read it
 	for _, s := range e.Studies {
 		studies[s.StudyInstanceUID] = true
-		ids[mapper.StudyResourceID(s.StudyInstanceUID)] = true
+		ids[rules.StudyResourceID(s.StudyInstanceUID)] = true
 		if s.AccessionNumber != "" {
 			accs[s.AccessionNumber] = true
 		}

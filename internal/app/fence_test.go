@@ -14,6 +14,7 @@ import (
 	"radbridge/internal/config"
 	"radbridge/internal/natstest"
 	"radbridge/mapper"
+	"radbridge/readmodel"
 	"radbridge/store"
 )
 
@@ -28,7 +29,7 @@ type pausingReadModel struct {
 	armed   bool
 }
 
-func (p *pausingReadModel) PutPatientAt(ctx context.Context, pt *mapper.Patient, applied uint64) error {
+func (p *pausingReadModel) PutPatientAt(ctx context.Context, pt *readmodel.Patient, applied uint64) error {
 	if !p.armed {
 		return p.Patients.PutPatientAt(ctx, pt, applied)
 	}

@@ -16,7 +16,7 @@ import (
 	"radbridge/dicom/dimse"
 	"radbridge/dicom/scu"
 	"radbridge/ingest"
-	"radbridge/mapper"
+	"radbridge/mapper/rules"
 )
 
 // hugeStudyInstances is the size of the huge study (HUGE_STUDY_INSTANCES
@@ -104,8 +104,8 @@ OBR|1|PH2|FH2|71250^CT CHEST^C4||||||||||||||ACC-OTHER||||||CT`
 		time.Sleep(50 * time.Millisecond)
 	}
 	ext, _ := json.Marshal(last["extension"])
-	if !strings.Contains(string(ext), mapper.InstancesOmittedExtension) {
-		t.Errorf("no %s extension: %s", mapper.InstancesOmittedExtension, ext)
+	if !strings.Contains(string(ext), rules.InstancesOmittedExtension) {
+		t.Errorf("no %s extension: %s", rules.InstancesOmittedExtension, ext)
 	}
 	_, list := getJSON(t, base+"/v1/events?page_size=1000")
 	evs, _ := list["events"].([]any)

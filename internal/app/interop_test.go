@@ -13,7 +13,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"radbridge/internal/app"
-	"radbridge/mapper"
+	"radbridge/mapper/rules"
 )
 
 // Issue 13: nothing acknowledged is dropped or misread. Each test sends
@@ -192,14 +192,14 @@ ZDS|`+uidB+`^RADRIS^Application^DICOM`)
 	}
 	for _, s := range asSlice(snap["studies"]) {
 		st := s.(map[string]any)
-		want := map[string]string{uidA: "ServiceRequest/" + mapper.ServiceRequestID("MRN4711", "ACC3001"), uidB: "ServiceRequest/" + mapper.ServiceRequestID("MRN4711", "ACC3002")}[st["id"].(string)]
+		want := map[string]string{uidA: "ServiceRequest/" + rules.ServiceRequestID("MRN4711", "ACC3001"), uidB: "ServiceRequest/" + rules.ServiceRequestID("MRN4711", "ACC3002")}[st["id"].(string)]
 		if got := fmt.Sprint(st["basedOn"]); got != "[map[reference:"+want+"]]" {
 			t.Errorf("study %v basedOn %s, want %s", st["id"], got, want)
 		}
 	}
 	for _, o := range asSlice(snap["orders"]) {
 		or := o.(map[string]any)
-		uid := map[string]string{mapper.ServiceRequestID("MRN4711", "ACC3001"): uidA, mapper.ServiceRequestID("MRN4711", "ACC3002"): uidB}[or["id"].(string)]
+		uid := map[string]string{rules.ServiceRequestID("MRN4711", "ACC3001"): uidA, rules.ServiceRequestID("MRN4711", "ACC3002"): uidB}[or["id"].(string)]
 		ids, _ := json.Marshal(or["identifier"])
 		if !strings.Contains(string(ids), `{"system":"urn:dicom:uid","value":"urn:oid:`+uid+`"}`) || or["status"] != "completed" {
 			t.Errorf("order %v: status %v identifiers %s", or["id"], or["status"], ids)

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"radbridge/mapper"
+	"radbridge/mapper/rules"
 )
 
 // TestJoinAcrossProtocols: images, reports and orders arrive from the real
@@ -73,14 +73,14 @@ func TestJoinAcrossProtocols(t *testing.T) {
 		return out
 	}
 	a := studies(snapA)[uidA]
-	if fmt.Sprint(a["basedOn"]) != "[map[reference:ServiceRequest/"+mapper.ServiceRequestID("MRN4711", "ACC1001")+"]]" {
+	if fmt.Sprint(a["basedOn"]) != "[map[reference:ServiceRequest/"+rules.ServiceRequestID("MRN4711", "ACC1001")+"]]" {
 		t.Errorf("MRN4711 study basedOn %v", a["basedOn"])
 	}
 	if st := snapA["study_report_status"].(map[string]any)[uidA]; st != "final" {
 		t.Errorf("MRN4711 study report status %v, want final", st)
 	}
 	rep := snapA["reports"].([]any)[0].(map[string]any)
-	if fmt.Sprint(rep["imagingStudy"]) != "[map[reference:ImagingStudy/"+uidA+"]]" || fmt.Sprint(rep["basedOn"]) != "[map[reference:ServiceRequest/"+mapper.ServiceRequestID("MRN4711", "ACC1001")+"]]" {
+	if fmt.Sprint(rep["imagingStudy"]) != "[map[reference:ImagingStudy/"+uidA+"]]" || fmt.Sprint(rep["basedOn"]) != "[map[reference:ServiceRequest/"+rules.ServiceRequestID("MRN4711", "ACC1001")+"]]" {
 		t.Errorf("MRN4711 report links imagingStudy %v basedOn %v", rep["imagingStudy"], rep["basedOn"])
 	}
 	if o := snapA["orders"].([]any)[0].(map[string]any); o["status"] != "completed" {
@@ -90,7 +90,7 @@ func TestJoinAcrossProtocols(t *testing.T) {
 		t.Errorf("MRN4711 body regions %s", c)
 	}
 	bs := studies(snapB)
-	if fmt.Sprint(bs[uidB]["basedOn"]) != "[map[reference:ServiceRequest/"+mapper.ServiceRequestID("MRN5000", "ACC2001")+"]]" || bs[uidLone]["basedOn"] != nil {
+	if fmt.Sprint(bs[uidB]["basedOn"]) != "[map[reference:ServiceRequest/"+rules.ServiceRequestID("MRN5000", "ACC2001")+"]]" || bs[uidLone]["basedOn"] != nil {
 		t.Errorf("MRN5000 studies: ordered basedOn %v, unordered basedOn %v", bs[uidB]["basedOn"], bs[uidLone]["basedOn"])
 	}
 	if o := snapB["orders"].([]any)[0].(map[string]any); o["status"] != "completed" {

@@ -8,7 +8,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
-	"radbridge/mapper"
+	"radbridge/mapper/rules"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
 
@@ -51,7 +51,7 @@ func TestStudyEventsCarryViewerAndWADOLinks(t *testing.T) {
 	r := avail.Resource.AsMap()
 	var links []any // the completion-reason extension is checked elsewhere (TestPACSStoresAStudy)
 	for _, e := range r["extension"].([]any) {
-		if e.(map[string]any)["url"] != mapper.CompletionExtension {
+		if e.(map[string]any)["url"] != rules.CompletionExtension {
 			links = append(links, e)
 		}
 	}

@@ -9,12 +9,13 @@ import (
 
 	"radbridge/internal/config"
 	"radbridge/mapper"
+	"radbridge/mapper/rules"
 	"radbridge/store"
 )
 
 // mappingOptions are the mapping rules' options from the configuration.
-func mappingOptions(cfg *config.Config) mapper.Options {
-	return mapper.Options{
+func mappingOptions(cfg *config.Config) rules.Options {
+	return rules.Options{
 		HL7PatientAuthority: cfg.HL7PatientIssuer, HL7Accession: splitList(cfg.HL7Accession),
 		HL7ImagingSections: splitList(cfg.HL7ImagingSections), DICOMPatientIssuer: cfg.PatientIssuer,
 		QuietPeriod: cfg.StudyQuietPeriod, ViewerURL: cfg.ViewerURL, WADORSBase: cfg.WADORSBase,
@@ -40,7 +41,7 @@ func configZone(cfg *config.Config) *time.Location {
 // snapshot was built with.
 func mappingFingerprint(cfg *config.Config) string {
 	b, _ := json.Marshal(struct {
-		O            mapper.Options
+		O            rules.Options
 		DedupHorizon int64
 	}{mappingOptions(cfg), int64(cfg.DedupHorizon)})
 	sum := sha256.Sum256(b)
@@ -52,7 +53,7 @@ func mappingFingerprint(cfg *config.Config) string {
 func mapperConfig(cfg *config.Config, st *store.Store, log *slog.Logger) mapper.Config {
 	return mapper.Config{
 		Ingest: st.Ingest(), Events: st.Events(), ReadModel: st.Patients(), Logger: log,
-		Rules:     mapper.Rules(mappingOptions(cfg)),
+		Rules:     rules.New(mappingOptions(cfg)),
 		Snapshots: st.Snapshots(), SnapshotEvery: cfg.SnapshotEvery, SnapshotInterval: cfg.SnapshotInterval,
 		Mapping: mappingFingerprint(cfg), DedupHorizon: cfg.DedupHorizon,
 		Seen: st.Seen(), // observation keys in the store, not in memory and snapshots

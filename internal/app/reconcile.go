@@ -20,6 +20,8 @@ import (
 	"radbridge/ingest"
 	"radbridge/internal/opsapi"
 	"radbridge/mapper"
+	"radbridge/mapper/rules"
+	"radbridge/readmodel"
 )
 
 // The exceptions worklist and operator corrections.
@@ -33,14 +35,14 @@ const (
 
 // ExceptionsResponse is GET /v1/exceptions' answer.
 type ExceptionsResponse struct {
-	AppliedSequence uint64             `json:"applied_sequence"`
-	Counts          map[string]int     `json:"counts"`
-	Items           []mapper.Exception `json:"items"`
+	AppliedSequence uint64            `json:"applied_sequence"`
+	Counts          map[string]int    `json:"counts"`
+	Items           []rules.Exception `json:"items"`
 }
 
 // exceptionRules are the worklist thresholds of cfg.
-func (d *Daemon) exceptionRules() mapper.ExceptionRules {
-	return mapper.ExceptionRules{UnorderedAfter: d.cfg.ExceptionsUnorderedAfter, OrderGrace: d.cfg.ExceptionsOrderGrace}
+func (d *Daemon) exceptionRules() rules.ExceptionRules {
+	return rules.ExceptionRules{UnorderedAfter: d.cfg.ExceptionsUnorderedAfter, OrderGrace: d.cfg.ExceptionsOrderGrace}
 }
 
 // exceptions lists the worklist as pr may see it: the mapper's items of
@@ -55,16 +57,16 @@ func (d *Daemon) exceptions(ctx context.Context, m *mapper.Mapper, pr *auth.Prin
 	if !pr.Restricted() {
 		if dls, err := d.store.DeadLetters().DeadLetters(ctx); err == nil {
 			for _, dl := range dls {
-				res.Items = append(res.Items, mapper.Exception{
-					ID: fmt.Sprintf("%s:%d", mapper.ExceptionDeadLetter, dl.Seq), Kind: mapper.ExceptionDeadLetter, IngestSeq: dl.Seq, Since: dl.At,
+				res.Items = append(res.Items, rules.Exception{
+					ID: fmt.Sprintf("%s:%d", rules.ExceptionDeadLetter, dl.Seq), Kind: rules.ExceptionDeadLetter, IngestSeq: dl.Seq, Since: dl.At,
 					Evidence: fmt.Sprintf("ingest record %d (%s) was not mapped: %s", dl.Seq, dl.Kind, dl.Reason),
 					Action:   "fix the cause (a new release, a larger --max-event-bytes), then retry it",
-					Resolve:  &mapper.Resolve{Action: "retry", Seq: dl.Seq},
+					Resolve:  &rules.Resolve{Action: "retry", Seq: dl.Seq},
 				})
 			}
 		}
 	}
-	for _, k := range mapper.ExceptionKinds {
+	for _, k := range rules.ExceptionKinds {
 		res.Counts[k] = 0
 	}
 	for _, it := range res.Items {
@@ -202,7 +204,7 @@ func (d *Daemon) reconcileHandler(a auth.Authenticator, log *slog.Logger, ingest
 		ctx, cancel := context.WithTimeout(r.Context(), reconcileWait)
 		defer cancel()
 		evs, err := m.Await(ctx, seq)
-		if err != nil && !errors.Is(err, mapper.ErrForgotten) {
+		if err != nil && !errors.Is(err, readmodel.ErrForgotten) {
 			writeJSON(w, http.StatusAccepted, res) // recorded; the mapper applies it later
 			return
 		}
@@ -281,7 +283,7 @@ func (c *exceptionsCollector) Collect(ch chan<- prometheus.Metric) {
 	if err == nil {
 		c.last = res.Counts
 	}
-	for _, k := range mapper.ExceptionKinds {
+	for _, k := range rules.ExceptionKinds {
 		ch <- prometheus.MustNewConstMetric(c.desc, prometheus.GaugeValue, float64(c.last[k]), k)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"radbridge/mapper"
+	"radbridge/mapper/rules"
 	"radbridge/store"
 )
 
@@ -125,7 +126,7 @@ type DICOMStatus struct {
 // ExplainResponse is GET /v1/explain's answer: the mapper's explanation,
 // the events about what it explains, and the dead letters concerning it.
 type ExplainResponse struct {
-	*mapper.Explanation
+	*rules.Explanation
 	Events      []ExplainEvent      `json:"events"`
 	DeadLetters []mapper.DeadLetter `json:"dead_letters"`
 }

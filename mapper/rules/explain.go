@@ -1,7 +1,6 @@
-package mapper
+package rules
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -133,18 +132,13 @@ type ReportExplanation struct {
 	Orders  []string         `json:"orders"`
 }
 
-// Explain reports what the mapper knows about what q selects, as of the
+// Explain reports what the state holds about what q selects, as of the
 // last record applied, with the quiet periods' time left at now. may says
 // whether the caller may see a patient's data: what it may not see is
 // left out (a note says so without naming the patient). Explain reads
 // only what is in memory: a patient evicted to the archive is not
 // explained until an observation reloads it.
-func (m *Mapper) Explain(ctx context.Context, q ExplainQuery, now time.Time, may func(patient string) bool) (*Explanation, error) {
-	if err := m.lockStateCtx(ctx); err != nil {
-		return nil, err
-	}
-	defer m.unlockState()
-	s := m.state
+func (s *State) Explain(q ExplainQuery, now time.Time, may func(patient string) bool) *Explanation {
 	e := &Explanation{AppliedSequence: s.Applied, Studies: []StudyExplanation{}, Orders: []OrderExplanation{}, Reports: []ReportExplanation{}, Notes: []string{}}
 	x := &explainer{s: s, e: e, now: now, may: may, studies: map[string]bool{}, orders: map[string]bool{}, reports: map[string]bool{}}
 	switch {
@@ -179,7 +173,7 @@ func (m *Mapper) Explain(ctx context.Context, q ExplainQuery, now time.Time, may
 		}
 	case q.Patient != "":
 		if !may(q.Patient) {
-			return e, nil
+			return e
 		}
 		for _, uid := range sortedMapKeys(s.Studies) {
 			if st := s.Studies[uid]; studyPatient(st) == q.Patient {
@@ -203,7 +197,7 @@ func (m *Mapper) Explain(ctx context.Context, q ExplainQuery, now time.Time, may
 	if x.hidden > 0 {
 		e.Notes = append(e.Notes, fmt.Sprintf("%d resources of patients this token may not read are left out", x.hidden))
 	}
-	return e, nil
+	return e
 }
 
 type explainer struct {

@@ -1,4 +1,4 @@
-package mapper
+package rules
 
 import (
 	"crypto/sha256"
@@ -15,6 +15,7 @@ import (
 	"radbridge/hl7"
 	"radbridge/ingest"
 	rbv1 "radbridge/proto/radbridge/v1"
+	"radbridge/readmodel"
 )
 
 // OrderState is what the mapper knows of one order.
@@ -689,8 +690,8 @@ func (r *hl7Rule) result(c *Context, m *hl7.Message, g *group, pid string, subje
 		var flags []any
 		for _, f := range x.Repetitions(8) {
 			f = strings.ToUpper(strings.TrimSpace(f))
-			if d, ok := criticalFlags[f]; ok {
-				flags = append(flags, map[string]any{"system": interpretationSystem, "code": f, "display": d})
+			if d, ok := readmodel.CriticalFlags[f]; ok {
+				flags = append(flags, map[string]any{"system": readmodel.InterpretationSystem, "code": f, "display": d})
 			}
 		}
 		if len(flags) > 0 {
@@ -807,14 +808,6 @@ func (r *hl7Rule) result(c *Context, m *hl7.Message, g *group, pid string, subje
 	}
 }
 
-// interpretationSystem is FHIR R4's v3 ObservationInterpretation code
-// system (Observation.interpretation).
-const interpretationSystem = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
-
-// criticalFlags are the OBX-8 abnormal flags (HL7 table 0078) radbridge
-// treats as critical, with their v3 ObservationInterpretation displays.
-var criticalFlags = map[string]string{"AA": "Critical abnormal", "HH": "Critical high", "LL": "Critical low"}
-
 // criticalFinding is the contained Observation ("obx-<n>") of a critical
 // OBX: its code (OBX-3), the report's status, its text and its flags.
 func criticalFinding(n int, x *hl7.Segment, reportStatusCode string, text []string, flags []any, subject map[string]any) map[string]any {
@@ -837,30 +830,6 @@ func criticalFinding(n int, x *hl7.Segment, reportStatusCode string, text []stri
 		o["valueString"] = v
 	}
 	return o
-}
-
-// CriticalReport reports whether a DiagnosticReport carries a critical
-// result: a contained Observation interpreted HH, LL or AA.
-func CriticalReport(dr map[string]any) bool {
-	cs, _ := dr["contained"].([]any)
-	for _, c := range cs {
-		o, _ := c.(map[string]any)
-		if o["resourceType"] != "Observation" {
-			continue
-		}
-		is, _ := o["interpretation"].([]any)
-		for _, i := range is {
-			cc, _ := i.(map[string]any)
-			codings, _ := cc["coding"].([]any)
-			for _, x := range codings {
-				cd, _ := x.(map[string]any)
-				if _, ok := criticalFlags[fmt.Sprint(cd["code"])]; ok && cd["system"] == interpretationSystem {
-					return true
-				}
-			}
-		}
-	}
-	return false
 }
 
 func (r *hl7Rule) emit(c *Context, typ rbv1.EventType, pid, acc string, sev rbv1.Severity, prio rbv1.Priority, msg, rtype, rid string, res map[string]any) {

@@ -1,4 +1,4 @@
-package mapper
+package rules
 
 import (
 	"encoding/json"
@@ -10,6 +10,7 @@ import (
 	"google.golang.org/protobuf/types/known/structpb"
 
 	rbv1 "radbridge/proto/radbridge/v1"
+	"radbridge/readmodel"
 )
 
 // ResourceRef names one resource of a patient's read model.
@@ -176,7 +177,7 @@ func joinAccession(c *Context, acc string) {
 
 // resourcesOf returns the current resources of refs for patient pid that
 // belong to accession acc (a study by studyJoin).
-func resourcesOf(c *Context, p *Patient, acc string, refs []ResourceRef, pid string) (orders, studies, reports map[string]map[string]any) {
+func resourcesOf(c *Context, p *readmodel.Patient, acc string, refs []ResourceRef, pid string) (orders, studies, reports map[string]map[string]any) {
 	orders, studies, reports = map[string]map[string]any{}, map[string]map[string]any{}, map[string]map[string]any{}
 	for _, r := range refs {
 		if r.Patient != pid {

@@ -1,4 +1,4 @@
-package mapper
+package rules
 
 import (
 	"fmt"
@@ -7,6 +7,7 @@ import (
 	"radbridge/eventlog"
 	"radbridge/ingest"
 	rbv1 "radbridge/proto/radbridge/v1"
+	"radbridge/readmodel"
 )
 
 // viewed maps a viewer's IMAGING_STUDY_VIEWED to an event carrying a FHIR R4
@@ -19,7 +20,7 @@ func viewed(c *Context) error {
 	if v.PatientID == "" || v.StudyInstanceUID == "" {
 		return fmt.Errorf("viewed: patient id and study uid required")
 	}
-	id := EventID(eventlog.Key{IngestSeq: c.Rec.Seq, Index: len(c.events)})
+	id := readmodel.EventID(eventlog.Key{IngestSeq: c.Rec.Seq, Index: len(c.events)})
 	agent := map[string]any{"requestor": true}
 	if v.Agent != "" {
 		// The authenticated subject is the agent; what the client said of
@@ -109,3 +110,7 @@ const SubjectSystem = "urn:radbridge:subject"
 // StudyResourceID is the FHIR id of the ImagingStudy for a Study Instance
 // UID: DICOM UIDs (digits and dots, at most 64) are valid FHIR ids.
 func StudyResourceID(uid string) string { return uid }
+
+// Viewed is the rule of ingest.KindViewed (IMAGING_STUDY_VIEWED published
+// through the API); the mapper always has it.
+var Viewed Rule = RuleFunc(viewed)

@@ -1,7 +1,6 @@
-package mapper
+package rules
 
 import (
-	"context"
 	"fmt"
 	"slices"
 
@@ -148,12 +147,8 @@ func (s *State) findOrder(pid, id string) *OrderState {
 // state (nil: it can): the study must be known (in memory), a link's
 // order must be one of the study's patient's, a move must change the
 // patient.
-func (m *Mapper) CheckReconcile(ctx context.Context, r ingest.Reconcile) error {
-	if err := m.lockStateCtx(ctx); err != nil {
-		return err
-	}
-	defer m.unlockState()
-	st := m.state.Studies[r.Study]
+func (s *State) CheckReconcile(r ingest.Reconcile) error {
+	st := s.Studies[r.Study]
 	if st == nil {
 		return fmt.Errorf("no study %s is known (or its patient is not in memory)", r.Study)
 	}
@@ -164,7 +159,7 @@ func (m *Mapper) CheckReconcile(ctx context.Context, r ingest.Reconcile) error {
 			return fmt.Errorf("the study is already that patient's")
 		}
 	case ReconcileLink:
-		if o := m.state.findOrder(pid, r.Order); o == nil || o.Accession == "" {
+		if o := s.findOrder(pid, r.Order); o == nil || o.Accession == "" {
 			return fmt.Errorf("no order %s with an accession number for the study's patient (move the study to the order's patient first)", r.Order)
 		}
 	case ReconcileUnlink:

@@ -1,7 +1,6 @@
-package mapper
+package rules
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"strings"
@@ -74,12 +73,7 @@ type Resolve struct {
 // now, that the caller may see (may; an item about several patients is
 // shown when the caller may see one of them, naming only those). Dead
 // letters are not in the state: the caller adds them.
-func (m *Mapper) Exceptions(ctx context.Context, now time.Time, rules ExceptionRules, may func(string) bool) ([]Exception, error) {
-	if err := m.lockStateCtx(ctx); err != nil {
-		return nil, err
-	}
-	defer m.unlockState()
-	s := m.state
+func (s *State) Exceptions(now time.Time, rules ExceptionRules, may func(string) bool) []Exception {
 	out := []Exception{}
 	orderOf := func(pid, acc, uid string) bool { // a joinable order of the patient
 		if acc != "" {
@@ -208,7 +202,7 @@ func (m *Mapper) Exceptions(ctx context.Context, now time.Time, rules ExceptionR
 		}
 		out = append(out, e)
 	}
-	return out, nil
+	return out
 }
 
 func hasRef(refs []ResourceRef, typ, pid string) bool {

@@ -1,4 +1,4 @@
-package mapper
+package rules
 
 import (
 	"encoding/json"
@@ -11,6 +11,7 @@ import (
 
 	"radbridge/ingest"
 	rbv1 "radbridge/proto/radbridge/v1"
+	"radbridge/readmodel"
 )
 
 // Study status values of StudyState.Status.
@@ -804,7 +805,7 @@ func completionProto(st *StudyState, typ rbv1.EventType) *rbv1.Completion {
 
 // bodyRegions recounts a patient's studies per body region: a study counts
 // once for each distinct body part of its series.
-func recountBodyRegions(s *State, p *Patient) {
+func recountBodyRegions(s *State, p *readmodel.Patient) {
 	counts := map[string]uint32{}
 	for uid := range p.Studies {
 		st := s.study(uid)

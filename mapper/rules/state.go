@@ -1,9 +1,9 @@
-package mapper
+package rules
 
 import (
 	"encoding/json"
-	"log/slog"
 	"radbridge/ingest"
+	"radbridge/readmodel"
 	"slices"
 	"sort"
 )
@@ -11,8 +11,8 @@ import (
 // State is everything the mapper knows. It is a pure function of the ingest
 // log prefix it has applied.
 type State struct {
-	Patients map[string]*Patient      `json:"patients"`
-	Timers   map[string]*ingest.Timer `json:"timers"`
+	Patients map[string]*readmodel.Patient `json:"patients"`
+	Timers   map[string]*ingest.Timer      `json:"timers"`
 	// Studies by Study Instance UID (DICOM mapping).
 	Studies map[string]*StudyState `json:"studies"`
 	// Orders by accession number, or by filler/placer order number when
@@ -43,34 +43,63 @@ type State struct {
 	// record; README, "Upgrading: resource ids").
 	ResourceIDs int `json:"resource_ids,omitempty"`
 
-	arch *archiver // faults evicted state back in (nil: everything in memory)
+	arch Reloader // faults evicted state back in (nil: everything in memory)
+}
+
+// Reloader brings evicted state back into memory: the engine's archive of
+// the patients that went cold. The state's accessors ask it before they
+// look, so the rules see the state of a mapper that never evicts.
+type Reloader interface {
+	// FaultIn reloads the evicted patients that may hold the key of kind
+	// (a Key constant) into s, unless it is in memory; for KeyMPPS, the
+	// patients of the studies an MPPS instance named.
+	FaultIn(s *State, kind, key string)
+	// At is the log time (Unix milliseconds) of the record being applied.
+	At() int64
+}
+
+// SetReloader makes r the state's Reloader (nil: everything is in memory).
+func (s *State) SetReloader(r Reloader) { s.arch = r }
+
+// The kinds of keys the state's accessors ask a Reloader for.
+const (
+	KeyPatient   = "p"
+	KeyStudy     = "s"
+	KeyOrder     = "o"
+	KeyAccession = "a"
+	KeyMPPS      = "m"
+	// KeyStudyOrders indexes State.StudyOrders by Study Instance UID.
+	KeyStudyOrders = "u"
+)
+
+// Lineage is one stretch of the mapper's history: archive entries of
+// timeline ID with an ingest sequence above From (and up to the next
+// stretch's From) belong to the state. A run that starts from an empty
+// state begins a timeline; one that starts from a snapshot continues its
+// timeline, or branches a new one at the snapshot when the mapping options
+// or the idle time changed. Entries a crashed run wrote "in the future" of
+// the snapshot a restart uses are thus read only when they are those the
+// restart writes again, and those of another mapping never.
+type Lineage struct {
+	ID   string `json:"id"`
+	From uint64 `json:"from"`
+	// Cfg fingerprints the mapping options and idle time of the stretch.
+	Cfg string `json:"cfg"`
+}
+
+// SeenKey records a first sighting of an observation key (the
+// engine's dedup; snapshots of older versions carried them in the state).
+type SeenKey struct {
+	Seq uint64 `json:"s"`
+	// At is the observation's time (Unix milliseconds) as recorded in the
+	// ingest log.
+	At int64 `json:"t"`
 }
 
 // NewState returns empty state.
 func NewState() *State {
-	return &State{Patients: map[string]*Patient{}, Timers: map[string]*ingest.Timer{},
+	return &State{Patients: map[string]*readmodel.Patient{}, Timers: map[string]*ingest.Timer{},
 		Studies: map[string]*StudyState{}, Orders: map[string]*OrderState{}, ResourceIDs: 1}
-}
-
-// Patient is one patient's current imaging, the read model behind
-// GetPatientImaging. Resources are FHIR R4 JSON objects keyed by their id.
-type Patient struct {
-	ID string `json:"id"`
-	// LastSequence is the sequence of the newest event about this patient.
-	LastSequence uint64 `json:"last_sequence"`
-	// Resources are kept encoded: compact in memory and written as they are.
-	Studies map[string]json.RawMessage `json:"studies,omitempty"`
-	Orders  map[string]json.RawMessage `json:"orders,omitempty"`
-	Reports map[string]json.RawMessage `json:"reports,omitempty"`
-	// BodyRegions counts studies per body region.
-	BodyRegions map[string]uint32 `json:"body_regions,omitempty"`
-	// Views counts IMAGING_STUDY_VIEWED events per study.
-	Views map[string]uint32 `json:"views,omitempty"`
-}
-
-// LogValue keeps patient data out of logs.
-func (p *Patient) LogValue() slog.Value {
-	return slog.GroupValue(slog.Int("studies", len(p.Studies)), slog.Int("orders", len(p.Orders)), slog.Int("reports", len(p.Reports)))
 }
 
 // setResource stores res (a FHIR resource) encoded under id in *m.
@@ -86,10 +115,10 @@ func setResource(m *map[string]json.RawMessage, id string, res map[string]any) {
 }
 
 // Patient returns the patient with id, creating it.
-func (s *State) Patient(id string) *Patient {
+func (s *State) Patient(id string) *readmodel.Patient {
 	p := s.patient(id)
 	if p == nil {
-		p = &Patient{ID: id}
+		p = &readmodel.Patient{ID: id}
 		s.Patients[id] = p
 		s.active(id)
 	}
@@ -102,20 +131,24 @@ func (s *State) Patient(id string) *Patient {
 // active records that the record being applied touched patient id.
 func (s *State) active(id string) {
 	if s.arch != nil && s.Patients[id] != nil {
-		s.Active[id] = s.arch.at.UnixMilli()
+		s.Active[id] = s.arch.At()
 	}
 }
 
 // patient returns the patient with id, or nil.
-func (s *State) patient(id string) *Patient {
-	s.arch.faultIn(s, keyPatient, id)
+func (s *State) patient(id string) *readmodel.Patient {
+	if s.arch != nil {
+		s.arch.FaultIn(s, KeyPatient, id)
+	}
 	s.active(id)
 	return s.Patients[id]
 }
 
 // study returns the study with uid, or nil.
 func (s *State) study(uid string) *StudyState {
-	s.arch.faultIn(s, keyStudy, uid)
+	if s.arch != nil {
+		s.arch.FaultIn(s, KeyStudy, uid)
+	}
 	st := s.Studies[uid]
 	if st != nil {
 		s.active(st.ReadModelPatient)
@@ -125,7 +158,9 @@ func (s *State) study(uid string) *StudyState {
 
 // order returns the order with key, or nil.
 func (s *State) order(key string) *OrderState {
-	s.arch.faultIn(s, keyOrder, key)
+	if s.arch != nil {
+		s.arch.FaultIn(s, KeyOrder, key)
+	}
 	o := s.Orders[key]
 	if o != nil {
 		s.active(o.PatientID)
@@ -135,14 +170,18 @@ func (s *State) order(key string) *OrderState {
 
 // accession returns the resources that carry accession acc.
 func (s *State) accession(acc string) []ResourceRef {
-	s.arch.faultIn(s, keyAccession, acc)
+	if s.arch != nil {
+		s.arch.FaultIn(s, KeyAccession, acc)
+	}
 	return s.Accessions[acc]
 }
 
 // studyOrders returns the keys of the orders that name Study Instance UID
 // uid.
 func (s *State) studyOrders(uid string) []string {
-	s.arch.faultIn(s, keyStudyOrders, uid)
+	if s.arch != nil {
+		s.arch.FaultIn(s, KeyStudyOrders, uid)
+	}
 	return s.StudyOrders[uid]
 }
 
@@ -174,21 +213,11 @@ func (s *State) mppsStudies(uid string) {
 	if s.arch == nil || uid == "" {
 		return
 	}
-	refs, ok := s.arch.refs(keyMPPS, uid)
-	if !ok {
-		return
-	}
-	var units []string
-	for _, r := range refs {
-		units = append(units, r.Unit)
-	}
-	if len(units) > 0 {
-		s.arch.reload(s, units)
-	}
+	s.arch.FaultIn(s, KeyMPPS, uid)
 }
 
-// nextTimer returns the earliest timer, or nil.
-func (s *State) nextTimer() *ingest.Timer {
+// NextTimer returns the earliest timer, or nil.
+func (s *State) NextTimer() *ingest.Timer {
 	var ts []*ingest.Timer
 	for _, t := range s.Timers {
 		ts = append(ts, t)
@@ -203,4 +232,14 @@ func (s *State) nextTimer() *ingest.Timer {
 		return ts[i].Key < ts[j].Key
 	})
 	return ts[0]
+}
+
+// sortedMapKeys returns m's keys in order.
+func sortedMapKeys[V any](m map[string]V) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	slices.Sort(ks)
+	return ks
 }

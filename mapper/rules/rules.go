@@ -1,4 +1,4 @@
-package mapper
+package rules
 
 import (
 	"net/url"
@@ -48,8 +48,9 @@ type Options struct {
 	Zone *time.Location `json:"-"`
 }
 
-// Rules returns the mapping rules of every ingest kind.
-func Rules(o Options) map[string]Rule {
+// New returns the mapping rules of every ingest kind but ingest.KindViewed
+// (see Viewed), by kind.
+func New(o Options) map[string]Rule {
 	if o.QuietPeriod <= 0 {
 		o.QuietPeriod = 10 * time.Second
 	}
