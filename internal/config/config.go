@@ -104,7 +104,7 @@ type Config struct {
 	// --http-addr and --https-addr (0: no limit).
 	HTTPMaxConnections int
 
-	// TLS (issue 7): one certificate for every front, reloaded when its
+	// TLS: one certificate for every front, reloaded when its
 	// files change; per-front TLS listeners (empty = off) and client
 	// subject allow-lists for mutual TLS.
 	TLSCertFile             string
@@ -263,7 +263,7 @@ func (c *Config) FlagSet(name string) *flag.FlagSet {
 	// HTTP connection limit.
 	fs.IntVar(&c.HTTPMaxConnections, "http-max-connections", 16384, "concurrent connections on each of --http-addr and --https-addr, WebSockets included (beyond: HTTP 503 and closed at once; HTTPS closed at once); 0: no limit")
 
-	// TLS (issue 7).
+	// TLS.
 	fs.StringVar(&c.TLSCertFile, "tls-cert-file", "", "PEM certificate (leaf first, then intermediates) of every TLS listener; re-read without a restart when it changes (or on SIGHUP)")
 	fs.StringVar(&c.TLSKeyFile, "tls-key-file", "", "PEM private key of --tls-cert-file; re-read with it")
 	fs.StringVar(&c.TLSClientCAFile, "tls-client-ca-file", "", "PEM CA certificates; when set, every TLS listener requires a client certificate issued by them (mutual TLS)")
@@ -772,7 +772,7 @@ func (c *Config) TLSEnabled() bool {
 	return c.MLLPTLSAddr != "" || c.DICOMTLSAddr != "" || c.GRPCTLSAddr != "" || c.HTTPSAddr != ""
 }
 
-// validateTLS checks the TLS block (issue 7).
+// validateTLS checks the TLS block.
 func (c *Config) validateTLS(bad func(string, ...any)) {
 	var on []string
 	for _, l := range [][2]string{{"mllp-tls-addr", c.MLLPTLSAddr}, {"dicom-tls-addr", c.DICOMTLSAddr}, {"grpc-tls-addr", c.GRPCTLSAddr}, {"https-addr", c.HTTPSAddr}} {
