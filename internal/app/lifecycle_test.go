@@ -1,13 +1,16 @@
 package app_test
 
 import (
+	"bytes"
 	"context"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
 	"path/filepath"
+	"runtime"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -124,4 +127,56 @@ func startAndStop(t *testing.T, cfg *config.Config) {
 	if err := d.Wait(); err != nil {
 		t.Errorf("Wait: %v", err)
 	}
+}
+
+// TestServeLeavesNoGoroutine: radbridge serve run in-process (as tests and
+// embedders do) ends every goroutine it started once it returns, the one
+// waiting for a second signal included.
+func TestServeLeavesNoGoroutine(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	var logs lifecycleLog
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	code := make(chan int, 1)
+	go func() {
+		code <- app.Run(ctx, []string{"serve", "--data-dir", dir, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
+			"--mllp-addr", "", "--dicom-addr", "", "--log-format", "json"}, io.Discard, &logs)
+	}()
+	for deadline := time.Now().Add(30 * time.Second); !strings.Contains(logs.String(), `"msg":"ready"`); {
+		if time.Now().After(deadline) {
+			t.Fatalf("not ready within 30 s:\n%s", logs.String())
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	cancel()
+	if c := <-code; c != 0 {
+		t.Fatalf("serve exited %d:\n%s", c, logs.String())
+	}
+	var stacks string
+	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		buf := make([]byte, 1<<20)
+		stacks = string(buf[:runtime.Stack(buf, true)])
+		if !strings.Contains(stacks, "radbridge/internal/app.serve") && !strings.Contains(stacks, "radbridge/internal/app.(*Daemon)") {
+			return
+		}
+	}
+	t.Errorf("goroutines of serve or the daemon still run after serve returned:\n%s", stacks)
+}
+
+// lifecycleLog is a log destination safe for concurrent use.
+type lifecycleLog struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (l *lifecycleLog) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.Write(p)
+}
+
+func (l *lifecycleLog) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.buf.String()
 }
