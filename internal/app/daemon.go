@@ -183,6 +183,22 @@ func (d *Daemon) openStore(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	// Spans are exported last, after the store is closed. After a failed
+	// start there is little to export and no time to wait.
+	d.onClose(func() {
+		if d.tracer == nil {
+			return
+		}
+		wait := time.Second
+		if d.stopping.Load() {
+			wait = 5 * time.Second
+		}
+		flush, cancel := context.WithTimeout(context.Background(), wait)
+		defer cancel()
+		if err := d.tracer.Shutdown(flush); err != nil && d.stopping.Load() {
+			log.Warn("export the last spans", "component", "tracing", "err", err)
+		}
+	})
 	st, err := store.Open(ctx, store.Config{
 		DataDir: cfg.DataDir, NATSURL: cfg.NATSURL, Replicas: cfg.NATSReplicas,
 		SyncAlways: cfg.Fsync, GroupCommit: cfg.GroupCommit, DuplicateWindow: cfg.DuplicateWindow, Logger: log,
@@ -201,13 +217,6 @@ func (d *Daemon) openStore(ctx context.Context) error {
 		if d.tracer, err = tracing.New(ctx, tracing.Config{Endpoint: cfg.OTelEndpoint, SampleRatio: cfg.OTelSampleRatio, Version: ReadBuildInfo().Version}); err != nil {
 			return fmt.Errorf("--otel-endpoint: %w", err)
 		}
-		d.onClose(func() {
-			flush, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			defer cancel()
-			if err := d.tracer.Shutdown(flush); err != nil {
-				log.Warn("export the last spans", "component", "tracing", "err", err)
-			}
-		})
 		log.Info("tracing on", "component", "tracing", "endpoint", cfg.OTelEndpoint, "sample_ratio", cfg.OTelSampleRatio)
 	}
 	where := cfg.DataDir
