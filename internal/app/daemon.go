@@ -131,15 +131,13 @@ func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, 
 	d.metrics = metrics.NewRegistry()
 	bi := ReadBuildInfo()
 	metrics.Build(d.metrics, bi.Version, bi.GoVersion, bi.VCSRevision, d.started)
-	if err := d.openStore(ctx); err != nil {
-		d.close()
-		return nil, err
+	for _, phase := range []func(context.Context) error{d.openStore, d.buildFronts} {
+		if err := phase(ctx); err != nil {
+			d.close() // whatever the phases opened so far
+			return nil, err
+		}
 	}
-	if err := d.buildFronts(ctx); err != nil {
-		d.close()
-		return nil, err
-	}
-	d.serve(ctx)
+	d.serve(ctx) // cannot fail: from here on, the supervisor closes
 	return d, nil
 }
 
