@@ -191,6 +191,13 @@ func NewMPPS(u *MPPSUpdate) (Observation, error) {
 	return newDICOM(KindDICOMMPPS, mppsPrefix+u.SOPInstanceUID, u.Peer, u.ReceivedAt, u, mppsKeyContent(u))
 }
 
+// MPPSKey is the key of u's observation (NewMPPS): the step's SOP Instance
+// UID and the digest of what the message says, not of its peer nor its
+// receive time. Equal keys mean the same message resent.
+func MPPSKey(u *MPPSUpdate) string {
+	return mppsPrefix + u.SOPInstanceUID + ":" + digest(mppsKeyContent(u), 8)
+}
+
 func newDICOM(kind, id string, p Peer, at time.Time, body, content any) (Observation, error) {
 	b, err := json.Marshal(body)
 	if err != nil {

@@ -129,6 +129,7 @@ type Mapper struct {
 	mu      sync.Mutex
 	applied uint64
 	ready   bool
+	readyCh chan struct{} // closed when ready is first set
 	wake    chan struct{}
 	recent  map[uint64][][]byte // protobuf-encoded: a decoded resource takes ~10x the memory
 	order   []uint64
@@ -196,6 +197,7 @@ func New(cfg Config) *Mapper {
 		state:    rules.NewState(),
 		seen:     newSeenSet(cfg.Seen),
 		wake:     make(chan struct{}),
+		readyCh:  make(chan struct{}),
 		recent:   map[uint64][][]byte{},
 		timerCh:  make(chan *ingest.Timer, 1),
 		stateSem: make(chan struct{}, 1),
@@ -412,6 +414,11 @@ func (r *run) finishReplay(ctx context.Context) {
 	clear(r.dirty)
 	m.mu.Lock()
 	m.ready = true
+	select {
+	case <-m.readyCh:
+	default:
+		close(m.readyCh)
+	}
 	m.pending = len(m.state.Timers)
 	m.mu.Unlock()
 	if !r.o.noTimers {
@@ -881,6 +888,9 @@ func (m *Mapper) Ready() bool {
 	defer m.mu.Unlock()
 	return m.ready
 }
+
+// ReadyNotify is closed once the replay at start has first finished.
+func (m *Mapper) ReadyNotify() <-chan struct{} { return m.readyCh }
 
 // PendingTimers is the number of studies waiting for the end of their
 // quiet period (timers scheduled and not yet fired), as of the last record

@@ -165,17 +165,24 @@ func mayUse(p *auth.Principal, st *Stored) bool {
 	return true
 }
 
-func (h *Handler) load(w http.ResponseWriter, r *http.Request, p *auth.Principal) (*Stored, bool) {
+// owned authenticates the request and loads the subscription its path
+// names, which the caller must be allowed to use (mayUse); else it answers
+// 401, 404 (unknown or not the caller's: the same answer) or 503 itself.
+func (h *Handler) owned(w http.ResponseWriter, r *http.Request) (*auth.Principal, *Stored, bool) {
+	p, ok := h.authenticate(w, r)
+	if !ok {
+		return nil, nil, false
+	}
 	st, _, err := h.cfg.Store.Get(r.Context(), r.PathValue("id"))
 	if errors.Is(err, ErrNotFound) || (err == nil && !mayUse(p, st)) {
 		WriteOutcome(w, http.StatusNotFound, "not-found", "Subscription/"+r.PathValue("id")+" is not known")
-		return nil, false
+		return nil, nil, false
 	}
 	if err != nil {
 		WriteOutcome(w, http.StatusServiceUnavailable, "transient", "subscription store unavailable")
-		return nil, false
+		return nil, nil, false
 	}
-	return st, true
+	return p, st, true
 }
 
 func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
@@ -255,11 +262,7 @@ func (h *Handler) create(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) read(w http.ResponseWriter, r *http.Request) {
-	p, ok := h.authenticate(w, r)
-	if !ok {
-		return
-	}
-	st, ok := h.load(w, r, p)
+	_, st, ok := h.owned(w, r)
 	if !ok {
 		return
 	}
@@ -268,11 +271,7 @@ func (h *Handler) read(w http.ResponseWriter, r *http.Request) {
 }
 
 func (h *Handler) delete(w http.ResponseWriter, r *http.Request) {
-	p, ok := h.authenticate(w, r)
-	if !ok {
-		return
-	}
-	st, ok := h.load(w, r, p)
+	_, st, ok := h.owned(w, r)
 	if !ok {
 		return
 	}
@@ -345,11 +344,7 @@ func (h *Handler) operation(w http.ResponseWriter, r *http.Request) {
 		WriteOutcome(w, http.StatusNotFound, "not-supported", fmt.Sprintf("operation %q is not supported ($status, $events, $get-ws-binding-token)", op))
 		return
 	}
-	p, ok := h.authenticate(w, r)
-	if !ok {
-		return
-	}
-	st, ok := h.load(w, r, p)
+	p, st, ok := h.owned(w, r)
 	if !ok {
 		return
 	}

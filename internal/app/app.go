@@ -73,14 +73,26 @@ func Serve(ctx context.Context, args []string, stderr io.Writer) int {
 			}
 		}()
 	}
+	// After the first signal, a second one exits at once; the goroutine
+	// ends when serve returns.
+	served := make(chan struct{})
+	defer close(served)
 	go func() {
-		<-ctx.Done()
+		select {
+		case <-ctx.Done():
+		case <-served:
+			return
+		}
 		stop() // restore default handling: a second signal exits at once
 		sig := make(chan os.Signal, 1)
 		signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
-		<-sig
-		log.Error("second signal: exiting now")
-		os.Exit(1)
+		defer signal.Stop(sig)
+		select {
+		case <-sig:
+			log.Error("second signal: exiting now")
+			os.Exit(1)
+		case <-served:
+		}
 	}()
 	if err := d.Wait(); err != nil {
 		log.Error("stopped with error", "err", err)

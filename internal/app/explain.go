@@ -83,34 +83,27 @@ func jsonError(w http.ResponseWriter, code int, msg string) {
 // ask; a token restricted to some patients sees only theirs (naming
 // another patient is 403).
 func (d *Daemon) explainHandler(a auth.Authenticator) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, pr, ok := auth.HTTP(w, r, a)
-		if !ok {
-			return
-		}
-		q, err := explainQuery(r)
-		if err != nil {
-			jsonError(w, http.StatusBadRequest, err.Error())
-			return
-		}
-		if q.Patient != "" && !pr.MayRead(q.Patient) {
-			jsonError(w, http.StatusForbidden, "this token may not read that patient")
-			return
-		}
-		m := d.mapper.Current()
-		if m == nil {
-			jsonError(w, http.StatusServiceUnavailable, "this process does not map (a follower of a cluster): ask the mapper leader (radbridge status names it)")
-			return
-		}
-		ctx, cancel := context.WithTimeout(r.Context(), mapperWait)
-		defer cancel()
-		res, err := d.explain(ctx, m, q, pr)
-		if err != nil {
-			busy(w, err)
-			return
-		}
-		writeJSON(w, http.StatusOK, res)
-	})
+	return mapperEndpoint(a, d.mapper,
+		func(w http.ResponseWriter, r *http.Request, pr *auth.Principal) (rules.ExplainQuery, bool) {
+			q, err := explainQuery(r)
+			if err != nil {
+				jsonError(w, http.StatusBadRequest, err.Error())
+				return q, false
+			}
+			if q.Patient != "" && !pr.MayRead(q.Patient) {
+				jsonError(w, http.StatusForbidden, "this token may not read that patient")
+				return q, false
+			}
+			return q, true
+		},
+		func(ctx context.Context, w http.ResponseWriter, _ *http.Request, pr *auth.Principal, m *mapper.Mapper, q rules.ExplainQuery) error {
+			res, err := d.explain(ctx, m, q, pr)
+			if err != nil {
+				return err
+			}
+			writeJSON(w, http.StatusOK, res)
+			return nil
+		})
 }
 
 // explain builds the answer: the mapper's explanation plus the events and

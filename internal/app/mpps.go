@@ -33,13 +33,6 @@ type mppsStep struct {
 	Last string `json:"last"`
 }
 
-// mppsDigest identifies an MPPS message's content (not the peer nor the
-// receive time): its ingest key, which holds the content digest.
-func mppsDigest(u *ingest.MPPSUpdate) string {
-	o, _ := ingest.NewMPPS(u)
-	return o.Key
-}
-
 // admitMPPS applies the state machine of PS3.4 F.7 to an N-CREATE or
 // N-SET before it is recorded, and claims the new state with
 // compare-and-swap:
@@ -59,7 +52,7 @@ func mppsDigest(u *ingest.MPPSUpdate) string {
 // accepted. Two processes racing on one step are ordered by the
 // compare-and-swap; the loser reads the new state and is judged by it.
 func admitMPPS(ctx context.Context, steps stepStore, u *ingest.MPPSUpdate) error {
-	digest := mppsDigest(u)
+	digest := ingest.MPPSKey(u) // the content digest, not the peer nor the time
 	status := strings.ToUpper(strings.TrimSpace(u.Status))
 	for range 8 {
 		b, rev, err := steps.Get(ctx, u.SOPInstanceUID)

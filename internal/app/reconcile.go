@@ -20,6 +20,7 @@ import (
 	"radbridge/ingest"
 	"radbridge/internal/opsapi"
 	"radbridge/mapper"
+	"radbridge/mapper/leased"
 	"radbridge/mapper/rules"
 	"radbridge/readmodel"
 )
@@ -85,32 +86,57 @@ func busy(w http.ResponseWriter, err error) {
 	jsonError(w, http.StatusServiceUnavailable, err.Error())
 }
 
-// exceptionsHandler serves GET /v1/exceptions to any authenticated client
-// (a restricted one sees its patients' items only, and no dead letters).
-func (d *Daemon) exceptionsHandler(a auth.Authenticator) http.Handler {
+// mapperEndpoint serves an endpoint that asks this process's mapper (the
+// operator's explain, worklist and corrections). It authenticates the
+// request; check reads it and answers a bad one itself (false); a follower
+// of a cluster answers 503 and names where to ask; else answer runs with
+// the running mapper and ctx, which bounds the wait for the mapper's state
+// (mapperWait). An error from answer means that state stayed busy: 503
+// with Retry-After.
+func mapperEndpoint[Req any](a auth.Authenticator, ms *leased.Mapper,
+	check func(w http.ResponseWriter, r *http.Request, pr *auth.Principal) (Req, bool),
+	answer func(ctx context.Context, w http.ResponseWriter, r *http.Request, pr *auth.Principal, m *mapper.Mapper, req Req) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		_, pr, ok := auth.HTTP(w, r, a)
 		if !ok {
 			return
 		}
-		if len(r.URL.Query()) > 0 {
-			jsonError(w, http.StatusBadRequest, "GET /v1/exceptions takes no parameters")
+		req, ok := check(w, r, pr)
+		if !ok {
 			return
 		}
-		m := d.mapper.Current()
+		m := ms.Current()
 		if m == nil {
 			jsonError(w, http.StatusServiceUnavailable, "this process does not map (a follower of a cluster): ask the mapper leader (radbridge status names it)")
 			return
 		}
 		ctx, cancel := context.WithTimeout(r.Context(), mapperWait)
 		defer cancel()
-		res, err := d.exceptions(ctx, m, pr)
-		if err != nil {
+		if err := answer(ctx, w, r, pr, m, req); err != nil {
 			busy(w, err)
-			return
 		}
-		writeJSON(w, http.StatusOK, res)
 	})
+}
+
+// exceptionsHandler serves GET /v1/exceptions to any authenticated client
+// (a restricted one sees its patients' items only, and no dead letters).
+func (d *Daemon) exceptionsHandler(a auth.Authenticator) http.Handler {
+	return mapperEndpoint(a, d.mapper,
+		func(w http.ResponseWriter, r *http.Request, _ *auth.Principal) (struct{}, bool) {
+			if len(r.URL.Query()) > 0 {
+				jsonError(w, http.StatusBadRequest, "GET /v1/exceptions takes no parameters")
+				return struct{}{}, false
+			}
+			return struct{}{}, true
+		},
+		func(ctx context.Context, w http.ResponseWriter, _ *http.Request, pr *auth.Principal, m *mapper.Mapper, _ struct{}) error {
+			res, err := d.exceptions(ctx, m, pr)
+			if err != nil {
+				return err
+			}
+			writeJSON(w, http.StatusOK, res)
+			return nil
+		})
 }
 
 // ReconcileRequest is POST /v1/reconcile's body: a correction (action
@@ -139,82 +165,78 @@ type ReconcileResponse struct {
 // checked against the mapper's state, recorded in the ingest log with the
 // token's subject, and the answer waits (bounded) for its events.
 func (d *Daemon) reconcileHandler(a auth.Authenticator, log *slog.Logger, ingestLog ingest.Log) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, pr, ok := auth.HTTP(w, r, a)
-		if !ok {
-			return
-		}
-		if !pr.MayOperate() {
-			jsonError(w, http.StatusForbidden, "corrections need a token with the operator role that is not restricted to some patients")
-			return
-		}
-		if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
-			jsonError(w, http.StatusUnsupportedMediaType, "Content-Type must be application/json")
-			return
-		}
-		req, err := decodeReconcile(http.MaxBytesReader(w, r.Body, 16<<10))
-		if err != nil {
-			jsonError(w, http.StatusBadRequest, err.Error())
-			return
-		}
-		m := d.mapper.Current()
-		if m == nil {
-			jsonError(w, http.StatusServiceUnavailable, "this process does not map (a follower of a cluster): ask the mapper leader (radbridge status names it)")
-			return
-		}
-		var o ingest.Observation
-		client := api.ClientAddr(r.RemoteAddr, r.Header.Values("X-Forwarded-For"), d.svc.TrustedProxies)
-		if req.Action == "retry" {
-			if _, err := d.deadLetter(r.Context(), req.Seq); err != nil {
-				jsonError(w, http.StatusNotFound, err.Error())
-				return
-			}
-			o, err = ingest.NewRetryBy(req.Seq, pr.Subject, req.Reason, client, time.Now())
-		} else {
-			rc := ingest.Reconcile{Action: req.Action, Study: req.Study, Order: req.Order, Patient: req.Patient, Actor: pr.Subject, Reason: req.Reason}
-			if err := rc.Validate(); err != nil {
-				jsonError(w, http.StatusBadRequest, err.Error())
-				return
-			}
-			ctx, cancel := context.WithTimeout(r.Context(), mapperWait)
-			err := m.CheckReconcile(ctx, rc)
-			cancel()
-			if errors.Is(err, mapper.ErrBusy) {
-				busy(w, err)
-				return
+	return mapperEndpoint(a, d.mapper, checkReconcile,
+		func(ctx context.Context, w http.ResponseWriter, r *http.Request, pr *auth.Principal, m *mapper.Mapper, req ReconcileRequest) error {
+			var o ingest.Observation
+			var err error
+			client := api.ClientAddr(r.RemoteAddr, r.Header.Values("X-Forwarded-For"), d.svc.TrustedProxies)
+			if req.Action == "retry" {
+				if _, err := d.deadLetter(r.Context(), req.Seq); err != nil {
+					jsonError(w, http.StatusNotFound, err.Error())
+					return nil
+				}
+				o, err = ingest.NewRetryBy(req.Seq, pr.Subject, req.Reason, client, time.Now())
+			} else {
+				rc := ingest.Reconcile{Action: req.Action, Study: req.Study, Order: req.Order, Patient: req.Patient, Actor: pr.Subject, Reason: req.Reason}
+				if err := rc.Validate(); err != nil {
+					jsonError(w, http.StatusBadRequest, err.Error())
+					return nil
+				}
+				err = m.CheckReconcile(ctx, rc)
+				if errors.Is(err, mapper.ErrBusy) {
+					return err
+				}
+				if err != nil {
+					jsonError(w, http.StatusConflict, err.Error())
+					return nil
+				}
+				o, err = ingest.NewReconcile(rc, req.RequestID, client, time.Now())
 			}
 			if err != nil {
-				jsonError(w, http.StatusConflict, err.Error())
-				return
+				jsonError(w, http.StatusInternalServerError, err.Error())
+				return nil
 			}
-			o, err = ingest.NewReconcile(rc, req.RequestID, client, time.Now())
-		}
-		if err != nil {
-			jsonError(w, http.StatusInternalServerError, err.Error())
-			return
-		}
-		seq, dup, err := ingestLog.Append(r.Context(), o)
-		if err != nil {
-			jsonError(w, http.StatusServiceUnavailable, "not recorded: "+err.Error())
-			return
-		}
-		// Audit: who did what, never the reason text (it may name a patient).
-		log.Info("operator correction recorded", "component", "reconcile", "subject", pr.Subject, "action", req.Action, "ingest_seq", seq, "study_uid", req.Study, "duplicate", dup)
-		res := ReconcileResponse{IngestSeq: seq, Duplicate: dup, Events: []opsapi.ExplainEvent{}}
-		ctx, cancel := context.WithTimeout(r.Context(), reconcileWait)
-		defer cancel()
-		evs, err := m.Await(ctx, seq)
-		if err != nil && !errors.Is(err, readmodel.ErrForgotten) {
-			writeJSON(w, http.StatusAccepted, res) // recorded; the mapper applies it later
-			return
-		}
-		for _, ev := range evs {
-			if pr.MayRead(ev.PatientId) {
-				res.Events = append(res.Events, explainEvent(ev))
+			seq, dup, err := ingestLog.Append(r.Context(), o)
+			if err != nil {
+				jsonError(w, http.StatusServiceUnavailable, "not recorded: "+err.Error())
+				return nil
 			}
-		}
-		writeJSON(w, http.StatusOK, res)
-	})
+			// Audit: who did what, never the reason text (it may name a patient).
+			log.Info("operator correction recorded", "component", "reconcile", "subject", pr.Subject, "action", req.Action, "ingest_seq", seq, "study_uid", req.Study, "duplicate", dup)
+			res := ReconcileResponse{IngestSeq: seq, Duplicate: dup, Events: []opsapi.ExplainEvent{}}
+			wait, cancel := context.WithTimeout(r.Context(), reconcileWait)
+			defer cancel()
+			evs, err := m.Await(wait, seq)
+			if err != nil && !errors.Is(err, readmodel.ErrForgotten) {
+				writeJSON(w, http.StatusAccepted, res) // recorded; the mapper applies it later
+				return nil
+			}
+			for _, ev := range evs {
+				if pr.MayRead(ev.PatientId) {
+					res.Events = append(res.Events, explainEvent(ev))
+				}
+			}
+			writeJSON(w, http.StatusOK, res)
+			return nil
+		})
+}
+
+// checkReconcile admits operators only and reads the correction.
+func checkReconcile(w http.ResponseWriter, r *http.Request, pr *auth.Principal) (ReconcileRequest, bool) {
+	if !pr.MayOperate() {
+		jsonError(w, http.StatusForbidden, "corrections need a token with the operator role that is not restricted to some patients")
+		return ReconcileRequest{}, false
+	}
+	if mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type")); mt != "application/json" {
+		jsonError(w, http.StatusUnsupportedMediaType, "Content-Type must be application/json")
+		return ReconcileRequest{}, false
+	}
+	req, err := decodeReconcile(http.MaxBytesReader(w, r.Body, 16<<10))
+	if err != nil {
+		jsonError(w, http.StatusBadRequest, err.Error())
+		return ReconcileRequest{}, false
+	}
+	return req, true
 }
 
 func decodeReconcile(r io.Reader) (ReconcileRequest, error) {

@@ -1,30 +1,58 @@
-package app
+package store
 
 import (
 	"context"
 	"log/slog"
 	"sync"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-
-	"radbridge/fanout"
-	"radbridge/internal/config"
-	"radbridge/internal/metrics"
-	"radbridge/store"
 )
 
-// retention trims the ingest log (never beyond what the oldest kept
+// RetentionConfig says what the retention worker keeps.
+type RetentionConfig struct {
+	// Interval is how often it looks (--retention-interval).
+	Interval time.Duration
+	// Margin is the fraction of the event log's limits within which a
+	// subscriber is warned about (--retention-margin).
+	Margin float64
+	// EventsMaxAge and EventsMaxBytes are the event log's limits, which
+	// JetStream enforces itself (--events-max-age, --events-max-bytes).
+	EventsMaxAge   time.Duration
+	EventsMaxBytes int64
+	// IngestMaxAge and IngestMaxBytes bound the ingest log
+	// (--ingest-max-age, --ingest-max-bytes); 0: no limit.
+	IngestMaxAge   time.Duration
+	IngestMaxBytes int64
+	Logger         *slog.Logger
+}
+
+// Subscribers is what retention needs of the live subscribers (the
+// fan-out hub): the oldest sequence a resume may ask for, and how many
+// cursors are behind a sequence.
+type Subscribers interface {
+	SetFloor(first uint64)
+	CountBehind(seq uint64) int
+}
+
+// Retention trims the ingest log (never beyond what the oldest kept
 // snapshot covers) and watches the event log's retention edge, which
 // JetStream moves itself (--events-max-age, --events-max-bytes).
-type retention struct {
-	cfg *config.Config
-	st  *store.Store
-	hub *fanout.Hub
-	log *slog.Logger
+type Retention struct {
+	cfg  RetentionConfig
+	st   *Store
+	subs Subscribers
+	log  *slog.Logger
 
 	mu    sync.Mutex
 	stats RetentionStats
+}
+
+// NewRetention returns the retention worker of st; Run runs it.
+func NewRetention(st *Store, subs Subscribers, cfg RetentionConfig) *Retention {
+	log := cfg.Logger
+	if log == nil {
+		log = slog.New(slog.DiscardHandler)
+	}
+	return &Retention{cfg: cfg, st: st, subs: subs, log: log}
 }
 
 // RetentionStats is what the retention worker saw last.
@@ -43,15 +71,15 @@ type RetentionStats struct {
 }
 
 // Stats returns the latest figures.
-func (r *retention) Stats() RetentionStats {
+func (r *Retention) Stats() RetentionStats {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.stats
 }
 
 // Run checks every --retention-interval until ctx ends.
-func (r *retention) Run(ctx context.Context) error {
-	t := time.NewTicker(r.cfg.RetentionInterval)
+func (r *Retention) Run(ctx context.Context) error {
+	t := time.NewTicker(r.cfg.Interval)
 	defer t.Stop()
 	for {
 		r.check(ctx)
@@ -63,7 +91,7 @@ func (r *retention) Run(ctx context.Context) error {
 	}
 }
 
-func (r *retention) check(ctx context.Context) {
+func (r *Retention) check(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 	defer cancel()
 	trimmed := r.trimIngest(ctx)
@@ -78,14 +106,14 @@ func (r *retention) check(ctx context.Context) {
 		r.log.Warn("retention: event log", "err", err)
 		return
 	}
-	r.hub.SetFloor(first)
+	r.subs.SetFloor(first)
 	var age time.Duration
 	if oldest, err := ev.Oldest(ctx); err == nil && !oldest.IsZero() {
 		age = time.Since(oldest)
 	}
 	near := 0
 	if edge := r.edgeSoon(ctx); edge > first {
-		if near = r.hub.CountBehind(edge); near > 0 {
+		if near = r.subs.CountBehind(edge); near > 0 {
 			r.log.Warn("live subscribers are about to fall off the event log's retained history; they will get OUT_OF_RANGE when they resume and must re-snapshot (GetPatientImaging) before following again",
 				"component", "retention", "subscribers", near, "first_sequence", first, "removed_soon_before", edge)
 		}
@@ -100,17 +128,17 @@ func (r *retention) check(ctx context.Context) {
 // edgeSoon returns the sequence before which JetStream removes events
 // within the margin (a fraction of the age or size limit); 0 without
 // limits.
-func (r *retention) edgeSoon(ctx context.Context) uint64 {
+func (r *Retention) edgeSoon(ctx context.Context) uint64 {
 	ev := r.st.Events()
 	var edge uint64
 	if a := r.cfg.EventsMaxAge; a > 0 {
-		keep := time.Duration(float64(a) * (1 - r.cfg.RetentionMargin))
+		keep := time.Duration(float64(a) * (1 - r.cfg.Margin))
 		if s, err := ev.FirstAtOrAfter(ctx, time.Now().Add(-keep)); err == nil {
 			edge = max(edge, s)
 		}
 	}
 	if b := r.cfg.EventsMaxBytes; b > 0 {
-		if s := sizeEdge(ctx, ev.Usage, ev.Bounds, uint64(float64(b)*(1-r.cfg.RetentionMargin))); s > 0 {
+		if s := sizeEdge(ctx, ev.Usage, ev.Bounds, uint64(float64(b)*(1-r.cfg.Margin))); s > 0 {
 			edge = max(edge, s)
 		}
 	}
@@ -136,7 +164,7 @@ func sizeEdge(ctx context.Context, usage func(context.Context) (uint64, uint64, 
 // trimIngest removes ingest records older than --ingest-max-age or beyond
 // --ingest-max-bytes, but only those the oldest kept snapshot covers: a
 // start (or a fallback to an older snapshot) never needs a removed record.
-func (r *retention) trimIngest(ctx context.Context) uint64 {
+func (r *Retention) trimIngest(ctx context.Context) uint64 {
 	if r.cfg.IngestMaxAge <= 0 && r.cfg.IngestMaxBytes <= 0 {
 		return 0
 	}
@@ -170,44 +198,3 @@ func (r *retention) trimIngest(ctx context.Context) uint64 {
 	}
 	return n
 }
-
-// register exposes the retention and snapshot figures.
-func (r *retention) register(reg prometheus.Registerer, ms *mappers) {
-	g := func(name, help string, f func(RetentionStats) float64) prometheus.Collector {
-		return prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: metrics.Namespace, Name: name, Help: help},
-			func() float64 { return f(r.Stats()) })
-	}
-	snap := func(f func(s snapshotFigures) float64) func() float64 {
-		return func() float64 {
-			if m := ms.Latest(); m != nil {
-				s := m.SnapshotStats()
-				return f(snapshotFigures{float64(s.Taken), float64(s.Failed), float64(s.LastApplied), float64(s.LastBytes), s.LastEncode.Seconds()})
-			}
-			return 0
-		}
-	}
-	reg.MustRegister(
-		g("event_log_first_sequence", "Oldest event sequence the event log retains; a client resuming before it gets OUT_OF_RANGE.",
-			func(s RetentionStats) float64 { return float64(s.EventsFirst) }),
-		g("event_log_oldest_event_age_seconds", "Age of the oldest retained event.",
-			func(s RetentionStats) float64 { return s.OldestEventAge.Seconds() }),
-		g("subscribers_near_retention_edge", "Live subscribers whose cursor is within --retention-margin of the event log's retention edge.",
-			func(s RetentionStats) float64 { return float64(s.NearEdge) }),
-		g("ingest_log_first_sequence", "Oldest ingest record retained.",
-			func(s RetentionStats) float64 { return float64(s.IngestFirst) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: metrics.Namespace, Name: "ingest_records_trimmed_total",
-			Help: "Ingest records removed by --ingest-max-age or --ingest-max-bytes."}, func() float64 { return float64(r.Stats().IngestTrimmed) }),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: metrics.Namespace, Name: "mapper_snapshots_written_total",
-			Help: "Mapper state snapshots written by this process's current or last mapper."}, snap(func(s snapshotFigures) float64 { return s.taken })),
-		prometheus.NewCounterFunc(prometheus.CounterOpts{Namespace: metrics.Namespace, Name: "mapper_snapshot_failures_total",
-			Help: "Mapper state snapshots that could not be written."}, snap(func(s snapshotFigures) float64 { return s.failed })),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: metrics.Namespace, Name: "mapper_snapshot_ingest_sequence",
-			Help: "Ingest sequence covered by the newest snapshot written or loaded."}, snap(func(s snapshotFigures) float64 { return s.applied })),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: metrics.Namespace, Name: "mapper_snapshot_bytes",
-			Help: "Size of the newest snapshot written."}, snap(func(s snapshotFigures) float64 { return s.bytes })),
-		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Namespace: metrics.Namespace, Name: "mapper_snapshot_encode_seconds",
-			Help: "Time the mapper paused to encode the newest snapshot (it is written in the background)."}, snap(func(s snapshotFigures) float64 { return s.encode })),
-	)
-}
-
-type snapshotFigures struct{ taken, failed, applied, bytes, encode float64 }
