@@ -51,7 +51,7 @@ func BenchmarkHL7Memory(b *testing.B) {
 		var mllpAddr, httpAddr string
 		pid := 0
 		if profDir != "" {
-			d := startMLLPDaemonApp(b)
+			d := startAppDaemon(b)
 			mllpAddr, httpAddr = d.MLLPAddr(), d.HTTPAddr()
 		} else {
 			d := startProcess(b, "--mllp-addr", "127.0.0.1:0", "--dicom-addr", "")

@@ -22,6 +22,7 @@ import (
 
 	"radbridge/dicom/dimse"
 	"radbridge/dicom/scu"
+	"radbridge/internal/testkit"
 )
 
 // Per-input caps: each hostile input goes through the real
@@ -83,7 +84,7 @@ func vmKB(field string) int64 {
 // the first group beyond it; nothing is recorded (no event for that
 // patient), and an ordinary order right after gets AA and its event.
 func TestHL7OrderGroupCap(t *testing.T) {
-	bin := needPeer(t, "mllp_send")
+	bin := testkit.Peer(t, "mllp_send")
 	d := startDaemon(t, filepath.Join(t.TempDir(), "data"))
 	var b strings.Builder
 	b.WriteString("MSH|^~\\&|RIS|HOSP|RADBRIDGE|IMAGING|20260310083000||ORM^O01|BOMB-1|P|2.3\nPID|1||BOMB-P||DOE^JOHN\n")
@@ -93,11 +94,11 @@ func TestHL7OrderGroupCap(t *testing.T) {
 	if b.Len() >= 1<<20 {
 		t.Fatalf("the message is %d bytes, want under 1 MiB", b.Len())
 	}
-	file := writeHL7(t, "bomb", b.String())
+	file := testkit.WriteHL7(t, "bomb", b.String())
 	var got string
 	var errSeg []string
 	peak := peakHeap(t, func() {
-		ack := mllpSend(t, bin, d.MLLPAddr(), file)
+		ack := testkit.MLLPSend(t, bin, d.MLLPAddr(), file)
 		got = ack.Get("MSA-1")
 		if e := ack.Segment("ERR"); e != nil {
 			errSeg = []string{e.Field(2), e.Component(3, 1, 1), e.Field(8)}
@@ -111,8 +112,8 @@ func TestHL7OrderGroupCap(t *testing.T) {
 		t.Errorf("peak heap +%d MiB for one refused message, want under 64 MiB", peak>>20)
 	}
 	// A well-behaved RIS right after: AA and its event.
-	ok := writeHL7(t, "ok", "MSH|^~\\&|RIS|HOSP|RADBRIDGE|IMAGING|20260310083000||ORM^O01|OK-1|P|2.3\nPID|1||WELL-P||DOE^JANE\nORC|NW|P1|F1\nOBR|1|P1|F1|71250^CT^C4||||||||||||||ACCW1||||||CT")
-	if ack := mllpSend(t, bin, d.MLLPAddr(), ok); ack.Get("MSA-1") != "AA" {
+	ok := testkit.WriteHL7(t, "ok", "MSH|^~\\&|RIS|HOSP|RADBRIDGE|IMAGING|20260310083000||ORM^O01|OK-1|P|2.3\nPID|1||WELL-P||DOE^JANE\nORC|NW|P1|F1\nOBR|1|P1|F1|71250^CT^C4||||||||||||||ACCW1||||||CT")
+	if ack := testkit.MLLPSend(t, bin, d.MLLPAddr(), ok); ack.Get("MSA-1") != "AA" {
 		t.Fatalf("ordinary order after the refused one: ACK %q, want AA", ack.Bytes())
 	}
 	waitPatientEvents(t, "http://"+d.HTTPAddr(), "WELL-P", 1)
@@ -124,7 +125,7 @@ func TestHL7OrderGroupCap(t *testing.T) {
 // patientEvents counts the events of patient in the event log.
 func patientEvents(t *testing.T, base, patient string) int {
 	t.Helper()
-	_, list := getJSON(t, base+"/v1/events?page_size=1000&patient_id="+patient)
+	_, list := testkit.GetJSON(t, base+"/v1/events?page_size=1000&patient_id="+patient)
 	evs, _ := list["events"].([]any)
 	return len(evs)
 }

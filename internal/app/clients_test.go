@@ -15,6 +15,7 @@ import (
 
 	"radbridge/hl7/mllp"
 	"radbridge/internal/app"
+	"radbridge/internal/testkit"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
 
@@ -111,7 +112,7 @@ func TestStoreToDCMTK(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("the loopback shim is Linux-only")
 	}
-	bin := needPeer(t, "storescp")
+	bin := testkit.Peer(t, "storescp")
 	shim := buildLoopbackShim(t)
 	src, outDir := t.TempDir(), t.TempDir()
 	makeStudy(t, src, studyUID, 1, 4, 1)
@@ -155,7 +156,7 @@ func TestStoreToDCMTK(t *testing.T) {
 
 func TestSendHL7ToDaemon(t *testing.T) {
 	d := startDaemon(t, filepath.Join(t.TempDir(), "data"))
-	good := writeHL7(t, "order", strings.ReplaceAll(risMessages[0].msg, "{{ctl}}", "CLI-1"))
+	good := testkit.WriteHL7(t, "order", strings.ReplaceAll(risMessages[0].msg, "{{ctl}}", "CLI-1"))
 	code, out, errOut := runApp(t, "send-hl7", "--addr", d.MLLPAddr(), good)
 	if code != 0 || !strings.Contains(out, "MSA|AA|CLI-1") {
 		t.Errorf("send-hl7: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)
@@ -207,7 +208,7 @@ func serveMLLP(t *testing.T, ack []byte) string {
 }
 
 func TestSendHL7ToPlainListener(t *testing.T) {
-	msg := writeHL7(t, "order", strings.ReplaceAll(risMessages[0].msg, "{{ctl}}", "CLI-3"))
+	msg := testkit.WriteHL7(t, "order", strings.ReplaceAll(risMessages[0].msg, "{{ctl}}", "CLI-3"))
 	addr := serveMLLP(t, []byte("MSH|^~\\&|RIS|X|Y|Z|20260310||ACK|A1|P|2.5.1\rMSA|AA|CLI-3\r"))
 	code, out, errOut := runApp(t, "send-hl7", "--addr", addr, msg, msg)
 	if code != 0 || strings.Count(out, "MSA|AA|CLI-3") != 2 {

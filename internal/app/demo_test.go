@@ -18,6 +18,7 @@ import (
 
 	"radbridge/demo"
 	"radbridge/internal/app"
+	"radbridge/internal/testkit"
 )
 
 // TestDemo runs `radbridge demo` at 20x speed: the simulated RIS and PACS
@@ -42,7 +43,7 @@ func TestDemo(t *testing.T) {
 		seen := map[string]bool{} // type + " " + accession
 		available := map[string]map[string]any{}
 		for _, e := range plan {
-			_, list := getJSON(t, base+"/v1/events?page_size=1000&patient_id="+url.QueryEscape(e.Patient.ID))
+			_, list := testkit.GetJSON(t, base+"/v1/events?page_size=1000&patient_id="+url.QueryEscape(e.Patient.ID))
 			evs, _ := list["events"].([]any)
 			for _, x := range evs {
 				ev := x.(map[string]any)
@@ -228,7 +229,7 @@ func waitDemoProgress(t *testing.T, dm *runningDemo, exam demo.Exam) {
 	want := regexp.MustCompile(fmt.Sprintf(`: \d+ of %d instances$`, exam.Instances()))
 	deadline := time.Now().Add(90 * time.Second)
 	for {
-		_, list := getJSON(t, dm.base+"/v1/events?page_size=1000&type=IMAGING_STUDY_PROGRESS&patient_id="+url.QueryEscape(exam.Patient.ID))
+		_, list := testkit.GetJSON(t, dm.base+"/v1/events?page_size=1000&type=IMAGING_STUDY_PROGRESS&patient_id="+url.QueryEscape(exam.Patient.ID))
 		evs, _ := list["events"].([]any)
 		var msgs []string
 		for _, x := range evs {
@@ -252,7 +253,7 @@ func waitThumbnail(t *testing.T, dm *runningDemo, exam demo.Exam) {
 	t.Helper()
 	deadline := time.Now().Add(90 * time.Second)
 	for {
-		_, list := getJSON(t, dm.base+"/v1/events?page_size=1000&type=IMAGING_STUDY_AVAILABLE&patient_id="+url.QueryEscape(exam.Patient.ID))
+		_, list := testkit.GetJSON(t, dm.base+"/v1/events?page_size=1000&type=IMAGING_STUDY_AVAILABLE&patient_id="+url.QueryEscape(exam.Patient.ID))
 		evs, _ := list["events"].([]any)
 		for _, x := range evs {
 			ev := x.(map[string]any)

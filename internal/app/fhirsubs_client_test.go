@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"radbridge/internal/testkit"
 )
 
 // fhirValidatorPackage parses and validates FHIR R4 JSON against the R4
@@ -133,7 +135,7 @@ type subsClientResult struct {
 // $status and $events agree. channel.header values and the HMAC secret are
 // never returned nor logged.
 func TestFHIRSubscriptionWithAFHIRClient(t *testing.T) {
-	bin := needPeer(t, "mllp_send")
+	bin := testkit.Peer(t, "mllp_send")
 	kit := fhirClient(t)
 	validator := npmPackage(t, fhirValidatorPackage, "fhir")
 	dir := t.TempDir()
@@ -172,12 +174,12 @@ func TestFHIRSubscriptionWithAFHIRClient(t *testing.T) {
 		t.Fatalf("node ready line %q: %v", lines.Bytes(), err)
 	}
 	for i := 1; i <= n; i++ {
-		ack := mllpSend(t, bin, d.MLLPAddr(), writeHL7(t, fmt.Sprint("node", i), orderMessage(700+i, patient)))
+		ack := testkit.MLLPSend(t, bin, d.MLLPAddr(), testkit.WriteHL7(t, fmt.Sprint("node", i), orderMessage(700+i, patient)))
 		if msa := ack.Segment("MSA"); msa == nil || msa.Field(1) != "AA" {
 			t.Fatalf("ACK %s", ack.Bytes())
 		}
 	}
-	mllpSend(t, bin, d.MLLPAddr(), writeHL7(t, "node-other", orderMessage(799, "MRN-NODE-OTHER")))
+	testkit.MLLPSend(t, bin, d.MLLPAddr(), testkit.WriteHL7(t, "node-other", orderMessage(799, "MRN-NODE-OTHER")))
 	if !lines.Scan() {
 		_ = cmd.Wait()
 		t.Fatalf("node: no result\n%s", stderr.String())

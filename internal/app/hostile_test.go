@@ -29,6 +29,7 @@ import (
 	"radbridge/dicom/ul"
 	"radbridge/hl7"
 	"radbridge/hl7/mllp"
+	"radbridge/internal/testkit"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
 
@@ -682,7 +683,7 @@ func heapInUse() uint64 {
 // working throughout, that the heap stays bounded, and that goroutines
 // return to their baseline once the attackers are gone.
 func TestHostilePeers(t *testing.T) {
-	w := &wellBehaved{echoscu: needPeer(t, "echoscu"), mllpSend: needPeer(t, "mllp_send"), dir: t.TempDir()}
+	w := &wellBehaved{echoscu: testkit.Peer(t, "echoscu"), mllpSend: testkit.Peer(t, "mllp_send"), dir: t.TempDir()}
 	d := startDaemon(t, filepath.Join(t.TempDir(), "data"), hostileFlags...)
 	w.addrs = hostileAddrs{mllp: d.MLLPAddr(), dicom: d.DICOMAddr(), http: d.HTTPAddr(), grpc: d.GRPCAddr()}
 

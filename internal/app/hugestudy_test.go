@@ -16,6 +16,7 @@ import (
 	"radbridge/dicom/dimse"
 	"radbridge/dicom/scu"
 	"radbridge/ingest"
+	"radbridge/internal/testkit"
 	"radbridge/mapper"
 )
 
@@ -43,7 +44,7 @@ func hugeStudyInstances(t *testing.T) int {
 // announced while the study is being recorded, and a restart afterwards is
 // ready.
 func TestHugeStudy(t *testing.T) {
-	bin := needPeer(t, "mllp_send")
+	bin := testkit.Peer(t, "mllp_send")
 	total := hugeStudyInstances(t)
 	const per = 20000
 	dir := filepath.Join(t.TempDir(), "data")
@@ -74,7 +75,7 @@ func TestHugeStudy(t *testing.T) {
 PID|1||MRN-OTHER^^^NORTHWING^MR||OTHER^PATIENT
 ORC|NW|PH2|FH2||SC
 OBR|1|PH2|FH2|71250^CT CHEST^C4||||||||||||||ACC-OTHER||||||CT`
-			if ack := mllpSend(t, bin, d.MLLPAddr(), writeHL7(t, "order", order)); ack.Segment("MSA").Field(1) != "AA" {
+			if ack := testkit.MLLPSend(t, bin, d.MLLPAddr(), testkit.WriteHL7(t, "order", order)); ack.Segment("MSA").Field(1) != "AA" {
 				t.Fatalf("order: ACK %q", ack.Bytes())
 			}
 		}
@@ -85,7 +86,7 @@ OBR|1|PH2|FH2|71250^CT CHEST^C4||||||||||||||ACC-OTHER||||||CT`
 		if i == 1200 {
 			t.Fatalf("the study never held every instance: last %v", last)
 		}
-		_, list := getJSON(t, base+"/v1/events?resource_type=ImagingStudy&page_size=1000")
+		_, list := testkit.GetJSON(t, base+"/v1/events?resource_type=ImagingStudy&page_size=1000")
 		evs, _ := list["events"].([]any)
 		for _, e := range evs {
 			ev := e.(map[string]any)
@@ -107,7 +108,7 @@ OBR|1|PH2|FH2|71250^CT CHEST^C4||||||||||||||ACC-OTHER||||||CT`
 	if !strings.Contains(string(ext), mapper.InstancesOmittedExtension) {
 		t.Errorf("no %s extension: %s", mapper.InstancesOmittedExtension, ext)
 	}
-	_, list := getJSON(t, base+"/v1/events?page_size=1000")
+	_, list := testkit.GetJSON(t, base+"/v1/events?page_size=1000")
 	evs, _ := list["events"].([]any)
 	sawOrder := false
 	for _, e := range evs {
@@ -120,14 +121,14 @@ OBR|1|PH2|FH2|71250^CT CHEST^C4||||||||||||||ACC-OTHER||||||CT`
 	if !sawOrder {
 		t.Error("the other patient's order was not announced")
 	}
-	if code, img := getJSON(t, base+"/v1/patients/MRN-HUGE/imaging"); code != 200 || !strings.Contains(fmt.Sprint(img), "ACC-HUGE") {
+	if code, img := testkit.GetJSON(t, base+"/v1/patients/MRN-HUGE/imaging"); code != 200 || !strings.Contains(fmt.Sprint(img), "ACC-HUGE") {
 		t.Errorf("read model: %d %v", code, img)
 	}
 	stop()
 	restarted := time.Now()
 	d, _ = runDaemon(t, dir, slog.New(slog.DiscardHandler), flags...)
 	t.Logf("ready %v after the restart", time.Since(restarted).Round(time.Millisecond))
-	if code, _ := getJSON(t, "http://"+d.HTTPAddr()+"/v1/patients/MRN-HUGE/imaging"); code != 200 {
+	if code, _ := testkit.GetJSON(t, "http://"+d.HTTPAddr()+"/v1/patients/MRN-HUGE/imaging"); code != 200 {
 		t.Errorf("read model after the restart: %d", code)
 	}
 }
@@ -161,7 +162,7 @@ func TestHugeIANOverDIMSE(t *testing.T) {
 		t.Fatalf("N-CREATE of a %d-instance IAN: status %v, %v", total, st, err)
 	}
 	for i := 0; ; i++ {
-		_, list := getJSON(t, base+"/v1/events?type=IMAGING_STUDY_AVAILABLE")
+		_, list := testkit.GetJSON(t, base+"/v1/events?type=IMAGING_STUDY_AVAILABLE")
 		if evs, _ := list["events"].([]any); len(evs) > 0 {
 			res, _ := evs[0].(map[string]any)["resource"].(map[string]any)
 			if n, _ := res["numberOfInstances"].(float64); int(n) != total {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"radbridge/internal/testkit"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
 
@@ -173,11 +174,11 @@ func TestJSONNotifications(t *testing.T) {
 	}
 
 	// Nothing of the malformed notification was recorded.
-	_, evs := getJSON(t, "http://"+d.HTTPAddr()+"/v1/events?patient_id=MRN-BAD")
+	_, evs := testkit.GetJSON(t, "http://"+d.HTTPAddr()+"/v1/events?patient_id=MRN-BAD")
 	if got, _ := evs["events"].([]any); len(got) != 0 {
 		t.Errorf("events for the malformed notification: %v", got)
 	}
-	_, all := getJSON(t, "http://"+d.HTTPAddr()+"/v1/events?type=IMAGING_STUDY_AVAILABLE&type=IMAGING_STUDY_UPDATED")
+	_, all := testkit.GetJSON(t, "http://"+d.HTTPAddr()+"/v1/events?type=IMAGING_STUDY_AVAILABLE&type=IMAGING_STUDY_UPDATED")
 	if got, _ := all["events"].([]any); len(got) != 2 {
 		t.Errorf("%d AVAILABLE/UPDATED events, want 2 (a resend changes nothing)", len(got))
 	}

@@ -16,6 +16,8 @@ import (
 
 	"radbridge/internal/app"
 	"radbridge/internal/config"
+	"radbridge/internal/testkit"
+	"radbridge/internal/testkit/inproc"
 	"radbridge/store"
 )
 
@@ -23,40 +25,21 @@ import (
 // orderly shutdown).
 func runDaemon(t *testing.T, dir string, log *slog.Logger, extra ...string) (*app.Daemon, func()) {
 	t.Helper()
-	args := append([]string{"--data-dir", dir, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--mllp-addr", "", "--dicom-addr", ""}, extra...)
-	cfg, err := config.Load("test", args, func(string) string { return "" }, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	d, err := app.Start(ctx, cfg, log)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		if err := d.Wait(); err != nil {
+	d := inproc.Start(t, dir, log, append([]string{"--mllp-addr", "", "--dicom-addr", ""}, extra...)...)
+	return d.Daemon, func() {
+		if err := d.Stop(); err != nil {
 			t.Errorf("daemon stopped with %v", err)
 		}
 	}
-	t.Cleanup(stop)
-	waitReady(t, "http://"+d.HTTPAddr())
-	return d, stop
 }
 
 // history is what a client sees: every event and two patients' imaging.
 func history(t *testing.T, base string) (events []any, imaging []map[string]any) {
 	t.Helper()
-	_, list := getJSON(t, base+"/v1/events?page_size=1000")
+	_, list := testkit.GetJSON(t, base+"/v1/events?page_size=1000")
 	events, _ = list["events"].([]any)
 	for _, p := range []string{"P1", "P2"} {
-		_, img := getJSON(t, base+"/v1/patients/"+p+"/imaging")
+		_, img := testkit.GetJSON(t, base+"/v1/patients/"+p+"/imaging")
 		imaging = append(imaging, img)
 	}
 	return events, imaging
@@ -206,11 +189,11 @@ func TestEventRetentionAndTooOldCursor(t *testing.T) {
 		t.Errorf("oldest event age %v s right after publishing", age)
 	}
 	waitOpsMetric(t, base, "radbridge_event_log_first_sequence", func(v float64) bool { return v == 4 })
-	code, body := getJSON(t, base+"/v1/events?since=1")
+	code, body := testkit.GetJSON(t, base+"/v1/events?since=1")
 	if code != 400 || !strings.Contains(fmt.Sprint(body["message"]), "no longer retained") {
 		t.Errorf("resume from a removed sequence: %d %v; want 400 OUT_OF_RANGE 'no longer retained'", code, body)
 	}
-	if code, _ := getJSON(t, base+"/v1/events?since=3"); code != 200 {
+	if code, _ := testkit.GetJSON(t, base+"/v1/events?since=3"); code != 200 {
 		t.Errorf("resume from the newest sequence: %d, want 200", code)
 	}
 	stop()
@@ -231,7 +214,7 @@ func TestReplayCommand(t *testing.T) {
 	d, stop := runDaemon(t, dir, slog.New(slog.DiscardHandler), append([]string{"--mllp-addr", "127.0.0.1:0"}, flags...)...)
 	base := "http://" + d.HTTPAddr()
 	for _, m := range risMessages {
-		f := writeHL7(t, m.ctl, strings.ReplaceAll(m.msg, "{{ctl}}", m.ctl))
+		f := testkit.WriteHL7(t, m.ctl, strings.ReplaceAll(m.msg, "{{ctl}}", m.ctl))
 		if code, out, errOut := runApp(t, "send-hl7", "--addr", d.MLLPAddr(), f); code != 0 {
 			t.Fatalf("send-hl7 %s: %d %s %s", m.name, code, out, errOut)
 		}
@@ -242,7 +225,7 @@ func TestReplayCommand(t *testing.T) {
 		t.Fatalf("notification: %d %s", code, body)
 	}
 	for i := 0; ; i++ { // the quiet period ends: AVAILABLE
-		_, list := getJSON(t, base+"/v1/events?type=IMAGING_STUDY_AVAILABLE")
+		_, list := testkit.GetJSON(t, base+"/v1/events?type=IMAGING_STUDY_AVAILABLE")
 		if evs, _ := list["events"].([]any); len(evs) == 1 {
 			break
 		}
@@ -251,7 +234,7 @@ func TestReplayCommand(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	_, list := getJSON(t, base+"/v1/events?page_size=1000")
+	_, list := testkit.GetJSON(t, base+"/v1/events?page_size=1000")
 	before, _ := list["events"].([]any)
 
 	replay := func(args ...string) (int, string) {
@@ -288,11 +271,11 @@ func TestReplayCommand(t *testing.T) {
 	}
 	d, _ = runDaemon(t, dir, slog.New(slog.DiscardHandler), append([]string{"--viewer-url", viewer}, flags...)...)
 	base = "http://" + d.HTTPAddr()
-	_, list = getJSON(t, base+"/v1/events?page_size=1000")
+	_, list = testkit.GetJSON(t, base+"/v1/events?page_size=1000")
 	if after, _ := list["events"].([]any); !reflect.DeepEqual(before, after) {
 		t.Errorf("replay changed the event log: %d events before, %d after", len(before), len(after))
 	}
-	_, img := getJSON(t, base+"/v1/patients/MRN-R1/imaging")
+	_, img := testkit.GetJSON(t, base+"/v1/patients/MRN-R1/imaging")
 	if !strings.Contains(mustJSON(t, img), "viewer.example") {
 		t.Errorf("GetPatientImaging after the replay lacks the viewer link: %v", img)
 	}

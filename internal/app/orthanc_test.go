@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"radbridge/internal/testkit"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
 
@@ -65,7 +66,7 @@ func orthancFreePort(t *testing.T) int {
 // shim that turns Orthanc's wildcard listens into loopback ones.
 func buildLoopbackShim(t *testing.T) string {
 	t.Helper()
-	gcc := needPeer(t, "gcc")
+	gcc := testkit.Peer(t, "gcc")
 	so := filepath.Join(t.TempDir(), "libloopback.so")
 	src := filepath.Join("..", "..", "scripts", "orthanc", "loopback_bind.c")
 	if out, err := exec.Command(gcc, "-shared", "-fPIC", "-O2", "-o", so, src, "-ldl").CombinedOutput(); err != nil {
@@ -83,7 +84,7 @@ func startOrthanc(t *testing.T, radbridgeDICOM string, extra ...map[string]any) 
 	if runtime.GOOS != "linux" {
 		t.Skip("the loopback shim is Linux-only")
 	}
-	bin := needPeer(t, "Orthanc")
+	bin := testkit.Peer(t, "Orthanc")
 	shim := buildLoopbackShim(t)
 	rhost, rport := hostPort(radbridgeDICOM)
 	rp, err := strconv.Atoi(rport)
@@ -357,7 +358,7 @@ func TestOrthancForwardsAStudy(t *testing.T) {
 		t.Fatalf("Orthanc resend job %s: %+v", state, content)
 	}
 	time.Sleep(quiet + 1500*time.Millisecond) // past a quiet period: any event a resend caused is out
-	code, list := getJSON(t, "http://"+d.HTTPAddr()+"/v1/events?type=IMAGING_STUDY_AVAILABLE&type=IMAGING_STUDY_UPDATED")
+	code, list := testkit.GetJSON(t, "http://"+d.HTTPAddr()+"/v1/events?type=IMAGING_STUDY_AVAILABLE&type=IMAGING_STUDY_UPDATED")
 	evs, _ := list["events"].([]any)
 	if code != 200 || len(evs) != 1 {
 		t.Fatalf("AVAILABLE+UPDATED events after a resend: %d (%d) %v; want only the first AVAILABLE", len(evs), code, list)

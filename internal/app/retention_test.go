@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"radbridge/internal/testkit"
 	rbv1 "radbridge/proto/radbridge/v1"
 	"radbridge/store"
 )
@@ -30,7 +31,7 @@ PID|1||MRN-S` + fmt.Sprint(i) + `^^^NORTHWING^MR||DOE^JANE||19700101|F
 ORC|RE|PLC-S` + fmt.Sprint(i) + `|FIL-S` + fmt.Sprint(i) + `||CM
 OBR|1|PLC-S` + fmt.Sprint(i) + `|FIL-S` + fmt.Sprint(i) + `|71250^CT CHEST W/O CONTRAST^C4|||20260310090500|||||||||1234^REFERRER^SAM^^^DR||ACC-S` + fmt.Sprint(i) + `|RP1|SPS1||20260310113000||CT|F
 OBX|1|TX|RPT^Report^L|1|` + text + `||||||F`
-		files = append(files, writeHL7(t, ctl, msg))
+		files = append(files, testkit.WriteHL7(t, ctl, msg))
 	}
 	return files
 }
@@ -46,7 +47,7 @@ func sendHL7(t *testing.T, addr string, files []string) {
 func waitEvents(t *testing.T, base string, n int) {
 	t.Helper()
 	for i := 0; ; i++ {
-		_, list := getJSON(t, base+"/v1/events?page_size=1&since="+fmt.Sprint(n-1))
+		_, list := testkit.GetJSON(t, base+"/v1/events?page_size=1&since="+fmt.Sprint(n-1))
 		if last, _ := strconv.Atoi(fmt.Sprint(list["last_sequence"])); last >= n {
 			return
 		}
@@ -74,7 +75,7 @@ func TestEventRetentionBySize(t *testing.T) {
 	// A client listing from the start sees what is retained: the oldest
 	// reports are gone, the newest is there, and the metric names the
 	// first retained sequence once the retention worker has looked.
-	_, list := getJSON(t, base+"/v1/events?page_size=1000")
+	_, list := testkit.GetJSON(t, base+"/v1/events?page_size=1000")
 	evs, _ := list["events"].([]any)
 	if len(evs) == 0 || len(evs) >= n {
 		t.Fatalf("%d of %d events listed from the start; want the newest only: %v", len(evs), n, list)
@@ -101,7 +102,7 @@ func TestEventRetentionBySize(t *testing.T) {
 	if status.Code(err) != codes.OutOfRange || !strings.Contains(err.Error(), "no longer retained") {
 		t.Errorf("gRPC subscriber resuming after event 1: %v; want OUT_OF_RANGE, no longer retained", err)
 	}
-	if code, body := getJSON(t, base+"/v1/events?since=1"); code != 400 || !strings.Contains(fmt.Sprint(body["message"]), "no longer retained") {
+	if code, body := testkit.GetJSON(t, base+"/v1/events?since=1"); code != 400 || !strings.Contains(fmt.Sprint(body["message"]), "no longer retained") {
 		t.Errorf("REST resume after event 1: %d %v; want 400 OUT_OF_RANGE", code, body)
 	}
 	for _, since := range []uint64{uint64(first) - 1, 0} { // at the edge; a new subscriber
@@ -144,7 +145,7 @@ func listAll(t *testing.T, base string) []any {
 	t.Helper()
 	var all []any
 	for since := "0"; ; {
-		code, list := getJSON(t, base+"/v1/events?page_size=1000&since="+since)
+		code, list := testkit.GetJSON(t, base+"/v1/events?page_size=1000&since="+since)
 		evs, _ := list["events"].([]any)
 		if code != 200 || (len(evs) == 0 && since == "0") {
 			t.Fatalf("GET /v1/events since %s: %d %v", since, code, list)
@@ -161,7 +162,7 @@ func listAll(t *testing.T, base string) []any {
 // radbridge status prints).
 func ingestStream(t *testing.T, base string) (first, last, bytes uint64) {
 	t.Helper()
-	_, st := getJSON(t, base+"/v1/status")
+	_, st := testkit.GetJSON(t, base+"/v1/status")
 	streams, _ := st["store"].(map[string]any)["streams"].([]any)
 	for _, s := range streams {
 		m := s.(map[string]any)

@@ -19,6 +19,7 @@ import (
 
 	"radbridge/internal/app"
 	"radbridge/internal/config"
+	"radbridge/internal/testkit"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
 
@@ -157,7 +158,7 @@ func TestCrossSiteFormWithoutAuth(t *testing.T) {
 		t.Errorf("form-encoded publish: %d %s; want 415", code, body)
 	}
 	waitNotified(t, base, "", "MRN-SENTINEL", "1.2.826.0.1.3680043.10.1447.503")
-	if _, m := getJSON(t, base+"/v1/events?patient_id=MRN-VICTIM"); len(asSlice(m["events"])) != 0 {
+	if _, m := testkit.GetJSON(t, base+"/v1/events?patient_id=MRN-VICTIM"); len(asSlice(m["events"])) != 0 {
 		t.Errorf("events of the victim: %v; want none", m)
 	}
 }

@@ -29,6 +29,8 @@ import (
 	"radbridge/hl7/mllp"
 	"radbridge/internal/app"
 	"radbridge/internal/config"
+	"radbridge/internal/testkit"
+	"radbridge/internal/testkit/inproc"
 	"radbridge/internal/tlsconf/tlstest"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
@@ -96,35 +98,20 @@ func startTLSDaemon(t *testing.T, p pki, args ...string) (*app.Daemon, *lockedBu
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	d, err := app.Start(ctx, cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		if err := d.Wait(); err != nil {
-			t.Errorf("daemon stopped with %v", err)
-		}
-	})
+	d := inproc.StartConfig(t, cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))).Daemon
 	if d.HTTPAddr() != "" {
-		waitReady(t, "http://"+d.HTTPAddr())
 		return d, logs
 	}
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: p.clientConfig(t, "client")}}
-	for i := 0; i < 1500; i++ {
+	testkit.Eventually(t, 30*time.Second, "daemon ready over HTTPS", func() bool {
 		resp, err := client.Get("https://" + d.HTTPSAddr() + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return d, logs
-			}
+		if err != nil {
+			return false
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatal("daemon not ready over HTTPS within 30s")
-	return nil, nil
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	return d, logs
 }
 
 // grpcTLSClient connects to the gRPC TLS listener.
@@ -159,7 +146,7 @@ func waitEvent(t *testing.T, sub rbv1.EventService_SubscribeClient, typ rbv1.Eve
 // certificate off the allow-list and no client certificate are refused.
 // radbridge echo and store --tls work too.
 func TestDICOMOverTLS(t *testing.T) {
-	needPeer(t, "storescu")
+	testkit.Peer(t, "storescu")
 	p := newPKI(t)
 	storeDir := t.TempDir()
 	d, logs := startTLSDaemon(t, p, append(p.serverFlags(true),
@@ -263,7 +250,7 @@ func countDCM(t *testing.T, dir string) int {
 // end of the first frame, and s_client's diagnostics.
 func opensslMLLP(t *testing.T, p pki, addr string, msg []byte, extra ...string) (answer, diag string, err error) {
 	t.Helper()
-	bin := needPeer(t, "openssl")
+	bin := testkit.Peer(t, "openssl")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	args := append([]string{"s_client", "-quiet", "-connect", addr, "-CAfile", p.path("ca.crt"), "-verify_return_error", "-servername", "localhost"}, extra...)
@@ -317,7 +304,7 @@ func TestMLLPOverTLS(t *testing.T) {
 		t.Errorf("ORDER_PLACED accession %q, want ACC1001", ev.AccessionNumber)
 	}
 
-	file := writeHL7(t, "order", strings.ReplaceAll(risMessages[1].msg, "{{ctl}}", "TLS-2"))
+	file := testkit.WriteHL7(t, "order", strings.ReplaceAll(risMessages[1].msg, "{{ctl}}", "TLS-2"))
 	if code, out, errOut := runApp(t, "send-hl7", "--addr", d.MLLPTLSAddr(), "--tls-ca-file", p.path("ca.crt"), "--tls-server-name", "localhost", file); code != 0 || !strings.Contains(out, "MSA|AA|TLS-2") {
 		t.Errorf("send-hl7 --tls: exit %d\n%s%s", code, out, errOut)
 	}
@@ -590,12 +577,12 @@ func TestLivePageOverHTTPS(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
 	spki := sha256.Sum256(p.server.Cert.RawSubjectPublicKeyInfo)
-	browser := headlessChromium(t, ctx, chromedp.Flag("ignore-certificate-errors-spki-list", base64.StdEncoding.EncodeToString(spki[:])))
+	browser := testkit.Chromium(t, ctx, chromedp.Flag("ignore-certificate-errors-spki-list", base64.StdEncoding.EncodeToString(spki[:])))
 	_, port, _ := net.SplitHostPort(d.HTTPSAddr())
 	tb := openTab(t, browser, "https tab", "https://localhost:"+port+"/?patient=MRN4711")
 	tb.waitFor(t, "connection live over WSS", `location.protocol === "https:" && document.querySelector('[data-testid="connection"]').textContent === "live"`)
 	m := risMessages[0]
-	f := writeHL7(t, m.ctl, strings.ReplaceAll(m.msg, "{{ctl}}", m.ctl))
+	f := testkit.WriteHL7(t, m.ctl, strings.ReplaceAll(m.msg, "{{ctl}}", m.ctl))
 	if code, out, errOut := runApp(t, "send-hl7", "--addr", d.MLLPTLSAddr(), "--tls-ca-file", p.path("ca.crt"), "--tls-server-name", "localhost", f); code != 0 || !strings.Contains(out, "MSA|AA|") {
 		t.Fatalf("send-hl7 --tls: exit %d\n%s%s", code, out, errOut)
 	}

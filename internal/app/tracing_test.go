@@ -15,6 +15,8 @@ import (
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/proto"
+
+	"radbridge/internal/testkit"
 )
 
 // otlpReceiver is the receiving end of OTLP/HTTP (protobuf), as a
@@ -67,13 +69,13 @@ func (o *otlpReceiver) find(name string) *tracepb.Span {
 // recording it in the ingest log (front mllp) and, as its child, the
 // mapper's span with the ORDER_PLACED event. No patient data is exported.
 func TestTracingExportsIngestAndMapperSpans(t *testing.T) {
-	bin := needPeer(t, "mllp_send")
+	bin := testkit.Peer(t, "mllp_send")
 	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "50") // export every 50 ms instead of 5 s
 	rcv := &otlpReceiver{}
 	collector := httptest.NewServer(rcv)
 	defer collector.Close()
 	d := startDaemon(t, filepath.Join(t.TempDir(), "data"), "--hl7-patient-authority", "NORTHWING", "--otel-endpoint", collector.URL)
-	ack := mllpSend(t, bin, d.MLLPAddr(), writeHL7(t, "order", strings.ReplaceAll(risMessages[0].msg, "{{ctl}}", "TR-1")))
+	ack := testkit.MLLPSend(t, bin, d.MLLPAddr(), testkit.WriteHL7(t, "order", strings.ReplaceAll(risMessages[0].msg, "{{ctl}}", "TR-1")))
 	if msa := ack.Segment("MSA"); msa == nil || msa.Field(1) != "AA" {
 		t.Fatalf("order: ACK %q, want AA", ack.Bytes())
 	}

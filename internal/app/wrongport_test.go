@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"radbridge/internal/app"
+	"radbridge/internal/testkit"
 )
 
 // TestClientOnWrongPort: each client command pointed at one of the
@@ -18,7 +19,7 @@ import (
 // address (flag) to give instead, at once and in one line.
 func TestClientOnWrongPort(t *testing.T) {
 	d := startDaemon(t, filepath.Join(t.TempDir(), "data"))
-	msg := writeHL7(t, "adt", "MSH|^~\\&|RIS|HOSP|RADBRIDGE|IMAGING|20260101120000||ADT^A08|WRONGPORT1|P|2.5.1\nPID|1||MRN-W^^^HOSP^MR||DOE^JOHN")
+	msg := testkit.WriteHL7(t, "adt", "MSH|^~\\&|RIS|HOSP|RADBRIDGE|IMAGING|20260101120000||ADT^A08|WRONGPORT1|P|2.5.1\nPID|1||MRN-W^^^HOSP^MR||DOE^JOHN")
 	for _, tc := range []struct {
 		args []string
 		want []string
@@ -96,7 +97,7 @@ func TestTailLiveByDefault(t *testing.T) {
 	}()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		_, st := getJSON(t, base+"/v1/status")
+		_, st := testkit.GetJSON(t, base+"/v1/status")
 		subs, _ := st["subscribers"].(map[string]any)
 		n := 0.0
 		for _, v := range subs {

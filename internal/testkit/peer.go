@@ -10,14 +10,14 @@ import (
 // installed and a missing one is a failure, not a skip.
 func InCI() bool { return os.Getenv("CI") == "true" }
 
-// Missing skips the test because what is missing, or fails it under
-// CI=true.
-func Missing(tb testing.TB, what string) {
+// Missing skips the test, saying why, or fails it under CI=true, where the
+// test command provides every peer and privilege the tests need.
+func Missing(tb testing.TB, why string) {
 	tb.Helper()
 	if InCI() {
-		tb.Fatalf("%s (CI=true: the test command installs it)", what)
+		tb.Fatal(why)
 	}
-	tb.Skip(what)
+	tb.Skip(why)
 }
 
 // Peer returns the path of a peer binary (a name looked up in PATH, or an
@@ -26,7 +26,7 @@ func Peer(tb testing.TB, bin string) string {
 	tb.Helper()
 	p, err := exec.LookPath(bin)
 	if err != nil {
-		Missing(tb, bin+" not installed")
+		Missing(tb, bin+" not installed (scripts/test installs it; under CI=true that is a failure)")
 	}
 	return p
 }
@@ -39,7 +39,7 @@ func Python(tb testing.TB, modules ...string) string {
 	py := Peer(tb, "/usr/bin/python3")
 	for _, m := range modules {
 		if out, err := exec.Command(py, "-c", "import "+m).CombinedOutput(); err != nil {
-			Missing(tb, "python3 module "+m+" not installed: "+string(out))
+			Missing(tb, "python3 module "+m+" not installed (scripts/test installs it): "+string(out))
 		}
 	}
 	return py
