@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -29,24 +28,15 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"radbridge/internal/testkit"
 	"radbridge/internal/tlsconf/tlstest"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 type natsNode struct {
 	cmd  *exec.Cmd
 	url  string
-	logs *syncBuf
+	logs *testkit.Buffer
 	done chan struct{}
 }
 
@@ -58,7 +48,7 @@ func startNATSCluster(t *testing.T, n int) []*natsNode {
 	route := make([]int, n)
 	var routes []string
 	for i := range n {
-		client[i], route[i] = freePort(t), freePort(t)
+		client[i], route[i] = testkit.FreePort(t), testkit.FreePort(t)
 		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", route[i]))
 	}
 	var nodes []*natsNode
@@ -68,7 +58,7 @@ func startNATSCluster(t *testing.T, n int) []*natsNode {
 		cmd.Env = append(os.Environ(), "NATS_NAME="+fmt.Sprintf("n%d", i+1), fmt.Sprintf("NATS_LISTEN=127.0.0.1:%d", client[i]),
 			"NATS_STORE_DIR="+t.TempDir(), fmt.Sprintf("NATS_CLUSTER_LISTEN=127.0.0.1:%d", route[i]),
 			"NATS_ROUTE_1="+routes[0], "NATS_ROUTE_2="+routes[1], "NATS_ROUTE_3="+routes[2])
-		nd := &natsNode{cmd: cmd, url: fmt.Sprintf("nats://127.0.0.1:%d", client[i]), logs: &syncBuf{}, done: make(chan struct{})}
+		nd := &natsNode{cmd: cmd, url: fmt.Sprintf("nats://127.0.0.1:%d", client[i]), logs: &testkit.Buffer{}, done: make(chan struct{})}
 		cmd.Stdout, cmd.Stderr = nd.logs, nd.logs
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -111,22 +101,8 @@ var ackRE = regexp.MustCompile(`MSA\|([A-Z]{2})\|([^|\r\n]*)`)
 var storeOK = regexp.MustCompile(`Received Store Response \(Success\)`)
 
 func TestClusterFailover(t *testing.T) {
-	var mllp, storescu string
-	for _, bin := range []string{"mllp_send", "storescu", "/usr/bin/python3"} {
-		p, err := exec.LookPath(bin)
-		if err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s missing (CI=true: the test command installs it)", bin)
-			}
-			t.Skipf("%s missing", bin)
-		}
-		switch bin {
-		case "mllp_send":
-			mllp = p
-		case "storescu":
-			storescu = p
-		}
-	}
+	mllp, storescu := testkit.Peer(t, "mllp_send"), testkit.Peer(t, "storescu")
+	testkit.Peer(t, "/usr/bin/python3")
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 7))
@@ -484,11 +460,11 @@ func TestNATSOverTLS(t *testing.T) {
 	ca.WriteCert(t, filepath.Join(dir, "ca.crt"))
 	ca.Issue(t, tlstest.Leaf{CN: "nats", IP: []string{"127.0.0.1"}}).Write(t, dir, "server")
 	ca.Issue(t, tlstest.Leaf{CN: "radbridge", Client: true}).Write(t, dir, "client")
-	port := freePort(t)
+	port := testkit.FreePort(t)
 	ns := exec.Command(natsServer, "-js", "-a", "127.0.0.1", "-p", fmt.Sprint(port), "-sd", t.TempDir(),
 		"--tlsverify", "--tlscert", filepath.Join(dir, "server.crt"), "--tlskey", filepath.Join(dir, "server.key"),
 		"--tlscacert", filepath.Join(dir, "ca.crt"), "--user", "rb", "--pass", "s3cret-pass")
-	logs := &syncBuf{}
+	logs := &testkit.Buffer{}
 	ns.Stdout, ns.Stderr = logs, logs
 	if err := ns.Start(); err != nil {
 		t.Fatal(err)

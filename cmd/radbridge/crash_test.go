@@ -40,6 +40,7 @@ import (
 	"radbridge/ingest"
 	"radbridge/internal/app"
 	"radbridge/internal/config"
+	"radbridge/internal/testkit"
 	"radbridge/mapper"
 	rbv1 "radbridge/proto/radbridge/v1"
 	"radbridge/store"
@@ -381,15 +382,9 @@ func (l *crashLoad) acknowledgedMissing(evs []*rbv1.Event) []string {
 // reproduce a failure's schedule), RADBRIDGE_CRASH_MAX_UP_MS the longest
 // run between kills (default 4000).
 func TestCrashUnderLoad(t *testing.T) {
-	mllp := needBin(t, "mllp_send")
-	needBin(t, "storescu")
-	needBin(t, "/usr/bin/python3")
-	if out, err := exec.Command("/usr/bin/python3", "-c", "import pydicom").CombinedOutput(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("pydicom missing: %s", out)
-		}
-		t.Skip("python3-pydicom not installed")
-	}
+	mllp := testkit.Peer(t, "mllp_send")
+	testkit.Peer(t, "storescu")
+	testkit.Python(t, "pydicom")
 	cycles := envInt(t, "RADBRIDGE_CRASH_CYCLES", 4)
 	maxUp := time.Duration(envInt(t, "RADBRIDGE_CRASH_MAX_UP_MS", 4000)) * time.Millisecond
 	seed := uint64(time.Now().UnixNano())
@@ -422,7 +417,7 @@ func TestCrashUnderLoad(t *testing.T) {
 
 	d := serve(t, flags...)
 	tail := exec.Command(binary, "tail", "--addr", addrs[0], "--json", "--since", "0")
-	tailOut, tailErr := &syncBuf{}, &syncBuf{}
+	tailOut, tailErr := &testkit.Buffer{}, &testkit.Buffer{}
 	tail.Stdout, tail.Stderr = tailOut, tailErr
 	if err := tail.Start(); err != nil {
 		t.Fatal(err)
@@ -432,7 +427,7 @@ func TestCrashUnderLoad(t *testing.T) {
 	load := &crashLoad{want: map[string]rbv1.EventType{}, hl7Acked: map[string]bool{}, dicomAcked: map[string]map[string]bool{}, studyPatient: map[string]string{}}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	var peerErrs syncBuf
+	var peerErrs testkit.Buffer
 	logf := func(f string, a ...any) { fmt.Fprintf(&peerErrs, f+"\n", a...) }
 	hl7Dir, dicomDir := t.TempDir(), t.TempDir()
 	wg.Go(func() { load.runHL7(stop, mllp, addrs[2], hl7Dir, 1, 100000, logf) })
@@ -440,7 +435,7 @@ func TestCrashUnderLoad(t *testing.T) {
 	stopLoad := sync.OnceFunc(func() { close(stop); wg.Wait() })
 	defer stopLoad()
 
-	var early []*syncBuf
+	var early []*testkit.Buffer
 	kills := 0
 	for c := 1; c <= cycles; c++ {
 		up := time.Duration(300+rng.Int64N(int64(maxUp/time.Millisecond))) * time.Millisecond
@@ -452,7 +447,7 @@ func TestCrashUnderLoad(t *testing.T) {
 			// Kill once more while it opens the store and replays.
 			after := time.Duration(100+rng.Int64N(1500)) * time.Millisecond
 			cmd := exec.Command(binary, append([]string{"serve", "--log-format", "json"}, flags...)...)
-			logs := &syncBuf{}
+			logs := &testkit.Buffer{}
 			cmd.Stderr = logs
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
@@ -839,19 +834,6 @@ func cleanReplay(t *testing.T, st *store.Store, flags []string) int {
 	return diffs
 }
 
-// needBin finds a peer binary; under CI=true a missing one fails.
-func needBin(t *testing.T, bin string) string {
-	t.Helper()
-	p, err := exec.LookPath(bin)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s missing (CI=true: scripts/test installs it)", bin)
-		}
-		t.Skipf("%s missing", bin)
-	}
-	return p
-}
-
 // TestKillDashNineDuringFirstStart: the first start on a new data directory
 // is killed with SIGKILL as soon as JetStream has created its directory,
 // before the store is complete. The next start must finish creating the
@@ -862,7 +844,7 @@ func TestKillDashNineDuringFirstStart(t *testing.T) {
 	for try := 1; try <= 5; try++ {
 		dir := filepath.Join(t.TempDir(), "data")
 		cmd := exec.Command(binary, "serve", "--data-dir", dir, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--mllp-addr", "", "--dicom-addr", "")
-		logs := &syncBuf{}
+		logs := &testkit.Buffer{}
 		cmd.Stderr = logs
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)

@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"radbridge/internal/testkit"
 )
 
 // crashHook records the event notifications it receives: per event number
@@ -102,7 +104,7 @@ func (h *crashHook) waitDistinct(t *testing.T, n int, within time.Duration) {
 // order, one order per number, and a number delivered again carries the
 // same order.
 func TestFHIRSubscriptionKillDashNine(t *testing.T) {
-	mllp := needBin(t, "mllp_send")
+	mllp := testkit.Peer(t, "mllp_send")
 	hook := &crashHook{focus: map[uint64][]string{}, arrived: make(chan struct{}, 1)}
 	srv := httptest.NewServer(hook)
 	defer srv.Close()
@@ -216,7 +218,7 @@ func postHookSubscription(t *testing.T, d *daemon, hook string) {
 // every number 1..40 arrives, in order, no gaps, a redelivery with its
 // number.
 func TestFHIRSubscriptionFailover(t *testing.T) {
-	mllp := needBin(t, "mllp_send")
+	mllp := testkit.Peer(t, "mllp_send")
 	hook := &crashHook{focus: map[uint64][]string{}, arrived: make(chan struct{}, 1)}
 	srv := httptest.NewServer(hook)
 	defer srv.Close()

@@ -17,6 +17,7 @@ import (
 
 	"radbridge/hl7/mllp"
 	"radbridge/ingest"
+	"radbridge/internal/testkit"
 	"radbridge/store"
 )
 
@@ -84,7 +85,7 @@ func TestCrashBetweenGroupCommitAndACKs(t *testing.T) {
 		// are connected as soon as the MLLP port listens.
 		cmd := exec.Command(binary, append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--log-format", "json"}, flags...)...)
 		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d", store.KillAfterGroupCommitsEnv, 20*k))
-		logs := &syncBuf{}
+		logs := &testkit.Buffer{}
 		cmd.Stderr = logs
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)

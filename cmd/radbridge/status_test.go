@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"radbridge/internal/testkit"
 )
 
 // startNATS runs the pinned nats-server with JetStream and a user and
@@ -27,7 +29,7 @@ func startNATS(t *testing.T, port int, dir string) (*exec.Cmd, int) {
 		l.Close()
 	}
 	ns := exec.Command(natsServer, "-js", "-a", "127.0.0.1", "-p", fmt.Sprint(port), "-sd", dir, "--user", "radbridge", "--pass", "s3cret-pw")
-	log := &syncBuf{}
+	log := &testkit.Buffer{}
 	ns.Stderr, ns.Stdout = log, log
 	if err := ns.Start(); err != nil {
 		t.Fatal(err)

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"radbridge/dicom/dimse"
+	"radbridge/internal/testkit"
 )
 
 // BenchmarkCStore stores 512 KiB instances over loopback with the
@@ -66,7 +67,7 @@ func writeBenchFiles(b *testing.B, n, size int) string {
 // (+B bit preserving, kept on loopback with ../shared/tools/loopback_bind.c
 // when available), and reports instances per second.
 func BenchmarkStorescu(b *testing.B) {
-	tool(b, "storescu")
+	testkit.Peer(b, "storescu")
 	const files = 200
 	src := writeBenchFiles(b, files, 470<<10)
 	b.Run("radbridge-discard", func(b *testing.B) {
@@ -90,7 +91,7 @@ func BenchmarkStorescu(b *testing.B) {
 		b.ReportMetric(float64(files*b.N)/b.Elapsed().Seconds(), "instances/s")
 	})
 	b.Run("storescp", func(b *testing.B) {
-		storescp := tool(b, "storescp")
+		storescp := testkit.Peer(b, "storescp")
 		shim := filepath.Join(repoRoot(b), "..", "shared", "tools", "loopback_bind.c")
 		if _, err := os.Stat(shim); err != nil {
 			b.Skip("loopback_bind.c not found; not binding storescp to all interfaces")

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"radbridge/ingest"
+	"radbridge/internal/testkit"
 	"strings"
 	"sync"
 	"testing"
@@ -110,27 +111,13 @@ func startSCP(t testing.TB, cfg Config) *testSCP {
 	return &testSCP{srv: srv, h: h, host: host, port: port}
 }
 
-// tool finds a DCMTK (or other) binary: skipped when missing, fatal under
-// CI=true.
-func tool(t testing.TB, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not installed (apt-get install dcmtk)", name)
-		}
-		t.Skipf("%s not installed", name)
-	}
-	return p
-}
-
 // run runs a peer with TCP_NODELAY=1 (Debian's DCMTK otherwise waits on
 // Nagle) and a timeout; it returns the combined output and the exit error.
 func run(t testing.TB, name string, args ...string) (string, error) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, tool(t, name), args...)
+	cmd := exec.CommandContext(ctx, testkit.Peer(t, name), args...)
 	cmd.Env = append(os.Environ(), "TCP_NODELAY=1")
 	out, err := cmd.CombinedOutput()
 	return string(out), err
@@ -206,10 +193,7 @@ func python(t testing.TB) string {
 			return p
 		}
 	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("python3 with pydicom not installed (apt-get install python3-pydicom)")
-	}
-	t.Skip("python3 with pydicom not installed")
+	testkit.Missing(t, "python3 with pydicom not installed (apt-get install python3-pydicom)")
 	return ""
 }
 

@@ -20,6 +20,7 @@ import (
 
 	"radbridge/hl7"
 	"radbridge/hl7/mllp"
+	"radbridge/internal/testkit"
 )
 
 // fakeHandler records committed control IDs and can fail or block.
@@ -601,13 +602,7 @@ func (s *syncBuffer) String() string {
 // TestPythonMLLPSend sends the test messages with python-hl7's mllp_send,
 // a real peer, and checks its ACKs.
 func TestPythonMLLPSend(t *testing.T) {
-	bin, err := exec.LookPath("mllp_send")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("mllp_send (Debian package python3-hl7) not installed")
-		}
-		t.Skip("mllp_send (Debian package python3-hl7) not installed")
-	}
+	bin := testkit.Peer(t, "mllp_send")
 	h := &fakeHandler{}
 	ts := start(t, Config{Handler: h})
 	_, port, _ := net.SplitHostPort(ts.addr)

@@ -24,8 +24,8 @@ func TestTimezone(t *testing.T) {
 	mllp := testkit.Peer(t, "mllp_send")
 	testkit.Peer(t, "dcmodify")
 	bin := filepath.Join(t.TempDir(), "radbridge")
-	if out, err := exec.Command("go", "build", "-o", bin, "radbridge/cmd/radbridge").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	if err := testkit.Build("", bin, "radbridge/cmd/radbridge"); err != nil {
+		t.Fatal(err)
 	}
 	dir := filepath.Join(t.TempDir(), "data")
 	flags := []string{"--hl7-patient-authority", "NORTHWING", "--study-quiet-period", "1s"}
