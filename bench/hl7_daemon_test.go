@@ -91,7 +91,14 @@ func benchMLLP(b *testing.B, addr string) {
 		}
 		return time.Since(t0)
 	}
-	for i := range 200 { // warm-up
+	reportMessageLatency(b, 200, send)
+}
+
+// reportMessageLatency calls send warm times (indices -1, -2, …) before
+// timing, then once per iteration (0, 1, …), and reports msg/s and the
+// p50/p99 of the durations send returns.
+func reportMessageLatency(b *testing.B, warm int, send func(i int) time.Duration) {
+	for i := range warm {
 		send(-1 - i)
 	}
 	lat := make([]time.Duration, 0, b.N)

@@ -4,7 +4,6 @@ import (
 	"crypto/tls"
 	"net"
 	"path/filepath"
-	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -80,19 +79,5 @@ func benchMLLPDial(b *testing.B, dial func() (net.Conn, error), reconnect bool) 
 		}
 		return time.Since(t0)
 	}
-	for i := range 100 { // warm-up
-		send(-1 - i)
-	}
-	lat := make([]time.Duration, 0, b.N)
-	b.ResetTimer()
-	i := 0
-	for b.Loop() {
-		lat = append(lat, send(i))
-		i++
-	}
-	b.StopTimer()
-	slices.Sort(lat)
-	b.ReportMetric(float64(len(lat))/b.Elapsed().Seconds(), "msg/s")
-	b.ReportMetric(us(percentile(lat, 50)), "p50-µs")
-	b.ReportMetric(us(percentile(lat, 99)), "p99-µs")
+	reportMessageLatency(b, 100, send)
 }

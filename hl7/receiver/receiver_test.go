@@ -557,7 +557,7 @@ func TestShutdownDrainDeadline(t *testing.T) {
 }
 
 func TestLogsNoPatientData(t *testing.T) {
-	var buf syncBuffer
+	var buf testkit.Buffer
 	h := &fakeHandler{fail: func(*hl7.Message) error { return errors.New("boom") }}
 	ts := start(t, Config{Handler: h, Logger: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	c := dial(t, ts.addr)
@@ -580,23 +580,6 @@ func TestLogsNoPatientData(t *testing.T) {
 			t.Errorf("log lacks %q:\n%s", want, out)
 		}
 	}
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // TestPythonMLLPSend sends the test messages with python-hl7's mllp_send,

@@ -446,7 +446,7 @@ func part10(class, sop, ts string, ds []byte) []byte {
 // are rate-limited (a few lines, not one per part); heap stays bounded; an
 // ordinary STOW-RS right after stores its instance.
 func TestSTOWRSPartCap(t *testing.T) {
-	var logs lockedBuf
+	var logs testkit.Buffer
 	d := startDaemonLog(t, filepath.Join(t.TempDir(), "data"), slog.New(slog.NewTextHandler(&logs, nil)), "--public-base-url", "https://radbridge.example.org")
 	url := "http://" + d.HTTPAddr() + "/dicomweb/studies"
 	const parts = 2000000

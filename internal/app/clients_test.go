@@ -103,7 +103,7 @@ func TestStoreCommand(t *testing.T) {
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	return fmt.Sprintf("127.0.0.1:%d", orthancFreePort(t))
+	return fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
 }
 
 // TestStoreToDCMTK sends a study to DCMTK's storescp, kept on loopback by
@@ -116,7 +116,7 @@ func TestStoreToDCMTK(t *testing.T) {
 	shim := buildLoopbackShim(t)
 	src, outDir := t.TempDir(), t.TempDir()
 	makeStudy(t, src, studyUID, 1, 4, 1)
-	port := orthancFreePort(t)
+	port := testkit.FreePort(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, bin, "+B", "+xa", "-aet", "STORESCP", "--output-directory", outDir, fmt.Sprint(port))
 	cmd.Env = append(os.Environ(), "LD_PRELOAD="+shim)

@@ -96,7 +96,7 @@ func TestDemo(t *testing.T) {
 // runningDemo is a radbridge demo started by startDemo.
 type runningDemo struct {
 	base, patient, run, dataDir string
-	stdout, stderr              *lockedBuf
+	stdout, stderr              *testkit.Buffer
 	// stop ends the demo and returns its exit code.
 	stop func() int
 }
@@ -110,7 +110,7 @@ var (
 // banner.
 func startDemo(t *testing.T, args ...string) *runningDemo {
 	t.Helper()
-	dm := &runningDemo{stdout: &lockedBuf{}, stderr: &lockedBuf{}}
+	dm := &runningDemo{stdout: &testkit.Buffer{}, stderr: &testkit.Buffer{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	go func() { done <- app.Run(ctx, append([]string{"demo"}, args...), dm.stdout, dm.stderr) }()

@@ -46,6 +46,29 @@ func runStudyScript(t *testing.T, args ...string) {
 	}
 }
 
+// nextEvent returns the next event of sub that is not a heartbeat.
+func nextEvent(t *testing.T, sub rbv1.EventService_SubscribeClient) *rbv1.Event {
+	t.Helper()
+	for {
+		ev, err := sub.Recv()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ev.Heartbeat {
+			return ev
+		}
+	}
+}
+
+// studyCounts returns an ImagingStudy event's numberOfSeries and
+// numberOfInstances.
+func studyCounts(ev *rbv1.Event) (series, instances float64) {
+	r := ev.Resource.AsMap()
+	s, _ := r["numberOfSeries"].(float64)
+	i, _ := r["numberOfInstances"].(float64)
+	return s, i
+}
+
 func hostPort(addr string) (string, string) {
 	h, p, _ := strings.Cut(addr, ":")
 	return h, p
@@ -93,24 +116,8 @@ func TestPACSStoresAStudy(t *testing.T) {
 		t.Fatalf("storescu (JPEG lossless): %v\n%s", err, out)
 	}
 
-	next := func() *rbv1.Event {
-		t.Helper()
-		for {
-			ev, err := sub.Recv()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !ev.Heartbeat {
-				return ev
-			}
-		}
-	}
-	counts := func(ev *rbv1.Event) (series, instances float64) {
-		r := ev.Resource.AsMap()
-		s, _ := r["numberOfSeries"].(float64)
-		i, _ := r["numberOfInstances"].(float64)
-		return s, i
-	}
+	next := func() *rbv1.Event { t.Helper(); return nextEvent(t, sub) }
+	counts := studyCounts
 	progress := 0
 	var avail *rbv1.Event
 	for avail == nil {

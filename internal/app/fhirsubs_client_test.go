@@ -139,7 +139,7 @@ func TestFHIRSubscriptionWithAFHIRClient(t *testing.T) {
 	kit := fhirClient(t)
 	validator := npmPackage(t, fhirValidatorPackage, "fhir")
 	dir := t.TempDir()
-	logs := &lockedBuf{}
+	logs := &testkit.Buffer{}
 	d := startDaemonLog(t, filepath.Join(dir, "data"), slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		"--fhir-rest-hook-allow", "127.0.0.1")
 	script := filepath.Join(dir, "subs.mjs")

@@ -17,7 +17,7 @@ import (
 // and no event, inside the ingest log's duplicate window and beyond it.
 func TestReusedControlIDIsNewData(t *testing.T) {
 	bin := testkit.Peer(t, "mllp_send")
-	buf := &lockedBuf{}
+	buf := &testkit.Buffer{}
 	log := slog.New(slog.NewJSONHandler(buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	d := startDaemonLog(t, filepath.Join(t.TempDir(), "data"), log, "--hl7-patient-authority", "NORTHWING", "--duplicate-window", "200ms")
 	base := "http://" + d.HTTPAddr()

@@ -1,14 +1,12 @@
 package app_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -202,29 +200,12 @@ func TestRISBadInputGetsAEOrAR(t *testing.T) {
 	}
 }
 
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestNoPatientDataInLogs: at debug level, with HL7 and DICOM traffic and
 // bad input, the log names no patient; --log-patient-data turns bodies on.
 func TestNoPatientDataInLogs(t *testing.T) {
 	bin := testkit.Peer(t, "mllp_send")
 	for _, on := range []bool{false, true} {
-		buf := &lockedBuf{}
+		buf := &testkit.Buffer{}
 		log := slog.New(slog.NewJSONHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		var extra []string
 		if on {

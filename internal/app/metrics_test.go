@@ -215,17 +215,10 @@ func TestMetricsAfterRealTraffic(t *testing.T) {
 	var lastSeen uint64
 	next := func() *rbv1.Event {
 		t.Helper()
-		for {
-			ev, err := sub.Recv()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !ev.Heartbeat {
-				seen[ev.Type.String()]++
-				lastSeen = ev.Sequence
-				return ev
-			}
-		}
+		ev := nextEvent(t, sub)
+		seen[ev.Type.String()]++
+		lastSeen = ev.Sequence
+		return ev
 	}
 
 	ack := testkit.MLLPSend(t, bin, d.MLLPAddr(), testkit.WriteHL7(t, "order", strings.ReplaceAll(risMessages[0].msg, "{{ctl}}", "MET-10")))

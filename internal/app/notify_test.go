@@ -63,24 +63,8 @@ func TestJSONNotifications(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	next := func() *rbv1.Event {
-		t.Helper()
-		for {
-			ev, err := sub.Recv()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !ev.Heartbeat {
-				return ev
-			}
-		}
-	}
-	counts := func(ev *rbv1.Event) (series, instances float64) {
-		r := ev.Resource.AsMap()
-		s, _ := r["numberOfSeries"].(float64)
-		i, _ := r["numberOfInstances"].(float64)
-		return s, i
-	}
+	next := func() *rbv1.Event { t.Helper(); return nextEvent(t, sub) }
+	counts := studyCounts
 
 	// Malformed: the second instance's SOP Instance UID has a letter.
 	const badStudy = "1.2.826.0.1.3680043.10.1447.90"

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -62,7 +61,7 @@ func TestRestartFromSnapshot(t *testing.T) {
 	}
 	stop()
 
-	var logs lockedBuf
+	var logs testkit.Buffer
 	d, _ = runDaemon(t, dir, slog.New(slog.NewTextHandler(&logs, nil)), "--snapshot-every", "4")
 	base = "http://" + d.HTTPAddr()
 	evs2, img2 := history(t, base)
@@ -81,13 +80,8 @@ func TestRestartFromSnapshot(t *testing.T) {
 // metric reads one unlabelled sample from GET /metrics.
 func opsMetric(t *testing.T, base, name string) float64 {
 	t.Helper()
-	resp, err := http.Get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(b), "\n") {
+	_, b := testkit.Get(t, base+"/metrics")
+	for _, line := range strings.Split(b, "\n") {
 		if v, ok := strings.CutPrefix(line, name+" "); ok {
 			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
 			if err != nil {

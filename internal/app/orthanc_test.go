@@ -1,12 +1,10 @@
 package app_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,7 +12,6 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -29,37 +26,8 @@ type orthancPeer struct {
 	base      string // REST root, http://127.0.0.1:<port>
 	dicomPort int
 	httpPort  int
-	log       *orthancLogBuffer
+	log       *testkit.Buffer
 	exited    chan struct{}
-}
-
-// orthancLogBuffer collects a child's output while the test reads it.
-type orthancLogBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *orthancLogBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *orthancLogBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// orthancFreePort asks the kernel for a free loopback TCP port.
-func orthancFreePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // buildLoopbackShim compiles scripts/orthanc/loopback_bind.c, the LD_PRELOAD
@@ -92,7 +60,7 @@ func startOrthanc(t *testing.T, radbridgeDICOM string, extra ...map[string]any) 
 		t.Fatalf("radbridge DICOM address %q", radbridgeDICOM)
 	}
 	dir := t.TempDir()
-	o := &orthancPeer{dicomPort: orthancFreePort(t), httpPort: orthancFreePort(t), log: &orthancLogBuffer{}, exited: make(chan struct{})}
+	o := &orthancPeer{dicomPort: testkit.FreePort(t), httpPort: testkit.FreePort(t), log: &testkit.Buffer{}, exited: make(chan struct{})}
 	o.base = fmt.Sprintf("http://127.0.0.1:%d", o.httpPort)
 	cfg := map[string]any{
 		"Name":                       "radbridge-test",

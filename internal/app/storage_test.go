@@ -19,13 +19,7 @@ import (
 // readyz returns /readyz's status code and body.
 func readyz(t *testing.T, base string) (int, string) {
 	t.Helper()
-	resp, err := http.Get(base + "/readyz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return testkit.Get(t, base+"/readyz")
 }
 
 // waitReadyz waits (at most 30 s) until /readyz answers code with a body

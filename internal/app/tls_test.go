@@ -85,9 +85,9 @@ func (p pki) clientConfig(t *testing.T, cert string) *tls.Config {
 // startTLSDaemon runs the daemon with exactly the given listener flags
 // (plus a data dir) and waits until it is ready, over HTTPS when the plain
 // HTTP listener is off.
-func startTLSDaemon(t *testing.T, p pki, args ...string) (*app.Daemon, *lockedBuf) {
+func startTLSDaemon(t *testing.T, p pki, args ...string) (*app.Daemon, *testkit.Buffer) {
 	t.Helper()
-	logs := &lockedBuf{}
+	logs := &testkit.Buffer{}
 	t.Cleanup(func() { // runs after the daemon stopped
 		if t.Failed() {
 			t.Logf("daemon log:\n%s", logs.String())

@@ -67,7 +67,7 @@ func TestTailLiveByDefault(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		pr, pw := io.Pipe()
 		done := make(chan int, 1)
-		var stderr lockedBuf
+		var stderr testkit.Buffer
 		go func() {
 			done <- app.Run(ctx, append([]string{"tail", "--addr", d.GRPCAddr(), "--patient", "P-TAIL"}, args...), pw, &stderr)
 			pw.Close()
