@@ -133,12 +133,8 @@ func patientEvents(t *testing.T, base, patient string) int {
 // waitPatientEvents waits (at most 30 s) for n events of patient.
 func waitPatientEvents(t *testing.T, base, patient string, n int) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for patientEvents(t, base, patient) < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %d events for %s within 30s", n, patient)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !testkit.Poll(30*time.Second, func() bool { return patientEvents(t, base, patient) >= n }) {
+		t.Fatalf("no %d events for %s within 30s", n, patient)
 	}
 }
 
@@ -369,22 +365,22 @@ func TestThumbnailPixelCap(t *testing.T) {
 	base := "http://" + d.HTTPAddr() + "/v1/studies/"
 	thumb := func(study string) (string, []byte) {
 		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for {
+		var code int
+		var ctype string
+		var b []byte
+		if !testkit.Poll(30*time.Second, func() bool {
 			resp, err := http.Get(base + study + "/thumbnail")
 			if err != nil {
 				t.Fatal(err)
 			}
-			b, _ := io.ReadAll(resp.Body)
+			b, _ = io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return resp.Header.Get("Content-Type"), b
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("no thumbnail for %s within 30s: %d %s", study, resp.StatusCode, b)
-			}
-			time.Sleep(50 * time.Millisecond)
+			code, ctype = resp.StatusCode, resp.Header.Get("Content-Type")
+			return code == http.StatusOK
+		}) {
+			t.Fatalf("no thumbnail for %s within 30s: %d %s", study, code, b)
 		}
+		return ctype, b
 	}
 	for _, tc := range []struct {
 		name, ts, study string

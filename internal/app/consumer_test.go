@@ -178,15 +178,11 @@ func TestEventsAConsumerCanActOn(t *testing.T) {
 		t.Errorf("GET /v1/events for nobody: %d %s; want \"events\":[]", code, raw)
 	}
 	send("lone order", strings.NewReplacer("{{ctl}}", "C-O3", "MRN4711", "MRN9001").Replace(risMessages[5].msg))
-	for i := 0; ; i++ {
+	if !testkit.Poll(5*time.Second, func() bool {
 		code, raw = testkit.Get(t, "http://"+d.HTTPAddr()+"/v1/patients/MRN9001/imaging")
-		if code == 200 {
-			break
-		}
-		if i == 100 {
-			t.Fatalf("snapshot of MRN9001: %d %s", code, raw)
-		}
-		time.Sleep(50 * time.Millisecond)
+		return code == 200
+	}) {
+		t.Fatalf("snapshot of MRN9001: %d %s", code, raw)
 	}
 	for _, want := range []string{`"studies":[]`, `"reports":[]`, `"body_region_counts":{}`, `"study_report_status":{}`} {
 		if !strings.Contains(raw, want) {
@@ -224,15 +220,12 @@ func TestOneAccessionTwoPatientsOverMLLP(t *testing.T) {
 		}
 	}
 	var evs []any
-	for i := 0; ; i++ {
+	if !testkit.Poll(15*time.Second, func() bool {
 		_, list := testkit.GetJSON(t, base+"/v1/events?page_size=100")
-		if evs, _ = list["events"].([]any); len(evs) >= 6 { // 2 orders, 2 reports, 2 orders completed
-			break
-		}
-		if i == 300 {
-			t.Fatalf("%d events, want 6: %v", len(evs), evs)
-		}
-		time.Sleep(50 * time.Millisecond)
+		evs, _ = list["events"].([]any)
+		return len(evs) >= 6 // 2 orders, 2 reports, 2 orders completed
+	}) {
+		t.Fatalf("%d events, want 6: %v", len(evs), evs)
 	}
 	owner := map[string]string{}
 	for _, e := range evs {

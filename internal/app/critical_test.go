@@ -108,15 +108,12 @@ func TestCriticalMarkSurvivesReload(t *testing.T) {
 	}
 	reportID := mapper.DiagnosticReportID("MRN4711", "ACC1001")
 	var snap map[string]any
-	for i := 0; ; i++ {
+	if !testkit.Poll(30*time.Second, func() bool {
 		_, snap = testkit.GetJSON(t, base+"/v1/patients/MRN4711/imaging")
-		if prio, _ := snap["report_priority"].(map[string]any); prio[reportID] == "critical" && allAvailable(snap) {
-			break
-		}
-		if i == 600 {
-			t.Fatalf("snapshot never showed the critical report available with its study: %v", snap)
-		}
-		time.Sleep(50 * time.Millisecond)
+		prio, _ := snap["report_priority"].(map[string]any)
+		return prio[reportID] == "critical" && allAvailable(snap)
+	}) {
+		t.Fatalf("snapshot never showed the critical report available with its study: %v", snap)
 	}
 	rep := snap["reports"].([]any)[0].(map[string]any)
 	if !mapper.CriticalReport(rep) || fmt.Sprint(rep["result"]) != "[map[reference:#obx-1]]" {

@@ -112,7 +112,8 @@ fetch("` + target + `/v1/dicom/notifications", {method: "POST", mode: "no-cors",
 	// with: Chromium reports a request's cookie header in an extra-info
 	// event that may come after its response.
 	var posts []seenRequest
-	for deadline := time.Now().Add(browserWait); ; {
+	answered := false
+	testkit.Poll(browserWait, func() bool {
 		mu.Lock()
 		posts = posts[:0]
 		done, cookies := 0, 0
@@ -128,17 +129,11 @@ fetch("` + target + `/v1/dicom/notifications", {method: "POST", mode: "no-cors",
 			}
 		}
 		mu.Unlock()
-		answered := done == 4 && len(posts) == 4
-		if answered && cookies == 4 {
-			break
-		}
-		if time.Now().After(deadline) {
-			if answered {
-				break // the checks below say which went without the cookie
-			}
-			t.Fatalf("the other page's posts: %+v; want 4 answered", posts)
-		}
-		time.Sleep(50 * time.Millisecond) // polling a bounded wait
+		answered = done == 4 && len(posts) == 4
+		return answered && cookies == 4
+	})
+	if !answered { // answered without every cookie: the checks below say which
+		t.Fatalf("the other page's posts: %+v; want 4 answered", posts)
 	}
 	for _, r := range posts {
 		if !r.cookie {

@@ -82,10 +82,7 @@ OBR|1|PH2|FH2|71250^CT CHEST^C4||||||||||||||ACC-OTHER||||||CT`
 	}
 	t.Logf("%d instances recorded in %v", total, time.Since(started).Round(time.Millisecond))
 	var last map[string]any
-	for i := 0; ; i++ {
-		if i == 1200 {
-			t.Fatalf("the study never held every instance: last %v", last)
-		}
+	if !testkit.Poll(60*time.Second, func() bool {
 		_, list := testkit.GetJSON(t, base+"/v1/events?resource_type=ImagingStudy&page_size=1000")
 		evs, _ := list["events"].([]any)
 		for _, e := range evs {
@@ -99,10 +96,10 @@ OBR|1|PH2|FH2|71250^CT CHEST^C4||||||||||||||ACC-OTHER||||||CT`
 			}
 			last = res
 		}
-		if n, _ := last["numberOfInstances"].(float64); int(n) == total {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
+		n, _ := last["numberOfInstances"].(float64)
+		return int(n) == total
+	}) {
+		t.Fatalf("the study never held every instance: last %v", last)
 	}
 	ext, _ := json.Marshal(last["extension"])
 	if !strings.Contains(string(ext), mapper.InstancesOmittedExtension) {
@@ -161,26 +158,23 @@ func TestHugeIANOverDIMSE(t *testing.T) {
 	if st, err := c.NCreateIAN(ctx, ian); err != nil || st != dimse.StatusSuccess {
 		t.Fatalf("N-CREATE of a %d-instance IAN: status %v, %v", total, st, err)
 	}
-	for i := 0; ; i++ {
+	var available []any
+	testkit.Eventually(t, 60*time.Second, "the study available", func() bool {
 		_, list := testkit.GetJSON(t, base+"/v1/events?type=IMAGING_STUDY_AVAILABLE")
-		if evs, _ := list["events"].([]any); len(evs) > 0 {
-			res, _ := evs[0].(map[string]any)["resource"].(map[string]any)
-			if n, _ := res["numberOfInstances"].(float64); int(n) != total {
-				t.Errorf("AVAILABLE with %v instances, want %d", res["numberOfInstances"], total)
-			}
-			// Complete because of the IAN (every part of it), nothing received.
-			if c, _ := evs[0].(map[string]any)["completion"].(map[string]any); c["reason"] != "ian" || c["instances_expected"] != float64(total) || c["instances_received"] != nil {
-				t.Errorf("AVAILABLE completion %v, want ian with %d expected and none received", c, total)
-			}
-			if b, _ := json.Marshal(evs[0]); len(b) > 256<<10 {
-				t.Errorf("AVAILABLE event of %d bytes", len(b))
-			}
-			break
-		}
-		if i == 1200 {
-			t.Fatal("the study never became available")
-		}
-		time.Sleep(50 * time.Millisecond)
+		available, _ = list["events"].([]any)
+		return len(available) > 0
+	})
+	evs := available
+	res, _ := evs[0].(map[string]any)["resource"].(map[string]any)
+	if n, _ := res["numberOfInstances"].(float64); int(n) != total {
+		t.Errorf("AVAILABLE with %v instances, want %d", res["numberOfInstances"], total)
+	}
+	// Complete because of the IAN (every part of it), nothing received.
+	if c, _ := evs[0].(map[string]any)["completion"].(map[string]any); c["reason"] != "ian" || c["instances_expected"] != float64(total) || c["instances_received"] != nil {
+		t.Errorf("AVAILABLE completion %v, want ian with %d expected and none received", c, total)
+	}
+	if b, _ := json.Marshal(evs[0]); len(b) > 256<<10 {
+		t.Errorf("AVAILABLE event of %d bytes", len(b))
 	}
 	if s := scrape(t, base+"/metrics", ""); s.value("radbridge_ingest_observations_total", "kind", "dicom.ian", "result", "recorded") != float64((total+ingest.MaxIANInstances-1)/ingest.MaxIANInstances) {
 		t.Errorf("IAN records: %v, want one per %d instances", s.value("radbridge_ingest_observations_total", "kind", "dicom.ian", "result", "recorded"), ingest.MaxIANInstances)

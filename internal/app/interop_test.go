@@ -25,21 +25,18 @@ import (
 func waitEventList(t *testing.T, d *app.Daemon, query url.Values, n int) []map[string]any {
 	t.Helper()
 	query.Set("page_size", "200")
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	var out []map[string]any
+	if !testkit.Poll(30*time.Second, func() bool {
 		_, list := testkit.GetJSON(t, "http://"+d.HTTPAddr()+"/v1/events?"+query.Encode())
-		var out []map[string]any
+		out = out[:0]
 		for _, e := range asSlice(list["events"]) {
 			out = append(out, e.(map[string]any))
 		}
-		if len(out) >= n {
-			return out
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d events for %s, want %d", len(out), query.Encode(), n)
-		}
-		time.Sleep(100 * time.Millisecond)
+		return len(out) >= n
+	}) {
+		t.Fatalf("%d events for %s, want %d", len(out), query.Encode(), n)
 	}
+	return out
 }
 
 func asSlice(v any) []any {
@@ -166,16 +163,11 @@ ZDS|`+uidB+`^RADRIS^Application^DICOM`)
 	storeStudy(t, d, uidB, "MRN4711", "MOD-777", 2) // rewritten by the modality
 
 	var snap map[string]any
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	if !testkit.Poll(30*time.Second, func() bool {
 		_, snap = testkit.GetJSON(t, "http://"+d.HTTPAddr()+"/v1/patients/MRN4711/imaging")
-		if s := asSlice(snap["studies"]); len(s) == 2 && allAvailable(snap) && len(asSlice(snap["orders"])) == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("snapshot never settled: %v", snap)
-		}
-		time.Sleep(200 * time.Millisecond)
+		return len(asSlice(snap["studies"])) == 2 && allAvailable(snap) && len(asSlice(snap["orders"])) == 2
+	}) {
+		t.Fatalf("snapshot never settled: %v", snap)
 	}
 	for _, s := range asSlice(snap["studies"]) {
 		st := s.(map[string]any)

@@ -98,13 +98,9 @@ func opsMetric(t *testing.T, base, name string) float64 {
 func waitOpsMetric(t *testing.T, base, name string, cond func(float64) bool) float64 {
 	t.Helper()
 	var v float64
-	for range 200 {
-		if v = opsMetric(t, base, name); cond(v) {
-			return v
-		}
-		time.Sleep(100 * time.Millisecond)
+	if !testkit.Poll(20*time.Second, func() bool { v = opsMetric(t, base, name); return cond(v) }) {
+		t.Fatalf("%s stayed at %v", name, v)
 	}
-	t.Fatalf("%s stayed at %v", name, v)
 	return v
 }
 
@@ -123,7 +119,9 @@ func TestIngestRetentionKeepsWhatSnapshotsNeed(t *testing.T) {
 	// Snapshots about every 2 records (3 kept): the records the oldest
 	// kept one covers may go, no more (checked below).
 	first := waitOpsMetric(t, base, "radbridge_ingest_log_first_sequence", func(v float64) bool { return v >= 3 })
-	time.Sleep(300 * time.Millisecond) // a few more trims, which must not pass the snapshots
+	// Not a wait for a condition: a few more trims may run meanwhile, and
+	// none of them may pass the snapshots.
+	time.Sleep(300 * time.Millisecond)
 	first = opsMetric(t, base, "radbridge_ingest_log_first_sequence")
 	if n := opsMetric(t, base, "radbridge_ingest_records_trimmed_total"); n != first-1 {
 		t.Errorf("radbridge_ingest_records_trimmed_total %v, want %v", n, first-1)
@@ -218,16 +216,11 @@ func TestReplayCommand(t *testing.T) {
 	if code, body := httpDo(t, "POST", base+"/v1/dicom/notifications", "", mustJSON(t, n)); code != 200 {
 		t.Fatalf("notification: %d %s", code, body)
 	}
-	for i := 0; ; i++ { // the quiet period ends: AVAILABLE
+	testkit.Eventually(t, 15*time.Second, "study available (the quiet period ends)", func() bool {
 		_, list := testkit.GetJSON(t, base+"/v1/events?type=IMAGING_STUDY_AVAILABLE")
-		if evs, _ := list["events"].([]any); len(evs) == 1 {
-			break
-		}
-		if i == 300 {
-			t.Fatal("study never available")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		evs, _ := list["events"].([]any)
+		return len(evs) == 1
+	})
 	_, list := testkit.GetJSON(t, base+"/v1/events?page_size=1000")
 	before, _ := list["events"].([]any)
 

@@ -26,17 +26,15 @@ func readyz(t *testing.T, base string) (int, string) {
 // containing want.
 func waitReadyz(t *testing.T, base string, code int, want string) string {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		got, body := readyz(t, base)
-		if got == code && strings.Contains(body, want) {
-			return body
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/readyz: %d %q, want %d with %q within 30s", got, body, code, want)
-		}
-		time.Sleep(50 * time.Millisecond)
+	var got int
+	var body string
+	if !testkit.Poll(30*time.Second, func() bool {
+		got, body = readyz(t, base)
+		return got == code && strings.Contains(body, want)
+	}) {
+		t.Fatalf("/readyz: %d %q, want %d with %q within 30s", got, body, code, want)
 	}
+	return body
 }
 
 // TestStorageHealth: the data directory is on a small file system (a

@@ -66,11 +66,7 @@ OBX|1|TX|RPT^Report^L|1|IMPRESSION: No acute abnormality.||||||F`},
 
 	// Every resource by type: the latest event's.
 	latest := map[string]map[string]any{}
-	deadline := time.Now().Add(30 * time.Second)
-	for len(latest) < 4 {
-		if time.Now().After(deadline) {
-			t.Fatalf("events within 30s: %v", latest)
-		}
+	if !testkit.Poll(30*time.Second, func() bool {
 		_, list := testkit.GetJSON(t, base+"/v1/events")
 		evs, _ := list["events"].([]any)
 		for _, e := range evs {
@@ -86,7 +82,9 @@ OBX|1|TX|RPT^Report^L|1|IMPRESSION: No acute abnormality.||||||F`},
 				latest[uid] = r
 			}
 		}
-		time.Sleep(100 * time.Millisecond)
+		return len(latest) >= 4
+	}) {
+		t.Fatalf("events within 30s: %v", latest)
 	}
 	for _, c := range []struct{ what, res, field, want string }{
 		{"ORC-9 without offset, January in New York", "order", "authoredOn", "2026-01-15T08:30:00-05:00"},

@@ -208,10 +208,7 @@ func TestDICOMOverTLS(t *testing.T) {
 		`msg="TLS handshake failed" component=dicom`,
 	} {
 		// A handshake failure is logged just after the server closed.
-		for i := 0; i < 200 && !strings.Contains(logs.String(), want); i++ {
-			time.Sleep(50 * time.Millisecond)
-		}
-		if !strings.Contains(logs.String(), want) {
+		if !testkit.Poll(10*time.Second, func() bool { return strings.Contains(logs.String(), want) }) {
 			t.Errorf("log lacks %s", want)
 		}
 	}
@@ -486,12 +483,7 @@ func TestTLSCertificateReload(t *testing.T) {
 	// The files are checked at most once a second: poll, bounded.
 	for _, addr := range fronts {
 		got := ""
-		for i := 0; i < 100 && got != want; i++ {
-			if got = serial(addr); got != want {
-				time.Sleep(100 * time.Millisecond)
-			}
-		}
-		if got != want {
+		if !testkit.Poll(10*time.Second, func() bool { got = serial(addr); return got == want }) {
 			t.Errorf("%s: still serial %s after replacing the files, want %s", addr, got, want)
 		}
 	}
@@ -557,9 +549,7 @@ func TestTLSSilentPeerIsClosed(t *testing.T) {
 	}
 	// The server logs right after it closed: wait for the lines, bounded.
 	failures := func() int { return strings.Count(logs.String(), `msg="TLS handshake failed"`) }
-	for i := 0; i < 200 && failures() < 2; i++ {
-		time.Sleep(50 * time.Millisecond)
-	}
+	testkit.Poll(10*time.Second, func() bool { return failures() >= 2 })
 	if n := failures(); n < 2 {
 		t.Errorf("%d handshake failures logged, want one each for MLLP and DICOM", n)
 	}

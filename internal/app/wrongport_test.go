@@ -95,22 +95,18 @@ func TestTailLiveByDefault(t *testing.T) {
 		stopLive = stop
 		got <- l
 	}()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		_, st := testkit.GetJSON(t, base+"/v1/status")
+	var st map[string]any
+	if !testkit.Poll(30*time.Second, func() bool {
+		_, st = testkit.GetJSON(t, base+"/v1/status")
 		subs, _ := st["subscribers"].(map[string]any)
 		n := 0.0
 		for _, v := range subs {
 			f, _ := v.(float64)
 			n += f
 		}
-		if n >= 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the live tail did not subscribe within 30s: %v", st)
-		}
-		time.Sleep(50 * time.Millisecond)
+		return n >= 1
+	}) {
+		t.Fatalf("the live tail did not subscribe within 30s: %v", st)
 	}
 	publish(t, base, "P-TAIL", "1.2.3.4.2")
 	select {

@@ -5,14 +5,14 @@ import (
 	"time"
 )
 
-// Interval is how often Eventually and Poll check their condition.
-const Interval = 20 * time.Millisecond
-
-// Poll checks cond every Interval until it holds, for at most limit, and
-// reports whether it held. For a caller with its own failure message, or a
-// goroutine that must not call Fatal.
+// Poll checks cond until it holds, for at most limit, and reports whether
+// it held. It checks again after 10 ms, then half as long again each time
+// up to every 100 ms: a condition that holds soon is seen soon, and a long
+// wait does not load a shared machine. For a caller with its own failure
+// message, or a goroutine that must not call Fatal.
 func Poll(limit time.Duration, cond func() bool) bool {
 	deadline := time.Now().Add(limit)
+	pause := 10 * time.Millisecond
 	for {
 		if cond() {
 			return true
@@ -20,7 +20,8 @@ func Poll(limit time.Duration, cond func() bool) bool {
 		if time.Now().After(deadline) {
 			return false
 		}
-		time.Sleep(Interval)
+		time.Sleep(min(pause, max(time.Until(deadline), time.Millisecond)))
+		pause = min(pause*3/2, 100*time.Millisecond)
 	}
 }
 
