@@ -184,16 +184,13 @@ func TestFHIRReadAPIWithAFHIRClient(t *testing.T) {
 
 	base := "http://" + d.HTTPAddr() + "/fhir"
 	// Wait until both studies of MRN4711 are available.
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		code, _, b := fhirGet(t, base+"/ImagingStudy?patient=MRN4711&status=available", all)
-		if code == 200 && b["total"] == float64(2) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the two studies never became available over FHIR: %d %v", code, b)
-		}
-		time.Sleep(100 * time.Millisecond)
+	var code int
+	var b map[string]any
+	if !testkit.Poll(60*time.Second, func() bool {
+		code, _, b = fhirGet(t, base+"/ImagingStudy?patient=MRN4711&status=available", all)
+		return code == 200 && b["total"] == float64(2)
+	}) {
+		t.Fatalf("the two studies never became available over FHIR: %d %v", code, b)
 	}
 
 	script := filepath.Join(dir, "client.mjs")
@@ -318,14 +315,10 @@ func TestFHIRReadAPIWithAFHIRClient(t *testing.T) {
 	if ack := testkit.MLLPSend(t, mllp, d.MLLPAddr(), testkit.WriteHL7(t, "ORM-1504", newOrder)); ack.Segment("MSA").Field(1) != "AA" {
 		t.Fatalf("new order: %q", ack.Bytes())
 	}
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if _, _, b := fhirGet(t, base+"/ServiceRequest?patient=MRN4711&_count=0", all); b["total"] == float64(3) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the new order never showed over FHIR")
-		}
-	}
+	testkit.Eventually(t, 30*time.Second, "the new order over FHIR", func() bool {
+		_, _, b := fhirGet(t, base+"/ServiceRequest?patient=MRN4711&_count=0", all)
+		return b["total"] == float64(3)
+	})
 	for next := fhirLink(page, "next"); next != ""; next = fhirLink(page, "next") {
 		_, _, page = fhirGet(t, next, all)
 		if page["total"] != float64(2) {

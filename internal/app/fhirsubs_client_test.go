@@ -298,15 +298,13 @@ func TestFHIRSubscriptionCaps(t *testing.T) {
 		t.Fatalf("DELETE: %d", code)
 	}
 	// The delete frees a place (the bucket watch may take a moment).
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		code, m := fhirDo(t, "POST", base+"/fhir/Subscription", a, sub)
-		if code == 201 {
-			break
-		}
-		if code != 429 || time.Now().After(deadline) {
+	if !testkit.Poll(10*time.Second, func() bool {
+		code, m = fhirDo(t, "POST", base+"/fhir/Subscription", a, sub)
+		if code != 201 && code != 429 {
 			t.Fatalf("create after a delete: %d %v", code, m)
 		}
-		time.Sleep(20 * time.Millisecond)
+		return code == 201
+	}) {
+		t.Fatalf("create after a delete: %d %v", code, m)
 	}
 }

@@ -89,18 +89,15 @@ func createSubscription(t *testing.T, base, token, body string) string {
 // waitStatus waits until subscription id has status want.
 func waitStatus(t *testing.T, base, token, id, want string) map[string]any {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
 	var m map[string]any
-	for time.Now().Before(deadline) {
+	if !testkit.Poll(30*time.Second, func() bool {
 		var code int
 		code, m = fhirDo(t, "GET", base+"/fhir/Subscription/"+id, token, "")
-		if code == 200 && m["status"] == want {
-			return m
-		}
-		time.Sleep(20 * time.Millisecond)
+		return code == 200 && m["status"] == want
+	}) {
+		t.Fatalf("Subscription/%s not %s within 30s: %v", id, want, m)
 	}
-	t.Fatalf("Subscription/%s not %s within 30s: %v", id, want, m)
-	return nil
+	return m
 }
 
 // notification is what a test reads from a notification bundle.

@@ -52,18 +52,14 @@ func TestJoinAcrossProtocols(t *testing.T) {
 	// A study nobody ordered.
 	store(uidLone, "MRN5000", "")
 
-	deadline := time.Now().Add(30 * time.Second)
 	var snapA, snapB map[string]any
-	for {
+	if !testkit.Poll(30*time.Second, func() bool {
 		_, snapA = testkit.GetJSON(t, "http://"+d.HTTPAddr()+"/v1/patients/MRN4711/imaging")
 		_, snapB = testkit.GetJSON(t, "http://"+d.HTTPAddr()+"/v1/patients/MRN5000/imaging")
-		if s, _ := snapB["studies"].([]any); len(s) == 2 && allAvailable(snapA) && allAvailable(snapB) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("snapshots never settled:\n%v\n%v", snapA, snapB)
-		}
-		time.Sleep(200 * time.Millisecond)
+		s, _ := snapB["studies"].([]any)
+		return len(s) == 2 && allAvailable(snapA) && allAvailable(snapB)
+	}) {
+		t.Fatalf("snapshots never settled:\n%v\n%v", snapA, snapB)
 	}
 	studies := func(snap map[string]any) map[string]map[string]any {
 		out := map[string]map[string]any{}

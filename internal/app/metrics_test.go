@@ -172,14 +172,9 @@ func TestMetricsEndpoint(t *testing.T) {
 func waitMetric(t *testing.T, url, name string, want float64, labels ...string) scraped {
 	t.Helper()
 	var s scraped
-	for i := 0; i < 1500; i++ {
-		s = scrape(t, url, "")
-		if s.value(name, labels...) == want {
-			return s
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !testkit.Poll(30*time.Second, func() bool { s = scrape(t, url, ""); return s.value(name, labels...) == want }) {
+		t.Fatalf("%s%v stayed %v, want %v", name, labels, s.value(name, labels...), want)
 	}
-	t.Fatalf("%s%v stayed %v, want %v", name, labels, s.value(name, labels...), want)
 	return s
 }
 

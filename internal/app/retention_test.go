@@ -46,15 +46,13 @@ func sendHL7(t *testing.T, addr string, files []string) {
 // waitEvents waits until the event log's newest event has sequence n or more.
 func waitEvents(t *testing.T, base string, n int) {
 	t.Helper()
-	for i := 0; ; i++ {
-		_, list := testkit.GetJSON(t, base+"/v1/events?page_size=1&since="+fmt.Sprint(n-1))
-		if last, _ := strconv.Atoi(fmt.Sprint(list["last_sequence"])); last >= n {
-			return
-		}
-		if i == 1200 {
-			t.Fatalf("the event log never reached sequence %d: %v", n, list)
-		}
-		time.Sleep(50 * time.Millisecond)
+	var list map[string]any
+	if !testkit.Poll(60*time.Second, func() bool {
+		_, list = testkit.GetJSON(t, base+"/v1/events?page_size=1&since="+fmt.Sprint(n-1))
+		last, _ := strconv.Atoi(fmt.Sprint(list["last_sequence"]))
+		return last >= n
+	}) {
+		t.Fatalf("the event log never reached sequence %d: %v", n, list)
 	}
 }
 
@@ -238,15 +236,8 @@ func TestIngestRetentionBySize(t *testing.T) {
 		waitEvents(t, base, i+2)
 	}
 	_, last, _ = ingestStream(t, base)
-	for i := 0; ; i++ {
-		first, _, bytes = ingestStream(t, base)
-		if bytes <= limit {
-			break
-		}
-		if i == 300 {
-			t.Fatalf("ingest log %d-%d stayed at %d bytes, over the %d limit", first, last, bytes, limit)
-		}
-		time.Sleep(100 * time.Millisecond)
+	if !testkit.Poll(30*time.Second, func() bool { first, _, bytes = ingestStream(t, base); return bytes <= limit }) {
+		t.Fatalf("ingest log %d-%d stayed at %d bytes, over the %d limit", first, last, bytes, limit)
 	}
 	waitOpsMetric(t, base, "radbridge_ingest_log_first_sequence", func(v float64) bool { return v == float64(first) })
 	if n := opsMetric(t, base, "radbridge_ingest_records_trimmed_total"); n != float64(first-26) {

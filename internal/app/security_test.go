@@ -61,15 +61,13 @@ func waitNotified(t *testing.T, base, token, patient, study string) {
 	if code, body := sendHTTP(t, "POST", base+"/v1/dicom/notifications", crossSiteNotification(t, patient, study), h); code != 200 {
 		t.Fatalf("sentinel notification: %d %s", code, body)
 	}
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		code, body := sendHTTP(t, "GET", base+"/v1/events?patient_id="+patient, "", h)
-		if code == 200 && strings.Contains(body, study) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sentinel study not mapped: %d %s", code, body)
-		}
-		time.Sleep(50 * time.Millisecond) // polling a bounded wait
+	var code int
+	var body string
+	if !testkit.Poll(30*time.Second, func() bool {
+		code, body = sendHTTP(t, "GET", base+"/v1/events?patient_id="+patient, "", h)
+		return code == 200 && strings.Contains(body, study)
+	}) {
+		t.Fatalf("sentinel study not mapped: %d %s", code, body)
 	}
 }
 

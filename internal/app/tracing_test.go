@@ -80,10 +80,10 @@ func TestTracingExportsIngestAndMapperSpans(t *testing.T) {
 		t.Fatalf("order: ACK %q, want AA", ack.Bytes())
 	}
 	var in, mp *tracepb.Span
-	for i := 0; i < 600 && mp == nil; i++ {
+	testkit.Poll(30*time.Second, func() bool {
 		in, mp = rcv.find("radbridge.ingest hl7.message"), rcv.find("radbridge.map hl7.message")
-		time.Sleep(50 * time.Millisecond)
-	}
+		return mp != nil
+	})
 	if in == nil || mp == nil {
 		t.Fatalf("spans received: ingest %v, map %v", in != nil, mp != nil)
 	}
