@@ -73,18 +73,15 @@ func startNATSCluster(t *testing.T, n int) []*natsNode {
 		})
 		nodes = append(nodes, nd)
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	testkit.Eventually(t, 60*time.Second, "a JetStream metadata leader", func() bool {
 		for _, nd := range nodes {
 			if strings.Contains(nd.logs.String(), "JetStream cluster new metadata leader") || strings.Contains(nd.logs.String(), "Self is new JetStream cluster metadata leader") {
-				return nodes
+				return true
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("no JetStream metadata leader after 60s")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return false
+	})
+	return nodes
 }
 
 func tail(s string, n int) string {
@@ -164,7 +161,7 @@ func TestClusterFailover(t *testing.T) {
 				}
 			}
 			conn.Close()
-			time.Sleep(100 * time.Millisecond)
+			time.Sleep(100 * time.Millisecond) // the client's pause before it resubscribes, not a wait
 		}
 	}()
 
@@ -225,11 +222,12 @@ func TestClusterFailover(t *testing.T) {
 				storedAfterFaults += n
 			}
 			mu.Unlock()
-			time.Sleep(pauses[i])
+			time.Sleep(pauses[i]) // the PACS's pace between studies, not a wait
 		}
 	}()
 
-	// Faults: a JetStream server, then the process running the mapper.
+	// Faults: a JetStream server, then the process running the mapper, at
+	// random points of the load (the sleeps are the schedule, not waits).
 	time.Sleep(time.Duration(1500+rng.IntN(1500)) * time.Millisecond)
 	victim := nodes[rng.IntN(len(nodes))]
 	victim.cmd.Process.Signal(syscall.SIGKILL)
@@ -249,7 +247,7 @@ func TestClusterFailover(t *testing.T) {
 	if m := scrape(t, b); !strings.Contains(m, "\nradbridge_mapper_leader 1\n") {
 		t.Errorf("the survivor's /metrics does not say it leads:\n%s", grepLines(m, "radbridge_mapper_leader"))
 	}
-	time.Sleep(3 * time.Second) // load on the survivor alone
+	time.Sleep(3 * time.Second) // load on the survivor alone for a while: the scenario, not a wait
 	stopLoad()
 	wg.Wait()
 
@@ -270,37 +268,25 @@ func TestClusterFailover(t *testing.T) {
 
 	// Every acknowledged order and instance becomes an event on the
 	// survivor.
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		missingOrders, missingInst := checkAcknowledged(t, b, acked, stored)
-		if len(missingOrders) == 0 && len(missingInst) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after failover: orders acknowledged AA without ORDER_PLACED: %v; studies with fewer instances than acknowledged: %v", missingOrders, missingInst)
-		}
-		time.Sleep(500 * time.Millisecond)
+	var missingOrders, missingInst []string
+	if !testkit.Poll(90*time.Second, func() bool {
+		missingOrders, missingInst = checkAcknowledged(t, b, acked, stored)
+		return len(missingOrders) == 0 && len(missingInst) == 0
+	}) {
+		t.Fatalf("after failover: orders acknowledged AA without ORDER_PLACED: %v; studies with fewer instances than acknowledged: %v", missingOrders, missingInst)
 	}
 
 	// The subscriber resumed on the survivor: every event once, in order,
 	// without a gap, up to the log's end.
 	_, last := logBounds(t, b)
-	deadline = time.Now().Add(30 * time.Second)
-	for {
+	var n int
+	if !testkit.Poll(30*time.Second, func() bool {
 		subMu.Lock()
-		n := len(got)
-		var at uint64
-		if n > 0 {
-			at = got[n-1].GetSequence()
-		}
-		subMu.Unlock()
-		if at >= last && n > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("subscriber at %d events, log ends at %d", n, last)
-		}
-		time.Sleep(100 * time.Millisecond)
+		defer subMu.Unlock()
+		n = len(got)
+		return n > 0 && got[n-1].GetSequence() >= last
+	}) {
+		t.Fatalf("subscriber at %d events, log ends at %d", n, last)
 	}
 	stopSub()
 	<-subDone
@@ -319,12 +305,8 @@ func TestClusterFailover(t *testing.T) {
 
 func waitLog(t *testing.T, d *daemon, s string) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !strings.Contains(d.logs.String(), s) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s in the log:\n%s", s, d.logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !testkit.Poll(60*time.Second, func() bool { return strings.Contains(d.logs.String(), s) }) {
+		t.Fatalf("no %s in the log:\n%s", s, d.logs.String())
 	}
 }
 
@@ -383,7 +365,7 @@ func allEvents(t *testing.T, d *daemon) []listedEvent {
 		}
 		if resp.StatusCode == http.StatusServiceUnavailable {
 			// The store is electing a stream leader: retryable, as the
-			// status says.
+			// status says (the client's pause before it retries).
 			time.Sleep(200 * time.Millisecond)
 			continue
 		}
@@ -470,12 +452,8 @@ func TestNATSOverTLS(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ns.Process.Kill(); ns.Wait() })
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(logs.String(), "Server is ready") {
-		if time.Now().After(deadline) {
-			t.Fatalf("nats-server not ready:\n%s", logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !testkit.Poll(30*time.Second, func() bool { return strings.Contains(logs.String(), "Server is ready") }) {
+		t.Fatalf("nats-server not ready:\n%s", logs.String())
 	}
 	url := fmt.Sprintf("tls://rb:s3cret-pass@127.0.0.1:%d", port)
 

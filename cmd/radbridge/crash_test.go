@@ -202,7 +202,7 @@ func (l *crashLoad) runHL7(stop <-chan struct{}, bin, addr, dir string, from, to
 			if all {
 				break
 			}
-			time.Sleep(100 * time.Millisecond) // the daemon is down: don't spin
+			time.Sleep(100 * time.Millisecond) // the RIS's pause before it resends (the daemon may be down), not a wait
 		}
 	}
 }
@@ -287,7 +287,7 @@ func (l *crashLoad) runDICOM(stop <-chan struct{}, addr, dir string, logf func(s
 			if all {
 				break
 			}
-			time.Sleep(100 * time.Millisecond)
+			time.Sleep(100 * time.Millisecond) // the PACS's pause before it resends (the daemon may be down), not a wait
 		}
 	}
 }
@@ -439,7 +439,7 @@ func TestCrashUnderLoad(t *testing.T) {
 	kills := 0
 	for c := 1; c <= cycles; c++ {
 		up := time.Duration(300+rng.Int64N(int64(maxUp/time.Millisecond))) * time.Millisecond
-		time.Sleep(up)
+		time.Sleep(up) // the kill schedule, not a wait
 		d.cmd.Process.Signal(syscall.SIGKILL)
 		<-d.done
 		kills++
@@ -452,7 +452,7 @@ func TestCrashUnderLoad(t *testing.T) {
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
-			time.Sleep(after)
+			time.Sleep(after) // the kill schedule, not a wait
 			cmd.Process.Signal(syscall.SIGKILL)
 			cmd.Wait()
 			early = append(early, logs)
@@ -463,7 +463,8 @@ func TestCrashUnderLoad(t *testing.T) {
 		}
 		d = serve(t, flags...)
 	}
-	// Load for a last while on the surviving daemon, then stop the peers.
+	// Load for a last while on the surviving daemon (the scenario, not a
+	// wait), then stop the peers.
 	time.Sleep(time.Second)
 	stopLoad()
 	defer func() {
@@ -487,17 +488,14 @@ func TestCrashUnderLoad(t *testing.T) {
 	settle := func() {
 		deadline := time.Now().Add(90*time.Second + time.Duration(cycles)*5*time.Second)
 		lastCount, lastChange := -1, time.Now()
-		for {
+		testkit.Poll(time.Until(deadline), func() bool {
 			evs := tailEvents(t, tailOut.String())
 			if len(evs) != lastCount {
 				lastCount, lastChange = len(evs), time.Now()
 			}
 			missing = load.acknowledgedMissing(evs)
-			if len(missing) == 0 && time.Since(lastChange) > 3*time.Second || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(250 * time.Millisecond)
-		}
+			return len(missing) == 0 && time.Since(lastChange) > 3*time.Second
+		})
 	}
 	settle()
 	// Every patient has now been idle for longer than --state-idle (2 s),
@@ -517,14 +515,11 @@ func TestCrashUnderLoad(t *testing.T) {
 	for try := 1; ; try++ {
 		barrier := publish(t, d, "CRASH-BARRIER", try)
 		seq, _ := strconv.Atoi(strings.Fields(barrier)[0])
-		for deadline := time.Now().Add(30 * time.Second); ; {
-			if evs := tailEvents(t, tailOut.String()); len(evs) > 0 && evs[len(evs)-1].Sequence >= uint64(seq) {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("radbridge tail did not print the barrier event %d; it printed %d events", seq, len(tailEvents(t, tailOut.String())))
-			}
-			time.Sleep(50 * time.Millisecond)
+		if !testkit.Poll(30*time.Second, func() bool {
+			evs := tailEvents(t, tailOut.String())
+			return len(evs) > 0 && evs[len(evs)-1].Sequence >= uint64(seq)
+		}) {
+			t.Fatalf("radbridge tail did not print the barrier event %d; it printed %d events", seq, len(tailEvents(t, tailOut.String())))
 		}
 		d.cmd.Process.Signal(syscall.SIGTERM)
 		<-d.done
@@ -747,17 +742,15 @@ func cleanReplay(t *testing.T, st *store.Store, flags []string) int {
 	done := make(chan error, 1)
 	began := time.Now()
 	go func() { done <- m.Run(ctx) }()
-	deadline := time.Now().Add(5 * time.Minute)
-	for m.Applied() < head || !m.Ready() {
+	if !testkit.Poll(5*time.Minute, func() bool {
 		select {
 		case err := <-done:
 			t.Fatalf("clean replay stopped at ingest %d of %d: %v", m.Applied(), head, err)
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("clean replay applied %d of %d ingest records in 5 minutes", m.Applied(), head)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return m.Applied() >= head && m.Ready()
+	}) {
+		t.Fatalf("clean replay applied %d of %d ingest records in 5 minutes", m.Applied(), head)
 	}
 	took := time.Since(began)
 	// The daemons ran with a short --state-idle: the same log makes the

@@ -30,7 +30,8 @@ type crashHook struct {
 
 func (h *crashHook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	b, _ := io.ReadAll(r.Body)
-	// A slow receiver: deliveries are in flight when the daemon is killed.
+	// A slow receiver (the scenario, not a wait): deliveries are in flight
+	// when the daemon is killed.
 	time.Sleep(15 * time.Millisecond)
 	var bundle struct {
 		Entry []struct {

@@ -72,7 +72,7 @@ func TestCrashBetweenGroupCommitAndACKs(t *testing.T) {
 						}
 						mu.Unlock()
 					}
-					time.Sleep(20 * time.Millisecond) // the daemon is down: retry
+					time.Sleep(20 * time.Millisecond) // the RIS's pause before it resends (the daemon may be down), not a wait
 				}
 			}
 		})
@@ -112,17 +112,14 @@ func TestCrashBetweenGroupCommitAndACKs(t *testing.T) {
 	mu.Lock()
 	target := sent + 4*conns
 	mu.Unlock()
-	for deadline := time.Now().Add(time.Minute); ; {
+	var n int
+	if !testkit.Poll(time.Minute, func() bool {
 		mu.Lock()
-		n := sent
-		mu.Unlock()
-		if n >= target {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d of %d messages acknowledged after the last restart", n, target)
-		}
-		time.Sleep(20 * time.Millisecond)
+		defer mu.Unlock()
+		n = sent
+		return n >= target
+	}) {
+		t.Fatalf("only %d of %d messages acknowledged after the last restart", n, target)
 	}
 	stopLoad()
 	d.cmd.Process.Signal(syscall.SIGTERM)

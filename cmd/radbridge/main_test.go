@@ -119,16 +119,18 @@ func TestKillDashNineKeepsEveryAcknowledgedEvent(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { tail.Process.Kill(); tail.Wait() }()
-	time.Sleep(300 * time.Millisecond) // let tail connect; it reads from sequence 0 anyway
+	testkit.Eventually(t, 30*time.Second, "tail subscribed", func() bool { // it reads from sequence 0 anyway
+		_, st := testkit.GetJSON(t, "http://"+d.http+"/v1/status")
+		subs, _ := st["subscribers"].(map[string]any)
+		n, _ := subs["grpc"].(float64)
+		return n >= 1
+	})
 	var acked []string
 	for i := 1; i <= 20; i++ {
 		acked = append(acked, publish(t, d, "P-KILL", i))
 	}
 	// tail, started before the events, prints each as one JSON line.
-	deadline := time.Now().Add(30 * time.Second)
-	for strings.Count(tailOut.String(), "\n") < 20 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.Poll(30*time.Second, func() bool { return strings.Count(tailOut.String(), "\n") >= 20 })
 	if n := strings.Count(tailOut.String(), "\n"); n != 20 || !strings.Contains(tailOut.String(), `"type":"IMAGING_STUDY_VIEWED"`) {
 		t.Fatalf("tail printed %d lines:\n%s", n, tailOut.String())
 	}
@@ -153,10 +155,7 @@ func TestKillDashNineKeepsEveryAcknowledgedEvent(t *testing.T) {
 	}
 	// tail reconnects by itself and resumes after the last sequence it
 	// printed, so it ends with 25 lines and no duplicates.
-	deadline = time.Now().Add(30 * time.Second)
-	for strings.Count(tailOut.String(), "\n") < 25 && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
+	testkit.Poll(30*time.Second, func() bool { return strings.Count(tailOut.String(), "\n") >= 25 })
 	_ = tail
 	lines := strings.Split(strings.TrimSpace(tailOut.String()), "\n")
 	seen := map[string]bool{}
@@ -226,12 +225,8 @@ func TestExternalNATSServer(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() { cancel(); ns.Wait() }()
-	deadline := time.Now().Add(time.Minute)
-	for !strings.Contains(nsLog.String(), "Server is ready") {
-		if time.Now().After(deadline) {
-			t.Fatalf("nats-server not ready:\n%s", nsLog.String())
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !testkit.Poll(time.Minute, func() bool { return strings.Contains(nsLog.String(), "Server is ready") }) {
+		t.Fatalf("nats-server not ready:\n%s", nsLog.String())
 	}
 	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
 	d := serve(t, "--nats-url", url)
@@ -284,8 +279,7 @@ func TestKillDashNineMidStudy(t *testing.T) {
 	d.cmd.Process.Signal(syscall.SIGKILL) // every instance was acknowledged; the study is not yet complete
 	<-d.done
 	d2 := serve(t, "--data-dir", dir, "--study-quiet-period", "2s")
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	if !testkit.Poll(30*time.Second, func() bool {
 		resp, err := http.Get("http://" + d2.http + "/v1/events?type=IMAGING_STUDY_AVAILABLE")
 		if err != nil {
 			t.Fatal(err)
@@ -304,12 +298,11 @@ func TestKillDashNineMidStudy(t *testing.T) {
 			if len(l.Events) != 1 || l.Events[0].StudyInstanceUID != study || l.Events[0].Resource.NumberOfInstances != 6 {
 				t.Fatalf("after kill -9 and restart: %+v; want one AVAILABLE with 6 instances", l.Events)
 			}
-			return
+			return true
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the study never became available after the restart")
-		}
-		time.Sleep(100 * time.Millisecond)
+		return false
+	}) {
+		t.Fatal("the study never became available after the restart")
 	}
 }
 
@@ -339,9 +332,9 @@ func TestSIGHUPReloadsTLS(t *testing.T) {
 	}
 	want := `"msg":"TLS certificate reloaded"`
 	serial := `"serial":"` + renewed.Cert.SerialNumber.Text(16) + `"`
-	for i := 0; i < 300 && !(strings.Contains(d.logs.String(), want) && strings.Contains(d.logs.String(), serial)); i++ {
-		time.Sleep(100 * time.Millisecond)
-	}
+	testkit.Poll(30*time.Second, func() bool {
+		return strings.Contains(d.logs.String(), want) && strings.Contains(d.logs.String(), serial)
+	})
 	if !strings.Contains(d.logs.String(), want) || !strings.Contains(d.logs.String(), serial) {
 		t.Fatalf("no reload with serial %s after SIGHUP:\n%s", renewed.Cert.SerialNumber.Text(16), d.logs.String())
 	}
