@@ -267,13 +267,13 @@ func BenchmarkBrowserLatency(b *testing.B) {
 	}
 	for i := range 5 { // warm-up
 		send(-1 - i)
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond) // one order at a time, as a RIS sends them: the pace, not a wait
 	}
 	i := 0
 	for b.Loop() {
 		samples = append(samples, send(i))
 		i++
-		time.Sleep(20 * time.Millisecond) // one order at a time, as a RIS sends them
+		time.Sleep(20 * time.Millisecond) // one order at a time, as a RIS sends them: the pace, not a wait
 	}
 	b.StopTimer()
 	pick := func(f func(sample) time.Duration) []time.Duration {

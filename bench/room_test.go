@@ -194,7 +194,7 @@ func benchRoomFanOut(b *testing.B, n int) {
 	w.wait(b, r, time.Minute)
 	w.close()
 	next := since + 2
-	time.Sleep(time.Second)
+	time.Sleep(time.Second) // a measurement's settling time, not a wait
 	before := rss(b, d.pid)
 
 	t0 := time.Now()
@@ -207,7 +207,7 @@ func benchRoomFanOut(b *testing.B, n int) {
 	}
 	f.wait(b, r, 2*time.Minute)
 	next++
-	time.Sleep(2 * time.Second) // let the daemon settle
+	time.Sleep(2 * time.Second) // let the daemon settle: a measurement's settling time, not a wait
 	after := rss(b, d.pid)
 	b.Logf("conns=%d: connected in %v; daemon VmRSS %.1f MB -> %.1f MB", n, connectTime.Round(time.Millisecond),
 		float64(before)/(1<<20), float64(after)/(1<<20))
