@@ -113,15 +113,14 @@ func BenchmarkStorescu(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer func() { cancel(); _ = cmd.Wait() }()
-		for i := 0; ; i++ {
-			if c, err := net.Dial("tcp", "127.0.0.1:"+port); err == nil {
+		if !testkit.Poll(2*time.Second, func() bool {
+			c, err := net.Dial("tcp", "127.0.0.1:"+port)
+			if err == nil {
 				c.Close()
-				break
 			}
-			if i > 100 {
-				b.Fatal("storescp did not start")
-			}
-			time.Sleep(20 * time.Millisecond)
+			return err == nil
+		}) {
+			b.Fatal("storescp did not start")
 		}
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {

@@ -140,14 +140,9 @@ func TestEcho(t *testing.T) {
 // the server counts an association after its answer is on the wire, so a
 // peer that has exited may be a moment ahead of the counters.
 func waitStats(srv *Server, ok func(Stats) bool) Stats {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		st := srv.Stats()
-		if ok(st) || time.Now().After(deadline) {
-			return st
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	var st Stats
+	testkit.Poll(10*time.Second, func() bool { st = srv.Stats(); return ok(st) })
+	return st
 }
 
 func TestRejectCalledAE(t *testing.T) {
