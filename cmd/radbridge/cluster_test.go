@@ -245,7 +245,7 @@ func TestClusterFailover(t *testing.T) {
 		t.Errorf("radbridge status on rb-b after the failover: role %q, leader %q", role, leader)
 	}
 	if m := scrape(t, b); !strings.Contains(m, "\nradbridge_mapper_leader 1\n") {
-		t.Errorf("the survivor's /metrics does not say it leads:\n%s", grepLines(m, "radbridge_mapper_leader"))
+		t.Errorf("the survivor's /metrics does not say it leads:\n%s", testkit.GrepLines(m, "radbridge_mapper_leader"))
 	}
 	time.Sleep(3 * time.Second) // load on the survivor alone for a while: the scenario, not a wait
 	stopLoad()
@@ -397,23 +397,8 @@ func logBounds(t *testing.T, d *daemon) (first, last uint64) {
 
 func scrape(t *testing.T, d *daemon) string {
 	t.Helper()
-	resp, err := http.Get("http://" + d.http + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b)
-}
-
-func grepLines(s, sub string) string {
-	var out []string
-	for _, l := range strings.Split(s, "\n") {
-		if strings.Contains(l, sub) {
-			out = append(out, l)
-		}
-	}
-	return strings.Join(out, "\n")
+	_, b := testkit.Get(t, "http://"+d.http+"/metrics")
+	return b
 }
 
 // statusRole runs radbridge status --json against d, as an operator would.

@@ -126,16 +126,6 @@ func TestHTTPConnectionLimit(t *testing.T) {
 
 	metrics := patient(base + "/metrics")
 	if want := fmt.Sprintf("\nradbridge_http_connections_rejected_total %d\n", refused); !strings.Contains(metrics, want) {
-		t.Errorf("metrics lack %q:\n%s", strings.TrimSpace(want), grepLines(metrics, "radbridge_http_"))
+		t.Errorf("metrics lack %q:\n%s", strings.TrimSpace(want), testkit.GrepLines(metrics, "radbridge_http_"))
 	}
-}
-
-func grepLines(s, sub string) string {
-	var out []string
-	for _, l := range strings.Split(s, "\n") {
-		if strings.Contains(l, sub) {
-			out = append(out, l)
-		}
-	}
-	return strings.Join(out, "\n")
 }
