@@ -97,12 +97,7 @@ func startSCP(t testing.TB, cfg Config) *testSCP {
 // Nagle) and a timeout; it returns the combined output and the exit error.
 func run(t testing.TB, name string, args ...string) (string, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, testkit.Peer(t, name), args...)
-	cmd.Env = append(os.Environ(), "TCP_NODELAY=1")
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	return testkit.DCMTK(t, 120*time.Second, name, args...)
 }
 
 func TestEcho(t *testing.T) {

@@ -19,13 +19,7 @@ const studyUID = "1.2.826.0.1.3680043.10.1447.77"
 // dcmtk runs a DCMTK tool against the daemon with Nagle off.
 func dcmtk(t *testing.T, tool string, args ...string) (string, error) {
 	t.Helper()
-	testkit.Peer(t, tool)
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, tool, args...)
-	cmd.Env = append(os.Environ(), "TCP_NODELAY=1")
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	return testkit.DCMTK(t, 60*time.Second, tool, args...)
 }
 
 // makeStudy writes synthetic instances of patient MRN4711, accession

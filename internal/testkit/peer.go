@@ -1,9 +1,11 @@
 package testkit
 
 import (
+	"context"
 	"os"
 	"os/exec"
 	"testing"
+	"time"
 )
 
 // InCI reports whether the test runs under CI=true, where every peer is
@@ -43,4 +45,17 @@ func Python(tb testing.TB, modules ...string) string {
 		}
 	}
 	return py
+}
+
+// DCMTK runs a DCMTK tool (a peer, see Peer) with args, for at most
+// limit, and returns its combined output and exit error. It sets
+// TCP_NODELAY=1: Debian's DCMTK otherwise waits on Nagle.
+func DCMTK(tb testing.TB, limit time.Duration, tool string, args ...string) (string, error) {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, Peer(tb, tool), args...)
+	cmd.Env = append(os.Environ(), "TCP_NODELAY=1")
+	out, err := cmd.CombinedOutput()
+	return string(out), err
 }
