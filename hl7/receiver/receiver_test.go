@@ -460,7 +460,7 @@ func TestConnectionLimitPerHost(t *testing.T) {
 // writes at most 10 lines a second about it, and the next line says how
 // many were left out.
 func TestConnectionFloodLogsBounded(t *testing.T) {
-	var buf lockedBuffer
+	var buf testkit.Buffer
 	ts := start(t, Config{MaxConnections: 1, Logger: slog.New(slog.NewTextHandler(&buf, nil))})
 	held := dial(t, ts.addr)
 	held.send(oru("F1", "", goodORUBody))
@@ -482,23 +482,6 @@ func TestConnectionFloodLogsBounded(t *testing.T) {
 	if max := 10 * (seconds + 1); lines > max || lines == 0 {
 		t.Errorf("%d log lines for %d rejected connections in %d s, want 1 to %d", lines, flood, seconds, max)
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func isReset(err error) bool {
