@@ -130,16 +130,13 @@ func TestStoreToDCMTK(t *testing.T) {
 		_ = cmd.Wait()
 	})
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		code, _, errOut := runApp(t, "echo", "--addr", addr, "--aec", "STORESCP", "--timeout", "2s")
-		if code == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("storescp not answering C-ECHO: %s\nstorescp: %s", errOut, log.String())
-		}
-		time.Sleep(50 * time.Millisecond) // polling for the child's listener
+	var errOut string
+	if !testkit.Poll(20*time.Second, func() bool {
+		var code int
+		code, _, errOut = runApp(t, "echo", "--addr", addr, "--aec", "STORESCP", "--timeout", "2s")
+		return code == 0
+	}) {
+		t.Fatalf("storescp not answering C-ECHO: %s\nstorescp: %s", errOut, log.String())
 	}
 	code, out, errOut := runApp(t, "store", "--addr", addr, "--aec", "STORESCP", src)
 	if code != 0 || !strings.Contains(out, "stored 4, failed 0") {

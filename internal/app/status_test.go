@@ -55,7 +55,7 @@ func TestStatusCommand(t *testing.T) {
 	// the mapper has applied the order: both are settled now.
 	var s app.Status
 	var out string
-	for i := 0; ; i++ {
+	testkit.Poll(10*time.Second, func() bool {
 		code, stdout, stderr := runApp(t, "status", "--addr", "http://"+d.HTTPAddr(), "--token-file", opsFile, "--json")
 		if code != 0 {
 			t.Fatalf("status --json: exit %d: %s", code, stderr)
@@ -65,11 +65,8 @@ func TestStatusCommand(t *testing.T) {
 			t.Fatalf("status --json: %v\n%s", err, stdout)
 		}
 		out = stdout
-		if s.Subscribers["grpc"] == 1 && s.Mapper.Lag == 0 || i == 500 {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return s.Subscribers["grpc"] == 1 && s.Mapper.Lag == 0
+	})
 	if !s.Ready || s.State != "ready" {
 		t.Errorf("ready %v, state %q", s.Ready, s.State)
 	}
