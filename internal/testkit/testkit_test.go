@@ -1,6 +1,9 @@
 package testkit_test
 
 import (
+	"context"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -69,5 +72,39 @@ func TestWriteHL7(t *testing.T) {
 	b, err = os.ReadFile(testkit.WriteHL7Framed(t, "m", "MSH|^~\\&|A"))
 	if err != nil || !strings.HasPrefix(string(b), "\x0b") || !strings.HasSuffix(string(b), "\r\x1c\r") {
 		t.Errorf("WriteHL7Framed: %q %v", b, err)
+	}
+}
+
+// TestServeLoopback: the server answers on the returned address, and its
+// Serve has returned by the time the test's cleanups have run.
+func TestServeLoopback(t *testing.T) {
+	returned := make(chan struct{})
+	t.Run("serve", func(t *testing.T) {
+		addr := testkit.ServeLoopback(t, func(ctx context.Context, ln net.Listener) error {
+			defer close(returned)
+			go func() { <-ctx.Done(); ln.Close() }()
+			for {
+				c, err := ln.Accept()
+				if err != nil {
+					return nil
+				}
+				c.Write([]byte("hi"))
+				c.Close()
+			}
+		})
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
+		b, _ := io.ReadAll(c)
+		if string(b) != "hi" {
+			t.Errorf("read %q, want hi", b)
+		}
+	})
+	select {
+	case <-returned:
+	default:
+		t.Error("Serve still running after the test's cleanup")
 	}
 }
