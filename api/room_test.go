@@ -21,6 +21,7 @@ import (
 	"radbridge/eventlog"
 	"radbridge/fanout"
 	"radbridge/ingest"
+	"radbridge/internal/testkit"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
 
@@ -636,7 +637,7 @@ func TestRoomSlowConsumer(t *testing.T) {
 // every way, leave no goroutine behind.
 func TestRoomNoLeaks(t *testing.T) {
 	env := newRoomEnv(t, HTTPConfig{}, nil)
-	time.Sleep(50 * time.Millisecond)
+	time.Sleep(50 * time.Millisecond) // the environment's goroutines settle before the baseline: no state to wait for
 	base := runtime.NumGoroutine()
 	for i := range 6 {
 		rc := dialRoom(t, env.url, nil)
@@ -663,10 +664,7 @@ func TestRoomNoLeaks(t *testing.T) {
 			rc.c.CloseNow()
 		}
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for runtime.NumGoroutine() > base && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.Poll(10*time.Second, func() bool { return runtime.NumGoroutine() <= base })
 	if n := runtime.NumGoroutine(); n > base || env.hub.Subscribers() != 0 {
 		buf := make([]byte, 1<<20)
 		t.Errorf("%d goroutines, %d before; %d hub subscribers\n%s", n, base, env.hub.Subscribers(), buf[:runtime.Stack(buf, true)])

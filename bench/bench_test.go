@@ -50,14 +50,10 @@
 package bench
 
 import (
-	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
-	"log/slog"
 	"math"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -71,8 +67,8 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
-	"radbridge/internal/app"
-	"radbridge/internal/config"
+	"radbridge/internal/testkit"
+	"radbridge/internal/testkit/inproc"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
 
@@ -138,38 +134,11 @@ type daemon struct {
 // directory; it stops when the benchmark ends.
 func startInProcess(tb testing.TB, extra ...string) *daemon {
 	tb.Helper()
-	c := &config.Config{}
-	fs := c.FlagSet("bench")
-	args := append([]string{"--data-dir", filepath.Join(tb.TempDir(), "data"),
-		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0"}, extra...)
-	if err := fs.Parse(args); err != nil {
-		tb.Fatal(err)
-	}
-	if err := c.Validate(); err != nil {
-		tb.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	d, err := app.Start(ctx, c, slog.New(slog.DiscardHandler))
-	if err != nil {
-		cancel()
-		tb.Fatal(err)
-	}
-	var once sync.Once
+	d := inproc.Start(tb, "", nil, extra...)
 	stop := func() {
-		once.Do(func() {
-			cancel()
-			if err := d.Wait(); err != nil {
-				tb.Logf("daemon stopped: %v", err)
-			}
-		})
-	}
-	tb.Cleanup(stop)
-	deadline := time.Now().Add(30 * time.Second)
-	for !d.Ready() {
-		if time.Now().After(deadline) {
-			tb.Fatal("daemon not ready after 30s")
+		if err := d.Stop(); err != nil {
+			tb.Logf("daemon stopped: %v", err)
 		}
-		time.Sleep(10 * time.Millisecond)
 	}
 	return &daemon{grpcAddr: d.GRPCAddr(), httpAddr: d.HTTPAddr(), stop: stop}
 }
@@ -190,12 +159,7 @@ func buildDaemon(tb testing.TB) string {
 			return
 		}
 		binPath = filepath.Join(dir, "radbridge")
-		cmd := exec.Command("go", "build", "-o", binPath, "./cmd/radbridge")
-		cmd.Dir = ".." // the module root; go test runs in the package directory
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			buildErr = fmt.Errorf("go build ./cmd/radbridge: %v\n%s", err, out)
-		}
+		buildErr = testkit.Build("..", binPath, "./cmd/radbridge") // go test runs in the package directory
 	})
 	if buildErr != nil {
 		tb.Fatal(buildErr)
@@ -205,80 +169,14 @@ func buildDaemon(tb testing.TB) string {
 
 // startProcess runs the daemon binary as a child process and waits until it
 // is ready; it is stopped with SIGTERM (then SIGKILL) when the benchmark
-// ends.
+// ends. Its warnings and errors go to stderr as they come.
 func startProcess(tb testing.TB, extra ...string) *daemon {
 	tb.Helper()
-	bin := buildDaemon(tb)
 	args := append([]string{"serve", "--data-dir", filepath.Join(tb.TempDir(), "data"),
 		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--log-format", "json"}, extra...)
-	cmd := exec.Command(bin, args...)
-	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
-	stderr, err := cmd.StderrPipe()
-	if err != nil {
-		tb.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		tb.Fatal(err)
-	}
-	exited := make(chan struct{})
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			_ = cmd.Process.Signal(syscall.SIGTERM)
-			select {
-			case <-exited:
-			case <-time.After(15 * time.Second):
-				_ = cmd.Process.Kill()
-				<-exited
-			}
-		})
-	}
-	tb.Cleanup(stop)
-	d := &daemon{pid: cmd.Process.Pid, stop: stop}
-	ready := make(chan error, 1)
-	go func() {
-		defer close(exited)
-		sc := bufio.NewScanner(stderr)
-		sc.Buffer(make([]byte, 64<<10), 1<<20)
-		sent := false
-		var last []string
-		for sc.Scan() {
-			var l struct{ Msg, Component, Addr, Level string }
-			_ = json.Unmarshal(sc.Bytes(), &l)
-			last = append(last, sc.Text())
-			if len(last) > 20 {
-				last = last[1:]
-			}
-			switch {
-			case l.Msg == "listening" && l.Component == "grpc":
-				d.grpcAddr = l.Addr
-			case l.Msg == "listening" && l.Component == "http":
-				d.httpAddr = l.Addr
-			case l.Msg == "listening" && l.Component == "hl7":
-				d.mllpAddr = l.Addr
-			case l.Msg == "listening" && l.Component == "dicom":
-				d.dicomAddr = l.Addr
-			case l.Msg == "ready" && !sent:
-				sent = true
-				ready <- nil
-			case l.Level == "ERROR" || l.Level == "WARN":
-				fmt.Fprintf(os.Stderr, "radbridge child: %s\n", sc.Text())
-			}
-		}
-		_ = cmd.Wait()
-		if !sent {
-			ready <- fmt.Errorf("daemon exited before ready: %v\n%s", cmd.ProcessState, strings.Join(last, "\n"))
-		}
-	}()
-	select {
-	case err := <-ready:
-		if err != nil {
-			tb.Fatal(err)
-		}
-	case <-time.After(60 * time.Second):
-		tb.Fatal("daemon not ready after 60s")
-	}
-	return d
+	p := testkit.Serve(tb, buildDaemon(tb), testkit.ServeOptions{Echo: os.Stderr, KillWithParent: true}, args...)
+	tb.Cleanup(p.Stop)
+	return &daemon{grpcAddr: p.GRPC, httpAddr: p.HTTP, mllpAddr: p.MLLP, dicomAddr: p.DICOM, pid: p.Cmd.Process.Pid, stop: p.Stop}
 }
 
 // rss returns the process's resident set size in bytes.

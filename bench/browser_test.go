@@ -4,11 +4,9 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"log/slog"
 	"net"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -17,7 +15,8 @@ import (
 
 	"radbridge/hl7/mllp"
 	"radbridge/internal/app"
-	"radbridge/internal/config"
+	"radbridge/internal/testkit"
+	"radbridge/internal/testkit/inproc"
 )
 
 // browserPatient is the patient of BenchmarkBrowserLatency: PID-3 with
@@ -35,77 +34,21 @@ const benchORM = "MSH|^~\\&|BENCHRIS|BENCH|RADBRIDGE|IMAGING|20260310121000||ORM
 // loopback port and DICOM off.
 func startAppDaemon(tb testing.TB, extra ...string) *app.Daemon {
 	tb.Helper()
-	c := &config.Config{}
-	fs := c.FlagSet("bench")
-	args := append([]string{"--data-dir", filepath.Join(tb.TempDir(), "data"),
-		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
-		"--mllp-addr", "127.0.0.1:0", "--dicom-addr", ""}, extra...)
-	if err := fs.Parse(args); err != nil {
-		tb.Fatal(err)
-	}
-	if err := c.Validate(); err != nil {
-		tb.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	d, err := app.Start(ctx, c, slog.New(slog.DiscardHandler))
-	if err != nil {
-		cancel()
-		tb.Fatal(err)
-	}
-	var once sync.Once
-	tb.Cleanup(func() {
-		once.Do(func() {
-			cancel()
-			if err := d.Wait(); err != nil {
-				tb.Logf("daemon stopped: %v", err)
-			}
-		})
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for !d.Ready() {
-		if time.Now().After(deadline) {
-			tb.Fatal("daemon not ready after 30s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return d
+	return inproc.Start(tb, "", nil, append([]string{"--dicom-addr", ""}, extra...)...).Daemon
 }
 
-// benchChromium starts headless Chromium (flags as in
-// internal/app/browser_test.go) and returns a tab's context.
+// benchChromium starts headless Chromium and returns a tab's context. A
+// benchmark without chromium is skipped with a note on stderr.
 func benchChromium(tb testing.TB) context.Context {
 	tb.Helper()
-	bin, err := exec.LookPath("chromium")
-	if err != nil {
+	if _, err := exec.LookPath("chromium"); err != nil {
 		fmt.Fprintf(os.Stderr, "%s: skipped: chromium not installed\n", tb.Name())
 		tb.Skip("chromium not installed")
 	}
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(bin),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-extensions", true),
-		chromedp.Flag("mute-audio", true),
-		chromedp.UserDataDir(tb.TempDir()),
-		chromedp.WindowSize(1280, 900),
-	}
-	alloc, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
-	browser, cancelBrowser := chromedp.NewContext(alloc)
-	tab, cancelTab := chromedp.NewContext(browser)
-	tb.Cleanup(func() {
-		cancelTab()
-		cancelBrowser()
-		cancelAlloc()
-	})
+	tab, cancelTab := chromedp.NewContext(testkit.Chromium(tb, context.Background()))
+	tb.Cleanup(cancelTab)
 	if err := chromedp.Do(tab); err != nil {
-		tb.Fatalf("start %s: %v", bin, err)
+		tb.Fatalf("new tab: %v", err)
 	}
 	return tab
 }
@@ -324,13 +267,13 @@ func BenchmarkBrowserLatency(b *testing.B) {
 	}
 	for i := range 5 { // warm-up
 		send(-1 - i)
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond) // one order at a time, as a RIS sends them: the pace, not a wait
 	}
 	i := 0
 	for b.Loop() {
 		samples = append(samples, send(i))
 		i++
-		time.Sleep(20 * time.Millisecond) // one order at a time, as a RIS sends them
+		time.Sleep(20 * time.Millisecond) // one order at a time, as a RIS sends them: the pace, not a wait
 	}
 	b.StopTimer()
 	pick := func(f func(sample) time.Duration) []time.Duration {

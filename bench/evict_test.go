@@ -107,7 +107,7 @@ func BenchmarkMapperEviction(b *testing.B) {
 					// Quiet periods never end on this clock: no timer records.
 					Now: func() time.Time { return time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC) }}
 				m := mapper.New(cfg)
-				time.Sleep(15 * time.Second) // as below
+				time.Sleep(15 * time.Second) // as below: a measurement's settling time, not a wait
 				runtime.GC()
 				var ms runtime.MemStats
 				runtime.ReadMemStats(&ms)
@@ -121,7 +121,7 @@ func BenchmarkMapperEviction(b *testing.B) {
 					b.Fatalf("applied %d of %d", stats.Applied, n)
 				}
 				// The JetStream file store drops its block caches after a few
-				// idle seconds: measure what stays.
+				// idle seconds (no state to wait for): measure what stays.
 				time.Sleep(15 * time.Second)
 				runtime.GC()
 				runtime.ReadMemStats(&ms)

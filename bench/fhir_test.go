@@ -21,6 +21,7 @@ import (
 	"radbridge/api"
 	"radbridge/eventlog"
 	"radbridge/fhir"
+	"radbridge/internal/testkit"
 	rbv1 "radbridge/proto/radbridge/v1"
 	"radbridge/readmodel"
 	"radbridge/store"
@@ -107,10 +108,8 @@ func BenchmarkFHIRSearchPatient10k(b *testing.B) {
 	done := make(chan struct{})
 	go func() { _ = h.Run(rctx); close(done) }()
 	defer func() { cancel(); <-done }()
-	for deadline := time.Now().Add(2 * time.Minute); h.Position() < seq; time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			b.Fatalf("index at %d of %d after 2 minutes", h.Position(), seq)
-		}
+	if !testkit.Poll(2*time.Minute, func() bool { return h.Position() >= seq }) {
+		b.Fatalf("index at %d of %d after 2 minutes", h.Position(), seq)
 	}
 	runtime.GC()
 	runtime.ReadMemStats(&after)

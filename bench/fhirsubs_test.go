@@ -18,6 +18,7 @@ import (
 	"github.com/coder/websocket"
 
 	"radbridge/hl7/mllp"
+	"radbridge/internal/testkit"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
 
@@ -130,20 +131,16 @@ func benchFHIRSubs(b *testing.B, n int, same bool) {
 		postSubscription(b, base, benchSubscriptionFor("websocket", "", pat))
 	}
 	for _, id := range []string{restID, wsID} {
-		deadline := time.Now().Add(time.Minute)
-		for {
+		if !testkit.Poll(time.Minute, func() bool {
 			resp, err := http.Get(base + "/fhir/Subscription/" + id)
-			if err == nil {
-				body, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if bytes.Contains(body, []byte(`"status":"active"`)) {
-					break
-				}
+			if err != nil {
+				return false
 			}
-			if time.Now().After(deadline) {
-				b.Fatalf("Subscription/%s not active", id)
-			}
-			time.Sleep(20 * time.Millisecond)
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			return bytes.Contains(body, []byte(`"status":"active"`))
+		}) {
+			b.Fatalf("Subscription/%s not active", id)
 		}
 	}
 

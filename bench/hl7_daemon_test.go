@@ -1,19 +1,13 @@
 package bench
 
 import (
-	"context"
-	"log/slog"
 	"net"
-	"path/filepath"
 	"slices"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
 	"radbridge/hl7/mllp"
-	"radbridge/internal/app"
-	"radbridge/internal/config"
 )
 
 // hl7ORU is the same small ORU^R01 that cmd/hl7load sends; %s is MSH-10.
@@ -30,46 +24,7 @@ const hl7ORUTail = "|P|2.5.1\r" +
 // port and returns that address.
 func startMLLPDaemon(tb testing.TB, extra ...string) string {
 	tb.Helper()
-	return startMLLPDaemonApp(tb, extra...).MLLPAddr()
-}
-
-// startMLLPDaemonApp is startMLLPDaemon returning the daemon.
-func startMLLPDaemonApp(tb testing.TB, extra ...string) *app.Daemon {
-	tb.Helper()
-	c := &config.Config{}
-	fs := c.FlagSet("bench")
-	args := append([]string{"--data-dir", filepath.Join(tb.TempDir(), "data"),
-		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
-		"--mllp-addr", "127.0.0.1:0", "--dicom-addr", ""}, extra...)
-	if err := fs.Parse(args); err != nil {
-		tb.Fatal(err)
-	}
-	if err := c.Validate(); err != nil {
-		tb.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	d, err := app.Start(ctx, c, slog.New(slog.DiscardHandler))
-	if err != nil {
-		cancel()
-		tb.Fatal(err)
-	}
-	var once sync.Once
-	tb.Cleanup(func() {
-		once.Do(func() {
-			cancel()
-			if err := d.Wait(); err != nil {
-				tb.Logf("daemon stopped: %v", err)
-			}
-		})
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for !d.Ready() {
-		if time.Now().After(deadline) {
-			tb.Fatal("daemon not ready after 30s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	return d
+	return startAppDaemon(tb, extra...).MLLPAddr()
 }
 
 // BenchmarkHL7Daemon sends b.N ORU^R01 over one MLLP connection to an
@@ -136,7 +91,14 @@ func benchMLLP(b *testing.B, addr string) {
 		}
 		return time.Since(t0)
 	}
-	for i := range 200 { // warm-up
+	reportMessageLatency(b, 200, send)
+}
+
+// reportMessageLatency calls send warm times (indices -1, -2, …) before
+// timing, then once per iteration (0, 1, …), and reports msg/s and the
+// p50/p99 of the durations send returns.
+func reportMessageLatency(b *testing.B, warm int, send func(i int) time.Duration) {
+	for i := range warm {
 		send(-1 - i)
 	}
 	lat := make([]time.Duration, 0, b.N)

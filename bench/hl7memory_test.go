@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"radbridge/hl7/mllp"
+	"radbridge/internal/testkit"
 )
 
 // BenchmarkHL7Memory measures the daemon's memory under a long HL7 load
@@ -51,7 +52,7 @@ func BenchmarkHL7Memory(b *testing.B) {
 		var mllpAddr, httpAddr string
 		pid := 0
 		if profDir != "" {
-			d := startMLLPDaemonApp(b)
+			d := startAppDaemon(b)
 			mllpAddr, httpAddr = d.MLLPAddr(), d.HTTPAddr()
 		} else {
 			d := startProcess(b, "--mllp-addr", "127.0.0.1:0", "--dicom-addr", "")
@@ -68,7 +69,7 @@ func BenchmarkHL7Memory(b *testing.B) {
 			if pid != 0 {
 				for range 20 { // 2 s: the last sample, after the GC settled
 					r = rss(b, pid)
-					time.Sleep(100 * time.Millisecond)
+					time.Sleep(100 * time.Millisecond) // sampling while the GC settles, not a wait
 				}
 			} else {
 				runtime.GC()
@@ -190,25 +191,22 @@ func containsAA(ack []byte) bool {
 
 // waitMapper waits until the mapper has applied every ingest record.
 func waitMapper(tb testing.TB, httpAddr string, max time.Duration) {
-	deadline := time.Now().Add(max)
-	for {
-		resp, err := http.Get("http://" + httpAddr + "/v1/status")
-		if err == nil {
-			var st struct {
-				Mapper struct {
-					AppliedSequence uint64 `json:"applied_sequence"`
-					IngestHead      uint64 `json:"ingest_head"`
-				} `json:"mapper"`
-			}
-			err = json.NewDecoder(resp.Body).Decode(&st)
-			resp.Body.Close()
-			if err == nil && st.Mapper.IngestHead > 0 && st.Mapper.AppliedSequence >= st.Mapper.IngestHead {
-				return
-			}
+	var err error
+	if !testkit.Poll(max, func() bool {
+		var resp *http.Response
+		if resp, err = http.Get("http://" + httpAddr + "/v1/status"); err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			tb.Fatalf("the mapper did not catch up within %v (%v)", max, err)
+		var st struct {
+			Mapper struct {
+				AppliedSequence uint64 `json:"applied_sequence"`
+				IngestHead      uint64 `json:"ingest_head"`
+			} `json:"mapper"`
 		}
-		time.Sleep(200 * time.Millisecond)
+		err = json.NewDecoder(resp.Body).Decode(&st)
+		resp.Body.Close()
+		return err == nil && st.Mapper.IngestHead > 0 && st.Mapper.AppliedSequence >= st.Mapper.IngestHead
+	}) {
+		tb.Fatalf("the mapper did not catch up within %v (%v)", max, err)
 	}
 }

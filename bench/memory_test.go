@@ -72,13 +72,13 @@ func idleMemory(b *testing.B, kind string, n int) (serverPerSub, clientPerSub fl
 	// so one-time costs are not charged to the N below.
 	w, next := openFleet(b, kind, d, pub, 16, since, 0)
 	w.close()
-	time.Sleep(time.Second)
+	time.Sleep(time.Second) // a measurement's settling time, not a wait
 	before = rss(b, d.pid)
 	c0 := memStats()
 
 	f, _ := openFleet(b, kind, d, pub, n, next-1, 0)
 	defer f.close()
-	time.Sleep(2 * time.Second) // let the daemon settle
+	time.Sleep(2 * time.Second) // let the daemon settle: a measurement's settling time, not a wait
 	after = rss(b, d.pid)
 	c1 := memStats()
 	if e := f.errs.Load(); e > 0 {

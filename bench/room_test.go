@@ -194,7 +194,7 @@ func benchRoomFanOut(b *testing.B, n int) {
 	w.wait(b, r, time.Minute)
 	w.close()
 	next := since + 2
-	time.Sleep(time.Second)
+	time.Sleep(time.Second) // a measurement's settling time, not a wait
 	before := rss(b, d.pid)
 
 	t0 := time.Now()
@@ -207,38 +207,12 @@ func benchRoomFanOut(b *testing.B, n int) {
 	}
 	f.wait(b, r, 2*time.Minute)
 	next++
-	time.Sleep(2 * time.Second) // let the daemon settle
+	time.Sleep(2 * time.Second) // let the daemon settle: a measurement's settling time, not a wait
 	after := rss(b, d.pid)
 	b.Logf("conns=%d: connected in %v; daemon VmRSS %.1f MB -> %.1f MB", n, connectTime.Round(time.Millisecond),
 		float64(before)/(1<<20), float64(after)/(1<<20))
 
-	var toLast, toFirst, spread, post []time.Duration
-	for b.Loop() {
-		r := f.expect(next)
-		start := time.Now()
-		seq, err := restPublish(ctx, d.httpAddr, patient, int(next))
-		post = append(post, time.Since(start))
-		if err != nil {
-			b.Fatal(err)
-		}
-		if seq != next {
-			b.Fatalf("published sequence %d, want %d", seq, next)
-		}
-		f.wait(b, r, time.Minute)
-		first, last := time.Unix(0, r.first.Load()), time.Unix(0, r.last.Load())
-		toLast = append(toLast, last.Sub(start))
-		toFirst = append(toFirst, first.Sub(start))
-		spread = append(spread, last.Sub(first))
-		next++
-	}
-	if e := f.errs.Load(); e > 0 {
-		b.Errorf("%d room connections failed; first: %v", e, f.err)
-	}
-	b.ReportMetric(ms(percentile(toLast, 50)), "ms-to-last-p50")
-	b.ReportMetric(ms(percentile(toLast, 99)), "ms-to-last-p99")
-	b.ReportMetric(ms(percentile(toFirst, 50)), "ms-to-first-p50")
-	b.ReportMetric(ms(percentile(spread, 50)), "spread-ms-p50")
-	b.ReportMetric(ms(percentile(spread, 99)), "spread-ms-p99")
+	post := measureFanOut(b, f, next, "room connections", func(seq uint64) (uint64, error) { return restPublish(ctx, d.httpAddr, patient, int(seq)) })
 	b.ReportMetric(ms(percentile(post, 50)), "post-ms-p50")
 	b.ReportMetric(float64(after-before)/float64(n), "B/conn")
 	b.ReportMetric(float64(after)/(1<<20), "rss-after-MB")

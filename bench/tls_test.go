@@ -1,20 +1,14 @@
 package bench
 
 import (
-	"context"
 	"crypto/tls"
-	"log/slog"
 	"net"
 	"path/filepath"
-	"slices"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
 	"radbridge/hl7/mllp"
-	"radbridge/internal/app"
-	"radbridge/internal/config"
 	"radbridge/internal/tlsconf/tlstest"
 )
 
@@ -26,40 +20,8 @@ func startMLLPTLSDaemon(b *testing.B, extra ...string) (plain, secure string, cl
 	dir := b.TempDir()
 	ca := tlstest.NewCA(b, "bench CA")
 	ca.Issue(b, tlstest.Leaf{CN: "radbridge", DNS: []string{"localhost"}, RSA: true}).Write(b, dir, "server")
-	c := &config.Config{}
-	fs := c.FlagSet("bench")
-	args := append([]string{"--data-dir", filepath.Join(b.TempDir(), "data"),
-		"--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
-		"--mllp-addr", "127.0.0.1:0", "--dicom-addr", "", "--mllp-tls-addr", "127.0.0.1:0",
-		"--tls-cert-file", filepath.Join(dir, "server.crt"), "--tls-key-file", filepath.Join(dir, "server.key")}, extra...)
-	if err := fs.Parse(args); err != nil {
-		b.Fatal(err)
-	}
-	if err := c.Validate(); err != nil {
-		b.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	d, err := app.Start(ctx, c, slog.New(slog.DiscardHandler))
-	if err != nil {
-		cancel()
-		b.Fatal(err)
-	}
-	var once sync.Once
-	b.Cleanup(func() {
-		once.Do(func() {
-			cancel()
-			if err := d.Wait(); err != nil {
-				b.Logf("daemon stopped: %v", err)
-			}
-		})
-	})
-	deadline := time.Now().Add(30 * time.Second)
-	for !d.Ready() {
-		if time.Now().After(deadline) {
-			b.Fatal("daemon not ready after 30s")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	d := startAppDaemon(b, append([]string{"--mllp-tls-addr", "127.0.0.1:0",
+		"--tls-cert-file", filepath.Join(dir, "server.crt"), "--tls-key-file", filepath.Join(dir, "server.key")}, extra...)...)
 	return d.MLLPAddr(), d.MLLPTLSAddr(), &tls.Config{RootCAs: ca.Pool(), ServerName: "localhost"}
 }
 
@@ -117,19 +79,5 @@ func benchMLLPDial(b *testing.B, dial func() (net.Conn, error), reconnect bool) 
 		}
 		return time.Since(t0)
 	}
-	for i := range 100 { // warm-up
-		send(-1 - i)
-	}
-	lat := make([]time.Duration, 0, b.N)
-	b.ResetTimer()
-	i := 0
-	for b.Loop() {
-		lat = append(lat, send(i))
-		i++
-	}
-	b.StopTimer()
-	slices.Sort(lat)
-	b.ReportMetric(float64(len(lat))/b.Elapsed().Seconds(), "msg/s")
-	b.ReportMetric(us(percentile(lat, 50)), "p50-µs")
-	b.ReportMetric(us(percentile(lat, 99)), "p99-µs")
+	reportMessageLatency(b, 100, send)
 }

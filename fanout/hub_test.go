@@ -15,6 +15,7 @@ import (
 
 	"radbridge/eventlog"
 	"radbridge/fanout"
+	"radbridge/internal/testkit"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
 
@@ -113,11 +114,11 @@ func TestCatchUpThenLiveNoGapNoDuplicate(t *testing.T) {
 	}
 	for i := 101; i <= last; i++ {
 		for uint64(i) > slowest()+window/2 && ctx.Err() == nil {
-			time.Sleep(100 * time.Microsecond)
+			time.Sleep(100 * time.Microsecond) // the writer's pace: within half a window of the slowest reader
 		}
 		appendN(t, l, i, 1, "P1")
 		if i%10 == 0 {
-			time.Sleep(time.Millisecond)
+			time.Sleep(time.Millisecond) // the writer's pace, not a wait
 		}
 	}
 	wg.Wait()
@@ -196,9 +197,7 @@ func TestSlowSubscriberIsCutOffNotTheOthers(t *testing.T) {
 	if err := <-done; err != nil {
 		t.Fatalf("fast subscriber: %v", err)
 	}
-	for h.Head() < 100 {
-		time.Sleep(time.Millisecond)
-	}
+	testkit.Eventually(t, 10*time.Second, "hub head at 100", func() bool { return h.Head() >= 100 })
 	_, err := slow.Next(ctx, time.Second)
 	if !errors.Is(err, fanout.ErrSlow) {
 		t.Fatalf("slow subscriber got %v, want ErrSlow", err)
@@ -275,9 +274,7 @@ func TestCountBehindAndFloor(t *testing.T) {
 	l := eventlog.NewMemory()
 	h := startHub(t, l, 64)
 	appendN(t, l, 1, 20, "P1")
-	for h.Head() < 20 {
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.Eventually(t, 10*time.Second, "hub head at 20", func() bool { return h.Head() >= 20 })
 	old := h.Subscribe(2, eventlog.Filter{})
 	defer old.Close()
 	cur := h.Subscribe(15, eventlog.Filter{})

@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"radbridge/internal/natstest"
+	"radbridge/internal/testkit"
 	"radbridge/leader"
 )
 
@@ -64,13 +65,7 @@ func start(t *testing.T, ns *server.Server, id string, lease time.Duration, acti
 
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.Eventually(t, 30*time.Second, what, cond)
 }
 
 func leaders(cs ...*candidate) (n int, who *candidate) {

@@ -15,6 +15,7 @@ import (
 
 	"radbridge/eventlog"
 	"radbridge/ingest"
+	"radbridge/internal/testkit"
 	"radbridge/mapper"
 	"radbridge/mapper/rules"
 	rbv1 "radbridge/proto/radbridge/v1"
@@ -145,16 +146,12 @@ func buildEvictLog(t *testing.T) (*ingest.Memory, []*rbv1.Event, map[string][]by
 				t.Fatal(err)
 			}
 		}
-		deadline := time.Now().Add(30 * time.Second)
-		for {
-			last, _ := in.Last(context.Background())
-			if m.Ready() && m.Applied() == last && m.PendingTimers() == 0 {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("day %d: applied %d of %d, %d timers pending", d, m.Applied(), last, m.PendingTimers())
-			}
-			time.Sleep(5 * time.Millisecond)
+		var last uint64
+		if !testkit.Poll(30*time.Second, func() bool {
+			last, _ = in.Last(context.Background())
+			return m.Ready() && m.Applied() == last && m.PendingTimers() == 0
+		}) {
+			t.Fatalf("day %d: applied %d of %d, %d timers pending", d, m.Applied(), last, m.PendingTimers())
 		}
 	}
 	return in, allEvents(t, evs), rm.all()

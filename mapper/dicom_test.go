@@ -20,6 +20,7 @@ import (
 
 	"radbridge/eventlog"
 	"radbridge/ingest"
+	"radbridge/internal/testkit"
 	"radbridge/mapper"
 	"radbridge/mapper/rules"
 	rbv1 "radbridge/proto/radbridge/v1"
@@ -172,12 +173,8 @@ func (h *dicomHarness) events() []*rbv1.Event {
 // waitEvents waits until the log holds at least n events.
 func (h *dicomHarness) waitEvents(n int) {
 	h.t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for len(h.events()) < n {
-		if time.Now().After(deadline) {
-			h.t.Fatalf("event log holds %d events, want %d: %v", len(h.events()), n, studySummaries(h.events()))
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !testkit.Poll(5*time.Second, func() bool { return len(h.events()) >= n }) {
+		h.t.Fatalf("event log holds %d events, want %d: %v", len(h.events()), n, studySummaries(h.events()))
 	}
 }
 
@@ -187,18 +184,14 @@ func (h *dicomHarness) waitEvents(n int) {
 // should not exist would be in the log.
 func (h *dicomHarness) settleQuiet() {
 	h.t.Helper()
-	time.Sleep(3 * dicomQuiet)
-	deadline := time.Now().Add(20 * time.Second)
-	for time.Now().Before(deadline) {
+	time.Sleep(3 * dicomQuiet) // room for an event that should not exist: no state to wait for
+	testkit.Poll(20*time.Second, func() bool {
 		last, err := h.in.Last(context.Background())
 		if err != nil {
 			h.t.Fatal(err)
 		}
-		if h.m.Applied() >= last && h.m.PendingTimers() == 0 {
-			return
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return h.m.Applied() >= last && h.m.PendingTimers() == 0
+	})
 }
 
 // studySummary is what a subscriber checks of an event.

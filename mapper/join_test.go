@@ -17,6 +17,7 @@ import (
 
 	"radbridge/eventlog"
 	"radbridge/ingest"
+	"radbridge/internal/testkit"
 	"radbridge/mapper"
 	"radbridge/mapper/rules"
 	rbv1 "radbridge/proto/radbridge/v1"
@@ -139,31 +140,24 @@ func joinScenario(t *testing.T, seed int64) {
 		t.Fatal(err)
 	}
 	// Wait for the quiet periods: every study available.
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		got, _ := evs.Read(ctx, 1, eventlog.Filter{Types: []rbv1.EventType{rbv1.EventType_IMAGING_STUDY_AVAILABLE}}, 100)
-		if len(got) == 4 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d studies available, want 4", len(got))
-		}
-		time.Sleep(20 * time.Millisecond)
+	var got []*rbv1.Event
+	if !testkit.Poll(10*time.Second, func() bool {
+		got, _ = evs.Read(ctx, 1, eventlog.Filter{Types: []rbv1.EventType{rbv1.EventType_IMAGING_STUDY_AVAILABLE}}, 100)
+		return len(got) == 4
+	}) {
+		t.Fatalf("%d studies available, want 4", len(got))
 	}
 	// The read models are written before the mapper reports a record
 	// applied: wait until the last record (a timer's included) is.
-	for {
-		l, err := in.Last(ctx)
-		if err != nil {
+	var l uint64
+	if !testkit.Poll(10*time.Second, func() bool {
+		var err error
+		if l, err = in.Last(ctx); err != nil {
 			t.Fatal(err)
 		}
-		if m.Applied() >= l && m.PendingTimers() == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("mapper applied %d of %d records, %d timers pending", m.Applied(), l, m.PendingTimers())
-		}
-		time.Sleep(20 * time.Millisecond)
+		return m.Applied() >= l && m.PendingTimers() == 0
+	}) {
+		t.Fatalf("mapper applied %d of %d records, %d timers pending", m.Applied(), l, m.PendingTimers())
 	}
 
 	rm.mu.Lock()

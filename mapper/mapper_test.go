@@ -12,6 +12,7 @@ import (
 
 	"radbridge/eventlog"
 	"radbridge/ingest"
+	"radbridge/internal/testkit"
 	"radbridge/mapper"
 	"radbridge/mapper/rules"
 	rbv1 "radbridge/proto/radbridge/v1"
@@ -134,13 +135,7 @@ func TestCrashMidStreamNeitherLosesNorDuplicates(t *testing.T) {
 		last = viewed(t, in, i)
 	}
 	m, stop := start(t, mapper.Config{Ingest: in, Events: &crashingLog{Log: evs, n: 5}})
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, l, _ := evs.Bounds(context.Background()); l == 5 || time.Now().After(deadline) {
-			break
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.Poll(5*time.Second, func() bool { _, l, _ := evs.Bounds(context.Background()); return l == 5 })
 	stop()
 	_ = m
 	m, stop = start(t, mapper.Config{Ingest: in, Events: evs})
@@ -178,22 +173,16 @@ func TestTimersGoThroughTheLogAndSurviveRestart(t *testing.T) {
 		return byKind["test.arm"].Apply(c)
 	})
 	cfg := mapper.Config{Ingest: in, Events: evs, Rules: map[string]rules.Rule{"test.arm": wrapped}}
-	_, stop := start(t, cfg)
+	m, stop := start(t, cfg)
 	if _, _, err := in.Append(context.Background(), ingest.Observation{Kind: "test.arm", Key: "a", Time: time.Now()}); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(50 * time.Millisecond)
+	testkit.Eventually(t, 5*time.Second, "the timer armed", func() bool { return m.PendingTimers() == 1 })
 	stop() // before the timer is due
 	_, stop = start(t, cfg)
 	defer stop()
-	deadline := time.Now().Add(5 * time.Second)
-	for time.Now().Before(deadline) {
-		if _, l, _ := evs.Bounds(context.Background()); l >= 1 {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	time.Sleep(400 * time.Millisecond) // a second firing would show up by now
+	testkit.Poll(5*time.Second, func() bool { _, l, _ := evs.Bounds(context.Background()); return l >= 1 })
+	time.Sleep(400 * time.Millisecond) // a second firing would show up by now: no state to wait for
 	got, _ := evs.Read(context.Background(), 1, eventlog.Filter{}, 10)
 	if len(got) != 1 || got[0].Type != rbv1.EventType_IMAGING_STUDY_AVAILABLE {
 		t.Fatalf("events after the timer: %v; want one IMAGING_STUDY_AVAILABLE", got)
@@ -239,12 +228,7 @@ func TestObserverSeparatesReplayFromLive(t *testing.T) {
 	viewed(t, in, 2)
 	o := &observer{outcomes: map[string]int{}}
 	m, stop := start(t, mapper.Config{Ingest: in, Events: evs, Observer: o})
-	for i := 0; !m.Ready(); i++ {
-		if i == 1000 {
-			t.Fatal("mapper not ready after its replay")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.Eventually(t, 10*time.Second, "mapper ready after its replay", m.Ready)
 	last := viewed(t, in, 3)
 	body, _ := json.Marshal(ingest.Viewed{PatientID: "P1", StudyInstanceUID: "1.2.1", ViewerName: "Dr X"}) // viewed(1)'s
 	in.RecordDuplicates = true

@@ -79,7 +79,7 @@ func runTo(t *testing.T, cfg mapper.Config, in *ingest.Memory, seq uint64, settl
 		if _, err := m.Await(actx, last); err != nil && !errors.Is(err, readmodel.ErrForgotten) {
 			t.Fatal(err)
 		}
-		time.Sleep(300 * time.Millisecond)
+		time.Sleep(300 * time.Millisecond) // settled once no timer record comes for a while: no state to wait for
 		if now, _ := in.Last(actx); now == last {
 			break
 		}

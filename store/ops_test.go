@@ -56,7 +56,7 @@ func TestIngestTrim(t *testing.T) {
 		}
 	}
 	mid := time.Now()
-	time.Sleep(20 * time.Millisecond)
+	time.Sleep(20 * time.Millisecond) // records on either side of mid by the clock: not a wait
 	for i := 6; i < 8; i++ {
 		if _, _, err := in.Append(ctx, ingest.Observation{Kind: "api.viewed", Key: fmt.Sprint("k", i)}); err != nil {
 			t.Fatal(err)

@@ -14,7 +14,6 @@ import (
 	"fmt"
 	"io"
 	"math/rand/v2"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -29,24 +28,15 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 
+	"radbridge/internal/testkit"
 	"radbridge/internal/tlsconf/tlstest"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
 
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 type natsNode struct {
 	cmd  *exec.Cmd
 	url  string
-	logs *syncBuf
+	logs *testkit.Buffer
 	done chan struct{}
 }
 
@@ -58,7 +48,7 @@ func startNATSCluster(t *testing.T, n int) []*natsNode {
 	route := make([]int, n)
 	var routes []string
 	for i := range n {
-		client[i], route[i] = freePort(t), freePort(t)
+		client[i], route[i] = testkit.FreePort(t), testkit.FreePort(t)
 		routes = append(routes, fmt.Sprintf("nats://127.0.0.1:%d", route[i]))
 	}
 	var nodes []*natsNode
@@ -68,7 +58,7 @@ func startNATSCluster(t *testing.T, n int) []*natsNode {
 		cmd.Env = append(os.Environ(), "NATS_NAME="+fmt.Sprintf("n%d", i+1), fmt.Sprintf("NATS_LISTEN=127.0.0.1:%d", client[i]),
 			"NATS_STORE_DIR="+t.TempDir(), fmt.Sprintf("NATS_CLUSTER_LISTEN=127.0.0.1:%d", route[i]),
 			"NATS_ROUTE_1="+routes[0], "NATS_ROUTE_2="+routes[1], "NATS_ROUTE_3="+routes[2])
-		nd := &natsNode{cmd: cmd, url: fmt.Sprintf("nats://127.0.0.1:%d", client[i]), logs: &syncBuf{}, done: make(chan struct{})}
+		nd := &natsNode{cmd: cmd, url: fmt.Sprintf("nats://127.0.0.1:%d", client[i]), logs: &testkit.Buffer{}, done: make(chan struct{})}
 		cmd.Stdout, cmd.Stderr = nd.logs, nd.logs
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -83,18 +73,15 @@ func startNATSCluster(t *testing.T, n int) []*natsNode {
 		})
 		nodes = append(nodes, nd)
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	testkit.Eventually(t, 60*time.Second, "a JetStream metadata leader", func() bool {
 		for _, nd := range nodes {
 			if strings.Contains(nd.logs.String(), "JetStream cluster new metadata leader") || strings.Contains(nd.logs.String(), "Self is new JetStream cluster metadata leader") {
-				return nodes
+				return true
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("no JetStream metadata leader after 60s")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+		return false
+	})
+	return nodes
 }
 
 func tail(s string, n int) string {
@@ -111,22 +98,8 @@ var ackRE = regexp.MustCompile(`MSA\|([A-Z]{2})\|([^|\r\n]*)`)
 var storeOK = regexp.MustCompile(`Received Store Response \(Success\)`)
 
 func TestClusterFailover(t *testing.T) {
-	var mllp, storescu string
-	for _, bin := range []string{"mllp_send", "storescu", "/usr/bin/python3"} {
-		p, err := exec.LookPath(bin)
-		if err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s missing (CI=true: the test command installs it)", bin)
-			}
-			t.Skipf("%s missing", bin)
-		}
-		switch bin {
-		case "mllp_send":
-			mllp = p
-		case "storescu":
-			storescu = p
-		}
-	}
+	mllp, storescu := testkit.Peer(t, "mllp_send"), testkit.Peer(t, "storescu")
+	testkit.Peer(t, "/usr/bin/python3")
 	seed := uint64(time.Now().UnixNano())
 	t.Logf("seed %d", seed)
 	rng := rand.New(rand.NewPCG(seed, 7))
@@ -188,7 +161,7 @@ func TestClusterFailover(t *testing.T) {
 				}
 			}
 			conn.Close()
-			time.Sleep(100 * time.Millisecond)
+			time.Sleep(100 * time.Millisecond) // the client's pause before it resubscribes, not a wait
 		}
 	}()
 
@@ -249,11 +222,12 @@ func TestClusterFailover(t *testing.T) {
 				storedAfterFaults += n
 			}
 			mu.Unlock()
-			time.Sleep(pauses[i])
+			time.Sleep(pauses[i]) // the PACS's pace between studies, not a wait
 		}
 	}()
 
-	// Faults: a JetStream server, then the process running the mapper.
+	// Faults: a JetStream server, then the process running the mapper, at
+	// random points of the load (the sleeps are the schedule, not waits).
 	time.Sleep(time.Duration(1500+rng.IntN(1500)) * time.Millisecond)
 	victim := nodes[rng.IntN(len(nodes))]
 	victim.cmd.Process.Signal(syscall.SIGKILL)
@@ -271,9 +245,9 @@ func TestClusterFailover(t *testing.T) {
 		t.Errorf("radbridge status on rb-b after the failover: role %q, leader %q", role, leader)
 	}
 	if m := scrape(t, b); !strings.Contains(m, "\nradbridge_mapper_leader 1\n") {
-		t.Errorf("the survivor's /metrics does not say it leads:\n%s", grepLines(m, "radbridge_mapper_leader"))
+		t.Errorf("the survivor's /metrics does not say it leads:\n%s", testkit.GrepLines(m, "radbridge_mapper_leader"))
 	}
-	time.Sleep(3 * time.Second) // load on the survivor alone
+	time.Sleep(3 * time.Second) // load on the survivor alone for a while: the scenario, not a wait
 	stopLoad()
 	wg.Wait()
 
@@ -294,37 +268,25 @@ func TestClusterFailover(t *testing.T) {
 
 	// Every acknowledged order and instance becomes an event on the
 	// survivor.
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		missingOrders, missingInst := checkAcknowledged(t, b, acked, stored)
-		if len(missingOrders) == 0 && len(missingInst) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after failover: orders acknowledged AA without ORDER_PLACED: %v; studies with fewer instances than acknowledged: %v", missingOrders, missingInst)
-		}
-		time.Sleep(500 * time.Millisecond)
+	var missingOrders, missingInst []string
+	if !testkit.Poll(90*time.Second, func() bool {
+		missingOrders, missingInst = checkAcknowledged(t, b, acked, stored)
+		return len(missingOrders) == 0 && len(missingInst) == 0
+	}) {
+		t.Fatalf("after failover: orders acknowledged AA without ORDER_PLACED: %v; studies with fewer instances than acknowledged: %v", missingOrders, missingInst)
 	}
 
 	// The subscriber resumed on the survivor: every event once, in order,
 	// without a gap, up to the log's end.
 	_, last := logBounds(t, b)
-	deadline = time.Now().Add(30 * time.Second)
-	for {
+	var n int
+	if !testkit.Poll(30*time.Second, func() bool {
 		subMu.Lock()
-		n := len(got)
-		var at uint64
-		if n > 0 {
-			at = got[n-1].GetSequence()
-		}
-		subMu.Unlock()
-		if at >= last && n > 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("subscriber at %d events, log ends at %d", n, last)
-		}
-		time.Sleep(100 * time.Millisecond)
+		defer subMu.Unlock()
+		n = len(got)
+		return n > 0 && got[n-1].GetSequence() >= last
+	}) {
+		t.Fatalf("subscriber at %d events, log ends at %d", n, last)
 	}
 	stopSub()
 	<-subDone
@@ -343,12 +305,8 @@ func TestClusterFailover(t *testing.T) {
 
 func waitLog(t *testing.T, d *daemon, s string) {
 	t.Helper()
-	deadline := time.Now().Add(60 * time.Second)
-	for !strings.Contains(d.logs.String(), s) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s in the log:\n%s", s, d.logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !testkit.Poll(60*time.Second, func() bool { return strings.Contains(d.logs.String(), s) }) {
+		t.Fatalf("no %s in the log:\n%s", s, d.logs.String())
 	}
 }
 
@@ -407,7 +365,7 @@ func allEvents(t *testing.T, d *daemon) []listedEvent {
 		}
 		if resp.StatusCode == http.StatusServiceUnavailable {
 			// The store is electing a stream leader: retryable, as the
-			// status says.
+			// status says (the client's pause before it retries).
 			time.Sleep(200 * time.Millisecond)
 			continue
 		}
@@ -439,23 +397,8 @@ func logBounds(t *testing.T, d *daemon) (first, last uint64) {
 
 func scrape(t *testing.T, d *daemon) string {
 	t.Helper()
-	resp, err := http.Get("http://" + d.http + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return string(b)
-}
-
-func grepLines(s, sub string) string {
-	var out []string
-	for _, l := range strings.Split(s, "\n") {
-		if strings.Contains(l, sub) {
-			out = append(out, l)
-		}
-	}
-	return strings.Join(out, "\n")
+	_, b := testkit.Get(t, "http://"+d.http+"/metrics")
+	return b
 }
 
 // statusRole runs radbridge status --json against d, as an operator would.
@@ -484,22 +427,18 @@ func TestNATSOverTLS(t *testing.T) {
 	ca.WriteCert(t, filepath.Join(dir, "ca.crt"))
 	ca.Issue(t, tlstest.Leaf{CN: "nats", IP: []string{"127.0.0.1"}}).Write(t, dir, "server")
 	ca.Issue(t, tlstest.Leaf{CN: "radbridge", Client: true}).Write(t, dir, "client")
-	port := freePort(t)
+	port := testkit.FreePort(t)
 	ns := exec.Command(natsServer, "-js", "-a", "127.0.0.1", "-p", fmt.Sprint(port), "-sd", t.TempDir(),
 		"--tlsverify", "--tlscert", filepath.Join(dir, "server.crt"), "--tlskey", filepath.Join(dir, "server.key"),
 		"--tlscacert", filepath.Join(dir, "ca.crt"), "--user", "rb", "--pass", "s3cret-pass")
-	logs := &syncBuf{}
+	logs := &testkit.Buffer{}
 	ns.Stdout, ns.Stderr = logs, logs
 	if err := ns.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ns.Process.Kill(); ns.Wait() })
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(logs.String(), "Server is ready") {
-		if time.Now().After(deadline) {
-			t.Fatalf("nats-server not ready:\n%s", logs.String())
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !testkit.Poll(30*time.Second, func() bool { return strings.Contains(logs.String(), "Server is ready") }) {
+		t.Fatalf("nats-server not ready:\n%s", logs.String())
 	}
 	url := fmt.Sprintf("tls://rb:s3cret-pass@127.0.0.1:%d", port)
 

@@ -40,6 +40,7 @@ import (
 	"radbridge/ingest"
 	"radbridge/internal/app"
 	"radbridge/internal/config"
+	"radbridge/internal/testkit"
 	"radbridge/mapper"
 	"radbridge/mapper/rules"
 	rbv1 "radbridge/proto/radbridge/v1"
@@ -203,7 +204,7 @@ func (l *crashLoad) runHL7(stop <-chan struct{}, bin, addr, dir string, from, to
 			if all {
 				break
 			}
-			time.Sleep(100 * time.Millisecond) // the daemon is down: don't spin
+			time.Sleep(100 * time.Millisecond) // the RIS's pause before it resends (the daemon may be down), not a wait
 		}
 	}
 }
@@ -288,7 +289,7 @@ func (l *crashLoad) runDICOM(stop <-chan struct{}, addr, dir string, logf func(s
 			if all {
 				break
 			}
-			time.Sleep(100 * time.Millisecond)
+			time.Sleep(100 * time.Millisecond) // the PACS's pause before it resends (the daemon may be down), not a wait
 		}
 	}
 }
@@ -383,15 +384,9 @@ func (l *crashLoad) acknowledgedMissing(evs []*rbv1.Event) []string {
 // reproduce a failure's schedule), RADBRIDGE_CRASH_MAX_UP_MS the longest
 // run between kills (default 4000).
 func TestCrashUnderLoad(t *testing.T) {
-	mllp := needBin(t, "mllp_send")
-	needBin(t, "storescu")
-	needBin(t, "/usr/bin/python3")
-	if out, err := exec.Command("/usr/bin/python3", "-c", "import pydicom").CombinedOutput(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("pydicom missing: %s", out)
-		}
-		t.Skip("python3-pydicom not installed")
-	}
+	mllp := testkit.Peer(t, "mllp_send")
+	testkit.Peer(t, "storescu")
+	testkit.Python(t, "pydicom")
 	cycles := envInt(t, "RADBRIDGE_CRASH_CYCLES", 4)
 	maxUp := time.Duration(envInt(t, "RADBRIDGE_CRASH_MAX_UP_MS", 4000)) * time.Millisecond
 	seed := uint64(time.Now().UnixNano())
@@ -424,7 +419,7 @@ func TestCrashUnderLoad(t *testing.T) {
 
 	d := serve(t, flags...)
 	tail := exec.Command(binary, "tail", "--addr", addrs[0], "--json", "--since", "0")
-	tailOut, tailErr := &syncBuf{}, &syncBuf{}
+	tailOut, tailErr := &testkit.Buffer{}, &testkit.Buffer{}
 	tail.Stdout, tail.Stderr = tailOut, tailErr
 	if err := tail.Start(); err != nil {
 		t.Fatal(err)
@@ -434,7 +429,7 @@ func TestCrashUnderLoad(t *testing.T) {
 	load := &crashLoad{want: map[string]rbv1.EventType{}, hl7Acked: map[string]bool{}, dicomAcked: map[string]map[string]bool{}, studyPatient: map[string]string{}}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	var peerErrs syncBuf
+	var peerErrs testkit.Buffer
 	logf := func(f string, a ...any) { fmt.Fprintf(&peerErrs, f+"\n", a...) }
 	hl7Dir, dicomDir := t.TempDir(), t.TempDir()
 	wg.Go(func() { load.runHL7(stop, mllp, addrs[2], hl7Dir, 1, 100000, logf) })
@@ -442,11 +437,11 @@ func TestCrashUnderLoad(t *testing.T) {
 	stopLoad := sync.OnceFunc(func() { close(stop); wg.Wait() })
 	defer stopLoad()
 
-	var early []*syncBuf
+	var early []*testkit.Buffer
 	kills := 0
 	for c := 1; c <= cycles; c++ {
 		up := time.Duration(300+rng.Int64N(int64(maxUp/time.Millisecond))) * time.Millisecond
-		time.Sleep(up)
+		time.Sleep(up) // the kill schedule, not a wait
 		d.cmd.Process.Signal(syscall.SIGKILL)
 		<-d.done
 		kills++
@@ -454,12 +449,12 @@ func TestCrashUnderLoad(t *testing.T) {
 			// Kill once more while it opens the store and replays.
 			after := time.Duration(100+rng.Int64N(1500)) * time.Millisecond
 			cmd := exec.Command(binary, append([]string{"serve", "--log-format", "json"}, flags...)...)
-			logs := &syncBuf{}
+			logs := &testkit.Buffer{}
 			cmd.Stderr = logs
 			if err := cmd.Start(); err != nil {
 				t.Fatal(err)
 			}
-			time.Sleep(after)
+			time.Sleep(after) // the kill schedule, not a wait
 			cmd.Process.Signal(syscall.SIGKILL)
 			cmd.Wait()
 			early = append(early, logs)
@@ -470,7 +465,8 @@ func TestCrashUnderLoad(t *testing.T) {
 		}
 		d = serve(t, flags...)
 	}
-	// Load for a last while on the surviving daemon, then stop the peers.
+	// Load for a last while on the surviving daemon (the scenario, not a
+	// wait), then stop the peers.
 	time.Sleep(time.Second)
 	stopLoad()
 	defer func() {
@@ -494,17 +490,14 @@ func TestCrashUnderLoad(t *testing.T) {
 	settle := func() {
 		deadline := time.Now().Add(90*time.Second + time.Duration(cycles)*5*time.Second)
 		lastCount, lastChange := -1, time.Now()
-		for {
+		testkit.Poll(time.Until(deadline), func() bool {
 			evs := tailEvents(t, tailOut.String())
 			if len(evs) != lastCount {
 				lastCount, lastChange = len(evs), time.Now()
 			}
 			missing = load.acknowledgedMissing(evs)
-			if len(missing) == 0 && time.Since(lastChange) > 3*time.Second || time.Now().After(deadline) {
-				break
-			}
-			time.Sleep(250 * time.Millisecond)
-		}
+			return len(missing) == 0 && time.Since(lastChange) > 3*time.Second
+		})
 	}
 	settle()
 	// Every patient has now been idle for longer than --state-idle (2 s),
@@ -524,14 +517,11 @@ func TestCrashUnderLoad(t *testing.T) {
 	for try := 1; ; try++ {
 		barrier := publish(t, d, "CRASH-BARRIER", try)
 		seq, _ := strconv.Atoi(strings.Fields(barrier)[0])
-		for deadline := time.Now().Add(30 * time.Second); ; {
-			if evs := tailEvents(t, tailOut.String()); len(evs) > 0 && evs[len(evs)-1].Sequence >= uint64(seq) {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("radbridge tail did not print the barrier event %d; it printed %d events", seq, len(tailEvents(t, tailOut.String())))
-			}
-			time.Sleep(50 * time.Millisecond)
+		if !testkit.Poll(30*time.Second, func() bool {
+			evs := tailEvents(t, tailOut.String())
+			return len(evs) > 0 && evs[len(evs)-1].Sequence >= uint64(seq)
+		}) {
+			t.Fatalf("radbridge tail did not print the barrier event %d; it printed %d events", seq, len(tailEvents(t, tailOut.String())))
 		}
 		d.cmd.Process.Signal(syscall.SIGTERM)
 		<-d.done
@@ -754,17 +744,15 @@ func cleanReplay(t *testing.T, st *store.Store, flags []string) int {
 	done := make(chan error, 1)
 	began := time.Now()
 	go func() { done <- m.Run(ctx) }()
-	deadline := time.Now().Add(5 * time.Minute)
-	for m.Applied() < head || !m.Ready() {
+	if !testkit.Poll(5*time.Minute, func() bool {
 		select {
 		case err := <-done:
 			t.Fatalf("clean replay stopped at ingest %d of %d: %v", m.Applied(), head, err)
 		default:
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("clean replay applied %d of %d ingest records in 5 minutes", m.Applied(), head)
-		}
-		time.Sleep(20 * time.Millisecond)
+		return m.Applied() >= head && m.Ready()
+	}) {
+		t.Fatalf("clean replay applied %d of %d ingest records in 5 minutes", m.Applied(), head)
 	}
 	took := time.Since(began)
 	// The daemons ran with a short --state-idle: the same log makes the
@@ -841,19 +829,6 @@ func cleanReplay(t *testing.T, st *store.Store, flags []string) int {
 	return diffs
 }
 
-// needBin finds a peer binary; under CI=true a missing one fails.
-func needBin(t *testing.T, bin string) string {
-	t.Helper()
-	p, err := exec.LookPath(bin)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s missing (CI=true: scripts/test installs it)", bin)
-		}
-		t.Skipf("%s missing", bin)
-	}
-	return p
-}
-
 // TestKillDashNineDuringFirstStart: the first start on a new data directory
 // is killed with SIGKILL as soon as JetStream has created its directory,
 // before the store is complete. The next start must finish creating the
@@ -864,7 +839,7 @@ func TestKillDashNineDuringFirstStart(t *testing.T) {
 	for try := 1; try <= 5; try++ {
 		dir := filepath.Join(t.TempDir(), "data")
 		cmd := exec.Command(binary, "serve", "--data-dir", dir, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--mllp-addr", "", "--dicom-addr", "")
-		logs := &syncBuf{}
+		logs := &testkit.Buffer{}
 		cmd.Stderr = logs
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)

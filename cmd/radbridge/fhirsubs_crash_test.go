@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"radbridge/internal/testkit"
 )
 
 // crashHook records the event notifications it receives: per event number
@@ -28,7 +30,8 @@ type crashHook struct {
 
 func (h *crashHook) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	b, _ := io.ReadAll(r.Body)
-	// A slow receiver: deliveries are in flight when the daemon is killed.
+	// A slow receiver (the scenario, not a wait): deliveries are in flight
+	// when the daemon is killed.
 	time.Sleep(15 * time.Millisecond)
 	var bundle struct {
 		Entry []struct {
@@ -102,7 +105,7 @@ func (h *crashHook) waitDistinct(t *testing.T, n int, within time.Duration) {
 // order, one order per number, and a number delivered again carries the
 // same order.
 func TestFHIRSubscriptionKillDashNine(t *testing.T) {
-	mllp := needBin(t, "mllp_send")
+	mllp := testkit.Peer(t, "mllp_send")
 	hook := &crashHook{focus: map[uint64][]string{}, arrived: make(chan struct{}, 1)}
 	srv := httptest.NewServer(hook)
 	defer srv.Close()
@@ -216,7 +219,7 @@ func postHookSubscription(t *testing.T, d *daemon, hook string) {
 // every number 1..40 arrives, in order, no gaps, a redelivery with its
 // number.
 func TestFHIRSubscriptionFailover(t *testing.T) {
-	mllp := needBin(t, "mllp_send")
+	mllp := testkit.Peer(t, "mllp_send")
 	hook := &crashHook{focus: map[uint64][]string{}, arrived: make(chan struct{}, 1)}
 	srv := httptest.NewServer(hook)
 	defer srv.Close()

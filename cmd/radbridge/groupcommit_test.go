@@ -17,6 +17,7 @@ import (
 
 	"radbridge/hl7/mllp"
 	"radbridge/ingest"
+	"radbridge/internal/testkit"
 	"radbridge/store"
 )
 
@@ -71,7 +72,7 @@ func TestCrashBetweenGroupCommitAndACKs(t *testing.T) {
 						}
 						mu.Unlock()
 					}
-					time.Sleep(20 * time.Millisecond) // the daemon is down: retry
+					time.Sleep(20 * time.Millisecond) // the RIS's pause before it resends (the daemon may be down), not a wait
 				}
 			}
 		})
@@ -84,7 +85,7 @@ func TestCrashBetweenGroupCommitAndACKs(t *testing.T) {
 		// are connected as soon as the MLLP port listens.
 		cmd := exec.Command(binary, append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--log-format", "json"}, flags...)...)
 		cmd.Env = append(os.Environ(), fmt.Sprintf("%s=%d", store.KillAfterGroupCommitsEnv, 20*k))
-		logs := &syncBuf{}
+		logs := &testkit.Buffer{}
 		cmd.Stderr = logs
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
@@ -111,17 +112,14 @@ func TestCrashBetweenGroupCommitAndACKs(t *testing.T) {
 	mu.Lock()
 	target := sent + 4*conns
 	mu.Unlock()
-	for deadline := time.Now().Add(time.Minute); ; {
+	var n int
+	if !testkit.Poll(time.Minute, func() bool {
 		mu.Lock()
-		n := sent
-		mu.Unlock()
-		if n >= target {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("only %d of %d messages acknowledged after the last restart", n, target)
-		}
-		time.Sleep(20 * time.Millisecond)
+		defer mu.Unlock()
+		n = sent
+		return n >= target
+	}) {
+		t.Fatalf("only %d of %d messages acknowledged after the last restart", n, target)
 	}
 	stopLoad()
 	d.cmd.Process.Signal(syscall.SIGTERM)

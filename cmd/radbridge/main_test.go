@@ -5,7 +5,6 @@ package main_test
 // nats-server.
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"encoding/json"
@@ -18,11 +17,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
+	"radbridge/internal/testkit"
 	"radbridge/internal/tlsconf/tlstest"
 )
 
@@ -34,15 +33,13 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	binary = filepath.Join(dir, "radbridge")
-	out, err := exec.Command("go", "build", "-race", "-o", binary, ".").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build: %v\n%s", err, out)
+	if err := testkit.Build("", binary, ".", "-race"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	natsServer = filepath.Join(dir, "nats-server")
-	out, err = exec.Command("go", "build", "-o", natsServer, "github.com/nats-io/nats-server/v2").CombinedOutput()
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "build nats-server: %v\n%s", err, out)
+	if err := testkit.Build("", natsServer, "github.com/nats-io/nats-server/v2"); err != nil {
+		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
 	}
 	code := m.Run()
@@ -50,112 +47,26 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// daemon is the binary serving, as serve started it.
 type daemon struct {
 	cmd         *exec.Cmd
 	grpc, http  string
 	mllp, dicom string
-	logs        *syncBuf
+	logs        *testkit.Buffer
 	done        chan struct{}
-}
-
-type syncBuf struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuf) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuf) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 // readyTimeout bounds how long serve waits for /readyz (the replay of the
 // ingest log at start). TestCrashUnderLoad's long runs raise it.
 var readyTimeout = 60 * time.Second
 
-// serve starts the binary and waits until /readyz answers.
+// serve starts the binary with every listener on a loopback port 0 and
+// waits until /readyz answers; it is killed when the test ends.
 func serve(t *testing.T, args ...string) *daemon {
 	t.Helper()
 	args = append([]string{"serve", "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--mllp-addr", "127.0.0.1:0", "--dicom-addr", "127.0.0.1:0", "--log-format", "json"}, args...)
-	cmd := exec.Command(binary, args...)
-	pr, pw := io.Pipe()
-	d := &daemon{cmd: cmd, logs: &syncBuf{}, done: make(chan struct{})}
-	cmd.Stderr = pw
-	cmd.WaitDelay = 10 * time.Second
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() { cmd.Wait(); pw.Close(); close(d.done) }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-d.done
-		if t.Failed() {
-			t.Logf("daemon log:\n%s", d.logs.String())
-		}
-	})
-	addrs := make(chan [2]string, 64)
-	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			var l struct {
-				Msg, Component, Addr string
-				TLS                  any
-			}
-			// The plain-text listeners; TLS ones say tls="tls" or "mtls …".
-			if json.Unmarshal(sc.Bytes(), &l) == nil && l.Msg == "listening" && (l.TLS == nil || l.TLS == false) {
-				select {
-				case addrs <- [2]string{l.Component, l.Addr}:
-				default:
-				}
-			}
-			d.logs.Write(append(sc.Bytes(), '\n'))
-		}
-	}()
-	// Every listener is logged before "ready" (whatever their order).
-	ready := time.Now().Add(60 * time.Second)
-	for !strings.Contains(d.logs.String(), `"msg":"ready"`) {
-		select {
-		case <-d.done:
-			t.Fatalf("daemon exited:\n%s", d.logs.String())
-		case <-time.After(20 * time.Millisecond):
-		}
-		if time.Now().After(ready) {
-			t.Fatalf("daemon not ready:\n%s", d.logs.String())
-		}
-	}
-	for len(addrs) > 0 {
-		a := <-addrs
-		switch a[0] {
-		case "grpc":
-			d.grpc = a[1]
-		case "http":
-			d.http = a[1]
-		case "hl7":
-			d.mllp = a[1]
-		case "dicom":
-			d.dicom = a[1]
-		}
-	}
-	deadline := time.Now().Add(readyTimeout)
-	for {
-		resp, err := http.Get("http://" + d.http + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return d
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("not ready:\n%s", d.logs.String())
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+	p := testkit.Serve(t, binary, testkit.ServeOptions{ReadyTimeout: readyTimeout}, args...)
+	return &daemon{cmd: p.Cmd, grpc: p.GRPC, http: p.HTTP, mllp: p.MLLP, dicom: p.DICOM, logs: p.Logs, done: p.Done}
 }
 
 func publish(t *testing.T, d *daemon, patient string, i int) string {
@@ -202,22 +113,24 @@ func TestKillDashNineKeepsEveryAcknowledgedEvent(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
 	d := serve(t, "--data-dir", dir)
 	tail := exec.Command(binary, "tail", "--addr", d.grpc, "--json", "--since", "0")
-	tailOut := &syncBuf{}
+	tailOut := &testkit.Buffer{}
 	tail.Stdout = tailOut
 	if err := tail.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer func() { tail.Process.Kill(); tail.Wait() }()
-	time.Sleep(300 * time.Millisecond) // let tail connect; it reads from sequence 0 anyway
+	testkit.Eventually(t, 30*time.Second, "tail subscribed", func() bool { // it reads from sequence 0 anyway
+		_, st := testkit.GetJSON(t, "http://"+d.http+"/v1/status")
+		subs, _ := st["subscribers"].(map[string]any)
+		n, _ := subs["grpc"].(float64)
+		return n >= 1
+	})
 	var acked []string
 	for i := 1; i <= 20; i++ {
 		acked = append(acked, publish(t, d, "P-KILL", i))
 	}
 	// tail, started before the events, prints each as one JSON line.
-	deadline := time.Now().Add(30 * time.Second)
-	for strings.Count(tailOut.String(), "\n") < 20 && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
+	testkit.Poll(30*time.Second, func() bool { return strings.Count(tailOut.String(), "\n") >= 20 })
 	if n := strings.Count(tailOut.String(), "\n"); n != 20 || !strings.Contains(tailOut.String(), `"type":"IMAGING_STUDY_VIEWED"`) {
 		t.Fatalf("tail printed %d lines:\n%s", n, tailOut.String())
 	}
@@ -242,10 +155,7 @@ func TestKillDashNineKeepsEveryAcknowledgedEvent(t *testing.T) {
 	}
 	// tail reconnects by itself and resumes after the last sequence it
 	// printed, so it ends with 25 lines and no duplicates.
-	deadline = time.Now().Add(30 * time.Second)
-	for strings.Count(tailOut.String(), "\n") < 25 && time.Now().Before(deadline) {
-		time.Sleep(50 * time.Millisecond)
-	}
+	testkit.Poll(30*time.Second, func() bool { return strings.Count(tailOut.String(), "\n") >= 25 })
 	_ = tail
 	lines := strings.Split(strings.TrimSpace(tailOut.String()), "\n")
 	seen := map[string]bool{}
@@ -308,19 +218,15 @@ func TestExternalNATSServer(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	ns := exec.CommandContext(ctx, natsServer, "-js", "-a", "127.0.0.1", "-p", fmt.Sprint(port), "-sd", t.TempDir())
-	nsLog := &syncBuf{}
+	nsLog := &testkit.Buffer{}
 	ns.Stderr = nsLog
 	ns.Stdout = nsLog
 	if err := ns.Start(); err != nil {
 		t.Fatal(err)
 	}
 	defer func() { cancel(); ns.Wait() }()
-	deadline := time.Now().Add(time.Minute)
-	for !strings.Contains(nsLog.String(), "Server is ready") {
-		if time.Now().After(deadline) {
-			t.Fatalf("nats-server not ready:\n%s", nsLog.String())
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !testkit.Poll(time.Minute, func() bool { return strings.Contains(nsLog.String(), "Server is ready") }) {
+		t.Fatalf("nats-server not ready:\n%s", nsLog.String())
 	}
 	url := fmt.Sprintf("nats://127.0.0.1:%d", port)
 	d := serve(t, "--nats-url", url)
@@ -355,12 +261,7 @@ func TestExternalNATSServer(t *testing.T) {
 // becomes available, once, with every acknowledged instance counted.
 func TestKillDashNineMidStudy(t *testing.T) {
 	for _, bin := range []string{"storescu", "/usr/bin/python3"} {
-		if _, err := exec.LookPath(bin); err != nil {
-			if os.Getenv("CI") == "true" {
-				t.Fatalf("%s missing", bin)
-			}
-			t.Skipf("%s missing", bin)
-		}
+		testkit.Peer(t, bin)
 	}
 	files := t.TempDir()
 	study := "1.2.826.0.1.3680043.10.1447.88"
@@ -378,8 +279,7 @@ func TestKillDashNineMidStudy(t *testing.T) {
 	d.cmd.Process.Signal(syscall.SIGKILL) // every instance was acknowledged; the study is not yet complete
 	<-d.done
 	d2 := serve(t, "--data-dir", dir, "--study-quiet-period", "2s")
-	deadline := time.Now().Add(30 * time.Second)
-	for {
+	if !testkit.Poll(30*time.Second, func() bool {
 		resp, err := http.Get("http://" + d2.http + "/v1/events?type=IMAGING_STUDY_AVAILABLE")
 		if err != nil {
 			t.Fatal(err)
@@ -398,12 +298,11 @@ func TestKillDashNineMidStudy(t *testing.T) {
 			if len(l.Events) != 1 || l.Events[0].StudyInstanceUID != study || l.Events[0].Resource.NumberOfInstances != 6 {
 				t.Fatalf("after kill -9 and restart: %+v; want one AVAILABLE with 6 instances", l.Events)
 			}
-			return
+			return true
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the study never became available after the restart")
-		}
-		time.Sleep(100 * time.Millisecond)
+		return false
+	}) {
+		t.Fatal("the study never became available after the restart")
 	}
 }
 
@@ -433,9 +332,9 @@ func TestSIGHUPReloadsTLS(t *testing.T) {
 	}
 	want := `"msg":"TLS certificate reloaded"`
 	serial := `"serial":"` + renewed.Cert.SerialNumber.Text(16) + `"`
-	for i := 0; i < 300 && !(strings.Contains(d.logs.String(), want) && strings.Contains(d.logs.String(), serial)); i++ {
-		time.Sleep(100 * time.Millisecond)
-	}
+	testkit.Poll(30*time.Second, func() bool {
+		return strings.Contains(d.logs.String(), want) && strings.Contains(d.logs.String(), serial)
+	})
 	if !strings.Contains(d.logs.String(), want) || !strings.Contains(d.logs.String(), serial) {
 		t.Fatalf("no reload with serial %s after SIGHUP:\n%s", renewed.Cert.SerialNumber.Text(16), d.logs.String())
 	}

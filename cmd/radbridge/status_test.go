@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"radbridge/internal/testkit"
 )
 
 // startNATS runs the pinned nats-server with JetStream and a user and
@@ -27,17 +29,14 @@ func startNATS(t *testing.T, port int, dir string) (*exec.Cmd, int) {
 		l.Close()
 	}
 	ns := exec.Command(natsServer, "-js", "-a", "127.0.0.1", "-p", fmt.Sprint(port), "-sd", dir, "--user", "radbridge", "--pass", "s3cret-pw")
-	log := &syncBuf{}
+	log := &testkit.Buffer{}
 	ns.Stderr, ns.Stdout = log, log
 	if err := ns.Start(); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ns.Process.Kill(); ns.Wait() })
-	for deadline := time.Now().Add(time.Minute); !strings.Contains(log.String(), "Server is ready"); {
-		if time.Now().After(deadline) {
-			t.Fatalf("nats-server not ready:\n%s", log.String())
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !testkit.Poll(time.Minute, func() bool { return strings.Contains(log.String(), "Server is ready") }) {
+		t.Fatalf("nats-server not ready:\n%s", log.String())
 	}
 	return ns, port
 }
@@ -79,13 +78,10 @@ func TestStatusWhenTheStoreGoesDown(t *testing.T) {
 
 	ns.Process.Signal(syscall.SIGKILL)
 	ns.Wait()
-	for i := 0; ; i++ {
+	testkit.Poll(10*time.Second, func() bool {
 		code, stdout, stderr = runBinary(t, "status", "--addr", d.http)
-		if code != 0 || i == 100 {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return code != 0
+	})
 	if code != 1 || !strings.Contains(stdout, "NOT READY: store unavailable") || !strings.Contains(stdout, "DISCONNECTED") ||
 		!strings.Contains(stderr, "not ready: store unavailable") {
 		t.Errorf("status with the store down: exit %d; want 1, NOT READY and DISCONNECTED\nstdout:\n%s\nstderr:\n%s", code, stdout, stderr)
@@ -101,13 +97,10 @@ func TestStatusWhenTheStoreGoesDown(t *testing.T) {
 	}
 
 	startNATS(t, port, dir)
-	for i := 0; ; i++ {
+	testkit.Poll(30*time.Second, func() bool {
 		code, stdout, stderr = runBinary(t, "status", "--addr", d.http, "--json")
-		if code == 0 || i == 300 {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
+		return code == 0
+	})
 	if code != 0 || !strings.Contains(stdout, `"ready": true`) {
 		t.Errorf("status after the store came back: exit %d\n%s%s", code, stdout, stderr)
 	}

@@ -14,6 +14,7 @@ import (
 
 	"radbridge/dicom/dimse"
 	"radbridge/dicom/part10"
+	"radbridge/internal/testkit"
 )
 
 // BenchmarkCStore stores 512 KiB instances over loopback with the
@@ -67,7 +68,7 @@ func writeBenchFiles(b *testing.B, n, size int) string {
 // (+B bit preserving, kept on loopback with ../shared/tools/loopback_bind.c
 // when available), and reports instances per second.
 func BenchmarkStorescu(b *testing.B) {
-	tool(b, "storescu")
+	testkit.Peer(b, "storescu")
 	const files = 200
 	src := writeBenchFiles(b, files, 470<<10)
 	b.Run("radbridge-discard", func(b *testing.B) {
@@ -91,7 +92,7 @@ func BenchmarkStorescu(b *testing.B) {
 		b.ReportMetric(float64(files*b.N)/b.Elapsed().Seconds(), "instances/s")
 	})
 	b.Run("storescp", func(b *testing.B) {
-		storescp := tool(b, "storescp")
+		storescp := testkit.Peer(b, "storescp")
 		shim := filepath.Join(repoRoot(b), "..", "shared", "tools", "loopback_bind.c")
 		if _, err := os.Stat(shim); err != nil {
 			b.Skip("loopback_bind.c not found; not binding storescp to all interfaces")
@@ -113,15 +114,14 @@ func BenchmarkStorescu(b *testing.B) {
 			b.Fatal(err)
 		}
 		defer func() { cancel(); _ = cmd.Wait() }()
-		for i := 0; ; i++ {
-			if c, err := net.Dial("tcp", "127.0.0.1:"+port); err == nil {
+		if !testkit.Poll(2*time.Second, func() bool {
+			c, err := net.Dial("tcp", "127.0.0.1:"+port)
+			if err == nil {
 				c.Close()
-				break
 			}
-			if i > 100 {
-				b.Fatal("storescp did not start")
-			}
-			time.Sleep(20 * time.Millisecond)
+			return err == nil
+		}) {
+			b.Fatal("storescp did not start")
 		}
 		b.ResetTimer()
 		for i := 0; i < b.N; i++ {

@@ -11,6 +11,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"radbridge/ingest"
+	"radbridge/internal/testkit"
 	"strings"
 	"sync"
 	"testing"
@@ -88,52 +89,15 @@ func startSCP(t testing.TB, cfg Config) *testSCP {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case err := <-done:
-			if err != nil {
-				t.Errorf("Serve: %v", err)
-			}
-		case <-time.After(30 * time.Second):
-			t.Errorf("Serve did not return after cancel")
-		}
-	})
-	host, port, _ := net.SplitHostPort(ln.Addr().String())
+	host, port, _ := net.SplitHostPort(testkit.ServeLoopback(t, srv.Serve))
 	return &testSCP{srv: srv, h: h, host: host, port: port}
-}
-
-// tool finds a DCMTK (or other) binary: skipped when missing, fatal under
-// CI=true.
-func tool(t testing.TB, name string) string {
-	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not installed (apt-get install dcmtk)", name)
-		}
-		t.Skipf("%s not installed", name)
-	}
-	return p
 }
 
 // run runs a peer with TCP_NODELAY=1 (Debian's DCMTK otherwise waits on
 // Nagle) and a timeout; it returns the combined output and the exit error.
 func run(t testing.TB, name string, args ...string) (string, error) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, tool(t, name), args...)
-	cmd.Env = append(os.Environ(), "TCP_NODELAY=1")
-	out, err := cmd.CombinedOutput()
-	return string(out), err
+	return testkit.DCMTK(t, 120*time.Second, name, args...)
 }
 
 func TestEcho(t *testing.T) {
@@ -153,14 +117,9 @@ func TestEcho(t *testing.T) {
 // the server counts an association after its answer is on the wire, so a
 // peer that has exited may be a moment ahead of the counters.
 func waitStats(srv *Server, ok func(Stats) bool) Stats {
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		st := srv.Stats()
-		if ok(st) || time.Now().After(deadline) {
-			return st
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	var st Stats
+	testkit.Poll(10*time.Second, func() bool { st = srv.Stats(); return ok(st) })
+	return st
 }
 
 func TestRejectCalledAE(t *testing.T) {
@@ -206,10 +165,7 @@ func python(t testing.TB) string {
 			return p
 		}
 	}
-	if os.Getenv("CI") == "true" {
-		t.Fatal("python3 with pydicom not installed (apt-get install python3-pydicom)")
-	}
-	t.Skip("python3 with pydicom not installed")
+	testkit.Missing(t, "python3 with pydicom not installed (apt-get install python3-pydicom)")
 	return ""
 }
 

@@ -10,6 +10,7 @@ import (
 
 	"radbridge/dicom/dataset"
 	"radbridge/dicom/part10"
+	"radbridge/internal/testkit"
 )
 
 // charsets whose decoding we assert exactly (the issue asks for at least
@@ -55,7 +56,7 @@ func pydicomFiles(t *testing.T) []string {
 // modality values, and the Part-10 file in StoreDir is readable by dcmdump
 // and carries the very data set bytes that were sent.
 func TestStoreSCUFiles(t *testing.T) {
-	tool(t, "storescu")
+	testkit.Peer(t, "storescu")
 	files := pydicomFiles(t)
 	want := expectedFields(t, files)
 	dir := t.TempDir()

@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"radbridge/dicom/part10"
+	"radbridge/internal/testkit"
 )
 
 // synthFiles writes the synthetic instances of scripts/dicom/synth.py into
@@ -64,7 +65,7 @@ func checkStored(t *testing.T, s *testSCP, want map[string]expected, ts string) 
 // storescu +sd +r, once proposing implicit VR only (-xi), once explicit VR
 // little endian (-xe): storescu converts, we accept what it proposes.
 func TestStoreSCUSyntheticRecursive(t *testing.T) {
-	tool(t, "storescu")
+	testkit.Peer(t, "storescu")
 	dir, want := synthFiles(t)
 	for _, tc := range []struct{ flag, ts string }{
 		{"-xi", "1.2.840.10008.1.2"},
@@ -85,7 +86,7 @@ func TestStoreSCUSyntheticRecursive(t *testing.T) {
 // and sends each in its own transfer syntax: we never ask for transcoding,
 // and the stored file holds the compressed data set as sent.
 func TestStoreSCUCompressed(t *testing.T) {
-	tool(t, "storescu")
+	testkit.Peer(t, "storescu")
 	dir, src := synthFiles(t)
 	out := t.TempDir()
 	for _, tc := range []struct {

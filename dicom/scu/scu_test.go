@@ -22,6 +22,7 @@ import (
 	"radbridge/dicom/scu"
 	"radbridge/dicom/ul"
 	"radbridge/ingest"
+	"radbridge/internal/testkit"
 )
 
 const ctClass = "1.2.840.10008.5.1.4.1.1.2"
@@ -57,20 +58,7 @@ func startSCP(t *testing.T) (string, *recorder) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Serve(ctx, ln) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("Serve: %v", err)
-		}
-	})
-	return ln.Addr().String(), rec
+	return testkit.ServeLoopback(t, srv.Serve), rec
 }
 
 func elem(b []byte, group, element uint16, v string, pad string) []byte {

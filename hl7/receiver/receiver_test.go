@@ -20,6 +20,7 @@ import (
 
 	"radbridge/hl7"
 	"radbridge/hl7/mllp"
+	"radbridge/internal/testkit"
 )
 
 // fakeHandler records committed control IDs and can fail or block.
@@ -459,7 +460,7 @@ func TestConnectionLimitPerHost(t *testing.T) {
 // writes at most 10 lines a second about it, and the next line says how
 // many were left out.
 func TestConnectionFloodLogsBounded(t *testing.T) {
-	var buf lockedBuffer
+	var buf testkit.Buffer
 	ts := start(t, Config{MaxConnections: 1, Logger: slog.New(slog.NewTextHandler(&buf, nil))})
 	held := dial(t, ts.addr)
 	held.send(oru("F1", "", goodORUBody))
@@ -481,23 +482,6 @@ func TestConnectionFloodLogsBounded(t *testing.T) {
 	if max := 10 * (seconds + 1); lines > max || lines == 0 {
 		t.Errorf("%d log lines for %d rejected connections in %d s, want 1 to %d", lines, flood, seconds, max)
 	}
-}
-
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
 }
 
 func isReset(err error) bool {
@@ -556,7 +540,7 @@ func TestShutdownDrainDeadline(t *testing.T) {
 }
 
 func TestLogsNoPatientData(t *testing.T) {
-	var buf syncBuffer
+	var buf testkit.Buffer
 	h := &fakeHandler{fail: func(*hl7.Message) error { return errors.New("boom") }}
 	ts := start(t, Config{Handler: h, Logger: slog.New(slog.NewTextHandler(&buf, &slog.HandlerOptions{Level: slog.LevelDebug}))})
 	c := dial(t, ts.addr)
@@ -581,33 +565,10 @@ func TestLogsNoPatientData(t *testing.T) {
 	}
 }
 
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // TestPythonMLLPSend sends the test messages with python-hl7's mllp_send,
 // a real peer, and checks its ACKs.
 func TestPythonMLLPSend(t *testing.T) {
-	bin, err := exec.LookPath("mllp_send")
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("mllp_send (Debian package python3-hl7) not installed")
-		}
-		t.Skip("mllp_send (Debian package python3-hl7) not installed")
-	}
+	bin := testkit.Peer(t, "mllp_send")
 	h := &fakeHandler{}
 	ts := start(t, Config{Handler: h})
 	_, port, _ := net.SplitHostPort(ts.addr)

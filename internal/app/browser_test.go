@@ -13,6 +13,8 @@ import (
 	"github.com/chromedp/cdproto/page"
 	"github.com/chromedp/cdproto/runtime"
 	"github.com/chromedp/chromedp"
+
+	"radbridge/internal/testkit"
 )
 
 // browserWait bounds every wait for the page.
@@ -25,40 +27,6 @@ type tab struct {
 
 	mu     sync.Mutex
 	errors []string // uncaught exceptions and console errors
-}
-
-// headlessChromium starts a headless Chromium with its own profile and
-// returns the browser's context; every tab is a child of it.
-func headlessChromium(t *testing.T, ctx context.Context, extra ...chromedp.ExecAllocatorOption) context.Context {
-	t.Helper()
-	bin := needPeer(t, "chromium")
-	opts := []chromedp.ExecAllocatorOption{
-		chromedp.ExecPath(bin),
-		chromedp.Headless,
-		chromedp.NoSandbox,
-		chromedp.DisableGPU,
-		chromedp.NoFirstRun,
-		chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.Flag("disable-background-networking", true),
-		chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true),
-		chromedp.Flag("disable-extensions", true),
-		chromedp.Flag("mute-audio", true),
-		chromedp.UserDataDir(t.TempDir()),
-		chromedp.WindowSize(1280, 900),
-	}
-	opts = append(opts, extra...)
-	alloc, cancelAlloc := chromedp.NewExecAllocator(ctx, opts...)
-	browser, cancelBrowser := chromedp.NewContext(alloc)
-	t.Cleanup(func() {
-		cancelBrowser()
-		cancelAlloc()
-	})
-	if err := chromedp.Do(browser); err != nil { // starts the browser
-		t.Fatalf("start %s: %v", bin, err)
-	}
-	return browser
 }
 
 // openTab opens url in a new tab of browser and records the page's errors.
@@ -195,8 +163,8 @@ func artifactsDir(t *testing.T) string {
 // count, the CHEST region count, who else is viewing, the report), with
 // no script error and no event text interpreted as HTML.
 func TestLiveImagingPageInTwoTabs(t *testing.T) {
-	mllp := needPeer(t, "mllp_send")
-	needPeer(t, "storescu")
+	mllp := testkit.Peer(t, "mllp_send")
+	testkit.Peer(t, "storescu")
 	studyDir := t.TempDir()
 	makeStudy(t, studyDir, studyUID, 2, 5, 1) // series 1 CHEST, series 2 ABDOMEN: 10 instances
 
@@ -206,7 +174,7 @@ func TestLiveImagingPageInTwoTabs(t *testing.T) {
 	t.Cleanup(cancel) // after the screenshots
 	start := time.Now()
 
-	browser := headlessChromium(t, ctx)
+	browser := testkit.Chromium(t, ctx)
 	url := base + "/?patient=MRN4711"
 	tabs := []*tab{openTab(t, browser, "tab 1", url), openTab(t, browser, "tab 2", url)}
 	artifacts := artifactsDir(t)
@@ -240,8 +208,8 @@ func TestLiveImagingPageInTwoTabs(t *testing.T) {
 	send := func(i int) {
 		t.Helper()
 		m := risMessages[i]
-		f := writeHL7(t, m.ctl, strings.ReplaceAll(m.msg, "{{ctl}}", m.ctl))
-		if ack := mllpSend(t, mllp, d.MLLPAddr(), f); ack.Segment("MSA") == nil || ack.Segment("MSA").Field(1) != "AA" {
+		f := testkit.WriteHL7(t, m.ctl, strings.ReplaceAll(m.msg, "{{ctl}}", m.ctl))
+		if ack := testkit.MLLPSend(t, mllp, d.MLLPAddr(), f); ack.Segment("MSA") == nil || ack.Segment("MSA").Field(1) != "AA" {
 			t.Fatalf("%s: ACK %q", m.name, ack.Bytes())
 		}
 	}
@@ -330,8 +298,8 @@ func TestLiveImagingPageInTwoTabs(t *testing.T) {
 	// Event text is shown as text: an order whose procedure name is markup.
 	xss := strings.NewReplacer("ACC1001", "ACC6666", "PLC1001", "PLC6666", "FIL1001", "FIL6666",
 		"CT CHEST W/O CONTRAST", `<img src=x onerror="window.__pwned=1">`).Replace(risMessages[0].msg)
-	f := writeHL7(t, "ORM-6666", strings.ReplaceAll(xss, "{{ctl}}", "ORM-6666"))
-	if ack := mllpSend(t, mllp, d.MLLPAddr(), f); ack.Segment("MSA").Field(1) != "AA" {
+	f := testkit.WriteHL7(t, "ORM-6666", strings.ReplaceAll(xss, "{{ctl}}", "ORM-6666"))
+	if ack := testkit.MLLPSend(t, mllp, d.MLLPAddr(), f); ack.Segment("MSA").Field(1) != "AA" {
 		t.Fatalf("markup order: ACK %q", ack.Bytes())
 	}
 	both("markup order shown as text", `(() => {
@@ -363,7 +331,7 @@ func TestLiveImagingPageInTwoTabs(t *testing.T) {
 // a URL); without one, or with a token scoped to another patient, it says
 // it is not authorized.
 func TestLiveImagingPageWithToken(t *testing.T) {
-	mllp := needPeer(t, "mllp_send")
+	mllp := testkit.Peer(t, "mllp_send")
 	const (
 		ward  = "5f0e3c2a9b8d7e6f1a2b3c4d5e6f7a8b"
 		other = "0a1b2c3d4e5f60718293a4b5c6d7e8f9"
@@ -375,7 +343,7 @@ func TestLiveImagingPageWithToken(t *testing.T) {
 	d := startDaemon(t, filepath.Join(t.TempDir(), "data"), "--hl7-patient-authority", "NORTHWING", "--auth", "tokens", "--auth-tokens-file", tokens)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
-	browser := headlessChromium(t, ctx)
+	browser := testkit.Chromium(t, ctx)
 	url := "http://" + d.HTTPAddr() + "/?patient=MRN4711"
 	tabs := []*tab{openTab(t, browser, "no token", url), openTab(t, browser, "other patient's token", url), openTab(t, browser, "ward token", url)}
 	artifacts := artifactsDir(t)
@@ -403,8 +371,8 @@ func TestLiveImagingPageWithToken(t *testing.T) {
 	tabs[2].waitFor(t, "live with the ward token", `document.querySelector('[data-testid="connection"]').textContent === "live"`)
 
 	m := risMessages[0]
-	f := writeHL7(t, m.ctl, strings.ReplaceAll(m.msg, "{{ctl}}", m.ctl))
-	if ack := mllpSend(t, mllp, d.MLLPAddr(), f); ack.Segment("MSA").Field(1) != "AA" {
+	f := testkit.WriteHL7(t, m.ctl, strings.ReplaceAll(m.msg, "{{ctl}}", m.ctl))
+	if ack := testkit.MLLPSend(t, mllp, d.MLLPAddr(), f); ack.Segment("MSA").Field(1) != "AA" {
 		t.Fatalf("order: ACK %q", ack.Bytes())
 	}
 	tabs[2].waitFor(t, "the order", `!!document.querySelector('[data-testid="order"][data-accession="ACC1001"]')`)

@@ -22,6 +22,7 @@ import (
 
 	"radbridge/dicom/dimse"
 	"radbridge/dicom/scu"
+	"radbridge/internal/testkit"
 )
 
 // Per-input caps: each hostile input goes through the real
@@ -83,7 +84,7 @@ func vmKB(field string) int64 {
 // the first group beyond it; nothing is recorded (no event for that
 // patient), and an ordinary order right after gets AA and its event.
 func TestHL7OrderGroupCap(t *testing.T) {
-	bin := needPeer(t, "mllp_send")
+	bin := testkit.Peer(t, "mllp_send")
 	d := startDaemon(t, filepath.Join(t.TempDir(), "data"))
 	var b strings.Builder
 	b.WriteString("MSH|^~\\&|RIS|HOSP|RADBRIDGE|IMAGING|20260310083000||ORM^O01|BOMB-1|P|2.3\nPID|1||BOMB-P||DOE^JOHN\n")
@@ -93,11 +94,11 @@ func TestHL7OrderGroupCap(t *testing.T) {
 	if b.Len() >= 1<<20 {
 		t.Fatalf("the message is %d bytes, want under 1 MiB", b.Len())
 	}
-	file := writeHL7(t, "bomb", b.String())
+	file := testkit.WriteHL7(t, "bomb", b.String())
 	var got string
 	var errSeg []string
 	peak := peakHeap(t, func() {
-		ack := mllpSend(t, bin, d.MLLPAddr(), file)
+		ack := testkit.MLLPSend(t, bin, d.MLLPAddr(), file)
 		got = ack.Get("MSA-1")
 		if e := ack.Segment("ERR"); e != nil {
 			errSeg = []string{e.Field(2), e.Component(3, 1, 1), e.Field(8)}
@@ -111,8 +112,8 @@ func TestHL7OrderGroupCap(t *testing.T) {
 		t.Errorf("peak heap +%d MiB for one refused message, want under 64 MiB", peak>>20)
 	}
 	// A well-behaved RIS right after: AA and its event.
-	ok := writeHL7(t, "ok", "MSH|^~\\&|RIS|HOSP|RADBRIDGE|IMAGING|20260310083000||ORM^O01|OK-1|P|2.3\nPID|1||WELL-P||DOE^JANE\nORC|NW|P1|F1\nOBR|1|P1|F1|71250^CT^C4||||||||||||||ACCW1||||||CT")
-	if ack := mllpSend(t, bin, d.MLLPAddr(), ok); ack.Get("MSA-1") != "AA" {
+	ok := testkit.WriteHL7(t, "ok", "MSH|^~\\&|RIS|HOSP|RADBRIDGE|IMAGING|20260310083000||ORM^O01|OK-1|P|2.3\nPID|1||WELL-P||DOE^JANE\nORC|NW|P1|F1\nOBR|1|P1|F1|71250^CT^C4||||||||||||||ACCW1||||||CT")
+	if ack := testkit.MLLPSend(t, bin, d.MLLPAddr(), ok); ack.Get("MSA-1") != "AA" {
 		t.Fatalf("ordinary order after the refused one: ACK %q, want AA", ack.Bytes())
 	}
 	waitPatientEvents(t, "http://"+d.HTTPAddr(), "WELL-P", 1)
@@ -124,7 +125,7 @@ func TestHL7OrderGroupCap(t *testing.T) {
 // patientEvents counts the events of patient in the event log.
 func patientEvents(t *testing.T, base, patient string) int {
 	t.Helper()
-	_, list := getJSON(t, base+"/v1/events?page_size=1000&patient_id="+patient)
+	_, list := testkit.GetJSON(t, base+"/v1/events?page_size=1000&patient_id="+patient)
 	evs, _ := list["events"].([]any)
 	return len(evs)
 }
@@ -132,12 +133,8 @@ func patientEvents(t *testing.T, base, patient string) int {
 // waitPatientEvents waits (at most 30 s) for n events of patient.
 func waitPatientEvents(t *testing.T, base, patient string, n int) {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for patientEvents(t, base, patient) < n {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %d events for %s within 30s", n, patient)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !testkit.Poll(30*time.Second, func() bool { return patientEvents(t, base, patient) >= n }) {
+		t.Fatalf("no %d events for %s within 30s", n, patient)
 	}
 }
 
@@ -368,22 +365,22 @@ func TestThumbnailPixelCap(t *testing.T) {
 	base := "http://" + d.HTTPAddr() + "/v1/studies/"
 	thumb := func(study string) (string, []byte) {
 		t.Helper()
-		deadline := time.Now().Add(30 * time.Second)
-		for {
+		var code int
+		var ctype string
+		var b []byte
+		if !testkit.Poll(30*time.Second, func() bool {
 			resp, err := http.Get(base + study + "/thumbnail")
 			if err != nil {
 				t.Fatal(err)
 			}
-			b, _ := io.ReadAll(resp.Body)
+			b, _ = io.ReadAll(resp.Body)
 			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				return resp.Header.Get("Content-Type"), b
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("no thumbnail for %s within 30s: %d %s", study, resp.StatusCode, b)
-			}
-			time.Sleep(50 * time.Millisecond)
+			code, ctype = resp.StatusCode, resp.Header.Get("Content-Type")
+			return code == http.StatusOK
+		}) {
+			t.Fatalf("no thumbnail for %s within 30s: %d %s", study, code, b)
 		}
+		return ctype, b
 	}
 	for _, tc := range []struct {
 		name, ts, study string
@@ -445,7 +442,7 @@ func part10(class, sop, ts string, ds []byte) []byte {
 // are rate-limited (a few lines, not one per part); heap stays bounded; an
 // ordinary STOW-RS right after stores its instance.
 func TestSTOWRSPartCap(t *testing.T) {
-	var logs lockedBuf
+	var logs testkit.Buffer
 	d := startDaemonLog(t, filepath.Join(t.TempDir(), "data"), slog.New(slog.NewTextHandler(&logs, nil)), "--public-base-url", "https://radbridge.example.org")
 	url := "http://" + d.HTTPAddr() + "/dicomweb/studies"
 	const parts = 2000000

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"radbridge/internal/cli"
+	"radbridge/internal/testkit"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
 
@@ -100,7 +101,7 @@ func TestStoreCommand(t *testing.T) {
 
 func freeAddr(t *testing.T) string {
 	t.Helper()
-	return fmt.Sprintf("127.0.0.1:%d", orthancFreePort(t))
+	return fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
 }
 
 // TestStoreToDCMTK sends a study to DCMTK's storescp, kept on loopback by
@@ -109,11 +110,11 @@ func TestStoreToDCMTK(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("the loopback shim is Linux-only")
 	}
-	bin := needPeer(t, "storescp")
+	bin := testkit.Peer(t, "storescp")
 	shim := buildLoopbackShim(t)
 	src, outDir := t.TempDir(), t.TempDir()
 	makeStudy(t, src, studyUID, 1, 4, 1)
-	port := orthancFreePort(t)
+	port := testkit.FreePort(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, bin, "+B", "+xa", "-aet", "STORESCP", "--output-directory", outDir, fmt.Sprint(port))
 	cmd.Env = append(os.Environ(), "LD_PRELOAD="+shim)
@@ -127,16 +128,13 @@ func TestStoreToDCMTK(t *testing.T) {
 		_ = cmd.Wait()
 	})
 	addr := fmt.Sprintf("127.0.0.1:%d", port)
-	deadline := time.Now().Add(20 * time.Second)
-	for {
-		code, _, errOut := runApp(t, "echo", "--addr", addr, "--aec", "STORESCP", "--timeout", "2s")
-		if code == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("storescp not answering C-ECHO: %s\nstorescp: %s", errOut, log.String())
-		}
-		time.Sleep(50 * time.Millisecond) // polling for the child's listener
+	var errOut string
+	if !testkit.Poll(20*time.Second, func() bool {
+		var code int
+		code, _, errOut = runApp(t, "echo", "--addr", addr, "--aec", "STORESCP", "--timeout", "2s")
+		return code == 0
+	}) {
+		t.Fatalf("storescp not answering C-ECHO: %s\nstorescp: %s", errOut, log.String())
 	}
 	code, out, errOut := runApp(t, "store", "--addr", addr, "--aec", "STORESCP", src)
 	if code != 0 || !strings.Contains(out, "stored 4, failed 0") {
@@ -153,7 +151,7 @@ func TestStoreToDCMTK(t *testing.T) {
 
 func TestSendHL7ToDaemon(t *testing.T) {
 	d := startDaemon(t, filepath.Join(t.TempDir(), "data"))
-	good := writeHL7(t, "order", strings.ReplaceAll(risMessages[0].msg, "{{ctl}}", "CLI-1"))
+	good := testkit.WriteHL7(t, "order", strings.ReplaceAll(risMessages[0].msg, "{{ctl}}", "CLI-1"))
 	code, out, errOut := runApp(t, "send-hl7", "--addr", d.MLLPAddr(), good)
 	if code != 0 || !strings.Contains(out, "MSA|AA|CLI-1") {
 		t.Errorf("send-hl7: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)

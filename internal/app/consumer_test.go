@@ -3,9 +3,7 @@ package app_test
 import (
 	"context"
 	"fmt"
-	"io"
 	"log/slog"
-	"net/http"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -14,6 +12,7 @@ import (
 
 	"radbridge/dicom/dataset"
 	"radbridge/dicom/scu"
+	"radbridge/internal/testkit"
 	"radbridge/mapper/rules"
 	rbv1 "radbridge/proto/radbridge/v1"
 	"radbridge/store"
@@ -61,7 +60,7 @@ func countType(evs []*rbv1.Event, typ rbv1.EventType) int {
 func storeStudy(t *testing.T, d interface{ DICOMAddr() string }, uid, pid, acc string, instances int) {
 	t.Helper()
 	dir := t.TempDir()
-	py := needPeer(t, "/usr/bin/python3")
+	py := testkit.Peer(t, "/usr/bin/python3")
 	if out, err := exec.Command(py, filepath.Join("..", "..", "scripts", "dicom", "study.py"), dir, uid, pid, acc, "1", fmt.Sprint(instances)).CombinedOutput(); err != nil {
 		t.Fatalf("study.py: %v\n%s", err, out)
 	}
@@ -79,8 +78,8 @@ func storeStudy(t *testing.T, d interface{ DICOMAddr() string }, uid, pid, acc s
 // CA is ORDER_CANCELLED and stays revoked when its study arrives (whose
 // event says so), and REST lists are present when empty.
 func TestEventsAConsumerCanActOn(t *testing.T) {
-	bin := needPeer(t, "mllp_send")
-	needPeer(t, "storescu")
+	bin := testkit.Peer(t, "mllp_send")
+	testkit.Peer(t, "storescu")
 	d := startDaemon(t, filepath.Join(t.TempDir(), "data"), "--hl7-patient-authority", "NORTHWING", "--study-quiet-period", "1s")
 	client, _ := grpcClient(t, d.GRPCAddr())
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
@@ -91,7 +90,7 @@ func TestEventsAConsumerCanActOn(t *testing.T) {
 	}
 	send := func(name, msg string) {
 		t.Helper()
-		if ack := mllpSend(t, bin, d.MLLPAddr(), writeHL7(t, name, msg)); ack.Segment("MSA").Field(1) != "AA" {
+		if ack := testkit.MLLPSend(t, bin, d.MLLPAddr(), testkit.WriteHL7(t, name, msg)); ack.Segment("MSA").Field(1) != "AA" {
 			t.Fatalf("%s: %q", name, ack.Bytes())
 		}
 	}
@@ -121,7 +120,7 @@ func TestEventsAConsumerCanActOn(t *testing.T) {
 		fmt.Sprint(linked.Resource.AsMap()["imagingStudy"]) != "[map[reference:ImagingStudy/"+uid+"]]" {
 		t.Fatalf("report link: %v; want IMAGING_REPORT_UPDATED of %s pointing at the study (events %v)", linked, first[0].ResourceId, types(later))
 	}
-	code, raw := httpGetRaw(t, "http://"+d.HTTPAddr()+"/v1/events?type=imaging.report.updated")
+	code, raw := testkit.Get(t, "http://"+d.HTTPAddr()+"/v1/events?type=imaging.report.updated")
 	if code != 200 || !strings.Contains(raw, `"type":"IMAGING_REPORT_UPDATED"`) {
 		t.Errorf("GET /v1/events?type=imaging.report.updated: %d %s", code, raw)
 	}
@@ -165,7 +164,7 @@ func TestEventsAConsumerCanActOn(t *testing.T) {
 	if n := countType(av, rbv1.EventType_ORDER_UPDATED); n != 0 {
 		t.Errorf("the cancelled order changed with its study: %v", types(av))
 	}
-	_, snap := getJSON(t, "http://"+d.HTTPAddr()+"/v1/patients/MRN4711/imaging")
+	_, snap := testkit.GetJSON(t, "http://"+d.HTTPAddr()+"/v1/patients/MRN4711/imaging")
 	for _, o := range snap["orders"].([]any) {
 		o := o.(map[string]any)
 		if o["id"] == rules.ServiceRequestID("MRN4711", "ACC1002") && o["status"] != "revoked" {
@@ -174,20 +173,16 @@ func TestEventsAConsumerCanActOn(t *testing.T) {
 	}
 
 	// Empty lists are present.
-	code, raw = httpGetRaw(t, "http://"+d.HTTPAddr()+"/v1/events?patient_id=NOBODY")
+	code, raw = testkit.Get(t, "http://"+d.HTTPAddr()+"/v1/events?patient_id=NOBODY")
 	if code != 200 || !strings.Contains(raw, `"events":[]`) {
 		t.Errorf("GET /v1/events for nobody: %d %s; want \"events\":[]", code, raw)
 	}
 	send("lone order", strings.NewReplacer("{{ctl}}", "C-O3", "MRN4711", "MRN9001").Replace(risMessages[5].msg))
-	for i := 0; ; i++ {
-		code, raw = httpGetRaw(t, "http://"+d.HTTPAddr()+"/v1/patients/MRN9001/imaging")
-		if code == 200 {
-			break
-		}
-		if i == 100 {
-			t.Fatalf("snapshot of MRN9001: %d %s", code, raw)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !testkit.Poll(5*time.Second, func() bool {
+		code, raw = testkit.Get(t, "http://"+d.HTTPAddr()+"/v1/patients/MRN9001/imaging")
+		return code == 200
+	}) {
+		t.Fatalf("snapshot of MRN9001: %d %s", code, raw)
 	}
 	for _, want := range []string{`"studies":[]`, `"reports":[]`, `"body_region_counts":{}`, `"study_report_status":{}`} {
 		if !strings.Contains(raw, want) {
@@ -199,17 +194,6 @@ func TestEventsAConsumerCanActOn(t *testing.T) {
 	}
 }
 
-func httpGetRaw(t *testing.T, url string) (int, string) {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
-}
-
 // TestOneAccessionTwoPatientsOverMLLP: the RIS (mllp_send)
 // orders and reports one accession number for two patients (two sites).
 // Each patient's ServiceRequest and DiagnosticReport get ids of their own
@@ -219,7 +203,7 @@ func httpGetRaw(t *testing.T, url string) (int, string) {
 // by an older radbridge (the order under its old id, the bare accession)
 // holds only the new ids after `radbridge replay`.
 func TestOneAccessionTwoPatientsOverMLLP(t *testing.T) {
-	bin := needPeer(t, "mllp_send")
+	bin := testkit.Peer(t, "mllp_send")
 	dir := filepath.Join(t.TempDir(), "data")
 	d, stop := runDaemon(t, dir, slog.New(slog.DiscardHandler), "--mllp-addr", "127.0.0.1:0", "--hl7-patient-authority", "NORTHWING")
 	base := "http://" + d.HTTPAddr()
@@ -231,20 +215,17 @@ func TestOneAccessionTwoPatientsOverMLLP(t *testing.T) {
 		other.Replace(strings.NewReplacer("ACC1001", "ACC7000", "{{ctl}}", "S-F2").Replace(risMessages[3].msg)),
 	}
 	for i, m := range msgs {
-		if ack := mllpSend(t, bin, d.MLLPAddr(), writeHL7(t, fmt.Sprint("m", i), m)); ack.Segment("MSA").Field(1) != "AA" {
+		if ack := testkit.MLLPSend(t, bin, d.MLLPAddr(), testkit.WriteHL7(t, fmt.Sprint("m", i), m)); ack.Segment("MSA").Field(1) != "AA" {
 			t.Fatalf("message %d: %q", i, ack.Bytes())
 		}
 	}
 	var evs []any
-	for i := 0; ; i++ {
-		_, list := getJSON(t, base+"/v1/events?page_size=100")
-		if evs, _ = list["events"].([]any); len(evs) >= 6 { // 2 orders, 2 reports, 2 orders completed
-			break
-		}
-		if i == 300 {
-			t.Fatalf("%d events, want 6: %v", len(evs), evs)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !testkit.Poll(15*time.Second, func() bool {
+		_, list := testkit.GetJSON(t, base+"/v1/events?page_size=100")
+		evs, _ = list["events"].([]any)
+		return len(evs) >= 6 // 2 orders, 2 reports, 2 orders completed
+	}) {
+		t.Fatalf("%d events, want 6: %v", len(evs), evs)
 	}
 	owner := map[string]string{}
 	for _, e := range evs {
@@ -267,7 +248,7 @@ func TestOneAccessionTwoPatientsOverMLLP(t *testing.T) {
 	check := func(when string) {
 		t.Helper()
 		for _, pid := range []string{"MRN4711", "MRN5000"} {
-			_, snap := getJSON(t, base+"/v1/patients/"+pid+"/imaging")
+			_, snap := testkit.GetJSON(t, base+"/v1/patients/"+pid+"/imaging")
 			orders, _ := snap["orders"].([]any)
 			reports, _ := snap["reports"].([]any)
 			srID, drID := rules.ServiceRequestID(pid, "ACC7000"), rules.DiagnosticReportID(pid, "ACC7000")

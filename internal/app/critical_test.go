@@ -12,6 +12,7 @@ import (
 	"github.com/chromedp/chromedp"
 	"github.com/coder/websocket"
 
+	"radbridge/internal/testkit"
 	"radbridge/mapper/rules"
 	rbv1 "radbridge/proto/radbridge/v1"
 	"radbridge/readmodel"
@@ -21,7 +22,7 @@ import (
 // of all patients (gRPC, the room protocol, REST) gets exactly those from a
 // RIS workflow: the STAT order's events and the critical corrected report.
 func TestCriticalFindingsRoom(t *testing.T) {
-	bin := needPeer(t, "mllp_send")
+	bin := testkit.Peer(t, "mllp_send")
 	d := startDaemon(t, filepath.Join(t.TempDir(), "data"), "--hl7-patient-authority", "NORTHWING")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -61,7 +62,7 @@ func TestCriticalFindingsRoom(t *testing.T) {
 		t.Fatalf("subscribe answered %v", m)
 	}
 	for _, m := range risMessages {
-		mllpSend(t, bin, d.MLLPAddr(), writeHL7(t, m.ctl, strings.ReplaceAll(m.msg, "{{ctl}}", m.ctl)))
+		testkit.MLLPSend(t, bin, d.MLLPAddr(), testkit.WriteHL7(t, m.ctl, strings.ReplaceAll(m.msg, "{{ctl}}", m.ctl)))
 	}
 	ev, err := sub.Recv()
 	for err == nil && ev.Heartbeat {
@@ -74,12 +75,12 @@ func TestCriticalFindingsRoom(t *testing.T) {
 	if data, _ := u["data"].(map[string]any); u["type"] != "update" || data["priority"] != "critical" || data["event_type"] != "imaging.report.ready" {
 		t.Errorf("critical room over /ws got %v", u)
 	}
-	code, list := getJSON(t, "http://"+d.HTTPAddr()+"/v1/events?priority=stat&priority=PRIORITY_CRITICAL")
+	code, list := testkit.GetJSON(t, "http://"+d.HTTPAddr()+"/v1/events?priority=stat&priority=PRIORITY_CRITICAL")
 	evs, _ := list["events"].([]any)
 	if code != 200 || len(evs) != 6 { // placed, updated, preliminary, final, completed (stat order) + critical correction
 		t.Errorf("GET /v1/events?priority=stat&priority=PRIORITY_CRITICAL: %d, %d events; want 6", code, len(evs))
 	}
-	if code, _ := getJSON(t, "http://"+d.HTTPAddr()+"/v1/events?priority=urgent"); code != 400 {
+	if code, _ := testkit.GetJSON(t, "http://"+d.HTTPAddr()+"/v1/events?priority=urgent"); code != 400 {
 		t.Errorf("unknown priority: HTTP %d, want 400", code)
 	}
 }
@@ -92,8 +93,8 @@ func TestCriticalFindingsRoom(t *testing.T) {
 // the report critical and the DiagnosticReport carries the finding as a
 // contained Observation interpreted HH.
 func TestCriticalMarkSurvivesReload(t *testing.T) {
-	mllp := needPeer(t, "mllp_send")
-	needPeer(t, "storescu")
+	mllp := testkit.Peer(t, "mllp_send")
+	testkit.Peer(t, "storescu")
 	studyDir := t.TempDir()
 	makeStudy(t, studyDir, studyUID, 1, 2, 1)
 	d := startDaemon(t, filepath.Join(t.TempDir(), "data"), "--study-quiet-period", "1s", "--hl7-patient-authority", "NORTHWING")
@@ -103,20 +104,17 @@ func TestCriticalMarkSurvivesReload(t *testing.T) {
 		t.Fatalf("storescu: %v\n%s", err, out)
 	}
 	m := risMessages[4]
-	if ack := mllpSend(t, mllp, d.MLLPAddr(), writeHL7(t, m.ctl, strings.ReplaceAll(m.msg, "{{ctl}}", m.ctl))); ack.Segment("MSA").Field(1) != "AA" {
+	if ack := testkit.MLLPSend(t, mllp, d.MLLPAddr(), testkit.WriteHL7(t, m.ctl, strings.ReplaceAll(m.msg, "{{ctl}}", m.ctl))); ack.Segment("MSA").Field(1) != "AA" {
 		t.Fatalf("corrected report: %q", ack.Bytes())
 	}
 	reportID := rules.DiagnosticReportID("MRN4711", "ACC1001")
 	var snap map[string]any
-	for i := 0; ; i++ {
-		_, snap = getJSON(t, base+"/v1/patients/MRN4711/imaging")
-		if prio, _ := snap["report_priority"].(map[string]any); prio[reportID] == "critical" && allAvailable(snap) {
-			break
-		}
-		if i == 600 {
-			t.Fatalf("snapshot never showed the critical report available with its study: %v", snap)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !testkit.Poll(30*time.Second, func() bool {
+		_, snap = testkit.GetJSON(t, base+"/v1/patients/MRN4711/imaging")
+		prio, _ := snap["report_priority"].(map[string]any)
+		return prio[reportID] == "critical" && allAvailable(snap)
+	}) {
+		t.Fatalf("snapshot never showed the critical report available with its study: %v", snap)
 	}
 	rep := snap["reports"].([]any)[0].(map[string]any)
 	if !readmodel.CriticalReport(rep) || fmt.Sprint(rep["result"]) != "[map[reference:#obx-1]]" {
@@ -125,7 +123,7 @@ func TestCriticalMarkSurvivesReload(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
-	browser := headlessChromium(t, ctx)
+	browser := testkit.Chromium(t, ctx)
 	tb := openTab(t, browser, "tab", base+"/?patient=MRN4711")
 	t.Cleanup(func() { tb.screenshot(t, artifactsDir(t), "critical-after-reload.png") })
 	marked := `!!document.querySelector('[data-testid="study-card"][data-study-uid="` + studyUID + `"] [data-testid="critical-badge"]') &&

@@ -15,6 +15,8 @@ import (
 
 	"github.com/chromedp/cdproto/network"
 	"github.com/chromedp/chromedp"
+
+	"radbridge/internal/testkit"
 )
 
 // seenRequest is what the browser says of one request to the daemon.
@@ -38,7 +40,7 @@ func TestCrossSitePageRecordsNothing(t *testing.T) {
 	target := "http://" + d.HTTPAddr()
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
-	browser := headlessChromium(t, ctx)
+	browser := testkit.Chromium(t, ctx)
 
 	// The user's browser holds the cookie of radbridge's origin.
 	own := openTab(t, browser, "radbridge page", target+"/")
@@ -110,7 +112,8 @@ fetch("` + target + `/v1/dicom/notifications", {method: "POST", mode: "no-cors",
 	// with: Chromium reports a request's cookie header in an extra-info
 	// event that may come after its response.
 	var posts []seenRequest
-	for deadline := time.Now().Add(browserWait); ; {
+	answered := false
+	testkit.Poll(browserWait, func() bool {
 		mu.Lock()
 		posts = posts[:0]
 		done, cookies := 0, 0
@@ -126,17 +129,11 @@ fetch("` + target + `/v1/dicom/notifications", {method: "POST", mode: "no-cors",
 			}
 		}
 		mu.Unlock()
-		answered := done == 4 && len(posts) == 4
-		if answered && cookies == 4 {
-			break
-		}
-		if time.Now().After(deadline) {
-			if answered {
-				break // the checks below say which went without the cookie
-			}
-			t.Fatalf("the other page's posts: %+v; want 4 answered", posts)
-		}
-		time.Sleep(50 * time.Millisecond) // polling a bounded wait
+		answered = done == 4 && len(posts) == 4
+		return answered && cookies == 4
+	})
+	if !answered { // answered without every cookie: the checks below say which
+		t.Fatalf("the other page's posts: %+v; want 4 answered", posts)
 	}
 	for _, r := range posts {
 		if !r.cookie {
@@ -159,7 +156,7 @@ fetch("` + target + `/v1/dicom/notifications", {method: "POST", mode: "no-cors",
 // a study's preview: it fetches the thumbnail with the Authorization header
 // (REST takes no cookie) and shows it from a blob: URL.
 func TestLivePageThumbnailsWithAuth(t *testing.T) {
-	needPeer(t, "storescu")
+	testkit.Peer(t, "storescu")
 	const (
 		ward       = "5f0e3c2a9b8d7e6f1a2b3c4d5e6f7a8b"
 		thumbStudy = "1.2.826.0.1.3680043.10.1447.512"
@@ -170,7 +167,7 @@ func TestLivePageThumbnailsWithAuth(t *testing.T) {
 		"--study-quiet-period", "1s", "--store-dir", t.TempDir())
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	t.Cleanup(cancel)
-	browser := headlessChromium(t, ctx)
+	browser := testkit.Chromium(t, ctx)
 	tb := openTab(t, browser, "ward", "http://"+d.HTTPAddr()+"/?patient=MRN4711")
 	t.Cleanup(func() { tb.screenshot(t, artifactsDir(t), "thumbnail-with-auth.png") })
 	if err := chromedp.Do(tb.ctx,

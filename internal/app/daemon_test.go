@@ -21,7 +21,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"radbridge/internal/app"
-	"radbridge/internal/config"
+	"radbridge/internal/testkit"
+	"radbridge/internal/testkit/inproc"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
 
@@ -29,46 +30,12 @@ import (
 // it is ready.
 func startDaemon(t *testing.T, dir string, extra ...string) *app.Daemon {
 	t.Helper()
-	return startDaemonLog(t, dir, slog.New(slog.DiscardHandler), extra...)
+	return inproc.Start(t, dir, nil, extra...).Daemon
 }
 
 func startDaemonLog(t *testing.T, dir string, log *slog.Logger, extra ...string) *app.Daemon {
 	t.Helper()
-	args := append([]string{"--data-dir", dir, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--mllp-addr", "127.0.0.1:0", "--dicom-addr", "127.0.0.1:0"}, extra...)
-	cfg, err := config.Load("test", args, func(string) string { return "" }, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	d, err := app.Start(ctx, cfg, log)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		if err := d.Wait(); err != nil {
-			t.Errorf("daemon stopped with %v", err)
-		}
-	})
-	waitReady(t, "http://"+d.HTTPAddr())
-	return d
-}
-
-func waitReady(t *testing.T, base string) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for time.Now().Before(deadline) {
-		resp, err := http.Get(base + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return
-			}
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatalf("%s not ready within 30s", base)
+	return inproc.Start(t, dir, log, extra...).Daemon
 }
 
 func grpcClient(t *testing.T, addr string) (rbv1.EventServiceClient, *grpc.ClientConn) {
@@ -99,21 +66,6 @@ func publish(t *testing.T, base, patient, study string) map[string]any {
 		t.Fatal(err)
 	}
 	return ev
-}
-
-func getJSON(t *testing.T, url string) (int, map[string]any) {
-	t.Helper()
-	resp, err := http.Get(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var m map[string]any
-	b, _ := io.ReadAll(resp.Body)
-	if err := json.Unmarshal(b, &m); err != nil {
-		t.Fatalf("GET %s: %d %q is not JSON", url, resp.StatusCode, b)
-	}
-	return resp.StatusCode, m
 }
 
 // TestPublishedEventReachesEveryFront: an event published over REST comes
@@ -166,16 +118,16 @@ func TestPublishedEventReachesEveryFront(t *testing.T) {
 		t.Errorf("WebSocket got %s", msg)
 	}
 
-	code, list := getJSON(t, base+"/v1/events?patient_id=P-77")
+	code, list := testkit.GetJSON(t, base+"/v1/events?patient_id=P-77")
 	evs, _ := list["events"].([]any)
 	if code != 200 || len(evs) != 1 || evs[0].(map[string]any)["id"] != ev["id"] {
 		t.Errorf("GET /v1/events?patient_id=P-77 = %d %v", code, list)
 	}
-	code, list = getJSON(t, base+"/v1/events?type=imaging.study.viewed&since=1")
+	code, list = testkit.GetJSON(t, base+"/v1/events?type=imaging.study.viewed&since=1")
 	if evs, _ := list["events"].([]any); code != 200 || len(evs) != 1 {
 		t.Errorf("GET /v1/events with a dotted type and since=1 = %d %v", code, list)
 	}
-	code, snap := getJSON(t, base+"/v1/patients/P-77/imaging")
+	code, snap := testkit.GetJSON(t, base+"/v1/patients/P-77/imaging")
 	if code != 200 || snap["as_of_sequence"] != "2" {
 		t.Errorf("GetPatientImaging = %d %v; want as_of_sequence 2", code, snap)
 	}

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"radbridge/internal/testkit"
 )
 
 // TestDeadLetterThenRetry: a RIS sends a report whose event is larger than
@@ -15,7 +17,7 @@ import (
 // limit), radbridge replay --retry-dead-letters maps it again: the report
 // event is in the log when the daemon is back, and no dead letter is left.
 func TestDeadLetterThenRetry(t *testing.T) {
-	bin := needPeer(t, "mllp_send")
+	bin := testkit.Peer(t, "mllp_send")
 	dir := filepath.Join(t.TempDir(), "data")
 	flags := []string{"--mllp-addr", "127.0.0.1:0", "--hl7-patient-authority", "NORTHWING"}
 	d, stop := runDaemon(t, dir, slog.New(slog.DiscardHandler), append(flags, "--max-event-bytes", "65536")...)
@@ -25,18 +27,18 @@ func TestDeadLetterThenRetry(t *testing.T) {
 PID|1||MRN-DL1^^^NORTHWING^MR||BIG^REPORT
 OBR|1|PDL1|FDL1|71250^CT CHEST^C4|||20261201090000|||||||||||ACC-DL1||||20261201100000||CT|F
 OBX|1|TX|RPT^Report^L|1|` + long + `||||||F`
-	if ack := mllpSend(t, bin, d.MLLPAddr(), writeHL7(t, "report", report)); ack.Segment("MSA").Field(1) != "AA" {
+	if ack := testkit.MLLPSend(t, bin, d.MLLPAddr(), testkit.WriteHL7(t, "report", report)); ack.Segment("MSA").Field(1) != "AA" {
 		t.Fatalf("report: ACK %q", ack.Bytes())
 	}
 	order := `MSH|^~\&|RADRIS|NORTHWING|RADBRIDGE|IMAGING|20261201100100||ORM^O01|DL-2|P|2.3
 PID|1||MRN-DL2^^^NORTHWING^MR||NEXT^PATIENT
 ORC|NW|PDL2|FDL2||SC
 OBR|1|PDL2|FDL2|71250^CT CHEST^C4||||||||||||||ACC-DL2||||||CT`
-	if ack := mllpSend(t, bin, d.MLLPAddr(), writeHL7(t, "order", order)); ack.Segment("MSA").Field(1) != "AA" {
+	if ack := testkit.MLLPSend(t, bin, d.MLLPAddr(), testkit.WriteHL7(t, "order", order)); ack.Segment("MSA").Field(1) != "AA" {
 		t.Fatalf("order: ACK %q", ack.Bytes())
 	}
 	waitEvents(t, base, 1)
-	_, list := getJSON(t, base+"/v1/events")
+	_, list := testkit.GetJSON(t, base+"/v1/events")
 	evs, _ := list["events"].([]any)
 	if len(evs) != 1 || evs[0].(map[string]any)["accession_number"] != "ACC-DL2" {
 		t.Fatalf("events %v, want only the next patient's order", evs)
@@ -57,7 +59,7 @@ OBR|1|PDL2|FDL2|71250^CT CHEST^C4||||||||||||||ACC-DL2||||||CT`
 	}
 	d, _ = runDaemon(t, dir, slog.New(slog.DiscardHandler), append(flags, "--max-event-bytes", "1048576")...)
 	base = "http://" + d.HTTPAddr()
-	_, list = getJSON(t, base+"/v1/events")
+	_, list = testkit.GetJSON(t, base+"/v1/events")
 	evs, _ = list["events"].([]any)
 	var got []string
 	for _, e := range evs {

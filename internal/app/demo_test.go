@@ -18,6 +18,7 @@ import (
 
 	"radbridge/demo"
 	"radbridge/internal/app"
+	"radbridge/internal/testkit"
 )
 
 // TestDemo runs `radbridge demo` at 20x speed: the simulated RIS and PACS
@@ -37,12 +38,11 @@ func TestDemo(t *testing.T) {
 
 	wantTypes := []string{"ORDER_PLACED", "ORDER_CANCELLED", "RESULT_RECEIVED", "IMAGING_REPORT_READY", "IMAGING_STUDY_PROGRESS", "IMAGING_STUDY_AVAILABLE"}
 	var missing []string
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	if !testkit.Poll(60*time.Second, func() bool {
 		seen := map[string]bool{} // type + " " + accession
 		available := map[string]map[string]any{}
 		for _, e := range plan {
-			_, list := getJSON(t, base+"/v1/events?page_size=1000&patient_id="+url.QueryEscape(e.Patient.ID))
+			_, list := testkit.GetJSON(t, base+"/v1/events?page_size=1000&patient_id="+url.QueryEscape(e.Patient.ID))
 			evs, _ := list["events"].([]any)
 			for _, x := range evs {
 				ev := x.(map[string]any)
@@ -79,13 +79,9 @@ func TestDemo(t *testing.T) {
 		if x := demo.CancelledExamRun(dm.run, patients, 0); !seen["ORDER_CANCELLED "+x.Accession] {
 			missing = append(missing, "ORDER_CANCELLED "+x.Accession)
 		}
-		if len(missing) == 0 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("after 60s still missing: %s\nlog:\n%s", strings.Join(missing, ", "), stderr.String())
-		}
-		time.Sleep(100 * time.Millisecond)
+		return len(missing) == 0
+	}) {
+		t.Fatalf("after 60s still missing: %s\nlog:\n%s", strings.Join(missing, ", "), stderr.String())
 	}
 	if log := stderr.String(); strings.Contains(log, "SYNTHETIC") {
 		t.Errorf("a patient name is in the log:\n%s", log)
@@ -95,7 +91,7 @@ func TestDemo(t *testing.T) {
 // runningDemo is a radbridge demo started by startDemo.
 type runningDemo struct {
 	base, patient, run, dataDir string
-	stdout, stderr              *lockedBuf
+	stdout, stderr              *testkit.Buffer
 	// stop ends the demo and returns its exit code.
 	stop func() int
 }
@@ -109,7 +105,7 @@ var (
 // banner.
 func startDemo(t *testing.T, args ...string) *runningDemo {
 	t.Helper()
-	dm := &runningDemo{stdout: &lockedBuf{}, stderr: &lockedBuf{}}
+	dm := &runningDemo{stdout: &testkit.Buffer{}, stderr: &testkit.Buffer{}}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan int, 1)
 	go func() { done <- app.Demo(ctx, args, dm.stdout, dm.stderr) }()
@@ -226,23 +222,22 @@ func TestREADMEDemoCommands(t *testing.T) {
 func waitDemoProgress(t *testing.T, dm *runningDemo, exam demo.Exam) {
 	t.Helper()
 	want := regexp.MustCompile(fmt.Sprintf(`: \d+ of %d instances$`, exam.Instances()))
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		_, list := getJSON(t, dm.base+"/v1/events?page_size=1000&type=IMAGING_STUDY_PROGRESS&patient_id="+url.QueryEscape(exam.Patient.ID))
+	var msgs []string
+	if !testkit.Poll(90*time.Second, func() bool {
+		_, list := testkit.GetJSON(t, dm.base+"/v1/events?page_size=1000&type=IMAGING_STUDY_PROGRESS&patient_id="+url.QueryEscape(exam.Patient.ID))
 		evs, _ := list["events"].([]any)
-		var msgs []string
+		msgs = msgs[:0]
 		for _, x := range evs {
 			ev := x.(map[string]any)
 			msg, _ := ev["message"].(string)
 			if ev["accession_number"] == exam.Accession && want.MatchString(msg) {
-				return
+				return true
 			}
 			msgs = append(msgs, msg)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no progress event of %s counting against %d instances within 90s; progress messages %q\nlog:\n%s", exam.Accession, exam.Instances(), msgs, dm.stderr.String())
-		}
-		time.Sleep(200 * time.Millisecond)
+		return false
+	}) {
+		t.Fatalf("no progress event of %s counting against %d instances within 90s; progress messages %q\nlog:\n%s", exam.Accession, exam.Instances(), msgs, dm.stderr.String())
 	}
 }
 
@@ -250,9 +245,8 @@ func waitDemoProgress(t *testing.T, dm *runningDemo, exam demo.Exam) {
 // thumbnail to be a JPEG rendered from its images.
 func waitThumbnail(t *testing.T, dm *runningDemo, exam demo.Exam) {
 	t.Helper()
-	deadline := time.Now().Add(90 * time.Second)
-	for {
-		_, list := getJSON(t, dm.base+"/v1/events?page_size=1000&type=IMAGING_STUDY_AVAILABLE&patient_id="+url.QueryEscape(exam.Patient.ID))
+	if !testkit.Poll(90*time.Second, func() bool {
+		_, list := testkit.GetJSON(t, dm.base+"/v1/events?page_size=1000&type=IMAGING_STUDY_AVAILABLE&patient_id="+url.QueryEscape(exam.Patient.ID))
 		evs, _ := list["events"].([]any)
 		for _, x := range evs {
 			ev := x.(map[string]any)
@@ -270,12 +264,11 @@ func waitThumbnail(t *testing.T, dm *runningDemo, exam demo.Exam) {
 				if _, err := jpeg.Decode(bytes.NewReader(b)); err != nil {
 					t.Fatalf("thumbnail of %s is not a JPEG: %v", exam.Accession, err)
 				}
-				return
+				return true
 			}
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("no JPEG thumbnail of %s within 90s\nlog:\n%s", exam.Accession, dm.stderr.String())
-		}
-		time.Sleep(200 * time.Millisecond)
+		return false
+	}) {
+		t.Fatalf("no JPEG thumbnail of %s within 90s\nlog:\n%s", exam.Accession, dm.stderr.String())
 	}
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/chromedp/chromedp/kb"
 
 	"radbridge/demo"
+	"radbridge/internal/testkit"
 )
 
 // axeVersion is the accessibility checker the page test runs (npm
@@ -25,7 +26,7 @@ const axeVersion = "4.14.1"
 // version with npm into the cache on first use.
 func installAxe(t *testing.T) string {
 	t.Helper()
-	npm := needPeer(t, "npm")
+	npm := testkit.Peer(t, "npm")
 	cache, err := os.UserCacheDir()
 	if err != nil {
 		cache = os.TempDir()
@@ -65,7 +66,7 @@ func TestDemoPageInChromium(t *testing.T) {
 		t.Skip("runs the demo at its real speed")
 	}
 	axe := installAxe(t)
-	browser := headlessChromium(t, context.Background())
+	browser := testkit.Chromium(t, context.Background())
 	dm := startDemo(t, "--data-dir", filepath.Join(t.TempDir(), "data"), "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0",
 		"--mllp-addr", "127.0.0.1:0", "--dicom-addr", "127.0.0.1:0", "--patients", "2")
 	mr := demo.PlanRun(dm.run, 2, 0)[1] // MR brain: MPPS, critical final report; its patient also has the cancelled order

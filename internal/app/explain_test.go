@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"radbridge/internal/testkit"
 )
 
 // Tokens of the reconciliation tests: an operator, a reader without the
@@ -53,22 +55,6 @@ func apiJSON(t *testing.T, method, url, token string, body any) (int, map[string
 	return code, m
 }
 
-// waitFor polls cond every 50 ms until it holds, for at most limit.
-func waitFor(t *testing.T, limit time.Duration, what string, cond func() (bool, string)) {
-	t.Helper()
-	deadline := time.Now().Add(limit)
-	for {
-		ok, state := cond()
-		if ok {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within %v; last: %s", what, limit, state)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
-
 // explainStudy returns the first study of an explanation, or nil.
 func explainStudy(m map[string]any) map[string]any {
 	l, _ := m["studies"].([]any)
@@ -86,10 +72,10 @@ func explainStudy(m map[string]any) map[string]any {
 // radbridge explain prints the same. A token restricted to another patient
 // sees nothing of it and may not name the patient.
 func TestExplainAStudy(t *testing.T) {
-	bin := needPeer(t, "mllp_send")
+	bin := testkit.Peer(t, "mllp_send")
 	base, d := tokensDaemon(t, "--study-quiet-period", "8s", "--hl7-patient-authority", "NORTHWING")
-	f := writeHL7(t, "order", strings.ReplaceAll(risMessages[0].msg, "{{ctl}}", "EXPL-1"))
-	if ack := mllpSend(t, bin, d.MLLPAddr(), f); ack.Segment("MSA").Field(1) != "AA" {
+	f := testkit.WriteHL7(t, "order", strings.ReplaceAll(risMessages[0].msg, "{{ctl}}", "EXPL-1"))
+	if ack := testkit.MLLPSend(t, bin, d.MLLPAddr(), f); ack.Segment("MSA").Field(1) != "AA" {
 		t.Fatalf("order ACK %q", ack.Bytes())
 	}
 	dir := t.TempDir()
@@ -100,7 +86,7 @@ func TestExplainAStudy(t *testing.T) {
 	}
 	url := base + "/v1/explain?study=" + studyUID
 	var st map[string]any
-	waitFor(t, 20*time.Second, "explain counts 6 instances", func() (bool, string) {
+	testkit.EventuallyState(t, 20*time.Second, "explain counts 6 instances", func() (bool, string) {
 		_, m := apiJSON(t, "GET", url, mrnToken, nil)
 		st = explainStudy(m)
 		return st != nil && st["instances_received"] == float64(6), fmt.Sprint(m)
@@ -115,7 +101,7 @@ func TestExplainAStudy(t *testing.T) {
 	if series, _ := st["series"].([]any); len(series) != 2 || series[0].(map[string]any)["received"] != float64(3) {
 		t.Errorf("series %v, want two of 3 instances", st["series"])
 	}
-	waitFor(t, 30*time.Second, "explain says available", func() (bool, string) {
+	testkit.EventuallyState(t, 30*time.Second, "explain says available", func() (bool, string) {
 		_, m := apiJSON(t, "GET", url, mrnToken, nil)
 		st = explainStudy(m)
 		return st != nil && st["available"].(map[string]any)["fired"] == true, fmt.Sprint(st)

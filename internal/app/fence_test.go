@@ -13,6 +13,7 @@ import (
 	"radbridge/internal/app"
 	"radbridge/internal/config"
 	"radbridge/internal/natstest"
+	"radbridge/internal/testkit"
 	"radbridge/mapper"
 	"radbridge/readmodel"
 	"radbridge/store"
@@ -111,15 +112,9 @@ func TestPausedLeaderCannotRewindReadModel(t *testing.T) {
 	ctx2, stop2 := context.WithCancel(ctx)
 	done2 := make(chan error, 1)
 	go func() { done2 <- mapper.New(app.CleanReplayConfig(cfg, second)).Run(ctx2) }()
-	for i := 0; ; i++ {
-		if seq, n := views(); seq == 4 && n == 4 {
-			break
-		}
-		if i == 1200 {
-			seq, n := views()
-			t.Fatalf("the successor's read model: sequence %d, %d views; want 4 and 4", seq, n)
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !testkit.Poll(60*time.Second, func() bool { seq, n := views(); return seq == 4 && n == 4 }) {
+		seq, n := views()
+		t.Fatalf("the successor's read model: sequence %d, %d views; want 4 and 4", seq, n)
 	}
 	stop2()
 	if err := <-done2; err != nil {

@@ -20,6 +20,7 @@ import (
 
 	"radbridge/fhir"
 	"radbridge/fhir/subscription"
+	"radbridge/internal/testkit"
 )
 
 // fhirClientPackage is the FHIR client library the FHIR test drives the
@@ -38,8 +39,8 @@ func fhirClient(t *testing.T) string {
 // folder under node_modules.
 func npmPackage(t *testing.T, pkg, name string) string {
 	t.Helper()
-	npm := needPeer(t, "npm")
-	needPeer(t, "node")
+	npm := testkit.Peer(t, "npm")
+	testkit.Peer(t, "node")
 	dir := os.Getenv("RADBRIDGE_NPM_CACHE")
 	if dir == "" {
 		base, err := os.UserCacheDir()
@@ -59,10 +60,7 @@ func npmPackage(t *testing.T, pkg, name string) string {
 	defer cancel()
 	cmd := exec.CommandContext(ctx, npm, "install", "--prefix", dir, "--no-audit", "--no-fund", "--save-exact", pkg)
 	if out, err := cmd.CombinedOutput(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("npm install %s: %v\n%s", pkg, err, out)
-		}
-		t.Skipf("npm install %s: %v (offline?)\n%s", pkg, err, out)
+		testkit.Missing(t, fmt.Sprintf("npm install %s: %v (offline?)\n%s", pkg, err, out))
 	}
 	return dir
 }
@@ -164,8 +162,8 @@ func fhirGet(t *testing.T, url, token string) (int, http.Header, map[string]any)
 // study, with a token scoped to the first patient, which gets 403 for the
 // other. Every answer is valid FHIR R4 (google/fhir).
 func TestFHIRReadAPIWithAFHIRClient(t *testing.T) {
-	mllp := needPeer(t, "mllp_send")
-	needPeer(t, "storescu")
+	mllp := testkit.Peer(t, "mllp_send")
+	testkit.Peer(t, "storescu")
 	kit := fhirClient(t)
 	dir := t.TempDir()
 	tokens := filepath.Join(dir, "tokens")
@@ -176,7 +174,7 @@ func TestFHIRReadAPIWithAFHIRClient(t *testing.T) {
 		"--auth", "tokens", "--auth-tokens-file", tokens)
 	const all, scoped = "fhir-all-0123456789abcdef", "fhir-mrn4711-0123456789abcdef"
 	for _, m := range risMessages { // ACC1001: placed … corrected; ACC1002: placed, cancelled
-		if ack := mllpSend(t, mllp, d.MLLPAddr(), writeHL7(t, m.ctl, strings.ReplaceAll(m.msg, "{{ctl}}", m.ctl))); ack.Segment("MSA").Field(1) != "AA" {
+		if ack := testkit.MLLPSend(t, mllp, d.MLLPAddr(), testkit.WriteHL7(t, m.ctl, strings.ReplaceAll(m.msg, "{{ctl}}", m.ctl))); ack.Segment("MSA").Field(1) != "AA" {
 			t.Fatalf("%s: %q", m.name, ack.Bytes())
 		}
 	}
@@ -186,16 +184,13 @@ func TestFHIRReadAPIWithAFHIRClient(t *testing.T) {
 
 	base := "http://" + d.HTTPAddr() + "/fhir"
 	// Wait until both studies of MRN4711 are available.
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		code, _, b := fhirGet(t, base+"/ImagingStudy?patient=MRN4711&status=available", all)
-		if code == 200 && b["total"] == float64(2) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the two studies never became available over FHIR: %d %v", code, b)
-		}
-		time.Sleep(100 * time.Millisecond)
+	var code int
+	var b map[string]any
+	if !testkit.Poll(60*time.Second, func() bool {
+		code, _, b = fhirGet(t, base+"/ImagingStudy?patient=MRN4711&status=available", all)
+		return code == 200 && b["total"] == float64(2)
+	}) {
+		t.Fatalf("the two studies never became available over FHIR: %d %v", code, b)
 	}
 
 	script := filepath.Join(dir, "client.mjs")
@@ -317,17 +312,13 @@ func TestFHIRReadAPIWithAFHIRClient(t *testing.T) {
 	seen := fhirIDs(page)
 	m := risMessages[5]
 	newOrder := strings.NewReplacer("PLC1002", "PLC1004", "FIL1002", "FIL1004", "ACC1002", "ACC1004", "{{ctl}}", "ORM-1504").Replace(m.msg)
-	if ack := mllpSend(t, mllp, d.MLLPAddr(), writeHL7(t, "ORM-1504", newOrder)); ack.Segment("MSA").Field(1) != "AA" {
+	if ack := testkit.MLLPSend(t, mllp, d.MLLPAddr(), testkit.WriteHL7(t, "ORM-1504", newOrder)); ack.Segment("MSA").Field(1) != "AA" {
 		t.Fatalf("new order: %q", ack.Bytes())
 	}
-	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(50 * time.Millisecond) {
-		if _, _, b := fhirGet(t, base+"/ServiceRequest?patient=MRN4711&_count=0", all); b["total"] == float64(3) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the new order never showed over FHIR")
-		}
-	}
+	testkit.Eventually(t, 30*time.Second, "the new order over FHIR", func() bool {
+		_, _, b := fhirGet(t, base+"/ServiceRequest?patient=MRN4711&_count=0", all)
+		return b["total"] == float64(3)
+	})
 	for next := fhirLink(page, "next"); next != ""; next = fhirLink(page, "next") {
 		_, _, page = fhirGet(t, next, all)
 		if page["total"] != float64(2) {

@@ -185,7 +185,8 @@ func TestFHIRSubscriptionScopeAndHostileInput(t *testing.T) {
 	c, _, _ = bindWS(t, wsURL, "hello")
 	wantClose(t, "garbage bind", c, websocket.StatusPolicyViolation, "BAD_MESSAGE")
 	tok, wsURL, exp := bindingToken(t, base, nurse1Token, id)
-	for time.Now().Before(exp.Add(50 * time.Millisecond)) { // the token's own expiry, a clock condition
+	// Not a wait for a state: the token expires by the clock alone.
+	for time.Now().Before(exp.Add(50 * time.Millisecond)) {
 		time.Sleep(exp.Add(50*time.Millisecond).Sub(time.Now()) / 2)
 	}
 	c, first, _ = bindWS(t, wsURL, "bind-with-token "+tok)

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"radbridge/internal/testkit"
 )
 
 // TestFHIRSubscriptionWebSocketInChromium: a page in headless Chromium
@@ -18,7 +20,7 @@ func TestFHIRSubscriptionWebSocketInChromium(t *testing.T) {
 	base := "http://" + d.HTTPAddr()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*browserWait)
 	defer cancel()
-	browser := headlessChromium(t, ctx)
+	browser := testkit.Chromium(t, ctx)
 	tb := openTab(t, browser, "fhir-ws", base+"/healthz")
 	body, _ := json.Marshal(subscriptionJSON("imaging-study-available", "websocket", "", "id-only"))
 	evalIn[bool](t, tb, `(() => {

@@ -12,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"radbridge/internal/testkit"
 )
 
 // fhirValidatorPackage parses and validates FHIR R4 JSON against the R4
@@ -133,11 +135,11 @@ type subsClientResult struct {
 // $status and $events agree. channel.header values and the HMAC secret are
 // never returned nor logged.
 func TestFHIRSubscriptionWithAFHIRClient(t *testing.T) {
-	bin := needPeer(t, "mllp_send")
+	bin := testkit.Peer(t, "mllp_send")
 	kit := fhirClient(t)
 	validator := npmPackage(t, fhirValidatorPackage, "fhir")
 	dir := t.TempDir()
-	logs := &lockedBuf{}
+	logs := &testkit.Buffer{}
 	d := startDaemonLog(t, filepath.Join(dir, "data"), slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
 		"--fhir-rest-hook-allow", "127.0.0.1")
 	script := filepath.Join(dir, "subs.mjs")
@@ -172,12 +174,12 @@ func TestFHIRSubscriptionWithAFHIRClient(t *testing.T) {
 		t.Fatalf("node ready line %q: %v", lines.Bytes(), err)
 	}
 	for i := 1; i <= n; i++ {
-		ack := mllpSend(t, bin, d.MLLPAddr(), writeHL7(t, fmt.Sprint("node", i), orderMessage(700+i, patient)))
+		ack := testkit.MLLPSend(t, bin, d.MLLPAddr(), testkit.WriteHL7(t, fmt.Sprint("node", i), orderMessage(700+i, patient)))
 		if msa := ack.Segment("MSA"); msa == nil || msa.Field(1) != "AA" {
 			t.Fatalf("ACK %s", ack.Bytes())
 		}
 	}
-	mllpSend(t, bin, d.MLLPAddr(), writeHL7(t, "node-other", orderMessage(799, "MRN-NODE-OTHER")))
+	testkit.MLLPSend(t, bin, d.MLLPAddr(), testkit.WriteHL7(t, "node-other", orderMessage(799, "MRN-NODE-OTHER")))
 	if !lines.Scan() {
 		_ = cmd.Wait()
 		t.Fatalf("node: no result\n%s", stderr.String())
@@ -296,15 +298,13 @@ func TestFHIRSubscriptionCaps(t *testing.T) {
 		t.Fatalf("DELETE: %d", code)
 	}
 	// The delete frees a place (the bucket watch may take a moment).
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		code, m := fhirDo(t, "POST", base+"/fhir/Subscription", a, sub)
-		if code == 201 {
-			break
-		}
-		if code != 429 || time.Now().After(deadline) {
+	if !testkit.Poll(10*time.Second, func() bool {
+		code, m = fhirDo(t, "POST", base+"/fhir/Subscription", a, sub)
+		if code != 201 && code != 429 {
 			t.Fatalf("create after a delete: %d %v", code, m)
 		}
-		time.Sleep(20 * time.Millisecond)
+		return code == 201
+	}) {
+		t.Fatalf("create after a delete: %d %v", code, m)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/google/fhir/go/jsonformat"
 
 	"radbridge/fhir/subscription"
+	"radbridge/internal/testkit"
 )
 
 // fhirDo sends a FHIR request and returns the status and the decoded body.
@@ -88,18 +89,15 @@ func createSubscription(t *testing.T, base, token, body string) string {
 // waitStatus waits until subscription id has status want.
 func waitStatus(t *testing.T, base, token, id, want string) map[string]any {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
 	var m map[string]any
-	for time.Now().Before(deadline) {
+	if !testkit.Poll(30*time.Second, func() bool {
 		var code int
 		code, m = fhirDo(t, "GET", base+"/fhir/Subscription/"+id, token, "")
-		if code == 200 && m["status"] == want {
-			return m
-		}
-		time.Sleep(20 * time.Millisecond)
+		return code == 200 && m["status"] == want
+	}) {
+		t.Fatalf("Subscription/%s not %s within 30s: %v", id, want, m)
 	}
-	t.Fatalf("Subscription/%s not %s within 30s: %v", id, want, m)
-	return nil
+	return m
 }
 
 // notification is what a test reads from a notification bundle.
@@ -299,7 +297,7 @@ func checkGapless(t *testing.T, got []uint64, n int) {
 // receives every order placed over MLLP, each with its event number, in
 // order, without gaps; $status counts them and $events returns them.
 func TestFHIRSubscriptionRestHook(t *testing.T) {
-	bin := needPeer(t, "mllp_send")
+	bin := testkit.Peer(t, "mllp_send")
 	d := startDaemon(t, filepath.Join(t.TempDir(), "data"), "--fhir-rest-hook-allow", "127.0.0.1", "--fhir-rest-hook-retry-base", "20ms", "--fhir-rest-hook-max-failures", "5")
 	base := "http://" + d.HTTPAddr()
 	hook, srv := newHookReceiver(t, 3)
@@ -327,13 +325,13 @@ func TestFHIRSubscriptionRestHook(t *testing.T) {
 	waitStatus(t, base, "", brokenID, "active")
 	const n = 5
 	for i := 1; i <= n; i++ {
-		ack := mllpSend(t, bin, d.MLLPAddr(), writeHL7(t, fmt.Sprint("order", i), orderMessage(i, "MRN-SUBS1")))
+		ack := testkit.MLLPSend(t, bin, d.MLLPAddr(), testkit.WriteHL7(t, fmt.Sprint("order", i), orderMessage(i, "MRN-SUBS1")))
 		if msa := ack.Segment("MSA"); msa == nil || msa.Field(1) != "AA" {
 			t.Fatalf("ACK %s", ack.Bytes())
 		}
 	}
 	// Another patient's order is not notified.
-	mllpSend(t, bin, d.MLLPAddr(), writeHL7(t, "other", orderMessage(99, "MRN-OTHER")))
+	testkit.MLLPSend(t, bin, d.MLLPAddr(), testkit.WriteHL7(t, "other", orderMessage(99, "MRN-OTHER")))
 	got := hook.waitEvents(t, n, 60*time.Second)
 	checkGapless(t, got, n)
 	hook.mu.Lock()

@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"radbridge/internal/testkit"
 )
 
 // TestReusedControlIDIsNewData: a RIS whose counter restarted sends a
@@ -14,8 +16,8 @@ import (
 // patient data); a true resend (the same message, restamped MSH-7) gets AA
 // and no event, inside the ingest log's duplicate window and beyond it.
 func TestReusedControlIDIsNewData(t *testing.T) {
-	bin := needPeer(t, "mllp_send")
-	buf := &lockedBuf{}
+	bin := testkit.Peer(t, "mllp_send")
+	buf := &testkit.Buffer{}
 	log := slog.New(slog.NewJSONHandler(buf, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	d := startDaemonLog(t, filepath.Join(t.TempDir(), "data"), log, "--hl7-patient-authority", "NORTHWING", "--duplicate-window", "200ms")
 	base := "http://" + d.HTTPAddr()
@@ -25,9 +27,9 @@ PID|1||` + patient + `^^^NORTHWING^MR||REUSE^PATIENT||19700101|F
 ORC|NW|PLC` + acc + `|FIL` + acc + `||SC
 OBR|1|PLC` + acc + `|FIL` + acc + `|71250^CT CHEST^C4||||||||||||||` + acc + `||||||CT`
 	}
-	first := writeHL7(t, "first", order("20261201080000", "ACC7001", "MRN7001"))
-	for _, f := range []string{first, writeHL7(t, "reused", order("20261201090000", "ACC7002", "MRN7002"))} {
-		if ack := mllpSend(t, bin, d.MLLPAddr(), f); ack.Segment("MSA").Field(1) != "AA" || ack.Segment("MSA").Field(2) != "CTL-7" {
+	first := testkit.WriteHL7(t, "first", order("20261201080000", "ACC7001", "MRN7001"))
+	for _, f := range []string{first, testkit.WriteHL7(t, "reused", order("20261201090000", "ACC7002", "MRN7002"))} {
+		if ack := testkit.MLLPSend(t, bin, d.MLLPAddr(), f); ack.Segment("MSA").Field(1) != "AA" || ack.Segment("MSA").Field(2) != "CTL-7" {
 			t.Fatalf("ACK %q, want AA for CTL-7", ack.Bytes())
 		}
 	}
@@ -35,7 +37,7 @@ OBR|1|PLC` + acc + `|FIL` + acc + `|71250^CT CHEST^C4||||||||||||||` + acc + `||
 	// The RIS resends the first order, stamped with a new MSH-7, until one
 	// resend reaches the ingest log beyond its 200 ms duplicate window (the
 	// mapper must then tell it is a resend by its content).
-	resend := writeHL7(t, "resend", order("20261201100000", "ACC7001", "MRN7001"))
+	resend := testkit.WriteHL7(t, "resend", order("20261201100000", "ACC7001", "MRN7001"))
 	recorded := func() float64 {
 		return scrape(t, base+"/metrics", "").value("radbridge_ingest_observations_total", "front", "mllp", "result", "recorded")
 	}
@@ -43,12 +45,12 @@ OBR|1|PLC` + acc + `|FIL` + acc + `|71250^CT CHEST^C4||||||||||||||` + acc + `||
 		if i == 200 {
 			t.Fatal("no resend was recorded beyond the duplicate window")
 		}
-		if ack := mllpSend(t, bin, d.MLLPAddr(), resend); ack.Segment("MSA").Field(1) != "AA" {
+		if ack := testkit.MLLPSend(t, bin, d.MLLPAddr(), resend); ack.Segment("MSA").Field(1) != "AA" {
 			t.Fatalf("resend: ACK %q", ack.Bytes())
 		}
 	}
 	waitMetric(t, base+"/metrics", "radbridge_mapper_observations_total", 1, "outcome", "duplicate")
-	_, list := getJSON(t, base+"/v1/events?type=ORDER_PLACED")
+	_, list := testkit.GetJSON(t, base+"/v1/events?type=ORDER_PLACED")
 	evs, _ := list["events"].([]any)
 	var accs []string
 	for _, e := range evs {

@@ -1,36 +1,18 @@
 package app_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/base64"
 	"fmt"
 	"log/slog"
-	"os"
-	"os/exec"
 	"path/filepath"
-	"slices"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"radbridge/hl7"
+	"radbridge/internal/testkit"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
-
-// needPeer skips a test whose real peer is missing, or fails it under CI.
-func needPeer(t *testing.T, bin string) string {
-	t.Helper()
-	p, err := exec.LookPath(bin)
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("%s not installed (CI=true: the test command installs it)", bin)
-		}
-		t.Skipf("%s not installed; scripts/test installs it", bin)
-	}
-	return p
-}
 
 // The RIS side of an imaging workflow, written for these tests (synthetic
 // patients, no real data). {{ctl}} becomes a unique MSH-10.
@@ -72,43 +54,12 @@ ORC|CA|PLC1002|FIL1002||CA
 OBR|1|PLC1002|FIL1002|76700^US ABDOMEN COMPLETE^C4||||||||||||||ACC1002||||||US`},
 }
 
-func writeHL7(t *testing.T, name, msg string) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), name+".hl7")
-	if err := os.WriteFile(p, []byte(strings.ReplaceAll(msg, "\n", "\r")+"\r"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
-// mllpSend sends one file with python-hl7's mllp_send and returns the ACK.
-// A file that ends with an MLLP end block (see writeHL7Framed) is sent as
-// framed, without --loose (which only knows the default delimiters).
-func mllpSend(t *testing.T, bin, addr, file string) *hl7.Message {
-	t.Helper()
-	host, port, _ := strings.Cut(addr, ":")
-	args := []string{"20", bin, "--loose", "-f", file, "-p", port, host}
-	if b, _ := os.ReadFile(file); strings.HasSuffix(string(b), "\x1c\r") {
-		args = slices.Delete(args, 2, 3)
-	}
-	out, err := exec.Command("timeout", args...).Output()
-	if err != nil {
-		t.Fatalf("mllp_send %s: %v\n%s", file, err, out)
-	}
-	frame := strings.Trim(string(out), "\x0b\x1c\r\n") // mllp_send prints the frame as received
-	ack, err := hl7.Parse([]byte(frame))
-	if err != nil {
-		t.Fatalf("ACK from radbridge does not parse: %v\n%q", err, out)
-	}
-	return ack
-}
-
 // TestRISOverMLLP sends a RIS workflow with mllp_send to the running
 // daemon: every message gets AA with MSA-2 = its MSH-10, a resend makes no
 // second event, and the events with their FHIR resources reach a live
 // subscriber and GET /v1/events.
 func TestRISOverMLLP(t *testing.T) {
-	bin := needPeer(t, "mllp_send")
+	bin := testkit.Peer(t, "mllp_send")
 	d := startDaemon(t, filepath.Join(t.TempDir(), "data"), "--hl7-patient-authority", "NORTHWING")
 	client, _ := grpcClient(t, d.GRPCAddr())
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -119,9 +70,9 @@ func TestRISOverMLLP(t *testing.T) {
 	}
 	var files []string
 	for _, m := range risMessages {
-		f := writeHL7(t, m.ctl, strings.ReplaceAll(m.msg, "{{ctl}}", m.ctl))
+		f := testkit.WriteHL7(t, m.ctl, strings.ReplaceAll(m.msg, "{{ctl}}", m.ctl))
 		files = append(files, f)
-		ack := mllpSend(t, bin, d.MLLPAddr(), f)
+		ack := testkit.MLLPSend(t, bin, d.MLLPAddr(), f)
 		msa := ack.Segment("MSA")
 		if msa == nil || msa.Field(1) != "AA" || msa.Field(2) != m.ctl {
 			t.Fatalf("%s: ACK %v; want MSA|AA|%s", m.name, ack.Bytes(), m.ctl)
@@ -134,7 +85,7 @@ func TestRISOverMLLP(t *testing.T) {
 		}
 	}
 	// The RIS resends the final report (it lost our ACK): AA again, no event.
-	if ack := mllpSend(t, bin, d.MLLPAddr(), files[3]); ack.Segment("MSA").Field(1) != "AA" {
+	if ack := testkit.MLLPSend(t, bin, d.MLLPAddr(), files[3]); ack.Segment("MSA").Field(1) != "AA" {
 		t.Errorf("resend: ACK %q", ack.Bytes())
 	}
 
@@ -210,11 +161,11 @@ func TestRISOverMLLP(t *testing.T) {
 		t.Errorf("cancel: %v %q", cancelled["status"], got[7].AccessionNumber)
 	}
 	// The resend made no event; the log holds exactly these seven.
-	code, list := getJSON(t, "http://"+d.HTTPAddr()+"/v1/events")
+	code, list := testkit.GetJSON(t, "http://"+d.HTTPAddr()+"/v1/events")
 	if evs, _ := list["events"].([]any); code != 200 || len(evs) != len(want) {
 		t.Errorf("GET /v1/events: %d events, want %d", len(evs), len(want))
 	}
-	code, snap := getJSON(t, "http://"+d.HTTPAddr()+"/v1/patients/MRN4711/imaging")
+	code, snap := testkit.GetJSON(t, "http://"+d.HTTPAddr()+"/v1/patients/MRN4711/imaging")
 	if orders, _ := snap["orders"].([]any); code != 200 || len(orders) != 2 {
 		t.Errorf("GetPatientImaging orders = %d (%d), want 2", len(orders), code)
 	}
@@ -226,7 +177,7 @@ func TestRISOverMLLP(t *testing.T) {
 // TestRISBadInputGetsAEOrAR: hostile or incomplete messages are answered
 // with AE/AR and an ERR segment, not a dropped socket, and record nothing.
 func TestRISBadInputGetsAEOrAR(t *testing.T) {
-	bin := needPeer(t, "mllp_send")
+	bin := testkit.Peer(t, "mllp_send")
 	d := startDaemon(t, filepath.Join(t.TempDir(), "data"))
 	for _, tc := range []struct {
 		name, msg, code, err string
@@ -235,7 +186,7 @@ func TestRISBadInputGetsAEOrAR(t *testing.T) {
 		{"unsupported type", "MSH|^~\\&|RADRIS|NW|RADBRIDGE|IMG|20260310||ADT^A01|BAD2|P|2.3\nPID|1||MRN1", "AR", "200"},
 		{"unknown charset", "MSH|^~\\&|RADRIS|NW|RADBRIDGE|IMG|20260310||ORM^O01|BAD3|P|2.3|||||D|KLINGON\nPID|1||MRN1\nORC|NW|P1|F1\nOBR|1|P1|F1|71250^CT", "AE", "102"},
 	} {
-		ack := mllpSend(t, bin, d.MLLPAddr(), writeHL7(t, tc.name, tc.msg))
+		ack := testkit.MLLPSend(t, bin, d.MLLPAddr(), testkit.WriteHL7(t, tc.name, tc.msg))
 		if msa := ack.Segment("MSA"); msa == nil || msa.Field(1) != tc.code {
 			t.Errorf("%s: ACK %q, want %s", tc.name, ack.Bytes(), tc.code)
 		}
@@ -243,35 +194,18 @@ func TestRISBadInputGetsAEOrAR(t *testing.T) {
 			t.Errorf("%s: ERR %q, want code %s", tc.name, ack.Bytes(), tc.err)
 		}
 	}
-	code, list := getJSON(t, "http://"+d.HTTPAddr()+"/v1/events")
+	code, list := testkit.GetJSON(t, "http://"+d.HTTPAddr()+"/v1/events")
 	if evs, _ := list["events"].([]any); code != 200 || len(evs) != 0 {
 		t.Errorf("bad input produced %d events", len(evs))
 	}
 }
 
-type lockedBuf struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuf) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuf) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
-
 // TestNoPatientDataInLogs: at debug level, with HL7 and DICOM traffic and
 // bad input, the log names no patient; --log-patient-data turns bodies on.
 func TestNoPatientDataInLogs(t *testing.T) {
-	bin := needPeer(t, "mllp_send")
+	bin := testkit.Peer(t, "mllp_send")
 	for _, on := range []bool{false, true} {
-		buf := &lockedBuf{}
+		buf := &testkit.Buffer{}
 		log := slog.New(slog.NewJSONHandler(buf, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		var extra []string
 		if on {
@@ -279,8 +213,8 @@ func TestNoPatientDataInLogs(t *testing.T) {
 		}
 		d := startDaemonLog(t, filepath.Join(t.TempDir(), "data"), log, extra...)
 		m := risMessages[3]
-		mllpSend(t, bin, d.MLLPAddr(), writeHL7(t, "final", strings.ReplaceAll(m.msg, "{{ctl}}", m.ctl)))
-		mllpSend(t, bin, d.MLLPAddr(), writeHL7(t, "bad", "MSH|^~\\&|RADRIS|NW|RADBRIDGE|IMG|20260310||ORM^O01|BAD1|P|2.3\nPID|1||||SECRET^NAME\nORC|NW|P1|F1\nOBR|1|P1|F1|71250^CT CHEST"))
+		testkit.MLLPSend(t, bin, d.MLLPAddr(), testkit.WriteHL7(t, "final", strings.ReplaceAll(m.msg, "{{ctl}}", m.ctl)))
+		testkit.MLLPSend(t, bin, d.MLLPAddr(), testkit.WriteHL7(t, "bad", "MSH|^~\\&|RADRIS|NW|RADBRIDGE|IMG|20260310||ORM^O01|BAD1|P|2.3\nPID|1||||SECRET^NAME\nORC|NW|P1|F1\nOBR|1|P1|F1|71250^CT CHEST"))
 		host, port := hostPort(d.DICOMAddr())
 		dir := t.TempDir()
 		makeStudy(t, dir, studyUID, 1, 1, 1)

@@ -29,6 +29,7 @@ import (
 	"radbridge/dicom/ul"
 	"radbridge/hl7"
 	"radbridge/hl7/mllp"
+	"radbridge/internal/testkit"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
 
@@ -190,7 +191,7 @@ func hostileAttacks(a hostileAddrs) map[string]func() error {
 			defer c.Close()
 			c.Write([]byte{mllp.StartBlock})
 			for i := 0; i < 100; i++ { // 20 s at most
-				time.Sleep(200 * time.Millisecond)
+				time.Sleep(200 * time.Millisecond) // the attacker's pace, not a wait
 				if _, err := c.Write([]byte("M")); err != nil {
 					return nil // closed by the daemon
 				}
@@ -465,7 +466,7 @@ func hostileAttacks(a hostileAddrs) map[string]func() error {
 			defer c.Close()
 			c.Write([]byte("GET /v1/events HTTP/1.1\r\nHost: x\r\nX-Slow: "))
 			for i := 0; i < 100; i++ {
-				time.Sleep(200 * time.Millisecond)
+				time.Sleep(200 * time.Millisecond) // the attacker's pace, not a wait
 				if _, err := c.Write([]byte("a")); err != nil {
 					return nil
 				}
@@ -682,7 +683,7 @@ func heapInUse() uint64 {
 // working throughout, that the heap stays bounded, and that goroutines
 // return to their baseline once the attackers are gone.
 func TestHostilePeers(t *testing.T) {
-	w := &wellBehaved{echoscu: needPeer(t, "echoscu"), mllpSend: needPeer(t, "mllp_send"), dir: t.TempDir()}
+	w := &wellBehaved{echoscu: testkit.Peer(t, "echoscu"), mllpSend: testkit.Peer(t, "mllp_send"), dir: t.TempDir()}
 	d := startDaemon(t, filepath.Join(t.TempDir(), "data"), hostileFlags...)
 	w.addrs = hostileAddrs{mllp: d.MLLPAddr(), dicom: d.DICOMAddr(), http: d.HTTPAddr(), grpc: d.GRPCAddr()}
 
@@ -756,13 +757,7 @@ func TestHostilePeers(t *testing.T) {
 	// subscriber's stream and client connection are gone too, so allow a
 	// little slack either way). Polled, bounded: this is not a timing check.
 	var now int
-	for i := 0; i < 200; i++ {
-		if now = runtime.NumGoroutine(); now <= goroutinesBase+5 {
-			break
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if now > goroutinesBase+5 {
+	if !testkit.Poll(20*time.Second, func() bool { now = runtime.NumGoroutine(); return now <= goroutinesBase+5 }) {
 		buf := make([]byte, 1<<20)
 		t.Errorf("goroutines: %d after the attacks, %d before\n%s", now, goroutinesBase, buf[:runtime.Stack(buf, true)])
 	}

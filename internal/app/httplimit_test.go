@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"radbridge/internal/testkit"
 )
 
 // TestHTTPConnectionLimit: with --http-max-connections 3, three open
@@ -57,22 +59,16 @@ func TestHTTPConnectionLimit(t *testing.T) {
 			if code != http.StatusServiceUnavailable {
 				t.Fatalf("GET %s: %d %s", url, code, body)
 			}
-			time.Sleep(50 * time.Millisecond)
+			time.Sleep(50 * time.Millisecond) // the client's pause before it retries, not a wait
 		}
 		t.Fatalf("GET %s: still 503 after 600 tries", url)
 		return ""
 	}
 	// The readiness wait's connection is closed by the server
 	// asynchronously: wait until only this request's is open.
-	for i := 0; ; i++ {
-		if strings.Contains(patient(base+"/metrics"), "\nradbridge_http_connections_open 1\n") {
-			break
-		}
-		if i == 300 {
-			t.Fatal("radbridge_http_connections_open never came down to 1")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	testkit.Eventually(t, 15*time.Second, "radbridge_http_connections_open down to 1", func() bool {
+		return strings.Contains(patient(base+"/metrics"), "\nradbridge_http_connections_open 1\n")
+	})
 	refused = 0
 
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
@@ -93,7 +89,7 @@ func TestHTTPConnectionLimit(t *testing.T) {
 				t.Fatalf("WebSocket within the limit: %d %v", code, err)
 			}
 			refused++
-			time.Sleep(50 * time.Millisecond)
+			time.Sleep(50 * time.Millisecond) // the client's pause before it retries, not a wait
 		}
 		defer c.CloseNow()
 		wss = append(wss, c)
@@ -130,16 +126,6 @@ func TestHTTPConnectionLimit(t *testing.T) {
 
 	metrics := patient(base + "/metrics")
 	if want := fmt.Sprintf("\nradbridge_http_connections_rejected_total %d\n", refused); !strings.Contains(metrics, want) {
-		t.Errorf("metrics lack %q:\n%s", strings.TrimSpace(want), grepLines(metrics, "radbridge_http_"))
+		t.Errorf("metrics lack %q:\n%s", strings.TrimSpace(want), testkit.GrepLines(metrics, "radbridge_http_"))
 	}
-}
-
-func grepLines(s, sub string) string {
-	var out []string
-	for _, l := range strings.Split(s, "\n") {
-		if strings.Contains(l, sub) {
-			out = append(out, l)
-		}
-	}
-	return strings.Join(out, "\n")
 }

@@ -16,6 +16,7 @@ import (
 	"radbridge/dicom/dimse"
 	"radbridge/dicom/scu"
 	"radbridge/ingest"
+	"radbridge/internal/testkit"
 	"radbridge/mapper/rules"
 )
 
@@ -43,7 +44,7 @@ func hugeStudyInstances(t *testing.T) int {
 // announced while the study is being recorded, and a restart afterwards is
 // ready.
 func TestHugeStudy(t *testing.T) {
-	bin := needPeer(t, "mllp_send")
+	bin := testkit.Peer(t, "mllp_send")
 	total := hugeStudyInstances(t)
 	const per = 20000
 	dir := filepath.Join(t.TempDir(), "data")
@@ -74,18 +75,15 @@ func TestHugeStudy(t *testing.T) {
 PID|1||MRN-OTHER^^^NORTHWING^MR||OTHER^PATIENT
 ORC|NW|PH2|FH2||SC
 OBR|1|PH2|FH2|71250^CT CHEST^C4||||||||||||||ACC-OTHER||||||CT`
-			if ack := mllpSend(t, bin, d.MLLPAddr(), writeHL7(t, "order", order)); ack.Segment("MSA").Field(1) != "AA" {
+			if ack := testkit.MLLPSend(t, bin, d.MLLPAddr(), testkit.WriteHL7(t, "order", order)); ack.Segment("MSA").Field(1) != "AA" {
 				t.Fatalf("order: ACK %q", ack.Bytes())
 			}
 		}
 	}
 	t.Logf("%d instances recorded in %v", total, time.Since(started).Round(time.Millisecond))
 	var last map[string]any
-	for i := 0; ; i++ {
-		if i == 1200 {
-			t.Fatalf("the study never held every instance: last %v", last)
-		}
-		_, list := getJSON(t, base+"/v1/events?resource_type=ImagingStudy&page_size=1000")
+	if !testkit.Poll(60*time.Second, func() bool {
+		_, list := testkit.GetJSON(t, base+"/v1/events?resource_type=ImagingStudy&page_size=1000")
 		evs, _ := list["events"].([]any)
 		for _, e := range evs {
 			ev := e.(map[string]any)
@@ -98,16 +96,16 @@ OBR|1|PH2|FH2|71250^CT CHEST^C4||||||||||||||ACC-OTHER||||||CT`
 			}
 			last = res
 		}
-		if n, _ := last["numberOfInstances"].(float64); int(n) == total {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
+		n, _ := last["numberOfInstances"].(float64)
+		return int(n) == total
+	}) {
+		t.Fatalf("the study never held every instance: last %v", last)
 	}
 	ext, _ := json.Marshal(last["extension"])
 	if !strings.Contains(string(ext), rules.InstancesOmittedExtension) {
 		t.Errorf("no %s extension: %s", rules.InstancesOmittedExtension, ext)
 	}
-	_, list := getJSON(t, base+"/v1/events?page_size=1000")
+	_, list := testkit.GetJSON(t, base+"/v1/events?page_size=1000")
 	evs, _ := list["events"].([]any)
 	sawOrder := false
 	for _, e := range evs {
@@ -120,14 +118,14 @@ OBR|1|PH2|FH2|71250^CT CHEST^C4||||||||||||||ACC-OTHER||||||CT`
 	if !sawOrder {
 		t.Error("the other patient's order was not announced")
 	}
-	if code, img := getJSON(t, base+"/v1/patients/MRN-HUGE/imaging"); code != 200 || !strings.Contains(fmt.Sprint(img), "ACC-HUGE") {
+	if code, img := testkit.GetJSON(t, base+"/v1/patients/MRN-HUGE/imaging"); code != 200 || !strings.Contains(fmt.Sprint(img), "ACC-HUGE") {
 		t.Errorf("read model: %d %v", code, img)
 	}
 	stop()
 	restarted := time.Now()
 	d, _ = runDaemon(t, dir, slog.New(slog.DiscardHandler), flags...)
 	t.Logf("ready %v after the restart", time.Since(restarted).Round(time.Millisecond))
-	if code, _ := getJSON(t, "http://"+d.HTTPAddr()+"/v1/patients/MRN-HUGE/imaging"); code != 200 {
+	if code, _ := testkit.GetJSON(t, "http://"+d.HTTPAddr()+"/v1/patients/MRN-HUGE/imaging"); code != 200 {
 		t.Errorf("read model after the restart: %d", code)
 	}
 }
@@ -160,26 +158,23 @@ func TestHugeIANOverDIMSE(t *testing.T) {
 	if st, err := c.NCreateIAN(ctx, ian); err != nil || st != dimse.StatusSuccess {
 		t.Fatalf("N-CREATE of a %d-instance IAN: status %v, %v", total, st, err)
 	}
-	for i := 0; ; i++ {
-		_, list := getJSON(t, base+"/v1/events?type=IMAGING_STUDY_AVAILABLE")
-		if evs, _ := list["events"].([]any); len(evs) > 0 {
-			res, _ := evs[0].(map[string]any)["resource"].(map[string]any)
-			if n, _ := res["numberOfInstances"].(float64); int(n) != total {
-				t.Errorf("AVAILABLE with %v instances, want %d", res["numberOfInstances"], total)
-			}
-			// Complete because of the IAN (every part of it), nothing received.
-			if c, _ := evs[0].(map[string]any)["completion"].(map[string]any); c["reason"] != "ian" || c["instances_expected"] != float64(total) || c["instances_received"] != nil {
-				t.Errorf("AVAILABLE completion %v, want ian with %d expected and none received", c, total)
-			}
-			if b, _ := json.Marshal(evs[0]); len(b) > 256<<10 {
-				t.Errorf("AVAILABLE event of %d bytes", len(b))
-			}
-			break
-		}
-		if i == 1200 {
-			t.Fatal("the study never became available")
-		}
-		time.Sleep(50 * time.Millisecond)
+	var available []any
+	testkit.Eventually(t, 60*time.Second, "the study available", func() bool {
+		_, list := testkit.GetJSON(t, base+"/v1/events?type=IMAGING_STUDY_AVAILABLE")
+		available, _ = list["events"].([]any)
+		return len(available) > 0
+	})
+	evs := available
+	res, _ := evs[0].(map[string]any)["resource"].(map[string]any)
+	if n, _ := res["numberOfInstances"].(float64); int(n) != total {
+		t.Errorf("AVAILABLE with %v instances, want %d", res["numberOfInstances"], total)
+	}
+	// Complete because of the IAN (every part of it), nothing received.
+	if c, _ := evs[0].(map[string]any)["completion"].(map[string]any); c["reason"] != "ian" || c["instances_expected"] != float64(total) || c["instances_received"] != nil {
+		t.Errorf("AVAILABLE completion %v, want ian with %d expected and none received", c, total)
+	}
+	if b, _ := json.Marshal(evs[0]); len(b) > 256<<10 {
+		t.Errorf("AVAILABLE event of %d bytes", len(b))
 	}
 	if s := scrape(t, base+"/metrics", ""); s.value("radbridge_ingest_observations_total", "kind", "dicom.ian", "result", "recorded") != float64((total+ingest.MaxIANInstances-1)/ingest.MaxIANInstances) {
 		t.Errorf("IAN records: %v, want one per %d instances", s.value("radbridge_ingest_observations_total", "kind", "dicom.ian", "result", "recorded"), ingest.MaxIANInstances)

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,10 +12,11 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"radbridge/internal/app"
+	"radbridge/internal/testkit"
 	"radbridge/mapper/rules"
 )
 
-// Issue 13: nothing acknowledged is dropped or misread. Each test sends
+// Nothing acknowledged is dropped or misread. Each test sends
 // through the real ports with the real peers (mllp_send, storescu) and
 // checks what a consumer of GET /v1/events and the patient snapshot sees.
 
@@ -25,21 +25,18 @@ import (
 func waitEventList(t *testing.T, d *app.Daemon, query url.Values, n int) []map[string]any {
 	t.Helper()
 	query.Set("page_size", "200")
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		_, list := getJSON(t, "http://"+d.HTTPAddr()+"/v1/events?"+query.Encode())
-		var out []map[string]any
+	var out []map[string]any
+	if !testkit.Poll(30*time.Second, func() bool {
+		_, list := testkit.GetJSON(t, "http://"+d.HTTPAddr()+"/v1/events?"+query.Encode())
+		out = out[:0]
 		for _, e := range asSlice(list["events"]) {
 			out = append(out, e.(map[string]any))
 		}
-		if len(out) >= n {
-			return out
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("%d events for %s, want %d", len(out), query.Encode(), n)
-		}
-		time.Sleep(100 * time.Millisecond)
+		return len(out) >= n
+	}) {
+		t.Fatalf("%d events for %s, want %d", len(out), query.Encode(), n)
 	}
+	return out
 }
 
 func asSlice(v any) []any {
@@ -52,22 +49,9 @@ func resourceField(e map[string]any, k string) any {
 	return r[k]
 }
 
-// storeStudy writes a synthetic study with scripts/dicom/study.py (Issuer
-// of Patient ID NORTHWING) and sends it with storescu.
-// writeHL7Framed writes msg in one MLLP frame, for mllp_send without
-// --loose (which rewrites every message to start with MSH|^~\&|).
-func writeHL7Framed(t *testing.T, name, msg string) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), name+".hl7")
-	if err := os.WriteFile(p, []byte("\x0b"+strings.ReplaceAll(msg, "\n", "\r")+"\r\x1c\r"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
-
 func sendAA(t *testing.T, bin string, d *app.Daemon, name, msg string) {
 	t.Helper()
-	ack := mllpSend(t, bin, d.MLLPAddr(), writeHL7Framed(t, name, msg))
+	ack := testkit.MLLPSend(t, bin, d.MLLPAddr(), testkit.WriteHL7Framed(t, name, msg))
 	if ack.Segment("MSA").Field(1) != "AA" {
 		t.Fatalf("%s: %q", name, ack.Bytes())
 	}
@@ -94,7 +78,7 @@ OBR#1#PLC6001#FIL6001#71250$CT CHEST | ABDOMEN$C4#S##20260310082900+0100######Pa
 // (patient by the CX-4 authority's sub-component, escaped text intact), and
 // so do the events' sources.
 func TestDelimitersOverMLLP(t *testing.T) {
-	bin := needPeer(t, "mllp_send")
+	bin := testkit.Peer(t, "mllp_send")
 	d := startDaemon(t, filepath.Join(t.TempDir(), "data"), "--hl7-patient-authority", "NORTHWING")
 	sendAA(t, bin, d, "default", strings.ReplaceAll(delimOrder, "{{ctl}}", "D-1"))
 	sendAA(t, bin, d, "other", strings.ReplaceAll(delimOrderOther, "{{ctl}}", "D-2"))
@@ -130,7 +114,7 @@ func TestDelimitersOverMLLP(t *testing.T) {
 // configured --patient-identifier-system, or without any configuration
 // the documented default with PID-3's MR repetition as the patient.
 func TestOnePatientIdentifierAcrossFronts(t *testing.T) {
-	bin := needPeer(t, "mllp_send")
+	bin := testkit.Peer(t, "mllp_send")
 	for _, tc := range []struct {
 		name   string
 		flags  []string
@@ -161,7 +145,7 @@ func TestOnePatientIdentifierAcrossFronts(t *testing.T) {
 // accession or with one the modality rewrote: the ImagingStudy is based on
 // the ServiceRequest, which carries the UID and is completed.
 func TestStudyUIDJoinsOverTheWire(t *testing.T) {
-	bin := needPeer(t, "mllp_send")
+	bin := testkit.Peer(t, "mllp_send")
 	d := startDaemon(t, filepath.Join(t.TempDir(), "data"), "--hl7-patient-authority", "NORTHWING", "--study-quiet-period", "1s")
 	uidA, uidB := studyUID+".81", studyUID+".82"
 	sendAA(t, bin, d, "omi", `MSH|^~\&|RADRIS|NORTHWING|RADBRIDGE|IMAGING|20260311100000+0100||OMI^O23^OMI_O23|UID-1|P|2.5.1
@@ -179,16 +163,11 @@ ZDS|`+uidB+`^RADRIS^Application^DICOM`)
 	storeStudy(t, d, uidB, "MRN4711", "MOD-777", 2) // rewritten by the modality
 
 	var snap map[string]any
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		_, snap = getJSON(t, "http://"+d.HTTPAddr()+"/v1/patients/MRN4711/imaging")
-		if s := asSlice(snap["studies"]); len(s) == 2 && allAvailable(snap) && len(asSlice(snap["orders"])) == 2 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("snapshot never settled: %v", snap)
-		}
-		time.Sleep(200 * time.Millisecond)
+	if !testkit.Poll(30*time.Second, func() bool {
+		_, snap = testkit.GetJSON(t, "http://"+d.HTTPAddr()+"/v1/patients/MRN4711/imaging")
+		return len(asSlice(snap["studies"])) == 2 && allAvailable(snap) && len(asSlice(snap["orders"])) == 2
+	}) {
+		t.Fatalf("snapshot never settled: %v", snap)
 	}
 	for _, s := range asSlice(snap["studies"]) {
 		st := s.(map[string]any)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"radbridge/internal/testkit"
 	"radbridge/mapper/rules"
 )
 
@@ -18,19 +19,19 @@ import (
 // report, with report status and body-region counts, and the event stream
 // shows the joins as updates.
 func TestJoinAcrossProtocols(t *testing.T) {
-	bin := needPeer(t, "mllp_send")
+	bin := testkit.Peer(t, "mllp_send")
 	d := startDaemon(t, filepath.Join(t.TempDir(), "data"), "--hl7-patient-authority", "NORTHWING", "--study-quiet-period", "1s")
 	host, port := hostPort(d.DICOMAddr())
 	send := func(name, msg string) {
 		t.Helper()
-		if ack := mllpSend(t, bin, d.MLLPAddr(), writeHL7(t, name, msg)); ack.Segment("MSA").Field(1) != "AA" {
+		if ack := testkit.MLLPSend(t, bin, d.MLLPAddr(), testkit.WriteHL7(t, name, msg)); ack.Segment("MSA").Field(1) != "AA" {
 			t.Fatalf("%s: %q", name, ack.Bytes())
 		}
 	}
 	store := func(uid, pid, acc string) {
 		t.Helper()
 		dir := t.TempDir()
-		py := needPeer(t, "/usr/bin/python3")
+		py := testkit.Peer(t, "/usr/bin/python3")
 		if out, err := runCmd(py, filepath.Join("..", "..", "scripts", "dicom", "study.py"), dir, uid, pid, acc, "1", "3"); err != nil {
 			t.Fatalf("study.py: %v\n%s", err, out)
 		}
@@ -51,18 +52,14 @@ func TestJoinAcrossProtocols(t *testing.T) {
 	// A study nobody ordered.
 	store(uidLone, "MRN5000", "")
 
-	deadline := time.Now().Add(30 * time.Second)
 	var snapA, snapB map[string]any
-	for {
-		_, snapA = getJSON(t, "http://"+d.HTTPAddr()+"/v1/patients/MRN4711/imaging")
-		_, snapB = getJSON(t, "http://"+d.HTTPAddr()+"/v1/patients/MRN5000/imaging")
-		if s, _ := snapB["studies"].([]any); len(s) == 2 && allAvailable(snapA) && allAvailable(snapB) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("snapshots never settled:\n%v\n%v", snapA, snapB)
-		}
-		time.Sleep(200 * time.Millisecond)
+	if !testkit.Poll(30*time.Second, func() bool {
+		_, snapA = testkit.GetJSON(t, "http://"+d.HTTPAddr()+"/v1/patients/MRN4711/imaging")
+		_, snapB = testkit.GetJSON(t, "http://"+d.HTTPAddr()+"/v1/patients/MRN5000/imaging")
+		s, _ := snapB["studies"].([]any)
+		return len(s) == 2 && allAvailable(snapA) && allAvailable(snapB)
+	}) {
+		t.Fatalf("snapshots never settled:\n%v\n%v", snapA, snapB)
 	}
 	studies := func(snap map[string]any) map[string]map[string]any {
 		out := map[string]map[string]any{}
@@ -99,7 +96,7 @@ func TestJoinAcrossProtocols(t *testing.T) {
 	// The joins reached subscribers as events.
 	// (A study linked before it is available gets PROGRESS; a report linked
 	// after it was announced, IMAGING_REPORT_UPDATED: README, "Join rules".)
-	_, list := getJSON(t, "http://"+d.HTTPAddr()+"/v1/events?patient_id=MRN4711&type=IMAGING_STUDY_UPDATED&type=IMAGING_STUDY_PROGRESS&type=IMAGING_REPORT_READY&type=IMAGING_REPORT_UPDATED&page_size=100")
+	_, list := testkit.GetJSON(t, "http://"+d.HTTPAddr()+"/v1/events?patient_id=MRN4711&type=IMAGING_STUDY_UPDATED&type=IMAGING_STUDY_PROGRESS&type=IMAGING_REPORT_READY&type=IMAGING_REPORT_UPDATED&page_size=100")
 	linked, ready := 0, 0
 	for _, e := range list["events"].([]any) {
 		r := e.(map[string]any)["resource"].(map[string]any)

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
+
+	"radbridge/internal/testkit"
 )
 
 // TestJWKSURLThroughDaemon: the daemon reads its JWT keys from an
@@ -75,11 +77,8 @@ func TestJWKSURLThroughDaemon(t *testing.T) {
 	mu.Unlock()
 	// Refused while the last fetch is under --auth-jwks-min-refetch old,
 	// then the daemon fetches the new set.
-	for deadline := time.Now().Add(10 * time.Second); get(token("k2", next)) != 200; {
-		if time.Now().After(deadline) {
-			t.Fatal("token of the rotated key still refused after 10s")
-		}
-		time.Sleep(50 * time.Millisecond)
+	if !testkit.Poll(10*time.Second, func() bool { return get(token("k2", next)) == 200 }) {
+		t.Fatal("token of the rotated key still refused after 10s")
 	}
 	if code := get(token("k1", old)); code != 401 {
 		t.Errorf("token of the dropped key: %d, want 401", code)

@@ -19,6 +19,7 @@ import (
 	"github.com/prometheus/common/model"
 	"go.yaml.in/yaml/v3"
 
+	"radbridge/internal/testkit"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
 
@@ -117,7 +118,7 @@ func (s scraped) metricNames() []string {
 // without one. An ORM^O01 answered AA and an order without PID-3 answered
 // AE are counted by type and code.
 func TestMetricsEndpoint(t *testing.T) {
-	bin := needPeer(t, "mllp_send")
+	bin := testkit.Peer(t, "mllp_send")
 	dir := t.TempDir()
 	tokens := filepath.Join(dir, "tokens")
 	os.WriteFile(tokens, []byte("ops-token-0123456789 ops\nnurse-token-0123456789 nurse patient=P1\n"), 0o600)
@@ -131,11 +132,11 @@ func TestMetricsEndpoint(t *testing.T) {
 	}
 	before := scrape(t, front, "ops-token-0123456789")
 
-	ack := mllpSend(t, bin, d.MLLPAddr(), writeHL7(t, "order", strings.ReplaceAll(risMessages[0].msg, "{{ctl}}", "MET-1")))
+	ack := testkit.MLLPSend(t, bin, d.MLLPAddr(), testkit.WriteHL7(t, "order", strings.ReplaceAll(risMessages[0].msg, "{{ctl}}", "MET-1")))
 	if msa := ack.Segment("MSA"); msa == nil || msa.Field(1) != "AA" {
 		t.Fatalf("order: ACK %q, want AA", ack.Bytes())
 	}
-	ack = mllpSend(t, bin, d.MLLPAddr(), writeHL7(t, "no-pid3", "MSH|^~\\&|RADRIS|NW|RADBRIDGE|IMG|20260310||ORM^O01|MET-2|P|2.3\nPID|1||||X^Y\nORC|NW|P1|F1\nOBR|1|P1|F1|71250^CT CHEST"))
+	ack = testkit.MLLPSend(t, bin, d.MLLPAddr(), testkit.WriteHL7(t, "no-pid3", "MSH|^~\\&|RADRIS|NW|RADBRIDGE|IMG|20260310||ORM^O01|MET-2|P|2.3\nPID|1||||X^Y\nORC|NW|P1|F1\nOBR|1|P1|F1|71250^CT CHEST"))
 	if msa := ack.Segment("MSA"); msa == nil || msa.Field(1) != "AE" {
 		t.Fatalf("order without PID-3: ACK %q, want AE", ack.Bytes())
 	}
@@ -171,14 +172,9 @@ func TestMetricsEndpoint(t *testing.T) {
 func waitMetric(t *testing.T, url, name string, want float64, labels ...string) scraped {
 	t.Helper()
 	var s scraped
-	for i := 0; i < 1500; i++ {
-		s = scrape(t, url, "")
-		if s.value(name, labels...) == want {
-			return s
-		}
-		time.Sleep(20 * time.Millisecond)
+	if !testkit.Poll(30*time.Second, func() bool { s = scrape(t, url, ""); return s.value(name, labels...) == want }) {
+		t.Fatalf("%s%v stayed %v, want %v", name, labels, s.value(name, labels...), want)
 	}
-	t.Fatalf("%s%v stayed %v, want %v", name, labels, s.value(name, labels...), want)
 	return s
 }
 
@@ -191,8 +187,8 @@ func waitMetric(t *testing.T, url, name string, want float64, labels ...string) 
 // gRPC subscriber, no lag, and the study in the quiet-period queue until
 // it is available.
 func TestMetricsAfterRealTraffic(t *testing.T) {
-	bin := needPeer(t, "mllp_send")
-	needPeer(t, "storescu")
+	bin := testkit.Peer(t, "mllp_send")
+	testkit.Peer(t, "storescu")
 	studies := t.TempDir()
 	makeStudy(t, studies, studyUID, 1, 3, 1)
 	d := startDaemon(t, filepath.Join(t.TempDir(), "data"), "--hl7-patient-authority", "NORTHWING", "--study-quiet-period", "5s")
@@ -214,20 +210,13 @@ func TestMetricsAfterRealTraffic(t *testing.T) {
 	var lastSeen uint64
 	next := func() *rbv1.Event {
 		t.Helper()
-		for {
-			ev, err := sub.Recv()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !ev.Heartbeat {
-				seen[ev.Type.String()]++
-				lastSeen = ev.Sequence
-				return ev
-			}
-		}
+		ev := nextEvent(t, sub)
+		seen[ev.Type.String()]++
+		lastSeen = ev.Sequence
+		return ev
 	}
 
-	ack := mllpSend(t, bin, d.MLLPAddr(), writeHL7(t, "order", strings.ReplaceAll(risMessages[0].msg, "{{ctl}}", "MET-10")))
+	ack := testkit.MLLPSend(t, bin, d.MLLPAddr(), testkit.WriteHL7(t, "order", strings.ReplaceAll(risMessages[0].msg, "{{ctl}}", "MET-10")))
 	if msa := ack.Segment("MSA"); msa == nil || msa.Field(1) != "AA" {
 		t.Fatalf("order: ACK %q, want AA", ack.Bytes())
 	}

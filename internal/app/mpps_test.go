@@ -11,6 +11,7 @@ import (
 	"radbridge/dicom/dataset"
 	"radbridge/dicom/dimse"
 	"radbridge/dicom/scu"
+	"radbridge/internal/testkit"
 )
 
 // TestMPPSStateMachine: a modality (our SCU) drives MPPS steps through
@@ -64,7 +65,7 @@ func TestMPPSStateMachine(t *testing.T) {
 	available := func() map[string]int {
 		t.Helper()
 		publish(t, base, "MRN4711", done) // mapped in order: everything before it is mapped too
-		_, list := getJSON(t, base+"/v1/events?type=IMAGING_STUDY_AVAILABLE")
+		_, list := testkit.GetJSON(t, base+"/v1/events?type=IMAGING_STUDY_AVAILABLE")
 		n := map[string]int{}
 		evs, _ := list["events"].([]any)
 		for _, e := range evs {

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"radbridge/internal/testkit"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
 
@@ -62,24 +63,8 @@ func TestJSONNotifications(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	next := func() *rbv1.Event {
-		t.Helper()
-		for {
-			ev, err := sub.Recv()
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !ev.Heartbeat {
-				return ev
-			}
-		}
-	}
-	counts := func(ev *rbv1.Event) (series, instances float64) {
-		r := ev.Resource.AsMap()
-		s, _ := r["numberOfSeries"].(float64)
-		i, _ := r["numberOfInstances"].(float64)
-		return s, i
-	}
+	next := func() *rbv1.Event { t.Helper(); return nextEvent(t, sub) }
+	counts := studyCounts
 
 	// Malformed: the second instance's SOP Instance UID has a letter.
 	const badStudy = "1.2.826.0.1.3680043.10.1447.90"
@@ -173,11 +158,11 @@ func TestJSONNotifications(t *testing.T) {
 	}
 
 	// Nothing of the malformed notification was recorded.
-	_, evs := getJSON(t, "http://"+d.HTTPAddr()+"/v1/events?patient_id=MRN-BAD")
+	_, evs := testkit.GetJSON(t, "http://"+d.HTTPAddr()+"/v1/events?patient_id=MRN-BAD")
 	if got, _ := evs["events"].([]any); len(got) != 0 {
 		t.Errorf("events for the malformed notification: %v", got)
 	}
-	_, all := getJSON(t, "http://"+d.HTTPAddr()+"/v1/events?type=IMAGING_STUDY_AVAILABLE&type=IMAGING_STUDY_UPDATED")
+	_, all := testkit.GetJSON(t, "http://"+d.HTTPAddr()+"/v1/events?type=IMAGING_STUDY_AVAILABLE&type=IMAGING_STUDY_UPDATED")
 	if got, _ := all["events"].([]any); len(got) != 2 {
 		t.Errorf("%d AVAILABLE/UPDATED events, want 2 (a resend changes nothing)", len(got))
 	}

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/http"
 	"path/filepath"
 	"reflect"
 	"regexp"
@@ -17,6 +16,8 @@ import (
 
 	"radbridge/internal/app"
 	"radbridge/internal/config"
+	"radbridge/internal/testkit"
+	"radbridge/internal/testkit/inproc"
 	"radbridge/store"
 )
 
@@ -24,40 +25,21 @@ import (
 // orderly shutdown).
 func runDaemon(t *testing.T, dir string, log *slog.Logger, extra ...string) (*app.Daemon, func()) {
 	t.Helper()
-	args := append([]string{"--data-dir", dir, "--grpc-addr", "127.0.0.1:0", "--http-addr", "127.0.0.1:0", "--mllp-addr", "", "--dicom-addr", ""}, extra...)
-	cfg, err := config.Load("test", args, func(string) string { return "" }, io.Discard)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	d, err := app.Start(ctx, cfg, log)
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	stopped := false
-	stop := func() {
-		if stopped {
-			return
-		}
-		stopped = true
-		cancel()
-		if err := d.Wait(); err != nil {
+	d := inproc.Start(t, dir, log, append([]string{"--mllp-addr", "", "--dicom-addr", ""}, extra...)...)
+	return d.Daemon, func() {
+		if err := d.Stop(); err != nil {
 			t.Errorf("daemon stopped with %v", err)
 		}
 	}
-	t.Cleanup(stop)
-	waitReady(t, "http://"+d.HTTPAddr())
-	return d, stop
 }
 
 // history is what a client sees: every event and two patients' imaging.
 func history(t *testing.T, base string) (events []any, imaging []map[string]any) {
 	t.Helper()
-	_, list := getJSON(t, base+"/v1/events?page_size=1000")
+	_, list := testkit.GetJSON(t, base+"/v1/events?page_size=1000")
 	events, _ = list["events"].([]any)
 	for _, p := range []string{"P1", "P2"} {
-		_, img := getJSON(t, base+"/v1/patients/"+p+"/imaging")
+		_, img := testkit.GetJSON(t, base+"/v1/patients/"+p+"/imaging")
 		imaging = append(imaging, img)
 	}
 	return events, imaging
@@ -80,7 +62,7 @@ func TestRestartFromSnapshot(t *testing.T) {
 	}
 	stop()
 
-	var logs lockedBuf
+	var logs testkit.Buffer
 	d, _ = runDaemon(t, dir, slog.New(slog.NewTextHandler(&logs, nil)), "--snapshot-every", "4")
 	base = "http://" + d.HTTPAddr()
 	evs2, img2 := history(t, base)
@@ -99,13 +81,8 @@ func TestRestartFromSnapshot(t *testing.T) {
 // metric reads one unlabelled sample from GET /metrics.
 func opsMetric(t *testing.T, base, name string) float64 {
 	t.Helper()
-	resp, err := http.Get(base + "/metrics")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	for _, line := range strings.Split(string(b), "\n") {
+	_, b := testkit.Get(t, base+"/metrics")
+	for _, line := range strings.Split(b, "\n") {
 		if v, ok := strings.CutPrefix(line, name+" "); ok {
 			f, err := strconv.ParseFloat(strings.TrimSpace(v), 64)
 			if err != nil {
@@ -122,13 +99,9 @@ func opsMetric(t *testing.T, base, name string) float64 {
 func waitOpsMetric(t *testing.T, base, name string, cond func(float64) bool) float64 {
 	t.Helper()
 	var v float64
-	for range 200 {
-		if v = opsMetric(t, base, name); cond(v) {
-			return v
-		}
-		time.Sleep(100 * time.Millisecond)
+	if !testkit.Poll(20*time.Second, func() bool { v = opsMetric(t, base, name); return cond(v) }) {
+		t.Fatalf("%s stayed at %v", name, v)
 	}
-	t.Fatalf("%s stayed at %v", name, v)
 	return v
 }
 
@@ -147,7 +120,9 @@ func TestIngestRetentionKeepsWhatSnapshotsNeed(t *testing.T) {
 	// Snapshots about every 2 records (3 kept): the records the oldest
 	// kept one covers may go, no more (checked below).
 	first := waitOpsMetric(t, base, "radbridge_ingest_log_first_sequence", func(v float64) bool { return v >= 3 })
-	time.Sleep(300 * time.Millisecond) // a few more trims, which must not pass the snapshots
+	// Not a wait for a condition: a few more trims may run meanwhile, and
+	// none of them may pass the snapshots.
+	time.Sleep(300 * time.Millisecond)
 	first = opsMetric(t, base, "radbridge_ingest_log_first_sequence")
 	if n := opsMetric(t, base, "radbridge_ingest_records_trimmed_total"); n != first-1 {
 		t.Errorf("radbridge_ingest_records_trimmed_total %v, want %v", n, first-1)
@@ -210,11 +185,11 @@ func TestEventRetentionAndTooOldCursor(t *testing.T) {
 		t.Errorf("oldest event age %v s right after publishing", age)
 	}
 	waitOpsMetric(t, base, "radbridge_event_log_first_sequence", func(v float64) bool { return v == 4 })
-	code, body := getJSON(t, base+"/v1/events?since=1")
+	code, body := testkit.GetJSON(t, base+"/v1/events?since=1")
 	if code != 400 || !strings.Contains(fmt.Sprint(body["message"]), "no longer retained") {
 		t.Errorf("resume from a removed sequence: %d %v; want 400 OUT_OF_RANGE 'no longer retained'", code, body)
 	}
-	if code, _ := getJSON(t, base+"/v1/events?since=3"); code != 200 {
+	if code, _ := testkit.GetJSON(t, base+"/v1/events?since=3"); code != 200 {
 		t.Errorf("resume from the newest sequence: %d, want 200", code)
 	}
 	stop()
@@ -235,7 +210,7 @@ func TestReplayCommand(t *testing.T) {
 	d, stop := runDaemon(t, dir, slog.New(slog.DiscardHandler), append([]string{"--mllp-addr", "127.0.0.1:0"}, flags...)...)
 	base := "http://" + d.HTTPAddr()
 	for _, m := range risMessages {
-		f := writeHL7(t, m.ctl, strings.ReplaceAll(m.msg, "{{ctl}}", m.ctl))
+		f := testkit.WriteHL7(t, m.ctl, strings.ReplaceAll(m.msg, "{{ctl}}", m.ctl))
 		if code, out, errOut := runApp(t, "send-hl7", "--addr", d.MLLPAddr(), f); code != 0 {
 			t.Fatalf("send-hl7 %s: %d %s %s", m.name, code, out, errOut)
 		}
@@ -245,17 +220,12 @@ func TestReplayCommand(t *testing.T) {
 	if code, body := httpDo(t, "POST", base+"/v1/dicom/notifications", "", mustJSON(t, n)); code != 200 {
 		t.Fatalf("notification: %d %s", code, body)
 	}
-	for i := 0; ; i++ { // the quiet period ends: AVAILABLE
-		_, list := getJSON(t, base+"/v1/events?type=IMAGING_STUDY_AVAILABLE")
-		if evs, _ := list["events"].([]any); len(evs) == 1 {
-			break
-		}
-		if i == 300 {
-			t.Fatal("study never available")
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	_, list := getJSON(t, base+"/v1/events?page_size=1000")
+	testkit.Eventually(t, 15*time.Second, "study available (the quiet period ends)", func() bool {
+		_, list := testkit.GetJSON(t, base+"/v1/events?type=IMAGING_STUDY_AVAILABLE")
+		evs, _ := list["events"].([]any)
+		return len(evs) == 1
+	})
+	_, list := testkit.GetJSON(t, base+"/v1/events?page_size=1000")
 	before, _ := list["events"].([]any)
 
 	replay := func(args ...string) (int, string) {
@@ -292,11 +262,11 @@ func TestReplayCommand(t *testing.T) {
 	}
 	d, _ = runDaemon(t, dir, slog.New(slog.DiscardHandler), append([]string{"--viewer-url", viewer}, flags...)...)
 	base = "http://" + d.HTTPAddr()
-	_, list = getJSON(t, base+"/v1/events?page_size=1000")
+	_, list = testkit.GetJSON(t, base+"/v1/events?page_size=1000")
 	if after, _ := list["events"].([]any); !reflect.DeepEqual(before, after) {
 		t.Errorf("replay changed the event log: %d events before, %d after", len(before), len(after))
 	}
-	_, img := getJSON(t, base+"/v1/patients/MRN-R1/imaging")
+	_, img := testkit.GetJSON(t, base+"/v1/patients/MRN-R1/imaging")
 	if !strings.Contains(mustJSON(t, img), "viewer.example") {
 		t.Errorf("GetPatientImaging after the replay lacks the viewer link: %v", img)
 	}

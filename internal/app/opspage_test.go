@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"radbridge/internal/testkit"
 )
 
 // TestOpsPageResolvesAnException: an order (mllp_send) and its study sent
@@ -20,7 +22,7 @@ import (
 // resolves it with the keyboard (a reason, then Enter): the item leaves the
 // worklist and the study is the order's patient's.
 func TestOpsPageResolvesAnException(t *testing.T) {
-	bin := needPeer(t, "mllp_send")
+	bin := testkit.Peer(t, "mllp_send")
 	dir := t.TempDir()
 	tokens := filepath.Join(dir, "tokens")
 	if err := os.WriteFile(tokens, []byte(opToken+" alice role=operator\n"), 0o600); err != nil {
@@ -29,8 +31,8 @@ func TestOpsPageResolvesAnException(t *testing.T) {
 	d, _ := runDaemon(t, filepath.Join(dir, "data"), slog.New(slog.DiscardHandler), "--mllp-addr", "127.0.0.1:0", "--dicom-addr", "127.0.0.1:0",
 		"--auth", "tokens", "--auth-tokens-file", tokens, "--study-quiet-period", "2s", "--hl7-patient-authority", "NORTHWING")
 	base := "http://" + d.HTTPAddr()
-	f := writeHL7(t, "order", strings.ReplaceAll(risMessages[0].msg, "{{ctl}}", "OPS-1"))
-	if ack := mllpSend(t, bin, d.MLLPAddr(), f); ack.Segment("MSA").Field(1) != "AA" {
+	f := testkit.WriteHL7(t, "order", strings.ReplaceAll(risMessages[0].msg, "{{ctl}}", "OPS-1"))
+	if ack := testkit.MLLPSend(t, bin, d.MLLPAddr(), f); ack.Segment("MSA").Field(1) != "AA" {
 		t.Fatalf("order ACK %q", ack.Bytes())
 	}
 	studyDir := t.TempDir()
@@ -39,14 +41,14 @@ func TestOpsPageResolvesAnException(t *testing.T) {
 	if out, err := dcmtk(t, "storescu", "-aet", "PACS", "-aec", "RADBRIDGE", "+sd", "+r", host, port, studyDir); err != nil {
 		t.Fatalf("storescu: %v\n%s", err, out)
 	}
-	waitFor(t, 30*time.Second, "the exception", func() (bool, string) {
+	testkit.EventuallyState(t, 30*time.Second, "the exception", func() (bool, string) {
 		_, ex := apiJSON(t, "GET", base+"/v1/exceptions", opToken, nil)
 		return len(exceptionItems(ex, "accession-two-patients")) == 1, fmt.Sprint(ex)
 	})
 
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	browser := headlessChromium(t, ctx)
+	browser := testkit.Chromium(t, ctx)
 	tb := openTab(t, browser, "ops", base+"/ops")
 	tb.waitFor(t, "asks for a token", `document.querySelector('[data-testid="ops-status"]').textContent.includes("401")`)
 	if err := chromedp.Do(tb.ctx,

@@ -1,12 +1,10 @@
 package app_test
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -14,10 +12,10 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
+	"radbridge/internal/testkit"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
 
@@ -28,44 +26,15 @@ type orthancPeer struct {
 	base      string // REST root, http://127.0.0.1:<port>
 	dicomPort int
 	httpPort  int
-	log       *orthancLogBuffer
+	log       *testkit.Buffer
 	exited    chan struct{}
-}
-
-// orthancLogBuffer collects a child's output while the test reads it.
-type orthancLogBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *orthancLogBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *orthancLogBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
-// orthancFreePort asks the kernel for a free loopback TCP port.
-func orthancFreePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
 
 // buildLoopbackShim compiles scripts/orthanc/loopback_bind.c, the LD_PRELOAD
 // shim that turns Orthanc's wildcard listens into loopback ones.
 func buildLoopbackShim(t *testing.T) string {
 	t.Helper()
-	gcc := needPeer(t, "gcc")
+	gcc := testkit.Peer(t, "gcc")
 	so := filepath.Join(t.TempDir(), "libloopback.so")
 	src := filepath.Join("..", "..", "scripts", "orthanc", "loopback_bind.c")
 	if out, err := exec.Command(gcc, "-shared", "-fPIC", "-O2", "-o", so, src, "-ldl").CombinedOutput(); err != nil {
@@ -83,7 +52,7 @@ func startOrthanc(t *testing.T, radbridgeDICOM string, extra ...map[string]any) 
 	if runtime.GOOS != "linux" {
 		t.Skip("the loopback shim is Linux-only")
 	}
-	bin := needPeer(t, "Orthanc")
+	bin := testkit.Peer(t, "Orthanc")
 	shim := buildLoopbackShim(t)
 	rhost, rport := hostPort(radbridgeDICOM)
 	rp, err := strconv.Atoi(rport)
@@ -91,7 +60,7 @@ func startOrthanc(t *testing.T, radbridgeDICOM string, extra ...map[string]any) 
 		t.Fatalf("radbridge DICOM address %q", radbridgeDICOM)
 	}
 	dir := t.TempDir()
-	o := &orthancPeer{dicomPort: orthancFreePort(t), httpPort: orthancFreePort(t), log: &orthancLogBuffer{}, exited: make(chan struct{})}
+	o := &orthancPeer{dicomPort: testkit.FreePort(t), httpPort: testkit.FreePort(t), log: &testkit.Buffer{}, exited: make(chan struct{})}
 	o.base = fmt.Sprintf("http://127.0.0.1:%d", o.httpPort)
 	cfg := map[string]any{
 		"Name":                       "radbridge-test",
@@ -146,23 +115,20 @@ func startOrthanc(t *testing.T, radbridgeDICOM string, extra ...map[string]any) 
 		}
 	})
 
-	deadline := time.Now().Add(60 * time.Second)
-	for {
+	if !testkit.Poll(60*time.Second, func() bool {
 		select {
 		case <-o.exited:
 			t.Fatalf("Orthanc exited before answering REST:\n%s", o.log)
 		default:
 		}
-		if resp, err := http.Get(o.base + "/system"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				break
-			}
+		resp, err := http.Get(o.base + "/system")
+		if err != nil {
+			return false
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Orthanc REST %s/system not answering within 60s:\n%s", o.base, o.log)
-		}
-		time.Sleep(50 * time.Millisecond)
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	}) {
+		t.Fatalf("Orthanc REST %s/system not answering within 60s:\n%s", o.base, o.log)
 	}
 	o.checkLoopbackOnly(t)
 	return o
@@ -255,22 +221,17 @@ func (o *orthancPeer) forwardJob(t *testing.T, studyID string) (state string, co
 	if job.ID == "" {
 		t.Fatal("Orthanc returned no job ID for an asynchronous store")
 	}
-	deadline := time.Now().Add(60 * time.Second)
-	for {
-		var j struct {
-			State   string
-			Content orthancStoreResult
-		}
-		o.rest(t, "GET", "/jobs/"+job.ID, "", &j)
-		switch j.State {
-		case "Success", "Failure":
-			return j.State, j.Content
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("Orthanc job %s still %s after 60s", job.ID, j.State)
-		}
-		time.Sleep(50 * time.Millisecond)
+	var j struct {
+		State   string
+		Content orthancStoreResult
 	}
+	if !testkit.Poll(60*time.Second, func() bool {
+		o.rest(t, "GET", "/jobs/"+job.ID, "", &j)
+		return j.State == "Success" || j.State == "Failure"
+	}) {
+		t.Fatalf("Orthanc job %s still %s after 60s", job.ID, j.State)
+	}
+	return j.State, j.Content
 }
 
 // TestOrthancForwardsAStudy: a real Orthanc acts as the PACS. A modality
@@ -356,8 +317,10 @@ func TestOrthancForwardsAStudy(t *testing.T) {
 	if state != "Success" || content.FailedInstancesCount != 0 || content.InstancesCount != series*perSeries {
 		t.Fatalf("Orthanc resend job %s: %+v", state, content)
 	}
-	time.Sleep(quiet + 1500*time.Millisecond) // past a quiet period: any event a resend caused is out
-	code, list := getJSON(t, "http://"+d.HTTPAddr()+"/v1/events?type=IMAGING_STUDY_AVAILABLE&type=IMAGING_STUDY_UPDATED")
+	// Not a wait for a condition: an event the resend wrongly caused would
+	// come after a quiet period, so the test lets one pass to see none.
+	time.Sleep(quiet + 1500*time.Millisecond)
+	code, list := testkit.GetJSON(t, "http://"+d.HTTPAddr()+"/v1/events?type=IMAGING_STUDY_AVAILABLE&type=IMAGING_STUDY_UPDATED")
 	evs, _ := list["events"].([]any)
 	if code != 200 || len(evs) != 1 {
 		t.Fatalf("AVAILABLE+UPDATED events after a resend: %d (%d) %v; want only the first AVAILABLE", len(evs), code, list)

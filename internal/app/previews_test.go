@@ -11,6 +11,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"radbridge/internal/testkit"
 )
 
 // TestThumbnailWithoutStoreDir: without --store-dir, a study sent by
@@ -67,12 +69,9 @@ func TestThumbnailWithoutStoreDir(t *testing.T) {
 	waitFor := func(uid string, done func(answer) bool) answer {
 		t.Helper()
 		var a answer
-		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-			if a = get(uid); done(a) {
-				return a
-			}
+		if !testkit.Poll(30*time.Second, func() bool { a = get(uid); return done(a) }) {
+			t.Fatalf("study %s: thumbnail %d %s fallback %q %.200q", uid, a.code, a.ctype, a.fallback, a.body)
 		}
-		t.Fatalf("study %s: thumbnail %d %s fallback %q %.200q", uid, a.code, a.ctype, a.fallback, a.body)
 		return a
 	}
 

@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"radbridge/internal/testkit"
 )
 
 // makeStudyOf writes a synthetic study of patient pid and accession acc
@@ -56,7 +58,7 @@ func eventsOf(t *testing.T, base, token, pid string) []map[string]any {
 // a stop radbridge replay --check is clean (the correction is in the
 // ingest log).
 func TestWrongMRNMovedByOperator(t *testing.T) {
-	bin := needPeer(t, "mllp_send")
+	bin := testkit.Peer(t, "mllp_send")
 	dir := t.TempDir()
 	tokens := filepath.Join(dir, "tokens")
 	if err := os.WriteFile(tokens, []byte(opToken+" alice role=operator\n"+readerToken+" bob\n"+mrnToken+" ward patient=MRN4711\n"+otherToken+" other patient=WRONG1\n"), 0o600); err != nil {
@@ -72,14 +74,14 @@ func TestWrongMRNMovedByOperator(t *testing.T) {
 	// (its scheduled time plus the 2 h grace is long past).
 	send := func(i int, ctl string) {
 		t.Helper()
-		f := writeHL7(t, ctl, strings.ReplaceAll(risMessages[i].msg, "{{ctl}}", ctl))
-		if ack := mllpSend(t, bin, d.MLLPAddr(), f); ack.Segment("MSA").Field(1) != "AA" {
+		f := testkit.WriteHL7(t, ctl, strings.ReplaceAll(risMessages[i].msg, "{{ctl}}", ctl))
+		if ack := testkit.MLLPSend(t, bin, d.MLLPAddr(), f); ack.Segment("MSA").Field(1) != "AA" {
 			t.Fatalf("%s: ACK %q", ctl, ack.Bytes())
 		}
 	}
 	send(0, "RC-1")
 	var ex map[string]any
-	waitFor(t, 20*time.Second, "order without images listed", func() (bool, string) {
+	testkit.EventuallyState(t, 20*time.Second, "order without images listed", func() (bool, string) {
 		_, ex = apiJSON(t, "GET", base+"/v1/exceptions", opToken, nil)
 		return len(exceptionItems(ex, "order-without-images")) == 1, fmt.Sprint(ex)
 	})
@@ -88,7 +90,7 @@ func TestWrongMRNMovedByOperator(t *testing.T) {
 	}
 	// Its final report, before any study.
 	send(3, "RC-2")
-	waitFor(t, 20*time.Second, "report without study listed", func() (bool, string) {
+	testkit.EventuallyState(t, 20*time.Second, "report without study listed", func() (bool, string) {
 		_, ex = apiJSON(t, "GET", base+"/v1/exceptions", opToken, nil)
 		return len(exceptionItems(ex, "report-without-study")) == 1, fmt.Sprint(ex)
 	})
@@ -101,7 +103,7 @@ func TestWrongMRNMovedByOperator(t *testing.T) {
 		t.Fatalf("storescu: %v\n%s", err, out)
 	}
 	var two []map[string]any
-	waitFor(t, 30*time.Second, "the accession under two patients, with a proposed move", func() (bool, string) {
+	testkit.EventuallyState(t, 30*time.Second, "the accession under two patients, with a proposed move", func() (bool, string) {
 		_, ex = apiJSON(t, "GET", base+"/v1/exceptions", opToken, nil)
 		two = exceptionItems(ex, "accession-two-patients")
 		evs := eventsOf(t, base, opToken, "WRONG1")
@@ -200,7 +202,7 @@ func TestWrongMRNMovedByOperator(t *testing.T) {
 // the API on the running daemon: the report's event is appended, the dead
 // letter and the exception are gone, and the retry names its actor.
 func TestDeadLetterRetriedByOperator(t *testing.T) {
-	bin := needPeer(t, "mllp_send")
+	bin := testkit.Peer(t, "mllp_send")
 	dir := t.TempDir()
 	tokens := filepath.Join(dir, "tokens")
 	if err := os.WriteFile(tokens, []byte(opToken+" alice role=operator\n"+mrnToken+" ward patient=MRN-DL1\n"), 0o600); err != nil {
@@ -214,11 +216,11 @@ func TestDeadLetterRetriedByOperator(t *testing.T) {
 PID|1||MRN-DL1^^^NORTHWING^MR||BIG^REPORT
 OBR|1|PDL1|FDL1|71250^CT CHEST^C4|||20261201090000|||||||||||ACC-DL1||||20261201100000||CT|F
 OBX|1|TX|RPT^Report^L|1|` + strings.Repeat("Findings continue in great detail. ", 3000) + `||||||F`
-	if ack := mllpSend(t, bin, d.MLLPAddr(), writeHL7(t, "report", report)); ack.Segment("MSA").Field(1) != "AA" {
+	if ack := testkit.MLLPSend(t, bin, d.MLLPAddr(), testkit.WriteHL7(t, "report", report)); ack.Segment("MSA").Field(1) != "AA" {
 		t.Fatalf("report: ACK %q", ack.Bytes())
 	}
 	var dl map[string]any
-	waitFor(t, 20*time.Second, "the dead letter listed", func() (bool, string) {
+	testkit.EventuallyState(t, 20*time.Second, "the dead letter listed", func() (bool, string) {
 		_, ex := apiJSON(t, "GET", base+"/v1/exceptions", opToken, nil)
 		items := exceptionItems(ex, "dead-letter")
 		if len(items) == 1 {

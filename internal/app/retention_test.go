@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"radbridge/internal/testkit"
 	rbv1 "radbridge/proto/radbridge/v1"
 	"radbridge/store"
 )
@@ -30,7 +31,7 @@ PID|1||MRN-S` + fmt.Sprint(i) + `^^^NORTHWING^MR||DOE^JANE||19700101|F
 ORC|RE|PLC-S` + fmt.Sprint(i) + `|FIL-S` + fmt.Sprint(i) + `||CM
 OBR|1|PLC-S` + fmt.Sprint(i) + `|FIL-S` + fmt.Sprint(i) + `|71250^CT CHEST W/O CONTRAST^C4|||20260310090500|||||||||1234^REFERRER^SAM^^^DR||ACC-S` + fmt.Sprint(i) + `|RP1|SPS1||20260310113000||CT|F
 OBX|1|TX|RPT^Report^L|1|` + text + `||||||F`
-		files = append(files, writeHL7(t, ctl, msg))
+		files = append(files, testkit.WriteHL7(t, ctl, msg))
 	}
 	return files
 }
@@ -45,15 +46,13 @@ func sendHL7(t *testing.T, addr string, files []string) {
 // waitEvents waits until the event log's newest event has sequence n or more.
 func waitEvents(t *testing.T, base string, n int) {
 	t.Helper()
-	for i := 0; ; i++ {
-		_, list := getJSON(t, base+"/v1/events?page_size=1&since="+fmt.Sprint(n-1))
-		if last, _ := strconv.Atoi(fmt.Sprint(list["last_sequence"])); last >= n {
-			return
-		}
-		if i == 1200 {
-			t.Fatalf("the event log never reached sequence %d: %v", n, list)
-		}
-		time.Sleep(50 * time.Millisecond)
+	var list map[string]any
+	if !testkit.Poll(60*time.Second, func() bool {
+		_, list = testkit.GetJSON(t, base+"/v1/events?page_size=1&since="+fmt.Sprint(n-1))
+		last, _ := strconv.Atoi(fmt.Sprint(list["last_sequence"]))
+		return last >= n
+	}) {
+		t.Fatalf("the event log never reached sequence %d: %v", n, list)
 	}
 }
 
@@ -74,7 +73,7 @@ func TestEventRetentionBySize(t *testing.T) {
 	// A client listing from the start sees what is retained: the oldest
 	// reports are gone, the newest is there, and the metric names the
 	// first retained sequence once the retention worker has looked.
-	_, list := getJSON(t, base+"/v1/events?page_size=1000")
+	_, list := testkit.GetJSON(t, base+"/v1/events?page_size=1000")
 	evs, _ := list["events"].([]any)
 	if len(evs) == 0 || len(evs) >= n {
 		t.Fatalf("%d of %d events listed from the start; want the newest only: %v", len(evs), n, list)
@@ -101,7 +100,7 @@ func TestEventRetentionBySize(t *testing.T) {
 	if status.Code(err) != codes.OutOfRange || !strings.Contains(err.Error(), "no longer retained") {
 		t.Errorf("gRPC subscriber resuming after event 1: %v; want OUT_OF_RANGE, no longer retained", err)
 	}
-	if code, body := getJSON(t, base+"/v1/events?since=1"); code != 400 || !strings.Contains(fmt.Sprint(body["message"]), "no longer retained") {
+	if code, body := testkit.GetJSON(t, base+"/v1/events?since=1"); code != 400 || !strings.Contains(fmt.Sprint(body["message"]), "no longer retained") {
 		t.Errorf("REST resume after event 1: %d %v; want 400 OUT_OF_RANGE", code, body)
 	}
 	for _, since := range []uint64{uint64(first) - 1, 0} { // at the edge; a new subscriber
@@ -144,7 +143,7 @@ func listAll(t *testing.T, base string) []any {
 	t.Helper()
 	var all []any
 	for since := "0"; ; {
-		code, list := getJSON(t, base+"/v1/events?page_size=1000&since="+since)
+		code, list := testkit.GetJSON(t, base+"/v1/events?page_size=1000&since="+since)
 		evs, _ := list["events"].([]any)
 		if code != 200 || (len(evs) == 0 && since == "0") {
 			t.Fatalf("GET /v1/events since %s: %d %v", since, code, list)
@@ -161,7 +160,7 @@ func listAll(t *testing.T, base string) []any {
 // radbridge status prints).
 func ingestStream(t *testing.T, base string) (first, last, bytes uint64) {
 	t.Helper()
-	_, st := getJSON(t, base+"/v1/status")
+	_, st := testkit.GetJSON(t, base+"/v1/status")
 	streams, _ := st["store"].(map[string]any)["streams"].([]any)
 	for _, s := range streams {
 		m := s.(map[string]any)
@@ -237,15 +236,8 @@ func TestIngestRetentionBySize(t *testing.T) {
 		waitEvents(t, base, i+2)
 	}
 	_, last, _ = ingestStream(t, base)
-	for i := 0; ; i++ {
-		first, _, bytes = ingestStream(t, base)
-		if bytes <= limit {
-			break
-		}
-		if i == 300 {
-			t.Fatalf("ingest log %d-%d stayed at %d bytes, over the %d limit", first, last, bytes, limit)
-		}
-		time.Sleep(100 * time.Millisecond)
+	if !testkit.Poll(30*time.Second, func() bool { first, _, bytes = ingestStream(t, base); return bytes <= limit }) {
+		t.Fatalf("ingest log %d-%d stayed at %d bytes, over the %d limit", first, last, bytes, limit)
 	}
 	waitOpsMetric(t, base, "radbridge_ingest_log_first_sequence", func(v float64) bool { return v == float64(first) })
 	if n := opsMetric(t, base, "radbridge_ingest_records_trimmed_total"); n != float64(first-26) {

@@ -9,13 +9,15 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"radbridge/internal/testkit"
 )
 
 // TestRoomProtocolRISWorkflow: a browser room client on /ws subscribes to
 // one patient; the RIS workflow sent with mllp_send reaches it as update
 // messages with dotted event types, actions and the FHIR resources.
 func TestRoomProtocolRISWorkflow(t *testing.T) {
-	bin := needPeer(t, "mllp_send")
+	bin := testkit.Peer(t, "mllp_send")
 	d := startDaemon(t, filepath.Join(t.TempDir(), "data"), "--hl7-patient-authority", "NORTHWING")
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -64,7 +66,7 @@ func TestRoomProtocolRISWorkflow(t *testing.T) {
 		t.Fatalf("second subscribe answered %v", m)
 	}
 	for _, m := range risMessages {
-		ack := mllpSend(t, bin, d.MLLPAddr(), writeHL7(t, m.ctl, strings.ReplaceAll(m.msg, "{{ctl}}", m.ctl)))
+		ack := testkit.MLLPSend(t, bin, d.MLLPAddr(), testkit.WriteHL7(t, m.ctl, strings.ReplaceAll(m.msg, "{{ctl}}", m.ctl)))
 		if msa := ack.Segment("MSA"); msa == nil || msa.Field(1) != "AA" {
 			t.Fatalf("%s: ACK %q", m.name, ack.Bytes())
 		}

@@ -19,6 +19,7 @@ import (
 
 	"radbridge/internal/cli"
 	"radbridge/internal/config"
+	"radbridge/internal/testkit"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
 
@@ -60,15 +61,13 @@ func waitNotified(t *testing.T, base, token, patient, study string) {
 	if code, body := sendHTTP(t, "POST", base+"/v1/dicom/notifications", crossSiteNotification(t, patient, study), h); code != 200 {
 		t.Fatalf("sentinel notification: %d %s", code, body)
 	}
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		code, body := sendHTTP(t, "GET", base+"/v1/events?patient_id="+patient, "", h)
-		if code == 200 && strings.Contains(body, study) {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("sentinel study not mapped: %d %s", code, body)
-		}
-		time.Sleep(50 * time.Millisecond) // polling a bounded wait
+	var code int
+	var body string
+	if !testkit.Poll(30*time.Second, func() bool {
+		code, body = sendHTTP(t, "GET", base+"/v1/events?patient_id="+patient, "", h)
+		return code == 200 && strings.Contains(body, study)
+	}) {
+		t.Fatalf("sentinel study not mapped: %d %s", code, body)
 	}
 }
 
@@ -157,7 +156,7 @@ func TestCrossSiteFormWithoutAuth(t *testing.T) {
 		t.Errorf("form-encoded publish: %d %s; want 415", code, body)
 	}
 	waitNotified(t, base, "", "MRN-SENTINEL", "1.2.826.0.1.3680043.10.1447.503")
-	if _, m := getJSON(t, base+"/v1/events?patient_id=MRN-VICTIM"); len(asSlice(m["events"])) != 0 {
+	if _, m := testkit.GetJSON(t, base+"/v1/events?patient_id=MRN-VICTIM"); len(asSlice(m["events"])) != 0 {
 		t.Errorf("events of the victim: %v; want none", m)
 	}
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"radbridge/internal/opsapi"
+	"radbridge/internal/testkit"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
 
@@ -19,7 +20,7 @@ import (
 // mapper's position and the counters, --json gives the same as JSON
 // without patient data, and an unreachable daemon exits 1.
 func TestStatusCommand(t *testing.T) {
-	bin := needPeer(t, "mllp_send")
+	bin := testkit.Peer(t, "mllp_send")
 	dir := t.TempDir()
 	tokens := filepath.Join(dir, "tokens")
 	os.WriteFile(tokens, []byte("ops-token-0123456789 ops\nnurse-token-0123456789 nurse patient=MRN4711\n"), 0o600)
@@ -29,7 +30,7 @@ func TestStatusCommand(t *testing.T) {
 	data := filepath.Join(dir, "data")
 	d := startDaemon(t, data, "--auth", "tokens", "--auth-tokens-file", tokens, "--metrics-addr", "127.0.0.1:0", "--hl7-patient-authority", "NORTHWING")
 
-	ack := mllpSend(t, bin, d.MLLPAddr(), writeHL7(t, "order", strings.ReplaceAll(risMessages[0].msg, "{{ctl}}", "ST-1")))
+	ack := testkit.MLLPSend(t, bin, d.MLLPAddr(), testkit.WriteHL7(t, "order", strings.ReplaceAll(risMessages[0].msg, "{{ctl}}", "ST-1")))
 	if msa := ack.Segment("MSA"); msa == nil || msa.Field(1) != "AA" {
 		t.Fatalf("order: ACK %q, want AA", ack.Bytes())
 	}
@@ -54,7 +55,7 @@ func TestStatusCommand(t *testing.T) {
 	// the mapper has applied the order: both are settled now.
 	var s opsapi.Status
 	var out string
-	for i := 0; ; i++ {
+	testkit.Poll(10*time.Second, func() bool {
 		code, stdout, stderr := runApp(t, "status", "--addr", "http://"+d.HTTPAddr(), "--token-file", opsFile, "--json")
 		if code != 0 {
 			t.Fatalf("status --json: exit %d: %s", code, stderr)
@@ -64,11 +65,8 @@ func TestStatusCommand(t *testing.T) {
 			t.Fatalf("status --json: %v\n%s", err, stdout)
 		}
 		out = stdout
-		if s.Subscribers["grpc"] == 1 && s.Mapper.Lag == 0 || i == 500 {
-			break
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return s.Subscribers["grpc"] == 1 && s.Mapper.Lag == 0
+	})
 	if !s.Ready || s.State != "ready" {
 		t.Errorf("ready %v, state %q", s.Ready, s.State)
 	}

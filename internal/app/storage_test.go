@@ -13,35 +13,28 @@ import (
 	"time"
 
 	"radbridge/hl7"
+	"radbridge/internal/testkit"
 )
 
 // readyz returns /readyz's status code and body.
 func readyz(t *testing.T, base string) (int, string) {
 	t.Helper()
-	resp, err := http.Get(base + "/readyz")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return resp.StatusCode, string(b)
+	return testkit.Get(t, base+"/readyz")
 }
 
 // waitReadyz waits (at most 30 s) until /readyz answers code with a body
 // containing want.
 func waitReadyz(t *testing.T, base string, code int, want string) string {
 	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		got, body := readyz(t, base)
-		if got == code && strings.Contains(body, want) {
-			return body
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("/readyz: %d %q, want %d with %q within 30s", got, body, code, want)
-		}
-		time.Sleep(50 * time.Millisecond)
+	var got int
+	var body string
+	if !testkit.Poll(30*time.Second, func() bool {
+		got, body = readyz(t, base)
+		return got == code && strings.Contains(body, want)
+	}) {
+		t.Fatalf("/readyz: %d %q, want %d with %q within 30s", got, body, code, want)
 	}
+	return body
 }
 
 // TestStorageHealth: the data directory is on a small file system (a
@@ -55,10 +48,7 @@ func waitReadyz(t *testing.T, base string, code int, want string) string {
 func TestStorageHealth(t *testing.T) {
 	mnt := t.TempDir()
 	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=128m", "tmpfs", mnt).CombinedOutput(); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("mount a tmpfs: %v %s (CI=true: the test runs as root)", err, out)
-		}
-		t.Skipf("mount a tmpfs (needs root): %v %s", err, out)
+		testkit.Missing(t, fmt.Sprintf("mount a tmpfs (needs root; under CI=true the test runs as root): %v %s", err, out))
 	}
 	t.Cleanup(func() { exec.Command("umount", "-l", mnt).Run() })
 	filler := filepath.Join(mnt, "filler")

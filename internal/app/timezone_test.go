@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"radbridge/internal/testkit"
 )
 
 // TestTimezone: with --timezone America/New_York on a host in UTC, HL7
@@ -19,11 +21,11 @@ import (
 // TZ=Asia/Tokyo, finds no difference: the zone is recorded with each
 // observation, not taken from the machine.
 func TestTimezone(t *testing.T) {
-	mllp := needPeer(t, "mllp_send")
-	needPeer(t, "dcmodify")
+	mllp := testkit.Peer(t, "mllp_send")
+	testkit.Peer(t, "dcmodify")
 	bin := filepath.Join(t.TempDir(), "radbridge")
-	if out, err := exec.Command("go", "build", "-o", bin, "radbridge/cmd/radbridge").CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
+	if err := testkit.Build("", bin, "radbridge/cmd/radbridge"); err != nil {
+		t.Fatal(err)
 	}
 	dir := filepath.Join(t.TempDir(), "data")
 	flags := []string{"--hl7-patient-authority", "NORTHWING", "--study-quiet-period", "1s"}
@@ -42,7 +44,7 @@ ORC|RE|PLC5150|FIL5150||CM
 OBR|1|PLC5150|FIL5150|71250^CT CHEST W/O CONTRAST^C4|||20260715100500|||||||||1234^REFERRER^SAM^^^DR||ACC5150|RP1|SPS1||20260715113000-0230||CT|F
 OBX|1|TX|RPT^Report^L|1|IMPRESSION: No acute abnormality.||||||F`},
 	} {
-		if ack := mllpSend(t, mllp, d.MLLPAddr(), writeHL7(t, m.name, m.msg)); ack.Segment("MSA").Field(1) != "AA" {
+		if ack := testkit.MLLPSend(t, mllp, d.MLLPAddr(), testkit.WriteHL7(t, m.name, m.msg)); ack.Segment("MSA").Field(1) != "AA" {
 			t.Fatalf("%s: ACK %q", m.name, ack.Segment("MSA").Field(1))
 		}
 	}
@@ -64,12 +66,8 @@ OBX|1|TX|RPT^Report^L|1|IMPRESSION: No acute abnormality.||||||F`},
 
 	// Every resource by type: the latest event's.
 	latest := map[string]map[string]any{}
-	deadline := time.Now().Add(30 * time.Second)
-	for len(latest) < 4 {
-		if time.Now().After(deadline) {
-			t.Fatalf("events within 30s: %v", latest)
-		}
-		_, list := getJSON(t, base+"/v1/events")
+	if !testkit.Poll(30*time.Second, func() bool {
+		_, list := testkit.GetJSON(t, base+"/v1/events")
 		evs, _ := list["events"].([]any)
 		for _, e := range evs {
 			ev := e.(map[string]any)
@@ -84,7 +82,9 @@ OBX|1|TX|RPT^Report^L|1|IMPRESSION: No acute abnormality.||||||F`},
 				latest[uid] = r
 			}
 		}
-		time.Sleep(100 * time.Millisecond)
+		return len(latest) >= 4
+	}) {
+		t.Fatalf("events within 30s: %v", latest)
 	}
 	for _, c := range []struct{ what, res, field, want string }{
 		{"ORC-9 without offset, January in New York", "order", "authoredOn", "2026-01-15T08:30:00-05:00"},

@@ -30,6 +30,8 @@ import (
 	"radbridge/internal/app"
 	"radbridge/internal/cli"
 	"radbridge/internal/config"
+	"radbridge/internal/testkit"
+	"radbridge/internal/testkit/inproc"
 	"radbridge/internal/tlsconf/tlstest"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
@@ -84,9 +86,9 @@ func (p pki) clientConfig(t *testing.T, cert string) *tls.Config {
 // startTLSDaemon runs the daemon with exactly the given listener flags
 // (plus a data dir) and waits until it is ready, over HTTPS when the plain
 // HTTP listener is off.
-func startTLSDaemon(t *testing.T, p pki, args ...string) (*app.Daemon, *lockedBuf) {
+func startTLSDaemon(t *testing.T, p pki, args ...string) (*app.Daemon, *testkit.Buffer) {
 	t.Helper()
-	logs := &lockedBuf{}
+	logs := &testkit.Buffer{}
 	t.Cleanup(func() { // runs after the daemon stopped
 		if t.Failed() {
 			t.Logf("daemon log:\n%s", logs.String())
@@ -97,35 +99,20 @@ func startTLSDaemon(t *testing.T, p pki, args ...string) (*app.Daemon, *lockedBu
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	d, err := app.Start(ctx, cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})))
-	if err != nil {
-		cancel()
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		cancel()
-		if err := d.Wait(); err != nil {
-			t.Errorf("daemon stopped with %v", err)
-		}
-	})
+	d := inproc.StartConfig(t, cfg, slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))).Daemon
 	if d.HTTPAddr() != "" {
-		waitReady(t, "http://"+d.HTTPAddr())
 		return d, logs
 	}
 	client := &http.Client{Transport: &http.Transport{TLSClientConfig: p.clientConfig(t, "client")}}
-	for i := 0; i < 1500; i++ {
+	testkit.Eventually(t, 30*time.Second, "daemon ready over HTTPS", func() bool {
 		resp, err := client.Get("https://" + d.HTTPSAddr() + "/readyz")
-		if err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == 200 {
-				return d, logs
-			}
+		if err != nil {
+			return false
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	t.Fatal("daemon not ready over HTTPS within 30s")
-	return nil, nil
+		resp.Body.Close()
+		return resp.StatusCode == 200
+	})
+	return d, logs
 }
 
 // grpcTLSClient connects to the gRPC TLS listener.
@@ -160,7 +147,7 @@ func waitEvent(t *testing.T, sub rbv1.EventService_SubscribeClient, typ rbv1.Eve
 // certificate off the allow-list and no client certificate are refused.
 // radbridge echo and store --tls work too.
 func TestDICOMOverTLS(t *testing.T) {
-	needPeer(t, "storescu")
+	testkit.Peer(t, "storescu")
 	p := newPKI(t)
 	storeDir := t.TempDir()
 	d, logs := startTLSDaemon(t, p, append(p.serverFlags(true),
@@ -222,10 +209,7 @@ func TestDICOMOverTLS(t *testing.T) {
 		`msg="TLS handshake failed" component=dicom`,
 	} {
 		// A handshake failure is logged just after the server closed.
-		for i := 0; i < 200 && !strings.Contains(logs.String(), want); i++ {
-			time.Sleep(50 * time.Millisecond)
-		}
-		if !strings.Contains(logs.String(), want) {
+		if !testkit.Poll(10*time.Second, func() bool { return strings.Contains(logs.String(), want) }) {
 			t.Errorf("log lacks %s", want)
 		}
 	}
@@ -264,7 +248,7 @@ func countDCM(t *testing.T, dir string) int {
 // end of the first frame, and s_client's diagnostics.
 func opensslMLLP(t *testing.T, p pki, addr string, msg []byte, extra ...string) (answer, diag string, err error) {
 	t.Helper()
-	bin := needPeer(t, "openssl")
+	bin := testkit.Peer(t, "openssl")
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	args := append([]string{"s_client", "-quiet", "-connect", addr, "-CAfile", p.path("ca.crt"), "-verify_return_error", "-servername", "localhost"}, extra...)
@@ -318,7 +302,7 @@ func TestMLLPOverTLS(t *testing.T) {
 		t.Errorf("ORDER_PLACED accession %q, want ACC1001", ev.AccessionNumber)
 	}
 
-	file := writeHL7(t, "order", strings.ReplaceAll(risMessages[1].msg, "{{ctl}}", "TLS-2"))
+	file := testkit.WriteHL7(t, "order", strings.ReplaceAll(risMessages[1].msg, "{{ctl}}", "TLS-2"))
 	if code, out, errOut := runApp(t, "send-hl7", "--addr", d.MLLPTLSAddr(), "--tls-ca-file", p.path("ca.crt"), "--tls-server-name", "localhost", file); code != 0 || !strings.Contains(out, "MSA|AA|TLS-2") {
 		t.Errorf("send-hl7 --tls: exit %d\n%s%s", code, out, errOut)
 	}
@@ -500,12 +484,7 @@ func TestTLSCertificateReload(t *testing.T) {
 	// The files are checked at most once a second: poll, bounded.
 	for _, addr := range fronts {
 		got := ""
-		for i := 0; i < 100 && got != want; i++ {
-			if got = serial(addr); got != want {
-				time.Sleep(100 * time.Millisecond)
-			}
-		}
-		if got != want {
+		if !testkit.Poll(10*time.Second, func() bool { got = serial(addr); return got == want }) {
 			t.Errorf("%s: still serial %s after replacing the files, want %s", addr, got, want)
 		}
 	}
@@ -571,9 +550,7 @@ func TestTLSSilentPeerIsClosed(t *testing.T) {
 	}
 	// The server logs right after it closed: wait for the lines, bounded.
 	failures := func() int { return strings.Count(logs.String(), `msg="TLS handshake failed"`) }
-	for i := 0; i < 200 && failures() < 2; i++ {
-		time.Sleep(50 * time.Millisecond)
-	}
+	testkit.Poll(10*time.Second, func() bool { return failures() >= 2 })
 	if n := failures(); n < 2 {
 		t.Errorf("%d handshake failures logged, want one each for MLLP and DICOM", n)
 	}
@@ -591,12 +568,12 @@ func TestLivePageOverHTTPS(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	t.Cleanup(cancel)
 	spki := sha256.Sum256(p.server.Cert.RawSubjectPublicKeyInfo)
-	browser := headlessChromium(t, ctx, chromedp.Flag("ignore-certificate-errors-spki-list", base64.StdEncoding.EncodeToString(spki[:])))
+	browser := testkit.Chromium(t, ctx, chromedp.Flag("ignore-certificate-errors-spki-list", base64.StdEncoding.EncodeToString(spki[:])))
 	_, port, _ := net.SplitHostPort(d.HTTPSAddr())
 	tb := openTab(t, browser, "https tab", "https://localhost:"+port+"/?patient=MRN4711")
 	tb.waitFor(t, "connection live over WSS", `location.protocol === "https:" && document.querySelector('[data-testid="connection"]').textContent === "live"`)
 	m := risMessages[0]
-	f := writeHL7(t, m.ctl, strings.ReplaceAll(m.msg, "{{ctl}}", m.ctl))
+	f := testkit.WriteHL7(t, m.ctl, strings.ReplaceAll(m.msg, "{{ctl}}", m.ctl))
 	if code, out, errOut := runApp(t, "send-hl7", "--addr", d.MLLPTLSAddr(), "--tls-ca-file", p.path("ca.crt"), "--tls-server-name", "localhost", f); code != 0 || !strings.Contains(out, "MSA|AA|") {
 		t.Fatalf("send-hl7 --tls: exit %d\n%s%s", code, out, errOut)
 	}

@@ -15,6 +15,8 @@ import (
 	coltracepb "go.opentelemetry.io/proto/otlp/collector/trace/v1"
 	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
 	"google.golang.org/protobuf/proto"
+
+	"radbridge/internal/testkit"
 )
 
 // otlpReceiver is the receiving end of OTLP/HTTP (protobuf), as a
@@ -67,21 +69,21 @@ func (o *otlpReceiver) find(name string) *tracepb.Span {
 // recording it in the ingest log (front mllp) and, as its child, the
 // mapper's span with the ORDER_PLACED event. No patient data is exported.
 func TestTracingExportsIngestAndMapperSpans(t *testing.T) {
-	bin := needPeer(t, "mllp_send")
+	bin := testkit.Peer(t, "mllp_send")
 	t.Setenv("OTEL_BSP_SCHEDULE_DELAY", "50") // export every 50 ms instead of 5 s
 	rcv := &otlpReceiver{}
 	collector := httptest.NewServer(rcv)
 	defer collector.Close()
 	d := startDaemon(t, filepath.Join(t.TempDir(), "data"), "--hl7-patient-authority", "NORTHWING", "--otel-endpoint", collector.URL)
-	ack := mllpSend(t, bin, d.MLLPAddr(), writeHL7(t, "order", strings.ReplaceAll(risMessages[0].msg, "{{ctl}}", "TR-1")))
+	ack := testkit.MLLPSend(t, bin, d.MLLPAddr(), testkit.WriteHL7(t, "order", strings.ReplaceAll(risMessages[0].msg, "{{ctl}}", "TR-1")))
 	if msa := ack.Segment("MSA"); msa == nil || msa.Field(1) != "AA" {
 		t.Fatalf("order: ACK %q, want AA", ack.Bytes())
 	}
 	var in, mp *tracepb.Span
-	for i := 0; i < 600 && mp == nil; i++ {
+	testkit.Poll(30*time.Second, func() bool {
 		in, mp = rcv.find("radbridge.ingest hl7.message"), rcv.find("radbridge.map hl7.message")
-		time.Sleep(50 * time.Millisecond)
-	}
+		return mp != nil
+	})
 	if in == nil || mp == nil {
 		t.Fatalf("spans received: ingest %v, map %v", in != nil, mp != nil)
 	}

@@ -11,6 +11,8 @@ import (
 	"regexp"
 	"strings"
 	"testing"
+
+	"radbridge/internal/testkit"
 )
 
 // untar extracts testdata archive name into dir.
@@ -96,7 +98,7 @@ func TestReplayOfTheFirstReleasesDataDir(t *testing.T) {
 		t.Fatalf("replay (the upgrade step): exit %d\n%s\n%s", code, out, errOut)
 	}
 	d, _ := runDaemon(t, data, slog.New(slog.DiscardHandler), demoMapping...)
-	code, img := getJSON(t, "http://"+d.HTTPAddr()+"/v1/patients/DEMO1001/imaging")
+	code, img := testkit.GetJSON(t, "http://"+d.HTTPAddr()+"/v1/patients/DEMO1001/imaging")
 	if code != 200 || !strings.Contains(fmt.Sprint(img), "DA0001001") {
 		t.Errorf("DEMO1001's imaging after the upgrade: %d %v", code, img)
 	}

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"radbridge/internal/cli"
+	"radbridge/internal/testkit"
 )
 
 // TestClientOnWrongPort: each client command pointed at one of the
@@ -18,7 +19,7 @@ import (
 // address (flag) to give instead, at once and in one line.
 func TestClientOnWrongPort(t *testing.T) {
 	d := startDaemon(t, filepath.Join(t.TempDir(), "data"))
-	msg := writeHL7(t, "adt", "MSH|^~\\&|RIS|HOSP|RADBRIDGE|IMAGING|20260101120000||ADT^A08|WRONGPORT1|P|2.5.1\nPID|1||MRN-W^^^HOSP^MR||DOE^JOHN")
+	msg := testkit.WriteHL7(t, "adt", "MSH|^~\\&|RIS|HOSP|RADBRIDGE|IMAGING|20260101120000||ADT^A08|WRONGPORT1|P|2.5.1\nPID|1||MRN-W^^^HOSP^MR||DOE^JOHN")
 	for _, tc := range []struct {
 		args []string
 		want []string
@@ -66,7 +67,7 @@ func TestTailLiveByDefault(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		pr, pw := io.Pipe()
 		done := make(chan int, 1)
-		var stderr lockedBuf
+		var stderr testkit.Buffer
 		go func() {
 			done <- cli.Run(ctx, append([]string{"tail", "--addr", d.GRPCAddr(), "--patient", "P-TAIL"}, args...), pw, &stderr)
 			pw.Close()
@@ -94,22 +95,18 @@ func TestTailLiveByDefault(t *testing.T) {
 		stopLive = stop
 		got <- l
 	}()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		_, st := getJSON(t, base+"/v1/status")
+	var st map[string]any
+	if !testkit.Poll(30*time.Second, func() bool {
+		_, st = testkit.GetJSON(t, base+"/v1/status")
 		subs, _ := st["subscribers"].(map[string]any)
 		n := 0.0
 		for _, v := range subs {
 			f, _ := v.(float64)
 			n += f
 		}
-		if n >= 1 {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the live tail did not subscribe within 30s: %v", st)
-		}
-		time.Sleep(50 * time.Millisecond)
+		return n >= 1
+	}) {
+		t.Fatalf("the live tail did not subscribe within 30s: %v", st)
 	}
 	publish(t, base, "P-TAIL", "1.2.3.4.2")
 	select {

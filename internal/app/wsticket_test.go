@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/coder/websocket"
+
+	"radbridge/internal/testkit"
 )
 
 // TestWSURLCredentials: with --ws-tickets a client exchanges its token for
@@ -23,7 +25,7 @@ func TestWSURLCredentials(t *testing.T) {
 	dir := t.TempDir()
 	tokens := filepath.Join(dir, "tokens")
 	os.WriteFile(tokens, []byte(fullToken+" reader\n"+patientToken+" nurse patient=P1\n"), 0o600)
-	var logs lockedBuf
+	var logs testkit.Buffer
 	log := slog.New(slog.NewJSONHandler(&logs, &slog.HandlerOptions{Level: slog.LevelDebug}))
 	d := startDaemonLog(t, filepath.Join(dir, "data"), log, "--auth", "tokens", "--auth-tokens-file", tokens, "--ws-tickets", "--ws-url-token", "--log-level", "debug")
 	base := "http://" + d.HTTPAddr()

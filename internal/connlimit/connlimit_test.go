@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"radbridge/internal/testkit"
 )
 
 // serve runs an HTTP server answering "ok" on a limited 127.0.0.1 listener.
@@ -38,13 +40,9 @@ func dial(t *testing.T, addr string) net.Conn {
 // waitOpen waits until the listener counts n open connections.
 func waitOpen(t *testing.T, l *Listener, n int64) {
 	t.Helper()
-	for range 1000 {
-		if l.Stats().Open == n {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
+	if !testkit.Poll(10*time.Second, func() bool { return l.Stats().Open == n }) {
+		t.Fatalf("open connections %d, want %d", l.Stats().Open, n)
 	}
-	t.Fatalf("open connections %d, want %d", l.Stats().Open, n)
 }
 
 // TestBeyondTheLimitIs503: two connections hold both slots; a request on a
@@ -110,12 +108,7 @@ func TestFloodLeavesServedConnectionAlone(t *testing.T) {
 			get()
 		}
 	}
-	for range 1000 {
-		if l.Stats().Rejected == 400 {
-			break
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.Poll(10*time.Second, func() bool { return l.Stats().Rejected == 400 })
 	if st := l.Stats(); st.Rejected != 400 || st.Accepted != 1 {
 		t.Fatalf("stats %+v, want 400 rejected and 1 accepted", st)
 	}
