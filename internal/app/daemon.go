@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"strings"
@@ -36,12 +37,15 @@ import (
 	"radbridge/hl7/receiver"
 	"radbridge/ingest"
 	"radbridge/internal/config"
+	"radbridge/internal/logging"
 	"radbridge/internal/metrics"
+	"radbridge/internal/operator"
 	"radbridge/internal/tlsconf"
 	"radbridge/internal/tracing"
 	"radbridge/leader"
 	"radbridge/mapper"
 	"radbridge/mapper/leased"
+	"radbridge/mapper/rules"
 	rbv1 "radbridge/proto/radbridge/v1"
 	"radbridge/store"
 	"radbridge/thumbnails"
@@ -126,7 +130,7 @@ type Daemon struct {
 // nothing is left open.
 func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, error) {
 	if !cfg.LogPatientData {
-		log = slog.New(redactUIDs(log.Handler()))
+		log = slog.New(logging.RedactUIDs(log.Handler()))
 	}
 	d := &Daemon{cfg: cfg, log: log, ready: make(chan struct{}), done: make(chan struct{}), started: time.Now()}
 	d.metrics = metrics.NewRegistry()
@@ -451,10 +455,15 @@ func (d *Daemon) buildHTTP(ctx context.Context, authn auth.Authenticator, sample
 	d.fhir = fhir.New(fhirCfg)
 	extra[fhir.Base] = d.fhir
 	extra[fhir.Base+"/"] = d.fhir
-	extra[explainPattern] = d.explainHandler(authn)
-	extra[exceptionsPattern] = d.exceptionsHandler(authn)
-	extra[reconcilePattern] = d.reconcileHandler(authn, log, d.ingestLog("api"))
-	d.metrics.MustRegister(newExceptionsCollector(d))
+	// The operator's explain, exceptions worklist and corrections.
+	ops := operator.New(operator.Config{
+		Mapper: d.mapper, Events: st.Events(), DeadLetters: st.DeadLetters(), Ingest: st.Ingest(),
+		Corrections: d.ingestLog("api"), Auth: authn, TrustedProxies: d.svc.TrustedProxies,
+		Exceptions: rules.ExceptionRules{UnorderedAfter: cfg.ExceptionsUnorderedAfter, OrderGrace: cfg.ExceptionsOrderGrace},
+		Logger:     log,
+	})
+	maps.Copy(extra, ops.Routes())
+	d.metrics.MustRegister(ops.Collector())
 	handler, err := api.NewHTTPHandler(ctx, d.svc, conn, api.HTTPConfig{
 		Ready: d.readyErr, WriteTimeout: cfg.WSWriteTimeout, Logger: log, Auth: authn, OriginPatterns: cfg.OriginPatterns(),
 		TrustedProxies: d.svc.TrustedProxies, Extra: extra,
