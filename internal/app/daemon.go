@@ -358,7 +358,7 @@ func (d *Daemon) buildPipeline(ctx context.Context) error {
 		log.Info("clustered: the mapper runs on the lease holder", "component", "leader", "node_id", id, "lease", cfg.LeaderLease)
 	}
 	d.mapper = leased.New(newMapper, elector)
-	d.metrics.MustRegister(clusterMetrics(d.mapper)...)
+	d.metrics.MustRegister(metrics.NewLeaderCollectors(d.mapper)...)
 	d.hub = fanout.New(st.Events(), fanout.Config{WindowEvents: cfg.WindowEvents, WindowBytes: cfg.WindowBytes, Logger: log})
 	// Retention: ingest trimming behind the snapshots, event log edge warnings.
 	d.retention = store.NewRetention(st, d.hub, store.RetentionConfig{
@@ -366,7 +366,7 @@ func (d *Daemon) buildPipeline(ctx context.Context) error {
 		EventsMaxAge: cfg.EventsMaxAge, EventsMaxBytes: cfg.EventsMaxBytes,
 		IngestMaxAge: cfg.IngestMaxAge, IngestMaxBytes: cfg.IngestMaxBytes, Logger: log,
 	})
-	d.metrics.MustRegister(retentionMetrics(d.retention, d.mapper)...)
+	d.metrics.MustRegister(metrics.NewRetentionCollectors(d.retention, d.mapper)...)
 	d.svc = api.NewService(st.Events(), d.hub, d.ingestLog("api"), d.mapper, st.Patients(), log)
 	d.metrics.MustRegister(metrics.NewSubscriberCollector(d.hub), metrics.NewPipelineCollector(metrics.Pipeline{
 		Ingest: st.Ingest(), Events: st.Events(), Mapper: d.mapper.Current, StoreUp: st.Healthy, DeadLetters: st.DeadLetters(),
