@@ -436,8 +436,8 @@ func (d *Daemon) buildHTTP(ctx context.Context, authn auth.Authenticator, sample
 	extra[notify.Path] = notify.NewHandler(dicomHandler{log: d.ingestLog("notification"), bodies: d.bodies, zone: cfg.Timezone, steps: st.Steps()}, authn, log)
 	d.thumbs = thumbnails.New(thumbnails.Config{Bucket: st.Thumbnails(), Hub: d.hub, StoreDir: cfg.StoreDir, MaxPixels: cfg.ThumbnailMaxPixels, Previews: samples, Logger: log})
 	extra[thumbnails.Pattern] = d.thumbs.Handler(authn)
-	extra[metricsPattern] = operatorOnly(authn, metrics.Handler(d.metrics))
-	extra[statusPattern] = operatorOnly(authn, d.statusHandler())
+	extra[metricsPattern] = operator.Unrestricted(authn, metrics.Handler(d.metrics))
+	extra[statusPattern] = operator.Unrestricted(authn, d.statusHandler())
 	// FHIR: the R4 read API (package fhir) and, mounted under it,
 	// Subscriptions (package fhir/subscription).
 	fhirCfg := fhir.Config{Events: st.Events(), Auth: authn, Logger: log, Version: ReadBuildInfo().Version}

@@ -5,7 +5,6 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
-	"radbridge/auth"
 	"radbridge/internal/metrics"
 )
 
@@ -23,22 +22,6 @@ func (d *Daemon) MetricsAddr() string {
 		return ""
 	}
 	return d.metricsLn.Addr().String()
-}
-
-// operatorOnly lets a request through when it authenticates and its token
-// is not limited to some patients (operational data is not a viewer's).
-func operatorOnly(a auth.Authenticator, h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_, pr, ok := auth.HTTP(w, r, a)
-		if !ok {
-			return
-		}
-		if pr.Restricted() {
-			http.Error(w, "this token is limited to some patients; operational data needs an unrestricted token", http.StatusForbidden)
-			return
-		}
-		h.ServeHTTP(w, r)
-	})
 }
 
 // metricsServer serves only GET /metrics, without authentication.

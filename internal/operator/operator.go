@@ -4,7 +4,8 @@
 // radbridge_exceptions metric, and corrections and dead-letter retries
 // (POST /v1/reconcile), which it records in the ingest log for the mapper
 // to apply. Only the process that maps answers; a follower of a cluster
-// says where to ask.
+// says where to ask. Unrestricted guards the other operational data
+// (metrics, status) from tokens limited to some patients.
 package operator
 
 import (
@@ -95,3 +96,21 @@ func (s *Server) Routes() map[string]http.Handler {
 // Collector exports radbridge_exceptions{kind}, the worklist's items by
 // kind (dead letters included), computed at each scrape.
 func (s *Server) Collector() prometheus.Collector { return newExceptionsCollector(s) }
+
+// Unrestricted lets a request to h through when it authenticates and its
+// token is not limited to some patients (operational data such as the
+// metrics and the daemon's status is not a viewer's); a restricted token
+// gets 403.
+func Unrestricted(a auth.Authenticator, h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_, pr, ok := auth.HTTP(w, r, a)
+		if !ok {
+			return
+		}
+		if pr.Restricted() {
+			http.Error(w, "this token is limited to some patients; operational data needs an unrestricted token", http.StatusForbidden)
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
