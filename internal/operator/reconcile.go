@@ -81,11 +81,11 @@ func busy(w http.ResponseWriter, err error) {
 
 // mapperEndpoint serves an endpoint that asks this process's mapper (the
 // operator's explain, worklist and corrections). It authenticates the
-// request (Config.Auth); check reads it and answers a bad one itself (false); a follower
-// of a cluster answers 503 and names where to ask; else answer runs with
-// the running mapper and ctx, which bounds the wait for the mapper's state
-// (mapperWait). An error from answer means that state stayed busy: 503
-// with Retry-After.
+// request with a; check reads it and answers a bad one itself (false); a
+// follower of a cluster (no current mapper in ms) answers 503 and names
+// where to ask; else answer runs with the running mapper and ctx, which
+// bounds the wait for the mapper's state (mapperWait). An error from
+// answer means that state stayed busy: 503 with Retry-After.
 func mapperEndpoint[Req any](a auth.Authenticator, ms Mappers,
 	check func(w http.ResponseWriter, r *http.Request, pr *auth.Principal) (Req, bool),
 	answer func(ctx context.Context, w http.ResponseWriter, r *http.Request, pr *auth.Principal, m *mapper.Mapper, req Req) error) http.Handler {
