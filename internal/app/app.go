@@ -6,12 +6,12 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"log/slog"
 	"os"
 	"os/signal"
 	"syscall"
 
 	"radbridge/internal/config"
+	"radbridge/internal/logging"
 )
 
 // printConfigError says what is wrong with a configuration: a command-line
@@ -25,17 +25,6 @@ func printConfigError(w io.Writer, cmd string, err error) {
 	fmt.Fprintf(w, "%s: invalid configuration:\n%v\n", cmd, err)
 }
 
-// NewLogger builds the daemon's logger.
-func NewLogger(cfg *config.Config, w io.Writer) *slog.Logger {
-	var level slog.Level
-	_ = level.UnmarshalText([]byte(cfg.LogLevel))
-	opts := &slog.HandlerOptions{Level: level}
-	if cfg.LogFormat == "json" {
-		return slog.New(slog.NewJSONHandler(w, opts))
-	}
-	return slog.New(slog.NewTextHandler(w, opts))
-}
-
 // Serve is radbridge serve: it runs the daemon until ctx ends or a signal
 // (SIGINT, SIGTERM) arrives, and returns the process exit code.
 func Serve(ctx context.Context, args []string, stderr io.Writer) int {
@@ -47,7 +36,7 @@ func Serve(ctx context.Context, args []string, stderr io.Writer) int {
 		printConfigError(stderr, "radbridge serve", err)
 		return 2
 	}
-	log := NewLogger(cfg, stderr)
+	log := logging.New(stderr, cfg.LogLevel, cfg.LogFormat)
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	d, err := Start(ctx, cfg, log)

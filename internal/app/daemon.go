@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net"
 	"net/http"
 	"strings"
@@ -36,12 +37,15 @@ import (
 	"radbridge/hl7/receiver"
 	"radbridge/ingest"
 	"radbridge/internal/config"
+	"radbridge/internal/logging"
 	"radbridge/internal/metrics"
+	"radbridge/internal/operator"
 	"radbridge/internal/tlsconf"
 	"radbridge/internal/tracing"
 	"radbridge/leader"
 	"radbridge/mapper"
 	"radbridge/mapper/leased"
+	"radbridge/mapper/rules"
 	rbv1 "radbridge/proto/radbridge/v1"
 	"radbridge/store"
 	"radbridge/thumbnails"
@@ -126,7 +130,7 @@ type Daemon struct {
 // nothing is left open.
 func Start(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Daemon, error) {
 	if !cfg.LogPatientData {
-		log = slog.New(redactUIDs(log.Handler()))
+		log = slog.New(logging.RedactUIDs(log.Handler()))
 	}
 	d := &Daemon{cfg: cfg, log: log, ready: make(chan struct{}), done: make(chan struct{}), started: time.Now()}
 	d.metrics = metrics.NewRegistry()
@@ -354,7 +358,7 @@ func (d *Daemon) buildPipeline(ctx context.Context) error {
 		log.Info("clustered: the mapper runs on the lease holder", "component", "leader", "node_id", id, "lease", cfg.LeaderLease)
 	}
 	d.mapper = leased.New(newMapper, elector)
-	d.metrics.MustRegister(clusterMetrics(d.mapper)...)
+	d.metrics.MustRegister(metrics.NewLeaderCollectors(d.mapper)...)
 	d.hub = fanout.New(st.Events(), fanout.Config{WindowEvents: cfg.WindowEvents, WindowBytes: cfg.WindowBytes, Logger: log})
 	// Retention: ingest trimming behind the snapshots, event log edge warnings.
 	d.retention = store.NewRetention(st, d.hub, store.RetentionConfig{
@@ -362,7 +366,7 @@ func (d *Daemon) buildPipeline(ctx context.Context) error {
 		EventsMaxAge: cfg.EventsMaxAge, EventsMaxBytes: cfg.EventsMaxBytes,
 		IngestMaxAge: cfg.IngestMaxAge, IngestMaxBytes: cfg.IngestMaxBytes, Logger: log,
 	})
-	d.metrics.MustRegister(retentionMetrics(d.retention, d.mapper)...)
+	d.metrics.MustRegister(metrics.NewRetentionCollectors(d.retention, d.mapper)...)
 	d.svc = api.NewService(st.Events(), d.hub, d.ingestLog("api"), d.mapper, st.Patients(), log)
 	d.metrics.MustRegister(metrics.NewSubscriberCollector(d.hub), metrics.NewPipelineCollector(metrics.Pipeline{
 		Ingest: st.Ingest(), Events: st.Events(), Mapper: d.mapper.Current, StoreUp: st.Healthy, DeadLetters: st.DeadLetters(),
@@ -432,8 +436,8 @@ func (d *Daemon) buildHTTP(ctx context.Context, authn auth.Authenticator, sample
 	extra[notify.Path] = notify.NewHandler(dicomHandler{log: d.ingestLog("notification"), bodies: d.bodies, zone: cfg.Timezone, steps: st.Steps()}, authn, log)
 	d.thumbs = thumbnails.New(thumbnails.Config{Bucket: st.Thumbnails(), Hub: d.hub, StoreDir: cfg.StoreDir, MaxPixels: cfg.ThumbnailMaxPixels, Previews: samples, Logger: log})
 	extra[thumbnails.Pattern] = d.thumbs.Handler(authn)
-	extra[metricsPattern] = operatorOnly(authn, metrics.Handler(d.metrics))
-	extra[statusPattern] = operatorOnly(authn, d.statusHandler())
+	extra[metricsPattern] = operator.Unrestricted(authn, metrics.Handler(d.metrics))
+	extra[statusPattern] = operator.Unrestricted(authn, d.statusHandler())
 	// FHIR: the R4 read API (package fhir) and, mounted under it,
 	// Subscriptions (package fhir/subscription).
 	fhirCfg := fhir.Config{Events: st.Events(), Auth: authn, Logger: log, Version: ReadBuildInfo().Version}
@@ -451,10 +455,15 @@ func (d *Daemon) buildHTTP(ctx context.Context, authn auth.Authenticator, sample
 	d.fhir = fhir.New(fhirCfg)
 	extra[fhir.Base] = d.fhir
 	extra[fhir.Base+"/"] = d.fhir
-	extra[explainPattern] = d.explainHandler(authn)
-	extra[exceptionsPattern] = d.exceptionsHandler(authn)
-	extra[reconcilePattern] = d.reconcileHandler(authn, log, d.ingestLog("api"))
-	d.metrics.MustRegister(newExceptionsCollector(d))
+	// The operator's explain, exceptions worklist and corrections.
+	ops := operator.New(operator.Config{
+		Mapper: d.mapper, Events: st.Events(), DeadLetters: st.DeadLetters(), Ingest: st.Ingest(),
+		Corrections: d.ingestLog("api"), Auth: authn, TrustedProxies: d.svc.TrustedProxies,
+		Exceptions: rules.ExceptionRules{UnorderedAfter: cfg.ExceptionsUnorderedAfter, OrderGrace: cfg.ExceptionsOrderGrace},
+		Logger:     log,
+	})
+	maps.Copy(extra, ops.Routes())
+	d.metrics.MustRegister(ops.Collector())
 	handler, err := api.NewHTTPHandler(ctx, d.svc, conn, api.HTTPConfig{
 		Ready: d.readyErr, WriteTimeout: cfg.WSWriteTimeout, Logger: log, Auth: authn, OriginPatterns: cfg.OriginPatterns(),
 		TrustedProxies: d.svc.TrustedProxies, Extra: extra,

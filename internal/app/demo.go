@@ -16,6 +16,7 @@ import (
 
 	"radbridge/demo"
 	"radbridge/internal/config"
+	"radbridge/internal/logging"
 )
 
 const demoUsage = `radbridge demo runs the daemon like serve and, once it is ready, a simulated
@@ -149,7 +150,7 @@ func Demo(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if !flagSet(args, "study-quiet-period") && cfg.StudyQuietPeriod == 10*time.Second {
 		cfg.StudyQuietPeriod = 3 * time.Second
 	}
-	log := NewLogger(cfg, stderr)
+	log := logging.New(stderr, cfg.LogLevel, cfg.LogFormat)
 	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	d, err := Start(ctx, cfg, log)

@@ -10,6 +10,7 @@ import (
 
 	"radbridge/api"
 	"radbridge/dicomweb/notify"
+	"radbridge/internal/operator"
 	"radbridge/thumbnails"
 )
 
@@ -64,7 +65,7 @@ func TestREADMECurrent(t *testing.T) {
 	paths := section("Served paths")
 	for _, p := range []string{"/ws", "/v1/events:stream", "/v1/events", "/v1/patients/{patient_id}/imaging", thumbnails.Pattern, statusPattern, metricsPattern,
 		notify.Path, api.WSTicketPath, "POST /dicomweb/studies", "/healthz", "/readyz", "/radbridge.js",
-		explainPattern, exceptionsPattern, reconcilePattern, "/ops", "/fhir/metadata", "/fhir/ImagingStudy", "/fhir/Subscription", "/fhir/ws"} {
+		operator.ExplainPattern, operator.ExceptionsPattern, operator.ReconcilePattern, "/ops", "/fhir/metadata", "/fhir/ImagingStudy", "/fhir/Subscription", "/fhir/ws"} {
 		if !strings.Contains(paths, strings.TrimPrefix(strings.TrimPrefix(p, "GET "), "POST ")) {
 			t.Errorf("README Served paths lacks %s", p)
 		}

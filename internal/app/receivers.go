@@ -7,6 +7,7 @@ import (
 	"strings"
 	"time"
 
+	"radbridge/dicom/mpps"
 	"radbridge/dicom/scp"
 	"radbridge/hl7"
 	"radbridge/ingest"
@@ -46,8 +47,8 @@ type dicomHandler struct {
 	zone string
 	// bodies, when set (--log-patient-data), logs every observation in full.
 	bodies *slog.Logger
-	// steps holds the MPPS step states (admitMPPS); nil: not checked.
-	steps stepStore
+	// steps holds the MPPS step states (mpps.Admit); nil: not checked.
+	steps mpps.Steps
 }
 
 // record appends an observation built by package ingest, which decides
@@ -100,7 +101,7 @@ func (h dicomHandler) InstanceAvailability(ctx context.Context, ian *ingest.IAN)
 
 func (h dicomHandler) MPPS(ctx context.Context, u *ingest.MPPSUpdate) error {
 	if h.steps != nil {
-		if err := admitMPPS(ctx, h.steps, u); err != nil {
+		if err := mpps.Admit(ctx, h.steps, u); err != nil {
 			return err
 		}
 	}

@@ -13,6 +13,7 @@ import (
 
 	"radbridge/ingest"
 	"radbridge/internal/config"
+	"radbridge/internal/logging"
 	"radbridge/leader"
 	"radbridge/mapper"
 	"radbridge/store"
@@ -70,7 +71,7 @@ func Replay(ctx context.Context, args []string, stdout, stderr io.Writer) int {
 	if from == 0 {
 		from = 1
 	}
-	log := NewLogger(cfg, stderr)
+	log := logging.New(stderr, cfg.LogLevel, cfg.LogFormat)
 	if cfg.NATSURL == "" {
 		if _, err := os.Stat(cfg.DataDir); err != nil {
 			fmt.Fprintf(stderr, "radbridge replay: --data-dir %s: %v\n", cfg.DataDir, err)

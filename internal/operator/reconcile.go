@@ -1,4 +1,4 @@
-package app
+package operator
 
 import (
 	"context"
@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"log/slog"
 	"mime"
 	"net/http"
 	"strings"
@@ -20,15 +19,14 @@ import (
 	"radbridge/ingest"
 	"radbridge/internal/opsapi"
 	"radbridge/mapper"
-	"radbridge/mapper/leased"
 	"radbridge/mapper/rules"
 	"radbridge/readmodel"
 )
 
-// The exceptions worklist and operator corrections.
+// Where the exceptions worklist and operator corrections are served.
 const (
-	exceptionsPattern = "GET /v1/exceptions"
-	reconcilePattern  = "POST /v1/reconcile"
+	ExceptionsPattern = "GET /v1/exceptions"
+	ReconcilePattern  = "POST /v1/reconcile"
 	// reconcileWait bounds how long POST /v1/reconcile waits for the
 	// mapper to apply the correction it recorded.
 	reconcileWait = 10 * time.Second
@@ -41,22 +39,17 @@ type ExceptionsResponse struct {
 	Items           []rules.Exception `json:"items"`
 }
 
-// exceptionRules are the worklist thresholds of cfg.
-func (d *Daemon) exceptionRules() rules.ExceptionRules {
-	return rules.ExceptionRules{UnorderedAfter: d.cfg.ExceptionsUnorderedAfter, OrderGrace: d.cfg.ExceptionsOrderGrace}
-}
-
 // exceptions lists the worklist as pr may see it: the mapper's items of
 // its patients and, for an unrestricted client, the dead letters.
-func (d *Daemon) exceptions(ctx context.Context, m *mapper.Mapper, pr *auth.Principal) (ExceptionsResponse, error) {
+func (s *Server) exceptions(ctx context.Context, m *mapper.Mapper, pr *auth.Principal) (ExceptionsResponse, error) {
 	res := ExceptionsResponse{AppliedSequence: m.Applied(), Counts: map[string]int{}}
-	items, err := m.Exceptions(ctx, time.Now(), d.exceptionRules(), pr.MayRead)
+	items, err := m.Exceptions(ctx, time.Now(), s.cfg.Exceptions, pr.MayRead)
 	if err != nil {
 		return res, err
 	}
 	res.Items = items
 	if !pr.Restricted() {
-		if dls, err := d.store.DeadLetters().DeadLetters(ctx); err == nil {
+		if dls, err := s.cfg.DeadLetters.DeadLetters(ctx); err == nil {
 			for _, dl := range dls {
 				res.Items = append(res.Items, rules.Exception{
 					ID: fmt.Sprintf("%s:%d", rules.ExceptionDeadLetter, dl.Seq), Kind: rules.ExceptionDeadLetter, IngestSeq: dl.Seq, Since: dl.At,
@@ -88,12 +81,12 @@ func busy(w http.ResponseWriter, err error) {
 
 // mapperEndpoint serves an endpoint that asks this process's mapper (the
 // operator's explain, worklist and corrections). It authenticates the
-// request; check reads it and answers a bad one itself (false); a follower
-// of a cluster answers 503 and names where to ask; else answer runs with
-// the running mapper and ctx, which bounds the wait for the mapper's state
-// (mapperWait). An error from answer means that state stayed busy: 503
-// with Retry-After.
-func mapperEndpoint[Req any](a auth.Authenticator, ms *leased.Mapper,
+// request with a; check reads it and answers a bad one itself (false); a
+// follower of a cluster (no current mapper in ms) answers 503 and names
+// where to ask; else answer runs with the running mapper and ctx, which
+// bounds the wait for the mapper's state (mapperWait). An error from
+// answer means that state stayed busy: 503 with Retry-After.
+func mapperEndpoint[Req any](a auth.Authenticator, ms Mappers,
 	check func(w http.ResponseWriter, r *http.Request, pr *auth.Principal) (Req, bool),
 	answer func(ctx context.Context, w http.ResponseWriter, r *http.Request, pr *auth.Principal, m *mapper.Mapper, req Req) error) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -120,8 +113,8 @@ func mapperEndpoint[Req any](a auth.Authenticator, ms *leased.Mapper,
 
 // exceptionsHandler serves GET /v1/exceptions to any authenticated client
 // (a restricted one sees its patients' items only, and no dead letters).
-func (d *Daemon) exceptionsHandler(a auth.Authenticator) http.Handler {
-	return mapperEndpoint(a, d.mapper,
+func (s *Server) exceptionsHandler() http.Handler {
+	return mapperEndpoint(s.cfg.Auth, s.cfg.Mapper,
 		func(w http.ResponseWriter, r *http.Request, _ *auth.Principal) (struct{}, bool) {
 			if len(r.URL.Query()) > 0 {
 				jsonError(w, http.StatusBadRequest, "GET /v1/exceptions takes no parameters")
@@ -130,7 +123,7 @@ func (d *Daemon) exceptionsHandler(a auth.Authenticator) http.Handler {
 			return struct{}{}, true
 		},
 		func(ctx context.Context, w http.ResponseWriter, _ *http.Request, pr *auth.Principal, m *mapper.Mapper, _ struct{}) error {
-			res, err := d.exceptions(ctx, m, pr)
+			res, err := s.exceptions(ctx, m, pr)
 			if err != nil {
 				return err
 			}
@@ -164,14 +157,14 @@ type ReconcileResponse struct {
 // with the operator role, not restricted to patients). The correction is
 // checked against the mapper's state, recorded in the ingest log with the
 // token's subject, and the answer waits (bounded) for its events.
-func (d *Daemon) reconcileHandler(a auth.Authenticator, log *slog.Logger, ingestLog ingest.Log) http.Handler {
-	return mapperEndpoint(a, d.mapper, checkReconcile,
+func (s *Server) reconcileHandler() http.Handler {
+	return mapperEndpoint(s.cfg.Auth, s.cfg.Mapper, checkReconcile,
 		func(ctx context.Context, w http.ResponseWriter, r *http.Request, pr *auth.Principal, m *mapper.Mapper, req ReconcileRequest) error {
 			var o ingest.Observation
 			var err error
-			client := api.ClientAddr(r.RemoteAddr, r.Header.Values("X-Forwarded-For"), d.svc.TrustedProxies)
+			client := api.ClientAddr(r.RemoteAddr, r.Header.Values("X-Forwarded-For"), s.cfg.TrustedProxies)
 			if req.Action == "retry" {
-				if _, err := d.deadLetter(r.Context(), req.Seq); err != nil {
+				if _, err := s.deadLetter(r.Context(), req.Seq); err != nil {
 					jsonError(w, http.StatusNotFound, err.Error())
 					return nil
 				}
@@ -196,13 +189,13 @@ func (d *Daemon) reconcileHandler(a auth.Authenticator, log *slog.Logger, ingest
 				jsonError(w, http.StatusInternalServerError, err.Error())
 				return nil
 			}
-			seq, dup, err := ingestLog.Append(r.Context(), o)
+			seq, dup, err := s.cfg.Corrections.Append(r.Context(), o)
 			if err != nil {
 				jsonError(w, http.StatusServiceUnavailable, "not recorded: "+err.Error())
 				return nil
 			}
 			// Audit: who did what, never the reason text (it may name a patient).
-			log.Info("operator correction recorded", "component", "reconcile", "subject", pr.Subject, "action", req.Action, "ingest_seq", seq, "study_uid", req.Study, "duplicate", dup)
+			s.log.Info("operator correction recorded", "component", "reconcile", "subject", pr.Subject, "action", req.Action, "ingest_seq", seq, "study_uid", req.Study, "duplicate", dup)
 			res := ReconcileResponse{IngestSeq: seq, Duplicate: dup, Events: []opsapi.ExplainEvent{}}
 			wait, cancel := context.WithTimeout(r.Context(), reconcileWait)
 			defer cancel()
@@ -259,8 +252,8 @@ func decodeReconcile(r io.Reader) (ReconcileRequest, error) {
 }
 
 // deadLetter returns the dead letter of ingest record seq.
-func (d *Daemon) deadLetter(ctx context.Context, seq uint64) (mapper.DeadLetter, error) {
-	dls, err := d.store.DeadLetters().DeadLetters(ctx)
+func (s *Server) deadLetter(ctx context.Context, seq uint64) (mapper.DeadLetter, error) {
+	dls, err := s.cfg.DeadLetters.DeadLetters(ctx)
 	if err != nil {
 		return mapper.DeadLetter{}, err
 	}
@@ -275,7 +268,7 @@ func (d *Daemon) deadLetter(ctx context.Context, seq uint64) (mapper.DeadLetter,
 // exceptionsCollector exports radbridge_exceptions{kind}: the worklist's
 // items by kind, computed at each scrape (dead letters included).
 type exceptionsCollector struct {
-	d    *Daemon
+	s    *Server
 	desc *prometheus.Desc
 	// last are the counts of the last scrape that could read the state:
 	// a scrape while the mapper is busy (e.g. retrying while the store
@@ -284,8 +277,8 @@ type exceptionsCollector struct {
 	last map[string]int
 }
 
-func newExceptionsCollector(d *Daemon) *exceptionsCollector {
-	return &exceptionsCollector{d: d, desc: prometheus.NewDesc("radbridge_exceptions", "Items of the exceptions worklist (GET /v1/exceptions) by kind; empty on a cluster follower.", []string{"kind"}, nil)}
+func newExceptionsCollector(s *Server) *exceptionsCollector {
+	return &exceptionsCollector{s: s, desc: prometheus.NewDesc("radbridge_exceptions", "Items of the exceptions worklist (GET /v1/exceptions) by kind; empty on a cluster follower.", []string{"kind"}, nil)}
 }
 
 // Describe implements prometheus.Collector.
@@ -293,13 +286,13 @@ func (c *exceptionsCollector) Describe(ch chan<- *prometheus.Desc) { ch <- c.des
 
 // Collect implements prometheus.Collector.
 func (c *exceptionsCollector) Collect(ch chan<- prometheus.Metric) {
-	m := c.d.mapper.Current()
+	m := c.s.cfg.Mapper.Current()
 	if m == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	res, err := c.d.exceptions(ctx, m, &auth.Principal{Subject: "metrics"})
+	res, err := c.s.exceptions(ctx, m, &auth.Principal{Subject: "metrics"})
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err == nil {

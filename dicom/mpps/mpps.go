@@ -1,4 +1,8 @@
-package app
+// Package mpps admits Modality Performed Procedure Step messages (DICOM
+// PS3.4 annex F, N-CREATE and N-SET) by the state machine of PS3.4 F.7,
+// over the durable state of each step (the store's RADBRIDGE_MPPS
+// bucket, JSON as step encodes it).
+package mpps
 
 import (
 	"context"
@@ -13,18 +17,19 @@ import (
 	"radbridge/store"
 )
 
-// stepStore keeps the state of each MPPS step the SCP accepted (the
+// Steps keeps the state of each MPPS step the SCP accepted (the
 // store's RADBRIDGE_MPPS bucket). Get returns nil for an unknown step;
 // Create and Update fail with store.ErrStepChanged when the step was
 // created or changed since it was read.
-type stepStore interface {
+type Steps interface {
 	Get(ctx context.Context, uid string) (state []byte, rev uint64, err error)
 	Create(ctx context.Context, uid string, state []byte) error
 	Update(ctx context.Context, uid string, state []byte, rev uint64) error
 }
 
-// mppsStep is the state of one Modality Performed Procedure Step.
-type mppsStep struct {
+// step is the state of one Modality Performed Procedure Step, stored as
+// JSON and judged by later releases (testdata/mpps-step-v1.json).
+type step struct {
 	// Status is IN PROGRESS, COMPLETED or DISCONTINUED.
 	Status string `json:"status"`
 	// Last is the content digest of the last message accepted, so that
@@ -33,7 +38,7 @@ type mppsStep struct {
 	Last string `json:"last"`
 }
 
-// admitMPPS applies the state machine of PS3.4 F.7 to an N-CREATE or
+// Admit applies the state machine of PS3.4 F.7 to an N-CREATE or
 // N-SET before it is recorded, and claims the new state with
 // compare-and-swap:
 //   - N-CREATE (its status is IN PROGRESS: the SCP checked) of a step that
@@ -51,7 +56,7 @@ type mppsStep struct {
 // legal message is never refused for ever and an illegal one never
 // accepted. Two processes racing on one step are ordered by the
 // compare-and-swap; the loser reads the new state and is judged by it.
-func admitMPPS(ctx context.Context, steps stepStore, u *ingest.MPPSUpdate) error {
+func Admit(ctx context.Context, steps Steps, u *ingest.MPPSUpdate) error {
 	digest := ingest.MPPSKey(u) // the content digest, not the peer nor the time
 	status := strings.ToUpper(strings.TrimSpace(u.Status))
 	for range 8 {
@@ -59,9 +64,9 @@ func admitMPPS(ctx context.Context, steps stepStore, u *ingest.MPPSUpdate) error
 		if err != nil {
 			return err
 		}
-		var cur *mppsStep
+		var cur *step
 		if b != nil {
-			cur = &mppsStep{}
+			cur = &step{}
 			if err := json.Unmarshal(b, cur); err != nil {
 				return fmt.Errorf("MPPS step state: %w", err)
 			}
@@ -69,7 +74,7 @@ func admitMPPS(ctx context.Context, steps stepStore, u *ingest.MPPSUpdate) error
 				return nil
 			}
 		}
-		next := mppsStep{Status: status, Last: digest}
+		next := step{Status: status, Last: digest}
 		switch {
 		case u.Create && cur != nil:
 			return &scp.StatusError{Status: dimse.StatusDuplicateSOPInstance, Comment: "MPPS SOP Instance exists (" + cur.Status + ")"}

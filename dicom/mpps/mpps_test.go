@@ -1,4 +1,4 @@
-package app
+package mpps
 
 import (
 	"bytes"
@@ -16,7 +16,7 @@ import (
 	"radbridge/store"
 )
 
-// memSteps is a stepStore in memory with revisions, as the bucket has.
+// memSteps is a Steps in memory with revisions, as the bucket has.
 type memSteps struct {
 	mu  sync.Mutex
 	m   map[string][]byte
@@ -71,7 +71,7 @@ func TestAdmitMPPSCrashAndRace(t *testing.T) {
 	create := &ingest.MPPSUpdate{SOPInstanceUID: "1.2.3", Create: true, Status: ingest.MPPSInProgress, StudyInstanceUIDs: []string{"1.2"}}
 	completed := &ingest.MPPSUpdate{SOPInstanceUID: "1.2.3", Status: ingest.MPPSCompleted}
 	discontinued := &ingest.MPPSUpdate{SOPInstanceUID: "1.2.3", Status: ingest.MPPSDiscontinued}
-	for _, step := range []struct {
+	for _, tc := range []struct {
 		what string
 		u    *ingest.MPPSUpdate
 		want dimse.Status
@@ -82,23 +82,23 @@ func TestAdmitMPPSCrashAndRace(t *testing.T) {
 		{"N-SET DISCONTINUED", discontinued, dimse.StatusProcessingFailure},
 		{"N-CREATE resent after the step moved on", create, dimse.StatusDuplicateSOPInstance},
 	} {
-		if got := statusOf(admitMPPS(ctx, s, step.u)); got != step.want {
-			t.Errorf("%s: %v, want %v", step.what, got, step.want)
+		if got := statusOf(Admit(ctx, s, tc.u)); got != tc.want {
+			t.Errorf("%s: %v, want %v", tc.what, got, tc.want)
 		}
 	}
 
 	// Race: N-SET COMPLETED reads IN PROGRESS, then another process
 	// writes DISCONTINUED before it: COMPLETED must lose and be refused.
 	s = &memSteps{m: map[string][]byte{}, rev: map[string]uint64{}}
-	if err := admitMPPS(ctx, s, create); err != nil {
+	if err := Admit(ctx, s, create); err != nil {
 		t.Fatal(err)
 	}
 	s.before = func() {
-		if err := admitMPPS(ctx, s, discontinued); err != nil {
+		if err := Admit(ctx, s, discontinued); err != nil {
 			t.Errorf("the racing DISCONTINUED: %v", err)
 		}
 	}
-	if got := statusOf(admitMPPS(ctx, s, completed)); got != dimse.StatusProcessingFailure {
+	if got := statusOf(Admit(ctx, s, completed)); got != dimse.StatusProcessingFailure {
 		t.Errorf("COMPLETED that lost the race to DISCONTINUED: %v, want 0110", got)
 	}
 }
@@ -107,12 +107,12 @@ func TestAdmitMPPSCrashAndRace(t *testing.T) {
 // and judged by later releases (a resend after an upgrade must still be
 // recognised). mpps-step-v1.json is the format as first stored.
 func TestMPPSStepStoredFormat(t *testing.T) {
-	want := mppsStep{Status: ingest.MPPSInProgress, Last: "mpps:1.2.3.8:91e13e6a68135a55"}
+	want := step{Status: ingest.MPPSInProgress, Last: "mpps:1.2.3.8:91e13e6a68135a55"}
 	b, err := os.ReadFile(filepath.Join("testdata", "mpps-step-v1.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	var got mppsStep
+	var got step
 	if err := json.Unmarshal(b, &got); err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package app
+package operator
 
 import (
 	"bytes"
@@ -21,9 +21,9 @@ import (
 	rbv1 "radbridge/proto/radbridge/v1"
 )
 
-// explainPattern is where the HTTP front explains a study, order or
+// ExplainPattern is where the operator asks why about a study, order or
 // patient.
-const explainPattern = "GET /v1/explain"
+const ExplainPattern = "GET /v1/explain"
 
 // Explain bounds: events scanned per patient, patients whose events are
 // read, dead letters looked at.
@@ -82,8 +82,8 @@ func jsonError(w http.ResponseWriter, code int, msg string) {
 // explainHandler serves GET /v1/explain. Any authenticated client may
 // ask; a token restricted to some patients sees only theirs (naming
 // another patient is 403).
-func (d *Daemon) explainHandler(a auth.Authenticator) http.Handler {
-	return mapperEndpoint(a, d.mapper,
+func (s *Server) explainHandler() http.Handler {
+	return mapperEndpoint(s.cfg.Auth, s.cfg.Mapper,
 		func(w http.ResponseWriter, r *http.Request, pr *auth.Principal) (rules.ExplainQuery, bool) {
 			q, err := explainQuery(r)
 			if err != nil {
@@ -97,7 +97,7 @@ func (d *Daemon) explainHandler(a auth.Authenticator) http.Handler {
 			return q, true
 		},
 		func(ctx context.Context, w http.ResponseWriter, _ *http.Request, pr *auth.Principal, m *mapper.Mapper, q rules.ExplainQuery) error {
-			res, err := d.explain(ctx, m, q, pr)
+			res, err := s.explain(ctx, m, q, pr)
 			if err != nil {
 				return err
 			}
@@ -108,7 +108,7 @@ func (d *Daemon) explainHandler(a auth.Authenticator) http.Handler {
 
 // explain builds the answer: the mapper's explanation plus the events and
 // dead letters concerning it.
-func (d *Daemon) explain(ctx context.Context, m *mapper.Mapper, q rules.ExplainQuery, pr *auth.Principal) (opsapi.ExplainResponse, error) {
+func (s *Server) explain(ctx context.Context, m *mapper.Mapper, q rules.ExplainQuery, pr *auth.Principal) (opsapi.ExplainResponse, error) {
 	e, err := m.Explain(ctx, q, time.Now(), pr.MayRead)
 	if err != nil {
 		return opsapi.ExplainResponse{}, err
@@ -132,13 +132,13 @@ func (d *Daemon) explain(ctx context.Context, m *mapper.Mapper, q rules.ExplainQ
 		accs[q.Accession] = true
 	}
 	addPatient(q.Patient) // checked: the caller may read it
-	for _, s := range e.Studies {
-		studies[s.StudyInstanceUID] = true
-		ids[rules.StudyResourceID(s.StudyInstanceUID)] = true
-		if s.AccessionNumber != "" {
-			accs[s.AccessionNumber] = true
+	for _, st := range e.Studies {
+		studies[st.StudyInstanceUID] = true
+		ids[rules.StudyResourceID(st.StudyInstanceUID)] = true
+		if st.AccessionNumber != "" {
+			accs[st.AccessionNumber] = true
 		}
-		addPatient(s.PatientID)
+		addPatient(st.PatientID)
 	}
 	for _, o := range e.Orders {
 		ids[o.ResourceID] = true
@@ -151,11 +151,10 @@ func (d *Daemon) explain(ctx context.Context, m *mapper.Mapper, q rules.ExplainQ
 		ids[rp.ResourceID] = true
 		addPatient(rp.PatientID)
 	}
-	evlog := d.store.Events()
 	for _, p := range patients {
 		from, scanned := uint64(1), 0
 		for scanned < explainEventsScanned {
-			evs, err := evlog.Read(ctx, from, eventlog.Filter{PatientIDs: []string{p}}, 1000)
+			evs, err := s.cfg.Events.Read(ctx, from, eventlog.Filter{PatientIDs: []string{p}}, 1000)
 			if err != nil || len(evs) == 0 {
 				break
 			}
@@ -170,7 +169,7 @@ func (d *Daemon) explain(ctx context.Context, m *mapper.Mapper, q rules.ExplainQ
 	}
 	slices.SortFunc(res.Events, func(a, b opsapi.ExplainEvent) int { return int(a.Sequence) - int(b.Sequence) })
 	res.Events = slices.CompactFunc(res.Events, func(a, b opsapi.ExplainEvent) bool { return a.Sequence == b.Sequence })
-	res.DeadLetters = d.deadLettersAbout(ctx, studies, accs, patients)
+	res.DeadLetters = s.deadLettersAbout(ctx, studies, accs, patients)
 	return res, nil
 }
 
@@ -187,9 +186,9 @@ func explainEvent(ev *rbv1.Event) opsapi.ExplainEvent {
 // studies, accessions or patients (read back from the ingest log: a DICOM
 // record by its Study Instance UID, an HL7 message by the accession or
 // patient id among its fields).
-func (d *Daemon) deadLettersAbout(ctx context.Context, studies, accs map[string]bool, patients []string) []mapper.DeadLetter {
+func (s *Server) deadLettersAbout(ctx context.Context, studies, accs map[string]bool, patients []string) []mapper.DeadLetter {
 	out := []mapper.DeadLetter{}
-	dls, err := d.store.DeadLetters().DeadLetters(ctx)
+	dls, err := s.cfg.DeadLetters.DeadLetters(ctx)
 	if err != nil {
 		return out
 	}
@@ -197,7 +196,7 @@ func (d *Daemon) deadLettersAbout(ctx context.Context, studies, accs map[string]
 		if i >= explainDeadLetters {
 			break
 		}
-		rec, err := d.store.Ingest().Get(ctx, dl.Seq)
+		rec, err := s.cfg.Ingest.Get(ctx, dl.Seq)
 		if err != nil {
 			continue
 		}

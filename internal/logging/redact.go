@@ -1,4 +1,4 @@
-package app
+package logging
 
 import (
 	"context"
@@ -10,7 +10,8 @@ import (
 	"strings"
 )
 
-// uidRedactor keeps DICOM UIDs out of the log unless --log-patient-data:
+// uidRedactor keeps DICOM UIDs out of the log (the daemon wraps its
+// handler in it unless --log-patient-data):
 // the DICOM confidentiality profile (PS3.15 annex E) treats Study, Series
 // and SOP Instance UIDs as identifying. Every attribute whose key ends in
 // _uid or _uids, at any depth (groups, LogValuers), is replaced by a
@@ -22,7 +23,9 @@ type uidRedactor struct {
 	key []byte
 }
 
-func redactUIDs(h slog.Handler) slog.Handler {
+// RedactUIDs wraps h so that every attribute whose key ends in _uid or
+// _uids is logged as a pseudonym (see uidRedactor).
+func RedactUIDs(h slog.Handler) slog.Handler {
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
 	return uidRedactor{h: h, key: key}
