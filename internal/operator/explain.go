@@ -2,6 +2,7 @@ package operator
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -167,7 +168,7 @@ func (s *Server) explain(ctx context.Context, m *mapper.Mapper, q rules.ExplainQ
 			from = evs[len(evs)-1].Sequence + 1
 		}
 	}
-	slices.SortFunc(res.Events, func(a, b opsapi.ExplainEvent) int { return int(a.Sequence) - int(b.Sequence) })
+	slices.SortFunc(res.Events, func(a, b opsapi.ExplainEvent) int { return cmp.Compare(a.Sequence, b.Sequence) })
 	res.Events = slices.CompactFunc(res.Events, func(a, b opsapi.ExplainEvent) bool { return a.Sequence == b.Sequence })
 	res.DeadLetters = s.deadLettersAbout(ctx, studies, accs, patients)
 	return res, nil
