@@ -8,7 +8,6 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,20 +20,8 @@ import (
 	"radbridge/mapper"
 	"radbridge/mapper/rules"
 	rbv1 "radbridge/proto/radbridge/v1"
-	"radbridge/readmodel"
+	"radbridge/readmodel/readmodeltest"
 )
-
-type joinRM struct {
-	mu sync.Mutex
-	m  map[string]readmodel.Patient
-}
-
-func (r *joinRM) PutPatient(_ context.Context, p *readmodel.Patient) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.m[p.ID] = *p
-	return nil
-}
 
 func joinORM(pid, acc, ctl string) []byte {
 	return []byte(strings.Join([]string{
@@ -118,7 +105,7 @@ func joinScenario(t *testing.T, seed int64) {
 	}
 
 	in, evs := ingest.NewMemory(), eventlog.NewMemory()
-	rm := &joinRM{m: map[string]readmodel.Patient{}}
+	rm := &readmodeltest.Memory{}
 	m := mapper.New(mapper.Config{Ingest: in, Events: evs, ReadModel: rm,
 		Rules: rules.New(rules.Options{QuietPeriod: 100 * time.Millisecond})})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -160,8 +147,7 @@ func joinScenario(t *testing.T, seed int64) {
 		t.Fatalf("mapper applied %d of %d records, %d timers pending", m.Applied(), l, m.PendingTimers())
 	}
 
-	rm.mu.Lock()
-	defer rm.mu.Unlock()
+	rms := rm.Patients()
 	decode := func(raw json.RawMessage) map[string]any {
 		var r map[string]any
 		json.Unmarshal(raw, &r)
@@ -176,7 +162,7 @@ func joinScenario(t *testing.T, seed int64) {
 		return out
 	}
 	for _, c := range cases {
-		p := rm.m[c.pid]
+		p := rms[c.pid]
 		study := decode(p.Studies[c.uid])
 		srID, drID := rules.ServiceRequestID(c.pid, c.acc), rules.DiagnosticReportID(c.pid, c.acc)
 		if got := refs(study["basedOn"]); len(got) != 1 || got[0] != "ServiceRequest/"+srID {
@@ -192,12 +178,12 @@ func joinScenario(t *testing.T, seed int64) {
 			t.Errorf("seed %d: report %s: status %v basedOn %v imagingStudy %v", seed, c.acc, report["status"], report["basedOn"], report["imagingStudy"])
 		}
 	}
-	if s := decode(rm.m["PB"].Studies[lone]); s["basedOn"] != nil || s["status"] != "available" {
+	if s := decode(rms["PB"].Studies[lone]); s["basedOn"] != nil || s["status"] != "available" {
 		t.Errorf("seed %d: study without an order: %v", seed, s)
 	}
-	if len(rm.m["PA"].Studies) != 2 || len(rm.m["PB"].Studies) != 2 || len(rm.m["PA"].Orders) != 2 || len(rm.m["PB"].Reports) != 1 {
+	if len(rms["PA"].Studies) != 2 || len(rms["PB"].Studies) != 2 || len(rms["PA"].Orders) != 2 || len(rms["PB"].Reports) != 1 {
 		t.Errorf("seed %d: read models PA %d studies %d orders, PB %d studies %d reports", seed,
-			len(rm.m["PA"].Studies), len(rm.m["PA"].Orders), len(rm.m["PB"].Studies), len(rm.m["PB"].Reports))
+			len(rms["PA"].Studies), len(rms["PA"].Orders), len(rms["PB"].Studies), len(rms["PB"].Reports))
 	}
 	all, _ := evs.Read(ctx, 1, eventlog.Filter{}, 1000)
 	// Every event, joined resources included, is valid FHIR R4.
@@ -221,8 +207,8 @@ func joinScenario(t *testing.T, seed int64) {
 	for _, c := range cases {
 		srID, drID := rules.ServiceRequestID(c.pid, c.acc), rules.DiagnosticReportID(c.pid, c.acc)
 		for key, raw := range map[string]json.RawMessage{
-			"ImagingStudy/" + c.uid: rm.m[c.pid].Studies[c.uid], "ServiceRequest/" + srID: rm.m[c.pid].Orders[srID],
-			"DiagnosticReport/" + drID: rm.m[c.pid].Reports[drID],
+			"ImagingStudy/" + c.uid: rms[c.pid].Studies[c.uid], "ServiceRequest/" + srID: rms[c.pid].Orders[srID],
+			"DiagnosticReport/" + drID: rms[c.pid].Reports[drID],
 		} {
 			e := newest[key]
 			if e == nil {
@@ -431,7 +417,7 @@ func TestConflictingHL7(t *testing.T) {
 // about one patient names the other's order numbers.
 func TestOneAccessionTwoPatients(t *testing.T) {
 	in, evs := ingest.NewMemory(), eventlog.NewMemory()
-	rm := &joinRM{m: map[string]readmodel.Patient{}}
+	rm := &readmodeltest.Memory{}
 	m := mapper.New(mapper.Config{Ingest: in, Events: evs, ReadModel: rm, Rules: rules.New(rules.Options{QuietPeriod: time.Hour})})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
@@ -478,11 +464,10 @@ func TestOneAccessionTwoPatients(t *testing.T) {
 	if !strings.Contains(got[1].Message, "another patient") {
 		t.Errorf("second patient's order: message %q; want the warning", got[1].Message)
 	}
-	rm.mu.Lock()
-	defer rm.mu.Unlock()
+	rms := rm.Patients()
 	for _, pid := range []string{"PA", "PB"} {
-		if len(rm.m[pid].Orders) != 1 || len(rm.m[pid].Reports) != 1 {
-			t.Errorf("%s read model: %d orders %d reports, want 1 and 1", pid, len(rm.m[pid].Orders), len(rm.m[pid].Reports))
+		if len(rms[pid].Orders) != 1 || len(rms[pid].Reports) != 1 {
+			t.Errorf("%s read model: %d orders %d reports, want 1 and 1", pid, len(rms[pid].Orders), len(rms[pid].Reports))
 		}
 	}
 	for _, id := range []string{rules.ServiceRequestID("PA", "ACC-S"), rules.DiagnosticReportID("PB", "ACC-S")} {

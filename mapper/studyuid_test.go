@@ -15,6 +15,7 @@ import (
 	"radbridge/mapper/rules"
 	rbv1 "radbridge/proto/radbridge/v1"
 	"radbridge/readmodel"
+	"radbridge/readmodel/readmodeltest"
 )
 
 // uidOMI is an OMI^O23 whose IPC names the study's accession (IPC-1) and
@@ -51,7 +52,7 @@ func hl7Obs(raw []byte) uidObs { return uidObs{ingest.KindHL7, ingest.HL7Body{Ra
 func runUIDJoin(t *testing.T, obs []uidObs) (map[string]readmodel.Patient, []*rbv1.Event) {
 	t.Helper()
 	in, evs := ingest.NewMemory(), eventlog.NewMemory()
-	rm := &joinRM{m: map[string]readmodel.Patient{}}
+	rm := &readmodeltest.Memory{}
 	m := mapper.New(mapper.Config{Ingest: in, Events: evs, ReadModel: rm,
 		Rules: rules.New(rules.Options{QuietPeriod: time.Hour, HL7PatientAuthority: "HOSP"})})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -75,13 +76,7 @@ func runUIDJoin(t *testing.T, obs []uidObs) (map[string]readmodel.Patient, []*rb
 	if err != nil {
 		t.Fatal(err)
 	}
-	rm.mu.Lock()
-	defer rm.mu.Unlock()
-	out := map[string]readmodel.Patient{}
-	for k, v := range rm.m {
-		out[k] = v
-	}
-	return out, all
+	return rm.Patients(), all
 }
 
 func resourceOf(t *testing.T, raw json.RawMessage) map[string]any {

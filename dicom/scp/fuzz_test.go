@@ -10,6 +10,7 @@ import (
 
 	"radbridge/dicom/dimse"
 	"radbridge/dicom/ul"
+	"radbridge/ingest/ingesttest"
 )
 
 // FuzzSCP plays random bytes as a peer against a whole association of the
@@ -50,7 +51,7 @@ func FuzzSCP(f *testing.F) {
 	f.Add(join(rq, ian, echo))
 
 	srv, err := New(Config{ARTIMTimeout: 20 * time.Millisecond, IdleTimeout: 20 * time.Millisecond,
-		MaxHeaderBytes: 1 << 16, Logger: discardLogger()}, &fakeHandler{})
+		MaxHeaderBytes: 1 << 16, Logger: discardLogger()}, &ingesttest.Recorder{})
 	if err != nil {
 		f.Fatal(err)
 	}
