@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -24,10 +23,10 @@ func dcmtk(t *testing.T, tool string, args ...string) (string, error) {
 }
 
 // makeStudy writes synthetic instances of patient MRN4711, accession
-// ACC1001, with scripts/dicom/study.py; first numbers the first instance.
+// ACC1001 (see testkit.MakeStudy).
 func makeStudy(t *testing.T, dir, study string, series, instances, first int) {
 	t.Helper()
-	runStudyScript(t, dir, study, "MRN4711", "ACC1001", fmt.Sprint(series), fmt.Sprint(instances), fmt.Sprint(first))
+	testkit.MakeStudy(t, dir, study, series, instances, first)
 }
 
 // makeLosslessStudy writes what makeStudy writes, each instance in JPEG
@@ -103,11 +102,7 @@ func storeAndAwait(t *testing.T, d *app.Daemon, dir string) *rbv1.Event {
 // accession, series, instances[, first]).
 func runStudyScript(t *testing.T, args ...string) {
 	t.Helper()
-	py := testkit.Python(t, "pydicom")
-	script := filepath.Join("..", "..", "scripts", "dicom", "study.py")
-	if out, err := exec.Command(py, append([]string{script}, args...)...).CombinedOutput(); err != nil {
-		t.Fatalf("study.py: %v\n%s", err, out)
-	}
+	testkit.StudyScript(t, args...)
 }
 
 // nextEvent returns the next event of sub that is not a heartbeat.

@@ -29,17 +29,11 @@ type orthancPeer struct {
 	exited    chan struct{}
 }
 
-// buildLoopbackShim compiles scripts/orthanc/loopback_bind.c, the LD_PRELOAD
-// shim that turns Orthanc's wildcard listens into loopback ones.
+// buildLoopbackShim builds the LD_PRELOAD shim that turns Orthanc's
+// wildcard listens into loopback ones (see testkit.LoopbackShim).
 func buildLoopbackShim(t *testing.T) string {
 	t.Helper()
-	gcc := testkit.Peer(t, "gcc")
-	so := filepath.Join(t.TempDir(), "libloopback.so")
-	src := filepath.Join("..", "..", "scripts", "orthanc", "loopback_bind.c")
-	if out, err := exec.Command(gcc, "-shared", "-fPIC", "-O2", "-o", so, src, "-ldl").CombinedOutput(); err != nil {
-		t.Fatalf("building the loopback shim: %v\n%s", err, out)
-	}
-	return so
+	return testkit.LoopbackShim(t)
 }
 
 // startOrthanc runs Orthanc with its own configuration, storage and ports in
