@@ -41,6 +41,27 @@ func updating() bool {
 	return f != nil && f.Value.String() == "true"
 }
 
+// golden compares got with the golden file at path (rewritten first under
+// -update); what names it in a difference.
+func golden(t *testing.T, path string, got []byte, what string) {
+	t.Helper()
+	if updating() {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if diff := cmp.Diff(string(got), string(want)); diff != "" {
+		t.Errorf("%s (-got +want):\n%s", what, diff)
+	}
+}
+
 const (
 	dicomQuiet      = 200 * time.Millisecond
 	ctImageClass    = "1.2.840.10008.5.1.4.1.1.2"
@@ -571,22 +592,7 @@ func TestImagingStudyGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	got = append(got, '\n')
-	path := filepath.Join("testdata", "dicom", "imagingstudy.golden.json")
-	if updating() {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if diff := cmp.Diff(string(got), string(want)); diff != "" {
-		t.Errorf("ImagingStudy (-got +want):\n%s", diff)
-	}
+	golden(t, filepath.Join("testdata", "dicom", "imagingstudy.golden.json"), got, "ImagingStudy")
 }
 
 // checkStudyNoEmpty fails on what FHIR forbids: empty strings, arrays, objects.
