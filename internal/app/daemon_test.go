@@ -37,6 +37,12 @@ func startDaemonLog(t *testing.T, dir string, log *slog.Logger, extra ...string)
 	return inproc.Start(t, dir, log, extra...).Daemon
 }
 
+// runApp runs a radbridge command in-process.
+func runApp(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	return inproc.Run(t, args...)
+}
+
 func grpcClient(t *testing.T, addr string) (rbv1.EventServiceClient, *grpc.ClientConn) {
 	t.Helper()
 	return inproc.EventClient(t, addr)
