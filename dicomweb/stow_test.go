@@ -19,6 +19,7 @@ import (
 	"github.com/google/go-cmp/cmp"
 
 	"radbridge/ingest/ingesttest"
+	"radbridge/internal/testkit"
 )
 
 const ctClass = "1.2.840.10008.5.1.4.1.1.2"
@@ -110,20 +111,11 @@ func post(t testing.TB, s *Server, path, ct string, body []byte) (int, map[strin
 // summary lists SOP Instance UIDs (or "?") with "ok" or the failure reason.
 func summary(out map[string]any) []string {
 	var s []string
-	for _, key := range []string{"00081199", "00081198"} {
-		seq, _ := out[key].(map[string]any)
-		items, _ := seq["Value"].([]any)
-		for _, it := range items {
-			m := it.(map[string]any)
-			uid := "?"
-			if v, ok := m["00081155"].(map[string]any); ok {
-				uid = v["Value"].([]any)[0].(string)
-			}
-			if r, ok := m["00081197"].(map[string]any); ok {
-				s = append(s, fmt.Sprintf("%s %04X", uid, int(r["Value"].([]any)[0].(float64))))
-			} else {
-				s = append(s, uid+" ok")
-			}
+	for _, in := range testkit.STOWInstances(out) {
+		if in.FailureReason != 0 {
+			s = append(s, fmt.Sprintf("%s %04X", in.SOPInstanceUID, in.FailureReason))
+		} else {
+			s = append(s, in.SOPInstanceUID+" ok")
 		}
 	}
 	return s
