@@ -23,6 +23,39 @@ import (
 	"radbridge/readmodel/readmodeltest"
 )
 
+// runMapper runs m until the test ends, for at most limit, and returns
+// the context it runs with.
+func runMapper(t *testing.T, m *mapper.Mapper, limit time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return ctx
+}
+
+// feeder returns add, which appends an observation of kind with body
+// (encoded as JSON) to in, keyed k1, k2… and a second apart from now, and
+// returns the events m derived from it.
+func feeder(ctx context.Context, t *testing.T, in ingest.Log, m *mapper.Mapper) func(kind string, body any) []*rbv1.Event {
+	now := time.Now()
+	n := 0
+	return func(kind string, body any) []*rbv1.Event {
+		t.Helper()
+		n++
+		b, _ := json.Marshal(body)
+		seq, _, err := in.Append(ctx, ingest.Observation{Kind: kind, Key: fmt.Sprint("k", n), Time: now.Add(time.Duration(n) * time.Second), Body: b})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := m.Await(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
+}
+
 func joinORM(pid, acc, ctl string) []byte {
 	return []byte(strings.Join([]string{
 		"MSH|^~\\&|RIS|HOSP|RADBRIDGE|IMG|20260310083000+0000||ORM^O01|" + ctl + "|P|2.3",
@@ -108,11 +141,7 @@ func joinScenario(t *testing.T, seed int64) {
 	rm := &readmodeltest.Memory{}
 	m := mapper.New(mapper.Config{Ingest: in, Events: evs, ReadModel: rm,
 		Rules: rules.New(rules.Options{QuietPeriod: 100 * time.Millisecond})})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	ctx := runMapper(t, m, 30*time.Second)
 	at := time.Date(2026, 3, 10, 9, 0, 0, 0, time.UTC)
 	var last uint64
 	for i, it := range items {
@@ -236,11 +265,7 @@ func asList(v any) []any {
 func TestJoinDoesNotMergePatients(t *testing.T) {
 	in, evs := ingest.NewMemory(), eventlog.NewMemory()
 	m := mapper.New(mapper.Config{Ingest: in, Events: evs, Rules: rules.New(rules.Options{QuietPeriod: time.Hour})})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	ctx := runMapper(t, m, 20*time.Second)
 	body, _ := json.Marshal(ingest.HL7Body{Raw: joinORM("PA", "ACC-X", "O1")})
 	in.Append(ctx, ingest.Observation{Kind: ingest.KindHL7, Key: "o", Time: time.Unix(1, 0), Body: body})
 	inst := joinStudy("PB", "ACC-X", "1.2.3.4", 1)[0]
@@ -279,11 +304,7 @@ func TestOneKeyAcrossDICOMAndHL7(t *testing.T) {
 	in, evs := ingest.NewMemory(), eventlog.NewMemory()
 	m := mapper.New(mapper.Config{Ingest: in, Events: evs, Rules: rules.New(rules.Options{
 		QuietPeriod: time.Hour, HL7PatientAuthority: "HOSP", DICOMPatientIssuer: "HOSP"})})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	ctx := runMapper(t, m, 20*time.Second)
 	orm := strings.Replace(string(joinORM("777", "ACC-K", "O1")), "PID|1||777^^^HOSP^MR", "PID|1||998^^^SSA^SS~777^^^HOSP^MR", 1)
 	body, _ := json.Marshal(ingest.HL7Body{Raw: []byte(orm)})
 	in.Append(ctx, ingest.Observation{Kind: ingest.KindHL7, Key: "o", Time: time.Unix(1, 0), Body: body})
@@ -312,11 +333,7 @@ func TestOneKeyAcrossDICOMAndHL7(t *testing.T) {
 func TestJoinFollowsAccessionCorrection(t *testing.T) {
 	in, evs := ingest.NewMemory(), eventlog.NewMemory()
 	m := mapper.New(mapper.Config{Ingest: in, Events: evs, Rules: rules.New(rules.Options{QuietPeriod: time.Hour})})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	ctx := runMapper(t, m, 20*time.Second)
 	now := time.Now() // the quiet period (an hour) must not pass during the test
 	body, _ := json.Marshal(ingest.HL7Body{Raw: joinORM("PA", "ACC-1", "O1")})
 	in.Append(ctx, ingest.Observation{Kind: ingest.KindHL7, Key: "o", Time: now.Add(1 * time.Second), Body: body})
@@ -360,26 +377,11 @@ func TestJoinFollowsAccessionCorrection(t *testing.T) {
 func TestConflictingHL7(t *testing.T) {
 	in, evs := ingest.NewMemory(), eventlog.NewMemory()
 	m := mapper.New(mapper.Config{Ingest: in, Events: evs, Rules: rules.New(rules.Options{QuietPeriod: time.Hour})})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	now := time.Now()
-	n := 0
+	ctx := runMapper(t, m, 20*time.Second)
+	add := feeder(ctx, t, in, m)
 	send := func(raw string) []*rbv1.Event {
 		t.Helper()
-		n++
-		body, _ := json.Marshal(ingest.HL7Body{Raw: []byte(raw)})
-		seq, _, err := in.Append(ctx, ingest.Observation{Kind: ingest.KindHL7, Key: fmt.Sprint("k", n), Time: now.Add(time.Duration(n) * time.Second), Body: body})
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := m.Await(ctx, seq)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return got
+		return add(ingest.KindHL7, ingest.HL7Body{Raw: []byte(raw)})
 	}
 	send(string(joinORM("PA", "ACC-C", "O1")))
 	second := strings.NewReplacer("PACC-C", "PX9", "FACC-C", "FX9").Replace(string(joinORM("PA", "ACC-C", "O2")))
@@ -419,11 +421,7 @@ func TestOneAccessionTwoPatients(t *testing.T) {
 	in, evs := ingest.NewMemory(), eventlog.NewMemory()
 	rm := &readmodeltest.Memory{}
 	m := mapper.New(mapper.Config{Ingest: in, Events: evs, ReadModel: rm, Rules: rules.New(rules.Options{QuietPeriod: time.Hour})})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	ctx := runMapper(t, m, 20*time.Second)
 	var got []*rbv1.Event
 	for i, raw := range []string{
 		string(joinORM("PA", "ACC-S", "O1")),
@@ -528,27 +526,8 @@ func TestLegacyIDsContinued(t *testing.T) {
 func TestJoinRuleEvents(t *testing.T) {
 	in, evs := ingest.NewMemory(), eventlog.NewMemory()
 	m := mapper.New(mapper.Config{Ingest: in, Events: evs, Rules: rules.New(rules.Options{QuietPeriod: time.Hour})})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	now := time.Now()
-	n := 0
-	add := func(kind string, body any) []*rbv1.Event {
-		t.Helper()
-		n++
-		b, _ := json.Marshal(body)
-		seq, _, err := in.Append(ctx, ingest.Observation{Kind: kind, Key: fmt.Sprint("k", n), Time: now.Add(time.Duration(n) * time.Second), Body: b})
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := m.Await(ctx, seq)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return got
-	}
+	ctx := runMapper(t, m, 20*time.Second)
+	add := feeder(ctx, t, in, m)
 	hl7 := func(raw []byte) []*rbv1.Event { return add(ingest.KindHL7, ingest.HL7Body{Raw: raw}) }
 	typesOf := func(evs []*rbv1.Event) string {
 		var s []string

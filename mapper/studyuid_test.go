@@ -11,6 +11,7 @@ import (
 
 	"radbridge/eventlog"
 	"radbridge/ingest"
+	"radbridge/internal/testkit"
 	"radbridge/mapper"
 	"radbridge/mapper/rules"
 	rbv1 "radbridge/proto/radbridge/v1"
@@ -72,6 +73,12 @@ func runUIDJoin(t *testing.T, obs []uidObs) (map[string]readmodel.Patient, []*rb
 	if _, err := m.Await(ctx, last); err != nil {
 		t.Fatal(err)
 	}
+	// Timers the mapper recorded come after last; the read models are
+	// written once it has applied everything.
+	testkit.Eventually(t, 10*time.Second, "mapper caught up", func() bool {
+		l, err := in.Last(ctx)
+		return err == nil && m.Applied() >= l
+	})
 	all, err := evs.Read(ctx, 1, eventlog.Filter{}, 1000)
 	if err != nil {
 		t.Fatal(err)
