@@ -92,6 +92,17 @@ type roomClient struct {
 
 func dialRoom(t *testing.T, url string, hdr http.Header) *roomClient {
 	t.Helper()
+	rc, w := dialRoomWelcome(t, url, hdr)
+	if w["type"] != "welcome" {
+		t.Fatalf("first message %v; want welcome", w)
+	}
+	return rc
+}
+
+// dialRoomWelcome opens a room connection with the header hdr and returns
+// it with its first message (the welcome, unchecked).
+func dialRoomWelcome(t *testing.T, url string, hdr http.Header) (*roomClient, map[string]any) {
+	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
 	c, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPHeader: hdr})
@@ -101,10 +112,7 @@ func dialRoom(t *testing.T, url string, hdr http.Header) *roomClient {
 	c.SetReadLimit(1 << 20)
 	t.Cleanup(func() { c.CloseNow() })
 	rc := &roomClient{t: t, c: c}
-	if w := rc.next(); w["type"] != "welcome" {
-		t.Fatalf("first message %v; want welcome", w)
-	}
-	return rc
+	return rc, rc.next()
 }
 
 func (rc *roomClient) sendRaw(s string) {
@@ -481,15 +489,11 @@ func TestRoomAuth(t *testing.T) {
 	env := newRoomEnv(t, HTTPConfig{Auth: authn}, nil)
 	dialNoWelcome := func(url string, hdr http.Header) (*roomClient, map[string]any) {
 		t.Helper()
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		c, _, err := websocket.Dial(ctx, url, &websocket.DialOptions{HTTPHeader: hdr})
-		if err != nil {
-			t.Fatal(err)
+		rc, w := dialRoomWelcome(t, url, hdr)
+		if w["type"] != "welcome" {
+			t.Fatalf("first message %v; want welcome", w)
 		}
-		t.Cleanup(func() { c.CloseNow() })
-		rc := &roomClient{t: t, c: c}
-		return rc, rc.expect("welcome")["data"].(map[string]any)
+		return rc, w["data"].(map[string]any)
 	}
 	mustClose := func(name string, rc *roomClient, code string) {
 		t.Helper()

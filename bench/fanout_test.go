@@ -167,15 +167,36 @@ func grpcFleet(tb testing.TB, addr string, n, conns int, since uint64, heartbeat
 // wsFleet opens n WebSocket streams after sequence since.
 func wsFleet(tb testing.TB, addr string, n int, since uint64, heartbeat uint32) *fleet {
 	tb.Helper()
+	url := fmt.Sprintf("ws://%s/v1/events:stream?since=%d&patient_id=%s&heartbeat_seconds=%d", addr, since, patient, heartbeat)
+	dial := func(ctx context.Context, i int) (*websocket.Conn, error) {
+		dctx, dcancel := context.WithTimeout(ctx, 30*time.Second)
+		defer dcancel()
+		c, _, err := websocket.Dial(dctx, url, nil)
+		if err != nil {
+			return nil, fmt.Errorf("subscriber %d: %w", i, err)
+		}
+		return c, nil
+	}
+	return websocketFleet(tb, n, dial, func(b []byte) (uint64, error) {
+		m, err := parseFrame(b)
+		if err != nil || m.Heartbeat {
+			return 0, err
+		}
+		return m.Sequence, nil
+	})
+}
+
+// websocketFleet opens n WebSocket connections with dial (32 at a time)
+// and reads each until the fleet closes; seq gives a frame's event
+// sequence (0: not an event).
+func websocketFleet(tb testing.TB, n int, dial func(ctx context.Context, i int) (*websocket.Conn, error), seq func([]byte) (uint64, error)) *fleet {
+	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	f := &fleet{n: n, cancel: cancel}
-	url := fmt.Sprintf("ws://%s/v1/events:stream?since=%d&patient_id=%s&heartbeat_seconds=%d", addr, since, patient, heartbeat)
 	err := parallel(n, 32, func(i int) error {
-		dctx, dcancel := context.WithTimeout(ctx, 30*time.Second)
-		c, _, err := websocket.Dial(dctx, url, nil)
-		dcancel()
+		c, err := dial(ctx, i)
 		if err != nil {
-			return fmt.Errorf("subscriber %d: %w", i, err)
+			return err
 		}
 		f.wg.Add(1)
 		go func() {
@@ -189,13 +210,13 @@ func wsFleet(tb testing.TB, addr string, n int, since uint64, heartbeat uint32) 
 					}
 					return
 				}
-				m, err := parseFrame(b)
+				s, err := seq(b)
 				if err != nil {
 					f.fail(err)
 					return
 				}
-				if !m.Heartbeat {
-					f.deliver(m.Sequence)
+				if s != 0 {
+					f.deliver(s)
 				}
 			}
 		}()

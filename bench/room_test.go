@@ -101,42 +101,14 @@ func roomDial(ctx context.Context, addr, p string, since uint64) (*websocket.Con
 // sequence since.
 func roomFleet(tb testing.TB, addr string, n int, since uint64) *fleet {
 	tb.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	f := &fleet{n: n, cancel: cancel}
-	err := parallel(n, 32, func(i int) error {
+	dial := func(ctx context.Context, i int) (*websocket.Conn, error) {
 		c, err := roomDial(ctx, addr, patient, since)
 		if err != nil {
-			return fmt.Errorf("room connection %d: %w", i, err)
+			return nil, fmt.Errorf("room connection %d: %w", i, err)
 		}
-		f.wg.Add(1)
-		go func() {
-			defer f.wg.Done()
-			defer c.CloseNow()
-			for {
-				_, b, err := c.Read(ctx)
-				if err != nil {
-					if ctx.Err() == nil {
-						f.fail(err)
-					}
-					return
-				}
-				seq, err := roomSeq(b)
-				if err != nil {
-					f.fail(err)
-					return
-				}
-				if seq != 0 {
-					f.deliver(seq)
-				}
-			}
-		}()
-		return nil
-	})
-	if err != nil {
-		f.close()
-		tb.Fatal(err)
+		return c, nil
 	}
-	return f
+	return websocketFleet(tb, n, dial, roomSeq)
 }
 
 // restPublish publishes one IMAGING_STUDY_VIEWED for patient p with REST

@@ -2,7 +2,6 @@ package dicomweb
 
 import (
 	"bytes"
-	"context"
 	"encoding/binary"
 	"encoding/json"
 	"errors"
@@ -15,12 +14,12 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
 
-	"radbridge/ingest"
+	"radbridge/ingest/ingesttest"
+	"radbridge/internal/testkit"
 )
 
 const ctClass = "1.2.840.10008.5.1.4.1.1.2"
@@ -91,22 +90,6 @@ func multipartBody(t testing.TB, parts ...part) (string, []byte) {
 	return `multipart/related; type="application/dicom"; boundary=` + mw.Boundary(), buf.Bytes()
 }
 
-type fakeHandler struct {
-	mu   sync.Mutex
-	got  []*ingest.Instance
-	fail map[string]error
-}
-
-func (h *fakeHandler) StoreInstance(_ context.Context, inst *ingest.Instance) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if err := h.fail[inst.SOPInstanceUID]; err != nil {
-		return err
-	}
-	h.got = append(h.got, inst)
-	return nil
-}
-
 func post(t testing.TB, s *Server, path, ct string, body []byte) (int, map[string]any) {
 	t.Helper()
 	mux := http.NewServeMux()
@@ -128,20 +111,11 @@ func post(t testing.TB, s *Server, path, ct string, body []byte) (int, map[strin
 // summary lists SOP Instance UIDs (or "?") with "ok" or the failure reason.
 func summary(out map[string]any) []string {
 	var s []string
-	for _, key := range []string{"00081199", "00081198"} {
-		seq, _ := out[key].(map[string]any)
-		items, _ := seq["Value"].([]any)
-		for _, it := range items {
-			m := it.(map[string]any)
-			uid := "?"
-			if v, ok := m["00081155"].(map[string]any); ok {
-				uid = v["Value"].([]any)[0].(string)
-			}
-			if r, ok := m["00081197"].(map[string]any); ok {
-				s = append(s, fmt.Sprintf("%s %04X", uid, int(r["Value"].([]any)[0].(float64))))
-			} else {
-				s = append(s, uid+" ok")
-			}
+	for _, in := range testkit.STOWInstances(out) {
+		if in.FailureReason != 0 {
+			s = append(s, fmt.Sprintf("%s %04X", in.SOPInstanceUID, in.FailureReason))
+		} else {
+			s = append(s, in.SOPInstanceUID+" ok")
 		}
 	}
 	return s
@@ -169,7 +143,7 @@ func TestStore(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			h := &fakeHandler{fail: tt.fail}
+			h := &ingesttest.Recorder{FailSOP: tt.fail}
 			ct, body := multipartBody(t, tt.parts...)
 			code, out := post(t, New(Config{Handler: h}), tt.path, ct, body)
 			if code != tt.wantCode {
@@ -183,15 +157,16 @@ func TestStore(t *testing.T) {
 }
 
 func TestStoredInstance(t *testing.T) {
-	h := &fakeHandler{}
+	h := &ingesttest.Recorder{}
 	dir := t.TempDir()
 	file := ctPart10("1.2.3", "1.2.3.1", "1.2.3.1.1")
 	ct, body := multipartBody(t, part{"application/dicom", file})
 	code, out := post(t, New(Config{Handler: h, StoreDir: dir, PublicBaseURL: "https://pacs-gw.example.org/"}), "/dicomweb/studies", ct, body)
-	if code != 200 || len(h.got) != 1 {
-		t.Fatalf("status %d, %d instances: %v", code, len(h.got), out)
+	stored := h.Instances()
+	if code != 200 || len(stored) != 1 {
+		t.Fatalf("status %d, %d instances: %v", code, len(stored), out)
 	}
-	inst := h.got[0]
+	inst := stored[0]
 	got := []any{inst.CallingAE, inst.SOPClassUID, inst.AccessionNumber, inst.PatientName, inst.InstanceNumber, inst.TransferSyntaxUID, inst.Size}
 	want := []any{"STOW-RS", ctClass, "ACC1", "Doe^Jane", 7, "1.2.840.10008.1.2.1", int64(len(file))}
 	if diff := cmp.Diff(got, want); diff != "" {
@@ -208,7 +183,7 @@ func TestStoredInstance(t *testing.T) {
 	}
 
 	// Without PublicBaseURL: no RetrieveURL at all.
-	_, out = post(t, New(Config{Handler: &fakeHandler{}}), "/dicomweb/studies/1.2.3", ct, body)
+	_, out = post(t, New(Config{Handler: &ingesttest.Recorder{}}), "/dicomweb/studies/1.2.3", ct, body)
 	refs = out["00081199"].(map[string]any)["Value"].([]any)
 	if _, ok := refs[0].(map[string]any)["00081190"]; ok {
 		t.Errorf("RetrieveURL %v without PublicBaseURL", refs[0])
@@ -236,21 +211,21 @@ func TestRequestErrors(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			if code, out := post(t, New(Config{Handler: &fakeHandler{}}), "/dicomweb/studies", tt.ct, tt.body); code != tt.want {
+			if code, out := post(t, New(Config{Handler: &ingesttest.Recorder{}}), "/dicomweb/studies", tt.ct, tt.body); code != tt.want {
 				t.Errorf("status %d, want %d: %v", code, tt.want, out)
 			}
 		})
 	}
 	// The body limit.
 	ct, body := multipartBody(t, part{"application/dicom", ctPart10("1.2.3", "1.2.3.1", "1.2.3.1.1")})
-	if code, _ := post(t, New(Config{Handler: &fakeHandler{}, MaxBodyBytes: 1000}), "/dicomweb/studies", ct, body); code != 413 {
+	if code, _ := post(t, New(Config{Handler: &ingesttest.Recorder{}, MaxBodyBytes: 1000}), "/dicomweb/studies", ct, body); code != 413 {
 		t.Errorf("over MaxBodyBytes: %d, want 413", code)
 	}
 	req := httptest.NewRequest("POST", "/dicomweb/studies", io.MultiReader(bytes.NewReader(body)))
 	req.ContentLength = -1
 	req.Header.Set("Content-Type", ct)
 	rec := httptest.NewRecorder()
-	New(Config{Handler: &fakeHandler{}, MaxBodyBytes: 1000}).ServeHTTP(rec, req)
+	New(Config{Handler: &ingesttest.Recorder{}, MaxBodyBytes: 1000}).ServeHTTP(rec, req)
 	if rec.Code != 413 {
 		t.Errorf("chunked over MaxBodyBytes: %d, want 413", rec.Code)
 	}
@@ -265,7 +240,7 @@ func FuzzMultipart(f *testing.F) {
 	f.Add(bytes.ReplaceAll(body, b, []byte("b")))
 	f.Add([]byte("--b\r\n\r\nDICM\r\n--b--\r\n"))
 	f.Add([]byte("--b\r\nContent-Type: application/dicom\r\n\r\n" + strings.Repeat("\x00", 128) + "DICM\x02\x00\x10\x00UI\xff\xff\r\n--b--\r\n"))
-	s := New(Config{Handler: &fakeHandler{}, MaxBodyBytes: 1 << 20, MaxHeaderBytes: 64 << 10})
+	s := New(Config{Handler: &ingesttest.Recorder{}, MaxBodyBytes: 1 << 20, MaxHeaderBytes: 64 << 10})
 	f.Fuzz(func(t *testing.T, body []byte) {
 		req := httptest.NewRequest("POST", "/dicomweb/studies", bytes.NewReader(body))
 		req.Header.Set("Content-Type", `multipart/related; type="application/dicom"; boundary=b`)

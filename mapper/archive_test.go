@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,38 +18,8 @@ import (
 	"radbridge/mapper"
 	"radbridge/mapper/rules"
 	rbv1 "radbridge/proto/radbridge/v1"
-	"radbridge/readmodel"
+	"radbridge/readmodel/readmodeltest"
 )
-
-// jsonRM is a read model that keeps each patient's JSON as written.
-type jsonRM struct {
-	mu sync.Mutex
-	m  map[string][]byte
-}
-
-func (r *jsonRM) PutPatient(_ context.Context, p *readmodel.Patient) error {
-	b, err := json.Marshal(p)
-	if err != nil {
-		return err
-	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.m == nil {
-		r.m = map[string][]byte{}
-	}
-	r.m[p.ID] = b
-	return nil
-}
-
-func (r *jsonRM) all() map[string][]byte {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := map[string][]byte{}
-	for k, v := range r.m {
-		out[k] = v
-	}
-	return out
-}
 
 const (
 	evictQuiet = 10 * time.Minute
@@ -130,7 +99,7 @@ func evictSteps() [][]snapObs {
 // mapper's events and read models: what eviction must reproduce.
 func buildEvictLog(t *testing.T) (*ingest.Memory, []*rbv1.Event, map[string][]byte) {
 	t.Helper()
-	in, evs, rm := ingest.NewMemory(), eventlog.NewMemory(), &jsonRM{}
+	in, evs, rm := ingest.NewMemory(), eventlog.NewMemory(), &readmodeltest.Memory{}
 	in.RecordDuplicates = true
 	var clock atomic.Int64
 	clock.Store(evictT0.UnixNano())
@@ -154,7 +123,7 @@ func buildEvictLog(t *testing.T) (*ingest.Memory, []*rbv1.Event, map[string][]by
 			t.Fatalf("day %d: applied %d of %d, %d timers pending", d, m.Applied(), last, m.PendingTimers())
 		}
 	}
-	return in, allEvents(t, evs), rm.all()
+	return in, allEvents(t, evs), rm.JSON()
 }
 
 // copyLog appends the records of src up to seq to dst (same sequences).
@@ -214,7 +183,7 @@ func sameReadModels(t *testing.T, what string, got, want map[string][]byte) {
 func TestEvictionIsTransparent(t *testing.T) {
 	src, wantEvs, wantRM := buildEvictLog(t)
 	last, _ := src.Last(context.Background())
-	in, evs, rm, snaps, arch := ingest.NewMemory(), eventlog.NewMemory(), &jsonRM{}, &mapper.MemorySnapshots{Keep: 1000}, &mapper.MemoryArchive{}
+	in, evs, rm, snaps, arch := ingest.NewMemory(), eventlog.NewMemory(), &readmodeltest.Memory{}, &mapper.MemorySnapshots{Keep: 1000}, &mapper.MemoryArchive{}
 	in.RecordDuplicates = true
 	cfg := mapper.Config{Ingest: in, Events: evs, ReadModel: rm, Snapshots: snaps, SnapshotEvery: 3, SnapshotWait: true, DedupHorizon: 30 * 24 * time.Hour,
 		Rules: rules.New(rules.Options{QuietPeriod: evictQuiet}), Now: func() time.Time { return time.Unix(0, 0) },
@@ -237,7 +206,7 @@ func TestEvictionIsTransparent(t *testing.T) {
 		t.Errorf("%d evictions and %d reloads: the scenario does not exercise the archive", evicted, reloaded)
 	}
 	sameEventsAs(t, "evicting", allEvents(t, evs), wantEvs)
-	sameReadModels(t, "evicting", rm.all(), wantRM)
+	sameReadModels(t, "evicting", rm.JSON(), wantRM)
 
 	// Restart from each snapshot: the replay reads the archive as it was
 	// then (later versions are ignored), derives the logged events, and
@@ -365,7 +334,7 @@ func (a *flakyArchive) MergeArchive(ctx context.Context, key string, merge func(
 func TestArchiveFailuresAreRetried(t *testing.T) {
 	src, wantEvs, wantRM := buildEvictLog(t)
 	last, _ := src.Last(context.Background())
-	in, evs, rm, arch := ingest.NewMemory(), eventlog.NewMemory(), &jsonRM{}, &flakyArchive{}
+	in, evs, rm, arch := ingest.NewMemory(), eventlog.NewMemory(), &readmodeltest.Memory{}, &flakyArchive{}
 	in.RecordDuplicates = true
 	copyLog(t, src, in, last)
 	cfg := mapper.Config{Ingest: in, Events: evs, ReadModel: rm, DedupHorizon: 30 * 24 * time.Hour,
@@ -376,5 +345,5 @@ func TestArchiveFailuresAreRetried(t *testing.T) {
 		t.Fatalf("%d archive calls, %d evictions: no failure injected", arch.n.Load(), m.Stats().Evicted)
 	}
 	sameEventsAs(t, "flaky archive", allEvents(t, evs), wantEvs)
-	sameReadModels(t, "flaky archive", rm.all(), wantRM)
+	sameReadModels(t, "flaky archive", rm.JSON(), wantRM)
 }

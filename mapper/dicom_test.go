@@ -24,7 +24,7 @@ import (
 	"radbridge/mapper"
 	"radbridge/mapper/rules"
 	rbv1 "radbridge/proto/radbridge/v1"
-	"radbridge/readmodel"
+	"radbridge/readmodel/readmodeltest"
 )
 
 // -update rewrites golden files. Another test file of the package may
@@ -41,6 +41,27 @@ func updating() bool {
 	return f != nil && f.Value.String() == "true"
 }
 
+// golden compares got with the golden file at path (rewritten first under
+// -update); what names it in a difference.
+func golden(t *testing.T, path string, got []byte, what string) {
+	t.Helper()
+	if updating() {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, got, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	want, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("%v (run go test -update to create it)", err)
+	}
+	if diff := cmp.Diff(string(got), string(want)); diff != "" {
+		t.Errorf("%s (-got +want):\n%s", what, diff)
+	}
+}
+
 const (
 	dicomQuiet      = 200 * time.Millisecond
 	ctImageClass    = "1.2.840.10008.5.1.4.1.1.2"
@@ -52,41 +73,15 @@ type dicomHarness struct {
 	t   *testing.T
 	in  *ingest.Memory
 	evs *eventlog.Memory
-	rm  *dicomPatientStore
+	rm  *readmodeltest.Memory
 	m   *mapper.Mapper
 	// stop ends the running mapper.
 	stop func()
 }
 
-type dicomPatientStore struct {
-	mu sync.Mutex
-	m  map[string]readmodel.Patient
-}
-
-func (s *dicomPatientStore) PutPatient(_ context.Context, p *readmodel.Patient) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	b, err := json.Marshal(p) // a copy, as a real store keeps
-	if err != nil {
-		return err
-	}
-	var c readmodel.Patient
-	if err := json.Unmarshal(b, &c); err != nil {
-		return err
-	}
-	s.m[p.ID] = c
-	return nil
-}
-
-func (s *dicomPatientStore) get(id string) readmodel.Patient {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.m[id]
-}
-
 func newDICOMHarness(t *testing.T) *dicomHarness {
 	t.Helper()
-	h := &dicomHarness{t: t, in: ingest.NewMemory(), evs: eventlog.NewMemory(), rm: &dicomPatientStore{m: map[string]readmodel.Patient{}}}
+	h := &dicomHarness{t: t, in: ingest.NewMemory(), evs: eventlog.NewMemory(), rm: &readmodeltest.Memory{}}
 	h.start()
 	t.Cleanup(func() { h.stop() })
 	return h
@@ -542,7 +537,7 @@ func TestDICOMReadModel(t *testing.T) {
 	h.store(chest)
 	h.waitEvents(4)
 	h.settleQuiet()
-	p := h.rm.get("MRN123")
+	p := h.rm.Patient("MRN123")
 	var studies []string
 	for uid, s := range p.Studies {
 		var r struct{ Status string }
@@ -597,22 +592,7 @@ func TestImagingStudyGolden(t *testing.T) {
 		t.Fatal(err)
 	}
 	got = append(got, '\n')
-	path := filepath.Join("testdata", "dicom", "imagingstudy.golden.json")
-	if updating() {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if diff := cmp.Diff(string(got), string(want)); diff != "" {
-		t.Errorf("ImagingStudy (-got +want):\n%s", diff)
-	}
+	golden(t, filepath.Join("testdata", "dicom", "imagingstudy.golden.json"), got, "ImagingStudy")
 }
 
 // checkStudyNoEmpty fails on what FHIR forbids: empty strings, arrays, objects.
@@ -684,10 +664,10 @@ func TestDICOMPatientCorrection(t *testing.T) {
 	if len(evs) != 3 || evs[2].Type != studyUpdated || evs[2].PatientId != "MRN999" {
 		t.Fatalf("events %v; want the third an UPDATED for MRN999", studySummaries(evs))
 	}
-	if old := h.rm.get("MRN123"); len(old.Studies) != 0 || len(old.BodyRegions) != 0 {
+	if old := h.rm.Patient("MRN123"); len(old.Studies) != 0 || len(old.BodyRegions) != 0 {
 		t.Errorf("MRN123 still holds studies %v, regions %v", old.Studies, old.BodyRegions)
 	}
-	if p := h.rm.get("MRN999"); p.Studies[studyUID] == nil || p.BodyRegions["CHEST"] != 1 {
+	if p := h.rm.Patient("MRN999"); p.Studies[studyUID] == nil || p.BodyRegions["CHEST"] != 1 {
 		t.Errorf("MRN999 holds studies %v, regions %v; want the study and CHEST 1", p.Studies, p.BodyRegions)
 	}
 }

@@ -4,7 +4,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/url"
-	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
@@ -380,18 +379,7 @@ func TestFHIRGolden(t *testing.T) {
 			t.Errorf("%s: no resource from %q", typ, pick[typ])
 			continue
 		}
-		if updating() {
-			if err := os.WriteFile(path, got[typ], 0o644); err != nil {
-				t.Fatal(err)
-			}
-		}
-		want, err := os.ReadFile(path)
-		if err != nil {
-			t.Fatalf("%v (run go test -update to create it)", err)
-		}
-		if diff := cmp.Diff(string(got[typ]), string(want)); diff != "" {
-			t.Errorf("%s (-got +want):\n%s", typ, diff)
-		}
+		golden(t, path, got[typ], typ)
 	}
 }
 
@@ -415,17 +403,5 @@ func TestFHIRCriticalReport(t *testing.T) {
 			got = append(got, '\n')
 		}
 	}
-	path := filepath.Join("testdata", "fhir", "diagnosticreport-critical.json")
-	if updating() {
-		if err := os.WriteFile(path, got, 0o644); err != nil {
-			t.Fatal(err)
-		}
-	}
-	want, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("%v (run go test -update to create it)", err)
-	}
-	if diff := cmp.Diff(string(got), string(want)); diff != "" {
-		t.Errorf("critical DiagnosticReport (-got +want):\n%s", diff)
-	}
+	golden(t, filepath.Join("testdata", "fhir", "diagnosticreport-critical.json"), got, "critical DiagnosticReport")
 }

@@ -8,7 +8,6 @@ import (
 	"regexp"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,19 +20,40 @@ import (
 	"radbridge/mapper"
 	"radbridge/mapper/rules"
 	rbv1 "radbridge/proto/radbridge/v1"
-	"radbridge/readmodel"
+	"radbridge/readmodel/readmodeltest"
 )
 
-type joinRM struct {
-	mu sync.Mutex
-	m  map[string]readmodel.Patient
+// runMapper runs m until the test ends, for at most limit, and returns
+// the context it runs with.
+func runMapper(t *testing.T, m *mapper.Mapper, limit time.Duration) context.Context {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	done := make(chan error, 1)
+	go func() { done <- m.Run(ctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+	return ctx
 }
 
-func (r *joinRM) PutPatient(_ context.Context, p *readmodel.Patient) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.m[p.ID] = *p
-	return nil
+// feeder returns add, which appends an observation of kind with body
+// (encoded as JSON) to in, keyed k1, k2… and a second apart from now, and
+// returns the events m derived from it.
+func feeder(ctx context.Context, t *testing.T, in ingest.Log, m *mapper.Mapper) func(kind string, body any) []*rbv1.Event {
+	now := time.Now()
+	n := 0
+	return func(kind string, body any) []*rbv1.Event {
+		t.Helper()
+		n++
+		b, _ := json.Marshal(body)
+		seq, _, err := in.Append(ctx, ingest.Observation{Kind: kind, Key: fmt.Sprint("k", n), Time: now.Add(time.Duration(n) * time.Second), Body: b})
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := m.Await(ctx, seq)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return got
+	}
 }
 
 func joinORM(pid, acc, ctl string) []byte {
@@ -118,14 +138,10 @@ func joinScenario(t *testing.T, seed int64) {
 	}
 
 	in, evs := ingest.NewMemory(), eventlog.NewMemory()
-	rm := &joinRM{m: map[string]readmodel.Patient{}}
+	rm := &readmodeltest.Memory{}
 	m := mapper.New(mapper.Config{Ingest: in, Events: evs, ReadModel: rm,
 		Rules: rules.New(rules.Options{QuietPeriod: 100 * time.Millisecond})})
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	ctx := runMapper(t, m, 30*time.Second)
 	at := time.Date(2026, 3, 10, 9, 0, 0, 0, time.UTC)
 	var last uint64
 	for i, it := range items {
@@ -160,8 +176,7 @@ func joinScenario(t *testing.T, seed int64) {
 		t.Fatalf("mapper applied %d of %d records, %d timers pending", m.Applied(), l, m.PendingTimers())
 	}
 
-	rm.mu.Lock()
-	defer rm.mu.Unlock()
+	rms := rm.Patients()
 	decode := func(raw json.RawMessage) map[string]any {
 		var r map[string]any
 		json.Unmarshal(raw, &r)
@@ -176,7 +191,7 @@ func joinScenario(t *testing.T, seed int64) {
 		return out
 	}
 	for _, c := range cases {
-		p := rm.m[c.pid]
+		p := rms[c.pid]
 		study := decode(p.Studies[c.uid])
 		srID, drID := rules.ServiceRequestID(c.pid, c.acc), rules.DiagnosticReportID(c.pid, c.acc)
 		if got := refs(study["basedOn"]); len(got) != 1 || got[0] != "ServiceRequest/"+srID {
@@ -192,12 +207,12 @@ func joinScenario(t *testing.T, seed int64) {
 			t.Errorf("seed %d: report %s: status %v basedOn %v imagingStudy %v", seed, c.acc, report["status"], report["basedOn"], report["imagingStudy"])
 		}
 	}
-	if s := decode(rm.m["PB"].Studies[lone]); s["basedOn"] != nil || s["status"] != "available" {
+	if s := decode(rms["PB"].Studies[lone]); s["basedOn"] != nil || s["status"] != "available" {
 		t.Errorf("seed %d: study without an order: %v", seed, s)
 	}
-	if len(rm.m["PA"].Studies) != 2 || len(rm.m["PB"].Studies) != 2 || len(rm.m["PA"].Orders) != 2 || len(rm.m["PB"].Reports) != 1 {
+	if len(rms["PA"].Studies) != 2 || len(rms["PB"].Studies) != 2 || len(rms["PA"].Orders) != 2 || len(rms["PB"].Reports) != 1 {
 		t.Errorf("seed %d: read models PA %d studies %d orders, PB %d studies %d reports", seed,
-			len(rm.m["PA"].Studies), len(rm.m["PA"].Orders), len(rm.m["PB"].Studies), len(rm.m["PB"].Reports))
+			len(rms["PA"].Studies), len(rms["PA"].Orders), len(rms["PB"].Studies), len(rms["PB"].Reports))
 	}
 	all, _ := evs.Read(ctx, 1, eventlog.Filter{}, 1000)
 	// Every event, joined resources included, is valid FHIR R4.
@@ -221,8 +236,8 @@ func joinScenario(t *testing.T, seed int64) {
 	for _, c := range cases {
 		srID, drID := rules.ServiceRequestID(c.pid, c.acc), rules.DiagnosticReportID(c.pid, c.acc)
 		for key, raw := range map[string]json.RawMessage{
-			"ImagingStudy/" + c.uid: rm.m[c.pid].Studies[c.uid], "ServiceRequest/" + srID: rm.m[c.pid].Orders[srID],
-			"DiagnosticReport/" + drID: rm.m[c.pid].Reports[drID],
+			"ImagingStudy/" + c.uid: rms[c.pid].Studies[c.uid], "ServiceRequest/" + srID: rms[c.pid].Orders[srID],
+			"DiagnosticReport/" + drID: rms[c.pid].Reports[drID],
 		} {
 			e := newest[key]
 			if e == nil {
@@ -250,11 +265,7 @@ func asList(v any) []any {
 func TestJoinDoesNotMergePatients(t *testing.T) {
 	in, evs := ingest.NewMemory(), eventlog.NewMemory()
 	m := mapper.New(mapper.Config{Ingest: in, Events: evs, Rules: rules.New(rules.Options{QuietPeriod: time.Hour})})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	ctx := runMapper(t, m, 20*time.Second)
 	body, _ := json.Marshal(ingest.HL7Body{Raw: joinORM("PA", "ACC-X", "O1")})
 	in.Append(ctx, ingest.Observation{Kind: ingest.KindHL7, Key: "o", Time: time.Unix(1, 0), Body: body})
 	inst := joinStudy("PB", "ACC-X", "1.2.3.4", 1)[0]
@@ -293,11 +304,7 @@ func TestOneKeyAcrossDICOMAndHL7(t *testing.T) {
 	in, evs := ingest.NewMemory(), eventlog.NewMemory()
 	m := mapper.New(mapper.Config{Ingest: in, Events: evs, Rules: rules.New(rules.Options{
 		QuietPeriod: time.Hour, HL7PatientAuthority: "HOSP", DICOMPatientIssuer: "HOSP"})})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	ctx := runMapper(t, m, 20*time.Second)
 	orm := strings.Replace(string(joinORM("777", "ACC-K", "O1")), "PID|1||777^^^HOSP^MR", "PID|1||998^^^SSA^SS~777^^^HOSP^MR", 1)
 	body, _ := json.Marshal(ingest.HL7Body{Raw: []byte(orm)})
 	in.Append(ctx, ingest.Observation{Kind: ingest.KindHL7, Key: "o", Time: time.Unix(1, 0), Body: body})
@@ -326,11 +333,7 @@ func TestOneKeyAcrossDICOMAndHL7(t *testing.T) {
 func TestJoinFollowsAccessionCorrection(t *testing.T) {
 	in, evs := ingest.NewMemory(), eventlog.NewMemory()
 	m := mapper.New(mapper.Config{Ingest: in, Events: evs, Rules: rules.New(rules.Options{QuietPeriod: time.Hour})})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	ctx := runMapper(t, m, 20*time.Second)
 	now := time.Now() // the quiet period (an hour) must not pass during the test
 	body, _ := json.Marshal(ingest.HL7Body{Raw: joinORM("PA", "ACC-1", "O1")})
 	in.Append(ctx, ingest.Observation{Kind: ingest.KindHL7, Key: "o", Time: now.Add(1 * time.Second), Body: body})
@@ -374,26 +377,11 @@ func TestJoinFollowsAccessionCorrection(t *testing.T) {
 func TestConflictingHL7(t *testing.T) {
 	in, evs := ingest.NewMemory(), eventlog.NewMemory()
 	m := mapper.New(mapper.Config{Ingest: in, Events: evs, Rules: rules.New(rules.Options{QuietPeriod: time.Hour})})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	now := time.Now()
-	n := 0
+	ctx := runMapper(t, m, 20*time.Second)
+	add := feeder(ctx, t, in, m)
 	send := func(raw string) []*rbv1.Event {
 		t.Helper()
-		n++
-		body, _ := json.Marshal(ingest.HL7Body{Raw: []byte(raw)})
-		seq, _, err := in.Append(ctx, ingest.Observation{Kind: ingest.KindHL7, Key: fmt.Sprint("k", n), Time: now.Add(time.Duration(n) * time.Second), Body: body})
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := m.Await(ctx, seq)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return got
+		return add(ingest.KindHL7, ingest.HL7Body{Raw: []byte(raw)})
 	}
 	send(string(joinORM("PA", "ACC-C", "O1")))
 	second := strings.NewReplacer("PACC-C", "PX9", "FACC-C", "FX9").Replace(string(joinORM("PA", "ACC-C", "O2")))
@@ -431,13 +419,9 @@ func TestConflictingHL7(t *testing.T) {
 // about one patient names the other's order numbers.
 func TestOneAccessionTwoPatients(t *testing.T) {
 	in, evs := ingest.NewMemory(), eventlog.NewMemory()
-	rm := &joinRM{m: map[string]readmodel.Patient{}}
+	rm := &readmodeltest.Memory{}
 	m := mapper.New(mapper.Config{Ingest: in, Events: evs, ReadModel: rm, Rules: rules.New(rules.Options{QuietPeriod: time.Hour})})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	defer func() { cancel(); <-done }()
+	ctx := runMapper(t, m, 20*time.Second)
 	var got []*rbv1.Event
 	for i, raw := range []string{
 		string(joinORM("PA", "ACC-S", "O1")),
@@ -478,11 +462,10 @@ func TestOneAccessionTwoPatients(t *testing.T) {
 	if !strings.Contains(got[1].Message, "another patient") {
 		t.Errorf("second patient's order: message %q; want the warning", got[1].Message)
 	}
-	rm.mu.Lock()
-	defer rm.mu.Unlock()
+	rms := rm.Patients()
 	for _, pid := range []string{"PA", "PB"} {
-		if len(rm.m[pid].Orders) != 1 || len(rm.m[pid].Reports) != 1 {
-			t.Errorf("%s read model: %d orders %d reports, want 1 and 1", pid, len(rm.m[pid].Orders), len(rm.m[pid].Reports))
+		if len(rms[pid].Orders) != 1 || len(rms[pid].Reports) != 1 {
+			t.Errorf("%s read model: %d orders %d reports, want 1 and 1", pid, len(rms[pid].Orders), len(rms[pid].Reports))
 		}
 	}
 	for _, id := range []string{rules.ServiceRequestID("PA", "ACC-S"), rules.DiagnosticReportID("PB", "ACC-S")} {
@@ -543,27 +526,8 @@ func TestLegacyIDsContinued(t *testing.T) {
 func TestJoinRuleEvents(t *testing.T) {
 	in, evs := ingest.NewMemory(), eventlog.NewMemory()
 	m := mapper.New(mapper.Config{Ingest: in, Events: evs, Rules: rules.New(rules.Options{QuietPeriod: time.Hour})})
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- m.Run(ctx) }()
-	defer func() { cancel(); <-done }()
-	now := time.Now()
-	n := 0
-	add := func(kind string, body any) []*rbv1.Event {
-		t.Helper()
-		n++
-		b, _ := json.Marshal(body)
-		seq, _, err := in.Append(ctx, ingest.Observation{Kind: kind, Key: fmt.Sprint("k", n), Time: now.Add(time.Duration(n) * time.Second), Body: b})
-		if err != nil {
-			t.Fatal(err)
-		}
-		got, err := m.Await(ctx, seq)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return got
-	}
+	ctx := runMapper(t, m, 20*time.Second)
+	add := feeder(ctx, t, in, m)
 	hl7 := func(raw []byte) []*rbv1.Event { return add(ingest.KindHL7, ingest.HL7Body{Raw: raw}) }
 	typesOf := func(evs []*rbv1.Event) string {
 		var s []string

@@ -16,7 +16,7 @@ import (
 	"radbridge/mapper"
 	"radbridge/mapper/rules"
 	rbv1 "radbridge/proto/radbridge/v1"
-	"radbridge/readmodel"
+	"radbridge/readmodel/readmodeltest"
 )
 
 func viewed(t *testing.T, in ingest.Log, i int) uint64 {
@@ -27,18 +27,6 @@ func viewed(t *testing.T, in ingest.Log, i int) uint64 {
 		t.Fatal(err)
 	}
 	return seq
-}
-
-type readModel struct {
-	mu sync.Mutex
-	m  map[string]readmodel.Patient
-}
-
-func (r *readModel) PutPatient(_ context.Context, p *readmodel.Patient) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.m[p.ID] = *p
-	return nil
 }
 
 // start runs a mapper until the returned stop is called.
@@ -58,7 +46,7 @@ func start(t *testing.T, cfg mapper.Config) (*mapper.Mapper, func()) {
 
 func TestEventsDerivedOnceAcrossRestarts(t *testing.T) {
 	in, evs := ingest.NewMemory(), eventlog.NewMemory()
-	rm := &readModel{m: map[string]readmodel.Patient{}}
+	rm := &readmodeltest.Memory{}
 	cfg := mapper.Config{Ingest: in, Events: evs, ReadModel: rm}
 	m, stop := start(t, cfg)
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -105,9 +93,7 @@ func TestEventsDerivedOnceAcrossRestarts(t *testing.T) {
 		}
 		ids[e.Id] = true
 	}
-	rm.mu.Lock()
-	defer rm.mu.Unlock()
-	if p := rm.m["P0"]; p.LastSequence != 15 {
+	if p := rm.Patient("P0"); p.LastSequence != 15 {
 		t.Errorf("patient P0 read model as of %d, want 15", p.LastSequence)
 	}
 }

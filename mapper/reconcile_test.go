@@ -122,7 +122,7 @@ func TestReconcileLinkUnlinkEnteredInError(t *testing.T) {
 	if len(evs) != 1 || evs[0].Resource.AsMap()["status"] != "entered-in-error" || evs[0].Severity != rbv1.Severity_SEVERITY_WARNING {
 		t.Fatalf("entered-in-error: %v", evs)
 	}
-	if p := h.rm.get("MRN123"); !strings.Contains(string(p.Studies[studyUID]), `"status":"entered-in-error"`) {
+	if p := h.rm.Patient("MRN123"); !strings.Contains(string(p.Studies[studyUID]), `"status":"entered-in-error"`) {
 		t.Errorf("read model %s", p.Studies[studyUID])
 	}
 	// A later instance does not bring it back.

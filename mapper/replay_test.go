@@ -10,7 +10,7 @@ import (
 	"radbridge/ingest"
 	"radbridge/mapper"
 	"radbridge/mapper/rules"
-	"radbridge/readmodel"
+	"radbridge/readmodel/readmodeltest"
 )
 
 func replay(t *testing.T, cfg mapper.Config, o mapper.ReplayOptions) *mapper.ReplayReport {
@@ -30,7 +30,7 @@ func replay(t *testing.T, cfg mapper.Config, o mapper.ReplayOptions) *mapper.Rep
 // rebuilt read models and a snapshot, after which a check is clean.
 func TestReplay(t *testing.T) {
 	in, evs, snaps := ingest.NewMemory(), eventlog.NewMemory(), &mapper.MemorySnapshots{}
-	rm := &readModel{m: map[string]readmodel.Patient{}}
+	rm := &readmodeltest.Memory{}
 	o := rules.Options{QuietPeriod: 50 * time.Millisecond}
 	cfg := mapper.Config{Ingest: in, Events: evs, ReadModel: rm, Rules: rules.New(o), Snapshots: snaps, SnapshotEvery: 9, DedupHorizon: time.Hour}
 	last := appendAll(t, in, snapScenario(4), time.Now())
@@ -67,14 +67,12 @@ func TestReplay(t *testing.T) {
 	}
 	got := allEvents(t, evs)
 	sameEvents(t, got, logged) // nothing re-emitted, nothing appended twice
-	rm.mu.Lock()
 	var linked bool
-	for _, p := range rm.m {
+	for _, p := range rm.Patients() {
 		for _, s := range p.Studies {
 			linked = linked || strings.Contains(string(s), "viewer.example")
 		}
 	}
-	rm.mu.Unlock()
 	if !linked {
 		t.Error("the read models do not reflect the rebuilt state (no viewer link)")
 	}

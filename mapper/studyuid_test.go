@@ -11,10 +11,12 @@ import (
 
 	"radbridge/eventlog"
 	"radbridge/ingest"
+	"radbridge/internal/testkit"
 	"radbridge/mapper"
 	"radbridge/mapper/rules"
 	rbv1 "radbridge/proto/radbridge/v1"
 	"radbridge/readmodel"
+	"radbridge/readmodel/readmodeltest"
 )
 
 // uidOMI is an OMI^O23 whose IPC names the study's accession (IPC-1) and
@@ -51,7 +53,7 @@ func hl7Obs(raw []byte) uidObs { return uidObs{ingest.KindHL7, ingest.HL7Body{Ra
 func runUIDJoin(t *testing.T, obs []uidObs) (map[string]readmodel.Patient, []*rbv1.Event) {
 	t.Helper()
 	in, evs := ingest.NewMemory(), eventlog.NewMemory()
-	rm := &joinRM{m: map[string]readmodel.Patient{}}
+	rm := &readmodeltest.Memory{}
 	m := mapper.New(mapper.Config{Ingest: in, Events: evs, ReadModel: rm,
 		Rules: rules.New(rules.Options{QuietPeriod: time.Hour, HL7PatientAuthority: "HOSP"})})
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
@@ -71,17 +73,17 @@ func runUIDJoin(t *testing.T, obs []uidObs) (map[string]readmodel.Patient, []*rb
 	if _, err := m.Await(ctx, last); err != nil {
 		t.Fatal(err)
 	}
+	// Timers the mapper recorded come after last; the read models are
+	// written once it has applied everything.
+	testkit.Eventually(t, 10*time.Second, "mapper caught up", func() bool {
+		l, err := in.Last(ctx)
+		return err == nil && m.Applied() >= l
+	})
 	all, err := evs.Read(ctx, 1, eventlog.Filter{}, 1000)
 	if err != nil {
 		t.Fatal(err)
 	}
-	rm.mu.Lock()
-	defer rm.mu.Unlock()
-	out := map[string]readmodel.Patient{}
-	for k, v := range rm.m {
-		out[k] = v
-	}
-	return out, all
+	return rm.Patients(), all
 }
 
 func resourceOf(t *testing.T, raw json.RawMessage) map[string]any {

@@ -150,18 +150,24 @@ func TestReadModelWrittenBeforeFencing(t *testing.T) {
 // the embedded store with and without fsync (on by default). "fenced" is the
 // steady state (this process wrote the key last); "fenced-takeover" reads
 // the stored position first (the first write of a key after a takeover).
-func BenchmarkReadModelPut(b *testing.B) {
+func BenchmarkReadModelPut(b *testing.B) { benchFsync(b, benchReadModelPut) }
+
+// benchFsync runs bench, as sub-benchmarks fsync=true and fsync=false, on
+// a new embedded store with fsync on (the daemon's default) and off.
+func benchFsync(b *testing.B, bench func(b *testing.B, s *store.Store, fsync bool)) {
 	for _, fsync := range []bool{true, false} {
-		b.Run(fmt.Sprintf("fsync=%v", fsync), func(b *testing.B) { benchReadModelPut(b, fsync) })
+		b.Run(fmt.Sprintf("fsync=%v", fsync), func(b *testing.B) {
+			s, err := store.Open(context.Background(), store.Config{DataDir: filepath.Join(b.TempDir(), "data"), SyncAlways: fsync})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer s.Close()
+			bench(b, s, fsync)
+		})
 	}
 }
 
-func benchReadModelPut(b *testing.B, fsync bool) {
-	s, err := store.Open(context.Background(), store.Config{DataDir: filepath.Join(b.TempDir(), "data"), SyncAlways: fsync})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
+func benchReadModelPut(b *testing.B, s *store.Store, _ bool) {
 	ctx := context.Background()
 	inst := ""
 	for i := range 100 {

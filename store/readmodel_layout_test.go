@@ -411,18 +411,9 @@ func TestReadModelAboveDefaultMaxPayload(t *testing.T) {
 // should cost what the single value did. Embedded store, fsync on (the
 // daemon's default) and off (like an external cluster's default sync
 // interval).
-func BenchmarkReadModelLayout(b *testing.B) {
-	for _, fsync := range []bool{true, false} {
-		b.Run(fmt.Sprintf("fsync=%v", fsync), func(b *testing.B) { benchReadModelLayout(b, fsync) })
-	}
-}
+func BenchmarkReadModelLayout(b *testing.B) { benchFsync(b, benchReadModelLayout) }
 
-func benchReadModelLayout(b *testing.B, fsync bool) {
-	s, err := store.Open(context.Background(), store.Config{DataDir: filepath.Join(b.TempDir(), "data"), SyncAlways: fsync})
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer s.Close()
+func benchReadModelLayout(b *testing.B, s *store.Store, fsync bool) {
 	ctx := context.Background()
 	for _, n := range []int{3, 10, 100, 400} {
 		p := bigPatient(fmt.Sprintf("MRN-%d", n), n, 100)

@@ -45,6 +45,7 @@ import (
 	"radbridge/mapper/rules"
 	rbv1 "radbridge/proto/radbridge/v1"
 	"radbridge/readmodel"
+	"radbridge/readmodel/readmodeltest"
 	"radbridge/store"
 )
 
@@ -700,24 +701,6 @@ func (readOnlyIngest) Append(context.Context, ingest.Observation) (uint64, bool,
 	return 0, false, errors.New("clean replay: the ingest log is read-only")
 }
 
-// memPatients collects the read models a replay writes, encoded as the
-// store encodes them.
-type memPatients struct {
-	mu sync.Mutex
-	m  map[string][]byte
-}
-
-func (p *memPatients) PutPatient(_ context.Context, pt *readmodel.Patient) error {
-	b, err := json.Marshal(pt)
-	if err != nil {
-		return err
-	}
-	p.mu.Lock()
-	p.m[pt.ID] = b
-	p.mu.Unlock()
-	return nil
-}
-
 // cleanReplay runs a fresh mapper with the daemon's rules over the stored
 // ingest log into an in-memory event log and compares, event by event and
 // read model by read model, with what the crashed daemons stored. It
@@ -735,7 +718,7 @@ func cleanReplay(t *testing.T, st *store.Store, flags []string) int {
 		t.Fatal(err)
 	}
 	mem := eventlog.NewMemory()
-	rm := &memPatients{m: map[string][]byte{}}
+	rm := &readmodeltest.Memory{}
 	// The daemon's rules, options and dedup horizon, without snapshots:
 	// from the first ingest record, into memory, writing nothing.
 	mc := app.CleanReplayConfig(cfg, st)
@@ -813,7 +796,8 @@ func cleanReplay(t *testing.T, st *store.Store, flags []string) int {
 		}
 		kvPatients[k], _ = json.Marshal(pt)
 	}
-	for id, b := range rm.m {
+	models := rm.JSON()
+	for id, b := range models {
 		k := "patient." + eventlog.PatientToken(id)
 		if s, ok := kvPatients[k]; !ok {
 			report("read model of %s: replayed, not stored", id)
@@ -825,7 +809,7 @@ func cleanReplay(t *testing.T, st *store.Store, flags []string) int {
 	for k := range kvPatients {
 		report("read model %s: stored, not replayed", k)
 	}
-	t.Logf("clean replay: %d ingest records in %v (in the test process), %d events, %d read models compared; %d differences", head, took.Round(time.Millisecond), len(stored), len(rm.m), diffs)
+	t.Logf("clean replay: %d ingest records in %v (in the test process), %d events, %d read models compared; %d differences", head, took.Round(time.Millisecond), len(stored), len(models), diffs)
 	return diffs
 }
 

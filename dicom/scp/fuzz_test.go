@@ -3,13 +3,14 @@ package scp
 import (
 	"context"
 	"flag"
-	"io"
 	"net"
 	"testing"
 	"time"
 
 	"radbridge/dicom/dimse"
 	"radbridge/dicom/ul"
+	"radbridge/ingest/ingesttest"
+	"radbridge/internal/testkit"
 )
 
 // FuzzSCP plays random bytes as a peer against a whole association of the
@@ -50,26 +51,14 @@ func FuzzSCP(f *testing.F) {
 	f.Add(join(rq, ian, echo))
 
 	srv, err := New(Config{ARTIMTimeout: 20 * time.Millisecond, IdleTimeout: 20 * time.Millisecond,
-		MaxHeaderBytes: 1 << 16, Logger: discardLogger()}, &fakeHandler{})
+		MaxHeaderBytes: 1 << 16, Logger: discardLogger()}, &ingesttest.Recorder{})
 	if err != nil {
 		f.Fatal(err)
 	}
 	f.Fuzz(func(t *testing.T, b []byte) {
-		client, server := net.Pipe()
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
+		testkit.PlayPeer(t, b, "association", func(server net.Conn) {
 			srv.serveConn(context.Background(), server, "pipe")
-		}()
-		go func() { _, _ = io.Copy(io.Discard, client) }()
-		_ = client.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
-		_, _ = client.Write(b)
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			t.Fatal("association hung")
-		}
-		client.Close()
+		})
 	})
 	// The seeds must reach the handler: the fuzzer starts from real traffic.
 	// (With -fuzz the inputs run in worker processes; only plain test runs

@@ -1,7 +1,6 @@
 package scp
 
 import (
-	"context"
 	"encoding/json"
 	"errors"
 	"io"
@@ -11,65 +10,16 @@ import (
 	"os/exec"
 	"path/filepath"
 	"radbridge/ingest"
+	"radbridge/ingest/ingesttest"
 	"radbridge/internal/testkit"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
 
-// fakeHandler records what it is given, in memory.
-type fakeHandler struct {
-	mu        sync.Mutex
-	instances []*ingest.Instance
-	ians      []*ingest.IAN
-	mpps      []*ingest.MPPSUpdate
-	fail      error
-}
-
-func (h *fakeHandler) StoreInstance(_ context.Context, i *ingest.Instance) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.fail != nil {
-		return h.fail
-	}
-	h.instances = append(h.instances, i)
-	return nil
-}
-
-func (h *fakeHandler) InstanceAvailability(_ context.Context, n *ingest.IAN) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.fail != nil {
-		return h.fail
-	}
-	h.ians = append(h.ians, n)
-	return nil
-}
-
-func (h *fakeHandler) MPPS(_ context.Context, u *ingest.MPPSUpdate) error {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.fail != nil {
-		return h.fail
-	}
-	h.mpps = append(h.mpps, u)
-	return nil
-}
-
-func (h *fakeHandler) byUID() map[string]*ingest.Instance {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	m := map[string]*ingest.Instance{}
-	for _, i := range h.instances {
-		m[i.SOPInstanceUID] = i
-	}
-	return m
-}
-
 type testSCP struct {
 	srv  *Server
-	h    *fakeHandler
+	h    *ingesttest.Recorder
 	host string
 	port string
 }
@@ -84,7 +34,7 @@ func startSCP(t testing.TB, cfg Config) *testSCP {
 			cfg.Logger = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug}))
 		}
 	}
-	h := &fakeHandler{}
+	h := &ingesttest.Recorder{}
 	srv, err := New(cfg, h)
 	if err != nil {
 		t.Fatal(err)
@@ -256,7 +206,7 @@ func TestNewSweepsCrashLeftovers(t *testing.T) {
 	past := time.Now().Add(-time.Hour)
 	os.Chtimes(old, past, past)
 	os.Chtimes(committed, past, past)
-	if _, err := New(Config{StoreDir: dir, IdleTimeout: time.Minute, Logger: slog.New(slog.DiscardHandler)}, &fakeHandler{}); err != nil {
+	if _, err := New(Config{StoreDir: dir, IdleTimeout: time.Minute, Logger: slog.New(slog.DiscardHandler)}, &ingesttest.Recorder{}); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := os.Stat(old); err == nil {

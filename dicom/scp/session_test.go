@@ -19,6 +19,7 @@ import (
 	"radbridge/dicom/dimse"
 	"radbridge/dicom/ul"
 	"radbridge/ingest"
+	"radbridge/ingest/ingesttest"
 )
 
 // TestStoreExactBytes: the Part-10 file holds exactly the data set bytes
@@ -42,7 +43,7 @@ func TestStoreExactBytes(t *testing.T) {
 	}
 	c.release(t)
 
-	got := s.h.byUID()[sop]
+	got := s.h.ByUID()[sop]
 	if got == nil {
 		t.Fatal("handler did not see the instance")
 	}
@@ -123,14 +124,12 @@ func TestStoreFailures(t *testing.T) {
 			}
 		})
 	}
-	if n := len(s.h.byUID()); n != 0 {
+	if n := len(s.h.ByUID()); n != 0 {
 		t.Errorf("handler called %d times for refused data sets", n)
 	}
 
 	// A handler failure is a failure status, never success.
-	s.h.mu.Lock()
-	s.h.fail = errors.New("ingest log unavailable")
-	s.h.mu.Unlock()
+	s.h.Fail(errors.New("ingest log unavailable"))
 	rsp, err := c.store(pcCTImpl, ctSOPClass, sop, bytes.NewReader(ctHeader(sop)))
 	if err != nil {
 		t.Fatal(err)
@@ -139,9 +138,7 @@ func TestStoreFailures(t *testing.T) {
 	if rsp.Status != dimse.StatusOutOfResources || rsp.ErrorComment != commentNotRecorded {
 		t.Errorf("handler error: status %v comment %q, want A700 with %q", rsp.Status, rsp.ErrorComment, commentNotRecorded)
 	}
-	s.h.mu.Lock()
-	s.h.fail = &StatusError{Status: dimse.StatusProcessingFailure, Comment: "duplicate with other data"}
-	s.h.mu.Unlock()
+	s.h.Fail(&StatusError{Status: dimse.StatusProcessingFailure, Comment: "duplicate with other data"})
 	rsp, err = c.store(pcCTImpl, ctSOPClass, sop, bytes.NewReader(ctHeader(sop)))
 	if err != nil {
 		t.Fatal(err)
@@ -149,9 +146,7 @@ func TestStoreFailures(t *testing.T) {
 	if rsp.Status != dimse.StatusProcessingFailure || rsp.ErrorComment != "duplicate with other data" {
 		t.Errorf("StatusError: status %v comment %q", rsp.Status, rsp.ErrorComment)
 	}
-	s.h.mu.Lock()
-	s.h.fail = nil
-	s.h.mu.Unlock()
+	s.h.Fail(nil)
 
 	// Unsupported operation: a failure status, not a hang-up.
 	c.msgID++
@@ -212,10 +207,10 @@ func TestIANAndMPPS(t *testing.T) {
 		s := p.String()
 		return s == "Peer.RemoteAddr" || s == "ReceivedAt"
 	}, cmp.Ignore())
-	if len(s.h.ians) != 1 {
-		t.Fatalf("handler got %d IANs", len(s.h.ians))
+	if len(s.h.IANs()) != 1 {
+		t.Fatalf("handler got %d IANs", len(s.h.IANs()))
 	}
-	if d := cmp.Diff(s.h.ians[0], wantIAN, ignore); d != "" {
+	if d := cmp.Diff(s.h.IANs()[0], wantIAN, ignore); d != "" {
 		t.Errorf("IAN (-got +want):\n%s", d)
 	}
 
@@ -251,7 +246,7 @@ func TestIANAndMPPS(t *testing.T) {
 		{Peer: ingest.Peer{CallingAE: "PACS", CalledAE: "RADBRIDGE"}, SOPInstanceUID: mpps, Status: ingest.MPPSCompleted,
 			Series: []ingest.MPPSSeries{{SeriesInstanceUID: study + ".1", SOPInstanceUIDs: []string{study + ".1.1"}}}},
 	}
-	if d := cmp.Diff(s.h.mpps, want, ignore); d != "" {
+	if d := cmp.Diff(s.h.MPPSUpdates(), want, ignore); d != "" {
 		t.Errorf("MPPS (-got +want):\n%s", d)
 	}
 }
@@ -382,7 +377,7 @@ func TestIdleTimeout(t *testing.T) {
 // TestShutdownDrains: cancelling Serve lets a running association finish
 // within the drain deadline, then aborts what is left; Serve returns.
 func TestShutdownDrains(t *testing.T) {
-	h := &fakeHandler{}
+	h := &ingesttest.Recorder{}
 	// Long enough for the store below on a loaded machine (300 ms was
 	// not, once, in CI; 3 s was not with two test runs on two cores); the
 	// association is aborted when it ends.
@@ -476,7 +471,7 @@ func TestLargeInstanceBoundedMemory(t *testing.T) {
 	if alloc > 64<<20 {
 		t.Errorf("allocated %d bytes to stream 200 MB", alloc)
 	}
-	if got := s.h.byUID()[sop]; got == nil || got.Size != int64(len(pixelHeader(ctHeader(sop), size)))+int64(size) {
+	if got := s.h.ByUID()[sop]; got == nil || got.Size != int64(len(pixelHeader(ctHeader(sop), size)))+int64(size) {
 		t.Errorf("instance %+v", got)
 	}
 }

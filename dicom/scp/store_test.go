@@ -79,7 +79,7 @@ func TestStoreSCUFiles(t *testing.T) {
 		}
 		sent = append(sent, f)
 	}
-	got := s.h.byUID()
+	got := s.h.ByUID()
 	identical := 0
 	// Some pydicom files share a SOP Instance UID; the last one sent wins
 	// (file and handler), so only unique ones are compared.

@@ -29,7 +29,7 @@ func synthFiles(t *testing.T) (string, map[string]expected) {
 // checkStored compares what the handler saw with the expected fields.
 func checkStored(t *testing.T, s *testSCP, want map[string]expected, ts string) {
 	t.Helper()
-	got := s.h.byUID()
+	got := s.h.ByUID()
 	if len(got) != len(want) {
 		t.Errorf("handler saw %d instances, want %d", len(got), len(want))
 	}

@@ -11,7 +11,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -21,39 +20,17 @@ import (
 	"radbridge/dicom/scp"
 	"radbridge/dicom/scu"
 	"radbridge/dicom/ul"
-	"radbridge/ingest"
+	"radbridge/ingest/ingesttest"
 	"radbridge/internal/testkit"
 )
 
 const ctClass = "1.2.840.10008.5.1.4.1.1.2"
 
-type recorder struct {
-	mu        sync.Mutex
-	instances []*ingest.Instance
-	ians      []*ingest.IAN
-}
-
-func (r *recorder) StoreInstance(_ context.Context, i *ingest.Instance) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.instances = append(r.instances, i)
-	return nil
-}
-
-func (r *recorder) InstanceAvailability(_ context.Context, n *ingest.IAN) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.ians = append(r.ians, n)
-	return nil
-}
-
-func (r *recorder) MPPS(context.Context, *ingest.MPPSUpdate) error { return nil }
-
 // startSCP runs our SCP on loopback with a small maximum PDU, so that
 // stores are fragmented.
-func startSCP(t *testing.T) (string, *recorder) {
+func startSCP(t *testing.T) (string, *ingesttest.Recorder) {
 	t.Helper()
-	rec := &recorder{}
+	rec := &ingesttest.Recorder{}
 	srv, err := scp.New(scp.Config{MaxPDULength: 4096, Logger: slog.New(slog.NewTextHandler(io.Discard, nil))}, rec)
 	if err != nil {
 		t.Fatal(err)
@@ -153,19 +130,18 @@ func TestClientAgainstOurSCP(t *testing.T) {
 		t.Errorf("Close: %v", err)
 	}
 
-	rec.mu.Lock()
-	defer rec.mu.Unlock()
 	var sops []string
-	for _, i := range rec.instances {
+	for _, i := range rec.Instances() {
 		sops = append(sops, i.SOPInstanceUID)
 	}
 	if diff := cmp.Diff(sops, []string{"1.2.3.1", "1.2.3.2"}); diff != "" {
 		t.Errorf("stored (-got +want):\n%s", diff)
 	}
-	if len(rec.ians) != 1 {
-		t.Fatalf("got %d IANs, want 1", len(rec.ians))
+	ians := rec.IANs()
+	if len(ians) != 1 {
+		t.Fatalf("got %d IANs, want 1", len(ians))
 	}
-	got := rec.ians[0]
+	got := ians[0]
 	if got.StudyInstanceUID != ian.StudyInstanceUID || len(got.Series) != 1 || len(got.Series[0].Instances) != 2 ||
 		got.Series[0].Instances[0].InstanceAvailability != "ONLINE" || got.Series[0].Instances[1].RetrieveAETitle != "PACS" {
 		t.Errorf("IAN received: %+v", got)

@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+
+	"radbridge/internal/testkit"
 )
 
 func sampleRQ() *AssociateRQ {
@@ -229,10 +231,7 @@ func FuzzAssociation(f *testing.F) {
 	f.Add(append(append(append([]byte{}, rq...), pd...), rel...))
 	f.Add(append(append([]byte{}, rq...), 0x04, 0, 0, 0, 0, 6, 0, 0, 0, 2, 5, 3))
 	f.Fuzz(func(t *testing.T, b []byte) {
-		client, server := net.Pipe()
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
+		testkit.PlayPeer(t, b, "acceptor", func(server net.Conn) {
 			a, err := Accept(context.Background(), server, AcceptConfig{
 				AETitle:      "RADBRIDGE",
 				Negotiate:    func(string, []string) (string, byte) { return "1.2.840.10008.1.2", 0 },
@@ -247,15 +246,6 @@ func FuzzAssociation(f *testing.F) {
 				}
 			}
 			a.Abort(AbortNotSpecified)
-		}()
-		go func() { _, _ = io.Copy(io.Discard, client) }()
-		_ = client.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
-		_, _ = client.Write(b)
-		select {
-		case <-done:
-		case <-time.After(5 * time.Second):
-			t.Fatal("acceptor hung")
-		}
-		client.Close()
+		})
 	})
 }

@@ -6,33 +6,12 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
-	"sync"
 	"testing"
 
 	"radbridge/auth"
 	"radbridge/dicomweb/notify"
-	"radbridge/ingest"
+	"radbridge/ingest/ingesttest"
 )
-
-type recorder struct {
-	mu        sync.Mutex
-	instances []*ingest.Instance
-	ians      []*ingest.IAN
-}
-
-func (r *recorder) StoreInstance(_ context.Context, i *ingest.Instance) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.instances = append(r.instances, i)
-	return nil
-}
-
-func (r *recorder) InstanceAvailability(_ context.Context, n *ingest.IAN) error {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.ians = append(r.ians, n)
-	return nil
-}
 
 type oneToken string
 
@@ -69,7 +48,7 @@ func TestHandler(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			rec := &recorder{}
+			rec := &ingesttest.Recorder{}
 			h := notify.NewHandler(rec, oneToken("s3cret"), nil)
 			req := httptest.NewRequest(tc.method, notify.Path, strings.NewReader(tc.body))
 			if tc.token != "" {
@@ -90,10 +69,11 @@ func TestHandler(t *testing.T) {
 			if w.Code != tc.wantCode || !strings.Contains(w.Body.String(), tc.wantBody) {
 				t.Errorf("got %d %s, want %d with %q", w.Code, w.Body, tc.wantCode, tc.wantBody)
 			}
-			if len(rec.instances) != tc.wantInstances || len(rec.ians) != tc.wantIANs {
-				t.Errorf("recorded %d instances and %d IANs, want %d and %d", len(rec.instances), len(rec.ians), tc.wantInstances, tc.wantIANs)
+			instances, ians := rec.Instances(), rec.IANs()
+			if len(instances) != tc.wantInstances || len(ians) != tc.wantIANs {
+				t.Errorf("recorded %d instances and %d IANs, want %d and %d", len(instances), len(ians), tc.wantInstances, tc.wantIANs)
 			}
-			for _, i := range rec.instances {
+			for _, i := range instances {
 				if i.CallingAE != notify.CallingAE || i.RemoteAddr == "" || i.ReceivedAt.IsZero() {
 					t.Errorf("peer %+v received %v", i.Peer, i.ReceivedAt)
 				}

@@ -1,6 +1,7 @@
 // Package ingesttest is the conformance suite every ingest.Log backend
 // runs: what the receivers and the mapper rely on (durable order, dedup by
-// key, every observation read back exactly as it was written).
+// key, every observation read back exactly as it was written). It also
+// holds Recorder, the in-memory handler the receivers' tests give them.
 package ingesttest
 
 import (

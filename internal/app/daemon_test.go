@@ -16,7 +16,6 @@ import (
 	"github.com/coder/websocket"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
-	"google.golang.org/grpc/credentials/insecure"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/status"
 
@@ -38,34 +37,21 @@ func startDaemonLog(t *testing.T, dir string, log *slog.Logger, extra ...string)
 	return inproc.Start(t, dir, log, extra...).Daemon
 }
 
+// runApp runs a radbridge command in-process.
+func runApp(t *testing.T, args ...string) (code int, stdout, stderr string) {
+	t.Helper()
+	return inproc.Run(t, args...)
+}
+
 func grpcClient(t *testing.T, addr string) (rbv1.EventServiceClient, *grpc.ClientConn) {
 	t.Helper()
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { conn.Close() })
-	return rbv1.NewEventServiceClient(conn), conn
+	return inproc.EventClient(t, addr)
 }
 
 // publish posts an IMAGING_STUDY_VIEWED through REST and returns the event.
 func publish(t *testing.T, base, patient, study string) map[string]any {
 	t.Helper()
-	body := fmt.Sprintf(`{"type":"IMAGING_STUDY_VIEWED","patient_id":%q,"study_instance_uid":%q,"viewer_name":"Dr Test"}`, patient, study)
-	resp, err := http.Post(base+"/v1/events", "application/json", strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	var ev map[string]any
-	b, _ := io.ReadAll(resp.Body)
-	if resp.StatusCode != 200 {
-		t.Fatalf("POST /v1/events: %d %s", resp.StatusCode, b)
-	}
-	if err := json.Unmarshal(b, &ev); err != nil {
-		t.Fatal(err)
-	}
-	return ev
+	return inproc.Publish(t, base, patient, study)
 }
 
 // TestPublishedEventReachesEveryFront: an event published over REST comes

@@ -4,12 +4,12 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"radbridge/internal/app"
 	"radbridge/internal/testkit"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
@@ -23,21 +23,86 @@ func dcmtk(t *testing.T, tool string, args ...string) (string, error) {
 }
 
 // makeStudy writes synthetic instances of patient MRN4711, accession
-// ACC1001, with scripts/dicom/study.py; first numbers the first instance.
+// ACC1001 (see testkit.MakeStudy).
 func makeStudy(t *testing.T, dir, study string, series, instances, first int) {
 	t.Helper()
-	runStudyScript(t, dir, study, "MRN4711", "ACC1001", fmt.Sprint(series), fmt.Sprint(instances), fmt.Sprint(first))
+	testkit.MakeStudy(t, dir, study, series, instances, first)
+}
+
+// makeLosslessStudy writes what makeStudy writes, each instance in JPEG
+// Lossless (DCMTK dcmcjpeg), a transfer syntax storescu sends with -xs.
+func makeLosslessStudy(t *testing.T, dir, study string, series, instances, first int) {
+	t.Helper()
+	src := t.TempDir()
+	makeStudy(t, src, study, series, instances, first)
+	files, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range files {
+		if out, err := dcmtk(t, "dcmcjpeg", filepath.Join(src, f.Name()), filepath.Join(dir, f.Name())); err != nil {
+			t.Fatalf("dcmcjpeg: %v\n%s", err, out)
+		}
+	}
+}
+
+// subscribeStudies subscribes, with ctx, to the ImagingStudy events of
+// patient MRN4711 (whom makeStudy writes) and returns once the daemon has
+// answered: the subscription is live.
+func subscribeStudies(ctx context.Context, t *testing.T, d *app.Daemon) rbv1.EventService_SubscribeClient {
+	t.Helper()
+	client, _ := grpcClient(t, d.GRPCAddr())
+	sub, err := client.Subscribe(ctx, &rbv1.SubscribeRequest{PatientId: []string{"MRN4711"}, ResourceType: []string{"ImagingStudy"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := sub.Header(); err != nil {
+		t.Fatal(err)
+	}
+	return sub
+}
+
+// awaitAvailable returns the next IMAGING_STUDY_AVAILABLE event of sub,
+// or an error if anything but progress comes first.
+func awaitAvailable(sub rbv1.EventService_SubscribeClient) (*rbv1.Event, error) {
+	for {
+		ev, err := sub.Recv()
+		if err != nil {
+			return nil, err
+		}
+		switch {
+		case ev.Heartbeat, ev.Type == rbv1.EventType_IMAGING_STUDY_PROGRESS:
+		case ev.Type == rbv1.EventType_IMAGING_STUDY_AVAILABLE:
+			return ev, nil
+		default:
+			return nil, fmt.Errorf("unexpected %v before IMAGING_STUDY_AVAILABLE", ev.Type)
+		}
+	}
+}
+
+// storeAndAwait sends the study in dir to the daemon as a PACS (DCMTK
+// storescu) and returns its IMAGING_STUDY_AVAILABLE event.
+func storeAndAwait(t *testing.T, d *app.Daemon, dir string) *rbv1.Event {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	sub := subscribeStudies(ctx, t, d)
+	host, port := hostPort(d.DICOMAddr())
+	if out, err := dcmtk(t, "storescu", "-aet", "PACS", "-aec", "RADBRIDGE", "+sd", "+r", host, port, dir); err != nil {
+		t.Fatalf("storescu: %v\n%s", err, out)
+	}
+	ev, err := awaitAvailable(sub)
+	if err != nil {
+		t.Fatalf("waiting for IMAGING_STUDY_AVAILABLE: %v", err)
+	}
+	return ev
 }
 
 // runStudyScript runs scripts/dicom/study.py with args (dir, study, patient,
 // accession, series, instances[, first]).
 func runStudyScript(t *testing.T, args ...string) {
 	t.Helper()
-	py := testkit.Python(t, "pydicom")
-	script := filepath.Join("..", "..", "scripts", "dicom", "study.py")
-	if out, err := exec.Command(py, append([]string{script}, args...)...).CombinedOutput(); err != nil {
-		t.Fatalf("study.py: %v\n%s", err, out)
-	}
+	testkit.StudyScript(t, args...)
 }
 
 // nextEvent returns the next event of sub that is not a heartbeat.
@@ -87,14 +152,7 @@ func TestPACSStoresAStudy(t *testing.T) {
 
 	plain, jpeg := t.TempDir(), t.TempDir()
 	makeStudy(t, plain, studyUID, 2, 4, 1)
-	makeStudy(t, jpeg+"/src", studyUID, 1, 4, 3)
-	for i := 1; i <= 4; i++ {
-		src := filepath.Join(jpeg, "src", fmt.Sprintf("s03i%03d.dcm", i))
-		if out, err := dcmtk(t, "dcmcjpeg", src, filepath.Join(jpeg, filepath.Base(src))); err != nil {
-			t.Fatalf("dcmcjpeg: %v\n%s", err, out)
-		}
-	}
-	os.RemoveAll(filepath.Join(jpeg, "src"))
+	makeLosslessStudy(t, jpeg, studyUID, 1, 4, 3)
 
 	client, _ := grpcClient(t, d.GRPCAddr())
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)

@@ -1,15 +1,12 @@
 package app_test
 
 import (
-	"context"
 	"path/filepath"
 	"testing"
-	"time"
 
 	"github.com/google/go-cmp/cmp"
 
 	"radbridge/mapper/rules"
-	rbv1 "radbridge/proto/radbridge/v1"
 )
 
 // TestStudyEventsCarryViewerAndWADOLinks: with --viewer-url and
@@ -23,27 +20,7 @@ func TestStudyEventsCarryViewerAndWADOLinks(t *testing.T) {
 	src := t.TempDir()
 	makeStudy(t, src, linkStudy, 1, 2, 1)
 
-	client, _ := grpcClient(t, d.GRPCAddr())
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	sub, err := client.Subscribe(ctx, &rbv1.SubscribeRequest{PatientId: []string{"MRN4711"}, ResourceType: []string{"ImagingStudy"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	host, port := hostPort(d.DICOMAddr())
-	if out, err := dcmtk(t, "storescu", "-aet", "PACS", "-aec", "RADBRIDGE", "+sd", "+r", host, port, src); err != nil {
-		t.Fatalf("storescu: %v\n%s", err, out)
-	}
-	var avail *rbv1.Event
-	for avail == nil {
-		ev, err := sub.Recv()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ev.Type == rbv1.EventType_IMAGING_STUDY_AVAILABLE {
-			avail = ev
-		}
-	}
+	avail := storeAndAwait(t, d, src)
 	wantURL := "https://viewer.example/viewer?StudyInstanceUIDs=" + linkStudy + "&acc=ACC1001&pid=MRN4711"
 	if got := avail.GetViewerUrl(); got != wantURL {
 		t.Errorf("viewer_url %q, want %q", got, wantURL)

@@ -189,16 +189,9 @@ func TestOrthancLuaNotifies(t *testing.T) {
 	t.Setenv("RADBRIDGE_TOKEN", token)
 	o := startOrthanc(t, d.DICOMAddr(), map[string]any{"LuaScripts": []string{lua}, "DicomModalities": map[string]any{}})
 
-	client, _ := grpcClient(t, d.GRPCAddr())
 	ctx, cancel := context.WithTimeout(bearerCtx(context.Background(), token), 60*time.Second)
 	defer cancel()
-	sub, err := client.Subscribe(ctx, &rbv1.SubscribeRequest{PatientId: []string{"MRN4711"}, ResourceType: []string{"ImagingStudy"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := sub.Header(); err != nil {
-		t.Fatal(err)
-	}
+	sub := subscribeStudies(ctx, t, d)
 
 	src := t.TempDir()
 	makeStudy(t, src, orthancStudyUID, series, perSeries, 1)
@@ -206,19 +199,9 @@ func TestOrthancLuaNotifies(t *testing.T) {
 		t.Fatalf("storescu into Orthanc: %v\n%s", err, out)
 	}
 	stored := time.Now()
-	var avail *rbv1.Event
-	for avail == nil {
-		ev, err := sub.Recv()
-		if err != nil {
-			t.Fatalf("waiting for IMAGING_STUDY_AVAILABLE: %v\nOrthanc log:\n%s", err, o.log)
-		}
-		switch {
-		case ev.Heartbeat, ev.Type == rbv1.EventType_IMAGING_STUDY_PROGRESS:
-		case ev.Type == rbv1.EventType_IMAGING_STUDY_AVAILABLE:
-			avail = ev
-		default:
-			t.Fatalf("unexpected %v before IMAGING_STUDY_AVAILABLE", ev.Type)
-		}
+	avail, err := awaitAvailable(sub)
+	if err != nil {
+		t.Fatalf("waiting for IMAGING_STUDY_AVAILABLE: %v\nOrthanc log:\n%s", err, o.log)
 	}
 	t.Logf("IMAGING_STUDY_AVAILABLE %v after storescu (StableAge 1s)", time.Since(stored).Round(time.Millisecond))
 	res := avail.Resource.AsMap()

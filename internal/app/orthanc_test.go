@@ -16,7 +16,6 @@ import (
 	"time"
 
 	"radbridge/internal/testkit"
-	rbv1 "radbridge/proto/radbridge/v1"
 )
 
 const orthancStudyUID = "1.2.826.0.1.3680043.10.1447.88"
@@ -30,17 +29,11 @@ type orthancPeer struct {
 	exited    chan struct{}
 }
 
-// buildLoopbackShim compiles scripts/orthanc/loopback_bind.c, the LD_PRELOAD
-// shim that turns Orthanc's wildcard listens into loopback ones.
+// buildLoopbackShim builds the LD_PRELOAD shim that turns Orthanc's
+// wildcard listens into loopback ones (see testkit.LoopbackShim).
 func buildLoopbackShim(t *testing.T) string {
 	t.Helper()
-	gcc := testkit.Peer(t, "gcc")
-	so := filepath.Join(t.TempDir(), "libloopback.so")
-	src := filepath.Join("..", "..", "scripts", "orthanc", "loopback_bind.c")
-	if out, err := exec.Command(gcc, "-shared", "-fPIC", "-O2", "-o", so, src, "-ldl").CombinedOutput(); err != nil {
-		t.Fatalf("building the loopback shim: %v\n%s", err, out)
-	}
-	return so
+	return testkit.LoopbackShim(t)
 }
 
 // startOrthanc runs Orthanc with its own configuration, storage and ports in
@@ -266,16 +259,9 @@ func TestOrthancForwardsAStudy(t *testing.T) {
 		t.Fatalf("Orthanc holds %d instances of the study, want %d", len(instances), series*perSeries)
 	}
 
-	client, _ := grpcClient(t, d.GRPCAddr())
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-	sub, err := client.Subscribe(ctx, &rbv1.SubscribeRequest{PatientId: []string{"MRN4711"}, ResourceType: []string{"ImagingStudy"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if _, err := sub.Header(); err != nil {
-		t.Fatal(err)
-	}
+	sub := subscribeStudies(ctx, t, d)
 
 	// Orthanc forwards the study to radbridge.
 	fwd := time.Now()
@@ -285,19 +271,9 @@ func TestOrthancForwardsAStudy(t *testing.T) {
 	}
 	t.Logf("Orthanc forwarded %d instances in %v", r.InstancesCount, time.Since(fwd).Round(time.Millisecond))
 
-	var avail *rbv1.Event
-	for avail == nil {
-		ev, err := sub.Recv()
-		if err != nil {
-			t.Fatalf("waiting for IMAGING_STUDY_AVAILABLE: %v", err)
-		}
-		switch {
-		case ev.Heartbeat, ev.Type == rbv1.EventType_IMAGING_STUDY_PROGRESS:
-		case ev.Type == rbv1.EventType_IMAGING_STUDY_AVAILABLE:
-			avail = ev
-		default:
-			t.Fatalf("unexpected %v before IMAGING_STUDY_AVAILABLE", ev.Type)
-		}
+	avail, err := awaitAvailable(sub)
+	if err != nil {
+		t.Fatalf("waiting for IMAGING_STUDY_AVAILABLE: %v", err)
 	}
 	t.Logf("IMAGING_STUDY_AVAILABLE %v after the forward (quiet period %v)", time.Since(fwd).Round(time.Millisecond), quiet)
 	res := avail.Resource.AsMap()

@@ -2,11 +2,9 @@ package app_test
 
 import (
 	"bytes"
-	"fmt"
 	"image/jpeg"
 	"io"
 	"net/http"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -25,14 +23,7 @@ func TestThumbnailWithoutStoreDir(t *testing.T) {
 	d := startDaemon(t, filepath.Join(t.TempDir(), "data"), "--study-quiet-period", "1s", "--public-base-url", stowPublicBase)
 	plain, jpegDir := t.TempDir(), t.TempDir()
 	makeStudy(t, plain, native, 2, 3, 1)
-	makeStudy(t, jpegDir+"/src", lossless, 1, 2, 1)
-	for i := 1; i <= 2; i++ {
-		src := filepath.Join(jpegDir, "src", fmt.Sprintf("s01i%03d.dcm", i))
-		if out, err := dcmtk(t, "dcmcjpeg", src, filepath.Join(jpegDir, filepath.Base(src))); err != nil {
-			t.Fatalf("dcmcjpeg: %v\n%s", err, out)
-		}
-	}
-	os.RemoveAll(filepath.Join(jpegDir, "src"))
+	makeLosslessStudy(t, jpegDir, lossless, 1, 2, 1)
 	stowDir := t.TempDir()
 	makeStudy(t, stowDir, stowed, 1, 2, 1)
 

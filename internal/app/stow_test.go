@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"mime/multipart"
 	"net/http"
@@ -18,6 +17,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"radbridge/internal/testkit"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
 
@@ -75,23 +75,14 @@ func stow(t *testing.T, url, ct string, body []byte) (int, map[string]any) {
 		}
 	}
 	got := map[string]any{}
-	for _, key := range []string{"00081199", "00081198"} {
-		seq, _ := out[key].(map[string]any)
-		items, _ := seq["Value"].([]any)
-		for _, it := range items {
-			m := it.(map[string]any)
-			uid := "?"
-			if v, ok := m["00081155"].(map[string]any); ok {
-				uid = v["Value"].([]any)[0].(string)
-			}
-			if r, ok := m["00081197"].(map[string]any); ok {
-				got[uid] = r["Value"].([]any)[0]
-			} else {
-				got[uid] = "ok"
-				if u, _ := m["00081190"].(map[string]any); u == nil || !strings.HasPrefix(fmt.Sprint(u["Value"]), "["+stowPublicBase+"/dicomweb/studies/") {
-					t.Errorf("%s: RetrieveURL %v, want one under --public-base-url %s", uid, m["00081190"], stowPublicBase)
-				}
-			}
+	for _, in := range testkit.STOWInstances(out) {
+		if in.FailureReason != 0 {
+			got[in.SOPInstanceUID] = float64(in.FailureReason)
+			continue
+		}
+		got[in.SOPInstanceUID] = "ok"
+		if !strings.HasPrefix(in.RetrieveURL, stowPublicBase+"/dicomweb/studies/") {
+			t.Errorf("%s: RetrieveURL %q, want one under --public-base-url %s", in.SOPInstanceUID, in.RetrieveURL, stowPublicBase)
 		}
 	}
 	return resp.StatusCode, got

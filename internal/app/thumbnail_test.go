@@ -2,7 +2,6 @@ package app_test
 
 import (
 	"bytes"
-	"context"
 	"image/jpeg"
 	"io"
 	"net/http"
@@ -10,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	rbv1 "radbridge/proto/radbridge/v1"
+	"radbridge/internal/testkit"
 )
 
 // TestStudyThumbnail: a study stored with --store-dir gets a JPEG preview
@@ -22,26 +21,7 @@ func TestStudyThumbnail(t *testing.T) {
 	src := t.TempDir()
 	makeStudy(t, src, thumbStudy, 2, 3, 1)
 
-	client, _ := grpcClient(t, d.GRPCAddr())
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	sub, err := client.Subscribe(ctx, &rbv1.SubscribeRequest{PatientId: []string{"MRN4711"}, ResourceType: []string{"ImagingStudy"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	host, port := hostPort(d.DICOMAddr())
-	if out, err := dcmtk(t, "storescu", "-aet", "PACS", "-aec", "RADBRIDGE", "+sd", "+r", host, port, src); err != nil {
-		t.Fatalf("storescu: %v\n%s", err, out)
-	}
-	for {
-		ev, err := sub.Recv()
-		if err != nil {
-			t.Fatal(err)
-		}
-		if ev.Type == rbv1.EventType_IMAGING_STUDY_AVAILABLE {
-			break
-		}
-	}
+	storeAndAwait(t, d, src)
 
 	base := "http://" + d.HTTPAddr() + "/v1/studies/"
 	get := func(uid string) (int, string, []byte) {
@@ -58,16 +38,10 @@ func TestStudyThumbnail(t *testing.T) {
 	var code int
 	var ctype string
 	var body []byte
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
-		if code, ctype, body = get(thumbStudy); code != http.StatusNotFound {
-			break
-		}
-		select {
-		case <-ctx.Done():
-			t.Fatal(ctx.Err())
-		case <-time.After(50 * time.Millisecond):
-		}
-	}
+	testkit.Poll(20*time.Second, func() bool {
+		code, ctype, body = get(thumbStudy)
+		return code != http.StatusNotFound
+	})
 	if code != http.StatusOK || ctype != "image/jpeg" {
 		t.Fatalf("thumbnail: %d %s %q", code, ctype, body)
 	}

@@ -11,6 +11,16 @@ import (
 	"radbridge/hl7"
 )
 
+// RISOrder is a RIS's new order (ORM^O01 v2.3, written for the tests, no
+// real data) for patient MRN4711 of NORTHWING, accession ACC1001, with
+// non-ASCII names; {{ctl}} stands for its control id (MSH-10). Segments
+// end with \n, as WriteHL7 wants.
+const RISOrder = `MSH|^~\&|RADRIS|NORTHWING|RADBRIDGE|IMAGING|20260310083000+0100||ORM^O01|{{ctl}}|P|2.3|||||D|UNICODE UTF-8
+PID|1||998877665^^^SSA^SS~MRN4711^^^NORTHWING^MR||MÜLLER-ŞAHIN^ZOË^^^^^L||19700101|F
+PV1|1|O|RAD^^^NORTHWING
+ORC|NW|PLC1001|FIL1001||SC||^^^20260310090000^^S||20260310082900+0100|CLERK^RIS||1234^REFERRER^SAM^^^DR
+OBR|1|PLC1001|FIL1001|71250^CT CHEST W/O CONTRAST^C4|S||20260310082900||||||Cough \T\ fever \S\ 3 days|||1234^REFERRER^SAM^^^DR||ACC1001|RP1|SPS1||||CT|||1^^^20260310090000^^S`
+
 // WriteHL7 writes msg (lines separated by \n) to a temporary file with \r
 // segment ends, for mllp_send --loose, and returns its path.
 func WriteHL7(tb testing.TB, name, msg string) string {

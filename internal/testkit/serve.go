@@ -2,6 +2,7 @@ package testkit
 
 import (
 	"context"
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -32,4 +33,27 @@ func ServeLoopback(tb testing.TB, serve func(context.Context, net.Listener) erro
 		}
 	})
 	return ln.Addr().String()
+}
+
+// PlayPeer runs serve on one end of an in-memory connection and, from the
+// other, writes b (for at most 200 ms) and reads whatever comes back, as a
+// fuzzing peer does. It fails the test if serve has not returned 5 s
+// later; what names serve in the failure.
+func PlayPeer(tb testing.TB, b []byte, what string, serve func(net.Conn)) {
+	tb.Helper()
+	client, server := net.Pipe()
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		serve(server)
+	}()
+	go func() { _, _ = io.Copy(io.Discard, client) }()
+	_ = client.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+	_, _ = client.Write(b)
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		tb.Fatal(what + " hung")
+	}
+	client.Close()
 }

@@ -1,7 +1,9 @@
 // Package inproc starts the radbridge daemon in the test's own process (so
 // a test reads its state and `go test -cpuprofile` sees its work) and waits
-// until it is ready. It is apart from testkit because it imports
-// internal/app, which the internal tests of the packages app wires cannot.
+// until it is ready; it also runs radbridge's commands in-process and holds
+// small clients of the daemon's APIs. It is apart from testkit because it
+// imports internal/app and internal/cli, which the internal tests of the
+// packages they import cannot.
 package inproc
 
 import (

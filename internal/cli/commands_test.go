@@ -1,4 +1,4 @@
-package app_test
+package cli_test
 
 import (
 	"bytes"
@@ -12,20 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"radbridge/internal/cli"
 	"radbridge/internal/testkit"
+	"radbridge/internal/testkit/inproc"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
-
-// runApp runs a radbridge command in-process.
-func runApp(t *testing.T, args ...string) (code int, stdout, stderr string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	var out, errb bytes.Buffer
-	code = cli.Run(ctx, args, &out, &errb)
-	return code, out.String(), errb.String()
-}
 
 func TestEchoCommand(t *testing.T) {
 	d := startDaemon(t, filepath.Join(t.TempDir(), "data"))
@@ -46,11 +36,11 @@ func TestStoreCommand(t *testing.T) {
 	storeDir := t.TempDir()
 	d := startDaemon(t, filepath.Join(t.TempDir(), "data"), "--study-quiet-period", "1s", "--store-dir", storeDir)
 	src := t.TempDir()
-	makeStudy(t, filepath.Join(src, "nested"), studyUID, 2, 3, 1)
+	testkit.MakeStudy(t, filepath.Join(src, "nested"), studyUID, 2, 3, 1)
 	if err := os.WriteFile(filepath.Join(src, "README.txt"), []byte("not DICOM"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	client, _ := grpcClient(t, d.GRPCAddr())
+	client, _ := inproc.EventClient(t, d.GRPCAddr())
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
 	sub, err := client.Subscribe(ctx, &rbv1.SubscribeRequest{ResourceType: []string{"ImagingStudy"}})
@@ -111,9 +101,9 @@ func TestStoreToDCMTK(t *testing.T) {
 		t.Skip("the loopback shim is Linux-only")
 	}
 	bin := testkit.Peer(t, "storescp")
-	shim := buildLoopbackShim(t)
+	shim := testkit.LoopbackShim(t)
 	src, outDir := t.TempDir(), t.TempDir()
-	makeStudy(t, src, studyUID, 1, 4, 1)
+	testkit.MakeStudy(t, src, studyUID, 1, 4, 1)
 	port := testkit.FreePort(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	cmd := exec.CommandContext(ctx, bin, "+B", "+xa", "-aet", "STORESCP", "--output-directory", outDir, fmt.Sprint(port))
@@ -151,7 +141,7 @@ func TestStoreToDCMTK(t *testing.T) {
 
 func TestSendHL7ToDaemon(t *testing.T) {
 	d := startDaemon(t, filepath.Join(t.TempDir(), "data"))
-	good := testkit.WriteHL7(t, "order", strings.ReplaceAll(risMessages[0].msg, "{{ctl}}", "CLI-1"))
+	good := testkit.WriteHL7(t, "order", strings.ReplaceAll(testkit.RISOrder, "{{ctl}}", "CLI-1"))
 	code, out, errOut := runApp(t, "send-hl7", "--addr", d.MLLPAddr(), good)
 	if code != 0 || !strings.Contains(out, "MSA|AA|CLI-1") {
 		t.Errorf("send-hl7: exit %d\nstdout: %s\nstderr: %s", code, out, errOut)

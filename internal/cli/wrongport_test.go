@@ -1,4 +1,4 @@
-package app_test
+package cli_test
 
 import (
 	"bufio"
@@ -12,6 +12,7 @@ import (
 
 	"radbridge/internal/cli"
 	"radbridge/internal/testkit"
+	"radbridge/internal/testkit/inproc"
 )
 
 // TestClientOnWrongPort: each client command pointed at one of the
@@ -60,7 +61,7 @@ func TestClientOnWrongPort(t *testing.T) {
 func TestTailLiveByDefault(t *testing.T) {
 	d := startDaemon(t, filepath.Join(t.TempDir(), "data"))
 	base := "http://" + d.HTTPAddr()
-	publish(t, base, "P-TAIL", "1.2.3.4.1")
+	inproc.Publish(t, base, "P-TAIL", "1.2.3.4.1")
 
 	firstLine := func(args ...string) (string, func()) {
 		t.Helper()
@@ -108,7 +109,7 @@ func TestTailLiveByDefault(t *testing.T) {
 	}) {
 		t.Fatalf("the live tail did not subscribe within 30s: %v", st)
 	}
-	publish(t, base, "P-TAIL", "1.2.3.4.2")
+	inproc.Publish(t, base, "P-TAIL", "1.2.3.4.2")
 	select {
 	case l := <-got:
 		stopLive()

@@ -1,4 +1,4 @@
-package app_test
+package cli_test
 
 import (
 	"encoding/json"
@@ -11,6 +11,7 @@ import (
 
 	"radbridge/internal/opsapi"
 	"radbridge/internal/testkit"
+	"radbridge/internal/testkit/inproc"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
 
@@ -30,11 +31,11 @@ func TestStatusCommand(t *testing.T) {
 	data := filepath.Join(dir, "data")
 	d := startDaemon(t, data, "--auth", "tokens", "--auth-tokens-file", tokens, "--metrics-addr", "127.0.0.1:0", "--hl7-patient-authority", "NORTHWING")
 
-	ack := testkit.MLLPSend(t, bin, d.MLLPAddr(), testkit.WriteHL7(t, "order", strings.ReplaceAll(risMessages[0].msg, "{{ctl}}", "ST-1")))
+	ack := testkit.MLLPSend(t, bin, d.MLLPAddr(), testkit.WriteHL7(t, "order", strings.ReplaceAll(testkit.RISOrder, "{{ctl}}", "ST-1")))
 	if msa := ack.Segment("MSA"); msa == nil || msa.Field(1) != "AA" {
 		t.Fatalf("order: ACK %q, want AA", ack.Bytes())
 	}
-	client, _ := grpcClient(t, d.GRPCAddr())
+	client, _ := inproc.EventClient(t, d.GRPCAddr())
 	ctx := bearerCtx(t.Context(), "ops-token-0123456789")
 	sub, err := client.Subscribe(ctx, &rbv1.SubscribeRequest{})
 	if err != nil {
