@@ -430,7 +430,7 @@ func (h *Handler) search(w http.ResponseWriter, r *http.Request, typ string, pos
 			return
 		}
 		if h.idx.expired(q.cursor.AsOf) {
-			WriteOutcome(w, http.StatusGone, "not-found", fmt.Sprintf("this search's pages expired (more than %d events since its first page): search again without _cursor", PagingWindow))
+			WriteOutcome(w, http.StatusGone, "not-found", fmt.Sprintf("this search's pages expired (more than %d events, or %d superseded versions, since its first page): search again without _cursor", PagingWindow, SupersededKept))
 			return
 		}
 		asOf, offset = q.cursor.AsOf, q.cursor.Offset
