@@ -161,8 +161,11 @@ func TestSupersededVersionsBounded(t *testing.T) {
 			}
 		}
 		q := &query{typ: "DiagnosticReport", patient: "P"}
-		if hits := x.search(q, asOf, func(string) bool { return true }); len(hits) != 2 {
-			t.Errorf("search as of %d: %d hits, want 2", asOf, len(hits))
+		if hits, ok := x.search(q, asOf, func(string) bool { return true }); !ok || len(hits) != 2 {
+			t.Errorf("search as of %d: %d hits %v, want 2", asOf, len(hits), ok)
 		}
+	}
+	if _, ok := x.search(&query{typ: "DiagnosticReport", patient: "P"}, x.horizon-1, func(string) bool { return true }); ok {
+		t.Errorf("search as of %d, before the horizon %d, answered", x.horizon-1, x.horizon)
 	}
 }

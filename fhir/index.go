@@ -299,10 +299,14 @@ func (x *index) lookup(typ, id string, n uint64) (version, bool) {
 }
 
 // search returns the resources of q.typ, as of event sequence n, that
-// match q and that allowed accepts (by patient), sorted by q.
-func (x *index) search(q *query, n uint64, allowed func(patient string) bool) []hit {
+// match q and that allowed accepts (by patient), sorted by q; false if
+// the versions current at n are no longer kept (n is before the horizon).
+func (x *index) search(q *query, n uint64, allowed func(patient string) bool) ([]hit, bool) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
+	if n < x.horizon {
+		return nil, false
+	}
 	// Candidates: the smallest set the query names.
 	var cands []*entry
 	switch {
@@ -336,7 +340,7 @@ func (x *index) search(q *query, n uint64, allowed func(patient string) bool) []
 		}
 		return cmp.Compare(b.v.seq, a.v.seq)
 	})
-	return out
+	return out, true
 }
 
 // match reports whether v matches every parameter of q but the type.
