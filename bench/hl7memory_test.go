@@ -9,6 +9,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -38,6 +39,10 @@ import (
 // benchmark process instead and a heap profile is written at each
 // checkpoint (go tool pprof -base /tmp/dir/heap-20000.pb.gz
 // /tmp/dir/heap-200000.pb.gz shows what grew).
+//
+// RADBRIDGE_BENCH_HL7MEM_FLAGS adds daemon flags, space-separated (e.g.
+// "--duplicate-window 2m", to see what the ingest log's duplicate window
+// holds).
 func BenchmarkHL7Memory(b *testing.B) {
 	checkpoints := []int{20000, 200000}
 	if s := os.Getenv("RADBRIDGE_BENCH_HL7MEM"); s != "" {
@@ -48,14 +53,15 @@ func BenchmarkHL7Memory(b *testing.B) {
 		patients = parseInts(b, s)[0]
 	}
 	profDir := os.Getenv("RADBRIDGE_BENCH_HL7MEM_INPROCESS")
+	flags := strings.Fields(os.Getenv("RADBRIDGE_BENCH_HL7MEM_FLAGS"))
 	for b.Loop() {
 		var mllpAddr, httpAddr string
 		pid := 0
 		if profDir != "" {
-			d := startAppDaemon(b)
+			d := startAppDaemon(b, flags...)
 			mllpAddr, httpAddr = d.MLLPAddr(), d.HTTPAddr()
 		} else {
-			d := startProcess(b, "--mllp-addr", "127.0.0.1:0", "--dicom-addr", "")
+			d := startProcess(b, append([]string{"--mllp-addr", "127.0.0.1:0", "--dicom-addr", ""}, flags...)...)
 			mllpAddr, httpAddr, pid = d.mllpAddr, d.httpAddr, d.pid
 		}
 		sent := 0

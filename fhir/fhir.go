@@ -429,14 +429,14 @@ func (h *Handler) search(w http.ResponseWriter, r *http.Request, typ string, pos
 			WriteOutcome(w, http.StatusBadRequest, "invalid", "_cursor is not one this server issued")
 			return
 		}
-		if h.idx.expired(q.cursor.AsOf) {
-			WriteOutcome(w, http.StatusGone, "not-found", fmt.Sprintf("this search's pages expired (more than %d events since its first page): search again without _cursor", PagingWindow))
-			return
-		}
 		asOf, offset = q.cursor.AsOf, q.cursor.Offset
 	}
+	hits, kept := h.idx.search(q, asOf, p.MayRead)
+	if !kept {
+		WriteOutcome(w, http.StatusGone, "not-found", fmt.Sprintf("this search's pages expired (more than %d events, or %d superseded versions, since its first page): search again without _cursor", PagingWindow, SupersededKept))
+		return
+	}
 	w.Header().Set(SeqHeader, versionID(asOf))
-	hits := h.idx.search(q, asOf, p.MayRead)
 	base := h.baseURL(r)
 	bundle := map[string]any{
 		"resourceType": "Bundle",

@@ -384,3 +384,50 @@ func TestSubscriptionsHook(t *testing.T) {
 		t.Errorf("Subscription entry %v", sub)
 	}
 }
+
+// TestCursorExpiresWhenItsVersionsAreDropped: once more than
+// SupersededKept versions were superseded after a search's first page,
+// the versions it pages through are gone and its next page is 410 Gone
+// (search again), whatever PagingWindow would allow; a new search answers.
+func TestCursorExpiresWhenItsVersionsAreDropped(t *testing.T) {
+	f := newFixture(t, nil)
+	for i := range 3 {
+		f.append(t, rbv1.EventType_IMAGING_STUDY_AVAILABLE, "P1", study(t, fmt.Sprintf("1.2.%d", i), "P1", "available", "CT"))
+	}
+	_, _, b := get(t, f, "/fhir/ImagingStudy?patient=P1&_count=2")
+	next := link(b, "next")
+	if next == "" {
+		t.Fatalf("no next link: %v", b)
+	}
+	// A small resource: the updates are many.
+	pb, err := structpb.NewStruct(map[string]any{"resourceType": "ImagingStudy", "id": "1.2.0", "status": "available",
+		"subject": map[string]any{"type": "Patient", "identifier": map[string]any{"system": "urn:test", "value": "P1"}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var last uint64
+	for i := range fhir.SupersededKept + 1 {
+		last, err = f.log.Append(context.Background(), eventlog.Key{IngestSeq: uint64(100 + i)}, &rbv1.Event{
+			Type: rbv1.EventType_IMAGING_STUDY_UPDATED, PatientId: "P1", Time: timestamppb.New(t0),
+			ResourceType: "ImagingStudy", ResourceId: "1.2.0", Resource: pb,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	if last >= fhir.PagingWindow {
+		t.Fatalf("%d events: the paging window alone would expire the cursor", last)
+	}
+	for deadline := time.Now().Add(time.Minute); f.h.Position() < last; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("indexed %d of %d events", f.h.Position(), last)
+		}
+	}
+	code, _, b := get(t, f, pathOf(t, next))
+	if code != http.StatusGone || b["resourceType"] != "OperationOutcome" {
+		t.Errorf("next page after %d updates: %d %v, want 410 and an OperationOutcome", fhir.SupersededKept+1, code, b)
+	}
+	if code, _, b := get(t, f, "/fhir/ImagingStudy?patient=P1"); code != 200 || b["total"] != float64(3) {
+		t.Errorf("a new search: %d, total %v", code, b["total"])
+	}
+}

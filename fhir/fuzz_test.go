@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"testing"
 	"time"
 
@@ -109,5 +110,62 @@ func TestOldVersionsLeaveThePagingWindow(t *testing.T) {
 	}
 	if v, ok := x.lookup("ImagingStudy", "a", x.position()-1); !ok || v.seq != 3 {
 		t.Errorf("as of before the last version: %v %v", v, ok)
+	}
+}
+
+// TestSupersededVersionsBounded: however fast resources are superseded
+// within the paging window, at most SupersededKept superseded versions are
+// kept; the horizon rises past the dropped ones (their cursors expire)
+// and every search as of a sequence at or after it answers as before.
+func TestSupersededVersionsBounded(t *testing.T) {
+	x := newIndex()
+	ev := func(seq uint64, id, status string) *rbv1.Event {
+		r, _ := structpb.NewStruct(map[string]any{"resourceType": "DiagnosticReport", "id": id, "status": status,
+			"identifier": []any{map[string]any{"system": "urn:acc", "value": "ACC-" + id}}})
+		return &rbv1.Event{Sequence: seq, PatientId: "P", Type: rbv1.EventType_IMAGING_REPORT_UPDATED,
+			ResourceType: "DiagnosticReport", ResourceId: id, Resource: r}
+	}
+	// Two resources, superseded in turn, each version's status its
+	// sequence: 3*SupersededKept events.
+	n := uint64(3 * SupersededKept)
+	for seq := uint64(1); seq <= n; seq++ {
+		x.add(ev(seq, []string{"a", "b"}[seq%2], strconv.FormatUint(seq, 10)))
+		if kept := len(x.superseded) - x.head; kept > SupersededKept {
+			t.Fatalf("at %d: %d superseded versions kept", seq, kept)
+		}
+	}
+	total := 0
+	for _, e := range x.byKey {
+		total += len(e.versions)
+		if len(e.versions) > 1 && &e.versions[0].ids[0] != &e.versions[1].ids[0] {
+			t.Errorf("%s: versions with the same identifiers do not share them", e.id)
+		}
+	}
+	if total-2 > SupersededKept || x.horizon == 0 {
+		t.Fatalf("%d versions kept for 2 resources, horizon %d", total, x.horizon)
+	}
+	if !x.expired(1) || !x.expired(x.horizon-1) || x.expired(x.horizon) {
+		t.Errorf("horizon %d: expired(1) %v, expired(horizon-1) %v, expired(horizon) %v", x.horizon, x.expired(1), x.expired(x.horizon-1), x.expired(x.horizon))
+	}
+	for _, asOf := range []uint64{x.horizon, x.horizon + 1, (x.horizon + n) / 2, n} {
+		for _, id := range []string{"a", "b"} {
+			v, ok := x.lookup("DiagnosticReport", id, asOf)
+			// The version current at asOf: the newest sequence ≤ asOf with
+			// the resource's parity.
+			want := asOf
+			if []string{"a", "b"}[want%2] != id {
+				want--
+			}
+			if !ok || v.seq != want || v.status != strconv.FormatUint(want, 10) {
+				t.Errorf("%s as of %d: %d %q %v, want %d", id, asOf, v.seq, v.status, ok, want)
+			}
+		}
+		q := &query{typ: "DiagnosticReport", patient: "P"}
+		if hits, ok := x.search(q, asOf, func(string) bool { return true }); !ok || len(hits) != 2 {
+			t.Errorf("search as of %d: %d hits %v, want 2", asOf, len(hits), ok)
+		}
+	}
+	if _, ok := x.search(&query{typ: "DiagnosticReport", patient: "P"}, x.horizon-1, func(string) bool { return true }); ok {
+		t.Errorf("search as of %d, before the horizon %d, answered", x.horizon-1, x.horizon)
 	}
 }

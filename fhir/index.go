@@ -46,6 +46,8 @@ type entry struct {
 	// patients and idents are the byPatient and byIdent keys it is
 	// listed under.
 	patients, idents []string
+	// trimmed is the horizon it was last trimmed to.
+	trimmed uint64
 }
 
 type resKey struct{ typ, id string }
@@ -71,6 +73,11 @@ type index struct {
 	// search as of an older sequence (a cursor) cannot be answered.
 	horizon   uint64
 	nextSweep uint64
+	// superseded lists the versions kept that a later one superseded,
+	// oldest first, by the sequence of the version that superseded each
+	// (from index head on): what a sweep may drop.
+	superseded []supersession
+	head       int
 	// moved is closed and replaced whenever pos moves.
 	moved     chan struct{}
 	byKey     map[resKey]*entry
@@ -129,35 +136,83 @@ func (x *index) add(ev *rbv1.Event) {
 		x.byKey[k] = e
 		x.byType[e.typ] = append(x.byType[e.typ], e)
 	}
+	if n := len(e.versions); n > 0 {
+		// Versions of a resource mostly repeat its search values: share
+		// the previous version's slices (never changed once stored).
+		last := &e.versions[n-1]
+		if slices.Equal(v.ids, last.ids) {
+			v.ids = last.ids
+		}
+		if slices.Equal(v.modalities, last.modalities) {
+			v.modalities = last.modalities
+		}
+		if slices.Equal(v.basedOn, last.basedOn) {
+			v.basedOn = last.basedOn
+		}
+		x.superseded = append(x.superseded, supersession{v.seq, e})
+	}
 	e.versions = append(e.versions, v)
 	listUnder(x.byPatient, v.patient, e, &e.patients)
 	for _, id := range v.ids {
 		listUnder(x.byIdent, id.value, e, &e.idents)
 	}
-	if x.pos >= x.nextSweep {
+	if x.pos >= x.nextSweep || len(x.superseded)-x.head > SupersededKept {
 		x.sweep()
 	}
 }
 
-// PagingWindow is how many events a search's cursor outlives: its pages
-// are answered as of its first page's sequence while fewer than this many
-// events have been appended since; later, the next page is 410 Gone
-// (search again). It bounds the superseded versions kept in memory.
+// PagingWindow is how many events a search's cursor outlives at most: its
+// pages are answered as of its first page's sequence while fewer than this
+// many events have been appended since, and while the versions current
+// then are still kept (see SupersededKept); later, the next page is 410
+// Gone (search again).
 const PagingWindow = 1 << 18
 
-// sweep drops the versions superseded before the paging window (each
-// resource keeps its version current at the horizon and every later one).
+// SupersededKept bounds the superseded versions kept in memory (for the
+// cursors of searches still paging): when more were superseded within
+// PagingWindow, the oldest are dropped down to half of it, and cursors
+// older than the newest dropped are expired. 200–300 bytes each (less
+// when a version repeats its resource's identifiers, modalities and
+// orders, as a report sent again does).
+const SupersededKept = 1 << 15
+
+// supersession says that a version of e was superseded at sequence seq
+// (by the version with that sequence).
+type supersession struct {
+	seq uint64
+	e   *entry
+}
+
+// sweep raises the horizon to the start of the paging window, or higher
+// to keep at most half of SupersededKept superseded versions, and drops
+// the versions superseded at or before it (each resource keeps its
+// version current at the horizon and every later one).
 func (x *index) sweep() {
 	x.nextSweep = x.pos + PagingWindow/4
-	if x.pos <= PagingWindow {
-		return
+	h := x.horizon
+	if x.pos > PagingWindow {
+		h = max(h, x.pos-PagingWindow)
 	}
-	x.horizon = x.pos - PagingWindow
-	for _, e := range x.byKey {
-		j := sort.Search(len(e.versions), func(i int) bool { return e.versions[i].seq > x.horizon })
+	if live := len(x.superseded) - x.head; live > SupersededKept/2 {
+		h = max(h, x.superseded[len(x.superseded)-SupersededKept/2-1].seq)
+	}
+	x.horizon = h
+	for x.head < len(x.superseded) && x.superseded[x.head].seq <= h {
+		e := x.superseded[x.head].e
+		x.superseded[x.head] = supersession{}
+		x.head++
+		if e.trimmed == h {
+			continue
+		}
+		e.trimmed = h
+		j := sort.Search(len(e.versions), func(i int) bool { return e.versions[i].seq > h })
 		if j > 1 {
 			e.versions = slices.Clone(e.versions[j-1:])
 		}
+	}
+	if x.head > len(x.superseded)/2 {
+		x.superseded = slices.Clone(x.superseded[x.head:])
+		x.head = 0
 	}
 }
 
@@ -244,10 +299,14 @@ func (x *index) lookup(typ, id string, n uint64) (version, bool) {
 }
 
 // search returns the resources of q.typ, as of event sequence n, that
-// match q and that allowed accepts (by patient), sorted by q.
-func (x *index) search(q *query, n uint64, allowed func(patient string) bool) []hit {
+// match q and that allowed accepts (by patient), sorted by q; false if
+// the versions current at n are no longer kept (n is before the horizon).
+func (x *index) search(q *query, n uint64, allowed func(patient string) bool) ([]hit, bool) {
 	x.mu.RLock()
 	defer x.mu.RUnlock()
+	if n < x.horizon {
+		return nil, false
+	}
 	// Candidates: the smallest set the query names.
 	var cands []*entry
 	switch {
@@ -281,7 +340,7 @@ func (x *index) search(q *query, n uint64, allowed func(patient string) bool) []
 		}
 		return cmp.Compare(b.v.seq, a.v.seq)
 	})
-	return out
+	return out, true
 }
 
 // match reports whether v matches every parameter of q but the type.
