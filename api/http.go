@@ -380,23 +380,36 @@ func (h *wsStream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpjson.WriteError(w, runtime.HTTPStatusFromCode(st.Code()), st.Code(), st.Message())
 		return
 	}
-	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: h.cfg.OriginPatterns})
+	lean := &leanResponse{ResponseWriter: w}
+	c, err := websocket.Accept(lean, r, &websocket.AcceptOptions{OriginPatterns: h.cfg.OriginPatterns})
 	if err != nil {
 		return // Accept wrote the HTTP error (403 for a foreign Origin)
 	}
-	defer c.CloseNow()
-	ctx, cancel := auth.WithExpiry(c.CloseRead(r.Context()), principal)
-	defer cancel()
+	// The connection outlives this handler: returning releases net/http's
+	// request state and this goroutine's stack, which every idle
+	// subscriber would otherwise keep. The stream goes on in a goroutine
+	// of its own until the client leaves, its token expires or the
+	// service stops (as a request's context would at shutdown).
+	ctx, cancel := auth.WithExpiry(c.CloseRead(h.svc.stopCtx), principal)
 	sub := h.svc.hub.SubscribeOn("websocket", p.since, p.f)
+	go h.stream(ctx, cancel, c, lean.out, sub, p.heartbeat)
+}
+
+// wsHeartbeat is the heartbeat frame of /v1/events:stream.
+var wsHeartbeat = []byte(`{"heartbeat":true}`)
+
+// stream sends sub's events to c until ctx ends or a write fails.
+func (h *wsStream) stream(ctx context.Context, cancel context.CancelFunc, c *websocket.Conn, out *frameWriter, sub *fanout.Subscription, heartbeat time.Duration) {
+	defer c.CloseNow()
+	defer cancel()
 	defer sub.Close()
-	hb := []byte(`{"heartbeat":true}`)
 	write := func(b []byte) error {
 		wctx, cancel := context.WithTimeout(ctx, h.cfg.WriteTimeout)
 		defer cancel()
-		return c.Write(wctx, websocket.MessageText, b)
+		return out.gatherWrite(func() error { return c.Write(wctx, websocket.MessageText, b) })
 	}
 	for {
-		entries, err := sub.Next(ctx, p.heartbeat)
+		entries, err := sub.Next(ctx, heartbeat)
 		if err != nil {
 			switch {
 			case errors.Is(err, fanout.ErrSlow):
@@ -410,7 +423,7 @@ func (h *wsStream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if len(entries) == 0 {
-			if err := write(hb); err != nil {
+			if err := write(wsHeartbeat); err != nil {
 				if auth.Expired(ctx) {
 					c.Close(CloseTokenExpired, CloseReasonTokenExpired)
 				}
