@@ -3,15 +3,22 @@ package api
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/coder/websocket"
+
+	"radbridge/auth"
+	"radbridge/eventlog"
+	"radbridge/fanout"
+	rbv1 "radbridge/proto/radbridge/v1"
 )
 
 // TestLeanConnectionFrames sends messages of every size class through a
@@ -126,5 +133,94 @@ func TestLeanConnectionKeepsEarlyBytes(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Fatal("handler did not read")
+	}
+}
+
+// TestEventsStreamCatchUpLiveHeartbeatStop follows one /v1/events:stream
+// subscriber through history from the log, live events, an idle heartbeat
+// and the service's Stop, which ends the stream and its subscription.
+func TestEventsStreamCatchUpLiveHeartbeatStop(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	l := eventlog.NewMemory()
+	appendEvents := func(from, n int, patient string) {
+		t.Helper()
+		for i := from; i < from+n; i++ {
+			if _, err := l.Append(ctx, eventlog.Key{IngestSeq: uint64(i)}, &rbv1.Event{Type: rbv1.EventType_ORDER_PLACED, PatientId: patient}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	appendEvents(1, 3, "P1")
+	hub := fanout.New(l, fanout.Config{WindowEvents: 64})
+	hctx, stopHub := context.WithCancel(ctx)
+	defer stopHub()
+	go hub.Run(hctx)
+	if err := hub.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	svc := NewService(l, hub, nil, nil, nil, nil)
+	srv := httptest.NewServer(&wsStream{svc: svc, cfg: HTTPConfig{WriteTimeout: 5 * time.Second, Auth: auth.None{}}})
+	defer srv.Close()
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"/v1/events:stream?patient_id=P1&heartbeat_seconds=1", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	read := func() (seq string, heartbeat bool) {
+		t.Helper()
+		_, b, err := c.Read(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m struct {
+			Sequence  string `json:"sequence"`
+			Heartbeat bool   `json:"heartbeat"`
+		}
+		if err := json.Unmarshal(b, &m); err != nil {
+			t.Fatalf("%s: %v", b, err)
+		}
+		return m.Sequence, m.Heartbeat
+	}
+	var got []string
+	for len(got) < 3 {
+		if seq, hb := read(); !hb {
+			got = append(got, seq)
+		}
+	}
+	start := time.Now()
+	if seq, hb := read(); !hb {
+		t.Fatalf("idle stream sent event %s, want a heartbeat", seq)
+	}
+	if d := time.Since(start); d > 5*time.Second {
+		t.Errorf("heartbeat after %v, want about 1s", d)
+	}
+	appendEvents(4, 1, "P2")
+	appendEvents(5, 2, "P1")
+	for len(got) < 5 {
+		if seq, hb := read(); !hb {
+			got = append(got, seq)
+		}
+	}
+	if want := []string{"1", "2", "3", "5", "6"}; !slices.Equal(got, want) {
+		t.Fatalf("sequences %v, want %v", got, want)
+	}
+	if n := hub.Stats().Subscribers["websocket"]; n != 1 {
+		t.Errorf("%d websocket subscribers, want 1", n)
+	}
+	svc.Stop()
+	for {
+		if _, _, err := c.Read(ctx); err != nil {
+			if ctx.Err() != nil {
+				t.Fatal("the stream did not end after Stop")
+			}
+			break
+		}
+	}
+	for hub.Stats().Subscribers["websocket"] != 0 {
+		if ctx.Err() != nil {
+			t.Fatal("the subscription stayed open after Stop")
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }

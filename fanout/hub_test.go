@@ -418,3 +418,62 @@ func TestLiveEntrySharedByAllSubscribers(t *testing.T) {
 		t.Errorf("P2 subscriber got %d entries (%v)", len(es), err)
 	}
 }
+
+// TestNotifyThenPoll: a subscriber without a goroutine in Next is told of
+// each new event and polls it (catch-up from the log first, then the
+// window), in order and once; Poll never waits; after Close it is no
+// longer told.
+func TestNotifyThenPoll(t *testing.T) {
+	l := eventlog.NewMemory()
+	appendN(t, l, 1, 5, "P1") // history before the hub starts: read from the log
+	h := startHub(t, l, 64)
+	s := h.Subscribe(0, eventlog.Filter{PatientIDs: []string{"P1"}})
+	kicks := make(chan struct{}, 100)
+	s.Notify(func() { kicks <- struct{}{} })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var got []uint64
+	poll := func() {
+		t.Helper()
+		for {
+			es, err := s.Poll(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(es) == 0 {
+				return
+			}
+			for _, e := range es {
+				got = append(got, e.Event.Sequence)
+			}
+		}
+	}
+	poll()
+	appendN(t, l, 6, 3, "P1")
+	appendN(t, l, 9, 1, "P2")
+	for len(got) < 8 {
+		select {
+		case <-kicks:
+		case <-ctx.Done():
+			t.Fatalf("got %v; no notification for the rest", got)
+		}
+		poll()
+	}
+	if want := []uint64{1, 2, 3, 4, 5, 6, 7, 8}; !cmp.Equal(got, want) {
+		t.Fatalf("polled %v, want %v", got, want)
+	}
+	for len(kicks) > 0 {
+		<-kicks
+	}
+	s.Close()
+	appendN(t, l, 10, 1, "P1")
+	for h.Head() < 10 {
+		if ctx.Err() != nil {
+			t.Fatal("event 10 never reached the hub")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if len(kicks) != 0 {
+		t.Errorf("notified after Close")
+	}
+}
