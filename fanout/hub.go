@@ -305,6 +305,7 @@ type Subscription struct {
 	live      bool
 	max       int
 	timer     *time.Timer
+	stop      <-chan struct{}
 	transport string
 	slow      bool
 }
@@ -385,6 +386,10 @@ func (s *Subscription) Poll(ctx context.Context) ([]*Entry, error) {
 // skipped by its filter).
 func (s *Subscription) Position() uint64 { return s.pos }
 
+// StopOn makes Next return context.Canceled once done is closed (the end
+// of a whole service, without a context of its own per subscriber).
+func (s *Subscription) StopOn(done <-chan struct{}) { s.stop = done }
+
 // Next returns the next matching events, waiting up to idle for one. An
 // empty result with a nil error means idle passed (send a heartbeat).
 func (s *Subscription) Next(ctx context.Context, idle time.Duration) ([]*Entry, error) {
@@ -396,6 +401,11 @@ func (s *Subscription) Next(ctx context.Context, idle time.Duration) ([]*Entry, 
 	timer := s.timer
 	defer timer.Stop()
 	for {
+		select {
+		case <-s.stop: // also between the pages of a catch-up
+			return nil, context.Canceled
+		default:
+		}
 		out, wake, err := s.poll(ctx)
 		if err != nil || len(out) > 0 {
 			return out, err
@@ -403,6 +413,8 @@ func (s *Subscription) Next(ctx context.Context, idle time.Duration) ([]*Entry, 
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
+		case <-s.stop:
+			return nil, context.Canceled
 		case <-timer.C:
 			return nil, nil
 		case <-wake:

@@ -477,3 +477,35 @@ func TestNotifyThenPoll(t *testing.T) {
 		t.Errorf("notified after Close")
 	}
 }
+
+// TestStopOn: a closed stop channel ends Next at once, whether it waits for
+// live events or still has history to catch up on.
+func TestStopOn(t *testing.T) {
+	l := eventlog.NewMemory()
+	appendN(t, l, 1, 600, "P1")
+	h := startHub(t, l, 64)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stop := make(chan struct{})
+	live := h.Subscribe(h.Head(), eventlog.Filter{})
+	defer live.Close()
+	live.StopOn(stop)
+	behind := h.Subscribe(0, eventlog.Filter{})
+	defer behind.Close()
+	behind.StopOn(stop)
+	if es, err := behind.Next(ctx, time.Minute); err != nil || len(es) == 0 {
+		t.Fatalf("catch-up: %d events, %v", len(es), err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := live.Next(ctx, time.Minute)
+		done <- err
+	}()
+	close(stop)
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("waiting Next after stop: %v, want context.Canceled", err)
+	}
+	if es, err := behind.Next(ctx, time.Minute); !errors.Is(err, context.Canceled) {
+		t.Errorf("catch-up Next after stop: %d events, %v; want context.Canceled", len(es), err)
+	}
+}
