@@ -403,9 +403,9 @@ var wsHeartbeat = []byte(`{"heartbeat":true}`)
 
 // wsSub is one /v1/events:stream subscriber. It has no goroutine of its own
 // while idle: the hub (a new event), its heartbeat timer and the end of its
-// context kick it, and a kick starts a goroutine that sends what is ready
-// and ends. At most one runs at a time, so events go out in order; a kick
-// while one runs makes it look again before it ends.
+// context kick it, and a kick has a sender goroutine send what is ready. At
+// most one sends for it at a time, so events go out in order; a kick while
+// one sends makes it look again before it stops.
 type wsSub struct {
 	h         *wsStream
 	c         *websocket.Conn
@@ -434,7 +434,38 @@ func (s *wsSub) start() {
 	})
 	s.sub.Notify(s.kick)
 	context.AfterFunc(s.ctx, s.kick)
-	go s.run()
+	startSender(s)
+}
+
+// wsSenders hands a kicked subscriber to a goroutine that has just sent for
+// another one and still waits: it keeps its grown stack, where a new
+// goroutine per subscriber and event would grow one each time (the write
+// path is deeper than a new goroutine's stack). A sender that waits
+// wsSenderLinger without work ends, so idle subscribers keep none.
+var wsSenders = make(chan *wsSub)
+
+const wsSenderLinger = 500 * time.Millisecond
+
+func startSender(s *wsSub) {
+	select {
+	case wsSenders <- s:
+	default:
+		go sender(s)
+	}
+}
+
+func sender(s *wsSub) {
+	t := time.NewTimer(wsSenderLinger)
+	defer t.Stop()
+	for {
+		s.run()
+		t.Reset(wsSenderLinger)
+		select {
+		case s = <-wsSenders:
+		case <-t.C:
+			return
+		}
+	}
 }
 
 // kick makes sure a goroutine looks at the subscription soon.
@@ -443,7 +474,7 @@ func (s *wsSub) kick() {
 		switch s.state.Load() {
 		case wsIdle:
 			if s.state.CompareAndSwap(wsIdle, wsRunning) {
-				go s.run()
+				startSender(s)
 				return
 			}
 		case wsRunning:

@@ -302,7 +302,10 @@ func benchFanOut(b *testing.B, kind string, n int, child bool) {
 	defer f.close()
 
 	var toLast, toFirst, spread, pubTime []time.Duration
+	cpu0 := cpuTime(b, d.pid)
+	rounds := 0
 	for b.Loop() {
+		rounds++
 		r := f.expect(next)
 		start := time.Now()
 		seq, err := publish(ctx, pub, int(next))
@@ -319,6 +322,12 @@ func benchFanOut(b *testing.B, kind string, n int, child bool) {
 		toFirst = append(toFirst, first.Sub(start))
 		spread = append(spread, last.Sub(first))
 		next++
+	}
+	if d.pid != 0 && rounds > 0 {
+		// The daemon's own CPU per published event (publish pipeline and
+		// fan-out): unlike the times, it hardly depends on what else the
+		// shared machine runs.
+		b.ReportMetric(ms(cpuTime(b, d.pid)-cpu0)/float64(rounds), "daemon-cpu-ms/event")
 	}
 	if e := f.errs.Load(); e > 0 {
 		b.Errorf("%d subscriber streams failed; first: %v", e, f.err)
@@ -360,4 +369,25 @@ func TestFanOutHarness(t *testing.T) {
 	if g.errs.Load()+w.errs.Load() > 0 {
 		t.Fatalf("stream errors: grpc %v, ws %v", g.err, w.err)
 	}
+}
+
+// cpuTime is the user plus system CPU time process pid has used (0 for
+// pid 0, the daemon in this process).
+func cpuTime(tb testing.TB, pid int) time.Duration {
+	tb.Helper()
+	if pid == 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// The fields after the command (which may hold spaces), from field 3.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		tb.Fatalf("/proc/%d/stat: %q", pid, b)
+	}
+	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ
 }
