@@ -29,14 +29,7 @@ func TestSubscribeStop(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	hub := fanout.New(l, fanout.Config{WindowEvents: 64})
-	hctx, stopHub := context.WithCancel(ctx)
-	defer stopHub()
-	go hub.Run(hctx)
-	if err := hub.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
-	svc := NewService(l, hub, nil, nil, nil, nil)
+	svc, _ := testService(ctx, t, l)
 	lis := bufconn.Listen(1 << 20)
 	srv := grpc.NewServer()
 	rbv1.RegisterEventServiceServer(srv, svc)
@@ -66,4 +59,18 @@ func TestSubscribeStop(t *testing.T) {
 	if got := st.Trailer().Get("radbridge-resume-since"); len(got) != 1 || got[0] != "3" {
 		t.Errorf("trailer radbridge-resume-since %v, want [3]", got)
 	}
+}
+
+// testService returns a Service (without ingest, mapper or read models:
+// enough for the streams) over l, with its hub running until the test ends.
+func testService(ctx context.Context, t *testing.T, l eventlog.Log) (*Service, *fanout.Hub) {
+	t.Helper()
+	hub := fanout.New(l, fanout.Config{WindowEvents: 64})
+	hctx, stopHub := context.WithCancel(ctx)
+	t.Cleanup(stopHub)
+	go hub.Run(hctx)
+	if err := hub.WaitReady(ctx); err != nil {
+		t.Fatal(err)
+	}
+	return NewService(l, hub, nil, nil, nil, nil), hub
 }

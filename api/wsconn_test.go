@@ -17,7 +17,6 @@ import (
 
 	"radbridge/auth"
 	"radbridge/eventlog"
-	"radbridge/fanout"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
 
@@ -152,14 +151,7 @@ func TestEventsStreamCatchUpLiveHeartbeatStop(t *testing.T) {
 		}
 	}
 	appendEvents(1, 3, "P1")
-	hub := fanout.New(l, fanout.Config{WindowEvents: 64})
-	hctx, stopHub := context.WithCancel(ctx)
-	defer stopHub()
-	go hub.Run(hctx)
-	if err := hub.WaitReady(ctx); err != nil {
-		t.Fatal(err)
-	}
-	svc := NewService(l, hub, nil, nil, nil, nil)
+	svc, hub := testService(ctx, t, l)
 	srv := httptest.NewServer(&wsStream{svc: svc, cfg: HTTPConfig{WriteTimeout: 5 * time.Second, Auth: auth.None{}}})
 	defer srv.Close()
 	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http")+"/v1/events:stream?patient_id=P1&heartbeat_seconds=1", nil)
