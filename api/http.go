@@ -438,10 +438,9 @@ func (s *wsSub) start() {
 }
 
 // wsSenders hands a kicked subscriber to a goroutine that has just sent for
-// another one and still waits: it keeps its grown stack, where a new
-// goroutine per subscriber and event would grow one each time (the write
-// path is deeper than a new goroutine's stack). A sender that waits
-// wsSenderLinger without work ends, so idle subscribers keep none.
+// another one and still waits, so a fan-out reuses goroutines instead of
+// starting one per subscriber and event. A sender that waits
+// wsSenderLinger without work ends: idle subscribers keep none.
 var wsSenders = make(chan *wsSub)
 
 const wsSenderLinger = 500 * time.Millisecond
