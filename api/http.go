@@ -12,6 +12,7 @@ import (
 	"path"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/coder/websocket"
@@ -380,43 +381,166 @@ func (h *wsStream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		httpjson.WriteError(w, runtime.HTTPStatusFromCode(st.Code()), st.Code(), st.Message())
 		return
 	}
-	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: h.cfg.OriginPatterns})
+	lean := &leanResponse{ResponseWriter: w}
+	c, err := websocket.Accept(lean, r, &websocket.AcceptOptions{OriginPatterns: h.cfg.OriginPatterns})
 	if err != nil {
 		return // Accept wrote the HTTP error (403 for a foreign Origin)
 	}
-	defer c.CloseNow()
-	ctx, cancel := auth.WithExpiry(c.CloseRead(r.Context()), principal)
-	defer cancel()
-	sub := h.svc.hub.SubscribeOn("websocket", p.since, p.f)
-	defer sub.Close()
-	hb := []byte(`{"heartbeat":true}`)
+	// The connection outlives this handler: returning releases net/http's
+	// request state and this goroutine's stack, which every idle
+	// subscriber would otherwise keep. Its only goroutine while idle is
+	// the reader of CloseRead; the stream runs when there is something to
+	// send (see wsSub), until the client leaves, its token expires or the
+	// service stops (as a request's context would at shutdown).
+	ctx, cancel := auth.WithExpiry(c.CloseRead(h.svc.stopCtx), principal)
+	s := &wsSub{h: h, c: c, out: lean.out, ctx: ctx, cancel: cancel, heartbeat: p.heartbeat,
+		sub: h.svc.hub.SubscribeOn("websocket", p.since, p.f)}
+	s.start()
+}
+
+// wsHeartbeat is the heartbeat frame of /v1/events:stream.
+var wsHeartbeat = []byte(`{"heartbeat":true}`)
+
+// wsSub is one /v1/events:stream subscriber. It has no goroutine of its own
+// while idle: the hub (a new event), its heartbeat timer and the end of its
+// context kick it, and a kick has a sender goroutine send what is ready. At
+// most one sends for it at a time, so events go out in order; a kick while
+// one sends makes it look again before it stops.
+type wsSub struct {
+	h         *wsStream
+	c         *websocket.Conn
+	out       *frameWriter
+	sub       *fanout.Subscription
+	ctx       context.Context
+	cancel    context.CancelFunc
+	heartbeat time.Duration
+
+	hb    *time.Timer
+	hbDue atomic.Bool
+	state atomic.Uint32 // wsIdle, wsRunning, wsKicked
+}
+
+const (
+	wsIdle    = iota // no goroutine
+	wsRunning        // a goroutine sends
+	wsKicked         // a goroutine sends, and must look again before ending
+)
+
+func (s *wsSub) start() {
+	s.state.Store(wsRunning) // the first run below; no kick may start another
+	s.hb = time.AfterFunc(s.heartbeat, func() {
+		s.hbDue.Store(true)
+		s.kick()
+	})
+	s.sub.Notify(s.kick)
+	context.AfterFunc(s.ctx, s.kick)
+	startSender(s)
+}
+
+// wsSenders hands a kicked subscriber to a goroutine that has just sent for
+// another one and still waits, so a fan-out reuses goroutines instead of
+// starting one per subscriber and event. A sender that waits
+// wsSenderLinger without work ends: idle subscribers keep none.
+var wsSenders = make(chan *wsSub)
+
+const wsSenderLinger = 500 * time.Millisecond
+
+func startSender(s *wsSub) {
+	select {
+	case wsSenders <- s:
+	default:
+		go sender(s)
+	}
+}
+
+func sender(s *wsSub) {
+	t := time.NewTimer(wsSenderLinger)
+	defer t.Stop()
+	for {
+		s.run()
+		t.Reset(wsSenderLinger)
+		select {
+		case s = <-wsSenders:
+		case <-t.C:
+			return
+		}
+	}
+}
+
+// kick makes sure a goroutine looks at the subscription soon.
+func (s *wsSub) kick() {
+	for {
+		switch s.state.Load() {
+		case wsIdle:
+			if s.state.CompareAndSwap(wsIdle, wsRunning) {
+				startSender(s)
+				return
+			}
+		case wsRunning:
+			if s.state.CompareAndSwap(wsRunning, wsKicked) {
+				return
+			}
+		default:
+			return
+		}
+	}
+}
+
+func (s *wsSub) run() {
+	for {
+		if !s.send() {
+			// Over: the state stays running, so no kick starts another.
+			s.hb.Stop()
+			s.sub.Close()
+			s.cancel()
+			s.c.CloseNow()
+			return
+		}
+		if s.state.CompareAndSwap(wsRunning, wsIdle) {
+			return
+		}
+		s.state.Store(wsRunning) // kicked meanwhile: look again
+	}
+}
+
+// send writes the events that are ready, or a heartbeat when one is due and
+// there are none; it returns false when the stream is over.
+func (s *wsSub) send() bool {
+	c, ctx := s.c, s.ctx
 	write := func(b []byte) error {
-		wctx, cancel := context.WithTimeout(ctx, h.cfg.WriteTimeout)
+		wctx, cancel := context.WithTimeout(ctx, s.h.cfg.WriteTimeout)
 		defer cancel()
-		return c.Write(wctx, websocket.MessageText, b)
+		return s.out.gatherWrite(func() error { return c.Write(wctx, websocket.MessageText, b) })
 	}
 	for {
-		entries, err := sub.Next(ctx, p.heartbeat)
+		entries, err := s.sub.Poll(ctx)
+		if err == nil {
+			err = ctx.Err()
+		}
 		if err != nil {
 			switch {
 			case errors.Is(err, fanout.ErrSlow):
-				c.Close(websocket.StatusTryAgainLater, fmt.Sprintf("subscriber too slow: resume with since=%d", sub.Position()))
+				c.Close(websocket.StatusTryAgainLater, fmt.Sprintf("subscriber too slow: resume with since=%d", s.sub.Position()))
 			case auth.Expired(ctx):
 				c.Close(CloseTokenExpired, CloseReasonTokenExpired)
 			case ctx.Err() != nil:
 			default:
 				c.Close(websocket.StatusInternalError, "read events failed")
 			}
-			return
+			return false
 		}
 		if len(entries) == 0 {
-			if err := write(hb); err != nil {
+			if !s.hbDue.Swap(false) {
+				return true
+			}
+			if err := write(wsHeartbeat); err != nil {
 				if auth.Expired(ctx) {
 					c.Close(CloseTokenExpired, CloseReasonTokenExpired)
 				}
-				return
+				return false
 			}
-			continue
+			s.hb.Reset(s.heartbeat)
+			return true
 		}
 		for _, e := range entries {
 			if err := write(e.JSON()); err != nil {
@@ -425,9 +549,13 @@ func (h *wsStream) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				} else if errors.Is(err, context.DeadlineExceeded) {
 					c.Close(websocket.StatusTryAgainLater, fmt.Sprintf("subscriber too slow: resume with since=%d", e.Event.Sequence-1))
 				}
-				return
+				return false
 			}
 		}
+		// The heartbeat counts from the last write, as a wait in Next
+		// would.
+		s.hbDue.Store(false)
+		s.hb.Reset(s.heartbeat)
 	}
 }
 

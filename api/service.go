@@ -129,15 +129,14 @@ func (s *Service) validateSubscribe(ctx context.Context, r *rbv1.SubscribeReques
 
 // Subscribe implements rbv1.EventServiceServer.
 func (s *Service) Subscribe(r *rbv1.SubscribeRequest, stream grpc.ServerStreamingServer[rbv1.Event]) error {
-	ctx, cancel := context.WithCancel(stream.Context())
-	defer cancel()
-	defer context.AfterFunc(s.stopCtx, cancel)()
+	ctx := stream.Context()
 	p, err := s.validateSubscribe(ctx, r)
 	if err != nil {
 		return err
 	}
 	sub := s.hub.SubscribeOn("grpc", p.since, p.f)
 	defer sub.Close()
+	sub.StopOn(s.stopCtx.Done())
 	hb, _ := preEncodedOf(&rbv1.Event{Heartbeat: true})
 	_ = stream.SendHeader(metadata.Pairs("radbridge-since", strconv.FormatUint(p.since, 10)))
 	for {

@@ -322,17 +322,21 @@ func benchFanOut(b *testing.B, kind string, n int, child bool) {
 	f, next := openFleet(b, kind, d, pub, n, since, 3600)
 	defer f.close()
 
-	pubTime := measureFanOut(b, f, next, "subscriber streams", func(seq uint64) (uint64, error) { return publish(ctx, pub, int(seq)) })
+	pubTime := measureFanOut(b, f, next, d.pid, "subscriber streams", func(seq uint64) (uint64, error) { return publish(ctx, pub, int(seq)) })
 	b.ReportMetric(ms(percentile(pubTime, 50)), "publish-ms-p50")
 }
 
 // measureFanOut publishes one event per iteration (publish(seq) for the
 // sequence it must get, from next on), times until every member of f has
 // it, and reports ms-to-last-p50/p99, ms-to-first-p50 and spread-ms-p50/p99
-// (last receipt minus first). It returns how long each publish call took.
-func measureFanOut(b *testing.B, f *fleet, next uint64, members string, publish func(seq uint64) (uint64, error)) []time.Duration {
+// (last receipt minus first), and with a daemon pid its CPU per event
+// (daemon-cpu-ms/event). It returns how long each publish call took.
+func measureFanOut(b *testing.B, f *fleet, next uint64, pid int, members string, publish func(seq uint64) (uint64, error)) []time.Duration {
 	var toLast, toFirst, spread, took []time.Duration
+	cpu0 := cpuTime(b, pid)
+	rounds := 0
 	for b.Loop() {
+		rounds++
 		r := f.expect(next)
 		start := time.Now()
 		seq, err := publish(next)
@@ -349,6 +353,12 @@ func measureFanOut(b *testing.B, f *fleet, next uint64, members string, publish 
 		toFirst = append(toFirst, first.Sub(start))
 		spread = append(spread, last.Sub(first))
 		next++
+	}
+	if pid != 0 && rounds > 0 {
+		// The daemon's own CPU per published event (publish pipeline and
+		// fan-out): unlike the times, it hardly depends on what else the
+		// shared machine runs.
+		b.ReportMetric(ms(cpuTime(b, pid)-cpu0)/float64(rounds), "daemon-cpu-ms/event")
 	}
 	if e := f.errs.Load(); e > 0 {
 		b.Errorf("%d %s failed; first: %v", e, members, f.err)
@@ -390,4 +400,25 @@ func TestFanOutHarness(t *testing.T) {
 	if g.errs.Load()+w.errs.Load() > 0 {
 		t.Fatalf("stream errors: grpc %v, ws %v", g.err, w.err)
 	}
+}
+
+// cpuTime is the user plus system CPU time process pid has used (0 for
+// pid 0, the daemon in this process).
+func cpuTime(tb testing.TB, pid int) time.Duration {
+	tb.Helper()
+	if pid == 0 {
+		return 0
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		tb.Fatal(err)
+	}
+	// The fields after the command (which may hold spaces), from field 3.
+	f := strings.Fields(string(b[strings.LastIndexByte(string(b), ')')+1:]))
+	utime, err1 := strconv.ParseInt(f[11], 10, 64)
+	stime, err2 := strconv.ParseInt(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		tb.Fatalf("/proc/%d/stat: %q", pid, b)
+	}
+	return time.Duration(utime+stime) * time.Second / 100 // USER_HZ
 }

@@ -184,7 +184,7 @@ func benchRoomFanOut(b *testing.B, n int) {
 	b.Logf("conns=%d: connected in %v; daemon VmRSS %.1f MB -> %.1f MB", n, connectTime.Round(time.Millisecond),
 		float64(before)/(1<<20), float64(after)/(1<<20))
 
-	post := measureFanOut(b, f, next, "room connections", func(seq uint64) (uint64, error) { return restPublish(ctx, d.httpAddr, patient, int(seq)) })
+	post := measureFanOut(b, f, next, d.pid, "room connections", func(seq uint64) (uint64, error) { return restPublish(ctx, d.httpAddr, patient, int(seq)) })
 	b.ReportMetric(ms(percentile(post, 50)), "post-ms-p50")
 	b.ReportMetric(float64(after-before)/float64(n), "B/conn")
 	b.ReportMetric(float64(after)/(1<<20), "rss-after-MB")

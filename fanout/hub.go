@@ -123,6 +123,7 @@ type Hub struct {
 
 	subs        int64
 	live        map[*Subscription]struct{} // open subscriptions (retention warnings)
+	notify      map[*Subscription]func()   // callbacks of Notify
 	byTransport map[string]int64           // open subscriptions by transport
 	slow        map[string]uint64          // subscriptions ended by ErrSlow, by transport
 	floor       uint64                     // oldest sequence the log retains (SetFloor)
@@ -227,8 +228,8 @@ func (h *Hub) WaitReady(ctx context.Context) error {
 
 func (h *Hub) push(e *Entry) {
 	h.mu.Lock()
-	defer h.mu.Unlock()
 	if e.Event.Sequence != h.base+uint64(len(h.ring))+1 {
+		h.mu.Unlock()
 		return // already have it (a retried watch)
 	}
 	h.ring = append(h.ring, e)
@@ -241,6 +242,14 @@ func (h *Hub) push(e *Entry) {
 	}
 	close(h.wake)
 	h.wake = make(chan struct{})
+	h.mu.Unlock()
+	// Under the read lock only: the goroutines the callbacks start can
+	// poll meanwhile.
+	h.mu.RLock()
+	for _, fn := range h.notify {
+		fn()
+	}
+	h.mu.RUnlock()
 }
 
 // Head returns the newest sequence the hub has seen.
@@ -296,6 +305,7 @@ type Subscription struct {
 	live      bool
 	max       int
 	timer     *time.Timer
+	stop      <-chan struct{}
 	transport string
 	slow      bool
 }
@@ -346,12 +356,39 @@ func (s *Subscription) Close() {
 	s.h.subs--
 	s.h.byTransport[s.transport]--
 	delete(s.h.live, s)
+	delete(s.h.notify, s)
 	s.h.mu.Unlock()
+}
+
+// Notify makes the hub call fn each time an event enters the window, until
+// Close: a subscriber that has no goroutine waiting in Next learns there
+// may be something for Poll. fn runs on the hub's goroutine with the hub
+// read-locked: it must return at once and not call the hub.
+func (s *Subscription) Notify(fn func()) {
+	s.h.mu.Lock()
+	if s.h.notify == nil {
+		s.h.notify = map[*Subscription]func(){}
+	}
+	s.h.notify[s] = fn
+	s.h.mu.Unlock()
+}
+
+// Poll returns the next matching events without waiting: what the window
+// holds after the cursor, or a page of older events from the log while
+// catching up. An empty result means nothing is there yet. Like Next, it
+// must not be called by two goroutines at once.
+func (s *Subscription) Poll(ctx context.Context) ([]*Entry, error) {
+	out, _, err := s.poll(ctx)
+	return out, err
 }
 
 // Position is the last sequence the subscription has passed (delivered or
 // skipped by its filter).
 func (s *Subscription) Position() uint64 { return s.pos }
+
+// StopOn makes Next return context.Canceled once done is closed (the end
+// of a whole service, without a context of its own per subscriber).
+func (s *Subscription) StopOn(done <-chan struct{}) { s.stop = done }
 
 // Next returns the next matching events, waiting up to idle for one. An
 // empty result with a nil error means idle passed (send a heartbeat).
@@ -364,6 +401,11 @@ func (s *Subscription) Next(ctx context.Context, idle time.Duration) ([]*Entry, 
 	timer := s.timer
 	defer timer.Stop()
 	for {
+		select {
+		case <-s.stop: // also between the pages of a catch-up
+			return nil, context.Canceled
+		default:
+		}
 		out, wake, err := s.poll(ctx)
 		if err != nil || len(out) > 0 {
 			return out, err
@@ -371,6 +413,8 @@ func (s *Subscription) Next(ctx context.Context, idle time.Duration) ([]*Entry, 
 		select {
 		case <-ctx.Done():
 			return nil, ctx.Err()
+		case <-s.stop:
+			return nil, context.Canceled
 		case <-timer.C:
 			return nil, nil
 		case <-wake:

@@ -415,3 +415,94 @@ func TestLiveEntrySharedByAllSubscribers(t *testing.T) {
 		t.Errorf("P2 subscriber got %d entries (%v)", len(es), err)
 	}
 }
+
+// TestNotifyThenPoll: a subscriber without a goroutine in Next is told of
+// each new event and polls it (catch-up from the log first, then the
+// window), in order and once; Poll never waits; after Close it is no
+// longer told.
+func TestNotifyThenPoll(t *testing.T) {
+	l := eventlog.NewMemory()
+	appendN(t, l, 1, 5, "P1") // history before the hub starts: read from the log
+	h := startHub(t, l, 64)
+	s := h.Subscribe(0, eventlog.Filter{PatientIDs: []string{"P1"}})
+	kicks := make(chan struct{}, 100)
+	s.Notify(func() { kicks <- struct{}{} })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	var got []uint64
+	poll := func() {
+		t.Helper()
+		for {
+			es, err := s.Poll(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(es) == 0 {
+				return
+			}
+			for _, e := range es {
+				got = append(got, e.Event.Sequence)
+			}
+		}
+	}
+	poll()
+	appendN(t, l, 6, 3, "P1")
+	appendN(t, l, 9, 1, "P2")
+	for len(got) < 8 {
+		select {
+		case <-kicks:
+		case <-ctx.Done():
+			t.Fatalf("got %v; no notification for the rest", got)
+		}
+		poll()
+	}
+	if want := []uint64{1, 2, 3, 4, 5, 6, 7, 8}; !cmp.Equal(got, want) {
+		t.Fatalf("polled %v, want %v", got, want)
+	}
+	for len(kicks) > 0 {
+		<-kicks
+	}
+	s.Close()
+	appendN(t, l, 10, 1, "P1")
+	for h.Head() < 10 {
+		if ctx.Err() != nil {
+			t.Fatal("event 10 never reached the hub")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if len(kicks) != 0 {
+		t.Errorf("notified after Close")
+	}
+}
+
+// TestStopOn: a closed stop channel ends Next at once, whether it waits for
+// live events or still has history to catch up on.
+func TestStopOn(t *testing.T) {
+	l := eventlog.NewMemory()
+	appendN(t, l, 1, 600, "P1")
+	h := startHub(t, l, 64)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	stop := make(chan struct{})
+	live := h.Subscribe(h.Head(), eventlog.Filter{})
+	defer live.Close()
+	live.StopOn(stop)
+	behind := h.Subscribe(0, eventlog.Filter{})
+	defer behind.Close()
+	behind.StopOn(stop)
+	if es, err := behind.Next(ctx, time.Minute); err != nil || len(es) == 0 {
+		t.Fatalf("catch-up: %d events, %v", len(es), err)
+	}
+	done := make(chan error, 1)
+	go func() {
+		_, err := live.Next(ctx, time.Minute)
+		done <- err
+	}()
+	close(stop)
+	if err := <-done; !errors.Is(err, context.Canceled) {
+		t.Errorf("waiting Next after stop: %v, want context.Canceled", err)
+	}
+	if es, err := behind.Next(ctx, time.Minute); !errors.Is(err, context.Canceled) {
+		t.Errorf("catch-up Next after stop: %d events, %v; want context.Canceled", len(es), err)
+	}
+}
