@@ -140,6 +140,9 @@ func (e *Engine) Active() int {
 func (e *Engine) Run(ctx context.Context) error {
 	watch, err := e.cfg.Store.kv.Watch(ctx, "sub.*")
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while the watch was being set up
+		}
 		return fmt.Errorf("watch subscriptions: %w", err)
 	}
 	defer watch.Stop()
@@ -155,10 +158,17 @@ func (e *Engine) Run(ctx context.Context) error {
 	}()
 	for {
 		var ent jetstream.KeyValueEntry
+		var ok bool
 		select {
 		case <-ctx.Done():
 			return nil
-		case ent = <-watch.Updates():
+		case ent, ok = <-watch.Updates():
+		}
+		if !ok {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return errors.New("watch subscriptions: ended")
 		}
 		if ent == nil {
 			continue // the initial values are in

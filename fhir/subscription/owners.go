@@ -32,6 +32,9 @@ func newOwners() *owners {
 func (o *owners) run(ctx context.Context, s *Store) error {
 	watch, err := s.kv.Watch(ctx, "sub.*")
 	if err != nil {
+		if ctx.Err() != nil {
+			return nil // stopped while the watch was being set up
+		}
 		return fmt.Errorf("watch subscriptions: %w", err)
 	}
 	defer watch.Stop()
@@ -46,6 +49,9 @@ func (o *owners) run(ctx context.Context, s *Store) error {
 		case ent, ok = <-watch.Updates():
 		}
 		if !ok {
+			if ctx.Err() != nil {
+				return nil
+			}
 			return errors.New("watch subscriptions: ended")
 		}
 		if ent == nil {
