@@ -260,10 +260,12 @@ func jpegBomb(t *testing.T, width, height uint16) []byte {
 func cstore(t *testing.T, addr, ts string, sop string, ds []byte) error {
 	t.Helper()
 	// Generous: 32 associations at the element limit take turns to parse,
-	// about 1 s each here, several under -race.
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	// about 1 s each here, several under -race, and much more on a loaded
+	// machine (one CI run needed over 5 minutes for the last of them); this
+	// test bounds memory, not time.
+	ctx, cancel := context.WithTimeout(context.Background(), 15*time.Minute)
 	defer cancel()
-	c, err := scu.Dial(ctx, addr, scu.Config{CallingAE: "PACS", CalledAE: "RADBRIDGE", Timeout: 5 * time.Minute,
+	c, err := scu.Dial(ctx, addr, scu.Config{CallingAE: "PACS", CalledAE: "RADBRIDGE", Timeout: 15 * time.Minute,
 		Contexts: []scu.Context{{AbstractSyntax: secondaryCapture, TransferSyntaxes: []string{ts}}}})
 	if err != nil {
 		t.Fatal(err)
