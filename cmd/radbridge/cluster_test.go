@@ -111,7 +111,7 @@ func TestClusterFailover(t *testing.T) {
 	}
 	common := []string{"--nats-url", strings.Join(urls, ","), "--nats-replicas", "3", "--leader-lease", "3s", "--study-quiet-period", "2s"}
 	a := serve(t, append([]string{"--node-id", "rb-a"}, common...)...)
-	waitLog(t, a, `"msg":"became leader"`)
+	waitLog(t, a, `"msg":"became leader","component":"leader","lease":"mapper"`)
 	b := serve(t, append([]string{"--node-id", "rb-b"}, common...)...)
 	procs := []*daemon{a, b}
 	if role, leader := statusRole(t, b); role != "follower" || leader != "rb-a" {
@@ -240,7 +240,7 @@ func TestClusterFailover(t *testing.T) {
 	mu.Lock()
 	faultsDone = true
 	mu.Unlock()
-	waitLog(t, b, `"msg":"became leader"`)
+	waitLog(t, b, `"msg":"became leader","component":"leader","lease":"mapper"`)
 	if role, leader := statusRole(t, b); role != "leader" || leader != "rb-b" {
 		t.Errorf("radbridge status on rb-b after the failover: role %q, leader %q", role, leader)
 	}
