@@ -1,8 +1,8 @@
 package app_test
 
 import (
-	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -10,12 +10,12 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"radbridge/internal/app"
 	"radbridge/internal/config"
+	"radbridge/internal/testkit"
 )
 
 func lifecycleConfig(t *testing.T, dir string, args ...string) *config.Config {
@@ -27,23 +27,12 @@ func lifecycleConfig(t *testing.T, dir string, args ...string) *config.Config {
 	return cfg
 }
 
-// unusedAddr is a loopback address nothing listens on now.
-func unusedAddr(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
-
 // TestReadyNotifyAndStop: ReadyNotify closes once the daemon serves
 // (/readyz answers 200 then), and after the context ends Wait returns and
 // the store and the listeners are free again.
 func TestReadyNotifyAndStop(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
-	grpcAddr, httpAddr := unusedAddr(t), unusedAddr(t)
+	grpcAddr, httpAddr := loopbackAddr(t), loopbackAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	d, err := app.Start(ctx, lifecycleConfig(t, dir, "--grpc-addr", grpcAddr, "--http-addr", httpAddr), slog.New(slog.DiscardHandler))
@@ -95,7 +84,7 @@ func TestFailedStartLeavesNothingOpen(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer taken.Close()
-	grpcAddr := unusedAddr(t)
+	grpcAddr := loopbackAddr(t)
 	_, err = app.Start(context.Background(), lifecycleConfig(t, dir, "--grpc-addr", grpcAddr, "--http-addr", taken.Addr().String()), slog.New(slog.DiscardHandler))
 	if err == nil || !strings.Contains(err.Error(), "--http-addr "+taken.Addr().String()) {
 		t.Fatalf("Start with --http-addr taken: %v, want an error naming --http-addr", err)
@@ -134,7 +123,7 @@ func startAndStop(t *testing.T, cfg *config.Config) {
 // waiting for a second signal included.
 func TestServeLeavesNoGoroutine(t *testing.T) {
 	dir := filepath.Join(t.TempDir(), "data")
-	var logs lifecycleLog
+	var logs testkit.Buffer
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	code := make(chan int, 1)
@@ -163,20 +152,7 @@ func TestServeLeavesNoGoroutine(t *testing.T) {
 	t.Errorf("goroutines of serve or the daemon still run after serve returned:\n%s", stacks)
 }
 
-// lifecycleLog is a log destination safe for concurrent use.
-type lifecycleLog struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (l *lifecycleLog) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.Write(p)
-}
-
-func (l *lifecycleLog) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.buf.String()
+// loopbackAddr is a loopback address nothing listens on now.
+func loopbackAddr(t *testing.T) string {
+	return fmt.Sprintf("127.0.0.1:%d", testkit.FreePort(t))
 }
