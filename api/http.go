@@ -507,10 +507,13 @@ func (s *wsSub) run() {
 // there are none; it returns false when the stream is over.
 func (s *wsSub) send() bool {
 	c, ctx := s.c, s.ctx
+	// A write that times out (a peer that stopped reading) has a full
+	// socket buffer behind it: no close frame could get out either, so the
+	// connection is dropped (run), and the client resumes from the last
+	// event it read.
 	write := func(b []byte) error {
-		wctx, cancel := context.WithTimeout(ctx, s.h.cfg.WriteTimeout)
-		defer cancel()
-		return s.out.gatherWrite(func() error { return c.Write(wctx, websocket.MessageText, b) })
+		_, err := s.out.writeText(b, s.h.cfg.WriteTimeout)
+		return err
 	}
 	for {
 		entries, err := s.sub.Poll(ctx)
@@ -534,9 +537,6 @@ func (s *wsSub) send() bool {
 				return true
 			}
 			if err := write(wsHeartbeat); err != nil {
-				if auth.Expired(ctx) {
-					c.Close(CloseTokenExpired, CloseReasonTokenExpired)
-				}
 				return false
 			}
 			s.hb.Reset(s.heartbeat)
@@ -544,11 +544,6 @@ func (s *wsSub) send() bool {
 		}
 		for _, e := range entries {
 			if err := write(e.JSON()); err != nil {
-				if auth.Expired(ctx) {
-					c.Close(CloseTokenExpired, CloseReasonTokenExpired)
-				} else if errors.Is(err, context.DeadlineExceeded) {
-					c.Close(websocket.StatusTryAgainLater, fmt.Sprintf("subscriber too slow: resume with since=%d", e.Event.Sequence-1))
-				}
 				return false
 			}
 		}

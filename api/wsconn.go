@@ -3,10 +3,12 @@ package api
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"io"
 	"net"
 	"net/http"
 	"sync"
+	"time"
 )
 
 // leanBuf is the size of the read and write buffers a lean WebSocket
@@ -120,4 +122,57 @@ func (w *frameWriter) gatherWrite(write func() error) error {
 		err = ferr
 	}
 	return err
+}
+
+// writeText writes payload as one whole text frame, with one write(2)
+// bounded by timeout, instead of going through coder/websocket's Write,
+// which costs a context with a timer, an AfterFunc and two locks per
+// message: at 10,000 subscribers of one event that is most of the work
+// besides the write itself. The frame is a server's (unmasked) and never
+// compressed (a lean connection does not negotiate compression).
+//
+// coder/websocket still writes its own frames (pongs, the close
+// handshake): those are control frames, at most 125 bytes of payload,
+// so each fits the small buffer and reaches the connection in one Write,
+// under the same lock as this one: frames never interleave. Only one
+// goroutine at a time may write messages (writeText or gatherWrite).
+//
+// When the write fails after part of the frame went out (the timeout on a
+// peer that stopped reading), the stream cannot carry another frame, not
+// even a close: partial reports that, and the caller must drop the
+// connection.
+func (w *frameWriter) writeText(payload []byte, timeout time.Duration) (partial bool, err error) {
+	bp := framePool.Get().(*[]byte)
+	b := append(appendTextHeader((*bp)[:0], len(payload)), payload...)
+	w.mu.Lock()
+	if err = w.flushLocked(); err == nil {
+		if err = w.conn.SetWriteDeadline(time.Now().Add(timeout)); err == nil {
+			var n int
+			n, err = w.conn.Write(b)
+			partial = err != nil && n > 0
+			// coder/websocket bounds its own writes by closing the
+			// connection, not by a deadline: leave none behind.
+			if derr := w.conn.SetWriteDeadline(time.Time{}); err == nil {
+				err = derr
+			}
+		}
+	}
+	w.mu.Unlock()
+	*bp = b[:0]
+	framePool.Put(bp)
+	return partial, err
+}
+
+// appendTextHeader appends the header of an unmasked, final text frame of
+// n bytes of payload (RFC 6455, section 5.2).
+func appendTextHeader(b []byte, n int) []byte {
+	const finText = 0x80 | 0x1
+	switch {
+	case n < 126:
+		return append(b, finText, byte(n))
+	case n <= 0xFFFF:
+		return binary.BigEndian.AppendUint16(append(b, finText, 126), uint16(n))
+	default:
+		return binary.BigEndian.AppendUint64(append(b, finText, 127), uint64(n))
+	}
 }

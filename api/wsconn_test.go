@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"slices"
 	"strings"
 	"testing"
@@ -24,7 +26,23 @@ import (
 // lean connection (frames that fit its small buffer, that span it, that
 // need 16- and 64-bit lengths) while the client pings: every message and
 // every pong arrives whole and in order.
+// It runs over both ways of writing a message: coder/websocket's Write
+// with its pieces gathered, and writeText, the whole frame built here.
 func TestLeanConnectionFrames(t *testing.T) {
+	t.Run("gatherWrite", func(t *testing.T) {
+		testLeanConnectionFrames(t, func(ctx context.Context, c *websocket.Conn, out *frameWriter, b []byte) error {
+			return out.gatherWrite(func() error { return c.Write(ctx, websocket.MessageText, b) })
+		})
+	})
+	t.Run("writeText", func(t *testing.T) {
+		testLeanConnectionFrames(t, func(_ context.Context, _ *websocket.Conn, out *frameWriter, b []byte) error {
+			_, err := out.writeText(b, 10*time.Second)
+			return err
+		})
+	})
+}
+
+func testLeanConnectionFrames(t *testing.T, write func(context.Context, *websocket.Conn, *frameWriter, []byte) error) {
 	sizes := []int{0, 1, 18, leanBuf - 2, leanBuf - 1, leanBuf, leanBuf + 1, 2 * leanBuf, 2*leanBuf + 7, 125, 126, 127, 4000, 4096, 65535, 65536, 200000}
 	msg := func(n int) []byte { return bytes.Repeat([]byte{byte('a' + n%26)}, n) }
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -38,7 +56,7 @@ func TestLeanConnectionFrames(t *testing.T) {
 			ctx := c.CloseRead(context.Background())
 			for range 3 {
 				for _, n := range sizes {
-					if err := lean.out.gatherWrite(func() error { return c.Write(ctx, websocket.MessageText, msg(n)) }); err != nil {
+					if err := write(ctx, c, lean.out, msg(n)); err != nil {
 						t.Errorf("write %d bytes: %v", n, err)
 						return
 					}
@@ -89,6 +107,87 @@ func TestLeanConnectionFrames(t *testing.T) {
 	}()
 	if err := <-pings; err != nil {
 		t.Fatalf("ping: %v", err)
+	}
+	c.Close(websocket.StatusNormalClosure, "")
+}
+
+// TestWriteTextToAStuckPeer: a peer that stops reading fills the socket's
+// buffers; writeText then fails within its timeout instead of blocking the
+// sender for good.
+func TestWriteTextToAStuckPeer(t *testing.T) {
+	done := make(chan error, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		lean := &leanResponse{ResponseWriter: w}
+		c, err := websocket.Accept(lean, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		b := bytes.Repeat([]byte("x"), 64<<10)
+		for range 1 << 14 { // 1 GB at most: far more than any socket buffer
+			if _, err := lean.out.writeText(b, 200*time.Millisecond); err != nil {
+				done <- err
+				return
+			}
+		}
+		done <- nil
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	select {
+	case err := <-done:
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Fatalf("writes to a peer that reads nothing ended with %v, want a deadline exceeded", err)
+		}
+	case <-ctx.Done():
+		t.Fatal("writeText to a peer that reads nothing did not return")
+	}
+}
+
+// TestWriteTextLeavesNoDeadline: the deadline writeText sets does not
+// outlive it. coder/websocket writes its pongs without a deadline of its
+// own, so one left behind would make the next pong fail once it passed.
+func TestWriteTextLeavesNoDeadline(t *testing.T) {
+	const timeout = 20 * time.Millisecond
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		lean := &leanResponse{ResponseWriter: w}
+		c, err := websocket.Accept(lean, r, nil)
+		if err != nil {
+			return
+		}
+		defer c.CloseNow()
+		start := time.Now()
+		if _, err := lean.out.writeText([]byte("hello"), timeout); err != nil {
+			t.Error(err)
+			return
+		}
+		// Not a wait for the client: the point is that the deadline
+		// writeText set is in the past before the pong is written.
+		time.Sleep(time.Until(start.Add(2 * timeout)))
+		_, _, _ = c.Read(r.Context()) // answers pings until the client closes
+	}))
+	defer srv.Close()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.CloseNow()
+	if _, b, err := c.Read(ctx); err != nil || string(b) != "hello" {
+		t.Fatalf("read %q, %v; want hello", b, err)
+	}
+	pong := make(chan error, 1)
+	go func() { pong <- c.Ping(ctx) }()
+	go func() { _, _, _ = c.Read(ctx) }() // delivers the pong
+	if err := <-pong; err != nil {
+		t.Fatalf("ping after writeText's deadline passed: %v", err)
 	}
 	c.Close(websocket.StatusNormalClosure, "")
 }
