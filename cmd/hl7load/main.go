@@ -4,6 +4,7 @@
 // the ACK latency percentiles. Each message gets a unique MSH-10.
 //
 //	hl7load -addr 127.0.0.1:2575 -conns 4 -n 20000 -duration 30s
+//	hl7load -addr 127.0.0.1:2575 -conns 8 -rate 1000 -n 20000   # paced: 1,000 msg/s offered in all
 //	hl7load -serve-ackonly 127.0.0.1:2576   # baseline: constant ACK, no parsing
 //	hl7load -serve-noop 127.0.0.1:2577      # radbridge's receiver, handler that stores nothing
 //	hl7load -fsync-dir /data/tmp -n 5000    # the disk's raw write+fsync rate (baseline for durable ingest)
@@ -40,6 +41,7 @@ func main() {
 	file := flag.String("file", "", "HL7 message to send (default: a built-in ORU^R01); its MSH-10 is replaced")
 	ackOnly := flag.String("serve-ackonly", "", "serve a constant ACK on this address instead of sending")
 	noop := flag.String("serve-noop", "", "serve radbridge's receiver with a no-op handler on this address instead of sending")
+	rate := flag.Float64("rate", 0, "messages/s offered over all connections (0: each connection sends its next message as soon as it has the ACK)")
 	fsyncDir := flag.String("fsync-dir", "", "measure the raw write+fsync rate of -n appends of 0.4 KB to a file in this directory instead of sending")
 	flag.Parse()
 
@@ -54,7 +56,7 @@ func main() {
 	case *fsyncDir != "":
 		err = rawFsync(ctx, *fsyncDir, *n)
 	default:
-		err = run(ctx, *addr, *conns, *n, *file)
+		err = run(ctx, *addr, *conns, *n, *file, *rate)
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "hl7load:", err)
@@ -96,7 +98,12 @@ func template(file string) (before, after []byte, err error) {
 	return msg[:pos], msg[end:], nil
 }
 
-func run(ctx context.Context, addr string, conns, n int, file string) error {
+// run sends n messages over conns connections, one in flight on each. With
+// rate > 0 message i is due at i/rate seconds from the start, and its ACK
+// latency counts from then, not from when a connection got to send it: a
+// receiver that falls behind the offered rate shows the backlog in the
+// latency instead of slowing the sender down (no coordinated omission).
+func run(ctx context.Context, addr string, conns, n int, file string, rate float64) error {
 	before, after, err := template(file)
 	if err != nil {
 		return err
@@ -138,8 +145,18 @@ func run(ctx context.Context, addr string, conns, n int, file string) error {
 					return
 				}
 				msg := append(append(append([]byte{}, before...), "L"+runID+"-"+strconv.FormatInt(i, 10)...), after...)
-				c.SetDeadline(time.Now().Add(30 * time.Second))
 				t0 := time.Now()
+				if rate > 0 {
+					t0 = begin.Add(time.Duration(float64(i-1) / rate * float64(time.Second)))
+					if d := time.Until(t0); d > 0 {
+						select {
+						case <-time.After(d): // pacing the offered load
+						case <-ctx.Done():
+							return
+						}
+					}
+				}
+				c.SetDeadline(time.Now().Add(30 * time.Second))
 				if err := mllp.WriteMessage(c, msg); err != nil {
 					errs <- err
 					return
@@ -172,6 +189,9 @@ func run(ctx context.Context, addr string, conns, n int, file string) error {
 			return 0
 		}
 		return lat[min(len(lat)-1, int(float64(len(lat))*p))]
+	}
+	if rate > 0 {
+		fmt.Printf("offered %.0f msgs/s over %d connections, paced; latency from each message's due time\n", rate, conns)
 	}
 	fmt.Printf("sent %d messages over %d connections in %v: %.0f msgs/s\n", len(lat), conns, elapsed.Round(time.Millisecond), float64(len(lat))/elapsed.Seconds())
 	fmt.Printf("ACK latency p50 %v p99 %v max %v\n", pct(0.50), pct(0.99), pct(1))

@@ -7,6 +7,7 @@
 #
 #   scripts/bench/hl7.sh            # N=10000 messages, 1 and 8 connections
 #   N=2000 CONNS="1 4" scripts/bench/hl7.sh
+#   RATES="500 1000 2000" scripts/bench/hl7.sh   # also the default daemon at these offered rates (8 connections, paced)
 #
 # Prints a Markdown table. Everything on 127.0.0.1, bounded, stops itself.
 set -euo pipefail
@@ -85,6 +86,26 @@ read -r RAW1 RAWP99_1 <<<"$(rawfsync)"
 start_daemon "$WORK/data-fsync" "$WORK/daemon-fsync.log"
 for c in $CONNS; do load daemon "$MLLP_ADDR" "$c"; done
 D_HWM=$(hwm_kb "$DAEMON_PID")
+# The ACK latency a RIS sees when it sends at its own pace, below the
+# daemon's capacity: 8 connections offered RATE msg/s in all, latency from
+# each message's due time (hl7load -rate).
+PACED=$WORK/paced.tsv
+: >"$PACED"
+for r in ${RATES:-}; do
+	out=$("$LOAD" -addr "$MLLP_ADDR" -conns 8 -rate "$r" -n "$N" -duration 300s)
+	echo "$out" | sed "s/^/  [daemon paced rate=$r] /" >&2
+	echo "$out" | awk -v r="$r" '
+		function ms(d) {
+			if (d ~ /µs$/) { sub(/µs$/, "", d); return d / 1000 }
+			if (d ~ /ms$/) { sub(/ms$/, "", d); return d + 0 }
+			if (d ~ /ns$/) { sub(/ns$/, "", d); return d / 1e6 }
+			if (d ~ /s$/)  { sub(/s$/, "", d);  return d * 1000 }
+			return d
+		}
+		/msgs\/s$/ { got = $(NF-1) }
+		/ACK latency/ { p50 = ms($4); p99 = ms($6); mx = ms($8) }
+		END { printf "%s\t%s\t%.3f\t%.3f\t%.3f\n", r, got, p50, p99, mx }' >>"$PACED"
+done
 stop_pid "$DAEMON_PID"
 
 start_daemon "$WORK/data-pw" "$WORK/daemon-pw.log" --group-commit=false
@@ -117,6 +138,14 @@ awk -F'\t' -v h_ack="$ACK_HWM" -v h_noop="$NOOP_HWM" -v h_d="$D_HWM" -v h_dp="$D
 			printf "| %s | %s | %d | %.3f | %.3f | %.2f× | %.2f× | %.2f× | %.0f |\n", label[name[i]], c[i], rate[i], p50[i], p99[i],
 				rate[i]/base[c[i]], rate[i]/noop[c[i]], rate[i]/raw, hwm[name[i]]/1024
 	}' "$RESULTS"
+if [ -s "$PACED" ]; then
+	echo
+	echo "Default daemon (group commit), 8 connections, paced: N=$N messages offered at a fixed rate, ACK latency from each message's due time."
+	echo
+	echo "| offered msg/s | achieved msg/s | ACK p50 ms | ACK p99 ms | ACK max ms |"
+	echo "|---|---|---|---|---|"
+	awk -F'\t' '{ printf "| %d | %d | %.3f | %.3f | %.3f |\n", $1, $2, $3, $4, $5 }' "$PACED"
+fi
 echo
 echo "Parser alone (same run): go test -run '^\$' -bench BenchmarkParseORU -benchmem ./hl7/"
 echo
