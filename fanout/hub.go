@@ -59,6 +59,18 @@ func NewEntry(ev *rbv1.Event) *Entry {
 	return e
 }
 
+// entryFromWire is NewEntry for an event as the log stores it: only the
+// fields the hub routes by are decoded, and the stored bytes (with the
+// sequence added) are the entry's encoding, so the resource is neither
+// decoded nor encoded again.
+func entryFromWire(seq uint64, data []byte) (*Entry, error) {
+	ev, hadResource, err := eventlog.DecodeRouting(data, seq)
+	if err != nil {
+		return nil, err
+	}
+	return &Entry{Event: ev, pb: eventlog.WithSequence(data, seq), stripped: hadResource}, nil
+}
+
 // Proto returns the event's binary protobuf encoding.
 func (e *Entry) Proto() []byte {
 	e.pbOnce.Do(func() {
@@ -167,10 +179,22 @@ func (h *Hub) Run(ctx context.Context) error {
 	for {
 		wctx, stop := context.WithCancel(ctx)
 		go h.watchdog(wctx, stop)
-		err := h.log.Watch(wctx, h.Head()+1, func(ev *rbv1.Event) error {
-			h.push(NewEntry(ev))
-			return nil
-		})
+		var err error
+		if wl, ok := h.log.(eventlog.WireWatcher); ok {
+			err = wl.WatchWire(wctx, h.Head()+1, func(seq uint64, data []byte) error {
+				e, err := entryFromWire(seq, data)
+				if err != nil {
+					return fmt.Errorf("event %d: %w", seq, err)
+				}
+				h.push(e)
+				return nil
+			})
+		} else {
+			err = h.log.Watch(wctx, h.Head()+1, func(ev *rbv1.Event) error {
+				h.push(NewEntry(ev))
+				return nil
+			})
+		}
 		stop()
 		if ctx.Err() != nil {
 			return nil

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/google/go-cmp/cmp"
+	"google.golang.org/protobuf/encoding/protojson"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -505,4 +506,136 @@ func TestStopOn(t *testing.T) {
 	if es, err := behind.Next(ctx, time.Minute); !errors.Is(err, context.Canceled) {
 		t.Errorf("catch-up Next after stop: %d events, %v; want context.Canceled", len(es), err)
 	}
+}
+
+// wireLog is a memory log that also hands watchers each event as a log
+// stores it (eventlog.WireWatcher), as the JetStream log does.
+type wireLog struct{ *eventlog.Memory }
+
+func (w wireLog) WatchWire(ctx context.Context, from uint64, fn func(uint64, []byte) error) error {
+	return w.Memory.Watch(ctx, from, func(ev *rbv1.Event) error {
+		data, err := eventlog.EncodeStored(ev)
+		if err != nil {
+			return err
+		}
+		return fn(ev.Sequence, data)
+	})
+}
+
+// TestWireEntriesMatchDecoded: a hub that takes the log's stored encoding
+// (no decoding of the resource, no encoding again) gives its subscribers
+// the same entries as one that takes decoded events: the same routing
+// fields, Full events, protobuf and JSON, with and without a resource, and
+// the same filtering.
+func TestWireEntriesMatchDecoded(t *testing.T) {
+	plain := eventlog.NewMemory()
+	wire := wireLog{eventlog.NewMemory()}
+	hubs := []*fanout.Hub{startHub(t, plain, 64), startHub(t, wire, 64)}
+	res, err := structpb.NewStruct(map[string]any{"resourceType": "DiagnosticReport", "id": "dr-1", "conclusion": "No acute abnormality.", "status": "final"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	events := []*rbv1.Event{
+		{Id: "e1", PatientId: "P1", Type: rbv1.EventType_IMAGING_REPORT_READY, ResourceType: "DiagnosticReport", ResourceId: "dr-1", Resource: res, Priority: rbv1.Priority_PRIORITY_STAT},
+		{Id: "e2", PatientId: "P2", Type: rbv1.EventType_ORDER_PLACED},
+		{Id: "e3", PatientId: "P1", Type: rbv1.EventType_ORDER_PLACED, AccessionNumber: "ACC1"},
+	}
+	for i, ev := range events {
+		for _, l := range []eventlog.Log{plain, wire} {
+			if _, err := l.Append(context.Background(), eventlog.Key{IngestSeq: uint64(i + 1)}, ev); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	read := func(h *fanout.Hub) []*fanout.Entry {
+		s := h.Subscribe(0, eventlog.Filter{PatientIDs: []string{"P1"}})
+		defer s.Close()
+		var out []*fanout.Entry
+		for len(out) < 2 {
+			es, err := s.Next(ctx, time.Minute)
+			if err != nil {
+				t.Fatal(err)
+			}
+			out = append(out, es...)
+		}
+		return out
+	}
+	want, got := read(hubs[0]), read(hubs[1])
+	if len(got) != 2 || got[0].Event.GetSequence() != 1 || got[1].Event.GetSequence() != 3 {
+		t.Fatalf("wire hub gave P1 %d entries: %v", len(got), got)
+	}
+	for i := range want {
+		w, g := want[i], got[i]
+		if !proto.Equal(g.Event, w.Event) {
+			t.Errorf("entry %d routing fields %v, want %v", i, g.Event, w.Event)
+		}
+		if !proto.Equal(g.Full(), w.Full()) {
+			t.Errorf("entry %d Full %v, want %v", i, g.Full(), w.Full())
+		}
+		var gp, wp rbv1.Event
+		if err := proto.Unmarshal(g.Proto(), &gp); err != nil {
+			t.Fatal(err)
+		}
+		if err := proto.Unmarshal(w.Proto(), &wp); err != nil {
+			t.Fatal(err)
+		}
+		if !proto.Equal(&gp, &wp) {
+			t.Errorf("entry %d Proto decodes to %v, want %v", i, &gp, &wp)
+		}
+		var gj, wj rbv1.Event
+		if err := protojson.Unmarshal(g.JSON(), &gj); err != nil {
+			t.Fatal(err)
+		}
+		if err := protojson.Unmarshal(w.JSON(), &wj); err != nil {
+			t.Fatal(err)
+		}
+		if !proto.Equal(&gj, &wj) {
+			t.Errorf("entry %d JSON %s, want %s", i, g.JSON(), w.JSON())
+		}
+	}
+	if got[0].Event.GetResource() != nil || got[0].Full().GetResource() == nil {
+		t.Error("the wire entry should keep its resource only encoded, and give it back in Full")
+	}
+}
+
+// BenchmarkHubEntry: what the hub does with each new event from the log,
+// decoded in full and encoded again for the window (NewEntry), against
+// taking the stored encoding (entryFromWire, through a WireWatcher).
+func BenchmarkHubEntry(b *testing.B) {
+	res, err := structpb.NewStruct(map[string]any{
+		"resourceType": "DiagnosticReport", "id": "dr-LOAD0001-ACC1", "status": "final",
+		"code":          map[string]any{"coding": []any{map[string]any{"system": "urn:oid:1.2.3.4.5.6", "code": "CTCHEST", "display": "CT CHEST"}}, "text": "CT CHEST"},
+		"subject":       map[string]any{"reference": "Patient/LOAD0001", "identifier": map[string]any{"system": "urn:radbridge:TEST", "value": "LOAD0001"}},
+		"identifier":    []any{map[string]any{"value": "ACC1"}, map[string]any{"value": "PLC1"}},
+		"basedOn":       []any{map[string]any{"reference": "ServiceRequest/sr-LOAD0001-ACC1"}},
+		"conclusion":    "IMPRESSION: nothing, this is a load test.",
+		"presentedForm": []any{map[string]any{"contentType": "text/plain", "data": "U3ludGhldGljIGxvYWQtdGVzdCByZXBvcnQgbGluZSBvbmUuCklNUFJFU1NJT046IG5vdGhpbmcsIHRoaXMgaXMgYSBsb2FkIHRlc3Qu"}},
+	})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ev := &rbv1.Event{Id: "ev-1", PatientId: "LOAD0001", Type: rbv1.EventType_IMAGING_REPORT_READY, ResourceType: "DiagnosticReport", Resource: res}
+	data, err := eventlog.EncodeStored(ev)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Run("decode-NewEntry", func(b *testing.B) {
+		for b.Loop() {
+			e := new(rbv1.Event)
+			if err := proto.Unmarshal(data, e); err != nil {
+				b.Fatal(err)
+			}
+			e.Sequence = 1
+			fanout.NewEntry(e)
+		}
+	})
+	b.Run("wire", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := fanout.EntryFromWire(1, data); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
 }

@@ -42,9 +42,7 @@ var _ eventlog.Log = (*EventLog)(nil)
 // sequence, so a second writer is detected (eventlog.ErrConflict) instead of
 // interleaving.
 func (l *EventLog) Append(ctx context.Context, k eventlog.Key, ev *rbv1.Event) (uint64, error) {
-	c := proto.Clone(ev).(*rbv1.Event)
-	c.Sequence = 0
-	data, err := proto.Marshal(c)
+	data, err := eventlog.EncodeStored(ev)
 	if err != nil {
 		return 0, fmt.Errorf("encode event: %w", err)
 	}
@@ -253,6 +251,22 @@ func (l *EventLog) Watch(ctx context.Context, from uint64, fn func(*rbv1.Event) 
 		return fn(ev)
 	})
 }
+
+// WatchWire implements eventlog.WireWatcher: Watch without decoding.
+func (l *EventLog) WatchWire(ctx context.Context, from uint64, fn func(seq uint64, data []byte) error) error {
+	if from == 0 {
+		from = 1
+	}
+	return watch(ctx, l.stream, from, []string{eventlog.SubjectPrefix + ".>"}, func(m jetstream.Msg, seq uint64) error {
+		// Subscribers get an event only once it is durable.
+		if err := l.durable(seq); err != nil {
+			return err
+		}
+		return fn(seq, m.Data())
+	})
+}
+
+var _ eventlog.WireWatcher = (*EventLog)(nil)
 
 // watch runs an ordered consumer from seq and calls fn for every message.
 func watch(ctx context.Context, st jetstream.Stream, from uint64, subjects []string, fn func(m jetstream.Msg, seq uint64) error) error {
