@@ -1,6 +1,7 @@
 package rules
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -227,6 +228,27 @@ func refsTo(typ string, ids []string) []any {
 	return out
 }
 
+// sameJSON reports whether a and b have the same JSON at each of keys
+// (both absent counts as the same).
+func sameJSON(a, b map[string]any, keys []string) bool {
+	for _, k := range keys {
+		va, ina := a[k]
+		vb, inb := b[k]
+		if ina != inb {
+			return false
+		}
+		if !ina {
+			continue
+		}
+		ja, erra := json.Marshal(va)
+		jb, errb := json.Marshal(vb)
+		if erra != nil || errb != nil || !bytes.Equal(ja, jb) {
+			return false
+		}
+	}
+	return true
+}
+
 func joinPatient(c *Context, acc, pid string, refs []ResourceRef) {
 	p := c.State.patient(pid)
 	if p == nil {
@@ -241,15 +263,17 @@ func joinPatient(c *Context, acc, pid string, refs []ResourceRef) {
 	for _, r := range reports {
 		final = final || r["status"] == "final" || r["status"] == "corrected" || r["status"] == "amended"
 	}
-	changed := func(typ, id string, res map[string]any, set func(map[string]any)) {
-		before, _ := json.Marshal(res)
-		next := map[string]any{}
+	// changed applies set, which may change only the top-level keys named,
+	// to a copy of res, and records and announces the copy if its JSON
+	// differs. The other keys keep their values, so comparing the named
+	// ones is comparing the whole (a map's JSON orders its keys).
+	changed := func(typ, id string, res map[string]any, keys []string, set func(map[string]any)) {
+		next := make(map[string]any, len(res)+len(keys))
 		for k, v := range res {
 			next[k] = v
 		}
 		set(next)
-		after, _ := json.Marshal(next)
-		if string(before) == string(after) {
+		if sameJSON(res, next, keys) {
 			return
 		}
 		c.Touch(pid)
@@ -276,19 +300,19 @@ func joinPatient(c *Context, acc, pid string, refs []ResourceRef) {
 		c.Emit(linkEvent(typ, id, pid, acc, next, st))
 	}
 	for _, id := range orderIDs {
-		changed("ServiceRequest", id, orders[id], func(r map[string]any) {
+		changed("ServiceRequest", id, orders[id], []string{"status"}, func(r map[string]any) {
 			if r["status"] == "active" && (available || final) {
 				r["status"] = "completed"
 			}
 		})
 	}
 	for _, id := range studyIDs {
-		changed("ImagingStudy", id, studies[id], func(r map[string]any) {
+		changed("ImagingStudy", id, studies[id], []string{"basedOn"}, func(r map[string]any) {
 			setOrDelete(r, "basedOn", refsTo("ServiceRequest", orderIDs))
 		})
 	}
 	for _, id := range sortedKeys(reports) {
-		changed("DiagnosticReport", id, reports[id], func(r map[string]any) {
+		changed("DiagnosticReport", id, reports[id], []string{"basedOn", "imagingStudy"}, func(r map[string]any) {
 			setOrDelete(r, "basedOn", refsTo("ServiceRequest", orderIDs))
 			setOrDelete(r, "imagingStudy", refsTo("ImagingStudy", studyIDs))
 		})
