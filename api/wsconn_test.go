@@ -45,34 +45,20 @@ func TestLeanConnectionFrames(t *testing.T) {
 func testLeanConnectionFrames(t *testing.T, write func(context.Context, *websocket.Conn, *frameWriter, []byte) error) {
 	sizes := []int{0, 1, 18, leanBuf - 2, leanBuf - 1, leanBuf, leanBuf + 1, 2 * leanBuf, 2*leanBuf + 7, 125, 126, 127, 4000, 4096, 65535, 65536, 200000}
 	msg := func(n int) []byte { return bytes.Repeat([]byte{byte('a' + n%26)}, n) }
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		lean := &leanResponse{ResponseWriter: w}
-		c, err := websocket.Accept(lean, r, nil)
-		if err != nil {
-			return
-		}
-		go func() {
-			defer c.CloseNow()
-			ctx := c.CloseRead(context.Background())
-			for range 3 {
-				for _, n := range sizes {
-					if err := write(ctx, c, lean.out, msg(n)); err != nil {
-						t.Errorf("write %d bytes: %v", n, err)
-						return
-					}
-				}
-			}
-			<-ctx.Done()
-		}()
-	}))
-	defer srv.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.CloseNow()
+	c := leanPair(ctx, t, func(_ *http.Request, c *websocket.Conn, out *frameWriter) {
+		ctx := c.CloseRead(context.Background())
+		for range 3 {
+			for _, n := range sizes {
+				if err := write(ctx, c, out, msg(n)); err != nil {
+					t.Errorf("write %d bytes: %v", n, err)
+					return
+				}
+			}
+		}
+		<-ctx.Done()
+	})
 	c.SetReadLimit(1 << 20)
 	pings := make(chan error, 1)
 	go func() {
@@ -111,11 +97,11 @@ func testLeanConnectionFrames(t *testing.T, write func(context.Context, *websock
 	c.Close(websocket.StatusNormalClosure, "")
 }
 
-// TestWriteTextToAStuckPeer: a peer that stops reading fills the socket's
-// buffers; writeText then fails within its timeout instead of blocking the
-// sender for good.
-func TestWriteTextToAStuckPeer(t *testing.T) {
-	done := make(chan error, 1)
+// leanPair starts a server that accepts one lean WebSocket connection and
+// runs serve on it in the handler, and returns the client's end, dialed
+// with ctx; both end with the test.
+func leanPair(ctx context.Context, t *testing.T, serve func(r *http.Request, c *websocket.Conn, out *frameWriter)) *websocket.Conn {
+	t.Helper()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		lean := &leanResponse{ResponseWriter: w}
 		c, err := websocket.Accept(lean, r, nil)
@@ -123,23 +109,34 @@ func TestWriteTextToAStuckPeer(t *testing.T) {
 			return
 		}
 		defer c.CloseNow()
+		serve(r, c, lean.out)
+	}))
+	t.Cleanup(srv.Close)
+	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.CloseNow() })
+	return c
+}
+
+// TestWriteTextToAStuckPeer: a peer that stops reading fills the socket's
+// buffers; writeText then fails within its timeout instead of blocking the
+// sender for good.
+func TestWriteTextToAStuckPeer(t *testing.T) {
+	done := make(chan error, 1)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	leanPair(ctx, t, func(_ *http.Request, _ *websocket.Conn, out *frameWriter) {
 		b := bytes.Repeat([]byte("x"), 64<<10)
 		for range 1 << 14 { // 1 GB at most: far more than any socket buffer
-			if _, err := lean.out.writeText(b, 200*time.Millisecond); err != nil {
+			if _, err := out.writeText(b, 200*time.Millisecond); err != nil {
 				done <- err
 				return
 			}
 		}
 		done <- nil
-	}))
-	defer srv.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.CloseNow()
+	})
 	select {
 	case err := <-done:
 		if !errors.Is(err, os.ErrDeadlineExceeded) {
@@ -155,15 +152,11 @@ func TestWriteTextToAStuckPeer(t *testing.T) {
 // own, so one left behind would make the next pong fail once it passed.
 func TestWriteTextLeavesNoDeadline(t *testing.T) {
 	const timeout = 20 * time.Millisecond
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		lean := &leanResponse{ResponseWriter: w}
-		c, err := websocket.Accept(lean, r, nil)
-		if err != nil {
-			return
-		}
-		defer c.CloseNow()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	c := leanPair(ctx, t, func(r *http.Request, c *websocket.Conn, out *frameWriter) {
 		start := time.Now()
-		if _, err := lean.out.writeText([]byte("hello"), timeout); err != nil {
+		if _, err := out.writeText([]byte("hello"), timeout); err != nil {
 			t.Error(err)
 			return
 		}
@@ -171,15 +164,7 @@ func TestWriteTextLeavesNoDeadline(t *testing.T) {
 		// writeText set is in the past before the pong is written.
 		time.Sleep(time.Until(start.Add(2 * timeout)))
 		_, _, _ = c.Read(r.Context()) // answers pings until the client closes
-	}))
-	defer srv.Close()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	c, _, err := websocket.Dial(ctx, "ws"+strings.TrimPrefix(srv.URL, "http"), nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.CloseNow()
+	})
 	if _, b, err := c.Read(ctx); err != nil || string(b) != "hello" {
 		t.Fatalf("read %q, %v; want hello", b, err)
 	}

@@ -29,6 +29,15 @@ LOAD=$WORK/hl7load
 RESULTS=$WORK/results.tsv
 : >"$RESULTS"
 
+# AWK_MS is an awk function: a Go duration as printed (µs, ms, ns, s) in ms.
+AWK_MS='function ms(d) {
+	if (d ~ /µs$/) { sub(/µs$/, "", d); return d / 1000 }
+	if (d ~ /ms$/) { sub(/ms$/, "", d); return d + 0 }
+	if (d ~ /ns$/) { sub(/ns$/, "", d); return d / 1e6 }
+	if (d ~ /s$/)  { sub(/s$/, "", d);  return d * 1000 }
+	return d
+}'
+
 # load NAME ADDR CONNS: warm up, then N messages; appends a TSV row.
 load() {
 	local name=$1 addr=$2 c=$3 out
@@ -39,14 +48,7 @@ load() {
 		echo "warning: not every ACK was AA for $name conns=$c" >&2
 	fi
 	# sent N messages over C connections in T: R msgs/s / ACK latency p50 X p99 Y max Z
-	echo "$out" | awk -v name="$name" -v c="$c" '
-		function ms(d) {
-			if (d ~ /µs$/) { sub(/µs$/, "", d); return d / 1000 }
-			if (d ~ /ms$/) { sub(/ms$/, "", d); return d + 0 }
-			if (d ~ /ns$/) { sub(/ns$/, "", d); return d / 1e6 }
-			if (d ~ /s$/)  { sub(/s$/, "", d);  return d * 1000 }
-			return d
-		}
+	echo "$out" | awk -v name="$name" -v c="$c" "$AWK_MS"'
 		/msgs\/s/ { rate = $(NF-1) }
 		/ACK latency/ { p50 = ms($4); p99 = ms($6) }
 		END { printf "%s\t%s\t%s\t%.3f\t%.3f\n", name, c, rate, p50, p99 }' >>"$RESULTS"
@@ -94,14 +96,7 @@ PACED=$WORK/paced.tsv
 for r in ${RATES:-}; do
 	out=$("$LOAD" -addr "$MLLP_ADDR" -conns 8 -rate "$r" -n "$N" -duration 300s)
 	echo "$out" | sed "s/^/  [daemon paced rate=$r] /" >&2
-	echo "$out" | awk -v r="$r" '
-		function ms(d) {
-			if (d ~ /µs$/) { sub(/µs$/, "", d); return d / 1000 }
-			if (d ~ /ms$/) { sub(/ms$/, "", d); return d + 0 }
-			if (d ~ /ns$/) { sub(/ns$/, "", d); return d / 1e6 }
-			if (d ~ /s$/)  { sub(/s$/, "", d);  return d * 1000 }
-			return d
-		}
+	echo "$out" | awk -v r="$r" "$AWK_MS"'
 		/msgs\/s$/ { got = $(NF-1) }
 		/ACK latency/ { p50 = ms($4); p99 = ms($6); mx = ms($8) }
 		END { printf "%s\t%s\t%.3f\t%.3f\t%.3f\n", r, got, p50, p99, mx }' >>"$PACED"
