@@ -58,7 +58,7 @@ type roomLimits struct {
 	rate        float64       // client messages per second, sustained
 	burst       float64       // client messages at once
 	overLimit   int           // messages dropped in a row before the socket is closed
-	outbox      int           // messages queued for the writer
+	outbox      int           // replies queued for the sender
 	heartbeat   time.Duration // idle time before a heartbeat
 	authWait    time.Duration // time to authenticate when auth is required
 	write       time.Duration // bound on one write
@@ -78,9 +78,10 @@ func defaultRoomLimits(cfg HTTPConfig, svc *Service) roomLimits {
 		rate: 20, burst: 40, overLimit: 40,
 		// The hub's window is the real buffer of a connection that falls
 		// behind (its entries are shared by every connection); the
-		// outbox only decouples follow from the writer, and each slot
-		// costs every connection 40 bytes, idle or not.
-		outbox: 32, heartbeat: hb, authWait: 10 * time.Second, write: wt,
+		// outbox only holds replies to client messages until the sender
+		// takes them (all at once), and each slot costs every
+		// connection 24 bytes, idle or not.
+		outbox: 8, heartbeat: hb, authWait: 10 * time.Second, write: wt,
 	}
 }
 
@@ -223,7 +224,8 @@ type roomConn struct {
 	cancel context.CancelFunc
 	out    chan outMsg   // replies, in order; the reader waits while it is full
 	closed chan closeReq // the first request to end the connection
-	// wg counts the sender runs in progress for this connection.
+	// wg counts the sender runs in progress (or about to start); the
+	// reader waits for the last one before it ends.
 	wg sync.WaitGroup
 
 	// reader's state
@@ -326,6 +328,10 @@ func (rc *roomConn) read() {
 		}
 		rc.cancel()
 		rc.kick() // the sender ends the connection
+		// Once the reader is gone the connection has released everything:
+		// wait for the run that ends it. No run starts after that one, so
+		// none is counted after this Wait began.
+		rc.wg.Wait()
 	}()
 	// The read ends when the connection is closed (the sender closes it
 	// at the end), not with a context: a context would cost every idle
@@ -336,15 +342,29 @@ func (rc *roomConn) read() {
 		if err != nil {
 			return
 		}
-		if !rc.allow() {
-			continue
-		}
-		if typ != websocket.MessageText {
-			rc.send(errorOut(roomBadMessage, "messages are JSON text frames", nil))
-			continue
-		}
-		rc.handle(b)
+		// Answered on a goroutine of its own while the reader waits:
+		// decoding and answering a message takes a deep stack, which the
+		// reader would otherwise keep, idle, for as long as the
+		// connection is open.
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			rc.receive(typ, b)
+		}()
+		<-done
 	}
+}
+
+// receive handles one client frame.
+func (rc *roomConn) receive(typ websocket.MessageType, b []byte) {
+	if !rc.allow() {
+		return
+	}
+	if typ != websocket.MessageText {
+		rc.send(errorOut(roomBadMessage, "messages are JSON text frames", nil))
+		return
+	}
+	rc.handle(b)
 }
 
 // urlCredentials takes the opt-in URL credentials out of the request
@@ -729,9 +749,16 @@ func (rc *roomConn) slowReq() closeReq {
 func (rc *roomConn) send(b []byte) {
 	select {
 	case rc.out <- outMsg{b: b}:
-		rc.kick()
-	case <-rc.ctx.Done():
+	default:
+		// Full: wait (rc.ctx.Done makes a channel; most connections never
+		// need one).
+		select {
+		case rc.out <- outMsg{b: b}:
+		case <-rc.ctx.Done():
+			return
+		}
 	}
+	rc.kick()
 }
 
 // closeWith asks the sender to end the connection; the first request wins.
@@ -758,11 +785,14 @@ func (rc *roomConn) kick() {
 	for {
 		switch rc.state.Load() {
 		case roomIdle:
+			// Counted before the run can start: whoever waits for the
+			// runs sees this one once it is running.
+			rc.wg.Add(1)
 			if rc.state.CompareAndSwap(roomIdle, roomRunning) {
-				rc.wg.Add(1)
 				startSender(rc)
 				return
 			}
+			rc.wg.Done()
 		case roomRunning:
 			if rc.state.CompareAndSwap(roomRunning, roomKicked) {
 				return
@@ -934,7 +964,11 @@ func (rc *roomConn) put(b []byte) bool {
 // protocol is written here (coder/websocket writes only its control
 // frames: pings, pongs, closes).
 func (rc *roomConn) write(b []byte, timeout time.Duration) error {
-	ctx, cancel := context.WithTimeout(rc.ctx, timeout)
+	// Not below rc.ctx: a child would leave rc.ctx a map of children for
+	// as long as the connection is open. The sender ends the connection
+	// itself (end), and a connection whose reader ended is closed, which
+	// ends a write in progress.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(rc.ctx), timeout)
 	defer cancel()
 	return rc.fw.gatherWrite(func() error { return rc.c.Write(ctx, websocket.MessageText, b) })
 }
