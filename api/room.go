@@ -886,7 +886,9 @@ func (rc *roomConn) sendReady() bool {
 				more = true // the close request is handled at the top
 				break
 			}
-			if len(entries) > 0 {
+			// A page cut short (a catch-up from the log, or more than a
+			// page in the window): look again. A later event kicks.
+			if len(entries) > 0 && hs.Position() < rc.h.svc.hub.Head() {
 				more = true
 			}
 			for _, e := range entries {
