@@ -209,7 +209,8 @@ type roomSub struct {
 func (s *roomSub) resumeSince() uint64 { return s.delivered.Load() }
 
 // roomConn is one connection. It has one goroutine of its own, the reader,
-// which handles client messages and queues their replies (out). Everything
+// which reads client messages and has each answered (its replies queued in
+// out) before it reads the next. Everything
 // is written by a sender goroutine from the pool (startSender), at most one
 // at a time: the hub (a new event for a subscription), the heartbeat timer,
 // a queued reply, a close request and the reader's end kick the connection,
