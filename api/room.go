@@ -965,7 +965,8 @@ func (rc *roomConn) put(b []byte) bool {
 
 // write sends b as one text frame within timeout. Every frame of the room
 // protocol is written here (coder/websocket writes only its control
-// frames: pings, pongs, closes).
+// frames: pings, pongs, closes). put takes an error that is
+// context.DeadlineExceeded for a slow consumer.
 func (rc *roomConn) write(b []byte, timeout time.Duration) error {
 	// Not below rc.ctx: a child would leave rc.ctx a map of children for
 	// as long as the connection is open. The sender ends the connection
