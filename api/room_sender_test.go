@@ -191,3 +191,28 @@ func TestRoomSubscribeWhileSending(t *testing.T) {
 	}
 	rc.ping()
 }
+
+// TestRoomHeartbeat: an idle connection gets heartbeat messages (from a
+// sender the heartbeat timer kicks), the first a heartbeat period after the
+// last write, and stays served.
+func TestRoomHeartbeat(t *testing.T) {
+	env := newRoomEnv(t, HTTPConfig{}, func(l *roomLimits) { l.heartbeat = 100 * time.Millisecond })
+	rc := dialRoom(t, env.url, nil)
+	rc.subscribe("a", []string{"P1"})
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for beats := 0; beats < 3; {
+		_, b, err := rc.c.Read(ctx)
+		if err != nil {
+			t.Fatalf("after %d heartbeats: %v", beats, err)
+		}
+		if !strings.HasPrefix(string(b), `{"type":"heartbeat"`) {
+			t.Fatalf("idle connection got %s", b)
+		}
+		beats++
+	}
+	ev := env.add(rbv1.EventType_ORDER_PLACED, "P1", "ServiceRequest", "A1")
+	if d := rc.expect("update")["data"].(map[string]any); d["sequence"] != float64(ev.Sequence) {
+		t.Errorf("update %v", d)
+	}
+}
