@@ -437,36 +437,6 @@ func (s *wsSub) start() {
 	startSender(s)
 }
 
-// wsSenders hands a kicked subscriber to a goroutine that has just sent for
-// another one and still waits, so a fan-out reuses goroutines instead of
-// starting one per subscriber and event. A sender that waits
-// wsSenderLinger without work ends: idle subscribers keep none.
-var wsSenders = make(chan *wsSub)
-
-const wsSenderLinger = 500 * time.Millisecond
-
-func startSender(s *wsSub) {
-	select {
-	case wsSenders <- s:
-	default:
-		go sender(s)
-	}
-}
-
-func sender(s *wsSub) {
-	t := time.NewTimer(wsSenderLinger)
-	defer t.Stop()
-	for {
-		s.run()
-		t.Reset(wsSenderLinger)
-		select {
-		case s = <-wsSenders:
-		case <-t.C:
-			return
-		}
-	}
-}
-
 // kick makes sure a goroutine looks at the subscription soon.
 func (s *wsSub) kick() {
 	for {

@@ -18,6 +18,7 @@ import (
 	"google.golang.org/protobuf/encoding/protojson"
 
 	"radbridge/auth"
+	"radbridge/eventlog"
 	"radbridge/fanout"
 	rbv1 "radbridge/proto/radbridge/v1"
 )
@@ -57,7 +58,7 @@ type roomLimits struct {
 	rate        float64       // client messages per second, sustained
 	burst       float64       // client messages at once
 	overLimit   int           // messages dropped in a row before the socket is closed
-	outbox      int           // messages queued for the writer
+	outbox      int           // replies queued for the sender
 	heartbeat   time.Duration // idle time before a heartbeat
 	authWait    time.Duration // time to authenticate when auth is required
 	write       time.Duration // bound on one write
@@ -77,9 +78,10 @@ func defaultRoomLimits(cfg HTTPConfig, svc *Service) roomLimits {
 		rate: 20, burst: 40, overLimit: 40,
 		// The hub's window is the real buffer of a connection that falls
 		// behind (its entries are shared by every connection); the
-		// outbox only decouples follow from the writer, and each slot
-		// costs every connection 40 bytes, idle or not.
-		outbox: 32, heartbeat: hb, authWait: 10 * time.Second, write: wt,
+		// outbox only holds replies to client messages until the sender
+		// takes them (all at once), and each slot costs every
+		// connection 24 bytes, idle or not.
+		outbox: 8, heartbeat: hb, authWait: 10 * time.Second, write: wt,
 	}
 }
 
@@ -176,71 +178,85 @@ func errorOut(code, msg string, data any) []byte {
 	return encodeOut(roomOut{Type: "error", Error: code, Message: msg, Data: data})
 }
 
-// outMsg is one frame for the writer; updates name their subscription so
-// that none is written after the subscription ended.
+// outMsg is a reply to a client message, queued for the sender.
 type outMsg struct {
-	b   []byte
-	sub *roomSub
-	seq uint64
+	b []byte
 }
 
-// closeReq ends the connection: the writer sends frame (when set) and
+// closeReq ends the connection: the sender writes frame (when set) and
 // closes with code and reason.
 type closeReq struct {
 	frame  []byte
 	code   websocket.StatusCode
 	reason string
-	slow   bool // a slow consumer: the writer fills in the rest
+	slow   bool // a slow consumer: the sender fills in the rest
 }
 
 type roomSub struct {
 	id       string
-	quotedID []byte // id as a JSON string, for the update frames
-	ctx      context.Context
-	cancel   context.CancelFunc
+	quotedID []byte   // id as a JSON string, for the update frames
 	all      bool     // all_patients
 	patients []string // or these
+	since    uint64   // the start cursor
+	f        eventlog.Filter
 
-	mu        sync.Mutex
-	delivered uint64 // sequence of the last update written, or the start cursor
+	mu        sync.Mutex           // guards opening hs against drop
+	hs        *fanout.Subscription // the cursor on the hub, opened by the sender (hub)
+	gone      atomic.Bool          // unsubscribed: nothing more is written for it
+	delivered atomic.Uint64        // sequence of the last update written, or the start cursor
 }
 
-func (s *roomSub) setDelivered(seq uint64) {
-	s.mu.Lock()
-	s.delivered = max(s.delivered, seq)
-	s.mu.Unlock()
-}
+func (s *roomSub) resumeSince() uint64 { return s.delivered.Load() }
 
-func (s *roomSub) resumeSince() uint64 {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.delivered
-}
-
-// roomConn is one connection. The reader (ServeHTTP's goroutine) handles
-// client messages, one writer goroutine owns every write, and each
-// subscription has a goroutine following the hub; all end with ctx.
+// roomConn is one connection. It has one goroutine of its own, the reader,
+// which reads client messages and has each answered (its replies queued in
+// out) before it reads the next. Everything
+// is written by a sender goroutine from the pool (startSender), at most one
+// at a time: the hub (a new event for a subscription), the heartbeat timer,
+// a queued reply, a close request and the reader's end kick the connection,
+// and a kick has a sender write the queued replies and then what each
+// subscription has ready. An idle connection has no goroutine but its
+// reader.
 type roomConn struct {
 	h      *roomHandler
 	c      *websocket.Conn
+	fw     *frameWriter
 	ctx    context.Context
 	cancel context.CancelFunc
-	out    chan outMsg
-	closed chan closeReq
-	wg     sync.WaitGroup
+	out    chan outMsg   // replies, in order; the reader waits while it is full
+	closed chan closeReq // the first request to end the connection
+	// wg counts the sender runs in progress (or about to start); the
+	// reader waits for the last one before it ends.
+	wg sync.WaitGroup
 
 	// reader's state
 	principal  *auth.Principal
 	preAuthErr error // a handshake credential that was not accepted
 	expiry     *time.Timer
 	authTimer  *time.Timer
+	noShutdown func() bool // stops the shutdown callback
 	tokens     float64
 	last       time.Time
 	over       int
 
-	mu   sync.Mutex // guards subs (read by the writer on a slow close)
+	mu   sync.Mutex // guards subs (the reader changes it, the sender reads it); nil once the connection is over
 	subs map[string]*roomSub
+
+	// sender's state
+	state atomic.Uint32 // roomRunning, roomKicked, roomIdle
+	hb    *time.Timer
+	hbDue atomic.Bool
+	list  []*roomSub // the subscriptions of a pass
 }
+
+const (
+	// A connection that has not started counts as running: a kick before
+	// start (or on a connection that is never started, in tests of the
+	// message handler) starts no sender.
+	roomRunning = iota // a sender runs
+	roomKicked         // a sender runs, and must look again before ending
+	roomIdle           // no sender
+)
 
 // ServeHTTP implements http.Handler.
 func (h *roomHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
@@ -249,30 +265,26 @@ func (h *roomHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if token == "" && ticket == "" {
 		token = urlToken
 	}
-	parent := r.Context()
-	c, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: h.cfg.OriginPatterns})
+	lean := &leanResponse{ResponseWriter: w}
+	c, err := websocket.Accept(lean, r, &websocket.AcceptOptions{OriginPatterns: h.cfg.OriginPatterns})
 	if err != nil {
 		return // Accept answered the HTTP request
 	}
-	defer c.CloseNow()
 	c.SetReadLimit(h.lim.maxMessage)
-	ctx, cancel := context.WithCancel(parent)
-	defer cancel()
+	// The connection outlives this handler: returning releases net/http's
+	// goroutine and request state, which every open connection would
+	// otherwise keep. It keeps the request's values, not its end.
+	ctx, cancel := context.WithCancel(context.WithoutCancel(r.Context()))
 	rc := &roomConn{
-		h: h, c: c, ctx: ctx, cancel: cancel,
-		out: make(chan outMsg, h.lim.outbox), closed: make(chan closeReq, 1),
+		h: h, c: c, fw: lean.out, ctx: ctx, cancel: cancel,
+		out: make(chan outMsg, max(h.lim.outbox, 1)), closed: make(chan closeReq, 1),
 		tokens: h.lim.burst, last: time.Now(), subs: map[string]*roomSub{},
 	}
-	defer rc.wg.Wait()
-	defer cancel()
 	if h.svc != nil {
-		defer context.AfterFunc(h.svc.stopCtx, func() {
+		rc.noShutdown = context.AfterFunc(h.svc.stopCtx, func() {
 			rc.closeWith(closeReq{frame: errorOut(roomShuttingDown, "server shutting down; reconnect and resume with since", nil), code: websocket.StatusGoingAway, reason: "server shutting down"})
-		})()
+		})
 	}
-	rc.wg.Add(1)
-	go rc.writeLoop()
-	defer rc.stopTimers()
 
 	if token != "" {
 		p, err := h.authn.Authenticate(ctx, token)
@@ -304,20 +316,56 @@ func (h *roomHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			rc.closeWith(closeReq{frame: errorOut(roomAuthFailed, "no auth message in time", nil), code: websocket.StatusPolicyViolation, reason: roomAuthFailed})
 		})
 	}
+	rc.start()
+	go rc.read()
+}
+
+// read handles the client's messages until the connection ends.
+func (rc *roomConn) read() {
+	defer func() {
+		rc.stopTimers()
+		if rc.noShutdown != nil {
+			rc.noShutdown()
+		}
+		rc.cancel()
+		rc.kick() // the sender ends the connection
+		// Once the reader is gone the connection has released everything:
+		// wait for the run that ends it. No run starts after that one, so
+		// none is counted after this Wait began.
+		rc.wg.Wait()
+	}()
+	// The read ends when the connection is closed (the sender closes it
+	// at the end), not with a context: a context would cost every idle
+	// connection a callback registered on it.
+	ctx := context.WithoutCancel(rc.ctx)
 	for {
-		typ, b, err := c.Read(ctx)
+		typ, b, err := rc.c.Read(ctx)
 		if err != nil {
 			return
 		}
-		if !rc.allow() {
-			continue
-		}
-		if typ != websocket.MessageText {
-			rc.send(errorOut(roomBadMessage, "messages are JSON text frames", nil))
-			continue
-		}
-		rc.handle(b)
+		// Answered on a goroutine of its own while the reader waits:
+		// decoding and answering a message takes a deep stack, which the
+		// reader would otherwise keep, idle, for as long as the
+		// connection is open.
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			rc.receive(typ, b)
+		}()
+		<-done
 	}
+}
+
+// receive handles one client frame.
+func (rc *roomConn) receive(typ websocket.MessageType, b []byte) {
+	if !rc.allow() {
+		return
+	}
+	if typ != websocket.MessageText {
+		rc.send(errorOut(roomBadMessage, "messages are JSON text frames", nil))
+		return
+	}
+	rc.handle(b)
 }
 
 // urlCredentials takes the opt-in URL credentials out of the request
@@ -607,19 +655,20 @@ func (rc *roomConn) subscribe(raw json.RawMessage) {
 		fail(code, "%s", st.Message())
 		return
 	}
-	ctx, cancel := context.WithCancel(rc.ctx)
 	quoted, _ := json.Marshal(d.SubscriptionID)
-	s := &roomSub{id: d.SubscriptionID, quotedID: quoted, ctx: ctx, cancel: cancel, all: d.AllPatients, patients: d.PatientIDs, delivered: params.since}
-	hs := rc.h.svc.hub.SubscribeOn("room", params.since, params.f)
-	rc.mu.Lock()
-	rc.subs[s.id] = s
-	rc.mu.Unlock()
+	s := &roomSub{id: d.SubscriptionID, quotedID: quoted, all: d.AllPatients, patients: d.PatientIDs, since: params.since, f: params.f}
+	s.delivered.Store(params.since)
 	ref.Since = params.since
-	// The confirmation is queued before the goroutine starts, so it
-	// precedes the subscription's first update.
+	// The confirmation is queued before the sender can see the
+	// subscription (a pass takes the subscriptions, then the replies
+	// queued until then), so it precedes the subscription's first update.
 	rc.send(encodeOut(roomOut{Type: "subscription", Data: ref}))
-	rc.wg.Add(1)
-	go rc.follow(s, hs)
+	rc.mu.Lock()
+	if rc.subs != nil { // nil: the connection is over
+		rc.subs[s.id] = s
+	}
+	rc.mu.Unlock()
+	rc.kick() // the sender opens its cursor on the hub
 }
 
 func (rc *roomConn) unsubscribe(raw json.RawMessage) {
@@ -637,43 +686,44 @@ func (rc *roomConn) unsubscribe(raw json.RawMessage) {
 		rc.send(errorOut(roomUnknownSub, fmt.Sprintf("no open subscription %.64q", d.SubscriptionID), ref))
 		return
 	}
-	// Cancelled before the answer is queued: the writer drops any update
-	// of s still queued, so none follows "unsubscribed".
-	s.cancel()
+	// Gone before the answer is queued: the sender writes no update of s
+	// after it, not even one it is about to write.
+	s.drop()
 	rc.send(encodeOut(roomOut{Type: "unsubscribed", Data: ref}))
 }
 
-// follow pulls s's events from the hub and queues them as updates.
-func (rc *roomConn) follow(s *roomSub, hs *fanout.Subscription) {
-	defer rc.wg.Done()
-	defer hs.Close()
-	for {
-		entries, err := hs.Next(s.ctx, time.Hour)
-		if err != nil {
-			switch {
-			case s.ctx.Err() != nil:
-			case errors.Is(err, fanout.ErrSlow):
-				rc.closeSlow()
-			default:
-				rc.closeWith(closeReq{frame: errorOut(roomUnavailable, "reading events failed; reconnect and resume with since", roomSubID{SubscriptionID: s.id, Since: s.resumeSince()}),
-					code: websocket.StatusInternalError, reason: "read events failed"})
-			}
-			return
-		}
-		for _, e := range entries {
-			select {
-			case rc.out <- outMsg{b: rc.h.updates.encode(e, s.quotedID), sub: s, seq: e.Event.GetSequence()}:
-			case <-s.ctx.Done():
-				return
-			}
-		}
+// hub returns s's cursor on the hub, opening it on first use (by the
+// sender, so that a connection's message handler alone opens none), or
+// nil once s is gone.
+func (rc *roomConn) hub(s *roomSub) *fanout.Subscription {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.gone.Load() {
+		return nil
+	}
+	if s.hs == nil {
+		s.hs = rc.h.svc.hub.SubscribeOn("room", s.since, s.f)
+		s.hs.Notify(rc.kick)
+	}
+	return s.hs
+}
+
+// drop ends s: no update of it is written after this returns, and its
+// cursor is closed.
+func (s *roomSub) drop() {
+	s.mu.Lock()
+	s.gone.Store(true)
+	hs := s.hs
+	s.mu.Unlock()
+	if hs != nil {
+		hs.Close()
 	}
 }
 
 // closeSlow ends a connection that does not keep up.
 func (rc *roomConn) closeSlow() { rc.closeWith(closeReq{slow: true}) }
 
-// slowReq is closeSlow's request, built by the writer once nothing more
+// slowReq is closeSlow's request, built by the sender once nothing more
 // is written: the error names each subscription's resume cursor (its last
 // update written), and the close reason the lowest.
 func (rc *roomConn) slowReq() closeReq {
@@ -695,76 +745,236 @@ func (rc *roomConn) slowReq() closeReq {
 	}
 }
 
-// send queues a frame; it waits while the outbox is full (the writer's
-// timeout ends a client that does not read).
+// send queues a reply; it waits while the queue is full (the sender's
+// write timeout ends a client that does not read).
 func (rc *roomConn) send(b []byte) {
 	select {
 	case rc.out <- outMsg{b: b}:
-	case <-rc.ctx.Done():
+	default:
+		// Full: wait (rc.ctx.Done makes a channel; most connections never
+		// need one).
+		select {
+		case rc.out <- outMsg{b: b}:
+		case <-rc.ctx.Done():
+			return
+		}
 	}
+	rc.kick()
 }
 
-// closeWith asks the writer to end the connection; the first request wins.
+// closeWith asks the sender to end the connection; the first request wins.
 func (rc *roomConn) closeWith(r closeReq) {
 	select {
 	case rc.closed <- r:
 	default:
 	}
+	rc.kick()
 }
 
-func (rc *roomConn) writeLoop() {
-	defer rc.wg.Done()
-	defer rc.cancel()
-	lim := rc.h.lim
-	idle := time.NewTimer(lim.heartbeat)
-	defer idle.Stop()
-	write := func(b []byte) error {
-		ctx, cancel := context.WithTimeout(rc.ctx, lim.write)
-		defer cancel()
-		return rc.c.Write(ctx, websocket.MessageText, b)
+// start arms the heartbeat and has a sender write the welcome.
+func (rc *roomConn) start() {
+	rc.hb = time.AfterFunc(rc.h.lim.heartbeat, func() {
+		rc.hbDue.Store(true)
+		rc.kick()
+	})
+	rc.wg.Add(1)
+	startSender(rc) // the state is running already: no kick starts another
+}
+
+// kick makes sure a sender looks at the connection soon.
+func (rc *roomConn) kick() {
+	for {
+		switch rc.state.Load() {
+		case roomIdle:
+			// Counted before the run can start: whoever waits for the
+			// runs sees this one once it is running.
+			rc.wg.Add(1)
+			if rc.state.CompareAndSwap(roomIdle, roomRunning) {
+				startSender(rc)
+				return
+			}
+			rc.wg.Done()
+		case roomRunning:
+			if rc.state.CompareAndSwap(roomRunning, roomKicked) {
+				return
+			}
+		default:
+			return
+		}
 	}
+}
+
+// run implements sendTask.
+func (rc *roomConn) run() {
+	defer rc.wg.Done()
+	for {
+		if !rc.sendReady() {
+			// Over: the state stays running, so no kick starts another.
+			rc.end()
+			return
+		}
+		if rc.state.CompareAndSwap(roomRunning, roomIdle) {
+			return
+		}
+		rc.state.Store(roomRunning) // kicked meanwhile: look again
+	}
+}
+
+// end releases what the connection holds; the reader ends with the
+// connection.
+func (rc *roomConn) end() {
+	rc.hb.Stop()
+	rc.mu.Lock()
+	subs := rc.subs
+	rc.subs = nil
+	rc.mu.Unlock()
+	for _, s := range subs {
+		s.drop()
+	}
+	rc.cancel()
+	rc.c.CloseNow()
+}
+
+// sendReady writes what is ready: the queued replies, then each
+// subscription's updates, again while there were any; or a heartbeat when
+// one is due and nothing was written. It returns false when the
+// connection is over.
+func (rc *roomConn) sendReady() bool {
+	wrote := false
 	for {
 		select {
 		case r := <-rc.closed:
 			rc.finish(r)
-			return
+			return false
 		default:
 		}
-		select {
-		case <-rc.ctx.Done():
-			return
-		case r := <-rc.closed:
-			rc.finish(r)
-			return
-		case m := <-rc.out:
-			if m.sub != nil && m.sub.ctx.Err() != nil {
-				continue // unsubscribed
+		if rc.ctx.Err() != nil {
+			return false
+		}
+		// The subscriptions first, then the replies: a subscription's
+		// confirmation is queued before it is added, so one seen here has
+		// its confirmation among the replies written next.
+		rc.mu.Lock()
+		list := rc.list[:0]
+		for _, s := range rc.subs {
+			list = append(list, s)
+		}
+		rc.list = list
+		rc.mu.Unlock()
+		for n := len(rc.out); n > 0; n-- {
+			m := <-rc.out
+			if !rc.put(m.b) {
+				return false
 			}
-			if err := write(m.b); err != nil {
-				if rc.ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
-					rc.closeSlow()
-					if r, ok := <-rc.closed; ok {
-						rc.finish(r)
-					}
-				}
-				return
+			wrote = true
+		}
+		more := false
+		for _, s := range list {
+			hs := rc.hub(s)
+			if hs == nil {
+				continue
 			}
-			if m.sub != nil {
-				m.sub.setDelivered(m.seq)
-			}
-		case <-idle.C:
-			if err := write(encodeOut(roomOut{Type: "heartbeat"})); err != nil {
-				return
-			}
-			ctx, cancel := context.WithTimeout(rc.ctx, lim.write)
-			err := rc.c.Ping(ctx)
-			cancel()
+			entries, err := hs.Poll(rc.ctx)
 			if err != nil {
-				return
+				switch {
+				case s.gone.Load() || rc.ctx.Err() != nil:
+				case errors.Is(err, fanout.ErrSlow):
+					rc.closeSlow()
+				default:
+					rc.closeWith(closeReq{frame: errorOut(roomUnavailable, "reading events failed; reconnect and resume with since", roomSubID{SubscriptionID: s.id, Since: s.resumeSince()}),
+						code: websocket.StatusInternalError, reason: "read events failed"})
+				}
+				more = true // the close request is handled at the top
+				break
+			}
+			// A page cut short (a catch-up from the log, or more than a
+			// page in the window): look again. A later event kicks.
+			if len(entries) > 0 && hs.Position() < rc.h.svc.hub.Head() {
+				more = true
+			}
+			for _, e := range entries {
+				if s.gone.Load() {
+					break // unsubscribed meanwhile
+				}
+				if !rc.putUpdate(s, e) {
+					return false
+				}
+				wrote = true
 			}
 		}
-		idle.Reset(lim.heartbeat)
+		clear(rc.list) // no subscription is kept alive by the next pass's slice
+		if !more {
+			break
+		}
 	}
+	if wrote {
+		// The heartbeat counts from the last write.
+		rc.hbDue.Store(false)
+		rc.hb.Reset(rc.h.lim.heartbeat)
+		return true
+	}
+	if !rc.hbDue.Swap(false) {
+		return true
+	}
+	if !rc.put(encodeOut(roomOut{Type: "heartbeat"})) {
+		return false
+	}
+	ctx, cancel := context.WithTimeout(rc.ctx, rc.h.lim.write)
+	err := rc.c.Ping(ctx)
+	cancel()
+	if err != nil {
+		return false
+	}
+	rc.hb.Reset(rc.h.lim.heartbeat)
+	return true
+}
+
+// updateBufs holds the buffers update frames are built in.
+var updateBufs = sync.Pool{New: func() any { b := make([]byte, 0, 2048); return &b }}
+
+// putUpdate writes e as s's update.
+func (rc *roomConn) putUpdate(s *roomSub, e *fanout.Entry) bool {
+	bp := updateBufs.Get().(*[]byte)
+	b := rc.h.updates.appendUpdate((*bp)[:0], e, s.quotedID)
+	ok := rc.put(b)
+	*bp = b[:0]
+	updateBufs.Put(bp)
+	if ok {
+		s.delivered.Store(e.Event.GetSequence())
+	}
+	return ok
+}
+
+// put writes one frame; on a failure it ends the connection (a write that
+// timed out as a slow consumer) and returns false.
+func (rc *roomConn) put(b []byte) bool {
+	err := rc.write(b, rc.h.lim.write)
+	if err == nil {
+		return true
+	}
+	if rc.ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
+		rc.closeSlow()
+		select {
+		case r := <-rc.closed:
+			rc.finish(r)
+		default:
+		}
+	}
+	return false
+}
+
+// write sends b as one text frame within timeout. Every frame of the room
+// protocol is written here (coder/websocket writes only its control
+// frames: pings, pongs, closes). put takes an error that is
+// context.DeadlineExceeded for a slow consumer.
+func (rc *roomConn) write(b []byte, timeout time.Duration) error {
+	// Not below rc.ctx: a child would leave rc.ctx a map of children for
+	// as long as the connection is open. The sender ends the connection
+	// itself (end), and a connection whose reader ended is closed, which
+	// ends a write in progress.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(rc.ctx), timeout)
+	defer cancel()
+	return rc.fw.gatherWrite(func() error { return rc.c.Write(ctx, websocket.MessageText, b) })
 }
 
 // finish writes r's frame, briefly, and closes with its code.
@@ -773,9 +983,7 @@ func (rc *roomConn) finish(r closeReq) {
 		r = rc.slowReq()
 	}
 	if r.frame != nil {
-		ctx, cancel := context.WithTimeout(rc.ctx, time.Second)
-		_ = rc.c.Write(ctx, websocket.MessageText, r.frame)
-		cancel()
+		_ = rc.write(r.frame, time.Second)
 	}
 	_ = rc.c.Close(r.code, r.reason)
 }
@@ -913,9 +1121,14 @@ func (c *updateCache) prefix(e *fanout.Entry) []byte {
 // encode returns e's update frame for the subscription whose JSON-quoted
 // id is quotedID.
 func (c *updateCache) encode(e *fanout.Entry, quotedID []byte) []byte {
+	return c.appendUpdate(nil, e, quotedID)
+}
+
+// appendUpdate appends e's update frame for the subscription whose
+// JSON-quoted id is quotedID to dst.
+func (c *updateCache) appendUpdate(dst []byte, e *fanout.Entry, quotedID []byte) []byte {
 	p := c.prefix(e)
-	b := make([]byte, 0, len(p)+len(quotedID)+2)
-	b = append(b, p...)
-	b = append(b, quotedID...)
-	return append(b, '}', '}')
+	dst = append(dst, p...)
+	dst = append(dst, quotedID...)
+	return append(dst, '}', '}')
 }
