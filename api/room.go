@@ -945,36 +945,23 @@ func (rc *roomConn) putUpdate(s *roomSub, e *fanout.Entry) bool {
 	return ok
 }
 
-// put writes one frame; on a failure it ends the connection (a write that
-// timed out as a slow consumer) and returns false.
+// put writes one frame and reports whether it went out; on false the
+// sender ends the connection. A write that times out (a client that
+// stopped reading, whose socket buffer is full) or fails part-way leaves
+// no way to send even a close frame: the connection is dropped, and the
+// client resumes from the last sequence it read. A client that reads too
+// slowly for the hub's window is closed with SLOW_CONSUMER and 1013
+// instead (sendReady), since its socket still takes frames.
 func (rc *roomConn) put(b []byte) bool {
-	err := rc.write(b, rc.h.lim.write)
-	if err == nil {
-		return true
-	}
-	if rc.ctx.Err() == nil && errors.Is(err, context.DeadlineExceeded) {
-		rc.closeSlow()
-		select {
-		case r := <-rc.closed:
-			rc.finish(r)
-		default:
-		}
-	}
-	return false
+	return rc.write(b, rc.h.lim.write) == nil
 }
 
 // write sends b as one text frame within timeout. Every frame of the room
-// protocol is written here (coder/websocket writes only its control
-// frames: pings, pongs, closes). put takes an error that is
-// context.DeadlineExceeded for a slow consumer.
+// protocol is written here, whole, with one write(2) (writeText);
+// coder/websocket writes only its control frames: pings, pongs, closes.
 func (rc *roomConn) write(b []byte, timeout time.Duration) error {
-	// Not below rc.ctx: a child would leave rc.ctx a map of children for
-	// as long as the connection is open. The sender ends the connection
-	// itself (end), and a connection whose reader ended is closed, which
-	// ends a write in progress.
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(rc.ctx), timeout)
-	defer cancel()
-	return rc.fw.gatherWrite(func() error { return rc.c.Write(ctx, websocket.MessageText, b) })
+	_, err := rc.fw.writeText(b, timeout)
+	return err
 }
 
 // finish writes r's frame, briefly, and closes with its code.
