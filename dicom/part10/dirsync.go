@@ -148,6 +148,7 @@ func forgetLinked(dirs ...string) {
 // checked: another commit may have marked a lower level while it is still
 // syncing a higher one.
 func syncLink(dir, top string) error {
+	top = filepath.Clean(top)
 	for d := dir; d != top; d = filepath.Dir(d) {
 		parent := filepath.Dir(d)
 		if parent == d {
