@@ -81,7 +81,17 @@ type File struct {
 	f    *os.File
 	done bool
 	werr error // the first write error; Commit reports it
+
+	// n is the bytes written; flushed is where the write-back started
+	// by Write ends (see writeBack).
+	n, flushed int64
 }
+
+// writeBackChunk is how much a File lets accumulate in the page cache
+// before it starts writing it to disk (writeBack), while the rest of the
+// data set is still arriving: the fsync in Commit then waits only for the
+// tail, not for the whole of a large instance.
+const writeBackChunk = 1 << 20
 
 // Create starts a Part-10 file in the store directory dir, creating dir
 // if needed.
@@ -101,20 +111,33 @@ func Create(dir string) (*File, error) {
 // the rest of the data set off the wire.
 func (p *File) Write(b []byte) (int, error) {
 	if p.werr == nil {
-		_, p.werr = p.f.Write(b)
+		var n int
+		n, p.werr = p.f.Write(b)
+		p.n += int64(n)
+		if p.n-p.flushed >= writeBackChunk {
+			// Only a hint to start the write-out: durability is still
+			// Commit's fsync, which covers every byte.
+			writeBack(p.f, p.flushed, p.n-p.flushed)
+			p.flushed = p.n
+		}
 	}
 	return len(b), nil
 }
 
-// Commit fails with the first write error, else fsyncs the file, renames
-// it to Path(dir, study, series, sop) and fsyncs the directories it
-// changed. The UIDs must be valid (ValidUID), which also keeps the path
-// inside dir.
+// Commit fails with the first write error, else makes the file's data
+// durable (fdatasync), renames it to Path(dir, study, series, sop) and
+// fsyncs the directories it changed, sharing those fsyncs with concurrent
+// commits (syncDir). It returns only when the file, its name and the
+// directories above it are durable. The UIDs must be valid (ValidUID),
+// which also keeps the path inside dir.
 func (p *File) Commit(study, series, sop string) (string, error) {
 	if p.werr != nil {
 		return "", fmt.Errorf("write %s: %w", p.f.Name(), p.werr)
 	}
-	if err := p.f.Sync(); err != nil {
+	// fdatasync: the data and what is needed to read it back (a new
+	// file's size and blocks); not its times. The name is made durable
+	// by the directory fsyncs below, after the rename.
+	if err := syncData(p.f); err != nil {
 		return "", fmt.Errorf("fsync %s: %w", p.f.Name(), err)
 	}
 	if err := p.f.Close(); err != nil {
@@ -122,8 +145,12 @@ func (p *File) Commit(study, series, sop string) (string, error) {
 	}
 	dst := Path(p.dir, study, series, sop)
 	seriesDir := filepath.Dir(dst)
-	studyDir := filepath.Dir(seriesDir)
-	newStudy, newSeries := !exists(studyDir), !exists(seriesDir)
+	if !exists(seriesDir) {
+		// Made now (again, if someone removed it): its entries in the
+		// study directory and the store directory are not durable, whatever
+		// this process synced before under the same names.
+		forgetLinked(seriesDir, filepath.Dir(seriesDir))
+	}
 	if err := os.MkdirAll(seriesDir, 0o750); err != nil {
 		return "", fmt.Errorf("create series dir: %w", err)
 	}
@@ -131,33 +158,17 @@ func (p *File) Commit(study, series, sop string) (string, error) {
 		return "", fmt.Errorf("rename into place: %w", err)
 	}
 	p.done = true
-	// The rename is durable once its directory is synced; a directory we
-	// created is durable once its parent is.
-	dirs := []string{seriesDir}
-	if newSeries {
-		dirs = append(dirs, studyDir)
+	// The rename is durable once its directory is synced after it; the
+	// series and study directories once their parents are (syncLink,
+	// once per directory in this process). The temporary name's removal
+	// from dir need not be: a leftover name is swept (SweepIncoming).
+	if err := syncDir(seriesDir); err != nil {
+		return "", err
 	}
-	if newStudy {
-		dirs = append(dirs, p.dir)
-	}
-	for _, d := range dirs {
-		if err := syncDir(d); err != nil {
-			return "", err
-		}
+	if err := syncLink(seriesDir, p.dir); err != nil {
+		return "", err
 	}
 	return dst, nil
-}
-
-func syncDir(dir string) error {
-	d, err := os.Open(dir)
-	if err != nil {
-		return fmt.Errorf("open dir for fsync: %w", err)
-	}
-	defer d.Close()
-	if err := d.Sync(); err != nil {
-		return fmt.Errorf("fsync dir %s: %w", dir, err)
-	}
-	return nil
 }
 
 // Discard removes the temporary file unless it was committed.

@@ -475,3 +475,28 @@ func TestLargeInstanceBoundedMemory(t *testing.T) {
 		t.Errorf("instance %+v", got)
 	}
 }
+
+// TestStoreFileNotDurableFails: when the Part-10 file cannot be put in
+// place durably (here its study directory cannot be made), the C-STORE
+// fails with A700 and the instance is not recorded.
+func TestStoreFileNotDurableFails(t *testing.T) {
+	dir := t.TempDir()
+	// A regular file where the study directory must go.
+	if err := os.WriteFile(dir+"/1.2.826.0.1.3680043.10.1447.100", nil, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := startSCP(t, Config{StoreDir: dir})
+	c := dialSCU(t, s, "GOSCU")
+	const sop = "1.2.826.0.1.3680043.10.1447.100.1.9"
+	rsp, err := c.store(pcCTImpl, ctSOPClass, sop, bytes.NewReader(ctHeader(sop)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if rsp.Status != dimse.StatusOutOfResources || rsp.ErrorComment != "cannot write file" {
+		t.Errorf("status %v comment %q, want A700 with %q", rsp.Status, rsp.ErrorComment, "cannot write file")
+	}
+	c.release(t)
+	if n := len(s.h.ByUID()); n != 0 {
+		t.Errorf("handler recorded %d instances whose file is not on disk", n)
+	}
+}

@@ -141,6 +141,13 @@ func (c *assoc) store(ctx context.Context, msg *dimse.Message) error {
 	}
 
 	if file != nil {
+		// The file, its name and its directories are durable before the
+		// instance is recorded, never in parallel with the record: a crash
+		// between a durable record and a file still in the page cache
+		// would leave a recorded instance, which the mapper reports with
+		// its path, whose file is missing or incomplete after the restart;
+		// a retry by the peer could rewrite the file, but not unreport
+		// the instance in between, and a peer need not retry at all.
 		_ = bw.Flush() // the file never fails a write; Commit reports the first error
 		var err error
 		inst.Path, err = file.Commit(inst.StudyInstanceUID, inst.SeriesInstanceUID, inst.SOPInstanceUID)

@@ -9,6 +9,12 @@
 #
 #   scripts/bench/dicom.sh
 #   SIZES="64:2000 512:800 8192:64" PAR=4 scripts/bench/dicom.sh   # SIZE_KB:COUNT
+#   RECEIVERS="storescp daemon-store" ASSOCS=1 scripts/bench/dicom.sh   # some rows only
+#   BASE=/path/to/other/tree scripts/bench/dicom.sh   # also that tree's daemon, same cells
+#
+# With BASE, each cell runs storescp, then the other tree's daemon and this
+# tree's alternately (base, new; new, base for --store-dir), and the table
+# adds their rows; "vs storescp" is always against storescp of the same cell.
 #
 # Needs dcmtk, gcc, /usr/bin/python3 with pydicom. Prints a Markdown table.
 # Everything on 127.0.0.1 (storescp through ../shared/tools/loopback_bind.c
@@ -19,6 +25,9 @@ cd "$(dirname "$0")/../.."
 
 SIZES=${SIZES:-"64:2000 512:800 8192:64"}
 PAR=${PAR:-4}
+ASSOCS=${ASSOCS:-"1 $PAR"}
+RECEIVERS=${RECEIVERS:-"storescp daemon daemon-store"}
+BASE=${BASE:-}
 export TCP_NODELAY=1 # Debian's DCMTK stalls ~40 ms per exchange without it
 WORK=$(mktemp -d /tmp/rb-bench-dicom.XXXXXX)
 trap cleanup EXIT INT TERM
@@ -26,6 +35,11 @@ trap cleanup EXIT INT TERM
 echo "# machine: nproc $(nproc), $(go version | awk '{print $3, $4}'), $(storescp --version 2>&1 | head -1), $(date -u +%FT%TZ), commit $(git rev-parse --short HEAD)" >&2
 go build -o "$WORK/radbridge" ./cmd/radbridge
 RB=$WORK/radbridge
+RB_NEW=$RB
+if [ -n "$BASE" ]; then
+	(cd "$BASE" && go build -o "$WORK/radbridge-base" ./cmd/radbridge)
+	echo "# base: $BASE, commit $(git -C "$BASE" rev-parse --short HEAD)" >&2
+fi
 SHIM_SRC=${SHIM_SRC:-../shared/tools/loopback_bind.c}
 [ -f "$SHIM_SRC" ] || SHIM_SRC=/work/shared/tools/loopback_bind.c
 gcc -shared -fPIC -O2 -o "$WORK/libloopback_bind.so" "$SHIM_SRC" -ldl
@@ -74,6 +88,50 @@ record() {
 	echo "  [$1 ${2}KB assoc=$3] $4 files in ${6}s, peak RSS ${7} kB" >&2
 }
 
+want() { case " $RECEIVERS " in *" $1 "*) return 0 ;; esac; return 1; }
+
+# run_storescp SIZE_KB NASSOC COUNT BYTES DIR: the baseline, DCMTK storescp,
+# +B to disk, --fork for parallel associations.
+run_storescp() {
+	local kb=$1 n=$2 count=$3 bytes=$4 dir=$5 od port fork=() secs got hwm
+	od=$WORK/scp-out
+	rm -rf "$od"; mkdir -p "$od"
+	port=$(free_port)
+	[ "$n" -gt 1 ] && fork=(--fork)
+	LD_PRELOAD=$WORK/libloopback_bind.so storescp "${fork[@]}" +B +xa -aet RADBRIDGE -pdu 65536 -od "$od" "$port" >"$WORK/storescp.log" 2>&1 &
+	SCP_PID=$!; PIDS+=("$SCP_PID")
+	wait_port "127.0.0.1:$port"
+	if ss -ltnH "sport = :$port" | grep -vq '127.0.0.1'; then echo "storescp is not on loopback only" >&2; exit 1; fi
+	sample_hwm "$SCP_PID" "$WORK/scp.hwm" &
+	SAMP=$!; PIDS+=("$SAMP")
+	secs=$(send "127.0.0.1:$port" "$dir" "$n" "$WORK/storescu.log")
+	got=$(find "$od" -type f | wc -l)
+	[ "$got" -eq "$count" ] || echo "warning: storescp wrote $got of $count files" >&2
+	hwm=$(cat "$WORK/scp.hwm" 2>/dev/null || echo 0)
+	stop_pid "$SCP_PID"; stop_pid "$SAMP"
+	record storescp "$kb" "$n" "$count" "$bytes" "$secs" "$hwm"
+	rm -rf "$od"
+}
+
+# run_daemon TARGET SIZE_KB NASSOC COUNT BYTES DIR BINARY: the daemon, which
+# commits before every C-STORE answer; TARGET *-store adds --store-dir
+# (Part-10 file made durable as well).
+run_daemon() {
+	local target=$1 kb=$2 n=$3 count=$4 bytes=$5 dir=$6 secs got extra=()
+	RB=$7
+	rm -rf "$WORK/data" "$WORK/store"
+	case $target in *-store) mkdir -p "$WORK/store"; extra=(--store-dir "$WORK/store") ;; esac
+	start_daemon "$WORK/data" "$WORK/$target.log" "${extra[@]}"
+	secs=$(send "$DICOM_ADDR" "$dir" "$n" "$WORK/storescu.log")
+	if [ ${#extra[@]} -gt 0 ]; then
+		got=$(find "$WORK/store" -type f -name '*.dcm' ! -name '.incoming-*' | wc -l)
+		[ "$got" -ge "$count" ] || echo "warning: --store-dir holds $got files for $count sent" >&2
+	fi
+	record "$target" "$kb" "$n" "$count" "$bytes" "$secs" "$(hwm_kb "$DAEMON_PID")"
+	stop_pid "$DAEMON_PID"
+	rm -rf "$WORK/data" "$WORK/store"
+}
+
 for sc in $SIZES; do
 	kb=${sc%%:*}
 	count=${sc##*:}
@@ -81,43 +139,16 @@ for sc in $SIZES; do
 	study=1.2.826.0.1.3680043.8.498.$(date +%s%N | cut -c1-18)$kb
 	/usr/bin/python3 scripts/bench/gen_dicom.py "$dir" "$kb" "$count" "$PAR" "$study"
 	bytes=$(du -sb "$dir" | awk '{print $1}')
-	for n in 1 "$PAR"; do
-		# (c) baseline: DCMTK storescp, +B to disk, --fork for parallel associations.
-		od=$WORK/scp-out
-		rm -rf "$od"; mkdir -p "$od"
-		port=$(free_port)
-		fork=()
-		[ "$n" -gt 1 ] && fork=(--fork)
-		LD_PRELOAD=$WORK/libloopback_bind.so storescp "${fork[@]}" +B +xa -aet RADBRIDGE -pdu 65536 -od "$od" "$port" >"$WORK/storescp.log" 2>&1 &
-		SCP_PID=$!; PIDS+=("$SCP_PID")
-		wait_port "127.0.0.1:$port"
-		if ss -ltnH "sport = :$port" | grep -vq '127.0.0.1'; then echo "storescp is not on loopback only" >&2; exit 1; fi
-		sample_hwm "$SCP_PID" "$WORK/scp.hwm" &
-		SAMP=$!; PIDS+=("$SAMP")
-		secs=$(send "127.0.0.1:$port" "$dir" "$n" "$WORK/storescu.log")
-		got=$(find "$od" -type f | wc -l)
-		[ "$got" -eq "$count" ] || echo "warning: storescp wrote $got of $count files" >&2
-		hwm=$(cat "$WORK/scp.hwm" 2>/dev/null || echo 0)
-		stop_pid "$SCP_PID"; stop_pid "$SAMP"
-		record storescp "$kb" "$n" "$count" "$bytes" "$secs" "$hwm"
-		rm -rf "$od"
-
-		# (a) the daemon: commit before every C-STORE answer.
-		rm -rf "$WORK/data"
-		start_daemon "$WORK/data" "$WORK/daemon.log"
-		secs=$(send "$DICOM_ADDR" "$dir" "$n" "$WORK/storescu.log")
-		record daemon "$kb" "$n" "$count" "$bytes" "$secs" "$(hwm_kb "$DAEMON_PID")"
-		stop_pid "$DAEMON_PID"
-
-		# (b) the daemon with --store-dir: Part-10 file fsync + commit.
-		rm -rf "$WORK/data" "$WORK/store"; mkdir -p "$WORK/store"
-		start_daemon "$WORK/data" "$WORK/daemon-store.log" --store-dir "$WORK/store"
-		secs=$(send "$DICOM_ADDR" "$dir" "$n" "$WORK/storescu.log")
-		got=$(find "$WORK/store" -type f -name '*' | wc -l)
-		[ "$got" -ge "$count" ] || echo "warning: --store-dir holds $got files for $count sent" >&2
-		record daemon-store "$kb" "$n" "$count" "$bytes" "$secs" "$(hwm_kb "$DAEMON_PID")"
-		stop_pid "$DAEMON_PID"
-		rm -rf "$WORK/data" "$WORK/store"
+	for n in $ASSOCS; do
+		if want storescp; then run_storescp "$kb" "$n" "$count" "$bytes" "$dir"; fi
+		if want daemon; then
+			if [ -n "$BASE" ]; then run_daemon base "$kb" "$n" "$count" "$bytes" "$dir" "$WORK/radbridge-base"; fi
+			run_daemon daemon "$kb" "$n" "$count" "$bytes" "$dir" "$RB_NEW"
+		fi
+		if want daemon-store; then
+			run_daemon daemon-store "$kb" "$n" "$count" "$bytes" "$dir" "$RB_NEW"
+			if [ -n "$BASE" ]; then run_daemon base-store "$kb" "$n" "$count" "$bytes" "$dir" "$WORK/radbridge-base"; fi
+		fi
 	done
 	rm -rf "$dir"
 done
@@ -131,9 +162,9 @@ awk -F'\t' '
 	{ t[NR]=$1; kb[NR]=$2; n[NR]=$3; c[NR]=$4; b[NR]=$5; s[NR]=$6; h[NR]=$7
 	  if ($1=="storescp") base[$2 "/" $3]=$4/$6 }
 	END {
-		label["storescp"]="storescp +B to disk (baseline)"; label["daemon"]="**radbridge (commit, fsync)**"; label["daemon-store"]="radbridge --store-dir (file fsync + commit)"
+		label["storescp"]="storescp +B to disk (baseline)"; label["daemon"]="**radbridge (commit, fsync)**"; label["daemon-store"]="radbridge --store-dir (file fsync + commit)"; label["base"]="main: radbridge"; label["base-store"]="main: radbridge --store-dir"
 		for (i=1; i<=NR; i++) {
-			r=c[i]/s[i]
-			printf "| %s | %s | %s | %d | %.0f | %.1f | %.2f× | %.0f |\n", (kb[i]>=1024 ? kb[i]/1024 " MB" : kb[i] " KB"), n[i], label[t[i]], c[i], r, b[i]/s[i]/1048576, r/base[kb[i] "/" n[i]], h[i]/1024
+			r=c[i]/s[i]; bs=base[kb[i] "/" n[i]]
+			printf "| %s | %s | %s | %d | %.0f | %.1f | %s | %.0f |\n", (kb[i]>=1024 ? kb[i]/1024 " MB" : kb[i] " KB"), n[i], label[t[i]], c[i], r, b[i]/s[i]/1048576, (bs>0 ? sprintf("%.2f×", r/bs) : "–"), h[i]/1024
 		}
 	}' "$RESULTS"
