@@ -428,3 +428,25 @@ func FuzzBindMessage(f *testing.F) {
 		}
 	})
 }
+
+// TestCriteriaRejectControlCharacters: a filter criteria value with a
+// control character, written or %-escaped, is refused: the Subscription
+// holding it would not be a valid R4 resource when read back.
+func TestCriteriaRejectControlCharacters(t *testing.T) {
+	topic, ok := TopicByURL("https://radbridge.dev/fhir/SubscriptionTopic/patient-imaging-feed")
+	if !ok {
+		t.Fatal("no patient-imaging-feed topic")
+	}
+	for _, c := range []string{
+		"ImagingStudy?patient=Patient/MRN-1\x11modality=CT",
+		"ImagingStudy?patient=Patient/MRN-1%11",
+		"ImagingStudy?patient=Patient/MRN-\xff",
+	} {
+		if fs, err := parseCriteria(topic, c); err == nil {
+			t.Errorf("%q accepted as %v", c, fs)
+		}
+	}
+	if _, err := parseCriteria(topic, "ImagingStudy?patient=Patient/MRN-1&modality=CT"); err != nil {
+		t.Errorf("a plain criteria refused: %v", err)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"google.golang.org/protobuf/types/known/structpb"
 
@@ -128,6 +129,9 @@ func parseCriteria(t Topic, s string) ([]Filter, error) {
 	if len(s) > 2048 {
 		return nil, fmt.Errorf("filter criteria longer than 2048 characters")
 	}
+	if !fhirString(s) {
+		return nil, fmt.Errorf("filter criteria %q: not a FHIR string (invalid UTF-8 or a control character)", s)
+	}
 	res, q, ok := strings.Cut(s, "?")
 	if !ok {
 		res, q = "", s
@@ -149,6 +153,9 @@ func parseCriteria(t Topic, s string) ([]Filter, error) {
 		if err1 != nil || err2 != nil {
 			return nil, fmt.Errorf("filter criteria %q: bad %%-escape", s)
 		}
+		if !fhirString(k) || !fhirString(v) {
+			return nil, fmt.Errorf("filter criteria %q: a %%-escape makes a control character or invalid UTF-8", s)
+		}
 		if !slices.Contains(t.Filters, k) {
 			return nil, fmt.Errorf("filter criteria %q: topic %s has no filter %q (filters: %s)", s, t.Name, k, strings.Join(t.Filters, ", "))
 		}
@@ -162,6 +169,22 @@ func parseCriteria(t Topic, s string) ([]Filter, error) {
 		out = append(out, f)
 	}
 	return out, nil
+}
+
+// fhirString reports whether s may be a FHIR string: valid UTF-8 without
+// control characters other than tab, carriage return and line feed (R4
+// datatypes, string: [ \r\n\t\S]+). A value that is not would make the
+// Subscription resource it is stored in invalid when rendered.
+func fhirString(s string) bool {
+	if !utf8.ValidString(s) {
+		return false
+	}
+	for _, r := range s {
+		if r < 0x20 && r != '\t' && r != '\r' && r != '\n' {
+			return false
+		}
+	}
+	return true
 }
 
 func unescape(s string) (string, error) {
