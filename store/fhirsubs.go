@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -26,7 +25,7 @@ const (
 // FHIRSubscriptions opens (creating them on first use) the FHIR
 // Subscription bucket and the binding token bucket.
 func (s *Store) FHIRSubscriptions(ctx context.Context) (subs, tokens jetstream.KeyValue, err error) {
-	subs, err = createKVRetry(ctx, s.js, jetstream.KeyValueConfig{
+	subs, err = s.createKV(ctx, jetstream.KeyValueConfig{
 		Bucket:      FHIRSubscriptionBucket,
 		Description: "radbridge FHIR Subscriptions and their delivery cursors (see package fhir/subscription)",
 		Storage:     jetstream.FileStorage,
@@ -42,7 +41,7 @@ func (s *Store) FHIRSubscriptions(ctx context.Context) (subs, tokens jetstream.K
 		// without group commit.
 		subs = syncedKV{KeyValue: subs, sync: newBlockSyncer(s.groupDir, "KV_"+FHIRSubscriptionBucket)}
 	}
-	tokens, err = createKVRetry(ctx, s.js, jetstream.KeyValueConfig{
+	tokens, err = s.createKV(ctx, jetstream.KeyValueConfig{
 		Bucket:      FHIRBindingTokenBucket,
 		Description: "radbridge FHIR websocket binding tokens (single use, short-lived)",
 		Storage:     jetstream.FileStorage,
@@ -91,26 +90,4 @@ func (k syncedKV) Create(ctx context.Context, key string, value []byte, opts ...
 // Update implements jetstream.KeyValue.
 func (k syncedKV) Update(ctx context.Context, key string, value []byte, last uint64) (uint64, error) {
 	return k.durable(k.KeyValue.Update(ctx, key, value, last))
-}
-
-// createKVRetry is CreateOrUpdateKeyValue that waits, up to 15 s, while a
-// cluster answers that it has no peers to place the bucket on (error
-// 10005: a server of the cluster still starting or reconnecting its
-// routes), instead of failing the daemon's start on it.
-func createKVRetry(ctx context.Context, js jetstream.JetStream, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
-	deadline := time.Now().Add(15 * time.Second)
-	wait := 100 * time.Millisecond
-	for {
-		kv, err := js.CreateOrUpdateKeyValue(ctx, cfg)
-		var apiErr *jetstream.APIError
-		if err == nil || !errors.As(err, &apiErr) || apiErr.ErrorCode != 10005 || time.Now().Add(wait).After(deadline) {
-			return kv, err
-		}
-		select {
-		case <-ctx.Done():
-			return nil, err
-		case <-time.After(wait): // a bounded retry of the server's answer
-		}
-		wait = min(2*wait, time.Second)
-	}
 }

@@ -423,7 +423,7 @@ func (s *Store) ensure(ctx context.Context, cfg Config, fresh bool) error {
 				return fmt.Errorf("%w %s: stream %s is missing: the store is damaged; refusing to start empty", ErrDataDir, cfg.DataDir, sc.Name)
 			}
 		}
-		st, err := s.js.CreateOrUpdateStream(ctx, sc)
+		st, err := withPlacementRetry(ctx, func() (jetstream.Stream, error) { return s.js.CreateOrUpdateStream(ctx, sc) })
 		if err != nil {
 			return fmt.Errorf("create stream %s: %w", sc.Name, err)
 		}
@@ -452,20 +452,20 @@ func (s *Store) ensure(ctx context.Context, cfg Config, fresh bool) error {
 		// created before (message TTLs can be enabled on a stream).
 		LimitMarkerTTL: purgeMarkerTTL,
 	}
-	kv, err := s.js.CreateOrUpdateKeyValue(ctx, stateCfg)
+	kv, err := s.createKV(ctx, stateCfg)
 	if errors.Is(err, jetstream.ErrLimitMarkerTTLNotSupported) {
 		// A NATS server before 2.11: purge markers stay (about 200
 		// bytes per superseded resource value).
 		cfg.Logger.Warn("the NATS server does not support message TTLs (2.11 or later does): each superseded patient read-model resource leaves a small purge marker in the state bucket", "component", "store")
 		stateCfg.LimitMarkerTTL = 0
-		kv, err = s.js.CreateOrUpdateKeyValue(ctx, stateCfg)
+		kv, err = s.createKV(ctx, stateCfg)
 		s.noMarkerTTL = true
 	}
 	if err != nil {
 		return fmt.Errorf("create state bucket: %w", err)
 	}
 	s.kv = kv
-	seen, err := s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	seen, err := s.createKV(ctx, jetstream.KeyValueConfig{
 		Bucket:      SeenBucket,
 		Description: "radbridge mapper observation keys (the dedup set), by hash of the key",
 		Storage:     jetstream.FileStorage,
@@ -476,7 +476,7 @@ func (s *Store) ensure(ctx context.Context, cfg Config, fresh bool) error {
 		return fmt.Errorf("create observation key bucket: %w", err)
 	}
 	s.seen, s.seenMaxAge = seen, cfg.SeenMaxAge
-	archive, err := s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	archive, err := s.createKV(ctx, jetstream.KeyValueConfig{
 		Bucket:      ArchiveBucket,
 		Description: "radbridge mapper state of patients evicted from memory (versions and index)",
 		Storage:     jetstream.FileStorage,
@@ -487,7 +487,7 @@ func (s *Store) ensure(ctx context.Context, cfg Config, fresh bool) error {
 		return fmt.Errorf("create archive bucket: %w", err)
 	}
 	s.archive = archive
-	dead, err := s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	dead, err := s.createKV(ctx, jetstream.KeyValueConfig{
 		Bucket:      DeadLetterBucket,
 		Description: "radbridge ingest records the mapper passed over, with the reason (see mapper.DeadLetter)",
 		Storage:     jetstream.FileStorage,
@@ -498,7 +498,7 @@ func (s *Store) ensure(ctx context.Context, cfg Config, fresh bool) error {
 		return fmt.Errorf("create dead-letter bucket: %w", err)
 	}
 	s.dead = dead
-	mpps, err := s.js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	mpps, err := s.createKV(ctx, jetstream.KeyValueConfig{
 		Bucket:      MPPSBucket,
 		Description: "radbridge MPPS step states, as the DICOM SCP accepted them",
 		Storage:     jetstream.FileStorage,
@@ -513,11 +513,13 @@ func (s *Store) ensure(ctx context.Context, cfg Config, fresh bool) error {
 	if s.groupDir != "" {
 		s.mppsSync = newBlockSyncer(s.groupDir, "KV_"+MPPSBucket)
 	}
-	obs, err := s.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
-		Bucket:      SnapshotBucket,
-		Description: "radbridge mapper snapshots (the state at an ingest sequence)",
-		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
+	obs, err := withPlacementRetry(ctx, func() (jetstream.ObjectStore, error) {
+		return s.js.CreateOrUpdateObjectStore(ctx, jetstream.ObjectStoreConfig{
+			Bucket:      SnapshotBucket,
+			Description: "radbridge mapper snapshots (the state at an ingest sequence)",
+			Storage:     jetstream.FileStorage,
+			Replicas:    cfg.Replicas,
+		})
 	})
 	if err != nil {
 		return fmt.Errorf("create snapshot bucket: %w", err)
@@ -593,4 +595,32 @@ func (s *Store) Close() {
 			s.lock.Close()
 		}
 	})
+}
+
+// createKV is CreateOrUpdateKeyValue through withPlacementRetry.
+func (s *Store) createKV(ctx context.Context, cfg jetstream.KeyValueConfig) (jetstream.KeyValue, error) {
+	return withPlacementRetry(ctx, func() (jetstream.KeyValue, error) { return s.js.CreateOrUpdateKeyValue(ctx, cfg) })
+}
+
+// withPlacementRetry runs create (a stream or bucket creation) again, for
+// up to 15 s, while a cluster answers that it has no peers to place it on
+// (JetStream error 10005: a server of the cluster still starting or
+// reconnecting its routes), instead of failing the daemon's start on it.
+// Any other answer is returned at once.
+func withPlacementRetry[T any](ctx context.Context, create func() (T, error)) (T, error) {
+	deadline := time.Now().Add(15 * time.Second)
+	wait := 100 * time.Millisecond
+	for {
+		v, err := create()
+		var apiErr *jetstream.APIError
+		if err == nil || !errors.As(err, &apiErr) || apiErr.ErrorCode != 10005 || time.Now().Add(wait).After(deadline) {
+			return v, err
+		}
+		select {
+		case <-ctx.Done():
+			return v, err
+		case <-time.After(wait): // a bounded retry of the server's answer
+		}
+		wait = min(2*wait, time.Second)
+	}
 }
